@@ -1,0 +1,225 @@
+//! The one error type of the crate, with the HTTP status each failure maps to.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+
+use crate::host::HostError;
+use crate::schema::{SchemaName, SchemaNameError};
+
+/// A shorthand for `Result<T, tenant_schemas::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, each variant naming the host, tenant or schema involved.
+///
+/// Adapters turn an error into a response with [`Error::status`]; [`Error::kind`] gives
+/// a coarse category to match on without depending on the exact variant set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request's host is malformed (→ 400).
+    #[error("invalid host: {0}")]
+    InvalidHost(#[from] HostError),
+
+    /// A schema name failed validation (→ 400).
+    #[error(transparent)]
+    InvalidSchemaName(#[from] SchemaNameError),
+
+    /// No tenant is registered for this host (→ 404).
+    #[error("no tenant for host `{host}`")]
+    UnknownHost {
+        /// The normalized host that was looked up.
+        host: String,
+    },
+
+    /// A tenant connection was asked for outside any tenant scope (→ 500: a programming error).
+    ///
+    /// The router fails closed: it never falls back to `public` silently.
+    #[error("no tenant in scope: run this code inside `scope::run` or a tenant-aware handler")]
+    NoTenantInScope,
+
+    /// The registry has no tenant with this schema (→ 404).
+    #[error("tenant `{schema}` does not exist")]
+    TenantNotFound {
+        /// The schema looked for.
+        schema: SchemaName,
+    },
+
+    /// A tenant with this schema already exists, or the schema itself does (→ 409).
+    #[error("tenant `{schema}` already exists")]
+    TenantExists {
+        /// The schema that is taken.
+        schema: SchemaName,
+    },
+
+    /// The domain is already registered to a tenant (→ 409).
+    #[error("domain `{domain}` is already registered")]
+    DomainTaken {
+        /// The domain that is taken.
+        domain: String,
+    },
+
+    /// The domain is not registered for this tenant (→ 404).
+    #[error("domain `{domain}` is not registered for tenant `{schema}`")]
+    DomainNotFound {
+        /// The domain looked for.
+        domain: String,
+        /// The tenant it was looked for in.
+        schema: SchemaName,
+    },
+
+    /// No connection could be had from the pool: the database is down or the pool is exhausted (→ 503).
+    #[error("no database connection for schema `{schema}`: {source}")]
+    Pool {
+        /// The schema the connection was for.
+        schema: SchemaName,
+        /// What the pool said.
+        #[source]
+        source: deadpool_postgres::PoolError,
+    },
+
+    /// A statement failed (→ 503 when the connection was lost, 500 otherwise).
+    #[error("database error while {action} (schema `{schema}`): {}", pg_message(.source))]
+    Database {
+        /// What the library was doing, e.g. "switching search_path".
+        action: &'static str,
+        /// The schema it was done for.
+        schema: SchemaName,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A tenant migration failed; the transaction it ran in was rolled back (→ 500).
+    #[error("migration `{migration}` failed in schema `{schema}`: {}", pg_message(.source))]
+    Migration {
+        /// The schema being migrated.
+        schema: SchemaName,
+        /// The migration's name.
+        migration: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A migration file could not be read.
+    #[error("cannot read migrations from `{path}`: {source}")]
+    MigrationSource {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A lookup failed; the error is shared by every request that waited on the same lookup.
+    #[error("tenant lookup for host `{host}` failed: {source}")]
+    Lookup {
+        /// The host being resolved.
+        host: String,
+        /// The resolver's error.
+        #[source]
+        source: Arc<Error>,
+    },
+
+    /// A custom resolver failed with its own error type.
+    #[error("tenant resolver failed: {0}")]
+    Resolver(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A coarse category of [`Error`], stable across new variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input (host, schema name) is malformed.
+    InvalidInput,
+    /// The tenant, host or domain does not exist.
+    NotFound,
+    /// The tenant or domain already exists.
+    Conflict,
+    /// The database is unreachable or the pool is exhausted; retrying later may work.
+    Unavailable,
+    /// The code asked for a tenant connection with no tenant in scope.
+    NoTenantInScope,
+    /// Anything else: a failed statement or migration, a resolver's own error.
+    Internal,
+}
+
+impl Error {
+    /// The category of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidHost(_) | Error::InvalidSchemaName(_) => ErrorKind::InvalidInput,
+            Error::UnknownHost { .. }
+            | Error::TenantNotFound { .. }
+            | Error::DomainNotFound { .. } => ErrorKind::NotFound,
+            Error::TenantExists { .. } | Error::DomainTaken { .. } => ErrorKind::Conflict,
+            Error::Pool { .. } => ErrorKind::Unavailable,
+            Error::Database { source, .. } | Error::Migration { source, .. }
+                if is_connection_lost(source) =>
+            {
+                ErrorKind::Unavailable
+            }
+            Error::NoTenantInScope => ErrorKind::NoTenantInScope,
+            Error::Lookup { source, .. } => source.kind(),
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    /// The HTTP status an adapter answers with: 400, 404, 409, 503 or 500.
+    pub fn status(&self) -> StatusCode {
+        match self.kind() {
+            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoTenantInScope | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The server's error report, when a statement failed on the server.
+    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            Error::Database { source, .. } | Error::Migration { source, .. } => source.as_db_error(),
+            Error::Lookup { source, .. } => source.as_db_error(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn db(action: &'static str, schema: &SchemaName, source: tokio_postgres::Error) -> Self {
+        Error::Database {
+            action,
+            schema: schema.clone(),
+            source,
+        }
+    }
+}
+
+/// The server's own message (with its SQLSTATE) where there is one; the driver's
+/// `Display` alone only says "db error".
+fn pg_message(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} ({}: {})", db.message(), db.severity(), db.code().code()),
+        None => err.to_string(),
+    }
+}
+
+/// True when the error means the connection is gone (closed, I/O error, server shutdown or
+/// the backend terminated), as opposed to a statement the server rejected.
+pub(crate) fn is_connection_lost(err: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if err.is_closed() {
+        return true;
+    }
+    match err.code() {
+        Some(code) => {
+            *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || code.code().starts_with("08")
+        }
+        // No SQLSTATE: an I/O or protocol error on the socket.
+        None => std::error::Error::source(err)
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+    }
+}

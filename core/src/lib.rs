@@ -1,0 +1,37 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod cache;
+mod connection;
+mod error;
+mod host;
+mod migrate;
+mod registry;
+mod resolver;
+mod router;
+mod schema;
+mod tenancy;
+mod tenant;
+
+pub mod scope;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use cache::{CacheConfig, CachedResolver};
+pub use connection::{ConnectionScope, ToScopedStatement};
+pub use error::{Error, ErrorKind, Result};
+pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL_LEN};
+pub use migrate::{Migration, TenantMigrations};
+pub use registry::{DropSchema, NewTenant, Registry};
+pub use resolver::{RegistryResolver, StaticResolver, SubdomainResolver, TenantResolver};
+pub use router::{RouterStats, SchemaRouter, SchemaRouterBuilder};
+pub use schema::{SchemaName, SchemaNameError, MAX_SCHEMA_NAME_LEN};
+pub use tenancy::{Tenancy, TenancyBuilder};
+pub use tenant::{Tenant, TenantId, TenantRecord, TenantStatus};
+
+/// Re-exported so implementing [`TenantResolver`] needs no extra dependency.
+pub use async_trait::async_trait;
+/// The pool this crate works with, re-exported so versions match.
+pub use deadpool_postgres;
+/// The driver this crate works with, re-exported so versions match.
+pub use tokio_postgres;

@@ -1,0 +1,404 @@
+//! The tenant registry: tenants and their domains, in tables in `public`.
+//!
+//! `public.tenant_schemas_tenants` holds one row per tenant (id, schema name, display
+//! name, creation time, status, migration version); `public.tenant_schemas_domains` maps
+//! each domain to its tenant, with at most one primary domain per tenant. [`Registry::install`]
+//! creates both (idempotent, safe to run from several processes at once).
+
+use std::time::SystemTime;
+
+use deadpool_postgres::{Object, Pool};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
+
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::migrate::TenantMigrations;
+use crate::schema::SchemaName;
+use crate::tenant::{TenantRecord, TenantStatus};
+
+/// Serializes [`Registry::install`] across processes (an arbitrary constant: "tenantsc").
+const INSTALL_LOCK: i64 = 0x7465_6e61_6e74_7363;
+
+const INSTALL_SQL: &str = "
+CREATE TABLE IF NOT EXISTS public.tenant_schemas_tenants (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    schema_name text NOT NULL UNIQUE CHECK (schema_name ~ '^[a-z_][a-z0-9_]{0,62}$'),
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
+    version     integer NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS public.tenant_schemas_domains (
+    domain     text PRIMARY KEY CHECK (domain = lower(domain) AND length(domain) BETWEEN 1 AND 253),
+    tenant_id  bigint NOT NULL REFERENCES public.tenant_schemas_tenants (id) ON DELETE CASCADE,
+    is_primary boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS tenant_schemas_domains_tenant_idx
+    ON public.tenant_schemas_domains (tenant_id);
+CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
+    ON public.tenant_schemas_domains (tenant_id) WHERE is_primary;
+";
+
+const SELECT_TENANTS: &str = "
+SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version,
+       coalesce(array_agg(d.domain ORDER BY d.is_primary DESC, d.domain)
+                FILTER (WHERE d.domain IS NOT NULL), '{}') AS domains
+FROM public.tenant_schemas_tenants t
+LEFT JOIN public.tenant_schemas_domains d ON d.tenant_id = t.id";
+
+/// A tenant to create: its schema, display name and domains (the first is primary).
+///
+/// ```
+/// use tenant_schemas::{Host, NewTenant, SchemaName};
+///
+/// let acme = NewTenant::new(SchemaName::new("acme").unwrap())
+///     .name("Acme Inc.")
+///     .domain(Host::parse("acme.example.com").unwrap());
+/// ```
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    schema: SchemaName,
+    name: Option<String>,
+    domains: Vec<Host>,
+}
+
+impl NewTenant {
+    /// A tenant in `schema`, named after it, with no domain yet.
+    pub fn new(schema: SchemaName) -> Self {
+        NewTenant {
+            schema,
+            name: None,
+            domains: Vec::new(),
+        }
+    }
+
+    /// Sets the display name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Adds a domain; the first one added is the primary domain.
+    pub fn domain(mut self, domain: Host) -> Self {
+        self.domains.push(domain);
+        self
+    }
+
+    /// The schema the tenant will live in.
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+}
+
+/// Whether [`Registry::delete_tenant`] drops the tenant's schema too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropSchema {
+    /// Drop the schema and everything in it.
+    Yes,
+    /// Keep the schema (e.g. to archive it); only the registry rows go.
+    No,
+}
+
+/// Creates, lists and deletes tenants and their domains.
+///
+/// Every change runs in one transaction: a tenant whose schema or migrations fail leaves
+/// neither a schema nor a registry row behind.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pool: Pool,
+    migrations: TenantMigrations,
+}
+
+impl Registry {
+    /// A registry over `pool`, creating tenants with no migrations.
+    pub fn new(pool: Pool) -> Self {
+        Registry {
+            pool,
+            migrations: TenantMigrations::new(),
+        }
+    }
+
+    /// The migrations every new tenant gets.
+    pub fn with_migrations(mut self, migrations: TenantMigrations) -> Self {
+        self.migrations = migrations;
+        self
+    }
+
+    /// The migrations every new tenant gets.
+    pub fn migrations(&self) -> &TenantMigrations {
+        &self.migrations
+    }
+
+    async fn conn(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|source| Error::Pool {
+            schema: SchemaName::public(),
+            source,
+        })
+    }
+
+    /// Creates the registry tables in `public` if they are missing.
+    pub async fn install(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let public = SchemaName::public();
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(|e| Error::db("installing the registry", &public, e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INSTALL_LOCK])
+            .await
+            .map_err(|e| Error::db("installing the registry", &public, e))?;
+        tx.batch_execute(INSTALL_SQL)
+            .await
+            .map_err(|e| Error::db("installing the registry", &public, e))?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("installing the registry", &public, e))
+    }
+
+    /// Creates a tenant: `CREATE SCHEMA`, the tenant migrations, and the registry rows, in one
+    /// transaction.
+    pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
+        let schema = new.schema.clone();
+        let db = |e| Error::db("creating a tenant", &schema, e);
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db)?;
+        if !schema.is_public() {
+            tx.batch_execute(&format!("CREATE SCHEMA {}", schema.quoted()))
+                .await
+                .map_err(|e| conflict(e, &schema, &new.domains))?;
+        }
+        let version = if schema.is_public() {
+            0
+        } else {
+            self.migrations.apply(&tx, &schema).await?
+        };
+        let name = new.name.unwrap_or_else(|| schema.to_string());
+        let row = tx
+            .query_one(
+                "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version)
+                 VALUES ($1, $2, $3) RETURNING id, created_at",
+                &[&schema.as_str(), &name, &version],
+            )
+            .await
+            .map_err(|e| conflict(e, &schema, &new.domains))?;
+        let id: i64 = row.get(0);
+        let created_at: SystemTime = row.get(1);
+        for (i, domain) in new.domains.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO public.tenant_schemas_domains (domain, tenant_id, is_primary)
+                 VALUES ($1, $2, $3)",
+                &[&domain.as_str(), &id, &(i == 0)],
+            )
+            .await
+            .map_err(|e| conflict(e, &schema, std::slice::from_ref(domain)))?;
+        }
+        tx.commit().await.map_err(db)?;
+        tracing::info!(schema = %schema, tenant_id = id, "tenant created");
+        Ok(TenantRecord {
+            id,
+            schema,
+            name,
+            created_at,
+            status: TenantStatus::Active,
+            version,
+            domains: new.domains.iter().map(|d| d.as_str().to_owned()).collect(),
+        })
+    }
+
+    /// Registers the public tenant (schema `public`) with `main_domain` as its primary domain,
+    /// unless it exists already. Returns its record.
+    pub async fn ensure_public_tenant(&self, main_domain: &Host) -> Result<TenantRecord> {
+        match self.get(&SchemaName::public()).await {
+            Ok(record) => {
+                if !record.domains.iter().any(|d| d == main_domain.as_str()) {
+                    self.add_domain(&record.schema, main_domain, record.domains.is_empty())
+                        .await?;
+                    return self.get(&SchemaName::public()).await;
+                }
+                Ok(record)
+            }
+            Err(Error::TenantNotFound { .. }) => {
+                let new = NewTenant::new(SchemaName::public())
+                    .name("public")
+                    .domain(main_domain.clone());
+                match self.create_tenant(new).await {
+                    // Another process registered it first.
+                    Err(Error::TenantExists { .. }) => self.get(&SchemaName::public()).await,
+                    other => other,
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The tenant in `schema`.
+    pub async fn get(&self, schema: &SchemaName) -> Result<TenantRecord> {
+        let conn = self.conn().await?;
+        let sql = format!("{SELECT_TENANTS} WHERE t.schema_name = $1 GROUP BY t.id");
+        let row = conn
+            .query_opt(&sql, &[&schema.as_str()])
+            .await
+            .map_err(|e| Error::db("reading the registry", schema, e))?;
+        match row {
+            Some(row) => record(&row),
+            None => Err(Error::TenantNotFound {
+                schema: schema.clone(),
+            }),
+        }
+    }
+
+    /// Every tenant, the public one included, ordered by schema name.
+    pub async fn list(&self) -> Result<Vec<TenantRecord>> {
+        let conn = self.conn().await?;
+        let sql = format!("{SELECT_TENANTS} GROUP BY t.id ORDER BY t.schema_name");
+        let rows = conn
+            .query(&sql, &[])
+            .await
+            .map_err(|e| Error::db("reading the registry", &SchemaName::public(), e))?;
+        rows.iter().map(record).collect()
+    }
+
+    /// Adds `domain` to the tenant in `schema`; with `primary`, it replaces the primary domain.
+    pub async fn add_domain(&self, schema: &SchemaName, domain: &Host, primary: bool) -> Result<()> {
+        let db = |e| Error::db("adding a domain", schema, e);
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db)?;
+        let id = tenant_id(&tx, schema).await?;
+        if primary {
+            tx.execute(
+                "UPDATE public.tenant_schemas_domains SET is_primary = false
+                 WHERE tenant_id = $1 AND is_primary",
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.execute(
+            "INSERT INTO public.tenant_schemas_domains (domain, tenant_id, is_primary)
+             VALUES ($1, $2, $3)",
+            &[&domain.as_str(), &id, &primary],
+        )
+        .await
+        .map_err(|e| conflict(e, schema, std::slice::from_ref(domain)))?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Removes `domain` from the tenant in `schema`.
+    pub async fn remove_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
+        let conn = self.conn().await?;
+        let removed = conn
+            .execute(
+                "DELETE FROM public.tenant_schemas_domains d
+                 USING public.tenant_schemas_tenants t
+                 WHERE d.tenant_id = t.id AND t.schema_name = $1 AND d.domain = $2",
+                &[&schema.as_str(), &domain.as_str()],
+            )
+            .await
+            .map_err(|e| Error::db("removing a domain", schema, e))?;
+        if removed == 0 {
+            return Err(Error::DomainNotFound {
+                domain: domain.to_string(),
+                schema: schema.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Suspends or re-activates a tenant. A suspended tenant's hosts resolve to no tenant.
+    pub async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
+        let conn = self.conn().await?;
+        let changed = conn
+            .execute(
+                "UPDATE public.tenant_schemas_tenants SET status = $2 WHERE schema_name = $1",
+                &[&schema.as_str(), &status.as_str()],
+            )
+            .await
+            .map_err(|e| Error::db("changing a tenant's status", schema, e))?;
+        if changed == 0 {
+            return Err(Error::TenantNotFound {
+                schema: schema.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes the tenant's registry rows and, with [`DropSchema::Yes`], its schema, in one
+    /// transaction. Returns the record as it was. The `public` schema is never dropped.
+    pub async fn delete_tenant(&self, schema: &SchemaName, drop: DropSchema) -> Result<TenantRecord> {
+        let db = |e| Error::db("deleting a tenant", schema, e);
+        let record = self.get(schema).await?;
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db)?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM public.tenant_schemas_tenants WHERE schema_name = $1",
+                &[&schema.as_str()],
+            )
+            .await
+            .map_err(db)?;
+        if deleted == 0 {
+            return Err(Error::TenantNotFound {
+                schema: schema.clone(),
+            });
+        }
+        if drop == DropSchema::Yes && !schema.is_public() {
+            tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted()))
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        tracing::info!(schema = %schema, dropped = drop == DropSchema::Yes, "tenant deleted");
+        Ok(record)
+    }
+}
+
+async fn tenant_id(tx: &tokio_postgres::Transaction<'_>, schema: &SchemaName) -> Result<i64> {
+    let row = tx
+        .query_opt(
+            "SELECT id FROM public.tenant_schemas_tenants WHERE schema_name = $1 FOR UPDATE",
+            &[&schema.as_str()],
+        )
+        .await
+        .map_err(|e| Error::db("reading the registry", schema, e))?;
+    row.map(|r| r.get(0)).ok_or_else(|| Error::TenantNotFound {
+        schema: schema.clone(),
+    })
+}
+
+fn record(row: &Row) -> Result<TenantRecord> {
+    Ok(TenantRecord {
+        id: row.get("id"),
+        schema: SchemaName::from_registry(row.get("schema_name"))?,
+        name: row.get("name"),
+        created_at: row.get("created_at"),
+        status: TenantStatus::from_db(row.get("status")),
+        version: row.get("version"),
+        domains: row.get("domains"),
+    })
+}
+
+/// Turns a unique violation into the conflict it means; other errors stay database errors.
+fn conflict(err: tokio_postgres::Error, schema: &SchemaName, domains: &[Host]) -> Error {
+    let code = err.code();
+    if code == Some(&SqlState::DUPLICATE_SCHEMA) {
+        return Error::TenantExists {
+            schema: schema.clone(),
+        };
+    }
+    if code == Some(&SqlState::UNIQUE_VIOLATION) {
+        let constraint = err.as_db_error().and_then(|d| d.constraint()).unwrap_or("");
+        if constraint.starts_with("tenant_schemas_domains") {
+            return Error::DomainTaken {
+                domain: domains.first().map(ToString::to_string).unwrap_or_default(),
+            };
+        }
+        // `pg_namespace_nspname_index`: two transactions created the same schema at once.
+        if constraint.starts_with("tenant_schemas_tenants") || constraint == "pg_namespace_nspname_index" {
+            return Error::TenantExists {
+                schema: schema.clone(),
+            };
+        }
+    }
+    Error::db("creating a tenant", schema, err)
+}

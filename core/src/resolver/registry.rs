@@ -1,0 +1,60 @@
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+
+use super::TenantResolver;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::schema::SchemaName;
+use crate::tenant::Tenant;
+
+const LOOKUP_SQL: &str = "
+SELECT t.id, t.schema_name, t.name
+FROM public.tenant_schemas_domains d
+JOIN public.tenant_schemas_tenants t ON t.id = d.tenant_id
+WHERE d.domain = $1 AND t.status = 'active'";
+
+/// Looks hosts up in the [registry](crate::Registry) tables in `public`: any of a tenant's
+/// domains resolves to it, as long as the tenant is active.
+///
+/// Each lookup is one indexed query; wrap the resolver in a
+/// [`CachedResolver`](crate::CachedResolver) so that most requests need none.
+#[derive(Debug, Clone)]
+pub struct RegistryResolver {
+    pool: Pool,
+}
+
+impl RegistryResolver {
+    /// A resolver reading the registry through `pool`.
+    pub fn new(pool: Pool) -> Self {
+        RegistryResolver { pool }
+    }
+}
+
+#[async_trait]
+impl TenantResolver for RegistryResolver {
+    async fn resolve(&self, host: &Host) -> Result<Option<Tenant>> {
+        let public = SchemaName::public();
+        let conn = self.pool.get().await.map_err(|source| Error::Pool {
+            schema: public.clone(),
+            source,
+        })?;
+        // The statement names its tables with their schema, so the connection's search path
+        // does not matter here.
+        let stmt = conn
+            .prepare_cached(LOOKUP_SQL)
+            .await
+            .map_err(|e| Error::db("looking up a host", &public, e))?;
+        let row = conn
+            .query_opt(&stmt, &[&host.as_str()])
+            .await
+            .map_err(|e| Error::db("looking up a host", &public, e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(
+            Tenant::new(SchemaName::from_registry(row.get(1))?)
+                .with_name(row.get::<_, &str>(2))
+                .with_id(row.get(0)),
+        ))
+    }
+}

@@ -1,0 +1,251 @@
+//! Handing out connections bound to a schema.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use deadpool_postgres::{Pool, StatementCache};
+
+use crate::connection::ConnectionScope;
+use crate::error::{Error, Result};
+use crate::schema::{search_path, SchemaName};
+use crate::scope;
+
+/// Owns the pool and the search-path policy, and hands out [`ConnectionScope`]s.
+///
+/// Cheap to clone. A connection is for the tenant in [scope](crate::scope) (an error outside
+/// any scope: the router fails closed), for a schema named explicitly, or for `public` when
+/// asked for by name.
+///
+/// The router remembers which search path each pooled connection was last switched to, and
+/// skips the switch when a checkout finds the connection already there. That memory is only
+/// trusted when the pool recycles connections without resetting session state
+/// ([`RecyclingMethod::Fast`](deadpool_postgres::RecyclingMethod::Fast) or `Verified`, the
+/// usual choices); with `Clean` or a custom recycling SQL every checkout switches.
+///
+/// ```no_run
+/// use tenant_schemas::{scope, SchemaName, SchemaRouter, Tenant};
+///
+/// # async fn demo(pool: tenant_schemas::deadpool_postgres::Pool) -> tenant_schemas::Result<()> {
+/// let router = SchemaRouter::new(pool);
+/// let acme = Tenant::new(SchemaName::new("acme")?);
+/// let notes = scope::run(acme, async {
+///     let db = router.connection().await?; // the tenant in scope
+///     db.query("SELECT body FROM notes", &[]).await
+/// })
+/// .await?;
+/// assert!(router.connection().await.is_err()); // no tenant in scope
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SchemaRouter {
+    pub(crate) inner: Arc<RouterInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RouterInner {
+    pub(crate) pool: Pool,
+    extra_schemas: Vec<SchemaName>,
+    /// `None` when the pool's recycling may reset session state, so nothing is remembered.
+    pub(crate) tracker: Option<PathTracker>,
+    pub(crate) stats: Counters,
+}
+
+/// Counters of what the router did, for tests, metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouterStats {
+    /// Connections handed out.
+    pub checkouts: u64,
+    /// `search_path` switches sent to the server.
+    pub switches: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    checkouts: AtomicU64,
+    pub(crate) switches: AtomicU64,
+}
+
+/// Builds a [`SchemaRouter`].
+#[derive(Debug)]
+pub struct SchemaRouterBuilder {
+    pool: Pool,
+    extra_schemas: Vec<SchemaName>,
+    track: Option<bool>,
+}
+
+impl SchemaRouterBuilder {
+    /// Shared schemas put on the search path after `public`, e.g. one holding extensions.
+    pub fn extra_schemas(mut self, schemas: impl IntoIterator<Item = SchemaName>) -> Self {
+        self.extra_schemas = schemas.into_iter().collect();
+        self
+    }
+
+    /// Forces the per-connection search-path memory on or off.
+    ///
+    /// By default it is on when the pool's recycling method keeps session state, off
+    /// otherwise. Turn it off when something else may change `search_path` on the pool's
+    /// connections behind the router's back.
+    pub fn track_search_path(mut self, track: bool) -> Self {
+        self.track = Some(track);
+        self
+    }
+
+    /// Finishes the router.
+    pub fn build(self) -> SchemaRouter {
+        let track = self
+            .track
+            .unwrap_or_else(|| recycling_keeps_session_state(&self.pool));
+        SchemaRouter {
+            inner: Arc::new(RouterInner {
+                tracker: track.then(PathTracker::default),
+                pool: self.pool,
+                extra_schemas: self.extra_schemas,
+                stats: Counters::default(),
+            }),
+        }
+    }
+}
+
+/// deadpool-postgres keeps its manager's configuration private; its `Debug` output is the
+/// only place the recycling method shows. If that output ever changes, this returns false
+/// and the router switches on every checkout: slower, never wrong.
+fn recycling_keeps_session_state(pool: &Pool) -> bool {
+    let manager = format!("{:?}", pool.manager());
+    manager.contains("recycling_method: Fast") || manager.contains("recycling_method: Verified")
+}
+
+impl SchemaRouter {
+    /// A router over `pool` with the default policy: search path `"<schema>", public`.
+    pub fn new(pool: Pool) -> Self {
+        Self::builder(pool).build()
+    }
+
+    /// A builder to set extra shared schemas or the search-path memory.
+    pub fn builder(pool: Pool) -> SchemaRouterBuilder {
+        SchemaRouterBuilder {
+            pool,
+            extra_schemas: Vec::new(),
+            track: None,
+        }
+    }
+
+    /// A connection for the tenant in scope; [`Error::NoTenantInScope`] outside any scope.
+    pub async fn connection(&self) -> Result<ConnectionScope> {
+        let schema = scope::require_schema()?;
+        self.connection_for(&schema).await
+    }
+
+    /// A connection bound to `schema`.
+    pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
+        let conn = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|source| Error::Pool {
+                schema: schema.clone(),
+                source,
+            })?;
+        self.inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        let path = search_path(schema, &self.inner.extra_schemas);
+        let on_path = self
+            .inner
+            .tracker
+            .as_ref()
+            .is_some_and(|t| t.is_on(&conn.statement_cache, &path));
+        Ok(ConnectionScope::new(conn, schema.clone(), path, on_path, self.inner.clone()))
+    }
+
+    /// A connection bound to the shared `public` schema.
+    pub async fn public(&self) -> Result<ConnectionScope> {
+        self.connection_for(&SchemaName::public()).await
+    }
+
+    /// The underlying pool. Connections taken from it directly are not bound to any schema;
+    /// do not change their `search_path` outside a transaction (`set_config(…, true)` is fine).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Whether the router remembers each connection's search path (see the type's docs).
+    pub fn tracks_search_path(&self) -> bool {
+        self.inner.tracker.is_some()
+    }
+
+    /// What the router has done so far.
+    pub fn stats(&self) -> RouterStats {
+        RouterStats {
+            checkouts: self.inner.stats.checkouts.load(Ordering::Relaxed),
+            switches: self.inner.stats.switches.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The search path each pooled connection was last successfully switched to.
+///
+/// deadpool gives a pooled connection no place for our own state, so it is kept beside the
+/// pool, keyed by the address of the connection's statement cache (an `Arc` that lives
+/// exactly as long as the connection). Each entry holds a `Weak` to that cache: while the
+/// entry exists the allocation cannot be freed, so its address cannot be reused by a new
+/// connection and mistaken for this one.
+#[derive(Debug, Default)]
+pub(crate) struct PathTracker {
+    slots: Mutex<Slots>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    by_conn: HashMap<usize, Slot>,
+    sweep_at: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    conn: Weak<StatementCache>,
+    path: Option<Arc<str>>,
+}
+
+fn key(conn: &Arc<StatementCache>) -> usize {
+    Arc::as_ptr(conn) as usize
+}
+
+impl PathTracker {
+    fn is_on(&self, conn: &Arc<StatementCache>, path: &str) -> bool {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .by_conn
+            .get(&key(conn))
+            .and_then(|slot| slot.path.as_deref())
+            .is_some_and(|known| known == path)
+    }
+
+    /// Forget the connection's path: called before a switch is sent, and whenever the
+    /// session may have been changed by statements the router did not write.
+    pub(crate) fn mark_unknown(&self, conn: &Arc<StatementCache>) {
+        self.set(conn, None);
+    }
+
+    /// Record the connection's path: called only after the switch succeeded.
+    pub(crate) fn mark_on(&self, conn: &Arc<StatementCache>, path: Arc<str>) {
+        self.set(conn, Some(path));
+    }
+
+    fn set(&self, conn: &Arc<StatementCache>, path: Option<Arc<str>>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .by_conn
+            .entry(key(conn))
+            .and_modify(|slot| slot.path.clone_from(&path))
+            .or_insert_with(|| Slot {
+                conn: Arc::downgrade(conn),
+                path,
+            });
+        if slots.by_conn.len() > slots.sweep_at {
+            // Drop entries of connections the pool has closed.
+            slots.by_conn.retain(|_, slot| slot.conn.strong_count() > 0);
+            slots.sweep_at = (slots.by_conn.len() * 2).max(64);
+        }
+    }
+}

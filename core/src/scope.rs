@@ -1,0 +1,112 @@
+//! The current tenant, kept in tokio task-local storage.
+//!
+//! Adapters enter the scope for each request; anything the request's task runs can then
+//! ask which tenant it serves, without passing it down:
+//!
+//! ```
+//! use tenant_schemas::{scope, SchemaName, Tenant};
+//!
+//! async fn deep_in_the_app() -> String {
+//!     scope::current_schema().map_or("none".into(), |s| s.to_string())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let acme = Tenant::new(SchemaName::new("acme").unwrap());
+//! assert_eq!(scope::run(acme.clone(), deep_in_the_app()).await, "acme");
+//! assert_eq!(deep_in_the_app().await, "none"); // outside: no tenant, no fallback
+//!
+//! // tokio::spawn does not inherit task-locals; scope::spawn does.
+//! let handle = scope::run(acme, async { scope::spawn(deep_in_the_app()) }).await;
+//! assert_eq!(handle.await.unwrap(), "acme");
+//! # }
+//! ```
+
+use std::future::Future;
+
+use futures_util::future::Either;
+use tokio::task::futures::TaskLocalFuture;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::schema::SchemaName;
+use crate::tenant::Tenant;
+
+tokio::task_local! {
+    static CURRENT: Tenant;
+}
+
+/// A future running inside a tenant scope, as returned by [`run`].
+pub type Scoped<F> = TaskLocalFuture<Tenant, F>;
+
+/// The schema of the tenant in scope, or `None` outside any scope.
+pub fn current_schema() -> Option<SchemaName> {
+    CURRENT.try_with(|t| t.schema().clone()).ok()
+}
+
+/// The tenant in scope, or `None` outside any scope.
+pub fn current_tenant() -> Option<Tenant> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// The schema of the tenant in scope, or [`Error::NoTenantInScope`].
+pub fn require_schema() -> Result<SchemaName> {
+    current_schema().ok_or(Error::NoTenantInScope)
+}
+
+/// The tenant in scope, or [`Error::NoTenantInScope`].
+pub fn require_tenant() -> Result<Tenant> {
+    current_tenant().ok_or(Error::NoTenantInScope)
+}
+
+/// Runs `fut` with `tenant` in scope. Scopes nest: the innermost one wins.
+pub fn run<F: Future>(tenant: Tenant, fut: F) -> Scoped<F> {
+    CURRENT.scope(tenant, fut)
+}
+
+/// Runs `fut` in the scope of `schema` (a tenant named after its schema).
+pub fn run_in_schema<F: Future>(schema: SchemaName, fut: F) -> Scoped<F> {
+    run(Tenant::new(schema), fut)
+}
+
+/// Runs the closure `f` synchronously with `tenant` in scope.
+pub fn sync_run<R>(tenant: Tenant, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(tenant, f)
+}
+
+/// Wraps `fut` in the current scope, if there is one, so it keeps the tenant wherever it is
+/// polled (a `JoinSet`, another executor, a stream combinator's task).
+pub fn bind<F: Future>(fut: F) -> Bound<F> {
+    match current_tenant() {
+        Some(tenant) => Either::Left(run(tenant, fut)),
+        None => Either::Right(fut),
+    }
+}
+
+/// A future that carries the scope it was created in, as returned by [`bind`].
+pub type Bound<F> = Either<Scoped<F>, F>;
+
+/// Spawns `fut` on the tokio runtime with the current tenant in scope.
+///
+/// `tokio::spawn` starts tasks with empty task-local storage; this carries the tenant over.
+/// Called outside a scope, the new task has no tenant either (and tenant connections fail).
+#[track_caller]
+pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(bind(fut))
+}
+
+/// Runs the blocking closure `f` on tokio's blocking pool with the current tenant in scope.
+#[track_caller]
+pub fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    match current_tenant() {
+        Some(tenant) => tokio::task::spawn_blocking(move || sync_run(tenant, f)),
+        None => tokio::task::spawn_blocking(f),
+    }
+}

@@ -1,0 +1,227 @@
+//! Everything an adapter needs, in one handle.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use http::{HeaderMap, Uri};
+
+use crate::cache::{CacheConfig, CachedResolver};
+use crate::connection::ConnectionScope;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::migrate::TenantMigrations;
+use crate::registry::{DropSchema, NewTenant, Registry};
+use crate::resolver::{RegistryResolver, TenantResolver};
+use crate::router::SchemaRouter;
+use crate::schema::SchemaName;
+use crate::tenant::{Tenant, TenantRecord, TenantStatus};
+
+/// The resolver (behind its cache), the router and the registry of one application.
+///
+/// Cheap to clone. Registry changes made through it invalidate the cached hosts they affect,
+/// so a new tenant is served at once and a deleted one is not served any more.
+///
+/// ```no_run
+/// use tenant_schemas::{Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
+///
+/// # async fn demo(pool: tenant_schemas::deadpool_postgres::Pool) -> tenant_schemas::Result<()> {
+/// let tenancy = Tenancy::builder(pool)
+///     .migrations(TenantMigrations::new().with("notes", "CREATE TABLE notes (body text)"))
+///     .build()
+///     .await?; // creates the registry tables if missing
+/// tenancy
+///     .create_tenant(NewTenant::new(SchemaName::new("acme")?).domain(Host::parse("acme.example.com")?))
+///     .await?;
+/// let tenant = tenancy.resolve(&Host::parse("acme.example.com")?).await?;
+/// assert_eq!(tenant.schema().as_str(), "acme");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Tenancy {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    router: SchemaRouter,
+    resolver: CachedResolver<Box<dyn TenantResolver>>,
+    registry: Registry,
+}
+
+/// Builds a [`Tenancy`].
+pub struct TenancyBuilder {
+    pool: Pool,
+    resolver: Option<Box<dyn TenantResolver>>,
+    cache: CacheConfig,
+    extra_schemas: Vec<SchemaName>,
+    migrations: TenantMigrations,
+    install: bool,
+}
+
+impl std::fmt::Debug for TenancyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenancyBuilder")
+            .field("custom_resolver", &self.resolver.is_some())
+            .field("cache", &self.cache)
+            .field("extra_schemas", &self.extra_schemas)
+            .field("migrations", &self.migrations.len())
+            .field("install", &self.install)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for dyn TenantResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn TenantResolver")
+    }
+}
+
+impl TenancyBuilder {
+    /// The resolver to use instead of the [`RegistryResolver`] over the pool.
+    pub fn resolver(mut self, resolver: impl TenantResolver) -> Self {
+        self.resolver = Some(Box::new(resolver));
+        self
+    }
+
+    /// How resolved hosts are cached.
+    pub fn cache(mut self, config: CacheConfig) -> Self {
+        self.cache = config;
+        self
+    }
+
+    /// Shared schemas put on every search path after `public`.
+    pub fn extra_schemas(mut self, schemas: impl IntoIterator<Item = SchemaName>) -> Self {
+        self.extra_schemas = schemas.into_iter().collect();
+        self
+    }
+
+    /// The migrations every new tenant gets.
+    pub fn migrations(mut self, migrations: TenantMigrations) -> Self {
+        self.migrations = migrations;
+        self
+    }
+
+    /// Whether [`build`](Self::build) creates the registry tables when missing (default: yes).
+    pub fn install_registry(mut self, install: bool) -> Self {
+        self.install = install;
+        self
+    }
+
+    /// Finishes the set-up.
+    pub async fn build(self) -> Result<Tenancy> {
+        let registry = Registry::new(self.pool.clone()).with_migrations(self.migrations);
+        if self.install {
+            registry.install().await?;
+        }
+        let resolver = self
+            .resolver
+            .unwrap_or_else(|| Box::new(RegistryResolver::new(self.pool.clone())));
+        let router = SchemaRouter::builder(self.pool)
+            .extra_schemas(self.extra_schemas)
+            .build();
+        Ok(Tenancy {
+            inner: Arc::new(Inner {
+                router,
+                resolver: CachedResolver::with_config(resolver, self.cache),
+                registry,
+            }),
+        })
+    }
+}
+
+impl Tenancy {
+    /// Starts the set-up over `pool`.
+    pub fn builder(pool: Pool) -> TenancyBuilder {
+        TenancyBuilder {
+            pool,
+            resolver: None,
+            cache: CacheConfig::default(),
+            extra_schemas: Vec::new(),
+            migrations: TenantMigrations::new(),
+            install: true,
+        }
+    }
+
+    /// The tenant for `host`; [`Error::UnknownHost`] when there is none.
+    pub async fn resolve(&self, host: &Host) -> Result<Tenant> {
+        self.inner
+            .resolver
+            .resolve(host)
+            .await?
+            .ok_or_else(|| Error::UnknownHost {
+                host: host.to_string(),
+            })
+    }
+
+    /// The tenant of a request, from its Host header or URI authority.
+    pub async fn resolve_request(&self, uri: &Uri, headers: &HeaderMap) -> Result<Tenant> {
+        let host = Host::from_request(uri, headers)?;
+        self.resolve(&host).await
+    }
+
+    /// The router handing out schema-bound connections.
+    pub fn router(&self) -> &SchemaRouter {
+        &self.inner.router
+    }
+
+    /// A connection for the tenant in scope (see [`SchemaRouter::connection`]).
+    pub async fn connection(&self) -> Result<ConnectionScope> {
+        self.inner.router.connection().await
+    }
+
+    /// The registry. Changes made on it directly do not invalidate the host cache; prefer the
+    /// methods of `Tenancy`.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The cached resolver, e.g. to invalidate hosts changed by another process.
+    pub fn resolver(&self) -> &CachedResolver<Box<dyn TenantResolver>> {
+        &self.inner.resolver
+    }
+
+    async fn forget(&self, record: &TenantRecord) {
+        self.inner.resolver.invalidate_tenant(&record.schema).await;
+        for domain in &record.domains {
+            if let Ok(host) = Host::parse(domain) {
+                self.inner.resolver.invalidate(&host).await;
+            }
+        }
+    }
+
+    /// Creates a tenant (see [`Registry::create_tenant`]); its domains resolve at once.
+    pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
+        let record = self.inner.registry.create_tenant(new).await?;
+        self.forget(&record).await;
+        Ok(record)
+    }
+
+    /// Deletes a tenant (see [`Registry::delete_tenant`]); its domains stop resolving at once.
+    pub async fn delete_tenant(&self, schema: &SchemaName, drop: DropSchema) -> Result<TenantRecord> {
+        let record = self.inner.registry.delete_tenant(schema, drop).await?;
+        self.forget(&record).await;
+        Ok(record)
+    }
+
+    /// Adds a domain to a tenant (see [`Registry::add_domain`]).
+    pub async fn add_domain(&self, schema: &SchemaName, domain: &Host, primary: bool) -> Result<()> {
+        self.inner.registry.add_domain(schema, domain, primary).await?;
+        self.inner.resolver.invalidate(domain).await;
+        Ok(())
+    }
+
+    /// Removes a domain from a tenant (see [`Registry::remove_domain`]).
+    pub async fn remove_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
+        self.inner.registry.remove_domain(schema, domain).await?;
+        self.inner.resolver.invalidate(domain).await;
+        Ok(())
+    }
+
+    /// Suspends or re-activates a tenant (see [`Registry::set_status`]).
+    pub async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
+        self.inner.registry.set_status(schema, status).await?;
+        let record = self.inner.registry.get(schema).await?;
+        self.forget(&record).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! The tenant a request belongs to.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::schema::SchemaName;
+
+/// The registry's id of a tenant.
+pub type TenantId = i64;
+
+/// A tenant: the schema its data lives in, and what the registry knows of it.
+///
+/// Cheap to clone. Resolvers return it, the scope carries it, handlers read it.
+///
+/// ```
+/// use tenant_schemas::{SchemaName, Tenant};
+///
+/// let acme = Tenant::new(SchemaName::new("acme").unwrap()).with_name("Acme Inc.");
+/// assert_eq!(acme.schema().as_str(), "acme");
+/// assert_eq!(acme.name(), "Acme Inc.");
+/// assert_eq!(acme.id(), None); // not from the registry
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Tenant {
+    schema: SchemaName,
+    name: Arc<str>,
+    id: Option<TenantId>,
+}
+
+impl Tenant {
+    /// A tenant living in `schema`, named after it.
+    pub fn new(schema: SchemaName) -> Self {
+        Tenant {
+            name: Arc::from(schema.as_str()),
+            schema,
+            id: None,
+        }
+    }
+
+    /// The public tenant: the main site, living in `public`.
+    pub fn public() -> Self {
+        Tenant::new(SchemaName::public())
+    }
+
+    /// Sets the display name.
+    pub fn with_name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the registry id.
+    pub fn with_id(mut self, id: TenantId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The schema the tenant's data lives in.
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    /// The display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The registry id, when the tenant came from the registry.
+    pub fn id(&self) -> Option<TenantId> {
+        self.id
+    }
+
+    /// Whether this is the public tenant.
+    pub fn is_public(&self) -> bool {
+        self.schema.is_public()
+    }
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant")
+            .field("schema", &self.schema.as_str())
+            .field("name", &&*self.name)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.schema.as_str())
+    }
+}
+
+/// Whether a registered tenant is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TenantStatus {
+    /// Served normally.
+    Active,
+    /// Kept, but its hosts no longer resolve.
+    Suspended,
+}
+
+impl TenantStatus {
+    /// The value stored in the registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+        }
+    }
+
+    pub(crate) fn from_db(value: &str) -> Self {
+        match value {
+            "active" => TenantStatus::Active,
+            _ => TenantStatus::Suspended,
+        }
+    }
+}
+
+/// A tenant as the registry holds it, with its domains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    /// The registry id.
+    pub id: TenantId,
+    /// The tenant's schema.
+    pub schema: SchemaName,
+    /// The display name.
+    pub name: String,
+    /// When the tenant was created.
+    pub created_at: SystemTime,
+    /// Whether it is served.
+    pub status: TenantStatus,
+    /// How many tenant migrations its schema has applied.
+    pub version: i32,
+    /// Its domains; the primary one first.
+    pub domains: Vec<String>,
+}
+
+impl TenantRecord {
+    /// The tenant as resolvers and scopes carry it.
+    pub fn tenant(&self) -> Tenant {
+        Tenant::new(self.schema.clone())
+            .with_name(self.name.as_str())
+            .with_id(self.id)
+    }
+
+    /// The primary domain, if the tenant has any domain.
+    pub fn primary_domain(&self) -> Option<&str> {
+        self.domains.first().map(String::as_str)
+    }
+}

@@ -1,0 +1,332 @@
+//! Every statement run through a ConnectionScope sees only its tenant's schema and `public`.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tenant_schemas::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tenant_schemas::tokio_postgres::NoTls;
+use tenant_schemas::{scope, Error, ErrorKind, SchemaName, SchemaRouter, Tenant};
+
+async fn marker(router: &SchemaRouter, schema: &SchemaName) -> (String, i64) {
+    let db = router.connection_for(schema).await.expect("connection");
+    let row = db
+        .query_one(
+            "SELECT (SELECT schema_name FROM marker), (SELECT count(*) FROM notes)",
+            &[],
+        )
+        .await
+        .expect("marker query");
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_see_only_their_rows_and_shared_public_rows() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let public = tenancy.router().public().await.unwrap();
+    public
+        .batch_execute("CREATE TABLE plans (name text); INSERT INTO plans VALUES ('gold')")
+        .await
+        .unwrap();
+    drop(public);
+    let schemas = marked_tenants(&tenancy, "iso_", 2).await;
+
+    for (i, s) in schemas.iter().enumerate() {
+        let tenant = tenancy.resolve(&host(&format!("ISO-{i}.test:8080"))).await.unwrap();
+        assert_eq!(tenant.schema(), s);
+        let seen = scope::run(tenant, async {
+            let conn = tenancy.connection().await.unwrap();
+            conn.execute("INSERT INTO notes (body) VALUES ($1)", &[&s.as_str()])
+                .await
+                .unwrap();
+            let bodies: Vec<String> = conn
+                .query("SELECT body FROM notes WHERE body <> 'x'", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let plan: String = conn.query_one("SELECT name FROM plans", &[]).await.unwrap().get(0);
+            let path: String = conn.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+            (bodies, plan, path)
+        })
+        .await;
+        assert_eq!(seen.0, vec![s.to_string()], "tenant {s} sees only its own notes");
+        assert_eq!(seen.1, "gold", "shared rows in public are visible");
+        assert_eq!(seen.2, format!("\"{s}\", public"));
+    }
+    // Public does not see tenant tables.
+    let public = tenancy.router().public().await.unwrap();
+    let err = public.query("SELECT * FROM notes", &[]).await.unwrap_err();
+    assert!(err.to_string().contains("notes"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_a_scope_a_tenant_connection_is_an_error() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let err = tenancy.connection().await.unwrap_err();
+    assert!(matches!(err, Error::NoTenantInScope));
+    assert_eq!(err.kind(), ErrorKind::NoTenantInScope);
+    // A task spawned with plain tokio::spawn has no scope either: it fails closed.
+    let router = tenancy.router().clone();
+    let plain = scope::run(Tenant::new(schema("x")), async move {
+        tokio::spawn(async move { router.connection().await.map(drop) }).await.unwrap()
+    })
+    .await;
+    assert!(matches!(plain, Err(Error::NoTenantInScope)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_tasks_and_blocking_closures_keep_the_tenant() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "spawn_", 2).await;
+    let t = tenancy.clone();
+    let (from_task, from_blocking) = scope::run(Tenant::new(schemas[1].clone()), async move {
+        let task = scope::spawn(async move {
+            let conn = t.connection().await.unwrap();
+            let row = conn.query_one("SELECT schema_name FROM marker", &[]).await.unwrap();
+            row.get::<_, String>(0)
+        });
+        let blocking = scope::spawn_blocking(|| scope::current_schema().unwrap().to_string());
+        (task.await.unwrap(), blocking.await.unwrap())
+    })
+    .await;
+    assert_eq!(from_task, "spawn_1");
+    assert_eq!(from_blocking, "spawn_1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_tenants_forty_tasks_pool_of_eight_no_mismatch() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = Arc::new(marked_tenants(&tenancy, "load_", 50).await);
+    let router = SchemaRouter::new(db.new_pool(8).unwrap());
+    let checks = Arc::new(AtomicU64::new(0));
+    let mismatches = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..40u64 {
+        let (router, schemas) = (router.clone(), schemas.clone());
+        let (checks, mismatches) = (checks.clone(), mismatches.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(task);
+            for _ in 0..25 {
+                let i = rng.random_range(0..schemas.len());
+                let s = schemas[i].clone();
+                let (name, count) = scope::run(Tenant::new(s.clone()), async {
+                    let conn = router.connection().await.unwrap();
+                    let row = conn
+                        .query_one(
+                            "SELECT (SELECT schema_name FROM marker), (SELECT count(*) FROM notes)",
+                            &[],
+                        )
+                        .await
+                        .unwrap();
+                    (row.get::<_, String>(0), row.get::<_, i64>(1))
+                })
+                .await;
+                checks.fetch_add(1, Ordering::Relaxed);
+                if name != s.as_str() || count != i as i64 {
+                    mismatches.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = router.stats();
+    println!(
+        "checks {} mismatches {} checkouts {} switches {}",
+        checks.load(Ordering::Relaxed),
+        mismatches.load(Ordering::Relaxed),
+        stats.checkouts,
+        stats.switches
+    );
+    assert_eq!(checks.load(Ordering::Relaxed), 1000);
+    assert_eq!(mismatches.load(Ordering::Relaxed), 0);
+    assert!(stats.switches <= stats.checkouts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundant_switches_are_skipped() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "skip_", 2).await;
+    let router = SchemaRouter::new(db.new_pool(1).unwrap());
+    assert!(router.tracks_search_path());
+    for _ in 0..5 {
+        assert_eq!(marker(&router, &schemas[0]).await.0, "skip_0");
+    }
+    assert_eq!(router.stats().switches, 1, "same schema: one switch for five checkouts");
+    assert_eq!(marker(&router, &schemas[1]).await.0, "skip_1");
+    assert_eq!(marker(&router, &schemas[0]).await.0, "skip_0");
+    assert_eq!(router.stats().switches, 3);
+    assert_eq!(router.stats().checkouts, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_client_access_makes_the_router_switch_again() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "raw_", 2).await;
+    let router = SchemaRouter::new(db.new_pool(1).unwrap());
+    {
+        let conn = router.connection_for(&schemas[0]).await.unwrap();
+        let client = conn.client().await.unwrap();
+        // Misuse through the raw client: point the session elsewhere.
+        client.batch_execute("SET search_path TO raw_1").await.unwrap();
+    }
+    assert_eq!(marker(&router, &schemas[0]).await.0, "raw_0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recycling_that_resets_the_session_turns_tracking_off() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "clean_", 2).await;
+    let manager = Manager::from_config(
+        db.config().clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Clean,
+        },
+    );
+    let pool = Pool::builder(manager).max_size(1).build().unwrap();
+    let router = SchemaRouter::new(pool);
+    assert!(!router.tracks_search_path());
+    for _ in 0..3 {
+        for (i, s) in schemas.iter().enumerate() {
+            assert_eq!(marker(&router, s).await.0, format!("clean_{i}"));
+        }
+    }
+    assert_eq!(router.stats().switches, router.stats().checkouts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_switches_and_queries_never_leak() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "cancel_", 10).await;
+    let router = SchemaRouter::new(db.new_pool(4).unwrap());
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut cancelled = 0;
+    for round in 0..400 {
+        let s = schemas[rng.random_range(0..schemas.len())].clone();
+        let r = router.clone();
+        let work = async move {
+            let conn = r.connection_for(&s).await?;
+            if round % 3 == 0 {
+                // A statement that takes a while, so drops land mid-query too.
+                conn.query("SELECT pg_sleep(0.001), schema_name FROM marker", &[]).await?;
+            }
+            conn.query_one("SELECT schema_name FROM marker", &[]).await.map(drop)
+        };
+        let limit = Duration::from_micros(rng.random_range(0..1500));
+        if tokio::time::timeout(limit, work).await.is_err() {
+            cancelled += 1;
+        }
+    }
+    println!("cancelled {cancelled} of 400");
+    assert!(cancelled > 40, "the test must actually cancel work ({cancelled})");
+    for i in 0..1000 {
+        let expected = &schemas[(i * 7) % schemas.len()];
+        let conn = router.connection_for(expected).await.unwrap();
+        let row = conn
+            .query_one("SELECT (SELECT schema_name FROM marker), current_setting('search_path')", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), expected.as_str());
+        assert_eq!(row.get::<_, String>(1), format!("\"{expected}\", public"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_statement_does_not_disturb_the_path() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "fail_", 2).await;
+    let router = SchemaRouter::new(db.new_pool(1).unwrap());
+    let conn = router.connection_for(&schemas[1]).await.unwrap();
+    let err = conn.query("SELECT * FROM no_such_table", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal);
+    assert!(err.to_string().contains("fail_1"), "{err}");
+    drop(conn);
+    let mut conn = router.connection_for(&schemas[0]).await.unwrap();
+    {
+        let tx = conn.transaction().await.unwrap();
+        tx.execute("INSERT INTO notes (body) VALUES ('rolled back')", &[]).await.unwrap();
+        // dropped: rolled back
+    }
+    let tx = conn.transaction().await.unwrap();
+    let n: i64 = tx.query_one("SELECT count(*) FROM notes", &[]).await.unwrap().get(0);
+    tx.commit().await.unwrap();
+    assert_eq!(n, 0);
+    drop(conn);
+    assert_eq!(marker(&router, &schemas[1]).await.0, "fail_1");
+    assert_eq!(marker(&router, &schemas[0]).await.0, "fail_0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_schemas_follow_public_on_the_path() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "extra_", 1).await;
+    let public = tenancy.router().public().await.unwrap();
+    public
+        .batch_execute("CREATE SCHEMA shared_ext; CREATE FUNCTION shared_ext.answer() RETURNS int LANGUAGE sql AS 'SELECT 42'")
+        .await
+        .unwrap();
+    drop(public);
+    let router = SchemaRouter::builder(db.pool().clone())
+        .extra_schemas([schema("shared_ext")])
+        .build();
+    let conn = router.connection_for(&schemas[0]).await.unwrap();
+    assert_eq!(conn.search_path(), "\"extra_0\", public, \"shared_ext\"");
+    let answer: i32 = conn.query_one("SELECT answer()", &[]).await.unwrap().get(0);
+    assert_eq!(answer, 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_follow_the_schema() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "prep_", 2).await;
+    let router = SchemaRouter::new(db.new_pool(1).unwrap());
+    let a = router.connection_for(&schemas[0]).await.unwrap();
+    let stmt = a.prepare("SELECT schema_name FROM marker").await.unwrap();
+    assert_eq!(a.query_one(&stmt, &[]).await.unwrap().get::<_, String>(0), "prep_0");
+    drop(a);
+    // The same cached statement, planned under prep_0, re-planned under prep_1.
+    let b = router.connection_for(&schemas[1]).await.unwrap();
+    assert_eq!(b.query_one(&stmt, &[]).await.unwrap().get::<_, String>(0), "prep_1");
+    assert_eq!(
+        b.query_one("SELECT schema_name FROM marker", &[]).await.unwrap().get::<_, String>(0),
+        "prep_1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diverged_schemas_do_not_fail_cached_statements() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "div_", 2).await;
+    let router = SchemaRouter::new(db.new_pool(1).unwrap());
+    assert_eq!(marker(&router, &schemas[0]).await.0, "div_0");
+    // A rolling migration reached div_1 only: `SELECT *` now has another result type there.
+    let conn = router.connection_for(&schemas[1]).await.unwrap();
+    conn.batch_execute("ALTER TABLE marker ADD COLUMN extra int DEFAULT 1").await.unwrap();
+    drop(conn);
+    for s in [&schemas[0], &schemas[1], &schemas[0]] {
+        let conn = router.connection_for(s).await.unwrap();
+        let row = conn.query_one("SELECT * FROM marker", &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), s.as_str());
+    }
+}

@@ -97,7 +97,12 @@ impl TwoTtls {
 }
 
 impl Expiry<Host, Option<Tenant>> for TwoTtls {
-    fn expire_after_create(&self, _: &Host, value: &Option<Tenant>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &Host,
+        value: &Option<Tenant>,
+        _: Instant,
+    ) -> Option<Duration> {
         self.for_value(value)
     }
 

@@ -169,7 +169,12 @@ impl ConnectionScope {
     /// Runs `op` on the statement; if PostgreSQL answers that the cached plan's result type
     /// changed (schemas that diverged, e.g. during a rolling migration), drops the cached
     /// statement and tries once more with a fresh one.
-    async fn with_statement<T, F, Fut>(&self, source: Source<'_>, action: &'static str, op: F) -> Result<T>
+    async fn with_statement<T, F, Fut>(
+        &self,
+        source: Source<'_>,
+        action: &'static str,
+        op: F,
+    ) -> Result<T>
     where
         F: Fn(Statement) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
@@ -181,7 +186,9 @@ impl ConnectionScope {
                     tracing::debug!(schema = %self.schema, "result type changed; re-preparing");
                     self.conn.statement_cache.remove(sql, &[]);
                     let stmt = self.prepare(sql).await?;
-                    return op(stmt).await.map_err(|e| Error::db(action, &self.schema, e));
+                    return op(stmt)
+                        .await
+                        .map_err(|e| Error::db(action, &self.schema, e));
                 }
                 Err(Error::db(action, &self.schema, e))
             }
@@ -195,9 +202,11 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = &self.conn;
-        self.with_statement(statement.as_source(), "running a query", |stmt| async move {
-            client.query(&stmt, params).await
-        })
+        self.with_statement(
+            statement.as_source(),
+            "running a query",
+            |stmt| async move { client.query(&stmt, params).await },
+        )
         .await
     }
 
@@ -207,9 +216,11 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = &self.conn;
-        self.with_statement(statement.as_source(), "running a query", |stmt| async move {
-            client.query_one(&stmt, params).await
-        })
+        self.with_statement(
+            statement.as_source(),
+            "running a query",
+            |stmt| async move { client.query_one(&stmt, params).await },
+        )
         .await
     }
 
@@ -219,9 +230,11 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = &self.conn;
-        self.with_statement(statement.as_source(), "running a query", |stmt| async move {
-            client.query_opt(&stmt, params).await
-        })
+        self.with_statement(
+            statement.as_source(),
+            "running a query",
+            |stmt| async move { client.query_opt(&stmt, params).await },
+        )
         .await
     }
 
@@ -231,9 +244,11 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = &self.conn;
-        self.with_statement(statement.as_source(), "running a statement", |stmt| async move {
-            client.execute(&stmt, params).await
-        })
+        self.with_statement(
+            statement.as_source(),
+            "running a statement",
+            |stmt| async move { client.execute(&stmt, params).await },
+        )
         .await
     }
 
@@ -302,7 +317,8 @@ impl fmt::Debug for ConnectionScope {
 
 fn is_stale_plan(err: &tokio_postgres::Error) -> bool {
     err.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
-        && err
-            .as_db_error()
-            .is_some_and(|db| db.message().contains("cached plan must not change result type"))
+        && err.as_db_error().is_some_and(|db| {
+            db.message()
+                .contains("cached plan must not change result type")
+        })
 }

@@ -180,13 +180,19 @@ impl Error {
     /// The server's error report, when a statement failed on the server.
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
         match self {
-            Error::Database { source, .. } | Error::Migration { source, .. } => source.as_db_error(),
+            Error::Database { source, .. } | Error::Migration { source, .. } => {
+                source.as_db_error()
+            }
             Error::Lookup { source, .. } => source.as_db_error(),
             _ => None,
         }
     }
 
-    pub(crate) fn db(action: &'static str, schema: &SchemaName, source: tokio_postgres::Error) -> Self {
+    pub(crate) fn db(
+        action: &'static str,
+        schema: &SchemaName,
+        source: tokio_postgres::Error,
+    ) -> Self {
         Error::Database {
             action,
             schema: schema.clone(),

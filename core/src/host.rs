@@ -353,7 +353,13 @@ mod tests {
         }
         let long_label = format!("{}.com", "a".repeat(63));
         assert!(Host::parse(&long_label).is_ok());
-        let max = [&"a".repeat(63)[..], &"b".repeat(63), &"c".repeat(63), &"d".repeat(61)].join(".");
+        let max = [
+            &"a".repeat(63)[..],
+            &"b".repeat(63),
+            &"c".repeat(63),
+            &"d".repeat(61),
+        ]
+        .join(".");
         assert_eq!(max.len(), 253);
         assert!(Host::parse(&max).is_ok());
         assert!(Host::parse(&format!("{max}.")).is_ok());
@@ -362,7 +368,13 @@ mod tests {
     #[test]
     fn invalid_hosts() {
         use HostErrorKind::*;
-        let too_long = [&"a".repeat(63)[..], &"b".repeat(63), &"c".repeat(63), &"d".repeat(62)].join(".");
+        let too_long = [
+            &"a".repeat(63)[..],
+            &"b".repeat(63),
+            &"c".repeat(63),
+            &"d".repeat(62),
+        ]
+        .join(".");
         let long_label = format!("{}.com", "a".repeat(64));
         let cases: Vec<(&str, HostErrorKind)> = vec![
             ("", Empty),
@@ -413,15 +425,26 @@ mod tests {
     #[test]
     fn subdomains() {
         let base = Host::parse("example.com").unwrap();
-        let sub = |h: &str| Host::parse(h).unwrap().subdomain_of(&base).map(str::to_owned);
+        let sub = |h: &str| {
+            Host::parse(h)
+                .unwrap()
+                .subdomain_of(&base)
+                .map(str::to_owned)
+        };
         assert_eq!(sub("acme.example.com").as_deref(), Some("acme"));
         assert_eq!(sub("a.b.example.com").as_deref(), Some("a.b"));
         assert_eq!(sub("example.com"), None);
         assert_eq!(sub("badexample.com"), None);
         assert_eq!(sub("example.org"), None);
         let ip = Host::parse("10.0.0.1").unwrap();
-        assert_eq!(ip.subdomain_of(&Host::parse("0.0.1").unwrap_or(base.clone())), None);
-        assert_eq!(Host::parse("1.10.0.0.1").err().map(|e| e.kind().clone()), Some(HostErrorKind::InvalidIpv4));
+        assert_eq!(
+            ip.subdomain_of(&Host::parse("0.0.1").unwrap_or(base.clone())),
+            None
+        );
+        assert_eq!(
+            Host::parse("1.10.0.0.1").err().map(|e| e.kind().clone()),
+            Some(HostErrorKind::InvalidIpv4)
+        );
     }
 
     fn parts(uri: &str, hosts: &[&[u8]]) -> http::request::Parts {
@@ -435,9 +458,15 @@ mod tests {
     #[test]
     fn from_request() {
         let p = parts("/x", &[b"Acme.Example.com:80"]);
-        assert_eq!(Host::from_request(&p.uri, &p.headers).unwrap().as_str(), "acme.example.com");
+        assert_eq!(
+            Host::from_request(&p.uri, &p.headers).unwrap().as_str(),
+            "acme.example.com"
+        );
         let p = parts("https://acme.example.com/x", &[]);
-        assert_eq!(Host::from_request(&p.uri, &p.headers).unwrap().as_str(), "acme.example.com");
+        assert_eq!(
+            Host::from_request(&p.uri, &p.headers).unwrap().as_str(),
+            "acme.example.com"
+        );
         let p = parts("https://acme.example.com/x", &[b"ACME.example.com"]);
         assert!(Host::from_request(&p.uri, &p.headers).is_ok());
         let p = parts("https://evil.example.com/x", &[b"acme.example.com"]);
@@ -451,7 +480,10 @@ mod tests {
             &HostErrorKind::MultipleHostHeaders
         );
         let p = parts("/x", &[]);
-        assert_eq!(Host::from_request(&p.uri, &p.headers).unwrap_err().kind(), &HostErrorKind::Missing);
+        assert_eq!(
+            Host::from_request(&p.uri, &p.headers).unwrap_err().kind(),
+            &HostErrorKind::Missing
+        );
         let p = parts("/x", &[b"caf\xc3\xa9.example"]);
         assert!(Host::from_request(&p.uri, &p.headers).is_err());
     }

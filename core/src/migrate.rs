@@ -111,7 +111,11 @@ impl TenantMigrations {
 
     /// Runs every migration in `schema` inside `tx`, with the search path set for the
     /// transaction only. Returns the version reached.
-    pub(crate) async fn apply(&self, tx: &tokio_postgres::Transaction<'_>, schema: &SchemaName) -> Result<i32> {
+    pub(crate) async fn apply(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        schema: &SchemaName,
+    ) -> Result<i32> {
         let path = search_path(schema, &[]);
         tx.execute_typed(
             "SELECT set_config('search_path', $1, true)",
@@ -146,7 +150,10 @@ mod tests {
 
     #[test]
     fn file_names() {
-        assert_eq!(parse_file_stem("V1__create_notes"), Some((1, "create_notes")));
+        assert_eq!(
+            parse_file_stem("V1__create_notes"),
+            Some((1, "create_notes"))
+        );
         assert_eq!(parse_file_stem("V20__x"), Some((20, "x")));
         assert_eq!(parse_file_stem("V1_create"), None);
         assert_eq!(parse_file_stem("1__create"), None);
@@ -165,7 +172,10 @@ mod tests {
         let names: Vec<_> = m.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["two", "ten"]);
         std::fs::write(dir.join("bad.sql"), "SELECT 1").unwrap();
-        assert!(matches!(TenantMigrations::from_dir(&dir), Err(Error::MigrationSource { .. })));
+        assert!(matches!(
+            TenantMigrations::from_dir(&dir),
+            Err(Error::MigrationSource { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -260,7 +260,12 @@ impl Registry {
     }
 
     /// Adds `domain` to the tenant in `schema`; with `primary`, it replaces the primary domain.
-    pub async fn add_domain(&self, schema: &SchemaName, domain: &Host, primary: bool) -> Result<()> {
+    pub async fn add_domain(
+        &self,
+        schema: &SchemaName,
+        domain: &Host,
+        primary: bool,
+    ) -> Result<()> {
         let db = |e| Error::db("adding a domain", schema, e);
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db)?;
@@ -325,7 +330,11 @@ impl Registry {
 
     /// Deletes the tenant's registry rows and, with [`DropSchema::Yes`], its schema, in one
     /// transaction. Returns the record as it was. The `public` schema is never dropped.
-    pub async fn delete_tenant(&self, schema: &SchemaName, drop: DropSchema) -> Result<TenantRecord> {
+    pub async fn delete_tenant(
+        &self,
+        schema: &SchemaName,
+        drop: DropSchema,
+    ) -> Result<TenantRecord> {
         let db = |e| Error::db("deleting a tenant", schema, e);
         let record = self.get(schema).await?;
         let mut conn = self.conn().await?;
@@ -343,9 +352,12 @@ impl Registry {
             });
         }
         if drop == DropSchema::Yes && !schema.is_public() {
-            tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted()))
-                .await
-                .map_err(db)?;
+            tx.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                schema.quoted()
+            ))
+            .await
+            .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         tracing::info!(schema = %schema, dropped = drop == DropSchema::Yes, "tenant deleted");
@@ -394,7 +406,9 @@ fn conflict(err: tokio_postgres::Error, schema: &SchemaName, domains: &[Host]) -
             };
         }
         // `pg_namespace_nspname_index`: two transactions created the same schema at once.
-        if constraint.starts_with("tenant_schemas_tenants") || constraint == "pg_namespace_nspname_index" {
+        if constraint.starts_with("tenant_schemas_tenants")
+            || constraint == "pg_namespace_nspname_index"
+        {
             return Error::TenantExists {
                 schema: schema.clone(),
             };

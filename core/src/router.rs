@@ -139,15 +139,10 @@ impl SchemaRouter {
 
     /// A connection bound to `schema`.
     pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
-        let conn = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(|source| Error::Pool {
-                schema: schema.clone(),
-                source,
-            })?;
+        let conn = self.inner.pool.get().await.map_err(|source| Error::Pool {
+            schema: schema.clone(),
+            source,
+        })?;
         self.inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         let path = search_path(schema, &self.inner.extra_schemas);
         let on_path = self
@@ -155,7 +150,13 @@ impl SchemaRouter {
             .tracker
             .as_ref()
             .is_some_and(|t| t.is_on(&conn.statement_cache, &path));
-        Ok(ConnectionScope::new(conn, schema.clone(), path, on_path, self.inner.clone()))
+        Ok(ConnectionScope::new(
+            conn,
+            schema.clone(),
+            path,
+            on_path,
+            self.inner.clone(),
+        ))
     }
 
     /// A connection bound to the shared `public` schema.

@@ -129,7 +129,11 @@ fn validate(name: &str) -> Result<(), SchemaNameError> {
 
 /// A bounded, escaped copy of untrusted input for error messages and logs.
 pub(crate) fn printable(input: &str) -> String {
-    let mut out: String = input.chars().take(100).flat_map(char::escape_debug).collect();
+    let mut out: String = input
+        .chars()
+        .take(100)
+        .flat_map(char::escape_debug)
+        .collect();
     if input.chars().count() > 100 {
         out.push('…');
     }
@@ -289,6 +293,9 @@ mod tests {
             &*search_path(&acme, std::slice::from_ref(&ext)),
             "\"acme\", public, \"extensions\""
         );
-        assert_eq!(&*search_path(&SchemaName::public(), &[ext]), "\"public\", \"extensions\"");
+        assert_eq!(
+            &*search_path(&SchemaName::public(), &[ext]),
+            "\"public\", \"extensions\""
+        );
     }
 }

@@ -197,15 +197,27 @@ impl Tenancy {
     }
 
     /// Deletes a tenant (see [`Registry::delete_tenant`]); its domains stop resolving at once.
-    pub async fn delete_tenant(&self, schema: &SchemaName, drop: DropSchema) -> Result<TenantRecord> {
+    pub async fn delete_tenant(
+        &self,
+        schema: &SchemaName,
+        drop: DropSchema,
+    ) -> Result<TenantRecord> {
         let record = self.inner.registry.delete_tenant(schema, drop).await?;
         self.forget(&record).await;
         Ok(record)
     }
 
     /// Adds a domain to a tenant (see [`Registry::add_domain`]).
-    pub async fn add_domain(&self, schema: &SchemaName, domain: &Host, primary: bool) -> Result<()> {
-        self.inner.registry.add_domain(schema, domain, primary).await?;
+    pub async fn add_domain(
+        &self,
+        schema: &SchemaName,
+        domain: &Host,
+        primary: bool,
+    ) -> Result<()> {
+        self.inner
+            .registry
+            .add_domain(schema, domain, primary)
+            .await?;
         self.inner.resolver.invalidate(domain).await;
         Ok(())
     }

@@ -156,7 +156,9 @@ impl TestCluster {
             watchdog: None,
         };
         if as_postgres {
-            run(Command::new("chown").arg("postgres:postgres").arg(&local.root))?;
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&local.root))?;
         }
         let data = local.root.join("data");
         local.run_pg(
@@ -386,7 +388,10 @@ fn is_root() -> bool {
 
 fn free_port() -> HarnessResult<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(listener.local_addr().map_err(io("finding a free port"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(io("finding a free port"))?
+        .port())
 }
 
 fn find_bin_dir() -> Option<PathBuf> {
@@ -504,7 +509,10 @@ impl TempTenant {
 
     /// A connection bound to its schema.
     pub async fn connection(&self) -> crate::Result<ConnectionScope> {
-        self.tenancy.router().connection_for(&self.record.schema).await
+        self.tenancy
+            .router()
+            .connection_for(&self.record.schema)
+            .await
     }
 
     /// Deletes the tenant and drops its schema.

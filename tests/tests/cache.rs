@@ -1,5 +1,7 @@
 //! The moka hostname cache in front of a resolver.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,12 +70,28 @@ async fn unknown_hosts_are_cached_briefly() {
         ..CacheConfig::default()
     };
     let (inner, cached) = counting(0, config);
-    assert!(cached.resolve(&host("missing.test")).await.unwrap().is_none());
-    assert!(cached.resolve(&host("missing.test")).await.unwrap().is_none());
-    assert_eq!(inner.calls.load(Ordering::SeqCst), 1, "negative entry served from cache");
+    assert!(cached
+        .resolve(&host("missing.test"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(cached
+        .resolve(&host("missing.test"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        inner.calls.load(Ordering::SeqCst),
+        1,
+        "negative entry served from cache"
+    );
     assert!(cached.resolve(&host("acme.test")).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(cached.resolve(&host("missing.test")).await.unwrap().is_none());
+    assert!(cached
+        .resolve(&host("missing.test"))
+        .await
+        .unwrap()
+        .is_none());
     assert!(cached.resolve(&host("acme.test")).await.unwrap().is_some());
     assert_eq!(
         inner.calls.load(Ordering::SeqCst),
@@ -94,7 +112,9 @@ async fn invalidation_by_host_tenant_and_all() {
     cached.resolve(&host("acme.test")).await.unwrap();
     cached.resolve(&host("beta.test")).await.unwrap();
     assert_eq!(calls(), 3);
-    cached.invalidate_tenant(&SchemaName::new("beta").unwrap()).await;
+    cached
+        .invalidate_tenant(&SchemaName::new("beta").unwrap())
+        .await;
     cached.resolve(&host("beta.test")).await.unwrap();
     cached.resolve(&host("acme.test")).await.unwrap();
     assert_eq!(calls(), 4);
@@ -116,7 +136,11 @@ async fn errors_are_shared_but_not_cached() {
     }
     assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
     assert!(cached.resolve(&host("fail.test")).await.is_err());
-    assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "a failed lookup is retried");
+    assert_eq!(
+        inner.calls.load(Ordering::SeqCst),
+        2,
+        "a failed lookup is retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +151,10 @@ async fn capacity_is_bounded() {
     };
     let (_, cached) = counting(0, config);
     for i in 0..2_000 {
-        cached.resolve(&host(&format!("missing{i}.test"))).await.unwrap();
+        cached
+            .resolve(&host(&format!("missing{i}.test")))
+            .await
+            .unwrap();
     }
     // moka evicts in the background of later operations; give it a moment.
     for _ in 0..50 {
@@ -137,5 +164,9 @@ async fn capacity_is_bounded() {
         cached.resolve(&host("missing0.test")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(cached.entry_count() <= 100, "{} entries", cached.entry_count());
+    assert!(
+        cached.entry_count() <= 100,
+        "{} entries",
+        cached.entry_count()
+    );
 }

@@ -1,5 +1,7 @@
 //! Every statement run through a ConnectionScope sees only its tenant's schema and `public`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +40,10 @@ async fn two_tenants_see_only_their_rows_and_shared_public_rows() {
     let schemas = marked_tenants(&tenancy, "iso_", 2).await;
 
     for (i, s) in schemas.iter().enumerate() {
-        let tenant = tenancy.resolve(&host(&format!("ISO-{i}.test:8080"))).await.unwrap();
+        let tenant = tenancy
+            .resolve(&host(&format!("ISO-{i}.test:8080")))
+            .await
+            .unwrap();
         assert_eq!(tenant.schema(), s);
         let seen = scope::run(tenant, async {
             let conn = tenancy.connection().await.unwrap();
@@ -52,12 +57,24 @@ async fn two_tenants_see_only_their_rows_and_shared_public_rows() {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            let plan: String = conn.query_one("SELECT name FROM plans", &[]).await.unwrap().get(0);
-            let path: String = conn.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+            let plan: String = conn
+                .query_one("SELECT name FROM plans", &[])
+                .await
+                .unwrap()
+                .get(0);
+            let path: String = conn
+                .query_one("SHOW search_path", &[])
+                .await
+                .unwrap()
+                .get(0);
             (bodies, plan, path)
         })
         .await;
-        assert_eq!(seen.0, vec![s.to_string()], "tenant {s} sees only its own notes");
+        assert_eq!(
+            seen.0,
+            vec![s.to_string()],
+            "tenant {s} sees only its own notes"
+        );
         assert_eq!(seen.1, "gold", "shared rows in public are visible");
         assert_eq!(seen.2, format!("\"{s}\", public"));
     }
@@ -77,7 +94,9 @@ async fn outside_a_scope_a_tenant_connection_is_an_error() {
     // A task spawned with plain tokio::spawn has no scope either: it fails closed.
     let router = tenancy.router().clone();
     let plain = scope::run(Tenant::new(schema("x")), async move {
-        tokio::spawn(async move { router.connection().await.map(drop) }).await.unwrap()
+        tokio::spawn(async move { router.connection().await.map(drop) })
+            .await
+            .unwrap()
     })
     .await;
     assert!(matches!(plain, Err(Error::NoTenantInScope)));
@@ -92,7 +111,10 @@ async fn spawned_tasks_and_blocking_closures_keep_the_tenant() {
     let (from_task, from_blocking) = scope::run(Tenant::new(schemas[1].clone()), async move {
         let task = scope::spawn(async move {
             let conn = t.connection().await.unwrap();
-            let row = conn.query_one("SELECT schema_name FROM marker", &[]).await.unwrap();
+            let row = conn
+                .query_one("SELECT schema_name FROM marker", &[])
+                .await
+                .unwrap();
             row.get::<_, String>(0)
         });
         let blocking = scope::spawn_blocking(|| scope::current_schema().unwrap().to_string());
@@ -165,7 +187,11 @@ async fn redundant_switches_are_skipped() {
     for _ in 0..5 {
         assert_eq!(marker(&router, &schemas[0]).await.0, "skip_0");
     }
-    assert_eq!(router.stats().switches, 1, "same schema: one switch for five checkouts");
+    assert_eq!(
+        router.stats().switches,
+        1,
+        "same schema: one switch for five checkouts"
+    );
     assert_eq!(marker(&router, &schemas[1]).await.0, "skip_1");
     assert_eq!(marker(&router, &schemas[0]).await.0, "skip_0");
     assert_eq!(router.stats().switches, 3);
@@ -182,7 +208,10 @@ async fn raw_client_access_makes_the_router_switch_again() {
         let conn = router.connection_for(&schemas[0]).await.unwrap();
         let client = conn.client().await.unwrap();
         // Misuse through the raw client: point the session elsewhere.
-        client.batch_execute("SET search_path TO raw_1").await.unwrap();
+        client
+            .batch_execute("SET search_path TO raw_1")
+            .await
+            .unwrap();
     }
     assert_eq!(marker(&router, &schemas[0]).await.0, "raw_0");
 }
@@ -225,9 +254,12 @@ async fn cancelled_switches_and_queries_never_leak() {
             let conn = r.connection_for(&s).await?;
             if round % 3 == 0 {
                 // A statement that takes a while, so drops land mid-query too.
-                conn.query("SELECT pg_sleep(0.001), schema_name FROM marker", &[]).await?;
+                conn.query("SELECT pg_sleep(0.001), schema_name FROM marker", &[])
+                    .await?;
             }
-            conn.query_one("SELECT schema_name FROM marker", &[]).await.map(drop)
+            conn.query_one("SELECT schema_name FROM marker", &[])
+                .await
+                .map(drop)
         };
         let limit = Duration::from_micros(rng.random_range(0..1500));
         if tokio::time::timeout(limit, work).await.is_err() {
@@ -235,12 +267,18 @@ async fn cancelled_switches_and_queries_never_leak() {
         }
     }
     println!("cancelled {cancelled} of 400");
-    assert!(cancelled > 40, "the test must actually cancel work ({cancelled})");
+    assert!(
+        cancelled > 40,
+        "the test must actually cancel work ({cancelled})"
+    );
     for i in 0..1000 {
         let expected = &schemas[(i * 7) % schemas.len()];
         let conn = router.connection_for(expected).await.unwrap();
         let row = conn
-            .query_one("SELECT (SELECT schema_name FROM marker), current_setting('search_path')", &[])
+            .query_one(
+                "SELECT (SELECT schema_name FROM marker), current_setting('search_path')",
+                &[],
+            )
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), expected.as_str());
@@ -255,18 +293,27 @@ async fn a_failed_statement_does_not_disturb_the_path() {
     let schemas = marked_tenants(&tenancy, "fail_", 2).await;
     let router = SchemaRouter::new(db.new_pool(1).unwrap());
     let conn = router.connection_for(&schemas[1]).await.unwrap();
-    let err = conn.query("SELECT * FROM no_such_table", &[]).await.unwrap_err();
+    let err = conn
+        .query("SELECT * FROM no_such_table", &[])
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Internal);
     assert!(err.to_string().contains("fail_1"), "{err}");
     drop(conn);
     let mut conn = router.connection_for(&schemas[0]).await.unwrap();
     {
         let tx = conn.transaction().await.unwrap();
-        tx.execute("INSERT INTO notes (body) VALUES ('rolled back')", &[]).await.unwrap();
+        tx.execute("INSERT INTO notes (body) VALUES ('rolled back')", &[])
+            .await
+            .unwrap();
         // dropped: rolled back
     }
     let tx = conn.transaction().await.unwrap();
-    let n: i64 = tx.query_one("SELECT count(*) FROM notes", &[]).await.unwrap().get(0);
+    let n: i64 = tx
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
     tx.commit().await.unwrap();
     assert_eq!(n, 0);
     drop(conn);
@@ -302,13 +349,22 @@ async fn prepared_statements_follow_the_schema() {
     let router = SchemaRouter::new(db.new_pool(1).unwrap());
     let a = router.connection_for(&schemas[0]).await.unwrap();
     let stmt = a.prepare("SELECT schema_name FROM marker").await.unwrap();
-    assert_eq!(a.query_one(&stmt, &[]).await.unwrap().get::<_, String>(0), "prep_0");
+    assert_eq!(
+        a.query_one(&stmt, &[]).await.unwrap().get::<_, String>(0),
+        "prep_0"
+    );
     drop(a);
     // The same cached statement, planned under prep_0, re-planned under prep_1.
     let b = router.connection_for(&schemas[1]).await.unwrap();
-    assert_eq!(b.query_one(&stmt, &[]).await.unwrap().get::<_, String>(0), "prep_1");
     assert_eq!(
-        b.query_one("SELECT schema_name FROM marker", &[]).await.unwrap().get::<_, String>(0),
+        b.query_one(&stmt, &[]).await.unwrap().get::<_, String>(0),
+        "prep_1"
+    );
+    assert_eq!(
+        b.query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
         "prep_1"
     );
 }
@@ -322,7 +378,9 @@ async fn diverged_schemas_do_not_fail_cached_statements() {
     assert_eq!(marker(&router, &schemas[0]).await.0, "div_0");
     // A rolling migration reached div_1 only: `SELECT *` now has another result type there.
     let conn = router.connection_for(&schemas[1]).await.unwrap();
-    conn.batch_execute("ALTER TABLE marker ADD COLUMN extra int DEFAULT 1").await.unwrap();
+    conn.batch_execute("ALTER TABLE marker ADD COLUMN extra int DEFAULT 1")
+        .await
+        .unwrap();
     drop(conn);
     for s in [&schemas[0], &schemas[1], &schemas[0]] {
         let conn = router.connection_for(s).await.unwrap();

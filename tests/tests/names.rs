@@ -1,5 +1,7 @@
 //! Properties of host normalization and schema-name validation on arbitrary input.
 
+#![allow(clippy::unwrap_used)]
+
 use proptest::prelude::*;
 use tenant_schemas::{Host, SchemaName};
 
@@ -24,8 +26,8 @@ proptest! {
     fn host_like_input(input in "[a-zA-Z0-9.:\\-\\[\\]]{0,70}") {
         if let Ok(host) = Host::parse(&input) {
             prop_assert!(host.as_str().chars().all(allowed_host_char));
-            prop_assert_eq!(Host::parse(host.as_str()).unwrap(), host.clone());
-            prop_assert_eq!(Host::parse(&input.to_uppercase()).unwrap(), host);
+            prop_assert_eq!(&Host::parse(host.as_str()).unwrap(), &host);
+            prop_assert_eq!(&Host::parse(&input.to_uppercase()).unwrap(), &host);
         }
     }
 

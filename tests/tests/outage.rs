@@ -1,5 +1,7 @@
 //! A database that goes away: errors say "unavailable" (503), and the router recovers.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use tenant_schemas::testing::{pool, TestCluster};
@@ -23,7 +25,9 @@ async fn stopped_database_answers_unavailable_then_recovers() {
     let query = || {
         scope::run(acme.tenant(), async {
             let conn = tenancy.connection().await?;
-            conn.query_one("SELECT count(*) FROM notes", &[]).await.map(drop)
+            conn.query_one("SELECT count(*) FROM notes", &[])
+                .await
+                .map(drop)
         })
     };
     query().await.unwrap();
@@ -49,14 +53,18 @@ async fn stopped_database_answers_unavailable_then_recovers() {
     let err = victim.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert_eq!(err.status(), 503);
-    query().await.expect("a fresh connection replaces the dead one");
+    query()
+        .await
+        .expect("a fresh connection replaces the dead one");
 
     // The whole server goes away.
     cluster.stop().unwrap();
     let err = query().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert_eq!(err.status(), 503);
-    let lookup = tenancy.resolve(&tenant_schemas::Host::parse("new.test").unwrap()).await;
+    let lookup = tenancy
+        .resolve(&tenant_schemas::Host::parse("new.test").unwrap())
+        .await;
     assert_eq!(lookup.unwrap_err().status(), 503);
 
     cluster.restart().unwrap();

@@ -1,5 +1,7 @@
 //! The tenant registry against a real PostgreSQL: atomic creation, domains, deletion.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -22,14 +24,17 @@ async fn schema_exists(db: &tenant_schemas::testing::TestDatabase, name: &str) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_migration_leaves_no_schema_and_no_row() {
     let db = database().await;
-    let migrations = TenantMigrations::new()
-        .with("notes", NOTES)
-        .with("broken", "CREATE TABLE broken (id int REFERENCES nowhere (id))");
+    let migrations = TenantMigrations::new().with("notes", NOTES).with(
+        "broken",
+        "CREATE TABLE broken (id int REFERENCES nowhere (id))",
+    );
     let tenancy = tenancy(&db, migrations).await;
     let new = NewTenant::new(schema("doomed")).domain(host("doomed.test"));
     let err = tenancy.create_tenant(new).await.unwrap_err();
     match &err {
-        Error::Migration { schema, migration, .. } => {
+        Error::Migration {
+            schema, migration, ..
+        } => {
             assert_eq!(schema.as_str(), "doomed");
             assert_eq!(migration, "broken");
         }
@@ -56,7 +61,10 @@ async fn a_taken_domain_or_schema_leaves_nothing_behind() {
         .create_tenant(NewTenant::new(schema("second")).domain(host("SHARED.test")))
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::DomainTaken { domain } if domain == "shared.test"), "{err:?}");
+    assert!(
+        matches!(&err, Error::DomainTaken { domain } if domain == "shared.test"),
+        "{err:?}"
+    );
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert!(!schema_exists(&db, "second").await);
     let err = tenancy
@@ -66,13 +74,17 @@ async fn a_taken_domain_or_schema_leaves_nothing_behind() {
     assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
     // A schema that exists outside the registry is refused too, and kept intact.
     let conn = tenancy.router().public().await.unwrap();
-    conn.batch_execute("CREATE SCHEMA squatter; CREATE TABLE squatter.keep (x int)").await.unwrap();
+    conn.batch_execute("CREATE SCHEMA squatter; CREATE TABLE squatter.keep (x int)")
+        .await
+        .unwrap();
     let err = tenancy
         .create_tenant(NewTenant::new(schema("squatter")))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
-    conn.query("SELECT * FROM squatter.keep", &[]).await.unwrap();
+    conn.query("SELECT * FROM squatter.keep", &[])
+        .await
+        .unwrap();
     let list = tenancy.registry().list().await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].schema.as_str(), "first");
@@ -89,7 +101,11 @@ async fn create_list_domains_and_delete() {
         .unwrap();
     assert!(public.schema.is_public());
     // Idempotent.
-    let again = tenancy.registry().ensure_public_tenant(&host("example.test")).await.unwrap();
+    let again = tenancy
+        .registry()
+        .ensure_public_tenant(&host("example.test"))
+        .await
+        .unwrap();
     assert_eq!(public.id, again.id);
 
     let acme = tenancy
@@ -103,32 +119,59 @@ async fn create_list_domains_and_delete() {
         .unwrap();
     assert_eq!(acme.version, 2);
     assert_eq!(acme.primary_domain(), Some("acme.example.test"));
-    assert!(tenancy.resolve(&host("example.test")).await.unwrap().is_public());
-    assert_eq!(tenancy.resolve(&host("acme.test")).await.unwrap().name(), "Acme Inc.");
+    assert!(tenancy
+        .resolve(&host("example.test"))
+        .await
+        .unwrap()
+        .is_public());
+    assert_eq!(
+        tenancy.resolve(&host("acme.test")).await.unwrap().name(),
+        "Acme Inc."
+    );
 
     // A negative entry is cached, then a new domain resolves at once.
     assert!(tenancy.resolve(&host("www.acme.test")).await.is_err());
-    tenancy.add_domain(&acme.schema, &host("www.acme.test"), true).await.unwrap();
+    tenancy
+        .add_domain(&acme.schema, &host("www.acme.test"), true)
+        .await
+        .unwrap();
     assert_eq!(
-        tenancy.resolve(&host("www.acme.test")).await.unwrap().schema().as_str(),
+        tenancy
+            .resolve(&host("www.acme.test"))
+            .await
+            .unwrap()
+            .schema()
+            .as_str(),
         "acme"
     );
     let record = tenancy.registry().get(&acme.schema).await.unwrap();
     assert_eq!(record.primary_domain(), Some("www.acme.test"));
     assert_eq!(record.domains.len(), 3);
 
-    tenancy.remove_domain(&acme.schema, &host("acme.test")).await.unwrap();
+    tenancy
+        .remove_domain(&acme.schema, &host("acme.test"))
+        .await
+        .unwrap();
     assert!(matches!(
         tenancy.resolve(&host("acme.test")).await,
         Err(Error::UnknownHost { .. })
     ));
-    let err = tenancy.remove_domain(&acme.schema, &host("acme.test")).await.unwrap_err();
+    let err = tenancy
+        .remove_domain(&acme.schema, &host("acme.test"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::DomainNotFound { .. }));
 
     // Suspended tenants do not resolve.
-    tenancy.set_status(&acme.schema, TenantStatus::Suspended).await.unwrap();
+    tenancy
+        .set_status(&acme.schema, TenantStatus::Suspended)
+        .await
+        .unwrap();
     assert!(tenancy.resolve(&host("www.acme.test")).await.is_err());
-    tenancy.set_status(&acme.schema, TenantStatus::Active).await.unwrap();
+    tenancy
+        .set_status(&acme.schema, TenantStatus::Active)
+        .await
+        .unwrap();
     assert!(tenancy.resolve(&host("www.acme.test")).await.is_ok());
 
     let names: Vec<String> = tenancy
@@ -142,7 +185,10 @@ async fn create_list_domains_and_delete() {
     assert_eq!(names, ["acme", "public"]);
 
     // Delete, keeping the schema.
-    tenancy.delete_tenant(&acme.schema, DropSchema::No).await.unwrap();
+    tenancy
+        .delete_tenant(&acme.schema, DropSchema::No)
+        .await
+        .unwrap();
     assert!(schema_exists(&db, "acme").await);
     assert!(tenancy.resolve(&host("www.acme.test")).await.is_err());
     assert!(matches!(
@@ -157,12 +203,20 @@ async fn create_list_domains_and_delete() {
         .unwrap();
     scope::run(beta.tenant(), async {
         let conn = tenancy.connection().await.unwrap();
-        conn.execute("INSERT INTO notes (body) VALUES ('bye')", &[]).await.unwrap();
+        conn.execute("INSERT INTO notes (body) VALUES ('bye')", &[])
+            .await
+            .unwrap();
     })
     .await;
-    tenancy.delete_tenant(&beta.schema, DropSchema::Yes).await.unwrap();
+    tenancy
+        .delete_tenant(&beta.schema, DropSchema::Yes)
+        .await
+        .unwrap();
     assert!(!schema_exists(&db, "beta").await);
-    let err = tenancy.delete_tenant(&beta.schema, DropSchema::Yes).await.unwrap_err();
+    let err = tenancy
+        .delete_tenant(&beta.schema, DropSchema::Yes)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 
     // The public schema is never dropped.

@@ -38,10 +38,17 @@ pub async fn marked_tenants(tenancy: &Tenancy, prefix: &str, n: usize) -> Vec<Sc
     for i in 0..n {
         let s = schema(&format!("{prefix}{i}"));
         tenancy
-            .create_tenant(NewTenant::new(s.clone()).domain(host(&format!("{}{i}.test", prefix.replace('_', "-")))))
+            .create_tenant(
+                NewTenant::new(s.clone())
+                    .domain(host(&format!("{}{i}.test", prefix.replace('_', "-")))),
+            )
             .await
             .expect("create tenant");
-        let db = tenancy.router().connection_for(&s).await.expect("connection");
+        let db = tenancy
+            .router()
+            .connection_for(&s)
+            .await
+            .expect("connection");
         db.execute("INSERT INTO marker VALUES ($1)", &[&s.as_str()])
             .await
             .expect("marker");
@@ -56,5 +63,7 @@ pub async fn marked_tenants(tenancy: &Tenancy, prefix: &str, n: usize) -> Vec<Sc
 }
 
 pub fn marker_and_notes() -> TenantMigrations {
-    TenantMigrations::new().with("notes", NOTES).with("marker", MARKER)
+    TenantMigrations::new()
+        .with("notes", NOTES)
+        .with("marker", MARKER)
 }

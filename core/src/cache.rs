@@ -194,7 +194,7 @@ impl<R: TenantResolver> TenantResolver for CachedResolver<R> {
             .map_err(|source: Arc<Error>| {
                 tracing::warn!(host = %host, error = %source, "tenant lookup failed");
                 Error::Lookup {
-                    host: host.to_string(),
+                    key: host.to_string(),
                     source,
                 }
             })?;

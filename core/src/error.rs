@@ -113,10 +113,10 @@ pub enum Error {
     },
 
     /// A lookup failed; the error is shared by every request that waited on the same lookup.
-    #[error("tenant lookup for host `{host}` failed: {source}")]
+    #[error("tenant lookup for `{key}` failed: {source}")]
     Lookup {
-        /// The host being resolved.
-        host: String,
+        /// The host (or, for path and header strategies, the schema) being resolved.
+        key: String,
         /// The resolver's error.
         #[source]
         source: Arc<Error>,

@@ -13,6 +13,7 @@ mod schema;
 mod tenancy;
 mod tenant;
 
+pub mod request;
 pub mod scope;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use http::{HeaderMap, Uri};
+use moka::future::Cache;
 
 use crate::cache::{CacheConfig, CachedResolver};
 use crate::connection::ConnectionScope;
@@ -45,6 +46,8 @@ pub struct Tenancy {
 struct Inner {
     router: SchemaRouter,
     resolver: CachedResolver<Box<dyn TenantResolver>>,
+    /// Active tenants by schema name, for the path and header strategies.
+    by_schema: Cache<SchemaName, Option<Tenant>>,
     registry: Registry,
 }
 
@@ -119,10 +122,15 @@ impl TenancyBuilder {
         let router = SchemaRouter::builder(self.pool)
             .extra_schemas(self.extra_schemas)
             .build();
+        let by_schema = Cache::builder()
+            .max_capacity(self.cache.max_capacity)
+            .time_to_live(self.cache.negative_ttl)
+            .build();
         Ok(Tenancy {
             inner: Arc::new(Inner {
                 router,
                 resolver: CachedResolver::with_config(resolver, self.cache),
+                by_schema,
                 registry,
             }),
         })
@@ -159,6 +167,28 @@ impl Tenancy {
         self.resolve(&host).await
     }
 
+    /// The active tenant living in `schema`, from the registry (cached briefly, for the
+    /// [negative TTL](CacheConfig::negative_ttl)); `None` when there is none.
+    pub async fn tenant_by_schema(&self, schema: &SchemaName) -> Result<Option<Tenant>> {
+        let registry = &self.inner.registry;
+        self.inner
+            .by_schema
+            .try_get_with_by_ref(schema, async move {
+                match registry.get(schema).await {
+                    Ok(record) if record.status == TenantStatus::Active => {
+                        Ok(Some(record.tenant()))
+                    }
+                    Ok(_) | Err(Error::TenantNotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map_err(|source| Error::Lookup {
+                key: schema.to_string(),
+                source,
+            })
+    }
+
     /// The router handing out schema-bound connections.
     pub fn router(&self) -> &SchemaRouter {
         &self.inner.router
@@ -181,6 +211,7 @@ impl Tenancy {
     }
 
     async fn forget(&self, record: &TenantRecord) {
+        self.inner.by_schema.invalidate(&record.schema).await;
         self.inner.resolver.invalidate_tenant(&record.schema).await;
         for domain in &record.domains {
             if let Ok(host) = Host::parse(domain) {

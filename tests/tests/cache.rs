@@ -131,7 +131,7 @@ async fn errors_are_shared_but_not_cached() {
     let (a, b) = tokio::join!(cached.resolve(&fail), cached.resolve(&fail));
     for r in [a, b] {
         let err = r.unwrap_err();
-        assert!(matches!(err, Error::Lookup { ref host, .. } if host == "fail.test"));
+        assert!(matches!(err, Error::Lookup { ref key, .. } if key == "fail.test"));
         assert!(err.to_string().contains("backend down"), "{err}");
     }
     assert_eq!(inner.calls.load(Ordering::SeqCst), 1);

@@ -1,0 +1,66 @@
+//! The actix-web adapter over real HTTP: the shared scenario, public site behind a guard.
+
+#![allow(clippy::unwrap_used)]
+
+mod suite;
+
+use actix_web::{guard, web, App, HttpResponse, HttpServer};
+use tenant_schemas_actix::{
+    is_public_tenant, CurrentTenant, TenantDb, TenantError, TenantMiddleware,
+};
+
+async fn list(db: TenantDb) -> Result<String, TenantError> {
+    let rows = db.query("SELECT body FROM notes ORDER BY id", &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| format!("{}\n", r.get::<_, String>(0)))
+        .collect())
+}
+
+async fn add(db: TenantDb, body: String) -> Result<&'static str, TenantError> {
+    db.execute("INSERT INTO notes (body) VALUES ($1)", &[&body])
+        .await?;
+    Ok("created")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_adapter() {
+    let fx = suite::fixture().await;
+    let tenancy = fx.tenancy.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(TenantMiddleware::new(tenancy.clone()))
+            .route(
+                "/",
+                web::get()
+                    .guard(guard::fn_guard(is_public_tenant))
+                    .to(|| async { "public site" }),
+            )
+            .route(
+                "/",
+                web::get()
+                    .to(|t: CurrentTenant| async move { format!("tenant site {}", t.0.schema()) }),
+            )
+            .route("/notes", web::get().to(list))
+            .route("/notes", web::post().to(add))
+            .route(
+                "/stream",
+                web::get().to(|| async { HttpResponse::Ok().streaming(suite::schema_stream()) }),
+            )
+            .route("/spawned", web::get().to(suite::spawned_schema))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    // actix-web runs its own single-threaded runtimes; give it a thread of its own.
+    let thread = std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+    suite::run(addr).await;
+    suite::outage(addr, &fx.cluster).await;
+    handle.stop(true).await;
+    thread.join().unwrap().unwrap();
+}

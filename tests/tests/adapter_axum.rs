@@ -1,0 +1,55 @@
+//! The axum adapter over real HTTP: the shared scenario, with `split` routers.
+
+#![allow(clippy::unwrap_used)]
+
+mod suite;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use tenant_schemas::scope;
+use tenant_schemas_axum::{split, with_tenancy, CurrentTenant, DbRejection, TenantDb, TenantLayer};
+
+async fn list(db: TenantDb) -> Result<String, DbRejection> {
+    let rows = db.query("SELECT body FROM notes ORDER BY id", &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| format!("{}\n", r.get::<_, String>(0)))
+        .collect())
+}
+
+async fn add(db: TenantDb, body: String) -> Result<&'static str, DbRejection> {
+    db.execute("INSERT INTO notes (body) VALUES ($1)", &[&body])
+        .await?;
+    Ok("created")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_adapter() {
+    let fx = suite::fixture().await;
+    let public = Router::new().route("/", get(|| async { "public site" }));
+    let tenants =
+        Router::new()
+            .route(
+                "/",
+                get(|CurrentTenant(t): CurrentTenant| async move {
+                    format!("tenant site {}", t.schema())
+                }),
+            )
+            .route("/notes", get(list).post(add))
+            .route(
+                "/stream",
+                get(|| async { Body::from_stream(suite::schema_stream()) }),
+            )
+            .route("/spawned", get(suite::spawned_schema))
+            .route(
+                "/whoami",
+                get(|| async { scope::current_schema().unwrap().to_string() }),
+            );
+    let app = with_tenancy(split(public, tenants), TenantLayer::new(fx.tenancy.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    suite::run(addr).await;
+    suite::outage(addr, &fx.cluster).await;
+}

@@ -35,6 +35,7 @@ use tokio_postgres::{Config, NoTls};
 
 use crate::connection::ConnectionScope;
 use crate::host::Host;
+use crate::migrate::TenantMigrations;
 use crate::registry::{DropSchema, NewTenant};
 use crate::schema::SchemaName;
 use crate::tenancy::Tenancy;
@@ -680,4 +681,94 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(data.get(..size)?);
         data = data.get(size + 2..)?;
     }
+}
+
+/// The database of a demo or example: `DATABASE_URL` when set, otherwise a throwaway
+/// cluster that lives as long as this value.
+#[derive(Debug)]
+pub struct DemoDatabase {
+    config: Config,
+    cluster: Option<TestCluster>,
+}
+
+impl DemoDatabase {
+    /// Reads `DATABASE_URL`, or starts a throwaway PostgreSQL with a fresh database.
+    pub async fn from_env() -> HarnessResult<Self> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) => Ok(DemoDatabase {
+                config: Config::from_str(&url).map_err(|e| HarnessError::BadUrl(e.to_string()))?,
+                cluster: None,
+            }),
+            Err(_) => {
+                println!("No DATABASE_URL: starting a throwaway PostgreSQL (removed on exit) ...");
+                let cluster = TestCluster::start()?;
+                let db = cluster.create_database().await?;
+                Ok(DemoDatabase {
+                    config: db.config().clone(),
+                    cluster: Some(cluster),
+                })
+            }
+        }
+    }
+
+    /// The connection settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether this is a throwaway cluster.
+    pub fn is_throwaway(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A [`Tenancy`] over a new pool with `migrations`, the public tenant on `localhost`, and
+    /// a tenant per name in `tenants` on `<name>.localhost` (kept when they exist already).
+    pub async fn tenancy(
+        &self,
+        migrations: TenantMigrations,
+        tenants: &[&str],
+    ) -> HarnessResult<Tenancy> {
+        let tenancy = Tenancy::builder(pool(self.config.clone(), 16)?)
+            .migrations(migrations)
+            .build()
+            .await?;
+        tenancy
+            .registry()
+            .ensure_public_tenant(&Host::parse("localhost").map_err(crate::Error::from)?)
+            .await?;
+        for name in tenants {
+            let schema = SchemaName::new(name).map_err(crate::Error::from)?;
+            if tenancy.registry().get(&schema).await.is_ok() {
+                continue;
+            }
+            let host = Host::parse(&format!("{}.localhost", name.replace('_', "-")))
+                .map_err(crate::Error::from)?;
+            tenancy
+                .create_tenant(NewTenant::new(schema).domain(host))
+                .await?;
+        }
+        Ok(tenancy)
+    }
+}
+
+/// Where a demo listens: 127.0.0.1 and `$PORT`, or port 3000.
+pub fn demo_addr() -> std::net::SocketAddr {
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The lines a demo prints to show how to reach its tenants with curl.
+pub fn demo_instructions(addr: std::net::SocketAddr) -> String {
+    format!(
+        "Serving on http://{addr} — try:\n\
+         \n  curl -H 'Host: acme.localhost' http://{addr}/\
+         \n  curl -H 'Host: acme.localhost' -d 'a note' http://{addr}/notes\
+         \n  curl -H 'Host: acme.localhost' http://{addr}/\
+         \n  curl -H 'Host: globex.localhost' http://{addr}/     # globex has its own notes\
+         \n  curl -i -H 'Host: nobody.localhost' http://{addr}/  # 404\
+         \n\nCtrl-C stops it.\n"
+    )
 }

@@ -11,10 +11,11 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
 use crate::error::{Error, Result};
-use crate::router::RouterInner;
+use crate::router::{RouterInner, SearchPathMode};
 use crate::schema::SchemaName;
 
 const SWITCH_SQL: &str = "SELECT set_config('search_path', $1, false)";
+const LOCAL_SWITCH_SQL: &str = "SELECT set_config('search_path', $1, true)";
 
 /// A pooled connection bound to one schema: every statement it runs sees the search path
 /// `"<schema>", public` (plus the router's extra schemas).
@@ -29,10 +30,16 @@ const SWITCH_SQL: &str = "SELECT set_config('search_path', $1, false)";
 /// [`Statement`] from [`ConnectionScope::prepare`]. For the rest of the tokio-postgres API
 /// use [`ConnectionScope::client`].
 pub struct ConnectionScope {
-    conn: Object,
+    /// Always `Some` until dropped; `Drop` takes it out to discard a connection left inside
+    /// an unfinished transaction.
+    conn: Option<Object>,
     schema: SchemaName,
     path: Arc<str>,
     on_path: AtomicBool,
+    /// Transaction mode: a statement's transaction is open (BEGIN sent, COMMIT/ROLLBACK not
+    /// yet answered). If the scope is dropped then (a cancelled request), the connection is
+    /// closed instead of going back to the pool half-way through a transaction.
+    open_transaction: AtomicBool,
     router: Arc<RouterInner>,
 }
 
@@ -86,12 +93,23 @@ impl ConnectionScope {
         router: Arc<RouterInner>,
     ) -> Self {
         ConnectionScope {
-            conn,
+            conn: Some(conn),
             schema,
             path,
             on_path: AtomicBool::new(on_path),
+            open_transaction: AtomicBool::new(false),
             router,
         }
+    }
+
+    fn conn(&self) -> &Object {
+        self.conn
+            .as_ref()
+            .expect("the connection is only taken out on drop")
+    }
+
+    fn transaction_mode(&self) -> bool {
+        self.router.mode == SearchPathMode::Transaction
     }
 
     /// The schema this connection is bound to.
@@ -104,9 +122,10 @@ impl ConnectionScope {
         &self.path
     }
 
-    /// Switches the search path now if it is not known to be set, without running anything else.
+    /// Switches the search path now if it is not known to be set, without running anything
+    /// else. In transaction mode there is no session search path to set: it does nothing.
     pub async fn ensure_search_path(&self) -> Result<()> {
-        if self.on_path.load(Ordering::Acquire) {
+        if self.on_path.load(Ordering::Acquire) || self.transaction_mode() {
             return Ok(());
         }
         self.switch().await
@@ -115,14 +134,14 @@ impl ConnectionScope {
     async fn switch(&self) -> Result<()> {
         let tracker = self.router.tracker.as_ref();
         if let Some(t) = tracker {
-            t.mark_unknown(&self.conn.statement_cache);
+            t.mark_unknown(&self.conn().statement_cache);
         }
         self.router
             .stats
             .switches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::trace!(schema = %self.schema, path = %self.path, "switching search_path");
-        self.conn
+        self.conn()
             .execute_typed(SWITCH_SQL, &[(&&*self.path, Type::TEXT)])
             .await
             .map_err(|e| {
@@ -130,14 +149,22 @@ impl ConnectionScope {
                 Error::db("switching search_path", &self.schema, e)
             })?;
         if let Some(t) = tracker {
-            t.mark_on(&self.conn.statement_cache, self.path.clone());
+            t.mark_on(&self.conn().statement_cache, self.path.clone());
         }
         self.on_path.store(true, Ordering::Release);
         Ok(())
     }
 
     /// Prepares `sql` (cached per connection). A pending switch travels in the same round trip.
+    ///
+    /// Not in transaction mode, where a statement cannot outlive its transaction: prepare
+    /// it on the [`transaction`](Self::transaction) instead.
     pub async fn prepare(&self, sql: &str) -> Result<Statement> {
+        if self.transaction_mode() {
+            return Err(not_in_transaction_mode(
+                "a statement prepared outside a transaction",
+            ));
+        }
         if self.on_path.load(Ordering::Acquire) {
             return self.prepare_on_path(sql).await;
         }
@@ -150,7 +177,7 @@ impl ConnectionScope {
     }
 
     async fn prepare_on_path(&self, sql: &str) -> Result<Statement> {
-        self.conn
+        self.conn()
             .prepare_cached(sql)
             .await
             .map_err(|e| Error::db("preparing a statement", &self.schema, e))
@@ -179,12 +206,15 @@ impl ConnectionScope {
         F: Fn(Statement) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
+        if self.transaction_mode() {
+            return self.in_own_transaction(source, action, op).await;
+        }
         let stmt = self.statement(source).await?;
         match op(stmt).await {
             Err(e) if is_stale_plan(&e) => {
                 if let Source::Text(sql) = source {
                     tracing::debug!(schema = %self.schema, "result type changed; re-preparing");
-                    self.conn.statement_cache.remove(sql, &[]);
+                    self.conn().statement_cache.remove(sql, &[]);
                     let stmt = self.prepare(sql).await?;
                     return op(stmt)
                         .await
@@ -196,12 +226,89 @@ impl ConnectionScope {
         }
     }
 
+    /// Transaction mode: `BEGIN`, the local switch and the statement's preparation in one
+    /// round trip; then the statement; then `COMMIT` (or `ROLLBACK`), after the statement was
+    /// closed, so nothing outlives the transaction on a shared server connection.
+    async fn in_own_transaction<T, F, Fut>(
+        &self,
+        source: Source<'_>,
+        action: &'static str,
+        op: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(Statement) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let Source::Text(sql) = source else {
+            return Err(not_in_transaction_mode(
+                "a statement prepared outside a transaction",
+            ));
+        };
+        let client: &tokio_postgres::Client = self.conn();
+        let outcome = self
+            .begin_local(async {
+                let stmt = client.prepare(sql).await?;
+                // `op` drops its statement when done: the Close is queued before COMMIT.
+                op(stmt).await
+            })
+            .await;
+        self.end_local(outcome, action).await
+    }
+
+    /// Sends `BEGIN` and the transaction-local switch, then runs `body` (whose first request
+    /// is pipelined with them). The body runs only if both succeeded.
+    async fn begin_local<T>(
+        &self,
+        body: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, tokio_postgres::Error> {
+        let client: &tokio_postgres::Client = self.conn();
+        self.open_transaction.store(true, Ordering::Release);
+        self.router.stats.switches.fetch_add(1, Ordering::Relaxed);
+        let begin = client.batch_execute("BEGIN");
+        let path: &str = &self.path;
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&path, Type::TEXT)];
+        let switch = client.execute_typed(LOCAL_SWITCH_SQL, &params);
+        // If BEGIN or the switch fails, the transaction is aborted (or absent) and the body's
+        // first request fails with it: nothing runs outside the tenant's search path.
+        let (begun, switched, result) = futures_util::future::join3(begin, switch, body).await;
+        begun?;
+        switched?;
+        result
+    }
+
+    async fn end_local<T>(
+        &self,
+        outcome: Result<T, tokio_postgres::Error>,
+        action: &'static str,
+    ) -> Result<T> {
+        let client: &tokio_postgres::Client = self.conn();
+        let end = if outcome.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        let ended = client.batch_execute(end).await;
+        match (outcome, ended) {
+            (Ok(value), Ok(())) => {
+                self.open_transaction.store(false, Ordering::Release);
+                Ok(value)
+            }
+            (Ok(_), Err(e)) => Err(Error::db("committing", &self.schema, e)),
+            (Err(e), ended) => {
+                if ended.is_ok() {
+                    self.open_transaction.store(false, Ordering::Release);
+                }
+                Err(Error::db(action, &self.schema, e))
+            }
+        }
+    }
+
     /// Runs a statement and returns its rows.
     pub async fn query<S>(&self, statement: &S, params: Params<'_>) -> Result<Vec<Row>>
     where
         S: ToScopedStatement + ?Sized,
     {
-        let client: &tokio_postgres::Client = &self.conn;
+        let client: &tokio_postgres::Client = self.conn();
         self.with_statement(
             statement.as_source(),
             "running a query",
@@ -215,7 +322,7 @@ impl ConnectionScope {
     where
         S: ToScopedStatement + ?Sized,
     {
-        let client: &tokio_postgres::Client = &self.conn;
+        let client: &tokio_postgres::Client = self.conn();
         self.with_statement(
             statement.as_source(),
             "running a query",
@@ -229,7 +336,7 @@ impl ConnectionScope {
     where
         S: ToScopedStatement + ?Sized,
     {
-        let client: &tokio_postgres::Client = &self.conn;
+        let client: &tokio_postgres::Client = self.conn();
         self.with_statement(
             statement.as_source(),
             "running a query",
@@ -243,7 +350,7 @@ impl ConnectionScope {
     where
         S: ToScopedStatement + ?Sized,
     {
-        let client: &tokio_postgres::Client = &self.conn;
+        let client: &tokio_postgres::Client = self.conn();
         self.with_statement(
             statement.as_source(),
             "running a statement",
@@ -254,8 +361,13 @@ impl ConnectionScope {
 
     /// Runs one or more statements separated by `;`, without parameters.
     pub async fn batch_execute(&self, sql: &str) -> Result<()> {
+        let client: &tokio_postgres::Client = self.conn();
+        if self.transaction_mode() {
+            let outcome = self.begin_local(client.batch_execute(sql)).await;
+            return self.end_local(outcome, "running a batch").await;
+        }
         self.ensure_search_path().await?;
-        self.conn
+        client
             .batch_execute(sql)
             .await
             .map_err(|e| Error::db("running a batch", &self.schema, e))
@@ -263,8 +375,13 @@ impl ConnectionScope {
 
     /// Runs statements through the simple query protocol and returns their messages.
     pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>> {
+        let client: &tokio_postgres::Client = self.conn();
+        if self.transaction_mode() {
+            let outcome = self.begin_local(client.simple_query(sql)).await;
+            return self.end_local(outcome, "running a simple query").await;
+        }
         self.ensure_search_path().await?;
-        self.conn
+        client
             .simple_query(sql)
             .await
             .map_err(|e| Error::db("running a simple query", &self.schema, e))
@@ -272,13 +389,31 @@ impl ConnectionScope {
 
     /// Begins a transaction on the schema. It rolls back when dropped without
     /// [`commit`](Transaction::commit).
+    ///
+    /// In transaction mode its first statement is the transaction-local switch.
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
         self.ensure_search_path().await?;
-        let schema = self.schema.clone();
-        self.conn
+        let local = self.transaction_mode();
+        let (schema, path) = (self.schema.clone(), self.path.clone());
+        self.router
+            .stats
+            .switches
+            .fetch_add(u64::from(local), Ordering::Relaxed);
+        let conn = self
+            .conn
+            .as_mut()
+            .expect("the connection is only taken out on drop");
+        let tx = conn
             .transaction()
             .await
-            .map_err(|e| Error::db("beginning a transaction", &schema, e))
+            .map_err(|e| Error::db("beginning a transaction", &schema, e))?;
+        if local {
+            // On failure `tx` is dropped here, which rolls it back.
+            tx.execute_typed(LOCAL_SWITCH_SQL, &[(&&*path, Type::TEXT)])
+                .await
+                .map_err(|e| Error::db("switching search_path", &schema, e))?;
+        }
+        Ok(tx)
     }
 
     /// The underlying client, with the search path switched, for the rest of the
@@ -286,22 +421,45 @@ impl ConnectionScope {
     ///
     /// Statements run through it may change session state, so the router forgets this
     /// connection's search path and switches again on its next use.
+    ///
+    /// Not in transaction mode, where the session has no tenant search path.
     pub async fn client(&self) -> Result<&ClientWrapper> {
+        if self.transaction_mode() {
+            return Err(not_in_transaction_mode("the raw client"));
+        }
         self.ensure_search_path().await?;
         self.forget_path();
-        Ok(&self.conn)
+        Ok(self.conn())
     }
 
     fn forget_path(&self) {
         self.on_path.store(false, Ordering::Release);
         if let Some(t) = &self.router.tracker {
-            t.mark_unknown(&self.conn.statement_cache);
+            t.mark_unknown(&self.conn().statement_cache);
         }
     }
 
     /// Whether the connection to the server is closed.
     pub fn is_closed(&self) -> bool {
-        self.conn.is_closed()
+        self.conn().is_closed()
+    }
+}
+
+impl Drop for ConnectionScope {
+    fn drop(&mut self) {
+        if self.open_transaction.load(Ordering::Acquire) {
+            if let Some(conn) = self.conn.take() {
+                tracing::debug!(schema = %self.schema, "closing a connection left inside a transaction");
+                drop(Object::take(conn));
+            }
+        }
+    }
+}
+
+fn not_in_transaction_mode(what: &'static str) -> Error {
+    Error::NotInTransactionMode {
+        what,
+        instead: "run it inside ConnectionScope::transaction()",
     }
 }
 

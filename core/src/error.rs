@@ -122,6 +122,16 @@ pub enum Error {
         source: Arc<Error>,
     },
 
+    /// The operation is not available in the router's search-path mode (→ 500: a
+    /// programming error).
+    #[error("{what} is not available in transaction search-path mode: {instead}")]
+    NotInTransactionMode {
+        /// The operation.
+        what: &'static str,
+        /// What to do instead.
+        instead: &'static str,
+    },
+
     /// A custom resolver failed with its own error type.
     #[error("tenant resolver failed: {0}")]
     Resolver(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -25,7 +25,7 @@ pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL
 pub use migrate::{Migration, TenantMigrations};
 pub use registry::{DropSchema, NewTenant, Registry};
 pub use resolver::{RegistryResolver, StaticResolver, SubdomainResolver, TenantResolver};
-pub use router::{RouterStats, SchemaRouter, SchemaRouterBuilder};
+pub use router::{RouterStats, SchemaRouter, SchemaRouterBuilder, SearchPathMode};
 pub use schema::{SchemaName, SchemaNameError, MAX_SCHEMA_NAME_LEN};
 pub use tenancy::{Tenancy, TenancyBuilder};
 pub use tenant::{Tenant, TenantId, TenantRecord, TenantStatus};

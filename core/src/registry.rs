@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
 use crate::error::{Error, Result};
@@ -102,7 +103,8 @@ pub enum DropSchema {
 
 /// Creates, lists and deletes tenants and their domains.
 ///
-/// Every change runs in one transaction: a tenant whose schema or migrations fail leaves
+/// Its statements are unnamed (sent with their parameter types), so it works through
+/// PgBouncer in transaction pooling mode. Every change runs in one transaction: a tenant whose schema or migrations fail leaves
 /// neither a schema nor a registry row behind.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -145,9 +147,12 @@ impl Registry {
             .transaction()
             .await
             .map_err(|e| Error::db("installing the registry", &public, e))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INSTALL_LOCK])
-            .await
-            .map_err(|e| Error::db("installing the registry", &public, e))?;
+        tx.execute_typed(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[(&INSTALL_LOCK, Type::INT8)],
+        )
+        .await
+        .map_err(|e| Error::db("installing the registry", &public, e))?;
         tx.batch_execute(INSTALL_SQL)
             .await
             .map_err(|e| Error::db("installing the registry", &public, e))?;
@@ -175,20 +180,28 @@ impl Registry {
         };
         let name = new.name.unwrap_or_else(|| schema.to_string());
         let row = tx
-            .query_one(
+            .query_typed_one(
                 "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version)
                  VALUES ($1, $2, $3) RETURNING id, created_at",
-                &[&schema.as_str(), &name, &version],
+                &[
+                    (&schema.as_str(), Type::TEXT),
+                    (&name, Type::TEXT),
+                    (&version, Type::INT4),
+                ],
             )
             .await
             .map_err(|e| conflict(e, &schema, &new.domains))?;
         let id: i64 = row.get(0);
         let created_at: SystemTime = row.get(1);
         for (i, domain) in new.domains.iter().enumerate() {
-            tx.execute(
+            tx.execute_typed(
                 "INSERT INTO public.tenant_schemas_domains (domain, tenant_id, is_primary)
                  VALUES ($1, $2, $3)",
-                &[&domain.as_str(), &id, &(i == 0)],
+                &[
+                    (&domain.as_str(), Type::TEXT),
+                    (&id, Type::INT8),
+                    (&(i == 0), Type::BOOL),
+                ],
             )
             .await
             .map_err(|e| conflict(e, &schema, std::slice::from_ref(domain)))?;
@@ -237,7 +250,7 @@ impl Registry {
         let conn = self.conn().await?;
         let sql = format!("{SELECT_TENANTS} WHERE t.schema_name = $1 GROUP BY t.id");
         let row = conn
-            .query_opt(&sql, &[&schema.as_str()])
+            .query_typed_opt(&sql, &[(&schema.as_str(), Type::TEXT)])
             .await
             .map_err(|e| Error::db("reading the registry", schema, e))?;
         match row {
@@ -253,7 +266,7 @@ impl Registry {
         let conn = self.conn().await?;
         let sql = format!("{SELECT_TENANTS} GROUP BY t.id ORDER BY t.schema_name");
         let rows = conn
-            .query(&sql, &[])
+            .query_typed(&sql, &[])
             .await
             .map_err(|e| Error::db("reading the registry", &SchemaName::public(), e))?;
         rows.iter().map(record).collect()
@@ -271,18 +284,22 @@ impl Registry {
         let tx = conn.transaction().await.map_err(db)?;
         let id = tenant_id(&tx, schema).await?;
         if primary {
-            tx.execute(
+            tx.execute_typed(
                 "UPDATE public.tenant_schemas_domains SET is_primary = false
                  WHERE tenant_id = $1 AND is_primary",
-                &[&id],
+                &[(&id, Type::INT8)],
             )
             .await
             .map_err(db)?;
         }
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO public.tenant_schemas_domains (domain, tenant_id, is_primary)
              VALUES ($1, $2, $3)",
-            &[&domain.as_str(), &id, &primary],
+            &[
+                (&domain.as_str(), Type::TEXT),
+                (&id, Type::INT8),
+                (&primary, Type::BOOL),
+            ],
         )
         .await
         .map_err(|e| conflict(e, schema, std::slice::from_ref(domain)))?;
@@ -293,11 +310,14 @@ impl Registry {
     pub async fn remove_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
         let conn = self.conn().await?;
         let removed = conn
-            .execute(
+            .execute_typed(
                 "DELETE FROM public.tenant_schemas_domains d
                  USING public.tenant_schemas_tenants t
                  WHERE d.tenant_id = t.id AND t.schema_name = $1 AND d.domain = $2",
-                &[&schema.as_str(), &domain.as_str()],
+                &[
+                    (&schema.as_str(), Type::TEXT),
+                    (&domain.as_str(), Type::TEXT),
+                ],
             )
             .await
             .map_err(|e| Error::db("removing a domain", schema, e))?;
@@ -314,9 +334,12 @@ impl Registry {
     pub async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
         let conn = self.conn().await?;
         let changed = conn
-            .execute(
+            .execute_typed(
                 "UPDATE public.tenant_schemas_tenants SET status = $2 WHERE schema_name = $1",
-                &[&schema.as_str(), &status.as_str()],
+                &[
+                    (&schema.as_str(), Type::TEXT),
+                    (&status.as_str(), Type::TEXT),
+                ],
             )
             .await
             .map_err(|e| Error::db("changing a tenant's status", schema, e))?;
@@ -340,9 +363,9 @@ impl Registry {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db)?;
         let deleted = tx
-            .execute(
+            .execute_typed(
                 "DELETE FROM public.tenant_schemas_tenants WHERE schema_name = $1",
-                &[&schema.as_str()],
+                &[(&schema.as_str(), Type::TEXT)],
             )
             .await
             .map_err(db)?;
@@ -367,9 +390,9 @@ impl Registry {
 
 async fn tenant_id(tx: &tokio_postgres::Transaction<'_>, schema: &SchemaName) -> Result<i64> {
     let row = tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT id FROM public.tenant_schemas_tenants WHERE schema_name = $1 FOR UPDATE",
-            &[&schema.as_str()],
+            &[(&schema.as_str(), Type::TEXT)],
         )
         .await
         .map_err(|e| Error::db("reading the registry", schema, e))?;

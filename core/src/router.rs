@@ -45,10 +45,28 @@ pub struct SchemaRouter {
 #[derive(Debug)]
 pub(crate) struct RouterInner {
     pub(crate) pool: Pool,
+    pub(crate) mode: SearchPathMode,
     extra_schemas: Vec<SchemaName>,
     /// `None` when the pool's recycling may reset session state, so nothing is remembered.
     pub(crate) tracker: Option<PathTracker>,
     pub(crate) stats: Counters,
+}
+
+/// How the search path reaches the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SearchPathMode {
+    /// Set on the connection's session with `set_config(…, false)`, remembered per pooled
+    /// connection and skipped when it already matches. For direct connections and PgBouncer
+    /// in session pooling mode.
+    #[default]
+    Session,
+    /// Nothing relies on session state: every statement runs in a transaction that begins
+    /// with `set_config('search_path', $1, true)` — its own, or the one of
+    /// [`ConnectionScope::transaction`]. Statements are prepared inside that transaction
+    /// and closed before it ends, so this works behind PgBouncer in transaction pooling
+    /// mode (1.18 keeps no prepared statements across transactions) and RDS Proxy.
+    Transaction,
 }
 
 /// Counters of what the router did, for tests, metrics and benchmarks.
@@ -71,6 +89,7 @@ pub(crate) struct Counters {
 #[derive(Debug)]
 pub struct SchemaRouterBuilder {
     pool: Pool,
+    mode: SearchPathMode,
     extra_schemas: Vec<SchemaName>,
     track: Option<bool>,
 }
@@ -82,7 +101,13 @@ impl SchemaRouterBuilder {
         self
     }
 
-    /// Forces the per-connection search-path memory on or off.
+    /// How the search path reaches the server (default: [`SearchPathMode::Session`]).
+    pub fn mode(mut self, mode: SearchPathMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Forces the per-connection search-path memory on or off (session mode only).
     ///
     /// By default it is on when the pool's recycling method keeps session state, off
     /// otherwise. Turn it off when something else may change `search_path` on the pool's
@@ -94,12 +119,14 @@ impl SchemaRouterBuilder {
 
     /// Finishes the router.
     pub fn build(self) -> SchemaRouter {
-        let track = self
-            .track
-            .unwrap_or_else(|| recycling_keeps_session_state(&self.pool));
+        let track = self.mode == SearchPathMode::Session
+            && self
+                .track
+                .unwrap_or_else(|| recycling_keeps_session_state(&self.pool));
         SchemaRouter {
             inner: Arc::new(RouterInner {
                 tracker: track.then(PathTracker::default),
+                mode: self.mode,
                 pool: self.pool,
                 extra_schemas: self.extra_schemas,
                 stats: Counters::default(),
@@ -126,6 +153,7 @@ impl SchemaRouter {
     pub fn builder(pool: Pool) -> SchemaRouterBuilder {
         SchemaRouterBuilder {
             pool,
+            mode: SearchPathMode::Session,
             extra_schemas: Vec::new(),
             track: None,
         }
@@ -168,6 +196,11 @@ impl SchemaRouter {
     /// do not change their `search_path` outside a transaction (`set_config(…, true)` is fine).
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// How the search path reaches the server.
+    pub fn mode(&self) -> SearchPathMode {
+        self.inner.mode
     }
 
     /// Whether the router remembers each connection's search path (see the type's docs).

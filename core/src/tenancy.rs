@@ -13,7 +13,7 @@ use crate::host::Host;
 use crate::migrate::TenantMigrations;
 use crate::registry::{DropSchema, NewTenant, Registry};
 use crate::resolver::{RegistryResolver, TenantResolver};
-use crate::router::SchemaRouter;
+use crate::router::{SchemaRouter, SearchPathMode};
 use crate::schema::SchemaName;
 use crate::tenant::{Tenant, TenantRecord, TenantStatus};
 
@@ -57,6 +57,7 @@ pub struct TenancyBuilder {
     resolver: Option<Box<dyn TenantResolver>>,
     cache: CacheConfig,
     extra_schemas: Vec<SchemaName>,
+    mode: SearchPathMode,
     migrations: TenantMigrations,
     install: bool,
 }
@@ -98,6 +99,13 @@ impl TenancyBuilder {
         self
     }
 
+    /// How the search path reaches the server; [`SearchPathMode::Transaction`] behind
+    /// PgBouncer in transaction pooling mode.
+    pub fn search_path_mode(mut self, mode: SearchPathMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
     /// The migrations every new tenant gets.
     pub fn migrations(mut self, migrations: TenantMigrations) -> Self {
         self.migrations = migrations;
@@ -121,6 +129,7 @@ impl TenancyBuilder {
             .unwrap_or_else(|| Box::new(RegistryResolver::new(self.pool.clone())));
         let router = SchemaRouter::builder(self.pool)
             .extra_schemas(self.extra_schemas)
+            .mode(self.mode)
             .build();
         let by_schema = Cache::builder()
             .max_capacity(self.cache.max_capacity)
@@ -145,6 +154,7 @@ impl Tenancy {
             resolver: None,
             cache: CacheConfig::default(),
             extra_schemas: Vec::new(),
+            mode: SearchPathMode::Session,
             migrations: TenantMigrations::new(),
             install: true,
         }

@@ -1,5 +1,6 @@
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
+use tokio_postgres::types::Type;
 
 use super::TenantResolver;
 use crate::error::{Error, Result};
@@ -39,13 +40,10 @@ impl TenantResolver for RegistryResolver {
             source,
         })?;
         // The statement names its tables with their schema, so the connection's search path
-        // does not matter here.
-        let stmt = conn
-            .prepare_cached(LOOKUP_SQL)
-            .await
-            .map_err(|e| Error::db("looking up a host", &public, e))?;
+        // does not matter here. It is unnamed and sent with its parameter type in one round
+        // trip, which also works through PgBouncer in transaction pooling mode.
         let row = conn
-            .query_opt(&stmt, &[&host.as_str()])
+            .query_typed_opt(LOOKUP_SQL, &[(&host.as_str(), Type::TEXT)])
             .await
             .map_err(|e| Error::db("looking up a host", &public, e))?;
         let Some(row) = row else {

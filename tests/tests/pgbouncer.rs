@@ -1,0 +1,180 @@
+//! Transaction search-path mode through a real PgBouncer in transaction pooling mode.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tenant_schemas::testing::{pool, TestCluster, TestPgBouncer};
+use tenant_schemas::{scope, Error, SchemaRouter, SearchPathMode, Tenancy};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_through_pgbouncer() {
+    let cluster = TestCluster::shared().unwrap();
+    let db = cluster.create_database().await.unwrap();
+    let bouncer = TestPgBouncer::start(cluster, 4).unwrap();
+    // Everything, registry included, goes through the bouncer.
+    let through = pool(bouncer.config(db.name()), 16).unwrap();
+    let tenancy = Tenancy::builder(through.clone())
+        .migrations(marker_and_notes())
+        .search_path_mode(SearchPathMode::Transaction)
+        .build()
+        .await
+        .unwrap();
+    let schemas = Arc::new(marked_tenants(&tenancy, "bounce_", 12).await);
+    let router = tenancy.router().clone();
+    assert_eq!(router.mode(), SearchPathMode::Transaction);
+    assert!(!router.tracks_search_path());
+
+    // 32 tasks over 16 client connections over 4 server connections.
+    let mismatches = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..32u64 {
+        let (router, schemas, mismatches) = (router.clone(), schemas.clone(), mismatches.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(task);
+            for _ in 0..40 {
+                let i = rng.random_range(0..schemas.len());
+                let s = schemas[i].clone();
+                let conn = router.connection_for(&s).await.unwrap();
+                let row = conn
+                    .query_one(
+                        "SELECT (SELECT schema_name FROM marker), (SELECT count(*) FROM notes)",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                if row.get::<_, String>(0) != s.as_str() || row.get::<_, i64>(1) != i as i64 {
+                    mismatches.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(mismatches.load(Ordering::Relaxed), 0);
+
+    // Writes, batches and explicit transactions.
+    let mut conn = router.connection_for(&schemas[3]).await.unwrap();
+    assert_eq!(
+        conn.execute("INSERT INTO notes (body) VALUES ($1)", &[&"bounced"])
+            .await
+            .unwrap(),
+        1
+    );
+    conn.batch_execute("INSERT INTO notes (body) VALUES ('batched')")
+        .await
+        .unwrap();
+    {
+        let tx = conn.transaction().await.unwrap();
+        let stmt = tx
+            .prepare("SELECT count(*) FROM notes WHERE body = $1")
+            .await
+            .unwrap();
+        let n: i64 = tx.query_one(&stmt, &[&"bounced"]).await.unwrap().get(0);
+        assert_eq!(n, 1);
+        tx.execute("INSERT INTO notes (body) VALUES ('in tx')", &[])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let n: i64 = conn
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3 + 3);
+    // A failed statement rolls its own transaction back and leaves the connection usable.
+    assert!(conn
+        .query("SELECT * FROM no_such_table", &[])
+        .await
+        .is_err());
+    assert_eq!(
+        conn.query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "bounce_3"
+    );
+    // What cannot work without session state says so.
+    assert!(matches!(
+        conn.prepare("SELECT 1").await,
+        Err(Error::NotInTransactionMode { .. })
+    ));
+    assert!(matches!(
+        conn.client().await,
+        Err(Error::NotInTransactionMode { .. })
+    ));
+    drop(conn);
+
+    // Outside a transaction, the server session keeps no tenant path: public is what it sees.
+    let raw = through.get().await.unwrap();
+    let path: String = raw
+        .query_typed_one("SHOW search_path", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!path.contains("bounce_"), "{path}");
+
+    // The registry and the cached resolver work through the bouncer too.
+    let tenant = tenancy.resolve(&host("bounce-5.test")).await.unwrap();
+    let name: String = scope::run(tenant, async {
+        tenancy
+            .connection()
+            .await
+            .unwrap()
+            .query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .unwrap()
+            .get(0)
+    })
+    .await;
+    assert_eq!(name, "bounce_5");
+    let _ = SchemaRouter::new(through);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_transaction_mode_statements_are_not_reused() {
+    let cluster = TestCluster::shared().unwrap();
+    let db = cluster.create_database().await.unwrap();
+    let bouncer = TestPgBouncer::start(cluster, 2).unwrap();
+    let tenancy = Tenancy::builder(pool(bouncer.config(db.name()), 4).unwrap())
+        .migrations(marker_and_notes())
+        .search_path_mode(SearchPathMode::Transaction)
+        .build()
+        .await
+        .unwrap();
+    let schemas = marked_tenants(&tenancy, "tcancel_", 4).await;
+    let router = tenancy.router().clone();
+    let mut rng = StdRng::seed_from_u64(11);
+    for round in 0..300 {
+        let s = schemas[round % schemas.len()].clone();
+        let r = router.clone();
+        let work = async move {
+            let conn = r.connection_for(&s).await?;
+            conn.execute("INSERT INTO notes (body) VALUES ('maybe')", &[])
+                .await?;
+            conn.query_one("SELECT schema_name FROM marker", &[])
+                .await
+                .map(drop)
+        };
+        let limit = std::time::Duration::from_micros(rng.random_range(0..3000));
+        let _ = tokio::time::timeout(limit, work).await;
+    }
+    for i in 0..200 {
+        let s = &schemas[i % schemas.len()];
+        let conn = router.connection_for(s).await.unwrap();
+        let name: String = conn
+            .query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(name, s.as_str());
+    }
+}

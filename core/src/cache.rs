@@ -172,6 +172,12 @@ impl<R: TenantResolver> CachedResolver<R> {
         self.lookups.load(Ordering::Relaxed)
     }
 
+    /// Applies pending evictions and expirations now (moka does it lazily, on later
+    /// operations), e.g. before reading [`entry_count`](Self::entry_count) in a test.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
     /// How many hosts are cached (approximate: moka counts lazily).
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()

@@ -117,6 +117,7 @@ struct LocalCluster {
     bin: PathBuf,
     as_postgres: bool,
     port: u16,
+    settings: Vec<String>,
     watchdog: Option<std::process::Child>,
 }
 
@@ -138,6 +139,12 @@ impl TestCluster {
     /// Starts a new throwaway cluster (or connects to the external server). This blocks for
     /// the second or two `initdb` and `pg_ctl start` take.
     pub fn start() -> HarnessResult<TestCluster> {
+        Self::start_with_settings(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra server settings such as `log_statement=all`
+    /// (ignored for an external server).
+    pub fn start_with_settings(settings: &[&str]) -> HarnessResult<TestCluster> {
         if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
             let admin = Config::from_str(&url).map_err(|e| HarnessError::BadUrl(e.to_string()))?;
             return Ok(TestCluster { admin, local: None });
@@ -154,6 +161,7 @@ impl TestCluster {
             bin,
             as_postgres,
             port: 0,
+            settings: settings.iter().map(|s| format!(" -c {s}")).collect(),
             watchdog: None,
         };
         if as_postgres {
@@ -179,28 +187,7 @@ impl TestCluster {
         )?;
         local.port = free_port()?;
         local.watchdog = Some(local.spawn_watchdog()?);
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB",
-            local.port,
-            local.root.display()
-        );
-        let log = local.root.join("server.log");
-        local.run_pg(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-l".as_ref(),
-                log.as_os_str(),
-                "-w".as_ref(),
-                "-t".as_ref(),
-                "60".as_ref(),
-                "-o".as_ref(),
-                options.as_ref(),
-                "start".as_ref(),
-            ],
-        )?;
+        local.start_server()?;
         let mut admin = Config::new();
         admin
             .host_path(&local.root)
@@ -264,30 +251,10 @@ impl TestCluster {
 
     /// Starts a cluster stopped with [`TestCluster::stop`] again, on the same port.
     pub fn restart(&self) -> HarnessResult<()> {
-        let Some(local) = &self.local else {
-            return Ok(());
-        };
-        let data = local.root.join("data");
-        let log = local.root.join("server.log");
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB",
-            local.port,
-            local.root.display()
-        );
-        local.run_pg(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-l".as_ref(),
-                log.as_os_str(),
-                "-w".as_ref(),
-                "-o".as_ref(),
-                options.as_ref(),
-                "start".as_ref(),
-            ],
-        )
+        match &self.local {
+            Some(local) => local.start_server(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -305,6 +272,35 @@ impl Drop for TestCluster {
 }
 
 impl LocalCluster {
+    /// `pg_ctl start` on the cluster's private port and socket directory, tuned for tests
+    /// (no fsync: a crash loses nothing a test needs).
+    fn start_server(&self) -> HarnessResult<()> {
+        let data = self.root.join("data");
+        let log = self.root.join("server.log");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB{}",
+            self.port,
+            self.root.display(),
+            self.settings.concat()
+        );
+        self.run_pg(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "start".as_ref(),
+            ],
+        )
+    }
+
     fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
         if self.as_postgres {

@@ -77,5 +77,6 @@ async fn hyper_adapter() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, service));
     suite::run(addr).await;
+    suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
 }

@@ -63,5 +63,6 @@ async fn warp_adapter() {
         TenantLayer::with_resolver(resolver),
     ));
     suite::run(addr).await;
+    suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
 }

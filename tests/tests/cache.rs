@@ -22,7 +22,9 @@ struct Counting {
 impl TenantResolver for Counting {
     async fn resolve(&self, host: &Host) -> Result<Option<Tenant>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(self.delay).await;
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let name = host.as_str().trim_end_matches(".test");
         if name == "fail" {
             return Err(Error::Resolver("backend down".into()));
@@ -168,5 +170,90 @@ async fn capacity_is_bounded() {
         cached.entry_count() <= 100,
         "{} entries",
         cached.entry_count()
+    );
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A flood of random unknown hosts (an attacker's Host headers) keeps the cache at its
+/// capacity and memory bounded; concurrent requests for the same host still coalesce.
+/// CI size 200,000 hosts; `TENANT_SCHEMAS_LEAK_FULL=1` sends 1,000,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_unknown_hosts_keep_memory_bounded() {
+    let total: u64 = if std::env::var("TENANT_SCHEMAS_LEAK_FULL").is_ok_and(|v| v == "1") {
+        1_000_000
+    } else {
+        200_000
+    };
+    let config = CacheConfig {
+        max_capacity: 10_000,
+        ..CacheConfig::default()
+    };
+    let (inner, cached) = counting(0, config);
+    let rss_before = status_kib("VmRSS:");
+    let started = std::time::Instant::now();
+    // Two workers; each host is asked for by four concurrent requests at once.
+    let tasks: Vec<_> = (0..2u64)
+        .map(|worker| {
+            let cached = cached.clone();
+            tokio::spawn(async move {
+                use rand::{Rng, SeedableRng};
+                let mut rng = rand::rngs::StdRng::seed_from_u64(worker);
+                for _ in 0..total / 8 {
+                    let h = host(&format!(
+                        "missing{:016x}.attacker.test",
+                        rng.random::<u64>()
+                    ));
+                    let (a, b, c, d) = tokio::join!(
+                        cached.resolve(&h),
+                        cached.resolve(&h),
+                        cached.resolve(&h),
+                        cached.resolve(&h)
+                    );
+                    assert!(a.unwrap().is_none() && b.unwrap().is_none());
+                    assert!(c.unwrap().is_none() && d.unwrap().is_none());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    cached.run_pending_tasks().await;
+    let lookups = inner.calls.load(Ordering::SeqCst);
+    let rss_after = status_kib("VmRSS:");
+    let peak = status_kib("VmHWM:");
+    println!(
+        "{total} resolves of {} distinct unknown hosts in {:.1} s: {lookups} lookups, {} entries, RSS {} -> {} KiB, peak {} KiB",
+        total / 4,
+        started.elapsed().as_secs_f64(),
+        cached.entry_count(),
+        rss_before,
+        rss_after,
+        peak
+    );
+    assert!(
+        cached.entry_count() <= 10_000,
+        "{} entries",
+        cached.entry_count()
+    );
+    // About one lookup per distinct host, not four: requests in flight together share one
+    // lookup. (A few percent more: at capacity, moka's TinyLFU admission may decline to keep a
+    // one-off host, and a request arriving after the lookup finished asks again.)
+    assert!(
+        lookups >= total / 4 && lookups < total / 4 * 11 / 10,
+        "{lookups} lookups"
+    );
+    assert!(
+        rss_after.saturating_sub(rss_before) < 150 * 1024,
+        "memory grew by {} KiB",
+        rss_after - rss_before
     );
 }

@@ -38,9 +38,15 @@ struct Size {
 
 fn size() -> Size {
     if std::env::var("TENANT_SCHEMAS_LEAK_FULL").is_ok_and(|v| v == "1") {
-        Size { tenants: 1000, requests: 100_000 }
+        Size {
+            tenants: 1000,
+            requests: 100_000,
+        }
     } else {
-        Size { tenants: 1000, requests: 20_000 }
+        Size {
+            tenants: 1000,
+            requests: 20_000,
+        }
     }
 }
 
@@ -82,7 +88,10 @@ async fn create_tenants(tenancy: &Tenancy, n: usize) -> Vec<SchemaName> {
     for w in workers {
         w.await.unwrap();
     }
-    println!("created {n} tenants in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "created {n} tenants in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     names
 }
 
@@ -115,22 +124,36 @@ async fn direct(router: &SchemaRouter, tenant: Tenant, timeout_some: bool) -> An
         if timeout_some {
             let tx = conn.transaction().await.map_err(|e| classify(&e))?;
             let timed = async {
-                tx.batch_execute("SET LOCAL statement_timeout = '5ms'").await?;
+                tx.batch_execute("SET LOCAL statement_timeout = '5ms'")
+                    .await?;
                 tx.query("SELECT pg_sleep(0.05)", &[]).await
             };
             return match timed.await {
-                Err(e) if e.code() == Some(&tenant_schemas::tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+                Err(e)
+                    if e.code()
+                        == Some(
+                            &tenant_schemas::tokio_postgres::error::SqlState::QUERY_CANCELED,
+                        ) =>
+                {
                     Err("statement timeout".to_owned())
                 }
-                Err(e) if e.is_closed() || e.code().is_some_and(|c| c.code().starts_with("57P")) => {
+                Err(e)
+                    if e.is_closed() || e.code().is_some_and(|c| c.code().starts_with("57P")) =>
+                {
                     Err("Unavailable".to_owned())
                 }
                 Err(e) => Err(format!("timeout request: {e}")),
                 Ok(_) => Err("statement timeout not hit".to_owned()),
             };
         }
-        let marker = conn.query_one("SELECT * FROM marker", &[]).await.map_err(|e| classify(&e))?;
-        let notes = conn.query_one("SELECT count(*) FROM notes", &[]).await.map_err(|e| classify(&e))?;
+        let marker = conn
+            .query_one("SELECT * FROM marker", &[])
+            .await
+            .map_err(|e| classify(&e))?;
+        let notes = conn
+            .query_one("SELECT count(*) FROM notes", &[])
+            .await
+            .map_err(|e| classify(&e))?;
         Ok::<_, String>((marker.get::<_, String>(0), notes.get::<_, i64>(0)))
     })
     .await;
@@ -152,7 +175,10 @@ fn classify(e: &tenant_schemas::Error) -> String {
 }
 
 async fn over_http(addr: SocketAddr, i: usize) -> Answer {
-    match TenantClient::new(addr, format!("leak-{i}.test")).get("/check").await {
+    match TenantClient::new(addr, format!("leak-{i}.test"))
+        .get("/check")
+        .await
+    {
         Ok(r) if r.status == 200 => {
             let text = r.text();
             let (marker, notes) = text.split_once(' ').unwrap_or(("", ""));
@@ -169,11 +195,19 @@ async fn over_http(addr: SocketAddr, i: usize) -> Answer {
 async fn check(db: TenantDb) -> Result<String, DbRejection> {
     let marker = db.query_one("SELECT * FROM marker", &[]).await?;
     let notes = db.query_one("SELECT count(*) FROM notes", &[]).await?;
-    Ok(format!("{} {}", marker.get::<_, String>(0), notes.get::<_, i64>(0)))
+    Ok(format!(
+        "{} {}",
+        marker.get::<_, String>(0),
+        notes.get::<_, i64>(0)
+    ))
 }
 
 /// Kills random client backends of `dbname` every 300 ms until `stop`.
-async fn backend_killer(cluster: &'static TestCluster, dbname: String, stop: Arc<AtomicBool>) -> u64 {
+async fn backend_killer(
+    cluster: &'static TestCluster,
+    dbname: String,
+    stop: Arc<AtomicBool>,
+) -> u64 {
     let admin = pool(cluster.config("postgres"), 1).unwrap();
     let mut killed = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -196,7 +230,11 @@ async fn backend_killer(cluster: &'static TestCluster, dbname: String, stop: Arc
 }
 
 /// Adds a column to the marker table of random tenants until `stop`: a rolling migration.
-async fn rolling_migration(router: SchemaRouter, schemas: Arc<Vec<SchemaName>>, stop: Arc<AtomicBool>) -> u64 {
+async fn rolling_migration(
+    router: SchemaRouter,
+    schemas: Arc<Vec<SchemaName>>,
+    stop: Arc<AtomicBool>,
+) -> u64 {
     let mut rng = StdRng::seed_from_u64(99);
     let mut altered = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -234,13 +272,22 @@ async fn run_deployment(
 
     let stop = Arc::new(AtomicBool::new(false));
     let killer = tokio::spawn(backend_killer(cluster, dbname.to_owned(), stop.clone()));
-    let migrator = tokio::spawn(rolling_migration(router.clone(), schemas.clone(), stop.clone()));
+    let migrator = tokio::spawn(rolling_migration(
+        router.clone(),
+        schemas.clone(),
+        stop.clone(),
+    ));
     let tally = Arc::new(Tally::default());
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..CONCURRENCY {
-        let (router, schemas, tally, issued) = (router.clone(), schemas.clone(), tally.clone(), issued.clone());
+        let (router, schemas, tally, issued) = (
+            router.clone(),
+            schemas.clone(),
+            tally.clone(),
+            issued.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(w);
             while issued.fetch_add(1, Ordering::Relaxed) < requests {
@@ -307,13 +354,29 @@ async fn run_deployment(
         tally.cancelled.load(Ordering::Relaxed),
         router.stats(),
     );
-    assert_eq!(tally.wrong_tenant.load(Ordering::Relaxed), 0, "[{label}] wrong-tenant answers");
+    assert_eq!(
+        tally.wrong_tenant.load(Ordering::Relaxed),
+        0,
+        "[{label}] wrong-tenant answers"
+    );
     assert!(n >= requests, "[{label}] ran {n} requests");
-    assert!(!errors.contains_key("STALE PLAN"), "[{label}] cached plans failed requests: {errors:?}");
-    assert!(tally.cancelled.load(Ordering::Relaxed) > 0, "[{label}] nothing was cancelled");
+    assert!(
+        !errors.contains_key("STALE PLAN"),
+        "[{label}] cached plans failed requests: {errors:?}"
+    );
+    assert!(
+        tally.cancelled.load(Ordering::Relaxed) > 0,
+        "[{label}] nothing was cancelled"
+    );
     assert!(killed > 0, "[{label}] no backend was killed");
-    assert!(errors.get("statement timeout").copied().unwrap_or(0) > 0, "[{label}] no statement timed out: {errors:?}");
-    assert!(tally.ok.load(Ordering::Relaxed) > n / 2, "[{label}] too few successful requests");
+    assert!(
+        errors.get("statement timeout").copied().unwrap_or(0) > 0,
+        "[{label}] no statement timed out: {errors:?}"
+    );
+    assert!(
+        tally.ok.load(Ordering::Relaxed) > n / 2,
+        "[{label}] too few successful requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +395,15 @@ async fn no_request_ever_sees_another_tenant() {
         .build()
         .await
         .unwrap();
-    run_deployment("session, direct", cluster, db.name(), direct, schemas.clone(), size.requests).await;
+    run_deployment(
+        "session, direct",
+        cluster,
+        db.name(),
+        direct,
+        schemas.clone(),
+        size.requests,
+    )
+    .await;
 
     let bouncer = TestPgBouncer::start(cluster, POOL).unwrap();
     let bounced = Tenancy::builder(pool(bouncer.config(db.name()), POOL).unwrap())
@@ -340,5 +411,13 @@ async fn no_request_ever_sees_another_tenant() {
         .build()
         .await
         .unwrap();
-    run_deployment("transaction, pgbouncer", cluster, db.name(), bounced, schemas, size.requests).await;
+    run_deployment(
+        "transaction, pgbouncer",
+        cluster,
+        db.name(),
+        bounced,
+        schemas,
+        size.requests,
+    )
+    .await;
 }

@@ -27,7 +27,8 @@ pub struct Fixture {
 /// A cluster of the test's own (the outage step stops it), the public tenant on
 /// `example.test`, and tenants `alpha` and `beta` on `<name>.example.test`.
 pub async fn fixture() -> Fixture {
-    let cluster = TestCluster::start().expect("cluster");
+    // Every statement is logged, so the hostile-input step can check what reached the server.
+    let cluster = TestCluster::start_with_settings(&["log_statement=all"]).expect("cluster");
     let db = cluster.create_database().await.expect("database");
     let tenancy = Tenancy::builder(pool(db.config().clone(), 8).unwrap())
         .migrations(TenantMigrations::new().with(
@@ -173,4 +174,122 @@ pub async fn outage(addr: SocketAddr, cluster: &TestCluster) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Host values no client should send. None may answer anything but 400 or 404.
+pub fn hostile_hosts() -> Vec<Vec<u8>> {
+    let mut hosts: Vec<Vec<u8>> = [
+        "x'; DROP SCHEMA public CASCADE; --.example.test",
+        "alpha\".example.test",
+        "alpha.example.test' OR '1'='1",
+        "a%27b.example.test",
+        "bücher.example.test",
+        "ａｌｐｈａ.example.test",
+        "alpha.example.test:0",
+        "alpha.example.test:65536",
+        "alpha.example.test:-1",
+        "alpha.example.test:80:80",
+        "alpha.example.test:",
+        "[::1]",
+        "[::1]:8080",
+        "[::ffff:127.0.0.1]",
+        "[fe80::1%eth0]",
+        "[1:2:3:4:5:6:7:8:9]",
+        "::1",
+        "127.0.0.1",
+        "999.999.999.999",
+        "alpha..example.test",
+        "..",
+        ".alpha.example.test",
+        "alpha.example.test..",
+        "-alpha.example.test",
+        "alpha-.example.test",
+        "nobody.example.test.",
+        "",
+        " ",
+        "alpha example.test",
+        "alpha.example.test/../beta",
+        "alpha.example.test\\beta",
+        "user@alpha.example.test",
+        "alpha.example.test#frag",
+        "alpha.example.test?x=1",
+        "*.example.test",
+        "_alpha.example.test",
+        "xn--80ak6aa92e.test",
+        "public.example.test",
+        "pg_catalog.example.test",
+        "information-schema.example.test",
+        "$user.example.test",
+        "alpha.example.test;beta.example.test",
+        "alpha.example.test,beta.example.test",
+    ]
+    .iter()
+    .map(|h| h.as_bytes().to_vec())
+    .collect();
+    hosts.push(format!("{}.test", "a".repeat(64)).into_bytes());
+    hosts.push(format!("{}test", "ab.".repeat(100)).into_bytes());
+    hosts.push("a.".repeat(130).into_bytes());
+    hosts.push(b"alpha.example.test\x00".to_vec());
+    hosts.push(b"alpha\x01.example.test".to_vec());
+    hosts.push(b"alpha\x7f.example.test".to_vec());
+    hosts.push(b"alpha\xff\xfe.example.test".to_vec());
+    hosts.push(b"alpha\t.example.test".to_vec());
+    hosts
+}
+
+/// Sends every hostile host (plus two Host headers, a Host/URI mismatch, and no Host at
+/// all): each answers 400 or 404, never 500; and no statement the server logged carries
+/// any of it except as a bind parameter.
+pub async fn hostile(addr: SocketAddr, cluster: &TestCluster) {
+    let hosts = hostile_hosts();
+    assert!(hosts.len() >= 40);
+    let mut requests: Vec<Vec<u8>> = hosts
+        .iter()
+        .map(|h| {
+            [
+                b"GET /notes HTTP/1.1\r\nhost: ".as_slice(),
+                h,
+                b"\r\nconnection: close\r\n\r\n",
+            ]
+            .concat()
+        })
+        .collect();
+    requests.push(b"GET /notes HTTP/1.1\r\nhost: alpha.example.test\r\nhost: beta.example.test\r\nconnection: close\r\n\r\n".to_vec());
+    requests.push(b"GET http://beta.example.test/notes HTTP/1.1\r\nhost: alpha.example.test\r\nconnection: close\r\n\r\n".to_vec());
+    requests.push(b"GET /notes HTTP/1.1\r\nconnection: close\r\n\r\n".to_vec());
+    for request in &requests {
+        let shown = String::from_utf8_lossy(request).escape_debug().to_string();
+        let r = TenantClient::raw(addr, request)
+            .await
+            .unwrap_or_else(|e| panic!("{shown}: no answer ({e})"));
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{shown}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    let log = std::fs::read_to_string(cluster.log_file().unwrap()).unwrap();
+    let markers = [
+        "DROP SCHEMA public",
+        "'1'='1",
+        "bücher",
+        "$user.example",
+        "pg_catalog.example",
+        "information-schema.example",
+        "xn--80ak6aa92e",
+        "public.example.test",
+    ];
+    let mut seen_as_parameter = 0;
+    for line in log
+        .lines()
+        .filter(|l| markers.iter().any(|m| l.contains(m)))
+    {
+        assert!(
+            line.contains("parameters: $1 = '"),
+            "input reached SQL text: {line}"
+        );
+        seen_as_parameter += 1;
+    }
+    assert!(seen_as_parameter > 0, "the log check saw no lookup at all");
 }

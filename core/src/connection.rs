@@ -7,15 +7,12 @@ use std::sync::Arc;
 use deadpool_postgres::{ClientWrapper, Object, Transaction};
 use futures_util::future::join;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
 use crate::error::{Error, Result};
 use crate::router::{RouterInner, SearchPathMode};
 use crate::schema::SchemaName;
-
-const SWITCH_SQL: &str = "SELECT set_config('search_path', $1, false)";
-const LOCAL_SWITCH_SQL: &str = "SELECT set_config('search_path', $1, true)";
 
 /// A pooled connection bound to one schema: every statement it runs sees the search path
 /// `"<schema>", public` (plus the router's extra schemas).
@@ -131,23 +128,27 @@ impl ConnectionScope {
         self.switch().await
     }
 
+    /// Sends the switch. Its message is written on this future's first poll, so it reaches
+    /// the server before any request of a future polled after it: what
+    /// [`prepare`](Self::prepare) relies on to pipeline a statement behind the switch.
+    ///
+    /// The switch is a plain `SET search_path TO "<schema>", public` (the path holds only
+    /// validated, quoted identifiers). Measured against `SELECT set_config($1, …)`: a utility
+    /// statement is neither planned nor kept in the plan cache, whereas a prepared
+    /// `set_config` is re-planned on every switch, because its own plan depends on the search
+    /// path it changes (see BENCHMARKS.md).
     async fn switch(&self) -> Result<()> {
         let tracker = self.router.tracker.as_ref();
         if let Some(t) = tracker {
             t.mark_unknown(&self.conn().statement_cache);
         }
-        self.router
-            .stats
-            .switches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.router.stats.switches.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(schema = %self.schema, path = %self.path, "switching search_path");
-        self.conn()
-            .execute_typed(SWITCH_SQL, &[(&&*self.path, Type::TEXT)])
-            .await
-            .map_err(|e| {
-                tracing::debug!(schema = %self.schema, error = %e, "search_path switch failed");
-                Error::db("switching search_path", &self.schema, e)
-            })?;
+        let sql = format!("SET search_path TO {}", self.path);
+        self.conn().batch_execute(&sql).await.map_err(|e| {
+            tracing::debug!(schema = %self.schema, error = %e, "search_path switch failed");
+            Error::db("switching search_path", &self.schema, e)
+        })?;
         if let Some(t) = tracker {
             t.mark_on(&self.conn().statement_cache, self.path.clone());
         }
@@ -264,15 +265,12 @@ impl ConnectionScope {
         let client: &tokio_postgres::Client = self.conn();
         self.open_transaction.store(true, Ordering::Release);
         self.router.stats.switches.fetch_add(1, Ordering::Relaxed);
-        let begin = client.batch_execute("BEGIN");
-        let path: &str = &self.path;
-        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&path, Type::TEXT)];
-        let switch = client.execute_typed(LOCAL_SWITCH_SQL, &params);
-        // If BEGIN or the switch fails, the transaction is aborted (or absent) and the body's
-        // first request fails with it: nothing runs outside the tenant's search path.
-        let (begun, switched, result) = futures_util::future::join3(begin, switch, body).await;
+        // One message: if BEGIN or the SET fails, the transaction is aborted (or absent)
+        // and the body's first request fails with it, so nothing runs outside the tenant's
+        // search path.
+        let begin_sql = format!("BEGIN; SET LOCAL search_path TO {}", self.path);
+        let (begun, result) = join(client.batch_execute(&begin_sql), body).await;
         begun?;
-        switched?;
         result
     }
 
@@ -409,7 +407,7 @@ impl ConnectionScope {
             .map_err(|e| Error::db("beginning a transaction", &schema, e))?;
         if local {
             // On failure `tx` is dropped here, which rolls it back.
-            tx.execute_typed(LOCAL_SWITCH_SQL, &[(&&*path, Type::TEXT)])
+            tx.batch_execute(&format!("SET LOCAL search_path TO {path}"))
                 .await
                 .map_err(|e| Error::db("switching search_path", &schema, e))?;
         }

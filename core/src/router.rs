@@ -56,13 +56,13 @@ pub(crate) struct RouterInner {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SearchPathMode {
-    /// Set on the connection's session with `set_config(…, false)`, remembered per pooled
+    /// Set on the connection's session with `SET search_path`, remembered per pooled
     /// connection and skipped when it already matches. For direct connections and PgBouncer
     /// in session pooling mode.
     #[default]
     Session,
     /// Nothing relies on session state: every statement runs in a transaction that begins
-    /// with `set_config('search_path', $1, true)` — its own, or the one of
+    /// with `SET LOCAL search_path` — its own, or the one of
     /// [`ConnectionScope::transaction`]. Statements are prepared inside that transaction
     /// and closed before it ends, so this works behind PgBouncer in transaction pooling
     /// mode (1.18 keeps no prepared statements across transactions) and RDS Proxy.

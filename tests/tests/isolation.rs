@@ -76,7 +76,7 @@ async fn two_tenants_see_only_their_rows_and_shared_public_rows() {
             "tenant {s} sees only its own notes"
         );
         assert_eq!(seen.1, "gold", "shared rows in public are visible");
-        assert_eq!(seen.2, format!("\"{s}\", public"));
+        assert_eq!(seen.2, format!("{s}, public"));
     }
     // Public does not see tenant tables.
     let public = tenancy.router().public().await.unwrap();
@@ -282,7 +282,7 @@ async fn cancelled_switches_and_queries_never_leak() {
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), expected.as_str());
-        assert_eq!(row.get::<_, String>(1), format!("\"{expected}\", public"));
+        assert_eq!(row.get::<_, String>(1), format!("{expected}, public"));
     }
 }
 
@@ -385,6 +385,25 @@ async fn diverged_schemas_do_not_fail_cached_statements() {
     for s in [&schemas[0], &schemas[1], &schemas[0]] {
         let conn = router.connection_for(s).await.unwrap();
         let row = conn.query_one("SELECT * FROM marker", &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), s.as_str());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_statement_of_a_fresh_connection_is_parsed_after_the_switch() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "fresh_", 2).await;
+    for round in 0..3 {
+        // A new pool: no cached switch statement, no cached query, default search path.
+        let router = SchemaRouter::new(db.new_pool(1).unwrap());
+        let s = &schemas[round % 2];
+        let conn = router.connection_for(s).await.unwrap();
+        // `marker` exists only in tenant schemas: parsed before the switch, it would fail.
+        let row = conn
+            .query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .unwrap();
         assert_eq!(row.get::<_, String>(0), s.as_str());
     }
 }

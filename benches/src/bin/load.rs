@@ -1,0 +1,393 @@
+//! Database load comparison, all variants in one run against one throwaway PostgreSQL.
+//!
+//! N tasks (default 32) share a pool of 16 connections; each operation is a checkout plus
+//! one (or five) primary-key SELECTs on a tenant picked from T tenants (1, 100, 1,000;
+//! uniform and Zipf s=1.1). Variants, same table shape everywhere:
+//! - `baseline`: no tenancy, one schema (the pool's connections start on it);
+//! - `session`: tenant-schemas, session search-path mode;
+//! - `transaction`: tenant-schemas, transaction mode (what runs behind PgBouncer);
+//! - `naive`: `SET search_path` as its own round trip on every checkout;
+//! - `qualified`: schema-qualified SQL, one cached statement per schema.
+//!
+//! `cargo run --release -p tenant-schemas-benches --bin load -- [--secs 3] [--tasks 32] [--quick]`
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tenant_schemas::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tenant_schemas::testing::TestCluster;
+use tenant_schemas::tokio_postgres::{Config, NoTls};
+use tenant_schemas::{
+    NewTenant, SchemaName, SchemaRouter, SearchPathMode, Tenancy, TenantMigrations,
+};
+use tenant_schemas_benches::{micros, stats, Picker, Stats};
+
+const SQL: &str = "SELECT v FROM items WHERE id = $1";
+const ROWS: i32 = 100;
+const POOL: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Variant {
+    Baseline,
+    Session,
+    Transaction,
+    Naive,
+    Qualified,
+}
+
+const VARIANTS: [Variant; 5] = [
+    Variant::Baseline,
+    Variant::Session,
+    Variant::Transaction,
+    Variant::Naive,
+    Variant::Qualified,
+];
+
+struct Setup {
+    schemas: Vec<SchemaName>,
+    qualified: Vec<String>,
+    baseline: Pool,
+    session: SchemaRouter,
+    transaction: SchemaRouter,
+    plain: Pool,
+    qualified_pool: Pool,
+}
+
+fn make_pool(config: &Config, app: &str, options: Option<&str>) -> Pool {
+    let mut config = config.clone();
+    config.application_name(app);
+    if let Some(o) = options {
+        config.options(o);
+    }
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(POOL)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .unwrap()
+}
+
+async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: i32) {
+    match variant {
+        Variant::Baseline => {
+            let c = setup.baseline.get().await.unwrap();
+            let stmt = c.prepare_cached(SQL).await.unwrap();
+            for _ in 0..queries {
+                c.query_one(&stmt, &[&id]).await.unwrap();
+            }
+        }
+        Variant::Session => {
+            let c = setup
+                .session
+                .connection_for(&setup.schemas[tenant])
+                .await
+                .unwrap();
+            for _ in 0..queries {
+                c.query_one(SQL, &[&id]).await.unwrap();
+            }
+        }
+        Variant::Transaction => {
+            let mut c = setup
+                .transaction
+                .connection_for(&setup.schemas[tenant])
+                .await
+                .unwrap();
+            if queries == 1 {
+                c.query_one(SQL, &[&id]).await.unwrap();
+            } else {
+                let tx = c.transaction().await.unwrap();
+                let stmt = tx.prepare(SQL).await.unwrap();
+                for _ in 0..queries {
+                    tx.query_one(&stmt, &[&id]).await.unwrap();
+                }
+                drop(stmt);
+                tx.commit().await.unwrap();
+            }
+        }
+        Variant::Naive => {
+            let c = setup.plain.get().await.unwrap();
+            c.batch_execute(&format!(
+                "SET search_path TO {}, public",
+                setup.schemas[tenant].quoted()
+            ))
+            .await
+            .unwrap();
+            let stmt = c.prepare_cached(SQL).await.unwrap();
+            for _ in 0..queries {
+                c.query_one(&stmt, &[&id]).await.unwrap();
+            }
+        }
+        Variant::Qualified => {
+            let c = setup.qualified_pool.get().await.unwrap();
+            let stmt = c.prepare_cached(&setup.qualified[tenant]).await.unwrap();
+            for _ in 0..queries {
+                c.query_one(&stmt, &[&id]).await.unwrap();
+            }
+        }
+    }
+}
+
+async fn run(
+    setup: &Arc<Setup>,
+    variant: Variant,
+    picker: &Picker,
+    queries: usize,
+    tasks: usize,
+    secs: f64,
+) -> Stats {
+    // Warm up: every connection of the pool, a few operations each.
+    let warm = Instant::now();
+    run_for(
+        setup,
+        variant,
+        picker,
+        queries,
+        tasks,
+        Duration::from_secs_f64((secs / 5.0).min(1.0)),
+        warm,
+    )
+    .await;
+    let started = Instant::now();
+    let mut latencies = run_for(
+        setup,
+        variant,
+        picker,
+        queries,
+        tasks,
+        Duration::from_secs_f64(secs),
+        started,
+    )
+    .await;
+    stats(&mut latencies, started.elapsed())
+}
+
+async fn run_for(
+    setup: &Arc<Setup>,
+    variant: Variant,
+    picker: &Picker,
+    queries: usize,
+    tasks: usize,
+    length: Duration,
+    started: Instant,
+) -> Vec<Duration> {
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (setup, picker) = (setup.clone(), picker.clone());
+        handles.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(t as u64);
+            let mut latencies = Vec::new();
+            let mut n = 0i32;
+            while started.elapsed() < length {
+                let tenant = picker.pick(&mut rng);
+                n = n % ROWS + 1;
+                let t0 = Instant::now();
+                op(&setup, variant, tenant, queries, n).await;
+                latencies.push(t0.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all
+}
+
+async fn backend_rss(admin: &Pool, dbname: &str) -> BTreeMap<String, (usize, u64, u64)> {
+    let c = admin.get().await.unwrap();
+    let rows = c
+        .query(
+            "SELECT pid, application_name FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'",
+            &[&dbname],
+        )
+        .await
+        .unwrap();
+    let mut out: BTreeMap<String, (usize, u64, u64)> = BTreeMap::new();
+    for row in rows {
+        let pid: i32 = row.get(0);
+        let app: String = row.get(1);
+        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        let e = out.entry(app).or_default();
+        e.0 += 1;
+        e.1 += rss;
+        e.2 = e.2.max(rss);
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: f64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let secs = arg("--secs", 3.0);
+    let tasks = arg("--tasks", 32.0) as usize;
+    let quick = args.iter().any(|a| a == "--quick");
+    let single_only = args.iter().any(|a| a == "--single");
+
+    let cluster = TestCluster::start().unwrap();
+    let db = cluster.create_database().await.unwrap();
+    let config = db.config().clone();
+    let table = format!(
+        "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL); \
+         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"
+    );
+    let setup_started = Instant::now();
+    let tenancy = Tenancy::builder(make_pool(&config, "setup", None))
+        .migrations(TenantMigrations::new().with("items", table.clone()))
+        .build()
+        .await
+        .unwrap();
+    let n_tenants = 1000;
+    let schemas: Vec<SchemaName> = (0..n_tenants)
+        .map(|i| SchemaName::new(&format!("t{i}")).unwrap())
+        .collect();
+    for s in &schemas {
+        tenancy
+            .create_tenant(NewTenant::new(s.clone()))
+            .await
+            .unwrap();
+    }
+    let admin = make_pool(&config, "admin", None);
+    admin
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE SCHEMA base; SET search_path TO base; {table}; ANALYZE"
+        ))
+        .await
+        .unwrap();
+    println!(
+        "setup: {n_tenants} tenants + baseline schema, {ROWS} rows each, in {:.1} s",
+        setup_started.elapsed().as_secs_f64()
+    );
+
+    let setup = Arc::new(Setup {
+        qualified: schemas
+            .iter()
+            .map(|s| format!("SELECT v FROM {}.items WHERE id = $1", s.quoted()))
+            .collect(),
+        schemas,
+        baseline: make_pool(&config, "baseline", Some("-c search_path=base")),
+        session: SchemaRouter::new(make_pool(&config, "session", None)),
+        transaction: SchemaRouter::builder(make_pool(&config, "transaction", None))
+            .mode(SearchPathMode::Transaction)
+            .build(),
+        plain: make_pool(&config, "naive", None),
+        qualified_pool: make_pool(&config, "qualified", None),
+    });
+
+    println!("\n{tasks} tasks, pool {POOL}, {secs} s per run; ratio = throughput / baseline of the same row");
+    println!("| T | pick | queries/checkout | variant | ops/s | p50 µs | p99 µs | ratio |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut configs = vec![];
+    if single_only {
+        let one = Picker::Uniform(1);
+        for v in [
+            Variant::Baseline,
+            Variant::Session,
+            Variant::Baseline,
+            Variant::Session,
+        ] {
+            let s = run(&setup, v, &one, 1, 1, secs).await;
+            println!(
+                "single {v:?}: p50 {} p99 {} ops/s {:.0}",
+                micros(s.p50),
+                micros(s.p99),
+                s.per_sec
+            );
+        }
+        return;
+    }
+    let tenant_counts: &[usize] = if quick { &[1, 1000] } else { &[1, 100, 1000] };
+    for &t in tenant_counts {
+        for zipf in [false, true] {
+            if t == 1 && zipf {
+                continue;
+            }
+            for queries in [1usize, 5] {
+                configs.push((t, zipf, queries));
+            }
+        }
+    }
+    for (t, zipf, queries) in configs {
+        let picker = if zipf {
+            Picker::zipf(t, 1.1)
+        } else {
+            Picker::Uniform(t)
+        };
+        let mut baseline = None;
+        for variant in VARIANTS {
+            let s = run(&setup, variant, &picker, queries, tasks, secs).await;
+            let base = *baseline.get_or_insert(s.per_sec);
+            println!(
+                "| {t} | {} | {queries} | {variant:?} | {:.0} | {} | {} | {:.2} |",
+                if zipf { "zipf 1.1" } else { "uniform" },
+                s.per_sec,
+                micros(s.p50),
+                micros(s.p99),
+                s.per_sec / base
+            );
+        }
+    }
+    println!(
+        "\nrouter stats: session {:?}, transaction {:?}",
+        setup.session.stats(),
+        setup.transaction.stats()
+    );
+
+    println!("\nbackend memory after the runs (RSS per backend, KiB):");
+    println!("| pool | backends | average | max |");
+    println!("|---|---|---|---|");
+    for (app, (n, total, max)) in backend_rss(&admin, db.name()).await {
+        println!("| {app} | {n} | {} | {max} |", total / n.max(1) as u64);
+    }
+
+    println!("\nsingle client (1 task), one query per checkout:");
+    println!("| case | p50 µs | p99 µs | p50 vs baseline |");
+    println!("|---|---|---|---|");
+    let one = Picker::Uniform(1);
+    let two = Picker::Uniform(2);
+    let b = run(&setup, Variant::Baseline, &one, 1, 1, secs).await;
+    let same = run(&setup, Variant::Session, &one, 1, 1, secs).await;
+    let alternating = run(&setup, Variant::Session, &two, 1, 1, secs).await;
+    let naive = run(&setup, Variant::Naive, &two, 1, 1, secs).await;
+    for (name, s) in [
+        ("baseline", b),
+        ("session, same tenant", same),
+        ("session, 2 tenants at random", alternating),
+        ("naive, 2 tenants at random", naive),
+    ] {
+        println!(
+            "| {name} | {} | {} | {:+.0}% |",
+            micros(s.p50),
+            micros(s.p99),
+            (s.p50.as_secs_f64() / b.p50.as_secs_f64() - 1.0) * 100.0
+        );
+    }
+}

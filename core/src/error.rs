@@ -102,6 +102,27 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// A migration applied to a schema was changed afterwards (its checksum differs).
+    #[error("migration {file} was changed after it was applied to schema `{schema}`")]
+    MigrationChanged {
+        /// The schema whose history holds the old version.
+        schema: SchemaName,
+        /// The migration's file name.
+        file: String,
+    },
+
+    /// A schema's history holds a version the migration set does not have (the schema is
+    /// ahead of this code).
+    #[error(
+        "schema `{schema}` has migration version {version}, which this migration set does not know"
+    )]
+    UnknownMigration {
+        /// The schema.
+        schema: SchemaName,
+        /// The unknown version.
+        version: i32,
+    },
+
     /// A migration file could not be read.
     #[error("cannot read migrations from `{path}`: {source}")]
     MigrationSource {

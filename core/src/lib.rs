@@ -3,9 +3,11 @@
 
 mod cache;
 mod connection;
+mod doctor;
 mod error;
 mod host;
 mod migrate;
+mod migrator;
 mod registry;
 mod resolver;
 mod router;
@@ -20,14 +22,16 @@ pub mod testing;
 
 pub use cache::{CacheConfig, CachedResolver};
 pub use connection::{ConnectionScope, ToScopedStatement};
+pub use doctor::{DoctorReport, Finding};
 pub use error::{Error, ErrorKind, Result};
 pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL_LEN};
-pub use migrate::{Migration, TenantMigrations};
+pub use migrate::{Migration, TenantMigrations, HISTORY_TABLE};
+pub use migrator::{MigrationReport, Outcome, Progress, RunOptions, SchemaReport};
 pub use registry::{DropSchema, NewTenant, Registry};
 pub use resolver::{RegistryResolver, StaticResolver, SubdomainResolver, TenantResolver};
 pub use router::{RouterStats, SchemaRouter, SchemaRouterBuilder, SearchPathMode};
 pub use schema::{SchemaName, SchemaNameError, MAX_SCHEMA_NAME_LEN};
-pub use tenancy::{Tenancy, TenancyBuilder};
+pub use tenancy::{Tenancy, TenancyBuilder, TenantEvent};
 pub use tenant::{Tenant, TenantId, TenantRecord, TenantStatus};
 
 /// Re-exported so implementing [`TenantResolver`] needs no extra dependency.

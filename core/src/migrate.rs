@@ -1,8 +1,16 @@
-//! The application's tenant migrations: ordered SQL run in each new tenant's schema.
+//! Migrations: ordered SQL files (`V<n>__<name>.sql`, refinery's naming) for the tenant
+//! schemas and for `public`.
 //!
-//! At this stage a tenant gets every migration when it is created, inside the creating
-//! transaction; [`TenantMigrations`] is the seam a fuller migration engine (per-schema
-//! history, migrating existing tenants) plugs into.
+//! Each schema keeps its own history (`tenant_schemas_history`: version, name, checksum),
+//! each schema is migrated in its own transaction, and the registry records every tenant's
+//! version, so "is anything to do?" over all tenants is one query. A migration whose SQL
+//! changed after it was applied is an error naming it.
+//!
+//! Why not refinery: its runner keeps one history table per connection target and commits
+//! per migration or per run; here a tenant's migrations must run inside the transaction
+//! that creates the tenant (atomic creation), every schema needs its own history, and the
+//! registry's version column must move in the same transaction. The runner below is the
+//! smallest that does that; the file naming stays refinery's.
 //!
 //! ```
 //! use tenant_schemas::TenantMigrations;
@@ -11,90 +19,137 @@
 //!     .with("create_notes", "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)")
 //!     .with("add_created_at", "ALTER TABLE notes ADD COLUMN created_at timestamptz DEFAULT now()");
 //! assert_eq!(migrations.len(), 2);
-//! assert_eq!(migrations.iter().next().unwrap().version, 1);
+//! assert_eq!(migrations.latest(), 2);
 //! ```
 
 use std::path::Path;
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use tokio_postgres::types::Type;
+use tokio_postgres::Transaction;
 
 use crate::error::{Error, Result};
 use crate::schema::{search_path, SchemaName};
 
-/// One migration: SQL run with the tenant's schema first on the search path.
+/// The history table each migrated schema holds.
+pub const HISTORY_TABLE: &str = "tenant_schemas_history";
+
+/// One migration: SQL run with its schema first on the search path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migration {
-    /// Its position, from 1.
-    pub version: u32,
-    /// A name for messages, e.g. `create_notes`.
+    /// Its version: the `n` of `V<n>__…`, or its position when added with
+    /// [`TenantMigrations::with`].
+    pub version: i32,
+    /// Its name, e.g. `create_notes`.
     pub name: String,
     /// The SQL, one or more statements separated by `;`.
     pub sql: String,
+    /// A checksum of the SQL (64-bit FNV-1a), to notice an applied migration that changed.
+    pub checksum: i64,
 }
 
-/// An ordered list of tenant migrations. Cheap to clone.
+impl Migration {
+    /// A migration; the checksum is computed from `sql`.
+    pub fn new(version: i32, name: impl Into<String>, sql: impl Into<String>) -> Self {
+        let sql = sql.into();
+        Migration {
+            version,
+            name: name.into(),
+            checksum: checksum(&sql),
+            sql,
+        }
+    }
+
+    /// The file name it has, or would have: `V<version>__<name>.sql`.
+    pub fn file_name(&self) -> String {
+        format!("V{}__{}.sql", self.version, self.name)
+    }
+}
+
+fn checksum(sql: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in sql.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// An ordered list of migrations, for the tenant schemas (or, passed as shared migrations,
+/// for `public`). Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct TenantMigrations {
     list: Arc<Vec<Migration>>,
 }
 
 impl TenantMigrations {
-    /// No migrations: new tenants get an empty schema.
+    /// No migrations.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Appends a migration; its version is its position.
+    /// Appends a migration with the next version.
     pub fn with(mut self, name: impl Into<String>, sql: impl Into<String>) -> Self {
-        let list = Arc::make_mut(&mut self.list);
-        let version = u32::try_from(list.len() + 1).unwrap_or(u32::MAX);
-        list.push(Migration {
-            version,
-            name: name.into(),
-            sql: sql.into(),
-        });
+        let version = self.latest().saturating_add(1);
+        Arc::make_mut(&mut self.list).push(Migration::new(version, name, sql));
         self
     }
 
-    /// Reads the `*.sql` files of `dir`, named `V<n>__<name>.sql` and applied in order of `n`.
+    /// Migrations from `(file name, SQL)` pairs, e.g. embedded with `include_str!`:
+    /// `from_files([("V1__notes.sql", include_str!("../migrations/V1__notes.sql"))])`.
+    pub fn from_files<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        let mut list = Vec::new();
+        for (file, sql) in files {
+            let (version, name) = parse_file_name(file).ok_or_else(|| bad_name(Path::new(file)))?;
+            list.push(Migration::new(version, name, sql));
+        }
+        Self::from_list(list)
+    }
+
+    /// Reads the `*.sql` files of `dir`, named `V<n>__<name>.sql`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let io_err = |source| Error::MigrationSource {
             path: dir.to_path_buf(),
             source,
         };
-        let mut files = Vec::new();
+        let mut list = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_err)? {
             let path = entry.map_err(io_err)?.path();
             let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
                 continue;
             };
-            let Some(stem) = file.strip_suffix(".sql") else {
+            if !file.ends_with(".sql") {
                 continue;
-            };
-            let (version, name) = parse_file_stem(stem).ok_or_else(|| Error::MigrationSource {
-                path: path.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "migration files are named V<number>__<name>.sql",
-                ),
-            })?;
-            files.push((version, name.to_owned(), path));
-        }
-        files.sort_by_key(|(version, _, _)| *version);
-        let mut migrations = TenantMigrations::new();
-        for (_, name, path) in files {
+            }
+            let (version, name) = parse_file_name(file).ok_or_else(|| bad_name(&path))?;
             let sql = std::fs::read_to_string(&path).map_err(|source| Error::MigrationSource {
                 path: path.clone(),
                 source,
             })?;
-            migrations = migrations.with(name, sql);
+            list.push(Migration::new(version, name, sql));
         }
-        Ok(migrations)
+        Self::from_list(list)
     }
 
-    /// How many migrations there are: the version a fully migrated schema is at.
+    fn from_list(mut list: Vec<Migration>) -> Result<Self> {
+        list.sort_by_key(|m| m.version);
+        if let Some(pair) = list.windows(2).find(|w| w[0].version == w[1].version) {
+            return Err(Error::MigrationSource {
+                path: pair[1].file_name().into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("version {} is used twice", pair[1].version),
+                ),
+            });
+        }
+        Ok(TenantMigrations {
+            list: Arc::new(list),
+        })
+    }
+
+    /// How many migrations there are.
     pub fn len(&self) -> usize {
         self.list.len()
     }
@@ -104,44 +159,158 @@ impl TenantMigrations {
         self.list.is_empty()
     }
 
+    /// The highest version: where a fully migrated schema is.
+    pub fn latest(&self) -> i32 {
+        self.list.last().map_or(0, |m| m.version)
+    }
+
     /// The migrations in order.
     pub fn iter(&self) -> impl Iterator<Item = &Migration> {
         self.list.iter()
     }
 
-    /// Runs every migration in `schema` inside `tx`, with the search path set for the
-    /// transaction only. Returns the version reached.
+    /// The migration with `version`.
+    pub fn get(&self, version: i32) -> Option<&Migration> {
+        self.list
+            .binary_search_by_key(&version, |m| m.version)
+            .ok()
+            .map(|i| &self.list[i])
+    }
+
+    /// Brings `schema` to the latest version inside `tx`: creates its history table if
+    /// needed, checks what was applied against the list (a changed or unknown applied
+    /// migration is an error), then sends every pending migration and its history row in one
+    /// pipelined batch. Returns (version before, version after).
     pub(crate) async fn apply(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Transaction<'_>,
         schema: &SchemaName,
-    ) -> Result<i32> {
-        let path = search_path(schema, &[]);
+    ) -> Result<(i32, i32)> {
+        let db = |e| Error::db("migrating", schema, e);
+        tx.batch_execute(&format!(
+            "SET LOCAL search_path TO {path}; \
+             CREATE TABLE IF NOT EXISTS {s}.{HISTORY_TABLE} (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 checksum bigint NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+            path = search_path(schema, &[]),
+            s = schema.quoted(),
+        ))
+        .await
+        .map_err(db)?;
+        let applied = tx
+            .query(
+                &format!(
+                    "SELECT version, checksum FROM {}.{HISTORY_TABLE} ORDER BY version",
+                    schema.quoted()
+                ),
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let current = self.check_applied(schema, &applied)?;
+        let pending: Vec<&Migration> = self.iter().filter(|m| m.version > current).collect();
+        if pending.is_empty() {
+            return Ok((current, current));
+        }
+        // All pending migrations go out at once; the server runs them in order, and after a
+        // failure the rest fail too ("transaction is aborted"): report the first failure.
+        let results = join_all(pending.iter().map(|m| tx.batch_execute(&m.sql))).await;
+        for (m, result) in pending.iter().zip(results) {
+            result.map_err(|source| Error::Migration {
+                schema: schema.clone(),
+                migration: m.file_name(),
+                source,
+            })?;
+        }
+        let versions: Vec<i32> = pending.iter().map(|m| m.version).collect();
+        let names: Vec<&str> = pending.iter().map(|m| m.name.as_str()).collect();
+        let sums: Vec<i64> = pending.iter().map(|m| m.checksum).collect();
         tx.execute_typed(
-            "SELECT set_config('search_path', $1, true)",
-            &[(&&*path, Type::TEXT)],
+            &format!(
+                "INSERT INTO {}.{HISTORY_TABLE} (version, name, checksum)
+                 SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[])",
+                schema.quoted()
+            ),
+            &[
+                (&versions, Type::INT4_ARRAY),
+                (&names, Type::TEXT_ARRAY),
+                (&sums, Type::INT8_ARRAY),
+            ],
         )
         .await
-        .map_err(|e| Error::db("switching search_path", schema, e))?;
-        for migration in self.iter() {
-            tracing::debug!(schema = %schema, migration = %migration.name, "applying migration");
-            tx.batch_execute(&migration.sql)
-                .await
-                .map_err(|source| Error::Migration {
-                    schema: schema.clone(),
-                    migration: migration.name.clone(),
-                    source,
-                })?;
-        }
-        Ok(i32::try_from(self.len()).unwrap_or(i32::MAX))
+        .map_err(db)?;
+        Ok((current, self.latest()))
     }
 }
 
-fn parse_file_stem(stem: &str) -> Option<(u64, &str)> {
+impl TenantMigrations {
+    /// Checks a schema's history rows `(version, checksum)` against the list and returns the
+    /// highest applied version.
+    pub(crate) fn check_applied(
+        &self,
+        schema: &SchemaName,
+        applied: &[tokio_postgres::Row],
+    ) -> Result<i32> {
+        let mut current = 0;
+        for row in applied {
+            let (version, sum): (i32, i64) = (row.get(0), row.get(1));
+            match self.get(version) {
+                Some(m) if m.checksum == sum => current = current.max(version),
+                Some(m) => {
+                    return Err(Error::MigrationChanged {
+                        schema: schema.clone(),
+                        file: m.file_name(),
+                    })
+                }
+                None => {
+                    return Err(Error::UnknownMigration {
+                        schema: schema.clone(),
+                        version,
+                    })
+                }
+            }
+        }
+        Ok(current)
+    }
+
+    /// Reads `schema`'s history and checks it (see [`check_applied`](Self::check_applied)).
+    pub(crate) async fn verify(
+        &self,
+        client: &tokio_postgres::Client,
+        schema: &SchemaName,
+    ) -> Result<i32> {
+        let rows = client
+            .query_typed(
+                &format!(
+                    "SELECT version, checksum FROM {}.{HISTORY_TABLE} ORDER BY version",
+                    schema.quoted()
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| Error::db("reading the migration history", schema, e))?;
+        self.check_applied(schema, &rows)
+    }
+}
+
+fn bad_name(path: &Path) -> Error {
+    Error::MigrationSource {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "migration files are named V<number>__<name>.sql",
+        ),
+    }
+}
+
+fn parse_file_name(file: &str) -> Option<(i32, &str)> {
+    let stem = file.rsplit('/').next()?.strip_suffix(".sql")?;
     let rest = stem.strip_prefix('V').or_else(|| stem.strip_prefix('v'))?;
     let (number, name) = rest.split_once("__")?;
-    let version = number.parse().ok()?;
-    (!name.is_empty()).then_some((version, name))
+    let version: i32 = number.parse().ok()?;
+    (version > 0 && !name.is_empty()).then_some((version, name))
 }
 
 #[cfg(test)]
@@ -151,18 +320,20 @@ mod tests {
     #[test]
     fn file_names() {
         assert_eq!(
-            parse_file_stem("V1__create_notes"),
+            parse_file_name("V1__create_notes.sql"),
             Some((1, "create_notes"))
         );
-        assert_eq!(parse_file_stem("V20__x"), Some((20, "x")));
-        assert_eq!(parse_file_stem("V1_create"), None);
-        assert_eq!(parse_file_stem("1__create"), None);
-        assert_eq!(parse_file_stem("Vx__create"), None);
-        assert_eq!(parse_file_stem("V1__"), None);
+        assert_eq!(parse_file_name("dir/V20__x.sql"), Some((20, "x")));
+        assert_eq!(parse_file_name("V1_create.sql"), None);
+        assert_eq!(parse_file_name("1__create.sql"), None);
+        assert_eq!(parse_file_name("Vx__create.sql"), None);
+        assert_eq!(parse_file_name("V1__.sql"), None);
+        assert_eq!(parse_file_name("V0__zero.sql"), None);
+        assert_eq!(parse_file_name("V1__a.txt"), None);
     }
 
     #[test]
-    fn from_dir_orders_by_number() {
+    fn from_dir_orders_by_number_and_rejects_bad_names() {
         let dir = std::env::temp_dir().join(format!("ts-migrations-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("V10__ten.sql"), "SELECT 10").unwrap();
@@ -171,11 +342,26 @@ mod tests {
         let m = TenantMigrations::from_dir(&dir).unwrap();
         let names: Vec<_> = m.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["two", "ten"]);
+        assert_eq!(m.latest(), 10);
+        assert_eq!(m.get(10).unwrap().file_name(), "V10__ten.sql");
         std::fs::write(dir.join("bad.sql"), "SELECT 1").unwrap();
         assert!(matches!(
             TenantMigrations::from_dir(&dir),
             Err(Error::MigrationSource { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+        let dup = TenantMigrations::from_files([("V1__a.sql", "x"), ("V1__b.sql", "y")]);
+        assert!(dup.is_err());
+    }
+
+    #[test]
+    fn checksums_follow_the_sql() {
+        let a = Migration::new(1, "a", "CREATE TABLE a (x int)");
+        let b = Migration::new(1, "a", "CREATE TABLE a (x bigint)");
+        assert_ne!(a.checksum, b.checksum);
+        assert_eq!(
+            a.checksum,
+            Migration::new(1, "a", "CREATE TABLE a (x int)").checksum
+        );
     }
 }

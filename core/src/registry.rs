@@ -108,8 +108,9 @@ pub enum DropSchema {
 /// neither a schema nor a registry row behind.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    pool: Pool,
-    migrations: TenantMigrations,
+    pub(crate) pool: Pool,
+    pub(crate) migrations: TenantMigrations,
+    pub(crate) shared: TenantMigrations,
 }
 
 impl Registry {
@@ -118,6 +119,7 @@ impl Registry {
         Registry {
             pool,
             migrations: TenantMigrations::new(),
+            shared: TenantMigrations::new(),
         }
     }
 
@@ -132,7 +134,18 @@ impl Registry {
         &self.migrations
     }
 
-    async fn conn(&self) -> Result<Object> {
+    /// The shared migrations, run in `public` by [`Registry::migrate`].
+    pub fn with_shared_migrations(mut self, migrations: TenantMigrations) -> Self {
+        self.shared = migrations;
+        self
+    }
+
+    /// The shared migrations.
+    pub fn shared_migrations(&self) -> &TenantMigrations {
+        &self.shared
+    }
+
+    pub(crate) async fn conn(&self) -> Result<Object> {
         self.pool.get().await.map_err(|source| Error::Pool {
             schema: SchemaName::public(),
             source,
@@ -176,7 +189,7 @@ impl Registry {
         let version = if schema.is_public() {
             0
         } else {
-            self.migrations.apply(&tx, &schema).await?
+            self.migrations.apply(&tx, &schema).await?.1
         };
         let name = new.name.unwrap_or_else(|| schema.to_string());
         let row = tx
@@ -324,6 +337,52 @@ impl Registry {
         if removed == 0 {
             return Err(Error::DomainNotFound {
                 domain: domain.to_string(),
+                schema: schema.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes `domain`, already one of the tenant's domains, its primary domain.
+    pub async fn set_primary_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
+        let db = |e| Error::db("changing the primary domain", schema, e);
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db)?;
+        let id = tenant_id(&tx, schema).await?;
+        tx.execute_typed(
+            "UPDATE public.tenant_schemas_domains SET is_primary = false WHERE tenant_id = $1 AND is_primary",
+            &[(&id, Type::INT8)],
+        )
+        .await
+        .map_err(db)?;
+        let changed = tx
+            .execute_typed(
+                "UPDATE public.tenant_schemas_domains SET is_primary = true WHERE tenant_id = $1 AND domain = $2",
+                &[(&id, Type::INT8), (&domain.as_str(), Type::TEXT)],
+            )
+            .await
+            .map_err(db)?;
+        if changed == 0 {
+            return Err(Error::DomainNotFound {
+                domain: domain.to_string(),
+                schema: schema.clone(),
+            });
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Changes a tenant's display name.
+    pub async fn rename(&self, schema: &SchemaName, name: &str) -> Result<()> {
+        let conn = self.conn().await?;
+        let changed = conn
+            .execute_typed(
+                "UPDATE public.tenant_schemas_tenants SET name = $2 WHERE schema_name = $1",
+                &[(&schema.as_str(), Type::TEXT), (&name, Type::TEXT)],
+            )
+            .await
+            .map_err(|e| Error::db("renaming a tenant", schema, e))?;
+        if changed == 0 {
+            return Err(Error::TenantNotFound {
                 schema: schema.clone(),
             });
         }

@@ -11,6 +11,7 @@ use crate::connection::ConnectionScope;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::TenantMigrations;
+use crate::migrator::{MigrationReport, Outcome, Progress, RunOptions};
 use crate::registry::{DropSchema, NewTenant, Registry};
 use crate::resolver::{RegistryResolver, TenantResolver};
 use crate::router::{SchemaRouter, SearchPathMode};
@@ -42,8 +43,8 @@ pub struct Tenancy {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
+    hooks: Vec<EventHook>,
     router: SchemaRouter,
     resolver: CachedResolver<Box<dyn TenantResolver>>,
     /// Active tenants by schema name, for the path and header strategies.
@@ -51,8 +52,21 @@ struct Inner {
     registry: Registry,
 }
 
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenancy")
+            .field("router", &self.router)
+            .field("resolver", &self.resolver)
+            .field("registry", &self.registry)
+            .field("hooks", &self.hooks.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Builds a [`Tenancy`].
 pub struct TenancyBuilder {
+    hooks: Vec<EventHook>,
+    shared: TenantMigrations,
     pool: Pool,
     resolver: Option<Box<dyn TenantResolver>>,
     cache: CacheConfig,
@@ -112,6 +126,35 @@ impl TenancyBuilder {
         self
     }
 
+    /// The shared migrations, run in `public` by [`Tenancy::migrate`].
+    pub fn shared_migrations(mut self, migrations: TenantMigrations) -> Self {
+        self.shared = migrations;
+        self
+    }
+
+    /// An async callback run after each tenant is created, migrated or deleted through the
+    /// `Tenancy` (after the change committed), e.g. to seed data or notify someone.
+    ///
+    /// ```no_run
+    /// # fn demo(builder: tenant_schemas::TenancyBuilder) {
+    /// use tenant_schemas::TenantEvent;
+    /// builder.on_event(|event| async move {
+    ///     if let TenantEvent::Created(tenant) = event {
+    ///         println!("welcome, {}", tenant.name);
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn on_event<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(TenantEvent) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.hooks
+            .push(Arc::new(move |event| Box::pin(hook(event))));
+        self
+    }
+
     /// Whether [`build`](Self::build) creates the registry tables when missing (default: yes).
     pub fn install_registry(mut self, install: bool) -> Self {
         self.install = install;
@@ -120,7 +163,9 @@ impl TenancyBuilder {
 
     /// Finishes the set-up.
     pub async fn build(self) -> Result<Tenancy> {
-        let registry = Registry::new(self.pool.clone()).with_migrations(self.migrations);
+        let registry = Registry::new(self.pool.clone())
+            .with_migrations(self.migrations)
+            .with_shared_migrations(self.shared);
         if self.install {
             registry.install().await?;
         }
@@ -137,6 +182,7 @@ impl TenancyBuilder {
             .build();
         Ok(Tenancy {
             inner: Arc::new(Inner {
+                hooks: self.hooks,
                 router,
                 resolver: CachedResolver::with_config(resolver, self.cache),
                 by_schema,
@@ -146,10 +192,34 @@ impl TenancyBuilder {
     }
 }
 
+/// What happened to a tenant, for the hooks of [`TenancyBuilder::on_event`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TenantEvent {
+    /// A tenant was created (schema, migrations and registry rows committed).
+    Created(TenantRecord),
+    /// A tenant's schema was migrated.
+    Migrated {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// The version before.
+        from: i32,
+        /// The version after.
+        to: i32,
+    },
+    /// A tenant was deleted.
+    Deleted(TenantRecord),
+}
+
+type EventHook =
+    Arc<dyn Fn(TenantEvent) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
 impl Tenancy {
     /// Starts the set-up over `pool`.
     pub fn builder(pool: Pool) -> TenancyBuilder {
         TenancyBuilder {
+            hooks: Vec::new(),
+            shared: TenantMigrations::new(),
             pool,
             resolver: None,
             cache: CacheConfig::default(),
@@ -234,6 +304,7 @@ impl Tenancy {
     pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
         let record = self.inner.registry.create_tenant(new).await?;
         self.forget(&record).await;
+        self.emit(TenantEvent::Created(record.clone())).await;
         Ok(record)
     }
 
@@ -245,7 +316,104 @@ impl Tenancy {
     ) -> Result<TenantRecord> {
         let record = self.inner.registry.delete_tenant(schema, drop).await?;
         self.forget(&record).await;
+        self.emit(TenantEvent::Deleted(record.clone())).await;
         Ok(record)
+    }
+
+    async fn emit(&self, event: TenantEvent) {
+        for hook in &self.inner.hooks {
+            hook(event.clone()).await;
+        }
+    }
+
+    /// Migrates `public` and every tenant that is behind (see [`Registry::migrate`]).
+    pub async fn migrate(
+        &self,
+        options: &RunOptions,
+        progress: Option<Progress>,
+    ) -> Result<MigrationReport> {
+        let report = self.inner.registry.migrate(options, progress).await?;
+        for r in &report.schemas {
+            if let Outcome::Migrated { from, to } = r.outcome {
+                self.emit(TenantEvent::Migrated {
+                    schema: r.schema.clone(),
+                    from,
+                    to,
+                })
+                .await;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs `job` once per tenant (the public one too, unless skipped), each inside the
+    /// tenant's scope, at most `options.parallel` at once; returns every tenant's result in
+    /// schema order. One tenant's failure does not stop the others.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenancy: tenant_schemas::Tenancy) -> tenant_schemas::Result<()> {
+    /// use tenant_schemas::RunOptions;
+    /// let options = RunOptions { skip_public: true, ..RunOptions::default() };
+    /// let counts = tenancy
+    ///     .for_each_tenant(&options, |_tenant| {
+    ///         let tenancy = tenancy.clone();
+    ///         async move {
+    ///             let db = tenancy.connection().await?; // this tenant's schema
+    ///             Ok(db.query_one("SELECT count(*) FROM notes", &[]).await?.get::<_, i64>(0))
+    ///         }
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn for_each_tenant<F, Fut, T>(
+        &self,
+        options: &RunOptions,
+        job: F,
+    ) -> Result<Vec<(SchemaName, Result<T>)>>
+    where
+        F: Fn(Tenant) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        use futures_util::stream::{self, StreamExt};
+        let tenants: Vec<Tenant> = self
+            .inner
+            .registry
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| !(options.skip_public && r.schema.is_public()))
+            .filter(|r| options.schemas.is_empty() || options.schemas.contains(&r.schema))
+            .map(|r| r.tenant())
+            .collect();
+        let parallel = if options.parallel > 0 {
+            options.parallel
+        } else {
+            crate::migrator::default_parallelism(self.inner.router.pool())
+        };
+        let job = &job;
+        let mut results: Vec<(SchemaName, Result<T>)> = stream::iter(tenants)
+            .map(|tenant| async move {
+                let schema = tenant.schema().clone();
+                (schema, crate::scope::run(tenant.clone(), job(tenant)).await)
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        results.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(results)
+    }
+
+    /// Makes an existing domain the tenant's primary one (see [`Registry::set_primary_domain`]).
+    pub async fn set_primary_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
+        self.inner.registry.set_primary_domain(schema, domain).await
+    }
+
+    /// Changes a tenant's display name; cached hosts pick it up at once.
+    pub async fn rename(&self, schema: &SchemaName, name: &str) -> Result<()> {
+        self.inner.registry.rename(schema, name).await?;
+        let record = self.inner.registry.get(schema).await?;
+        self.forget(&record).await;
+        Ok(())
     }
 
     /// Adds a domain to a tenant (see [`Registry::add_domain`]).

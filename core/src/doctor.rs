@@ -1,0 +1,184 @@
+//! Finding (and repairing what is safe of) damage between the registry and the schemas.
+
+use tokio_postgres::types::Type;
+
+use crate::error::{Error, Result};
+use crate::migrate::HISTORY_TABLE;
+use crate::migrator::RunOptions;
+use crate::registry::Registry;
+use crate::schema::{printable, SchemaName};
+
+/// Something [`Registry::doctor`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Finding {
+    /// A schema with a migration history but no registry row: a tenant half deleted, or
+    /// created behind the registry's back. Not repaired (it may hold data).
+    OrphanSchema {
+        /// The schema's name as PostgreSQL has it.
+        name: String,
+    },
+    /// A registry row whose schema does not exist: its hosts cannot be served. Not repaired.
+    MissingSchema {
+        /// The registered schema.
+        schema: SchemaName,
+    },
+    /// A tenant behind the migration set. Repaired by migrating it.
+    Behind {
+        /// The tenant.
+        schema: SchemaName,
+        /// Its version.
+        version: i32,
+        /// The latest version.
+        latest: i32,
+    },
+    /// A tenant ahead of the migration set (newer code migrated it). Not repaired.
+    Ahead {
+        /// The tenant.
+        schema: SchemaName,
+        /// Its version.
+        version: i32,
+        /// The latest version this code knows.
+        latest: i32,
+    },
+    /// A registry row whose schema name would not pass validation. Not repaired.
+    InvalidName {
+        /// The stored name (escaped).
+        name: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+impl Finding {
+    /// Whether `--fix` repairs this kind of finding.
+    pub fn is_repairable(&self) -> bool {
+        matches!(self, Finding::Behind { .. })
+    }
+}
+
+/// What [`Registry::doctor`] found and repaired.
+#[derive(Debug, Clone, Default)]
+pub struct DoctorReport {
+    /// Everything found.
+    pub findings: Vec<Finding>,
+    /// The findings repaired (with `fix`).
+    pub repaired: Vec<Finding>,
+    /// Findings a repair was tried for and failed, with the error.
+    pub repair_failures: Vec<(Finding, String)>,
+}
+
+impl DoctorReport {
+    /// Whether nothing is left to look at.
+    pub fn is_healthy(&self) -> bool {
+        self.findings.len() == self.repaired.len()
+    }
+}
+
+impl Registry {
+    /// Looks for schemas without a registry row, rows without a schema, tenants behind or
+    /// ahead of the migration set, and invalid names. With `fix`, migrates the tenants that
+    /// are behind and reports the rest.
+    pub async fn doctor(&self, fix: bool) -> Result<DoctorReport> {
+        let public = SchemaName::public();
+        let db = |e| Error::db("checking the registry", &public, e);
+        let conn = self.conn().await?;
+        let mut report = DoctorReport::default();
+        let orphans = conn
+            .query_typed(
+                "SELECT n.nspname::text FROM pg_namespace n
+                 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $1 AND c.relkind = 'r'
+                 WHERE n.nspname <> 'public'
+                   AND NOT EXISTS (SELECT 1 FROM public.tenant_schemas_tenants t WHERE t.schema_name = n.nspname)
+                 ORDER BY 1",
+                &[(&HISTORY_TABLE, Type::TEXT)],
+            )
+            .await
+            .map_err(db)?;
+        for row in orphans {
+            report
+                .findings
+                .push(Finding::OrphanSchema { name: row.get(0) });
+        }
+        let latest = self.migrations.latest();
+        let tenants = conn
+            .query_typed(
+                "SELECT t.schema_name, t.version,
+                        EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = t.schema_name)
+                 FROM public.tenant_schemas_tenants t ORDER BY t.schema_name",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        for row in tenants {
+            let name: &str = row.get(0);
+            let schema = match SchemaName::from_registry(name) {
+                Ok(s) => s,
+                Err(e) => {
+                    report.findings.push(Finding::InvalidName {
+                        name: printable(name),
+                        reason: e.reason().to_owned(),
+                    });
+                    continue;
+                }
+            };
+            let version: i32 = row.get(1);
+            if !row.get::<_, bool>(2) {
+                report.findings.push(Finding::MissingSchema { schema });
+                continue;
+            }
+            if schema.is_public() {
+                continue;
+            }
+            if version < latest {
+                report.findings.push(Finding::Behind {
+                    schema,
+                    version,
+                    latest,
+                });
+            } else if version > latest {
+                report.findings.push(Finding::Ahead {
+                    schema,
+                    version,
+                    latest,
+                });
+            }
+        }
+        drop(conn);
+        if fix {
+            let behind: Vec<SchemaName> = report
+                .findings
+                .iter()
+                .filter_map(|f| match f {
+                    Finding::Behind { schema, .. } => Some(schema.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !behind.is_empty() {
+                let run = self
+                    .migrate(
+                        &RunOptions {
+                            schemas: behind,
+                            skip_public: true,
+                            ..RunOptions::default()
+                        },
+                        None,
+                    )
+                    .await?;
+                for finding in report.findings.iter().filter(|f| f.is_repairable()) {
+                    let Finding::Behind { schema, .. } = finding else {
+                        continue;
+                    };
+                    let failure = run.failures().find(|r| &r.schema == schema);
+                    match failure {
+                        Some(r) => report
+                            .repair_failures
+                            .push((finding.clone(), format!("{:?}", r.outcome))),
+                        None => report.repaired.push(finding.clone()),
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}

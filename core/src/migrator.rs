@@ -1,0 +1,244 @@
+//! Migrating every tenant: shared migrations in `public` first, then each tenant schema in
+//! its own transaction, with bounded parallelism.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use tokio_postgres::types::Type;
+
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+use crate::schema::SchemaName;
+
+/// Serializes migrators across processes: a second one waits for the first.
+const MIGRATE_LOCK: i64 = 0x7465_6e61_6e74_6d67;
+
+/// Which tenants a multi-tenant run ([`Registry::migrate`], [`Tenancy::for_each_tenant`])
+/// covers, and how many at once.
+///
+/// [`Tenancy::for_each_tenant`]: crate::Tenancy::for_each_tenant
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// How many schemas are migrated at once; 0 picks a default from the core count and the
+    /// pool size.
+    pub parallel: usize,
+    /// Only these tenant schemas (all when empty).
+    pub schemas: Vec<SchemaName>,
+    /// Leave `public` alone (the shared migrations; the public tenant).
+    pub skip_public: bool,
+}
+
+/// What happened to one schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Nothing to do.
+    UpToDate {
+        /// Its version.
+        version: i32,
+    },
+    /// Migrated.
+    Migrated {
+        /// The version before.
+        from: i32,
+        /// The version after.
+        to: i32,
+    },
+    /// Failed; the schema stays at its previous version.
+    Failed {
+        /// The version it stays at, as the registry recorded it.
+        version: i32,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// One schema's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaReport {
+    /// The schema.
+    pub schema: SchemaName,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The result of a migration run, schema by schema.
+#[derive(Debug, Clone, Default)]
+pub struct MigrationReport {
+    /// Every schema that was looked at: `public` first (unless skipped), then the tenants
+    /// that were behind. Tenants already up to date are counted in `up_to_date` only.
+    pub schemas: Vec<SchemaReport>,
+    /// Tenants found up to date by the registry's version, without touching their schema.
+    pub up_to_date: usize,
+    /// How long the run took.
+    pub elapsed: Duration,
+}
+
+impl MigrationReport {
+    /// The schemas that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &SchemaReport> {
+        self.schemas
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+    }
+
+    /// Whether every schema is at the latest version now.
+    pub fn is_success(&self) -> bool {
+        self.failures().next().is_none()
+    }
+}
+
+/// Called after each schema with (schemas done, schemas to do).
+pub type Progress = Arc<dyn Fn(usize, usize) + Send + Sync>;
+
+impl Registry {
+    /// Runs the shared migrations in `public`, then brings every tenant that the registry
+    /// says is behind to the latest tenant migration, each in its own transaction. A failed
+    /// schema keeps its previous version and does not stop the others. A second migrator
+    /// (another process) waits on an advisory lock until this one is done.
+    ///
+    /// Needs session state for the lock: run it over a direct connection, not through
+    /// PgBouncer in transaction pooling mode.
+    pub async fn migrate(
+        &self,
+        options: &RunOptions,
+        progress: Option<Progress>,
+    ) -> Result<MigrationReport> {
+        let started = Instant::now();
+        let public = SchemaName::public();
+        self.install().await?;
+        // The lock lives with this connection, which is taken out of the pool and closed at
+        // the end: a cancelled run cannot leave the lock held by a pooled connection.
+        let lock_conn = deadpool_postgres::Object::take(self.conn().await?);
+        lock_conn
+            .execute_typed(
+                "SELECT pg_advisory_lock($1)",
+                &[(&MIGRATE_LOCK, Type::INT8)],
+            )
+            .await
+            .map_err(|e| Error::db("waiting for the migration lock", &public, e))?;
+
+        let mut report = MigrationReport::default();
+        if !options.skip_public && !self.shared.is_empty() {
+            let outcome = self.migrate_one(&public, 0, &self.shared).await;
+            report.schemas.push(SchemaReport {
+                schema: public.clone(),
+                outcome,
+            });
+        }
+
+        let latest = self.migrations.latest();
+        let filter: Vec<&str> = options.schemas.iter().map(SchemaName::as_str).collect();
+        let conn = self.conn().await?;
+        let rows = conn
+            .query_typed(
+                "SELECT schema_name, version, version < $1 AS behind
+                 FROM public.tenant_schemas_tenants
+                 WHERE schema_name <> 'public' AND (cardinality($2::text[]) = 0 OR schema_name = ANY($2))
+                 ORDER BY schema_name",
+                &[(&latest, Type::INT4), (&filter, Type::TEXT_ARRAY)],
+            )
+            .await
+            .map_err(|e| Error::db("reading tenant versions", &public, e))?;
+        drop(conn);
+        let mut behind = Vec::new();
+        let mut sample = None;
+        for row in &rows {
+            let schema = SchemaName::from_registry(row.get(0))?;
+            if row.get::<_, bool>(2) {
+                behind.push((schema, row.get::<_, i32>(1)));
+            } else {
+                report.up_to_date += 1;
+                sample.get_or_insert(schema);
+            }
+        }
+        // Tenants that are up to date are not opened; one of them stands for all, so that
+        // an applied migration edited since is noticed even when nothing is pending.
+        if let Some(schema) = sample {
+            self.migrations.verify(&lock_conn, &schema).await?;
+        }
+        let total = behind.len();
+        let parallel = if options.parallel > 0 {
+            options.parallel
+        } else {
+            default_parallelism(&self.pool)
+        };
+        let mut done = 0;
+        let mut results = stream::iter(behind)
+            .map(|(schema, version)| async move {
+                let outcome = self.migrate_one(&schema, version, &self.migrations).await;
+                SchemaReport { schema, outcome }
+            })
+            .buffer_unordered(parallel);
+        while let Some(result) = results.next().await {
+            done += 1;
+            if let Some(p) = &progress {
+                p(done, total);
+            }
+            report.schemas.push(result);
+        }
+        drop(results);
+        let _ = lock_conn
+            .execute_typed(
+                "SELECT pg_advisory_unlock($1)",
+                &[(&MIGRATE_LOCK, Type::INT8)],
+            )
+            .await;
+        report.elapsed = started.elapsed();
+        tracing::info!(
+            migrated = report.schemas.len(),
+            failed = report.failures().count(),
+            up_to_date = report.up_to_date,
+            "migration run finished"
+        );
+        Ok(report)
+    }
+
+    async fn migrate_one(
+        &self,
+        schema: &SchemaName,
+        version: i32,
+        migrations: &crate::TenantMigrations,
+    ) -> Outcome {
+        let attempt = async {
+            let mut conn = self.conn().await?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(|e| Error::db("migrating", schema, e))?;
+            let (from, to) = migrations.apply(&tx, schema).await?;
+            if !schema.is_public() {
+                tx.execute_typed(
+                    "UPDATE public.tenant_schemas_tenants SET version = $2 WHERE schema_name = $1",
+                    &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)],
+                )
+                .await
+                .map_err(|e| Error::db("recording the version", schema, e))?;
+            }
+            tx.commit()
+                .await
+                .map_err(|e| Error::db("migrating", schema, e))?;
+            Ok::<_, Error>((from, to))
+        };
+        match attempt.await {
+            Ok((from, to)) if from == to => Outcome::UpToDate { version: to },
+            Ok((from, to)) => Outcome::Migrated { from, to },
+            Err(e) => {
+                tracing::warn!(schema = %schema, error = %e, "migration failed");
+                Outcome::Failed {
+                    version,
+                    error: e.to_string(),
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn default_parallelism(pool: &deadpool_postgres::Pool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    // Leave one connection for the lock and one for everything else.
+    (cores * 2)
+        .min(pool.status().max_size.saturating_sub(2))
+        .max(1)
+}

@@ -1,0 +1,363 @@
+//! The migration engine against a real PostgreSQL: per-schema history, failures that stay
+//! put, concurrent migrators, changed migrations, shared migrations, hooks, doctor.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use tenant_schemas::{
+    DropSchema, Error, Finding, NewTenant, Outcome, RunOptions, SchemaName, Tenancy, TenantEvent,
+    TenantMigrations,
+};
+
+fn v1() -> TenantMigrations {
+    TenantMigrations::from_files([("V1__notes.sql", NOTES), ("V2__marker.sql", MARKER)]).unwrap()
+}
+
+fn v3(sql: &str) -> TenantMigrations {
+    TenantMigrations::from_files([
+        ("V1__notes.sql", NOTES),
+        ("V2__marker.sql", MARKER),
+        ("V3__next.sql", sql),
+    ])
+    .unwrap()
+}
+
+async fn with(db: &tenant_schemas::testing::TestDatabase, migrations: TenantMigrations) -> Tenancy {
+    Tenancy::builder(db.pool().clone())
+        .migrations(migrations)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn tenants(t: &Tenancy, prefix: &str, n: usize) -> Vec<SchemaName> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let s = schema(&format!("{prefix}{i}"));
+        t.create_tenant(NewTenant::new(s.clone())).await.unwrap();
+        out.push(s);
+    }
+    out
+}
+
+async fn column_exists(t: &Tenancy, s: &SchemaName, column: &str) -> bool {
+    let c = t.router().pool().get().await.unwrap();
+    c.query_one(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'notes' AND column_name = $2",
+        &[&s.as_str(), &column],
+    )
+    .await
+    .unwrap()
+    .get::<_, i64>(0)
+        == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_schema_stays_put_and_the_others_migrate() {
+    let db = database().await;
+    let old = with(&db, v1()).await;
+    let schemas = tenants(&old, "mig_", 20).await;
+    assert_eq!(old.registry().get(&schemas[0]).await.unwrap().version, 2);
+    // V3 fails in mig_7 only.
+    let new = with(
+        &db,
+        v3("ALTER TABLE notes ADD COLUMN extra int; \
+            SELECT 1 / (CASE WHEN current_schema() = 'mig_7' THEN 0 ELSE 1 END);"),
+    )
+    .await;
+    let report = new.migrate(&RunOptions::default(), None).await.unwrap();
+    let failed: Vec<_> = report.failures().collect();
+    assert_eq!(failed.len(), 1, "{report:?}");
+    assert_eq!(failed[0].schema.as_str(), "mig_7");
+    assert!(
+        matches!(&failed[0].outcome, Outcome::Failed { version: 2, error } if error.contains("V3__next.sql") && error.contains("division by zero"))
+    );
+    let migrated = report
+        .schemas
+        .iter()
+        .filter(|r| r.outcome == Outcome::Migrated { from: 2, to: 3 })
+        .count();
+    assert_eq!(migrated, 19);
+    for s in &schemas {
+        let record = new.registry().get(s).await.unwrap();
+        let moved = s.as_str() != "mig_7";
+        assert_eq!(record.version, if moved { 3 } else { 2 }, "{s}");
+        assert_eq!(column_exists(&new, s, "extra").await, moved, "{s}");
+    }
+    // A second run only looks at the one still behind.
+    let again = new.migrate(&RunOptions::default(), None).await.unwrap();
+    assert_eq!(again.up_to_date, 19);
+    assert_eq!(again.schemas.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_migrators_apply_each_migration_once() {
+    let db = database().await;
+    let old = with(&db, v1()).await;
+    let schemas = tenants(&old, "twice_", 20).await;
+    let a = with(&db, v3("ALTER TABLE notes ADD COLUMN extra int")).await;
+    let b = with(&db, v3("ALTER TABLE notes ADD COLUMN extra int")).await;
+    let options = RunOptions {
+        parallel: 3,
+        ..RunOptions::default()
+    };
+    let (ra, rb) = tokio::join!(a.migrate(&options, None), b.migrate(&options, None));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(ra.is_success() && rb.is_success());
+    let migrated = |r: &tenant_schemas::MigrationReport| {
+        r.schemas
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Migrated { .. }))
+            .count()
+    };
+    assert_eq!(migrated(&ra) + migrated(&rb), 20, "{ra:?} {rb:?}");
+    let c = db.pool().get().await.unwrap();
+    for s in &schemas {
+        let n: i64 = c
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {}.tenant_schemas_history WHERE version = 3",
+                    s.quoted()
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "{s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_applied_migration_is_an_error_naming_its_file() {
+    let db = database().await;
+    let old = with(&db, v1()).await;
+    tenants(&old, "chg_", 3).await;
+    let edited = TenantMigrations::from_files([
+        (
+            "V1__notes.sql",
+            "CREATE TABLE notes (id bigserial PRIMARY KEY, body text)",
+        ),
+        ("V2__marker.sql", MARKER),
+    ])
+    .unwrap();
+    // Nothing is pending, and the edit is still noticed.
+    let err = with(&db, edited.clone())
+        .await
+        .migrate(&RunOptions::default(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::MigrationChanged { file, .. } if file == "V1__notes.sql"),
+        "{err}"
+    );
+    // With something pending, each schema refuses to move.
+    let edited_v3 = TenantMigrations::from_files([
+        (
+            "V1__notes.sql",
+            "CREATE TABLE notes (id bigserial PRIMARY KEY, body text)",
+        ),
+        ("V2__marker.sql", MARKER),
+        ("V3__x.sql", "SELECT 1"),
+    ])
+    .unwrap();
+    let report = with(&db, edited_v3)
+        .await
+        .migrate(&RunOptions::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(report.failures().count(), 3);
+    assert!(report.failures().all(
+        |r| matches!(&r.outcome, Outcome::Failed { error, .. } if error.contains("V1__notes.sql"))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_shared_migrations_hooks_and_each_tenant() {
+    let db = database().await;
+    let old = with(&db, v1()).await;
+    let schemas = tenants(&old, "sel_", 4).await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let t = Tenancy::builder(db.pool().clone())
+        .migrations(v3("ALTER TABLE notes ADD COLUMN extra int"))
+        .shared_migrations(TenantMigrations::new().with("plans", "CREATE TABLE plans (name text)"))
+        .on_event(move |e| {
+            let seen = seen.clone();
+            async move {
+                let line = match e {
+                    TenantEvent::Created(r) => format!("created {}", r.schema),
+                    TenantEvent::Migrated { schema, from, to } => {
+                        format!("migrated {schema} {from}->{to}")
+                    }
+                    TenantEvent::Deleted(r) => format!("deleted {}", r.schema),
+                    _ => "other".into(),
+                };
+                seen.lock().unwrap().push(line);
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let only = RunOptions {
+        schemas: vec![schemas[1].clone(), schemas[2].clone()],
+        skip_public: true,
+        ..RunOptions::default()
+    };
+    let report = t.migrate(&only, None).await.unwrap();
+    assert_eq!(report.schemas.len(), 2);
+    assert!(report
+        .schemas
+        .iter()
+        .all(|r| r.schema != SchemaName::public()));
+    assert!(column_exists(&t, &schemas[1], "extra").await);
+    assert!(!column_exists(&t, &schemas[0], "extra").await);
+    let progress = Arc::new(Mutex::new(Vec::new()));
+    let p = progress.clone();
+    let report = t
+        .migrate(
+            &RunOptions::default(),
+            Some(Arc::new(move |done, total| {
+                p.lock().unwrap().push((done, total))
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.schemas[0].schema, SchemaName::public());
+    assert_eq!(
+        report.schemas[0].outcome,
+        Outcome::Migrated { from: 0, to: 1 }
+    );
+    assert_eq!(*progress.lock().unwrap(), vec![(1, 2), (2, 2)]);
+    t.router()
+        .public()
+        .await
+        .unwrap()
+        .query("SELECT * FROM plans", &[])
+        .await
+        .unwrap();
+
+    t.create_tenant(NewTenant::new(schema("sel_new")))
+        .await
+        .unwrap();
+    t.delete_tenant(&schema("sel_new"), DropSchema::Yes)
+        .await
+        .unwrap();
+    let log = events.lock().unwrap().clone();
+    assert!(log.contains(&"migrated sel_1 2->3".to_owned()), "{log:?}");
+    assert!(
+        log.contains(&"created sel_new".to_owned()) && log.contains(&"deleted sel_new".to_owned()),
+        "{log:?}"
+    );
+
+    let counts = t
+        .for_each_tenant(
+            &RunOptions {
+                skip_public: true,
+                parallel: 2,
+                ..RunOptions::default()
+            },
+            |tenant| {
+                let t = t.clone();
+                async move {
+                    assert_eq!(
+                        tenant_schemas::scope::current_schema().as_ref(),
+                        Some(tenant.schema())
+                    );
+                    let db = t.connection().await?;
+                    if tenant.schema().as_str() == "sel_3" {
+                        db.execute("SELECT * FROM no_such_table", &[]).await?;
+                    }
+                    db.execute("INSERT INTO notes (body) VALUES ('hi')", &[])
+                        .await
+                }
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), 4);
+    assert_eq!(counts.iter().filter(|(_, r)| r.is_ok()).count(), 3);
+    assert!(counts[3].1.is_err() && counts[3].0.as_str() == "sel_3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_finds_each_kind_of_damage_and_fixes_what_is_safe() {
+    let db = database().await;
+    let old = with(&db, v1()).await;
+    tenants(&old, "doc_", 4).await;
+    let t = with(&db, v3("ALTER TABLE notes ADD COLUMN extra int")).await;
+    let admin = db.pool().get().await.unwrap();
+    // An orphan schema (registry row gone), a row without its schema, a tenant ahead, an
+    // invalid name.
+    t.delete_tenant(&schema("doc_0"), DropSchema::No)
+        .await
+        .unwrap();
+    admin
+        .batch_execute("DROP SCHEMA doc_1 CASCADE")
+        .await
+        .unwrap();
+    admin
+        .batch_execute(
+            "UPDATE public.tenant_schemas_tenants SET version = 9 WHERE schema_name = 'doc_2';
+             INSERT INTO public.tenant_schemas_tenants (schema_name, name) VALUES ('pg_sneaky', 'x')",
+        )
+        .await
+        .unwrap();
+    let report = t.registry().doctor(false).await.unwrap();
+    let f = &report.findings;
+    assert!(
+        f.contains(&Finding::OrphanSchema {
+            name: "doc_0".into()
+        }),
+        "{f:?}"
+    );
+    assert!(
+        f.contains(&Finding::MissingSchema {
+            schema: schema("doc_1")
+        }),
+        "{f:?}"
+    );
+    assert!(
+        f.contains(&Finding::Ahead {
+            schema: schema("doc_2"),
+            version: 9,
+            latest: 3
+        }),
+        "{f:?}"
+    );
+    assert!(
+        f.contains(&Finding::Behind {
+            schema: schema("doc_3"),
+            version: 2,
+            latest: 3
+        }),
+        "{f:?}"
+    );
+    assert!(
+        f.iter()
+            .any(|x| matches!(x, Finding::InvalidName { name, .. } if name == "pg_sneaky")),
+        "{f:?}"
+    );
+    assert!(report.repaired.is_empty());
+
+    let fixed = t.registry().doctor(true).await.unwrap();
+    assert_eq!(
+        fixed.repaired,
+        vec![Finding::Behind {
+            schema: schema("doc_3"),
+            version: 2,
+            latest: 3
+        }]
+    );
+    assert!(column_exists(&t, &schema("doc_3"), "extra").await);
+    let after = t.registry().doctor(false).await.unwrap();
+    assert!(!after
+        .findings
+        .iter()
+        .any(|x| matches!(x, Finding::Behind { .. })));
+    assert_eq!(after.findings.len(), 4, "{:?}", after.findings);
+}

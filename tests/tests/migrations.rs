@@ -222,7 +222,7 @@ async fn filters_shared_migrations_hooks_and_each_tenant() {
         .migrate(
             &RunOptions::default(),
             Some(Arc::new(move |done, total| {
-                p.lock().unwrap().push((done, total))
+                p.lock().unwrap().push((done, total));
             })),
         )
         .await

@@ -36,7 +36,7 @@ async fn a_failing_migration_leaves_no_schema_and_no_row() {
             schema, migration, ..
         } => {
             assert_eq!(schema.as_str(), "doomed");
-            assert_eq!(migration, "broken");
+            assert_eq!(migration, "V2__broken.sql");
         }
         other => panic!("expected a migration error, got {other:?}"),
     }

@@ -123,6 +123,17 @@ pub enum Error {
         version: i32,
     },
 
+    /// A tenant can only be cloned at the latest migration version.
+    #[error("tenant `{schema}` is at version {version}, not the latest ({latest}): migrate it before cloning")]
+    CloneVersion {
+        /// The source tenant.
+        schema: SchemaName,
+        /// Its version.
+        version: i32,
+        /// The latest version.
+        latest: i32,
+    },
+
     /// A migration file could not be read.
     #[error("cannot read migrations from `{path}`: {source}")]
     MigrationSource {

@@ -177,6 +177,14 @@ impl Registry {
     /// Creates a tenant: `CREATE SCHEMA`, the tenant migrations, and the registry rows, in one
     /// transaction.
     pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
+        self.create_tenant_with(new, None).await
+    }
+
+    async fn create_tenant_with(
+        &self,
+        new: NewTenant,
+        copy_from: Option<&SchemaName>,
+    ) -> Result<TenantRecord> {
         let schema = new.schema.clone();
         let db = |e| Error::db("creating a tenant", &schema, e);
         let mut conn = self.conn().await?;
@@ -191,6 +199,9 @@ impl Registry {
         } else {
             self.migrations.apply(&tx, &schema).await?.1
         };
+        if let Some(source) = copy_from {
+            copy_rows(&tx, source, &schema).await?;
+        }
         let name = new.name.unwrap_or_else(|| schema.to_string());
         let row = tx
             .query_typed_one(
@@ -230,6 +241,25 @@ impl Registry {
             version,
             domains: new.domains.iter().map(|d| d.as_str().to_owned()).collect(),
         })
+    }
+
+    /// Creates `new` like [`create_tenant`](Self::create_tenant) and, in the same
+    /// transaction, copies every table's rows and every sequence's position from the tenant
+    /// in `source` (which must be at the latest migration version, so both have the same
+    /// tables). Foreign keys are not re-checked during the copy
+    /// (`session_replication_role = replica`, which needs a superuser or, on PostgreSQL 15,
+    /// a role granted that setting).
+    pub async fn clone_tenant(&self, source: &SchemaName, new: NewTenant) -> Result<TenantRecord> {
+        let from = self.get(source).await?;
+        let latest = self.migrations.latest();
+        if from.version != latest {
+            return Err(Error::CloneVersion {
+                schema: source.clone(),
+                version: from.version,
+                latest,
+            });
+        }
+        self.create_tenant_with(new, Some(source)).await
     }
 
     /// Registers the public tenant (schema `public`) with `main_domain` as its primary domain,
@@ -445,6 +475,54 @@ impl Registry {
         tracing::info!(schema = %schema, dropped = drop == DropSchema::Yes, "tenant deleted");
         Ok(record)
     }
+}
+
+/// Copies every table's rows and every sequence's position from `source` into `target`
+/// (same tables: both at the latest migration version), inside `tx`.
+async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    source: &SchemaName,
+    target: &SchemaName,
+) -> Result<()> {
+    let db = |e| Error::db("copying a tenant", target, e);
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await
+        .map_err(db)?;
+    let relations = tx
+        .query_typed(
+            "SELECT c.relname::text, c.relkind::text FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'S') AND c.relname <> $2
+             ORDER BY c.relname",
+            &[
+                (&source.as_str(), Type::TEXT),
+                (&crate::migrate::HISTORY_TABLE, Type::TEXT),
+            ],
+        )
+        .await
+        .map_err(db)?;
+    for row in relations {
+        let name: String = row.get(0);
+        // Catalog names can hold anything: quote them as identifiers.
+        let ident = format!("\"{}\"", name.replace('"', "\"\""));
+        let (from, to) = (
+            format!("{}.{ident}", source.quoted()),
+            format!("{}.{ident}", target.quoted()),
+        );
+        if row.get::<_, String>(1) == "S" {
+            tx.batch_execute(&format!(
+                "SELECT setval('{to_lit}', last_value, is_called) FROM {from}",
+                to_lit = to.replace('\'', "''")
+            ))
+            .await
+            .map_err(db)?;
+        } else {
+            tx.batch_execute(&format!("INSERT INTO {to} SELECT * FROM {from}"))
+                .await
+                .map_err(db)?;
+        }
+    }
+    Ok(())
 }
 
 async fn tenant_id(tx: &tokio_postgres::Transaction<'_>, schema: &SchemaName) -> Result<i64> {

@@ -308,6 +308,14 @@ impl Tenancy {
         Ok(record)
     }
 
+    /// Clones a tenant, rows included (see [`Registry::clone_tenant`]).
+    pub async fn clone_tenant(&self, source: &SchemaName, new: NewTenant) -> Result<TenantRecord> {
+        let record = self.inner.registry.clone_tenant(source, new).await?;
+        self.forget(&record).await;
+        self.emit(TenantEvent::Created(record.clone())).await;
+        Ok(record)
+    }
+
     /// Deletes a tenant (see [`Registry::delete_tenant`]); its domains stop resolving at once.
     pub async fn delete_tenant(
         &self,
@@ -346,7 +354,7 @@ impl Tenancy {
         Ok(report)
     }
 
-    /// Runs `job` once per tenant (the public one too, unless skipped), each inside the
+    /// Runs `job` once per tenant (and in `public`, unless skipped), each inside the
     /// tenant's scope, at most `options.parallel` at once; returns every tenant's result in
     /// schema order. One tenant's failure does not stop the others.
     ///
@@ -375,16 +383,20 @@ impl Tenancy {
         Fut: std::future::Future<Output = Result<T>>,
     {
         use futures_util::stream::{self, StreamExt};
-        let tenants: Vec<Tenant> = self
+        let mut tenants: Vec<Tenant> = self
             .inner
             .registry
             .list()
             .await?
             .into_iter()
-            .filter(|r| !(options.skip_public && r.schema.is_public()))
-            .filter(|r| options.schemas.is_empty() || options.schemas.contains(&r.schema))
             .map(|r| r.tenant())
             .collect();
+        // `public` is a target even when no public tenant is registered.
+        if !tenants.iter().any(Tenant::is_public) {
+            tenants.push(Tenant::public());
+        }
+        tenants.retain(|t| !(options.skip_public && t.is_public()));
+        tenants.retain(|t| options.schemas.is_empty() || options.schemas.contains(t.schema()));
         let parallel = if options.parallel > 0 {
             options.parallel
         } else {

@@ -361,3 +361,70 @@ async fn doctor_finds_each_kind_of_damage_and_fixes_what_is_safe() {
         .any(|x| matches!(x, Finding::Behind { .. })));
     assert_eq!(after.findings.len(), 4, "{:?}", after.findings);
 }
+
+async fn catalog(t: &Tenancy, s: &SchemaName) -> Vec<String> {
+    let c = t.router().pool().get().await.unwrap();
+    let mut out: Vec<String> = c
+        .query(
+            "SELECT table_name || '.' || column_name || ':' || data_type || ':' || coalesce(column_default, '')
+             FROM information_schema.columns WHERE table_schema = $1
+             UNION ALL
+             SELECT replace(indexdef, $1 || '.', '') FROM pg_indexes WHERE schemaname = $1",
+            &[&s.as_str()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0).replace(&format!("{s}."), ""))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_has_the_same_catalog_and_the_rows() {
+    let db = database().await;
+    let t = with(&db, v1()).await;
+    let made = tenants(&t, "orig_", 1).await.remove(0);
+    let conn = t.router().connection_for(&made).await.unwrap();
+    conn.batch_execute(
+        "INSERT INTO notes (body) VALUES ('one'), ('two'); INSERT INTO marker VALUES ('orig_0')",
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let copy = t
+        .clone_tenant(
+            &made,
+            NewTenant::new(schema("copy_0")).domain(host("copy.test")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(copy.version, 2);
+    assert_eq!(catalog(&t, &made).await, catalog(&t, &copy.schema).await);
+    assert!(!catalog(&t, &made).await.is_empty());
+    let conn = t.router().connection_for(&copy.schema).await.unwrap();
+    let n: i64 = conn
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    // The sequence moved on with the rows: the next id does not collide.
+    let id: i64 = conn
+        .query_one(
+            "INSERT INTO notes (body) VALUES ('three') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id, 3);
+    // A tenant behind the migration set cannot be cloned.
+    let newer = with(&db, v3("SELECT 1")).await;
+    let err = newer
+        .clone_tenant(&made, NewTenant::new(schema("copy_1")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CloneVersion { .. }), "{err}");
+}

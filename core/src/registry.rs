@@ -202,6 +202,8 @@ impl Registry {
         if let Some(source) = copy_from {
             copy_rows(&tx, source, &schema).await?;
         }
+        let hosts: Vec<&str> = new.domains.iter().map(Host::as_str).collect();
+        notify(&tx, &schema, &hosts).await.map_err(db)?;
         let name = new.name.unwrap_or_else(|| schema.to_string());
         let row = tx
             .query_typed_one(
@@ -346,14 +348,17 @@ impl Registry {
         )
         .await
         .map_err(|e| conflict(e, schema, std::slice::from_ref(domain)))?;
+        notify(&tx, schema, &[domain.as_str()]).await.map_err(db)?;
         tx.commit().await.map_err(db)
     }
 
     /// Removes `domain` from the tenant in `schema`.
     pub async fn remove_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
-        let conn = self.conn().await?;
-        let removed = conn
-            .execute_typed(
+        let removed = self
+            .change(
+                schema,
+                "removing a domain",
+                &[domain.as_str()],
                 "DELETE FROM public.tenant_schemas_domains d
                  USING public.tenant_schemas_tenants t
                  WHERE d.tenant_id = t.id AND t.schema_name = $1 AND d.domain = $2",
@@ -362,8 +367,7 @@ impl Registry {
                     (&domain.as_str(), Type::TEXT),
                 ],
             )
-            .await
-            .map_err(|e| Error::db("removing a domain", schema, e))?;
+            .await?;
         if removed == 0 {
             return Err(Error::DomainNotFound {
                 domain: domain.to_string(),
@@ -371,6 +375,27 @@ impl Registry {
             });
         }
         Ok(())
+    }
+
+    /// Runs one statement of a registry change in a transaction that also announces the
+    /// change on [`CHANNEL`] when it affected a row; returns the rows it affected.
+    async fn change(
+        &self,
+        schema: &SchemaName,
+        action: &'static str,
+        hosts: &[&str],
+        sql: &str,
+        params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
+    ) -> Result<u64> {
+        let db = |e| Error::db(action, schema, e);
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db)?;
+        let changed = tx.execute_typed(sql, params).await.map_err(db)?;
+        if changed > 0 {
+            notify(&tx, schema, hosts).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(changed)
     }
 
     /// Makes `domain`, already one of the tenant's domains, its primary domain.
@@ -398,19 +423,21 @@ impl Registry {
                 schema: schema.clone(),
             });
         }
+        notify(&tx, schema, &[]).await.map_err(db)?;
         tx.commit().await.map_err(db)
     }
 
     /// Changes a tenant's display name.
     pub async fn rename(&self, schema: &SchemaName, name: &str) -> Result<()> {
-        let conn = self.conn().await?;
-        let changed = conn
-            .execute_typed(
+        let changed = self
+            .change(
+                schema,
+                "renaming a tenant",
+                &[],
                 "UPDATE public.tenant_schemas_tenants SET name = $2 WHERE schema_name = $1",
                 &[(&schema.as_str(), Type::TEXT), (&name, Type::TEXT)],
             )
-            .await
-            .map_err(|e| Error::db("renaming a tenant", schema, e))?;
+            .await?;
         if changed == 0 {
             return Err(Error::TenantNotFound {
                 schema: schema.clone(),
@@ -421,17 +448,18 @@ impl Registry {
 
     /// Suspends or re-activates a tenant. A suspended tenant's hosts resolve to no tenant.
     pub async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
-        let conn = self.conn().await?;
-        let changed = conn
-            .execute_typed(
+        let changed = self
+            .change(
+                schema,
+                "changing a tenant's status",
+                &[],
                 "UPDATE public.tenant_schemas_tenants SET status = $2 WHERE schema_name = $1",
                 &[
                     (&schema.as_str(), Type::TEXT),
                     (&status.as_str(), Type::TEXT),
                 ],
             )
-            .await
-            .map_err(|e| Error::db("changing a tenant's status", schema, e))?;
+            .await?;
         if changed == 0 {
             return Err(Error::TenantNotFound {
                 schema: schema.clone(),
@@ -471,10 +499,44 @@ impl Registry {
             .await
             .map_err(db)?;
         }
+        let hosts: Vec<&str> = record.domains.iter().map(String::as_str).collect();
+        notify(&tx, schema, &hosts).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         tracing::info!(schema = %schema, dropped = drop == DropSchema::Yes, "tenant deleted");
         Ok(record)
     }
+}
+
+/// The `LISTEN`/`NOTIFY` channel every registry change is announced on, in the changing
+/// transaction, so other processes can drop what they cached (see
+/// [`TenancyBuilder::listen_for_changes`](crate::TenancyBuilder::listen_for_changes)). The
+/// payload is the tenant's schema, then the hosts the change concerns, separated by spaces;
+/// `*` in place of the hosts means "forget every host".
+pub const CHANNEL: &str = "tenant_schemas_registry";
+
+/// NOTIFY payloads are limited to 8,000 bytes.
+const MAX_PAYLOAD: usize = 7_900;
+
+async fn notify(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &SchemaName,
+    hosts: &[&str],
+) -> Result<(), tokio_postgres::Error> {
+    let mut payload = schema.as_str().to_owned();
+    for host in hosts {
+        if payload.len() + host.len() + 3 > MAX_PAYLOAD {
+            payload.push_str(" *");
+            break;
+        }
+        payload.push(' ');
+        payload.push_str(host);
+    }
+    tx.execute_typed(
+        "SELECT pg_notify($1, $2)",
+        &[(&CHANNEL, Type::TEXT), (&payload, Type::TEXT)],
+    )
+    .await
+    .map(drop)
 }
 
 /// Copies every table's rows and every sequence's position from `source` into `target`

@@ -44,12 +44,22 @@ pub struct Tenancy {
 }
 
 struct Inner {
+    listener: Option<tokio::task::JoinHandle<()>>,
+    listening: Arc<std::sync::atomic::AtomicBool>,
     hooks: Vec<EventHook>,
     router: SchemaRouter,
     resolver: CachedResolver<Box<dyn TenantResolver>>,
     /// Active tenants by schema name, for the path and header strategies.
     by_schema: Cache<SchemaName, Option<Tenant>>,
     registry: Registry,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -65,6 +75,7 @@ impl std::fmt::Debug for Inner {
 
 /// Builds a [`Tenancy`].
 pub struct TenancyBuilder {
+    listen: Option<tokio_postgres::Config>,
     hooks: Vec<EventHook>,
     shared: TenantMigrations,
     pool: Pool,
@@ -126,6 +137,17 @@ impl TenancyBuilder {
         self
     }
 
+    /// Keeps this process's host cache coherent with the others: a task holds one `LISTEN`
+    /// connection (made from `config`: a direct connection, not through PgBouncer in
+    /// transaction mode; no TLS) and forgets the hosts of every registry change announced on
+    /// [`CHANNEL`](crate::CHANNEL), whichever process made it. After a reconnect it forgets
+    /// everything, since changes may have gone unheard. [`Tenancy::is_listening`] tells
+    /// whether it is connected.
+    pub fn listen_for_changes(mut self, config: tokio_postgres::Config) -> Self {
+        self.listen = Some(config);
+        self
+    }
+
     /// The shared migrations, run in `public` by [`Tenancy::migrate`].
     pub fn shared_migrations(mut self, migrations: TenantMigrations) -> Self {
         self.shared = migrations;
@@ -180,11 +202,25 @@ impl TenancyBuilder {
             .max_capacity(self.cache.max_capacity)
             .time_to_live(self.cache.negative_ttl)
             .build();
+        let resolver = CachedResolver::with_config(resolver, self.cache);
+        let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let listener = self.listen.map(|config| {
+            tokio::spawn(crate::listener::listen(
+                config,
+                crate::listener::Caches {
+                    hosts: resolver.clone(),
+                    by_schema: by_schema.clone(),
+                    listening: listening.clone(),
+                },
+            ))
+        });
         Ok(Tenancy {
             inner: Arc::new(Inner {
+                listener,
+                listening,
                 hooks: self.hooks,
                 router,
-                resolver: CachedResolver::with_config(resolver, self.cache),
+                resolver,
                 by_schema,
                 registry,
             }),
@@ -218,6 +254,7 @@ impl Tenancy {
     /// Starts the set-up over `pool`.
     pub fn builder(pool: Pool) -> TenancyBuilder {
         TenancyBuilder {
+            listen: None,
             hooks: Vec::new(),
             shared: TenantMigrations::new(),
             pool,
@@ -267,6 +304,14 @@ impl Tenancy {
                 key: schema.to_string(),
                 source,
             })
+    }
+
+    /// Whether the registry listener (see [`TenancyBuilder::listen_for_changes`]) is
+    /// connected and listening.
+    pub fn is_listening(&self) -> bool {
+        self.inner
+            .listening
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The router handing out schema-bound connections.

@@ -13,9 +13,9 @@ use axum::routing::get;
 use axum::Router;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use tenant_schemas::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::TestCluster;
-use tenant_schemas::tokio_postgres::{Config, NoTls};
+use tenant_schemas::tokio_postgres::Config;
 use tenant_schemas::{Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
 use tenant_schemas_axum::{with_tenancy, DbRejection, TenantDb, TenantLayer};
 use tenant_schemas_benches::{micros, stats, Stats};
@@ -36,18 +36,7 @@ fn make_pool(config: &Config, options: Option<&str>) -> Pool {
     if let Some(o) = options {
         config.options(o);
     }
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(16)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .unwrap()
+    tenant_schemas::testing::pool(config, 16).unwrap()
 }
 
 async fn serve(app: Router) -> SocketAddr {

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tenant_schemas::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::TestCluster;
-use tenant_schemas::tokio_postgres::{Config, NoTls};
+use tenant_schemas::tokio_postgres::Config;
 use tenant_schemas::{
     NewTenant, SchemaName, SchemaRouter, SearchPathMode, Tenancy, TenantMigrations,
 };
@@ -64,18 +64,7 @@ fn make_pool(config: &Config, app: &str, options: Option<&str>) -> Pool {
     if let Some(o) = options {
         config.options(o);
     }
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(POOL)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .unwrap()
+    tenant_schemas::testing::pool(config, POOL).unwrap()
 }
 
 async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: i32) {

@@ -1,0 +1,107 @@
+//! Keeping the host caches of several processes coherent: every registry change is
+//! announced with `NOTIFY` in its transaction ([`CHANNEL`]); each process keeps one
+//! `LISTEN` connection and forgets what the change concerns.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use moka::future::Cache;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::cache::CachedResolver;
+use crate::host::Host;
+use crate::registry::CHANNEL;
+use crate::resolver::TenantResolver;
+use crate::schema::SchemaName;
+use crate::tenant::Tenant;
+
+/// The caches a notification invalidates.
+#[derive(Clone)]
+pub(crate) struct Caches {
+    pub(crate) hosts: CachedResolver<Box<dyn TenantResolver>>,
+    pub(crate) by_schema: Cache<SchemaName, Option<Tenant>>,
+    pub(crate) listening: Arc<AtomicBool>,
+}
+
+impl Caches {
+    fn forget_everything(&self) {
+        self.hosts.invalidate_all();
+        self.by_schema.invalidate_all();
+    }
+
+    async fn apply(&self, payload: &str) {
+        let mut parts = payload.split(' ');
+        let schema = parts.next().and_then(|s| SchemaName::from_registry(s).ok());
+        let Some(schema) = schema else {
+            // Not ours to understand: forget everything rather than keep something stale.
+            self.forget_everything();
+            return;
+        };
+        tracing::debug!(schema = %schema, "registry change announced");
+        self.by_schema.invalidate(&schema).await;
+        self.hosts.invalidate_tenant(&schema).await;
+        for host in parts {
+            if host == "*" {
+                self.forget_everything();
+                return;
+            }
+            if let Ok(host) = Host::parse(host) {
+                self.hosts.invalidate(&host).await;
+            }
+        }
+    }
+}
+
+/// Listens until the task is aborted, reconnecting with backoff (100 ms doubling to 5 s).
+pub(crate) async fn listen(config: tokio_postgres::Config, caches: Caches) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listen_once(&config, &caches).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => tracing::warn!(error = %e, "registry listener lost its connection"),
+        }
+        caches.listening.store(false, Ordering::Release);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    caches: &Caches,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
+    // The connection must be polled for the client to work, and it is where notifications
+    // arrive.
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if sender.send(n.payload().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    // Whatever changed while nobody listened was not announced to us: start over.
+    caches.forget_everything();
+    caches.listening.store(true, Ordering::Release);
+    tracing::debug!("registry listener connected");
+    while let Some(payload) = payloads.recv().await {
+        caches.apply(&payload).await;
+    }
+    drop(client);
+    match driver.await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}

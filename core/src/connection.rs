@@ -450,6 +450,15 @@ impl Drop for ConnectionScope {
                 tracing::debug!(schema = %self.schema, "closing a connection left inside a transaction");
                 drop(Object::take(conn));
             }
+            return;
+        }
+        // A connection known to be on this schema may go straight to a request waiting for
+        // it; otherwise (or if nobody waits for it) it returns to the pool.
+        if let (Some(handoff), true) = (&self.router.handoff, self.on_path.load(Ordering::Acquire))
+        {
+            if let Some(conn) = self.conn.take() {
+                drop(handoff.release(conn, &self.path));
+            }
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct SchemaRouter {
 pub(crate) struct RouterInner {
     pub(crate) pool: Pool,
     pub(crate) mode: SearchPathMode,
+    /// Schema-affine handoff of returning connections (session mode with tracking).
+    pub(crate) handoff: Option<crate::affinity::Handoff>,
     extra_schemas: Vec<SchemaName>,
     /// `None` when the pool's recycling may reset session state, so nothing is remembered.
     pub(crate) tracker: Option<PathTracker>,
@@ -90,6 +92,7 @@ pub(crate) struct Counters {
 pub struct SchemaRouterBuilder {
     pool: Pool,
     mode: SearchPathMode,
+    affinity: bool,
     extra_schemas: Vec<SchemaName>,
     track: Option<bool>,
 }
@@ -104,6 +107,14 @@ impl SchemaRouterBuilder {
     /// How the search path reaches the server (default: [`SearchPathMode::Session`]).
     pub fn mode(mut self, mode: SearchPathMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Whether a connection released on a schema goes straight to a request waiting for that
+    /// schema when the pool is exhausted (default: yes; session mode with search-path memory
+    /// only). Saves the switch for busy tenants; see BENCHMARKS.md.
+    pub fn schema_affinity(mut self, yes: bool) -> Self {
+        self.affinity = yes;
         self
     }
 
@@ -126,6 +137,7 @@ impl SchemaRouterBuilder {
         SchemaRouter {
             inner: Arc::new(RouterInner {
                 tracker: track.then(PathTracker::default),
+                handoff: (track && self.affinity).then(crate::affinity::Handoff::default),
                 mode: self.mode,
                 pool: self.pool,
                 extra_schemas: self.extra_schemas,
@@ -154,6 +166,7 @@ impl SchemaRouter {
         SchemaRouterBuilder {
             pool,
             mode: SearchPathMode::Session,
+            affinity: true,
             extra_schemas: Vec::new(),
             track: None,
         }
@@ -167,12 +180,16 @@ impl SchemaRouter {
 
     /// A connection bound to `schema`.
     pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
-        let conn = self.inner.pool.get().await.map_err(|source| Error::Pool {
+        let path = search_path(schema, &self.inner.extra_schemas);
+        let conn = match &self.inner.handoff {
+            Some(handoff) => handoff.checkout(&self.inner.pool, &path).await,
+            None => self.inner.pool.get().await,
+        }
+        .map_err(|source| Error::Pool {
             schema: schema.clone(),
             source,
         })?;
         self.inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        let path = search_path(schema, &self.inner.extra_schemas);
         let on_path = self
             .inner
             .tracker

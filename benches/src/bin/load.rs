@@ -38,11 +38,13 @@ enum Variant {
     Transaction,
     Naive,
     Qualified,
+    SessionNoAffinity,
 }
 
-const VARIANTS: [Variant; 5] = [
+const VARIANTS: [Variant; 6] = [
     Variant::Baseline,
     Variant::Session,
+    Variant::SessionNoAffinity,
     Variant::Transaction,
     Variant::Naive,
     Variant::Qualified,
@@ -53,6 +55,7 @@ struct Setup {
     qualified: Vec<String>,
     baseline: Pool,
     session: SchemaRouter,
+    no_affinity: SchemaRouter,
     transaction: SchemaRouter,
     plain: Pool,
     qualified_pool: Pool,
@@ -76,12 +79,13 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
                 c.query_one(&stmt, &[&id]).await.unwrap();
             }
         }
-        Variant::Session => {
-            let c = setup
-                .session
-                .connection_for(&setup.schemas[tenant])
-                .await
-                .unwrap();
+        Variant::Session | Variant::SessionNoAffinity => {
+            let router = if variant == Variant::Session {
+                &setup.session
+            } else {
+                &setup.no_affinity
+            };
+            let c = router.connection_for(&setup.schemas[tenant]).await.unwrap();
             for _ in 0..queries {
                 c.query_one(SQL, &[&id]).await.unwrap();
             }
@@ -284,6 +288,9 @@ async fn main() {
         schemas,
         baseline: make_pool(&config, "baseline", Some("-c search_path=base")),
         session: SchemaRouter::new(make_pool(&config, "session", None)),
+        no_affinity: SchemaRouter::builder(make_pool(&config, "session_no_affinity", None))
+            .schema_affinity(false)
+            .build(),
         transaction: SchemaRouter::builder(make_pool(&config, "transaction", None))
             .mode(SearchPathMode::Transaction)
             .build(),
@@ -295,6 +302,31 @@ async fn main() {
     println!("| T | pick | queries/checkout | variant | ops/s | p50 µs | p99 µs | ratio |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut configs = vec![];
+    if args.iter().any(|a| a == "--affinity") {
+        // Schema-affine checkout on and off, alternating, where it should matter most.
+        let zipf = Picker::zipf(1000, 1.1);
+        for _ in 0..3 {
+            for v in [Variant::SessionNoAffinity, Variant::Session] {
+                let router = if v == Variant::Session {
+                    &setup.session
+                } else {
+                    &setup.no_affinity
+                };
+                let before = router.stats();
+                let s = run(&setup, v, &zipf, 1, tasks, secs).await;
+                let after = router.stats();
+                println!(
+                    "| {v:?} | {:.0} | {} | {} | {:.2} |",
+                    s.per_sec,
+                    micros(s.p50),
+                    micros(s.p99),
+                    (after.switches - before.switches) as f64
+                        / (after.checkouts - before.checkouts) as f64
+                );
+            }
+        }
+        return;
+    }
     if single_only {
         let one = Picker::Uniform(1);
         for v in [

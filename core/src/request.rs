@@ -37,7 +37,7 @@ use crate::tenant::Tenant;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Strategy {
-    /// The request's host, through the tenancy's cached [`TenantResolver`](crate::TenantResolver).
+    /// The request's host, through the tenancy's cached [`TenantResolver`].
     Host,
     /// A path prefix `<prefix><schema>/…`, e.g. `/t/acme/notes`; the prefix and the schema
     /// are stripped before routing (`/notes`). The tenant must be active in the registry.

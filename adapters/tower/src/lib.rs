@@ -2,7 +2,7 @@
 //!
 //! [`TenantLayer`] resolves the tenant of each request through the core's
 //! [`RequestResolver`] (cached), then calls the inner service inside
-//! [`scope::run`](tenant_schemas::scope::run) and a `tenant_request` tracing span. The
+//! [`scope::run`] and a `tenant_request` tracing span. The
 //! response body is wrapped so that a body streamed after the handler returned still sees
 //! the tenant. Malformed hosts get 400, unknown tenants 404, an unreachable database 503,
 //! each with a short plain-text body.

@@ -1,5 +1,7 @@
 //! Finding (and repairing what is safe of) damage between the registry and the schemas.
 
+use std::collections::{HashMap, HashSet};
+
 use tokio_postgres::types::Type;
 
 use crate::error::{Error, Result};
@@ -7,6 +9,7 @@ use crate::migrate::HISTORY_TABLE;
 use crate::migrator::RunOptions;
 use crate::registry::Registry;
 use crate::schema::{printable, SchemaName};
+use crate::tenant::DEFAULT_SHARD;
 
 /// Something [`Registry::doctor`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,34 +85,59 @@ impl Registry {
     pub async fn doctor(&self, fix: bool) -> Result<DoctorReport> {
         let public = SchemaName::public();
         let db = |e| Error::db("checking the registry", &public, e);
-        let conn = self.conn().await?;
         let mut report = DoctorReport::default();
-        let orphans = conn
+        let tenants = self
+            .conn()
+            .await?
             .query_typed(
-                "SELECT n.nspname::text FROM pg_namespace n
-                 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $1 AND c.relkind = 'r'
-                 WHERE n.nspname <> 'public'
-                   AND NOT EXISTS (SELECT 1 FROM public.tenant_schemas_tenants t WHERE t.schema_name = n.nspname)
-                 ORDER BY 1",
-                &[(&HISTORY_TABLE, Type::TEXT)],
-            )
-            .await
-            .map_err(db)?;
-        for row in orphans {
-            report
-                .findings
-                .push(Finding::OrphanSchema { name: row.get(0) });
-        }
-        let latest = self.migrations.latest();
-        let tenants = conn
-            .query_typed(
-                "SELECT t.schema_name, t.version,
-                        EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = t.schema_name)
-                 FROM public.tenant_schemas_tenants t ORDER BY t.schema_name",
+                "SELECT schema_name, version, shard FROM public.tenant_schemas_tenants ORDER BY schema_name",
                 &[],
             )
             .await
             .map_err(db)?;
+        // What each database holds: every schema, and those with a migration history.
+        let mut present: HashMap<String, (HashSet<String>, Vec<String>)> = HashMap::new();
+        let shards = std::iter::once(DEFAULT_SHARD).chain(self.shards.keys().map(String::as_str));
+        for shard in shards {
+            let conn = self
+                .shard_pool(shard)?
+                .get()
+                .await
+                .map_err(|source| Error::Pool {
+                    schema: public.clone(),
+                    source,
+                })?;
+            let rows = conn
+                .query_typed(
+                    "SELECT n.nspname::text, EXISTS (SELECT 1 FROM pg_class c
+                         WHERE c.relnamespace = n.oid AND c.relname = $1 AND c.relkind = 'r')
+                     FROM pg_namespace n ORDER BY 1",
+                    &[(&HISTORY_TABLE, Type::TEXT)],
+                )
+                .await
+                .map_err(db)?;
+            let all = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+            let with_history = rows
+                .iter()
+                .filter(|r| r.get::<_, bool>(1))
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            present.insert(shard.to_owned(), (all, with_history));
+        }
+        let registered: HashSet<(String, String)> = tenants
+            .iter()
+            .map(|r| (r.get::<_, String>(2), r.get::<_, String>(0)))
+            .collect();
+        for (shard, (_, with_history)) in &present {
+            for name in with_history {
+                if name != "public" && !registered.contains(&(shard.clone(), name.clone())) {
+                    report
+                        .findings
+                        .push(Finding::OrphanSchema { name: name.clone() });
+                }
+            }
+        }
+        let latest = self.migrations.latest();
         for row in tenants {
             let name: &str = row.get(0);
             let schema = match SchemaName::from_registry(name) {
@@ -123,7 +151,11 @@ impl Registry {
                 }
             };
             let version: i32 = row.get(1);
-            if !row.get::<_, bool>(2) {
+            let shard: &str = row.get(2);
+            let exists = present
+                .get(shard)
+                .is_some_and(|(all, _)| all.contains(name));
+            if !exists {
                 report.findings.push(Finding::MissingSchema { schema });
                 continue;
             }
@@ -144,7 +176,6 @@ impl Registry {
                 });
             }
         }
-        drop(conn);
         if fix {
             let behind: Vec<SchemaName> = report
                 .findings

@@ -123,6 +123,13 @@ pub enum Error {
         version: i32,
     },
 
+    /// No database (shard) of that name is configured.
+    #[error("no database named `{shard}` is configured")]
+    UnknownShard {
+        /// The shard's name.
+        shard: String,
+    },
+
     /// A tenant can only be cloned at the latest migration version.
     #[error("tenant `{schema}` is at version {version}, not the latest ({latest}): migrate it before cloning")]
     CloneVersion {

@@ -34,7 +34,7 @@ pub use resolver::{RegistryResolver, StaticResolver, SubdomainResolver, TenantRe
 pub use router::{RouterStats, SchemaRouter, SchemaRouterBuilder, SearchPathMode};
 pub use schema::{SchemaName, SchemaNameError, MAX_SCHEMA_NAME_LEN};
 pub use tenancy::{Tenancy, TenancyBuilder, TenantEvent};
-pub use tenant::{Tenant, TenantId, TenantRecord, TenantStatus};
+pub use tenant::{Tenant, TenantId, TenantRecord, TenantStatus, DEFAULT_SHARD};
 
 /// Re-exported so implementing [`TenantResolver`] needs no extra dependency.
 pub use async_trait::async_trait;

@@ -10,6 +10,7 @@ use tokio_postgres::types::Type;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::schema::SchemaName;
+use crate::tenant::DEFAULT_SHARD;
 
 /// Serializes migrators across processes: a second one waits for the first.
 const MIGRATE_LOCK: i64 = 0x7465_6e61_6e74_6d67;
@@ -59,6 +60,8 @@ pub enum Outcome {
 pub struct SchemaReport {
     /// The schema.
     pub schema: SchemaName,
+    /// The database (shard) it lives on.
+    pub shard: String,
     /// What happened.
     pub outcome: Outcome,
 }
@@ -121,11 +124,17 @@ impl Registry {
 
         let mut report = MigrationReport::default();
         if !options.skip_public && !self.shared.is_empty() {
-            let outcome = self.migrate_one(&public, 0, &self.shared).await;
-            report.schemas.push(SchemaReport {
-                schema: public.clone(),
-                outcome,
-            });
+            // Every database's `public` gets the shared migrations.
+            let shards =
+                std::iter::once(DEFAULT_SHARD).chain(self.shards.keys().map(String::as_str));
+            for shard in shards {
+                let outcome = self.migrate_one(&public, shard, 0, &self.shared).await;
+                report.schemas.push(SchemaReport {
+                    schema: public.clone(),
+                    shard: shard.to_owned(),
+                    outcome,
+                });
+            }
         }
 
         let latest = self.migrations.latest();
@@ -133,7 +142,7 @@ impl Registry {
         let conn = self.conn().await?;
         let rows = conn
             .query_typed(
-                "SELECT schema_name, version, version < $1 AS behind
+                "SELECT schema_name, version, version < $1 AS behind, shard
                  FROM public.tenant_schemas_tenants
                  WHERE schema_name <> 'public' AND (cardinality($2::text[]) = 0 OR schema_name = ANY($2))
                  ORDER BY schema_name",
@@ -146,17 +155,26 @@ impl Registry {
         let mut sample = None;
         for row in &rows {
             let schema = SchemaName::from_registry(row.get(0))?;
+            let shard: String = row.get(3);
             if row.get::<_, bool>(2) {
-                behind.push((schema, row.get::<_, i32>(1)));
+                behind.push((schema, shard, row.get::<_, i32>(1)));
             } else {
                 report.up_to_date += 1;
-                sample.get_or_insert(schema);
+                sample.get_or_insert((schema, shard));
             }
         }
         // Tenants that are up to date are not opened; one of them stands for all, so that
         // an applied migration edited since is noticed even when nothing is pending.
-        if let Some(schema) = sample {
-            self.migrations.verify(&lock_conn, &schema).await?;
+        if let Some((schema, shard)) = sample {
+            let conn = self
+                .shard_pool(&shard)?
+                .get()
+                .await
+                .map_err(|source| Error::Pool {
+                    schema: schema.clone(),
+                    source,
+                })?;
+            self.migrations.verify(&conn, &schema).await?;
         }
         let total = behind.len();
         let parallel = if options.parallel > 0 {
@@ -166,9 +184,15 @@ impl Registry {
         };
         let mut done = 0;
         let mut results = stream::iter(behind)
-            .map(|(schema, version)| async move {
-                let outcome = self.migrate_one(&schema, version, &self.migrations).await;
-                SchemaReport { schema, outcome }
+            .map(|(schema, shard, version)| async move {
+                let outcome = self
+                    .migrate_one(&schema, &shard, version, &self.migrations)
+                    .await;
+                SchemaReport {
+                    schema,
+                    shard,
+                    outcome,
+                }
             })
             .buffer_unordered(parallel);
         while let Some(result) = results.next().await {
@@ -198,27 +222,45 @@ impl Registry {
     async fn migrate_one(
         &self,
         schema: &SchemaName,
+        shard: &str,
         version: i32,
         migrations: &crate::TenantMigrations,
     ) -> Outcome {
+        const RECORD: &str =
+            "UPDATE public.tenant_schemas_tenants SET version = $2 WHERE schema_name = $1";
+        let here = shard == DEFAULT_SHARD;
         let attempt = async {
-            let mut conn = self.conn().await?;
+            let mut conn = self
+                .shard_pool(shard)?
+                .get()
+                .await
+                .map_err(|source| Error::Pool {
+                    schema: schema.clone(),
+                    source,
+                })?;
             let tx = conn
                 .transaction()
                 .await
                 .map_err(|e| Error::db("migrating", schema, e))?;
             let (from, to) = migrations.apply(&tx, schema).await?;
-            if !schema.is_public() {
-                tx.execute_typed(
-                    "UPDATE public.tenant_schemas_tenants SET version = $2 WHERE schema_name = $1",
-                    &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)],
-                )
-                .await
-                .map_err(|e| Error::db("recording the version", schema, e))?;
+            if here && !schema.is_public() {
+                tx.execute_typed(RECORD, &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)])
+                    .await
+                    .map_err(|e| Error::db("recording the version", schema, e))?;
             }
             tx.commit()
                 .await
                 .map_err(|e| Error::db("migrating", schema, e))?;
+            if !here && !schema.is_public() {
+                // The registry is on the default database: recorded after the schema's
+                // transaction committed (a crash in between leaves the registry behind, which
+                // the next run or `doctor --fix` brings level: applied migrations are skipped).
+                self.conn()
+                    .await?
+                    .execute_typed(RECORD, &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)])
+                    .await
+                    .map_err(|e| Error::db("recording the version", schema, e))?;
+            }
             Ok::<_, Error>((from, to))
         };
         match attempt.await {

@@ -5,6 +5,7 @@
 //! each domain to its tenant, with at most one primary domain per tenant. [`Registry::install`]
 //! creates both (idempotent, safe to run from several processes at once).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use deadpool_postgres::{Object, Pool};
@@ -16,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::TenantMigrations;
 use crate::schema::SchemaName;
-use crate::tenant::{TenantRecord, TenantStatus};
+use crate::tenant::{TenantRecord, TenantStatus, DEFAULT_SHARD};
 
 /// Serializes [`Registry::install`] across processes (an arbitrary constant: "tenantsc").
 const INSTALL_LOCK: i64 = 0x7465_6e61_6e74_7363;
@@ -35,6 +36,8 @@ CREATE TABLE IF NOT EXISTS public.tenant_schemas_domains (
     tenant_id  bigint NOT NULL REFERENCES public.tenant_schemas_tenants (id) ON DELETE CASCADE,
     is_primary boolean NOT NULL DEFAULT false
 );
+ALTER TABLE public.tenant_schemas_tenants
+    ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAULT 'default';
 CREATE INDEX IF NOT EXISTS tenant_schemas_domains_tenant_idx
     ON public.tenant_schemas_domains (tenant_id);
 CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
@@ -42,7 +45,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
 ";
 
 const SELECT_TENANTS: &str = "
-SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version,
+SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
        coalesce(array_agg(d.domain ORDER BY d.is_primary DESC, d.domain)
                 FILTER (WHERE d.domain IS NOT NULL), '{}') AS domains
 FROM public.tenant_schemas_tenants t
@@ -62,6 +65,7 @@ pub struct NewTenant {
     schema: SchemaName,
     name: Option<String>,
     domains: Vec<Host>,
+    shard: Option<String>,
 }
 
 impl NewTenant {
@@ -71,6 +75,7 @@ impl NewTenant {
             schema,
             name: None,
             domains: Vec::new(),
+            shard: None,
         }
     }
 
@@ -83,6 +88,12 @@ impl NewTenant {
     /// Adds a domain; the first one added is the primary domain.
     pub fn domain(mut self, domain: Host) -> Self {
         self.domains.push(domain);
+        self
+    }
+
+    /// Puts the tenant on this database (shard) instead of the one with the fewest tenants.
+    pub fn shard(mut self, shard: impl Into<String>) -> Self {
+        self.shard = Some(shard.into());
         self
     }
 
@@ -109,6 +120,8 @@ pub enum DropSchema {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub(crate) pool: Pool,
+    /// Other databases (shards), by name; the default one is `pool`.
+    pub(crate) shards: Arc<std::collections::BTreeMap<String, Pool>>,
     pub(crate) migrations: TenantMigrations,
     pub(crate) shared: TenantMigrations,
 }
@@ -118,6 +131,7 @@ impl Registry {
     pub fn new(pool: Pool) -> Self {
         Registry {
             pool,
+            shards: Arc::default(),
             migrations: TenantMigrations::new(),
             shared: TenantMigrations::new(),
         }
@@ -183,42 +197,106 @@ impl Registry {
     async fn create_tenant_with(
         &self,
         new: NewTenant,
-        copy_from: Option<&SchemaName>,
+        copy_from: Option<&TenantRecord>,
     ) -> Result<TenantRecord> {
         let schema = new.schema.clone();
         let db = |e| Error::db("creating a tenant", &schema, e);
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await.map_err(db)?;
-        if !schema.is_public() {
-            tx.batch_execute(&format!("CREATE SCHEMA {}", schema.quoted()))
-                .await
-                .map_err(|e| conflict(e, &schema, &new.domains))?;
-        }
-        let version = if schema.is_public() {
-            0
-        } else {
-            self.migrations.apply(&tx, &schema).await?.1
+        let shard = match (copy_from, &new.shard) {
+            _ if schema.is_public() => DEFAULT_SHARD.to_owned(),
+            (Some(source), _) => source.shard.clone(),
+            (None, Some(shard)) => shard.clone(),
+            (None, None) => self.place().await?,
         };
-        if let Some(source) = copy_from {
-            copy_rows(&tx, source, &schema).await?;
+        let shard_pool = self.shard_pool(&shard)?;
+        let source = copy_from.map(|r| &r.schema);
+        if shard == DEFAULT_SHARD {
+            // Schema, migrations and registry rows in one transaction.
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await.map_err(db)?;
+            let version = self.build_schema(&tx, &new, source).await?;
+            let (id, created_at) = self.register(&tx, &new, version, &shard).await?;
+            tx.commit().await.map_err(db)?;
+            return Ok(self.created(new, id, created_at, version, shard));
         }
-        let hosts: Vec<&str> = new.domains.iter().map(Host::as_str).collect();
-        notify(&tx, &schema, &hosts).await.map_err(db)?;
-        let name = new.name.unwrap_or_else(|| schema.to_string());
+        // Another database: the schema is committed there first, then the registry rows here,
+        // so the tenant is resolvable only once its schema is complete; if registering fails,
+        // the schema is dropped again (a crash in between leaves a schema without a row, which
+        // `doctor` reports).
+        let mut shard_conn = shard_pool.get().await.map_err(|source| Error::Pool {
+            schema: schema.clone(),
+            source,
+        })?;
+        let stx = shard_conn.transaction().await.map_err(db)?;
+        let version = self.build_schema(&stx, &new, source).await?;
+        stx.commit().await.map_err(db)?;
+        let registered = async {
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await.map_err(db)?;
+            let row = self.register(&tx, &new, version, &shard).await?;
+            tx.commit().await.map_err(db)?;
+            Ok::<_, Error>(row)
+        }
+        .await;
+        match registered {
+            Ok((id, created_at)) => Ok(self.created(new, id, created_at, version, shard)),
+            Err(e) => {
+                let _ = shard_conn
+                    .batch_execute(&format!(
+                        "DROP SCHEMA IF EXISTS {} CASCADE",
+                        schema.quoted()
+                    ))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// CREATE SCHEMA, the tenant migrations and (for a clone) the rows of `source`, in `tx`.
+    async fn build_schema(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        new: &NewTenant,
+        source: Option<&SchemaName>,
+    ) -> Result<i32> {
+        let schema = &new.schema;
+        if schema.is_public() {
+            return Ok(0);
+        }
+        tx.batch_execute(&format!("CREATE SCHEMA {}", schema.quoted()))
+            .await
+            .map_err(|e| conflict(e, schema, &new.domains))?;
+        let version = self.migrations.apply(tx, schema).await?.1;
+        if let Some(source) = source {
+            copy_rows(tx, source, schema).await?;
+        }
+        Ok(version)
+    }
+
+    /// The registry rows of a new tenant, and the announcement, in `tx` (on the registry's
+    /// database).
+    async fn register(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        new: &NewTenant,
+        version: i32,
+        shard: &str,
+    ) -> Result<(i64, SystemTime)> {
+        let schema = &new.schema;
+        let name = new.name.clone().unwrap_or_else(|| schema.to_string());
         let row = tx
             .query_typed_one(
-                "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version)
-                 VALUES ($1, $2, $3) RETURNING id, created_at",
+                "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version, shard)
+                 VALUES ($1, $2, $3, $4) RETURNING id, created_at",
                 &[
                     (&schema.as_str(), Type::TEXT),
                     (&name, Type::TEXT),
                     (&version, Type::INT4),
+                    (&shard, Type::TEXT),
                 ],
             )
             .await
-            .map_err(|e| conflict(e, &schema, &new.domains))?;
+            .map_err(|e| conflict(e, schema, &new.domains))?;
         let id: i64 = row.get(0);
-        let created_at: SystemTime = row.get(1);
         for (i, domain) in new.domains.iter().enumerate() {
             tx.execute_typed(
                 "INSERT INTO public.tenant_schemas_domains (domain, tenant_id, is_primary)
@@ -230,19 +308,75 @@ impl Registry {
                 ],
             )
             .await
-            .map_err(|e| conflict(e, &schema, std::slice::from_ref(domain)))?;
+            .map_err(|e| conflict(e, schema, std::slice::from_ref(domain)))?;
         }
-        tx.commit().await.map_err(db)?;
-        tracing::info!(schema = %schema, tenant_id = id, "tenant created");
-        Ok(TenantRecord {
+        let hosts: Vec<&str> = new.domains.iter().map(Host::as_str).collect();
+        notify(tx, schema, &hosts)
+            .await
+            .map_err(|e| Error::db("creating a tenant", schema, e))?;
+        Ok((id, row.get(1)))
+    }
+
+    fn created(
+        &self,
+        new: NewTenant,
+        id: i64,
+        created_at: SystemTime,
+        version: i32,
+        shard: String,
+    ) -> TenantRecord {
+        tracing::info!(schema = %new.schema, tenant_id = id, shard = %shard, "tenant created");
+        TenantRecord {
             id,
-            schema,
-            name,
+            name: new.name.unwrap_or_else(|| new.schema.to_string()),
+            schema: new.schema,
             created_at,
             status: TenantStatus::Active,
             version,
             domains: new.domains.iter().map(|d| d.as_str().to_owned()).collect(),
+            shard,
+        }
+    }
+
+    /// The database a new tenant goes to: the one with the fewest tenants.
+    async fn place(&self) -> Result<String> {
+        if self.shards.is_empty() {
+            return Ok(DEFAULT_SHARD.to_owned());
+        }
+        let conn = self.conn().await?;
+        let rows = conn
+            .query_typed(
+                "SELECT shard, count(*) FROM public.tenant_schemas_tenants GROUP BY shard",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::db("placing a tenant", &SchemaName::public(), e))?;
+        let count = |shard: &str| {
+            rows.iter()
+                .find(|r| r.get::<_, &str>(0) == shard)
+                .map_or(0, |r| r.get::<_, i64>(1))
+        };
+        let names = std::iter::once(DEFAULT_SHARD).chain(self.shards.keys().map(String::as_str));
+        Ok(names
+            .min_by_key(|name| count(name))
+            .unwrap_or(DEFAULT_SHARD)
+            .to_owned())
+    }
+
+    /// The pool of a database (shard) by name.
+    pub fn shard_pool(&self, shard: &str) -> Result<&Pool> {
+        if shard == DEFAULT_SHARD {
+            return Ok(&self.pool);
+        }
+        self.shards.get(shard).ok_or_else(|| Error::UnknownShard {
+            shard: shard.to_owned(),
         })
+    }
+
+    /// Adds another database (shard) that new tenants can be placed on.
+    pub fn with_shard(mut self, name: impl Into<String>, pool: Pool) -> Self {
+        Arc::make_mut(&mut self.shards).insert(name.into(), pool);
+        self
     }
 
     /// Creates `new` like [`create_tenant`](Self::create_tenant) and, in the same
@@ -261,7 +395,7 @@ impl Registry {
                 latest,
             });
         }
-        self.create_tenant_with(new, Some(source)).await
+        self.create_tenant_with(new, Some(&from)).await
     }
 
     /// Registers the public tenant (schema `public`) with `main_domain` as its primary domain,
@@ -491,17 +625,28 @@ impl Registry {
                 schema: schema.clone(),
             });
         }
-        if drop == DropSchema::Yes && !schema.is_public() {
-            tx.batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                schema.quoted()
-            ))
-            .await
-            .map_err(db)?;
+        let drop_sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted());
+        let drop_schema = drop == DropSchema::Yes && !schema.is_public();
+        let here = record.shard == DEFAULT_SHARD;
+        if drop_schema && here {
+            tx.batch_execute(&drop_sql).await.map_err(db)?;
         }
         let hosts: Vec<&str> = record.domains.iter().map(String::as_str).collect();
         notify(&tx, schema, &hosts).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
+        if drop_schema && !here {
+            // On another database: unregistered first (nothing resolves to it any more),
+            // then dropped there.
+            let shard_conn = self
+                .shard_pool(&record.shard)?
+                .get()
+                .await
+                .map_err(|source| Error::Pool {
+                    schema: schema.clone(),
+                    source,
+                })?;
+            shard_conn.batch_execute(&drop_sql).await.map_err(db)?;
+        }
         tracing::info!(schema = %schema, dropped = drop == DropSchema::Yes, "tenant deleted");
         Ok(record)
     }
@@ -609,6 +754,7 @@ fn record(row: &Row) -> Result<TenantRecord> {
         status: TenantStatus::from_db(row.get("status")),
         version: row.get("version"),
         domains: row.get("domains"),
+        shard: row.get("shard"),
     })
 }
 

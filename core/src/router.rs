@@ -40,6 +40,8 @@ use crate::scope;
 #[derive(Clone, Debug)]
 pub struct SchemaRouter {
     pub(crate) inner: Arc<RouterInner>,
+    /// Other databases (shards) by name, each with its own pool and path memory.
+    shards: Arc<std::collections::BTreeMap<String, Arc<RouterInner>>>,
 }
 
 #[derive(Debug)]
@@ -95,9 +97,17 @@ pub struct SchemaRouterBuilder {
     affinity: bool,
     extra_schemas: Vec<SchemaName>,
     track: Option<bool>,
+    shards: Vec<(String, Pool)>,
 }
 
 impl SchemaRouterBuilder {
+    /// Another database (shard): tenants whose [`Tenant::shard`](crate::Tenant::shard) names
+    /// it get their connections from `pool`.
+    pub fn shard(mut self, name: impl Into<String>, pool: Pool) -> Self {
+        self.shards.push((name.into(), pool));
+        self
+    }
+
     /// Shared schemas put on the search path after `public`, e.g. one holding extensions.
     pub fn extra_schemas(mut self, schemas: impl IntoIterator<Item = SchemaName>) -> Self {
         self.extra_schemas = schemas.into_iter().collect();
@@ -130,19 +140,28 @@ impl SchemaRouterBuilder {
 
     /// Finishes the router.
     pub fn build(self) -> SchemaRouter {
-        let track = self.mode == SearchPathMode::Session
-            && self
-                .track
-                .unwrap_or_else(|| recycling_keeps_session_state(&self.pool));
-        SchemaRouter {
-            inner: Arc::new(RouterInner {
+        let inner = |pool: Pool| {
+            let track = self.mode == SearchPathMode::Session
+                && self
+                    .track
+                    .unwrap_or_else(|| recycling_keeps_session_state(&pool));
+            Arc::new(RouterInner {
                 tracker: track.then(PathTracker::default),
                 handoff: (track && self.affinity).then(crate::affinity::Handoff::default),
                 mode: self.mode,
-                pool: self.pool,
-                extra_schemas: self.extra_schemas,
+                pool,
+                extra_schemas: self.extra_schemas.clone(),
                 stats: Counters::default(),
-            }),
+            })
+        };
+        let shards = self
+            .shards
+            .iter()
+            .map(|(name, pool)| (name.clone(), inner(pool.clone())))
+            .collect();
+        SchemaRouter {
+            inner: inner(self.pool.clone()),
+            shards: Arc::new(shards),
         }
     }
 }
@@ -169,39 +188,30 @@ impl SchemaRouter {
             affinity: true,
             extra_schemas: Vec::new(),
             track: None,
+            shards: Vec::new(),
         }
     }
 
     /// A connection for the tenant in scope; [`Error::NoTenantInScope`] outside any scope.
     pub async fn connection(&self) -> Result<ConnectionScope> {
-        let schema = scope::require_schema()?;
-        self.connection_for(&schema).await
+        let tenant = scope::require_tenant()?;
+        self.connection_for_tenant(&tenant).await
     }
 
-    /// A connection bound to `schema`.
+    /// A connection bound to `tenant`'s schema, on the database (shard) it lives on.
+    pub async fn connection_for_tenant(&self, tenant: &crate::Tenant) -> Result<ConnectionScope> {
+        let inner = match tenant.shard() {
+            None => &self.inner,
+            Some(shard) => self.shards.get(shard).ok_or_else(|| Error::UnknownShard {
+                shard: shard.to_owned(),
+            })?,
+        };
+        checkout(inner, tenant.schema()).await
+    }
+
+    /// A connection bound to `schema` on the default database.
     pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
-        let path = search_path(schema, &self.inner.extra_schemas);
-        let conn = match &self.inner.handoff {
-            Some(handoff) => handoff.checkout(&self.inner.pool, &path).await,
-            None => self.inner.pool.get().await,
-        }
-        .map_err(|source| Error::Pool {
-            schema: schema.clone(),
-            source,
-        })?;
-        self.inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        let on_path = self
-            .inner
-            .tracker
-            .as_ref()
-            .is_some_and(|t| t.is_on(&conn.statement_cache, &path));
-        Ok(ConnectionScope::new(
-            conn,
-            schema.clone(),
-            path,
-            on_path,
-            self.inner.clone(),
-        ))
+        checkout(&self.inner, schema).await
     }
 
     /// A connection bound to the shared `public` schema.
@@ -225,13 +235,38 @@ impl SchemaRouter {
         self.inner.tracker.is_some()
     }
 
-    /// What the router has done so far.
+    /// What the router has done so far on the default database.
     pub fn stats(&self) -> RouterStats {
         RouterStats {
             checkouts: self.inner.stats.checkouts.load(Ordering::Relaxed),
             switches: self.inner.stats.switches.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A connection from `inner`'s pool, bound to `schema`.
+async fn checkout(inner: &Arc<RouterInner>, schema: &SchemaName) -> Result<ConnectionScope> {
+    let path = search_path(schema, &inner.extra_schemas);
+    let conn = match &inner.handoff {
+        Some(handoff) => handoff.checkout(&inner.pool, &path).await,
+        None => inner.pool.get().await,
+    }
+    .map_err(|source| Error::Pool {
+        schema: schema.clone(),
+        source,
+    })?;
+    inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+    let on_path = inner
+        .tracker
+        .as_ref()
+        .is_some_and(|t| t.is_on(&conn.statement_cache, &path));
+    Ok(ConnectionScope::new(
+        conn,
+        schema.clone(),
+        path,
+        on_path,
+        inner.clone(),
+    ))
 }
 
 /// The search path each pooled connection was last successfully switched to.

@@ -75,6 +75,7 @@ impl std::fmt::Debug for Inner {
 
 /// Builds a [`Tenancy`].
 pub struct TenancyBuilder {
+    shards: Vec<(String, Pool)>,
     listen: Option<tokio_postgres::Config>,
     hooks: Vec<EventHook>,
     shared: TenantMigrations,
@@ -137,6 +138,15 @@ impl TenancyBuilder {
         self
     }
 
+    /// Another PostgreSQL database (shard) for tenants. The registry stays on the main pool's
+    /// database; new tenants go to the database with the fewest tenants (or the one
+    /// [`NewTenant::shard`] names), and every tenant's connections come from its own
+    /// database's pool. Migrations, `for_each_tenant` and `doctor` cover every database.
+    pub fn shard(mut self, name: impl Into<String>, pool: Pool) -> Self {
+        self.shards.push((name.into(), pool));
+        self
+    }
+
     /// Keeps this process's host cache coherent with the others: a task holds one `LISTEN`
     /// connection (made from `config`: a direct connection, not through PgBouncer in
     /// transaction mode; no TLS) and forgets the hosts of every registry change announced on
@@ -185,16 +195,24 @@ impl TenancyBuilder {
 
     /// Finishes the set-up.
     pub async fn build(self) -> Result<Tenancy> {
-        let registry = Registry::new(self.pool.clone())
+        let mut registry = Registry::new(self.pool.clone())
             .with_migrations(self.migrations)
             .with_shared_migrations(self.shared);
+        for (name, pool) in &self.shards {
+            registry = registry.with_shard(name.clone(), pool.clone());
+        }
         if self.install {
             registry.install().await?;
         }
         let resolver = self
             .resolver
             .unwrap_or_else(|| Box::new(RegistryResolver::new(self.pool.clone())));
-        let router = SchemaRouter::builder(self.pool)
+        let router = self
+            .shards
+            .into_iter()
+            .fold(SchemaRouter::builder(self.pool), |b, (name, pool)| {
+                b.shard(name, pool)
+            })
             .extra_schemas(self.extra_schemas)
             .mode(self.mode)
             .build();
@@ -254,6 +272,7 @@ impl Tenancy {
     /// Starts the set-up over `pool`.
     pub fn builder(pool: Pool) -> TenancyBuilder {
         TenancyBuilder {
+            shards: Vec::new(),
             listen: None,
             hooks: Vec::new(),
             shared: TenantMigrations::new(),

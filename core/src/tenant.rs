@@ -6,6 +6,9 @@ use std::time::SystemTime;
 
 use crate::schema::SchemaName;
 
+/// The name the registry gives the default database (the one holding the registry).
+pub const DEFAULT_SHARD: &str = "default";
+
 /// The registry's id of a tenant.
 pub type TenantId = i64;
 
@@ -26,6 +29,7 @@ pub struct Tenant {
     schema: SchemaName,
     name: Arc<str>,
     id: Option<TenantId>,
+    shard: Option<Arc<str>>,
 }
 
 impl Tenant {
@@ -35,6 +39,7 @@ impl Tenant {
             name: Arc::from(schema.as_str()),
             schema,
             id: None,
+            shard: None,
         }
     }
 
@@ -53,6 +58,17 @@ impl Tenant {
     pub fn with_id(mut self, id: TenantId) -> Self {
         self.id = Some(id);
         self
+    }
+
+    /// Sets the database (shard) the tenant lives on; `None` is the default database.
+    pub fn with_shard(mut self, shard: Option<&str>) -> Self {
+        self.shard = shard.filter(|s| *s != DEFAULT_SHARD).map(Arc::from);
+        self
+    }
+
+    /// The database (shard) the tenant lives on; `None` for the default one.
+    pub fn shard(&self) -> Option<&str> {
+        self.shard.as_deref()
     }
 
     /// The schema the tenant's data lives in.
@@ -82,6 +98,7 @@ impl fmt::Debug for Tenant {
             .field("schema", &self.schema.as_str())
             .field("name", &&*self.name)
             .field("id", &self.id)
+            .field("shard", &self.shard.as_deref())
             .finish()
     }
 }
@@ -136,6 +153,8 @@ pub struct TenantRecord {
     pub version: i32,
     /// Its domains; the primary one first.
     pub domains: Vec<String>,
+    /// The database (shard) its schema lives on ([`DEFAULT_SHARD`] for the registry's own).
+    pub shard: String,
 }
 
 impl TenantRecord {
@@ -144,6 +163,7 @@ impl TenantRecord {
         Tenant::new(self.schema.clone())
             .with_name(self.name.as_str())
             .with_id(self.id)
+            .with_shard(Some(&self.shard))
     }
 
     /// The primary domain, if the tenant has any domain.

@@ -627,7 +627,7 @@ impl TempTenant {
     pub async fn connection(&self) -> crate::Result<ConnectionScope> {
         self.tenancy
             .router()
-            .connection_for(&self.record.schema)
+            .connection_for_tenant(&self.record.tenant())
             .await
     }
 

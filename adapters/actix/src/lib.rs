@@ -274,7 +274,7 @@ impl FromRequest for TenantDb {
                 return Err(missing_middleware());
             };
             Ok(TenantDb(
-                tenancy.router().connection_for(tenant.schema()).await?,
+                tenancy.router().connection_for_tenant(&tenant).await?,
             ))
         })
     }

@@ -170,7 +170,7 @@ pub async fn tenant_connection(
     let tenancy = extensions
         .get::<Tenancy>()
         .ok_or(tenant_schemas::Error::NoTenantInScope)?;
-    tenancy.router().connection_for(tenant.schema()).await
+    tenancy.router().connection_for_tenant(tenant).await
 }
 
 /// A connection bound to `public`, through the tenancy the layer put in the extensions.

@@ -121,7 +121,7 @@ fn connection(
                 let conn = if public {
                     router.public().await
                 } else {
-                    router.connection_for(tenant.schema()).await
+                    router.connection_for_tenant(&tenant).await
                 };
                 conn.map_err(|e| warp::reject::custom(TenantError(e)))
             },

@@ -9,7 +9,7 @@ use crate::schema::SchemaName;
 use crate::tenant::Tenant;
 
 const LOOKUP_SQL: &str = "
-SELECT t.id, t.schema_name, t.name
+SELECT t.id, t.schema_name, t.name, t.shard
 FROM public.tenant_schemas_domains d
 JOIN public.tenant_schemas_tenants t ON t.id = d.tenant_id
 WHERE d.domain = $1 AND t.status = 'active'";
@@ -52,7 +52,8 @@ impl TenantResolver for RegistryResolver {
         Ok(Some(
             Tenant::new(SchemaName::from_registry(row.get(1))?)
                 .with_name(row.get::<_, &str>(2))
-                .with_id(row.get(0)),
+                .with_id(row.get(0))
+                .with_shard(Some(row.get(3))),
         ))
     }
 }

@@ -437,8 +437,12 @@ mod tests {
         assert_eq!(sub("badexample.com"), None);
         assert_eq!(sub("example.org"), None);
         let ip = Host::parse("10.0.0.1").unwrap();
+        // IP literals never have subdomains, nor are they a base for one.
+        assert_eq!(ip.subdomain_of(&base), None);
         assert_eq!(
-            ip.subdomain_of(&Host::parse("0.0.1").unwrap_or(base.clone())),
+            Host::parse("a.10.0.0.1")
+                .ok()
+                .and_then(|h| h.subdomain_of(&ip).map(str::to_owned)),
             None
         );
         assert_eq!(

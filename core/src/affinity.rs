@@ -30,10 +30,16 @@ struct Waiter {
 impl Handoff {
     /// A connection from the pool or, when the pool is exhausted, from whichever comes first:
     /// the pool's queue or a connection released on `path`.
-    pub(crate) async fn checkout(&self, pool: &Pool, path: &Arc<str>) -> Result<Object, PoolError> {
+    /// The flag tells whether the connection was handed over by a releasing scope (not
+    /// recycled by the pool).
+    pub(crate) async fn checkout(
+        &self,
+        pool: &Pool,
+        path: &Arc<str>,
+    ) -> Result<(Object, bool), PoolError> {
         let status = pool.status();
         if status.available > 0 || status.size < status.max_size {
-            return pool.get().await;
+            return pool.get().await.map(|conn| (conn, false));
         }
         let (sender, receiver) = oneshot::channel();
         self.waiters
@@ -48,8 +54,8 @@ impl Handoff {
         // receiver, or got from the pool and dropped, goes back to the pool.
         tokio::select! {
             biased;
-            Ok(conn) = receiver => Ok(conn),
-            conn = pool.get() => conn,
+            Ok(conn) = receiver => Ok((conn, true)),
+            conn = pool.get() => conn.map(|conn| (conn, false)),
         }
     }
 

@@ -1,27 +1,46 @@
 //! A pooled connection bound to one schema.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use deadpool_postgres::{ClientWrapper, Object, Transaction};
-use futures_util::future::join;
+use futures_util::future::{join, join3};
+use tokio::sync::OwnedRwLockReadGuard;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
 use crate::error::{Error, Result};
 use crate::router::{RouterInner, SearchPathMode};
 use crate::schema::SchemaName;
+use crate::session::{self, Gate};
+use crate::sql::{self, Effects};
 
 /// A pooled connection bound to one schema: every statement it runs sees the search path
-/// `"<schema>", public` (plus the router's extra schemas).
+/// `"<schema>", public` (plus the router's extra schemas), or does not run.
 ///
 /// Get one from [`SchemaRouter`](crate::SchemaRouter). The search path is switched lazily:
 /// when the connection is not known to be on the schema already, the switch is sent in the
-/// same round trip as the first statement's preparation. Until a switch has succeeded, no
+/// same round trip as the first statement's preparation. The switch also checks that the
+/// schema exists ([`Error::SchemaMissing`] otherwise: PostgreSQL would silently skip a
+/// missing schema and resolve every name in `public`). Until a switch has succeeded, no
 /// statement runs, so a failed or cancelled switch cannot send a statement to the schema
 /// the connection was on before.
+///
+/// What the scope guarantees, and what it does not:
+///
+/// - Every call (`query`, `execute`, `batch_execute`, …) starts on the tenant's path. SQL
+///   that changes session state (`SET`, `RESET`, `DISCARD`, `set_config`, `DO`, `CALL`,
+///   transaction control …) is recognised in the text; after it the connection is switched
+///   again before the next call and is not trusted by the next checkout. Only the rest of
+///   the same SQL text runs under whatever that text set.
+/// - SQL that opens or ends transactions (`BEGIN`, `COMMIT` …) outside
+///   [`transaction`](Self::transaction), and any use of [`client`](Self::client), make the
+///   connection close when the scope is dropped instead of returning to the pool: it may be
+///   left inside a transaction block whose rollback would undo a later switch.
+/// - While a deletion of the schema through [`Tenancy`](crate::Tenancy) runs in this
+///   process, statements for it wait, then fail with [`Error::SchemaMissing`].
 ///
 /// The query methods take SQL text (prepared once per connection and cached) or a
 /// [`Statement`] from [`ConnectionScope::prepare`]. For the rest of the tokio-postgres API
@@ -32,13 +51,27 @@ pub struct ConnectionScope {
     conn: Option<Object>,
     schema: SchemaName,
     path: Arc<str>,
-    on_path: AtomicBool,
+    gate: Arc<Gate>,
+    /// The gate epoch under which the path was last set and the schema seen to exist;
+    /// [`NOT_ON_PATH`] when the next statement must switch first.
+    verified: AtomicU64,
     /// Transaction mode: a statement's transaction is open (BEGIN sent, COMMIT/ROLLBACK not
     /// yet answered). If the scope is dropped then (a cancelled request), the connection is
     /// closed instead of going back to the pool half-way through a transaction.
     open_transaction: AtomicBool,
+    /// The raw client was handed out or user SQL controlled transactions: the session may be
+    /// in any state. The path is never trusted again and the connection is closed on drop.
+    untrusted: AtomicBool,
+    /// What SQL prepared through [`prepare`](Self::prepare) may do: applied on every run of
+    /// a prepared [`Statement`].
+    prepared_effects: AtomicU8,
+    /// Held from [`transaction`](Self::transaction) until the scope is dropped, so a deletion
+    /// of the schema waits for the transaction.
+    transaction_gate: Option<OwnedRwLockReadGuard<()>>,
     router: Arc<RouterInner>,
 }
+
+const NOT_ON_PATH: u64 = u64::MAX;
 
 /// SQL text or a prepared [`Statement`], as accepted by the query methods of
 /// [`ConnectionScope`].
@@ -81,20 +114,50 @@ impl ToScopedStatement for Statement {
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// What a query method runs: a prepared statement (session mode) or SQL text with the
+/// parameter types already learned for it (transaction mode: an unnamed statement, so
+/// nothing named outlives the transaction).
+#[derive(Clone)]
+enum Target<'a> {
+    Prepared(Statement),
+    Typed(&'a str, Arc<[Type]>),
+}
+
+fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params.iter().copied().zip(types.iter().cloned()).collect()
+}
+
+fn effect_bits(e: Effects) -> u8 {
+    u8::from(e.session) | u8::from(e.transaction_control) << 1 | u8::from(e.drops_prepared) << 2
+}
+
+fn bits_effects(bits: u8) -> Effects {
+    Effects {
+        session: bits & 1 != 0,
+        transaction_control: bits & 2 != 0,
+        drops_prepared: bits & 4 != 0,
+    }
+}
+
 impl ConnectionScope {
     pub(crate) fn new(
         conn: Object,
         schema: SchemaName,
         path: Arc<str>,
-        on_path: bool,
+        gate: Arc<Gate>,
+        verified_at: Option<u64>,
         router: Arc<RouterInner>,
     ) -> Self {
         ConnectionScope {
             conn: Some(conn),
             schema,
             path,
-            on_path: AtomicBool::new(on_path),
+            gate,
+            verified: AtomicU64::new(verified_at.unwrap_or(NOT_ON_PATH)),
             open_transaction: AtomicBool::new(false),
+            untrusted: AtomicBool::new(false),
+            prepared_effects: AtomicU8::new(0),
+            transaction_gate: None,
             router,
         }
     }
@@ -119,13 +182,39 @@ impl ConnectionScope {
         &self.path
     }
 
+    /// Whether the connection is known to be on the path, with the schema seen to exist
+    /// since the last change announced for it.
+    fn on_path(&self) -> bool {
+        !self.untrusted.load(Ordering::Acquire)
+            && self.verified.load(Ordering::Acquire) == self.gate.epoch()
+    }
+
+    fn forget_path(&self) {
+        self.verified.store(NOT_ON_PATH, Ordering::Release);
+    }
+
     /// Switches the search path now if it is not known to be set, without running anything
     /// else. In transaction mode there is no session search path to set: it does nothing.
     pub async fn ensure_search_path(&self) -> Result<()> {
-        if self.on_path.load(Ordering::Acquire) || self.transaction_mode() {
+        if self.transaction_mode() {
+            return Ok(());
+        }
+        let _entered = self.gate.enter(&self.schema).await?;
+        self.ensure_path().await
+    }
+
+    async fn ensure_path(&self) -> Result<()> {
+        if self.on_path() {
             return Ok(());
         }
         self.switch().await
+    }
+
+    /// The statement that makes sure the schema exists, run with every switch: it fails
+    /// with `invalid_schema_name` (3F000) when it does not, which rolls back the switch it
+    /// is sent with.
+    fn existence_check(&self) -> String {
+        format!("SELECT '{}'::pg_catalog.regnamespace", self.schema.quoted())
     }
 
     /// Sends the switch. Its message is written on this future's first poll, so it reaches
@@ -133,27 +222,57 @@ impl ConnectionScope {
     /// [`prepare`](Self::prepare) relies on to pipeline a statement behind the switch.
     ///
     /// The switch is a plain `SET search_path TO "<schema>", public` (the path holds only
-    /// validated, quoted identifiers). Measured against `SELECT set_config($1, …)`: a utility
-    /// statement is neither planned nor kept in the plan cache, whereas a prepared
-    /// `set_config` is re-planned on every switch, because its own plan depends on the search
-    /// path it changes (see BENCHMARKS.md).
+    /// validated, quoted identifiers) followed, in the same implicit transaction, by the
+    /// existence check. A utility `SET` is neither planned nor kept in the plan cache,
+    /// whereas a prepared `set_config` is re-planned on every switch (see BENCHMARKS.md).
     async fn switch(&self) -> Result<()> {
-        let tracker = self.router.tracker.as_ref();
-        if let Some(t) = tracker {
-            t.mark_unknown(&self.conn().statement_cache);
-        }
+        self.forget_path();
+        let epoch = self.gate.epoch();
         self.router.stats.switches.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(schema = %self.schema, path = %self.path, "switching search_path");
-        let sql = format!("SET search_path TO {}", self.path);
-        self.conn().batch_execute(&sql).await.map_err(|e| {
-            tracing::debug!(schema = %self.schema, error = %e, "search_path switch failed");
-            Error::db("switching search_path", &self.schema, e)
-        })?;
-        if let Some(t) = tracker {
-            t.mark_on(&self.conn().statement_cache, self.path.clone());
-        }
-        self.on_path.store(true, Ordering::Release);
+        let sql = format!(
+            "SET search_path TO {}; {}",
+            self.path,
+            self.existence_check()
+        );
+        self.conn()
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| self.switch_error(e))?;
+        self.verified.store(epoch, Ordering::Release);
         Ok(())
+    }
+
+    fn switch_error(&self, e: tokio_postgres::Error) -> Error {
+        tracing::debug!(schema = %self.schema, error = %e, "search_path switch failed");
+        if e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) {
+            return Error::SchemaMissing {
+                schema: self.schema.clone(),
+            };
+        }
+        Error::db("switching search_path", &self.schema, e)
+    }
+
+    /// Before running SQL with `effects`: a session change makes the path unknown (also to
+    /// any statement running concurrently on this scope), transaction control makes the
+    /// connection untrusted for good.
+    fn before_running(&self, effects: Effects) {
+        if effects.transaction_control {
+            self.untrusted.store(true, Ordering::Release);
+        }
+        if effects.session {
+            self.forget_path();
+        }
+    }
+
+    /// After running SQL with `effects`: statements the server dropped leave the cache.
+    fn after_running(&self, effects: Effects) {
+        if effects.drops_prepared {
+            self.conn().statement_cache.clear();
+        }
+        if effects.session {
+            self.forget_path();
+        }
     }
 
     /// Prepares `sql` (cached per connection). A pending switch travels in the same round trip.
@@ -166,7 +285,16 @@ impl ConnectionScope {
                 "a statement prepared outside a transaction",
             ));
         }
-        if self.on_path.load(Ordering::Acquire) {
+        let effects = sql::effects(sql);
+        self.prepared_effects
+            .fetch_or(effect_bits(effects), Ordering::AcqRel);
+        let _entered = self.gate.enter(&self.schema).await?;
+        self.prepare_on_schema(sql).await
+    }
+
+    /// [`prepare`](Self::prepare) for a caller that holds the gate.
+    async fn prepare_on_schema(&self, sql: &str) -> Result<Statement> {
+        if self.on_path() {
             return self.prepare_on_path(sql).await;
         }
         // Both requests are written to the socket in this order on the first poll; the server
@@ -184,60 +312,63 @@ impl ConnectionScope {
             .map_err(|e| Error::db("preparing a statement", &self.schema, e))
     }
 
-    async fn statement(&self, source: Source<'_>) -> Result<Statement> {
-        match source {
-            Source::Text(sql) => self.prepare(sql).await,
-            Source::Prepared(stmt) => {
-                self.ensure_search_path().await?;
-                Ok(stmt.clone())
-            }
-        }
-    }
-
-    /// Runs `op` on the statement; if PostgreSQL answers that the cached plan's result type
-    /// changed (schemas that diverged, e.g. during a rolling migration), drops the cached
-    /// statement and tries once more with a fresh one.
-    async fn with_statement<T, F, Fut>(
+    /// Runs `op` on the statement, under the schema's gate and on its path; if PostgreSQL
+    /// answers that the cached statement no longer fits (schemas that diverged, e.g. during
+    /// a rolling migration: another result type, or parameter types that fit another
+    /// tenant's columns), drops the cached statement and tries once more with a fresh one.
+    /// The failed attempt ran nothing: such errors are raised while planning.
+    async fn with_statement<'s, T, F, Fut>(
         &self,
-        source: Source<'_>,
+        source: Source<'s>,
         action: &'static str,
         op: F,
     ) -> Result<T>
     where
-        F: Fn(Statement) -> Fut,
+        F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
         if self.transaction_mode() {
             return self.in_own_transaction(source, action, op).await;
         }
-        let stmt = self.statement(source).await?;
-        match op(stmt).await {
-            Err(e) if is_stale_plan(&e) => {
-                if let Source::Text(sql) = source {
-                    tracing::debug!(schema = %self.schema, "result type changed; re-preparing");
-                    self.conn().statement_cache.remove(sql, &[]);
-                    let stmt = self.prepare(sql).await?;
-                    return op(stmt)
-                        .await
-                        .map_err(|e| Error::db(action, &self.schema, e));
-                }
-                Err(Error::db(action, &self.schema, e))
+        let _entered = self.gate.enter(&self.schema).await?;
+        let (stmt, effects) = match source {
+            Source::Text(sql) => (self.prepare_on_schema(sql).await?, sql::effects(sql)),
+            Source::Prepared(stmt) => {
+                self.ensure_path().await?;
+                let bits = self.prepared_effects.load(Ordering::Acquire);
+                (stmt.clone(), bits_effects(bits))
             }
-            other => other.map_err(|e| Error::db(action, &self.schema, e)),
+        };
+        self.before_running(effects);
+        let result = op(Target::Prepared(stmt)).await;
+        self.after_running(effects);
+        match (result, source) {
+            (Err(e), Source::Text(sql)) if is_replannable(&e) => {
+                tracing::debug!(schema = %self.schema, error = %e, "cached statement does not fit this schema; re-preparing");
+                self.conn().statement_cache.remove(sql, &[]);
+                let stmt = self.prepare_on_schema(sql).await?;
+                self.before_running(effects);
+                let result = op(Target::Prepared(stmt)).await;
+                self.after_running(effects);
+                result.map_err(|e| Error::db(action, &self.schema, e))
+            }
+            (other, _) => other.map_err(|e| Error::db(action, &self.schema, e)),
         }
     }
 
-    /// Transaction mode: `BEGIN`, the local switch and the statement's preparation in one
-    /// round trip; then the statement; then `COMMIT` (or `ROLLBACK`), after the statement was
-    /// closed, so nothing outlives the transaction on a shared server connection.
-    async fn in_own_transaction<T, F, Fut>(
+    /// Transaction mode: `BEGIN`, the local switch with the existence check, the statement
+    /// (unnamed, with the parameter types learned for its text) and `COMMIT`, written in one
+    /// flush: one round trip, and nothing server-side outlives the transaction. The first
+    /// time a text is seen its parameter types are learned inside the transaction with a
+    /// named statement that is closed before the statement runs.
+    async fn in_own_transaction<'s, T, F, Fut>(
         &self,
-        source: Source<'_>,
+        source: Source<'s>,
         action: &'static str,
         op: F,
     ) -> Result<T>
     where
-        F: FnOnce(Statement) -> Fut,
+        F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let Source::Text(sql) = source else {
@@ -245,60 +376,93 @@ impl ConnectionScope {
                 "a statement prepared outside a transaction",
             ));
         };
-        let client: &tokio_postgres::Client = self.conn();
-        let outcome = self
-            .begin_local(async {
-                let stmt = client.prepare(sql).await?;
-                // `op` drops its statement when done: the Close is queued before COMMIT.
-                op(stmt).await
-            })
-            .await;
-        self.end_local(outcome, action).await
+        refuse_transaction_control(sql)?;
+        let _entered = self.gate.enter(&self.schema).await?;
+        let first = self.typed_once(sql, &op).await;
+        match first {
+            Err(Error::Database { source, .. }) if is_replannable(&source) => {
+                tracing::debug!(schema = %self.schema, error = %source, "learned parameter types do not fit this schema; learning again");
+                self.router.forget_param_types(sql);
+                self.typed_once(sql, &op).await
+            }
+            other => other,
+        }
+        .map_err(|e| match e {
+            Error::Database { source, schema, .. } => Error::Database {
+                action,
+                schema,
+                source,
+            },
+            other => other,
+        })
     }
 
-    /// Sends `BEGIN` and the transaction-local switch, then runs `body` (whose first request
-    /// is pipelined with them). The body runs only if both succeeded.
-    async fn begin_local<T>(
+    async fn typed_once<'s, T, F, Fut>(&self, sql: &'s str, op: &F) -> Result<T>
+    where
+        F: Fn(Target<'s>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let client: &tokio_postgres::Client = self.conn();
+        match self.router.param_types(sql) {
+            Some(types) => {
+                self.local_transaction(op(Target::Typed(sql, types)), true)
+                    .await
+            }
+            None => {
+                let body = async {
+                    let stmt = client.prepare(sql).await?;
+                    let types: Arc<[Type]> = stmt.params().into();
+                    // Closed here, inside the transaction, before anything else is sent.
+                    drop(stmt);
+                    self.router.learn_param_types(sql, types.clone());
+                    op(Target::Typed(sql, types)).await
+                };
+                self.local_transaction(body, false).await
+            }
+        }
+    }
+
+    /// Runs `body` inside `BEGIN; SET LOCAL search_path …; <existence check>` and ends the
+    /// transaction. `body`'s first request is written right behind the `BEGIN`; with
+    /// `pipelined_commit`, so is the `COMMIT` — only for a body that writes all its requests
+    /// on its first poll, since the `COMMIT` is written after them. An aborted transaction
+    /// answers `COMMIT` with a rollback, so a failed switch or body commits nothing.
+    async fn local_transaction<T>(
         &self,
         body: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-    ) -> Result<T, tokio_postgres::Error> {
+        pipelined_commit: bool,
+    ) -> Result<T> {
         let client: &tokio_postgres::Client = self.conn();
         self.open_transaction.store(true, Ordering::Release);
         self.router.stats.switches.fetch_add(1, Ordering::Relaxed);
-        // One message: if BEGIN or the SET fails, the transaction is aborted (or absent)
-        // and the body's first request fails with it, so nothing runs outside the tenant's
-        // search path.
-        let begin_sql = format!("BEGIN; SET LOCAL search_path TO {}", self.path);
-        let (begun, result) = join(client.batch_execute(&begin_sql), body).await;
-        begun?;
-        result
-    }
-
-    async fn end_local<T>(
-        &self,
-        outcome: Result<T, tokio_postgres::Error>,
-        action: &'static str,
-    ) -> Result<T> {
-        let client: &tokio_postgres::Client = self.conn();
-        let end = if outcome.is_ok() {
-            "COMMIT"
+        let begin = format!(
+            "BEGIN; SET LOCAL search_path TO {}; {}",
+            self.path,
+            self.existence_check()
+        );
+        let (begun, outcome, ended) = if pipelined_commit {
+            join3(
+                client.batch_execute(&begin),
+                body,
+                client.batch_execute("COMMIT"),
+            )
+            .await
         } else {
-            "ROLLBACK"
+            let (begun, outcome) = join(client.batch_execute(&begin), body).await;
+            let end = if begun.is_ok() && outcome.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            (begun, outcome, client.batch_execute(end).await)
         };
-        let ended = client.batch_execute(end).await;
-        match (outcome, ended) {
-            (Ok(value), Ok(())) => {
-                self.open_transaction.store(false, Ordering::Release);
-                Ok(value)
-            }
-            (Ok(_), Err(e)) => Err(Error::db("committing", &self.schema, e)),
-            (Err(e), ended) => {
-                if ended.is_ok() {
-                    self.open_transaction.store(false, Ordering::Release);
-                }
-                Err(Error::db(action, &self.schema, e))
-            }
+        if ended.is_ok() {
+            self.open_transaction.store(false, Ordering::Release);
         }
+        begun.map_err(|e| self.switch_error(e))?;
+        let value = outcome.map_err(|e| Error::db("running a statement", &self.schema, e))?;
+        ended.map_err(|e| Error::db("committing", &self.schema, e))?;
+        Ok(value)
     }
 
     /// Runs a statement and returns its rows.
@@ -310,7 +474,14 @@ impl ConnectionScope {
         self.with_statement(
             statement.as_source(),
             "running a query",
-            |stmt| async move { client.query(&stmt, params).await },
+            |target| async move {
+                match target {
+                    Target::Prepared(stmt) => client.query(&stmt, params).await,
+                    Target::Typed(sql, types) => {
+                        client.query_typed(sql, &typed(params, &types)).await
+                    }
+                }
+            },
         )
         .await
     }
@@ -324,7 +495,14 @@ impl ConnectionScope {
         self.with_statement(
             statement.as_source(),
             "running a query",
-            |stmt| async move { client.query_one(&stmt, params).await },
+            |target| async move {
+                match target {
+                    Target::Prepared(stmt) => client.query_one(&stmt, params).await,
+                    Target::Typed(sql, types) => {
+                        client.query_typed_one(sql, &typed(params, &types)).await
+                    }
+                }
+            },
         )
         .await
     }
@@ -338,7 +516,14 @@ impl ConnectionScope {
         self.with_statement(
             statement.as_source(),
             "running a query",
-            |stmt| async move { client.query_opt(&stmt, params).await },
+            |target| async move {
+                match target {
+                    Target::Prepared(stmt) => client.query_opt(&stmt, params).await,
+                    Target::Typed(sql, types) => {
+                        client.query_typed_opt(sql, &typed(params, &types)).await
+                    }
+                }
+            },
         )
         .await
     }
@@ -352,47 +537,101 @@ impl ConnectionScope {
         self.with_statement(
             statement.as_source(),
             "running a statement",
-            |stmt| async move { client.execute(&stmt, params).await },
+            |target| async move {
+                match target {
+                    Target::Prepared(stmt) => client.execute(&stmt, params).await,
+                    Target::Typed(sql, types) => {
+                        let rows = client.query_typed_raw(sql, typed(params, &types)).await?;
+                        futures_util::pin_mut!(rows);
+                        while futures_util::StreamExt::next(&mut rows)
+                            .await
+                            .transpose()?
+                            .is_some()
+                        {}
+                        Ok(rows.rows_affected().unwrap_or(0))
+                    }
+                }
+            },
         )
         .await
+    }
+
+    /// Runs SQL text through the simple query protocol, under the gate, on the path, with
+    /// its effects accounted for (or, in transaction mode, inside its own transaction).
+    async fn run_simple<T, Fut>(
+        &self,
+        sql: &str,
+        action: &'static str,
+        run: impl FnOnce() -> Fut,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        if self.transaction_mode() {
+            refuse_transaction_control(sql)?;
+            let _entered = self.gate.enter(&self.schema).await?;
+            return self
+                .local_transaction(run(), true)
+                .await
+                .map_err(|e| match e {
+                    Error::Database { source, schema, .. } => Error::Database {
+                        action,
+                        schema,
+                        source,
+                    },
+                    other => other,
+                });
+        }
+        let effects = sql::effects(sql);
+        let _entered = self.gate.enter(&self.schema).await?;
+        self.ensure_path().await?;
+        self.before_running(effects);
+        let result = run().await;
+        self.after_running(effects);
+        result.map_err(|e| Error::db(action, &self.schema, e))
     }
 
     /// Runs one or more statements separated by `;`, without parameters.
     pub async fn batch_execute(&self, sql: &str) -> Result<()> {
         let client: &tokio_postgres::Client = self.conn();
-        if self.transaction_mode() {
-            let outcome = self.begin_local(client.batch_execute(sql)).await;
-            return self.end_local(outcome, "running a batch").await;
-        }
-        self.ensure_search_path().await?;
-        client
-            .batch_execute(sql)
+        self.run_simple(sql, "running a batch", || client.batch_execute(sql))
             .await
-            .map_err(|e| Error::db("running a batch", &self.schema, e))
     }
 
     /// Runs statements through the simple query protocol and returns their messages.
     pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>> {
         let client: &tokio_postgres::Client = self.conn();
-        if self.transaction_mode() {
-            let outcome = self.begin_local(client.simple_query(sql)).await;
-            return self.end_local(outcome, "running a simple query").await;
-        }
-        self.ensure_search_path().await?;
-        client
-            .simple_query(sql)
+        self.run_simple(sql, "running a simple query", || client.simple_query(sql))
             .await
-            .map_err(|e| Error::db("running a simple query", &self.schema, e))
     }
 
     /// Begins a transaction on the schema. It rolls back when dropped without
     /// [`commit`](Transaction::commit).
     ///
-    /// In transaction mode its first statement is the transaction-local switch.
+    /// In transaction mode its first statement is the transaction-local switch. A deletion
+    /// of the schema in this process waits until this scope is dropped.
+    ///
+    /// Statements run through the transaction may change session state, so the scope
+    /// switches again before its next statement. In transaction mode, behind PgBouncer,
+    /// drop the rows of a statement run on the transaction before committing: a statement
+    /// prepared on it is closed when its last row is dropped.
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
-        self.ensure_search_path().await?;
+        let entered = self.gate.enter(&self.schema).await?;
         let local = self.transaction_mode();
-        let (schema, path) = (self.schema.clone(), self.path.clone());
+        if !local {
+            self.ensure_path().await?;
+        }
+        // Whatever runs through the transaction is out of sight.
+        self.forget_path();
+        self.transaction_gate = Some(entered);
+        let (schema, begin) = (
+            self.schema.clone(),
+            format!(
+                "SET LOCAL search_path TO {}; {}",
+                self.path,
+                self.existence_check()
+            ),
+        );
         self.router
             .stats
             .switches
@@ -407,9 +646,15 @@ impl ConnectionScope {
             .map_err(|e| Error::db("beginning a transaction", &schema, e))?;
         if local {
             // On failure `tx` is dropped here, which rolls it back.
-            tx.batch_execute(&format!("SET LOCAL search_path TO {path}"))
-                .await
-                .map_err(|e| Error::db("switching search_path", &schema, e))?;
+            tx.batch_execute(&begin).await.map_err(|e| {
+                if e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) {
+                    Error::SchemaMissing {
+                        schema: schema.clone(),
+                    }
+                } else {
+                    Error::db("switching search_path", &schema, e)
+                }
+            })?;
         }
         Ok(tx)
     }
@@ -417,8 +662,9 @@ impl ConnectionScope {
     /// The underlying client, with the search path switched, for the rest of the
     /// tokio-postgres API (`copy_in`, `query_raw`, notifications …).
     ///
-    /// Statements run through it may change session state, so the router forgets this
-    /// connection's search path and switches again on its next use.
+    /// Statements run through it are out of the library's sight: from now on the scope
+    /// switches before each of its own statements, and the connection is closed when the
+    /// scope is dropped rather than returned to the pool.
     ///
     /// Not in transaction mode, where the session has no tenant search path.
     pub async fn client(&self) -> Result<&ClientWrapper> {
@@ -426,15 +672,8 @@ impl ConnectionScope {
             return Err(not_in_transaction_mode("the raw client"));
         }
         self.ensure_search_path().await?;
-        self.forget_path();
+        self.untrusted.store(true, Ordering::Release);
         Ok(self.conn())
-    }
-
-    fn forget_path(&self) {
-        self.on_path.store(false, Ordering::Release);
-        if let Some(t) = &self.router.tracker {
-            t.mark_unknown(&self.conn().statement_cache);
-        }
     }
 
     /// Whether the connection to the server is closed.
@@ -445,19 +684,26 @@ impl ConnectionScope {
 
 impl Drop for ConnectionScope {
     fn drop(&mut self) {
-        if self.open_transaction.load(Ordering::Acquire) {
+        if self.open_transaction.load(Ordering::Acquire) || self.untrusted.load(Ordering::Acquire) {
             if let Some(conn) = self.conn.take() {
-                tracing::debug!(schema = %self.schema, "closing a connection left inside a transaction");
+                tracing::debug!(schema = %self.schema, "closing a connection whose session state is unknown");
                 drop(Object::take(conn));
             }
             return;
         }
-        // A connection known to be on this schema may go straight to a request waiting for
-        // it; otherwise (or if nobody waits for it) it returns to the pool.
-        if let (Some(handoff), true) = (&self.router.handoff, self.on_path.load(Ordering::Acquire))
-        {
-            if let Some(conn) = self.conn.take() {
-                drop(handoff.release(conn, &self.path));
+        if !self.on_path() {
+            return;
+        }
+        let epoch = self.verified.load(Ordering::Acquire);
+        if let Some(conn) = self.conn.take() {
+            if self.router.track {
+                session::remember(&conn, self.path.clone(), epoch);
+            }
+            // A connection known to be on this schema may go straight to a request waiting
+            // for it; otherwise (or if nobody waits for it) it returns to the pool.
+            match &self.router.handoff {
+                Some(handoff) => drop(handoff.release(conn, &self.path)),
+                None => drop(conn),
             }
         }
     }
@@ -470,20 +716,39 @@ fn not_in_transaction_mode(what: &'static str) -> Error {
     }
 }
 
+/// Transaction mode wraps each call in its own transaction: SQL that ended it would run the
+/// rest of its text outside, without the tenant's path.
+fn refuse_transaction_control(sql: &str) -> Result<()> {
+    if sql::effects(sql).transaction_control {
+        return Err(Error::NotInTransactionMode {
+            what: "SQL with transaction control (BEGIN, COMMIT, ROLLBACK …)",
+            instead: "use ConnectionScope::transaction()",
+        });
+    }
+    Ok(())
+}
+
 impl fmt::Debug for ConnectionScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionScope")
             .field("schema", &self.schema)
             .field("search_path", &&*self.path)
-            .field("on_path", &self.on_path.load(Ordering::Relaxed))
+            .field("on_path", &self.on_path())
             .finish_non_exhaustive()
     }
 }
 
-fn is_stale_plan(err: &tokio_postgres::Error) -> bool {
-    err.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
-        && err.as_db_error().is_some_and(|db| {
-            db.message()
-                .contains("cached plan must not change result type")
-        })
+/// Errors PostgreSQL raises while planning a cached statement that no longer fits the
+/// schema it now runs in: nothing was executed, so running it again prepared afresh is safe.
+fn is_replannable(err: &tokio_postgres::Error) -> bool {
+    let Some(db) = err.as_db_error() else {
+        return false;
+    };
+    let code = db.code();
+    (*code == SqlState::FEATURE_NOT_SUPPORTED
+        && db
+            .message()
+            .contains("cached plan must not change result type"))
+        || *code == SqlState::UNDEFINED_FUNCTION
+        || *code == SqlState::DATATYPE_MISMATCH
 }

@@ -174,6 +174,17 @@ pub enum Error {
     /// A custom resolver failed with its own error type.
     #[error("tenant resolver failed: {0}")]
     Resolver(#[source] Box<dyn std::error::Error + Send + Sync>),
+
+    /// The tenant's schema does not exist on the database its connection is for: the tenant
+    /// was deleted (or is being deleted), a stale cache or a resolver named a schema that was
+    /// never created, or the tenant lives on another database (→ 404). Nothing ran: a search
+    /// path whose first schema is missing would let every unqualified name fall through to
+    /// `public`.
+    #[error("schema `{schema}` does not exist on this database (deleted, never created, or on another shard)")]
+    SchemaMissing {
+        /// The missing schema.
+        schema: SchemaName,
+    },
 }
 
 /// A coarse category of [`Error`], stable across new variants.
@@ -201,7 +212,8 @@ impl Error {
             Error::InvalidHost(_) | Error::InvalidSchemaName(_) => ErrorKind::InvalidInput,
             Error::UnknownHost { .. }
             | Error::TenantNotFound { .. }
-            | Error::DomainNotFound { .. } => ErrorKind::NotFound,
+            | Error::DomainNotFound { .. }
+            | Error::SchemaMissing { .. } => ErrorKind::NotFound,
             Error::TenantExists { .. } | Error::DomainTaken { .. } => ErrorKind::Conflict,
             Error::Pool { .. } => ErrorKind::Unavailable,
             Error::Database { source, .. } | Error::Migration { source, .. }

@@ -14,6 +14,8 @@ mod registry;
 mod resolver;
 mod router;
 mod schema;
+mod session;
+mod sql;
 mod tenancy;
 mod tenant;
 

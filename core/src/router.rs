@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
-use deadpool_postgres::{Pool, StatementCache};
+use deadpool_postgres::Pool;
+use tokio_postgres::types::Type;
 
 use crate::connection::ConnectionScope;
 use crate::error::{Error, Result};
 use crate::schema::{search_path, SchemaName};
 use crate::scope;
+use crate::session;
 
 /// Owns the pool and the search-path policy, and hands out [`ConnectionScope`]s.
 ///
@@ -17,9 +19,14 @@ use crate::scope;
 /// any scope: the router fails closed), for a schema named explicitly, or for `public` when
 /// asked for by name.
 ///
-/// The router remembers which search path each pooled connection was last switched to, and
-/// skips the switch when a checkout finds the connection already there. That memory is only
-/// trusted when the pool recycles connections without resetting session state
+/// The process remembers which search path each pooled connection was on when a
+/// [`ConnectionScope`] released it, and a checkout skips the switch when it finds the
+/// connection still there. The memory is shared by every router over the same connections
+/// and trusted only when nothing could have changed the session since: the scope ran no SQL
+/// that changes session state, nobody else took the connection from the pool in between
+/// (a plain `pool.get()` shows in the pool's recycle count), and the schema has not been
+/// deleted or announced as changed. It is used only when the pool recycles connections
+/// without resetting session state
 /// ([`RecyclingMethod::Fast`](deadpool_postgres::RecyclingMethod::Fast) or `Verified`, the
 /// usual choices); with `Clean` or a custom recycling SQL every checkout switches.
 ///
@@ -51,9 +58,40 @@ pub(crate) struct RouterInner {
     /// Schema-affine handoff of returning connections (session mode with tracking).
     pub(crate) handoff: Option<crate::affinity::Handoff>,
     extra_schemas: Vec<SchemaName>,
-    /// `None` when the pool's recycling may reset session state, so nothing is remembered.
-    pub(crate) tracker: Option<PathTracker>,
+    /// Whether connections' search paths are remembered across checkouts (see
+    /// [`crate::session`]); off when the pool's recycling may reset session state.
+    pub(crate) track: bool,
+    /// Transaction mode: the parameter types learned per SQL text.
+    param_types: Mutex<HashMap<Box<str>, Arc<[Type]>>>,
     pub(crate) stats: Counters,
+}
+
+/// How many SQL texts' parameter types a transaction-mode router keeps.
+const MAX_PARAM_TYPES: usize = 4096;
+
+impl RouterInner {
+    pub(crate) fn param_types(&self, sql: &str) -> Option<Arc<[Type]>> {
+        self.param_types
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned()
+    }
+
+    pub(crate) fn learn_param_types(&self, sql: &str, types: Arc<[Type]>) {
+        let mut known = self.param_types.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= MAX_PARAM_TYPES {
+            known.clear();
+        }
+        known.insert(sql.into(), types);
+    }
+
+    pub(crate) fn forget_param_types(&self, sql: &str) {
+        self.param_types
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sql);
+    }
 }
 
 /// How the search path reaches the server.
@@ -146,7 +184,8 @@ impl SchemaRouterBuilder {
                     .track
                     .unwrap_or_else(|| recycling_keeps_session_state(&pool));
             Arc::new(RouterInner {
-                tracker: track.then(PathTracker::default),
+                track,
+                param_types: Mutex::default(),
                 handoff: (track && self.affinity).then(crate::affinity::Handoff::default),
                 mode: self.mode,
                 pool,
@@ -232,7 +271,7 @@ impl SchemaRouter {
 
     /// Whether the router remembers each connection's search path (see the type's docs).
     pub fn tracks_search_path(&self) -> bool {
-        self.inner.tracker.is_some()
+        self.inner.track
     }
 
     /// What the router has done so far on the default database.
@@ -247,91 +286,24 @@ impl SchemaRouter {
 /// A connection from `inner`'s pool, bound to `schema`.
 async fn checkout(inner: &Arc<RouterInner>, schema: &SchemaName) -> Result<ConnectionScope> {
     let path = search_path(schema, &inner.extra_schemas);
-    let conn = match &inner.handoff {
+    let gate = session::gate(schema);
+    let (conn, handed_over) = match &inner.handoff {
         Some(handoff) => handoff.checkout(&inner.pool, &path).await,
-        None => inner.pool.get().await,
+        None => inner.pool.get().await.map(|conn| (conn, false)),
     }
     .map_err(|source| Error::Pool {
         schema: schema.clone(),
         source,
     })?;
     inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-    let on_path = inner
-        .tracker
-        .as_ref()
-        .is_some_and(|t| t.is_on(&conn.statement_cache, &path));
+    let epoch = gate.epoch();
+    let known = inner.track && session::take_known_path(&conn, &path, epoch, handed_over);
     Ok(ConnectionScope::new(
         conn,
         schema.clone(),
         path,
-        on_path,
+        gate,
+        known.then_some(epoch),
         inner.clone(),
     ))
-}
-
-/// The search path each pooled connection was last successfully switched to.
-///
-/// deadpool gives a pooled connection no place for our own state, so it is kept beside the
-/// pool, keyed by the address of the connection's statement cache (an `Arc` that lives
-/// exactly as long as the connection). Each entry holds a `Weak` to that cache: while the
-/// entry exists the allocation cannot be freed, so its address cannot be reused by a new
-/// connection and mistaken for this one.
-#[derive(Debug, Default)]
-pub(crate) struct PathTracker {
-    slots: Mutex<Slots>,
-}
-
-#[derive(Debug, Default)]
-struct Slots {
-    by_conn: HashMap<usize, Slot>,
-    sweep_at: usize,
-}
-
-#[derive(Debug)]
-struct Slot {
-    conn: Weak<StatementCache>,
-    path: Option<Arc<str>>,
-}
-
-fn key(conn: &Arc<StatementCache>) -> usize {
-    Arc::as_ptr(conn) as usize
-}
-
-impl PathTracker {
-    fn is_on(&self, conn: &Arc<StatementCache>, path: &str) -> bool {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots
-            .by_conn
-            .get(&key(conn))
-            .and_then(|slot| slot.path.as_deref())
-            .is_some_and(|known| known == path)
-    }
-
-    /// Forget the connection's path: called before a switch is sent, and whenever the
-    /// session may have been changed by statements the router did not write.
-    pub(crate) fn mark_unknown(&self, conn: &Arc<StatementCache>) {
-        self.set(conn, None);
-    }
-
-    /// Record the connection's path: called only after the switch succeeded.
-    pub(crate) fn mark_on(&self, conn: &Arc<StatementCache>, path: Arc<str>) {
-        self.set(conn, Some(path));
-    }
-
-    fn set(&self, conn: &Arc<StatementCache>, path: Option<Arc<str>>) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots
-            .by_conn
-            .entry(key(conn))
-            .and_modify(|slot| slot.path.clone_from(&path))
-            .or_insert_with(|| Slot {
-                conn: Arc::downgrade(conn),
-                path,
-            });
-        if slots.by_conn.len() > slots.sweep_at {
-            // Drop entries of connections the pool has closed.
-            slots.by_conn.retain(|_, slot| slot.conn.strong_count() > 0);
-            slots.sweep_at = (slots.by_conn.len() * 2).max(64);
-        }
-    }
 }

@@ -355,6 +355,7 @@ impl Tenancy {
     }
 
     async fn forget(&self, record: &TenantRecord) {
+        crate::session::schema_changed(&record.schema);
         self.inner.by_schema.invalidate(&record.schema).await;
         self.inner.resolver.invalidate_tenant(&record.schema).await;
         for domain in &record.domains {
@@ -386,8 +387,12 @@ impl Tenancy {
         schema: &SchemaName,
         drop: DropSchema,
     ) -> Result<TenantRecord> {
+        // Statements for the schema in this process finish first; new ones wait until the
+        // deletion is over and then find the schema gone (or, on failure, verify it again).
+        let closed = crate::session::gate(schema).close().await;
         let record = self.inner.registry.delete_tenant(schema, drop).await?;
         self.forget(&record).await;
+        std::mem::drop(closed);
         self.emit(TenantEvent::Deleted(record.clone())).await;
         Ok(record)
     }

@@ -1,0 +1,316 @@
+//! What a piece of SQL text may do to the session it runs in, read without a parser.
+//!
+//! The router trusts its memory of a connection's search path only while nothing could have
+//! changed it, and migrations must not end the transaction they run in. Both need to know,
+//! cheaply and conservatively, whether user SQL contains session-changing or
+//! transaction-control statements. This is a small lexer, not a parser: it skips comments,
+//! quoted strings, quoted identifiers and dollar-quoted bodies, splits at top-level `;`, and
+//! looks at each statement's first keyword. When in doubt it answers "may change" (the cost
+//! is one extra search-path switch), never "cannot".
+
+/// What running a piece of SQL may do beyond its own result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Effects {
+    /// A statement may change session state (`SET`, `RESET`, `DISCARD`, `set_config(…)`,
+    /// `DO`, `CALL`, `EXECUTE`, transaction control …): the search path can no longer be
+    /// trusted afterwards.
+    pub(crate) session: bool,
+    /// A statement begins, ends or marks a transaction (`BEGIN`, `START`, `COMMIT`, `END`,
+    /// `ROLLBACK`, `ABORT`, `SAVEPOINT`, `RELEASE`, `PREPARE TRANSACTION`): the connection may
+    /// be left inside a transaction block, or the caller's transaction may have ended.
+    pub(crate) transaction_control: bool,
+    /// A statement may drop server-side prepared statements (`DISCARD`, `DEALLOCATE`): a
+    /// client-side statement cache no longer matches the server.
+    pub(crate) drops_prepared: bool,
+}
+
+impl Effects {
+    fn add_leading(&mut self, first: &str, second: &str) {
+        let is = |word: &str| first.eq_ignore_ascii_case(word);
+        if [
+            "begin",
+            "start",
+            "commit",
+            "end",
+            "rollback",
+            "abort",
+            "savepoint",
+            "release",
+        ]
+        .iter()
+        .any(|w| is(w))
+            || (is("prepare") && second.eq_ignore_ascii_case("transaction"))
+        {
+            self.transaction_control = true;
+            self.session = true;
+        }
+        if ["discard", "deallocate"].iter().any(|w| is(w)) {
+            self.drops_prepared = true;
+            self.session = true;
+        }
+        if ["set", "reset", "do", "call", "execute", "load", "prepare"]
+            .iter()
+            .any(|w| is(w))
+        {
+            self.session = true;
+        }
+    }
+}
+
+/// Reads `sql` (one statement or several separated by `;`) and says what it may do.
+pub(crate) fn effects(sql: &str) -> Effects {
+    let mut effects = Effects::default();
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    // The first two words of the current statement, once seen.
+    let mut words: [Option<(usize, usize)>; 2] = [None, None];
+    let finish = |words: &mut [Option<(usize, usize)>; 2], effects: &mut Effects| {
+        if let Some((s, e)) = words[0] {
+            let second = words[1].map_or("", |(s, e)| &sql[s..e]);
+            effects.add_leading(&sql[s..e], second);
+        }
+        *words = [None, None];
+    };
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = memchr(b'\n', bytes, i).map_or(bytes.len(), |n| n + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
+            b'\'' => {
+                // E'…' strings take backslash escapes; the `E` was read as a word already.
+                let backslash = i > 0 && matches!(bytes[i - 1], b'e' | b'E');
+                i = skip_quoted(bytes, i, b'\'', backslash);
+            }
+            b'"' => {
+                let end = skip_quoted(bytes, i, b'"', false);
+                // A quoted identifier can name a function too: `"set_config"(…)`.
+                if contains_set_config(&sql[i..end]) {
+                    effects.session = true;
+                }
+                i = end;
+            }
+            b'$' => match dollar_tag(bytes, i) {
+                Some(tag_end) => {
+                    let tag = &bytes[i..tag_end];
+                    let body_end = find(bytes, tag, tag_end).unwrap_or(bytes.len());
+                    // A dollar-quoted body may be a function's code, run later by a `DO`
+                    // or a call: conservatively look for set_config inside it too.
+                    if contains_set_config(&sql[tag_end..body_end]) {
+                        effects.session = true;
+                    }
+                    i = (body_end + tag.len()).min(bytes.len());
+                }
+                None => i += 1,
+            },
+            b';' => {
+                finish(&mut words, &mut effects);
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                let word = &sql[start..i];
+                if word.eq_ignore_ascii_case("set_config") {
+                    effects.session = true;
+                }
+                if words[0].is_none() {
+                    words[0] = Some((start, i));
+                } else if words[1].is_none() {
+                    words[1] = Some((start, i));
+                }
+            }
+            _ if c >= 0x80 => {
+                // Part of a non-ASCII identifier: skip the whole character.
+                i += 1;
+                while i < bytes.len() && (bytes[i] & 0xC0) == 0x80 {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    finish(&mut words, &mut effects);
+    effects
+}
+
+fn contains_set_config(text: &str) -> bool {
+    text.as_bytes()
+        .windows(10)
+        .any(|w| w.eq_ignore_ascii_case(b"set_config"))
+}
+
+fn memchr(needle: u8, bytes: &[u8], from: usize) -> Option<usize> {
+    bytes[from..]
+        .iter()
+        .position(|&b| b == needle)
+        .map(|p| p + from)
+}
+
+fn find(bytes: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    bytes[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// Past the end of a (nestable) block comment starting at `i`.
+fn skip_block_comment(bytes: &[u8], mut i: usize) -> usize {
+    let mut depth = 0usize;
+    while i < bytes.len() {
+        if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    bytes.len()
+}
+
+/// Past the closing `quote` of a quoted string or identifier starting at `i` (a doubled
+/// quote is part of the text).
+fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8, backslash: bool) -> usize {
+    i += 1;
+    while i < bytes.len() {
+        if backslash && bytes[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if bytes[i] == quote {
+            if bytes.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+/// The end of a dollar-quote opening tag (`$$` or `$name$`) at `i`, if there is one there.
+/// `$1` (a parameter) is not a tag.
+fn dollar_tag(bytes: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    if bytes.get(j).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_') {
+        j += 1;
+    }
+    (bytes.get(j) == Some(&b'$')).then_some(j + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(sql: &str) -> bool {
+        effects(sql).session
+    }
+
+    #[test]
+    fn plain_statements_change_nothing() {
+        for sql in [
+            "SELECT * FROM notes WHERE id = $1",
+            "UPDATE notes SET body = $1 WHERE id = $2",
+            "INSERT INTO notes (body) VALUES ('SET search_path TO x')",
+            "INSERT INTO notes (body) VALUES ('a;RESET ALL')",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "CREATE TABLE t (id int); CREATE INDEX ON t (id)",
+            "-- RESET ALL\nSELECT 1",
+            "/* outer /* SET x */ still comment; BEGIN */ SELECT 1",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = pg_catalog AS $$ SELECT 1 $$",
+            "SELECT E'it\\'s; BEGIN' AS s",
+            "SELECT \"begin\" FROM \"set\"",
+            "SELECT $1::text; SELECT 2",
+            "",
+        ] {
+            assert_eq!(effects(sql), Effects::default(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn session_changes_are_seen() {
+        for sql in [
+            "SET search_path TO other",
+            "set local search_path = x",
+            "  RESET ALL",
+            "reset search_path",
+            "SELECT pg_catalog.set_config('search_path', 'x', false)",
+            "SELECT SET_CONFIG($1, $2, false)",
+            "SELECT \"set_config\"('search_path', 'x', false)",
+            "SELECT 1; SET search_path TO x",
+            "DO $$ BEGIN PERFORM set_config('search_path', 'x', false); END $$",
+            "DO 'BEGIN NULL; END'",
+            "CALL my_procedure()",
+            "EXECUTE stmt",
+            "PREPARE p AS SELECT 1",
+            "SELECT 1; /* c */ (SELECT 2); reset role",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $body$ BEGIN PERFORM set_config('search_path','x',false); END $body$",
+        ] {
+            assert!(session(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn transaction_control_is_seen() {
+        for sql in [
+            "BEGIN",
+            "begin; SELECT 1",
+            "START TRANSACTION",
+            "SELECT 1; COMMIT",
+            "END",
+            "ROLLBACK",
+            "abort",
+            "SAVEPOINT a",
+            "RELEASE SAVEPOINT a",
+            "PREPARE TRANSACTION 'x'",
+            "COMMIT PREPARED 'x'",
+        ] {
+            let e = effects(sql);
+            assert!(e.transaction_control && e.session, "{sql}");
+        }
+        assert!(!effects("PREPARE p AS SELECT 1").transaction_control);
+        assert!(!effects("SELECT 'BEGIN'").transaction_control);
+    }
+
+    #[test]
+    fn dropping_prepared_statements_is_seen() {
+        for sql in [
+            "DISCARD ALL",
+            "discard plans",
+            "DEALLOCATE ALL",
+            "deallocate s1",
+        ] {
+            assert!(effects(sql).drops_prepared, "{sql}");
+        }
+        assert!(!effects("SELECT 'DISCARD ALL'").drops_prepared);
+    }
+
+    #[test]
+    fn unterminated_text_does_not_panic() {
+        for sql in [
+            "'abc",
+            "\"abc",
+            "$$ abc",
+            "/* abc",
+            "$tag$ abc $ta",
+            "E'\\",
+            "é; SET x = 1",
+        ] {
+            let _ = effects(sql);
+        }
+        assert!(session("é; SET x = 1"));
+    }
+}

@@ -738,11 +738,14 @@ impl fmt::Debug for ConnectionScope {
     }
 }
 
-/// Errors PostgreSQL raises while planning a cached statement that no longer fits the
-/// schema it now runs in: nothing was executed, so running it again prepared afresh is safe.
+/// Errors raised before a cached statement ran because it no longer fits the schema it now
+/// runs in — by PostgreSQL while planning it, or by the driver because its parameter types
+/// were learned under another tenant's columns: nothing was executed, so running it again
+/// prepared afresh is safe.
 fn is_replannable(err: &tokio_postgres::Error) -> bool {
     let Some(db) = err.as_db_error() else {
-        return false;
+        return std::error::Error::source(err)
+            .is_some_and(|cause| cause.is::<tokio_postgres::types::WrongType>());
     };
     let code = db.code();
     (*code == SqlState::FEATURE_NOT_SUPPORTED

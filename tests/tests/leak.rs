@@ -6,7 +6,11 @@
 //! four) through the axum adapter over HTTP. Meanwhile: 5% of requests are cancelled
 //! mid-flight, random backends are killed with `pg_terminate_backend`, some requests hit a
 //! statement timeout, and a rolling migration adds a column in random tenants (so cached
-//! plans of `SELECT *` change result type).
+//! plans of `SELECT *` change result type). Misuse on top: 3% of requests first send SQL that
+//! changes the session through their scope (`SET search_path` to another tenant, `RESET`,
+//! `DISCARD ALL`, `set_config`), half of the direct requests go through a second router over
+//! the same pool, and tenants are deleted mid-run while `public` holds a `marker` and `notes`
+//! of its own, so a fall-through would show as a wrong answer.
 //!
 //! CI size by default; `TENANT_SCHEMAS_LEAK_FULL=1` runs the full size (1,000 tenants,
 //! 100,000 requests per deployment):
@@ -118,9 +122,18 @@ enum Answer {
 
 /// One request through a ConnectionScope: marker and count, with `SELECT *` so a column
 /// added mid-run changes the cached plan's result type.
-async fn direct(router: &SchemaRouter, tenant: Tenant, timeout_some: bool) -> Answer {
+async fn direct(
+    router: &SchemaRouter,
+    tenant: Tenant,
+    timeout_some: bool,
+    misuse: Option<String>,
+) -> Answer {
     let result = scope::run(tenant, async {
         let mut conn = router.connection().await.map_err(|e| classify(&e))?;
+        if let Some(sql) = misuse {
+            // Whatever it does, the statements below must still see this tenant.
+            let _ = conn.batch_execute(&sql).await;
+        }
         if timeout_some {
             let tx = conn.transaction().await.map_err(|e| classify(&e))?;
             let timed = async {
@@ -253,15 +266,52 @@ async fn rolling_migration(
     altered
 }
 
+/// The SQL a careless handler sends through its scope, pointing at tenant `other`.
+fn misuse_sql(rng: &mut StdRng, other: &SchemaName) -> String {
+    match rng.random_range(0..5) {
+        0 => format!("SET search_path TO {other}, public"),
+        1 => "RESET search_path".into(),
+        2 => "RESET ALL".into(),
+        3 => "DISCARD ALL".into(),
+        _ => format!("SELECT set_config('search_path', '{other}', false)"),
+    }
+}
+
+/// Deletes the tenants `doomed` one by one, every 100 ms, while requests run.
+async fn deleter(tenancy: Tenancy, doomed: Vec<SchemaName>, deleted: Arc<AtomicU64>) {
+    for s in doomed {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The backend killer may kill the deleting connection: try again.
+        for attempt in 1.. {
+            match tenancy
+                .delete_tenant(&s, tenant_schemas::DropSchema::Yes)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if attempt < 5 => eprintln!("deleting {s} (attempt {attempt}): {e}"),
+                Err(e) => panic!("deleting {s}: {e}"),
+            }
+        }
+        deleted.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 async fn run_deployment(
     label: &str,
     cluster: &'static TestCluster,
     dbname: &str,
     tenancy: Tenancy,
     schemas: Arc<Vec<SchemaName>>,
+    doomed: Vec<SchemaName>,
     requests: u64,
 ) {
     let router = tenancy.router().clone();
+    // A second router over the same pool, as a background worker would build it.
+    let second = SchemaRouter::builder(router.pool().clone())
+        .mode(router.mode())
+        .build();
+    let deleted = Arc::new(AtomicU64::new(0));
+    let deletions = tokio::spawn(deleter(tenancy.clone(), doomed, deleted.clone()));
     let app = with_tenancy(
         Router::new().route("/check", get(check)),
         TenantLayer::new(tenancy.clone()),
@@ -282,8 +332,9 @@ async fn run_deployment(
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..CONCURRENCY {
-        let (router, schemas, tally, issued) = (
+        let (router, second, schemas, tally, issued) = (
             router.clone(),
+            second.clone(),
             schemas.clone(),
             tally.clone(),
             issued.clone(),
@@ -296,11 +347,18 @@ async fn run_deployment(
                 let via_http = rng.random_bool(0.25);
                 let cancel = rng.random_bool(0.05);
                 let timeout_some = !via_http && rng.random_bool(0.01);
+                let other = schemas[rng.random_range(0..schemas.len())].clone();
+                let misuse = rng.random_bool(0.03).then(|| misuse_sql(&mut rng, &other));
+                let router = if rng.random_bool(0.5) {
+                    &router
+                } else {
+                    &second
+                };
                 let work = async {
                     if via_http {
                         over_http(addr, i).await
                     } else {
-                        direct(&router, tenant, timeout_some).await
+                        direct(router, tenant, timeout_some, misuse).await
                     }
                 };
                 tally.requests.fetch_add(1, Ordering::Relaxed);
@@ -339,19 +397,22 @@ async fn run_deployment(
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let killed = killer.await.unwrap();
+    deletions.await.unwrap();
     let altered = migrator.await.unwrap();
     server.abort();
     let errors = tally.errors.lock().unwrap().clone();
     let n = tally.requests.load(Ordering::Relaxed);
     println!(
         "[{label}] requests {n} (http {}) in {:.1} s ({:.0}/s): ok {}, WRONG TENANT {}, cancelled {}, \
-         errors {errors:?}; backends killed {killed}, tenants migrated mid-run {altered}; router {:?}",
+         errors {errors:?}; backends killed {killed}, tenants migrated mid-run {altered}, \
+         deleted mid-run {}; router {:?}",
         tally.http.load(Ordering::Relaxed),
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
         tally.ok.load(Ordering::Relaxed),
         tally.wrong_tenant.load(Ordering::Relaxed),
         tally.cancelled.load(Ordering::Relaxed),
+        deleted.load(Ordering::Relaxed),
         router.stats(),
     );
     assert_eq!(
@@ -390,6 +451,21 @@ async fn no_request_ever_sees_another_tenant() {
         .await
         .unwrap();
     let schemas = Arc::new(create_tenants(&setup, size.tenants).await);
+    // What a fall-through to public would read.
+    setup
+        .router()
+        .public()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE public.marker (schema_name text NOT NULL);
+             INSERT INTO public.marker VALUES ('PUBLIC');
+             CREATE TABLE public.notes (id bigserial, body text);",
+        )
+        .await
+        .unwrap();
+    let n = schemas.len();
+    let doomed = |range: std::ops::Range<usize>| schemas[range].to_vec();
 
     let direct = Tenancy::builder(pool(db.config().clone(), POOL).unwrap())
         .build()
@@ -401,6 +477,7 @@ async fn no_request_ever_sees_another_tenant() {
         db.name(),
         direct,
         schemas.clone(),
+        doomed(n - 40..n - 20),
         size.requests,
     )
     .await;
@@ -416,7 +493,8 @@ async fn no_request_ever_sees_another_tenant() {
         cluster,
         db.name(),
         bounced,
-        schemas,
+        schemas.clone(),
+        doomed(n - 20..n),
         size.requests,
     )
     .await;

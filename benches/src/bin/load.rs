@@ -9,7 +9,8 @@
 //! - `naive`: `SET search_path` as its own round trip on every checkout;
 //! - `qualified`: schema-qualified SQL, one cached statement per schema.
 //!
-//! `cargo run --release -p tenant-schemas-benches --bin load -- [--secs 3] [--tasks 32] [--quick]`
+//! `cargo run --release -p tenant-schemas-benches --bin load -- [--secs 3] [--tasks 32] [--quick]
+//! [--tenants N] [--warmup SECS]`
 
 #![allow(clippy::unwrap_used)]
 
@@ -241,6 +242,10 @@ async fn main() {
     let tasks = arg("--tasks", 32.0) as usize;
     let quick = args.iter().any(|a| a == "--quick");
     let single_only = args.iter().any(|a| a == "--single");
+    // Only this many tenants (T), instead of the 1 / 100 / 1,000 sweep.
+    let only_tenants = arg("--tenants", 0.0) as usize;
+    // An unmeasured run of each variant before the measured one (steady state).
+    let warmup = arg("--warmup", 0.0);
 
     let cluster = TestCluster::start().unwrap();
     let db = cluster.create_database().await.unwrap();
@@ -255,7 +260,7 @@ async fn main() {
         .build()
         .await
         .unwrap();
-    let n_tenants = 1000;
+    let n_tenants = if only_tenants > 0 { only_tenants } else { 1000 };
     let schemas: Vec<SchemaName> = (0..n_tenants)
         .map(|i| SchemaName::new(&format!("t{i}")).unwrap())
         .collect();
@@ -345,8 +350,14 @@ async fn main() {
         }
         return;
     }
-    let tenant_counts: &[usize] = if quick { &[1, 1000] } else { &[1, 100, 1000] };
-    for &t in tenant_counts {
+    let tenant_counts: Vec<usize> = if only_tenants > 0 {
+        vec![only_tenants]
+    } else if quick {
+        vec![1, 1000]
+    } else {
+        vec![1, 100, 1000]
+    };
+    for t in tenant_counts {
         for zipf in [false, true] {
             if t == 1 && zipf {
                 continue;
@@ -364,6 +375,9 @@ async fn main() {
         };
         let mut baseline = None;
         for variant in VARIANTS {
+            if warmup > 0.0 {
+                run(&setup, variant, &picker, queries, tasks, warmup).await;
+            }
             let s = run(&setup, variant, &picker, queries, tasks, secs).await;
             let base = *baseline.get_or_insert(s.per_sec);
             println!(

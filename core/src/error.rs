@@ -69,7 +69,7 @@ pub enum Error {
     },
 
     /// No connection could be had from the pool: the database is down or the pool is exhausted (→ 503).
-    #[error("no database connection for schema `{schema}`: {source}")]
+    #[error("no database connection for schema `{schema}`: {}", pool_message(.source))]
     Pool {
         /// The schema the connection was for.
         schema: SchemaName,
@@ -142,7 +142,7 @@ pub enum Error {
     },
 
     /// A migration file could not be read.
-    #[error("cannot read migrations from `{path}`: {source}")]
+    #[error("cannot read migrations from `{path}`: {}", message(.source))]
     MigrationSource {
         /// The file or directory.
         path: std::path::PathBuf,
@@ -172,7 +172,7 @@ pub enum Error {
     },
 
     /// A custom resolver failed with its own error type.
-    #[error("tenant resolver failed: {0}")]
+    #[error("tenant resolver failed: {}", message(&**.0))]
     Resolver(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     /// The tenant's schema does not exist on the database its connection is for: the tenant
@@ -185,6 +185,7 @@ pub enum Error {
         /// The missing schema.
         schema: SchemaName,
     },
+
 }
 
 /// A coarse category of [`Error`], stable across new variants.
@@ -263,12 +264,58 @@ impl Error {
 }
 
 /// The server's own message (with its SQLSTATE) where there is one; the driver's
-/// `Display` alone only says "db error".
+/// `Display` alone only says "db error". Otherwise the driver's message and its causes'
+/// (its `Display` says "error connecting to server" and leaves out why).
 fn pg_message(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{} ({}: {})", db.message(), db.severity(), db.code().code()),
-        None => err.to_string(),
+        None => with_sources(err.to_string(), std::error::Error::source(err)),
     }
+}
+
+/// What the pool says, with the driver's real message where the pool has one: its
+/// `Display` of a backend error is "Error occurred while creating a new object: db error".
+fn pool_message(err: &deadpool_postgres::PoolError) -> String {
+    use deadpool_postgres::{HookError, PoolError};
+    match err {
+        PoolError::Backend(e) => pg_message(e),
+        PoolError::PostCreateHook(HookError::Backend(e)) => {
+            format!("post-create hook failed: {}", pg_message(e))
+        }
+        PoolError::PostCreateHook(HookError::Message(m)) => {
+            format!("post-create hook failed: {m}")
+        }
+        other => with_sources(other.to_string(), std::error::Error::source(other)),
+    }
+}
+
+/// Any error's message followed by its causes' (see [`with_sources`]).
+fn message(err: &(dyn std::error::Error + 'static)) -> String {
+    match err.downcast_ref::<tokio_postgres::Error>() {
+        Some(pg) => pg_message(pg),
+        None => with_sources(err.to_string(), err.source()),
+    }
+}
+
+/// `text`, then the message of each error of the `source` chain that `text` does not
+/// already include (many errors repeat their cause in their own message), `: `-separated.
+fn with_sources(
+    mut text: String,
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    while let Some(err) = source {
+        let (shown, next) = match err.downcast_ref::<tokio_postgres::Error>() {
+            // Its own chain is in its message.
+            Some(pg) => (pg_message(pg), None),
+            None => (err.to_string(), err.source()),
+        };
+        if !shown.is_empty() && !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = next;
+    }
+    text
 }
 
 /// True when the error means the connection is gone (closed, I/O error, server shutdown or

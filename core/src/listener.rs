@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use moka::future::Cache;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::cache::CachedResolver;
+use crate::cache::{CachedResolver, CoherentCache};
 use crate::host::Host;
 use crate::registry::CHANNEL;
 use crate::resolver::TenantResolver;
@@ -21,7 +20,7 @@ use crate::tenant::Tenant;
 #[derive(Clone)]
 pub(crate) struct Caches {
     pub(crate) hosts: CachedResolver<Box<dyn TenantResolver>>,
-    pub(crate) by_schema: Cache<SchemaName, Option<Tenant>>,
+    pub(crate) by_schema: CoherentCache<SchemaName, Option<Tenant>>,
     pub(crate) listening: Arc<AtomicBool>,
 }
 

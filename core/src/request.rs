@@ -227,6 +227,11 @@ impl RequestResolverBuilder {
     /// public tenant have `token` put in front of their path (`/signup` → `/main/signup`), so
     /// one router holds the public site under the token and the tenant sites beside it.
     /// [`strip_path_token`] undoes it when building URLs.
+    ///
+    /// The token's paths belong to the public site alone: a request served as any other
+    /// tenant whose path is the token or starts with it (`/main`, `/main/…`, also written
+    /// `/%6Dain/…` or `//main/…`) is answered 404, instead of running the public site's
+    /// routes in that tenant's scope.
     pub fn public_path_token(mut self, token: &str) -> Self {
         let trimmed = token.trim_matches('/');
         self.inner.public_token = (!trimmed.is_empty()).then(|| format!("/{trimmed}"));
@@ -342,11 +347,19 @@ impl RequestResolver {
                 UnknownTenant::Respond(f) => return Err(f(uri, headers)),
             },
         };
-        if let (true, Some(token)) = (tenant.is_public(), &inner.public_token) {
+        if let Some(token) = &inner.public_token {
             let current = path
                 .as_deref()
                 .unwrap_or_else(|| uri.path_and_query().map_or("/", |pq| pq.as_str()));
-            path = Some(format!("{token}{current}"));
+            if tenant.is_public() {
+                path = Some(format!("{token}{current}"));
+            } else if under_token(token, current) {
+                tracing::debug!(
+                    tenant = %tenant.schema(),
+                    "a tenant's request for the public site's path token: 404"
+                );
+                return Err(Rejection::new(StatusCode::NOT_FOUND, "404 Not Found\n"));
+            }
         }
         Ok(ResolvedRequest {
             tenant,
@@ -385,6 +398,41 @@ fn forwarded_host(headers: &HeaderMap) -> Option<&str> {
             .and_then(|v| v.split(',').next())
             .map(str::trim)
     })
+}
+
+/// Whether the path of `path_and_query` is `token` (`/main`) or lies under it (`/main/…`),
+/// the way a router could see it: percent-escapes decoded (`/%6Dain`, as actix-web routes
+/// it) and runs of slashes merged (`//main`, as path-normalizing middleware does).
+fn under_token(token: &str, path_and_query: &str) -> bool {
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |(path, _)| path);
+    let mut decoded = Vec::with_capacity(path.len());
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => match std::str::from_utf8(hex)
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            {
+                Some(b) => {
+                    i += 2;
+                    b
+                }
+                None => b'%',
+            },
+            (b, _) => b,
+        };
+        i += 1;
+        if !(byte == b'/' && decoded.last() == Some(&b'/')) {
+            decoded.push(byte);
+        }
+    }
+    match decoded.strip_prefix(token.as_bytes()) {
+        Some(rest) => rest.is_empty() || rest.starts_with(b"/"),
+        None => false,
+    }
 }
 
 /// `/t/acme/notes?x=1` with prefix `/t/` → (`acme`, `/notes?x=1`).
@@ -445,6 +493,33 @@ mod tests {
             Strategy::path_prefix("/tenants/"),
             Strategy::PathPrefix("/tenants/".into())
         );
+    }
+
+    #[test]
+    fn paths_under_the_token() {
+        for path in [
+            "/main",
+            "/main/",
+            "/main?x=1",
+            "/main/signup?x=1",
+            "/%6Dain/x",
+            "/%6d%61%69%6e",
+            "//main//x",
+            "/main%2Fx",
+        ] {
+            assert!(under_token("/main", path), "{path}");
+        }
+        for path in [
+            "/",
+            "/mainly",
+            "/notes/main",
+            "/x?/main",
+            "/%6",
+            "/ma%in",
+            "/Main",
+        ] {
+            assert!(!under_token("/main", path), "{path}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::future::Future;
 use futures_util::future::Either;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::task::JoinHandle;
+use tracing::instrument::{Instrument, Instrumented};
 
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
@@ -74,21 +75,27 @@ pub fn sync_run<R>(tenant: Tenant, f: impl FnOnce() -> R) -> R {
 }
 
 /// Wraps `fut` in the current scope, if there is one, so it keeps the tenant wherever it is
-/// polled (a `JoinSet`, another executor, a stream combinator's task).
+/// polled (a `JoinSet`, another executor, a stream combinator's task); and in the current
+/// [`tracing::Span`], so what it logs stays inside the request's span (which names host
+/// and tenant).
 pub fn bind<F: Future>(fut: F) -> Bound<F> {
-    match current_tenant() {
+    let scoped = match current_tenant() {
         Some(tenant) => Either::Left(run(tenant, fut)),
         None => Either::Right(fut),
-    }
+    };
+    scoped.instrument(tracing::Span::current())
 }
 
-/// A future that carries the scope it was created in, as returned by [`bind`].
-pub type Bound<F> = Either<Scoped<F>, F>;
+/// A future that carries the scope and the tracing span it was created in, as returned by
+/// [`bind`].
+pub type Bound<F> = Instrumented<Either<Scoped<F>, F>>;
 
-/// Spawns `fut` on the tokio runtime with the current tenant in scope.
+/// Spawns `fut` on the tokio runtime with the current tenant in scope, inside the current
+/// [`tracing::Span`].
 ///
-/// `tokio::spawn` starts tasks with empty task-local storage; this carries the tenant over.
-/// Called outside a scope, the new task has no tenant either (and tenant connections fail).
+/// `tokio::spawn` starts tasks with empty task-local storage and outside any span; this
+/// carries the tenant and the span over (see [`bind`]). Called outside a scope, the new task
+/// has no tenant either (and tenant connections fail).
 #[track_caller]
 pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
 where
@@ -98,15 +105,17 @@ where
     tokio::spawn(bind(fut))
 }
 
-/// Runs the blocking closure `f` on tokio's blocking pool with the current tenant in scope.
+/// Runs the blocking closure `f` on tokio's blocking pool with the current tenant in scope,
+/// inside the current [`tracing::Span`].
 #[track_caller]
 pub fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    let span = tracing::Span::current();
     match current_tenant() {
-        Some(tenant) => tokio::task::spawn_blocking(move || sync_run(tenant, f)),
-        None => tokio::task::spawn_blocking(f),
+        Some(tenant) => tokio::task::spawn_blocking(move || span.in_scope(|| sync_run(tenant, f))),
+        None => tokio::task::spawn_blocking(move || span.in_scope(f)),
     }
 }

@@ -6,7 +6,7 @@ use deadpool_postgres::Pool;
 use http::{HeaderMap, Uri};
 use moka::future::Cache;
 
-use crate::cache::{CacheConfig, CachedResolver};
+use crate::cache::{CacheConfig, CachedResolver, CoherentCache};
 use crate::connection::ConnectionScope;
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -50,7 +50,7 @@ struct Inner {
     router: SchemaRouter,
     resolver: CachedResolver<Box<dyn TenantResolver>>,
     /// Active tenants by schema name, for the path and header strategies.
-    by_schema: Cache<SchemaName, Option<Tenant>>,
+    by_schema: CoherentCache<SchemaName, Option<Tenant>>,
     registry: Registry,
 }
 
@@ -216,10 +216,12 @@ impl TenancyBuilder {
             .extra_schemas(self.extra_schemas)
             .mode(self.mode)
             .build();
-        let by_schema = Cache::builder()
-            .max_capacity(self.cache.max_capacity)
-            .time_to_live(self.cache.negative_ttl)
-            .build();
+        let by_schema = CoherentCache::new(
+            Cache::builder()
+                .max_capacity(self.cache.max_capacity)
+                .time_to_live(self.cache.negative_ttl)
+                .build(),
+        );
         let resolver = CachedResolver::with_config(resolver, self.cache);
         let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let listener = self.listen.map(|config| {
@@ -304,12 +306,13 @@ impl Tenancy {
     }
 
     /// The active tenant living in `schema`, from the registry (cached briefly, for the
-    /// [negative TTL](CacheConfig::negative_ttl)); `None` when there is none.
+    /// [negative TTL](CacheConfig::negative_ttl)); `None` when there is none. As for hosts,
+    /// a lookup that raced an invalidation of the schema is not cached.
     pub async fn tenant_by_schema(&self, schema: &SchemaName) -> Result<Option<Tenant>> {
         let registry = &self.inner.registry;
         self.inner
             .by_schema
-            .try_get_with_by_ref(schema, async move {
+            .get_or_try_insert_with(schema, || async move {
                 match registry.get(schema).await {
                     Ok(record) if record.status == TenantStatus::Active => {
                         Ok(Some(record.tenant()))
@@ -319,6 +322,7 @@ impl Tenancy {
                 }
             })
             .await
+            .map(|(tenant, _)| tenant)
             .map_err(|source| Error::Lookup {
                 key: schema.to_string(),
                 source,

@@ -65,3 +65,47 @@ async fn actix_adapter() {
     handle.stop(true).await;
     thread.join().unwrap().unwrap();
 }
+
+/// One app, the public site under the public path token `/main`. A tenant's host must not
+/// reach it, however the path is written (actix-web routes `/%6Dain` as `/main`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_hosts_do_not_reach_the_public_site_under_the_path_token() {
+    let fx = suite::fixture().await;
+    let resolver = tenant_schemas_actix::RequestResolver::builder(fx.tenancy.clone())
+        .public_path_token("/main")
+        .build();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(TenantMiddleware::with_resolver(resolver.clone()))
+            .route("/main", web::get().to(|| async { "public site" }))
+            .route("/main/", web::get().to(|| async { "public site" }))
+            .route(
+                "/main/whoami",
+                web::get().to(|| async {
+                    tenant_schemas::scope::current_schema().map_or("none".into(), |s| s.to_string())
+                }),
+            )
+            .route(
+                "/",
+                web::get()
+                    .to(|t: CurrentTenant| async move { format!("tenant site {}", t.0.schema()) }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+    let r = tenant_schemas::testing::TenantClient::new(addr, "alpha.example.test")
+        .get("/")
+        .await
+        .unwrap();
+    assert_eq!(r.text().trim(), "tenant site alpha", "{r:?}");
+    suite::tenant_hosts_do_not_reach_the_public_site_under_the_path_token(addr).await;
+    handle.stop(true).await;
+    thread.join().unwrap().unwrap();
+}

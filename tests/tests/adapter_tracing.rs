@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
 use axum::Router;
+use tenant_schemas::scope;
 use tenant_schemas::testing::TenantClient;
 use tenant_schemas_axum::{with_tenancy, TenantLayer};
 
@@ -26,14 +27,25 @@ impl Write for Captured {
     }
 }
 
+/// The log of every test in this file (one global subscriber per process).
+fn captured() -> Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .init();
+            captured
+        })
+        .clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_lines_of_a_request_name_host_and_tenant() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = captured();
     let fx = suite::fixture().await;
     let router = Router::new().route(
         "/",
@@ -60,4 +72,53 @@ async fn log_lines_of_a_request_name_host_and_tenant() {
         line.contains("tenant_request{host=beta.example.test tenant=beta}"),
         "{line}"
     );
+}
+
+/// What `scope::spawn`, `scope::spawn_blocking` and a `scope::bind`-ed future run is part of
+/// the request: their log lines are inside its `tenant_request` span, like the handler's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_of_spawned_tasks_name_host_and_tenant() {
+    let captured = captured();
+    let fx = suite::fixture().await;
+    let router = Router::new().route(
+        "/",
+        get(|| async {
+            scope::spawn(async { tracing::info!("in a task from scope::spawn") })
+                .await
+                .unwrap();
+            scope::spawn_blocking(|| tracing::info!("in a task from scope::spawn_blocking"))
+                .await
+                .unwrap();
+            tokio::spawn(scope::bind(async {
+                tracing::info!("in a future from scope::bind");
+            }))
+            .await
+            .unwrap();
+            "ok"
+        }),
+    );
+    let app = with_tenancy(router, TenantLayer::new(fx.tenancy.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let r = TenantClient::new(addr, "alpha.example.test")
+        .get("/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for message in [
+        "in a task from scope::spawn",
+        "in a task from scope::spawn_blocking",
+        "in a future from scope::bind",
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.ends_with(message))
+            .unwrap_or_else(|| panic!("no line {message:?} in {log}"));
+        assert!(
+            line.contains("tenant_request{host=alpha.example.test tenant=alpha}"),
+            "{line}"
+        );
+    }
 }

@@ -257,3 +257,74 @@ async fn random_unknown_hosts_keep_memory_bounded() {
         rss_after - rss_before
     );
 }
+
+/// A resolver over a one-tenant "registry" that reads its answer, says so on `read`, then
+/// holds it back until the test adds a permit to `release`: the test decides exactly when a
+/// lookup has read the registry and when it finishes.
+struct Gated {
+    calls: AtomicU64,
+    deleted: std::sync::atomic::AtomicBool,
+    read: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl TenantResolver for Gated {
+    async fn resolve(&self, _host: &Host) -> Result<Option<Tenant>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let answer = if self.deleted.load(Ordering::SeqCst) {
+            None
+        } else {
+            Some(Tenant::new(SchemaName::new("acme")?))
+        };
+        self.read.notify_one();
+        self.release.acquire().await.unwrap().forget();
+        Ok(answer)
+    }
+}
+
+/// A lookup reads the registry, the tenant is deleted and the cache invalidated (by host, by
+/// tenant, or everything), then the lookup finishes: its stale answer must not stay cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_that_raced_an_invalidation_is_not_cached() {
+    for how in ["host", "tenant", "all"] {
+        let gated = Arc::new(Gated {
+            calls: AtomicU64::new(0),
+            deleted: false.into(),
+            read: tokio::sync::Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        });
+        let cached = CachedResolver::new(gated.clone());
+        let acme = host("acme.test");
+        let lookup = tokio::spawn({
+            let (cached, acme) = (cached.clone(), acme.clone());
+            async move { cached.resolve(&acme).await }
+        });
+        gated.read.notified().await; // the lookup has read "acme exists"
+        gated.deleted.store(true, Ordering::SeqCst); // the delete commits…
+        match how {
+            "host" => cached.invalidate(&acme).await, // …and invalidates
+            "tenant" => {
+                cached
+                    .invalidate_tenant(&SchemaName::new("acme").unwrap())
+                    .await;
+            }
+            _ => cached.invalidate_all(),
+        }
+        // A request arriving now may share the lookup in flight; it may get the old answer.
+        let joined = tokio::spawn({
+            let (cached, acme) = (cached.clone(), acme.clone());
+            async move { cached.resolve(&acme).await }
+        });
+        gated.release.add_permits(1); // the lookup finishes with what it read
+        assert!(lookup.await.unwrap().unwrap().is_some(), "{how}");
+        gated.release.add_permits(1); // in case the late request looked up on its own
+        joined.await.unwrap().unwrap();
+        gated.release.add_permits(1);
+        assert!(
+            cached.resolve(&acme).await.unwrap().is_none(),
+            "{how}: the deleted tenant is still served from the cache"
+        );
+        assert!(gated.calls.load(Ordering::SeqCst) >= 2, "{how}");
+    }
+}

@@ -145,6 +145,33 @@ pub async fn run(addr: SocketAddr) {
     // A task spawned with scope::spawn sees the tenant.
     let r = alpha.get("/spawned").await.unwrap();
     assert_eq!(r.text().trim(), "alpha");
+
+    tenant_hosts_do_not_reach_the_public_site_under_the_path_token(addr).await;
+}
+
+/// Where the public site lives under the public path token `/main` (one router for both),
+/// a tenant's host asking for `/main…` must not reach it (404): the public site's routes
+/// would run in the tenant's scope. Apps without a token answer 404 there anyway.
+pub async fn tenant_hosts_do_not_reach_the_public_site_under_the_path_token(addr: SocketAddr) {
+    let alpha = client(addr, "alpha.example.test");
+    for path in [
+        "/main",
+        "/main/",
+        "/main?x=1",
+        "/main/?x=1",
+        "/main/whoami",
+        "/%6Dain/",
+        "/%6d%61%69%6e/whoami",
+        "//main/",
+    ] {
+        let r = alpha.get(path).await.unwrap();
+        assert_eq!(r.status, 404, "{path}: {r:?}");
+        assert!(!r.text().contains("public site"), "{path}: {r:?}");
+        assert!(!r.text().contains("alpha"), "{path}: {r:?}");
+    }
+    // The public host still gets its site.
+    let r = client(addr, "example.test").get("/").await.unwrap();
+    assert_eq!((r.status, r.text().trim()), (200, "public site"), "{r:?}");
 }
 
 /// The database goes away: 503 (not a hang), then the app recovers on its own.

@@ -352,7 +352,23 @@ impl ConnectionScope {
                 self.after_running(effects);
                 result.map_err(|e| Error::db(action, &self.schema, e))
             }
+            (Err(e), _) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                Err(self.explain_undefined_table(e, action).await)
+            }
             (other, _) => other.map_err(|e| Error::db(action, &self.schema, e)),
+        }
+    }
+
+    /// A relation was not found: if the reason is that the schema itself is gone (deleted by
+    /// another process while this connection was remembered on it), say so.
+    async fn explain_undefined_table(
+        &self,
+        e: tokio_postgres::Error,
+        action: &'static str,
+    ) -> Error {
+        match self.switch().await {
+            Err(missing @ Error::SchemaMissing { .. }) => missing,
+            _ => Error::db(action, &self.schema, e),
         }
     }
 
@@ -588,7 +604,12 @@ impl ConnectionScope {
         self.before_running(effects);
         let result = run().await;
         self.after_running(effects);
-        result.map_err(|e| Error::db(action, &self.schema, e))
+        match result {
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                Err(self.explain_undefined_table(e, action).await)
+            }
+            other => other.map_err(|e| Error::db(action, &self.schema, e)),
+        }
     }
 
     /// Runs one or more statements separated by `;`, without parameters.

@@ -590,3 +590,34 @@ async fn transaction_mode_refuses_user_transaction_control() {
         .get(0);
     assert_eq!(n, 0);
 }
+
+/// Another process deleted the tenant (here: its schema dropped behind this process's
+/// back): a connection remembered on it answers "schema missing", not a bare SQL error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_dropped_by_another_process_reads_as_missing() {
+    let db = database().await;
+    let pool = db.new_pool(1).unwrap();
+    let tenancy = Tenancy::builder(pool.clone())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "elsewhere_", 1).await;
+    let router = tenancy.router();
+    assert_eq!(seen_by(router, &s[0]).await, s[0].as_str());
+    let stats = router.stats();
+    let other_process = pool.get().await.unwrap();
+    other_process
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE", s[0].quoted()))
+        .await
+        .unwrap();
+    drop(other_process);
+    let read = router
+        .connection_for(&s[0])
+        .await
+        .unwrap()
+        .query_one("SELECT schema_name FROM marker", &[])
+        .await;
+    assert!(matches!(read, Err(Error::SchemaMissing { .. })), "{read:?}");
+    assert!(router.stats().switches > stats.switches);
+}

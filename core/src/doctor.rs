@@ -51,6 +51,23 @@ pub enum Finding {
         /// Why it is invalid.
         reason: String,
     },
+    /// A tenant table (or view) with the name of one in `public`, not declared with
+    /// [`TenantMigrations::shared_name`](crate::TenantMigrations::shared_name). Where the
+    /// tenant's schema is missing from a search path, PostgreSQL skips it and the unqualified
+    /// name silently means `public`'s table. Not repaired (rename one, or declare it).
+    TableInPublic {
+        /// The tenant.
+        schema: SchemaName,
+        /// The table's name.
+        table: String,
+    },
+    /// A tenant whose schema has the name of a database role (made after the tenant): the
+    /// default search path `"$user", public` resolves to that schema for that role on every
+    /// connection not switched to a tenant. Not repaired (rename the role or move the tenant).
+    SchemaNamedAfterRole {
+        /// The tenant.
+        schema: SchemaName,
+    },
 }
 
 impl Finding {
@@ -80,8 +97,9 @@ impl DoctorReport {
 
 impl Registry {
     /// Looks for schemas without a registry row, rows without a schema, tenants behind or
-    /// ahead of the migration set, and invalid names. With `fix`, migrates the tenants that
-    /// are behind and reports the rest.
+    /// ahead of the migration set, invalid names, tenant tables named like a table in
+    /// `public` (unless declared shared), and tenant schemas named like a database role. With
+    /// `fix`, migrates the tenants that are behind and reports the rest.
     pub async fn doctor(&self, fix: bool) -> Result<DoctorReport> {
         let public = SchemaName::public();
         let db = |e| Error::db("checking the registry", &public, e);
@@ -97,6 +115,14 @@ impl Registry {
             .map_err(db)?;
         // What each database holds: every schema, and those with a migration history.
         let mut present: HashMap<String, (HashSet<String>, Vec<String>)> = HashMap::new();
+        // Per database: (schema, table) pairs shadowing `public`, and the role names.
+        let mut shadowed: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut roles: HashMap<String, HashSet<String>> = HashMap::new();
+        let allowed: Vec<&str> = self
+            .migrations
+            .shared_names()
+            .chain(self.shared.shared_names())
+            .collect();
         let shards = std::iter::once(DEFAULT_SHARD).chain(self.shards.keys().map(String::as_str));
         for shard in shards {
             let conn = self
@@ -109,9 +135,9 @@ impl Registry {
                 })?;
             let rows = conn
                 .query_typed(
-                    "SELECT n.nspname::text, EXISTS (SELECT 1 FROM pg_class c
+                    "SELECT n.nspname::text, EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                          WHERE c.relnamespace = n.oid AND c.relname = $1 AND c.relkind = 'r')
-                     FROM pg_namespace n ORDER BY 1",
+                     FROM pg_catalog.pg_namespace n ORDER BY 1",
                     &[(&HISTORY_TABLE, Type::TEXT)],
                 )
                 .await
@@ -123,6 +149,18 @@ impl Registry {
                 .map(|r| r.get::<_, String>(0))
                 .collect();
             present.insert(shard.to_owned(), (all, with_history));
+            let pairs = crate::migrate::shadowed_tables(&conn, None, &allowed)
+                .await
+                .map_err(db)?;
+            shadowed.insert(shard.to_owned(), pairs);
+            let role_names = conn
+                .query_typed("SELECT rolname::text FROM pg_catalog.pg_roles", &[])
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            roles.insert(shard.to_owned(), role_names);
         }
         let registered: HashSet<(String, String)> = tenants
             .iter()
@@ -161,6 +199,22 @@ impl Registry {
             }
             if schema.is_public() {
                 continue;
+            }
+            if roles.get(shard).is_some_and(|r| r.contains(name)) {
+                report.findings.push(Finding::SchemaNamedAfterRole {
+                    schema: schema.clone(),
+                });
+            }
+            for (_, table) in shadowed
+                .get(shard)
+                .into_iter()
+                .flatten()
+                .filter(|(s, _)| s == name)
+            {
+                report.findings.push(Finding::TableInPublic {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                });
             }
             if version < latest {
                 report.findings.push(Finding::Behind {

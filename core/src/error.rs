@@ -186,6 +186,38 @@ pub enum Error {
         schema: SchemaName,
     },
 
+    /// A migration was refused before anything ran (→ 500: fix the migration set). Every
+    /// migration runs inside the transaction that creates or migrates its schema, so one
+    /// that begins, ends or marks a transaction (`BEGIN`, `COMMIT`, `ROLLBACK`, `END`,
+    /// `SAVEPOINT`, `PREPARE TRANSACTION` …) would commit a half-made tenant or run the
+    /// migrations after it outside the schema's transaction.
+    #[error("migration `{migration}` is refused: {reason}")]
+    MigrationRefused {
+        /// The migration's file name, e.g. `V3__backfill.sql`.
+        migration: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// A tenant's schema cannot have the name of a database role (→ 409): the default search
+    /// path `"$user", public` puts a schema named like the connecting role first, so every
+    /// connection of that role that was not switched to a tenant would read and write it.
+    #[error("schema name `{schema}` is taken by a database role: `\"$user\"` in the default search path would resolve to it; choose another name")]
+    SchemaNamedAfterRole {
+        /// The refused schema.
+        schema: SchemaName,
+    },
+
+    /// A tenant table has the name of a table in `public` and was not declared shared
+    /// (→ 500: fix the migration set). Where the tenant's schema is missing from a search path,
+    /// PostgreSQL skips it and the unqualified name silently means `public`'s table.
+    #[error("table `{table}` would exist both in schema `{schema}` and in `public`, where unqualified names fall through when a schema is missing: rename it, or declare the shared name with `TenantMigrations::shared_name(\"{table}\")`")]
+    TableInPublic {
+        /// The tenant schema holding the table.
+        schema: SchemaName,
+        /// The table's name.
+        table: String,
+    },
 }
 
 /// A coarse category of [`Error`], stable across new variants.
@@ -215,7 +247,10 @@ impl Error {
             | Error::TenantNotFound { .. }
             | Error::DomainNotFound { .. }
             | Error::SchemaMissing { .. } => ErrorKind::NotFound,
-            Error::TenantExists { .. } | Error::DomainTaken { .. } => ErrorKind::Conflict,
+            Error::TenantExists { .. }
+            | Error::DomainTaken { .. }
+            | Error::SchemaNamedAfterRole { .. } => ErrorKind::Conflict,
+            Error::MigrationRefused { .. } | Error::TableInPublic { .. } => ErrorKind::Internal,
             Error::Pool { .. } => ErrorKind::Unavailable,
             Error::Database { source, .. } | Error::Migration { source, .. }
                 if is_connection_lost(source) =>

@@ -12,6 +12,21 @@
 //! registry's version column must move in the same transaction. The runner below is the
 //! smallest that does that; the file naming stays refinery's.
 //!
+//! Because every migration runs inside its schema's transaction, a migration may not begin,
+//! end or mark a transaction itself (`BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT` …): such a
+//! set is refused with [`Error::MigrationRefused`] when it is built (`from_files`, `from_dir`)
+//! or, for sets built with [`TenantMigrations::with`], before anything runs. A migration may
+//! change session state (`SET`, `RESET`, `set_config`, a `DO` block …): that is common and
+//! legitimate (`SET LOCAL lock_timeout`), so it is not refused but isolated instead. The
+//! schema's search path is set again before every migration, so one migration's `SET
+//! search_path` or `RESET ALL` cannot make the next one land in another schema, and a
+//! connection that ran such a migration is closed afterwards instead of going back to the
+//! pool, where a session-level change would outlive the transaction.
+//!
+//! A tenant table may not have the name of a table in `public` unless declared with
+//! [`TenantMigrations::shared_name`]: where a search path names a schema that is missing,
+//! PostgreSQL skips it and unqualified names silently resolve in `public`.
+//!
 //! ```
 //! use tenant_schemas::TenantMigrations;
 //!
@@ -81,6 +96,8 @@ fn checksum(sql: &str) -> i64 {
 #[derive(Debug, Clone, Default)]
 pub struct TenantMigrations {
     list: Arc<Vec<Migration>>,
+    /// Table names allowed in a tenant schema and in `public` at once.
+    shared_names: Arc<Vec<String>>,
 }
 
 impl TenantMigrations {
@@ -94,6 +111,73 @@ impl TenantMigrations {
         let version = self.latest().saturating_add(1);
         Arc::make_mut(&mut self.list).push(Migration::new(version, name, sql));
         self
+    }
+
+    /// Declares that a tenant table may have the same name as a table in `public` on purpose,
+    /// e.g. a `users` table for the main site in `public` and one per tenant. Without it,
+    /// creating a tenant or migrating fails with [`Error::TableInPublic`] when a tenant table
+    /// and a `public` table share a name, and [`Registry::doctor`](crate::Registry::doctor)
+    /// reports it: code that runs with a tenant's schema missing from its search path would
+    /// silently use `public`'s table.
+    ///
+    /// ```
+    /// use tenant_schemas::TenantMigrations;
+    ///
+    /// let migrations = TenantMigrations::new()
+    ///     .with("users", "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)")
+    ///     .shared_name("users");
+    /// assert!(migrations.is_shared_name("users"));
+    /// ```
+    pub fn shared_name(mut self, table: impl Into<String>) -> Self {
+        let table = table.into();
+        if !self.is_shared_name(&table) {
+            Arc::make_mut(&mut self.shared_names).push(table);
+        }
+        self
+    }
+
+    /// Whether `table` was declared with [`shared_name`](Self::shared_name).
+    pub fn is_shared_name(&self, table: &str) -> bool {
+        self.shared_names.iter().any(|n| n == table)
+    }
+
+    /// The table names declared with [`shared_name`](Self::shared_name).
+    pub fn shared_names(&self) -> impl Iterator<Item = &str> {
+        self.shared_names.iter().map(String::as_str)
+    }
+
+    /// Checks that no migration begins, ends or marks a transaction (`BEGIN`, `COMMIT`,
+    /// `ROLLBACK`, `END`, `SAVEPOINT`, `PREPARE TRANSACTION` …), which would end the
+    /// transaction a schema is created or migrated in. `from_files` and `from_dir` check at
+    /// once; a set built with [`with`](Self::with) is checked before anything runs.
+    ///
+    /// ```
+    /// use tenant_schemas::{Error, TenantMigrations};
+    ///
+    /// let set = TenantMigrations::new().with("backfill", "UPDATE notes SET body = ''; COMMIT");
+    /// assert!(matches!(set.validate(), Err(Error::MigrationRefused { .. })));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        match self
+            .iter()
+            .find(|m| crate::sql::effects(&m.sql).transaction_control)
+        {
+            Some(m) => Err(Error::MigrationRefused {
+                migration: m.file_name(),
+                reason: "it contains a transaction-control statement (BEGIN, COMMIT, ROLLBACK, \
+                         END, SAVEPOINT, PREPARE TRANSACTION …); each schema is migrated in a \
+                         transaction of its own, so remove it",
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a migration above `version` may change session state (`SET`, `RESET`,
+    /// `set_config`, `DO` …) beyond its transaction: the connection it ran on must not go
+    /// back to the pool.
+    pub(crate) fn may_change_session_after(&self, version: i32) -> bool {
+        self.iter()
+            .any(|m| m.version > version && crate::sql::effects(&m.sql).session)
     }
 
     /// Migrations from `(file name, SQL)` pairs, e.g. embedded with `include_str!`:
@@ -117,8 +201,19 @@ impl TenantMigrations {
         let mut list = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_err)? {
             let path = entry.map_err(io_err)?.path();
-            let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            let Some(file) = path.file_name() else {
                 continue;
+            };
+            // A name that is not UTF-8 cannot be read as `V<n>__<name>.sql`; skipping it would
+            // silently drop a migration.
+            let Some(file) = file.to_str() else {
+                return Err(Error::MigrationSource {
+                    path,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the file name is not valid UTF-8",
+                    ),
+                });
             };
             if !file.ends_with(".sql") {
                 continue;
@@ -144,9 +239,12 @@ impl TenantMigrations {
                 ),
             });
         }
-        Ok(TenantMigrations {
+        let set = TenantMigrations {
             list: Arc::new(list),
-        })
+            shared_names: Arc::default(),
+        };
+        set.validate()?;
+        Ok(set)
     }
 
     /// How many migrations there are.
@@ -180,21 +278,28 @@ impl TenantMigrations {
     /// Brings `schema` to the latest version inside `tx`: creates its history table if
     /// needed, checks what was applied against the list (a changed or unknown applied
     /// migration is an error), then sends every pending migration and its history row in one
-    /// pipelined batch. Returns (version before, version after).
+    /// pipelined batch, each migration preceded by `SET LOCAL search_path` so that a
+    /// migration changing the search path cannot move the next one elsewhere. Returns
+    /// (version before, version after).
+    ///
+    /// A migration may change session state that outlives `tx` (see
+    /// [`may_change_session_after`](Self::may_change_session_after)): the caller then closes
+    /// the connection instead of returning it to the pool.
     pub(crate) async fn apply(
         &self,
         tx: &Transaction<'_>,
         schema: &SchemaName,
     ) -> Result<(i32, i32)> {
+        self.validate()?;
         let db = |e| Error::db("migrating", schema, e);
+        let set_path = format!("SET LOCAL search_path TO {}", search_path(schema, &[]));
         tx.batch_execute(&format!(
-            "SET LOCAL search_path TO {path}; \
+            "{set_path}; \
              CREATE TABLE IF NOT EXISTS {s}.{HISTORY_TABLE} (
                  version integer PRIMARY KEY,
                  name text NOT NULL,
                  checksum bigint NOT NULL,
                  applied_at timestamptz NOT NULL DEFAULT now())",
-            path = search_path(schema, &[]),
             s = schema.quoted(),
         ))
         .await
@@ -214,19 +319,36 @@ impl TenantMigrations {
         if pending.is_empty() {
             return Ok((current, current));
         }
-        // All pending migrations go out at once; the server runs them in order, and after a
-        // failure the rest fail too ("transaction is aborted"): report the first failure.
-        let results = join_all(pending.iter().map(|m| tx.batch_execute(&m.sql))).await;
-        for (m, result) in pending.iter().zip(results) {
-            result.map_err(|source| Error::Migration {
-                schema: schema.clone(),
-                migration: m.file_name(),
-                source,
+        // All pending migrations go out at once, each after the schema's search path is set
+        // again (a migration's `SET search_path`, `RESET ALL` or `set_config` must not move the
+        // next one); the server runs them in order, and after a failure the rest fail too
+        // ("transaction is aborted"): report the first failure.
+        // The path is set once more after the last one, for what the transaction runs next.
+        let set_path = set_path.as_str();
+        let sends = pending
+            .iter()
+            .flat_map(|m| [None, Some(*m)])
+            .chain([None])
+            .map(|m| async move {
+                let sql = m.map_or(set_path, |m| m.sql.as_str());
+                (m, tx.batch_execute(sql).await)
+            });
+        let results = join_all(sends).await;
+        for (m, result) in results {
+            result.map_err(|source| match m {
+                Some(m) => Error::Migration {
+                    schema: schema.clone(),
+                    migration: m.file_name(),
+                    source,
+                },
+                None => db(source),
             })?;
         }
         let versions: Vec<i32> = pending.iter().map(|m| m.version).collect();
         let names: Vec<&str> = pending.iter().map(|m| m.name.as_str()).collect();
         let sums: Vec<i64> = pending.iter().map(|m| m.checksum).collect();
+        // Multi-argument `unnest` is FROM-clause syntax that only works unqualified; it still
+        // resolves in `pg_catalog`, which is searched before any schema on the path.
         tx.execute_typed(
             &format!(
                 "INSERT INTO {}.{HISTORY_TABLE} (version, name, checksum)
@@ -293,6 +415,52 @@ impl TenantMigrations {
             .map_err(|e| Error::db("reading the migration history", schema, e))?;
         self.check_applied(schema, &rows)
     }
+}
+
+/// Relation kinds compared by name between tenant schemas and `public`: tables, partitioned
+/// tables, views, materialized views and foreign tables.
+const NAMED_RELKINDS: &str = "('r', 'p', 'v', 'm', 'f')";
+
+/// Tenant relations whose name is also a relation in `public`, as (schema, name), ordered:
+/// those of `schema`, or with `None` those of every schema holding a migration history
+/// (`public` aside). Names in `allowed` are left out, and so is the history table (always
+/// schema-qualified by this crate).
+pub(crate) async fn shadowed_tables(
+    client: &tokio_postgres::Client,
+    schema: Option<&SchemaName>,
+    allowed: &[&str],
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT n.nspname::text, c.relname::text
+         FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN {NAMED_RELKINDS}
+           AND n.nspname <> 'public'
+           AND c.relname::text <> $2
+           AND NOT (c.relname::text = ANY ($3))
+           AND CASE WHEN $1::text IS NULL
+                    THEN EXISTS (SELECT 1 FROM pg_catalog.pg_class h
+                                 WHERE h.relnamespace = n.oid AND h.relname::text = $2
+                                   AND h.relkind = 'r')
+                    ELSE n.nspname::text = $1 END
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_class p
+                       JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+                       WHERE pn.nspname = 'public' AND p.relname = c.relname
+                         AND p.relkind IN {NAMED_RELKINDS})
+         ORDER BY 1, 2"
+    );
+    let schema = schema.map(SchemaName::as_str);
+    let rows = client
+        .query_typed(
+            &sql,
+            &[
+                (&schema, Type::TEXT),
+                (&HISTORY_TABLE, Type::TEXT),
+                (&allowed, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 fn bad_name(path: &Path) -> Error {

@@ -110,13 +110,16 @@ impl Registry {
     ) -> Result<MigrationReport> {
         let started = Instant::now();
         let public = SchemaName::public();
+        // A refused migration set fails the run before anything runs anywhere.
+        self.shared.validate()?;
+        self.migrations.validate()?;
         self.install().await?;
         // The lock lives with this connection, which is taken out of the pool and closed at
         // the end: a cancelled run cannot leave the lock held by a pooled connection.
         let lock_conn = deadpool_postgres::Object::take(self.conn().await?);
         lock_conn
             .execute_typed(
-                "SELECT pg_advisory_lock($1)",
+                "SELECT pg_catalog.pg_advisory_lock($1)",
                 &[(&MIGRATE_LOCK, Type::INT8)],
             )
             .await
@@ -205,7 +208,7 @@ impl Registry {
         drop(results);
         let _ = lock_conn
             .execute_typed(
-                "SELECT pg_advisory_unlock($1)",
+                "SELECT pg_catalog.pg_advisory_unlock($1)",
                 &[(&MIGRATE_LOCK, Type::INT8)],
             )
             .await;
@@ -238,19 +241,32 @@ impl Registry {
                     schema: schema.clone(),
                     source,
                 })?;
-            let tx = conn
-                .transaction()
-                .await
-                .map_err(|e| Error::db("migrating", schema, e))?;
-            let (from, to) = migrations.apply(&tx, schema).await?;
-            if here && !schema.is_public() {
-                tx.execute_typed(RECORD, &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)])
+            let in_schema = async {
+                let tx = conn
+                    .transaction()
                     .await
-                    .map_err(|e| Error::db("recording the version", schema, e))?;
+                    .map_err(|e| Error::db("migrating", schema, e))?;
+                let (from, to) = migrations.apply(&tx, schema).await?;
+                if from != to {
+                    self.refuse_shadowing(tx.client(), schema).await?;
+                }
+                if here && !schema.is_public() {
+                    tx.execute_typed(RECORD, &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)])
+                        .await
+                        .map_err(|e| Error::db("recording the version", schema, e))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(|e| Error::db("migrating", schema, e))?;
+                Ok::<_, Error>((from, to))
             }
-            tx.commit()
-                .await
-                .map_err(|e| Error::db("migrating", schema, e))?;
+            .await;
+            // A migration that may change session state beyond its transaction (a plain
+            // `SET search_path`, `RESET ALL` …) leaves this connection closed, not pooled.
+            if migrations.may_change_session_after(version) {
+                drop(deadpool_postgres::Object::take(conn));
+            }
+            let (from, to) = in_schema?;
             if !here && !schema.is_public() {
                 // The registry is on the default database: recorded after the schema's
                 // transaction committed (a crash in between leaves the registry behind, which
@@ -273,6 +289,40 @@ impl Registry {
                     error: e.to_string(),
                 }
             }
+        }
+    }
+}
+
+impl Registry {
+    /// Fails with [`Error::TableInPublic`] when a table of `schema` (a tenant schema) has the
+    /// name of a table in `public`, or, for `public`, when a table of `public` has the name of
+    /// a table in any tenant schema on this database; names declared with
+    /// [`TenantMigrations::shared_name`](crate::TenantMigrations::shared_name) on either
+    /// migration set are allowed. Run inside the migrating transaction, after the migrations.
+    pub(crate) async fn refuse_shadowing(
+        &self,
+        client: &tokio_postgres::Client,
+        schema: &SchemaName,
+    ) -> Result<()> {
+        let allowed: Vec<&str> = self
+            .migrations
+            .shared_names()
+            .chain(self.shared.shared_names())
+            .collect();
+        let target = (!schema.is_public()).then_some(schema);
+        let found = crate::migrate::shadowed_tables(client, target, &allowed)
+            .await
+            .map_err(|e| Error::db("comparing table names with public", schema, e))?;
+        // Schemas whose names would not pass validation are not tenants (doctor reports
+        // registered ones).
+        let first = found.into_iter().find_map(|(name, table)| {
+            SchemaName::from_registry(&name)
+                .ok()
+                .map(|schema| (schema, table))
+        });
+        match first {
+            Some((schema, table)) => Err(Error::TableInPublic { schema, table }),
+            None => Ok(()),
         }
     }
 }

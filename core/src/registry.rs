@@ -27,12 +27,12 @@ CREATE TABLE IF NOT EXISTS public.tenant_schemas_tenants (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     schema_name text NOT NULL UNIQUE CHECK (schema_name ~ '^[a-z_][a-z0-9_]{0,62}$'),
     name        text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now(),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
     version     integer NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS public.tenant_schemas_domains (
-    domain     text PRIMARY KEY CHECK (domain = lower(domain) AND length(domain) BETWEEN 1 AND 253),
+    domain     text PRIMARY KEY CHECK (domain = pg_catalog.lower(domain) AND pg_catalog.length(domain) BETWEEN 1 AND 253),
     tenant_id  bigint NOT NULL REFERENCES public.tenant_schemas_tenants (id) ON DELETE CASCADE,
     is_primary boolean NOT NULL DEFAULT false
 );
@@ -46,7 +46,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
 
 const SELECT_TENANTS: &str = "
 SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
-       coalesce(array_agg(d.domain ORDER BY d.is_primary DESC, d.domain)
+       coalesce(pg_catalog.array_agg(d.domain ORDER BY d.is_primary DESC, d.domain)
                 FILTER (WHERE d.domain IS NOT NULL), '{}') AS domains
 FROM public.tenant_schemas_tenants t
 LEFT JOIN public.tenant_schemas_domains d ON d.tenant_id = t.id";
@@ -175,7 +175,7 @@ impl Registry {
             .await
             .map_err(|e| Error::db("installing the registry", &public, e))?;
         tx.execute_typed(
-            "SELECT pg_advisory_xact_lock($1)",
+            "SELECT pg_catalog.pg_advisory_xact_lock($1)",
             &[(&INSTALL_LOCK, Type::INT8)],
         )
         .await
@@ -201,6 +201,11 @@ impl Registry {
     ) -> Result<TenantRecord> {
         let schema = new.schema.clone();
         let db = |e| Error::db("creating a tenant", &schema, e);
+        // A refused migration set fails before anything runs.
+        self.migrations.validate()?;
+        // A migration that may change session state beyond the creating transaction (a plain
+        // `SET search_path`, `RESET ALL` …) leaves its connection closed, not pooled.
+        let discard = !schema.is_public() && self.migrations.may_change_session_after(0);
         let shard = match (copy_from, &new.shard) {
             _ if schema.is_public() => DEFAULT_SHARD.to_owned(),
             (Some(source), _) => source.shard.clone(),
@@ -212,10 +217,18 @@ impl Registry {
         if shard == DEFAULT_SHARD {
             // Schema, migrations and registry rows in one transaction.
             let mut conn = self.conn().await?;
-            let tx = conn.transaction().await.map_err(db)?;
-            let version = self.build_schema(&tx, &new, source).await?;
-            let (id, created_at) = self.register(&tx, &new, version, &shard).await?;
-            tx.commit().await.map_err(db)?;
+            let made = async {
+                let tx = conn.transaction().await.map_err(db)?;
+                let version = self.build_schema(&tx, &new, source).await?;
+                let (id, created_at) = self.register(&tx, &new, version, &shard).await?;
+                tx.commit().await.map_err(db)?;
+                Ok::<_, Error>((id, created_at, version))
+            }
+            .await;
+            if discard {
+                drop(Object::take(conn));
+            }
+            let (id, created_at, version) = made?;
             return Ok(self.created(new, id, created_at, version, shard));
         }
         // Another database: the schema is committed there first, then the registry rows here,
@@ -226,9 +239,33 @@ impl Registry {
             schema: schema.clone(),
             source,
         })?;
-        let stx = shard_conn.transaction().await.map_err(db)?;
-        let version = self.build_schema(&stx, &new, source).await?;
-        stx.commit().await.map_err(db)?;
+        let built = async {
+            let stx = shard_conn.transaction().await.map_err(db)?;
+            let version = self.build_schema(&stx, &new, source).await?;
+            stx.commit().await.map_err(db)?;
+            Ok::<_, Error>(version)
+        }
+        .await;
+        let version = match built {
+            Ok(version) => version,
+            Err(e) => {
+                if discard {
+                    drop(Object::take(shard_conn));
+                }
+                return Err(e);
+            }
+        };
+        // Kept for dropping the schema again should registering fail: a fresh one when the
+        // migrations may have changed this one's session.
+        let shard_conn = if discard {
+            drop(Object::take(shard_conn));
+            shard_pool.get().await.map_err(|source| Error::Pool {
+                schema: schema.clone(),
+                source,
+            })?
+        } else {
+            shard_conn
+        };
         let registered = async {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(db)?;
@@ -262,10 +299,27 @@ impl Registry {
         if schema.is_public() {
             return Ok(0);
         }
+        // `"$user"` in the default search path would resolve to a schema named like a role,
+        // on every connection of that role not switched to a tenant: refused (roles are
+        // cluster-wide, so any database of the cluster can tell).
+        let is_role: bool = tx
+            .query_typed_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+                &[(&schema.as_str(), Type::TEXT)],
+            )
+            .await
+            .map_err(|e| Error::db("creating a tenant", schema, e))?
+            .get(0);
+        if is_role {
+            return Err(Error::SchemaNamedAfterRole {
+                schema: schema.clone(),
+            });
+        }
         tx.batch_execute(&format!("CREATE SCHEMA {}", schema.quoted()))
             .await
             .map_err(|e| conflict(e, schema, &new.domains))?;
         let version = self.migrations.apply(tx, schema).await?.1;
+        self.refuse_shadowing(tx.client(), schema).await?;
         if let Some(source) = source {
             copy_rows(tx, source, schema).await?;
         }
@@ -297,7 +351,12 @@ impl Registry {
             .await
             .map_err(|e| conflict(e, schema, &new.domains))?;
         let id: i64 = row.get(0);
-        for (i, domain) in new.domains.iter().enumerate() {
+        // Domains are inserted in one global order: two creations whose lists cross
+        // ([x, y] and [y, x]) then queue on the first shared domain instead of deadlocking,
+        // and the second gets `DomainTaken` once the first commits.
+        let mut domains: Vec<(usize, &Host)> = new.domains.iter().enumerate().collect();
+        domains.sort_by(|a, b| a.1.as_str().cmp(b.1.as_str()));
+        for (i, domain) in domains {
             tx.execute_typed(
                 "INSERT INTO public.tenant_schemas_domains (domain, tenant_id, is_primary)
                  VALUES ($1, $2, $3)",
@@ -346,7 +405,7 @@ impl Registry {
         let conn = self.conn().await?;
         let rows = conn
             .query_typed(
-                "SELECT shard, count(*) FROM public.tenant_schemas_tenants GROUP BY shard",
+                "SELECT shard, pg_catalog.count(*) FROM public.tenant_schemas_tenants GROUP BY shard",
                 &[],
             )
             .await
@@ -677,7 +736,7 @@ async fn notify(
         payload.push_str(host);
     }
     tx.execute_typed(
-        "SELECT pg_notify($1, $2)",
+        "SELECT pg_catalog.pg_notify($1, $2)",
         &[(&CHANNEL, Type::TEXT), (&payload, Type::TEXT)],
     )
     .await
@@ -686,6 +745,12 @@ async fn notify(
 
 /// Copies every table's rows and every sequence's position from `source` into `target`
 /// (same tables: both at the latest migration version), inside `tx`.
+///
+/// Columns are copied by name: generated columns (`GENERATED ALWAYS AS (…) STORED`) are left
+/// out and computed again, identity columns (`GENERATED ALWAYS AS IDENTITY`) are copied with
+/// `OVERRIDING SYSTEM VALUE`. Every sequence gets the source's position, and a sequence that
+/// owns a column (identity, `serial`) is moved past the highest value copied into it, so the
+/// next row inserted in the clone does not collide.
 async fn copy_rows(
     tx: &tokio_postgres::Transaction<'_>,
     source: &SchemaName,
@@ -697,9 +762,14 @@ async fn copy_rows(
         .map_err(db)?;
     let relations = tx
         .query_typed(
-            "SELECT c.relname::text, c.relkind::text FROM pg_class c
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'S') AND c.relname <> $2
+            "SELECT c.relname::text, c.relkind::text,
+                    ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                            AND a.attgenerated = ''
+                          ORDER BY a.attnum)
+             FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'S') AND c.relname::text <> $2
              ORDER BY c.relname",
             &[
                 (&source.as_str(), Type::TEXT),
@@ -710,26 +780,81 @@ async fn copy_rows(
         .map_err(db)?;
     for row in relations {
         let name: String = row.get(0);
-        // Catalog names can hold anything: quote them as identifiers.
-        let ident = format!("\"{}\"", name.replace('"', "\"\""));
         let (from, to) = (
-            format!("{}.{ident}", source.quoted()),
-            format!("{}.{ident}", target.quoted()),
+            format!("{}.{}", source.quoted(), ident(&name)),
+            format!("{}.{}", target.quoted(), ident(&name)),
         );
         if row.get::<_, String>(1) == "S" {
             tx.batch_execute(&format!(
-                "SELECT setval('{to_lit}', last_value, is_called) FROM {from}",
-                to_lit = to.replace('\'', "''")
+                "SELECT pg_catalog.setval({to_lit}, last_value, is_called) FROM {from}",
+                to_lit = literal(&to)
             ))
             .await
             .map_err(db)?;
         } else {
-            tx.batch_execute(&format!("INSERT INTO {to} SELECT * FROM {from}"))
-                .await
-                .map_err(db)?;
+            let columns: Vec<String> = row.get(2);
+            let columns: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+            let columns = columns.join(", ");
+            // No column left (all generated, or none at all): every row is made of defaults.
+            let sql = if columns.is_empty() {
+                format!("INSERT INTO {to} SELECT FROM {from}")
+            } else {
+                format!(
+                    "INSERT INTO {to} ({columns}) OVERRIDING SYSTEM VALUE SELECT {columns} FROM {from}"
+                )
+            };
+            tx.batch_execute(&sql).await.map_err(db)?;
         }
     }
+    // Sequences owning an integer column (identity or serial) go past the highest value
+    // copied: rows inserted in the source with an explicit id must not collide in the clone.
+    let owned = tx
+        .query_typed(
+            "SELECT s.relname::text, t.relname::text, a.attname::text
+             FROM pg_catalog.pg_depend d
+             JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid AND q.seqincrement > 0
+             JOIN pg_catalog.pg_class t ON t.oid = d.refobjid
+             JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+               AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+               AND d.deptype IN ('a', 'i') AND n.nspname = $1
+               AND a.atttypid IN ('pg_catalog.int2'::pg_catalog.regtype,
+                                  'pg_catalog.int4'::pg_catalog.regtype,
+                                  'pg_catalog.int8'::pg_catalog.regtype)
+             ORDER BY 1",
+            &[(&target.as_str(), Type::TEXT)],
+        )
+        .await
+        .map_err(db)?;
+    for row in owned {
+        let (sequence, table, column): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        let sequence = format!("{}.{}", target.quoted(), ident(&sequence));
+        let table = format!("{}.{}", target.quoted(), ident(&table));
+        tx.batch_execute(&format!(
+            "SELECT pg_catalog.setval({seq_lit}, m.top, true)
+             FROM (SELECT pg_catalog.max({column})::bigint AS top FROM {table}) m, {sequence} s
+             WHERE m.top IS NOT NULL
+               AND m.top > CASE WHEN s.is_called THEN s.last_value ELSE s.last_value - 1 END",
+            seq_lit = literal(&sequence),
+            column = ident(&column),
+        ))
+        .await
+        .map_err(db)?;
+    }
     Ok(())
+}
+
+/// A catalog name (which can hold anything) quoted as an identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Text quoted as a string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 async fn tenant_id(tx: &tokio_postgres::Transaction<'_>, schema: &SchemaName) -> Result<i64> {

@@ -64,6 +64,10 @@ pub(crate) fn effects(sql: &str) -> Effects {
     let mut i = 0;
     // The first two words of the current statement, once seen.
     let mut words: [Option<(usize, usize)>; 2] = [None, None];
+    // Inside a SQL-standard function body (`BEGIN ATOMIC … END`): `;` does not end the
+    // statement. Counts the `END`s still expected (one per `BEGIN ATOMIC` and `CASE`).
+    let mut atomic_depth = 0usize;
+    let mut previous_word: &str = "";
     let finish = |words: &mut [Option<(usize, usize)>; 2], effects: &mut Effects| {
         if let Some((s, e)) = words[0] {
             let second = words[1].map_or("", |(s, e)| &sql[s..e]);
@@ -104,6 +108,7 @@ pub(crate) fn effects(sql: &str) -> Effects {
                 }
                 None => i += 1,
             },
+            b';' if atomic_depth > 0 => i += 1,
             b';' => {
                 finish(&mut words, &mut effects);
                 i += 1;
@@ -119,9 +124,21 @@ pub(crate) fn effects(sql: &str) -> Effects {
                 }
                 if words[0].is_none() {
                     words[0] = Some((start, i));
-                } else if words[1].is_none() {
-                    words[1] = Some((start, i));
+                } else {
+                    if words[1].is_none() {
+                        words[1] = Some((start, i));
+                    }
+                    // Not the statement's first word: a `BEGIN ATOMIC` body, not a `BEGIN`.
+                    let opens_atomic = word.eq_ignore_ascii_case("atomic")
+                        && previous_word.eq_ignore_ascii_case("begin");
+                    let opens_case = atomic_depth > 0 && word.eq_ignore_ascii_case("case");
+                    if opens_atomic || opens_case {
+                        atomic_depth += 1;
+                    } else if atomic_depth > 0 && word.eq_ignore_ascii_case("end") {
+                        atomic_depth -= 1;
+                    }
                 }
+                previous_word = word;
             }
             _ if c >= 0x80 => {
                 // Part of a non-ASCII identifier: skip the whole character.
@@ -234,6 +251,8 @@ mod tests {
             "SELECT E'it\\'s; BEGIN' AS s",
             "SELECT \"begin\" FROM \"set\"",
             "SELECT $1::text; SELECT 2",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END; SELECT f()",
+            "CREATE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END",
             "",
         ] {
             assert_eq!(effects(sql), Effects::default(), "{sql}");
@@ -257,6 +276,7 @@ mod tests {
             "EXECUTE stmt",
             "PREPARE p AS SELECT 1",
             "SELECT 1; /* c */ (SELECT 2); reset role",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; SET x = 1",
             "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $body$ BEGIN PERFORM set_config('search_path','x',false); END $body$",
         ] {
             assert!(session(sql), "{sql}");

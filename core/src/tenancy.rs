@@ -195,6 +195,9 @@ impl TenancyBuilder {
 
     /// Finishes the set-up.
     pub async fn build(self) -> Result<Tenancy> {
+        // A migration set that would end its schema's transaction is refused up front.
+        self.migrations.validate()?;
+        self.shared.validate()?;
         let mut registry = Registry::new(self.pool.clone())
             .with_migrations(self.migrations)
             .with_shared_migrations(self.shared);

@@ -37,6 +37,11 @@ struct Cli {
     /// Shared (public) migrations directory.
     #[arg(long, default_value = "migrations/shared", global = true)]
     shared_migrations: PathBuf,
+    /// A table name that may exist both in tenant schemas and in public on purpose
+    /// (repeatable); other such names are refused by migrate and create, and reported by
+    /// doctor.
+    #[arg(long = "shared-name", global = true)]
+    shared_names: Vec<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -221,7 +226,13 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         .runtime(Runtime::Tokio1)
         .build()?;
     let tenancy = Tenancy::builder(pool)
-        .migrations(migrations(&cli.migrations)?)
+        .migrations(
+            cli.shared_names
+                .iter()
+                .fold(migrations(&cli.migrations)?, |m, name| {
+                    m.shared_name(name.as_str())
+                }),
+        )
         .shared_migrations(migrations(&cli.shared_migrations)?)
         .build()
         .await?;
@@ -466,6 +477,13 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 Finding::InvalidName { name, reason } => {
                     format!("registry name {name} is invalid: {reason}")
                 }
+                Finding::TableInPublic { schema, table } => format!(
+                    "tenant {schema} has a table {table} like public.{table} \
+                     (not repaired: rename one, or declare it shared)"
+                ),
+                Finding::SchemaNamedAfterRole { schema } => format!(
+                    "tenant {schema} is named like a database role (\"$user\" resolves to it)"
+                ),
                 _ => format!("{f:?}"),
             };
             let mut lines: Vec<String> = report

@@ -185,8 +185,11 @@ impl ConnectionScope {
     /// Whether the connection is known to be on the path, with the schema seen to exist
     /// since the last change announced for it.
     fn on_path(&self) -> bool {
-        !self.untrusted.load(Ordering::Acquire)
-            && self.verified.load(Ordering::Acquire) == self.gate.epoch()
+        if self.untrusted.load(Ordering::Acquire) {
+            return false;
+        }
+        let epoch = self.gate.epoch();
+        self.verified.load(Ordering::Acquire) == epoch && self.gate.recently_verified(epoch)
     }
 
     fn forget_path(&self) {
@@ -226,19 +229,34 @@ impl ConnectionScope {
     /// existence check. A utility `SET` is neither planned nor kept in the plan cache,
     /// whereas a prepared `set_config` is re-planned on every switch (see BENCHMARKS.md).
     async fn switch(&self) -> Result<()> {
+        self.switch_checking(false).await
+    }
+
+    /// [`switch`](Self::switch), checking the schema's existence when `force`d or when it
+    /// was not seen to exist a moment ago (and announced as changed since): the check costs
+    /// a planned statement.
+    async fn switch_checking(&self, force: bool) -> Result<()> {
         self.forget_path();
         let epoch = self.gate.epoch();
         self.router.stats.switches.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(schema = %self.schema, path = %self.path, "switching search_path");
-        let sql = format!(
-            "SET search_path TO {}; {}",
-            self.path,
-            self.existence_check()
-        );
+        let check = force || !self.gate.recently_verified(epoch);
+        let sql = if check {
+            format!(
+                "SET search_path TO {}; {}",
+                self.path,
+                self.existence_check()
+            )
+        } else {
+            format!("SET search_path TO {}", self.path)
+        };
         self.conn()
             .batch_execute(&sql)
             .await
             .map_err(|e| self.switch_error(e))?;
+        if check {
+            self.gate.mark_verified(epoch);
+        }
         self.verified.store(epoch, Ordering::Release);
         Ok(())
     }
@@ -366,7 +384,7 @@ impl ConnectionScope {
         e: tokio_postgres::Error,
         action: &'static str,
     ) -> Error {
-        match self.switch().await {
+        match self.switch_checking(true).await {
             Err(missing @ Error::SchemaMissing { .. }) => missing,
             _ => Error::db(action, &self.schema, e),
         }
@@ -451,10 +469,16 @@ impl ConnectionScope {
         let client: &tokio_postgres::Client = self.conn();
         self.open_transaction.store(true, Ordering::Release);
         self.router.stats.switches.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.gate.epoch();
+        let check = !self.gate.recently_verified(epoch);
         let begin = format!(
-            "BEGIN; SET LOCAL search_path TO {}; {}",
+            "BEGIN; SET LOCAL search_path TO {}{}",
             self.path,
-            self.existence_check()
+            if check {
+                format!("; {}", self.existence_check())
+            } else {
+                String::new()
+            }
         );
         let (begun, outcome, ended) = if pipelined_commit {
             join3(
@@ -476,6 +500,9 @@ impl ConnectionScope {
             self.open_transaction.store(false, Ordering::Release);
         }
         begun.map_err(|e| self.switch_error(e))?;
+        if check {
+            self.gate.mark_verified(epoch);
+        }
         let value = outcome.map_err(|e| Error::db("running a statement", &self.schema, e))?;
         ended.map_err(|e| Error::db("committing", &self.schema, e))?;
         Ok(value)
@@ -718,7 +745,7 @@ impl Drop for ConnectionScope {
         let epoch = self.verified.load(Ordering::Acquire);
         if let Some(conn) = self.conn.take() {
             if self.router.track {
-                session::remember(&conn, self.path.clone(), epoch);
+                session::remember(&conn, self.path.clone(), self.gate.clone(), epoch);
             }
             // A connection known to be on this schema may go straight to a request waiting
             // for it; otherwise (or if nobody waits for it) it returns to the pool.

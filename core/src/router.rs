@@ -297,7 +297,9 @@ async fn checkout(inner: &Arc<RouterInner>, schema: &SchemaName) -> Result<Conne
     })?;
     inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
     let epoch = gate.epoch();
-    let known = inner.track && session::take_known_path(&conn, &path, epoch, handed_over);
+    let known = inner.track
+        && session::take_known_path(&conn, &path, &gate, epoch, handed_over)
+        && gate.recently_verified(epoch);
     Ok(ConnectionScope::new(
         conn,
         schema.clone(),

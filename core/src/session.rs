@@ -15,14 +15,17 @@
 //!   renamed or announced as changed by another instance, and a lock that statements hold
 //!   shared while they run and a deletion holds exclusively while it drops the schema. A
 //!   connection whose path was verified under an older epoch is switched (and the schema's
-//!   existence checked) again before its next statement.
+//!   existence checked) again before its next statement. The gate also remembers when the
+//!   schema was last seen to exist: a switch checks existence only when that is older than
+//!   [`VERIFIED_FOR`], and a remembered path is trusted only while it is not, so a deletion
+//!   by another process is noticed within that time even without a listener.
 //!
 //! [`ConnectionScope`]: crate::ConnectionScope
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, StatementCache};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
@@ -33,17 +36,47 @@ use crate::schema::SchemaName;
 /// How long a statement waits for a deletion of its schema to finish before it fails.
 const GATE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a schema seen to exist is taken to exist without asking the server again, when
+/// nothing in this process announced a change. It bounds how long another process's
+/// deletion can go unnoticed by an instance that does not listen for changes.
+pub(crate) const VERIFIED_FOR: Duration = Duration::from_secs(1);
+
+/// Milliseconds since the first use of this module, for cheap atomic timestamps.
+fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Liveness of one schema name, shared by every connection and router in the process.
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
     epoch: AtomicU64,
     lock: Arc<RwLock<()>>,
+    /// When the schema was last seen to exist (`now_ms() + 1`; 0: never), and under which
+    /// epoch.
+    verified_at: AtomicU64,
+    verified_epoch: AtomicU64,
 }
 
 impl Gate {
     /// The current epoch: a path verified under another epoch must be verified again.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether the schema was seen to exist under `epoch` within [`VERIFIED_FOR`]: a
+    /// switch may then skip the existence check, and a remembered path may be trusted.
+    pub(crate) fn recently_verified(&self, epoch: u64) -> bool {
+        let at = self.verified_at.load(Ordering::Acquire);
+        at != 0
+            && self.verified_epoch.load(Ordering::Acquire) == epoch
+            && now_ms().saturating_sub(at - 1) < VERIFIED_FOR.as_millis() as u64
+    }
+
+    /// Records that the schema was seen to exist under `epoch`.
+    pub(crate) fn mark_verified(&self, epoch: u64) {
+        self.verified_epoch.store(epoch, Ordering::Release);
+        self.verified_at.store(now_ms() + 1, Ordering::Release);
     }
 
     /// Marks every connection's knowledge of this schema as stale.
@@ -150,6 +183,9 @@ struct PathMemory {
 struct Slot {
     conn: Weak<StatementCache>,
     path: Arc<str>,
+    /// Held so the gate (and the epochs counted in it) lives as long as anything
+    /// remembered under it: a gate dropped and made anew would start its epochs over.
+    gate: Arc<Gate>,
     epoch: u64,
     recycle_count: usize,
 }
@@ -161,9 +197,15 @@ fn key(conn: &Object) -> usize {
 }
 
 /// Whether `conn`, just checked out (`handed_over`: straight from a releasing scope, not
-/// through the pool), is known to be on `path`, verified under the gate's current `epoch`.
+/// through the pool), is known to be on `path`, verified under `gate`'s current `epoch`.
 /// The entry is consumed: whatever happens next, only a clean release records it again.
-pub(crate) fn take_known_path(conn: &Object, path: &str, epoch: u64, handed_over: bool) -> bool {
+pub(crate) fn take_known_path(
+    conn: &Object,
+    path: &str,
+    gate: &Arc<Gate>,
+    epoch: u64,
+    handed_over: bool,
+) -> bool {
     let slot = MEMORY
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -177,18 +219,19 @@ pub(crate) fn take_known_path(conn: &Object, path: &str, epoch: u64, handed_over
     } else {
         recycles == slot.recycle_count + 1
     };
-    untouched && slot.epoch == epoch && &*slot.path == path
+    untouched && Arc::ptr_eq(&slot.gate, gate) && slot.epoch == epoch && &*slot.path == path
 }
 
-/// Records that `conn` is being released on `path`, verified under `epoch`, with nothing
-/// run since that could have changed its session.
-pub(crate) fn remember(conn: &Object, path: Arc<str>, epoch: u64) {
+/// Records that `conn` is being released on `path`, verified under `gate`'s `epoch`, with
+/// nothing run since that could have changed its session.
+pub(crate) fn remember(conn: &Object, path: Arc<str>, gate: Arc<Gate>, epoch: u64) {
     let mut memory = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     memory.by_conn.insert(
         key(conn),
         Slot {
             conn: Arc::downgrade(&conn.statement_cache),
             path,
+            gate,
             epoch,
             recycle_count: Object::metrics(conn).recycle_count,
         },

@@ -621,3 +621,45 @@ async fn a_schema_dropped_by_another_process_reads_as_missing() {
     assert!(matches!(read, Err(Error::SchemaMissing { .. })), "{read:?}");
     assert!(router.stats().switches > stats.switches);
 }
+
+/// Another process deleted the tenant and this one does not listen for changes: within
+/// `VERIFIED_FOR` (one second) of the schema last being seen, a remembered connection may
+/// still be trusted; after it, the schema is checked again, even where `public` has a table
+/// of the same name to fall through to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_deletion_is_noticed_within_a_second() {
+    let (_db, tenancy, s, pool) = setup("noticed_", 1, 1).await;
+    let router = tenancy.router();
+    assert_eq!(seen_by(router, &s[0]).await, s[0].as_str());
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE", s[0].quoted()))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let read = router
+        .connection_for(&s[0])
+        .await
+        .unwrap()
+        .query_one("SELECT schema_name FROM marker", &[])
+        .await;
+    assert!(matches!(read, Err(Error::SchemaMissing { .. })), "{read:?}");
+}
+
+/// A connection remembered on a tenant (no scope open, so nothing else holds on to the
+/// tenant) is not trusted after the tenant is deleted and its schema dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_tenant_is_not_served_from_a_remembered_connection() {
+    let (_db, tenancy, s, _pool) = setup("remembered_", 1, 1).await;
+    let router = tenancy.router();
+    assert_eq!(seen_by(router, &s[0]).await, s[0].as_str());
+    tenancy.delete_tenant(&s[0], DropSchema::Yes).await.unwrap();
+    let read = router
+        .connection_for(&s[0])
+        .await
+        .unwrap()
+        .query_one("SELECT schema_name FROM marker", &[])
+        .await;
+    assert!(matches!(read, Err(Error::SchemaMissing { .. })), "{read:?}");
+}

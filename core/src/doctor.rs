@@ -9,7 +9,6 @@ use crate::migrate::HISTORY_TABLE;
 use crate::migrator::RunOptions;
 use crate::registry::Registry;
 use crate::schema::{printable, SchemaName};
-use crate::tenant::DEFAULT_SHARD;
 
 /// Something [`Registry::doctor`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,16 +122,8 @@ impl Registry {
             .shared_names()
             .chain(self.shared.shared_names())
             .collect();
-        let shards = std::iter::once(DEFAULT_SHARD).chain(self.shards.keys().map(String::as_str));
-        for shard in shards {
-            let conn = self
-                .shard_pool(shard)?
-                .get()
-                .await
-                .map_err(|source| Error::Pool {
-                    schema: public.clone(),
-                    source,
-                })?;
+        for (shard, _) in self.databases.iter() {
+            let conn = self.databases.connect(shard, &public).await?;
             let rows = conn
                 .query_typed(
                     "SELECT n.nspname::text, EXISTS (SELECT 1 FROM pg_catalog.pg_class c
@@ -148,11 +139,11 @@ impl Registry {
                 .filter(|r| r.get::<_, bool>(1))
                 .map(|r| r.get::<_, String>(0))
                 .collect();
-            present.insert(shard.to_owned(), (all, with_history));
+            present.insert(shard.to_string(), (all, with_history));
             let pairs = crate::migrate::shadowed_tables(&conn, None, &allowed)
                 .await
                 .map_err(db)?;
-            shadowed.insert(shard.to_owned(), pairs);
+            shadowed.insert(shard.to_string(), pairs);
             let role_names = conn
                 .query_typed("SELECT rolname::text FROM pg_catalog.pg_roles", &[])
                 .await
@@ -160,7 +151,7 @@ impl Registry {
                 .iter()
                 .map(|r| r.get::<_, String>(0))
                 .collect();
-            roles.insert(shard.to_owned(), role_names);
+            roles.insert(shard.to_string(), role_names);
         }
         let registered: HashSet<(String, String)> = tenants
             .iter()

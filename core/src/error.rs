@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
-use crate::host::HostError;
+use crate::host::{Host, HostError};
 use crate::schema::{SchemaName, SchemaNameError};
 
 /// A shorthand for `Result<T, tenant_schemas::Error>`.
@@ -294,6 +294,26 @@ impl Error {
             action,
             schema: schema.clone(),
             source,
+        }
+    }
+
+    pub(crate) fn pool(schema: &SchemaName, source: deadpool_postgres::PoolError) -> Self {
+        Error::Pool {
+            schema: schema.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn tenant_not_found(schema: &SchemaName) -> Self {
+        Error::TenantNotFound {
+            schema: schema.clone(),
+        }
+    }
+
+    pub(crate) fn domain_not_found(domain: &Host, schema: &SchemaName) -> Self {
+        Error::DomainNotFound {
+            domain: domain.to_string(),
+            schema: schema.clone(),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod affinity;
 mod cache;
 mod connection;
+mod databases;
 mod doctor;
 mod error;
 mod host;
@@ -26,6 +27,7 @@ pub mod testing;
 
 pub use cache::{CacheConfig, CachedResolver};
 pub use connection::{ConnectionScope, ToScopedStatement};
+pub use databases::{ShardName, DEFAULT_SHARD};
 pub use doctor::{DoctorReport, Finding};
 pub use error::{Error, ErrorKind, Result};
 pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL_LEN};
@@ -36,7 +38,7 @@ pub use resolver::{RegistryResolver, StaticResolver, SubdomainResolver, TenantRe
 pub use router::{RouterStats, SchemaRouter, SchemaRouterBuilder, SearchPathMode};
 pub use schema::{SchemaName, SchemaNameError, MAX_SCHEMA_NAME_LEN};
 pub use tenancy::{Tenancy, TenancyBuilder, TenantEvent};
-pub use tenant::{Tenant, TenantId, TenantRecord, TenantStatus, DEFAULT_SHARD};
+pub use tenant::{Tenant, TenantId, TenantRecord, TenantStatus};
 
 /// Re-exported so implementing [`TenantResolver`] needs no extra dependency.
 pub use async_trait::async_trait;

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 use tokio_postgres::types::Type;
 
+use crate::databases::ShardName;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::schema::SchemaName;
-use crate::tenant::DEFAULT_SHARD;
 
 /// Serializes migrators across processes: a second one waits for the first.
 const MIGRATE_LOCK: i64 = 0x7465_6e61_6e74_6d67;
@@ -61,7 +61,7 @@ pub struct SchemaReport {
     /// The schema.
     pub schema: SchemaName,
     /// The database (shard) it lives on.
-    pub shard: String,
+    pub shard: ShardName,
     /// What happened.
     pub outcome: Outcome,
 }
@@ -128,13 +128,11 @@ impl Registry {
         let mut report = MigrationReport::default();
         if !options.skip_public && !self.shared.is_empty() {
             // Every database's `public` gets the shared migrations.
-            let shards =
-                std::iter::once(DEFAULT_SHARD).chain(self.shards.keys().map(String::as_str));
-            for shard in shards {
+            for (shard, _) in self.databases.iter() {
                 let outcome = self.migrate_one(&public, shard, 0, &self.shared).await;
                 report.schemas.push(SchemaReport {
                     schema: public.clone(),
-                    shard: shard.to_owned(),
+                    shard: shard.clone(),
                     outcome,
                 });
             }
@@ -158,7 +156,7 @@ impl Registry {
         let mut sample = None;
         for row in &rows {
             let schema = SchemaName::from_registry(row.get(0))?;
-            let shard: String = row.get(3);
+            let shard = ShardName::new(row.get(3));
             if row.get::<_, bool>(2) {
                 behind.push((schema, shard, row.get::<_, i32>(1)));
             } else {
@@ -169,21 +167,14 @@ impl Registry {
         // Tenants that are up to date are not opened; one of them stands for all, so that
         // an applied migration edited since is noticed even when nothing is pending.
         if let Some((schema, shard)) = sample {
-            let conn = self
-                .shard_pool(&shard)?
-                .get()
-                .await
-                .map_err(|source| Error::Pool {
-                    schema: schema.clone(),
-                    source,
-                })?;
+            let conn = self.databases.connect(&shard, &schema).await?;
             self.migrations.verify(&conn, &schema).await?;
         }
         let total = behind.len();
         let parallel = if options.parallel > 0 {
             options.parallel
         } else {
-            default_parallelism(&self.pool)
+            default_parallelism(self.databases.default())
         };
         let mut done = 0;
         let mut results = stream::iter(behind)
@@ -225,22 +216,15 @@ impl Registry {
     async fn migrate_one(
         &self,
         schema: &SchemaName,
-        shard: &str,
+        shard: &ShardName,
         version: i32,
         migrations: &crate::TenantMigrations,
     ) -> Outcome {
         const RECORD: &str =
             "UPDATE public.tenant_schemas_tenants SET version = $2 WHERE schema_name = $1";
-        let here = shard == DEFAULT_SHARD;
+        let here = shard.is_default();
         let attempt = async {
-            let mut conn = self
-                .shard_pool(shard)?
-                .get()
-                .await
-                .map_err(|source| Error::Pool {
-                    schema: schema.clone(),
-                    source,
-                })?;
+            let mut conn = self.databases.connect(shard, schema).await?;
             let in_schema = async {
                 let tx = conn
                     .transaction()

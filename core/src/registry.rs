@@ -5,7 +5,6 @@
 //! each domain to its tenant, with at most one primary domain per tenant. [`Registry::install`]
 //! creates both (idempotent, safe to run from several processes at once).
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use deadpool_postgres::{Object, Pool};
@@ -13,11 +12,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
+use crate::databases::{self, Databases, ShardName};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::TenantMigrations;
 use crate::schema::SchemaName;
-use crate::tenant::{TenantRecord, TenantStatus, DEFAULT_SHARD};
+use crate::tenant::{TenantRecord, TenantStatus};
 
 /// Serializes [`Registry::install`] across processes (an arbitrary constant: "tenantsc").
 const INSTALL_LOCK: i64 = 0x7465_6e61_6e74_7363;
@@ -65,7 +65,7 @@ pub struct NewTenant {
     schema: SchemaName,
     name: Option<String>,
     domains: Vec<Host>,
-    shard: Option<String>,
+    shard: Option<ShardName>,
 }
 
 impl NewTenant {
@@ -92,7 +92,7 @@ impl NewTenant {
     }
 
     /// Puts the tenant on this database (shard) instead of the one with the fewest tenants.
-    pub fn shard(mut self, shard: impl Into<String>) -> Self {
+    pub fn shard(mut self, shard: impl Into<ShardName>) -> Self {
         self.shard = Some(shard.into());
         self
     }
@@ -119,9 +119,8 @@ pub enum DropSchema {
 /// neither a schema nor a registry row behind.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    pub(crate) pool: Pool,
-    /// Other databases (shards), by name; the default one is `pool`.
-    pub(crate) shards: Arc<std::collections::BTreeMap<String, Pool>>,
+    /// The default database holds the registry.
+    pub(crate) databases: Databases,
     pub(crate) migrations: TenantMigrations,
     pub(crate) shared: TenantMigrations,
 }
@@ -129,9 +128,13 @@ pub struct Registry {
 impl Registry {
     /// A registry over `pool`, creating tenants with no migrations.
     pub fn new(pool: Pool) -> Self {
+        Self::over(Databases::new(pool))
+    }
+
+    /// A registry on the default database of `databases`, placing tenants on all of them.
+    pub(crate) fn over(databases: Databases) -> Self {
         Registry {
-            pool,
-            shards: Arc::default(),
+            databases,
             migrations: TenantMigrations::new(),
             shared: TenantMigrations::new(),
         }
@@ -160,10 +163,7 @@ impl Registry {
     }
 
     pub(crate) async fn conn(&self) -> Result<Object> {
-        self.pool.get().await.map_err(|source| Error::Pool {
-            schema: SchemaName::public(),
-            source,
-        })
+        databases::connect(self.databases.default(), &SchemaName::public()).await
     }
 
     /// Creates the registry tables in `public` if they are missing.
@@ -207,14 +207,14 @@ impl Registry {
         // `SET search_path`, `RESET ALL` …) leaves its connection closed, not pooled.
         let discard = !schema.is_public() && self.migrations.may_change_session_after(0);
         let shard = match (copy_from, &new.shard) {
-            _ if schema.is_public() => DEFAULT_SHARD.to_owned(),
+            _ if schema.is_public() => ShardName::DEFAULT,
             (Some(source), _) => source.shard.clone(),
             (None, Some(shard)) => shard.clone(),
             (None, None) => self.place().await?,
         };
-        let shard_pool = self.shard_pool(&shard)?;
+        let shard_pool = self.databases.get(&shard)?;
         let source = copy_from.map(|r| &r.schema);
-        if shard == DEFAULT_SHARD {
+        if shard.is_default() {
             // Schema, migrations and registry rows in one transaction.
             let mut conn = self.conn().await?;
             let made = async {
@@ -235,10 +235,7 @@ impl Registry {
         // so the tenant is resolvable only once its schema is complete; if registering fails,
         // the schema is dropped again (a crash in between leaves a schema without a row, which
         // `doctor` reports).
-        let mut shard_conn = shard_pool.get().await.map_err(|source| Error::Pool {
-            schema: schema.clone(),
-            source,
-        })?;
+        let mut shard_conn = databases::connect(shard_pool, &schema).await?;
         let built = async {
             let stx = shard_conn.transaction().await.map_err(db)?;
             let version = self.build_schema(&stx, &new, source).await?;
@@ -259,10 +256,7 @@ impl Registry {
         // migrations may have changed this one's session.
         let shard_conn = if discard {
             drop(Object::take(shard_conn));
-            shard_pool.get().await.map_err(|source| Error::Pool {
-                schema: schema.clone(),
-                source,
-            })?
+            databases::connect(shard_pool, &schema).await?
         } else {
             shard_conn
         };
@@ -333,7 +327,7 @@ impl Registry {
         tx: &tokio_postgres::Transaction<'_>,
         new: &NewTenant,
         version: i32,
-        shard: &str,
+        shard: &ShardName,
     ) -> Result<(i64, SystemTime)> {
         let schema = &new.schema;
         let name = new.name.clone().unwrap_or_else(|| schema.to_string());
@@ -345,7 +339,7 @@ impl Registry {
                     (&schema.as_str(), Type::TEXT),
                     (&name, Type::TEXT),
                     (&version, Type::INT4),
-                    (&shard, Type::TEXT),
+                    (&shard.as_str(), Type::TEXT),
                 ],
             )
             .await
@@ -382,7 +376,7 @@ impl Registry {
         id: i64,
         created_at: SystemTime,
         version: i32,
-        shard: String,
+        shard: ShardName,
     ) -> TenantRecord {
         tracing::info!(schema = %new.schema, tenant_id = id, shard = %shard, "tenant created");
         TenantRecord {
@@ -398,9 +392,9 @@ impl Registry {
     }
 
     /// The database a new tenant goes to: the one with the fewest tenants.
-    async fn place(&self) -> Result<String> {
-        if self.shards.is_empty() {
-            return Ok(DEFAULT_SHARD.to_owned());
+    async fn place(&self) -> Result<ShardName> {
+        if !self.databases.has_others() {
+            return Ok(ShardName::DEFAULT);
         }
         let conn = self.conn().await?;
         let rows = conn
@@ -410,31 +404,28 @@ impl Registry {
             )
             .await
             .map_err(|e| Error::db("placing a tenant", &SchemaName::public(), e))?;
-        let count = |shard: &str| {
+        let count = |shard: &ShardName| {
             rows.iter()
-                .find(|r| r.get::<_, &str>(0) == shard)
+                .find(|r| *shard == r.get::<_, &str>(0))
                 .map_or(0, |r| r.get::<_, i64>(1))
         };
-        let names = std::iter::once(DEFAULT_SHARD).chain(self.shards.keys().map(String::as_str));
-        Ok(names
+        Ok(self
+            .databases
+            .iter()
+            .map(|(name, _)| name)
             .min_by_key(|name| count(name))
-            .unwrap_or(DEFAULT_SHARD)
-            .to_owned())
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// The pool of a database (shard) by name.
-    pub fn shard_pool(&self, shard: &str) -> Result<&Pool> {
-        if shard == DEFAULT_SHARD {
-            return Ok(&self.pool);
-        }
-        self.shards.get(shard).ok_or_else(|| Error::UnknownShard {
-            shard: shard.to_owned(),
-        })
+    pub fn shard_pool(&self, shard: &ShardName) -> Result<&Pool> {
+        self.databases.get(shard)
     }
 
     /// Adds another database (shard) that new tenants can be placed on.
-    pub fn with_shard(mut self, name: impl Into<String>, pool: Pool) -> Self {
-        Arc::make_mut(&mut self.shards).insert(name.into(), pool);
+    pub fn with_shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
+        self.databases.add(name.into(), pool);
         self
     }
 
@@ -493,9 +484,7 @@ impl Registry {
             .map_err(|e| Error::db("reading the registry", schema, e))?;
         match row {
             Some(row) => record(&row),
-            None => Err(Error::TenantNotFound {
-                schema: schema.clone(),
-            }),
+            None => Err(Error::tenant_not_found(schema)),
         }
     }
 
@@ -562,10 +551,7 @@ impl Registry {
             )
             .await?;
         if removed == 0 {
-            return Err(Error::DomainNotFound {
-                domain: domain.to_string(),
-                schema: schema.clone(),
-            });
+            return Err(Error::domain_not_found(domain, schema));
         }
         Ok(())
     }
@@ -611,10 +597,7 @@ impl Registry {
             .await
             .map_err(db)?;
         if changed == 0 {
-            return Err(Error::DomainNotFound {
-                domain: domain.to_string(),
-                schema: schema.clone(),
-            });
+            return Err(Error::domain_not_found(domain, schema));
         }
         notify(&tx, schema, &[]).await.map_err(db)?;
         tx.commit().await.map_err(db)
@@ -632,9 +615,7 @@ impl Registry {
             )
             .await?;
         if changed == 0 {
-            return Err(Error::TenantNotFound {
-                schema: schema.clone(),
-            });
+            return Err(Error::tenant_not_found(schema));
         }
         Ok(())
     }
@@ -654,9 +635,7 @@ impl Registry {
             )
             .await?;
         if changed == 0 {
-            return Err(Error::TenantNotFound {
-                schema: schema.clone(),
-            });
+            return Err(Error::tenant_not_found(schema));
         }
         Ok(())
     }
@@ -680,13 +659,11 @@ impl Registry {
             .await
             .map_err(db)?;
         if deleted == 0 {
-            return Err(Error::TenantNotFound {
-                schema: schema.clone(),
-            });
+            return Err(Error::tenant_not_found(schema));
         }
         let drop_sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted());
         let drop_schema = drop == DropSchema::Yes && !schema.is_public();
-        let here = record.shard == DEFAULT_SHARD;
+        let here = record.shard.is_default();
         if drop_schema && here {
             tx.batch_execute(&drop_sql).await.map_err(db)?;
         }
@@ -696,14 +673,7 @@ impl Registry {
         if drop_schema && !here {
             // On another database: unregistered first (nothing resolves to it any more),
             // then dropped there.
-            let shard_conn = self
-                .shard_pool(&record.shard)?
-                .get()
-                .await
-                .map_err(|source| Error::Pool {
-                    schema: schema.clone(),
-                    source,
-                })?;
+            let shard_conn = self.databases.connect(&record.shard, schema).await?;
             shard_conn.batch_execute(&drop_sql).await.map_err(db)?;
         }
         tracing::info!(schema = %schema, dropped = drop == DropSchema::Yes, "tenant deleted");
@@ -865,9 +835,8 @@ async fn tenant_id(tx: &tokio_postgres::Transaction<'_>, schema: &SchemaName) ->
         )
         .await
         .map_err(|e| Error::db("reading the registry", schema, e))?;
-    row.map(|r| r.get(0)).ok_or_else(|| Error::TenantNotFound {
-        schema: schema.clone(),
-    })
+    row.map(|r| r.get(0))
+        .ok_or_else(|| Error::tenant_not_found(schema))
 }
 
 fn record(row: &Row) -> Result<TenantRecord> {
@@ -879,7 +848,7 @@ fn record(row: &Row) -> Result<TenantRecord> {
         status: TenantStatus::from_db(row.get("status")),
         version: row.get("version"),
         domains: row.get("domains"),
-        shard: row.get("shard"),
+        shard: ShardName::new(row.get("shard")),
     })
 }
 

@@ -8,6 +8,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::types::Type;
 
 use crate::connection::ConnectionScope;
+use crate::databases::{Databases, ShardName};
 use crate::error::{Error, Result};
 use crate::schema::{search_path, SchemaName};
 use crate::scope;
@@ -46,9 +47,8 @@ use crate::session;
 /// ```
 #[derive(Clone, Debug)]
 pub struct SchemaRouter {
-    pub(crate) inner: Arc<RouterInner>,
-    /// Other databases (shards) by name, each with its own pool and path memory.
-    shards: Arc<std::collections::BTreeMap<String, Arc<RouterInner>>>,
+    /// Each database (shard) with its own pool and path memory.
+    databases: Databases<Arc<RouterInner>>,
 }
 
 #[derive(Debug)]
@@ -130,19 +130,24 @@ pub(crate) struct Counters {
 /// Builds a [`SchemaRouter`].
 #[derive(Debug)]
 pub struct SchemaRouterBuilder {
-    pool: Pool,
+    databases: Databases,
     mode: SearchPathMode,
     affinity: bool,
     extra_schemas: Vec<SchemaName>,
     track: Option<bool>,
-    shards: Vec<(String, Pool)>,
 }
 
 impl SchemaRouterBuilder {
     /// Another database (shard): tenants whose [`Tenant::shard`](crate::Tenant::shard) names
     /// it get their connections from `pool`.
-    pub fn shard(mut self, name: impl Into<String>, pool: Pool) -> Self {
-        self.shards.push((name.into(), pool));
+    pub fn shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
+        self.databases.add(name.into(), pool);
+        self
+    }
+
+    /// The databases to route to, configured once for the router and the registry.
+    pub(crate) fn databases(mut self, databases: Databases) -> Self {
+        self.databases = databases;
         self
     }
 
@@ -178,29 +183,23 @@ impl SchemaRouterBuilder {
 
     /// Finishes the router.
     pub fn build(self) -> SchemaRouter {
-        let inner = |pool: Pool| {
+        let inner = |pool: &Pool| {
             let track = self.mode == SearchPathMode::Session
                 && self
                     .track
-                    .unwrap_or_else(|| recycling_keeps_session_state(&pool));
+                    .unwrap_or_else(|| recycling_keeps_session_state(pool));
             Arc::new(RouterInner {
                 track,
                 param_types: Mutex::default(),
                 handoff: (track && self.affinity).then(crate::affinity::Handoff::default),
                 mode: self.mode,
-                pool,
+                pool: pool.clone(),
                 extra_schemas: self.extra_schemas.clone(),
                 stats: Counters::default(),
             })
         };
-        let shards = self
-            .shards
-            .iter()
-            .map(|(name, pool)| (name.clone(), inner(pool.clone())))
-            .collect();
         SchemaRouter {
-            inner: inner(self.pool.clone()),
-            shards: Arc::new(shards),
+            databases: self.databases.map(inner),
         }
     }
 }
@@ -222,12 +221,11 @@ impl SchemaRouter {
     /// A builder to set extra shared schemas or the search-path memory.
     pub fn builder(pool: Pool) -> SchemaRouterBuilder {
         SchemaRouterBuilder {
-            pool,
+            databases: Databases::new(pool),
             mode: SearchPathMode::Session,
             affinity: true,
             extra_schemas: Vec::new(),
             track: None,
-            shards: Vec::new(),
         }
     }
 
@@ -239,18 +237,12 @@ impl SchemaRouter {
 
     /// A connection bound to `tenant`'s schema, on the database (shard) it lives on.
     pub async fn connection_for_tenant(&self, tenant: &crate::Tenant) -> Result<ConnectionScope> {
-        let inner = match tenant.shard() {
-            None => &self.inner,
-            Some(shard) => self.shards.get(shard).ok_or_else(|| Error::UnknownShard {
-                shard: shard.to_owned(),
-            })?,
-        };
-        checkout(inner, tenant.schema()).await
+        checkout(self.databases.get(tenant.shard())?, tenant.schema()).await
     }
 
     /// A connection bound to `schema` on the default database.
     pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
-        checkout(&self.inner, schema).await
+        checkout(self.databases.default(), schema).await
     }
 
     /// A connection bound to the shared `public` schema.
@@ -261,24 +253,25 @@ impl SchemaRouter {
     /// The underlying pool. Connections taken from it directly are not bound to any schema;
     /// do not change their `search_path` outside a transaction (`set_config(…, true)` is fine).
     pub fn pool(&self) -> &Pool {
-        &self.inner.pool
+        &self.databases.default().pool
     }
 
     /// How the search path reaches the server.
     pub fn mode(&self) -> SearchPathMode {
-        self.inner.mode
+        self.databases.default().mode
     }
 
     /// Whether the router remembers each connection's search path (see the type's docs).
     pub fn tracks_search_path(&self) -> bool {
-        self.inner.track
+        self.databases.default().track
     }
 
     /// What the router has done so far on the default database.
     pub fn stats(&self) -> RouterStats {
+        let stats = &self.databases.default().stats;
         RouterStats {
-            checkouts: self.inner.stats.checkouts.load(Ordering::Relaxed),
-            switches: self.inner.stats.switches.load(Ordering::Relaxed),
+            checkouts: stats.checkouts.load(Ordering::Relaxed),
+            switches: stats.switches.load(Ordering::Relaxed),
         }
     }
 }
@@ -291,10 +284,7 @@ async fn checkout(inner: &Arc<RouterInner>, schema: &SchemaName) -> Result<Conne
         Some(handoff) => handoff.checkout(&inner.pool, &path).await,
         None => inner.pool.get().await.map(|conn| (conn, false)),
     }
-    .map_err(|source| Error::Pool {
-        schema: schema.clone(),
-        source,
-    })?;
+    .map_err(|source| Error::pool(schema, source))?;
     inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
     let epoch = gate.epoch();
     let known = inner.track

@@ -8,6 +8,7 @@ use moka::future::Cache;
 
 use crate::cache::{CacheConfig, CachedResolver, CoherentCache};
 use crate::connection::ConnectionScope;
+use crate::databases::{Databases, ShardName};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::TenantMigrations;
@@ -75,11 +76,10 @@ impl std::fmt::Debug for Inner {
 
 /// Builds a [`Tenancy`].
 pub struct TenancyBuilder {
-    shards: Vec<(String, Pool)>,
+    databases: Databases,
     listen: Option<tokio_postgres::Config>,
     hooks: Vec<EventHook>,
     shared: TenantMigrations,
-    pool: Pool,
     resolver: Option<Box<dyn TenantResolver>>,
     cache: CacheConfig,
     extra_schemas: Vec<SchemaName>,
@@ -142,8 +142,8 @@ impl TenancyBuilder {
     /// database; new tenants go to the database with the fewest tenants (or the one
     /// [`NewTenant::shard`] names), and every tenant's connections come from its own
     /// database's pool. Migrations, `for_each_tenant` and `doctor` cover every database.
-    pub fn shard(mut self, name: impl Into<String>, pool: Pool) -> Self {
-        self.shards.push((name.into(), pool));
+    pub fn shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
+        self.databases.add(name.into(), pool);
         self
     }
 
@@ -198,24 +198,17 @@ impl TenancyBuilder {
         // A migration set that would end its schema's transaction is refused up front.
         self.migrations.validate()?;
         self.shared.validate()?;
-        let mut registry = Registry::new(self.pool.clone())
+        let registry = Registry::over(self.databases.clone())
             .with_migrations(self.migrations)
             .with_shared_migrations(self.shared);
-        for (name, pool) in &self.shards {
-            registry = registry.with_shard(name.clone(), pool.clone());
-        }
         if self.install {
             registry.install().await?;
         }
         let resolver = self
             .resolver
-            .unwrap_or_else(|| Box::new(RegistryResolver::new(self.pool.clone())));
-        let router = self
-            .shards
-            .into_iter()
-            .fold(SchemaRouter::builder(self.pool), |b, (name, pool)| {
-                b.shard(name, pool)
-            })
+            .unwrap_or_else(|| Box::new(RegistryResolver::new(self.databases.default().clone())));
+        let router = SchemaRouter::builder(self.databases.default().clone())
+            .databases(self.databases)
             .extra_schemas(self.extra_schemas)
             .mode(self.mode)
             .build();
@@ -277,11 +270,10 @@ impl Tenancy {
     /// Starts the set-up over `pool`.
     pub fn builder(pool: Pool) -> TenancyBuilder {
         TenancyBuilder {
-            shards: Vec::new(),
+            databases: Databases::new(pool),
             listen: None,
             hooks: Vec::new(),
             shared: TenantMigrations::new(),
-            pool,
             resolver: None,
             cache: CacheConfig::default(),
             extra_schemas: Vec::new(),

@@ -4,10 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::databases::ShardName;
 use crate::schema::SchemaName;
-
-/// The name the registry gives the default database (the one holding the registry).
-pub const DEFAULT_SHARD: &str = "default";
 
 /// The registry's id of a tenant.
 pub type TenantId = i64;
@@ -29,7 +27,7 @@ pub struct Tenant {
     schema: SchemaName,
     name: Arc<str>,
     id: Option<TenantId>,
-    shard: Option<Arc<str>>,
+    shard: ShardName,
 }
 
 impl Tenant {
@@ -39,7 +37,7 @@ impl Tenant {
             name: Arc::from(schema.as_str()),
             schema,
             id: None,
-            shard: None,
+            shard: ShardName::DEFAULT,
         }
     }
 
@@ -60,15 +58,15 @@ impl Tenant {
         self
     }
 
-    /// Sets the database (shard) the tenant lives on; `None` is the default database.
-    pub fn with_shard(mut self, shard: Option<&str>) -> Self {
-        self.shard = shard.filter(|s| *s != DEFAULT_SHARD).map(Arc::from);
+    /// Sets the database (shard) the tenant lives on (by default, the default database).
+    pub fn with_shard(mut self, shard: impl Into<ShardName>) -> Self {
+        self.shard = shard.into();
         self
     }
 
-    /// The database (shard) the tenant lives on; `None` for the default one.
-    pub fn shard(&self) -> Option<&str> {
-        self.shard.as_deref()
+    /// The database (shard) the tenant lives on.
+    pub fn shard(&self) -> &ShardName {
+        &self.shard
     }
 
     /// The schema the tenant's data lives in.
@@ -98,7 +96,7 @@ impl fmt::Debug for Tenant {
             .field("schema", &self.schema.as_str())
             .field("name", &&*self.name)
             .field("id", &self.id)
-            .field("shard", &self.shard.as_deref())
+            .field("shard", &self.shard)
             .finish()
     }
 }
@@ -153,8 +151,9 @@ pub struct TenantRecord {
     pub version: i32,
     /// Its domains; the primary one first.
     pub domains: Vec<String>,
-    /// The database (shard) its schema lives on ([`DEFAULT_SHARD`] for the registry's own).
-    pub shard: String,
+    /// The database (shard) its schema lives on ([`ShardName::DEFAULT`] for the registry's
+    /// own).
+    pub shard: ShardName,
 }
 
 impl TenantRecord {
@@ -163,7 +162,7 @@ impl TenantRecord {
         Tenant::new(self.schema.clone())
             .with_name(self.name.as_str())
             .with_id(self.id)
-            .with_shard(Some(&self.shard))
+            .with_shard(&self.shard)
     }
 
     /// The primary domain, if the tenant has any domain.

@@ -3,6 +3,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::types::Type;
 
 use super::TenantResolver;
+use crate::databases;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::schema::SchemaName;
@@ -35,10 +36,7 @@ impl RegistryResolver {
 impl TenantResolver for RegistryResolver {
     async fn resolve(&self, host: &Host) -> Result<Option<Tenant>> {
         let public = SchemaName::public();
-        let conn = self.pool.get().await.map_err(|source| Error::Pool {
-            schema: public.clone(),
-            source,
-        })?;
+        let conn = databases::connect(&self.pool, &public).await?;
         // The statement names its tables with their schema, so the connection's search path
         // does not matter here. It is unnamed and sent with its parameter type in one round
         // trip, which also works through PgBouncer in transaction pooling mode.
@@ -53,7 +51,7 @@ impl TenantResolver for RegistryResolver {
             Tenant::new(SchemaName::from_registry(row.get(1))?)
                 .with_name(row.get::<_, &str>(2))
                 .with_id(row.get(0))
-                .with_shard(Some(row.get(3))),
+                .with_shard(row.get::<_, &str>(3)),
         ))
     }
 }

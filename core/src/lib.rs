@@ -2,7 +2,6 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod affinity;
-mod cache;
 mod connection;
 mod databases;
 mod doctor;
@@ -12,7 +11,7 @@ mod listener;
 mod migrate;
 mod migrator;
 mod registry;
-mod resolver;
+mod resolve;
 mod router;
 mod schema;
 mod session;
@@ -25,7 +24,6 @@ pub mod scope;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use cache::{CacheConfig, CachedResolver};
 pub use connection::{ConnectionScope, ToScopedStatement};
 pub use databases::{ShardName, DEFAULT_SHARD};
 pub use doctor::{DoctorReport, Finding};
@@ -34,7 +32,10 @@ pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL
 pub use migrate::{Migration, TenantMigrations, HISTORY_TABLE};
 pub use migrator::{MigrationReport, Outcome, Progress, RunOptions, SchemaReport};
 pub use registry::{DropSchema, NewTenant, Registry, CHANNEL};
-pub use resolver::{RegistryResolver, StaticResolver, SubdomainResolver, TenantResolver};
+pub use resolve::{
+    CacheConfig, CachedResolver, RegistryResolver, StaticResolver, SubdomainResolver,
+    TenantResolver,
+};
 pub use router::{RouterStats, SchemaRouter, SchemaRouterBuilder, SearchPathMode};
 pub use schema::{SchemaName, SchemaNameError, MAX_SCHEMA_NAME_LEN};
 pub use tenancy::{Tenancy, TenancyBuilder, TenantEvent};

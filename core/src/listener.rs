@@ -9,10 +9,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::cache::{CachedResolver, CoherentCache};
 use crate::host::Host;
 use crate::registry::CHANNEL;
-use crate::resolver::TenantResolver;
+use crate::resolve::{CachedResolver, CoherentCache, TenantResolver};
 use crate::schema::SchemaName;
 use crate::tenant::Tenant;
 

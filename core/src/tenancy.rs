@@ -6,7 +6,6 @@ use deadpool_postgres::Pool;
 use http::{HeaderMap, Uri};
 use moka::future::Cache;
 
-use crate::cache::{CacheConfig, CachedResolver, CoherentCache};
 use crate::connection::ConnectionScope;
 use crate::databases::{Databases, ShardName};
 use crate::error::{Error, Result};
@@ -14,7 +13,9 @@ use crate::host::Host;
 use crate::migrate::TenantMigrations;
 use crate::migrator::{MigrationReport, Outcome, Progress, RunOptions};
 use crate::registry::{DropSchema, NewTenant, Registry};
-use crate::resolver::{RegistryResolver, TenantResolver};
+use crate::resolve::{
+    CacheConfig, CachedResolver, CoherentCache, RegistryResolver, TenantResolver,
+};
 use crate::router::{SchemaRouter, SearchPathMode};
 use crate::schema::SchemaName;
 use crate::tenant::{Tenant, TenantRecord, TenantStatus};

@@ -1,4 +1,4 @@
-//! A moka cache in front of any resolver.
+//! A moka cache in front of any resolver, and the invalidation-safe cache it is built on.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,9 +12,9 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 use moka::Expiry;
 
+use super::TenantResolver;
 use crate::error::{Error, Result};
 use crate::host::Host;
-use crate::resolver::TenantResolver;
 use crate::schema::SchemaName;
 use crate::tenant::Tenant;
 

@@ -3,7 +3,8 @@
 //! [`TenantResolver`] is the one trait to implement for a custom lookup. The crate ships a
 //! [`RegistryResolver`] over the tenant tables in `public`, a [`StaticResolver`] for a fixed
 //! map, and a [`SubdomainResolver`] for `<tenant>.example.com`; wrap any of them in a
-//! [`CachedResolver`](crate::CachedResolver).
+//! [`CachedResolver`] (a moka cache: coalesced misses, TTL, short negative TTL,
+//! invalidation that wins over a lookup it raced).
 //!
 //! A custom resolver, e.g. over a config file loaded at start-up:
 //!
@@ -24,8 +25,9 @@
 //! }
 //! ```
 
-mod fixed;
+mod cache;
 mod registry;
+mod static_map;
 mod subdomain;
 
 use std::sync::Arc;
@@ -36,8 +38,10 @@ use crate::error::Result;
 use crate::host::Host;
 use crate::tenant::Tenant;
 
-pub use fixed::StaticResolver;
+pub(crate) use cache::CoherentCache;
+pub use cache::{CacheConfig, CachedResolver};
 pub use registry::RegistryResolver;
+pub use static_map::StaticResolver;
 pub use subdomain::SubdomainResolver;
 
 /// Finds the tenant a normalized host belongs to.

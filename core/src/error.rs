@@ -297,6 +297,19 @@ impl Error {
         }
     }
 
+    /// A database error said to have happened while doing `action` instead of what a
+    /// helper reported; other errors as they are.
+    pub(crate) fn while_doing(self, action: &'static str) -> Self {
+        match self {
+            Error::Database { source, schema, .. } => Error::Database {
+                action,
+                schema,
+                source,
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn pool(schema: &SchemaName, source: deadpool_postgres::PoolError) -> Self {
         Error::Pool {
             schema: schema.clone(),

@@ -1,8 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-mod affinity;
-mod connection;
 mod databases;
 mod doctor;
 mod error;
@@ -14,7 +12,6 @@ mod registry;
 mod resolve;
 mod router;
 mod schema;
-mod session;
 mod sql;
 mod tenancy;
 mod tenant;
@@ -24,7 +21,6 @@ pub mod scope;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use connection::{ConnectionScope, ToScopedStatement};
 pub use databases::{ShardName, DEFAULT_SHARD};
 pub use doctor::{DoctorReport, Finding};
 pub use error::{Error, ErrorKind, Result};
@@ -36,7 +32,10 @@ pub use resolve::{
     CacheConfig, CachedResolver, RegistryResolver, StaticResolver, SubdomainResolver,
     TenantResolver,
 };
-pub use router::{RouterStats, SchemaRouter, SchemaRouterBuilder, SearchPathMode};
+pub use router::{
+    ConnectionScope, RouterStats, SchemaRouter, SchemaRouterBuilder, SearchPathMode,
+    ToScopedStatement,
+};
 pub use schema::{SchemaName, SchemaNameError, MAX_SCHEMA_NAME_LEN};
 pub use tenancy::{Tenancy, TenancyBuilder, TenantEvent};
 pub use tenant::{Tenant, TenantId, TenantRecord, TenantStatus};

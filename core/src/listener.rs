@@ -25,7 +25,7 @@ pub(crate) struct Caches {
 
 impl Caches {
     fn forget_everything(&self) {
-        crate::session::everything_changed();
+        crate::router::session::everything_changed();
         self.hosts.invalidate_all();
         self.by_schema.invalidate_all();
     }
@@ -39,7 +39,7 @@ impl Caches {
             return;
         };
         tracing::debug!(schema = %schema, "registry change announced");
-        crate::session::schema_changed(&schema);
+        crate::router::session::schema_changed(&schema);
         self.by_schema.invalidate(&schema).await;
         self.hosts.invalidate_tenant(&schema).await;
         for host in parts {

@@ -6,7 +6,6 @@ use deadpool_postgres::Pool;
 use http::{HeaderMap, Uri};
 use moka::future::Cache;
 
-use crate::connection::ConnectionScope;
 use crate::databases::{Databases, ShardName};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -16,7 +15,7 @@ use crate::registry::{DropSchema, NewTenant, Registry};
 use crate::resolve::{
     CacheConfig, CachedResolver, CoherentCache, RegistryResolver, TenantResolver,
 };
-use crate::router::{SchemaRouter, SearchPathMode};
+use crate::router::{session, ConnectionScope, SchemaRouter, SearchPathMode};
 use crate::schema::SchemaName;
 use crate::tenant::{Tenant, TenantRecord, TenantStatus};
 
@@ -208,8 +207,7 @@ impl TenancyBuilder {
         let resolver = self
             .resolver
             .unwrap_or_else(|| Box::new(RegistryResolver::new(self.databases.default().clone())));
-        let router = SchemaRouter::builder(self.databases.default().clone())
-            .databases(self.databases)
+        let router = SchemaRouter::over(self.databases)
             .extra_schemas(self.extra_schemas)
             .mode(self.mode)
             .build();
@@ -355,7 +353,7 @@ impl Tenancy {
     }
 
     async fn forget(&self, record: &TenantRecord) {
-        crate::session::schema_changed(&record.schema);
+        session::schema_changed(&record.schema);
         self.inner.by_schema.invalidate(&record.schema).await;
         self.inner.resolver.invalidate_tenant(&record.schema).await;
         for domain in &record.domains {
@@ -389,7 +387,7 @@ impl Tenancy {
     ) -> Result<TenantRecord> {
         // Statements for the schema in this process finish first; new ones wait until the
         // deletion is over and then find the schema gone (or, on failure, verify it again).
-        let closed = crate::session::gate(schema).close().await;
+        let closed = session::gate(schema).close().await;
         let record = self.inner.registry.delete_tenant(schema, drop).await?;
         self.forget(&record).await;
         std::mem::drop(closed);

@@ -33,10 +33,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Config, NoTls};
 
-use crate::connection::ConnectionScope;
 use crate::host::Host;
 use crate::migrate::TenantMigrations;
 use crate::registry::{DropSchema, NewTenant};
+use crate::router::ConnectionScope;
 use crate::schema::SchemaName;
 use crate::tenancy::Tenancy;
 use crate::tenant::{Tenant, TenantRecord};

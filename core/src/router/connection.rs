@@ -5,17 +5,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use deadpool_postgres::{ClientWrapper, Object, Transaction};
-use futures_util::future::{join, join3};
+use futures_util::future::join;
 use tokio::sync::OwnedRwLockReadGuard;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
+use super::pool::{RouterPool, SearchPathMode};
+use super::session::Gate;
 use crate::error::{Error, Result};
-use crate::router::{RouterInner, SearchPathMode};
 use crate::schema::SchemaName;
-use crate::session::{self, Gate};
 use crate::sql::{self, Effects};
+
+mod transaction;
 
 /// A pooled connection bound to one schema: every statement it runs sees the search path
 /// `"<schema>", public` (plus the router's extra schemas), or does not run.
@@ -68,7 +70,9 @@ pub struct ConnectionScope {
     /// Held from [`transaction`](Self::transaction) until the scope is dropped, so a deletion
     /// of the schema waits for the transaction.
     transaction_gate: Option<OwnedRwLockReadGuard<()>>,
-    router: Arc<RouterInner>,
+    /// The router's state for the connection's database, where switches are counted and the
+    /// connection is given back.
+    pool: Arc<RouterPool>,
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
@@ -146,7 +150,7 @@ impl ConnectionScope {
         path: Arc<str>,
         gate: Arc<Gate>,
         verified_at: Option<u64>,
-        router: Arc<RouterInner>,
+        pool: Arc<RouterPool>,
     ) -> Self {
         ConnectionScope {
             conn: Some(conn),
@@ -158,7 +162,7 @@ impl ConnectionScope {
             untrusted: AtomicBool::new(false),
             prepared_effects: AtomicU8::new(0),
             transaction_gate: None,
-            router,
+            pool,
         }
     }
 
@@ -169,7 +173,7 @@ impl ConnectionScope {
     }
 
     fn transaction_mode(&self) -> bool {
-        self.router.mode == SearchPathMode::Transaction
+        self.pool.mode() == SearchPathMode::Transaction
     }
 
     /// The schema this connection is bound to.
@@ -238,7 +242,7 @@ impl ConnectionScope {
     async fn switch_checking(&self, force: bool) -> Result<()> {
         self.forget_path();
         let epoch = self.gate.epoch();
-        self.router.stats.switches.fetch_add(1, Ordering::Relaxed);
+        self.pool.count_switch();
         tracing::trace!(schema = %self.schema, path = %self.path, "switching search_path");
         let check = force || !self.gate.recently_verified(epoch);
         let sql = if check {
@@ -390,124 +394,6 @@ impl ConnectionScope {
         }
     }
 
-    /// Transaction mode: `BEGIN`, the local switch with the existence check, the statement
-    /// (unnamed, with the parameter types learned for its text) and `COMMIT`, written in one
-    /// flush: one round trip, and nothing server-side outlives the transaction. The first
-    /// time a text is seen its parameter types are learned inside the transaction with a
-    /// named statement that is closed before the statement runs.
-    async fn in_own_transaction<'s, T, F, Fut>(
-        &self,
-        source: Source<'s>,
-        action: &'static str,
-        op: F,
-    ) -> Result<T>
-    where
-        F: Fn(Target<'s>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-    {
-        let Source::Text(sql) = source else {
-            return Err(not_in_transaction_mode(
-                "a statement prepared outside a transaction",
-            ));
-        };
-        refuse_transaction_control(sql)?;
-        let _entered = self.gate.enter(&self.schema).await?;
-        let first = self.typed_once(sql, &op).await;
-        match first {
-            Err(Error::Database { source, .. }) if is_replannable(&source) => {
-                tracing::debug!(schema = %self.schema, error = %source, "learned parameter types do not fit this schema; learning again");
-                self.router.forget_param_types(sql);
-                self.typed_once(sql, &op).await
-            }
-            other => other,
-        }
-        .map_err(|e| match e {
-            Error::Database { source, schema, .. } => Error::Database {
-                action,
-                schema,
-                source,
-            },
-            other => other,
-        })
-    }
-
-    async fn typed_once<'s, T, F, Fut>(&self, sql: &'s str, op: &F) -> Result<T>
-    where
-        F: Fn(Target<'s>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-    {
-        let client: &tokio_postgres::Client = self.conn();
-        match self.router.param_types(sql) {
-            Some(types) => {
-                self.local_transaction(op(Target::Typed(sql, types)), true)
-                    .await
-            }
-            None => {
-                let body = async {
-                    let stmt = client.prepare(sql).await?;
-                    let types: Arc<[Type]> = stmt.params().into();
-                    // Closed here, inside the transaction, before anything else is sent.
-                    drop(stmt);
-                    self.router.learn_param_types(sql, types.clone());
-                    op(Target::Typed(sql, types)).await
-                };
-                self.local_transaction(body, false).await
-            }
-        }
-    }
-
-    /// Runs `body` inside `BEGIN; SET LOCAL search_path …; <existence check>` and ends the
-    /// transaction. `body`'s first request is written right behind the `BEGIN`; with
-    /// `pipelined_commit`, so is the `COMMIT` — only for a body that writes all its requests
-    /// on its first poll, since the `COMMIT` is written after them. An aborted transaction
-    /// answers `COMMIT` with a rollback, so a failed switch or body commits nothing.
-    async fn local_transaction<T>(
-        &self,
-        body: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-        pipelined_commit: bool,
-    ) -> Result<T> {
-        let client: &tokio_postgres::Client = self.conn();
-        self.open_transaction.store(true, Ordering::Release);
-        self.router.stats.switches.fetch_add(1, Ordering::Relaxed);
-        let epoch = self.gate.epoch();
-        let check = !self.gate.recently_verified(epoch);
-        let begin = format!(
-            "BEGIN; SET LOCAL search_path TO {}{}",
-            self.path,
-            if check {
-                format!("; {}", self.existence_check())
-            } else {
-                String::new()
-            }
-        );
-        let (begun, outcome, ended) = if pipelined_commit {
-            join3(
-                client.batch_execute(&begin),
-                body,
-                client.batch_execute("COMMIT"),
-            )
-            .await
-        } else {
-            let (begun, outcome) = join(client.batch_execute(&begin), body).await;
-            let end = if begun.is_ok() && outcome.is_ok() {
-                "COMMIT"
-            } else {
-                "ROLLBACK"
-            };
-            (begun, outcome, client.batch_execute(end).await)
-        };
-        if ended.is_ok() {
-            self.open_transaction.store(false, Ordering::Release);
-        }
-        begun.map_err(|e| self.switch_error(e))?;
-        if check {
-            self.gate.mark_verified(epoch);
-        }
-        let value = outcome.map_err(|e| Error::db("running a statement", &self.schema, e))?;
-        ended.map_err(|e| Error::db("committing", &self.schema, e))?;
-        Ok(value)
-    }
-
     /// Runs a statement and returns its rows.
     pub async fn query<S>(&self, statement: &S, params: Params<'_>) -> Result<Vec<Row>>
     where
@@ -616,14 +502,7 @@ impl ConnectionScope {
             return self
                 .local_transaction(run(), true)
                 .await
-                .map_err(|e| match e {
-                    Error::Database { source, schema, .. } => Error::Database {
-                        action,
-                        schema,
-                        source,
-                    },
-                    other => other,
-                });
+                .map_err(|e| e.while_doing(action));
         }
         let effects = sql::effects(sql);
         let _entered = self.gate.enter(&self.schema).await?;
@@ -680,10 +559,9 @@ impl ConnectionScope {
                 self.existence_check()
             ),
         );
-        self.router
-            .stats
-            .switches
-            .fetch_add(u64::from(local), Ordering::Relaxed);
+        if local {
+            self.pool.count_switch();
+        }
         let conn = self
             .conn
             .as_mut()
@@ -744,15 +622,8 @@ impl Drop for ConnectionScope {
         }
         let epoch = self.verified.load(Ordering::Acquire);
         if let Some(conn) = self.conn.take() {
-            if self.router.track {
-                session::remember(&conn, self.path.clone(), self.gate.clone(), epoch);
-            }
-            // A connection known to be on this schema may go straight to a request waiting
-            // for it; otherwise (or if nobody waits for it) it returns to the pool.
-            match &self.router.handoff {
-                Some(handoff) => drop(handoff.release(conn, &self.path)),
-                None => drop(conn),
-            }
+            self.pool
+                .release(conn, self.path.clone(), self.gate.clone(), epoch);
         }
     }
 }

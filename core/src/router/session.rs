@@ -20,7 +20,7 @@
 //!   [`VERIFIED_FOR`], and a remembered path is trusted only while it is not, so a deletion
 //!   by another process is noticed within that time even without a listener.
 //!
-//! [`ConnectionScope`]: crate::ConnectionScope
+//! [`ConnectionScope`]: super::ConnectionScope
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,8 +197,9 @@ fn key(conn: &Object) -> usize {
 }
 
 /// Whether `conn`, just checked out (`handed_over`: straight from a releasing scope, not
-/// through the pool), is known to be on `path`, verified under `gate`'s current `epoch`.
-/// The entry is consumed: whatever happens next, only a clean release records it again.
+/// through the pool), is known to be on `path`, verified under `gate`'s current `epoch`
+/// less than [`VERIFIED_FOR`] ago. The entry is consumed: whatever happens next, only a
+/// clean release records it again.
 pub(crate) fn take_known_path(
     conn: &Object,
     path: &str,
@@ -219,7 +220,11 @@ pub(crate) fn take_known_path(
     } else {
         recycles == slot.recycle_count + 1
     };
-    untouched && Arc::ptr_eq(&slot.gate, gate) && slot.epoch == epoch && &*slot.path == path
+    untouched
+        && Arc::ptr_eq(&slot.gate, gate)
+        && slot.epoch == epoch
+        && &*slot.path == path
+        && gate.recently_verified(epoch)
 }
 
 /// Records that `conn` is being released on `path`, verified under `gate`'s `epoch`, with

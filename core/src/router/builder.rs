@@ -1,0 +1,109 @@
+//! How a [`SchemaRouter`] is made: its databases and its search-path policy.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+
+use super::pool::{RouterPool, SearchPathMode};
+use super::SchemaRouter;
+use crate::databases::{Databases, ShardName};
+use crate::schema::SchemaName;
+
+/// Builds a [`SchemaRouter`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct SchemaRouterBuilder {
+    databases: Databases,
+    mode: SearchPathMode,
+    affinity: bool,
+    extra_schemas: Vec<SchemaName>,
+    track: Option<bool>,
+}
+
+impl SchemaRouter {
+    /// A router over `pool` with the default policy: search path `"<schema>", public`.
+    pub fn new(pool: Pool) -> Self {
+        Self::builder(pool).build()
+    }
+
+    /// A builder to set extra shared schemas or the search-path memory.
+    pub fn builder(pool: Pool) -> SchemaRouterBuilder {
+        Self::over(Databases::new(pool))
+    }
+
+    /// A builder over databases configured once for the router and the registry.
+    pub(crate) fn over(databases: Databases) -> SchemaRouterBuilder {
+        SchemaRouterBuilder {
+            databases,
+            mode: SearchPathMode::Session,
+            affinity: true,
+            extra_schemas: Vec::new(),
+            track: None,
+        }
+    }
+}
+
+impl SchemaRouterBuilder {
+    /// Another database (shard): tenants whose [`Tenant::shard`](crate::Tenant::shard) names
+    /// it get their connections from `pool`.
+    pub fn shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
+        self.databases.add(name.into(), pool);
+        self
+    }
+
+    /// Shared schemas put on the search path after `public`, e.g. one holding extensions.
+    pub fn extra_schemas(mut self, schemas: impl IntoIterator<Item = SchemaName>) -> Self {
+        self.extra_schemas = schemas.into_iter().collect();
+        self
+    }
+
+    /// How the search path reaches the server (default: [`SearchPathMode::Session`]).
+    pub fn mode(mut self, mode: SearchPathMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether a connection released on a schema goes straight to a request waiting for that
+    /// schema when the pool is exhausted (default: yes; session mode with search-path memory
+    /// only). Saves the switch for busy tenants; see BENCHMARKS.md.
+    pub fn schema_affinity(mut self, yes: bool) -> Self {
+        self.affinity = yes;
+        self
+    }
+
+    /// Forces the per-connection search-path memory on or off (session mode only).
+    ///
+    /// By default it is on when the pool's recycling method keeps session state, off
+    /// otherwise. Turn it off when something else may change `search_path` on the pool's
+    /// connections behind the router's back.
+    pub fn track_search_path(mut self, track: bool) -> Self {
+        self.track = Some(track);
+        self
+    }
+
+    /// Finishes the router.
+    pub fn build(self) -> SchemaRouter {
+        SchemaRouter {
+            databases: self.databases.map(|pool| {
+                let track = self
+                    .track
+                    .unwrap_or_else(|| recycling_keeps_session_state(pool));
+                Arc::new(RouterPool::new(
+                    pool.clone(),
+                    self.mode,
+                    self.extra_schemas.clone(),
+                    track,
+                    self.affinity,
+                ))
+            }),
+        }
+    }
+}
+
+/// deadpool-postgres keeps its manager's configuration private; its `Debug` output is the
+/// only place the recycling method shows. If that output ever changes, this returns false
+/// and the router switches on every checkout: slower, never wrong.
+fn recycling_keeps_session_state(pool: &Pool) -> bool {
+    let manager = format!("{:?}", pool.manager());
+    manager.contains("recycling_method: Fast") || manager.contains("recycling_method: Verified")
+}

@@ -1,0 +1,137 @@
+//! Handing out connections bound to a schema.
+//!
+//! [`SchemaRouter`] holds each database's pool and the search-path policy and hands out
+//! [`ConnectionScope`]s. The files of this folder, from the top down:
+//!
+//! - `builder.rs`: [`SchemaRouterBuilder`], the policy;
+//! - `connection.rs`: [`ConnectionScope`], and in `connection/transaction.rs` its
+//!   transaction mode, where nothing relies on session state;
+//! - `pool.rs`: what the router keeps per database (policy, counters, handoff, learned
+//!   parameter types), and how a scope gives its connection back;
+//! - `session.rs`: the path memory and schema gates every router of the process shares;
+//! - `affinity.rs`: schema-affine checkout.
+
+mod affinity;
+mod builder;
+mod connection;
+mod pool;
+pub(crate) mod session;
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+
+use crate::databases::Databases;
+use crate::error::{Error, Result};
+use crate::schema::SchemaName;
+use crate::scope;
+use crate::tenant::Tenant;
+
+pub use builder::SchemaRouterBuilder;
+pub use connection::{ConnectionScope, ToScopedStatement};
+pub use pool::{RouterStats, SearchPathMode};
+
+use pool::RouterPool;
+
+/// Owns the pool and the search-path policy, and hands out [`ConnectionScope`]s.
+///
+/// Cheap to clone. A connection is for the tenant in [scope](crate::scope) (an error outside
+/// any scope: the router fails closed), for a schema named explicitly, or for `public` when
+/// asked for by name.
+///
+/// The process remembers which search path each pooled connection was on when a
+/// [`ConnectionScope`] released it, and a checkout skips the switch when it finds the
+/// connection still there. The memory is shared by every router over the same connections
+/// and trusted only when nothing could have changed the session since: the scope ran no SQL
+/// that changes session state, nobody else took the connection from the pool in between
+/// (a plain `pool.get()` shows in the pool's recycle count), and the schema has not been
+/// deleted or announced as changed. It is used only when the pool recycles connections
+/// without resetting session state
+/// ([`RecyclingMethod::Fast`](deadpool_postgres::RecyclingMethod::Fast) or `Verified`, the
+/// usual choices); with `Clean` or a custom recycling SQL every checkout switches.
+///
+/// ```no_run
+/// use tenant_schemas::{scope, SchemaName, SchemaRouter, Tenant};
+///
+/// # async fn demo(pool: tenant_schemas::deadpool_postgres::Pool) -> tenant_schemas::Result<()> {
+/// let router = SchemaRouter::new(pool);
+/// let acme = Tenant::new(SchemaName::new("acme")?);
+/// let notes = scope::run(acme, async {
+///     let db = router.connection().await?; // the tenant in scope
+///     db.query("SELECT body FROM notes", &[]).await
+/// })
+/// .await?;
+/// assert!(router.connection().await.is_err()); // no tenant in scope
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SchemaRouter {
+    /// Each database (shard) with its own pool and policy.
+    databases: Databases<Arc<RouterPool>>,
+}
+
+impl SchemaRouter {
+    /// A connection for the tenant in scope; [`Error::NoTenantInScope`] outside any scope.
+    pub async fn connection(&self) -> Result<ConnectionScope> {
+        let tenant = scope::require_tenant()?;
+        self.connection_for_tenant(&tenant).await
+    }
+
+    /// A connection bound to `tenant`'s schema, on the database (shard) it lives on.
+    pub async fn connection_for_tenant(&self, tenant: &Tenant) -> Result<ConnectionScope> {
+        checkout(self.databases.get(tenant.shard())?, tenant.schema()).await
+    }
+
+    /// A connection bound to `schema` on the default database.
+    pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
+        checkout(self.databases.default(), schema).await
+    }
+
+    /// A connection bound to the shared `public` schema.
+    pub async fn public(&self) -> Result<ConnectionScope> {
+        self.connection_for(&SchemaName::public()).await
+    }
+
+    /// The underlying pool. Connections taken from it directly are not bound to any schema;
+    /// do not change their `search_path` outside a transaction (`set_config(…, true)` is fine).
+    pub fn pool(&self) -> &Pool {
+        self.databases.default().pool()
+    }
+
+    /// How the search path reaches the server.
+    pub fn mode(&self) -> SearchPathMode {
+        self.databases.default().mode()
+    }
+
+    /// Whether the router remembers each connection's search path (see the type's docs).
+    pub fn tracks_search_path(&self) -> bool {
+        self.databases.default().tracks_search_path()
+    }
+
+    /// What the router has done so far on the default database.
+    pub fn stats(&self) -> RouterStats {
+        self.databases.default().stats()
+    }
+}
+
+/// A connection from `pool`, bound to `schema`; switched already when the path memory
+/// knows it is on the schema's path.
+async fn checkout(pool: &Arc<RouterPool>, schema: &SchemaName) -> Result<ConnectionScope> {
+    let path = pool.search_path(schema);
+    let gate = session::gate(schema);
+    let (conn, handed_over) = pool
+        .get(&path)
+        .await
+        .map_err(|source| Error::pool(schema, source))?;
+    let epoch = gate.epoch();
+    let known = pool.tracks_search_path()
+        && session::take_known_path(&conn, &path, &gate, epoch, handed_over);
+    Ok(ConnectionScope::new(
+        conn,
+        schema.clone(),
+        path,
+        gate,
+        known.then_some(epoch),
+        pool.clone(),
+    ))
+}

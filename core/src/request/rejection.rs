@@ -1,0 +1,136 @@
+//! A request that will not be served, and the one way every adapter answers it.
+
+use std::borrow::Cow;
+
+use http::header::{CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::schema::printable;
+use crate::{Error, ErrorKind};
+
+/// A request that will not be served: the status and a short plain-text body.
+///
+/// Every adapter answers a rejected request, and a library error met in a handler or an
+/// extractor, with [`into_http`](Self::into_http), so every such response has the same
+/// headers.
+///
+/// ```
+/// use tenant_schemas::request::Rejection;
+///
+/// let res = Rejection::from_error(&tenant_schemas::Error::UnknownHost { host: "x.test".into() })
+///     .into_http();
+/// assert_eq!(res.status(), 404);
+/// assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+/// assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+/// assert_eq!(res.body(), "404 Not Found: no tenant for host x.test\n");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    status: StatusCode,
+    body: Cow<'static, str>,
+}
+
+impl Rejection {
+    /// A rejection with this status and body.
+    pub fn new(status: StatusCode, body: impl Into<Cow<'static, str>>) -> Self {
+        Rejection {
+            status,
+            body: body.into(),
+        }
+    }
+
+    /// The rejection for an error: its [`Error::status`] (400, 404, 503, …), with a message
+    /// that names the problem but no internals (the details go to the log).
+    pub fn from_error(err: &Error) -> Self {
+        let body: Cow<'static, str> = match (err, err.kind()) {
+            (Error::InvalidHost(e), _) => format!(
+                "400 Bad Request: invalid host: {}\n",
+                printable(&e.kind().to_string())
+            )
+            .into(),
+            (Error::UnknownHost { host }, _) => {
+                format!("404 Not Found: no tenant for host {}\n", printable(host)).into()
+            }
+            (_, ErrorKind::InvalidInput) => "400 Bad Request: invalid tenant name\n".into(),
+            (_, ErrorKind::NotFound) => "404 Not Found: unknown tenant\n".into(),
+            (_, ErrorKind::Unavailable) => {
+                tracing::warn!(error = %err, "database unavailable");
+                "503 Service Unavailable: the database cannot be reached, try again later\n".into()
+            }
+            _ => {
+                tracing::error!(error = %err, "tenant resolution failed");
+                "500 Internal Server Error\n".into()
+            }
+        };
+        Rejection {
+            status: err.status(),
+            body,
+        }
+    }
+
+    /// The status to answer with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The plain-text body.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// The body, owned.
+    pub fn into_body(self) -> Cow<'static, str> {
+        self.body
+    }
+
+    /// The response: the status, the body as `text/plain; charset=utf-8`, and
+    /// `x-content-type-options: nosniff` (a browser must not guess that the text, which may
+    /// quote the request's host, is HTML). Adapters map the body into their framework's body
+    /// type.
+    pub fn into_http(self) -> Response<Cow<'static, str>> {
+        let mut res = Response::new(self.body);
+        *res.status_mut() = self.status;
+        let headers = res.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        res
+    }
+}
+
+impl From<&Error> for Rejection {
+    fn from(err: &Error) -> Self {
+        Rejection::from_error(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Host;
+
+    #[test]
+    fn rejections_do_not_echo_raw_input() {
+        let err = Error::from(Host::parse("a\u{1}b").unwrap_err());
+        let r = Rejection::from_error(&err);
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(!r.body().contains('\u{1}'));
+        let r = Rejection::from_error(&Error::UnknownHost {
+            host: "x.test".into(),
+        });
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert!(r.body().contains("x.test"));
+    }
+
+    #[test]
+    fn every_rejection_is_plain_text_and_not_sniffed() {
+        let res = Rejection::new(StatusCode::GONE, "gone").into_http();
+        assert_eq!(res.status(), StatusCode::GONE);
+        assert_eq!(res.headers().len(), 2);
+        assert_eq!(res.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(res.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(res.body(), "gone");
+    }
+}

@@ -1,3 +1,5 @@
+//! [`ScopedBody`]: a response body polled in its request's scope, or a rejection's text.
+
 use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -5,12 +7,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tenant_schemas::{scope, Tenant};
+use tenant_schemas::request::RequestScope;
 
 pin_project! {
     /// A response body that is polled inside its request's tenant scope and span, so a
     /// streamed body produced after the handler returned still sees
-    /// [`scope::current_schema`]; or the short text of a rejection.
+    /// [`scope::current_schema`](tenant_schemas::scope::current_schema); or the short text
+    /// of a rejection.
     pub struct ScopedBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -23,8 +26,7 @@ pin_project! {
         Scoped {
             #[pin]
             body: B,
-            tenant: Tenant,
-            span: tracing::Span,
+            scope: RequestScope,
         },
         Rejected {
             text: Option<Bytes>,
@@ -33,9 +35,9 @@ pin_project! {
 }
 
 impl<B> ScopedBody<B> {
-    pub(crate) fn scoped(body: B, tenant: Tenant, span: tracing::Span) -> Self {
+    pub(crate) fn scoped(body: B, scope: RequestScope) -> Self {
         ScopedBody {
-            kind: Kind::Scoped { body, tenant, span },
+            kind: Kind::Scoped { body, scope },
         }
     }
 
@@ -59,10 +61,7 @@ impl<B: Body<Data = Bytes>> Body for ScopedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
-            KindProj::Scoped { body, tenant, span } => {
-                let _entered = span.enter();
-                scope::sync_run(tenant.clone(), || body.poll_frame(cx))
-            }
+            KindProj::Scoped { body, scope } => scope.in_scope(|| body.poll_frame(cx)),
             KindProj::Rejected { text } => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
         }
     }

@@ -2,9 +2,9 @@
 //!
 //! warp filters cannot wrap the future of the filters after them, so the tenant scope comes
 //! from the shared tower layer: [`serve`] turns the filter into a service with
-//! `warp::service`, wraps it in [`TenantLayer`] and serves it with hyper. Inside, the
-//! filters [`tenant`], [`tenant_db`] and [`public_db`] extract what the layer resolved;
-//! [`recover`] turns their rejections into 400/404/503 responses.
+//! `warp::service`, wraps it in [`TenantLayer`] and serves it with hyper (the tower crate's
+//! `serve`). Inside, the filters [`tenant`], [`tenant_db`] and [`public_db`] extract what
+//! the layer resolved; [`recover`] turns their rejections into 400/404/503 responses.
 //!
 //! ```no_run
 //! use tenant_schemas::Tenant;
@@ -26,14 +26,12 @@
 //! [warp]: https://docs.rs/warp
 
 use std::convert::Infallible;
-use std::ops::Deref;
 
-use tenant_schemas::request::Rejection;
-use tenant_schemas::{ConnectionScope, Tenancy, Tenant};
+use tenant_schemas::request::{Rejection, RequestScope};
+use tenant_schemas::{ConnectionScope, Tenant};
 use tokio::net::TcpListener;
 use tower_layer::Layer;
 use warp::http::StatusCode;
-use warp::reply::Reply;
 use warp::Filter;
 
 pub use tenant_schemas::request::{strip_path_token, RequestResolver, Strategy, UnknownTenant};
@@ -45,6 +43,8 @@ pub mod testing {
     pub use tenant_schemas::testing::*;
 }
 
+tenant_schemas::__connection_extractors!();
+
 /// Serves `filter` on `listener`, each request in its tenant's scope.
 ///
 /// The filter must have recovered its rejections (`.recover(recover)`), so that library
@@ -52,9 +52,9 @@ pub mod testing {
 pub async fn serve<F>(listener: TcpListener, filter: F, layer: TenantLayer) -> std::io::Result<()>
 where
     F: Filter<Error = Infallible> + Clone + Send + Sync + 'static,
-    F::Extract: Reply,
+    F::Extract: warp::Reply,
 {
-    tenant_schemas_hyper::serve(listener, layer.layer(warp::service(filter))).await
+    tenant_schemas_tower::serve::serve(listener, layer.layer(warp::service(filter))).await
 }
 
 /// A library error as a warp rejection; [`recover`] answers it.
@@ -63,38 +63,15 @@ pub struct TenantError(pub tenant_schemas::Error);
 
 impl warp::reject::Reject for TenantError {}
 
-/// A pooled connection bound to the request's tenant schema.
-#[derive(Debug)]
-pub struct TenantDb(pub ConnectionScope);
-
-impl Deref for TenantDb {
-    type Target = ConnectionScope;
-
-    fn deref(&self) -> &ConnectionScope {
-        &self.0
-    }
-}
-
-/// A pooled connection bound to `public`.
-#[derive(Debug)]
-pub struct PublicDb(pub ConnectionScope);
-
-impl Deref for PublicDb {
-    type Target = ConnectionScope;
-
-    fn deref(&self) -> &ConnectionScope {
-        &self.0
-    }
-}
-
-fn missing_layer() -> warp::Rejection {
-    warp::reject::custom(TenantError(tenant_schemas::Error::NoTenantInScope))
+fn rejected(err: tenant_schemas::Error) -> warp::Rejection {
+    warp::reject::custom(TenantError(err))
 }
 
 /// Extracts the request's [`Tenant`].
 pub fn tenant() -> impl Filter<Extract = (Tenant,), Error = warp::Rejection> + Clone {
-    warp::ext::optional::<Tenant>()
-        .and_then(|t: Option<Tenant>| async move { t.ok_or_else(missing_layer) })
+    warp::ext::optional::<Tenant>().and_then(|t: Option<Tenant>| async move {
+        t.ok_or_else(|| rejected(tenant_schemas::Error::NoTenantInScope))
+    })
 }
 
 /// Extracts a [`TenantDb`].
@@ -110,41 +87,33 @@ pub fn public_db() -> impl Filter<Extract = (PublicDb,), Error = warp::Rejection
 fn connection(
     public: bool,
 ) -> impl Filter<Extract = (ConnectionScope,), Error = warp::Rejection> + Clone {
-    warp::ext::optional::<Tenant>()
-        .and(warp::ext::optional::<Tenancy>())
-        .and_then(
-            move |tenant: Option<Tenant>, tenancy: Option<Tenancy>| async move {
-                let (Some(tenant), Some(tenancy)) = (tenant, tenancy) else {
-                    return Err(missing_layer());
-                };
-                let router = tenancy.router();
-                let conn = if public {
-                    router.public().await
-                } else {
-                    router.connection_for_tenant(&tenant).await
-                };
-                conn.map_err(|e| warp::reject::custom(TenantError(e)))
-            },
-        )
+    warp::ext::optional::<RequestScope>().and_then(move |scope: Option<RequestScope>| async move {
+        let scope = scope.ok_or_else(|| rejected(tenant_schemas::Error::NoTenantInScope))?;
+        let conn = if public {
+            scope.public_connection().await
+        } else {
+            scope.connection().await
+        };
+        conn.map_err(rejected)
+    })
 }
 
-/// Answers [`TenantError`] rejections with their status and a short text; other rejections
-/// get warp's usual status (404 for no matching route, 405, …).
+/// Answers [`TenantError`] rejections with their status and a short text
+/// ([`Rejection::into_http`]); other rejections get warp's usual status (404 for no matching
+/// route, 405, …) and its reason as the text.
 pub async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
-    if let Some(TenantError(err)) = rejection.find::<TenantError>() {
-        let r = Rejection::from_error(err);
-        return Ok(warp::reply::with_status(r.body().to_owned(), r.status()).into_response());
-    }
-    let status = if rejection.is_not_found() {
-        StatusCode::NOT_FOUND
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        StatusCode::METHOD_NOT_ALLOWED
-    } else {
-        StatusCode::BAD_REQUEST
+    let answer = match rejection.find::<TenantError>() {
+        Some(TenantError(err)) => Rejection::from_error(err),
+        None => {
+            let status = if rejection.is_not_found() {
+                StatusCode::NOT_FOUND
+            } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+                StatusCode::METHOD_NOT_ALLOWED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            Rejection::new(status, status.canonical_reason().unwrap_or("error"))
+        }
     };
-    Ok(warp::reply::with_status(
-        status.canonical_reason().unwrap_or("error").to_owned(),
-        status,
-    )
-    .into_response())
+    Ok(answer.into_http().map(|body| body.into_owned().into()))
 }

@@ -1,9 +1,5 @@
 //! Every log line of a request names its tenant: the adapter's span carries host and tenant.
 
-#![allow(clippy::unwrap_used)]
-
-mod suite;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +8,8 @@ use axum::Router;
 use tenant_schemas::scope;
 use tenant_schemas::testing::TenantClient;
 use tenant_schemas_axum::{with_tenancy, TenantLayer};
+
+use crate::suite;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -27,7 +25,8 @@ impl Write for Captured {
     }
 }
 
-/// The log of every test in this file (one global subscriber per process).
+/// The log of every test in this binary (one global subscriber per process): each test
+/// looks for lines only its own handler writes.
 fn captured() -> Captured {
     static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
     CAPTURED

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tenant_schemas::testing::{pool, TenantClient, TestCluster};
+use tenant_schemas::testing::{pool, TenantClient, TestCluster, TestResponse};
 use tenant_schemas::{scope, Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
 
 pub struct Fixture {
@@ -84,6 +84,17 @@ fn client(addr: SocketAddr, host: &str) -> TenantClient {
     TenantClient::new(addr, host)
 }
 
+/// A rejection or a library error answered by the adapter: plain text the browser must not
+/// sniff, the same way in every adapter.
+fn assert_plain_text(r: &TestResponse) {
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; charset=utf-8"),
+        "{r:?}"
+    );
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
+}
+
 /// The scenario; `addr` serves the app.
 pub async fn run(addr: SocketAddr) {
     let alpha = client(addr, "alpha.example.test");
@@ -113,6 +124,7 @@ pub async fn run(addr: SocketAddr) {
         .unwrap();
     assert_eq!(r.status, 404, "{r:?}");
     assert!(r.text().contains("nobody.example.test"), "{r:?}");
+    assert_plain_text(&r);
     for bad in [
         "bad..example.test",
         "-alpha.example.test",
@@ -121,6 +133,7 @@ pub async fn run(addr: SocketAddr) {
     ] {
         let r = client(addr, bad).get("/notes").await.unwrap();
         assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert_plain_text(&r);
     }
     let r = TenantClient::raw(addr, b"GET /notes HTTP/1.1\r\nhost: alpha.example.test\r\nhost: beta.example.test\r\nconnection: close\r\n\r\n")
         .await
@@ -182,6 +195,7 @@ pub async fn outage(addr: SocketAddr, cluster: &TestCluster) {
     let started = Instant::now();
     let r = alpha.get("/notes").await.unwrap();
     assert_eq!(r.status, 503, "{r:?}");
+    assert_plain_text(&r);
     assert!(
         !r.text().contains("tokio"),
         "no internals in the body: {r:?}"

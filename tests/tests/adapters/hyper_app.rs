@@ -1,9 +1,5 @@
 //! The hyper adapter over real HTTP: the shared scenario, public site behind the path token.
 
-#![allow(clippy::unwrap_used)]
-
-mod suite;
-
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -15,6 +11,8 @@ use hyper::{Method, Request, Response};
 use tenant_schemas::request::RequestResolver;
 use tenant_schemas_hyper::{error_response, serve, tenant, tenant_db, TenantLayer};
 use tower::{service_fn, Layer};
+
+use crate::suite;
 
 type Res = Response<BoxBody<Bytes, Infallible>>;
 

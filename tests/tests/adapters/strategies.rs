@@ -1,15 +1,21 @@
 //! Request resolution strategies, fallbacks and forwarded hosts, against the real registry.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use tenant_schemas::request::{Rejection, RequestResolver, Strategy, UnknownTenant};
-use tenant_schemas::{NewTenant, Tenancy, Tenant, TenantStatus};
+use tenant_schemas::testing::{TestCluster, TestDatabase};
+use tenant_schemas::{
+    Host, NewTenant, SchemaName, Tenancy, Tenant, TenantMigrations, TenantStatus,
+};
+
+fn schema(name: &str) -> SchemaName {
+    SchemaName::new(name).unwrap()
+}
+
+fn host(name: &str) -> Host {
+    Host::parse(name).unwrap()
+}
 
 fn req(uri: &str, headers: &[(&str, &str)]) -> (Uri, HeaderMap) {
     let mut map = HeaderMap::new();
@@ -22,9 +28,22 @@ fn req(uri: &str, headers: &[(&str, &str)]) -> (Uri, HeaderMap) {
     (uri.parse().unwrap(), map)
 }
 
-async fn setup() -> (tenant_schemas::testing::TestDatabase, Tenancy) {
-    let db = database().await;
-    let tenancy = tenancy(&db, marker_and_notes()).await;
+/// A fresh database on the shared cluster: the public tenant on `example.test`, tenants
+/// `acme` and `beta` on `<name>.example.test`.
+async fn setup() -> (TestDatabase, Tenancy) {
+    let db = TestCluster::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(TenantMigrations::new().with(
+            "notes",
+            "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)",
+        ))
+        .build()
+        .await
+        .unwrap();
     tenancy
         .registry()
         .ensure_public_tenant(&host("example.test"))

@@ -1,14 +1,12 @@
 //! The warp adapter over real HTTP: the shared scenario, public site behind the path token.
 
-#![allow(clippy::unwrap_used)]
-
-mod suite;
-
 use bytes::Bytes;
 use tenant_schemas::request::RequestResolver;
 use tenant_schemas::Tenant;
 use tenant_schemas_warp::{recover, serve, tenant, tenant_db, TenantDb, TenantError, TenantLayer};
 use warp::Filter;
+
+use crate::suite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warp_adapter() {

@@ -1,13 +1,11 @@
 //! The actix-web adapter over real HTTP: the shared scenario, public site behind a guard.
 
-#![allow(clippy::unwrap_used)]
-
-mod suite;
-
 use actix_web::{guard, web, App, HttpResponse, HttpServer};
 use tenant_schemas_actix::{
     is_public_tenant, CurrentTenant, TenantDb, TenantError, TenantMiddleware,
 };
+
+use crate::suite;
 
 async fn list(db: TenantDb) -> Result<String, TenantError> {
     let rows = db.query("SELECT body FROM notes ORDER BY id", &[]).await?;

@@ -1,14 +1,12 @@
 //! The axum adapter over real HTTP: the shared scenario, with `split` routers.
 
-#![allow(clippy::unwrap_used)]
-
-mod suite;
-
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use tenant_schemas::scope;
 use tenant_schemas_axum::{split, with_tenancy, CurrentTenant, DbRejection, TenantDb, TenantLayer};
+
+use crate::suite;
 
 async fn list(db: TenantDb) -> Result<String, DbRejection> {
     let rows = db.query("SELECT body FROM notes ORDER BY id", &[]).await?;

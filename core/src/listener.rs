@@ -9,8 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::host::Host;
-use crate::registry::CHANNEL;
+use crate::registry::notify::{self, Announcement, CHANNEL};
 use crate::resolve::{CachedResolver, CoherentCache, TenantResolver};
 use crate::schema::SchemaName;
 use crate::tenant::Tenant;
@@ -31,25 +30,24 @@ impl Caches {
     }
 
     async fn apply(&self, payload: &str) {
-        let mut parts = payload.split(' ');
-        let schema = parts.next().and_then(|s| SchemaName::from_registry(s).ok());
-        let Some(schema) = schema else {
+        let (schema, hosts, all_hosts) = match notify::read(payload) {
+            Announcement::Change {
+                schema,
+                hosts,
+                all_hosts,
+            } => (schema, hosts, all_hosts),
             // Not ours to understand: forget everything rather than keep something stale.
-            self.forget_everything();
-            return;
+            Announcement::Unreadable => return self.forget_everything(),
         };
         tracing::debug!(schema = %schema, "registry change announced");
         crate::router::session::schema_changed(&schema);
         self.by_schema.invalidate(&schema).await;
         self.hosts.invalidate_tenant(&schema).await;
-        for host in parts {
-            if host == "*" {
-                self.forget_everything();
-                return;
-            }
-            if let Ok(host) = Host::parse(host) {
-                self.hosts.invalidate(&host).await;
-            }
+        for host in &hosts {
+            self.hosts.invalidate(host).await;
+        }
+        if all_hosts {
+            self.forget_everything();
         }
     }
 }

@@ -1,55 +1,19 @@
-//! The tenant registry: tenants and their domains, in tables in `public`.
-//!
-//! `public.tenant_schemas_tenants` holds one row per tenant (id, schema name, display
-//! name, creation time, status, migration version); `public.tenant_schemas_domains` maps
-//! each domain to its tenant, with at most one primary domain per tenant. [`Registry::install`]
-//! creates both (idempotent, safe to run from several processes at once).
+//! Creating (from scratch or as a clone), renaming, suspending and deleting tenants.
 
 use std::time::SystemTime;
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Object;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::Row;
 
-use crate::databases::{self, Databases, ShardName};
+use super::clone::copy_rows;
+use super::notify::announce;
+use super::Registry;
+use crate::databases::{self, ShardName};
 use crate::error::{Error, Result};
 use crate::host::Host;
-use crate::migrate::TenantMigrations;
 use crate::schema::SchemaName;
 use crate::tenant::{TenantRecord, TenantStatus};
-
-/// Serializes [`Registry::install`] across processes (an arbitrary constant: "tenantsc").
-const INSTALL_LOCK: i64 = 0x7465_6e61_6e74_7363;
-
-const INSTALL_SQL: &str = "
-CREATE TABLE IF NOT EXISTS public.tenant_schemas_tenants (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    schema_name text NOT NULL UNIQUE CHECK (schema_name ~ '^[a-z_][a-z0-9_]{0,62}$'),
-    name        text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
-    version     integer NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS public.tenant_schemas_domains (
-    domain     text PRIMARY KEY CHECK (domain = pg_catalog.lower(domain) AND pg_catalog.length(domain) BETWEEN 1 AND 253),
-    tenant_id  bigint NOT NULL REFERENCES public.tenant_schemas_tenants (id) ON DELETE CASCADE,
-    is_primary boolean NOT NULL DEFAULT false
-);
-ALTER TABLE public.tenant_schemas_tenants
-    ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAULT 'default';
-CREATE INDEX IF NOT EXISTS tenant_schemas_domains_tenant_idx
-    ON public.tenant_schemas_domains (tenant_id);
-CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
-    ON public.tenant_schemas_domains (tenant_id) WHERE is_primary;
-";
-
-const SELECT_TENANTS: &str = "
-SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
-       coalesce(pg_catalog.array_agg(d.domain ORDER BY d.is_primary DESC, d.domain)
-                FILTER (WHERE d.domain IS NOT NULL), '{}') AS domains
-FROM public.tenant_schemas_tenants t
-LEFT JOIN public.tenant_schemas_domains d ON d.tenant_id = t.id";
 
 /// A tenant to create: its schema, display name and domains (the first is primary).
 ///
@@ -112,82 +76,7 @@ pub enum DropSchema {
     No,
 }
 
-/// Creates, lists and deletes tenants and their domains.
-///
-/// Its statements are unnamed (sent with their parameter types), so it works through
-/// PgBouncer in transaction pooling mode. Every change runs in one transaction: a tenant whose schema or migrations fail leaves
-/// neither a schema nor a registry row behind.
-#[derive(Debug, Clone)]
-pub struct Registry {
-    /// The default database holds the registry.
-    pub(crate) databases: Databases,
-    pub(crate) migrations: TenantMigrations,
-    pub(crate) shared: TenantMigrations,
-}
-
 impl Registry {
-    /// A registry over `pool`, creating tenants with no migrations.
-    pub fn new(pool: Pool) -> Self {
-        Self::over(Databases::new(pool))
-    }
-
-    /// A registry on the default database of `databases`, placing tenants on all of them.
-    pub(crate) fn over(databases: Databases) -> Self {
-        Registry {
-            databases,
-            migrations: TenantMigrations::new(),
-            shared: TenantMigrations::new(),
-        }
-    }
-
-    /// The migrations every new tenant gets.
-    pub fn with_migrations(mut self, migrations: TenantMigrations) -> Self {
-        self.migrations = migrations;
-        self
-    }
-
-    /// The migrations every new tenant gets.
-    pub fn migrations(&self) -> &TenantMigrations {
-        &self.migrations
-    }
-
-    /// The shared migrations, run in `public` by [`Registry::migrate`].
-    pub fn with_shared_migrations(mut self, migrations: TenantMigrations) -> Self {
-        self.shared = migrations;
-        self
-    }
-
-    /// The shared migrations.
-    pub fn shared_migrations(&self) -> &TenantMigrations {
-        &self.shared
-    }
-
-    pub(crate) async fn conn(&self) -> Result<Object> {
-        databases::connect(self.databases.default(), &SchemaName::public()).await
-    }
-
-    /// Creates the registry tables in `public` if they are missing.
-    pub async fn install(&self) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let public = SchemaName::public();
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(|e| Error::db("installing the registry", &public, e))?;
-        tx.execute_typed(
-            "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-            &[(&INSTALL_LOCK, Type::INT8)],
-        )
-        .await
-        .map_err(|e| Error::db("installing the registry", &public, e))?;
-        tx.batch_execute(INSTALL_SQL)
-            .await
-            .map_err(|e| Error::db("installing the registry", &public, e))?;
-        tx.commit()
-            .await
-            .map_err(|e| Error::db("installing the registry", &public, e))
-    }
-
     /// Creates a tenant: `CREATE SCHEMA`, the tenant migrations, and the registry rows, in one
     /// transaction.
     pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
@@ -364,7 +253,7 @@ impl Registry {
             .map_err(|e| conflict(e, schema, std::slice::from_ref(domain)))?;
         }
         let hosts: Vec<&str> = new.domains.iter().map(Host::as_str).collect();
-        notify(tx, schema, &hosts)
+        announce(tx, schema, &hosts)
             .await
             .map_err(|e| Error::db("creating a tenant", schema, e))?;
         Ok((id, row.get(1)))
@@ -418,17 +307,6 @@ impl Registry {
             .unwrap_or_default())
     }
 
-    /// The pool of a database (shard) by name.
-    pub fn shard_pool(&self, shard: &ShardName) -> Result<&Pool> {
-        self.databases.get(shard)
-    }
-
-    /// Adds another database (shard) that new tenants can be placed on.
-    pub fn with_shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
-        self.databases.add(name.into(), pool);
-        self
-    }
-
     /// Creates `new` like [`create_tenant`](Self::create_tenant) and, in the same
     /// transaction, copies every table's rows and every sequence's position from the tenant
     /// in `source` (which must be at the latest migration version, so both have the same
@@ -474,91 +352,9 @@ impl Registry {
         }
     }
 
-    /// The tenant in `schema`.
-    pub async fn get(&self, schema: &SchemaName) -> Result<TenantRecord> {
-        let conn = self.conn().await?;
-        let sql = format!("{SELECT_TENANTS} WHERE t.schema_name = $1 GROUP BY t.id");
-        let row = conn
-            .query_typed_opt(&sql, &[(&schema.as_str(), Type::TEXT)])
-            .await
-            .map_err(|e| Error::db("reading the registry", schema, e))?;
-        match row {
-            Some(row) => record(&row),
-            None => Err(Error::tenant_not_found(schema)),
-        }
-    }
-
-    /// Every tenant, the public one included, ordered by schema name.
-    pub async fn list(&self) -> Result<Vec<TenantRecord>> {
-        let conn = self.conn().await?;
-        let sql = format!("{SELECT_TENANTS} GROUP BY t.id ORDER BY t.schema_name");
-        let rows = conn
-            .query_typed(&sql, &[])
-            .await
-            .map_err(|e| Error::db("reading the registry", &SchemaName::public(), e))?;
-        rows.iter().map(record).collect()
-    }
-
-    /// Adds `domain` to the tenant in `schema`; with `primary`, it replaces the primary domain.
-    pub async fn add_domain(
-        &self,
-        schema: &SchemaName,
-        domain: &Host,
-        primary: bool,
-    ) -> Result<()> {
-        let db = |e| Error::db("adding a domain", schema, e);
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await.map_err(db)?;
-        let id = tenant_id(&tx, schema).await?;
-        if primary {
-            tx.execute_typed(
-                "UPDATE public.tenant_schemas_domains SET is_primary = false
-                 WHERE tenant_id = $1 AND is_primary",
-                &[(&id, Type::INT8)],
-            )
-            .await
-            .map_err(db)?;
-        }
-        tx.execute_typed(
-            "INSERT INTO public.tenant_schemas_domains (domain, tenant_id, is_primary)
-             VALUES ($1, $2, $3)",
-            &[
-                (&domain.as_str(), Type::TEXT),
-                (&id, Type::INT8),
-                (&primary, Type::BOOL),
-            ],
-        )
-        .await
-        .map_err(|e| conflict(e, schema, std::slice::from_ref(domain)))?;
-        notify(&tx, schema, &[domain.as_str()]).await.map_err(db)?;
-        tx.commit().await.map_err(db)
-    }
-
-    /// Removes `domain` from the tenant in `schema`.
-    pub async fn remove_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
-        let removed = self
-            .change(
-                schema,
-                "removing a domain",
-                &[domain.as_str()],
-                "DELETE FROM public.tenant_schemas_domains d
-                 USING public.tenant_schemas_tenants t
-                 WHERE d.tenant_id = t.id AND t.schema_name = $1 AND d.domain = $2",
-                &[
-                    (&schema.as_str(), Type::TEXT),
-                    (&domain.as_str(), Type::TEXT),
-                ],
-            )
-            .await?;
-        if removed == 0 {
-            return Err(Error::domain_not_found(domain, schema));
-        }
-        Ok(())
-    }
-
     /// Runs one statement of a registry change in a transaction that also announces the
     /// change on [`CHANNEL`] when it affected a row; returns the rows it affected.
-    async fn change(
+    pub(super) async fn change(
         &self,
         schema: &SchemaName,
         action: &'static str,
@@ -571,36 +367,10 @@ impl Registry {
         let tx = conn.transaction().await.map_err(db)?;
         let changed = tx.execute_typed(sql, params).await.map_err(db)?;
         if changed > 0 {
-            notify(&tx, schema, hosts).await.map_err(db)?;
+            announce(&tx, schema, hosts).await.map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         Ok(changed)
-    }
-
-    /// Makes `domain`, already one of the tenant's domains, its primary domain.
-    pub async fn set_primary_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
-        let db = |e| Error::db("changing the primary domain", schema, e);
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await.map_err(db)?;
-        let id = tenant_id(&tx, schema).await?;
-        tx.execute_typed(
-            "UPDATE public.tenant_schemas_domains SET is_primary = false WHERE tenant_id = $1 AND is_primary",
-            &[(&id, Type::INT8)],
-        )
-        .await
-        .map_err(db)?;
-        let changed = tx
-            .execute_typed(
-                "UPDATE public.tenant_schemas_domains SET is_primary = true WHERE tenant_id = $1 AND domain = $2",
-                &[(&id, Type::INT8), (&domain.as_str(), Type::TEXT)],
-            )
-            .await
-            .map_err(db)?;
-        if changed == 0 {
-            return Err(Error::domain_not_found(domain, schema));
-        }
-        notify(&tx, schema, &[]).await.map_err(db)?;
-        tx.commit().await.map_err(db)
     }
 
     /// Changes a tenant's display name.
@@ -668,7 +438,7 @@ impl Registry {
             tx.batch_execute(&drop_sql).await.map_err(db)?;
         }
         let hosts: Vec<&str> = record.domains.iter().map(String::as_str).collect();
-        notify(&tx, schema, &hosts).await.map_err(db)?;
+        announce(&tx, schema, &hosts).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         if drop_schema && !here {
             // On another database: unregistered first (nothing resolves to it any more),
@@ -681,179 +451,8 @@ impl Registry {
     }
 }
 
-/// The `LISTEN`/`NOTIFY` channel every registry change is announced on, in the changing
-/// transaction, so other processes can drop what they cached (see
-/// [`TenancyBuilder::listen_for_changes`](crate::TenancyBuilder::listen_for_changes)). The
-/// payload is the tenant's schema, then the hosts the change concerns, separated by spaces;
-/// `*` in place of the hosts means "forget every host".
-pub const CHANNEL: &str = "tenant_schemas_registry";
-
-/// NOTIFY payloads are limited to 8,000 bytes.
-const MAX_PAYLOAD: usize = 7_900;
-
-async fn notify(
-    tx: &tokio_postgres::Transaction<'_>,
-    schema: &SchemaName,
-    hosts: &[&str],
-) -> Result<(), tokio_postgres::Error> {
-    let mut payload = schema.as_str().to_owned();
-    for host in hosts {
-        if payload.len() + host.len() + 3 > MAX_PAYLOAD {
-            payload.push_str(" *");
-            break;
-        }
-        payload.push(' ');
-        payload.push_str(host);
-    }
-    tx.execute_typed(
-        "SELECT pg_catalog.pg_notify($1, $2)",
-        &[(&CHANNEL, Type::TEXT), (&payload, Type::TEXT)],
-    )
-    .await
-    .map(drop)
-}
-
-/// Copies every table's rows and every sequence's position from `source` into `target`
-/// (same tables: both at the latest migration version), inside `tx`.
-///
-/// Columns are copied by name: generated columns (`GENERATED ALWAYS AS (…) STORED`) are left
-/// out and computed again, identity columns (`GENERATED ALWAYS AS IDENTITY`) are copied with
-/// `OVERRIDING SYSTEM VALUE`. Every sequence gets the source's position, and a sequence that
-/// owns a column (identity, `serial`) is moved past the highest value copied into it, so the
-/// next row inserted in the clone does not collide.
-async fn copy_rows(
-    tx: &tokio_postgres::Transaction<'_>,
-    source: &SchemaName,
-    target: &SchemaName,
-) -> Result<()> {
-    let db = |e| Error::db("copying a tenant", target, e);
-    tx.batch_execute("SET LOCAL session_replication_role = replica")
-        .await
-        .map_err(db)?;
-    let relations = tx
-        .query_typed(
-            "SELECT c.relname::text, c.relkind::text,
-                    ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
-                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                            AND a.attgenerated = ''
-                          ORDER BY a.attnum)
-             FROM pg_catalog.pg_class c
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'S') AND c.relname::text <> $2
-             ORDER BY c.relname",
-            &[
-                (&source.as_str(), Type::TEXT),
-                (&crate::migrate::HISTORY_TABLE, Type::TEXT),
-            ],
-        )
-        .await
-        .map_err(db)?;
-    for row in relations {
-        let name: String = row.get(0);
-        let (from, to) = (
-            format!("{}.{}", source.quoted(), ident(&name)),
-            format!("{}.{}", target.quoted(), ident(&name)),
-        );
-        if row.get::<_, String>(1) == "S" {
-            tx.batch_execute(&format!(
-                "SELECT pg_catalog.setval({to_lit}, last_value, is_called) FROM {from}",
-                to_lit = literal(&to)
-            ))
-            .await
-            .map_err(db)?;
-        } else {
-            let columns: Vec<String> = row.get(2);
-            let columns: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-            let columns = columns.join(", ");
-            // No column left (all generated, or none at all): every row is made of defaults.
-            let sql = if columns.is_empty() {
-                format!("INSERT INTO {to} SELECT FROM {from}")
-            } else {
-                format!(
-                    "INSERT INTO {to} ({columns}) OVERRIDING SYSTEM VALUE SELECT {columns} FROM {from}"
-                )
-            };
-            tx.batch_execute(&sql).await.map_err(db)?;
-        }
-    }
-    // Sequences owning an integer column (identity or serial) go past the highest value
-    // copied: rows inserted in the source with an explicit id must not collide in the clone.
-    let owned = tx
-        .query_typed(
-            "SELECT s.relname::text, t.relname::text, a.attname::text
-             FROM pg_catalog.pg_depend d
-             JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-             JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid AND q.seqincrement > 0
-             JOIN pg_catalog.pg_class t ON t.oid = d.refobjid
-             JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
-             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-               AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-               AND d.deptype IN ('a', 'i') AND n.nspname = $1
-               AND a.atttypid IN ('pg_catalog.int2'::pg_catalog.regtype,
-                                  'pg_catalog.int4'::pg_catalog.regtype,
-                                  'pg_catalog.int8'::pg_catalog.regtype)
-             ORDER BY 1",
-            &[(&target.as_str(), Type::TEXT)],
-        )
-        .await
-        .map_err(db)?;
-    for row in owned {
-        let (sequence, table, column): (String, String, String) =
-            (row.get(0), row.get(1), row.get(2));
-        let sequence = format!("{}.{}", target.quoted(), ident(&sequence));
-        let table = format!("{}.{}", target.quoted(), ident(&table));
-        tx.batch_execute(&format!(
-            "SELECT pg_catalog.setval({seq_lit}, m.top, true)
-             FROM (SELECT pg_catalog.max({column})::bigint AS top FROM {table}) m, {sequence} s
-             WHERE m.top IS NOT NULL
-               AND m.top > CASE WHEN s.is_called THEN s.last_value ELSE s.last_value - 1 END",
-            seq_lit = literal(&sequence),
-            column = ident(&column),
-        ))
-        .await
-        .map_err(db)?;
-    }
-    Ok(())
-}
-
-/// A catalog name (which can hold anything) quoted as an identifier.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Text quoted as a string literal.
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-async fn tenant_id(tx: &tokio_postgres::Transaction<'_>, schema: &SchemaName) -> Result<i64> {
-    let row = tx
-        .query_typed_opt(
-            "SELECT id FROM public.tenant_schemas_tenants WHERE schema_name = $1 FOR UPDATE",
-            &[(&schema.as_str(), Type::TEXT)],
-        )
-        .await
-        .map_err(|e| Error::db("reading the registry", schema, e))?;
-    row.map(|r| r.get(0))
-        .ok_or_else(|| Error::tenant_not_found(schema))
-}
-
-fn record(row: &Row) -> Result<TenantRecord> {
-    Ok(TenantRecord {
-        id: row.get("id"),
-        schema: SchemaName::from_registry(row.get("schema_name"))?,
-        name: row.get("name"),
-        created_at: row.get("created_at"),
-        status: TenantStatus::from_db(row.get("status")),
-        version: row.get("version"),
-        domains: row.get("domains"),
-        shard: ShardName::new(row.get("shard")),
-    })
-}
-
 /// Turns a unique violation into the conflict it means; other errors stay database errors.
-fn conflict(err: tokio_postgres::Error, schema: &SchemaName, domains: &[Host]) -> Error {
+pub(super) fn conflict(err: tokio_postgres::Error, schema: &SchemaName, domains: &[Host]) -> Error {
     let code = err.code();
     if code == Some(&SqlState::DUPLICATE_SCHEMA) {
         return Error::TenantExists {

@@ -1,0 +1,56 @@
+//! The registry's tables.
+
+use tokio_postgres::types::Type;
+
+use super::Registry;
+use crate::error::{Error, Result};
+use crate::schema::SchemaName;
+
+/// Serializes [`Registry::install`] across processes (an arbitrary constant: "tenantsc").
+const INSTALL_LOCK: i64 = 0x7465_6e61_6e74_7363;
+
+const INSTALL_SQL: &str = "
+CREATE TABLE IF NOT EXISTS public.tenant_schemas_tenants (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    schema_name text NOT NULL UNIQUE CHECK (schema_name ~ '^[a-z_][a-z0-9_]{0,62}$'),
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
+    version     integer NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS public.tenant_schemas_domains (
+    domain     text PRIMARY KEY CHECK (domain = pg_catalog.lower(domain) AND pg_catalog.length(domain) BETWEEN 1 AND 253),
+    tenant_id  bigint NOT NULL REFERENCES public.tenant_schemas_tenants (id) ON DELETE CASCADE,
+    is_primary boolean NOT NULL DEFAULT false
+);
+ALTER TABLE public.tenant_schemas_tenants
+    ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAULT 'default';
+CREATE INDEX IF NOT EXISTS tenant_schemas_domains_tenant_idx
+    ON public.tenant_schemas_domains (tenant_id);
+CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
+    ON public.tenant_schemas_domains (tenant_id) WHERE is_primary;
+";
+
+impl Registry {
+    /// Creates the registry tables in `public` if they are missing.
+    pub async fn install(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let public = SchemaName::public();
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(|e| Error::db("installing the registry", &public, e))?;
+        tx.execute_typed(
+            "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+            &[(&INSTALL_LOCK, Type::INT8)],
+        )
+        .await
+        .map_err(|e| Error::db("installing the registry", &public, e))?;
+        tx.batch_execute(INSTALL_SQL)
+            .await
+            .map_err(|e| Error::db("installing the registry", &public, e))?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("installing the registry", &public, e))
+    }
+}

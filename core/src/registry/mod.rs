@@ -1,0 +1,147 @@
+//! The tenant registry: tenants and their domains, in tables in `public` of the default
+//! database.
+//!
+//! `public.tenant_schemas_tenants` holds one row per tenant (id, schema name, display
+//! name, creation time, status, migration version, database); `public.tenant_schemas_domains`
+//! maps each domain to its tenant, with at most one primary domain per tenant.
+//!
+//! [`Registry`] reads them. Every change goes through [`Tenancy`](crate::Tenancy), the one
+//! door for writes, which keeps this process's caches coherent; each change is announced to
+//! the other processes in its own transaction. The files of this folder:
+//!
+//! - `install.rs`: the tables (idempotent, safe to run from several processes at once);
+//! - `lifecycle.rs`: creating (from scratch or as a clone), renaming, suspending and
+//!   deleting tenants;
+//! - `clone.rs`: copying a tenant's rows into its clone;
+//! - `domains.rs`: a tenant's domains;
+//! - `notify.rs`: the announcement of a change, written and read in one place.
+
+mod clone;
+mod domains;
+mod install;
+mod lifecycle;
+pub(crate) mod notify;
+
+use deadpool_postgres::{Object, Pool};
+use tokio_postgres::types::Type;
+use tokio_postgres::Row;
+
+use crate::databases::{self, Databases, ShardName};
+use crate::error::{Error, Result};
+use crate::migrate::TenantMigrations;
+use crate::schema::SchemaName;
+use crate::tenant::{TenantRecord, TenantStatus};
+
+pub use lifecycle::{DropSchema, NewTenant};
+pub use notify::CHANNEL;
+
+const SELECT_TENANTS: &str = "
+SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
+       coalesce(pg_catalog.array_agg(d.domain ORDER BY d.is_primary DESC, d.domain)
+                FILTER (WHERE d.domain IS NOT NULL), '{}') AS domains
+FROM public.tenant_schemas_tenants t
+LEFT JOIN public.tenant_schemas_domains d ON d.tenant_id = t.id";
+
+/// Creates, lists and deletes tenants and their domains.
+///
+/// Its statements are unnamed (sent with their parameter types), so it works through
+/// PgBouncer in transaction pooling mode. Every change runs in one transaction: a tenant whose schema or migrations fail leaves
+/// neither a schema nor a registry row behind.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// The default database holds the registry.
+    pub(crate) databases: Databases,
+    pub(crate) migrations: TenantMigrations,
+    pub(crate) shared: TenantMigrations,
+}
+
+impl Registry {
+    /// A registry over `pool`, creating tenants with no migrations.
+    pub fn new(pool: Pool) -> Self {
+        Self::over(Databases::new(pool))
+    }
+
+    /// A registry on the default database of `databases`, placing tenants on all of them.
+    pub(crate) fn over(databases: Databases) -> Self {
+        Registry {
+            databases,
+            migrations: TenantMigrations::new(),
+            shared: TenantMigrations::new(),
+        }
+    }
+
+    /// The migrations every new tenant gets.
+    pub fn with_migrations(mut self, migrations: TenantMigrations) -> Self {
+        self.migrations = migrations;
+        self
+    }
+
+    /// The migrations every new tenant gets.
+    pub fn migrations(&self) -> &TenantMigrations {
+        &self.migrations
+    }
+
+    /// The shared migrations, run in `public` by [`Registry::migrate`].
+    pub fn with_shared_migrations(mut self, migrations: TenantMigrations) -> Self {
+        self.shared = migrations;
+        self
+    }
+
+    /// The shared migrations.
+    pub fn shared_migrations(&self) -> &TenantMigrations {
+        &self.shared
+    }
+
+    pub(crate) async fn conn(&self) -> Result<Object> {
+        databases::connect(self.databases.default(), &SchemaName::public()).await
+    }
+
+    /// The pool of a database (shard) by name.
+    pub fn shard_pool(&self, shard: &ShardName) -> Result<&Pool> {
+        self.databases.get(shard)
+    }
+
+    /// Adds another database (shard) that new tenants can be placed on.
+    pub fn with_shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
+        self.databases.add(name.into(), pool);
+        self
+    }
+
+    /// The tenant in `schema`.
+    pub async fn get(&self, schema: &SchemaName) -> Result<TenantRecord> {
+        let conn = self.conn().await?;
+        let sql = format!("{SELECT_TENANTS} WHERE t.schema_name = $1 GROUP BY t.id");
+        let row = conn
+            .query_typed_opt(&sql, &[(&schema.as_str(), Type::TEXT)])
+            .await
+            .map_err(|e| Error::db("reading the registry", schema, e))?;
+        match row {
+            Some(row) => record(&row),
+            None => Err(Error::tenant_not_found(schema)),
+        }
+    }
+
+    /// Every tenant, the public one included, ordered by schema name.
+    pub async fn list(&self) -> Result<Vec<TenantRecord>> {
+        let conn = self.conn().await?;
+        let sql = format!("{SELECT_TENANTS} GROUP BY t.id ORDER BY t.schema_name");
+        let rows = conn
+            .query_typed(&sql, &[])
+            .await
+            .map_err(|e| Error::db("reading the registry", &SchemaName::public(), e))?;
+        rows.iter().map(record).collect()
+    }
+}
+
+fn record(row: &Row) -> Result<TenantRecord> {
+    Ok(TenantRecord {
+        id: row.get("id"),
+        schema: SchemaName::from_registry(row.get("schema_name"))?,
+        name: row.get("name"),
+        created_at: row.get("created_at"),
+        status: TenantStatus::from_db(row.get("status")),
+        version: row.get("version"),
+        domains: row.get("domains"),
+        shard: ShardName::new(row.get("shard")),
+    })
+}

@@ -5,8 +5,7 @@ use std::collections::{HashMap, HashSet};
 use tokio_postgres::types::Type;
 
 use crate::error::{Error, Result};
-use crate::migrate::HISTORY_TABLE;
-use crate::migrator::RunOptions;
+use crate::migrate::{shadowed_tables, RunOptions, HISTORY_TABLE};
 use crate::registry::Registry;
 use crate::schema::{printable, SchemaName};
 
@@ -117,13 +116,9 @@ impl Registry {
         // Per database: (schema, table) pairs shadowing `public`, and the role names.
         let mut shadowed: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut roles: HashMap<String, HashSet<String>> = HashMap::new();
-        let allowed: Vec<&str> = self
-            .migrations
-            .shared_names()
-            .chain(self.shared.shared_names())
-            .collect();
-        for (shard, _) in self.databases.iter() {
-            let conn = self.databases.connect(shard, &public).await?;
+        let allowed = self.sets().shared_names();
+        for (shard, _) in self.databases().iter() {
+            let conn = self.databases().connect(shard, &public).await?;
             let rows = conn
                 .query_typed(
                     "SELECT n.nspname::text, EXISTS (SELECT 1 FROM pg_catalog.pg_class c
@@ -140,9 +135,7 @@ impl Registry {
                 .map(|r| r.get::<_, String>(0))
                 .collect();
             present.insert(shard.to_string(), (all, with_history));
-            let pairs = crate::migrate::shadowed_tables(&conn, None, &allowed)
-                .await
-                .map_err(db)?;
+            let pairs = shadowed_tables(&conn, None, &allowed).await.map_err(db)?;
             shadowed.insert(shard.to_string(), pairs);
             let role_names = conn
                 .query_typed("SELECT rolname::text FROM pg_catalog.pg_roles", &[])
@@ -166,7 +159,7 @@ impl Registry {
                 }
             }
         }
-        let latest = self.migrations.latest();
+        let latest = self.sets().tenant.latest();
         for row in tenants {
             let name: &str = row.get(0);
             let schema = match SchemaName::from_registry(name) {

@@ -7,7 +7,6 @@ mod error;
 mod host;
 mod listener;
 mod migrate;
-mod migrator;
 mod registry;
 mod resolve;
 mod router;
@@ -25,8 +24,10 @@ pub use databases::{ShardName, DEFAULT_SHARD};
 pub use doctor::{DoctorReport, Finding};
 pub use error::{Error, ErrorKind, Result};
 pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL_LEN};
-pub use migrate::{Migration, TenantMigrations, HISTORY_TABLE};
-pub use migrator::{MigrationReport, Outcome, Progress, RunOptions, SchemaReport};
+pub use migrate::{
+    Migration, MigrationReport, Outcome, Progress, RunOptions, SchemaReport, TenantMigrations,
+    HISTORY_TABLE,
+};
 pub use registry::{DropSchema, NewTenant, Registry, CHANNEL};
 pub use resolve::{
     CacheConfig, CachedResolver, RegistryResolver, StaticResolver, SubdomainResolver,

@@ -10,7 +10,7 @@ use crate::databases::{Databases, ShardName};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::TenantMigrations;
-use crate::migrator::{MigrationReport, Outcome, Progress, RunOptions};
+use crate::migrate::{default_parallelism, MigrationReport, Outcome, Progress, RunOptions};
 use crate::registry::{DropSchema, NewTenant, Registry};
 use crate::resolve::{
     CacheConfig, CachedResolver, CoherentCache, RegistryResolver, TenantResolver,
@@ -467,7 +467,7 @@ impl Tenancy {
         let parallel = if options.parallel > 0 {
             options.parallel
         } else {
-            crate::migrator::default_parallelism(self.inner.router.pool())
+            default_parallelism(self.inner.router.pool())
         };
         let job = &job;
         let mut results: Vec<(SchemaName, Result<T>)> = stream::iter(tenants)

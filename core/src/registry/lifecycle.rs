@@ -12,6 +12,7 @@ use super::Registry;
 use crate::databases::{self, ShardName};
 use crate::error::{Error, Result};
 use crate::host::Host;
+use crate::migrate::{refuse_shadowing, MigrationReport, Progress, RunOptions, Runner};
 use crate::schema::SchemaName;
 use crate::tenant::{TenantRecord, TenantStatus};
 
@@ -91,10 +92,10 @@ impl Registry {
         let schema = new.schema.clone();
         let db = |e| Error::db("creating a tenant", &schema, e);
         // A refused migration set fails before anything runs.
-        self.migrations.validate()?;
+        self.sets.tenant.validate()?;
         // A migration that may change session state beyond the creating transaction (a plain
         // `SET search_path`, `RESET ALL` …) leaves its connection closed, not pooled.
-        let discard = !schema.is_public() && self.migrations.may_change_session_after(0);
+        let discard = !schema.is_public() && self.sets.tenant.may_change_session_after(0);
         let shard = match (copy_from, &new.shard) {
             _ if schema.is_public() => ShardName::DEFAULT,
             (Some(source), _) => source.shard.clone(),
@@ -201,8 +202,8 @@ impl Registry {
         tx.batch_execute(&format!("CREATE SCHEMA {}", schema.quoted()))
             .await
             .map_err(|e| conflict(e, schema, &new.domains))?;
-        let version = self.migrations.apply(tx, schema).await?.1;
-        self.refuse_shadowing(tx.client(), schema).await?;
+        let version = self.sets.tenant.apply(tx, schema).await?.1;
+        refuse_shadowing(tx.client(), schema, &self.sets.shared_names()).await?;
         if let Some(source) = source {
             copy_rows(tx, source, schema).await?;
         }
@@ -315,7 +316,7 @@ impl Registry {
     /// a role granted that setting).
     pub async fn clone_tenant(&self, source: &SchemaName, new: NewTenant) -> Result<TenantRecord> {
         let from = self.get(source).await?;
-        let latest = self.migrations.latest();
+        let latest = self.sets.tenant.latest();
         if from.version != latest {
             return Err(Error::CloneVersion {
                 schema: source.clone(),
@@ -324,6 +325,25 @@ impl Registry {
             });
         }
         self.create_tenant_with(new, Some(&from)).await
+    }
+
+    /// Runs the shared migrations in `public`, then brings every tenant that the registry
+    /// says is behind to the latest tenant migration, each in its own transaction (see
+    /// [`Tenancy::migrate`](crate::Tenancy::migrate)). Creates the registry tables first
+    /// when missing; a refused migration set fails before anything runs anywhere.
+    pub async fn migrate(
+        &self,
+        options: &RunOptions,
+        progress: Option<Progress>,
+    ) -> Result<MigrationReport> {
+        self.sets.validate()?;
+        self.install().await?;
+        Runner {
+            databases: &self.databases,
+            sets: &self.sets,
+        }
+        .run(options, progress)
+        .await
     }
 
     /// Registers the public tenant (schema `public`) with `main_domain` as its primary domain,

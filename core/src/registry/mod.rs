@@ -28,7 +28,7 @@ use tokio_postgres::Row;
 
 use crate::databases::{self, Databases, ShardName};
 use crate::error::{Error, Result};
-use crate::migrate::TenantMigrations;
+use crate::migrate::{MigrationSets, TenantMigrations};
 use crate::schema::SchemaName;
 use crate::tenant::{TenantRecord, TenantStatus};
 
@@ -50,9 +50,8 @@ LEFT JOIN public.tenant_schemas_domains d ON d.tenant_id = t.id";
 #[derive(Debug, Clone)]
 pub struct Registry {
     /// The default database holds the registry.
-    pub(crate) databases: Databases,
-    pub(crate) migrations: TenantMigrations,
-    pub(crate) shared: TenantMigrations,
+    databases: Databases,
+    sets: MigrationSets,
 }
 
 impl Registry {
@@ -65,33 +64,43 @@ impl Registry {
     pub(crate) fn over(databases: Databases) -> Self {
         Registry {
             databases,
-            migrations: TenantMigrations::new(),
-            shared: TenantMigrations::new(),
+            sets: MigrationSets::default(),
         }
     }
 
     /// The migrations every new tenant gets.
     pub fn with_migrations(mut self, migrations: TenantMigrations) -> Self {
-        self.migrations = migrations;
+        self.sets.tenant = migrations;
         self
     }
 
     /// The migrations every new tenant gets.
     pub fn migrations(&self) -> &TenantMigrations {
-        &self.migrations
+        &self.sets.tenant
     }
 
     /// The shared migrations, run in `public` by [`Registry::migrate`].
     pub fn with_shared_migrations(mut self, migrations: TenantMigrations) -> Self {
-        self.shared = migrations;
+        self.sets.shared = migrations;
         self
     }
 
     /// The shared migrations.
     pub fn shared_migrations(&self) -> &TenantMigrations {
-        &self.shared
+        &self.sets.shared
     }
 
+    /// The databases tenants live on, the registry's first.
+    pub(crate) fn databases(&self) -> &Databases {
+        &self.databases
+    }
+
+    /// Both migration sets.
+    pub(crate) fn sets(&self) -> &MigrationSets {
+        &self.sets
+    }
+
+    /// A connection to the registry's database.
     pub(crate) async fn conn(&self) -> Result<Object> {
         databases::connect(self.databases.default(), &SchemaName::public()).await
     }

@@ -1,5 +1,9 @@
 //! Migrating every tenant: shared migrations in `public` first, then each tenant schema in
 //! its own transaction, with bounded parallelism.
+//!
+//! The registry keeps each tenant's version (`public.tenant_schemas_tenants.version`): the
+//! runner reads it to find the tenants that are behind, and moves it with each schema's
+//! migration.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,17 +11,19 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 use tokio_postgres::types::Type;
 
-use crate::databases::ShardName;
+use super::apply::refuse_shadowing;
+use super::set::{MigrationSets, TenantMigrations};
+use crate::databases::{Databases, ShardName};
 use crate::error::{Error, Result};
-use crate::registry::Registry;
 use crate::schema::SchemaName;
 
 /// Serializes migrators across processes: a second one waits for the first.
 const MIGRATE_LOCK: i64 = 0x7465_6e61_6e74_6d67;
 
-/// Which tenants a multi-tenant run ([`Registry::migrate`], [`Tenancy::for_each_tenant`])
+/// Which tenants a multi-tenant run ([`Tenancy::migrate`], [`Tenancy::for_each_tenant`])
 /// covers, and how many at once.
 ///
+/// [`Tenancy::migrate`]: crate::Tenancy::migrate
 /// [`Tenancy::for_each_tenant`]: crate::Tenancy::for_each_tenant
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -95,28 +101,32 @@ impl MigrationReport {
 /// Called after each schema with (schemas done, schemas to do).
 pub type Progress = Arc<dyn Fn(usize, usize) + Send + Sync>;
 
-impl Registry {
+/// A migration run over the databases of one application (the registry on the default one).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Runner<'a> {
+    pub(crate) databases: &'a Databases,
+    pub(crate) sets: &'a MigrationSets,
+}
+
+impl Runner<'_> {
     /// Runs the shared migrations in `public`, then brings every tenant that the registry
     /// says is behind to the latest tenant migration, each in its own transaction. A failed
     /// schema keeps its previous version and does not stop the others. A second migrator
-    /// (another process) waits on an advisory lock until this one is done.
+    /// (another process) waits on an advisory lock until this one is done. The registry's
+    /// tables must exist; the sets must have passed [`MigrationSets::validate`].
     ///
     /// Needs session state for the lock: run it over a direct connection, not through
     /// PgBouncer in transaction pooling mode.
-    pub async fn migrate(
-        &self,
+    pub(crate) async fn run(
+        self,
         options: &RunOptions,
         progress: Option<Progress>,
     ) -> Result<MigrationReport> {
         let started = Instant::now();
         let public = SchemaName::public();
-        // A refused migration set fails the run before anything runs anywhere.
-        self.shared.validate()?;
-        self.migrations.validate()?;
-        self.install().await?;
         // The lock lives with this connection, which is taken out of the pool and closed at
         // the end: a cancelled run cannot leave the lock held by a pooled connection.
-        let lock_conn = deadpool_postgres::Object::take(self.conn().await?);
+        let lock_conn = deadpool_postgres::Object::take(self.registry_conn().await?);
         lock_conn
             .execute_typed(
                 "SELECT pg_catalog.pg_advisory_lock($1)",
@@ -126,10 +136,10 @@ impl Registry {
             .map_err(|e| Error::db("waiting for the migration lock", &public, e))?;
 
         let mut report = MigrationReport::default();
-        if !options.skip_public && !self.shared.is_empty() {
+        if !options.skip_public && !self.sets.shared.is_empty() {
             // Every database's `public` gets the shared migrations.
             for (shard, _) in self.databases.iter() {
-                let outcome = self.migrate_one(&public, shard, 0, &self.shared).await;
+                let outcome = self.migrate_one(&public, shard, 0, &self.sets.shared).await;
                 report.schemas.push(SchemaReport {
                     schema: public.clone(),
                     shard: shard.clone(),
@@ -138,9 +148,9 @@ impl Registry {
             }
         }
 
-        let latest = self.migrations.latest();
+        let latest = self.sets.tenant.latest();
         let filter: Vec<&str> = options.schemas.iter().map(SchemaName::as_str).collect();
-        let conn = self.conn().await?;
+        let conn = self.registry_conn().await?;
         let rows = conn
             .query_typed(
                 "SELECT schema_name, version, version < $1 AS behind, shard
@@ -168,7 +178,7 @@ impl Registry {
         // an applied migration edited since is noticed even when nothing is pending.
         if let Some((schema, shard)) = sample {
             let conn = self.databases.connect(&shard, &schema).await?;
-            self.migrations.verify(&conn, &schema).await?;
+            self.sets.tenant.verify(&conn, &schema).await?;
         }
         let total = behind.len();
         let parallel = if options.parallel > 0 {
@@ -180,7 +190,7 @@ impl Registry {
         let mut results = stream::iter(behind)
             .map(|(schema, shard, version)| async move {
                 let outcome = self
-                    .migrate_one(&schema, &shard, version, &self.migrations)
+                    .migrate_one(&schema, &shard, version, &self.sets.tenant)
                     .await;
                 SchemaReport {
                     schema,
@@ -213,12 +223,19 @@ impl Registry {
         Ok(report)
     }
 
+    /// A connection to the database holding the registry.
+    async fn registry_conn(&self) -> Result<deadpool_postgres::Object> {
+        self.databases
+            .connect(&ShardName::DEFAULT, &SchemaName::public())
+            .await
+    }
+
     async fn migrate_one(
         &self,
         schema: &SchemaName,
         shard: &ShardName,
         version: i32,
-        migrations: &crate::TenantMigrations,
+        migrations: &TenantMigrations,
     ) -> Outcome {
         const RECORD: &str =
             "UPDATE public.tenant_schemas_tenants SET version = $2 WHERE schema_name = $1";
@@ -232,7 +249,7 @@ impl Registry {
                     .map_err(|e| Error::db("migrating", schema, e))?;
                 let (from, to) = migrations.apply(&tx, schema).await?;
                 if from != to {
-                    self.refuse_shadowing(tx.client(), schema).await?;
+                    refuse_shadowing(tx.client(), schema, &self.sets.shared_names()).await?;
                 }
                 if here && !schema.is_public() {
                     tx.execute_typed(RECORD, &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)])
@@ -255,7 +272,7 @@ impl Registry {
                 // The registry is on the default database: recorded after the schema's
                 // transaction committed (a crash in between leaves the registry behind, which
                 // the next run or `doctor --fix` brings level: applied migrations are skipped).
-                self.conn()
+                self.registry_conn()
                     .await?
                     .execute_typed(RECORD, &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)])
                     .await
@@ -277,40 +294,7 @@ impl Registry {
     }
 }
 
-impl Registry {
-    /// Fails with [`Error::TableInPublic`] when a table of `schema` (a tenant schema) has the
-    /// name of a table in `public`, or, for `public`, when a table of `public` has the name of
-    /// a table in any tenant schema on this database; names declared with
-    /// [`TenantMigrations::shared_name`](crate::TenantMigrations::shared_name) on either
-    /// migration set are allowed. Run inside the migrating transaction, after the migrations.
-    pub(crate) async fn refuse_shadowing(
-        &self,
-        client: &tokio_postgres::Client,
-        schema: &SchemaName,
-    ) -> Result<()> {
-        let allowed: Vec<&str> = self
-            .migrations
-            .shared_names()
-            .chain(self.shared.shared_names())
-            .collect();
-        let target = (!schema.is_public()).then_some(schema);
-        let found = crate::migrate::shadowed_tables(client, target, &allowed)
-            .await
-            .map_err(|e| Error::db("comparing table names with public", schema, e))?;
-        // Schemas whose names would not pass validation are not tenants (doctor reports
-        // registered ones).
-        let first = found.into_iter().find_map(|(name, table)| {
-            SchemaName::from_registry(&name)
-                .ok()
-                .map(|schema| (schema, table))
-        });
-        match first {
-            Some((schema, table)) => Err(Error::TableInPublic { schema, table }),
-            None => Ok(()),
-        }
-    }
-}
-
+/// How many schemas are migrated (or jobs run) at once when not told.
 pub(crate) fn default_parallelism(pool: &deadpool_postgres::Pool) -> usize {
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     // Leave one connection for the lock and one for everything else.

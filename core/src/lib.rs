@@ -5,7 +5,6 @@ mod databases;
 mod doctor;
 mod error;
 mod host;
-mod listener;
 mod migrate;
 mod registry;
 mod resolve;

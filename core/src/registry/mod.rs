@@ -57,15 +57,13 @@ pub struct Registry {
 impl Registry {
     /// A registry over `pool`, creating tenants with no migrations.
     pub fn new(pool: Pool) -> Self {
-        Self::over(Databases::new(pool))
+        Self::over(Databases::new(pool), MigrationSets::default())
     }
 
-    /// A registry on the default database of `databases`, placing tenants on all of them.
-    pub(crate) fn over(databases: Databases) -> Self {
-        Registry {
-            databases,
-            sets: MigrationSets::default(),
-        }
+    /// A registry on the default database of `databases`, placing tenants on all of them,
+    /// with the migration sets `sets`.
+    pub(crate) fn over(databases: Databases, sets: MigrationSets) -> Self {
+        Registry { databases, sets }
     }
 
     /// The migrations every new tenant gets.

@@ -54,6 +54,12 @@ pub trait TenantResolver: Send + Sync + 'static {
     async fn resolve(&self, host: &Host) -> Result<Option<Tenant>>;
 }
 
+impl std::fmt::Debug for dyn TenantResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn TenantResolver")
+    }
+}
+
 #[async_trait]
 impl<R: TenantResolver + ?Sized> TenantResolver for Arc<R> {
     async fn resolve(&self, host: &Host) -> Result<Option<Tenant>> {

@@ -1,23 +1,36 @@
-//! Everything an adapter needs, in one handle.
+//! [`Tenancy`]: everything an adapter needs in one handle, and the one door for writes.
+//!
+//! Every change of the registry (tenants created, cloned, deleted, renamed, suspended;
+//! domains added, removed, made primary; migrations) goes through a [`Tenancy`], which keeps
+//! this process's caches and connections coherent with it and runs the event hooks; the
+//! [`Registry`] it hands out only reads. The files of this folder: `builder.rs` (the set-up),
+//! `events.rs` (what happened, for hooks), `caches.rs` (what is cached, and forgetting it)
+//! and `listener.rs` (hearing other processes' changes).
 
+mod builder;
+mod caches;
+mod events;
+mod listener;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
 use http::{HeaderMap, Uri};
-use moka::future::Cache;
 
-use crate::databases::{Databases, ShardName};
 use crate::error::{Error, Result};
 use crate::host::Host;
-use crate::migrate::TenantMigrations;
 use crate::migrate::{default_parallelism, MigrationReport, Outcome, Progress, RunOptions};
 use crate::registry::{DropSchema, NewTenant, Registry};
-use crate::resolve::{
-    CacheConfig, CachedResolver, CoherentCache, RegistryResolver, TenantResolver,
-};
-use crate::router::{session, ConnectionScope, SchemaRouter, SearchPathMode};
+use crate::resolve::{CachedResolver, TenantResolver};
+use crate::router::{session, ConnectionScope, SchemaRouter};
 use crate::schema::SchemaName;
 use crate::tenant::{Tenant, TenantRecord, TenantStatus};
+
+pub use builder::TenancyBuilder;
+pub use events::TenantEvent;
+
+use caches::Caches;
+use events::Hooks;
 
 /// The resolver (behind its cache), the router and the registry of one application.
 ///
@@ -46,12 +59,10 @@ pub struct Tenancy {
 
 struct Inner {
     listener: Option<tokio::task::JoinHandle<()>>,
-    listening: Arc<std::sync::atomic::AtomicBool>,
-    hooks: Vec<EventHook>,
+    listening: Arc<AtomicBool>,
+    hooks: Hooks,
     router: SchemaRouter,
-    resolver: CachedResolver<Box<dyn TenantResolver>>,
-    /// Active tenants by schema name, for the path and header strategies.
-    by_schema: CoherentCache<SchemaName, Option<Tenant>>,
+    caches: Caches,
     registry: Registry,
 }
 
@@ -67,225 +78,19 @@ impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tenancy")
             .field("router", &self.router)
-            .field("resolver", &self.resolver)
+            .field("resolver", &self.caches.hosts)
             .field("registry", &self.registry)
             .field("hooks", &self.hooks.len())
             .finish_non_exhaustive()
     }
 }
 
-/// Builds a [`Tenancy`].
-pub struct TenancyBuilder {
-    databases: Databases,
-    listen: Option<tokio_postgres::Config>,
-    hooks: Vec<EventHook>,
-    shared: TenantMigrations,
-    resolver: Option<Box<dyn TenantResolver>>,
-    cache: CacheConfig,
-    extra_schemas: Vec<SchemaName>,
-    mode: SearchPathMode,
-    migrations: TenantMigrations,
-    install: bool,
-}
-
-impl std::fmt::Debug for TenancyBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenancyBuilder")
-            .field("custom_resolver", &self.resolver.is_some())
-            .field("cache", &self.cache)
-            .field("extra_schemas", &self.extra_schemas)
-            .field("migrations", &self.migrations.len())
-            .field("install", &self.install)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for dyn TenantResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("dyn TenantResolver")
-    }
-}
-
-impl TenancyBuilder {
-    /// The resolver to use instead of the [`RegistryResolver`] over the pool.
-    pub fn resolver(mut self, resolver: impl TenantResolver) -> Self {
-        self.resolver = Some(Box::new(resolver));
-        self
-    }
-
-    /// How resolved hosts are cached.
-    pub fn cache(mut self, config: CacheConfig) -> Self {
-        self.cache = config;
-        self
-    }
-
-    /// Shared schemas put on every search path after `public`.
-    pub fn extra_schemas(mut self, schemas: impl IntoIterator<Item = SchemaName>) -> Self {
-        self.extra_schemas = schemas.into_iter().collect();
-        self
-    }
-
-    /// How the search path reaches the server; [`SearchPathMode::Transaction`] behind
-    /// PgBouncer in transaction pooling mode.
-    pub fn search_path_mode(mut self, mode: SearchPathMode) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// The migrations every new tenant gets.
-    pub fn migrations(mut self, migrations: TenantMigrations) -> Self {
-        self.migrations = migrations;
-        self
-    }
-
-    /// Another PostgreSQL database (shard) for tenants. The registry stays on the main pool's
-    /// database; new tenants go to the database with the fewest tenants (or the one
-    /// [`NewTenant::shard`] names), and every tenant's connections come from its own
-    /// database's pool. Migrations, `for_each_tenant` and `doctor` cover every database.
-    pub fn shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
-        self.databases.add(name.into(), pool);
-        self
-    }
-
-    /// Keeps this process's host cache coherent with the others: a task holds one `LISTEN`
-    /// connection (made from `config`: a direct connection, not through PgBouncer in
-    /// transaction mode; no TLS) and forgets the hosts of every registry change announced on
-    /// [`CHANNEL`](crate::CHANNEL), whichever process made it. After a reconnect it forgets
-    /// everything, since changes may have gone unheard. [`Tenancy::is_listening`] tells
-    /// whether it is connected.
-    pub fn listen_for_changes(mut self, config: tokio_postgres::Config) -> Self {
-        self.listen = Some(config);
-        self
-    }
-
-    /// The shared migrations, run in `public` by [`Tenancy::migrate`].
-    pub fn shared_migrations(mut self, migrations: TenantMigrations) -> Self {
-        self.shared = migrations;
-        self
-    }
-
-    /// An async callback run after each tenant is created, migrated or deleted through the
-    /// `Tenancy` (after the change committed), e.g. to seed data or notify someone.
-    ///
-    /// ```no_run
-    /// # fn demo(builder: tenant_schemas::TenancyBuilder) {
-    /// use tenant_schemas::TenantEvent;
-    /// builder.on_event(|event| async move {
-    ///     if let TenantEvent::Created(tenant) = event {
-    ///         println!("welcome, {}", tenant.name);
-    ///     }
-    /// });
-    /// # }
-    /// ```
-    pub fn on_event<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(TenantEvent) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.hooks
-            .push(Arc::new(move |event| Box::pin(hook(event))));
-        self
-    }
-
-    /// Whether [`build`](Self::build) creates the registry tables when missing (default: yes).
-    pub fn install_registry(mut self, install: bool) -> Self {
-        self.install = install;
-        self
-    }
-
-    /// Finishes the set-up.
-    pub async fn build(self) -> Result<Tenancy> {
-        // A migration set that would end its schema's transaction is refused up front.
-        self.migrations.validate()?;
-        self.shared.validate()?;
-        let registry = Registry::over(self.databases.clone())
-            .with_migrations(self.migrations)
-            .with_shared_migrations(self.shared);
-        if self.install {
-            registry.install().await?;
-        }
-        let resolver = self
-            .resolver
-            .unwrap_or_else(|| Box::new(RegistryResolver::new(self.databases.default().clone())));
-        let router = SchemaRouter::over(self.databases)
-            .extra_schemas(self.extra_schemas)
-            .mode(self.mode)
-            .build();
-        let by_schema = CoherentCache::new(
-            Cache::builder()
-                .max_capacity(self.cache.max_capacity)
-                .time_to_live(self.cache.negative_ttl)
-                .build(),
-        );
-        let resolver = CachedResolver::with_config(resolver, self.cache);
-        let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let listener = self.listen.map(|config| {
-            tokio::spawn(crate::listener::listen(
-                config,
-                crate::listener::Caches {
-                    hosts: resolver.clone(),
-                    by_schema: by_schema.clone(),
-                    listening: listening.clone(),
-                },
-            ))
-        });
-        Ok(Tenancy {
-            inner: Arc::new(Inner {
-                listener,
-                listening,
-                hooks: self.hooks,
-                router,
-                resolver,
-                by_schema,
-                registry,
-            }),
-        })
-    }
-}
-
-/// What happened to a tenant, for the hooks of [`TenancyBuilder::on_event`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum TenantEvent {
-    /// A tenant was created (schema, migrations and registry rows committed).
-    Created(TenantRecord),
-    /// A tenant's schema was migrated.
-    Migrated {
-        /// The tenant's schema.
-        schema: SchemaName,
-        /// The version before.
-        from: i32,
-        /// The version after.
-        to: i32,
-    },
-    /// A tenant was deleted.
-    Deleted(TenantRecord),
-}
-
-type EventHook =
-    Arc<dyn Fn(TenantEvent) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
-
 impl Tenancy {
-    /// Starts the set-up over `pool`.
-    pub fn builder(pool: Pool) -> TenancyBuilder {
-        TenancyBuilder {
-            databases: Databases::new(pool),
-            listen: None,
-            hooks: Vec::new(),
-            shared: TenantMigrations::new(),
-            resolver: None,
-            cache: CacheConfig::default(),
-            extra_schemas: Vec::new(),
-            mode: SearchPathMode::Session,
-            migrations: TenantMigrations::new(),
-            install: true,
-        }
-    }
-
     /// The tenant for `host`; [`Error::UnknownHost`] when there is none.
     pub async fn resolve(&self, host: &Host) -> Result<Tenant> {
         self.inner
-            .resolver
+            .caches
+            .hosts
             .resolve(host)
             .await?
             .ok_or_else(|| Error::UnknownHost {
@@ -300,11 +105,12 @@ impl Tenancy {
     }
 
     /// The active tenant living in `schema`, from the registry (cached briefly, for the
-    /// [negative TTL](CacheConfig::negative_ttl)); `None` when there is none. As for hosts,
+    /// [negative TTL](crate::CacheConfig::negative_ttl)); `None` when there is none. As for hosts,
     /// a lookup that raced an invalidation of the schema is not cached.
     pub async fn tenant_by_schema(&self, schema: &SchemaName) -> Result<Option<Tenant>> {
         let registry = &self.inner.registry;
         self.inner
+            .caches
             .by_schema
             .get_or_try_insert_with(schema, || async move {
                 match registry.get(schema).await {
@@ -326,9 +132,7 @@ impl Tenancy {
     /// Whether the registry listener (see [`TenancyBuilder::listen_for_changes`]) is
     /// connected and listening.
     pub fn is_listening(&self) -> bool {
-        self.inner
-            .listening
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.inner.listening.load(Ordering::Acquire)
     }
 
     /// The router handing out schema-bound connections.
@@ -349,18 +153,11 @@ impl Tenancy {
 
     /// The cached resolver, e.g. to invalidate hosts changed by another process.
     pub fn resolver(&self) -> &CachedResolver<Box<dyn TenantResolver>> {
-        &self.inner.resolver
+        &self.inner.caches.hosts
     }
 
     async fn forget(&self, record: &TenantRecord) {
-        session::schema_changed(&record.schema);
-        self.inner.by_schema.invalidate(&record.schema).await;
-        self.inner.resolver.invalidate_tenant(&record.schema).await;
-        for domain in &record.domains {
-            if let Ok(host) = Host::parse(domain) {
-                self.inner.resolver.invalidate(&host).await;
-            }
-        }
+        self.inner.caches.forget_record(record).await;
     }
 
     /// Creates a tenant (see [`Registry::create_tenant`]); its domains resolve at once.
@@ -396,9 +193,7 @@ impl Tenancy {
     }
 
     async fn emit(&self, event: TenantEvent) {
-        for hook in &self.inner.hooks {
-            hook(event.clone()).await;
-        }
+        self.inner.hooks.emit(event).await;
     }
 
     /// Migrates `public` and every tenant that is behind (see [`Registry::migrate`]).
@@ -506,14 +301,14 @@ impl Tenancy {
             .registry
             .add_domain(schema, domain, primary)
             .await?;
-        self.inner.resolver.invalidate(domain).await;
+        self.inner.caches.hosts.invalidate(domain).await;
         Ok(())
     }
 
     /// Removes a domain from a tenant (see [`Registry::remove_domain`]).
     pub async fn remove_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
         self.inner.registry.remove_domain(schema, domain).await?;
-        self.inner.resolver.invalidate(domain).await;
+        self.inner.caches.hosts.invalidate(domain).await;
         Ok(())
     }
 

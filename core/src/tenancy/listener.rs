@@ -9,58 +9,43 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::caches::Caches;
 use crate::registry::notify::{self, Announcement, CHANNEL};
-use crate::resolve::{CachedResolver, CoherentCache, TenantResolver};
-use crate::schema::SchemaName;
-use crate::tenant::Tenant;
-
-/// The caches a notification invalidates.
-#[derive(Clone)]
-pub(crate) struct Caches {
-    pub(crate) hosts: CachedResolver<Box<dyn TenantResolver>>,
-    pub(crate) by_schema: CoherentCache<SchemaName, Option<Tenant>>,
-    pub(crate) listening: Arc<AtomicBool>,
-}
 
 impl Caches {
-    fn forget_everything(&self) {
-        crate::router::session::everything_changed();
-        self.hosts.invalidate_all();
-        self.by_schema.invalidate_all();
-    }
-
+    /// Forgets what the announced change (a payload on [`CHANNEL`]) concerns.
     async fn apply(&self, payload: &str) {
-        let (schema, hosts, all_hosts) = match notify::read(payload) {
+        match notify::read(payload) {
             Announcement::Change {
                 schema,
                 hosts,
                 all_hosts,
-            } => (schema, hosts, all_hosts),
+            } => {
+                tracing::debug!(schema = %schema, "registry change announced");
+                self.forget(&schema, &hosts).await;
+                if all_hosts {
+                    self.forget_everything();
+                }
+            }
             // Not ours to understand: forget everything rather than keep something stale.
-            Announcement::Unreadable => return self.forget_everything(),
-        };
-        tracing::debug!(schema = %schema, "registry change announced");
-        crate::router::session::schema_changed(&schema);
-        self.by_schema.invalidate(&schema).await;
-        self.hosts.invalidate_tenant(&schema).await;
-        for host in &hosts {
-            self.hosts.invalidate(host).await;
-        }
-        if all_hosts {
-            self.forget_everything();
+            Announcement::Unreadable => self.forget_everything(),
         }
     }
 }
 
 /// Listens until the task is aborted, reconnecting with backoff (100 ms doubling to 5 s).
-pub(crate) async fn listen(config: tokio_postgres::Config, caches: Caches) {
+pub(super) async fn listen(
+    config: tokio_postgres::Config,
+    caches: Caches,
+    listening: Arc<AtomicBool>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&config, &caches).await {
+        match listen_once(&config, &caches, &listening).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => tracing::warn!(error = %e, "registry listener lost its connection"),
         }
-        caches.listening.store(false, Ordering::Release);
+        listening.store(false, Ordering::Release);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
@@ -69,6 +54,7 @@ pub(crate) async fn listen(config: tokio_postgres::Config, caches: Caches) {
 async fn listen_once(
     config: &tokio_postgres::Config,
     caches: &Caches,
+    listening: &AtomicBool,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
@@ -92,7 +78,7 @@ async fn listen_once(
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     // Whatever changed while nobody listened was not announced to us: start over.
     caches.forget_everything();
-    caches.listening.store(true, Ordering::Release);
+    listening.store(true, Ordering::Release);
     tracing::debug!("registry listener connected");
     while let Some(payload) = payloads.recv().await {
         caches.apply(&payload).await;

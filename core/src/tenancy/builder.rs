@@ -1,0 +1,192 @@
+//! How a [`Tenancy`] is set up: its databases, resolver, cache, search-path policy,
+//! migrations, hooks and listener.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use moka::future::Cache;
+
+use super::caches::Caches;
+use super::events::{Hooks, TenantEvent};
+use super::{listener, Inner, Tenancy};
+use crate::databases::{Databases, ShardName};
+use crate::error::Result;
+use crate::migrate::{MigrationSets, TenantMigrations};
+use crate::registry::Registry;
+use crate::resolve::{
+    CacheConfig, CachedResolver, CoherentCache, RegistryResolver, TenantResolver,
+};
+use crate::router::{SchemaRouter, SearchPathMode};
+use crate::schema::SchemaName;
+
+/// Builds a [`Tenancy`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TenancyBuilder {
+    databases: Databases,
+    resolver: Option<Box<dyn TenantResolver>>,
+    cache: CacheConfig,
+    extra_schemas: Vec<SchemaName>,
+    mode: SearchPathMode,
+    sets: MigrationSets,
+    hooks: Hooks,
+    listen: Option<tokio_postgres::Config>,
+    install: bool,
+}
+
+impl std::fmt::Debug for TenancyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenancyBuilder")
+            .field("custom_resolver", &self.resolver.is_some())
+            .field("cache", &self.cache)
+            .field("extra_schemas", &self.extra_schemas)
+            .field("migrations", &self.sets.tenant.len())
+            .field("install", &self.install)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenancy {
+    /// Starts the set-up over `pool`.
+    pub fn builder(pool: Pool) -> TenancyBuilder {
+        TenancyBuilder {
+            databases: Databases::new(pool),
+            resolver: None,
+            cache: CacheConfig::default(),
+            extra_schemas: Vec::new(),
+            mode: SearchPathMode::Session,
+            sets: MigrationSets::default(),
+            hooks: Hooks::default(),
+            listen: None,
+            install: true,
+        }
+    }
+}
+
+impl TenancyBuilder {
+    /// The resolver to use instead of the [`RegistryResolver`] over the pool.
+    pub fn resolver(mut self, resolver: impl TenantResolver) -> Self {
+        self.resolver = Some(Box::new(resolver));
+        self
+    }
+
+    /// How resolved hosts are cached.
+    pub fn cache(mut self, config: CacheConfig) -> Self {
+        self.cache = config;
+        self
+    }
+
+    /// Shared schemas put on every search path after `public`.
+    pub fn extra_schemas(mut self, schemas: impl IntoIterator<Item = SchemaName>) -> Self {
+        self.extra_schemas = schemas.into_iter().collect();
+        self
+    }
+
+    /// How the search path reaches the server; [`SearchPathMode::Transaction`] behind
+    /// PgBouncer in transaction pooling mode.
+    pub fn search_path_mode(mut self, mode: SearchPathMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The migrations every new tenant gets.
+    pub fn migrations(mut self, migrations: TenantMigrations) -> Self {
+        self.sets.tenant = migrations;
+        self
+    }
+
+    /// Another PostgreSQL database (shard) for tenants. The registry stays on the main pool's
+    /// database; new tenants go to the database with the fewest tenants (or the one
+    /// [`NewTenant::shard`](crate::NewTenant::shard) names), and every tenant's connections
+    /// come from its own database's pool. Migrations, `for_each_tenant` and `doctor` cover every database.
+    pub fn shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
+        self.databases.add(name.into(), pool);
+        self
+    }
+
+    /// Keeps this process's host cache coherent with the others: a task holds one `LISTEN`
+    /// connection (made from `config`: a direct connection, not through PgBouncer in
+    /// transaction mode; no TLS) and forgets the hosts of every registry change announced on
+    /// [`CHANNEL`](crate::CHANNEL), whichever process made it. After a reconnect it forgets
+    /// everything, since changes may have gone unheard. [`Tenancy::is_listening`] tells
+    /// whether it is connected.
+    pub fn listen_for_changes(mut self, config: tokio_postgres::Config) -> Self {
+        self.listen = Some(config);
+        self
+    }
+
+    /// The shared migrations, run in `public` by [`Tenancy::migrate`].
+    pub fn shared_migrations(mut self, migrations: TenantMigrations) -> Self {
+        self.sets.shared = migrations;
+        self
+    }
+
+    /// An async callback run after each tenant is created, migrated or deleted through the
+    /// `Tenancy` (after the change committed), e.g. to seed data or notify someone.
+    ///
+    /// ```no_run
+    /// # fn demo(builder: tenant_schemas::TenancyBuilder) {
+    /// use tenant_schemas::TenantEvent;
+    /// builder.on_event(|event| async move {
+    ///     if let TenantEvent::Created(tenant) = event {
+    ///         println!("welcome, {}", tenant.name);
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn on_event<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(TenantEvent) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.hooks.add(hook);
+        self
+    }
+
+    /// Whether [`build`](Self::build) creates the registry tables when missing (default: yes).
+    pub fn install_registry(mut self, install: bool) -> Self {
+        self.install = install;
+        self
+    }
+
+    /// Finishes the set-up.
+    pub async fn build(self) -> Result<Tenancy> {
+        // A migration set that would end its schema's transaction is refused up front.
+        self.sets.tenant.validate()?;
+        self.sets.shared.validate()?;
+        let registry = Registry::over(self.databases.clone(), self.sets);
+        if self.install {
+            registry.install().await?;
+        }
+        let resolver = self
+            .resolver
+            .unwrap_or_else(|| Box::new(RegistryResolver::new(self.databases.default().clone())));
+        let router = SchemaRouter::over(self.databases)
+            .extra_schemas(self.extra_schemas)
+            .mode(self.mode)
+            .build();
+        let caches = Caches {
+            hosts: CachedResolver::with_config(resolver, self.cache),
+            by_schema: CoherentCache::new(
+                Cache::builder()
+                    .max_capacity(self.cache.max_capacity)
+                    .time_to_live(self.cache.negative_ttl)
+                    .build(),
+            ),
+        };
+        let listening = Arc::new(AtomicBool::new(false));
+        let listener = self.listen.map(|config| {
+            tokio::spawn(listener::listen(config, caches.clone(), listening.clone()))
+        });
+        Ok(Tenancy {
+            inner: Arc::new(Inner {
+                listener,
+                listening,
+                hooks: self.hooks,
+                router,
+                caches,
+                registry,
+            }),
+        })
+    }
+}

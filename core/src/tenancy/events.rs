@@ -1,0 +1,56 @@
+//! What happened to a tenant, and the hooks that hear it.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::schema::SchemaName;
+use crate::tenant::TenantRecord;
+
+/// What happened to a tenant, for the hooks of [`TenancyBuilder::on_event`](super::TenancyBuilder::on_event).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TenantEvent {
+    /// A tenant was created (schema, migrations and registry rows committed).
+    Created(TenantRecord),
+    /// A tenant's schema was migrated.
+    Migrated {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// The version before.
+        from: i32,
+        /// The version after.
+        to: i32,
+    },
+    /// A tenant was deleted.
+    Deleted(TenantRecord),
+}
+
+type EventHook = Arc<dyn Fn(TenantEvent) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The hooks of one [`Tenancy`](super::Tenancy), run one after the other in the order they
+/// were added.
+#[derive(Clone, Default)]
+pub(super) struct Hooks(Vec<EventHook>);
+
+impl Hooks {
+    pub(super) fn add<F, Fut>(&mut self, hook: F)
+    where
+        F: Fn(TenantEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.0.push(Arc::new(move |event| Box::pin(hook(event))));
+    }
+
+    /// Runs every hook with `event`.
+    pub(super) async fn emit(&self, event: TenantEvent) {
+        for hook in &self.0 {
+            hook(event.clone()).await;
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}

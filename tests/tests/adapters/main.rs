@@ -8,6 +8,8 @@ mod actix_app;
 mod axum_app;
 mod hyper_app;
 mod strategies;
+// The shared scenario lives beside the other cross-crate tests, which use it too.
+#[path = "../suite/mod.rs"]
 mod suite;
 mod tracing_spans;
 mod warp_app;

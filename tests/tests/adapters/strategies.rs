@@ -5,17 +5,9 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use tenant_schemas::request::{Rejection, RequestResolver, Strategy, UnknownTenant};
 use tenant_schemas::testing::{TestCluster, TestDatabase};
-use tenant_schemas::{
-    Host, NewTenant, SchemaName, Tenancy, Tenant, TenantMigrations, TenantStatus,
-};
+use tenant_schemas::{SchemaName, Tenancy, Tenant, TenantStatus};
 
-fn schema(name: &str) -> SchemaName {
-    SchemaName::new(name).unwrap()
-}
-
-fn host(name: &str) -> Host {
-    Host::parse(name).unwrap()
-}
+use crate::suite;
 
 fn req(uri: &str, headers: &[(&str, &str)]) -> (Uri, HeaderMap) {
     let mut map = HeaderMap::new();
@@ -36,27 +28,7 @@ async fn setup() -> (TestDatabase, Tenancy) {
         .create_database()
         .await
         .unwrap();
-    let tenancy = Tenancy::builder(db.pool().clone())
-        .migrations(TenantMigrations::new().with(
-            "notes",
-            "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)",
-        ))
-        .build()
-        .await
-        .unwrap();
-    tenancy
-        .registry()
-        .ensure_public_tenant(&host("example.test"))
-        .await
-        .unwrap();
-    for name in ["acme", "beta"] {
-        tenancy
-            .create_tenant(
-                NewTenant::new(schema(name)).domain(host(&format!("{name}.example.test"))),
-            )
-            .await
-            .unwrap();
-    }
+    let tenancy = suite::tenancy(db.pool().clone(), &["acme", "beta"]).await;
     (db, tenancy)
 }
 
@@ -96,7 +68,7 @@ async fn path_prefix_header_and_chain() {
 
     // Suspended tenants are not served through the prefix either (after invalidation).
     tenancy
-        .set_status(&schema("beta"), TenantStatus::Suspended)
+        .set_status(&SchemaName::new("beta").unwrap(), TenantStatus::Suspended)
         .await
         .unwrap();
     let (uri, h) = req("/t/beta/notes", &[("host", "nobody.example.test")]);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
+use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::{pool, TenantClient, TestCluster, TestResponse};
 use tenant_schemas::{scope, Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
 
@@ -30,7 +31,14 @@ pub async fn fixture() -> Fixture {
     // Every statement is logged, so the hostile-input step can check what reached the server.
     let cluster = TestCluster::start_with_settings(&["log_statement=all"]).expect("cluster");
     let db = cluster.create_database().await.expect("database");
-    let tenancy = Tenancy::builder(pool(db.config().clone(), 8).unwrap())
+    let tenancy = tenancy(pool(db.config().clone(), 8).unwrap(), &["alpha", "beta"]).await;
+    Fixture { cluster, tenancy }
+}
+
+/// A tenancy over `pool` with a `notes` table per tenant: the public tenant on
+/// `example.test`, and `tenants` on `<name>.example.test`.
+pub async fn tenancy(pool: Pool, tenants: &[&str]) -> Tenancy {
+    let tenancy = Tenancy::builder(pool)
         .migrations(TenantMigrations::new().with(
             "notes",
             "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)",
@@ -39,11 +47,10 @@ pub async fn fixture() -> Fixture {
         .await
         .unwrap();
     tenancy
-        .registry()
         .ensure_public_tenant(&Host::parse("example.test").unwrap())
         .await
         .unwrap();
-    for name in ["alpha", "beta"] {
+    for name in tenants {
         tenancy
             .create_tenant(
                 NewTenant::new(SchemaName::new(name).unwrap())
@@ -52,7 +59,7 @@ pub async fn fixture() -> Fixture {
             .await
             .unwrap();
     }
-    Fixture { cluster, tenancy }
+    tenancy
 }
 
 /// Three chunks, each produced on a later poll than the one before, naming the schema in

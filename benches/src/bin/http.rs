@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
+use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use tenant_schemas::deadpool_postgres::Pool;
@@ -22,13 +23,15 @@ use tenant_schemas_benches::{micros, stats, Stats};
 
 const TENANTS: usize = 100;
 
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// HTTP end to end, with and without the tenant layer.
+#[derive(Parser)]
+struct Args {
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Keep-alive client connections.
+    #[arg(long, default_value_t = 32)]
+    conns: usize,
 }
 
 fn make_pool(config: &Config, options: Option<&str>) -> Pool {
@@ -108,8 +111,7 @@ async fn load(
 
 #[tokio::main]
 async fn main() {
-    let secs = arg("--secs", 5.0);
-    let conns = arg("--conns", 32.0) as usize;
+    let Args { secs, conns } = Args::parse();
     let cluster = TestCluster::start().unwrap();
     let db = cluster.create_database().await.unwrap();
     let config = db.config().clone();

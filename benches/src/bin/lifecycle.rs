@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+
 use tenant_schemas::testing::{pool, TestCluster};
 use tenant_schemas::{NewTenant, RunOptions, SchemaName, Tenancy, TenantMigrations};
-use tenant_schemas_benches::stats;
 
 fn twenty_tables() -> String {
     (0..20)
@@ -25,13 +26,15 @@ fn twenty_tables() -> String {
         .collect()
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// Tenant lifecycle at scale.
+#[derive(Parser)]
+struct Args {
+    /// Tenants created per creation run.
+    #[arg(long, default_value_t = 1000)]
+    create: usize,
+    /// Tenants to migrate at the end.
+    #[arg(long, default_value_t = 10_000)]
+    tenants: usize,
 }
 
 async fn create_many(
@@ -73,8 +76,10 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let create = arg("--create", 1000);
-    let total = arg("--tenants", 10_000);
+    let Args {
+        create,
+        tenants: total,
+    } = Args::parse();
     let cluster = TestCluster::start().unwrap();
     let db = cluster.create_database().await.unwrap();
     let v1 = TenantMigrations::new().with("twenty_tables", twenty_tables());
@@ -167,5 +172,4 @@ async fn main() {
         noop.failures().count(),
         noop.elapsed.as_secs_f64()
     );
-    let _ = stats;
 }

@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tenant_schemas::deadpool_postgres::Pool;
@@ -50,6 +52,32 @@ const VARIANTS: [Variant; 6] = [
     Variant::Naive,
     Variant::Qualified,
 ];
+
+/// Database load, every variant in one run.
+#[derive(Parser)]
+struct Args {
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 3.0)]
+    secs: f64,
+    /// Tasks sharing the pool.
+    #[arg(long, default_value_t = 32)]
+    tasks: usize,
+    /// Only T = 1 and 1,000.
+    #[arg(long)]
+    quick: bool,
+    /// Only one client against one tenant, baseline and session alternating.
+    #[arg(long)]
+    single: bool,
+    /// Schema-affine checkout on and off, alternating, at T = 1,000 (Zipf).
+    #[arg(long)]
+    affinity: bool,
+    /// Only this many tenants (T), instead of the 1 / 100 / 1,000 sweep (0: the sweep).
+    #[arg(long, default_value_t = 0)]
+    tenants: usize,
+    /// Seconds of an unmeasured run of each variant before the measured one (steady state).
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+}
 
 struct Setup {
     schemas: Vec<SchemaName>,
@@ -230,22 +258,15 @@ async fn backend_rss(admin: &Pool, dbname: &str) -> BTreeMap<String, (usize, u64
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: f64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let secs = arg("--secs", 3.0);
-    let tasks = arg("--tasks", 32.0) as usize;
-    let quick = args.iter().any(|a| a == "--quick");
-    let single_only = args.iter().any(|a| a == "--single");
-    // Only this many tenants (T), instead of the 1 / 100 / 1,000 sweep.
-    let only_tenants = arg("--tenants", 0.0) as usize;
-    // An unmeasured run of each variant before the measured one (steady state).
-    let warmup = arg("--warmup", 0.0);
+    let Args {
+        secs,
+        tasks,
+        quick,
+        single: single_only,
+        affinity,
+        tenants: only_tenants,
+        warmup,
+    } = Args::parse();
 
     let cluster = TestCluster::start().unwrap();
     let db = cluster.create_database().await.unwrap();
@@ -307,7 +328,7 @@ async fn main() {
     println!("| T | pick | queries/checkout | variant | ops/s | p50 µs | p99 µs | ratio |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut configs = vec![];
-    if args.iter().any(|a| a == "--affinity") {
+    if affinity {
         // Schema-affine checkout on and off, alternating, where it should matter most.
         let zipf = Picker::zipf(1000, 1.1);
         for _ in 0..3 {

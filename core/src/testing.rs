@@ -848,7 +848,6 @@ impl DemoDatabase {
             .build()
             .await?;
         tenancy
-            .registry()
             .ensure_public_tenant(&Host::parse("localhost").map_err(crate::Error::from)?)
             .await?;
         for name in tenants {

@@ -95,14 +95,12 @@ async fn create_list_domains_and_delete() {
     let db = database().await;
     let tenancy = tenancy(&db, marker_and_notes()).await;
     let public = tenancy
-        .registry()
         .ensure_public_tenant(&host("example.test"))
         .await
         .unwrap();
     assert!(public.schema.is_public());
     // Idempotent.
     let again = tenancy
-        .registry()
         .ensure_public_tenant(&host("example.test"))
         .await
         .unwrap();
@@ -236,7 +234,11 @@ async fn concurrent_installs_and_creations_are_safe() {
         let pool = db.pool().clone();
         let t = t.clone();
         tasks.push(tokio::spawn(async move {
-            tenant_schemas::Registry::new(pool).install().await.unwrap();
+            // Building a Tenancy installs the registry tables.
+            tenant_schemas::Tenancy::builder(pool)
+                .build()
+                .await
+                .unwrap();
             t.create_tenant(NewTenant::new(schema(&format!("c{}", i % 4))))
                 .await
                 .map(drop)

@@ -11,7 +11,7 @@ use crate::schema::SchemaName;
 
 impl Registry {
     /// Adds `domain` to the tenant in `schema`; with `primary`, it replaces the primary domain.
-    pub async fn add_domain(
+    pub(crate) async fn add_domain(
         &self,
         schema: &SchemaName,
         domain: &Host,
@@ -48,7 +48,7 @@ impl Registry {
     }
 
     /// Removes `domain` from the tenant in `schema`.
-    pub async fn remove_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
+    pub(crate) async fn remove_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
         let removed = self
             .change(
                 schema,
@@ -70,7 +70,11 @@ impl Registry {
     }
 
     /// Makes `domain`, already one of the tenant's domains, its primary domain.
-    pub async fn set_primary_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
+    pub(crate) async fn set_primary_domain(
+        &self,
+        schema: &SchemaName,
+        domain: &Host,
+    ) -> Result<()> {
         let db = |e| Error::db("changing the primary domain", schema, e);
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db)?;

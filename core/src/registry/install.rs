@@ -33,7 +33,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
 
 impl Registry {
     /// Creates the registry tables in `public` if they are missing.
-    pub async fn install(&self) -> Result<()> {
+    pub(crate) async fn install(&self) -> Result<()> {
         let mut conn = self.conn().await?;
         let public = SchemaName::public();
         let tx = conn

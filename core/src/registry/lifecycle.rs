@@ -68,7 +68,8 @@ impl NewTenant {
     }
 }
 
-/// Whether [`Registry::delete_tenant`] drops the tenant's schema too.
+/// Whether [`Tenancy::delete_tenant`](crate::Tenancy::delete_tenant) drops the tenant's
+/// schema too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropSchema {
     /// Drop the schema and everything in it.
@@ -80,7 +81,7 @@ pub enum DropSchema {
 impl Registry {
     /// Creates a tenant: `CREATE SCHEMA`, the tenant migrations, and the registry rows, in one
     /// transaction.
-    pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
+    pub(crate) async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
         self.create_tenant_with(new, None).await
     }
 
@@ -314,7 +315,11 @@ impl Registry {
     /// tables). Foreign keys are not re-checked during the copy
     /// (`session_replication_role = replica`, which needs a superuser or, on PostgreSQL 15,
     /// a role granted that setting).
-    pub async fn clone_tenant(&self, source: &SchemaName, new: NewTenant) -> Result<TenantRecord> {
+    pub(crate) async fn clone_tenant(
+        &self,
+        source: &SchemaName,
+        new: NewTenant,
+    ) -> Result<TenantRecord> {
         let from = self.get(source).await?;
         let latest = self.sets.tenant.latest();
         if from.version != latest {
@@ -331,7 +336,7 @@ impl Registry {
     /// says is behind to the latest tenant migration, each in its own transaction (see
     /// [`Tenancy::migrate`](crate::Tenancy::migrate)). Creates the registry tables first
     /// when missing; a refused migration set fails before anything runs anywhere.
-    pub async fn migrate(
+    pub(crate) async fn migrate(
         &self,
         options: &RunOptions,
         progress: Option<Progress>,
@@ -348,7 +353,7 @@ impl Registry {
 
     /// Registers the public tenant (schema `public`) with `main_domain` as its primary domain,
     /// unless it exists already. Returns its record.
-    pub async fn ensure_public_tenant(&self, main_domain: &Host) -> Result<TenantRecord> {
+    pub(crate) async fn ensure_public_tenant(&self, main_domain: &Host) -> Result<TenantRecord> {
         match self.get(&SchemaName::public()).await {
             Ok(record) => {
                 if !record.domains.iter().any(|d| d == main_domain.as_str()) {
@@ -394,7 +399,7 @@ impl Registry {
     }
 
     /// Changes a tenant's display name.
-    pub async fn rename(&self, schema: &SchemaName, name: &str) -> Result<()> {
+    pub(crate) async fn rename(&self, schema: &SchemaName, name: &str) -> Result<()> {
         let changed = self
             .change(
                 schema,
@@ -411,7 +416,7 @@ impl Registry {
     }
 
     /// Suspends or re-activates a tenant. A suspended tenant's hosts resolve to no tenant.
-    pub async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
+    pub(crate) async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
         let changed = self
             .change(
                 schema,
@@ -432,7 +437,7 @@ impl Registry {
 
     /// Deletes the tenant's registry rows and, with [`DropSchema::Yes`], its schema, in one
     /// transaction. Returns the record as it was. The `public` schema is never dropped.
-    pub async fn delete_tenant(
+    pub(crate) async fn delete_tenant(
         &self,
         schema: &SchemaName,
         drop: DropSchema,
@@ -496,4 +501,97 @@ pub(super) fn conflict(err: tokio_postgres::Error, schema: &SchemaName, domains:
         }
     }
     Error::db("creating a tenant", schema, err)
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    //! A [`Tenancy`](crate::Tenancy) refuses a migration set that controls transactions when
+    //! it is built, so no public path hands such a set to the registry any more; its create
+    //! and migrate paths refuse it too, before anything runs. Against a real PostgreSQL.
+
+    use super::*;
+    use crate::databases::Databases;
+    use crate::migrate::{MigrationSets, RunOptions, TenantMigrations};
+    use crate::testing::{TestCluster, TestDatabase};
+
+    async fn count(db: &TestDatabase, sql: &str, name: &str) -> i64 {
+        let conn = db.pool().get().await.unwrap();
+        conn.query_one(sql, &[&name]).await.unwrap().get(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_migration_set_runs_nothing() {
+        let db = TestCluster::shared()
+            .unwrap()
+            .create_database()
+            .await
+            .unwrap();
+        for (i, stray) in [
+            "COMMIT",
+            "ROLLBACK",
+            "END",
+            "ABORT",
+            "BEGIN",
+            "START TRANSACTION",
+            "SAVEPOINT s",
+            "COMMIT; BEGIN",
+            "PREPARE TRANSACTION 'x'",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let sql = format!(
+                "CREATE TABLE early_{i} (x int);\n{stray};\nCREATE TABLE stray_{i} (x int)"
+            );
+            // Built with the infallible `with`.
+            let migrations = TenantMigrations::new()
+                .with(
+                    "notes",
+                    "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)",
+                )
+                .with("stray", sql.as_str())
+                .with("later", format!("CREATE TABLE later_{i} (x int)"))
+                .with("fails", "SELECT 1 / 0");
+            let t = Registry::over(
+                Databases::new(db.pool().clone()),
+                MigrationSets {
+                    tenant: migrations,
+                    shared: TenantMigrations::new(),
+                },
+            );
+            t.install().await.unwrap();
+            let s = format!("txn_{i}");
+            let result = t
+                .create_tenant(
+                    NewTenant::new(SchemaName::new(&s).unwrap())
+                        .domain(Host::parse(&format!("txn-{i}.test")).unwrap()),
+                )
+                .await;
+            assert!(
+                matches!(&result, Err(Error::MigrationRefused { migration, .. }) if migration == "V2__stray.sql"),
+                "{stray}: {result:?}"
+            );
+            let schemas = "SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = $1";
+            assert_eq!(count(&db, schemas, &s).await, 0, "{stray}: orphan schema");
+            let rows = "SELECT count(*) FROM public.tenant_schemas_tenants WHERE schema_name = $1";
+            assert_eq!(count(&db, rows, &s).await, 0, "{stray}: registry row");
+            let relations = "SELECT count(*) FROM pg_catalog.pg_class WHERE relname = $1";
+            for table in [
+                format!("early_{i}"),
+                format!("stray_{i}"),
+                format!("later_{i}"),
+            ] {
+                assert_eq!(count(&db, relations, &table).await, 0, "{stray}: {table}");
+            }
+            // `migrate` refuses it before touching any schema.
+            let err = t
+                .migrate(&RunOptions::default(), None)
+                .await
+                .map(|r| r.is_success());
+            assert!(
+                matches!(err, Err(Error::MigrationRefused { .. })),
+                "{stray}: {err:?}"
+            );
+        }
+    }
 }

@@ -42,11 +42,14 @@ SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
 FROM public.tenant_schemas_tenants t
 LEFT JOIN public.tenant_schemas_domains d ON d.tenant_id = t.id";
 
-/// Creates, lists and deletes tenants and their domains.
+/// Reads the tenants and their domains: [`get`](Self::get), [`list`](Self::list),
+/// [`doctor`](Self::doctor).
 ///
-/// Its statements are unnamed (sent with their parameter types), so it works through
-/// PgBouncer in transaction pooling mode. Every change runs in one transaction: a tenant whose schema or migrations fail leaves
-/// neither a schema nor a registry row behind.
+/// Get it from [`Tenancy::registry`](crate::Tenancy::registry). Every change goes through
+/// the [`Tenancy`](crate::Tenancy), which keeps the caches of this process coherent with it;
+/// each change runs in one transaction and is announced on [`CHANNEL`] to the others. Its
+/// statements are unnamed (sent with their parameter types), so it works through PgBouncer
+/// in transaction pooling mode.
 #[derive(Debug, Clone)]
 pub struct Registry {
     /// The default database holds the registry.
@@ -55,11 +58,6 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry over `pool`, creating tenants with no migrations.
-    pub fn new(pool: Pool) -> Self {
-        Self::over(Databases::new(pool), MigrationSets::default())
-    }
-
     /// A registry on the default database of `databases`, placing tenants on all of them,
     /// with the migration sets `sets`.
     pub(crate) fn over(databases: Databases, sets: MigrationSets) -> Self {
@@ -67,23 +65,11 @@ impl Registry {
     }
 
     /// The migrations every new tenant gets.
-    pub fn with_migrations(mut self, migrations: TenantMigrations) -> Self {
-        self.sets.tenant = migrations;
-        self
-    }
-
-    /// The migrations every new tenant gets.
     pub fn migrations(&self) -> &TenantMigrations {
         &self.sets.tenant
     }
 
-    /// The shared migrations, run in `public` by [`Registry::migrate`].
-    pub fn with_shared_migrations(mut self, migrations: TenantMigrations) -> Self {
-        self.sets.shared = migrations;
-        self
-    }
-
-    /// The shared migrations.
+    /// The shared migrations, run in `public` by [`Tenancy::migrate`](crate::Tenancy::migrate).
     pub fn shared_migrations(&self) -> &TenantMigrations {
         &self.sets.shared
     }
@@ -106,12 +92,6 @@ impl Registry {
     /// The pool of a database (shard) by name.
     pub fn shard_pool(&self, shard: &ShardName) -> Result<&Pool> {
         self.databases.get(shard)
-    }
-
-    /// Adds another database (shard) that new tenants can be placed on.
-    pub fn with_shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
-        self.databases.add(name.into(), pool);
-        self
     }
 
     /// The tenant in `schema`.

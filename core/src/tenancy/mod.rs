@@ -145,8 +145,8 @@ impl Tenancy {
         self.inner.router.connection().await
     }
 
-    /// The registry. Changes made on it directly do not invalidate the host cache; prefer the
-    /// methods of `Tenancy`.
+    /// The registry, to read tenants ([`Registry::get`], [`Registry::list`],
+    /// [`Registry::doctor`]). Changes go through the methods of `Tenancy`.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }
@@ -160,7 +160,14 @@ impl Tenancy {
         self.inner.caches.forget_record(record).await;
     }
 
-    /// Creates a tenant (see [`Registry::create_tenant`]); its domains resolve at once.
+    /// Creates a tenant: `CREATE SCHEMA`, the tenant migrations, and the registry rows, in one
+    /// transaction, so a tenant whose schema or migrations fail leaves neither a schema nor
+    /// a registry row behind. Its domains resolve at once; the hooks hear
+    /// [`TenantEvent::Created`].
+    ///
+    /// On another database ([`NewTenant::shard`], or the one with the fewest tenants) the
+    /// schema is committed there first, then the registry rows: the tenant is resolvable only
+    /// once its schema is complete.
     pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
         let record = self.inner.registry.create_tenant(new).await?;
         self.forget(&record).await;
@@ -168,7 +175,12 @@ impl Tenancy {
         Ok(record)
     }
 
-    /// Clones a tenant, rows included (see [`Registry::clone_tenant`]).
+    /// Creates `new` like [`create_tenant`](Self::create_tenant) and, in the same
+    /// transaction, copies every table's rows and every sequence's position from the tenant
+    /// in `source` (which must be at the latest migration version, so both have the same
+    /// tables; [`Error::CloneVersion`] otherwise). The clone lives on the source's database.
+    /// Foreign keys are not re-checked during the copy (`session_replication_role =
+    /// replica`, which needs a superuser or, on PostgreSQL 15, a role granted that setting).
     pub async fn clone_tenant(&self, source: &SchemaName, new: NewTenant) -> Result<TenantRecord> {
         let record = self.inner.registry.clone_tenant(source, new).await?;
         self.forget(&record).await;
@@ -176,7 +188,10 @@ impl Tenancy {
         Ok(record)
     }
 
-    /// Deletes a tenant (see [`Registry::delete_tenant`]); its domains stop resolving at once.
+    /// Deletes the tenant's registry rows and, with [`DropSchema::Yes`], its schema, in one
+    /// transaction; returns the record as it was. The `public` schema is never dropped. Its
+    /// domains stop resolving at once; statements for it in this process finish first, later
+    /// ones fail with [`Error::SchemaMissing`]; the hooks hear [`TenantEvent::Deleted`].
     pub async fn delete_tenant(
         &self,
         schema: &SchemaName,
@@ -196,7 +211,15 @@ impl Tenancy {
         self.inner.hooks.emit(event).await;
     }
 
-    /// Migrates `public` and every tenant that is behind (see [`Registry::migrate`]).
+    /// Runs the shared migrations in `public` (of every database), then brings every tenant
+    /// that the registry says is behind to the latest tenant migration, each in its own
+    /// transaction, at most `options.parallel` at once. A failed schema keeps its previous
+    /// version and does not stop the others; a second migrator (another process) waits on an
+    /// advisory lock until this one is done. Creates the registry tables when missing. The
+    /// hooks hear [`TenantEvent::Migrated`] for each schema migrated.
+    ///
+    /// Needs session state for the lock: run it over a direct connection, not through
+    /// PgBouncer in transaction pooling mode.
     pub async fn migrate(
         &self,
         options: &RunOptions,
@@ -277,7 +300,7 @@ impl Tenancy {
         Ok(results)
     }
 
-    /// Makes an existing domain the tenant's primary one (see [`Registry::set_primary_domain`]).
+    /// Makes `domain`, already one of the tenant's domains, its primary domain.
     pub async fn set_primary_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
         self.inner.registry.set_primary_domain(schema, domain).await
     }
@@ -290,7 +313,8 @@ impl Tenancy {
         Ok(())
     }
 
-    /// Adds a domain to a tenant (see [`Registry::add_domain`]).
+    /// Adds `domain` to the tenant in `schema`; with `primary`, it replaces the primary
+    /// domain. It resolves at once; [`Error::DomainTaken`] when another tenant has it.
     pub async fn add_domain(
         &self,
         schema: &SchemaName,
@@ -305,18 +329,41 @@ impl Tenancy {
         Ok(())
     }
 
-    /// Removes a domain from a tenant (see [`Registry::remove_domain`]).
+    /// Removes `domain` from the tenant in `schema`; it stops resolving at once.
     pub async fn remove_domain(&self, schema: &SchemaName, domain: &Host) -> Result<()> {
         self.inner.registry.remove_domain(schema, domain).await?;
         self.inner.caches.hosts.invalidate(domain).await;
         Ok(())
     }
 
-    /// Suspends or re-activates a tenant (see [`Registry::set_status`]).
+    /// Suspends or re-activates a tenant. A suspended tenant's hosts resolve to no tenant, at
+    /// once.
     pub async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
         self.inner.registry.set_status(schema, status).await?;
         let record = self.inner.registry.get(schema).await?;
         self.forget(&record).await;
         Ok(())
+    }
+
+    /// Registers the public tenant (schema `public`) with `main_domain` as its primary
+    /// domain, unless it exists already (then `main_domain` is added to its domains when
+    /// missing, as the primary one if it has none). Returns its record; its domains resolve at
+    /// once. Safe to run from several processes at once. The hooks are not run.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenancy: tenant_schemas::Tenancy) -> tenant_schemas::Result<()> {
+    /// use tenant_schemas::Host;
+    /// let public = tenancy.ensure_public_tenant(&Host::parse("example.com")?).await?;
+    /// assert!(public.schema.is_public());
+    /// # Ok(()) }
+    /// ```
+    pub async fn ensure_public_tenant(&self, main_domain: &Host) -> Result<TenantRecord> {
+        let record = self
+            .inner
+            .registry
+            .ensure_public_tenant(main_domain)
+            .await?;
+        self.forget(&record).await;
+        Ok(record)
     }
 }

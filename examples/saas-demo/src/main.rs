@@ -49,7 +49,6 @@ async fn run(config: Config, addr: SocketAddr) -> Result<(), BoxError> {
         .build()
         .await?;
     tenancy
-        .registry()
         .ensure_public_tenant(&Host::parse("localhost")?)
         .await?;
     for (slug, name) in [("acme", "Acme Inc."), ("globex", "Globex Corporation")] {

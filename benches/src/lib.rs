@@ -42,6 +42,7 @@ pub enum Picker {
 
 impl Picker {
     /// A Zipf picker over `n` indexes with exponent `s`.
+    #[must_use]
     pub fn zipf(n: usize, s: f64) -> Self {
         let mut cdf = Vec::with_capacity(n);
         let mut total = 0.0;
@@ -52,14 +53,14 @@ impl Picker {
         for c in &mut cdf {
             *c /= total;
         }
-        Picker::Zipf(cdf)
+        Self::Zipf(cdf)
     }
 
     /// The next index.
     pub fn pick(&self, rng: &mut impl Rng) -> usize {
         match self {
-            Picker::Uniform(n) => rng.random_range(0..*n),
-            Picker::Zipf(cdf) => {
+            Self::Uniform(n) => rng.random_range(0..*n),
+            Self::Zipf(cdf) => {
                 let x: f64 = rng.random();
                 cdf.partition_point(|c| *c < x).min(cdf.len() - 1)
             }
@@ -68,6 +69,7 @@ impl Picker {
 }
 
 /// A duration as microseconds with one decimal.
+#[must_use]
 pub fn micros(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6)
 }

@@ -26,7 +26,7 @@ impl std::fmt::Display for TenantError {
 
 impl From<tenant_schemas::Error> for TenantError {
     fn from(err: tenant_schemas::Error) -> Self {
-        TenantError(err)
+        Self(err)
     }
 }
 
@@ -81,7 +81,7 @@ impl FromRequest for TenantDb {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let scope = request_scope(req);
-        Box::pin(async move { Ok(TenantDb(scope?.connection().await?)) })
+        Box::pin(async move { Ok(Self(scope?.connection().await?)) })
     }
 }
 
@@ -91,6 +91,6 @@ impl FromRequest for PublicDb {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let scope = request_scope(req);
-        Box::pin(async move { Ok(PublicDb(scope?.public_connection().await?)) })
+        Box::pin(async move { Ok(Self(scope?.public_connection().await?)) })
     }
 }

@@ -26,13 +26,15 @@ pub struct TenantMiddleware {
 
 impl TenantMiddleware {
     /// Resolves by host, answering 404 for unknown hosts.
+    #[must_use]
     pub fn new(tenancy: Tenancy) -> Self {
         Self::with_resolver(RequestResolver::new(tenancy))
     }
 
     /// Uses a configured [`RequestResolver`] (strategies, fallbacks, path token).
+    #[must_use]
     pub fn with_resolver(resolver: RequestResolver) -> Self {
-        TenantMiddleware { resolver }
+        Self { resolver }
     }
 }
 

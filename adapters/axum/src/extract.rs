@@ -16,7 +16,7 @@ pub struct DbRejection(pub tenant_schemas::Error);
 
 impl From<tenant_schemas::Error> for DbRejection {
     fn from(err: tenant_schemas::Error) -> Self {
-        DbRejection(err)
+        Self(err)
     }
 }
 
@@ -47,7 +47,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantDb {
     type Rejection = DbRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(TenantDb(
+        Ok(Self(
             tenant_schemas_tower::tenant_connection(&parts.extensions).await?,
         ))
     }
@@ -57,7 +57,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PublicDb {
     type Rejection = DbRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(PublicDb(
+        Ok(Self(
             tenant_schemas_tower::public_connection(&parts.extensions).await?,
         ))
     }

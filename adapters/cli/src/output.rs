@@ -17,7 +17,7 @@ pub(crate) struct Output {
 impl Output {
     /// JSON when `json`, text otherwise.
     pub(crate) fn new(json: bool) -> Self {
-        Output { json }
+        Self { json }
     }
 
     /// Prints `text`, or `value` with `--json`.

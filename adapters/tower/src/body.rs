@@ -36,7 +36,7 @@ pin_project! {
 
 impl<B> ScopedBody<B> {
     pub(crate) fn scoped(body: B, scope: RequestScope) -> Self {
-        ScopedBody {
+        Self {
             kind: Kind::Scoped { body, scope },
         }
     }
@@ -46,7 +46,7 @@ impl<B> ScopedBody<B> {
             Cow::Borrowed(s) => Bytes::from_static(s.as_bytes()),
             Cow::Owned(s) => Bytes::from(s),
         };
-        ScopedBody {
+        Self {
             kind: Kind::Rejected { text: Some(bytes) },
         }
     }

@@ -13,6 +13,7 @@ pub fn request_scope(extensions: &http::Extensions) -> Result<&RequestScope, Err
 }
 
 /// The tenant of a request, from the extensions the layer filled.
+#[must_use]
 pub fn tenant_of(extensions: &http::Extensions) -> Option<&Tenant> {
     extensions.get::<Tenant>()
 }

@@ -20,13 +20,15 @@ pub struct TenantLayer {
 
 impl TenantLayer {
     /// Resolves by host, answering 404 for unknown hosts.
+    #[must_use]
     pub fn new(tenancy: Tenancy) -> Self {
         Self::with_resolver(RequestResolver::new(tenancy))
     }
 
     /// Uses a configured [`RequestResolver`] (strategies, fallbacks, path token).
+    #[must_use]
     pub fn with_resolver(resolver: RequestResolver) -> Self {
-        TenantLayer { resolver }
+        Self { resolver }
     }
 }
 

@@ -68,6 +68,7 @@ fn rejected(err: tenant_schemas::Error) -> warp::Rejection {
 }
 
 /// Extracts the request's [`Tenant`].
+#[must_use]
 pub fn tenant() -> impl Filter<Extract = (Tenant,), Error = warp::Rejection> + Clone {
     warp::ext::optional::<Tenant>().and_then(|t: Option<Tenant>| async move {
         t.ok_or_else(|| rejected(tenant_schemas::Error::NoTenantInScope))

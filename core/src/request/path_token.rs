@@ -14,7 +14,7 @@ impl PathToken {
     /// `main`, `/main/` and `/main` all give `/main`; an empty token gives none.
     pub(super) fn new(token: &str) -> Option<Self> {
         let trimmed = token.trim_matches('/');
-        (!trimmed.is_empty()).then(|| PathToken(format!("/{trimmed}")))
+        (!trimmed.is_empty()).then(|| Self(format!("/{trimmed}")))
     }
 
     pub(super) fn as_str(&self) -> &str {
@@ -94,6 +94,7 @@ impl PathToken {
 /// assert_eq!(strip_path_token("/main", "/mainly"), "/mainly");
 /// assert_eq!(strip_path_token("/main", "/notes"), "/notes");
 /// ```
+#[must_use]
 pub fn strip_path_token<'a>(token: &str, path: &'a str) -> &'a str {
     let token = token.trim_end_matches('/');
     match path.strip_prefix(token) {

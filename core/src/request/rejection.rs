@@ -33,7 +33,7 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with this status and body.
     pub fn new(status: StatusCode, body: impl Into<Cow<'static, str>>) -> Self {
-        Rejection {
+        Self {
             status,
             body: body.into(),
         }
@@ -62,23 +62,26 @@ impl Rejection {
                 "500 Internal Server Error\n".into()
             }
         };
-        Rejection {
+        Self {
             status: err.status(),
             body,
         }
     }
 
     /// The status to answer with.
+    #[must_use]
     pub fn status(&self) -> StatusCode {
         self.status
     }
 
     /// The plain-text body.
+    #[must_use]
     pub fn body(&self) -> &str {
         &self.body
     }
 
     /// The body, owned.
+    #[must_use]
     pub fn into_body(self) -> Cow<'static, str> {
         self.body
     }
@@ -102,7 +105,7 @@ impl Rejection {
 
 impl From<&Error> for Rejection {
     fn from(err: &Error) -> Self {
-        Rejection::from_error(err)
+        Self::from_error(err)
     }
 }
 

@@ -69,6 +69,7 @@ impl RequestResolverBuilder {
     }
 
     /// Finishes the resolver.
+    #[must_use]
     pub fn build(self) -> RequestResolver {
         RequestResolver {
             inner: Arc::new(self.inner),
@@ -107,6 +108,7 @@ impl ResolvedRequest {
 
 impl RequestResolver {
     /// Resolves by host, answering 404 for unknown hosts.
+    #[must_use]
     pub fn new(tenancy: Tenancy) -> Self {
         Self::builder(tenancy).build()
     }
@@ -125,6 +127,7 @@ impl RequestResolver {
     }
 
     /// The tenancy behind it.
+    #[must_use]
     pub fn tenancy(&self) -> &Tenancy {
         &self.inner.tenancy
     }

@@ -21,7 +21,7 @@ pub struct RequestScope {
 
 impl RequestScope {
     pub(super) fn new(tenant: Tenant, tenancy: Tenancy, span: tracing::Span) -> Self {
-        RequestScope {
+        Self {
             tenant,
             tenancy,
             span,
@@ -29,16 +29,19 @@ impl RequestScope {
     }
 
     /// The tenant the request is served as.
+    #[must_use]
     pub fn tenant(&self) -> &Tenant {
         &self.tenant
     }
 
     /// The tenancy that resolved it.
+    #[must_use]
     pub fn tenancy(&self) -> &Tenancy {
         &self.tenancy
     }
 
     /// The request's span.
+    #[must_use]
     pub fn span(&self) -> &tracing::Span {
         &self.span
     }

@@ -27,12 +27,13 @@ pub enum Strategy {
 
 impl Strategy {
     /// [`Strategy::PathPrefix`] with the prefix normalized to start and end with `/`.
+    #[must_use]
     pub fn path_prefix(prefix: &str) -> Self {
         let trimmed = prefix.trim_matches('/');
         if trimmed.is_empty() {
-            Strategy::PathPrefix("/".into())
+            Self::PathPrefix("/".into())
         } else {
-            Strategy::PathPrefix(format!("/{trimmed}/"))
+            Self::PathPrefix(format!("/{trimmed}/"))
         }
     }
 
@@ -47,7 +48,7 @@ impl Strategy {
         host: &Result<Host, Error>,
     ) -> Result<Option<Match>, Rejection> {
         let found = match self {
-            Strategy::Host => {
+            Self::Host => {
                 let host = host.as_ref().map_err(Rejection::from_error)?;
                 tenancy
                     .resolver()
@@ -55,14 +56,14 @@ impl Strategy {
                     .await
                     .map(|t| t.map(Match::as_is))
             }
-            Strategy::PathPrefix(prefix) => match split_prefix(uri, prefix) {
+            Self::PathPrefix(prefix) => match split_prefix(uri, prefix) {
                 Some((schema, rest)) => tenancy
                     .tenant_by_schema(&schema)
                     .await
                     .map(|t| t.map(|tenant| Match::rewritten(tenant, rest))),
                 None => Ok(None),
             },
-            Strategy::Header(name) => match header_schema(headers, name) {
+            Self::Header(name) => match header_schema(headers, name) {
                 Some(schema) => tenancy
                     .tenant_by_schema(&schema)
                     .await
@@ -83,14 +84,14 @@ pub(super) struct Match {
 
 impl Match {
     fn as_is(tenant: Tenant) -> Self {
-        Match {
+        Self {
             tenant,
             path_and_query: None,
         }
     }
 
     fn rewritten(tenant: Tenant, path_and_query: String) -> Self {
-        Match {
+        Self {
             tenant,
             path_and_query: Some(path_and_query),
         }
@@ -122,11 +123,11 @@ impl UnknownTenant {
         host: Option<&Host>,
     ) -> Result<Match, Rejection> {
         match self {
-            UnknownTenant::NotFound => Err(Rejection::from_error(&Error::UnknownHost {
+            Self::NotFound => Err(Rejection::from_error(&Error::UnknownHost {
                 host: host.map(Host::to_string).unwrap_or_default(),
             })),
-            UnknownTenant::Serve(tenant) => Ok(Match::as_is(tenant.clone())),
-            UnknownTenant::Respond(respond) => Err(respond(uri, headers)),
+            Self::Serve(tenant) => Ok(Match::as_is(tenant.clone())),
+            Self::Respond(respond) => Err(respond(uri, headers)),
         }
     }
 }
@@ -134,9 +135,9 @@ impl UnknownTenant {
 impl fmt::Debug for UnknownTenant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UnknownTenant::NotFound => f.write_str("NotFound"),
-            UnknownTenant::Serve(t) => f.debug_tuple("Serve").field(t).finish(),
-            UnknownTenant::Respond(_) => f.write_str("Respond(..)"),
+            Self::NotFound => f.write_str("NotFound"),
+            Self::Serve(t) => f.debug_tuple("Serve").field(t).finish(),
+            Self::Respond(_) => f.write_str("Respond(..)"),
         }
     }
 }

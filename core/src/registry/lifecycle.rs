@@ -512,20 +512,13 @@ mod tests {
     use super::*;
     use crate::databases::Databases;
     use crate::migrate::{MigrationSets, RunOptions, TenantMigrations};
-    use crate::testing::{TestCluster, TestDatabase};
-
-    async fn count(db: &TestDatabase, sql: &str, name: &str) -> i64 {
-        let conn = db.pool().get().await.unwrap();
-        conn.query_one(sql, &[&name]).await.unwrap().get(0)
-    }
+    use crate::testing::fixtures::{
+        database, host, is_registered, schema, schema_exists, schemas_holding, NOTES,
+    };
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_migration_set_runs_nothing() {
-        let db = TestCluster::shared()
-            .unwrap()
-            .create_database()
-            .await
-            .unwrap();
+        let db = database().await;
         for (i, stray) in [
             "COMMIT",
             "ROLLBACK",
@@ -545,10 +538,7 @@ mod tests {
             );
             // Built with the infallible `with`.
             let migrations = TenantMigrations::new()
-                .with(
-                    "notes",
-                    "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)",
-                )
+                .with("notes", NOTES)
                 .with("stray", sql.as_str())
                 .with("later", format!("CREATE TABLE later_{i} (x int)"))
                 .with("fails", "SELECT 1 / 0");
@@ -562,26 +552,24 @@ mod tests {
             t.install().await.unwrap();
             let s = format!("txn_{i}");
             let result = t
-                .create_tenant(
-                    NewTenant::new(SchemaName::new(&s).unwrap())
-                        .domain(Host::parse(&format!("txn-{i}.test")).unwrap()),
-                )
+                .create_tenant(NewTenant::new(schema(&s)).domain(host(&format!("txn-{i}.test"))))
                 .await;
             assert!(
                 matches!(&result, Err(Error::MigrationRefused { migration, .. }) if migration == "V2__stray.sql"),
                 "{stray}: {result:?}"
             );
-            let schemas = "SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = $1";
-            assert_eq!(count(&db, schemas, &s).await, 0, "{stray}: orphan schema");
-            let rows = "SELECT count(*) FROM public.tenant_schemas_tenants WHERE schema_name = $1";
-            assert_eq!(count(&db, rows, &s).await, 0, "{stray}: registry row");
-            let relations = "SELECT count(*) FROM pg_catalog.pg_class WHERE relname = $1";
+            assert!(!schema_exists(&db, &s).await, "{stray}: orphan schema");
+            assert!(!is_registered(&db, &s).await, "{stray}: registry row");
             for table in [
                 format!("early_{i}"),
                 format!("stray_{i}"),
                 format!("later_{i}"),
             ] {
-                assert_eq!(count(&db, relations, &table).await, 0, "{stray}: {table}");
+                assert_eq!(
+                    schemas_holding(&db, &table).await,
+                    Vec::<String>::new(),
+                    "{stray}: {table}"
+                );
             }
             // `migrate` refuses it before touching any schema.
             let err = t

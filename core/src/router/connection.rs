@@ -623,7 +623,7 @@ impl Drop for ConnectionScope {
         let epoch = self.verified.load(Ordering::Acquire);
         if let Some(conn) = self.conn.take() {
             self.pool
-                .release(conn, self.path.clone(), self.gate.clone(), epoch);
+                .release(conn, &self.path, self.gate.clone(), epoch);
         }
     }
 }

@@ -119,12 +119,12 @@ impl RouterPool {
     /// Takes a connection back that is on `path`, verified under `gate`'s `epoch`, with
     /// nothing run since that could have changed its session: remembered (when tracking),
     /// then handed to a request waiting for that path, or returned to the pool.
-    pub(super) fn release(&self, conn: Object, path: Arc<str>, gate: Arc<Gate>, epoch: u64) {
+    pub(super) fn release(&self, conn: Object, path: &Arc<str>, gate: Arc<Gate>, epoch: u64) {
         if self.track {
             session::remember(&conn, path.clone(), gate, epoch);
         }
         match &self.handoff {
-            Some(handoff) => drop(handoff.release(conn, &path)),
+            Some(handoff) => drop(handoff.release(conn, path)),
             None => drop(conn),
         }
     }

@@ -2,7 +2,7 @@
 //! `cargo run -p actix-basic`, then follow the printed curl lines.
 
 use actix_web::{web, App, HttpServer};
-use tenant_schemas::testing::{demo_addr, demo_instructions, DemoDatabase};
+use demo_support::{demo_addr, demo_instructions, DemoDatabase};
 use tenant_schemas::TenantMigrations;
 use tenant_schemas_actix::{CurrentTenant, TenantDb, TenantError, TenantMiddleware};
 

@@ -3,10 +3,10 @@
 
 use std::convert::Infallible;
 
+use demo_support::{demo_addr, demo_instructions, DemoDatabase};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use tenant_schemas::testing::{demo_addr, demo_instructions, DemoDatabase};
 use tenant_schemas::TenantMigrations;
 use tenant_schemas_hyper::{error_response, serve_with_shutdown, tenant, tenant_db, TenantLayer};
 use tower::{service_fn, Layer};

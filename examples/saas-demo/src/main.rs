@@ -13,9 +13,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+use demo_support::{demo_addr, seed, tenant_host, DemoDatabase};
 use serde::Deserialize;
-use tenant_schemas::testing::{demo_addr, pool, DemoDatabase};
-use tenant_schemas::tokio_postgres::Config;
 use tenant_schemas::{Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
 use tenant_schemas_axum::{split, with_tenancy, CurrentTenant, DbRejection, TenantDb, TenantLayer};
 
@@ -35,32 +34,24 @@ async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt().with_target(false).init();
     // A throwaway database lives as long as `db`: it is removed when main returns.
     let db = DemoDatabase::from_env().await?;
-    run(db.config().clone(), demo_addr()).await
+    run(&db, demo_addr()).await
 }
 
-async fn run(config: Config, addr: SocketAddr) -> Result<(), BoxError> {
+async fn run(db: &DemoDatabase, addr: SocketAddr) -> Result<(), BoxError> {
     let migrations = TENANT_MIGRATIONS
         .iter()
         .fold(TenantMigrations::new(), |m, (name, sql)| {
             m.with(*name, *sql)
         });
-    let tenancy = Tenancy::builder(pool(config, 16)?)
+    let tenancy = Tenancy::builder(db.pool(16)?)
         .migrations(migrations)
         .build()
         .await?;
-    tenancy
-        .ensure_public_tenant(&Host::parse("localhost")?)
-        .await?;
-    for (slug, name) in [("acme", "Acme Inc."), ("globex", "Globex Corporation")] {
-        if tenancy
-            .registry()
-            .get(&SchemaName::new(slug)?)
-            .await
-            .is_err()
-        {
-            sign_up(&tenancy, slug, name).await?;
-        }
-    }
+    seed(
+        &tenancy,
+        &[("acme", "Acme Inc."), ("globex", "Globex Corporation")],
+    )
+    .await?;
 
     let public = Router::new()
         .route("/", get(public_home))
@@ -101,8 +92,7 @@ async fn run(config: Config, addr: SocketAddr) -> Result<(), BoxError> {
 
 async fn sign_up(tenancy: &Tenancy, slug: &str, name: &str) -> Result<Host, AppError> {
     let schema = SchemaName::new(slug).map_err(|e| AppError::bad_request(e.to_string()))?;
-    let host = Host::parse(&format!("{}.localhost", slug.replace('_', "-")))
-        .map_err(|e| AppError::bad_request(e.to_string()))?;
+    let host = tenant_host(slug).map_err(|e| AppError::bad_request(e.to_string()))?;
     let name = name.trim();
     let name = if name.is_empty() { slug } else { name };
     tenancy

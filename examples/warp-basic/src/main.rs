@@ -2,7 +2,7 @@
 //! `cargo run -p warp-basic`, then follow the printed curl lines.
 
 use bytes::Bytes;
-use tenant_schemas::testing::{demo_addr, demo_instructions, DemoDatabase};
+use demo_support::{demo_addr, demo_instructions, DemoDatabase};
 use tenant_schemas::{Tenant, TenantMigrations};
 use tenant_schemas_warp::{recover, serve, tenant, tenant_db, TenantDb, TenantError, TenantLayer};
 use warp::Filter;

@@ -1,0 +1,146 @@
+//! The set-up most database tests share, written once for the core's own tests and the
+//! workspace's cross-crate tests: a fresh database on the shared cluster, a [`Tenancy`] over
+//! it, tenants marked with their own name, short constructors for names, and a few looks at
+//! what the database holds.
+//!
+//! These helpers panic when something fails: they are for tests.
+//!
+//! ```no_run
+//! use tenant_schemas::testing::fixtures::{database, marked_tenants, marker_and_notes, tenancy};
+//!
+//! # async fn demo() {
+//! let db = database().await;
+//! let tenancy = tenancy(&db, marker_and_notes()).await;
+//! // Tenants t0, t1, t2 on t0.test …, each with a `marker` row naming its schema.
+//! let schemas = marked_tenants(&tenancy, "t", 3).await;
+//! assert_eq!(schemas[2].as_str(), "t2");
+//! # }
+//! ```
+
+use super::{TestCluster, TestDatabase};
+use crate::host::Host;
+use crate::migrate::TenantMigrations;
+use crate::registry::NewTenant;
+use crate::schema::SchemaName;
+use crate::tenancy::Tenancy;
+
+/// A tenant migration creating `notes (id bigserial, body text)`.
+pub const NOTES: &str = "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)";
+
+/// A tenant migration creating `marker (schema_name text)`, which [`marked_tenants`] fills
+/// with each tenant's own schema name: a row read through a connection shows which schema
+/// the connection was on.
+pub const MARKER: &str = "CREATE TABLE marker (schema_name text NOT NULL)";
+
+/// A fresh, empty database on the [shared](TestCluster::shared) test cluster.
+pub async fn database() -> TestDatabase {
+    TestCluster::shared()
+        .expect("test cluster")
+        .create_database()
+        .await
+        .expect("test database")
+}
+
+/// A [`Tenancy`] over `db`'s pool with `migrations` (the registry installed).
+pub async fn tenancy(db: &TestDatabase, migrations: TenantMigrations) -> Tenancy {
+    Tenancy::builder(db.pool().clone())
+        .migrations(migrations)
+        .build()
+        .await
+        .expect("tenancy")
+}
+
+/// The migrations [`NOTES`], then [`MARKER`].
+pub fn marker_and_notes() -> TenantMigrations {
+    TenantMigrations::new()
+        .with("notes", NOTES)
+        .with("marker", MARKER)
+}
+
+/// A schema name that must be valid.
+pub fn schema(name: &str) -> SchemaName {
+    SchemaName::new(name).expect("valid schema name")
+}
+
+/// A host that must be valid.
+pub fn host(name: &str) -> Host {
+    Host::parse(name).expect("valid host")
+}
+
+/// Creates tenants `<prefix>0` to `<prefix><n - 1>`, each on the domain `<schema>.test`
+/// (`_` written `-`) with a `marker` row holding its schema name and `i` notes (see
+/// [`marker_and_notes`]); returns their schemas.
+pub async fn marked_tenants(tenancy: &Tenancy, prefix: &str, n: usize) -> Vec<SchemaName> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let s = schema(&format!("{prefix}{i}"));
+        tenancy
+            .create_tenant(
+                NewTenant::new(s.clone())
+                    .domain(host(&format!("{}{i}.test", prefix.replace('_', "-")))),
+            )
+            .await
+            .expect("create tenant");
+        let db = tenancy
+            .router()
+            .connection_for(&s)
+            .await
+            .expect("connection");
+        db.execute("INSERT INTO marker VALUES ($1)", &[&s.as_str()])
+            .await
+            .expect("marker");
+        for _ in 0..i {
+            db.execute("INSERT INTO notes (body) VALUES ('x')", &[])
+                .await
+                .expect("note");
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// Whether `db` has a schema called `name`.
+pub async fn schema_exists(db: &TestDatabase, name: &str) -> bool {
+    count(
+        db,
+        "SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = $1",
+        name,
+    )
+    .await
+        == 1
+}
+
+/// Whether the registry of `db` has a row for the schema `name`.
+pub async fn is_registered(db: &TestDatabase, name: &str) -> bool {
+    count(
+        db,
+        "SELECT count(*) FROM public.tenant_schemas_tenants WHERE schema_name = $1",
+        name,
+    )
+    .await
+        == 1
+}
+
+/// The schemas of `db` holding a relation (table, view, sequence …) called `name`, sorted.
+pub async fn schemas_holding(db: &TestDatabase, name: &str) -> Vec<String> {
+    let conn = db.pool().get().await.expect("connection");
+    conn.query(
+        "SELECT n.nspname::text FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relname = $1 ORDER BY 1",
+        &[&name],
+    )
+    .await
+    .expect("catalog query")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn count(db: &TestDatabase, sql: &str, name: &str) -> i64 {
+    let conn = db.pool().get().await.expect("connection");
+    conn.query_one(sql, &[&name])
+        .await
+        .expect("catalog query")
+        .get(0)
+}

@@ -18,8 +18,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{pool, TenantClient, TestCluster, TestPgBouncer};
 use tenant_schemas::{scope, SchemaName, SchemaRouter, SearchPathMode, Tenancy, Tenant};
 use tenant_schemas_axum::{with_tenancy, DbRejection, TenantDb, TenantLayer};

@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use axum::routing::get;
 use axum::Router;
-use common::*;
+use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{TenantClient, TestCluster, TestDatabase};
 use tenant_schemas::{DropSchema, NewTenant, RunOptions, Tenancy, TenantMigrations, DEFAULT_SHARD};
 use tenant_schemas_axum::{with_tenancy, DbRejection, TenantDb, TenantLayer};

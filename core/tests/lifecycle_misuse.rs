@@ -5,54 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::TestDatabase;
 use tenant_schemas::{
     Error, ErrorKind, Finding, NewTenant, Outcome, RunOptions, SchemaName, Tenancy,
     TenantMigrations,
 };
-
-/// The schemas holding a relation called `name`, sorted.
-async fn holders(db: &TestDatabase, name: &str) -> Vec<String> {
-    let conn = db.pool().get().await.unwrap();
-    conn.query(
-        "SELECT n.nspname::text FROM pg_catalog.pg_class c
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relname = $1 ORDER BY 1",
-        &[&name],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
-}
-
-async fn schema_exists(db: &TestDatabase, name: &str) -> bool {
-    let conn = db.pool().get().await.unwrap();
-    conn.query_one(
-        "SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = $1",
-        &[&name],
-    )
-    .await
-    .unwrap()
-    .get::<_, i64>(0)
-        == 1
-}
-
-async fn registered(db: &TestDatabase, name: &str) -> bool {
-    let conn = db.pool().get().await.unwrap();
-    conn.query_one(
-        "SELECT count(*) FROM public.tenant_schemas_tenants WHERE schema_name = $1",
-        &[&name],
-    )
-    .await
-    .unwrap()
-    .get::<_, i64>(0)
-        == 1
-}
 
 async fn current_user(db: &TestDatabase) -> String {
     let conn = db.pool().get().await.unwrap();
@@ -143,7 +101,7 @@ async fn a_migration_cannot_move_later_migrations_elsewhere() {
             .await
             .unwrap_or_else(|e| panic!("{escape}: {e}"));
         assert_eq!(
-            holders(&db, &format!("later_{i}")).await,
+            schemas_holding(&db, &format!("later_{i}")).await,
             [s.as_str()],
             "{escape}"
         );
@@ -167,7 +125,7 @@ async fn a_migration_cannot_move_later_migrations_elsewhere() {
             .unwrap();
         assert!(report.is_success(), "{escape}: {report:?}");
         assert_eq!(
-            holders(&db, &format!("after_{i}")).await,
+            schemas_holding(&db, &format!("after_{i}")).await,
             [s.as_str()],
             "{escape}"
         );
@@ -280,7 +238,7 @@ async fn a_tenant_cannot_be_named_after_a_role() {
             other => panic!("{name}: expected SchemaNamedAfterRole, got {other:?}"),
         }
         assert!(!schema_exists(&db, name).await, "{name}");
-        assert!(!registered(&db, name).await, "{name}");
+        assert!(!is_registered(&db, name).await, "{name}");
     }
     // Cloning to a role's name is refused too.
     let source = t
@@ -354,7 +312,7 @@ async fn the_registry_is_not_captured_by_a_schema_named_after_the_role() {
         .create_tenant(NewTenant::new(schema("globex")).domain(host("globex.test")))
         .await
         .unwrap();
-    assert!(registered(&db, "globex").await);
+    assert!(is_registered(&db, "globex").await);
     let report = fresh.migrate(&RunOptions::default(), None).await.unwrap();
     assert!(report.is_success(), "{report:?}");
     fresh.registry().doctor(false).await.unwrap();
@@ -441,7 +399,7 @@ async fn migrate_refuses_a_tenant_table_also_in_public() {
         "{report:?}"
     );
     assert_eq!(t.registry().get(&schema("mig_a")).await.unwrap().version, 1);
-    assert_eq!(holders(&db, "users").await, ["public"]);
+    assert_eq!(schemas_holding(&db, "users").await, ["public"]);
     // Creating a tenant with that set is refused too, and leaves nothing behind.
     let err = t.create_tenant(NewTenant::new(schema("mig_b"))).await;
     assert!(
@@ -449,7 +407,7 @@ async fn migrate_refuses_a_tenant_table_also_in_public() {
         "{err:?}"
     );
     assert!(!schema_exists(&db, "mig_b").await);
-    assert!(!registered(&db, "mig_b").await);
+    assert!(!is_registered(&db, "mig_b").await);
     // A shared migration adding a `public` table named like a tenant table is refused.
     let t = Tenancy::builder(db.pool().clone())
         .migrations(TenantMigrations::new().with("notes", NOTES))
@@ -465,7 +423,7 @@ async fn migrate_refuses_a_tenant_table_also_in_public() {
         matches!(&failed[0].outcome, Outcome::Failed { error, .. } if error.contains("`notes`")),
         "{report:?}"
     );
-    assert_eq!(holders(&db, "notes").await, ["mig_a"]);
+    assert_eq!(schemas_holding(&db, "notes").await, ["mig_a"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,7 +459,7 @@ async fn a_declared_shared_table_name_is_allowed() {
         .await
         .unwrap();
     assert_eq!(
-        holders(&db, "users").await,
+        schemas_holding(&db, "users").await,
         ["mutual_a", "mutual_b", "public"]
     );
     let report = t.registry().doctor(false).await.unwrap();

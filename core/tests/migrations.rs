@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::{
     DropSchema, Error, Finding, NewTenant, Outcome, RunOptions, SchemaName, Tenancy, TenantEvent,
     TenantMigrations,

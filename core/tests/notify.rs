@@ -2,11 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::TestDatabase;
 use tenant_schemas::{ErrorKind, Host, NewTenant, Tenancy};
 

@@ -2,24 +2,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::{
     scope, DropSchema, Error, ErrorKind, NewTenant, Tenant, TenantMigrations, TenantStatus,
 };
-
-async fn schema_exists(db: &tenant_schemas::testing::TestDatabase, name: &str) -> bool {
-    let conn = db.pool().get().await.unwrap();
-    conn.query_one(
-        "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
-        &[&name],
-    )
-    .await
-    .unwrap()
-    .get::<_, i64>(0)
-        == 1
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_migration_leaves_no_schema_and_no_row() {

@@ -7,12 +7,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
 use tenant_schemas::deadpool_postgres::Pool;
+use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{pool, TestCluster, TestDatabase, TestPgBouncer};
 use tenant_schemas::{
     scope, DropSchema, Error, ErrorKind, NewTenant, SchemaName, SchemaRouter, SearchPathMode,

@@ -2,16 +2,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tenant_schemas::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::tokio_postgres::NoTls;
 use tenant_schemas::{scope, Error, ErrorKind, SchemaName, SchemaRouter, Tenant};
 

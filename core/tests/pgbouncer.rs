@@ -2,14 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{pool, TestCluster, TestPgBouncer};
 use tenant_schemas::{scope, Error, SchemaRouter, SearchPathMode, Tenancy};
 

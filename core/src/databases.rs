@@ -41,23 +41,26 @@ pub struct ShardName(
 
 impl ShardName {
     /// The default database, holding the registry.
-    pub const DEFAULT: ShardName = ShardName(None);
+    pub const DEFAULT: Self = Self(None);
 
     /// The database called `name`; [`DEFAULT_SHARD`] names the default one.
+    #[must_use]
     pub fn new(name: &str) -> Self {
         if name == DEFAULT_SHARD {
             Self::DEFAULT
         } else {
-            ShardName(Some(Arc::from(name)))
+            Self(Some(Arc::from(name)))
         }
     }
 
     /// Whether this is the default database.
+    #[must_use]
     pub fn is_default(&self) -> bool {
         self.0.is_none()
     }
 
     /// The name, as the registry stores it.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         self.0.as_deref().unwrap_or(DEFAULT_SHARD)
     }
@@ -65,18 +68,18 @@ impl ShardName {
 
 impl From<&str> for ShardName {
     fn from(name: &str) -> Self {
-        ShardName::new(name)
+        Self::new(name)
     }
 }
 
 impl From<String> for ShardName {
     fn from(name: String) -> Self {
-        ShardName::new(&name)
+        Self::new(&name)
     }
 }
 
-impl From<&ShardName> for ShardName {
-    fn from(name: &ShardName) -> Self {
+impl From<&Self> for ShardName {
+    fn from(name: &Self) -> Self {
         name.clone()
     }
 }
@@ -125,7 +128,7 @@ pub(crate) struct Databases<T = Pool> {
 impl<T> Databases<T> {
     /// Only the default database.
     pub(crate) fn new(default: T) -> Self {
-        Databases {
+        Self {
             default,
             others: Arc::default(),
         }

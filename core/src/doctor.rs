@@ -70,8 +70,9 @@ pub enum Finding {
 
 impl Finding {
     /// Whether `--fix` repairs this kind of finding.
+    #[must_use]
     pub fn is_repairable(&self) -> bool {
-        matches!(self, Finding::Behind { .. })
+        matches!(self, Self::Behind { .. })
     }
 }
 
@@ -88,6 +89,7 @@ pub struct DoctorReport {
 
 impl DoctorReport {
     /// Whether nothing is left to look at.
+    #[must_use]
     pub fn is_healthy(&self) -> bool {
         self.findings.len() == self.repaired.len()
     }

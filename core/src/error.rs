@@ -158,7 +158,7 @@ pub enum Error {
         key: String,
         /// The resolver's error.
         #[source]
-        source: Arc<Error>,
+        source: Arc<Self>,
     },
 
     /// The operation is not available in the router's search-path mode (→ 500: a
@@ -240,30 +240,32 @@ pub enum ErrorKind {
 
 impl Error {
     /// The category of this error.
+    #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidHost(_) | Error::InvalidSchemaName(_) => ErrorKind::InvalidInput,
-            Error::UnknownHost { .. }
-            | Error::TenantNotFound { .. }
-            | Error::DomainNotFound { .. }
-            | Error::SchemaMissing { .. } => ErrorKind::NotFound,
-            Error::TenantExists { .. }
-            | Error::DomainTaken { .. }
-            | Error::SchemaNamedAfterRole { .. } => ErrorKind::Conflict,
-            Error::MigrationRefused { .. } | Error::TableInPublic { .. } => ErrorKind::Internal,
-            Error::Pool { .. } => ErrorKind::Unavailable,
-            Error::Database { source, .. } | Error::Migration { source, .. }
+            Self::InvalidHost(_) | Self::InvalidSchemaName(_) => ErrorKind::InvalidInput,
+            Self::UnknownHost { .. }
+            | Self::TenantNotFound { .. }
+            | Self::DomainNotFound { .. }
+            | Self::SchemaMissing { .. } => ErrorKind::NotFound,
+            Self::TenantExists { .. }
+            | Self::DomainTaken { .. }
+            | Self::SchemaNamedAfterRole { .. } => ErrorKind::Conflict,
+            Self::MigrationRefused { .. } | Self::TableInPublic { .. } => ErrorKind::Internal,
+            Self::Pool { .. } => ErrorKind::Unavailable,
+            Self::Database { source, .. } | Self::Migration { source, .. }
                 if is_connection_lost(source) =>
             {
                 ErrorKind::Unavailable
             }
-            Error::NoTenantInScope => ErrorKind::NoTenantInScope,
-            Error::Lookup { source, .. } => source.kind(),
+            Self::NoTenantInScope => ErrorKind::NoTenantInScope,
+            Self::Lookup { source, .. } => source.kind(),
             _ => ErrorKind::Internal,
         }
     }
 
     /// The HTTP status an adapter answers with: 400, 404, 409, 503 or 500.
+    #[must_use]
     pub fn status(&self) -> StatusCode {
         match self.kind() {
             ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
@@ -275,12 +277,11 @@ impl Error {
     }
 
     /// The server's error report, when a statement failed on the server.
+    #[must_use]
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
         match self {
-            Error::Database { source, .. } | Error::Migration { source, .. } => {
-                source.as_db_error()
-            }
-            Error::Lookup { source, .. } => source.as_db_error(),
+            Self::Database { source, .. } | Self::Migration { source, .. } => source.as_db_error(),
+            Self::Lookup { source, .. } => source.as_db_error(),
             _ => None,
         }
     }
@@ -290,7 +291,7 @@ impl Error {
         schema: &SchemaName,
         source: tokio_postgres::Error,
     ) -> Self {
-        Error::Database {
+        Self::Database {
             action,
             schema: schema.clone(),
             source,
@@ -301,7 +302,7 @@ impl Error {
     /// helper reported; other errors as they are.
     pub(crate) fn while_doing(self, action: &'static str) -> Self {
         match self {
-            Error::Database { source, schema, .. } => Error::Database {
+            Self::Database { source, schema, .. } => Self::Database {
                 action,
                 schema,
                 source,
@@ -311,20 +312,20 @@ impl Error {
     }
 
     pub(crate) fn pool(schema: &SchemaName, source: deadpool_postgres::PoolError) -> Self {
-        Error::Pool {
+        Self::Pool {
             schema: schema.clone(),
             source,
         }
     }
 
     pub(crate) fn tenant_not_found(schema: &SchemaName) -> Self {
-        Error::TenantNotFound {
+        Self::TenantNotFound {
             schema: schema.clone(),
         }
     }
 
     pub(crate) fn domain_not_found(domain: &Host, schema: &SchemaName) -> Self {
-        Error::DomainNotFound {
+        Self::DomainNotFound {
             domain: domain.to_string(),
             schema: schema.clone(),
         }

@@ -102,18 +102,20 @@ pub enum HostErrorKind {
 
 impl HostError {
     fn new(input: &str, kind: HostErrorKind) -> Self {
-        HostError {
+        Self {
             input: printable(input),
             kind,
         }
     }
 
     /// What was wrong.
+    #[must_use]
     pub fn kind(&self) -> &HostErrorKind {
         &self.kind
     }
 
     /// The refused input, cut to 100 characters and escaped so it is safe to log.
+    #[must_use]
     pub fn input(&self) -> &str {
         &self.input
     }
@@ -132,7 +134,7 @@ impl Host {
                 .ok_or_else(|| err(HostErrorKind::InvalidIpv6))?;
             check_port(after.strip_prefix(':'), after.is_empty()).map_err(err)?;
             let ip: Ipv6Addr = addr.parse().map_err(|_| err(HostErrorKind::InvalidIpv6))?;
-            return Ok(Host {
+            return Ok(Self {
                 name: Arc::from(format!("[{ip}]")),
                 kind: HostKind::Ipv6,
             });
@@ -177,14 +179,14 @@ impl Host {
             // No top-level domain is numeric, so this must be an IPv4 literal. Re-render it
             // so that `010.1.1.1` and `10.1.1.1` cannot name one machine twice.
             let ip: Ipv4Addr = name.parse().map_err(|_| err(HostErrorKind::InvalidIpv4))?;
-            return Ok(Host {
+            return Ok(Self {
                 name: Arc::from(ip.to_string()),
                 kind: HostKind::Ipv4,
             });
         } else {
             HostKind::Domain
         };
-        Ok(Host {
+        Ok(Self {
             name: Arc::from(name),
             kind,
         })
@@ -219,12 +221,12 @@ impl Host {
                         HostErrorKind::InvalidChar(first_invisible(value.as_bytes())),
                     )
                 })?;
-                Some(Host::parse(text)?)
+                Some(Self::parse(text)?)
             }
             None => None,
         };
         let from_uri = match uri.authority() {
-            Some(authority) => Some(Host::parse(authority.as_str())?),
+            Some(authority) => Some(Self::parse(authority.as_str())?),
             None => None,
         };
         match (from_header, from_uri) {
@@ -241,16 +243,19 @@ impl Host {
     }
 
     /// The normalized host, e.g. `acme.example.com`, `10.0.0.1` or `[::1]`.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.name
     }
 
     /// What kind of host this is.
+    #[must_use]
     pub fn kind(&self) -> HostKind {
         self.kind
     }
 
     /// Whether this is an IPv4 or IPv6 literal.
+    #[must_use]
     pub fn is_ip(&self) -> bool {
         self.kind != HostKind::Domain
     }
@@ -258,7 +263,8 @@ impl Host {
     /// The part of this host in front of `base`: `Some("acme")` for `acme.example.com` under
     /// `example.com`, `Some("a.b")` for `a.b.example.com`. `None` when this host is not a
     /// strict subdomain of `base`, and always `None` for IP literals.
-    pub fn subdomain_of(&self, base: &Host) -> Option<&str> {
+    #[must_use]
+    pub fn subdomain_of(&self, base: &Self) -> Option<&str> {
         if self.is_ip() || base.is_ip() {
             return None;
         }
@@ -306,7 +312,7 @@ impl std::str::FromStr for Host {
     type Err = HostError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Host::parse(s)
+        Self::parse(s)
     }
 }
 

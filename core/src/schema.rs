@@ -39,11 +39,13 @@ pub struct SchemaNameError {
 
 impl SchemaNameError {
     /// The refused name (cut to 100 bytes, with control characters escaped, so it is safe to log).
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// What was wrong with it.
+    #[must_use]
     pub fn reason(&self) -> &'static str {
         self.reason
     }
@@ -53,7 +55,7 @@ impl SchemaName {
     /// Validates `name` as a tenant schema name.
     pub fn new(name: &str) -> Result<Self, SchemaNameError> {
         validate(name)?;
-        Ok(SchemaName(Arc::from(name)))
+        Ok(Self(Arc::from(name)))
     }
 
     /// The shared `public` schema, used by the public tenant and for shared tables.
@@ -74,11 +76,13 @@ impl SchemaName {
     }
 
     /// Whether this is the `public` schema.
+    #[must_use]
     pub fn is_public(&self) -> bool {
         &*self.0 == PUBLIC
     }
 
     /// The bare name.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -87,6 +91,7 @@ impl SchemaName {
     ///
     /// Validation already excludes every character that would need escaping; quoting keeps
     /// names that are SQL keywords (`user`, `order`) usable.
+    #[must_use]
     pub fn quoted(&self) -> String {
         format!("\"{}\"", self.0)
     }
@@ -162,7 +167,7 @@ impl std::str::FromStr for SchemaName {
     type Err = SchemaNameError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SchemaName::new(s)
+        Self::new(s)
     }
 }
 
@@ -170,7 +175,7 @@ impl TryFrom<&str> for SchemaName {
     type Error = SchemaNameError;
 
     fn try_from(s: &str) -> Result<Self, Self::Error> {
-        SchemaName::new(s)
+        Self::new(s)
     }
 }
 
@@ -178,7 +183,7 @@ impl TryFrom<String> for SchemaName {
     type Error = SchemaNameError;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        SchemaName::new(&s)
+        Self::new(&s)
     }
 }
 

@@ -40,6 +40,7 @@ tokio::task_local! {
 pub type Scoped<F> = TaskLocalFuture<Tenant, F>;
 
 /// The schema of the tenant in scope, or `None` outside any scope.
+#[must_use]
 pub fn current_schema() -> Option<SchemaName> {
     CURRENT.try_with(|t| t.schema().clone()).ok()
 }

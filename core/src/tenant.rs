@@ -32,8 +32,9 @@ pub struct Tenant {
 
 impl Tenant {
     /// A tenant living in `schema`, named after it.
+    #[must_use]
     pub fn new(schema: SchemaName) -> Self {
-        Tenant {
+        Self {
             name: Arc::from(schema.as_str()),
             schema,
             id: None,
@@ -42,49 +43,58 @@ impl Tenant {
     }
 
     /// The public tenant: the main site, living in `public`.
+    #[must_use]
     pub fn public() -> Self {
-        Tenant::new(SchemaName::public())
+        Self::new(SchemaName::public())
     }
 
     /// Sets the display name.
+    #[must_use]
     pub fn with_name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
         self
     }
 
     /// Sets the registry id.
+    #[must_use]
     pub fn with_id(mut self, id: TenantId) -> Self {
         self.id = Some(id);
         self
     }
 
     /// Sets the database (shard) the tenant lives on (by default, the default database).
+    #[must_use]
     pub fn with_shard(mut self, shard: impl Into<ShardName>) -> Self {
         self.shard = shard.into();
         self
     }
 
     /// The database (shard) the tenant lives on.
+    #[must_use]
     pub fn shard(&self) -> &ShardName {
         &self.shard
     }
 
     /// The schema the tenant's data lives in.
+    #[must_use]
     pub fn schema(&self) -> &SchemaName {
         &self.schema
     }
 
     /// The display name.
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The registry id, when the tenant came from the registry.
+    #[must_use]
     pub fn id(&self) -> Option<TenantId> {
         self.id
     }
 
     /// Whether this is the public tenant.
+    #[must_use]
     pub fn is_public(&self) -> bool {
         self.schema.is_public()
     }
@@ -119,17 +129,18 @@ pub enum TenantStatus {
 
 impl TenantStatus {
     /// The value stored in the registry.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            TenantStatus::Active => "active",
-            TenantStatus::Suspended => "suspended",
+            Self::Active => "active",
+            Self::Suspended => "suspended",
         }
     }
 
     pub(crate) fn from_db(value: &str) -> Self {
         match value {
-            "active" => TenantStatus::Active,
-            _ => TenantStatus::Suspended,
+            "active" => Self::Active,
+            _ => Self::Suspended,
         }
     }
 }
@@ -158,6 +169,7 @@ pub struct TenantRecord {
 
 impl TenantRecord {
     /// The tenant as resolvers and scopes carry it.
+    #[must_use]
     pub fn tenant(&self) -> Tenant {
         Tenant::new(self.schema.clone())
             .with_name(self.name.as_str())

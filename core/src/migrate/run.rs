@@ -93,6 +93,7 @@ impl MigrationReport {
     }
 
     /// Whether every schema is at the latest version now.
+    #[must_use]
     pub fn is_success(&self) -> bool {
         self.failures().next().is_none()
     }

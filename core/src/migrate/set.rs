@@ -23,7 +23,7 @@ impl Migration {
     /// A migration; the checksum is computed from `sql`.
     pub fn new(version: i32, name: impl Into<String>, sql: impl Into<String>) -> Self {
         let sql = sql.into();
-        Migration {
+        Self {
             version,
             name: name.into(),
             checksum: checksum(&sql),
@@ -32,6 +32,7 @@ impl Migration {
     }
 
     /// The file name it has, or would have: `V<version>__<name>.sql`.
+    #[must_use]
     pub fn file_name(&self) -> String {
         format!("V{}__{}.sql", self.version, self.name)
     }
@@ -57,11 +58,13 @@ pub struct TenantMigrations {
 
 impl TenantMigrations {
     /// No migrations.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Appends a migration with the next version.
+    #[must_use]
     pub fn with(mut self, name: impl Into<String>, sql: impl Into<String>) -> Self {
         let version = self.latest().saturating_add(1);
         Arc::make_mut(&mut self.list).push(Migration::new(version, name, sql));
@@ -83,6 +86,7 @@ impl TenantMigrations {
     ///     .shared_name("users");
     /// assert!(migrations.is_shared_name("users"));
     /// ```
+    #[must_use]
     pub fn shared_name(mut self, table: impl Into<String>) -> Self {
         let table = table.into();
         if !self.is_shared_name(&table) {
@@ -92,6 +96,7 @@ impl TenantMigrations {
     }
 
     /// Whether `table` was declared with [`shared_name`](Self::shared_name).
+    #[must_use]
     pub fn is_shared_name(&self, table: &str) -> bool {
         self.shared_names.iter().any(|n| n == table)
     }
@@ -148,7 +153,7 @@ impl TenantMigrations {
                 ),
             });
         }
-        let set = TenantMigrations {
+        let set = Self {
             list: Arc::new(list),
             shared_names: Arc::default(),
         };
@@ -157,16 +162,19 @@ impl TenantMigrations {
     }
 
     /// How many migrations there are.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.list.len()
     }
 
     /// Whether there are none.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
 
     /// The highest version: where a fully migrated schema is.
+    #[must_use]
     pub fn latest(&self) -> i32 {
         self.list.last().map_or(0, |m| m.version)
     }
@@ -177,6 +185,7 @@ impl TenantMigrations {
     }
 
     /// The migration with `version`.
+    #[must_use]
     pub fn get(&self, version: i32) -> Option<&Migration> {
         self.list
             .binary_search_by_key(&version, |m| m.version)

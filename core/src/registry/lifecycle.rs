@@ -35,8 +35,9 @@ pub struct NewTenant {
 
 impl NewTenant {
     /// A tenant in `schema`, named after it, with no domain yet.
+    #[must_use]
     pub fn new(schema: SchemaName) -> Self {
-        NewTenant {
+        Self {
             schema,
             name: None,
             domains: Vec::new(),
@@ -45,24 +46,28 @@ impl NewTenant {
     }
 
     /// Sets the display name.
+    #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
     /// Adds a domain; the first one added is the primary domain.
+    #[must_use]
     pub fn domain(mut self, domain: Host) -> Self {
         self.domains.push(domain);
         self
     }
 
     /// Puts the tenant on this database (shard) instead of the one with the fewest tenants.
+    #[must_use]
     pub fn shard(mut self, shard: impl Into<ShardName>) -> Self {
         self.shard = Some(shard.into());
         self
     }
 
     /// The schema the tenant will live in.
+    #[must_use]
     pub fn schema(&self) -> &SchemaName {
         &self.schema
     }

@@ -61,15 +61,17 @@ impl Registry {
     /// A registry on the default database of `databases`, placing tenants on all of them,
     /// with the migration sets `sets`.
     pub(crate) fn over(databases: Databases, sets: MigrationSets) -> Self {
-        Registry { databases, sets }
+        Self { databases, sets }
     }
 
     /// The migrations every new tenant gets.
+    #[must_use]
     pub fn migrations(&self) -> &TenantMigrations {
         &self.sets.tenant
     }
 
     /// The shared migrations, run in `public` by [`Tenancy::migrate`](crate::Tenancy::migrate).
+    #[must_use]
     pub fn shared_migrations(&self) -> &TenantMigrations {
         &self.sets.shared
     }

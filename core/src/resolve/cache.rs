@@ -32,7 +32,7 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig {
+        Self {
             max_capacity: 100_000,
             ttl: Duration::from_secs(300),
             negative_ttl: Duration::from_secs(5),
@@ -72,7 +72,7 @@ pub struct CachedResolver<R> {
 
 impl<R> Clone for CachedResolver<R> {
     fn clone(&self) -> Self {
-        CachedResolver {
+        Self {
             inner: self.inner.clone(),
             cache: self.cache.clone(),
             lookups: self.lookups.clone(),
@@ -140,7 +140,7 @@ impl<R: TenantResolver> CachedResolver<R> {
                 negative_ttl: config.negative_ttl,
             })
             .build();
-        CachedResolver {
+        Self {
             inner: Arc::new(inner),
             cache: CoherentCache::new(cache),
             lookups: Arc::new(AtomicU64::new(0)),
@@ -148,6 +148,7 @@ impl<R: TenantResolver> CachedResolver<R> {
     }
 
     /// The resolver behind the cache.
+    #[must_use]
     pub fn inner(&self) -> &R {
         &self.inner
     }
@@ -171,6 +172,7 @@ impl<R: TenantResolver> CachedResolver<R> {
     }
 
     /// How many lookups reached the resolver behind the cache.
+    #[must_use]
     pub fn lookups(&self) -> u64 {
         self.lookups.load(Ordering::Relaxed)
     }
@@ -182,6 +184,7 @@ impl<R: TenantResolver> CachedResolver<R> {
     }
 
     /// How many hosts are cached (approximate: moka counts lazily).
+    #[must_use]
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }
@@ -242,7 +245,7 @@ pub(crate) struct CoherentCache<K, V> {
 
 impl<K, V> Clone for CoherentCache<K, V> {
     fn clone(&self) -> Self {
-        CoherentCache {
+        Self {
             cache: self.cache.clone(),
             in_flight: self.in_flight.clone(),
         }
@@ -282,7 +285,7 @@ where
 {
     /// Wraps a moka cache (configured with its capacity and expiry).
     pub(crate) fn new(cache: Cache<K, Slot<V>>) -> Self {
-        CoherentCache {
+        Self {
             cache,
             in_flight: Arc::new(Mutex::new(HashMap::new())),
         }

@@ -27,8 +27,9 @@ pub struct RegistryResolver {
 
 impl RegistryResolver {
     /// A resolver reading the registry through `pool`.
+    #[must_use]
     pub fn new(pool: Pool) -> Self {
-        RegistryResolver { pool }
+        Self { pool }
     }
 }
 

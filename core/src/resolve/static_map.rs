@@ -28,11 +28,13 @@ pub struct StaticResolver {
 
 impl StaticResolver {
     /// An empty map.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds `host` → `tenant`, replacing an earlier entry for the host.
+    #[must_use]
     pub fn with(mut self, host: Host, tenant: Tenant) -> Self {
         self.insert(host, tenant);
         self

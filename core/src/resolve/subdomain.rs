@@ -36,11 +36,13 @@ pub struct SubdomainResolver {
 
 impl SubdomainResolver {
     /// Resolves subdomains of `base`.
+    #[must_use]
     pub fn new(base: Host) -> Self {
-        SubdomainResolver { base, apex: None }
+        Self { base, apex: None }
     }
 
     /// The tenant served on the base domain itself.
+    #[must_use]
     pub fn apex(mut self, tenant: Tenant) -> Self {
         self.apex = Some(tenant);
         self

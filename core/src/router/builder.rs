@@ -22,6 +22,7 @@ pub struct SchemaRouterBuilder {
 
 impl SchemaRouter {
     /// A router over `pool` with the default policy: search path `"<schema>", public`.
+    #[must_use]
     pub fn new(pool: Pool) -> Self {
         Self::builder(pool).build()
     }
@@ -82,6 +83,7 @@ impl SchemaRouterBuilder {
     }
 
     /// Finishes the router.
+    #[must_use]
     pub fn build(self) -> SchemaRouter {
         SchemaRouter {
             databases: self.databases.map(|pool| {

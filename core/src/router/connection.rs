@@ -152,7 +152,7 @@ impl ConnectionScope {
         verified_at: Option<u64>,
         pool: Arc<RouterPool>,
     ) -> Self {
-        ConnectionScope {
+        Self {
             conn: Some(conn),
             schema,
             path,

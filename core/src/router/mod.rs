@@ -94,21 +94,25 @@ impl SchemaRouter {
 
     /// The underlying pool. Connections taken from it directly are not bound to any schema;
     /// do not change their `search_path` outside a transaction (`set_config(…, true)` is fine).
+    #[must_use]
     pub fn pool(&self) -> &Pool {
         self.databases.default().pool()
     }
 
     /// How the search path reaches the server.
+    #[must_use]
     pub fn mode(&self) -> SearchPathMode {
         self.databases.default().mode()
     }
 
     /// Whether the router remembers each connection's search path (see the type's docs).
+    #[must_use]
     pub fn tracks_search_path(&self) -> bool {
         self.databases.default().tracks_search_path()
     }
 
     /// What the router has done so far on the default database.
+    #[must_use]
     pub fn stats(&self) -> RouterStats {
         self.databases.default().stats()
     }

@@ -75,7 +75,7 @@ impl RouterPool {
         affinity: bool,
     ) -> Self {
         let track = track && mode == SearchPathMode::Session;
-        RouterPool {
+        Self {
             pool,
             mode,
             extra_schemas,

@@ -131,11 +131,13 @@ impl Tenancy {
 
     /// Whether the registry listener (see [`TenancyBuilder::listen_for_changes`]) is
     /// connected and listening.
+    #[must_use]
     pub fn is_listening(&self) -> bool {
         self.inner.listening.load(Ordering::Acquire)
     }
 
     /// The router handing out schema-bound connections.
+    #[must_use]
     pub fn router(&self) -> &SchemaRouter {
         &self.inner.router
     }
@@ -147,11 +149,13 @@ impl Tenancy {
 
     /// The registry, to read tenants ([`Registry::get`], [`Registry::list`],
     /// [`Registry::doctor`]). Changes go through the methods of `Tenancy`.
+    #[must_use]
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }
 
     /// The cached resolver, e.g. to invalidate hosts changed by another process.
+    #[must_use]
     pub fn resolver(&self) -> &CachedResolver<Box<dyn TenantResolver>> {
         &self.inner.caches.hosts
     }

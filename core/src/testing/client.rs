@@ -28,11 +28,13 @@ pub struct TestResponse {
 
 impl TestResponse {
     /// The body as text (lossy UTF-8).
+    #[must_use]
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
     /// The first value of header `name` (lowercase).
+    #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -44,13 +46,14 @@ impl TestResponse {
 impl TenantClient {
     /// A client for the server at `addr`, sending `Host: <host>`.
     pub fn new(addr: std::net::SocketAddr, host: impl Into<String>) -> Self {
-        TenantClient {
+        Self {
             addr,
             host: host.into(),
         }
     }
 
     /// A client for `tenant`'s host.
+    #[must_use]
     pub fn for_tenant(addr: std::net::SocketAddr, tenant: &TempTenant) -> Self {
         Self::new(addr, tenant.host().as_str())
     }

@@ -35,10 +35,10 @@ impl TestCluster {
     /// One cluster for the whole test process, started on first use.
     ///
     /// It is never dropped; a watchdog process stops and removes it once this process exits.
-    pub fn shared() -> HarnessResult<&'static TestCluster> {
+    pub fn shared() -> HarnessResult<&'static Self> {
         static SHARED: OnceLock<std::result::Result<TestCluster, String>> = OnceLock::new();
         SHARED
-            .get_or_init(|| TestCluster::start().map_err(|e| e.to_string()))
+            .get_or_init(|| Self::start().map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|e| HarnessError::Command {
                 command: "starting the shared test cluster".into(),
@@ -48,16 +48,16 @@ impl TestCluster {
 
     /// Starts a new throwaway cluster (or connects to the external server). This blocks for
     /// the second or two `initdb` and `pg_ctl start` take.
-    pub fn start() -> HarnessResult<TestCluster> {
+    pub fn start() -> HarnessResult<Self> {
         Self::start_with_settings(&[])
     }
 
     /// Like [`start`](Self::start), with extra server settings such as `log_statement=all`
     /// (ignored for an external server).
-    pub fn start_with_settings(settings: &[&str]) -> HarnessResult<TestCluster> {
+    pub fn start_with_settings(settings: &[&str]) -> HarnessResult<Self> {
         if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
             let admin = Config::from_str(&url).map_err(|e| HarnessError::BadUrl(e.to_string()))?;
-            return Ok(TestCluster { admin, local: None });
+            return Ok(Self { admin, local: None });
         }
         let bin = find_bin_dir().ok_or(HarnessError::NoPostgres)?;
         let as_postgres = is_root();
@@ -104,13 +104,14 @@ impl TestCluster {
             .port(local.port)
             .user("postgres")
             .dbname("postgres");
-        Ok(TestCluster {
+        Ok(Self {
             admin,
             local: Some(local),
         })
     }
 
     /// Connection settings for database `dbname` on this server.
+    #[must_use]
     pub fn config(&self, dbname: &str) -> Config {
         let mut config = self.admin.clone();
         config.dbname(dbname);
@@ -119,6 +120,7 @@ impl TestCluster {
 
     /// A `postgres://` URL for `dbname` over TCP on 127.0.0.1 (for tools like `psql`).
     /// `None` for an external server (use its own URL).
+    #[must_use]
     pub fn url(&self, dbname: &str) -> Option<String> {
         self.local
             .as_ref()
@@ -126,11 +128,13 @@ impl TestCluster {
     }
 
     /// The TCP port of a throwaway cluster.
+    #[must_use]
     pub fn port(&self) -> Option<u16> {
         self.local.as_ref().map(|l| l.port)
     }
 
     /// The server log of a throwaway cluster.
+    #[must_use]
     pub fn log_file(&self) -> Option<PathBuf> {
         self.local.as_ref().map(|l| l.root.join("server.log"))
     }

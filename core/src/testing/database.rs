@@ -15,20 +15,23 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub(super) fn new(name: String, config: Config, pool: Pool) -> Self {
-        TestDatabase { name, config, pool }
+        Self { name, config, pool }
     }
 
     /// Its name.
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Its connection settings.
+    #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// A pool of 16 connections to it.
+    #[must_use]
     pub fn pool(&self) -> &Pool {
         &self.pool
     }

@@ -51,6 +51,7 @@ pub async fn tenancy(db: &TestDatabase, migrations: TenantMigrations) -> Tenancy
 }
 
 /// The migrations [`NOTES`], then [`MARKER`].
+#[must_use]
 pub fn marker_and_notes() -> TenantMigrations {
     TenantMigrations::new()
         .with("notes", NOTES)
@@ -58,11 +59,13 @@ pub fn marker_and_notes() -> TenantMigrations {
 }
 
 /// A schema name that must be valid.
+#[must_use]
 pub fn schema(name: &str) -> SchemaName {
     SchemaName::new(name).expect("valid schema name")
 }
 
 /// A host that must be valid.
+#[must_use]
 pub fn host(name: &str) -> Host {
     Host::parse(name).expect("valid host")
 }

@@ -21,7 +21,7 @@ pub struct TestPgBouncer {
 impl TestPgBouncer {
     /// Starts `pgbouncer` (from `$PATH` or `/usr/sbin`) on a free port of 127.0.0.1, with
     /// `pool_size` server connections per database.
-    pub fn start(cluster: &TestCluster, pool_size: usize) -> HarnessResult<TestPgBouncer> {
+    pub fn start(cluster: &TestCluster, pool_size: usize) -> HarnessResult<Self> {
         let bin = [
             "/usr/sbin/pgbouncer",
             "/usr/bin/pgbouncer",
@@ -69,7 +69,7 @@ impl TestPgBouncer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(io("starting pgbouncer"))?;
-        let bouncer = TestPgBouncer {
+        let bouncer = Self {
             root,
             port,
             process,
@@ -90,6 +90,7 @@ impl TestPgBouncer {
     }
 
     /// Connection settings for `dbname` through the bouncer.
+    #[must_use]
     pub fn config(&self, dbname: &str) -> Config {
         let mut config = Config::new();
         config
@@ -101,6 +102,7 @@ impl TestPgBouncer {
     }
 
     /// The bouncer's port on 127.0.0.1.
+    #[must_use]
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -18,14 +18,14 @@ pub struct TempTenant {
 
 impl TempTenant {
     /// Creates the tenant (with the tenancy's migrations).
-    pub async fn create(tenancy: &Tenancy) -> HarnessResult<TempTenant> {
+    pub async fn create(tenancy: &Tenancy) -> HarnessResult<Self> {
         let schema = SchemaName::new(&unique("t_")).map_err(crate::Error::from)?;
         let host = Host::parse(&format!("{}.test", schema.as_str().replace('_', "-")))
             .map_err(crate::Error::from)?;
         let record = tenancy
             .create_tenant(NewTenant::new(schema).domain(host.clone()))
             .await?;
-        Ok(TempTenant {
+        Ok(Self {
             tenancy: tenancy.clone(),
             record,
             host,
@@ -33,16 +33,19 @@ impl TempTenant {
     }
 
     /// The tenant, to enter its scope.
+    #[must_use]
     pub fn tenant(&self) -> Tenant {
         self.record.tenant()
     }
 
     /// Its schema.
+    #[must_use]
     pub fn schema(&self) -> &SchemaName {
         &self.record.schema
     }
 
     /// Its domain, to send requests to.
+    #[must_use]
     pub fn host(&self) -> &Host {
         &self.host
     }

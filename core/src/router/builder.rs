@@ -46,7 +46,8 @@ impl SchemaRouter {
 
 impl SchemaRouterBuilder {
     /// Another database (shard): tenants whose [`Tenant::shard`](crate::Tenant::shard) names
-    /// it get their connections from `pool`.
+    /// it get their connections from `pool`. The name [`DEFAULT_SHARD`](crate::DEFAULT_SHARD)
+    /// is the router's own pool: a shard given that name is ignored.
     pub fn shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
         self.databases.add(name.into(), pool);
         self

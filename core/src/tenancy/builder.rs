@@ -98,7 +98,9 @@ impl TenancyBuilder {
     /// Another PostgreSQL database (shard) for tenants. The registry stays on the main pool's
     /// database; new tenants go to the database with the fewest tenants (or the one
     /// [`NewTenant::shard`](crate::NewTenant::shard) names), and every tenant's connections
-    /// come from its own database's pool. Migrations, `for_each_tenant` and `doctor` cover every database.
+    /// come from its own database's pool. Migrations, `for_each_tenant` and `doctor` cover
+    /// every database. The name [`DEFAULT_SHARD`](crate::DEFAULT_SHARD) is the main pool's
+    /// database: a shard given that name is ignored.
     pub fn shard(mut self, name: impl Into<ShardName>, pool: Pool) -> Self {
         self.databases.add(name.into(), pool);
         self

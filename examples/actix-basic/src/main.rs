@@ -3,7 +3,6 @@
 
 use actix_web::{web, App, HttpServer};
 use demo_support::{demo_addr, demo_instructions, DemoDatabase};
-use tenant_schemas::TenantMigrations;
 use tenant_schemas_actix::{CurrentTenant, TenantDb, TenantError, TenantMiddleware};
 
 async fn home(tenant: CurrentTenant, db: TenantDb) -> Result<String, TenantError> {
@@ -25,11 +24,7 @@ async fn add(db: TenantDb, body: String) -> Result<&'static str, TenantError> {
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = DemoDatabase::from_env().await?;
-    let migrations = TenantMigrations::new().with(
-        "notes",
-        "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)",
-    );
-    let tenancy = db.tenancy(migrations, &["acme", "globex"]).await?;
+    let tenancy = db.notes_tenancy().await?;
     let addr = demo_addr();
     println!("{}", demo_instructions(addr));
     HttpServer::new(move || {

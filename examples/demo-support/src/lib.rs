@@ -83,6 +83,21 @@ impl DemoDatabase {
     }
 }
 
+/// The minimal examples' one tenant migration: a table of notes.
+pub const NOTES: &str = "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)";
+
+impl DemoDatabase {
+    /// The minimal examples' [`Tenancy`]: [`NOTES`] as the tenant migration, the public
+    /// tenant and the tenants `acme` and `globex`.
+    pub async fn notes_tenancy(&self) -> Result<Tenancy, HarnessError> {
+        self.tenancy(
+            TenantMigrations::new().with("notes", NOTES),
+            &["acme", "globex"],
+        )
+        .await
+    }
+}
+
 /// The host a demo serves the tenant `slug` on: `<slug>.localhost`, with `_` written `-`
 /// (browsers resolve `*.localhost` to 127.0.0.1).
 pub fn tenant_host(slug: &str) -> tenant_schemas::Result<Host> {

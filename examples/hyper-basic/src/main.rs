@@ -7,7 +7,6 @@ use demo_support::{demo_addr, demo_instructions, DemoDatabase};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use tenant_schemas::TenantMigrations;
 use tenant_schemas_hyper::{error_response, serve_with_shutdown, tenant, tenant_db, TenantLayer};
 use tower::{service_fn, Layer};
 
@@ -52,11 +51,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = DemoDatabase::from_env().await?;
-    let migrations = TenantMigrations::new().with(
-        "notes",
-        "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)",
-    );
-    let tenancy = db.tenancy(migrations, &["acme", "globex"]).await?;
+    let tenancy = db.notes_tenancy().await?;
     let service = TenantLayer::new(tenancy).layer(service_fn(handle));
     let addr = demo_addr();
     let listener = tokio::net::TcpListener::bind(addr).await?;

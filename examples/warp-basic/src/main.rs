@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use demo_support::{demo_addr, demo_instructions, DemoDatabase};
-use tenant_schemas::{Tenant, TenantMigrations};
+use tenant_schemas::Tenant;
 use tenant_schemas_warp::{recover, serve, tenant, tenant_db, TenantDb, TenantError, TenantLayer};
 use warp::Filter;
 
@@ -31,11 +31,7 @@ async fn add(db: TenantDb, body: Bytes) -> Result<&'static str, warp::Rejection>
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = DemoDatabase::from_env().await?;
-    let migrations = TenantMigrations::new().with(
-        "notes",
-        "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)",
-    );
-    let tenancy = db.tenancy(migrations, &["acme", "globex"]).await?;
+    let tenancy = db.notes_tenancy().await?;
     let routes = warp::path::end()
         .and(warp::get())
         .and(tenant())

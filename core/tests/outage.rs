@@ -40,7 +40,7 @@ async fn stopped_database_answers_unavailable_then_recovers() {
             let admin = tenancy.router().pool().get().await.unwrap();
             admin
                 .execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(5)%'",
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%SELECT pg_sleep(5)%' AND pid <> pg_backend_pid()",
                     &[],
                 )
                 .await

@@ -77,6 +77,10 @@ pub struct ConnectionScope {
 
 const NOT_ON_PATH: u64 = u64::MAX;
 
+/// How many statements a connection keeps prepared (over all schemas) before its cache is
+/// emptied: the server holds a plan for each.
+const MAX_CACHED_STATEMENTS: usize = 2048;
+
 /// SQL text or a prepared [`Statement`], as accepted by the query methods of
 /// [`ConnectionScope`].
 pub trait ToScopedStatement: sealed::Sealed {
@@ -236,6 +240,31 @@ impl ConnectionScope {
         self.switch_checking(false).await
     }
 
+    /// Whether the next statement may be written right behind a switch, in the same flush,
+    /// without waiting for the switch's answer: the connection is not on the path and the
+    /// switch needs no existence check (the schema was seen a moment ago). A plain `SET
+    /// search_path` cannot fail while the statement written after it succeeds: it fails only
+    /// when the connection is lost or a transaction is aborted, and then so does the
+    /// statement. A switch that must check the schema is waited for before anything runs
+    /// (the check fails when the schema is missing; the statement would not).
+    fn pipelinable(&self) -> bool {
+        !self.on_path() && self.gate.recently_verified(self.gate.epoch())
+    }
+
+    /// A switch without the existence check, for a schema seen a moment ago.
+    async fn switch_unchecked(&self) -> Result<()> {
+        self.forget_path();
+        let epoch = self.gate.epoch();
+        self.pool.count_switch();
+        let sql = format!("SET search_path TO {}", self.path);
+        self.conn()
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| self.switch_error(e))?;
+        self.verified.store(epoch, Ordering::Release);
+        Ok(())
+    }
+
     /// [`switch`](Self::switch), checking the schema's existence when `force`d or when it
     /// was not seen to exist a moment ago (and announced as changed since): the check costs
     /// a planned statement.
@@ -328,10 +357,28 @@ impl ConnectionScope {
     }
 
     async fn prepare_on_path(&self, sql: &str) -> Result<Statement> {
+        let cache = &self.conn().statement_cache;
+        if cache.size() >= MAX_CACHED_STATEMENTS {
+            // Bounded: the server keeps a plan per statement and connection.
+            cache.clear();
+        }
         self.conn()
-            .prepare_cached(sql)
+            .prepare_cached(&self.keyed(sql))
             .await
             .map_err(|e| Error::db("preparing a statement", &self.schema, e))
+    }
+
+    /// `sql` as cached on the connection: one prepared statement per schema and SQL text,
+    /// marked with the schema in a leading comment. A statement is then planned under its
+    /// schema's search path and only run under it, so switching never makes PostgreSQL
+    /// re-plan it, and parameter types are learned per schema.
+    fn keyed(&self, sql: &str) -> String {
+        let mut keyed = String::with_capacity(sql.len() + self.schema.as_str().len() + 8);
+        keyed.push_str("/* ");
+        keyed.push_str(self.schema.as_str());
+        keyed.push_str(" */ ");
+        keyed.push_str(sql);
+        keyed
     }
 
     /// Runs `op` on the statement, under the schema's gate and on its path; if PostgreSQL
@@ -353,21 +400,42 @@ impl ConnectionScope {
             return self.in_own_transaction(source, action, op).await;
         }
         let _entered = self.gate.enter(&self.schema).await?;
-        let (stmt, effects) = match source {
-            Source::Text(sql) => (self.prepare_on_schema(sql).await?, sql::effects(sql)),
-            Source::Prepared(stmt) => {
-                self.ensure_path().await?;
-                let bits = self.prepared_effects.load(Ordering::Acquire);
-                (stmt.clone(), bits_effects(bits))
-            }
+        let effects = match source {
+            Source::Text(sql) => sql::effects(sql),
+            Source::Prepared(_) => bits_effects(self.prepared_effects.load(Ordering::Acquire)),
         };
-        self.before_running(effects);
-        let result = op(Target::Prepared(stmt)).await;
-        self.after_running(effects);
+        let result = if self.pipelinable() {
+            // The switch, then the statement (its Parse when not cached yet, else its
+            // execution) written behind it in the same flush; see `pipelinable`.
+            self.before_running(effects);
+            let run = async {
+                let stmt = match source {
+                    Source::Text(sql) => self.prepare_on_path(sql).await?,
+                    Source::Prepared(stmt) => stmt.clone(),
+                };
+                Ok::<_, Error>(op(Target::Prepared(stmt)).await)
+            };
+            let (switched, ran) = join(self.switch_unchecked(), run).await;
+            self.after_running(effects);
+            switched?;
+            ran?
+        } else {
+            let stmt = match source {
+                Source::Text(sql) => self.prepare_on_schema(sql).await?,
+                Source::Prepared(stmt) => {
+                    self.ensure_path().await?;
+                    stmt.clone()
+                }
+            };
+            self.before_running(effects);
+            let result = op(Target::Prepared(stmt)).await;
+            self.after_running(effects);
+            result
+        };
         match (result, source) {
             (Err(e), Source::Text(sql)) if is_replannable(&e) => {
                 tracing::debug!(schema = %self.schema, error = %e, "cached statement does not fit this schema; re-preparing");
-                self.conn().statement_cache.remove(sql, &[]);
+                self.conn().statement_cache.remove(&self.keyed(sql), &[]);
                 let stmt = self.prepare_on_schema(sql).await?;
                 self.before_running(effects);
                 let result = op(Target::Prepared(stmt)).await;

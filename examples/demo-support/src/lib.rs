@@ -35,7 +35,7 @@ impl DemoDatabase {
     /// Reads `DATABASE_URL`, or starts a throwaway PostgreSQL with a fresh database.
     pub async fn from_env() -> Result<Self, HarnessError> {
         match std::env::var("DATABASE_URL") {
-            Ok(url) => Ok(DemoDatabase {
+            Ok(url) => Ok(Self {
                 config: Config::from_str(&url).map_err(|e| HarnessError::BadUrl(e.to_string()))?,
                 cluster: None,
             }),
@@ -43,7 +43,7 @@ impl DemoDatabase {
                 println!("No DATABASE_URL: starting a throwaway PostgreSQL (removed on exit) ...");
                 let cluster = TestCluster::start()?;
                 let db = cluster.create_database().await?;
-                Ok(DemoDatabase {
+                Ok(Self {
                     config: db.config().clone(),
                     cluster: Some(cluster),
                 })
@@ -52,11 +52,13 @@ impl DemoDatabase {
     }
 
     /// The connection settings.
+    #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// Whether this is a throwaway cluster.
+    #[must_use]
     pub fn is_throwaway(&self) -> bool {
         self.cluster.is_some()
     }
@@ -130,6 +132,7 @@ pub async fn seed(tenancy: &Tenancy, tenants: &[(&str, &str)]) -> tenant_schemas
 }
 
 /// Where a demo listens: 127.0.0.1 and `$PORT`, or port 3000.
+#[must_use]
 pub fn demo_addr() -> SocketAddr {
     let port = std::env::var("PORT")
         .ok()
@@ -139,6 +142,7 @@ pub fn demo_addr() -> SocketAddr {
 }
 
 /// The lines a demo prints to show how to reach its tenants with curl.
+#[must_use]
 pub fn demo_instructions(addr: SocketAddr) -> String {
     format!(
         "Serving on http://{addr} — try:\n\

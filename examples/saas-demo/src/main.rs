@@ -106,7 +106,7 @@ struct AppError(StatusCode, String);
 
 impl AppError {
     fn bad_request(message: String) -> Self {
-        AppError(StatusCode::BAD_REQUEST, message)
+        Self(StatusCode::BAD_REQUEST, message)
     }
 }
 
@@ -121,7 +121,7 @@ impl From<tenant_schemas::Error> for AppError {
             }
             _ => err.to_string(),
         };
-        AppError(status, message)
+        Self(status, message)
     }
 }
 

@@ -22,6 +22,10 @@ pub(crate) struct Effects {
     /// A statement may drop server-side prepared statements (`DISCARD`, `DEALLOCATE`): a
     /// client-side statement cache no longer matches the server.
     pub(crate) drops_prepared: bool,
+    /// A statement may create objects that live as long as the session (`CREATE TEMP …`,
+    /// `SELECT … INTO TEMP`, anything in `pg_temp`): PostgreSQL searches them before the
+    /// search path, so they must not outlive the tenant's use of the connection.
+    pub(crate) session_objects: bool,
 }
 
 impl Effects {
@@ -68,6 +72,7 @@ pub(crate) fn effects(sql: &str) -> Effects {
     // statement. Counts the `END`s still expected (one per `BEGIN ATOMIC` and `CASE`).
     let mut atomic_depth = 0usize;
     let mut previous_word: &str = "";
+    let mut previous_end = 0usize;
     let finish = |words: &mut [Option<(usize, usize)>; 2], effects: &mut Effects| {
         if let Some((s, e)) = words[0] {
             let second = words[1].map_or("", |(s, e)| &sql[s..e]);
@@ -82,11 +87,10 @@ pub(crate) fn effects(sql: &str) -> Effects {
                 i = memchr(b'\n', bytes, i).map_or(bytes.len(), |n| n + 1);
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
-            b'\'' => {
-                // E'…' strings take backslash escapes; the `E` was read as a word already.
-                let backslash = i > 0 && matches!(bytes[i - 1], b'e' | b'E');
-                i = skip_quoted(bytes, i, b'\'', backslash);
-            }
+            // A plain string: with standard_conforming_strings (the default since
+            // PostgreSQL 9.1) a backslash is an ordinary character; `E'…'` is handled with
+            // the words below.
+            b'\'' => i = skip_quoted(bytes, i, b'\'', false),
             b'"' => {
                 let end = skip_quoted(bytes, i, b'"', false);
                 // A quoted identifier can name a function too: `"set_config"(…)`.
@@ -113,14 +117,35 @@ pub(crate) fn effects(sql: &str) -> Effects {
                 finish(&mut words, &mut effects);
                 i += 1;
             }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
+            c if is_identifier_start(c) => {
                 let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                // PostgreSQL identifiers go on with letters, digits, `_`, `$` and any
+                // non-ASCII character: `x$a$` is one name, not a dollar quote.
+                while i < bytes.len() && is_identifier_part(bytes[i]) {
                     i += 1;
                 }
                 let word = &sql[start..i];
+                let next = bytes.get(i).copied();
+                if word.eq_ignore_ascii_case("e") && next == Some(b'\'') {
+                    // E'…': backslash escapes.
+                    i = skip_quoted(bytes, i, b'\'', true);
+                    continue;
+                }
+                if word.eq_ignore_ascii_case("u") && next == Some(b'&') {
+                    // U&'…' and U&"…" spell characters as escapes (`\005f` for `_`): a
+                    // function name cannot be read from them, so assume the worst.
+                    effects.session = true;
+                }
                 if word.eq_ignore_ascii_case("set_config") {
                     effects.session = true;
+                }
+                let temporary = (word.eq_ignore_ascii_case("temp")
+                    || word.eq_ignore_ascii_case("temporary"))
+                    && ["create", "local", "global", "into"]
+                        .iter()
+                        .any(|w| previous_word.eq_ignore_ascii_case(w));
+                if temporary || word.eq_ignore_ascii_case("pg_temp") {
+                    effects.session_objects = true;
                 }
                 if words[0].is_none() {
                     words[0] = Some((start, i));
@@ -128,9 +153,16 @@ pub(crate) fn effects(sql: &str) -> Effects {
                     if words[1].is_none() {
                         words[1] = Some((start, i));
                     }
-                    // Not the statement's first word: a `BEGIN ATOMIC` body, not a `BEGIN`.
-                    let opens_atomic = word.eq_ignore_ascii_case("atomic")
-                        && previous_word.eq_ignore_ascii_case("begin");
+                    // `BEGIN ATOMIC` (two words, only white space between) opens the body of
+                    // a `CREATE FUNCTION`/`PROCEDURE`; not a `BEGIN`, nor `begin.atomic`.
+                    let in_create =
+                        words[0].is_some_and(|(s, e)| sql[s..e].eq_ignore_ascii_case("create"));
+                    let opens_atomic = in_create
+                        && word.eq_ignore_ascii_case("atomic")
+                        && previous_word.eq_ignore_ascii_case("begin")
+                        && bytes[previous_end..start]
+                            .iter()
+                            .all(u8::is_ascii_whitespace);
                     let opens_case = atomic_depth > 0 && word.eq_ignore_ascii_case("case");
                     if opens_atomic || opens_case {
                         atomic_depth += 1;
@@ -139,13 +171,7 @@ pub(crate) fn effects(sql: &str) -> Effects {
                     }
                 }
                 previous_word = word;
-            }
-            _ if c >= 0x80 => {
-                // Part of a non-ASCII identifier: skip the whole character.
-                i += 1;
-                while i < bytes.len() && (bytes[i] & 0xC0) == 0x80 {
-                    i += 1;
-                }
+                previous_end = i;
             }
             _ => i += 1,
         }
@@ -215,14 +241,25 @@ fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8, backslash: bool) -> usize 
     bytes.len()
 }
 
+/// Whether an identifier (or key word) can start with this byte; non-ASCII bytes are
+/// letters to PostgreSQL.
+fn is_identifier_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+/// Whether an identifier can go on with this byte.
+fn is_identifier_part(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
 /// The end of a dollar-quote opening tag (`$$` or `$name$`) at `i`, if there is one there.
-/// `$1` (a parameter) is not a tag.
+/// `$1` (a parameter) is not a tag; a tag's name is like an identifier without `$`.
 fn dollar_tag(bytes: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     if bytes.get(j).is_some_and(u8::is_ascii_digit) {
         return None;
     }
-    while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_') {
+    while j < bytes.len() && is_identifier_part(bytes[j]) && bytes[j] != b'$' {
         j += 1;
     }
     (bytes.get(j) == Some(&b'$')).then_some(j + 1)
@@ -253,6 +290,9 @@ mod tests {
             "SELECT $1::text; SELECT 2",
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END; SELECT f()",
             "CREATE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END",
+            "SELECT 'a\\' AS backslash_is_plain",
+            "SELECT 1 AS x$y",
+            "SELECT temp FROM weather",
             "",
         ] {
             assert_eq!(effects(sql), Effects::default(), "{sql}");
@@ -277,6 +317,13 @@ mod tests {
             "PREPARE p AS SELECT 1",
             "SELECT 1; /* c */ (SELECT 2); reset role",
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; SET x = 1",
+            // Found by an adversarial review: each hid the SET from an earlier version.
+            "SELECT 1 AS x$a$; SET search_path TO public; SELECT 1 AS y$a$",
+            "SELECT name'\\' AS n; SET search_path TO public; SELECT 'x'",
+            "SELECT pg_catalog.U&\"set\\005fconfig\"('search_path','public',false)",
+            "SELECT begin.atomic FROM (SELECT 1 AS atomic) AS begin; SET search_path TO public",
+            "SELECT $é$'$é$ AS q; SET search_path TO public; SELECT '1'",
+            "SELECT E'it\\'s' AS s; SET x = 1",
             "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $body$ BEGIN PERFORM set_config('search_path','x',false); END $body$",
         ] {
             assert!(session(sql), "{sql}");
@@ -302,6 +349,7 @@ mod tests {
             assert!(e.transaction_control && e.session, "{sql}");
         }
         assert!(!effects("PREPARE p AS SELECT 1").transaction_control);
+        assert!(effects("SELECT 1 AS x$a$; COMMIT; SELECT 1 AS y$a$").transaction_control);
         assert!(!effects("SELECT 'BEGIN'").transaction_control);
     }
 
@@ -316,6 +364,21 @@ mod tests {
             assert!(effects(sql).drops_prepared, "{sql}");
         }
         assert!(!effects("SELECT 'DISCARD ALL'").drops_prepared);
+    }
+
+    #[test]
+    fn session_objects_are_seen() {
+        for sql in [
+            "CREATE TEMP TABLE t AS SELECT 1",
+            "create temporary view v AS SELECT 1",
+            "CREATE LOCAL TEMP SEQUENCE s",
+            "SELECT 1 INTO TEMP t",
+            "CREATE TABLE pg_temp.t (x int)",
+        ] {
+            assert!(effects(sql).session_objects, "{sql}");
+        }
+        assert!(!effects("SELECT temp FROM weather").session_objects);
+        assert!(!effects("CREATE TABLE temps (temp int)").session_objects);
     }
 
     #[test]

@@ -73,11 +73,14 @@ impl SchemaRouterBuilder {
         self
     }
 
-    /// Forces the per-connection search-path memory on or off (session mode only).
+    /// Turns the per-connection search-path memory off (`false`), or leaves it to the pool
+    /// (`true`, the default; session mode only).
     ///
-    /// By default it is on when the pool's recycling method keeps session state, off
-    /// otherwise. Turn it off when something else may change `search_path` on the pool's
-    /// connections behind the router's back.
+    /// The memory is on only when the pool's recycling method keeps session state: with
+    /// `Clean` or custom recycling SQL, which may reset the search path, it stays off even
+    /// when asked for. Turn it off when something else may change `search_path` on the
+    /// pool's connections behind the router's back (server-side code that calls
+    /// `set_config`): every checkout then switches.
     pub fn track_search_path(mut self, track: bool) -> Self {
         self.track = Some(track);
         self
@@ -88,9 +91,7 @@ impl SchemaRouterBuilder {
     pub fn build(self) -> SchemaRouter {
         SchemaRouter {
             databases: self.databases.map(|pool| {
-                let track = self
-                    .track
-                    .unwrap_or_else(|| recycling_keeps_session_state(pool));
+                let track = self.track != Some(false) && recycling_keeps_session_state(pool);
                 Arc::new(RouterPool::new(
                     pool.clone(),
                     self.mode,

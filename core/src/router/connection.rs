@@ -1,8 +1,8 @@
 //! A pooled connection bound to one schema.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{ClientWrapper, Object, Transaction};
 use futures_util::future::join;
@@ -61,12 +61,13 @@ pub struct ConnectionScope {
     /// yet answered). If the scope is dropped then (a cancelled request), the connection is
     /// closed instead of going back to the pool half-way through a transaction.
     open_transaction: AtomicBool,
-    /// The raw client was handed out or user SQL controlled transactions: the session may be
-    /// in any state. The path is never trusted again and the connection is closed on drop.
+    /// The raw client was handed out, or user SQL controlled transactions or created
+    /// session-lifetime objects (temporary tables): the session may be in any state. The
+    /// path is never trusted again and the connection is closed on drop.
     untrusted: AtomicBool,
-    /// What SQL prepared through [`prepare`](Self::prepare) may do: applied on every run of
-    /// a prepared [`Statement`].
-    prepared_effects: AtomicU8,
+    /// What each statement prepared through [`prepare`](Self::prepare) may do, by
+    /// statement name: applied when it runs.
+    prepared: Mutex<Vec<(String, Effects)>>,
     /// Held from [`transaction`](Self::transaction) until the scope is dropped, so a deletion
     /// of the schema waits for the transaction.
     transaction_gate: Option<OwnedRwLockReadGuard<()>>,
@@ -135,17 +136,27 @@ fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync),
     params.iter().copied().zip(types.iter().cloned()).collect()
 }
 
-fn effect_bits(e: Effects) -> u8 {
-    u8::from(e.session) | u8::from(e.transaction_control) << 1 | u8::from(e.drops_prepared) << 2
+/// The server-side name of a prepared statement, which tokio-postgres shows only in its
+/// `Debug` output (`Statement { name: "s12", … }`). Empty when that output changes: the
+/// statement is then taken as unknown, which costs switches, never isolation.
+fn statement_name(stmt: &Statement) -> String {
+    let debug = format!("{stmt:?}");
+    debug
+        .split_once("name: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(name, _)| name.to_owned())
+        .unwrap_or_default()
 }
 
-fn bits_effects(bits: u8) -> Effects {
-    Effects {
-        session: bits & 1 != 0,
-        transaction_control: bits & 2 != 0,
-        drops_prepared: bits & 4 != 0,
-    }
-}
+/// What running a [`Statement`] the scope did not prepare itself may do: anything. It may
+/// have been prepared on a [`Transaction`], by another scope on the same connection, or
+/// outside the library, from SQL the scope never read.
+const UNKNOWN_STATEMENT: Effects = Effects {
+    session: true,
+    transaction_control: true,
+    drops_prepared: false,
+    session_objects: true,
+};
 
 impl ConnectionScope {
     pub(crate) fn new(
@@ -164,7 +175,7 @@ impl ConnectionScope {
             verified: AtomicU64::new(verified_at.unwrap_or(NOT_ON_PATH)),
             open_transaction: AtomicBool::new(false),
             untrusted: AtomicBool::new(false),
-            prepared_effects: AtomicU8::new(0),
+            prepared: Mutex::new(Vec::new()),
             transaction_gate: None,
             pool,
         }
@@ -308,7 +319,7 @@ impl ConnectionScope {
     /// any statement running concurrently on this scope), transaction control makes the
     /// connection untrusted for good.
     fn before_running(&self, effects: Effects) {
-        if effects.transaction_control {
+        if effects.transaction_control || effects.session_objects {
             self.untrusted.store(true, Ordering::Release);
         }
         if effects.session {
@@ -337,10 +348,24 @@ impl ConnectionScope {
             ));
         }
         let effects = sql::effects(sql);
-        self.prepared_effects
-            .fetch_or(effect_bits(effects), Ordering::AcqRel);
         let _entered = self.gate.enter(&self.schema).await?;
-        self.prepare_on_schema(sql).await
+        let stmt = self.prepare_on_schema(sql).await?;
+        self.prepared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((statement_name(&stmt), effects));
+        Ok(stmt)
+    }
+
+    /// What running `stmt` may do: what its SQL said if this scope prepared it, anything
+    /// otherwise.
+    fn statement_effects(&self, stmt: &Statement) -> Effects {
+        self.prepared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(name, _)| !name.is_empty() && *name == statement_name(stmt))
+            .map_or(UNKNOWN_STATEMENT, |(_, effects)| *effects)
     }
 
     /// [`prepare`](Self::prepare) for a caller that holds the gate.
@@ -402,9 +427,11 @@ impl ConnectionScope {
         let _entered = self.gate.enter(&self.schema).await?;
         let effects = match source {
             Source::Text(sql) => sql::effects(sql),
-            Source::Prepared(_) => bits_effects(self.prepared_effects.load(Ordering::Acquire)),
+            Source::Prepared(stmt) => self.statement_effects(stmt),
         };
-        let result = if self.pipelinable() {
+        // A session-changing statement is never written behind an unanswered switch: if it
+        // were cancelled, the switch's answer would mark the path as set after it ran.
+        let result = if !effects.session && self.pipelinable() {
             // The switch, then the statement (its Parse when not cached yet, else its
             // execution) written behind it in the same flush; see `pipelinable`.
             self.before_running(effects);

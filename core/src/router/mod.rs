@@ -122,7 +122,7 @@ impl SchemaRouter {
 /// knows it is on the schema's path.
 async fn checkout(pool: &Arc<RouterPool>, schema: &SchemaName) -> Result<ConnectionScope> {
     let path = pool.search_path(schema);
-    let gate = session::gate(schema);
+    let gate = session::gate(pool.pool(), schema);
     let (conn, handed_over) = pool
         .get(&path)
         .await

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Object, StatementCache};
+use deadpool_postgres::{Object, Pool, StatementCache, WeakPool};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use crate::error::{Error, Result};
@@ -47,9 +47,13 @@ fn now_ms() -> u64 {
     u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Liveness of one schema name, shared by every connection and router in the process.
-#[derive(Debug, Default)]
+/// Liveness of one schema on one database, shared by every connection and router of the
+/// process that use that pool (clones of a pool share its gates).
+#[derive(Debug)]
 pub(crate) struct Gate {
+    /// The pool whose database the schema lives on: while it upgrades, the pool's address
+    /// (the gate's key) cannot belong to another pool.
+    database: WeakPool,
     epoch: AtomicU64,
     lock: Arc<RwLock<()>>,
     /// When the schema was last seen to exist (`now_ms() + 1`; 0: never), and under which
@@ -122,32 +126,71 @@ impl Drop for ClosedGate {
     }
 }
 
-static GATES: LazyLock<Mutex<HashMap<SchemaName, Weak<Gate>>>> = LazyLock::new(Default::default);
+/// Gates by database (the address of its pool's shared state) and schema name: a schema
+/// seen on one database says nothing about another database.
+type GateKey = (usize, SchemaName);
 
-/// The gate of `schema` (the same `Arc` for every caller while anyone holds it).
-pub(crate) fn gate(schema: &SchemaName) -> Arc<Gate> {
+static GATES: LazyLock<Mutex<HashMap<GateKey, Weak<Gate>>>> = LazyLock::new(Default::default);
+
+fn database_key(pool: &Pool) -> usize {
+    std::ptr::from_ref(pool.manager()) as usize
+}
+
+/// The gate of `schema` on `pool`'s database (the same `Arc` for every caller while anyone
+/// holds it).
+pub(crate) fn gate(pool: &Pool, schema: &SchemaName) -> Arc<Gate> {
+    let key = (database_key(pool), schema.clone());
     let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(gate) = gates.get(schema).and_then(Weak::upgrade) {
-        return gate;
+    if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
+        // A dropped pool's address may have been reused by this one.
+        if gate.database.upgrade().is_some() {
+            return gate;
+        }
     }
     if gates.len() >= 1024 && gates.len().is_power_of_two() {
         gates.retain(|_, g| g.strong_count() > 0);
     }
-    let gate = Arc::new(Gate::default());
-    gates.insert(schema.clone(), Arc::downgrade(&gate));
+    let gate = Arc::new(Gate {
+        database: pool.weak(),
+        epoch: AtomicU64::new(0),
+        lock: Arc::default(),
+        verified_at: AtomicU64::new(0),
+        verified_epoch: AtomicU64::new(0),
+    });
+    gates.insert(key, Arc::downgrade(&gate));
     gate
+}
+
+/// The live gates of `schema` on every database.
+fn gates_of(schema: &SchemaName) -> Vec<(usize, Arc<Gate>)> {
+    let mut found: Vec<(usize, Arc<Gate>)> = GATES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|((_, name), _)| name == schema)
+        .filter_map(|((db, _), gate)| gate.upgrade().map(|g| (*db, g)))
+        .collect();
+    // One order for every closer, so two deletions cannot wait on each other.
+    found.sort_by_key(|(db, _)| *db);
+    found
+}
+
+/// Closes `schema`'s gates on every database in this process (a deletion cannot tell which
+/// of the process's pools reach the database it deletes from): waits for the statements
+/// running for it and holds new ones back until the guards are dropped.
+pub(crate) async fn close_everywhere(schema: &SchemaName) -> Vec<ClosedGate> {
+    let mut closed = Vec::new();
+    for (_, gate) in gates_of(schema) {
+        closed.push(gate.close().await);
+    }
+    closed
 }
 
 /// Tells every connection in this process that `schema` changed (deleted, renamed or
 /// re-created elsewhere): each verifies it again before its next statement.
 pub(crate) fn schema_changed(schema: &SchemaName) {
     // Only a gate someone holds carries knowledge worth invalidating.
-    let gate = GATES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(schema)
-        .and_then(Weak::upgrade);
-    if let Some(gate) = gate {
+    for (_, gate) in gates_of(schema) {
         gate.bump();
     }
 }

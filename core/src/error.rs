@@ -171,6 +171,17 @@ pub enum Error {
         instead: &'static str,
     },
 
+    /// The library refuses SQL that would take the statements after it out of their
+    /// tenant's transaction, e.g. a `COMMIT` sent through a
+    /// [`TenantTransaction`](crate::TenantTransaction) (→ 500: a programming error).
+    #[error("{what} is refused: {instead}")]
+    Refused {
+        /// What was refused.
+        what: &'static str,
+        /// What to do instead.
+        instead: &'static str,
+    },
+
     /// A custom resolver failed with its own error type.
     #[error("tenant resolver failed: {}", message(&**.0))]
     Resolver(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -34,7 +34,7 @@ pub use resolve::{
 };
 pub use router::{
     ConnectionScope, RouterStats, SchemaRouter, SchemaRouterBuilder, SearchPathMode,
-    ToScopedStatement,
+    TenantTransaction, ToScopedStatement,
 };
 pub use schema::{SchemaName, SchemaNameError, MAX_SCHEMA_NAME_LEN};
 pub use tenancy::{Tenancy, TenancyBuilder, TenantEvent};

@@ -130,6 +130,46 @@ async fn a_sighting_in_another_database_does_not_vouch_for_an_invented_tenant() 
     assert!(matches!(read, Err(Error::SchemaMissing { .. })), "{read:?}");
 }
 
+/// Was a break (fixed): the transaction `ConnectionScope::transaction()` handed out was
+/// deadpool's raw one; a `SET` run on it moved every later statement of the transaction.
+async fn a_set_on_the_transaction_cannot_move_its_next_statement(mode: SearchPathMode, set: &str) {
+    let (_db, tenancy, s, _pool) = setup_mode("tx_next_", 2, 1, mode).await;
+    let mut db = tenancy.router().connection_for(&s[0]).await.unwrap();
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute(&set.replace("{other}", s[1].as_str()))
+        .await
+        .unwrap();
+    let read: String = tx
+        .query_one("SELECT schema_name FROM marker", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        read,
+        s[0].as_str(),
+        "a statement on the transaction ran elsewhere"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_on_a_session_mode_transaction_cannot_move_its_next_statement() {
+    a_set_on_the_transaction_cannot_move_its_next_statement(
+        SearchPathMode::Session,
+        "SET LOCAL search_path TO {other}",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_on_a_transaction_mode_transaction_cannot_move_its_next_statement() {
+    a_set_on_the_transaction_cannot_move_its_next_statement(
+        SearchPathMode::Transaction,
+        "SELECT pg_catalog.set_config('search_path', '{other}', true)",
+    )
+    .await;
+}
+
 /// A tenancy in transaction mode through a real PgBouncer (transaction pooling, `size`
 /// server connections), tenants `<prefix>0..n`, and `public.marker` = `PUBLIC`.
 async fn bounced(
@@ -148,6 +188,31 @@ async fn bounced(
     let s = marked_tenants(&tenancy, prefix, n).await;
     plant_public_marker(db.pool()).await;
     (db, bouncer, tenancy, s)
+}
+
+/// Was a break (fixed; transaction mode, through PgBouncer): a careless `COMMIT` sent
+/// through the transaction the scope handed out ended the transaction that held
+/// `SET LOCAL search_path`; the next statement on it ran on the server connection's own
+/// path: `public`. Transaction control on a tenant transaction is now refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_through_the_transaction_cannot_fall_through_to_public() {
+    let (_db, _bouncer, tenancy, s) = bounced("tx_commit_", 1, 1).await;
+    let mut db = tenancy.router().connection_for(&s[0]).await.unwrap();
+    let tx = db.transaction().await.unwrap();
+    let refused = tx
+        .batch_execute("INSERT INTO notes (body) VALUES ('first half'); COMMIT")
+        .await;
+    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+    let read = tx
+        .query_one("SELECT schema_name FROM marker", &[])
+        .await
+        .map(|r| r.get::<_, String>(0));
+    drop(tx);
+    assert_eq!(
+        read.unwrap(),
+        s[0].as_str(),
+        "ran outside the tenant's path"
+    );
 }
 
 /// Held (regression): through PgBouncer, a tenant's session-level `SET search_path`
@@ -222,4 +287,20 @@ async fn a_cancelled_transaction_through_pgbouncer_leaves_nothing_behind() {
             assert_eq!(read, t.as_str(), "k={k}: next checkout");
         }
     }
+}
+
+/// A statement the tenant transaction did not prepare (nothing is known of its SQL) is
+/// refused on it; one it prepared runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_transaction_runs_only_statements_it_prepared() {
+    let (_db, tenancy, s, _pool) = setup_mode("tx_own_", 1, 1, SearchPathMode::Session).await;
+    let mut db = tenancy.router().connection_for(&s[0]).await.unwrap();
+    let foreign = db.prepare("SELECT schema_name FROM marker").await.unwrap();
+    let tx = db.transaction().await.unwrap();
+    let refused = tx.query_one(&foreign, &[]).await;
+    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+    let own = tx.prepare("SELECT schema_name FROM marker").await.unwrap();
+    let name: String = tx.query_one(&own, &[]).await.unwrap().get(0);
+    assert_eq!(name, s[0].as_str());
+    tx.commit().await.unwrap();
 }

@@ -141,7 +141,7 @@ async fn direct(
             };
             return match timed.await {
                 Err(e)
-                    if e.code()
+                    if e.as_db_error().map(|d| d.code())
                         == Some(
                             &tenant_schemas::tokio_postgres::error::SqlState::QUERY_CANCELED,
                         ) =>
@@ -149,7 +149,9 @@ async fn direct(
                     Err("statement timeout".to_owned())
                 }
                 Err(e)
-                    if e.is_closed() || e.code().is_some_and(|c| c.code().starts_with("57P")) =>
+                    if e.kind() == tenant_schemas::ErrorKind::Unavailable
+                        || e.as_db_error()
+                            .is_some_and(|d| d.code().code().starts_with("57P")) =>
                 {
                     Err("Unavailable".to_owned())
                 }

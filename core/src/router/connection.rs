@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use deadpool_postgres::{ClientWrapper, Object, Transaction};
+use deadpool_postgres::{ClientWrapper, Object};
 use futures_util::future::join;
 use tokio::sync::OwnedRwLockReadGuard;
 use tokio_postgres::error::SqlState;
@@ -13,6 +13,7 @@ use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
 use super::pool::{RouterPool, SearchPathMode};
 use super::session::Gate;
+use super::tenant_transaction::TenantTransaction;
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
 use crate::sql::{self, Effects};
@@ -139,7 +140,7 @@ fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync),
 /// The server-side name of a prepared statement, which tokio-postgres shows only in its
 /// `Debug` output (`Statement { name: "s12", … }`). Empty when that output changes: the
 /// statement is then taken as unknown, which costs switches, never isolation.
-fn statement_name(stmt: &Statement) -> String {
+pub(super) fn statement_name(stmt: &Statement) -> String {
     let debug = format!("{stmt:?}");
     debug
         .split_once("name: \"")
@@ -149,7 +150,7 @@ fn statement_name(stmt: &Statement) -> String {
 }
 
 /// What running a [`Statement`] the scope did not prepare itself may do: anything. It may
-/// have been prepared on a [`Transaction`], by another scope on the same connection, or
+/// have been prepared on a [`TenantTransaction`], by another scope on the same connection, or
 /// outside the library, from SQL the scope never read.
 const UNKNOWN_STATEMENT: Effects = Effects {
     session: true,
@@ -628,7 +629,7 @@ impl ConnectionScope {
     }
 
     /// Begins a transaction on the schema. It rolls back when dropped without
-    /// [`commit`](Transaction::commit).
+    /// [`commit`](TenantTransaction::commit).
     ///
     /// In transaction mode its first statement is the transaction-local switch. A deletion
     /// of the schema in this process waits until this scope is dropped.
@@ -637,7 +638,7 @@ impl ConnectionScope {
     /// switches again before its next statement. In transaction mode, behind PgBouncer,
     /// drop the rows of a statement run on the transaction before committing: a statement
     /// prepared on it is closed when its last row is dropped.
-    pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
+    pub async fn transaction(&mut self) -> Result<TenantTransaction<'_>> {
         let entered = self.gate.enter(&self.schema).await?;
         let local = self.transaction_mode();
         if !local {
@@ -646,8 +647,9 @@ impl ConnectionScope {
         // Whatever runs through the transaction is out of sight.
         self.forget_path();
         self.transaction_gate = Some(entered);
-        let (schema, begin) = (
+        let (schema, path, begin) = (
             self.schema.clone(),
+            self.path.clone(),
             format!(
                 "SET LOCAL search_path TO {}; {}",
                 self.path,
@@ -677,7 +679,7 @@ impl ConnectionScope {
                 }
             })?;
         }
-        Ok(tx)
+        Ok(TenantTransaction::new(tx, schema, path))
     }
 
     /// The underlying client, with the search path switched, for the rest of the

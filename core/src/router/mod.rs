@@ -16,6 +16,7 @@ mod builder;
 mod connection;
 mod pool;
 pub(crate) mod session;
+mod tenant_transaction;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use crate::tenant::Tenant;
 pub use builder::SchemaRouterBuilder;
 pub use connection::{ConnectionScope, ToScopedStatement};
 pub use pool::{RouterStats, SearchPathMode};
+pub use tenant_transaction::TenantTransaction;
 
 use pool::RouterPool;
 

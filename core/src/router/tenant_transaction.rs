@@ -1,0 +1,226 @@
+//! A transaction bound to one schema, as [`ConnectionScope::transaction`] hands it out.
+//!
+//! [`ConnectionScope::transaction`]: super::ConnectionScope::transaction
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, SimpleQueryMessage, Statement};
+
+use super::connection::{statement_name, Source, ToScopedStatement};
+use crate::error::{Error, Result};
+use crate::schema::SchemaName;
+use crate::sql::{self, Effects};
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// A transaction on a tenant's schema: every statement run through it sees the tenant's
+/// search path, or does not run.
+///
+/// The SQL it is given is read like a [`ConnectionScope`](super::ConnectionScope)'s: after
+/// a statement that may change the session (`SET search_path`, `set_config`, `RESET` …) the
+/// tenant's path is set again (`SET LOCAL`) before the next statement, and SQL that would
+/// end or split the transaction (`COMMIT`, `ROLLBACK`, `SAVEPOINT` …) is refused — use
+/// [`commit`](Self::commit) or [`rollback`](Self::rollback). A [`Statement`] runs only if
+/// it was prepared through this transaction. It rolls back when dropped without
+/// [`commit`](Self::commit).
+pub struct TenantTransaction<'a> {
+    tx: Transaction<'a>,
+    schema: SchemaName,
+    path: Arc<str>,
+    /// The path must be set again before the next statement.
+    reassert: AtomicBool,
+    /// What each statement prepared through this transaction may do, by name.
+    prepared: Mutex<Vec<(String, Effects)>>,
+}
+
+impl<'a> TenantTransaction<'a> {
+    pub(super) fn new(tx: Transaction<'a>, schema: SchemaName, path: Arc<str>) -> Self {
+        Self {
+            tx,
+            schema,
+            path,
+            reassert: AtomicBool::new(false),
+            prepared: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The schema the transaction is bound to.
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    /// Checks `effects` and sets the path again if an earlier statement may have moved it.
+    async fn before(&self, effects: Effects) -> Result<()> {
+        if effects.transaction_control {
+            return Err(transaction_control_refused());
+        }
+        if self.reassert.load(Ordering::Acquire) {
+            self.tx
+                .batch_execute(&format!("SET LOCAL search_path TO {}", self.path))
+                .await
+                .map_err(|e| Error::db("switching search_path", &self.schema, e))?;
+            self.reassert.store(false, Ordering::Release);
+        }
+        if effects.session {
+            // Set before the statement runs: if it is cancelled, the next one still resets.
+            self.reassert.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The statement for `source`, with what it may do; a statement not prepared through
+    /// this transaction is refused (nothing is known of its SQL).
+    async fn statement(&self, source: Source<'_>) -> Result<Statement> {
+        match source {
+            Source::Text(sql) => {
+                self.before(sql::effects(sql)).await?;
+                self.tx
+                    .prepare(sql)
+                    .await
+                    .map_err(|e| Error::db("preparing a statement", &self.schema, e))
+            }
+            Source::Prepared(stmt) => {
+                let name = statement_name(stmt);
+                let effects = self
+                    .prepared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .find(|(n, _)| !n.is_empty() && *n == name)
+                    .map(|(_, effects)| *effects)
+                    .ok_or(Error::Refused {
+                        what: "a statement not prepared through this tenant transaction",
+                        instead: "prepare it with TenantTransaction::prepare",
+                    })?;
+                self.before(effects).await?;
+                Ok(stmt.clone())
+            }
+        }
+    }
+
+    /// Prepares `sql` on the transaction.
+    pub async fn prepare(&self, sql: &str) -> Result<Statement> {
+        let effects = sql::effects(sql);
+        if effects.transaction_control {
+            return Err(transaction_control_refused());
+        }
+        // Parsed on the tenant's path; its own effects apply when it runs.
+        self.before(Effects::default()).await?;
+        let stmt = self
+            .tx
+            .prepare(sql)
+            .await
+            .map_err(|e| Error::db("preparing a statement", &self.schema, e))?;
+        self.prepared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((statement_name(&stmt), effects));
+        Ok(stmt)
+    }
+
+    /// Runs a statement and returns its rows.
+    pub async fn query<S>(&self, statement: &S, params: Params<'_>) -> Result<Vec<Row>>
+    where
+        S: ToScopedStatement + ?Sized,
+    {
+        let stmt = self.statement(statement.as_source()).await?;
+        self.tx
+            .query(&stmt, params)
+            .await
+            .map_err(|e| Error::db("running a query", &self.schema, e))
+    }
+
+    /// Runs a statement that returns exactly one row.
+    pub async fn query_one<S>(&self, statement: &S, params: Params<'_>) -> Result<Row>
+    where
+        S: ToScopedStatement + ?Sized,
+    {
+        let stmt = self.statement(statement.as_source()).await?;
+        self.tx
+            .query_one(&stmt, params)
+            .await
+            .map_err(|e| Error::db("running a query", &self.schema, e))
+    }
+
+    /// Runs a statement that returns at most one row.
+    pub async fn query_opt<S>(&self, statement: &S, params: Params<'_>) -> Result<Option<Row>>
+    where
+        S: ToScopedStatement + ?Sized,
+    {
+        let stmt = self.statement(statement.as_source()).await?;
+        self.tx
+            .query_opt(&stmt, params)
+            .await
+            .map_err(|e| Error::db("running a query", &self.schema, e))
+    }
+
+    /// Runs a statement and returns the number of rows it affected.
+    pub async fn execute<S>(&self, statement: &S, params: Params<'_>) -> Result<u64>
+    where
+        S: ToScopedStatement + ?Sized,
+    {
+        let stmt = self.statement(statement.as_source()).await?;
+        self.tx
+            .execute(&stmt, params)
+            .await
+            .map_err(|e| Error::db("running a statement", &self.schema, e))
+    }
+
+    /// Runs one or more statements separated by `;`, without parameters.
+    pub async fn batch_execute(&self, sql: &str) -> Result<()> {
+        self.before(sql::effects(sql)).await?;
+        self.tx
+            .batch_execute(sql)
+            .await
+            .map_err(|e| Error::db("running a batch", &self.schema, e))
+    }
+
+    /// Runs statements through the simple query protocol and returns their messages.
+    pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>> {
+        self.before(sql::effects(sql)).await?;
+        self.tx
+            .simple_query(sql)
+            .await
+            .map_err(|e| Error::db("running a simple query", &self.schema, e))
+    }
+
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<()> {
+        let schema = self.schema.clone();
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| Error::db("committing", &schema, e))
+    }
+
+    /// Rolls the transaction back (dropping it does the same).
+    pub async fn rollback(self) -> Result<()> {
+        let schema = self.schema.clone();
+        self.tx
+            .rollback()
+            .await
+            .map_err(|e| Error::db("rolling back", &schema, e))
+    }
+}
+
+/// SQL that would end or split the transaction the tenant's path is set in.
+fn transaction_control_refused() -> Error {
+    Error::Refused {
+        what:
+            "SQL with transaction control (COMMIT, ROLLBACK, SAVEPOINT …) on a tenant transaction",
+        instead: "end it with TenantTransaction::commit or rollback",
+    }
+}
+
+impl fmt::Debug for TenantTransaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantTransaction")
+            .field("schema", &self.schema)
+            .field("search_path", &&*self.path)
+            .finish_non_exhaustive()
+    }
+}

@@ -21,56 +21,18 @@ use tenant_schemas::{
     TenantMigrations,
 };
 
-async fn setup_mode(
-    prefix: &str,
-    n: usize,
-    size: usize,
-    mode: SearchPathMode,
-) -> (TestDatabase, Tenancy, Vec<SchemaName>, Pool) {
-    let db = database().await;
-    let pool = db.new_pool(size).unwrap();
-    let tenancy = Tenancy::builder(pool.clone())
-        .migrations(marker_and_notes())
-        .search_path_mode(mode)
-        .build()
-        .await
-        .unwrap();
-    let schemas = marked_tenants(&tenancy, prefix, n).await;
-    pool.get()
-        .await
-        .unwrap()
-        .batch_execute(
-            "CREATE TABLE public.marker (schema_name text NOT NULL);
-             INSERT INTO public.marker VALUES ('PUBLIC')",
-        )
-        .await
-        .unwrap();
-    (db, tenancy, schemas, pool)
-}
-
 async fn setup(
     prefix: &str,
     n: usize,
     size: usize,
 ) -> (TestDatabase, Tenancy, Vec<SchemaName>, Pool) {
-    setup_mode(prefix, n, size, SearchPathMode::Session).await
-}
-
-async fn marker(db: &ConnectionScope) -> String {
-    db.query_one("SELECT schema_name FROM marker", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn seen_by(router: &SchemaRouter, schema: &SchemaName) -> String {
-    marker(&router.connection_for(schema).await.unwrap()).await
+    marked_over_public(prefix, n, size, SearchPathMode::Session).await
 }
 
 /// What the scope's next call, and the next checkout of the (only) connection, read after
 /// the attack; both must be the scope's own tenant.
 async fn after_attack(router: &SchemaRouter, s0: &SchemaName, db: ConnectionScope) {
-    let same_scope = marker(&db).await;
+    let same_scope = marker_of(&db).await;
     drop(db);
     let next_checkout = seen_by(router, s0).await;
     assert_eq!(
@@ -84,7 +46,7 @@ async fn after_attack(router: &SchemaRouter, s0: &SchemaName, db: ConnectionScop
 /// call, and the next checkout of the (only) connection, read `s0`'s marker.
 async fn next_call_stays_on_path(router: &SchemaRouter, s0: &SchemaName, how: &str, sql: &str) {
     let db = router.connection_for(s0).await.unwrap();
-    assert_eq!(marker(&db).await, s0.as_str());
+    assert_eq!(marker_of(&db).await, s0.as_str());
     match how {
         "batch_execute" => db.batch_execute(sql).await.unwrap(),
         "simple_query" => drop(db.simple_query(sql).await.unwrap()),
@@ -159,9 +121,9 @@ async fn lexer_edge_cases_cannot_hide_a_set() {
         "SELECT $\u{e9}$'$\u{e9}$ AS q; SET search_path TO public; SELECT '1'",
     ] {
         let db = router.connection_for(&s[0]).await.unwrap();
-        assert_eq!(marker(&db).await, s[0].as_str());
+        assert_eq!(marker_of(&db).await, s[0].as_str());
         db.batch_execute(sql).await.unwrap();
-        let same_scope = marker(&db).await;
+        let same_scope = marker_of(&db).await;
         drop(db);
         let next_checkout = seen_by(router, &s[0]).await;
         if same_scope != s[0].as_str() || next_checkout != s[0].as_str() {
@@ -222,7 +184,7 @@ async fn a_statement_prepared_by_one_scope_cannot_move_the_next() {
         .unwrap();
     drop(first);
     let db = router.connection_for(&s[1]).await.unwrap();
-    assert_eq!(marker(&db).await, s[1].as_str());
+    assert_eq!(marker_of(&db).await, s[1].as_str());
     db.query(&stmt, &[]).await.unwrap();
     after_attack(router, &s[1], db).await;
 }
@@ -240,7 +202,7 @@ async fn a_cancelled_session_change_cannot_leave_the_path_trusted() {
     let (_db, tenancy, s, _pool) = setup("adv_cancel_", 1, 1).await;
     let router = tenancy.router();
     let db = router.connection_for(&s[0]).await.unwrap();
-    assert_eq!(marker(&db).await, s[0].as_str());
+    assert_eq!(marker_of(&db).await, s[0].as_str());
     // Any recognised session change: the scope is now off its path, the schema verified.
     db.batch_execute("SET application_name = 'adversary'")
         .await
@@ -469,7 +431,7 @@ async fn cancellation_at_other_await_points_stays_on_path() {
             }
         })
         .await;
-        let same = marker(&db).await;
+        let same = marker_of(&db).await;
         drop(db);
         let next = seen_by(router, own).await;
         assert_eq!(

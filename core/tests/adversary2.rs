@@ -4,43 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{pool, TestCluster, TestDatabase, TestPgBouncer};
 use tenant_schemas::{
     scope, Error, NewTenant, SchemaName, SearchPathMode, SubdomainResolver, Tenancy, Tenant,
 };
-
-async fn setup_mode(
-    prefix: &str,
-    n: usize,
-    size: usize,
-    mode: SearchPathMode,
-) -> (TestDatabase, Tenancy, Vec<SchemaName>, Pool) {
-    let db = database().await;
-    let pool = db.new_pool(size).unwrap();
-    let tenancy = Tenancy::builder(pool.clone())
-        .migrations(marker_and_notes())
-        .search_path_mode(mode)
-        .build()
-        .await
-        .unwrap();
-    let schemas = marked_tenants(&tenancy, prefix, n).await;
-    plant_public_marker(&pool).await;
-    (db, tenancy, schemas, pool)
-}
-
-async fn plant_public_marker(pool: &Pool) {
-    pool.get()
-        .await
-        .unwrap()
-        .batch_execute(
-            "CREATE TABLE public.marker (schema_name text NOT NULL);
-             INSERT INTO public.marker VALUES ('PUBLIC')",
-        )
-        .await
-        .unwrap();
-}
 
 /// Was a break (fixed): the schema gates (existence seen within VERIFIED_FOR) are keyed by schema
 /// name alone, process-wide, not by database. A sighting of `far_away` on shard `b` lets a
@@ -89,7 +57,7 @@ async fn a_sighting_on_one_shard_does_not_vouch_for_another() {
 /// database without that schema: it reads `public`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sighting_in_another_database_does_not_vouch_for_an_invented_tenant() {
-    let (_db1, first, s, _pool1) = setup_mode("vouch", 1, 2, SearchPathMode::Session).await;
+    let (_db1, first, s, _pool1) = marked_over_public("vouch", 1, 2, SearchPathMode::Session).await;
     let db2 = database().await;
     let pool2 = db2.new_pool(2).unwrap();
     plant_public_marker(&pool2).await;
@@ -133,7 +101,7 @@ async fn a_sighting_in_another_database_does_not_vouch_for_an_invented_tenant() 
 /// Was a break (fixed): the transaction `ConnectionScope::transaction()` handed out was
 /// deadpool's raw one; a `SET` run on it moved every later statement of the transaction.
 async fn a_set_on_the_transaction_cannot_move_its_next_statement(mode: SearchPathMode, set: &str) {
-    let (_db, tenancy, s, _pool) = setup_mode("tx_next_", 2, 1, mode).await;
+    let (_db, tenancy, s, _pool) = marked_over_public("tx_next_", 2, 1, mode).await;
     let mut db = tenancy.router().connection_for(&s[0]).await.unwrap();
     let tx = db.transaction().await.unwrap();
     tx.batch_execute(&set.replace("{other}", s[1].as_str()))
@@ -293,7 +261,8 @@ async fn a_cancelled_transaction_through_pgbouncer_leaves_nothing_behind() {
 /// refused on it; one it prepared runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_transaction_runs_only_statements_it_prepared() {
-    let (_db, tenancy, s, _pool) = setup_mode("tx_own_", 1, 1, SearchPathMode::Session).await;
+    let (_db, tenancy, s, _pool) =
+        marked_over_public("tx_own_", 1, 1, SearchPathMode::Session).await;
     let mut db = tenancy.router().connection_for(&s[0]).await.unwrap();
     let foreign = db.prepare("SELECT schema_name FROM marker").await.unwrap();
     let tx = db.transaction().await.unwrap();

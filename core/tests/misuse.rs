@@ -17,46 +17,12 @@ use tenant_schemas::{
     SubdomainResolver, Tenancy, TenantMigrations,
 };
 
-/// A database with tenants `<prefix>0..n` (marker + notes) and a `public.marker` holding
-/// `PUBLIC`, over a pool of `size` connections.
 async fn setup(
     prefix: &str,
     n: usize,
     size: usize,
 ) -> (TestDatabase, Tenancy, Vec<SchemaName>, Pool) {
-    let db = database().await;
-    let pool = db.new_pool(size).unwrap();
-    let tenancy = Tenancy::builder(pool.clone())
-        .migrations(marker_and_notes())
-        .build()
-        .await
-        .unwrap();
-    let schemas = marked_tenants(&tenancy, prefix, n).await;
-    plant_public_marker(&pool).await;
-    (db, tenancy, schemas, pool)
-}
-
-async fn plant_public_marker(pool: &Pool) {
-    pool.get()
-        .await
-        .unwrap()
-        .batch_execute(
-            "CREATE TABLE public.marker (schema_name text NOT NULL);
-             INSERT INTO public.marker VALUES ('PUBLIC')",
-        )
-        .await
-        .unwrap();
-}
-
-async fn seen_by(router: &SchemaRouter, schema: &SchemaName) -> String {
-    router
-        .connection_for(schema)
-        .await
-        .unwrap()
-        .query_one("SELECT schema_name FROM marker", &[])
-        .await
-        .unwrap()
-        .get(0)
+    marked_over_public(prefix, n, size, SearchPathMode::Session).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,11 +79,7 @@ async fn session_changes_sent_through_the_scope_do_not_outlive_the_call() {
     for (how, sql) in &misuses {
         let db = router.connection_for(&s[0]).await.unwrap();
         // Warm the statement cache, then misuse the scope.
-        let before: String = db
-            .query_one("SELECT schema_name FROM marker", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let before = marker_of(&db).await;
         assert_eq!(before, s[0].as_str());
         match *how {
             "batch_execute" => db.batch_execute(sql).await.unwrap(),
@@ -151,11 +113,7 @@ async fn a_path_set_inside_a_committed_transaction_does_not_leak() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let name: String = db
-        .query_one("SELECT schema_name FROM marker", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let name = marker_of(&db).await;
     assert_eq!(name, s[0].as_str());
     drop(db);
     assert_eq!(seen_by(router, &s[0]).await, s[0].as_str());
@@ -202,20 +160,12 @@ async fn a_raw_client_kept_past_a_switch_cannot_move_the_scope() {
     let router = tenancy.router();
     let db = router.connection_for(&s[0]).await.unwrap();
     let raw = db.client().await.unwrap();
-    let name: String = db
-        .query_one("SELECT schema_name FROM marker", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let name = marker_of(&db).await;
     assert_eq!(name, s[0].as_str());
     raw.batch_execute(&format!("SET search_path TO {}", s[1]))
         .await
         .unwrap();
-    let name: String = db
-        .query_one("SELECT schema_name FROM marker", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let name = marker_of(&db).await;
     assert_eq!(name, s[0].as_str());
     drop(db);
     assert_eq!(seen_by(router, &s[0]).await, s[0].as_str());
@@ -249,11 +199,7 @@ async fn a_request_in_flight_while_its_tenant_is_deleted_never_reaches_public() 
         .await
         .unwrap();
     let db = tenancy.router().connection_for(&s[0]).await.unwrap();
-    let name: String = db
-        .query_one("SELECT schema_name FROM marker", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let name = marker_of(&db).await;
     assert_eq!(name, s[0].as_str());
     tenancy.delete_tenant(&s[0], DropSchema::Yes).await.unwrap();
     let read = db.query_one("SELECT schema_name FROM marker", &[]).await;

@@ -17,10 +17,13 @@
 //! # }
 //! ```
 
+use deadpool_postgres::Pool;
+
 use super::{TestCluster, TestDatabase};
 use crate::host::Host;
 use crate::migrate::TenantMigrations;
 use crate::registry::NewTenant;
+use crate::router::{ConnectionScope, SchemaRouter, SearchPathMode};
 use crate::schema::SchemaName;
 use crate::tenancy::Tenancy;
 
@@ -100,6 +103,56 @@ pub async fn marked_tenants(tenancy: &Tenancy, prefix: &str, n: usize) -> Vec<Sc
         out.push(s);
     }
     out
+}
+
+/// Creates `public.marker` holding the row `PUBLIC`: a statement that falls through to
+/// `public` instead of running in its tenant's schema then reads `PUBLIC`, not an error.
+pub async fn plant_public_marker(pool: &Pool) {
+    pool.get()
+        .await
+        .expect("connection")
+        .batch_execute(
+            "CREATE TABLE public.marker (schema_name text NOT NULL);
+             INSERT INTO public.marker VALUES ('PUBLIC')",
+        )
+        .await
+        .expect("public marker");
+}
+
+/// A fresh database with tenants `<prefix>0..n` ([`marked_tenants`]) under a [`Tenancy`] in
+/// `mode` over a pool of `size` connections (small pools reuse connections), and
+/// [`plant_public_marker`]: the set-up of the misuse tests.
+pub async fn marked_over_public(
+    prefix: &str,
+    n: usize,
+    size: usize,
+    mode: SearchPathMode,
+) -> (TestDatabase, Tenancy, Vec<SchemaName>, Pool) {
+    let db = database().await;
+    let pool = db.new_pool(size).expect("pool");
+    let tenancy = Tenancy::builder(pool.clone())
+        .migrations(marker_and_notes())
+        .search_path_mode(mode)
+        .build()
+        .await
+        .expect("tenancy");
+    let schemas = marked_tenants(&tenancy, prefix, n).await;
+    plant_public_marker(&pool).await;
+    (db, tenancy, schemas, pool)
+}
+
+/// The `marker` row `db` reads: the schema its statements run in (`PUBLIC` for a
+/// fall-through, see [`plant_public_marker`]).
+pub async fn marker_of(db: &ConnectionScope) -> String {
+    db.query_one("SELECT schema_name FROM marker", &[])
+        .await
+        .expect("marker query")
+        .get(0)
+}
+
+/// The `marker` row a fresh checkout of `router` for `schema` reads.
+pub async fn seen_by(router: &SchemaRouter, schema: &SchemaName) -> String {
+    marker_of(&router.connection_for(schema).await.expect("connection")).await
 }
 
 /// Whether `db` has a schema called `name`.

@@ -53,12 +53,19 @@ impl Rejection {
             }
             (_, ErrorKind::InvalidInput) => "400 Bad Request: invalid tenant name\n".into(),
             (_, ErrorKind::NotFound) => "404 Not Found: unknown tenant\n".into(),
+            (_, ErrorKind::Conflict) => {
+                "409 Conflict: the tenant or domain exists already\n".into()
+            }
             (_, ErrorKind::Unavailable) => {
                 tracing::warn!(error = %err, "database unavailable");
                 "503 Service Unavailable: the database cannot be reached, try again later\n".into()
             }
+            (_, ErrorKind::NoTenantInScope) => {
+                tracing::error!(error = %err, "a tenant connection was asked for outside any tenant scope");
+                "500 Internal Server Error\n".into()
+            }
             _ => {
-                tracing::error!(error = %err, "tenant resolution failed");
+                tracing::error!(error = %err, "request failed");
                 "500 Internal Server Error\n".into()
             }
         };
@@ -125,6 +132,31 @@ mod tests {
         });
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert!(r.body().contains("x.test"));
+    }
+
+    #[test]
+    fn the_body_names_the_status_it_is_sent_with() {
+        for err in [
+            Error::TenantExists {
+                schema: crate::SchemaName::new("acme").unwrap(),
+            },
+            Error::DomainTaken {
+                domain: "acme.test".into(),
+            },
+            Error::UnknownHost {
+                host: "x.test".into(),
+            },
+            Error::NoTenantInScope,
+        ] {
+            let r = Rejection::from_error(&err);
+            let code = r.status().as_u16().to_string();
+            assert!(
+                r.body().starts_with(&code),
+                "{err}: {} {}",
+                r.status(),
+                r.body()
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use tokio_postgres::types::Type;
 
 use crate::error::{Error, Result};
-use crate::migrate::{shadowed_tables, RunOptions, HISTORY_TABLE};
+use crate::migrate::{shadowed_tables, MigrationReport, HISTORY_TABLE};
 use crate::registry::Registry;
 use crate::schema::{printable, SchemaName};
 
@@ -76,7 +76,8 @@ impl Finding {
     }
 }
 
-/// What [`Registry::doctor`] found and repaired.
+/// What [`Registry::doctor`] found and [`Tenancy::doctor`](crate::Tenancy::doctor)
+/// repaired.
 #[derive(Debug, Clone, Default)]
 pub struct DoctorReport {
     /// Everything found.
@@ -88,6 +89,32 @@ pub struct DoctorReport {
 }
 
 impl DoctorReport {
+    /// The tenants found behind the migration set: what a repair migrates.
+    pub(crate) fn behind(&self) -> Vec<SchemaName> {
+        self.findings
+            .iter()
+            .filter_map(|f| match f {
+                Finding::Behind { schema, .. } => Some(schema.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Records what the migration `run` of the [`behind`](Self::behind) tenants repaired.
+    pub(crate) fn record_repairs(&mut self, run: &MigrationReport) {
+        for finding in self.findings.iter().filter(|f| f.is_repairable()) {
+            let Finding::Behind { schema, .. } = finding else {
+                continue;
+            };
+            match run.failures().find(|r| &r.schema == schema) {
+                Some(r) => self
+                    .repair_failures
+                    .push((finding.clone(), format!("{:?}", r.outcome))),
+                None => self.repaired.push(finding.clone()),
+            }
+        }
+    }
+
     /// Whether nothing is left to look at.
     #[must_use]
     pub fn is_healthy(&self) -> bool {
@@ -98,9 +125,10 @@ impl DoctorReport {
 impl Registry {
     /// Looks for schemas without a registry row, rows without a schema, tenants behind or
     /// ahead of the migration set, invalid names, tenant tables named like a table in
-    /// `public` (unless declared shared), and tenant schemas named like a database role. With
-    /// `fix`, migrates the tenants that are behind and reports the rest.
-    pub async fn doctor(&self, fix: bool) -> Result<DoctorReport> {
+    /// `public` (unless declared shared), and tenant schemas named like a database role.
+    /// Only reads: [`Tenancy::doctor`](crate::Tenancy::doctor) with `fix` repairs what can
+    /// be repaired.
+    pub async fn doctor(&self) -> Result<DoctorReport> {
         let public = SchemaName::public();
         let db = |e| Error::db("checking the registry", &public, e);
         let mut report = DoctorReport::default();
@@ -214,40 +242,6 @@ impl Registry {
                     version,
                     latest,
                 });
-            }
-        }
-        if fix {
-            let behind: Vec<SchemaName> = report
-                .findings
-                .iter()
-                .filter_map(|f| match f {
-                    Finding::Behind { schema, .. } => Some(schema.clone()),
-                    _ => None,
-                })
-                .collect();
-            if !behind.is_empty() {
-                let run = self
-                    .migrate(
-                        &RunOptions {
-                            schemas: behind,
-                            skip_public: true,
-                            ..RunOptions::default()
-                        },
-                        None,
-                    )
-                    .await?;
-                for finding in report.findings.iter().filter(|f| f.is_repairable()) {
-                    let Finding::Behind { schema, .. } = finding else {
-                        continue;
-                    };
-                    let failure = run.failures().find(|r| &r.schema == schema);
-                    match failure {
-                        Some(r) => report
-                            .repair_failures
-                            .push((finding.clone(), format!("{:?}", r.outcome))),
-                        None => report.repaired.push(finding.clone()),
-                    }
-                }
             }
         }
         Ok(report)

@@ -315,7 +315,7 @@ async fn the_registry_is_not_captured_by_a_schema_named_after_the_role() {
     assert!(is_registered(&db, "globex").await);
     let report = fresh.migrate(&RunOptions::default(), None).await.unwrap();
     assert!(report.is_success(), "{report:?}");
-    fresh.registry().doctor(false).await.unwrap();
+    fresh.registry().doctor().await.unwrap();
 }
 
 // 3. Tenant tables that also exist in `public`.
@@ -334,7 +334,7 @@ async fn the_doctor_reports_a_tenant_table_also_in_public() {
         .batch_execute("CREATE TABLE public.notes (x int)")
         .await
         .unwrap();
-    let report = t.registry().doctor(false).await.unwrap();
+    let report = t.registry().doctor().await.unwrap();
     let shadowed = |s: &SchemaName| Finding::TableInPublic {
         schema: s.clone(),
         table: "notes".into(),
@@ -350,7 +350,7 @@ async fn the_doctor_reports_a_tenant_table_also_in_public() {
         .batch_execute(&format!("CREATE ROLE {role} NOLOGIN"))
         .await
         .unwrap();
-    let report = t.registry().doctor(false).await.unwrap();
+    let report = t.registry().doctor().await.unwrap();
     admin
         .batch_execute(&format!("DROP ROLE {role}"))
         .await
@@ -364,7 +364,7 @@ async fn the_doctor_reports_a_tenant_table_also_in_public() {
     );
     // Declared on purpose: not a finding.
     let declared = tenancy(&db, marker_and_notes().shared_name("notes")).await;
-    let report = declared.registry().doctor(false).await.unwrap();
+    let report = declared.registry().doctor().await.unwrap();
     assert!(
         !report
             .findings
@@ -462,7 +462,7 @@ async fn a_declared_shared_table_name_is_allowed() {
         schemas_holding(&db, "users").await,
         ["mutual_a", "mutual_b", "public"]
     );
-    let report = t.registry().doctor(false).await.unwrap();
+    let report = t.registry().doctor().await.unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
 }
 

@@ -305,7 +305,7 @@ async fn doctor_finds_each_kind_of_damage_and_fixes_what_is_safe() {
         )
         .await
         .unwrap();
-    let report = t.registry().doctor(false).await.unwrap();
+    let report = t.registry().doctor().await.unwrap();
     let f = &report.findings;
     assert!(
         f.contains(&Finding::OrphanSchema {
@@ -342,7 +342,24 @@ async fn doctor_finds_each_kind_of_damage_and_fixes_what_is_safe() {
     );
     assert!(report.repaired.is_empty());
 
-    let fixed = t.registry().doctor(true).await.unwrap();
+    // The repair goes through the one door: the hooks hear the migration.
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let hooked = Tenancy::builder(db.pool().clone())
+        .migrations(v3("ALTER TABLE notes ADD COLUMN extra int"))
+        .on_event(move |e| {
+            let seen = seen.clone();
+            async move {
+                if let TenantEvent::Migrated { schema, from, to } = e {
+                    seen.lock().unwrap().push(format!("{schema} {from}->{to}"));
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let fixed = hooked.doctor(true).await.unwrap();
+    assert_eq!(*events.lock().unwrap(), vec!["doc_3 2->3".to_owned()]);
     assert_eq!(
         fixed.repaired,
         vec![Finding::Behind {
@@ -352,7 +369,7 @@ async fn doctor_finds_each_kind_of_damage_and_fixes_what_is_safe() {
         }]
     );
     assert!(column_exists(&t, &schema("doc_3"), "extra").await);
-    let after = t.registry().doctor(false).await.unwrap();
+    let after = t.registry().doctor().await.unwrap();
     assert!(!after
         .findings
         .iter()

@@ -105,7 +105,7 @@ async fn tenants_on_two_servers() {
     let report = newer.migrate(&RunOptions::default(), None).await.unwrap();
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.schemas.iter().filter(|r| r.shard == "b").count(), 3);
-    let doctor = newer.registry().doctor(false).await.unwrap();
+    let doctor = newer.registry().doctor().await.unwrap();
     assert!(doctor.findings.is_empty(), "{:?}", doctor.findings);
 
     // One server down: only its tenants answer 503.
@@ -136,6 +136,6 @@ async fn tenants_on_two_servers() {
     }
     assert!(dropped);
     assert!(!schemas_on(&b).await.contains(&gone.schema.to_string()));
-    let doctor = newer.registry().doctor(false).await.unwrap();
+    let doctor = newer.registry().doctor().await.unwrap();
     assert!(doctor.findings.is_empty(), "{:?}", doctor.findings);
 }

@@ -215,6 +215,28 @@ impl Tenancy {
         self.inner.hooks.emit(event).await;
     }
 
+    /// Looks the registry and every tenant schema over (see [`Registry::doctor`]); with
+    /// `fix`, migrates the tenants that are behind, through [`migrate`](Self::migrate), so
+    /// the hooks hear [`TenantEvent::Migrated`], and reports what it repaired.
+    pub async fn doctor(&self, fix: bool) -> Result<crate::doctor::DoctorReport> {
+        let mut report = self.inner.registry.doctor().await?;
+        let behind = report.behind();
+        if fix && !behind.is_empty() {
+            let run = self
+                .migrate(
+                    &RunOptions {
+                        schemas: behind,
+                        skip_public: true,
+                        ..RunOptions::default()
+                    },
+                    None,
+                )
+                .await?;
+            report.record_repairs(&run);
+        }
+        Ok(report)
+    }
+
     /// Runs the shared migrations in `public` (of every database), then brings every tenant
     /// that the registry says is behind to the latest tenant migration, each in its own
     /// transaction, at most `options.parallel` at once. A failed schema keeps its previous

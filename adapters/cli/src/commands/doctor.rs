@@ -9,7 +9,7 @@ use crate::output::{exit_code, Output};
 use crate::BoxError;
 
 pub(crate) async fn run(tenancy: &Tenancy, out: Output, fix: bool) -> Result<ExitCode, BoxError> {
-    let report = tenancy.registry().doctor(fix).await?;
+    let report = tenancy.doctor(fix).await?;
     let mut lines: Vec<String> = report
         .findings
         .iter()

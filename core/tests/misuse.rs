@@ -607,3 +607,54 @@ async fn a_deleted_tenant_is_not_served_from_a_remembered_connection() {
         .await;
     assert!(matches!(read, Err(Error::SchemaMissing { .. })), "{read:?}");
 }
+
+/// A request that checks out a connection while a deletion of its tenant is under way (here
+/// held up by another transaction's lock) never reads `public`: its statements wait for the
+/// deletion and then find the schema missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_starts_while_its_tenant_is_being_deleted_never_reaches_public() {
+    let (db, tenancy, s, pool) = setup("late_", 1, 4).await;
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE public.notes (id bigserial, body text)")
+        .await
+        .unwrap();
+    let blocker = pool.get().await.unwrap();
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; SELECT count(*) FROM {}.notes",
+            s[0].quoted()
+        ))
+        .await
+        .unwrap();
+    let (t, s0) = (tenancy.clone(), s[0].clone());
+    let deletion = tokio::spawn(async move { t.delete_tenant(&s0, DropSchema::Yes).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A worker's router over a pool of its own, which has not used the tenant before.
+    let router = SchemaRouter::new(db.new_pool(2).unwrap());
+    let s0 = s[0].clone();
+    let request = tokio::spawn(async move {
+        let db = router.connection_for(&s0).await.unwrap();
+        let first = db
+            .query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .map(|r| r.get::<_, String>(0));
+        let second = db
+            .query_one("SELECT count(*) FROM notes", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0));
+        (first, second)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    deletion.await.unwrap().unwrap();
+    let (first, second) = request.await.unwrap();
+    if let Ok(marker) = &first {
+        assert_eq!(marker, s[0].as_str(), "first statement");
+    }
+    assert!(
+        matches!(second, Err(Error::SchemaMissing { .. })),
+        "second statement: {second:?} (first: {first:?})"
+    );
+}

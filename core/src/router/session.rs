@@ -15,10 +15,13 @@
 //!   renamed or announced as changed by another instance, and a lock that statements hold
 //!   shared while they run and a deletion holds exclusively while it drops the schema. A
 //!   connection whose path was verified under an older epoch is switched (and the schema's
-//!   existence checked) again before its next statement. The gate also remembers when the
-//!   schema was last seen to exist: a switch checks existence only when that is older than
-//!   [`VERIFIED_FOR`], and a remembered path is trusted only while it is not, so a deletion
-//!   by another process is noticed within that time even without a listener.
+//!   existence checked) again before its next statement. Epoch and lock are kept per schema
+//!   *name*, for every database at once (a deletion closes the name, so even a connection
+//!   checked out from another pool while it runs waits). Each database's gate also remembers
+//!   when the schema was last seen to exist *there*: a switch checks existence only when that
+//!   is older than [`VERIFIED_FOR`], and a remembered path is trusted only while it is not,
+//!   so a deletion by another process is noticed within that time even without a listener,
+//!   and a sighting on one database never vouches for another.
 //!
 //! [`ConnectionScope`]: super::ConnectionScope
 
@@ -47,15 +50,42 @@ fn now_ms() -> u64 {
     u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What the process knows of one schema name, on every database at once: the epoch bumped
+/// when it is deleted, renamed or announced as changed, and the lock statements hold shared
+/// while they run and a deletion holds exclusively. Kept by name, not by database: a
+/// deletion cannot tell which of the process's pools reach the database it deletes from,
+/// and a gate made while a deletion runs must find it closed.
+#[derive(Debug, Default)]
+struct Name {
+    epoch: AtomicU64,
+    lock: Arc<RwLock<()>>,
+}
+
+static NAMES: LazyLock<Mutex<HashMap<SchemaName, Weak<Name>>>> = LazyLock::new(Default::default);
+
+/// The [`Name`] of `schema` (the same `Arc` for every caller while anyone holds it).
+fn name(schema: &SchemaName) -> Arc<Name> {
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(name) = names.get(schema).and_then(Weak::upgrade) {
+        return name;
+    }
+    if names.len() >= 1024 && names.len().is_power_of_two() {
+        names.retain(|_, n| n.strong_count() > 0);
+    }
+    let name = Arc::new(Name::default());
+    names.insert(schema.clone(), Arc::downgrade(&name));
+    name
+}
+
 /// Liveness of one schema on one database, shared by every connection and router of the
-/// process that use that pool (clones of a pool share its gates).
+/// process that use that pool (clones of a pool share its gates): the name's epoch and lock,
+/// and when the schema was last seen to exist on that database.
 #[derive(Debug)]
 pub(crate) struct Gate {
     /// The pool whose database the schema lives on: while it upgrades, the pool's address
     /// (the gate's key) cannot belong to another pool.
     database: WeakPool,
-    epoch: AtomicU64,
-    lock: Arc<RwLock<()>>,
+    name: Arc<Name>,
     /// When the schema was last seen to exist (`now_ms() + 1`; 0: never), and under which
     /// epoch.
     verified_at: AtomicU64,
@@ -65,11 +95,12 @@ pub(crate) struct Gate {
 impl Gate {
     /// The current epoch: a path verified under another epoch must be verified again.
     pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+        self.name.epoch.load(Ordering::Acquire)
     }
 
-    /// Whether the schema was seen to exist under `epoch` within [`VERIFIED_FOR`]: a
-    /// switch may then skip the existence check, and a remembered path may be trusted.
+    /// Whether the schema was seen to exist on this database under `epoch` within
+    /// [`VERIFIED_FOR`]: a switch may then skip the existence check, and a remembered path
+    /// may be trusted.
     pub(crate) fn recently_verified(&self, epoch: u64) -> bool {
         let at = self.verified_at.load(Ordering::Acquire);
         at != 0
@@ -83,46 +114,43 @@ impl Gate {
         self.verified_at.store(now_ms() + 1, Ordering::Release);
     }
 
-    /// Marks every connection's knowledge of this schema as stale.
-    pub(crate) fn bump(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-    }
-
     /// Held while a statement for the schema runs; waits while the schema is being deleted.
     pub(crate) async fn enter(&self, schema: &SchemaName) -> Result<OwnedRwLockReadGuard<()>> {
-        match self.lock.clone().try_read_owned() {
+        let lock = &self.name.lock;
+        match lock.clone().try_read_owned() {
             Ok(guard) => Ok(guard),
-            Err(_) => tokio::time::timeout(GATE_WAIT, self.lock.clone().read_owned())
+            Err(_) => tokio::time::timeout(GATE_WAIT, lock.clone().read_owned())
                 .await
                 .map_err(|_| Error::SchemaMissing {
                     schema: schema.clone(),
                 }),
         }
     }
-
-    /// Waits until no statement for the schema runs in this process and holds new ones back
-    /// until the guard is dropped; the epoch is bumped when it is, so every connection
-    /// verifies the schema again.
-    pub(crate) async fn close(self: &Arc<Self>) -> ClosedGate {
-        let guard = self.lock.clone().write_owned().await;
-        ClosedGate {
-            gate: self.clone(),
-            _guard: guard,
-        }
-    }
 }
 
-/// A schema's gate held closed during a deletion or rename; see [`Gate::close`].
+/// A schema name held closed during a deletion; see [`close`].
 #[derive(Debug)]
 pub(crate) struct ClosedGate {
-    gate: Arc<Gate>,
+    name: Arc<Name>,
     _guard: OwnedRwLockWriteGuard<()>,
 }
 
 impl Drop for ClosedGate {
     fn drop(&mut self) {
         // Before the lock opens: statements let through see the new epoch.
-        self.gate.bump();
+        self.name.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Closes `schema` on every database of this process: waits until no statement for it runs,
+/// holds new ones back (also those of connections checked out meanwhile) until the guard is
+/// dropped, and then makes every connection verify the schema again.
+pub(crate) async fn close(schema: &SchemaName) -> ClosedGate {
+    let name = name(schema);
+    let guard = name.lock.clone().write_owned().await;
+    ClosedGate {
+        name,
+        _guard: guard,
     }
 }
 
@@ -152,8 +180,7 @@ pub(crate) fn gate(pool: &Pool, schema: &SchemaName) -> Arc<Gate> {
     }
     let gate = Arc::new(Gate {
         database: pool.weak(),
-        epoch: AtomicU64::new(0),
-        lock: Arc::default(),
+        name: name(schema),
         verified_at: AtomicU64::new(0),
         verified_epoch: AtomicU64::new(0),
     });
@@ -161,51 +188,31 @@ pub(crate) fn gate(pool: &Pool, schema: &SchemaName) -> Arc<Gate> {
     gate
 }
 
-/// The live gates of `schema` on every database.
-fn gates_of(schema: &SchemaName) -> Vec<(usize, Arc<Gate>)> {
-    let mut found: Vec<(usize, Arc<Gate>)> = GATES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter(|((_, name), _)| name == schema)
-        .filter_map(|((db, _), gate)| gate.upgrade().map(|g| (*db, g)))
-        .collect();
-    // One order for every closer, so two deletions cannot wait on each other.
-    found.sort_by_key(|(db, _)| *db);
-    found
-}
-
-/// Closes `schema`'s gates on every database in this process (a deletion cannot tell which
-/// of the process's pools reach the database it deletes from): waits for the statements
-/// running for it and holds new ones back until the guards are dropped.
-pub(crate) async fn close_everywhere(schema: &SchemaName) -> Vec<ClosedGate> {
-    let mut closed = Vec::new();
-    for (_, gate) in gates_of(schema) {
-        closed.push(gate.close().await);
-    }
-    closed
-}
-
 /// Tells every connection in this process that `schema` changed (deleted, renamed or
 /// re-created elsewhere): each verifies it again before its next statement.
 pub(crate) fn schema_changed(schema: &SchemaName) {
-    // Only a gate someone holds carries knowledge worth invalidating.
-    for (_, gate) in gates_of(schema) {
-        gate.bump();
+    // Only a name someone holds carries knowledge worth invalidating.
+    let name = NAMES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(schema)
+        .and_then(Weak::upgrade);
+    if let Some(name) = name {
+        name.epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
 
 /// Tells every connection in this process that any schema may have changed (a listener that
 /// reconnected and may have missed announcements).
 pub(crate) fn everything_changed() {
-    let gates: Vec<Arc<Gate>> = GATES
+    let names: Vec<Arc<Name>> = NAMES
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .values()
         .filter_map(Weak::upgrade)
         .collect();
-    for gate in gates {
-        gate.bump();
+    for name in names {
+        name.epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -203,7 +203,7 @@ impl Tenancy {
     ) -> Result<TenantRecord> {
         // Statements for the schema in this process finish first; new ones wait until the
         // deletion is over and then find the schema gone (or, on failure, verify it again).
-        let closed = session::close_everywhere(schema).await;
+        let closed = session::close(schema).await;
         let record = self.inner.registry.delete_tenant(schema, drop).await?;
         self.forget(&record).await;
         std::mem::drop(closed);

@@ -150,6 +150,17 @@ pub async fn marker_of(db: &ConnectionScope) -> String {
         .get(0)
 }
 
+/// What a fresh checkout of `router` for `schema` reads from `marker`, or the error it
+/// gets (e.g. [`Error::SchemaMissing`](crate::Error::SchemaMissing)).
+pub async fn try_seen_by(router: &SchemaRouter, schema: &SchemaName) -> crate::Result<String> {
+    router
+        .connection_for(schema)
+        .await?
+        .query_one("SELECT schema_name FROM marker", &[])
+        .await
+        .map(|row| row.get(0))
+}
+
 /// The `marker` row a fresh checkout of `router` for `schema` reads.
 pub async fn seen_by(router: &SchemaRouter, schema: &SchemaName) -> String {
     marker_of(&router.connection_for(schema).await.expect("connection")).await

@@ -27,12 +27,12 @@ async fn pool_errors_carry_the_servers_message() {
 /// Nothing listens where the pool connects: the error says the connection was refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_errors_carry_the_systems_message() {
-    // A port nobody listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nobody listens on: bound but never listening, and held for the whole test so
+    // no other test's server can take it in between (a bound-then-released port could be
+    // reused by a test cluster or PgBouncer started in parallel).
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = held.local_addr().unwrap().port();
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
@@ -43,4 +43,5 @@ async fn pool_errors_carry_the_systems_message() {
     let err = router.connection_for(&schema()).await.unwrap_err();
     let shown = err.to_string();
     assert!(shown.to_lowercase().contains("refused"), "{shown}");
+    drop(held);
 }

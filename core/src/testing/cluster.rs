@@ -95,9 +95,21 @@ impl TestCluster {
                 "--locale=C".as_ref(),
             ],
         )?;
-        local.port = free_port()?;
         local.watchdog = Some(local.spawn_watchdog()?);
-        local.start_server()?;
+        // A free port is only free until someone else binds it: another harness in a
+        // parallel test may take the same one between our probe and the server's bind.
+        let mut attempts = 0;
+        loop {
+            local.port = free_port()?;
+            match local.start_server() {
+                Ok(()) => break,
+                Err(err) if attempts < 4 && local.lost_its_port() => {
+                    attempts += 1;
+                    tracing::debug!(%err, "test cluster's port was taken; trying another");
+                }
+                Err(err) => return Err(err),
+            }
+        }
         let mut admin = Config::new();
         admin
             .host_path(&local.root)
@@ -234,6 +246,12 @@ impl LocalCluster {
                 "start".as_ref(),
             ],
         )
+    }
+
+    /// Whether the last start failed because its port was in use.
+    fn lost_its_port(&self) -> bool {
+        std::fs::read_to_string(self.root.join("server.log"))
+            .is_ok_and(|log| log.contains("Address already in use"))
     }
 
     fn command(&self, program: &str) -> Command {

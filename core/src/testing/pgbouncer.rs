@@ -69,12 +69,17 @@ impl TestPgBouncer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(io("starting pgbouncer"))?;
-        let bouncer = Self {
+        let mut bouncer = Self {
             root,
             port,
             process,
         };
         for _ in 0..100 {
+            // Listening is only ours while our pgbouncer runs: one that exited (its port
+            // taken in between) must not pass for ready because someone else listens there.
+            if bouncer.process.try_wait().ok().flatten().is_some() {
+                break;
+            }
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(bouncer);
             }
@@ -83,7 +88,7 @@ impl TestPgBouncer {
         Err(HarnessError::Command {
             command: "pgbouncer".into(),
             output: format!(
-                "did not listen on port {port}; see {}",
+                "did not start listening on port {port}; see {}",
                 bouncer.root.join("pgbouncer.log").display()
             ),
         })

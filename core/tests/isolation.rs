@@ -405,3 +405,62 @@ async fn the_first_statement_of_a_fresh_connection_is_parsed_after_the_switch() 
         assert_eq!(row.get::<_, String>(0), s.as_str());
     }
 }
+
+/// The statements a connection keeps prepared stay bounded (the server holds a plan for
+/// each), also when they are prepared over many checkouts of the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_per_connection_stay_bounded() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "bound_", 1).await;
+    let router = SchemaRouter::new(db.new_pool(1).unwrap());
+    let count = "SELECT count(*) FROM pg_prepared_statements";
+    let mut most = 0;
+    // 3,000 distinct texts, ten per checkout of the pool's only connection.
+    for batch in 0..300 {
+        let c = router.connection_for(&schemas[0]).await.unwrap();
+        for i in 0..10 {
+            let n = batch * 10 + i;
+            let v: i32 = c
+                .query_one(
+                    &format!("SELECT {n}::int4 + 0 * (SELECT count(*)::int4 FROM notes)"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(v, n);
+        }
+        let held: i64 = c.query_one(count, &[]).await.unwrap().get(0);
+        most = most.max(held);
+    }
+    assert!(
+        (2000..=2048 + 11).contains(&most),
+        "the connection held at most {most} prepared statements"
+    );
+    // Still one connection: every checkout reused it (so the bound was carried across them).
+    assert_eq!(router.stats().checkouts, 300);
+}
+
+/// A schema seen to exist a moment ago is not checked again on the next switch to it, even
+/// when no pooled connection was left on it in between (more tenants than connections):
+/// the switch is then written in the same flush as the statement, without a round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_sightings_outlive_the_connections_that_made_them() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "seen_", 40).await;
+    let router = SchemaRouter::new(db.new_pool(2).unwrap());
+    for _ in 0..2 {
+        for s in &schemas {
+            assert_eq!(marker(&router, s).await.0, s.as_str());
+        }
+    }
+    let stats = router.stats();
+    assert_eq!(stats.switches, 80, "{stats:?}");
+    // Each schema checked once (a slow machine may cross the one-second freshness).
+    assert!(
+        (40..60).contains(&stats.existence_checks),
+        "second round re-checked schemas seen moments ago: {stats:?}"
+    );
+}

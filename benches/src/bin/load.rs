@@ -34,7 +34,7 @@ const SQL: &str = "SELECT v FROM items WHERE id = $1";
 const ROWS: i32 = 100;
 const POOL: usize = 16;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 enum Variant {
     Baseline,
     Session,
@@ -42,6 +42,10 @@ enum Variant {
     Naive,
     Qualified,
     SessionNoAffinity,
+    /// Not in the default set: a plain pool, `SET search_path` written in the same flush as
+    /// the execution of a statement cached per schema, no isolation bookkeeping at all (the
+    /// floor of what a switch per checkout costs).
+    Pipelined,
 }
 
 const VARIANTS: [Variant; 6] = [
@@ -77,6 +81,24 @@ struct Args {
     /// Seconds of an unmeasured run of each variant before the measured one (steady state).
     #[arg(long, default_value_t = 0.0)]
     warmup: f64,
+    /// Only these variants (repeatable; the first is the ratios' baseline). Default: all.
+    #[arg(long = "variant", value_enum)]
+    variants: Vec<Variant>,
+    /// Only uniform picks, or only Zipf (default: both).
+    #[arg(long, value_enum)]
+    pick: Option<Pick>,
+    /// Only this many queries per checkout (default: 1 and 5).
+    #[arg(long)]
+    queries: Option<usize>,
+    /// After each row, the server transactions and router switches per operation.
+    #[arg(long)]
+    explain: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Pick {
+    Uniform,
+    Zipf,
 }
 
 struct Setup {
@@ -88,6 +110,7 @@ struct Setup {
     transaction: SchemaRouter,
     plain: Pool,
     qualified_pool: Pool,
+    pipelined_pool: Pool,
 }
 
 fn make_pool(config: &Config, app: &str, options: Option<&str>) -> Pool {
@@ -147,6 +170,22 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
             .unwrap();
             let stmt = c.prepare_cached(SQL).await.unwrap();
             for _ in 0..queries {
+                c.query_one(&stmt, &[&id]).await.unwrap();
+            }
+        }
+        Variant::Pipelined => {
+            let c = setup.pipelined_pool.get().await.unwrap();
+            let schema = &setup.schemas[tenant];
+            let keyed = format!("/* {} */ {SQL}", schema.as_str());
+            let set = format!("SET search_path TO {}, public", schema.quoted());
+            let (switched, stmt) = futures_util::future::join(c.batch_execute(&set), async {
+                let stmt = c.prepare_cached(&keyed).await.unwrap();
+                c.query_one(&stmt, &[&id]).await.unwrap();
+                stmt
+            })
+            .await;
+            switched.unwrap();
+            for _ in 1..queries {
                 c.query_one(&stmt, &[&id]).await.unwrap();
             }
         }
@@ -227,6 +266,22 @@ async fn run_for(
     all
 }
 
+/// Transactions committed or rolled back so far in `dbname` (statistics are flushed by
+/// backends at most once a second, so a run's count is approximate).
+async fn server_transactions(admin: &Pool, dbname: &str) -> i64 {
+    let c = admin.get().await.unwrap();
+    c.batch_execute("SELECT pg_stat_clear_snapshot()")
+        .await
+        .unwrap();
+    c.query_one(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
+        &[&dbname],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 async fn backend_rss(admin: &Pool, dbname: &str) -> BTreeMap<String, (usize, u64, u64)> {
     let c = admin.get().await.unwrap();
     let rows = c
@@ -266,7 +321,17 @@ async fn main() {
         affinity,
         tenants: only_tenants,
         warmup,
+        variants,
+        pick,
+        queries: only_queries,
+        explain,
     } = Args::parse();
+    let filtered = !variants.is_empty();
+    let variants = if variants.is_empty() {
+        VARIANTS.to_vec()
+    } else {
+        variants
+    };
 
     let cluster = TestCluster::start().unwrap();
     let db = cluster.create_database().await.unwrap();
@@ -322,6 +387,7 @@ async fn main() {
             .build(),
         plain: make_pool(&config, "naive", None),
         qualified_pool: make_pool(&config, "qualified", None),
+        pipelined_pool: make_pool(&config, "pipelined", None),
     });
 
     println!("\n{tasks} tasks, pool {POOL}, {secs} s per run; ratio = throughput / baseline of the same row");
@@ -380,10 +446,13 @@ async fn main() {
     };
     for t in tenant_counts {
         for zipf in [false, true] {
-            if t == 1 && zipf {
+            if (t == 1 && zipf) || pick.is_some_and(|p| (p == Pick::Zipf) != zipf) {
                 continue;
             }
             for queries in [1usize, 5] {
+                if only_queries.is_some_and(|q| q != queries) {
+                    continue;
+                }
                 configs.push((t, zipf, queries));
             }
         }
@@ -395,11 +464,26 @@ async fn main() {
             Picker::Uniform(t)
         };
         let mut baseline = None;
-        for variant in VARIANTS {
+        for &variant in &variants {
             if warmup > 0.0 {
                 run(&setup, variant, &picker, queries, tasks, warmup).await;
             }
+            let before = (
+                server_transactions(&admin, db.name()).await,
+                setup.session.stats().switches,
+            );
             let s = run(&setup, variant, &picker, queries, tasks, secs).await;
+            if explain {
+                // `run` warms up for a fifth of the run (at most 1 s) before measuring.
+                let ops = s.per_sec * (secs + (secs / 5.0).min(1.0));
+                let xacts = server_transactions(&admin, db.name()).await - before.0;
+                let switches = setup.session.stats().switches - before.1;
+                eprintln!(
+                    "  {variant:?}: {:.2} server transactions per operation, {:.2} session switches per operation",
+                    xacts as f64 / ops,
+                    switches as f64 / ops
+                );
+            }
             let base = *baseline.get_or_insert(s.per_sec);
             println!(
                 "| {t} | {} | {queries} | {variant:?} | {:.0} | {} | {} | {:.2} |",
@@ -424,6 +508,9 @@ async fn main() {
         println!("| {app} | {n} | {} | {max} |", total / n.max(1) as u64);
     }
 
+    if filtered {
+        return;
+    }
     println!("\nsingle client (1 task), one query per checkout:");
     println!("| case | p50 µs | p99 µs | p50 vs baseline |");
     println!("|---|---|---|---|");

@@ -1,7 +1,7 @@
 //! A pooled connection bound to one schema.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{ClientWrapper, Object};
@@ -12,7 +12,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
 use super::pool::{RouterPool, SearchPathMode};
-use super::session::Gate;
+use super::session::{Gate, Remembered};
 use super::tenant_transaction::TenantTransaction;
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
@@ -58,6 +58,9 @@ pub struct ConnectionScope {
     /// The gate epoch under which the path was last set and the schema seen to exist;
     /// [`NOT_ON_PATH`] when the next statement must switch first.
     verified: AtomicU64,
+    /// At least as many statements as the connection's cache holds ([`UNCOUNTED`]: not
+    /// known yet). Kept instead of asking the cache, whose count walks all its entries.
+    statements: AtomicUsize,
     /// Transaction mode: a statement's transaction is open (BEGIN sent, COMMIT/ROLLBACK not
     /// yet answered). If the scope is dropped then (a cancelled request), the connection is
     /// closed instead of going back to the pool half-way through a transaction.
@@ -78,6 +81,8 @@ pub struct ConnectionScope {
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
+
+const UNCOUNTED: usize = usize::MAX;
 
 /// How many statements a connection keeps prepared (over all schemas) before its cache is
 /// emptied: the server holds a plan for each.
@@ -165,7 +170,8 @@ impl ConnectionScope {
         schema: SchemaName,
         path: Arc<str>,
         gate: Arc<Gate>,
-        verified_at: Option<u64>,
+        known: Remembered,
+        epoch: u64,
         pool: Arc<RouterPool>,
     ) -> Self {
         Self {
@@ -173,7 +179,8 @@ impl ConnectionScope {
             schema,
             path,
             gate,
-            verified: AtomicU64::new(verified_at.unwrap_or(NOT_ON_PATH)),
+            verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
+            statements: AtomicUsize::new(known.statements.unwrap_or(UNCOUNTED)),
             open_transaction: AtomicBool::new(false),
             untrusted: AtomicBool::new(false),
             prepared: Mutex::new(Vec::new()),
@@ -287,6 +294,7 @@ impl ConnectionScope {
         tracing::trace!(schema = %self.schema, path = %self.path, "switching search_path");
         let check = force || !self.gate.recently_verified(epoch);
         let sql = if check {
+            self.pool.count_existence_check();
             format!(
                 "SET search_path TO {}; {}",
                 self.path,
@@ -332,6 +340,7 @@ impl ConnectionScope {
     fn after_running(&self, effects: Effects) {
         if effects.drops_prepared {
             self.conn().statement_cache.clear();
+            self.statements.store(0, Ordering::Release);
         }
         if effects.session {
             self.forget_path();
@@ -383,15 +392,26 @@ impl ConnectionScope {
     }
 
     async fn prepare_on_path(&self, sql: &str) -> Result<Statement> {
-        let cache = &self.conn().statement_cache;
-        if cache.size() >= MAX_CACHED_STATEMENTS {
-            // Bounded: the server keeps a plan per statement and connection.
-            cache.clear();
+        // Bounded: the server keeps a plan per statement and connection. Each call adds at
+        // most one statement, so the cache is counted (a walk over it) only when the bound
+        // carried from earlier counts reaches the limit.
+        let bound = self.statements.load(Ordering::Acquire);
+        if bound == UNCOUNTED || bound >= MAX_CACHED_STATEMENTS {
+            let cache = &self.conn().statement_cache;
+            let mut size = cache.size();
+            if size >= MAX_CACHED_STATEMENTS {
+                cache.clear();
+                size = 0;
+            }
+            self.statements.store(size, Ordering::Release);
         }
-        self.conn()
+        let prepared = self
+            .conn()
             .prepare_cached(&self.keyed(sql))
             .await
-            .map_err(|e| Error::db("preparing a statement", &self.schema, e))
+            .map_err(|e| Error::db("preparing a statement", &self.schema, e));
+        self.statements.fetch_add(1, Ordering::AcqRel);
+        prepared
     }
 
     /// `sql` as cached on the connection: one prepared statement per schema and SQL text,
@@ -659,6 +679,7 @@ impl ConnectionScope {
         if local {
             self.pool.count_switch();
         }
+        self.pool.count_existence_check();
         let conn = self
             .conn
             .as_mut()
@@ -718,9 +739,11 @@ impl Drop for ConnectionScope {
             return;
         }
         let epoch = self.verified.load(Ordering::Acquire);
+        let statements = self.statements.load(Ordering::Acquire);
         if let Some(conn) = self.conn.take() {
+            // Still UNCOUNTED when nothing was prepared during this checkout.
             self.pool
-                .release(conn, &self.path, self.gate.clone(), epoch);
+                .release(conn, &self.path, self.gate.clone(), epoch, statements);
         }
     }
 }

@@ -130,14 +130,18 @@ async fn checkout(pool: &Arc<RouterPool>, schema: &SchemaName) -> Result<Connect
         .await
         .map_err(|source| Error::pool(schema, source))?;
     let epoch = gate.epoch();
-    let known = pool.tracks_search_path()
-        && session::take_known_path(&conn, &path, &gate, epoch, handed_over);
+    let known = if pool.tracks_search_path() {
+        session::take_known_path(&conn, &path, &gate, epoch, handed_over)
+    } else {
+        session::Remembered::default()
+    };
     Ok(ConnectionScope::new(
         conn,
         schema.clone(),
         path,
         gate,
-        known.then_some(epoch),
+        known,
+        epoch,
         pool.clone(),
     ))
 }

@@ -42,6 +42,9 @@ pub struct RouterStats {
     pub checkouts: u64,
     /// `search_path` switches sent to the server.
     pub switches: u64,
+    /// Switches that also checked the schema's existence (a round trip of their own; a
+    /// schema seen to exist within the last second is not checked again).
+    pub existence_checks: u64,
 }
 
 /// How many SQL texts' parameter types a transaction-mode router keeps.
@@ -62,6 +65,7 @@ pub(crate) struct RouterPool {
     param_types: Mutex<HashMap<Box<str>, Arc<[Type]>>>,
     checkouts: AtomicU64,
     switches: AtomicU64,
+    existence_checks: AtomicU64,
 }
 
 impl RouterPool {
@@ -84,6 +88,7 @@ impl RouterPool {
             param_types: Mutex::default(),
             checkouts: AtomicU64::new(0),
             switches: AtomicU64::new(0),
+            existence_checks: AtomicU64::new(0),
         }
     }
 
@@ -117,11 +122,19 @@ impl RouterPool {
     }
 
     /// Takes a connection back that is on `path`, verified under `gate`'s `epoch`, with
-    /// nothing run since that could have changed its session: remembered (when tracking),
-    /// then handed to a request waiting for that path, or returned to the pool.
-    pub(super) fn release(&self, conn: Object, path: &Arc<str>, gate: Arc<Gate>, epoch: u64) {
+    /// nothing run since that could have changed its session and at most `statements`
+    /// cached: remembered (when tracking), then handed to a request waiting for that path,
+    /// or returned to the pool.
+    pub(super) fn release(
+        &self,
+        conn: Object,
+        path: &Arc<str>,
+        gate: Arc<Gate>,
+        epoch: u64,
+        statements: usize,
+    ) {
         if self.track {
-            session::remember(&conn, path.clone(), gate, epoch);
+            session::remember(&conn, path.clone(), gate, epoch, statements);
         }
         match &self.handoff {
             Some(handoff) => drop(handoff.release(conn, path)),
@@ -134,10 +147,16 @@ impl RouterPool {
         self.switches.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a switch that checks the schema's existence.
+    pub(super) fn count_existence_check(&self) {
+        self.existence_checks.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(super) fn stats(&self) -> RouterStats {
         RouterStats {
             checkouts: self.checkouts.load(Ordering::Relaxed),
             switches: self.switches.load(Ordering::Relaxed),
+            existence_checks: self.existence_checks.load(Ordering::Relaxed),
         }
     }
 

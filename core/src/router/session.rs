@@ -158,7 +158,17 @@ pub(crate) async fn close(schema: &SchemaName) -> ClosedGate {
 /// seen on one database says nothing about another database.
 type GateKey = (usize, SchemaName);
 
-static GATES: LazyLock<Mutex<HashMap<GateKey, Weak<Gate>>>> = LazyLock::new(Default::default);
+/// The gates, held strongly while anyone uses them or their sighting of the schema is
+/// fresh: a gate dropped as soon as its last connection let go of it would forget that
+/// sighting, and with more tenants than pooled connections every switch would then check
+/// the schema's existence again (a round trip) instead of being written with its statement.
+#[derive(Debug, Default)]
+struct Gates {
+    by_key: HashMap<GateKey, Arc<Gate>>,
+    sweep_at: usize,
+}
+
+static GATES: LazyLock<Mutex<Gates>> = LazyLock::new(Default::default);
 
 fn database_key(pool: &Pool) -> usize {
     std::ptr::from_ref(pool.manager()) as usize
@@ -169,14 +179,20 @@ fn database_key(pool: &Pool) -> usize {
 pub(crate) fn gate(pool: &Pool, schema: &SchemaName) -> Arc<Gate> {
     let key = (database_key(pool), schema.clone());
     let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
+    if let Some(gate) = gates.by_key.get(&key) {
         // A dropped pool's address may have been reused by this one.
         if gate.database.upgrade().is_some() {
-            return gate;
+            return gate.clone();
         }
     }
-    if gates.len() >= 1024 && gates.len().is_power_of_two() {
-        gates.retain(|_, g| g.strong_count() > 0);
+    if gates.by_key.len() >= gates.sweep_at {
+        // Keep what someone holds or what still vouches for a schema; what is dropped
+        // knew nothing a new gate would not (its epoch is compared only by holders).
+        gates.by_key.retain(|_, g| {
+            Arc::strong_count(g) > 1
+                || (g.database.upgrade().is_some() && g.recently_verified(g.epoch()))
+        });
+        gates.sweep_at = (gates.by_key.len() * 2).max(1024);
     }
     let gate = Arc::new(Gate {
         database: pool.weak(),
@@ -184,7 +200,7 @@ pub(crate) fn gate(pool: &Pool, schema: &SchemaName) -> Arc<Gate> {
         verified_at: AtomicU64::new(0),
         verified_epoch: AtomicU64::new(0),
     });
-    gates.insert(key, Arc::downgrade(&gate));
+    gates.by_key.insert(key, gate.clone());
     gate
 }
 
@@ -238,6 +254,20 @@ struct Slot {
     gate: Arc<Gate>,
     epoch: u64,
     recycle_count: usize,
+    /// At least as many statements as the connection's cache holds (see [`Remembered`];
+    /// `usize::MAX`: not counted).
+    statements: usize,
+}
+
+/// What the path memory knew of a connection just checked out.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Remembered {
+    /// It is on the path asked for, verified under the gate's current epoch.
+    pub(crate) on_path: bool,
+    /// An upper bound of the statements its cache holds, when nothing but this library used
+    /// it since it was remembered: counting them is a walk over the whole cache, so the
+    /// bound is carried from checkout to checkout instead.
+    pub(crate) statements: Option<usize>,
 }
 
 static MEMORY: LazyLock<Mutex<PathMemory>> = LazyLock::new(Default::default);
@@ -246,23 +276,25 @@ fn key(conn: &Object) -> usize {
     Arc::as_ptr(&conn.statement_cache) as usize
 }
 
-/// Whether `conn`, just checked out (`handed_over`: straight from a releasing scope, not
-/// through the pool), is known to be on `path`, verified under `gate`'s current `epoch`
-/// less than [`VERIFIED_FOR`] ago. The entry is consumed: whatever happens next, only a
-/// clean release records it again.
+/// What is known of `conn`, just checked out (`handed_over`: straight from a releasing scope,
+/// not through the pool): whether it is on `path`, verified under `gate`'s current `epoch`
+/// less than [`VERIFIED_FOR`] ago, and a bound of its cached statements. The entry is
+/// consumed: whatever happens next, only a clean release records it again.
 pub(crate) fn take_known_path(
     conn: &Object,
     path: &str,
     gate: &Arc<Gate>,
     epoch: u64,
     handed_over: bool,
-) -> bool {
+) -> Remembered {
     let slot = MEMORY
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .by_conn
         .remove(&key(conn));
-    let Some(slot) = slot else { return false };
+    let Some(slot) = slot else {
+        return Remembered::default();
+    };
     // Through the pool, exactly one recycle happened since the release: ours.
     let recycles = Object::metrics(conn).recycle_count;
     let untouched = if handed_over {
@@ -270,16 +302,27 @@ pub(crate) fn take_known_path(
     } else {
         recycles == slot.recycle_count + 1
     };
-    untouched
-        && Arc::ptr_eq(&slot.gate, gate)
-        && slot.epoch == epoch
-        && &*slot.path == path
-        && gate.recently_verified(epoch)
+    if !untouched {
+        return Remembered::default();
+    }
+    Remembered {
+        on_path: Arc::ptr_eq(&slot.gate, gate)
+            && slot.epoch == epoch
+            && &*slot.path == path
+            && gate.recently_verified(epoch),
+        statements: Some(slot.statements),
+    }
 }
 
 /// Records that `conn` is being released on `path`, verified under `gate`'s `epoch`, with
-/// nothing run since that could have changed its session.
-pub(crate) fn remember(conn: &Object, path: Arc<str>, gate: Arc<Gate>, epoch: u64) {
+/// nothing run since that could have changed its session, and at most `statements` cached.
+pub(crate) fn remember(
+    conn: &Object,
+    path: Arc<str>,
+    gate: Arc<Gate>,
+    epoch: u64,
+    statements: usize,
+) {
     let mut memory = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
     memory.by_conn.insert(
         key(conn),
@@ -289,6 +332,7 @@ pub(crate) fn remember(conn: &Object, path: Arc<str>, gate: Arc<Gate>, epoch: u6
             gate,
             epoch,
             recycle_count: Object::metrics(conn).recycle_count,
+            statements,
         },
     );
     if memory.by_conn.len() > memory.sweep_at {

@@ -87,6 +87,9 @@ impl ConnectionScope {
         self.pool.count_switch();
         let epoch = self.gate.epoch();
         let check = !self.gate.recently_verified(epoch);
+        if check {
+            self.pool.count_existence_check();
+        }
         let begin = format!(
             "BEGIN; SET LOCAL search_path TO {}{}",
             self.path,

@@ -373,12 +373,6 @@ async fn connection_and_configuration_errors_exit_3() {
 async fn unknown_schemas_and_empty_selections_fail() {
     let (cli, _db) = Cli::new("select").await;
     cli.ok(&["migrate"]);
-    // No tenants yet: a run over no schema at all is not a success.
-    let (_, err) = cli.fails(1, &["run", "--sql", "SELECT 1", "--skip-public"]);
-    assert!(err.contains("no schema selected"), "{err}");
-    let (_, err) = cli.fails(1, &["migrate", "--skip-public"]);
-    assert!(err.contains("nothing to migrate"), "{err}");
-
     cli.ok(&["create", "acme"]);
     for command in [
         &["migrate", "--schema", "acmee"][..],
@@ -389,6 +383,28 @@ async fn unknown_schemas_and_empty_selections_fail() {
         let (_, err) = cli.fails(1, command);
         assert!(err.contains("no such tenant: acmee"), "{command:?}: {err}");
     }
+    // A selection of nothing is not a success either.
+    let (_, err) = cli.fails(
+        1,
+        &[
+            "run",
+            "--sql",
+            "SELECT 1",
+            "--schema",
+            "public",
+            "--skip-public",
+        ],
+    );
+    assert!(err.contains("no schema selected"), "{err}");
+    let (_, err) = cli.fails(1, &["migrate", "--schema", "public", "--skip-public"]);
+    assert!(err.contains("nothing to migrate"), "{err}");
+    cli.ok(&["delete", "acme", "--drop-schema"]);
+    let (_, err) = cli.fails(1, &["run", "--sql", "SELECT 1", "--skip-public"]);
+    assert!(err.contains("no schema selected"), "{err}");
+    let (_, err) = cli.fails(1, &["migrate", "--skip-public"]);
+    assert!(err.contains("nothing to migrate"), "{err}");
+
+    cli.ok(&["create", "acme"]);
     // One typo among good names still stops everything.
     write(
         &cli.dir.join("tenant"),

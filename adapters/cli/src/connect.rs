@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tenant_schemas::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tenant_schemas::deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use tenant_schemas::tokio_postgres::config::Host as PgHost;
 use tenant_schemas::tokio_postgres::{Config, NoTls};
 use tenant_schemas::{ShardName, Tenancy, TenantMigrations};
@@ -167,18 +169,29 @@ pub(crate) fn shown(config: &Config) -> String {
 
 /// Fails unless a connection to `db` can be made.
 async fn check_connection(db: &Database) -> CliResult {
-    db.pool.get().await.map(drop).map_err(|e| {
-        let which = if db.shard.is_default() {
-            String::new()
-        } else {
-            format!(" (shard `{}`)", db.shard)
-        };
-        CliError::config(format!(
-            "cannot connect to database {}{which}: {}",
-            db.shown,
-            with_causes(&e)
-        ))
-    })
+    db.pool
+        .get()
+        .await
+        .map(drop)
+        .map_err(|e| connect_error(db, &e))
+}
+
+/// No connection to `db`: a configuration or connection error naming it.
+pub(crate) fn connect_error(db: &Database, e: &PoolError) -> CliError {
+    // The pool's own words ("Error occurred while creating a new object") say nothing.
+    let why = match e {
+        PoolError::Backend(pg) => with_causes(pg),
+        other => with_causes(other),
+    };
+    let which = if db.shard.is_default() {
+        String::new()
+    } else {
+        format!(" (shard `{}`)", db.shard)
+    };
+    CliError::config(format!(
+        "cannot connect to database {}{which}: {why}",
+        db.shown
+    ))
 }
 
 /// An error's message and its causes', without repeats; the server's own message for a
@@ -187,17 +200,18 @@ pub(crate) fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {
-        let text = match e.downcast_ref::<tenant_schemas::tokio_postgres::Error>() {
+        let (text, source) = match e.downcast_ref::<tenant_schemas::tokio_postgres::Error>() {
+            // The server's message is the whole story; its source repeats it.
             Some(pg) => match pg.as_db_error() {
-                Some(db) => db.message().to_owned(),
-                None => pg.to_string(),
+                Some(db) => (db.message().to_owned(), None),
+                None => (pg.to_string(), e.source()),
             },
-            None => e.to_string(),
+            None => (e.to_string(), e.source()),
         };
         if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
-        next = e.source();
+        next = source;
     }
     parts.join(": ")
 }

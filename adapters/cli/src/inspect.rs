@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use tenant_schemas::tokio_postgres::types::Type;
 use tenant_schemas::{Migration, SchemaName, ShardName, TenantMigrations, HISTORY_TABLE};
 
-use crate::connect::{with_causes, Context};
-use crate::error::{CliError, CliResult};
+use crate::connect::{connect_error, with_causes, Context};
+use crate::error::CliResult;
 
 /// Where the registry and a schema disagree, or the schema and the migration set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,13 +182,7 @@ async fn read(
         });
         return Ok(state);
     };
-    let conn = db.pool.get().await.map_err(|e| {
-        CliError::config(format!(
-            "cannot connect to database {}: {}",
-            db.shown,
-            with_causes(&e)
-        ))
-    })?;
+    let conn = db.pool.get().await.map_err(|e| connect_error(db, &e))?;
     let unreadable = |e: &(dyn std::error::Error + 'static)| Drift::Unreadable {
         error: with_causes(e),
     };

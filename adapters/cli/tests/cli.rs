@@ -187,6 +187,9 @@ async fn the_command_line_end_to_end() {
     );
     let (out, _) = cli.fails(1, &["doctor"]);
     assert!(out.contains("tenant beta is at version 1 of 2"), "{out}");
+    // The repair migrates beta, which fails again: said, and exit 1.
+    let (out, _) = cli.fails(1, &["doctor", "--fix"]);
+    assert!(out.contains("repair failed for tenant beta"), "{out}");
 
     cli.ok(&["delete", "beta", "--drop-schema"]);
     let out = cli.ok(&["doctor", "--json"]);

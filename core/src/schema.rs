@@ -147,7 +147,8 @@ pub(crate) fn printable(input: &str) -> String {
 
 impl fmt::Display for SchemaName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, not `write_str`: width, fill and alignment (`{:<24}`) apply, as for a `str`.
+        f.pad(&self.0)
     }
 }
 
@@ -287,6 +288,17 @@ mod tests {
         assert!(err.to_string().contains("bad\\0name"));
         let long = "X".repeat(1000);
         assert!(SchemaName::new(&long).unwrap_err().name().len() < 110);
+    }
+
+    #[test]
+    fn display_honors_width_and_alignment() {
+        let acme = SchemaName::new("acme").unwrap();
+        assert_eq!(format!("{acme}"), "acme");
+        assert_eq!(format!("[{acme:<8}]"), "[acme    ]");
+        assert_eq!(format!("[{acme:>8}]"), "[    acme]");
+        assert_eq!(format!("[{acme:-^8}]"), "[--acme--]");
+        assert_eq!(format!("[{acme:.2}]"), "[ac]");
+        assert_eq!(format!("[{:<8}]", SchemaName::public()), "[public  ]");
     }
 
     #[test]

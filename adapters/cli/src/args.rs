@@ -1,29 +1,50 @@
 //! The command line's arguments, and their conversion into the library's types.
+//!
+//! Schema names and domains are checked while parsing, so a malformed one is a usage error
+//! (exit 2) like any other argument clap rejects.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use tenant_schemas::{Host, NewTenant, RunOptions, SchemaName, TenantMigrations};
+use tenant_schemas::{Host, NewTenant, RunOptions, SchemaName};
 
-use crate::BoxError;
+use crate::error::EXIT_CODES;
+
+/// Where tenant migrations are looked for when `--migrations` is not given.
+pub(crate) const DEFAULT_MIGRATIONS: &str = "migrations/tenant";
+/// Where shared migrations are looked for when `--shared-migrations` is not given.
+pub(crate) const DEFAULT_SHARED_MIGRATIONS: &str = "migrations/shared";
 
 #[derive(Parser)]
 #[command(
     name = "tenant-schemas",
     version,
-    about = "Schema-per-tenant PostgreSQL: migrate, create, clone, delete, list, domains, run, doctor"
+    about = "Schema-per-tenant PostgreSQL: migrate, create, clone, delete, list, domains, run, doctor, status",
+    after_help = EXIT_CODES
 )]
 pub(crate) struct Cli {
-    /// PostgreSQL connection string (a direct connection, not through PgBouncer in
-    /// transaction mode: migrations hold an advisory lock).
-    #[arg(long, env = "DATABASE_URL", global = true)]
+    /// PostgreSQL connection string of the database holding the registry (a direct
+    /// connection, not through PgBouncer in transaction mode: migrations hold an advisory
+    /// lock).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub(crate) database_url: Option<String>,
-    /// Tenant migrations directory.
-    #[arg(long, default_value = "migrations/tenant", global = true)]
-    pub(crate) migrations: PathBuf,
-    /// Shared (public) migrations directory.
-    #[arg(long, default_value = "migrations/shared", global = true)]
-    pub(crate) shared_migrations: PathBuf,
+    /// Another database tenants live on, as NAME=URL (repeatable); the registry stays on
+    /// --database-url.
+    #[arg(long = "shard", value_name = "NAME=URL", value_parser = shard_arg, global = true)]
+    pub(crate) shards: Vec<(String, String)>,
+    /// A file of NAME=URL lines, one shard each (blank lines and lines starting with # are
+    /// skipped); combined with --shard.
+    #[arg(long = "shards", value_name = "FILE", global = true)]
+    pub(crate) shards_file: Option<PathBuf>,
+    /// Tenant migrations directory (V<n>__<name>.sql files) [default: migrations/tenant].
+    /// Must exist for the commands that use it (migrate, create, clone, doctor, status).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub(crate) migrations: Option<PathBuf>,
+    /// Shared (public) migrations directory [default: migrations/shared]. When given, it
+    /// must exist; the default may be missing (then there are no shared migrations, and
+    /// migrate and status say so).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub(crate) shared_migrations: Option<PathBuf>,
     /// A table name that may exist both in tenant schemas and in public on purpose
     /// (repeatable); other such names are refused by migrate and create, and reported by
     /// doctor.
@@ -38,59 +59,90 @@ pub(crate) struct Cli {
 
 #[derive(Args, Clone)]
 pub(crate) struct Selection {
-    /// Only this tenant schema (repeatable).
-    #[arg(long = "schema")]
-    schemas: Vec<String>,
+    /// Only this schema (repeatable; `public` names the public schema). A schema the
+    /// registry does not have is an error.
+    #[arg(long = "schema", value_parser = target_schema)]
+    pub(crate) schemas: Vec<SchemaName>,
     /// Leave the public schema alone.
     #[arg(long)]
-    skip_public: bool,
+    pub(crate) skip_public: bool,
     /// Schemas handled at once (default: from the core count and pool size).
     #[arg(long, default_value_t = 0)]
-    parallel: usize,
+    pub(crate) parallel: usize,
 }
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run the shared migrations in public, then bring every tenant to the latest version.
-    Migrate(Selection),
-    /// Create a tenant: schema, migrations and registry rows in one transaction.
+    #[command(after_help = EXIT_CODES)]
+    Migrate {
+        #[command(flatten)]
+        selection: Selection,
+        /// List each schema's pending migrations; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Per schema: its version, the newest, pending migrations and drift (registry and
+    /// schema disagreeing). Only reads; exits 1 when there is drift.
+    #[command(after_help = EXIT_CODES)]
+    Status {
+        /// Only this schema (repeatable).
+        #[arg(long = "schema", value_parser = target_schema)]
+        schemas: Vec<SchemaName>,
+    },
+    /// Create a tenant: schema, migrations and registry rows in one transaction. Installs
+    /// the registry when the database has none (and says so).
+    #[command(after_help = EXIT_CODES)]
     Create {
         /// The schema name.
-        schema: String,
+        #[arg(value_parser = tenant_schema)]
+        schema: SchemaName,
         /// Display name.
         #[arg(long)]
         name: Option<String>,
         /// A domain (repeatable; the first is primary).
-        #[arg(long = "domain")]
-        domains: Vec<String>,
+        #[arg(long = "domain", value_parser = host)]
+        domains: Vec<Host>,
+        /// The shard (a --shard NAME) to create it on (default: the one with the fewest
+        /// tenants).
+        #[arg(long, value_name = "NAME")]
+        in_shard: Option<String>,
     },
     /// Create a tenant as a copy of another, rows included.
+    #[command(after_help = EXIT_CODES)]
     Clone {
         /// The tenant to copy.
-        source: String,
+        #[arg(value_parser = target_schema)]
+        source: SchemaName,
         /// The new schema.
-        schema: String,
+        #[arg(value_parser = tenant_schema)]
+        schema: SchemaName,
         /// Display name.
         #[arg(long)]
         name: Option<String>,
         /// A domain (repeatable; the first is primary).
-        #[arg(long = "domain")]
-        domains: Vec<String>,
+        #[arg(long = "domain", value_parser = host)]
+        domains: Vec<Host>,
     },
     /// Delete a tenant's registry rows (and its schema with --drop-schema).
+    #[command(after_help = EXIT_CODES)]
     Delete {
         /// The schema name.
-        schema: String,
+        #[arg(value_parser = target_schema)]
+        schema: SchemaName,
         /// Also drop the schema and everything in it.
         #[arg(long)]
         drop_schema: bool,
     },
-    /// List tenants.
+    /// List tenants. Only reads.
+    #[command(after_help = EXIT_CODES)]
     List,
     /// Add, remove or promote a tenant's domains.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = EXIT_CODES)]
     Domains(DomainCommand),
-    /// Run SQL on every tenant, each in its schema.
+    /// Run SQL on every tenant, each in its schema; prints each schema's rows (for a query)
+    /// or affected-row count (for a command).
+    #[command(after_help = EXIT_CODES)]
     Run {
         /// The SQL text.
         #[arg(long, conflicts_with = "file", required_unless_present = "file")]
@@ -101,7 +153,9 @@ pub(crate) enum Command {
         #[command(flatten)]
         selection: Selection,
     },
-    /// Check the registry against the schemas; --fix migrates tenants that are behind.
+    /// Check the registry against the schemas (only reads); --fix migrates tenants that are
+    /// behind. Exits 1 when problems remain.
+    #[command(after_help = EXIT_CODES)]
     Doctor {
         /// Repair what is safe to repair.
         #[arg(long)]
@@ -114,9 +168,11 @@ pub(crate) enum DomainCommand {
     /// Add a domain.
     Add {
         /// The tenant.
-        schema: String,
+        #[arg(value_parser = target_schema)]
+        schema: SchemaName,
         /// The domain.
-        domain: String,
+        #[arg(value_parser = host)]
+        domain: Host,
         /// Make it the primary domain.
         #[arg(long)]
         primary: bool,
@@ -124,63 +180,117 @@ pub(crate) enum DomainCommand {
     /// Remove a domain.
     Remove {
         /// The tenant.
-        schema: String,
+        #[arg(value_parser = target_schema)]
+        schema: SchemaName,
         /// The domain.
-        domain: String,
+        #[arg(value_parser = host)]
+        domain: Host,
     },
     /// Make an existing domain the primary one.
     SetPrimary {
         /// The tenant.
-        schema: String,
+        #[arg(value_parser = target_schema)]
+        schema: SchemaName,
         /// The domain.
-        domain: String,
+        #[arg(value_parser = host)]
+        domain: Host,
     },
 }
 
-/// The migrations in `dir`, none when it does not exist.
-pub(crate) fn migrations(dir: &Path) -> Result<TenantMigrations, BoxError> {
-    if dir.is_dir() {
-        Ok(TenantMigrations::from_dir(dir)?)
-    } else {
-        Ok(TenantMigrations::new())
+impl Command {
+    /// Whether the command reads the tenant migrations (and so needs their directory).
+    pub(crate) fn uses_migrations(&self) -> bool {
+        matches!(
+            self,
+            Self::Migrate { .. }
+                | Self::Status { .. }
+                | Self::Create { .. }
+                | Self::Clone { .. }
+                | Self::Doctor { .. }
+        )
+    }
+
+    /// Whether the command reads the shared migrations.
+    pub(crate) fn uses_shared_migrations(&self) -> bool {
+        matches!(self, Self::Migrate { .. } | Self::Status { .. })
+    }
+
+    /// Whether the command creates the registry's tables when they are missing; the others
+    /// refuse to run on a database without them.
+    pub(crate) fn installs_registry(&self) -> bool {
+        matches!(
+            self,
+            Self::Migrate { dry_run: false, .. } | Self::Create { .. }
+        )
     }
 }
 
-/// A schema named on the command line; `public` is a valid target here.
-pub(crate) fn schema(name: &str) -> Result<SchemaName, BoxError> {
+/// A schema to act on: a tenant's, or `public`.
+fn target_schema(name: &str) -> Result<SchemaName, String> {
     if name == "public" {
         return Ok(SchemaName::public());
     }
-    Ok(SchemaName::new(name)?)
+    SchemaName::new(name).map_err(|e| e.to_string())
+}
+
+/// A new tenant's schema (`public` is not one).
+fn tenant_schema(name: &str) -> Result<SchemaName, String> {
+    SchemaName::new(name).map_err(|e| e.to_string())
+}
+
+fn host(name: &str) -> Result<Host, String> {
+    Host::parse(name).map_err(|e| format!("invalid domain: {e}"))
+}
+
+/// `NAME=URL`, split; the URL is checked when connecting.
+pub(crate) fn shard_arg(arg: &str) -> Result<(String, String), String> {
+    let (name, url) = arg
+        .split_once('=')
+        .ok_or("expected NAME=URL, e.g. eu=postgres://user@eu-db/app")?;
+    let name = name.trim();
+    if name.is_empty() || name.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "invalid shard name `{name}` (empty or with spaces)"
+        ));
+    }
+    if name == tenant_schemas::DEFAULT_SHARD {
+        return Err(format!(
+            "`{name}` is the database of --database-url; give this shard another name"
+        ));
+    }
+    if url.trim().is_empty() {
+        return Err(format!("shard `{name}` has no URL"));
+    }
+    Ok((name.to_owned(), url.trim().to_owned()))
 }
 
 impl Selection {
     /// The run options these arguments select.
-    pub(crate) fn options(&self) -> Result<RunOptions, BoxError> {
-        Ok(RunOptions {
+    pub(crate) fn options(&self) -> RunOptions {
+        RunOptions {
             parallel: self.parallel,
-            schemas: self
-                .schemas
-                .iter()
-                .map(|n| schema(n))
-                .collect::<Result<_, _>>()?,
+            schemas: self.schemas.clone(),
             skip_public: self.skip_public,
-        })
+        }
     }
 }
 
-/// The tenant `create` and `clone` make: its schema, display name and domains.
+/// The tenant `create` and `clone` make: its schema, display name, domains and shard.
 pub(crate) fn new_tenant(
-    schema: &str,
+    schema: &SchemaName,
     name: Option<String>,
-    domains: &[String],
-) -> Result<NewTenant, BoxError> {
-    let mut new = NewTenant::new(SchemaName::new(schema)?);
+    domains: &[Host],
+    shard: Option<&str>,
+) -> NewTenant {
+    let mut new = NewTenant::new(schema.clone());
     if let Some(name) = name {
         new = new.name(name);
     }
     for d in domains {
-        new = new.domain(Host::parse(d)?);
+        new = new.domain(d.clone());
     }
-    Ok(new)
+    if let Some(shard) = shard {
+        new = new.shard(shard);
+    }
+    new
 }

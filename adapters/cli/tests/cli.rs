@@ -1,26 +1,63 @@
-//! The `tenant-schemas` binary end to end, against a throwaway PostgreSQL.
+//! The `tenant-schemas` binary end to end, against a throwaway PostgreSQL (one cluster for
+//! the test binary, a database of its own per test).
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tenant_schemas::testing::TestCluster;
+use tenant_schemas::testing::{TestCluster, TestDatabase};
 
+/// The binary, run with one database and one directory of migrations.
 struct Cli {
     url: String,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
 }
 
 impl Cli {
+    /// A fresh database and a migrations directory `<tmp>/ts-cli-<pid>-<name>` with
+    /// `tenant/V1__notes.sql` and `shared/V1__plans.sql`.
+    async fn new(name: &str) -> (Self, TestDatabase) {
+        let db = TestCluster::shared()
+            .unwrap()
+            .create_database()
+            .await
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("ts-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write(
+            &dir.join("tenant"),
+            "V1__notes.sql",
+            "CREATE TABLE notes (id bigserial PRIMARY KEY, body text)",
+        );
+        write(
+            &dir.join("shared"),
+            "V1__plans.sql",
+            "CREATE TABLE plans (name text)",
+        );
+        (Self { url: url(&db), dir }, db)
+    }
+
+    /// Runs with `--migrations` and `--shared-migrations` pointing at this test's
+    /// directories.
     fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = args.to_vec();
+        let (tenant, shared) = (self.dir.join("tenant"), self.dir.join("shared"));
+        all.extend([
+            "--migrations",
+            tenant.to_str().unwrap(),
+            "--shared-migrations",
+            shared.to_str().unwrap(),
+        ]);
+        self.raw(&all, &self.dir)
+    }
+
+    /// Runs exactly `args`, in `cwd`, with `DATABASE_URL` set.
+    fn raw(&self, args: &[&str], cwd: &Path) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_tenant-schemas"))
             .args(args)
+            .current_dir(cwd)
             .env("DATABASE_URL", &self.url)
-            .arg("--migrations")
-            .arg(self.dir.join("tenant"))
-            .arg("--shared-migrations")
-            .arg(self.dir.join("shared"))
             .output()
             .unwrap();
         (
@@ -35,6 +72,31 @@ impl Cli {
         assert_eq!(code, 0, "{args:?}: {out}{err}");
         out
     }
+
+    /// Runs `args`, expects exit `code`; returns stdout and stderr.
+    fn fails(&self, code: i32, args: &[&str]) -> (String, String) {
+        let (got, out, err) = self.run(args);
+        assert_eq!(got, code, "{args:?}: {out}{err}");
+        (out, err)
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn url(db: &TestDatabase) -> String {
+    TestCluster::shared()
+        .unwrap()
+        .url(db.name())
+        .unwrap_or_else(|| {
+            // An external server: its URL, with this database.
+            let base = std::env::var(tenant_schemas::testing::DATABASE_URL_ENV).unwrap();
+            let (server, _) = base.rsplit_once('/').unwrap();
+            format!("{server}/{}", db.name())
+        })
 }
 
 fn write(dir: &Path, file: &str, sql: &str) {
@@ -42,35 +104,41 @@ fn write(dir: &Path, file: &str, sql: &str) {
     std::fs::write(dir.join(file), sql).unwrap();
 }
 
+async fn sql(db: &TestDatabase, sql: &str) {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(sql)
+        .await
+        .unwrap();
+}
+
+async fn registry_tables_exist(db: &TestDatabase) -> bool {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT to_regclass('public.tenant_schemas_tenants') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_end_to_end() {
-    let cluster = TestCluster::shared().unwrap();
-    let db = cluster.create_database().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("ts-cli-{}", std::process::id()));
-    write(
-        &dir.join("tenant"),
-        "V1__notes.sql",
-        "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)",
-    );
-    write(
-        &dir.join("shared"),
-        "V1__plans.sql",
-        "CREATE TABLE plans (name text)",
-    );
-    let url = cluster
-        .url(db.name())
-        .unwrap_or_else(|| std::env::var(tenant_schemas::testing::DATABASE_URL_ENV).unwrap());
-    let cli = Cli {
-        url,
-        dir: dir.clone(),
-    };
+    let (cli, _db) = Cli::new("e2e").await;
 
     let out = cli.ok(&["migrate", "--json"]);
     assert!(out.contains("\"migrated\":1"), "{out}");
     cli.ok(&["create", "acme", "--name", "Acme", "--domain", "acme.test"]);
-    let (code, _, err) = cli.run(&["create", "Bad-Name"]);
-    assert_eq!(code, 2);
+    let (_, err) = cli.fails(2, &["create", "Bad-Name"]);
     assert!(err.contains("invalid schema name"), "{err}");
+    let (_, err) = cli.fails(2, &["domains", "add", "acme", "bad domain"]);
+    assert!(err.contains("invalid domain"), "{err}");
     let out = cli.ok(&["list", "--json"]);
     assert!(
         out.contains("\"schema\":\"acme\"") && out.contains("acme.test"),
@@ -92,36 +160,584 @@ async fn the_command_line_end_to_end() {
         "beta",
         "--json",
     ]);
-    assert!(out.contains("\"rows\":1"), "{out}");
+    assert!(out.contains("\"rows\":[{\"body\":\"hello\"}]"), "{out}");
     // Without --skip-public the public schema is included, and has no notes table.
-    let (code, out, _) = cli.run(&["run", "--sql", "SELECT body FROM notes"]);
-    assert_eq!(code, 1, "{out}");
+    let (out, _) = cli.fails(1, &["run", "--sql", "SELECT body FROM notes"]);
     assert!(out.contains("FAILED public"), "{out}");
 
     cli.ok(&["domains", "add", "acme", "www.acme.test", "--primary"]);
     cli.ok(&["domains", "set-primary", "acme", "acme.test"]);
     cli.ok(&["domains", "remove", "acme", "www.acme.test"]);
-    let (code, _, err) = cli.run(&["domains", "remove", "acme", "www.acme.test"]);
-    assert_eq!(code, 2, "{err}");
+    // A refused change is a failure (1), not a usage error (2).
+    let (_, err) = cli.fails(1, &["domains", "remove", "acme", "www.acme.test"]);
+    assert!(err.contains("www.acme.test"), "{err}");
+    let (_, err) = cli.fails(1, &["create", "acme"]);
+    assert!(err.contains("already exists"), "{err}");
 
     // A migration that fails in beta only: exit 1, the failure listed.
     write(
-        &dir.join("tenant"),
+        &cli.dir.join("tenant"),
         "V2__extra.sql",
         "ALTER TABLE notes ADD COLUMN extra int; SELECT 1 / (CASE WHEN current_schema() = 'beta' THEN 0 ELSE 1 END)",
     );
-    let (code, out, _) = cli.run(&["migrate"]);
-    assert_eq!(code, 1, "{out}");
+    let (out, _) = cli.fails(1, &["migrate"]);
     assert!(
         out.contains("FAILED beta") && out.contains("V2__extra.sql"),
         "{out}"
     );
-    let (code, out, _) = cli.run(&["doctor"]);
-    assert_eq!(code, 1);
+    let (out, _) = cli.fails(1, &["doctor"]);
     assert!(out.contains("tenant beta is at version 1 of 2"), "{out}");
+    // The repair migrates beta, which fails again: said, and exit 1.
+    let (out, _) = cli.fails(1, &["doctor", "--fix"]);
+    assert!(out.contains("repair failed for tenant beta"), "{out}");
 
     cli.ok(&["delete", "beta", "--drop-schema"]);
     let out = cli.ok(&["doctor", "--json"]);
     assert!(out.contains("\"healthy\":true"), "{out}");
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A missing `--migrations` directory used to count as "no migrations": `create` made a
+/// tenant without tables and exited 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_migrations_directory_is_an_error() {
+    let (cli, db) = Cli::new("nodir").await;
+    let missing = cli.dir.join("tenant-typo");
+    let missing = missing.to_str().unwrap();
+
+    let (code, _, err) = cli.raw(&["create", "acme", "--migrations", missing], &cli.dir);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(missing) && err.contains("does not exist"),
+        "{err}"
+    );
+    // Nothing was written: not even the registry.
+    assert!(!registry_tables_exist(&db).await);
+
+    // A file is not a directory.
+    let file = cli.dir.join("tenant/V1__notes.sql");
+    let (code, _, err) = cli.raw(
+        &["migrate", "--migrations", file.to_str().unwrap()],
+        &cli.dir,
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+
+    // The default directory, missing (this test's directory has `tenant/`, not
+    // `migrations/tenant/`): the error says where it looked and how to pass one.
+    for command in [
+        &["create", "acme"][..],
+        &["migrate"],
+        &["migrate", "--dry-run"],
+    ] {
+        let (code, _, err) = cli.raw(command, &cli.dir);
+        assert_eq!(code, 3, "{command:?}: {err}");
+        assert!(
+            err.contains("migrations/tenant") && err.contains("--migrations DIR"),
+            "{err}"
+        );
+    }
+    assert!(!registry_tables_exist(&db).await);
+
+    // A given --shared-migrations must exist too.
+    let (code, _, err) = cli.raw(
+        &[
+            "migrate",
+            "--migrations",
+            cli.dir.join("tenant").to_str().unwrap(),
+            "--shared-migrations",
+            missing,
+        ],
+        &cli.dir,
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("--shared-migrations") && err.contains(missing),
+        "{err}"
+    );
+
+    // The default directories are found from the project's directory; a missing default
+    // shared directory means no shared migrations, and is said.
+    let project = cli.dir.join("project");
+    write(
+        &project.join("migrations/tenant"),
+        "V1__notes.sql",
+        "CREATE TABLE notes (body text)",
+    );
+    let (code, out, err) = cli.raw(&["migrate"], &project);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("no shared migrations"), "{err}");
+    let (code, out, err) = cli.raw(&["create", "acme"], &project);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("version 1"), "{out}");
+
+    // Commands that do not read migrations do not need them.
+    let (code, out, err) = cli.raw(&["list", "--migrations", missing], &cli.dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("acme"), "{out}");
+}
+
+/// `list` and `doctor` used to create the registry's tables on any database they were
+/// pointed at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_never_install_the_registry() {
+    let (cli, db) = Cli::new("readonly").await;
+    for command in [
+        &["list"][..],
+        &["doctor"],
+        &["status"],
+        &["migrate", "--dry-run"],
+        &["run", "--sql", "SELECT 1"],
+        &["delete", "acme"],
+        &["domains", "remove", "acme", "acme.test"],
+        &["doctor", "--fix"],
+    ] {
+        let (_, err) = cli.fails(3, command);
+        assert!(
+            err.contains("registry is not installed") && err.contains(db.name()),
+            "{command:?}: {err}"
+        );
+    }
+    assert!(!registry_tables_exist(&db).await);
+
+    // The writing commands install it, and say so.
+    let (code, _, err) = cli.run(&["create", "acme"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("installed the tenant registry"), "{err}");
+    assert!(registry_tables_exist(&db).await);
+    let out = cli.ok(&["list"]);
+    assert!(out.contains("acme"), "{out}");
+}
+
+/// Every non-migration failure used to exit 2, like a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_configuration_errors_exit_3() {
+    let (cli, db) = Cli::new("conn").await;
+    let bin = env!("CARGO_BIN_EXE_tenant-schemas");
+    let run = |url: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(bin);
+        command.args(args).env_remove("DATABASE_URL");
+        if let Some(url) = url {
+            command.env("DATABASE_URL", url);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, err) = run(None, &["list"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("DATABASE_URL"), "{err}");
+
+    let (code, err) = run(Some("host=localhost port=notaport"), &["list"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("not a valid PostgreSQL connection string"),
+        "{err}"
+    );
+
+    // A refused connection: the message names the server, never the password.
+    let (code, err) = run(
+        Some("postgres://someone:hunter2secret@127.0.0.1:1/app"),
+        &["list"],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("someone@127.0.0.1:1/app"), "{err}");
+    assert!(!err.contains("hunter2secret"), "{err}");
+
+    // A database that does not exist.
+    let wrong = cli.url.replace(db.name(), "no_such_database_here");
+    let (code, err) = run(Some(&wrong), &["list"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no_such_database_here"), "{err}");
+
+    // Usage is clap's 2; the codes are in --help.
+    let (code, _) = run(Some(&cli.url), &["migrate", "--no-such-flag"]);
+    assert_eq!(code, 2);
+    let out = Command::new(bin).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        help.contains("Exit codes:") && help.contains("3  connection or configuration"),
+        "{help}"
+    );
+    // The URL's value (and its password) is never shown in --help.
+    let out = Command::new(bin)
+        .arg("--help")
+        .env("DATABASE_URL", "postgres://u:hunter2secret@h/d")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2secret"));
+}
+
+/// `migrate --schema typo` used to succeed having migrated nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_schemas_and_empty_selections_fail() {
+    let (cli, _db) = Cli::new("select").await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["create", "acme"]);
+    for command in [
+        &["migrate", "--schema", "acmee"][..],
+        &["migrate", "--dry-run", "--schema", "acmee"],
+        &["run", "--sql", "SELECT 1", "--schema", "acmee"],
+        &["status", "--schema", "acmee"],
+    ] {
+        let (_, err) = cli.fails(1, command);
+        assert!(err.contains("no such tenant: acmee"), "{command:?}: {err}");
+    }
+    // A selection of nothing is not a success either.
+    let (_, err) = cli.fails(
+        1,
+        &[
+            "run",
+            "--sql",
+            "SELECT 1",
+            "--schema",
+            "public",
+            "--skip-public",
+        ],
+    );
+    assert!(err.contains("no schema selected"), "{err}");
+    let (_, err) = cli.fails(1, &["migrate", "--schema", "public", "--skip-public"]);
+    assert!(err.contains("nothing to migrate"), "{err}");
+    cli.ok(&["delete", "acme", "--drop-schema"]);
+    let (_, err) = cli.fails(1, &["run", "--sql", "SELECT 1", "--skip-public"]);
+    assert!(err.contains("no schema selected"), "{err}");
+    let (_, err) = cli.fails(1, &["migrate", "--skip-public"]);
+    assert!(err.contains("nothing to migrate"), "{err}");
+
+    cli.ok(&["create", "acme"]);
+    // One typo among good names still stops everything.
+    write(
+        &cli.dir.join("tenant"),
+        "V2__more.sql",
+        "ALTER TABLE notes ADD COLUMN more int",
+    );
+    cli.fails(1, &["migrate", "--schema", "acme", "--schema", "nope"]);
+    let out = cli.ok(&["status", "--json"]);
+    assert!(out.contains("\"pending\":[\"V2__more.sql\"]"), "{out}");
+    let out = cli.ok(&["migrate", "--schema", "acme"]);
+    assert!(out.contains("migrated 1"), "{out}");
+}
+
+/// `run` used to print "(0 rows)" for an UPDATE that changed rows, and never a SELECT's
+/// rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_prints_rows_and_affected_counts() {
+    let (cli, _db) = Cli::new("run").await;
+    cli.ok(&["create", "acme"]);
+    cli.ok(&["create", "beta"]);
+    cli.ok(&[
+        "run",
+        "--sql",
+        "INSERT INTO notes (body) VALUES ('first'), ('second')",
+        "--schema",
+        "acme",
+    ]);
+    cli.ok(&[
+        "run",
+        "--sql",
+        "INSERT INTO notes (body) VALUES (NULL)",
+        "--schema",
+        "beta",
+    ]);
+
+    let out = cli.ok(&[
+        "run",
+        "--sql",
+        "UPDATE notes SET body = coalesce(body, '') || '!'",
+        "--skip-public",
+    ]);
+    assert!(out.contains("acme: 2 rows affected"), "{out}");
+    assert!(out.contains("beta: 1 row affected"), "{out}");
+    assert!(!out.contains("0 rows"), "{out}");
+
+    let out = cli.ok(&[
+        "run",
+        "--sql",
+        "SELECT id, body FROM notes ORDER BY id",
+        "--skip-public",
+    ]);
+    let expected_acme = "acme:\n  id  body\n  --  -------\n  1   first!\n  2   second!\n  (2 rows)";
+    assert!(out.contains(expected_acme), "{out}");
+    assert!(
+        out.contains("beta:\n  id  body\n  --  ----\n  1   !\n  (1 row)"),
+        "{out}"
+    );
+
+    // JSON: each schema's rows as objects; NULL is null.
+    let out = cli.ok(&[
+        "run",
+        "--sql",
+        "SELECT id, NULLIF(body, '!') AS body FROM notes ORDER BY id",
+        "--schema",
+        "beta",
+        "--json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc["schemas"][0]["results"][0]["rows"],
+        serde_json::json!([{"id": "1", "body": null}]),
+        "{out}"
+    );
+    let out = cli.ok(&[
+        "run",
+        "--sql",
+        "DELETE FROM notes WHERE id = 1; SELECT count(*) AS left FROM notes",
+        "--schema",
+        "acme",
+        "--json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc["schemas"][0]["results"],
+        serde_json::json!([
+            {"rows_affected": 1},
+            {"columns": ["left"], "rows": [{"left": "1"}], "row_count": 1}
+        ]),
+        "{out}"
+    );
+    // A query returning no rows still shows its columns.
+    let out = cli.ok(&[
+        "run",
+        "--sql",
+        "SELECT body FROM notes WHERE false",
+        "--schema",
+        "acme",
+    ]);
+    assert!(out.contains("acme:\n  body\n  ----\n  (0 rows)"), "{out}");
+}
+
+/// `list` columns used to shift with the schema name's length (`SchemaName`'s `Display`
+/// ignored the width).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_columns_line_up() {
+    let (cli, _db) = Cli::new("list").await;
+    cli.ok(&["create", "a", "--name", "A"]);
+    cli.ok(&[
+        "create",
+        "a_rather_long_schema_name_for_a_tenant_x",
+        "--name",
+        "Long",
+        "--domain",
+        "long.test",
+    ]);
+    let out = cli.ok(&["list"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let header = lines[0];
+    for column in ["VERSION", "STATUS", "SHARD", "NAME", "DOMAINS"] {
+        let at = header.find(column).unwrap();
+        for line in &lines[2..] {
+            // A row whose last cells are empty ends early (no trailing spaces).
+            if line.len() > at {
+                assert!(
+                    line[..at].ends_with("  ") && !line[at..].starts_with(' '),
+                    "{column} misaligned:\n{out}"
+                );
+            }
+        }
+    }
+    assert!(lines[3].ends_with("long.test"), "{out}");
+}
+
+/// `migrate --dry-run` lists what would run and writes nothing; `status` shows versions,
+/// pending migrations and drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_dry_run() {
+    let (cli, db) = Cli::new("status").await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["create", "acme"]);
+    cli.ok(&["create", "beta"]);
+    let out = cli.ok(&["status"]);
+    assert!(out.contains("3 schemas: 0 behind, 0 with drift"), "{out}");
+
+    write(
+        &cli.dir.join("tenant"),
+        "V2__extra.sql",
+        "ALTER TABLE notes ADD COLUMN extra int",
+    );
+    write(
+        &cli.dir.join("shared"),
+        "V2__more_plans.sql",
+        "ALTER TABLE plans ADD COLUMN price int",
+    );
+    let out = cli.ok(&["migrate", "--dry-run"]);
+    assert!(
+        out.contains("public (default): 1 pending: V2__more_plans.sql"),
+        "{out}"
+    );
+    assert!(out.contains("acme: 1 pending: V2__extra.sql"), "{out}");
+    assert!(out.contains("beta: 1 pending: V2__extra.sql"), "{out}");
+    assert!(out.contains("would run 3 migrations in 3 schemas"), "{out}");
+    // Still pending: the dry run wrote nothing.
+    let out = cli.ok(&[
+        "migrate",
+        "--dry-run",
+        "--json",
+        "--schema",
+        "acme",
+        "--skip-public",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc["schemas"][0]["pending"],
+        serde_json::json!(["V2__extra.sql"])
+    );
+    assert_eq!(doc["schemas"].as_array().unwrap().len(), 1, "{out}");
+
+    let out = cli.ok(&["status"]);
+    let acme = out.lines().find(|l| l.starts_with("acme ")).unwrap();
+    assert_eq!(
+        acme.split_whitespace().collect::<Vec<_>>(),
+        ["acme", "default", "1", "2", "1"],
+        "{out}"
+    );
+
+    // Drift: a schema dropped behind the registry's back, and a version no migration has.
+    cli.ok(&["create", "gamma"]);
+    sql(&db, "DROP SCHEMA beta CASCADE").await;
+    sql(
+        &db,
+        "UPDATE public.tenant_schemas_tenants SET version = 9 WHERE schema_name = 'gamma'",
+    )
+    .await;
+    let (out, _) = cli.fails(1, &["status"]);
+    let beta = out.lines().find(|l| l.starts_with("beta ")).unwrap();
+    assert!(beta.contains("schema missing on database default"), "{out}");
+    let gamma = out.lines().find(|l| l.starts_with("gamma ")).unwrap();
+    assert!(
+        gamma.contains("registry says version 9, the schema's history 2")
+            && gamma.contains("newer than any known migration"),
+        "{out}"
+    );
+    let (out, _) = cli.fails(1, &["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let beta = doc["schemas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["schema"] == "beta")
+        .unwrap();
+    assert_eq!(beta["drift"][0]["kind"], "missing_schema", "{out}");
+
+    // The dry run says beta would fail, and exits 1 like the real run.
+    let (out, _) = cli.fails(1, &["migrate", "--dry-run"]);
+    assert!(out.contains("beta: would fail: schema missing"), "{out}");
+    let (out, _) = cli.fails(1, &["migrate"]);
+    assert!(out.contains("FAILED beta"), "{out}");
+    let out = cli.ok(&["status", "--schema", "acme"]);
+    assert!(out.contains("1 schema: 0 behind, 0 with drift"), "{out}");
+}
+
+/// The command line used to reach one database only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards() {
+    let (cli, db) = Cli::new("shards").await;
+    let eu = TestCluster::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let eu_url = url(&eu);
+    let shard = format!("eu={eu_url}");
+    cli.ok(&["migrate", "--shard", &shard]);
+    let out = cli.ok(&["create", "acme", "--shard", &shard, "--in-shard", "eu"]);
+    assert!(out.contains("shard eu"), "{out}");
+    cli.ok(&["create", "home", "--shard", &shard, "--in-shard", "default"]);
+    // The schema is on the shard's database, not the registry's.
+    let on = |db: &TestDatabase| {
+        let pool = db.pool().clone();
+        async move {
+            pool.get()
+                .await
+                .unwrap()
+                .query_one(
+                    "SELECT count(*) FROM pg_namespace WHERE nspname = 'acme'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!((on(&eu).await, on(&db).await), (1, 0));
+    let out = cli.ok(&["list"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("acme") && l.contains(" eu ")),
+        "{out}"
+    );
+
+    // Without the shard: its tenants are reported, not silently skipped.
+    let (out, _) = cli.fails(1, &["status"]);
+    assert!(
+        out.contains("on shard eu, not configured (pass --shard eu=URL)"),
+        "{out}"
+    );
+    let (out, _) = cli.fails(1, &["run", "--sql", "SELECT 1", "--skip-public"]);
+    assert!(
+        out.contains("FAILED acme") && out.contains("--shard eu=URL"),
+        "{out}"
+    );
+    assert!(out.contains("home:\n"), "{out}");
+    let (_, err) = cli.fails(3, &["create", "other", "--in-shard", "eu"]);
+    assert!(err.contains("--shard eu=URL"), "{err}");
+
+    // A shards file.
+    let file = cli.dir.join("shards.conf");
+    std::fs::write(&file, format!("# shards\n\neu = {eu_url}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    cli.ok(&[
+        "run",
+        "--sql",
+        "INSERT INTO notes (body) VALUES ('bonjour')",
+        "--schema",
+        "acme",
+        "--shards",
+        file,
+    ]);
+    let out = cli.ok(&[
+        "run",
+        "--sql",
+        "SELECT body FROM notes",
+        "--skip-public",
+        "--shards",
+        file,
+    ]);
+    assert!(out.contains("acme:\n  body\n  -------\n  bonjour"), "{out}");
+    let out = cli.ok(&["status", "--shards", file]);
+    assert!(out.contains("public  eu "), "{out}");
+
+    write(
+        &cli.dir.join("tenant"),
+        "V2__extra.sql",
+        "ALTER TABLE notes ADD COLUMN extra int",
+    );
+    let out = cli.ok(&["migrate", "--dry-run", "--shards", file]);
+    assert!(out.contains("acme: 1 pending: V2__extra.sql"), "{out}");
+    let out = cli.ok(&["migrate", "--shards", file]);
+    assert!(out.contains("migrated 2"), "{out}");
+    cli.ok(&["doctor", "--shards", file]);
+
+    // Shard configuration errors name the file and line, or the shard.
+    let bad = cli.dir.join("bad.conf");
+    std::fs::write(&bad, "eu postgres://x\n").unwrap();
+    let (_, err) = cli.fails(3, &["list", "--shards", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("bad.conf:1") && err.contains("NAME=URL"),
+        "{err}"
+    );
+    let (_, err) = cli.fails(3, &["list", "--shard", &shard, "--shards", file]);
+    assert!(err.contains("shard `eu` is given twice"), "{err}");
+    let (_, err) = cli.fails(
+        3,
+        &["list", "--shard", "eu=postgres://u:pw-secret@127.0.0.1:1/x"],
+    );
+    assert!(
+        err.contains("(shard `eu`)") && !err.contains("pw-secret"),
+        "{err}"
+    );
+    cli.fails(2, &["list", "--shard", "default=postgres://x/y"]);
 }

@@ -31,7 +31,34 @@ CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
     ON public.tenant_schemas_domains (tenant_id) WHERE is_primary;
 ";
 
+/// Whether the tables of [`INSTALL_SQL`] exist, with every column it adds.
+const INSTALLED_SQL: &str = "
+SELECT pg_catalog.to_regclass('public.tenant_schemas_tenants') IS NOT NULL
+   AND pg_catalog.to_regclass('public.tenant_schemas_domains') IS NOT NULL
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+               WHERE attrelid = pg_catalog.to_regclass('public.tenant_schemas_tenants')
+                 AND attname = 'shard' AND NOT attisdropped)";
+
 impl Registry {
+    /// Whether the registry's tables exist in `public` of the default database, as this
+    /// version installs them; only reads. A tool that must not write (a listing, a status
+    /// report) builds its [`Tenancy`](crate::Tenancy) with
+    /// [`install_registry(false)`](crate::TenancyBuilder::install_registry) and asks this
+    /// first, to tell an empty or wrong database from an empty registry. `false` too for a
+    /// registry installed by an older version and not upgraded yet (by
+    /// [`Tenancy::migrate`](crate::Tenancy::migrate) or a default
+    /// [`build`](crate::TenancyBuilder::build)).
+    pub async fn is_installed(&self) -> Result<bool> {
+        let public = SchemaName::public();
+        let row = self
+            .conn()
+            .await?
+            .query_typed(INSTALLED_SQL, &[])
+            .await
+            .map_err(|e| Error::db("looking for the registry", &public, e))?;
+        Ok(row.first().is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
     /// Creates the registry tables in `public` if they are missing.
     pub(crate) async fn install(&self) -> Result<()> {
         let mut conn = self.conn().await?;

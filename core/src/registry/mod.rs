@@ -43,7 +43,7 @@ FROM public.tenant_schemas_tenants t
 LEFT JOIN public.tenant_schemas_domains d ON d.tenant_id = t.id";
 
 /// Reads the tenants and their domains: [`get`](Self::get), [`list`](Self::list),
-/// [`doctor`](Self::doctor).
+/// [`doctor`](Self::doctor), [`is_installed`](Self::is_installed).
 ///
 /// Get it from [`Tenancy::registry`](crate::Tenancy::registry). Every change goes through
 /// the [`Tenancy`](crate::Tenancy), which keeps the caches of this process coherent with it;

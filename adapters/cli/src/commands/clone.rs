@@ -1,23 +1,24 @@
 //! `clone`: a new tenant as a copy of another, rows included.
 
-use tenant_schemas::Tenancy;
+use tenant_schemas::{Host, SchemaName};
 
-use crate::args::{new_tenant, schema};
+use crate::args::new_tenant;
+use crate::connect::Context;
+use crate::error::CliResult;
 use crate::output::{record_json, Output};
-use crate::BoxError;
 
 pub(crate) async fn run(
-    tenancy: &Tenancy,
+    ctx: &Context,
     out: Output,
-    source: &str,
-    new_schema: &str,
+    source: &SchemaName,
+    new_schema: &SchemaName,
     name: Option<String>,
-    domains: &[String],
-) -> Result<(), BoxError> {
-    let new = new_tenant(new_schema, name, domains)?;
-    let r = tenancy.clone_tenant(&schema(source)?, new).await?;
+    domains: &[Host],
+) -> CliResult {
+    let new = new_tenant(new_schema, name, domains, None);
+    let r = ctx.tenancy.clone_tenant(source, new).await?;
     out.print(
-        &format!("cloned {source} into {}", r.schema),
+        &format!("cloned {source} into {} (shard {})", r.schema, r.shard),
         &record_json(&r),
     );
     Ok(())

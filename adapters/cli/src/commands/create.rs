@@ -1,23 +1,29 @@
 //! `create`: a tenant's schema, migrations and registry rows in one transaction.
 
-use tenant_schemas::Tenancy;
+use tenant_schemas::{Host, SchemaName};
 
 use crate::args::new_tenant;
+use crate::connect::Context;
+use crate::error::CliResult;
 use crate::output::{record_json, Output};
-use crate::BoxError;
 
 pub(crate) async fn run(
-    tenancy: &Tenancy,
+    ctx: &Context,
     out: Output,
-    schema: &str,
+    schema: &SchemaName,
     name: Option<String>,
-    domains: &[String],
-) -> Result<(), BoxError> {
-    let r = tenancy
-        .create_tenant(new_tenant(schema, name, domains)?)
+    domains: &[Host],
+    shard: Option<&str>,
+) -> CliResult {
+    let r = ctx
+        .tenancy
+        .create_tenant(new_tenant(schema, name, domains, shard))
         .await?;
     out.print(
-        &format!("created {} (version {})", r.schema, r.version),
+        &format!(
+            "created {} (version {}, shard {})",
+            r.schema, r.version, r.shard
+        ),
         &record_json(&r),
     );
     Ok(())

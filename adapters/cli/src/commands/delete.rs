@@ -1,24 +1,24 @@
 //! `delete`: a tenant's registry rows, and its schema with `--drop-schema`.
 
 use serde_json::json;
-use tenant_schemas::{DropSchema, Tenancy};
+use tenant_schemas::{DropSchema, SchemaName};
 
-use crate::args::schema;
+use crate::connect::Context;
+use crate::error::CliResult;
 use crate::output::Output;
-use crate::BoxError;
 
 pub(crate) async fn run(
-    tenancy: &Tenancy,
+    ctx: &Context,
     out: Output,
-    name: &str,
+    schema: &SchemaName,
     drop_schema: bool,
-) -> Result<(), BoxError> {
+) -> CliResult {
     let drop = if drop_schema {
         DropSchema::Yes
     } else {
         DropSchema::No
     };
-    let r = tenancy.delete_tenant(&schema(name)?, drop).await?;
+    let r = ctx.tenancy.delete_tenant(schema, drop).await?;
     out.print(
         &format!(
             "deleted {}{}",

@@ -1,15 +1,15 @@
-//! `doctor`: the registry checked against the schemas; `--fix` repairs what is safe.
-
-use std::process::ExitCode;
+//! `doctor`: the registry checked against the schemas (only reads); `--fix` repairs what is
+//! safe.
 
 use serde_json::{json, Value};
-use tenant_schemas::{Finding, Tenancy};
+use tenant_schemas::Finding;
 
-use crate::output::{exit_code, Output};
-use crate::BoxError;
+use crate::connect::Context;
+use crate::error::{CliError, CliResult};
+use crate::output::Output;
 
-pub(crate) async fn run(tenancy: &Tenancy, out: Output, fix: bool) -> Result<ExitCode, BoxError> {
-    let report = tenancy.doctor(fix).await?;
+pub(crate) async fn run(ctx: &Context, out: Output, fix: bool) -> CliResult {
+    let report = ctx.tenancy.doctor(fix).await?;
     let mut lines: Vec<String> = report
         .findings
         .iter()
@@ -40,7 +40,11 @@ pub(crate) async fn run(tenancy: &Tenancy, out: Output, fix: bool) -> Result<Exi
         &lines.join("\n"),
         &json!({"healthy": report.is_healthy(), "findings": findings}),
     );
-    Ok(exit_code(report.is_healthy()))
+    if report.is_healthy() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(None))
+    }
 }
 
 /// One finding in words.

@@ -1,47 +1,38 @@
 //! `domains add|remove|set-primary`: a tenant's domains.
 
 use serde_json::json;
-use tenant_schemas::{Host, Tenancy};
 
-use crate::args::{schema, DomainCommand};
+use crate::args::DomainCommand;
+use crate::connect::Context;
+use crate::error::CliResult;
 use crate::output::Output;
-use crate::BoxError;
 
-pub(crate) async fn run(
-    tenancy: &Tenancy,
-    out: Output,
-    command: DomainCommand,
-) -> Result<(), BoxError> {
+pub(crate) async fn run(ctx: &Context, out: Output, command: DomainCommand) -> CliResult {
+    let tenancy = &ctx.tenancy;
     match command {
         DomainCommand::Add {
-            schema: s,
+            schema,
             domain,
             primary,
         } => {
-            tenancy
-                .add_domain(&schema(&s)?, &Host::parse(&domain)?, primary)
-                .await?;
+            tenancy.add_domain(&schema, &domain, primary).await?;
             out.print(
-                &format!("added {domain} to {s}"),
-                &json!({"added": domain, "schema": s}),
+                &format!("added {domain} to {schema}"),
+                &json!({"added": domain.as_str(), "schema": schema.as_str()}),
             );
         }
-        DomainCommand::Remove { schema: s, domain } => {
-            tenancy
-                .remove_domain(&schema(&s)?, &Host::parse(&domain)?)
-                .await?;
+        DomainCommand::Remove { schema, domain } => {
+            tenancy.remove_domain(&schema, &domain).await?;
             out.print(
-                &format!("removed {domain} from {s}"),
-                &json!({"removed": domain, "schema": s}),
+                &format!("removed {domain} from {schema}"),
+                &json!({"removed": domain.as_str(), "schema": schema.as_str()}),
             );
         }
-        DomainCommand::SetPrimary { schema: s, domain } => {
-            tenancy
-                .set_primary_domain(&schema(&s)?, &Host::parse(&domain)?)
-                .await?;
+        DomainCommand::SetPrimary { schema, domain } => {
+            tenancy.set_primary_domain(&schema, &domain).await?;
             out.print(
-                &format!("{domain} is now the primary domain of {s}"),
-                &json!({"primary": domain, "schema": s}),
+                &format!("{domain} is now the primary domain of {schema}"),
+                &json!({"primary": domain.as_str(), "schema": schema.as_str()}),
             );
         }
     }

@@ -1,5 +1,5 @@
-//! One module per command; each runs against a built [`Tenancy`](tenant_schemas::Tenancy)
-//! and prints through [`Output`](crate::output::Output).
+//! One module per command; each runs against a [`Context`](crate::connect::Context) and
+//! prints through [`Output`](crate::output::Output).
 
 pub(crate) mod clone;
 pub(crate) mod create;
@@ -9,3 +9,30 @@ pub(crate) mod domains;
 pub(crate) mod list;
 pub(crate) mod migrate;
 pub(crate) mod run;
+pub(crate) mod status;
+
+use tenant_schemas::{SchemaName, TenantRecord};
+
+use crate::connect::Context;
+use crate::error::{CliError, CliResult};
+
+/// The registry's tenants, after checking that every schema `named` is one of them (or
+/// `public`): a typo is an error naming it, not an empty run.
+pub(crate) async fn known_tenants(
+    ctx: &Context,
+    named: &[SchemaName],
+) -> CliResult<Vec<TenantRecord>> {
+    let tenants = ctx.tenancy.registry().list().await?;
+    let unknown: Vec<&str> = named
+        .iter()
+        .filter(|s| !s.is_public() && !tenants.iter().any(|t| &t.schema == *s))
+        .map(SchemaName::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(CliError::failed(format!(
+            "no such tenant: {} (`tenant-schemas list` shows the registered ones)",
+            unknown.join(", ")
+        )));
+    }
+    Ok(tenants)
+}

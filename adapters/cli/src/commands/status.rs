@@ -1,0 +1,83 @@
+//! `status`: per schema, its version against the newest, the pending migrations, and drift.
+//! Only reads.
+
+use serde_json::json;
+use tenant_schemas::SchemaName;
+
+use crate::connect::Context;
+use crate::error::{CliError, CliResult};
+use crate::inspect::{inspect, Scope};
+use crate::output::{count, table, Output};
+
+pub(crate) async fn run(ctx: &Context, out: Output, schemas: &[SchemaName]) -> CliResult {
+    let states = inspect(
+        ctx,
+        &Scope {
+            schemas,
+            skip_public: false,
+        },
+    )
+    .await?;
+    let dash = || "-".to_owned();
+    let rows: Vec<Vec<String>> = states
+        .iter()
+        .map(|s| {
+            vec![
+                s.schema.to_string(),
+                s.shard.to_string(),
+                s.applied.map_or_else(dash, |v| v.to_string()),
+                s.latest.to_string(),
+                if s.applied.is_some() {
+                    s.pending.len().to_string()
+                } else {
+                    dash()
+                },
+                s.drift
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ]
+        })
+        .collect();
+    let behind = states
+        .iter()
+        .filter(|s| s.applied.is_some() && !s.pending.is_empty())
+        .count();
+    let drifting = states.iter().filter(|s| !s.drift.is_empty()).count();
+    let text = if states.is_empty() {
+        "no tenants, and no shared migrations".to_owned()
+    } else {
+        format!(
+            "{}\n{}: {behind} behind, {drifting} with drift",
+            table(
+                &["SCHEMA", "SHARD", "VERSION", "LATEST", "PENDING", "DRIFT"],
+                &rows
+            ),
+            count(states.len(), "schema"),
+        )
+    };
+    let json_rows: Vec<_> = states
+        .iter()
+        .map(|s| {
+            json!({
+                "schema": s.schema.as_str(),
+                "shard": s.shard.as_str(),
+                "version": s.applied,
+                "registry_version": s.registry,
+                "latest": s.latest,
+                "pending": s.pending_files(),
+                "drift": s.drift.iter().map(|d| d.json()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    out.print(
+        &text,
+        &json!({"behind": behind, "drift": drifting, "schemas": json_rows}),
+    );
+    if drifting > 0 {
+        Err(CliError::Failed(None))
+    } else {
+        Ok(())
+    }
+}

@@ -7,10 +7,16 @@
 //! - `session`: tenant-schemas, session search-path mode;
 //! - `transaction`: tenant-schemas, transaction mode (what runs behind PgBouncer);
 //! - `naive`: `SET search_path` as its own round trip on every checkout;
-//! - `qualified`: schema-qualified SQL, one cached statement per schema.
+//! - `qualified`: schema-qualified SQL, one cached statement per schema (the ceiling: what
+//!   PostgreSQL does with T schemas and no switching at all);
+//! - `session-no-affinity`: `session` without the schema-affine handoff;
+//! - `baseline-via-pg-bouncer`, `transaction-via-pg-bouncer`: `baseline` through a real
+//!   PgBouncer in session pooling mode, `transaction` through one in transaction pooling;
+//! - `pipelined` (only when asked for): a plain pool writing `SET search_path` in the same
+//!   flush as a statement cached per schema, with none of the library's bookkeeping.
 //!
-//! `cargo run --release -p tenant-schemas-benches --bin load -- [--secs 3] [--tasks 32] [--quick]
-//! [--tenants N] [--warmup SECS]`
+//! `cargo run --release -p tenant-schemas-benches --bin load -- --help` lists the options
+//! (`--tenants N`, `--secs`, `--warmup`, `--variant`, `--pick`, `--queries`, `--explain` …).
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,7 +29,7 @@ use clap::Parser;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tenant_schemas::deadpool_postgres::Pool;
-use tenant_schemas::testing::TestCluster;
+use tenant_schemas::testing::{TestCluster, TestPgBouncer};
 use tenant_schemas::tokio_postgres::Config;
 use tenant_schemas::{
     NewTenant, SchemaName, SchemaRouter, SearchPathMode, Tenancy, TenantMigrations,
@@ -31,6 +37,7 @@ use tenant_schemas::{
 use tenant_schemas_benches::{micros, stats, Picker, Stats};
 
 const SQL: &str = "SELECT v FROM items WHERE id = $1";
+const BASE_SQL: &str = "SELECT v FROM base.items WHERE id = $1";
 const ROWS: i32 = 100;
 const POOL: usize = 16;
 
@@ -42,19 +49,25 @@ enum Variant {
     Naive,
     Qualified,
     SessionNoAffinity,
+    /// `Baseline` through PgBouncer in session pooling mode.
+    BaselineViaPgBouncer,
+    /// `Transaction` through PgBouncer in transaction pooling mode.
+    TransactionViaPgBouncer,
     /// Not in the default set: a plain pool, `SET search_path` written in the same flush as
     /// the execution of a statement cached per schema, no isolation bookkeeping at all (the
     /// floor of what a switch per checkout costs).
     Pipelined,
 }
 
-const VARIANTS: [Variant; 6] = [
+const VARIANTS: [Variant; 8] = [
     Variant::Baseline,
     Variant::Session,
     Variant::SessionNoAffinity,
     Variant::Transaction,
     Variant::Naive,
     Variant::Qualified,
+    Variant::BaselineViaPgBouncer,
+    Variant::TransactionViaPgBouncer,
 ];
 
 /// Database load, every variant in one run.
@@ -78,9 +91,10 @@ struct Args {
     /// Only this many tenants (T), instead of the 1 / 100 / 1,000 sweep (0: the sweep).
     #[arg(long, default_value_t = 0)]
     tenants: usize,
-    /// Seconds of an unmeasured run of each variant before the measured one (steady state).
-    #[arg(long, default_value_t = 0.0)]
-    warmup: f64,
+    /// Seconds of an unmeasured run of each variant before the measured one, for a steady
+    /// state (default: as long as `--secs`).
+    #[arg(long)]
+    warmup: Option<f64>,
     /// Only these variants (repeatable; the first is the ratios' baseline). Default: all.
     #[arg(long = "variant", value_enum)]
     variants: Vec<Variant>,
@@ -111,6 +125,8 @@ struct Setup {
     plain: Pool,
     qualified_pool: Pool,
     pipelined_pool: Pool,
+    baseline_bouncer: Pool,
+    transaction_bouncer: SchemaRouter,
 }
 
 fn make_pool(config: &Config, app: &str, options: Option<&str>) -> Pool {
@@ -124,9 +140,15 @@ fn make_pool(config: &Config, app: &str, options: Option<&str>) -> Pool {
 
 async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: i32) {
     match variant {
-        Variant::Baseline => {
-            let c = setup.baseline.get().await.unwrap();
-            let stmt = c.prepare_cached(SQL).await.unwrap();
+        Variant::Baseline | Variant::BaselineViaPgBouncer => {
+            // PgBouncer drops the `options` that put the baseline pool on its schema.
+            let (pool, sql) = if variant == Variant::Baseline {
+                (&setup.baseline, SQL)
+            } else {
+                (&setup.baseline_bouncer, BASE_SQL)
+            };
+            let c = pool.get().await.unwrap();
+            let stmt = c.prepare_cached(sql).await.unwrap();
             for _ in 0..queries {
                 c.query_one(&stmt, &[&id]).await.unwrap();
             }
@@ -142,12 +164,13 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
                 c.query_one(SQL, &[&id]).await.unwrap();
             }
         }
-        Variant::Transaction => {
-            let mut c = setup
-                .transaction
-                .connection_for(&setup.schemas[tenant])
-                .await
-                .unwrap();
+        Variant::Transaction | Variant::TransactionViaPgBouncer => {
+            let router = if variant == Variant::Transaction {
+                &setup.transaction
+            } else {
+                &setup.transaction_bouncer
+            };
+            let mut c = router.connection_for(&setup.schemas[tenant]).await.unwrap();
             if queries == 1 {
                 c.query_one(SQL, &[&id]).await.unwrap();
             } else {
@@ -326,6 +349,7 @@ async fn main() {
         queries: only_queries,
         explain,
     } = Args::parse();
+    let warmup = warmup.unwrap_or(secs);
     let filtered = !variants.is_empty();
     let variants = if variants.is_empty() {
         VARIANTS.to_vec()
@@ -371,6 +395,9 @@ async fn main() {
         setup_started.elapsed().as_secs_f64()
     );
 
+    // PgBouncer 1.18 with as many server connections as the other pools have.
+    let session_bouncer = TestPgBouncer::start_session_pooling(&cluster, POOL).unwrap();
+    let transaction_bouncer = TestPgBouncer::start(&cluster, POOL).unwrap();
     let setup = Arc::new(Setup {
         qualified: schemas
             .iter()
@@ -388,6 +415,18 @@ async fn main() {
         plain: make_pool(&config, "naive", None),
         qualified_pool: make_pool(&config, "qualified", None),
         pipelined_pool: make_pool(&config, "pipelined", None),
+        baseline_bouncer: make_pool(
+            &session_bouncer.config(db.name()),
+            "baseline_pgbouncer",
+            None,
+        ),
+        transaction_bouncer: SchemaRouter::builder(make_pool(
+            &transaction_bouncer.config(db.name()),
+            "transaction_pgbouncer",
+            None,
+        ))
+        .mode(SearchPathMode::Transaction)
+        .build(),
     });
 
     println!("\n{tasks} tasks, pool {POOL}, {secs} s per run; ratio = throughput / baseline of the same row");

@@ -1,4 +1,4 @@
-//! A real `pgbouncer` in transaction pooling mode, in front of a test cluster.
+//! A real `pgbouncer` in front of a test cluster, in transaction (or session) pooling mode.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -20,8 +20,18 @@ pub struct TestPgBouncer {
 
 impl TestPgBouncer {
     /// Starts `pgbouncer` (from `$PATH` or `/usr/sbin`) on a free port of 127.0.0.1, with
-    /// `pool_size` server connections per database.
+    /// `pool_size` server connections per database, in transaction pooling mode.
     pub fn start(cluster: &TestCluster, pool_size: usize) -> HarnessResult<Self> {
+        Self::start_in_mode(cluster, pool_size, "transaction")
+    }
+
+    /// [`start`](Self::start) in session pooling mode (a server connection per client
+    /// connection for as long as it lasts), e.g. for a baseline to compare with.
+    pub fn start_session_pooling(cluster: &TestCluster, pool_size: usize) -> HarnessResult<Self> {
+        Self::start_in_mode(cluster, pool_size, "session")
+    }
+
+    fn start_in_mode(cluster: &TestCluster, pool_size: usize, mode: &str) -> HarnessResult<Self> {
         let bin = [
             "/usr/sbin/pgbouncer",
             "/usr/bin/pgbouncer",
@@ -44,7 +54,7 @@ impl TestPgBouncer {
         let ini = format!(
             "[databases]\n* = host={server_host} port={server_port} user={user}\n\
              [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
-             auth_type = any\npool_mode = transaction\ndefault_pool_size = {pool_size}\n\
+             auth_type = any\npool_mode = {mode}\ndefault_pool_size = {pool_size}\n\
              max_client_conn = 1000\nserver_reset_query =\nlogfile = {log}\npidfile = {pid}\n\
              ignore_startup_parameters = extra_float_digits,options\n",
             log = root.join("pgbouncer.log").display(),

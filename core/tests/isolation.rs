@@ -129,6 +129,23 @@ async fn fifty_tenants_forty_tasks_pool_of_eight_no_mismatch() {
     let tenancy = tenancy(&db, marker_and_notes()).await;
     let schemas = Arc::new(marked_tenants(&tenancy, "load_", 50).await);
     let router = SchemaRouter::new(db.new_pool(8).unwrap());
+    forty_tasks_no_mismatch(router, schemas).await;
+}
+
+/// The same with the connections split into groups: a request taken by another group when
+/// its home group is busy still reads its own tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_groups_forty_tasks_no_mismatch() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = Arc::new(marked_tenants(&tenancy, "grp_", 50).await);
+    let router = SchemaRouter::builder(db.new_pool(3).unwrap())
+        .connection_groups([db.new_pool(3).unwrap(), db.new_pool(2).unwrap()])
+        .build();
+    forty_tasks_no_mismatch(router, schemas).await;
+}
+
+async fn forty_tasks_no_mismatch(router: SchemaRouter, schemas: Arc<Vec<SchemaName>>) {
     let checks = Arc::new(AtomicU64::new(0));
     let mismatches = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -463,4 +480,66 @@ async fn recent_sightings_outlive_the_connections_that_made_them() {
         (40..60).contains(&stats.existence_checks),
         "second round re-checked schemas seen moments ago: {stats:?}"
     );
+}
+
+/// With connection groups each tenant is served by its home group while that has a
+/// connection idle: a backend sees only its share of the tenants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_groups_keep_tenants_at_home() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "home_", 12).await;
+    let router = SchemaRouter::builder(db.new_pool(1).unwrap())
+        .connection_groups([db.new_pool(1).unwrap()])
+        .build();
+    let pid = "SELECT pg_backend_pid(), (SELECT schema_name FROM marker)";
+    let mut backends = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        for s in &schemas {
+            let c = router.connection_for(s).await.unwrap();
+            let row = c.query_one(pid, &[]).await.unwrap();
+            assert_eq!(row.get::<_, String>(1), s.as_str());
+            backends
+                .entry(s.clone())
+                .or_insert_with(std::collections::BTreeSet::new)
+                .insert(row.get::<_, i32>(0));
+        }
+    }
+    assert!(
+        backends.values().all(|pids| pids.len() == 1),
+        "a tenant moved between groups while its home had room: {backends:?}"
+    );
+    let used: std::collections::BTreeSet<i32> = backends.values().flatten().copied().collect();
+    assert_eq!(used.len(), 2, "both groups serve a share: {backends:?}");
+}
+
+/// A tenant whose home group is busy waits for it rather than borrowing another group's
+/// idle connection (which would then keep that tenant's catalog entries for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_home_group_is_waited_for() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "wait_", 2).await;
+    let router = SchemaRouter::builder(db.new_pool(1).unwrap())
+        .connection_groups([db.new_pool(1).unwrap()])
+        .build();
+    for s in &schemas {
+        drop(marker(&router, s).await);
+    }
+    let held = router.connection_for(&schemas[0]).await.unwrap();
+    held.query_one("SELECT 1", &[]).await.unwrap();
+    let router2 = router.clone();
+    let first = schemas[0].clone();
+    let waiting = tokio::spawn(async move { marker(&router2, &first).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "served by another group while its home group was busy"
+    );
+    drop(held);
+    let served = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once its home group had a connection again")
+        .unwrap();
+    assert_eq!(served.0, schemas[0].as_str());
 }

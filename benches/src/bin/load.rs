@@ -10,6 +10,8 @@
 //! - `qualified`: schema-qualified SQL, one cached statement per schema (the ceiling: what
 //!   PostgreSQL does with T schemas and no switching at all);
 //! - `session-no-affinity`: `session` without the schema-affine handoff;
+//! - `session-groups`: `session` with the 16 connections in 4 groups, each tenant at home in
+//!   one (`connection_groups`);
 //! - `baseline-via-pg-bouncer`, `transaction-via-pg-bouncer`: `baseline` through a real
 //!   PgBouncer in session pooling mode, `transaction` through one in transaction pooling;
 //! - `pipelined` (only when asked for): a plain pool writing `SET search_path` in the same
@@ -49,6 +51,8 @@ enum Variant {
     Naive,
     Qualified,
     SessionNoAffinity,
+    /// `Session` with the pool's 16 connections in 4 groups, tenants spread over them.
+    SessionGroups,
     /// `Baseline` through PgBouncer in session pooling mode.
     BaselineViaPgBouncer,
     /// `Transaction` through PgBouncer in transaction pooling mode.
@@ -59,10 +63,11 @@ enum Variant {
     Pipelined,
 }
 
-const VARIANTS: [Variant; 8] = [
+const VARIANTS: [Variant; 9] = [
     Variant::Baseline,
     Variant::Session,
     Variant::SessionNoAffinity,
+    Variant::SessionGroups,
     Variant::Transaction,
     Variant::Naive,
     Variant::Qualified,
@@ -121,6 +126,7 @@ struct Setup {
     baseline: Pool,
     session: SchemaRouter,
     no_affinity: SchemaRouter,
+    groups: SchemaRouter,
     transaction: SchemaRouter,
     plain: Pool,
     qualified_pool: Pool,
@@ -138,6 +144,12 @@ fn make_pool(config: &Config, app: &str, options: Option<&str>) -> Pool {
     tenant_schemas::testing::pool(config, POOL).unwrap()
 }
 
+fn make_pool_of(config: &Config, app: &str, size: usize) -> Pool {
+    let mut config = config.clone();
+    config.application_name(app);
+    tenant_schemas::testing::pool(config, size).unwrap()
+}
+
 async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: i32) {
     match variant {
         Variant::Baseline | Variant::BaselineViaPgBouncer => {
@@ -153,11 +165,11 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
                 c.query_one(&stmt, &[&id]).await.unwrap();
             }
         }
-        Variant::Session | Variant::SessionNoAffinity => {
-            let router = if variant == Variant::Session {
-                &setup.session
-            } else {
-                &setup.no_affinity
+        Variant::Session | Variant::SessionNoAffinity | Variant::SessionGroups => {
+            let router = match variant {
+                Variant::Session => &setup.session,
+                Variant::SessionGroups => &setup.groups,
+                _ => &setup.no_affinity,
             };
             let c = router.connection_for(&setup.schemas[tenant]).await.unwrap();
             for _ in 0..queries {
@@ -305,7 +317,9 @@ async fn server_transactions(admin: &Pool, dbname: &str) -> i64 {
     .get(0)
 }
 
-async fn backend_rss(admin: &Pool, dbname: &str) -> BTreeMap<String, (usize, u64, u64)> {
+/// Per pool (application name): backends, summed RSS, largest RSS, summed private RSS
+/// (`RssAnon`: what the backend allocated itself, without the shared buffers it mapped).
+async fn backend_rss(admin: &Pool, dbname: &str) -> BTreeMap<String, (usize, u64, u64, u64)> {
     let c = admin.get().await.unwrap();
     let rows = c
         .query(
@@ -314,22 +328,24 @@ async fn backend_rss(admin: &Pool, dbname: &str) -> BTreeMap<String, (usize, u64
         )
         .await
         .unwrap();
-    let mut out: BTreeMap<String, (usize, u64, u64)> = BTreeMap::new();
+    let mut out: BTreeMap<String, (usize, u64, u64, u64)> = BTreeMap::new();
     for row in rows {
         let pid: i32 = row.get(0);
         let app: String = row.get(1);
-        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (rss, private) = (field("VmRSS:"), field("RssAnon:"));
         let e = out.entry(app).or_default();
         e.0 += 1;
         e.1 += rss;
         e.2 = e.2.max(rss);
+        e.3 += private;
     }
     out
 }
@@ -408,6 +424,9 @@ async fn main() {
         session: SchemaRouter::new(make_pool(&config, "session", None)),
         no_affinity: SchemaRouter::builder(make_pool(&config, "session_no_affinity", None))
             .schema_affinity(false)
+            .build(),
+        groups: SchemaRouter::builder(make_pool_of(&config, "session_groups", POOL / 4))
+            .connection_groups((1..4).map(|_| make_pool_of(&config, "session_groups", POOL / 4)))
             .build(),
         transaction: SchemaRouter::builder(make_pool(&config, "transaction", None))
             .mode(SearchPathMode::Transaction)
@@ -541,10 +560,15 @@ async fn main() {
     );
 
     println!("\nbackend memory after the runs (RSS per backend, KiB):");
-    println!("| pool | backends | average | max |");
-    println!("|---|---|---|---|");
-    for (app, (n, total, max)) in backend_rss(&admin, db.name()).await {
-        println!("| {app} | {n} | {} | {max} |", total / n.max(1) as u64);
+    println!("| pool | backends | average | max | average private |");
+    println!("|---|---|---|---|---|");
+    for (app, (n, total, max, private)) in backend_rss(&admin, db.name()).await {
+        let n64 = n.max(1) as u64;
+        println!(
+            "| {app} | {n} | {} | {max} | {} |",
+            total / n64,
+            private / n64
+        );
     }
 
     if filtered {

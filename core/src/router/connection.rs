@@ -78,6 +78,8 @@ pub struct ConnectionScope {
     /// The router's state for the connection's database, where switches are counted and the
     /// connection is given back.
     pool: Arc<RouterPool>,
+    /// The connection group the connection came from.
+    group: usize,
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
@@ -172,7 +174,7 @@ impl ConnectionScope {
         gate: Arc<Gate>,
         known: Remembered,
         epoch: u64,
-        pool: Arc<RouterPool>,
+        (pool, group): (Arc<RouterPool>, usize),
     ) -> Self {
         Self {
             conn: Some(conn),
@@ -186,6 +188,7 @@ impl ConnectionScope {
             prepared: Mutex::new(Vec::new()),
             transaction_gate: None,
             pool,
+            group,
         }
     }
 
@@ -742,8 +745,14 @@ impl Drop for ConnectionScope {
         let statements = self.statements.load(Ordering::Acquire);
         if let Some(conn) = self.conn.take() {
             // Still UNCOUNTED when nothing was prepared during this checkout.
-            self.pool
-                .release(conn, &self.path, self.gate.clone(), epoch, statements);
+            self.pool.release(
+                conn,
+                self.group,
+                &self.path,
+                self.gate.clone(),
+                epoch,
+                statements,
+            );
         }
     }
 }

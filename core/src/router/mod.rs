@@ -124,11 +124,13 @@ impl SchemaRouter {
 /// knows it is on the schema's path.
 async fn checkout(pool: &Arc<RouterPool>, schema: &SchemaName) -> Result<ConnectionScope> {
     let path = pool.search_path(schema);
-    let gate = session::gate(pool.pool(), schema);
-    let (conn, handed_over) = pool
-        .get(&path)
+    let (conn, handed_over, group) = pool
+        .get(schema, &path)
         .await
         .map_err(|source| Error::pool(schema, source))?;
+    // Sightings are kept per group pool: a group given for the same database that is not
+    // (a configuration mistake) then never vouches for another's schemas.
+    let gate = session::gate(pool.group_pool(group), schema);
     let epoch = gate.epoch();
     let known = if pool.tracks_search_path() {
         session::take_known_path(&conn, &path, &gate, epoch, handed_over)
@@ -142,6 +144,6 @@ async fn checkout(pool: &Arc<RouterPool>, schema: &SchemaName) -> Result<Connect
         gate,
         known,
         epoch,
-        pool.clone(),
+        (pool.clone(), group),
     ))
 }

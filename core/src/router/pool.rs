@@ -53,14 +53,16 @@ const MAX_PARAM_TYPES: usize = 4096;
 /// One database as the router sees it.
 #[derive(Debug)]
 pub(crate) struct RouterPool {
-    pool: Pool,
+    /// The pool's connections in groups: the router's own pool first, then any further
+    /// pools to the same database (see [`SchemaRouterBuilder::connection_groups`]).
+    ///
+    /// [`SchemaRouterBuilder::connection_groups`]: super::SchemaRouterBuilder::connection_groups
+    groups: Vec<Group>,
     mode: SearchPathMode,
     extra_schemas: Vec<SchemaName>,
     /// Whether connections' search paths are remembered across checkouts (see
     /// [`session`]); off when the pool's recycling may reset session state.
     track: bool,
-    /// Schema-affine handoff of returning connections (session mode with tracking).
-    handoff: Option<Handoff>,
     /// Transaction mode: the parameter types learned per SQL text.
     param_types: Mutex<HashMap<Box<str>, Arc<[Type]>>>,
     checkouts: AtomicU64,
@@ -68,11 +70,31 @@ pub(crate) struct RouterPool {
     existence_checks: AtomicU64,
 }
 
+/// One group of connections: a pool, and the schema-affine handoff of its returning
+/// connections (session mode with tracking).
+#[derive(Debug)]
+struct Group {
+    pool: Pool,
+    handoff: Option<Handoff>,
+}
+
+/// The home group of `schema` among `groups`: a stable hash of its name (FNV-1a), so every
+/// router and process agrees on it.
+fn home(schema: &SchemaName, groups: usize) -> usize {
+    let hash = schema
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    usize::try_from(hash % groups as u64).unwrap_or(0)
+}
+
 impl RouterPool {
     /// `track` (session mode only) turns the path memory on; `affinity` the handoff, when
     /// the memory is on.
     pub(super) fn new(
-        pool: Pool,
+        pools: Vec<Pool>,
         mode: SearchPathMode,
         extra_schemas: Vec<SchemaName>,
         track: bool,
@@ -80,11 +102,16 @@ impl RouterPool {
     ) -> Self {
         let track = track && mode == SearchPathMode::Session;
         Self {
-            pool,
+            groups: pools
+                .into_iter()
+                .map(|pool| Group {
+                    pool,
+                    handoff: (track && affinity).then(Handoff::default),
+                })
+                .collect(),
             mode,
             extra_schemas,
             track,
-            handoff: (track && affinity).then(Handoff::default),
             param_types: Mutex::default(),
             checkouts: AtomicU64::new(0),
             switches: AtomicU64::new(0),
@@ -92,8 +119,14 @@ impl RouterPool {
         }
     }
 
+    /// The router's own pool (the first group).
     pub(super) fn pool(&self) -> &Pool {
-        &self.pool
+        &self.groups[0].pool
+    }
+
+    /// The pool of `group`.
+    pub(super) fn group_pool(&self, group: usize) -> &Pool {
+        &self.groups[group].pool
     }
 
     pub(super) fn mode(&self) -> SearchPathMode {
@@ -109,25 +142,41 @@ impl RouterPool {
         search_path(schema, &self.extra_schemas)
     }
 
-    /// A connection from the pool (or, when the pool is exhausted, one handed over by a
-    /// scope releasing it on `path`), counted as a checkout. The flag tells whether it was
-    /// handed over rather than recycled by the pool.
-    pub(super) async fn get(&self, path: &Arc<str>) -> Result<(Object, bool), PoolError> {
-        let got = match &self.handoff {
-            Some(handoff) => handoff.checkout(&self.pool, path).await,
-            None => self.pool.get().await.map(|conn| (conn, false)),
+    /// A connection for `schema` (on `path`), counted as a checkout: from the schema's home
+    /// group — its pool's queue, or a connection a scope releases on `path`, whichever comes
+    /// first. Never from another group, even one with a connection idle: a connection that
+    /// served another group's tenant once keeps its catalog entries for good, and borrowing
+    /// whenever the home group is busy (under load: often) soon makes every backend hold
+    /// every tenant's, which is what the groups are there to prevent (BENCHMARKS.md).
+    /// Returns the connection, whether it was handed over by a releasing scope (not recycled
+    /// by the pool), and its group.
+    pub(super) async fn get(
+        &self,
+        schema: &SchemaName,
+        path: &Arc<str>,
+    ) -> Result<(Object, bool, usize), PoolError> {
+        let group = if self.groups.len() > 1 {
+            home(schema, self.groups.len())
+        } else {
+            0
+        };
+        let Group { pool, handoff } = &self.groups[group];
+        let (conn, handed_over) = match handoff {
+            Some(handoff) => handoff.checkout(pool, path).await,
+            None => pool.get().await.map(|conn| (conn, false)),
         }?;
         self.checkouts.fetch_add(1, Ordering::Relaxed);
-        Ok(got)
+        Ok((conn, handed_over, group))
     }
 
-    /// Takes a connection back that is on `path`, verified under `gate`'s `epoch`, with
-    /// nothing run since that could have changed its session and at most `statements`
-    /// cached: remembered (when tracking), then handed to a request waiting for that path,
-    /// or returned to the pool.
+    /// Takes a connection of `group` back that is on `path`, verified under `gate`'s
+    /// `epoch`, with nothing run since that could have changed its session and at most
+    /// `statements` cached: remembered (when tracking), then handed to a request waiting for
+    /// that path, or returned to its pool.
     pub(super) fn release(
         &self,
         conn: Object,
+        group: usize,
         path: &Arc<str>,
         gate: Arc<Gate>,
         epoch: u64,
@@ -136,7 +185,7 @@ impl RouterPool {
         if self.track {
             session::remember(&conn, path.clone(), gate, epoch, statements);
         }
-        match &self.handoff {
+        match &self.groups[group].handoff {
             Some(handoff) => drop(handoff.release(conn, path)),
             None => drop(conn),
         }

@@ -32,6 +32,7 @@ pub struct TenancyBuilder {
     hooks: Hooks,
     listen: Option<tokio_postgres::Config>,
     install: bool,
+    groups: Vec<Pool>,
 }
 
 impl std::fmt::Debug for TenancyBuilder {
@@ -59,6 +60,7 @@ impl Tenancy {
             hooks: Hooks::default(),
             listen: None,
             install: true,
+            groups: Vec::new(),
         }
     }
 }
@@ -86,6 +88,16 @@ impl TenancyBuilder {
     /// PgBouncer in transaction pooling mode.
     pub fn search_path_mode(mut self, mode: SearchPathMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Further pools to the default database, each a group of connections that tenants are
+    /// spread over; see [`SchemaRouterBuilder::connection_groups`]. The registry, migrations
+    /// and the listener use the first pool only.
+    ///
+    /// [`SchemaRouterBuilder::connection_groups`]: crate::SchemaRouterBuilder::connection_groups
+    pub fn connection_groups(mut self, more: impl IntoIterator<Item = Pool>) -> Self {
+        self.groups.extend(more);
         self
     }
 
@@ -166,6 +178,7 @@ impl TenancyBuilder {
         let router = SchemaRouter::over(self.databases)
             .extra_schemas(self.extra_schemas)
             .mode(self.mode)
+            .connection_groups(self.groups)
             .build();
         let caches = Caches {
             hosts: CachedResolver::with_config(resolver, self.cache),

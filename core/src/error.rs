@@ -6,6 +6,7 @@ use http::StatusCode;
 
 use crate::host::{Host, HostError};
 use crate::schema::{SchemaName, SchemaNameError};
+use crate::tenant::TenantStatus;
 
 /// A shorthand for `Result<T, tenant_schemas::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -229,6 +230,26 @@ pub enum Error {
         /// The table's name.
         table: String,
     },
+
+    /// The tenant is registered but not served in its state (→ 503 in maintenance, 403
+    /// suspended, 404 archived).
+    #[error("tenant `{schema}` is not served: it is {status}")]
+    TenantNotServed {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// Its state.
+        status: TenantStatus,
+    },
+
+    /// A statement tried to write for a read-only tenant (→ 403).
+    #[error("tenant `{schema}` is read-only: {source}")]
+    TenantReadOnly {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// The server's refusal (`read_only_sql_transaction`, 25006).
+        #[source]
+        source: tokio_postgres::Error,
+    },
 }
 
 /// A coarse category of [`Error`], stable across new variants.
@@ -245,6 +266,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The code asked for a tenant connection with no tenant in scope.
     NoTenantInScope,
+    /// The tenant is not served in its state, or may not write (suspended, read-only).
+    Forbidden,
     /// Anything else: a failed statement or migration, a resolver's own error.
     Internal,
 }
@@ -264,6 +287,12 @@ impl Error {
             | Self::SchemaNamedAfterRole { .. } => ErrorKind::Conflict,
             Self::MigrationRefused { .. } | Self::TableInPublic { .. } => ErrorKind::Internal,
             Self::Pool { .. } => ErrorKind::Unavailable,
+            Self::TenantNotServed { status, .. } => match status {
+                TenantStatus::Maintenance => ErrorKind::Unavailable,
+                TenantStatus::Archived => ErrorKind::NotFound,
+                _ => ErrorKind::Forbidden,
+            },
+            Self::TenantReadOnly { .. } => ErrorKind::Forbidden,
             Self::Database { source, .. } | Self::Migration { source, .. }
                 if is_connection_lost(source) =>
             {
@@ -275,7 +304,7 @@ impl Error {
         }
     }
 
-    /// The HTTP status an adapter answers with: 400, 404, 409, 503 or 500.
+    /// The HTTP status an adapter answers with: 400, 403, 404, 409, 503 or 500.
     #[must_use]
     pub fn status(&self) -> StatusCode {
         match self.kind() {
@@ -283,6 +312,7 @@ impl Error {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NoTenantInScope | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -291,7 +321,9 @@ impl Error {
     #[must_use]
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
         match self {
-            Self::Database { source, .. } | Self::Migration { source, .. } => source.as_db_error(),
+            Self::Database { source, .. }
+            | Self::Migration { source, .. }
+            | Self::TenantReadOnly { source, .. } => source.as_db_error(),
             Self::Lookup { source, .. } => source.as_db_error(),
             _ => None,
         }
@@ -302,6 +334,12 @@ impl Error {
         schema: &SchemaName,
         source: tokio_postgres::Error,
     ) -> Self {
+        if source.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) {
+            return Self::TenantReadOnly {
+                schema: schema.clone(),
+                source,
+            };
+        }
         Self::Database {
             action,
             schema: schema.clone(),

@@ -28,6 +28,7 @@ pub struct Tenant {
     name: Arc<str>,
     id: Option<TenantId>,
     shard: ShardName,
+    status: TenantStatus,
 }
 
 impl Tenant {
@@ -39,6 +40,7 @@ impl Tenant {
             schema,
             id: None,
             shard: ShardName::DEFAULT,
+            status: TenantStatus::Active,
         }
     }
 
@@ -67,6 +69,19 @@ impl Tenant {
     pub fn with_shard(mut self, shard: impl Into<ShardName>) -> Self {
         self.shard = shard.into();
         self
+    }
+
+    /// Sets its state (by default [`TenantStatus::Active`]).
+    #[must_use]
+    pub fn with_status(mut self, status: TenantStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Its state: how requests for it are answered and whether its sessions may write.
+    #[must_use]
+    pub fn status(&self) -> TenantStatus {
+        self.status
     }
 
     /// The database (shard) the tenant lives on.
@@ -107,6 +122,7 @@ impl fmt::Debug for Tenant {
             .field("name", &&*self.name)
             .field("id", &self.id)
             .field("shard", &self.shard)
+            .field("status", &self.status)
             .finish()
     }
 }
@@ -117,31 +133,89 @@ impl fmt::Display for Tenant {
     }
 }
 
-/// Whether a registered tenant is served.
+/// A registered tenant's state: whether and how it is served.
+///
+/// | state | requests (every adapter) | its connections |
+/// |---|---|---|
+/// | `Active` | served | read and write |
+/// | `ReadOnly` | served | `default_transaction_read_only`: writes fail with [`Error::TenantReadOnly`](crate::Error::TenantReadOnly) (403) |
+/// | `Maintenance` | 503 with `Retry-After` | — |
+/// | `Suspended` | 403 (configurable: [`suspended_status`](crate::request::RequestResolverBuilder::suspended_status)) | — |
+/// | `Archived` | 404, as an unknown host; the schema is kept | — |
+///
+/// Changed with [`Tenancy::set_status`](crate::Tenancy::set_status): every instance
+/// listening for changes follows within moments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TenantStatus {
     /// Served normally.
     Active,
-    /// Kept, but its hosts no longer resolve.
+    /// Served, but its sessions cannot write.
+    ReadOnly,
+    /// Not served for a while: requests are answered 503 with `Retry-After`.
+    Maintenance,
+    /// Not served: requests are answered 403 (or the configured status).
     Suspended,
+    /// Not served and not found: requests are answered 404; the schema is kept.
+    Archived,
 }
 
 impl TenantStatus {
-    /// The value stored in the registry.
+    /// Every state, in the order above.
+    pub const ALL: [Self; 5] = [
+        Self::Active,
+        Self::ReadOnly,
+        Self::Maintenance,
+        Self::Suspended,
+        Self::Archived,
+    ];
+
+    /// The value stored in the registry (`active`, `read_only`, `maintenance`, `suspended`,
+    /// `archived`).
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
+            Self::ReadOnly => "read_only",
+            Self::Maintenance => "maintenance",
             Self::Suspended => "suspended",
+            Self::Archived => "archived",
         }
     }
 
+    /// Whether requests for the tenant are served (active or read-only).
+    #[must_use]
+    pub fn is_served(self) -> bool {
+        matches!(self, Self::Active | Self::ReadOnly)
+    }
+
+    /// A value read from the registry; one this version does not know (written by a newer
+    /// one) is taken as [`Suspended`](Self::Suspended): not served, rather than served wrongly.
     pub(crate) fn from_db(value: &str) -> Self {
-        match value {
-            "active" => Self::Active,
-            _ => Self::Suspended,
-        }
+        value.parse().unwrap_or(Self::Suspended)
+    }
+}
+
+impl fmt::Display for TenantStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TenantStatus {
+    type Err = String;
+
+    /// Parses a state as stored (`read_only`) or as typed on a command line (`read-only`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let normalized = s.trim().to_ascii_lowercase().replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == normalized)
+            .ok_or_else(|| {
+                format!(
+                    "unknown tenant state `{s}` (one of: active, read-only, maintenance, suspended, archived)"
+                )
+            })
     }
 }
 
@@ -156,7 +230,7 @@ pub struct TenantRecord {
     pub name: String,
     /// When the tenant was created.
     pub created_at: SystemTime,
-    /// Whether it is served.
+    /// Its state: whether and how it is served.
     pub status: TenantStatus,
     /// How many tenant migrations its schema has applied.
     pub version: i32,
@@ -175,6 +249,7 @@ impl TenantRecord {
             .with_name(self.name.as_str())
             .with_id(self.id)
             .with_shard(&self.shard)
+            .with_status(self.status)
     }
 
     /// The primary domain, if the tenant has any domain.

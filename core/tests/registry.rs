@@ -146,12 +146,19 @@ async fn create_list_domains_and_delete() {
         .unwrap_err();
     assert!(matches!(err, Error::DomainNotFound { .. }));
 
-    // Suspended tenants do not resolve.
+    // Suspended tenants resolve with their state (the request path answers 403, and the
+    // router gives them no connection).
     tenancy
         .set_status(&acme.schema, TenantStatus::Suspended)
         .await
         .unwrap();
-    assert!(tenancy.resolve(&host("www.acme.test")).await.is_err());
+    let suspended = tenancy.resolve(&host("www.acme.test")).await.unwrap();
+    assert_eq!(suspended.status(), TenantStatus::Suspended);
+    assert!(
+        scope::run(suspended, async { tenancy.router().connection().await })
+            .await
+            .is_err()
+    );
     tenancy
         .set_status(&acme.schema, TenantStatus::Active)
         .await

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use tenant_schemas::{Host, NewTenant, RunOptions, SchemaName};
+use tenant_schemas::{Host, NewTenant, RunOptions, SchemaName, TenantStatus};
 
 use crate::error::EXIT_CODES;
 
@@ -134,6 +134,18 @@ pub(crate) enum Command {
         #[arg(long)]
         drop_schema: bool,
     },
+    /// Set a tenant's state: active, read-only (served, writes fail), maintenance (503 with
+    /// Retry-After), suspended (403) or archived (404, schema kept). Running instances that
+    /// listen for changes follow within moments.
+    #[command(after_help = EXIT_CODES)]
+    State {
+        /// The schema name.
+        #[arg(value_parser = target_schema)]
+        schema: SchemaName,
+        /// The new state.
+        #[arg(value_parser = tenant_state)]
+        state: TenantStatus,
+    },
     /// List tenants. Only reads.
     #[command(after_help = EXIT_CODES)]
     List,
@@ -223,6 +235,11 @@ impl Command {
             Self::Migrate { dry_run: false, .. } | Self::Create { .. }
         )
     }
+}
+
+/// A tenant state as typed (`read-only` or `read_only`).
+fn tenant_state(state: &str) -> Result<TenantStatus, String> {
+    state.parse()
 }
 
 /// A schema to act on: a tenant's, or `public`.

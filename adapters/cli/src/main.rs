@@ -74,6 +74,7 @@ async fn run(cli: Cli) -> CliResult {
             schema,
             drop_schema,
         } => commands::delete::run(&ctx, out, &schema, drop_schema).await,
+        Command::State { schema, state } => commands::state::run(&ctx, out, &schema, state).await,
         Command::List => commands::list::run(&ctx, out).await,
         Command::Domains(cmd) => commands::domains::run(&ctx, out, cmd).await,
         Command::Run {

@@ -741,3 +741,23 @@ async fn shards() {
     );
     cli.fails(2, &["list", "--shard", "default=postgres://x/y"]);
 }
+
+/// `state` changes a tenant's state through the library (the registry keeps it, `list`
+/// shows it); a typo in the state is a usage error, an unknown tenant exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changes_a_tenant_state() {
+    let (cli, _db) = Cli::new("state").await;
+    cli.ok(&["create", "acme", "--domain", "acme.test"]);
+    let out = cli.ok(&["state", "acme", "read-only"]);
+    assert_eq!(out.trim(), "acme: active -> read_only", "{out}");
+    let out = cli.ok(&["state", "acme", "read_only"]);
+    assert_eq!(out.trim(), "acme was read_only already", "{out}");
+    let out = cli.ok(&["--json", "state", "acme", "maintenance"]);
+    assert!(out.contains(r#""to":"maintenance""#), "{out}");
+    let out = cli.ok(&["list"]);
+    assert!(out.lines().nth(2).unwrap().contains("maintenance"), "{out}");
+    let (_, err) = cli.fails(2, &["state", "acme", "paused"]);
+    assert!(err.contains("unknown tenant state"), "{err}");
+    let (_, err) = cli.fails(1, &["state", "nobody", "active"]);
+    assert!(err.contains("nobody"), "{err}");
+}

@@ -29,6 +29,19 @@ CREATE INDEX IF NOT EXISTS tenant_schemas_domains_tenant_idx
     ON public.tenant_schemas_domains (tenant_id);
 CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
     ON public.tenant_schemas_domains (tenant_id) WHERE is_primary;
+DO $upgrade$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                   WHERE conname = 'tenant_schemas_tenants_states'
+                     AND conrelid = 'public.tenant_schemas_tenants'::pg_catalog.regclass) THEN
+        ALTER TABLE public.tenant_schemas_tenants
+            DROP CONSTRAINT IF EXISTS tenant_schemas_tenants_status_check;
+        ALTER TABLE public.tenant_schemas_tenants
+            ADD CONSTRAINT tenant_schemas_tenants_states CHECK (status IN
+                ('active', 'read_only', 'maintenance', 'suspended', 'archived'));
+    END IF;
+END
+$upgrade$;
 ";
 
 /// Whether the tables of [`INSTALL_SQL`] exist, with every column it adds.
@@ -37,7 +50,10 @@ SELECT pg_catalog.to_regclass('public.tenant_schemas_tenants') IS NOT NULL
    AND pg_catalog.to_regclass('public.tenant_schemas_domains') IS NOT NULL
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                WHERE attrelid = pg_catalog.to_regclass('public.tenant_schemas_tenants')
-                 AND attname = 'shard' AND NOT attisdropped)";
+                 AND attname = 'shard' AND NOT attisdropped)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+               WHERE conname = 'tenant_schemas_tenants_states'
+                 AND conrelid = pg_catalog.to_regclass('public.tenant_schemas_tenants'))";
 
 impl Registry {
     /// Whether the registry's tables exist in `public` of the default database, as this

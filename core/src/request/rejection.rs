@@ -2,11 +2,11 @@
 
 use std::borrow::Cow;
 
-use http::header::{CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::schema::printable;
-use crate::{Error, ErrorKind};
+use crate::{Error, ErrorKind, TenantStatus};
 
 /// A request that will not be served: the status and a short plain-text body.
 ///
@@ -28,6 +28,7 @@ use crate::{Error, ErrorKind};
 pub struct Rejection {
     status: StatusCode,
     body: Cow<'static, str>,
+    retry_after: Option<u64>,
 }
 
 impl Rejection {
@@ -36,7 +37,21 @@ impl Rejection {
         Self {
             status,
             body: body.into(),
+            retry_after: None,
         }
+    }
+
+    /// Tells the client to try again after `seconds` (a `Retry-After` header).
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The `Retry-After` seconds, if any.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// The rejection for an error: its [`Error::status`] (400, 404, 503, …), with a message
@@ -50,6 +65,17 @@ impl Rejection {
             .into(),
             (Error::UnknownHost { host }, _) => {
                 format!("404 Not Found: no tenant for host {}\n", printable(host)).into()
+            }
+            (Error::TenantNotServed { status, .. }, _) => match status {
+                TenantStatus::Maintenance => {
+                    "503 Service Unavailable: this site is down for maintenance, try again later\n"
+                        .into()
+                }
+                TenantStatus::Archived => "404 Not Found: unknown tenant\n".into(),
+                _ => "403 Forbidden: this site is suspended\n".into(),
+            },
+            (Error::TenantReadOnly { .. }, _) => {
+                "403 Forbidden: this site is read-only for now\n".into()
             }
             (_, ErrorKind::InvalidInput) => "400 Bad Request: invalid tenant name\n".into(),
             (_, ErrorKind::NotFound) => "404 Not Found: unknown tenant\n".into(),
@@ -72,6 +98,7 @@ impl Rejection {
         Self {
             status: err.status(),
             body,
+            retry_after: None,
         }
     }
 
@@ -106,6 +133,9 @@ impl Rejection {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
         res
     }
 }

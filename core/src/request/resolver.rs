@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Uri};
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode, Uri};
 
 use super::incoming::{with_path_and_query, IncomingRequest};
 use super::path_token::PathToken;
 use super::strategy::{forwarded_host, Match};
 use super::{Rejection, RequestScope, Strategy, UnknownTenant};
-use crate::{Error, Host, Tenancy, Tenant};
+use crate::{Error, Host, Tenancy, Tenant, TenantStatus};
 
 /// Finds the tenant of HTTP requests (see the [module docs](super)).
 #[derive(Clone, Debug)]
@@ -23,6 +25,8 @@ struct Inner {
     trust_forwarded: bool,
     unknown: UnknownTenant,
     public_token: Option<PathToken>,
+    suspended_status: StatusCode,
+    retry_after: u64,
 }
 
 /// Builds a [`RequestResolver`].
@@ -65,6 +69,20 @@ impl RequestResolverBuilder {
     /// routes in that tenant's scope.
     pub fn public_path_token(mut self, token: &str) -> Self {
         self.inner.public_token = PathToken::new(token);
+        self
+    }
+
+    /// The status answered for a [suspended](crate::TenantStatus::Suspended) tenant
+    /// (default: 403 Forbidden; e.g. 402 Payment Required or 451).
+    pub fn suspended_status(mut self, status: StatusCode) -> Self {
+        self.inner.suspended_status = status;
+        self
+    }
+
+    /// The `Retry-After` sent with the 503 of a tenant in
+    /// [maintenance](crate::TenantStatus::Maintenance) (default: 60 seconds).
+    pub fn maintenance_retry_after(mut self, retry_after: Duration) -> Self {
+        self.inner.retry_after = retry_after.as_secs().max(1);
         self
     }
 
@@ -122,6 +140,8 @@ impl RequestResolver {
                 trust_forwarded: false,
                 unknown: UnknownTenant::NotFound,
                 public_token: None,
+                suspended_status: StatusCode::FORBIDDEN,
+                retry_after: 60,
             },
         }
     }
@@ -162,7 +182,9 @@ impl RequestResolver {
 
     /// Finds the tenant of a request from its URI and headers: the first strategy that finds
     /// one wins; without one, the [`UnknownTenant`] policy decides; then the public path
-    /// token applies.
+    /// token applies. A tenant whose [state](crate::TenantStatus) is not served is
+    /// rejected: 503 with `Retry-After` in maintenance, 403 (or the configured status)
+    /// suspended, 404 archived.
     pub async fn resolve(
         &self,
         uri: &Uri,
@@ -185,6 +207,7 @@ impl RequestResolver {
             Some(found) => found,
             None => inner.unknown.fallback(uri, headers, host.as_ref())?,
         };
+        self.served(&tenant)?;
         let path_and_query = match &inner.public_token {
             Some(token) => token.route(&tenant, uri, path_and_query)?,
             None => path_and_query,
@@ -193,6 +216,31 @@ impl RequestResolver {
             tenant,
             host,
             path_and_query,
+        })
+    }
+
+    /// Rejects a tenant that is not served in its state.
+    fn served(&self, tenant: &Tenant) -> Result<(), Rejection> {
+        let status = tenant.status();
+        if status.is_served() {
+            return Ok(());
+        }
+        let err = Error::TenantNotServed {
+            schema: tenant.schema().clone(),
+            status,
+        };
+        let rejection = Rejection::from_error(&err);
+        Err(match status {
+            TenantStatus::Maintenance => rejection.with_retry_after(self.inner.retry_after),
+            TenantStatus::Suspended => {
+                let body = format!(
+                    "{} {}: this site is suspended\n",
+                    self.inner.suspended_status.as_u16(),
+                    self.inner.suspended_status.canonical_reason().unwrap_or("")
+                );
+                Rejection::new(self.inner.suspended_status, body)
+            }
+            _ => rejection,
         })
     }
 

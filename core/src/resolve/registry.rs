@@ -7,16 +7,17 @@ use crate::databases;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::schema::SchemaName;
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantStatus};
 
 const LOOKUP_SQL: &str = "
-SELECT t.id, t.schema_name, t.name, t.shard
+SELECT t.id, t.schema_name, t.name, t.shard, t.status
 FROM public.tenant_schemas_domains d
 JOIN public.tenant_schemas_tenants t ON t.id = d.tenant_id
-WHERE d.domain = $1 AND t.status = 'active'";
+WHERE d.domain = $1";
 
 /// Looks hosts up in the [registry](crate::Registry) tables in `public`: any of a tenant's
-/// domains resolves to it, as long as the tenant is active.
+/// domains resolves to it, with its [state](crate::TenantStatus); the request path decides
+/// how a tenant that is not active is answered.
 ///
 /// Each lookup is one indexed query; wrap the resolver in a
 /// [`CachedResolver`](crate::CachedResolver) so that most requests need none.
@@ -52,7 +53,8 @@ impl TenantResolver for RegistryResolver {
             Tenant::new(SchemaName::from_registry(row.get(1))?)
                 .with_name(row.get::<_, &str>(2))
                 .with_id(row.get(0))
-                .with_shard(row.get::<_, &str>(3)),
+                .with_shard(row.get::<_, &str>(3))
+                .with_status(TenantStatus::from_db(row.get(4))),
         ))
     }
 }

@@ -54,6 +54,12 @@ pub struct ConnectionScope {
     conn: Option<Object>,
     schema: SchemaName,
     path: Arc<str>,
+    /// What the session is set to, as the path memory and the handoff know it: the path,
+    /// marked when the session is read-only.
+    key: Arc<str>,
+    /// The tenant is read-only: its sessions' (or, in transaction mode, its transactions')
+    /// writes fail.
+    read_only: bool,
     gate: Arc<Gate>,
     /// The gate epoch under which the path was last set and the schema seen to exist;
     /// [`NOT_ON_PATH`] when the next statement must switch first.
@@ -170,7 +176,7 @@ impl ConnectionScope {
     pub(crate) fn new(
         conn: Object,
         schema: SchemaName,
-        path: Arc<str>,
+        (path, key, read_only): (Arc<str>, Arc<str>, bool),
         gate: Arc<Gate>,
         known: Remembered,
         epoch: u64,
@@ -180,6 +186,8 @@ impl ConnectionScope {
             conn: Some(conn),
             schema,
             path,
+            key,
+            read_only,
             gate,
             verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
             statements: AtomicUsize::new(known.statements.unwrap_or(UNCOUNTED)),
@@ -278,7 +286,7 @@ impl ConnectionScope {
         self.forget_path();
         let epoch = self.gate.epoch();
         self.pool.count_switch();
-        let sql = format!("SET search_path TO {}", self.path);
+        let sql = self.session_settings();
         self.conn()
             .batch_execute(&sql)
             .await
@@ -296,16 +304,12 @@ impl ConnectionScope {
         self.pool.count_switch();
         tracing::trace!(schema = %self.schema, path = %self.path, "switching search_path");
         let check = force || !self.gate.recently_verified(epoch);
-        let sql = if check {
+        let mut sql = self.session_settings();
+        if check {
             self.pool.count_existence_check();
-            format!(
-                "SET search_path TO {}; {}",
-                self.path,
-                self.existence_check()
-            )
-        } else {
-            format!("SET search_path TO {}", self.path)
-        };
+            sql.push_str("; ");
+            sql.push_str(&self.existence_check());
+        }
         self.conn()
             .batch_execute(&sql)
             .await
@@ -315,6 +319,18 @@ impl ConnectionScope {
         }
         self.verified.store(epoch, Ordering::Release);
         Ok(())
+    }
+
+    /// What a switch sets: the search path and, once the router has served a read-only
+    /// tenant, whether the session's transactions are read-only.
+    fn session_settings(&self) -> String {
+        let mut sql = format!("SET search_path TO {}", self.path);
+        if self.read_only {
+            sql.push_str("; SET default_transaction_read_only TO on");
+        } else if self.pool.read_only_seen() {
+            sql.push_str("; SET default_transaction_read_only TO off");
+        }
+        sql
     }
 
     fn switch_error(&self, e: tokio_postgres::Error) -> Error {
@@ -670,11 +686,18 @@ impl ConnectionScope {
         // Whatever runs through the transaction is out of sight.
         self.forget_path();
         self.transaction_gate = Some(entered);
+        // A read-only tenant's transaction is made read-only and runs a query (the check)
+        // before the caller's first statement, after which it cannot become read-write.
         let (schema, path, begin) = (
             self.schema.clone(),
             self.path.clone(),
             format!(
-                "SET LOCAL search_path TO {}; {}",
+                "{}SET LOCAL search_path TO {}; {}",
+                if self.read_only {
+                    "SET TRANSACTION READ ONLY; "
+                } else {
+                    ""
+                },
                 self.path,
                 self.existence_check()
             ),
@@ -682,7 +705,9 @@ impl ConnectionScope {
         if local {
             self.pool.count_switch();
         }
-        self.pool.count_existence_check();
+        if local || self.read_only {
+            self.pool.count_existence_check();
+        }
         let conn = self
             .conn
             .as_mut()
@@ -691,7 +716,7 @@ impl ConnectionScope {
             .transaction()
             .await
             .map_err(|e| Error::db("beginning a transaction", &schema, e))?;
-        if local {
+        if local || self.read_only {
             // On failure `tx` is dropped here, which rolls it back.
             tx.batch_execute(&begin).await.map_err(|e| {
                 if e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) {
@@ -748,7 +773,7 @@ impl Drop for ConnectionScope {
             self.pool.release(
                 conn,
                 self.group,
-                &self.path,
+                &self.key,
                 self.gate.clone(),
                 epoch,
                 statements,

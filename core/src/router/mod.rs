@@ -26,7 +26,7 @@ use crate::databases::Databases;
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
 use crate::scope;
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantStatus};
 
 pub use builder::SchemaRouterBuilder;
 pub use connection::{ConnectionScope, ToScopedStatement};
@@ -79,14 +79,33 @@ impl SchemaRouter {
         self.connection_for_tenant(&tenant).await
     }
 
-    /// A connection bound to `tenant`'s schema, on the database (shard) it lives on.
+    /// A connection bound to `tenant`'s schema, on the database (shard) it lives on, in the
+    /// tenant's [state](crate::TenantStatus): [`Error::TenantNotServed`] for a tenant in
+    /// maintenance, suspended or archived; for a read-only tenant, a session whose
+    /// transactions are read-only (`default_transaction_read_only`), so writes fail with
+    /// [`Error::TenantReadOnly`].
     pub async fn connection_for_tenant(&self, tenant: &Tenant) -> Result<ConnectionScope> {
-        checkout(self.databases.get(tenant.shard())?, tenant.schema()).await
+        let status = tenant.status();
+        if !status.is_served() {
+            return Err(Error::TenantNotServed {
+                schema: tenant.schema().clone(),
+                status,
+            });
+        }
+        let read_only = status == TenantStatus::ReadOnly;
+        checkout(
+            self.databases.get(tenant.shard())?,
+            tenant.schema(),
+            read_only,
+        )
+        .await
     }
 
-    /// A connection bound to `schema` on the default database.
+    /// A connection bound to `schema` on the default database (read and write: a tenant's
+    /// state applies through [`connection`](Self::connection) and
+    /// [`connection_for_tenant`](Self::connection_for_tenant)).
     pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
-        checkout(self.databases.default(), schema).await
+        checkout(self.databases.default(), schema, false).await
     }
 
     /// A connection bound to the shared `public` schema.
@@ -122,10 +141,22 @@ impl SchemaRouter {
 
 /// A connection from `pool`, bound to `schema`; switched already when the path memory
 /// knows it is on the schema's path.
-async fn checkout(pool: &Arc<RouterPool>, schema: &SchemaName) -> Result<ConnectionScope> {
+async fn checkout(
+    pool: &Arc<RouterPool>,
+    schema: &SchemaName,
+    read_only: bool,
+) -> Result<ConnectionScope> {
     let path = pool.search_path(schema);
+    // What the session is set to, as remembered and handed over: the path, and whether its
+    // transactions are read-only.
+    let key: Arc<str> = if read_only {
+        pool.note_read_only();
+        format!("{path} (read only)").into()
+    } else {
+        path.clone()
+    };
     let (conn, handed_over, group) = pool
-        .get(schema, &path)
+        .get(schema, &key)
         .await
         .map_err(|source| Error::pool(schema, source))?;
     // Sightings are kept per group pool: a group given for the same database that is not
@@ -133,14 +164,14 @@ async fn checkout(pool: &Arc<RouterPool>, schema: &SchemaName) -> Result<Connect
     let gate = session::gate(pool.group_pool(group), schema);
     let epoch = gate.epoch();
     let known = if pool.tracks_search_path() {
-        session::take_known_path(&conn, &path, &gate, epoch, handed_over)
+        session::take_known_path(&conn, &key, &gate, epoch, handed_over)
     } else {
         session::Remembered::default()
     };
     Ok(ConnectionScope::new(
         conn,
         schema.clone(),
-        path,
+        (path, key, read_only),
         gate,
         known,
         epoch,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::schema::SchemaName;
-use crate::tenant::TenantRecord;
+use crate::tenant::{TenantRecord, TenantStatus};
 
 /// What happened to a tenant, for the hooks of [`TenancyBuilder::on_event`](super::TenancyBuilder::on_event).
 #[derive(Debug, Clone)]
@@ -25,6 +25,15 @@ pub enum TenantEvent {
     },
     /// A tenant was deleted.
     Deleted(TenantRecord),
+    /// A tenant's state changed.
+    StatusChanged {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// The state before.
+        from: TenantStatus,
+        /// The state after.
+        to: TenantStatus,
+    },
 }
 
 type EventHook = Arc<dyn Fn(TenantEvent) -> BoxFuture<'static, ()> + Send + Sync>;

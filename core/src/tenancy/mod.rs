@@ -104,7 +104,7 @@ impl Tenancy {
         self.resolve(&host).await
     }
 
-    /// The active tenant living in `schema`, from the registry (cached briefly, for the
+    /// The tenant living in `schema`, with its state, from the registry (cached briefly, for the
     /// [negative TTL](crate::CacheConfig::negative_ttl)); `None` when there is none. As for hosts,
     /// a lookup that raced an invalidation of the schema is not cached.
     pub async fn tenant_by_schema(&self, schema: &SchemaName) -> Result<Option<Tenant>> {
@@ -114,10 +114,8 @@ impl Tenancy {
             .by_schema
             .get_or_try_insert_with(schema, || async move {
                 match registry.get(schema).await {
-                    Ok(record) if record.status == TenantStatus::Active => {
-                        Ok(Some(record.tenant()))
-                    }
-                    Ok(_) | Err(Error::TenantNotFound { .. }) => Ok(None),
+                    Ok(record) => Ok(Some(record.tenant())),
+                    Err(Error::TenantNotFound { .. }) => Ok(None),
                     Err(e) => Err(e),
                 }
             })
@@ -362,12 +360,24 @@ impl Tenancy {
         Ok(())
     }
 
-    /// Suspends or re-activates a tenant. A suspended tenant's hosts resolve to no tenant, at
-    /// once.
+    /// Changes a tenant's [state](TenantStatus): how its requests are answered (every
+    /// adapter) and whether its sessions may write. This process follows at once, other
+    /// instances listening for changes within moments; connections pooled on the tenant are
+    /// switched again before their next statement. The hooks hear
+    /// [`TenantEvent::StatusChanged`] when the state changed.
     pub async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
+        let before = self.inner.registry.get(schema).await?.status;
         self.inner.registry.set_status(schema, status).await?;
         let record = self.inner.registry.get(schema).await?;
         self.forget(&record).await;
+        if before != status {
+            self.emit(TenantEvent::StatusChanged {
+                schema: schema.clone(),
+                from: before,
+                to: status,
+            })
+            .await;
+        }
         Ok(())
     }
 

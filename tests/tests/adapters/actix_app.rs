@@ -58,6 +58,7 @@ async fn actix_adapter() {
     // actix-web runs its own single-threaded runtimes; give it a thread of its own.
     let thread = std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
     suite::run(addr).await;
+    suite::states(addr, &fx.tenancy).await;
     suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
     handle.stop(true).await;

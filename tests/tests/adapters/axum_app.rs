@@ -49,6 +49,7 @@ async fn axum_adapter() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     suite::run(addr).await;
+    suite::states(addr, &fx.tenancy).await;
     suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
 }

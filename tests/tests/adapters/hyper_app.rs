@@ -75,6 +75,7 @@ async fn hyper_adapter() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, service));
     suite::run(addr).await;
+    suite::states(addr, &fx.tenancy).await;
     suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
 }

@@ -66,12 +66,26 @@ async fn path_prefix_header_and_chain() {
     assert_eq!(r.tenant.schema().as_str(), "acme");
     assert_eq!(r.host.unwrap().as_str(), "acme.example.test");
 
-    // Suspended tenants are not served through the prefix either (after invalidation).
+    // Suspended tenants are not served through the prefix either (after invalidation);
+    // archived ones are not found.
     tenancy
         .set_status(&SchemaName::new("beta").unwrap(), TenantStatus::Suspended)
         .await
         .unwrap();
     let (uri, h) = req("/t/beta/notes", &[("host", "nobody.example.test")]);
+    let err = resolver.resolve(&uri, &h).await.unwrap_err();
+    assert_eq!(err.status(), StatusCode::FORBIDDEN);
+    let paying = RequestResolver::builder(tenancy.clone())
+        .strategies([Strategy::path_prefix("/t/")])
+        .suspended_status(StatusCode::PAYMENT_REQUIRED)
+        .build();
+    let err = paying.resolve(&uri, &h).await.unwrap_err();
+    assert_eq!(err.status(), StatusCode::PAYMENT_REQUIRED);
+    assert!(err.body().starts_with("402 Payment Required"), "{err:?}");
+    tenancy
+        .set_status(&SchemaName::new("beta").unwrap(), TenantStatus::Archived)
+        .await
+        .unwrap();
     let err = resolver.resolve(&uri, &h).await.unwrap_err();
     assert_eq!(err.status(), StatusCode::NOT_FOUND);
 

@@ -61,6 +61,7 @@ async fn warp_adapter() {
         TenantLayer::with_resolver(resolver),
     ));
     suite::run(addr).await;
+    suite::states(addr, &fx.tenancy).await;
     suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::{pool, TenantClient, TestCluster, TestResponse};
-use tenant_schemas::{scope, Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
+use tenant_schemas::{scope, Host, NewTenant, SchemaName, Tenancy, TenantMigrations, TenantStatus};
 
 pub struct Fixture {
     pub cluster: TestCluster,
@@ -167,6 +167,81 @@ pub async fn run(addr: SocketAddr) {
     assert_eq!(r.text().trim(), "alpha");
 
     tenant_hosts_do_not_reach_the_public_site_under_the_path_token(addr).await;
+}
+
+/// Tenant states, as every adapter must answer them: read-only tenants are served but
+/// cannot write (403), maintenance is 503 with `Retry-After`, suspended 403, archived 404;
+/// back to active, the tenant writes again (no pooled connection stayed read-only) and the
+/// other tenant was never affected.
+pub async fn states(addr: SocketAddr, tenancy: &Tenancy) {
+    let alpha_schema = SchemaName::new("alpha").unwrap();
+    let alpha = client(addr, "alpha.example.test");
+    let beta = client(addr, "beta.example.test");
+    let set = |status| {
+        let tenancy = tenancy.clone();
+        let schema = alpha_schema.clone();
+        async move { tenancy.set_status(&schema, status).await.unwrap() }
+    };
+
+    set(TenantStatus::ReadOnly).await;
+    let r = alpha.get("/notes").await.unwrap();
+    assert_eq!(r.status, 200, "a read-only tenant is served: {r:?}");
+    for _ in 0..3 {
+        let r = alpha
+            .post("/notes", "text/plain", b"written while read-only")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "a read-only tenant's write: {r:?}");
+        assert_plain_text(&r);
+        // Another tenant, likely on the same pooled connections, still writes.
+        let r = beta
+            .post("/notes", "text/plain", b"beta while alpha is read-only")
+            .await
+            .unwrap();
+        assert!(r.status == 200 || r.status == 201, "{r:?}");
+    }
+
+    set(TenantStatus::Maintenance).await;
+    let r = alpha.get("/notes").await.unwrap();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("60"), "{r:?}");
+    assert_plain_text(&r);
+
+    set(TenantStatus::Suspended).await;
+    let r = alpha.get("/").await.unwrap();
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_plain_text(&r);
+
+    set(TenantStatus::Archived).await;
+    let r = alpha.get("/notes").await.unwrap();
+    assert_eq!(r.status, 404, "{r:?}");
+
+    set(TenantStatus::Active).await;
+    for _ in 0..3 {
+        let r = alpha
+            .post("/notes", "text/plain", b"active again")
+            .await
+            .unwrap();
+        assert!(r.status == 200 || r.status == 201, "{r:?}");
+    }
+    let notes = alpha.get("/notes").await.unwrap().text();
+    assert!(!notes.contains("written while read-only"), "{notes}");
+    assert!(!notes.contains("beta"), "{notes}");
+    assert_eq!(notes.matches("active again").count(), 3, "{notes}");
+    // Leave the tenants' notes as the later steps expect them.
+    let router = tenancy.router();
+    for (schema, body) in [
+        ("alpha", "active again"),
+        ("beta", "beta while alpha is read-only"),
+    ] {
+        let db = router
+            .connection_for(&SchemaName::new(schema).unwrap())
+            .await
+            .unwrap();
+        db.execute("DELETE FROM notes WHERE body = $1", &[&body])
+            .await
+            .unwrap();
+    }
 }
 
 /// Where the public site lives under the public path token `/main` (one router for both),

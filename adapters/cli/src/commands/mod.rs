@@ -9,6 +9,7 @@ pub(crate) mod domains;
 pub(crate) mod list;
 pub(crate) mod migrate;
 pub(crate) mod run;
+pub(crate) mod state;
 pub(crate) mod status;
 
 use tenant_schemas::{SchemaName, TenantRecord};

@@ -91,7 +91,8 @@ impl ConnectionScope {
             self.pool.count_existence_check();
         }
         let begin = format!(
-            "BEGIN; SET LOCAL search_path TO {}{}",
+            "BEGIN{}; SET LOCAL search_path TO {}{}",
+            if self.read_only { " READ ONLY" } else { "" },
             self.path,
             if check {
                 format!("; {}", self.existence_check())

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod connect;
 mod databases;
 mod doctor;
 mod error;
@@ -19,6 +20,9 @@ pub mod scope;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+#[cfg(feature = "tls")]
+pub use connect::TlsHandshake;
+pub use connect::{ConnectionSettings, SslMode, TlsConnector, DATABASE_URL};
 pub use databases::{ShardName, DEFAULT_SHARD};
 pub use doctor::{DoctorReport, Finding};
 pub use error::{Error, ErrorKind, Result};

@@ -11,6 +11,8 @@ mod registry;
 mod resolve;
 mod router;
 mod schema;
+#[cfg(feature = "serde")]
+mod serde_support;
 mod sql;
 mod tenancy;
 mod tenant;

@@ -23,10 +23,12 @@ pub type TenantId = i64;
 /// assert_eq!(acme.id(), None); // not from the registry
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Tenant {
     schema: SchemaName,
     name: Arc<str>,
     id: Option<TenantId>,
+    #[cfg_attr(feature = "serde", serde(default))]
     shard: ShardName,
 }
 
@@ -119,6 +121,11 @@ impl fmt::Display for Tenant {
 
 /// Whether a registered tenant is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 #[non_exhaustive]
 pub enum TenantStatus {
     /// Served normally.
@@ -147,6 +154,7 @@ impl TenantStatus {
 
 /// A tenant as the registry holds it, with its domains.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TenantRecord {
     /// The registry id.
     pub id: TenantId,
@@ -164,6 +172,7 @@ pub struct TenantRecord {
     pub domains: Vec<String>,
     /// The database (shard) its schema lives on ([`ShardName::DEFAULT`] for the registry's
     /// own).
+    #[cfg_attr(feature = "serde", serde(default))]
     pub shard: ShardName,
 }
 

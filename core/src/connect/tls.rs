@@ -19,11 +19,12 @@ use crate::error::Result;
 /// ```no_run
 /// use tenant_schemas::ConnectionSettings;
 ///
-/// # async fn demo() -> tenant_schemas::Result<()> {
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let settings = ConnectionSettings::from_url(
 ///     "postgres://app@db.example.com/app?sslmode=verify-full&sslrootcert=/etc/db-ca.crt",
 /// )?;
 /// let (client, connection) = settings.config().connect(settings.tls_connector()?).await?;
+/// tokio::spawn(connection);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -141,6 +141,16 @@ async fn require_encrypts_without_a_ca_and_disable_does_not_encrypt() {
     assert_eq!(encrypted(&prefer).await, Ok(true));
     let plain = url.replace("require", "disable");
     assert_eq!(encrypted(&plain).await, Ok(false));
+
+    // Past the handshake, the server's own refusal is what the error says.
+    let (_, name) = url.rsplit_once('/').unwrap();
+    let (name, _) = name.split_once('?').unwrap();
+    let missing = url.replace(name, "no_such_database");
+    let shown = Tenancy::connect(&missing).await.unwrap_err().to_string();
+    assert!(
+        shown.contains("database \"no_such_database\" does not exist"),
+        "{shown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -220,6 +220,16 @@ pub enum Error {
         schema: SchemaName,
     },
 
+    /// The connection settings cannot be used: a malformed connection string, an sslmode
+    /// this build cannot honour, an unreadable root certificate file (→ 500: fix the
+    /// configuration). The message never repeats the connection string, which may hold a
+    /// password.
+    #[error("invalid connection settings: {reason}")]
+    ConnectionSettings {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A tenant table has the name of a table in `public` and was not declared shared
     /// (→ 500: fix the migration set). Where the tenant's schema is missing from a search path,
     /// PostgreSQL skips it and the unqualified name silently means `public`'s table.
@@ -417,7 +427,7 @@ fn message(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// `text`, then the message of each error of the `source` chain that `text` does not
 /// already include (many errors repeat their cause in their own message), `: `-separated.
-fn with_sources(
+pub(crate) fn with_sources(
     mut text: String,
     mut source: Option<&(dyn std::error::Error + 'static)>,
 ) -> String {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod connect;
 mod databases;
 mod doctor;
 mod error;
@@ -10,6 +11,8 @@ mod registry;
 mod resolve;
 mod router;
 mod schema;
+#[cfg(feature = "serde")]
+mod serde_support;
 mod sql;
 mod tenancy;
 mod tenant;
@@ -19,6 +22,9 @@ pub mod scope;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+#[cfg(feature = "tls")]
+pub use connect::TlsHandshake;
+pub use connect::{ConnectionSettings, SslMode, TlsConnector, DATABASE_URL};
 pub use databases::{ShardName, DEFAULT_SHARD};
 pub use doctor::{DoctorReport, Finding};
 pub use error::{Error, ErrorKind, Result};

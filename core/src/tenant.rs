@@ -23,10 +23,12 @@ pub type TenantId = i64;
 /// assert_eq!(acme.id(), None); // not from the registry
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Tenant {
     schema: SchemaName,
     name: Arc<str>,
     id: Option<TenantId>,
+    #[cfg_attr(feature = "serde", serde(default))]
     shard: ShardName,
     status: TenantStatus,
 }
@@ -146,6 +148,11 @@ impl fmt::Display for Tenant {
 /// Changed with [`Tenancy::set_status`](crate::Tenancy::set_status): every instance
 /// listening for changes follows within moments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 #[non_exhaustive]
 pub enum TenantStatus {
     /// Served normally.
@@ -221,6 +228,7 @@ impl std::str::FromStr for TenantStatus {
 
 /// A tenant as the registry holds it, with its domains.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TenantRecord {
     /// The registry id.
     pub id: TenantId,
@@ -238,6 +246,7 @@ pub struct TenantRecord {
     pub domains: Vec<String>,
     /// The database (shard) its schema lives on ([`ShardName::DEFAULT`] for the registry's
     /// own).
+    #[cfg_attr(feature = "serde", serde(default))]
     pub shard: ShardName,
 }
 

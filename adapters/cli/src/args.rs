@@ -28,6 +28,12 @@ pub(crate) struct Cli {
     /// lock).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub(crate) database_url: Option<String>,
+    /// PEM file of the root certificates trusted when a URL's sslmode is verify-ca or
+    /// verify-full (or require, which then verifies the chain), for every URL that does not
+    /// name its own sslrootcert. URLs take libpq's sslmode (disable, prefer, require,
+    /// verify-ca, verify-full) and sslrootcert parameters.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub(crate) ssl_root_cert: Option<PathBuf>,
     /// Another database tenants live on, as NAME=URL (repeatable); the registry stays on
     /// --database-url.
     #[arg(long = "shard", value_name = "NAME=URL", value_parser = shard_arg, global = true)]

@@ -3,20 +3,14 @@
 //! connection error (exit 3) naming the URL (without its password), file or directory.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use tenant_schemas::deadpool_postgres::{
-    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
-};
+use tenant_schemas::deadpool_postgres::{Pool, PoolError};
 use tenant_schemas::tokio_postgres::config::Host as PgHost;
-use tenant_schemas::tokio_postgres::{Config, NoTls};
-use tenant_schemas::{ShardName, Tenancy, TenantMigrations};
+use tenant_schemas::tokio_postgres::Config;
+use tenant_schemas::{ConnectionSettings, ShardName, Tenancy, TenantMigrations};
 
 use crate::args::{Cli, DEFAULT_MIGRATIONS, DEFAULT_SHARED_MIGRATIONS};
 use crate::error::{CliError, CliResult};
-
-/// How long connecting to a database may take when the URL does not say.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One database: its name, where it is (no password), and its pool.
 #[derive(Clone)]
@@ -50,7 +44,13 @@ pub(crate) async fn open(cli: &Cli) -> CliResult<Context> {
         .database_url
         .as_deref()
         .ok_or_else(|| CliError::config("no database: pass --database-url or set DATABASE_URL"))?;
-    let mut databases = vec![database(ShardName::DEFAULT, "--database-url", url)?];
+    let root_cert = cli.ssl_root_cert.as_deref();
+    let mut databases = vec![database(
+        ShardName::DEFAULT,
+        "--database-url",
+        url,
+        root_cert,
+    )?];
     for (name, url) in shard_list(cli)? {
         if databases.iter().any(|d| d.shard == name.as_str()) {
             return Err(CliError::config(format!(
@@ -58,7 +58,7 @@ pub(crate) async fn open(cli: &Cli) -> CliResult<Context> {
             )));
         }
         let what = format!("shard `{name}`");
-        databases.push(database(ShardName::new(&name), &what, &url)?);
+        databases.push(database(ShardName::new(&name), &what, &url, root_cert)?);
     }
     for db in &databases {
         check_connection(db).await?;
@@ -107,31 +107,42 @@ pub(crate) async fn open(cli: &Cli) -> CliResult<Context> {
     Ok(Context { tenancy, databases })
 }
 
-/// A pool over `url`; `what` says where the URL came from.
-fn database(shard: ShardName, what: &str, url: &str) -> CliResult<Database> {
+/// A pool over `url` (over TLS as its sslmode says; `root_cert` unless it names its own
+/// sslrootcert); `what` says where the URL came from.
+fn database(
+    shard: ShardName,
+    what: &str,
+    url: &str,
+    root_cert: Option<&Path>,
+) -> CliResult<Database> {
     // The parser's messages do not repeat the URL, so no password ends up in them.
-    let mut config: Config = url.parse().map_err(|e| {
+    let mut settings = ConnectionSettings::from_url(url).map_err(|e| {
         CliError::config(format!(
-            "{what} is not a valid PostgreSQL connection string: {e}"
+            "{what} is not a valid PostgreSQL connection string: {}",
+            reason(&e)
         ))
     })?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
+    if let (None, Some(file)) = (settings.get_root_cert(), root_cert) {
+        settings = settings.root_cert(file);
     }
-    let shown = shown(&config);
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let pool = Pool::builder(manager)
-        .max_size(16)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(|e| CliError::config(format!("{what} ({shown}): {e}")))?;
+    let shown = shown(settings.config());
+    // Connect within the URL's connect_timeout, or 10 s.
+    let pool = settings
+        .pool_size(16)
+        .pool()
+        .map_err(|e| CliError::config(format!("{what} ({shown}): {}", reason(&e))))?;
     Ok(Database { shard, shown, pool })
+}
+
+/// A settings error's reason, without the library's "invalid connection settings" prefix.
+fn reason(err: &tenant_schemas::Error) -> String {
+    match err {
+        tenant_schemas::Error::ConnectionSettings { reason } => reason
+            .strip_prefix("invalid connection string: ")
+            .unwrap_or(reason)
+            .to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// `user@host:port/dbname` (no password), for messages.

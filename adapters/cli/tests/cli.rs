@@ -761,3 +761,79 @@ async fn state_changes_a_tenant_state() {
     let (_, err) = cli.fails(1, &["state", "nobody", "active"]);
     assert!(err.contains("nobody"), "{err}");
 }
+
+/// URLs take libpq's sslmode and sslrootcert (or --ssl-root-cert): against a server with
+/// TLS on and a certificate for localhost, verify-full connects; a host name the
+/// certificate does not hold, or a CA nobody gave, exit 3 and say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_over_tls_with_verify_full() {
+    if std::env::var_os(tenant_schemas::testing::DATABASE_URL_ENV).is_some() {
+        return; // the harness cannot turn TLS on in an external server
+    }
+    let cluster = TestCluster::start_with_tls().unwrap();
+    let db = cluster.create_database().await.unwrap();
+    let ca = cluster.ca_cert().unwrap().display().to_string();
+    let port = cluster.port().unwrap();
+    let dir = std::env::temp_dir().join(format!("ts-cli-{}-tls", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write(
+        &dir.join("tenant"),
+        "V1__notes.sql",
+        "CREATE TABLE notes (id bigserial PRIMARY KEY, body text)",
+    );
+    std::fs::create_dir_all(dir.join("shared")).unwrap();
+    let (tenant, shared) = (dir.join("tenant"), dir.join("shared"));
+    let run = |url: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tenant-schemas"))
+            .args(args)
+            .arg("--migrations")
+            .arg(&tenant)
+            .arg("--shared-migrations")
+            .arg(&shared)
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap();
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "$ DATABASE_URL='{url}' tenant-schemas {}\n{shown}",
+            args.join(" ")
+        );
+        (out.status.code().unwrap_or(-1), shown)
+    };
+    let name = db.name();
+
+    let verified =
+        format!("postgres://postgres@localhost:{port}/{name}?sslmode=verify-full&sslrootcert={ca}");
+    let (code, out) = run(
+        &verified,
+        &["create", "acme", "--domain", "acme.example.com"],
+    );
+    assert_eq!(code, 0, "{out}");
+    // The CA from the option instead of the URL.
+    let bare = format!("postgres://postgres@localhost:{port}/{name}?sslmode=verify-full");
+    let (code, out) = run(&bare, &["list", "--ssl-root-cert", &ca]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("acme.example.com"), "{out}");
+
+    // The server is reached at 127.0.0.1 but called db.invalid.
+    let wrong_host = format!(
+        "postgres://postgres@db.invalid:{port}/{name}?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}"
+    );
+    let (code, out) = run(&wrong_host, &["list"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("the host name `db.invalid` does not match the server's certificate"),
+        "{out}"
+    );
+    let (code, out) = run(&bare, &["list"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("unknown issuer"), "{out}");
+    let (code, out) = run(&bare, &["list", "--ssl-root-cert", "/nonexistent/ca.crt"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("/nonexistent/ca.crt"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ use moka::future::Cache;
 use super::caches::Caches;
 use super::events::{Hooks, TenantEvent};
 use super::{listener, Inner, Tenancy};
+use crate::connect::ConnectionSettings;
 use crate::databases::{Databases, ShardName};
 use crate::error::Result;
 use crate::migrate::{MigrationSets, TenantMigrations};
@@ -30,7 +31,7 @@ pub struct TenancyBuilder {
     mode: SearchPathMode,
     sets: MigrationSets,
     hooks: Hooks,
-    listen: Option<tokio_postgres::Config>,
+    listen: Option<ConnectionSettings>,
     install: bool,
     groups: Vec<Pool>,
 }
@@ -48,6 +49,66 @@ impl std::fmt::Debug for TenancyBuilder {
 }
 
 impl Tenancy {
+    /// Connects to the database at `url` the production way and sets everything up with
+    /// the defaults: [`builder_from_url`](Self::builder_from_url), then
+    /// [`build`](TenancyBuilder::build) (which installs the registry tables when missing).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tenant_schemas::Result<()> {
+    /// let tenancy = tenant_schemas::Tenancy::connect(
+    ///     "postgres://app:secret@db.example.com/app?sslmode=verify-full&sslrootcert=/etc/db-ca.crt",
+    /// )
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder_from_url(url)?.build().await
+    }
+
+    /// Starts the set-up from a connection string (a `postgres://` URL or libpq's
+    /// `key=value` form, read by [`ConnectionSettings::from_url`]): a pool with production
+    /// defaults ([`ConnectionSettings::pool`]: twice the CPU cores, at least 4 connections;
+    /// connect, wait and recycle timeouts; fast recycling) and the change listener
+    /// ([`listen_for_changes`](TenancyBuilder::listen_for_changes)), both connecting over TLS
+    /// as the string's `sslmode` and `sslrootcert` say. Nothing connects before
+    /// [`build`](TenancyBuilder::build).
+    ///
+    /// The listener needs a direct connection: behind PgBouncer in transaction pooling mode,
+    /// give it the database's own address with `listen_for_changes`, or turn it off with
+    /// [`without_listener`](TenancyBuilder::without_listener).
+    ///
+    /// ```no_run
+    /// use tenant_schemas::{Tenancy, TenantMigrations};
+    ///
+    /// # async fn demo() -> tenant_schemas::Result<()> {
+    /// let tenancy = Tenancy::builder_from_url("postgres://app@db.example.com/app?sslmode=verify-full")?
+    ///     .migrations(TenantMigrations::from_dir("migrations/tenant")?)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder_from_url(url: &str) -> Result<TenancyBuilder> {
+        Self::builder_from_settings(ConnectionSettings::from_url(url)?)
+    }
+
+    /// [`builder_from_url`](Self::builder_from_url) with the `DATABASE_URL` environment
+    /// variable.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tenant_schemas::Result<()> {
+    /// let tenancy = tenant_schemas::Tenancy::builder_from_env()?.build().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder_from_env() -> Result<TenancyBuilder> {
+        Self::builder_from_settings(ConnectionSettings::from_env()?)
+    }
+
+    /// [`builder_from_url`](Self::builder_from_url) with settings already read (e.g. with
+    /// a root certificate or pool size set in code).
+    pub fn builder_from_settings(settings: ConnectionSettings) -> Result<TenancyBuilder> {
+        Ok(Self::builder(settings.pool()?).listen_for_changes(settings))
+    }
+
     /// Starts the set-up over `pool`.
     pub fn builder(pool: Pool) -> TenancyBuilder {
         TenancyBuilder {
@@ -118,14 +179,40 @@ impl TenancyBuilder {
         self
     }
 
+    /// [`shard`](Self::shard) with a pool made from a connection string the way
+    /// [`Tenancy::builder_from_url`] makes the main one (production defaults, TLS as its
+    /// `sslmode` says).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tenant_schemas::Result<()> {
+    /// let tenancy = tenant_schemas::Tenancy::builder_from_env()?
+    ///     .shard_url("eu", "postgres://app@eu.db.example.com/app?sslmode=verify-full")?
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn shard_url(self, name: impl Into<ShardName>, url: &str) -> Result<Self> {
+        let pool = ConnectionSettings::from_url(url)?.pool()?;
+        Ok(self.shard(name, pool))
+    }
+
     /// Keeps this process's host cache coherent with the others: a task holds one `LISTEN`
-    /// connection (made from `config`: a direct connection, not through PgBouncer in
-    /// transaction mode; no TLS) and forgets the hosts of every registry change announced on
-    /// [`CHANNEL`](crate::CHANNEL), whichever process made it. After a reconnect it forgets
-    /// everything, since changes may have gone unheard. [`Tenancy::is_listening`] tells
-    /// whether it is connected.
-    pub fn listen_for_changes(mut self, config: tokio_postgres::Config) -> Self {
-        self.listen = Some(config);
+    /// connection (made from `settings` — a [`ConnectionSettings`] or a `tokio_postgres`
+    /// `Config` — over TLS as its sslmode says, like the pools; a direct connection, not
+    /// through PgBouncer in transaction mode) and forgets the hosts of every registry change
+    /// announced on [`CHANNEL`](crate::CHANNEL), whichever process made it. After a
+    /// reconnect it forgets everything, since changes may have gone unheard.
+    /// [`Tenancy::is_listening`] tells whether it is connected. [`Tenancy::builder_from_url`]
+    /// turns it on with the URL's settings.
+    pub fn listen_for_changes(mut self, settings: impl Into<ConnectionSettings>) -> Self {
+        self.listen = Some(settings.into());
+        self
+    }
+
+    /// No change listener (see [`listen_for_changes`](Self::listen_for_changes)), e.g. for a
+    /// short-lived process, or behind PgBouncer in transaction mode with no direct address.
+    pub fn without_listener(mut self) -> Self {
+        self.listen = None;
         self
     }
 
@@ -168,6 +255,11 @@ impl TenancyBuilder {
         // A migration set that would end its schema's transaction is refused up front.
         self.sets.tenant.validate()?;
         self.sets.shared.validate()?;
+        // A root certificate that cannot be read is an error now, not a listener retrying.
+        let listen = match self.listen {
+            Some(settings) => Some((settings.connect_config(), settings.tls_connector()?)),
+            None => None,
+        };
         let registry = Registry::over(self.databases.clone(), self.sets);
         if self.install {
             registry.install().await?;
@@ -190,8 +282,13 @@ impl TenancyBuilder {
             ),
         };
         let listening = Arc::new(AtomicBool::new(false));
-        let listener = self.listen.map(|config| {
-            tokio::spawn(listener::listen(config, caches.clone(), listening.clone()))
+        let listener = listen.map(|(config, tls)| {
+            tokio::spawn(listener::listen(
+                config,
+                tls,
+                caches.clone(),
+                listening.clone(),
+            ))
         });
         Ok(Tenancy {
             inner: Arc::new(Inner {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::caches::Caches;
+use crate::connect::TlsConnector;
 use crate::registry::notify::{self, Announcement, CHANNEL};
 
 impl Caches {
@@ -33,17 +34,22 @@ impl Caches {
     }
 }
 
-/// Listens until the task is aborted, reconnecting with backoff (100 ms doubling to 5 s).
+/// Listens until the task is aborted, reconnecting with backoff (100 ms doubling to 5 s);
+/// connects over TLS as the pools do.
 pub(super) async fn listen(
     config: tokio_postgres::Config,
+    tls: TlsConnector,
     caches: Caches,
     listening: Arc<AtomicBool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&config, &caches, &listening).await {
+        match listen_once(&config, &tls, &caches, &listening).await {
             Ok(()) => backoff = Duration::from_millis(100),
-            Err(e) => tracing::warn!(error = %e, "registry listener lost its connection"),
+            Err(e) => tracing::warn!(
+                error = %crate::error::with_sources(e.to_string(), std::error::Error::source(&e)),
+                "registry listener lost its connection"
+            ),
         }
         listening.store(false, Ordering::Release);
         tokio::time::sleep(backoff).await;
@@ -53,10 +59,11 @@ pub(super) async fn listen(
 
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: &TlsConnector,
     caches: &Caches,
     listening: &AtomicBool,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
     // The connection must be polled for the client to work, and it is where notifications
     // arrive.

@@ -29,6 +29,7 @@ struct LocalCluster {
     port: u16,
     settings: Vec<String>,
     watchdog: Option<std::process::Child>,
+    ca_cert: Option<PathBuf>,
 }
 
 impl TestCluster {
@@ -59,6 +60,34 @@ impl TestCluster {
             let admin = Config::from_str(&url).map_err(|e| HarnessError::BadUrl(e.to_string()))?;
             return Ok(Self { admin, local: None });
         }
+        Self::start_local(settings, false)
+    }
+
+    /// Like [`start`](Self::start), with TLS on (`ssl = on`): the harness makes a
+    /// certificate authority and a server certificate for `localhost` and `127.0.0.1` signed
+    /// by it; [`ca_cert`](Self::ca_cert) is the CA's PEM file, for `sslrootcert`. Plain
+    /// connections are still accepted. Needs the system's PostgreSQL: with
+    /// `TENANT_SCHEMAS_TEST_DATABASE_URL` set it fails with [`HarnessError::ExternalServer`].
+    ///
+    /// ```no_run
+    /// use tenant_schemas::testing::TestCluster;
+    ///
+    /// let cluster = TestCluster::start_with_tls()?;
+    /// let url = format!(
+    ///     "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+    ///     cluster.port().unwrap(),
+    ///     cluster.ca_cert().unwrap().display(),
+    /// );
+    /// # Ok::<(), tenant_schemas::testing::HarnessError>(())
+    /// ```
+    pub fn start_with_tls() -> HarnessResult<Self> {
+        if std::env::var_os(DATABASE_URL_ENV).is_some() {
+            return Err(HarnessError::ExternalServer);
+        }
+        Self::start_local(&[], true)
+    }
+
+    fn start_local(settings: &[&str], tls: bool) -> HarnessResult<Self> {
         let bin = find_bin_dir().ok_or(HarnessError::NoPostgres)?;
         let as_postgres = is_root();
         let root = std::env::temp_dir().join(unique("tenant-schemas-pg-"));
@@ -73,6 +102,7 @@ impl TestCluster {
             port: 0,
             settings: settings.iter().map(|s| format!(" -c {s}")).collect(),
             watchdog: None,
+            ca_cert: None,
         };
         if as_postgres {
             run(Command::new("chown")
@@ -95,6 +125,9 @@ impl TestCluster {
                 "--locale=C".as_ref(),
             ],
         )?;
+        if tls {
+            local.make_certificates()?;
+        }
         local.watchdog = Some(local.spawn_watchdog()?);
         // A free port is only free until someone else binds it: another harness in a
         // parallel test may take the same one between our probe and the server's bind.
@@ -137,6 +170,13 @@ impl TestCluster {
         self.local
             .as_ref()
             .map(|l| format!("postgres://postgres@127.0.0.1:{}/{dbname}", l.port))
+    }
+
+    /// The PEM file of the certificate authority that signed the server's certificate, for
+    /// a cluster started with [`start_with_tls`](Self::start_with_tls).
+    #[must_use]
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.local.as_ref().and_then(|l| l.ca_cert.as_deref())
     }
 
     /// The TCP port of a throwaway cluster.
@@ -219,6 +259,55 @@ impl Drop for TestCluster {
 }
 
 impl LocalCluster {
+    /// A CA (written to `ca.crt` beside the data directory) and a server certificate for
+    /// `localhost` and `127.0.0.1` signed by it (`server.crt`, `server.key` in the data
+    /// directory, owned by the server's user, the key readable by it alone, as PostgreSQL
+    /// demands); TLS is turned on for the server.
+    fn make_certificates(&mut self) -> HarnessResult<()> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let failed = |e: rcgen::Error| HarnessError::Certificate(e.to_string());
+        let ca_key = KeyPair::generate().map_err(failed)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+        ca.distinguished_name
+            .push(DnType::CommonName, "tenant-schemas test CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = ca.self_signed(&ca_key).map_err(failed)?;
+        let server_key = KeyPair::generate().map_err(failed)?;
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .map_err(failed)?;
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server = server
+            .signed_by(&server_key, &ca, &ca_key)
+            .map_err(failed)?;
+
+        let data = self.root.join("data");
+        let ca_file = self.root.join("ca.crt");
+        let write = |path: &Path, text: &str, mode: u32| -> HarnessResult<()> {
+            std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(io(format!("setting permissions of {}", path.display())))
+        };
+        write(&ca_file, &ca.pem(), 0o644)?;
+        let (cert_file, key_file) = (data.join("server.crt"), data.join("server.key"));
+        write(&cert_file, &server.pem(), 0o644)?;
+        write(&key_file, &server_key.serialize_pem(), 0o600)?;
+        if self.as_postgres {
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&cert_file)
+                .arg(&key_file))?;
+        }
+        // Relative to the data directory.
+        self.settings
+            .push(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".to_owned());
+        self.ca_cert = Some(ca_file);
+        Ok(())
+    }
+
     /// `pg_ctl start` on the cluster's private port and socket directory, tuned for tests
     /// (no fsync: a crash loses nothing a test needs).
     fn start_server(&self) -> HarnessResult<()> {

@@ -80,6 +80,12 @@ pub enum HarnessError {
     /// The library itself failed (creating a tenant, …).
     #[error(transparent)]
     Tenancy(#[from] crate::Error),
+    /// The test certificates of a TLS cluster could not be made.
+    #[error("making the test certificates: {0}")]
+    Certificate(String),
+    /// What was asked needs a throwaway cluster of the system's PostgreSQL.
+    #[error("a TLS test cluster needs the system's PostgreSQL binaries, but {DATABASE_URL_ENV} names an external server: unset it")]
+    ExternalServer,
     /// `TENANT_SCHEMAS_TEST_DATABASE_URL` is not a valid connection string.
     #[error("{DATABASE_URL_ENV} is not a valid connection string: {0}")]
     BadUrl(String),

@@ -1,6 +1,8 @@
 //! What the tenant-schemas examples share, kept out of the library: a database to run on
-//! (`DATABASE_URL`, or a throwaway PostgreSQL), the tenants a demo starts with, and the curl
-//! lines it prints.
+//! (`DATABASE_URL`, connected the production way with
+//! [`Tenancy::builder_from_settings`], TLS included; or a throwaway PostgreSQL, whose server
+//! binaries are installed with apt first when they are missing and this runs as root on
+//! Debian), the tenants a demo starts with, and the curl lines it prints.
 //!
 //! ```no_run
 //! use demo_support::{demo_addr, demo_instructions, DemoDatabase};
@@ -15,46 +17,99 @@
 //! # Ok(()) }
 //! ```
 
+mod install;
+
+use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use tenant_schemas::deadpool_postgres::Pool;
-use tenant_schemas::testing::{pool, HarnessError, TestCluster};
+use tenant_schemas::testing::{HarnessError, TestCluster};
 use tenant_schemas::tokio_postgres::Config;
-use tenant_schemas::{Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
+use tenant_schemas::{
+    ConnectionSettings, Host, NewTenant, SchemaName, Tenancy, TenancyBuilder, TenantMigrations,
+};
+
+/// Why a demo could not get its database: the message says what to do. Its `Debug` is its
+/// `Display`, so `main` returning it prints the message as it is.
+pub struct DemoError(Box<dyn std::error::Error + Send + Sync>);
+
+impl DemoError {
+    fn msg(message: String) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for DemoError {}
+
+impl From<HarnessError> for DemoError {
+    fn from(err: HarnessError) -> Self {
+        Self(err.into())
+    }
+}
+
+impl From<tenant_schemas::Error> for DemoError {
+    fn from(err: tenant_schemas::Error) -> Self {
+        Self(err.into())
+    }
+}
 
 /// The database of a demo or example: `DATABASE_URL` when set, otherwise a throwaway
 /// cluster that lives as long as this value.
 #[derive(Debug)]
 pub struct DemoDatabase {
-    config: Config,
+    settings: ConnectionSettings,
     cluster: Option<TestCluster>,
 }
 
 impl DemoDatabase {
-    /// Reads `DATABASE_URL`, or starts a throwaway PostgreSQL with a fresh database.
-    pub async fn from_env() -> Result<Self, HarnessError> {
-        match std::env::var("DATABASE_URL") {
-            Ok(url) => Ok(Self {
-                config: Config::from_str(&url).map_err(|e| HarnessError::BadUrl(e.to_string()))?,
+    /// Reads `DATABASE_URL` (a URL or libpq `key=value` string; `sslmode` and `sslrootcert`
+    /// as libpq reads them), or starts a throwaway PostgreSQL with a fresh database. On a
+    /// machine without PostgreSQL's server binaries it installs the `postgresql` package
+    /// with apt first when running as root, and otherwise fails with the command to run.
+    pub async fn from_env() -> Result<Self, DemoError> {
+        if std::env::var_os(tenant_schemas::DATABASE_URL).is_some() {
+            return Ok(Self {
+                settings: ConnectionSettings::from_env()?,
                 cluster: None,
-            }),
-            Err(_) => {
-                println!("No DATABASE_URL: starting a throwaway PostgreSQL (removed on exit) ...");
-                let cluster = TestCluster::start()?;
-                let db = cluster.create_database().await?;
-                Ok(Self {
-                    config: db.config().clone(),
-                    cluster: Some(cluster),
-                })
-            }
+            });
         }
+        println!("No DATABASE_URL: starting a throwaway PostgreSQL (removed on exit) ...");
+        let cluster = match TestCluster::start() {
+            Err(HarnessError::NoPostgres) => {
+                install::install_postgresql()?;
+                TestCluster::start()?
+            }
+            other => other?,
+        };
+        let db = cluster.create_database().await?;
+        Ok(Self {
+            settings: ConnectionSettings::from(db.config().clone()),
+            cluster: Some(cluster),
+        })
     }
 
     /// The connection settings.
     #[must_use]
+    pub fn settings(&self) -> &ConnectionSettings {
+        &self.settings
+    }
+
+    /// The driver's connection settings.
+    #[must_use]
     pub fn config(&self) -> &Config {
-        &self.config
+        self.settings.config()
     }
 
     /// Whether this is a throwaway cluster.
@@ -63,22 +118,29 @@ impl DemoDatabase {
         self.cluster.is_some()
     }
 
-    /// A new pool of `max_size` connections to the database.
-    pub fn pool(&self, max_size: usize) -> Result<Pool, HarnessError> {
-        pool(self.config.clone(), max_size)
+    /// A new pool of `max_size` connections to the database (TLS as the settings say).
+    pub fn pool(&self, max_size: usize) -> Result<Pool, DemoError> {
+        Ok(self.settings.clone().pool_size(max_size).pool()?)
     }
 
-    /// A [`Tenancy`] over a new pool with `migrations`, [seeded](seed) with the public tenant
-    /// on `localhost` and a tenant per name in `tenants` (kept when they exist already).
+    /// The set-up of a [`Tenancy`] the production way
+    /// ([`Tenancy::builder_from_settings`]): a pool of 16 connections and the change
+    /// listener, both over TLS as the settings say.
+    pub fn builder(&self) -> Result<TenancyBuilder, DemoError> {
+        Ok(Tenancy::builder_from_settings(
+            self.settings.clone().pool_size(16),
+        )?)
+    }
+
+    /// A [`Tenancy`] from [`builder`](Self::builder) with `migrations`, [seeded](seed) with
+    /// the public tenant on `localhost` and a tenant per name in `tenants` (kept when they
+    /// exist already).
     pub async fn tenancy(
         &self,
         migrations: TenantMigrations,
         tenants: &[&str],
-    ) -> Result<Tenancy, HarnessError> {
-        let tenancy = Tenancy::builder(self.pool(16)?)
-            .migrations(migrations)
-            .build()
-            .await?;
+    ) -> Result<Tenancy, DemoError> {
+        let tenancy = self.builder()?.migrations(migrations).build().await?;
         let tenants: Vec<(&str, &str)> = tenants.iter().map(|name| (*name, *name)).collect();
         seed(&tenancy, &tenants).await?;
         Ok(tenancy)
@@ -91,7 +153,7 @@ pub const NOTES: &str = "CREATE TABLE notes (id bigserial PRIMARY KEY, body text
 impl DemoDatabase {
     /// The minimal examples' [`Tenancy`]: [`NOTES`] as the tenant migration, the public
     /// tenant and the tenants `acme` and `globex`.
-    pub async fn notes_tenancy(&self) -> Result<Tenancy, HarnessError> {
+    pub async fn notes_tenancy(&self) -> Result<Tenancy, DemoError> {
         self.tenancy(
             TenantMigrations::new().with("notes", NOTES),
             &["acme", "globex"],

@@ -30,9 +30,20 @@ const TENANT_MIGRATIONS: &[(&str, &str)] = &[(
 )];
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt().with_target(false).init();
-    // A throwaway database lives as long as `db`: it is removed when main returns.
+    // The message, with its cause (a `Result` from `main` would print the `Debug` form).
+    match start().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start() -> Result<(), BoxError> {
+    // A throwaway database lives as long as `db`: it is removed when this returns.
     let db = DemoDatabase::from_env().await?;
     run(&db, demo_addr()).await
 }
@@ -43,10 +54,9 @@ async fn run(db: &DemoDatabase, addr: SocketAddr) -> Result<(), BoxError> {
         .fold(TenantMigrations::new(), |m, (name, sql)| {
             m.with(*name, *sql)
         });
-    let tenancy = Tenancy::builder(db.pool(16)?)
-        .migrations(migrations)
-        .build()
-        .await?;
+    // DATABASE_URL's way (a pool and the change listener, over TLS as its sslmode says),
+    // or the throwaway database's.
+    let tenancy = db.builder()?.migrations(migrations).build().await?;
     seed(
         &tenancy,
         &[("acme", "Acme Inc."), ("globex", "Globex Corporation")],

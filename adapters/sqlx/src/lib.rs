@@ -116,6 +116,7 @@
 
 mod connection;
 mod error;
+mod options;
 mod router;
 mod transaction;
 
@@ -126,6 +127,7 @@ pub mod axum;
 
 pub use connection::SqlxConnection;
 pub use error::{Error, Result};
+pub use options::connect_options;
 pub use router::{SqlxRouter, SqlxRouterBuilder, SqlxStats};
 pub use transaction::SqlxTransaction;
 

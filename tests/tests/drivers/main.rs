@@ -7,7 +7,7 @@
 mod scenario;
 
 use scenario::{Answer, Driver, Failure};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::Executor;
 use tenant_schemas::testing::fixtures::marked_over_public;
 use tenant_schemas::testing::{TestCluster, TestPgBouncer};
@@ -176,22 +176,7 @@ impl Driver for Sqlx {
     }
 }
 
-/// sqlx connection options for the same database as `config` (the harness's settings).
-fn sqlx_options(config: &tenant_schemas::tokio_postgres::Config) -> PgConnectOptions {
-    use tenant_schemas::tokio_postgres::config::Host;
-    let mut options = PgConnectOptions::new()
-        .username(config.get_user().unwrap_or("postgres"))
-        .database(config.get_dbname().unwrap_or("postgres"))
-        .port(config.get_ports().first().copied().unwrap_or(5432));
-    if let Some(password) = config.get_password() {
-        options = options.password(&String::from_utf8_lossy(password));
-    }
-    match config.get_hosts().first() {
-        Some(Host::Unix(dir)) => options.socket(dir),
-        Some(Host::Tcp(host)) => options.host(host),
-        None => options,
-    }
-}
+use tenant_schemas_sqlx::connect_options as sqlx_options;
 
 async fn drop_behind_the_back(pool: &tenant_schemas::deadpool_postgres::Pool, schema: &SchemaName) {
     pool.get()

@@ -111,7 +111,7 @@ pub async fn tenant_transaction(
     Ok(txn)
 }
 
-/// [`tenant_transaction`] for the tenant in [scope](tenant_schemas::scope).
+/// [`tenant_transaction`] for the tenant in [`scope`].
 pub async fn tenant_transaction_in_scope(
     db: &DatabaseConnection,
 ) -> Result<DatabaseTransaction, TenantDbError> {

@@ -1,0 +1,118 @@
+//! axum extractors: [`SqlxTenantDb`] and [`SqlxPublicDb`].
+//!
+//! The tenant comes from the request's extensions, where the adapter's `TenantLayer`
+//! (`tenant-schemas-axum`) put it; the router from an [`Extension`](axum::Extension) layer:
+//!
+//! ```no_run
+//! use axum::{routing::get, Extension, Router};
+//! use tenant_schemas_sqlx::axum::{SqlxRejection, SqlxTenantDb};
+//! use tenant_schemas_sqlx::SqlxRouter;
+//!
+//! async fn count(mut db: SqlxTenantDb) -> Result<String, SqlxRejection> {
+//!     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM notes")
+//!         .fetch_one(&mut **db)
+//!         .await
+//!         .map_err(SqlxRejection::query)?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! # fn app(router: SqlxRouter) -> Router {
+//! Router::new().route("/count", get(count)).layer(Extension(router))
+//! // … then `with_tenancy(app, TenantLayer::new(tenancy))` from tenant-schemas-axum
+//! # }
+//! ```
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use tenant_schemas::Tenant;
+
+use crate::{Error, SqlxConnection, SqlxRouter};
+
+/// A sqlx connection bound to the request's tenant schema. Derefs to [`SqlxConnection`]
+/// (and on to `sqlx::PgConnection`: `&mut **db`).
+#[derive(Debug)]
+pub struct SqlxTenantDb(pub SqlxConnection);
+
+/// A sqlx connection bound to the shared `public` schema.
+#[derive(Debug)]
+pub struct SqlxPublicDb(pub SqlxConnection);
+
+macro_rules! deref {
+    ($name:ident) => {
+        impl std::ops::Deref for $name {
+            type Target = SqlxConnection;
+
+            fn deref(&self) -> &SqlxConnection {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut SqlxConnection {
+                &mut self.0
+            }
+        }
+    };
+}
+deref!(SqlxTenantDb);
+deref!(SqlxPublicDb);
+
+/// An error of the extractors (or of a handler's query) as an axum response: 404 for a
+/// missing schema, 503 when the database is unreachable, 500 otherwise, with a short text.
+#[derive(Debug)]
+pub struct SqlxRejection(pub Error);
+
+impl SqlxRejection {
+    /// A failed query of a handler, answered with 500 (503 when the connection was lost).
+    #[must_use]
+    pub fn query(source: sqlx::Error) -> Self {
+        Self(Error::Database {
+            action: "running a query",
+            schema: tenant_schemas::scope::current_schema()
+                .unwrap_or_else(tenant_schemas::SchemaName::public),
+            source,
+        })
+    }
+}
+
+impl From<Error> for SqlxRejection {
+    fn from(err: Error) -> Self {
+        Self(err)
+    }
+}
+
+impl IntoResponse for SqlxRejection {
+    fn into_response(self) -> Response {
+        self.0.rejection().into_http().map(axum::body::Body::from)
+    }
+}
+
+fn router(parts: &Parts) -> Result<&SqlxRouter, SqlxRejection> {
+    parts.extensions.get::<SqlxRouter>().ok_or_else(|| {
+        tracing::error!(
+            "no SqlxRouter in the request's extensions: add `.layer(Extension(router))`"
+        );
+        SqlxRejection(Error::NoTenantInScope)
+    })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SqlxTenantDb {
+    type Rejection = SqlxRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let tenant = parts
+            .extensions
+            .get::<Tenant>()
+            .ok_or(SqlxRejection(Error::NoTenantInScope))?;
+        Ok(Self(router(parts)?.connection_for_tenant(tenant).await?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SqlxPublicDb {
+    type Rejection = SqlxRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(router(parts)?.public().await?))
+    }
+}

@@ -1,0 +1,138 @@
+//! sqlx for [tenant-schemas](tenant_schemas): sqlx connections and transactions bound to a
+//! tenant's PostgreSQL schema, with the guarantees of the core's router.
+//!
+//! One [`Tenancy`](tenant_schemas::Tenancy) (tokio-postgres) keeps the registry, creates and
+//! migrates tenants and resolves hosts, as with any adapter; a [`SqlxRouter`] over a
+//! `sqlx::PgPool` to the same database serves the application's queries:
+//!
+//! ```no_run
+//! use tenant_schemas::{scope, Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
+//! use tenant_schemas_sqlx::SqlxRouter;
+//!
+//! # async fn demo(deadpool: tenant_schemas::deadpool_postgres::Pool) -> Result<(), Box<dyn std::error::Error>> {
+//! let tenancy = Tenancy::builder(deadpool) // registry, migrations, lifecycle
+//!     .migrations(TenantMigrations::from_dir("migrations/tenant")?)
+//!     .build()
+//!     .await?;
+//! tenancy
+//!     .create_tenant(NewTenant::new(SchemaName::new("acme")?).domain(Host::parse("acme.example.com")?))
+//!     .await?;
+//!
+//! let router = SqlxRouter::new(sqlx::PgPool::connect("postgres://app@localhost/app").await?);
+//! let acme = tenancy.resolve(&Host::parse("acme.example.com")?).await?; // cached lookup
+//! scope::run(acme, async {
+//!     let mut conn = router.connection().await?; // bound to acme's schema
+//!     sqlx::query("INSERT INTO notes (body) VALUES ($1)")
+//!         .bind("hello")
+//!         .execute(&mut *conn)
+//!         .await?;
+//!     let mut tx = router.begin().await?; // a transaction on acme's path
+//!     sqlx::query("DELETE FROM notes").execute(&mut *tx).await?;
+//!     tx.rollback().await?;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **A connection is handed out on its tenant's path, or not at all.** Every checkout sends
+//!   `SET search_path TO "<schema>", public` with a check that the schema exists in one
+//!   round trip; a missing schema is [`Error::SchemaMissing`], never a fall-through to
+//!   `public` (PostgreSQL silently skips missing schemas of a search path).
+//! - **Nothing a pooled connection comes back with is trusted.** The same round trip checks
+//!   that no transaction block is left open (a raw `BEGIN`), that the session holds no
+//!   temporary objects (which PostgreSQL searches before the path) and that sqlx's
+//!   statement cache still matches the server (`DISCARD ALL`); a connection failing a check
+//!   is closed and another taken. So user SQL that changes the session (`SET search_path`,
+//!   `RESET ALL`, `DISCARD ALL`, `set_config(…)`, a `BEGIN` left open) cannot affect the next
+//!   checkout, and a future dropped mid-statement cannot either: sqlx waits out the
+//!   cancelled statement before the connection is pooled again, and the next checkout
+//!   switches regardless.
+//! - **Transactions keep the path.** [`SqlxRouter::begin`] sets the path before `BEGIN`
+//!   (session mode) or with `SET LOCAL` inside it (transaction mode, behind PgBouncer).
+//! - **Fail closed outside a scope:** [`Error::NoTenantInScope`].
+//!
+//! Not guaranteed: sqlx hands out a raw `&mut PgConnection`, so the library does not read
+//! the SQL sent through it. SQL that changes the search path affects the statements sent
+//! after it on the *same* connection (the core's `ConnectionScope` re-switches before the
+//! next call; here only the next checkout is protected): do not change `search_path`
+//! yourself. A deletion of the schema through `Tenancy::delete_tenant` waits for the core's
+//! statements, not for a `SqlxConnection` already handed out: keep connections for one
+//! request, and leave no table of a tenant's name in `public` (`migrate` refuses them), so
+//! that a statement racing a deletion fails instead of reading `public`.
+//!
+//! # Why every checkout switches (no path memory)
+//!
+//! The core's router skips the switch when it knows a pooled connection is still on the
+//! tenant's path, because it reads every statement sent through a `ConnectionScope`. A
+//! `SqlxConnection` derefs to `PgConnection`, and nothing sees what runs on it, so such a
+//! memory could only be trusted after asking the server — a round trip, the same as the
+//! switch, which is sent in one message with the checks a checkout needs anyway (open
+//! transaction, temporary objects). Measured on the load benchmark (BENCHMARKS.md, "sqlx
+//! driver"; 2 shared cores): plain sqlx 1.00, plain sqlx plus one `SELECT 1` round trip per
+//! checkout 0.67, this router 0.31 at one tenant and 0.18 at 1,000. A path memory could at
+//! best reach the round-trip floor (0.67) and only by trusting state it cannot see; what
+//! separates 0.31 from 0.67 is the server work of the switch message (a `SET`, the checks'
+//! planning), which is where to look for speed next.
+//!
+//! # Behind PgBouncer (transaction pooling)
+//!
+//! Build the router with [`SearchPathMode::Transaction`](tenant_schemas::SearchPathMode), the
+//! pool with `statement_cache_capacity(0)`, and run queries with `.persistent(false)`:
+//! PgBouncer 1.18 keeps no prepared statements across transactions, and sqlx 0.8 still
+//! prepares a *named* statement for a persistent query when its cache is off (and never
+//! closes it), which another client then finds taken ("prepared statement \"sqlx_s_1\"
+//! already exists"). `.persistent(false)` sends an unnamed statement, which lives only
+//! until the next one.
+//!
+//! ```no_run
+//! use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+//! use tenant_schemas::SearchPathMode;
+//! use tenant_schemas_sqlx::SqlxRouter;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let options: PgConnectOptions = "postgres://app@pgbouncer:6432/app".parse()?;
+//! let pool = PgPoolOptions::new()
+//!     .connect_with(options.statement_cache_capacity(0))
+//!     .await?;
+//! let router = SqlxRouter::builder(pool).mode(SearchPathMode::Transaction).build();
+//! // router.connection() is refused in this mode; every unit of work is a transaction:
+//! let mut tx = router.begin_for(&tenant_schemas::SchemaName::new("acme")?).await?;
+//! sqlx::query("SELECT count(*) FROM notes")
+//!     .persistent(false)
+//!     .fetch_one(&mut *tx)
+//!     .await?;
+//! tx.commit().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Web frameworks
+//!
+//! Features `axum` and `actix` add extractors ([`axum::SqlxTenantDb`],
+//! [`actix::SqlxTenantDb`] and their `public` siblings) that take the router from the
+//! request (an axum `Extension`, actix `app_data`) and the tenant from the adapter's
+//! middleware.
+
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod connection;
+mod error;
+mod options;
+mod router;
+mod transaction;
+
+#[cfg(feature = "actix")]
+pub mod actix;
+#[cfg(feature = "axum")]
+pub mod axum;
+
+pub use connection::SqlxConnection;
+pub use error::{Error, Result};
+pub use options::connect_options;
+pub use router::{SqlxRouter, SqlxRouterBuilder, SqlxStats};
+pub use transaction::SqlxTransaction;
+
+/// The driver this crate works with, re-exported so versions match.
+pub use sqlx;

@@ -1,0 +1,372 @@
+//! [`SqlxRouter`]: tenant-bound connections and transactions over a `sqlx::PgPool`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Executor, PgPool, Postgres, Row};
+use tenant_schemas::{scope, SchemaName, SearchPathMode, Tenant};
+
+use crate::connection::SqlxConnection;
+use crate::error::{Error, Result};
+use crate::transaction::SqlxTransaction;
+
+/// How many pooled connections a checkout closes, at most, because an earlier user left them
+/// in a state that cannot be undone (an open transaction, temporary objects, dropped prepared
+/// statements) before it gives up.
+const MAX_DISCARDED: usize = 8;
+
+/// Hands out sqlx connections and transactions bound to a tenant's schema.
+///
+/// Cheap to clone. A connection is for the tenant in [scope](tenant_schemas::scope) (an error
+/// outside any scope: the router fails closed), for a schema named explicitly, or for
+/// `public` when asked for by name.
+///
+/// **Every checkout switches.** sqlx hands out a `&mut PgConnection` on which any SQL can run
+/// without the library seeing it, so nothing a pooled connection comes back with is trusted:
+/// each [`connection`](Self::connection) sends, in one round trip (one simple-query message),
+/// `SET search_path TO "<schema>", public` and a check that the schema exists, that no
+/// transaction block is left open on the connection, that the session holds no temporary
+/// objects (PostgreSQL searches them before the path) and that no prepared statement of
+/// sqlx's cache was dropped behind its back (`DISCARD ALL`, `DEALLOCATE`). A connection that
+/// fails a check is closed, not reused, and another one is taken. See the crate's docs for
+/// why the path is not remembered between checkouts.
+///
+/// ```no_run
+/// use tenant_schemas::{scope, SchemaName, Tenant};
+/// use tenant_schemas_sqlx::SqlxRouter;
+///
+/// # async fn demo(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// let router = SqlxRouter::new(pool);
+/// let acme = Tenant::new(SchemaName::new("acme")?);
+/// let count: i64 = scope::run(acme, async {
+///     let mut conn = router.connection().await?; // the tenant in scope
+///     let row: (i64,) = sqlx::query_as("SELECT count(*) FROM notes")
+///         .fetch_one(&mut *conn)
+///         .await?;
+///     Ok::<_, Box<dyn std::error::Error>>(row.0)
+/// })
+/// .await?;
+/// assert!(router.connection().await.is_err()); // no tenant in scope
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqlxRouter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    mode: SearchPathMode,
+    extra_schemas: Vec<SchemaName>,
+    stats: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    checkouts: AtomicU64,
+    transactions: AtomicU64,
+    discarded: AtomicU64,
+}
+
+/// Counters of what a [`SqlxRouter`] did, for tests, metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqlxStats {
+    /// Connections handed out by [`SqlxRouter::connection`] and its siblings.
+    pub checkouts: u64,
+    /// Transactions begun by [`SqlxRouter::begin`] and its siblings.
+    pub transactions: u64,
+    /// Pooled connections closed at checkout because an earlier user left them in a state
+    /// that could not be undone: an open transaction, temporary objects, prepared statements
+    /// dropped behind sqlx's back.
+    pub discarded: u64,
+}
+
+/// Builds a [`SqlxRouter`] with a search-path mode or extra shared schemas.
+#[derive(Debug)]
+#[must_use]
+pub struct SqlxRouterBuilder {
+    pool: PgPool,
+    mode: SearchPathMode,
+    extra_schemas: Vec<SchemaName>,
+}
+
+impl SqlxRouterBuilder {
+    /// How the search path reaches the server. [`SearchPathMode::Session`] (the default) for
+    /// direct connections; [`SearchPathMode::Transaction`] behind PgBouncer in transaction
+    /// pooling mode or RDS Proxy, where only [`SqlxRouter::begin`] (and its siblings) hand
+    /// out anything: each transaction begins with `SET LOCAL search_path`, and session-level
+    /// connections are refused ([`Error::NotInTransactionMode`]). Build that pool with
+    /// `PgConnectOptions::statement_cache_capacity(0)` and run queries with
+    /// `.persistent(false)`: PgBouncer 1.18 keeps no prepared statements across
+    /// transactions (see the crate's docs).
+    pub fn mode(mut self, mode: SearchPathMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Shared schemas searched after the tenant's schema and `public`, e.g. one holding
+    /// extensions.
+    pub fn extra_schemas(mut self, schemas: impl IntoIterator<Item = SchemaName>) -> Self {
+        self.extra_schemas = schemas.into_iter().collect();
+        self
+    }
+
+    /// The router.
+    #[must_use]
+    pub fn build(self) -> SqlxRouter {
+        SqlxRouter {
+            inner: Arc::new(Inner {
+                pool: self.pool,
+                mode: self.mode,
+                extra_schemas: self.extra_schemas,
+                stats: Counters::default(),
+            }),
+        }
+    }
+}
+
+impl SqlxRouter {
+    /// A router over `pool` in [`SearchPathMode::Session`].
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Self::builder(pool).build()
+    }
+
+    /// A builder, to choose the mode or extra schemas.
+    pub fn builder(pool: PgPool) -> SqlxRouterBuilder {
+        SqlxRouterBuilder {
+            pool,
+            mode: SearchPathMode::Session,
+            extra_schemas: Vec::new(),
+        }
+    }
+
+    /// The pool. Connections taken from it directly are not bound to any schema: their
+    /// statements run wherever their session points.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// How the search path reaches the server.
+    #[must_use]
+    pub fn mode(&self) -> SearchPathMode {
+        self.inner.mode
+    }
+
+    /// What the router has done so far.
+    #[must_use]
+    pub fn stats(&self) -> SqlxStats {
+        let c = &self.inner.stats;
+        SqlxStats {
+            checkouts: c.checkouts.load(Ordering::Relaxed),
+            transactions: c.transactions.load(Ordering::Relaxed),
+            discarded: c.discarded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A connection for the tenant in scope; [`Error::NoTenantInScope`] outside any scope.
+    pub async fn connection(&self) -> Result<SqlxConnection> {
+        self.connection_for(current_schema()?.schema()).await
+    }
+
+    /// A connection bound to `tenant`'s schema.
+    pub async fn connection_for_tenant(&self, tenant: &Tenant) -> Result<SqlxConnection> {
+        self.connection_for(tenant.schema()).await
+    }
+
+    /// A connection bound to the shared `public` schema.
+    pub async fn public(&self) -> Result<SqlxConnection> {
+        self.connection_for(&SchemaName::public()).await
+    }
+
+    /// A connection bound to `schema`: its search path is `"<schema>", public` (plus the
+    /// extra schemas) when it is handed out, and the schema exists
+    /// ([`Error::SchemaMissing`] otherwise).
+    pub async fn connection_for(&self, schema: &SchemaName) -> Result<SqlxConnection> {
+        if self.inner.mode != SearchPathMode::Session {
+            return Err(Error::NotInTransactionMode {
+                what: "a session-level connection",
+                instead: "use `begin()`: behind a transaction pooler only a transaction keeps its search path",
+            });
+        }
+        let sql = format!(
+            "SET search_path TO {path}; {checks}",
+            path = self.search_path(schema),
+            checks = checks(schema),
+        );
+        let conn = self.checkout(schema, &sql, true).await?;
+        self.inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        Ok(SqlxConnection::new(conn, schema.clone()))
+    }
+
+    /// A transaction for the tenant in scope; [`Error::NoTenantInScope`] outside any scope.
+    pub async fn begin(&self) -> Result<SqlxTransaction> {
+        self.begin_for(current_schema()?.schema()).await
+    }
+
+    /// A transaction bound to `tenant`'s schema.
+    pub async fn begin_for_tenant(&self, tenant: &Tenant) -> Result<SqlxTransaction> {
+        self.begin_for(tenant.schema()).await
+    }
+
+    /// A transaction bound to `schema`, with the schema checked to exist
+    /// ([`Error::SchemaMissing`] otherwise). Works in both modes; behind PgBouncer in
+    /// transaction pooling it is the only way in.
+    ///
+    /// In [`SearchPathMode::Session`] the checkout's switch and checks (one round trip), then
+    /// `BEGIN` (a second). In [`SearchPathMode::Transaction`], one round trip: `BEGIN`, `SET
+    /// LOCAL search_path TO "<schema>", public` and the checks in one message.
+    pub async fn begin_for(&self, schema: &SchemaName) -> Result<SqlxTransaction> {
+        let path = self.search_path(schema);
+        let conn = if self.inner.mode == SearchPathMode::Session {
+            // The session's path first, committed on its own: a `COMMIT` or `ROLLBACK` the
+            // application sends through the transaction then leaves the connection on the
+            // tenant's path, never on the one an earlier checkout set.
+            let sql = format!("SET search_path TO {path}; {}", checks(schema));
+            let mut conn = self.checkout(schema, &sql, true).await?;
+            if let Err(err) = conn.execute("BEGIN").await {
+                conn.close_on_drop();
+                return Err(Error::Database {
+                    action: "beginning a transaction",
+                    schema: schema.clone(),
+                    source: err,
+                });
+            }
+            conn
+        } else {
+            // Behind a transaction pooler the session is not ours: `SET LOCAL` in the
+            // transaction this message begins. That it is this message's (`fresh`: `now()`
+            // is the start of the current transaction, `statement_timestamp()` the receipt of
+            // this message) is checked: a `BEGIN` inside a block left open would only warn,
+            // and join it. Temporary objects and prepared statements belong to whichever
+            // client had the server connection last, so they are not checked.
+            let sql = format!("BEGIN; SET LOCAL search_path TO {path}; {}", checks(schema));
+            self.checkout(schema, &sql, false).await?
+        };
+        self.inner
+            .stats
+            .transactions
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(SqlxTransaction::new(conn, schema.clone()))
+    }
+
+    /// A pooled connection on which `sql` (a switch followed by [`checks`]) succeeded and
+    /// found nothing an earlier user left behind; connections that fail a check are closed.
+    async fn checkout(
+        &self,
+        schema: &SchemaName,
+        sql: &str,
+        session_checks: bool,
+    ) -> Result<PoolConnection<Postgres>> {
+        for _ in 0..=MAX_DISCARDED {
+            let mut conn = self.acquire(schema).await?;
+            let row = match conn.fetch_one(sql).await {
+                Ok(row) => row,
+                Err(err) => {
+                    // Whatever the session is in now, it is not known: never reuse it.
+                    conn.close_on_drop();
+                    if has_sqlstate(&err, "25P02") {
+                        // A failed transaction block an earlier user left: take another.
+                        self.inner.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    return Err(switch_error(schema, err));
+                }
+            };
+            let fresh: bool = row.try_get("fresh").unwrap_or(false);
+            let no_temp: bool = row.try_get("no_temp").unwrap_or(false);
+            let prepared: i64 = row.try_get("prepared").unwrap_or(-1);
+            let cached = i64::try_from(conn.cached_statements_size()).unwrap_or(i64::MAX);
+            if fresh && (!session_checks || (no_temp && prepared >= cached)) {
+                return Ok(conn);
+            }
+            tracing::debug!(
+                %schema, fresh, no_temp, prepared, cached,
+                "closing a pooled connection an earlier user left with an open transaction, \
+                 temporary objects or dropped prepared statements"
+            );
+            self.inner.stats.discarded.fetch_add(1, Ordering::Relaxed);
+            conn.close_on_drop();
+        }
+        Err(Error::Pool {
+            schema: schema.clone(),
+            source: sqlx::Error::Protocol(format!(
+                "{MAX_DISCARDED} pooled connections in a row had to be closed"
+            )),
+        })
+    }
+
+    async fn acquire(&self, schema: &SchemaName) -> Result<PoolConnection<Postgres>> {
+        self.inner
+            .pool
+            .acquire()
+            .await
+            .map_err(|source| Error::Pool {
+                schema: schema.clone(),
+                source,
+            })
+    }
+
+    /// The value of `search_path` for `schema`: `"<schema>", public`, then the extras.
+    fn search_path(&self, schema: &SchemaName) -> String {
+        let mut path = schema.quoted();
+        if !schema.is_public() {
+            path.push_str(", public");
+        }
+        for extra in &self.inner.extra_schemas {
+            if extra != schema && !extra.is_public() {
+                path.push_str(", ");
+                path.push_str(&extra.quoted());
+            }
+        }
+        path
+    }
+}
+
+fn current_schema() -> Result<Tenant> {
+    scope::current_tenant().ok_or(Error::NoTenantInScope)
+}
+
+/// The checks that follow a switch, in the same message: the schema exists (an error with
+/// `3F000` otherwise), the transaction is the one this message runs in (`fresh`), the session
+/// holds no temporary objects (`no_temp`), and how many statements the server has prepared
+/// (fewer than sqlx's cache names: some were dropped behind its back).
+fn checks(schema: &SchemaName) -> String {
+    format!(
+        "SELECT {check}, \
+                pg_catalog.now() = pg_catalog.statement_timestamp() AS fresh, \
+                pg_catalog.pg_my_temp_schema() = 0 AS no_temp, \
+                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS prepared",
+        check = existence_check(schema),
+    )
+}
+
+/// Whether `err` is the server's error with SQLSTATE `code`.
+fn has_sqlstate(err: &sqlx::Error, code: &str) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
+/// A select-list item that fails with `3F000` (invalid_schema_name) when `schema` is missing.
+fn existence_check(schema: &SchemaName) -> String {
+    // The cast takes an identifier: quoting keeps it exact (the name is validated anyway).
+    let quoted = schema.quoted().replace('\'', "''");
+    format!("'{quoted}'::pg_catalog.regnamespace::pg_catalog.oid::pg_catalog.int8 AS schema_oid")
+}
+
+/// What a failed switch means: a missing schema, or a database error.
+fn switch_error(schema: &SchemaName, err: sqlx::Error) -> Error {
+    if has_sqlstate(&err, "3F000") {
+        return Error::SchemaMissing {
+            schema: schema.clone(),
+        };
+    }
+    Error::Database {
+        action: "switching search_path",
+        schema: schema.clone(),
+        source: err,
+    }
+}

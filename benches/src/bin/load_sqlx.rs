@@ -1,0 +1,217 @@
+//! The sqlx driver under load: plain sqlx on one schema (the baseline, no tenancy) against
+//! `tenant-schemas-sqlx` with 1 and 1,000 tenants, and a floor for what remembering each
+//! connection's path could save at most (plain sqlx plus one `SELECT 1` round trip per
+//! checkout). The table shape of `load`: `items(id int primary key, v text)` with 100 rows;
+//! N tasks (default 32) share a pool of 16; each operation is a checkout and one primary-key
+//! SELECT of a random row of a random tenant.
+//!
+//! `cargo run --release -p tenant-schemas-benches --bin load_sqlx -- --secs 5`
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rand::Rng;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Executor;
+use tenant_schemas::testing::TestCluster;
+use tenant_schemas::{NewTenant, SchemaName, Tenancy, TenantMigrations};
+use tenant_schemas_sqlx::{connect_options, SqlxRouter};
+
+const ROWS: i32 = 100;
+const POOL: u32 = 16;
+const SQL: &str = "SELECT v FROM items WHERE id = $1";
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds per measured run (after a warm-up of a fifth of it, at most 1 s).
+    #[arg(long, default_value_t = 3.0)]
+    secs: f64,
+    /// Concurrent tasks.
+    #[arg(long, default_value_t = 32)]
+    tasks: usize,
+    /// Tenants of the many-tenant row.
+    #[arg(long, default_value_t = 1000)]
+    tenants: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Variant {
+    /// Plain sqlx on the `base` schema: no tenancy.
+    Baseline,
+    /// Plain sqlx plus one `SELECT 1` per checkout: a round trip, no switch.
+    RoundTripFloor,
+    /// `SqlxRouter::connection_for`: switch and checks on every checkout.
+    TenantSqlx,
+}
+
+async fn one_op(
+    variant: Variant,
+    baseline: &PgPool,
+    router: &SqlxRouter,
+    schemas: &[SchemaName],
+    id: i32,
+    pick: usize,
+) {
+    match variant {
+        Variant::Baseline | Variant::RoundTripFloor => {
+            let mut conn = baseline.acquire().await.expect("acquire");
+            if variant == Variant::RoundTripFloor {
+                conn.execute("SELECT 1").await.expect("round trip");
+            }
+            let (_v,): (String,) = sqlx::query_as(SQL)
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .expect("select");
+        }
+        Variant::TenantSqlx => {
+            let mut conn = router
+                .connection_for(&schemas[pick % schemas.len()])
+                .await
+                .expect("connection");
+            let (_v,): (String,) = sqlx::query_as(SQL)
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .expect("select");
+        }
+    }
+}
+
+async fn measure(
+    variant: Variant,
+    baseline: &PgPool,
+    router: &SqlxRouter,
+    schemas: &Arc<Vec<SchemaName>>,
+    tasks: usize,
+    length: Duration,
+) -> Vec<Duration> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (baseline, router, schemas, stop) = (
+            baseline.clone(),
+            router.clone(),
+            schemas.clone(),
+            stop.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (id, pick) = {
+                    let mut rng = rand::rng();
+                    (rng.random_range(1..=ROWS), rng.random_range(0..usize::MAX))
+                };
+                let started = Instant::now();
+                one_op(variant, &baseline, &router, &schemas, id, pick).await;
+                latencies.push(started.elapsed());
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(length).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("task"));
+    }
+    all.sort();
+    all
+}
+
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(POOL)
+        .min_connections(POOL)
+}
+
+#[tokio::main]
+async fn main() {
+    let Args {
+        secs,
+        tasks,
+        tenants,
+    } = Args::parse();
+    let cluster = TestCluster::start().expect("cluster");
+    let db = cluster.create_database().await.expect("database");
+    let table = format!(
+        "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL); \
+         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"
+    );
+    let started = Instant::now();
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(TenantMigrations::new().with("items", table.clone()))
+        .build()
+        .await
+        .expect("tenancy");
+    let schemas: Vec<SchemaName> = (0..tenants.max(1))
+        .map(|i| SchemaName::new(&format!("t{i}")).expect("name"))
+        .collect();
+    for s in &schemas {
+        tenancy
+            .create_tenant(NewTenant::new(s.clone()))
+            .await
+            .expect("tenant");
+    }
+    db.pool()
+        .get()
+        .await
+        .expect("connection")
+        .batch_execute(&format!(
+            "CREATE SCHEMA base; SET search_path TO base; {table}; ANALYZE"
+        ))
+        .await
+        .expect("baseline schema");
+    println!(
+        "setup: {} tenants + baseline schema in {:.1} s",
+        schemas.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let options = connect_options(db.config());
+    let baseline = pool_options()
+        .connect_with(options.clone().options([("search_path", "base")]))
+        .await
+        .expect("baseline pool");
+    let router = SqlxRouter::new(pool_options().connect_with(options).await.expect("pool"));
+
+    println!(
+        "\n{tasks} tasks, pool {POOL}, {secs} s per run; ratio = throughput / baseline (plain sqlx, one schema)"
+    );
+    println!("| T | variant | ops/s | p50 µs | p99 µs | ratio |");
+    println!("|---|---|---|---|---|---|");
+    let length = Duration::from_secs_f64(secs);
+    let warmup = Duration::from_secs_f64((secs / 5.0).min(1.0));
+    let mut baseline_rate = None;
+    let rows: [(usize, Variant); 4] = [
+        (1, Variant::Baseline),
+        (1, Variant::RoundTripFloor),
+        (1, Variant::TenantSqlx),
+        (schemas.len(), Variant::TenantSqlx),
+    ];
+    for (t, variant) in rows {
+        let subset = Arc::new(schemas[..t].to_vec());
+        measure(variant, &baseline, &router, &subset, tasks, warmup).await;
+        let latencies = measure(variant, &baseline, &router, &subset, tasks, length).await;
+        let rate = latencies.len() as f64 / secs;
+        let base = *baseline_rate.get_or_insert(rate);
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .map_or(0, |d| d.as_micros())
+        };
+        let t_label = if variant == Variant::TenantSqlx {
+            t.to_string()
+        } else {
+            "–".into()
+        };
+        println!(
+            "| {t_label} | {variant:?} | {rate:.0} | {} | {} | {:.2} |",
+            at(0.5),
+            at(0.99),
+            rate / base
+        );
+    }
+    println!("\nrouter: {:?}", router.stats());
+}

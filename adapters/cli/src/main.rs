@@ -14,6 +14,9 @@
 //! read, [`output`] the text, JSON, tables and progress bars they print, and [`error`] the
 //! exit codes.
 
+// The argument docs are `--help` text, where `V<n>__<name>.sql` is not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 mod args;
 mod commands;
 mod connect;

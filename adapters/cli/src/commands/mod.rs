@@ -1,4 +1,4 @@
-//! One module per command; each runs against a [`Context`](crate::connect::Context) and
+//! One module per command; each runs against a [`Context`] and
 //! prints through [`Output`](crate::output::Output).
 
 pub(crate) mod clone;

@@ -192,8 +192,17 @@ impl Databases<Pool> {
 }
 
 /// A connection from `pool` for work on `schema`; [`Error::Pool`] when none can be had.
+/// Once a read-only tenant has been served, the connection may have been left read-only
+/// by its session: that is undone first, so the registry and migrations can write.
 pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> {
-    pool.get()
+    let conn = pool
+        .get()
         .await
-        .map_err(|source| Error::pool(schema, source))
+        .map_err(|source| Error::pool(schema, source))?;
+    if crate::router::session::read_only_sessions_seen() {
+        conn.batch_execute("SET default_transaction_read_only TO off")
+            .await
+            .map_err(|e| Error::db("making the session writable", schema, e))?;
+    }
+    Ok(conn)
 }

@@ -261,3 +261,44 @@ fn states_parse_as_typed_and_as_stored() {
     assert!(err.contains("maintenance"), "{err}");
     assert_eq!(format!("{:<12}|", TenantStatus::Active), "active      |");
 }
+
+/// A read-only tenant's session goes back to the pool the registry and the migrations use
+/// too: their next write on that connection still works, and so does another router's
+/// tenant (two routers over one pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_session_does_not_reach_the_registry_or_another_router() {
+    let db = database().await;
+    // One connection for everything below.
+    let pool = db.new_pool(1).unwrap();
+    let tenancy = Tenancy::builder(pool.clone())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let schemas = marked_tenants(&tenancy, "rr_", 2).await;
+    tenancy
+        .set_status(&schemas[0], TenantStatus::ReadOnly)
+        .await
+        .unwrap();
+    let ro = tenancy.registry().get(&schemas[0]).await.unwrap().tenant();
+    let err = write(tenancy.router(), &ro).await.unwrap_err();
+    assert!(matches!(err, Error::TenantReadOnly { .. }), "{err}");
+    // The registry writes on the same connection.
+    tenancy
+        .set_status(&schemas[0], TenantStatus::Active)
+        .await
+        .unwrap();
+    tenancy
+        .set_status(&schemas[0], TenantStatus::ReadOnly)
+        .await
+        .unwrap();
+    let err = write(tenancy.router(), &ro).await.unwrap_err();
+    assert!(matches!(err, Error::TenantReadOnly { .. }), "{err}");
+    // A second router over the same pool, which never served a read-only tenant itself.
+    let other = SchemaRouter::new(pool.clone());
+    let active = in_state(&schemas[1], TenantStatus::Active);
+    assert_eq!(write(&other, &active).await.unwrap(), 1);
+    // And a tenant created (registry rows, schema, migrations) on that connection.
+    let created = marked_tenants(&tenancy, "rr_new_", 1).await;
+    assert_eq!(seen_by(tenancy.router(), &created[0]).await, "rr_new_0");
+}

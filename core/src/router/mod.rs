@@ -150,7 +150,9 @@ async fn checkout(
     // What the session is set to, as remembered and handed over: the path, and whether its
     // transactions are read-only.
     let key: Arc<str> = if read_only {
-        pool.note_read_only();
+        if pool.mode() == SearchPathMode::Session {
+            session::note_read_only_session();
+        }
         format!("{path} (read only)").into()
     } else {
         path.clone()

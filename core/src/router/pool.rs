@@ -6,7 +6,7 @@
 //! back through [`RouterPool::release`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{Object, Pool, PoolError};
@@ -68,9 +68,6 @@ pub(crate) struct RouterPool {
     checkouts: AtomicU64,
     switches: AtomicU64,
     existence_checks: AtomicU64,
-    /// A read-only tenant was served: from then on every switch sets
-    /// `default_transaction_read_only` explicitly, on or off.
-    read_only_seen: AtomicBool,
 }
 
 /// One group of connections: a pool, and the schema-affine handoff of its returning
@@ -119,7 +116,6 @@ impl RouterPool {
             checkouts: AtomicU64::new(0),
             switches: AtomicU64::new(0),
             existence_checks: AtomicU64::new(0),
-            read_only_seen: AtomicBool::new(false),
         }
     }
 
@@ -193,17 +189,6 @@ impl RouterPool {
             Some(handoff) => drop(handoff.release(conn, path)),
             None => drop(conn),
         }
-    }
-
-    /// Notes that a read-only tenant is served (before its first switch).
-    pub(super) fn note_read_only(&self) {
-        self.read_only_seen.store(true, Ordering::Release);
-    }
-
-    /// Whether a read-only tenant was ever served: a connection may then have been left
-    /// read-only.
-    pub(super) fn read_only_seen(&self) -> bool {
-        self.read_only_seen.load(Ordering::Acquire)
     }
 
     /// Counts a `search_path` switch sent to the server.

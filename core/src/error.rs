@@ -332,6 +332,15 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+
+    /// The tenants to import could not be read from their source: a table or column
+    /// missing, a column of the wrong type, a row without a schema name, an invalid domain
+    /// (→ 400). Nothing was imported.
+    #[error("cannot import tenants: {reason}")]
+    ImportSource {
+        /// What is wrong, naming the table, column or row.
+        reason: String,
+    },
 }
 
 /// A coarse category of [`Error`], stable across new variants.
@@ -363,7 +372,8 @@ impl Error {
             | Self::InvalidSchemaName(_)
             | Self::InvalidKey { .. }
             | Self::BaselineVersion { .. }
-            | Self::BaselineRefused { .. } => ErrorKind::InvalidInput,
+            | Self::BaselineRefused { .. }
+            | Self::ImportSource { .. } => ErrorKind::InvalidInput,
             Self::UnknownHost { .. }
             | Self::TenantNotFound { .. }
             | Self::TenantGone { .. }

@@ -33,10 +33,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL_LEN};
 pub use jobs::TenantRef;
 pub use migrate::{
-    Migration, MigrationReport, Outcome, Progress, RunOptions, SchemaReport, TenantMigrations,
-    HISTORY_TABLE,
+    Baselined, Migration, MigrationReport, Outcome, Progress, RunOptions, SchemaReport,
+    TenantMigrations, HISTORY_TABLE,
 };
-pub use registry::{DropSchema, NewTenant, Registry, CHANNEL};
+pub use registry::{DropSchema, ImportSource, NewTenant, Registry, CHANNEL};
 pub use resolve::{
     CacheConfig, CachedResolver, RegistryResolver, StaticResolver, SubdomainResolver,
     TenantResolver,

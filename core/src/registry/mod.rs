@@ -14,10 +14,12 @@
 //!   deleting tenants;
 //! - `clone.rs`: copying a tenant's rows into its clone;
 //! - `domains.rs`: a tenant's domains;
+//! - `import.rs`: registering schemas that exist already, and baselines;
 //! - `notify.rs`: the announcement of a change, written and read in one place.
 
 mod clone;
 mod domains;
+mod import;
 mod install;
 mod lifecycle;
 pub(crate) mod notify;
@@ -32,6 +34,7 @@ use crate::migrate::{MigrationSets, TenantMigrations};
 use crate::schema::SchemaName;
 use crate::tenant::{TenantId, TenantRecord, TenantStatus};
 
+pub use import::ImportSource;
 pub use lifecycle::{DropSchema, NewTenant};
 pub use notify::CHANNEL;
 

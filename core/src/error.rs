@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
+use crate::databases::ShardName;
 use crate::host::{Host, HostError};
 use crate::schema::{SchemaName, SchemaNameError};
-use crate::tenant::TenantStatus;
+use crate::tenant::{TenantId, TenantStatus};
 
 /// A shorthand for `Result<T, tenant_schemas::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -260,6 +261,86 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+
+    /// A job's [`TenantRef`](crate::TenantRef) names a tenant that no longer exists: no
+    /// tenant has its id any more. It was deleted, and one re-created in the same schema has
+    /// a new id (→ 404). Nothing ran.
+    #[error(
+        "tenant `{schema}` (id {id}) no longer exists: it was deleted after the job was queued"
+    )]
+    TenantGone {
+        /// The id the job carried.
+        id: TenantId,
+        /// The schema the job carried.
+        schema: SchemaName,
+    },
+
+    /// The tenant a job's [`TenantRef`](crate::TenantRef) names lives in another schema or on
+    /// another database than when the job was queued (renamed, moved) (→ 409). Nothing ran:
+    /// the job's data may name the old place.
+    #[error("tenant id {id} was schema `{schema}` on database `{shard}` when the job was queued and is now `{now_schema}` on `{now_shard}`: the job was not run")]
+    TenantMoved {
+        /// The tenant's id.
+        id: TenantId,
+        /// The schema the job carried.
+        schema: SchemaName,
+        /// The database (shard) the job carried.
+        shard: ShardName,
+        /// The tenant's schema now.
+        now_schema: SchemaName,
+        /// The tenant's database now.
+        now_shard: ShardName,
+    },
+
+    /// A [`TenantRef`](crate::TenantRef) was asked of a tenant that did not come from the
+    /// registry and so has no id (→ 500: a programming error).
+    #[error("tenant `{schema}` has no registry id (it did not come from the registry): a background job can only refer to a registered tenant")]
+    TenantNotRegistered {
+        /// The tenant's schema.
+        schema: SchemaName,
+    },
+
+    /// A cache key or storage path that would not stay inside its tenant's prefix: empty,
+    /// absolute, with `..`, a backslash, NUL or another control character (→ 400).
+    #[error("invalid tenant key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key or path as given.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A baseline version beyond the newest tenant migration (→ 400).
+    #[error(
+        "cannot baseline at version {version}: the newest tenant migration is version {latest}"
+    )]
+    BaselineVersion {
+        /// The version asked for.
+        version: i32,
+        /// The newest tenant migration's version.
+        latest: i32,
+    },
+
+    /// A schema refused for a baseline or an import (→ 400), e.g. one without any table: its
+    /// migrations cannot have been applied.
+    #[error("cannot baseline schema `{schema}` at version {version}: {reason}")]
+    BaselineRefused {
+        /// The schema.
+        schema: SchemaName,
+        /// The version asked for.
+        version: i32,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// The tenants to import could not be read from their source: a table or column
+    /// missing, a column of the wrong type, a row without a schema name, an invalid domain
+    /// (→ 400). Nothing was imported.
+    #[error("cannot import tenants: {reason}")]
+    ImportSource {
+        /// What is wrong, naming the table, column or row.
+        reason: String,
+    },
 }
 
 /// A coarse category of [`Error`], stable across new variants.
@@ -287,12 +368,19 @@ impl Error {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidHost(_) | Self::InvalidSchemaName(_) => ErrorKind::InvalidInput,
+            Self::InvalidHost(_)
+            | Self::InvalidSchemaName(_)
+            | Self::InvalidKey { .. }
+            | Self::BaselineVersion { .. }
+            | Self::BaselineRefused { .. }
+            | Self::ImportSource { .. } => ErrorKind::InvalidInput,
             Self::UnknownHost { .. }
             | Self::TenantNotFound { .. }
+            | Self::TenantGone { .. }
             | Self::DomainNotFound { .. }
             | Self::SchemaMissing { .. } => ErrorKind::NotFound,
             Self::TenantExists { .. }
+            | Self::TenantMoved { .. }
             | Self::DomainTaken { .. }
             | Self::SchemaNamedAfterRole { .. } => ErrorKind::Conflict,
             Self::MigrationRefused { .. } | Self::TableInPublic { .. } => ErrorKind::Internal,

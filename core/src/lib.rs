@@ -6,6 +6,7 @@ mod databases;
 mod doctor;
 mod error;
 mod host;
+mod jobs;
 mod migrate;
 mod registry;
 mod resolve;
@@ -17,6 +18,7 @@ mod sql;
 mod tenancy;
 mod tenant;
 
+pub mod keys;
 pub mod request;
 pub mod scope;
 #[cfg(feature = "testing")]
@@ -29,11 +31,12 @@ pub use databases::{ShardName, DEFAULT_SHARD};
 pub use doctor::{DoctorReport, Finding};
 pub use error::{Error, ErrorKind, Result};
 pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL_LEN};
+pub use jobs::TenantRef;
 pub use migrate::{
-    Migration, MigrationReport, Outcome, Progress, RunOptions, SchemaReport, TenantMigrations,
-    HISTORY_TABLE,
+    Baselined, Migration, MigrationReport, Outcome, Progress, RunOptions, SchemaReport,
+    TenantMigrations, HISTORY_TABLE,
 };
-pub use registry::{DropSchema, NewTenant, Registry, CHANNEL};
+pub use registry::{DropSchema, ImportSource, NewTenant, Registry, CHANNEL};
 pub use resolve::{
     CacheConfig, CachedResolver, RegistryResolver, StaticResolver, SubdomainResolver,
     TenantResolver,

@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-use tenant_schemas::{Host, NewTenant, RunOptions, SchemaName, TenantStatus};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use tenant_schemas::{Host, ImportSource, NewTenant, RunOptions, SchemaName, TenantStatus};
 
 use crate::error::EXIT_CODES;
 
@@ -19,7 +19,7 @@ pub(crate) const DEFAULT_SHARED_MIGRATIONS: &str = "migrations/shared";
 #[command(
     name = "tenant-schemas",
     version,
-    about = "Schema-per-tenant PostgreSQL: migrate, create, clone, delete, list, domains, run, doctor, status",
+    about = "Schema-per-tenant PostgreSQL: migrate, create, clone, delete, list, domains, run, doctor, status, import",
     after_help = EXIT_CODES
 )]
 pub(crate) struct Cli {
@@ -87,6 +87,12 @@ pub(crate) enum Command {
         /// List each schema's pending migrations; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Run nothing: record the tenant migrations up to VERSION as applied in the
+        /// selected tenants' schemas, which already hold those tables (adopting a
+        /// deployment; like Flyway's baseline or Django's --fake). A later `migrate` runs
+        /// the ones after it.
+        #[arg(long, value_name = "VERSION", conflicts_with = "dry_run")]
+        baseline: Option<i32>,
     },
     /// Per schema: its version, the newest, pending migrations and drift (registry and
     /// schema disagreeing). Only reads; exits 1 when there is drift.
@@ -171,6 +177,21 @@ pub(crate) enum Command {
         #[command(flatten)]
         selection: Selection,
     },
+    /// Register existing schemas as tenants without touching their data: from a query or
+    /// from django-tenants' tables, with their domains; --baseline records the migrations
+    /// they hold already. All of them or none.
+    #[command(
+        after_help = EXIT_CODES,
+        group(ArgGroup::new("import_source").required(true).args(["query", "from_django_tenants"]))
+    )]
+    Import {
+        #[command(flatten)]
+        source: ImportArgs,
+        /// Record the tenant migrations up to VERSION as applied in each imported schema
+        /// (default 0: none; a history the schema has is kept).
+        #[arg(long, value_name = "VERSION", default_value_t = 0)]
+        baseline: i32,
+    },
     /// Check the registry against the schemas (only reads); --fix migrates tenants that are
     /// behind. Exits 1 when problems remain.
     #[command(after_help = EXIT_CODES)]
@@ -179,6 +200,49 @@ pub(crate) enum Command {
         #[arg(long)]
         fix: bool,
     },
+}
+
+/// Where `import` reads the tenants from.
+#[derive(Args, Clone)]
+#[group(skip)]
+pub(crate) struct ImportArgs {
+    /// A query on the registry's database, run read-only, returning the columns
+    /// schema_name, and optionally name, domain, is_primary and shard (one row per tenant
+    /// and domain).
+    #[arg(long, value_name = "SQL")]
+    pub(crate) query: Option<String>,
+    /// Read django-tenants' tenant and domain tables.
+    #[arg(long)]
+    pub(crate) from_django_tenants: bool,
+    /// django-tenants' tenant model table.
+    #[arg(
+        long,
+        value_name = "TABLE",
+        default_value = "customers_client",
+        conflicts_with = "query"
+    )]
+    pub(crate) tenant_table: String,
+    /// django-tenants' domain model table.
+    #[arg(
+        long,
+        value_name = "TABLE",
+        default_value = "customers_domain",
+        conflicts_with = "query"
+    )]
+    pub(crate) domain_table: String,
+}
+
+impl ImportArgs {
+    /// The library's import source.
+    pub(crate) fn source(&self) -> ImportSource {
+        match &self.query {
+            Some(sql) => ImportSource::query(sql.as_str()),
+            None => ImportSource::django_tenants_tables(
+                self.tenant_table.as_str(),
+                self.domain_table.as_str(),
+            ),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -225,6 +289,7 @@ impl Command {
                 | Self::Create { .. }
                 | Self::Clone { .. }
                 | Self::Doctor { .. }
+                | Self::Import { .. }
         )
     }
 
@@ -238,7 +303,7 @@ impl Command {
     pub(crate) fn installs_registry(&self) -> bool {
         matches!(
             self,
-            Self::Migrate { dry_run: false, .. } | Self::Create { .. }
+            Self::Migrate { dry_run: false, .. } | Self::Create { .. } | Self::Import { .. }
         )
     }
 }

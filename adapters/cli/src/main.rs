@@ -54,11 +54,18 @@ async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Migrate {
             selection,
+            baseline: Some(version),
+            ..
+        } => commands::baseline::run(&ctx, out, &selection, version).await,
+        Command::Migrate {
+            selection,
             dry_run: false,
+            ..
         } => commands::migrate::run(&ctx, out, &selection).await,
         Command::Migrate {
             selection,
             dry_run: true,
+            ..
         } => commands::migrate::dry_run(&ctx, out, &selection).await,
         Command::Status { schemas } => commands::status::run(&ctx, out, &schemas).await,
         Command::Create {
@@ -86,5 +93,8 @@ async fn run(cli: Cli) -> CliResult {
             selection,
         } => commands::run::run(&ctx, out, sql, file, &selection).await,
         Command::Doctor { fix } => commands::doctor::run(&ctx, out, fix).await,
+        Command::Import { source, baseline } => {
+            commands::import::run(&ctx, out, &source, baseline).await
+        }
     }
 }

@@ -28,7 +28,8 @@
 //! PostgreSQL skips it and unqualified names silently resolve in `public`.
 //!
 //! The files of this folder: `set.rs` (a migration set), `source.rs` (sets from SQL files),
-//! `apply.rs` (one schema, inside the caller's transaction) and `run.rs` (every tenant).
+//! `apply.rs` (one schema, inside the caller's transaction), `baseline.rs` (recording
+//! migrations as applied without running them) and `run.rs` (every tenant).
 //!
 //! ```
 //! use tenant_schemas::TenantMigrations;
@@ -41,13 +42,15 @@
 //! ```
 
 mod apply;
+mod baseline;
 mod run;
 mod set;
 mod source;
 
 pub use apply::HISTORY_TABLE;
 pub(crate) use apply::{refuse_shadowing, shadowed_tables};
-pub(crate) use run::{default_parallelism, Runner};
+pub use baseline::Baselined;
+pub(crate) use run::{default_parallelism, Runner, MIGRATE_LOCK};
 pub use run::{MigrationReport, Outcome, Progress, RunOptions, SchemaReport};
 pub(crate) use set::MigrationSets;
 pub use set::{Migration, TenantMigrations};

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::schema::SchemaName;
 
 /// Serializes migrators across processes: a second one waits for the first.
-const MIGRATE_LOCK: i64 = 0x7465_6e61_6e74_6d67;
+pub(crate) const MIGRATE_LOCK: i64 = 0x7465_6e61_6e74_6d67;
 
 /// Which tenants a multi-tenant run ([`Tenancy::migrate`], [`Tenancy::for_each_tenant`])
 /// covers, and how many at once.

@@ -27,10 +27,10 @@ use crate::tenant::{TenantRecord, TenantStatus};
 /// ```
 #[derive(Debug, Clone)]
 pub struct NewTenant {
-    schema: SchemaName,
-    name: Option<String>,
-    domains: Vec<Host>,
-    shard: Option<ShardName>,
+    pub(super) schema: SchemaName,
+    pub(super) name: Option<String>,
+    pub(super) domains: Vec<Host>,
+    pub(super) shard: Option<ShardName>,
 }
 
 impl NewTenant {
@@ -218,7 +218,7 @@ impl Registry {
 
     /// The registry rows of a new tenant, and the announcement, in `tx` (on the registry's
     /// database).
-    async fn register(
+    pub(super) async fn register(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         new: &NewTenant,

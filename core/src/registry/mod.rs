@@ -14,10 +14,12 @@
 //!   deleting tenants;
 //! - `clone.rs`: copying a tenant's rows into its clone;
 //! - `domains.rs`: a tenant's domains;
+//! - `import.rs`: registering schemas that exist already, and baselines;
 //! - `notify.rs`: the announcement of a change, written and read in one place.
 
 mod clone;
 mod domains;
+mod import;
 mod install;
 mod lifecycle;
 pub(crate) mod notify;
@@ -30,8 +32,9 @@ use crate::databases::{self, Databases, ShardName};
 use crate::error::{Error, Result};
 use crate::migrate::{MigrationSets, TenantMigrations};
 use crate::schema::SchemaName;
-use crate::tenant::{TenantRecord, TenantStatus};
+use crate::tenant::{TenantId, TenantRecord, TenantStatus};
 
+pub use import::ImportSource;
 pub use lifecycle::{DropSchema, NewTenant};
 pub use notify::CHANNEL;
 
@@ -119,6 +122,18 @@ impl Registry {
             .await
             .map_err(|e| Error::db("reading the registry", &SchemaName::public(), e))?;
         rows.iter().map(record).collect()
+    }
+
+    /// The tenant with registry id `id`, or `None` when there is none (ids are never reused:
+    /// a tenant re-created in the same schema has a new one).
+    pub async fn get_by_id(&self, id: TenantId) -> Result<Option<TenantRecord>> {
+        let conn = self.conn().await?;
+        let sql = format!("{SELECT_TENANTS} WHERE t.id = $1 GROUP BY t.id");
+        let row = conn
+            .query_typed_opt(&sql, &[(&id, Type::INT8)])
+            .await
+            .map_err(|e| Error::db("reading the registry", &SchemaName::public(), e))?;
+        row.as_ref().map(record).transpose()
     }
 }
 

@@ -25,6 +25,19 @@ pub enum TenantEvent {
     },
     /// A tenant was deleted.
     Deleted(TenantRecord),
+    /// An existing schema was registered as a tenant (see
+    /// [`Tenancy::import_tenants`](super::Tenancy::import_tenants)): nothing was created.
+    Imported(TenantRecord),
+    /// Migrations were recorded as applied in a tenant's schema without running (see
+    /// [`Tenancy::baseline`](super::Tenancy::baseline)).
+    Baselined {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// The version before.
+        from: i32,
+        /// The version after.
+        to: i32,
+    },
     /// A tenant's state changed.
     StatusChanged {
         /// The tenant's schema.

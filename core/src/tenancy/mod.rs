@@ -7,6 +7,7 @@
 //! `events.rs` (what happened, for hooks), `caches.rs` (what is cached, and forgetting it)
 //! and `listener.rs` (hearing other processes' changes).
 
+mod adopt;
 mod builder;
 mod caches;
 mod events;

@@ -1,11 +1,13 @@
 //! One module per command; each runs against a [`Context`] and
 //! prints through [`Output`](crate::output::Output).
 
+pub(crate) mod baseline;
 pub(crate) mod clone;
 pub(crate) mod create;
 pub(crate) mod delete;
 pub(crate) mod doctor;
 pub(crate) mod domains;
+pub(crate) mod import;
 pub(crate) mod list;
 pub(crate) mod migrate;
 pub(crate) mod run;

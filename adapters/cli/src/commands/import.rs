@@ -1,0 +1,37 @@
+//! `import`: registers schemas that exist already as tenants (from a query or from
+//! django-tenants' tables), with their domains and a baseline; their data is not touched.
+
+use serde_json::{json, Value};
+
+use crate::args::ImportArgs;
+use crate::connect::Context;
+use crate::error::CliResult;
+use crate::output::{count, record_json, Output};
+
+pub(crate) async fn run(ctx: &Context, out: Output, args: &ImportArgs, baseline: i32) -> CliResult {
+    let records = ctx.tenancy.import_from(&args.source(), baseline).await?;
+    let mut lines: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let domains = if r.domains.is_empty() {
+                "no domain".to_owned()
+            } else {
+                r.domains.join(", ")
+            };
+            format!(
+                "imported {} ({}): version {}, {domains}",
+                r.schema, r.name, r.version
+            )
+        })
+        .collect();
+    lines.push(format!(
+        "imported {} (baseline {baseline}); `tenant-schemas migrate` runs the migrations after it",
+        count(records.len(), "tenant")
+    ));
+    let rows: Vec<Value> = records.iter().map(record_json).collect();
+    out.print(
+        &lines.join("\n"),
+        &json!({"imported": rows, "baseline": baseline}),
+    );
+    Ok(())
+}

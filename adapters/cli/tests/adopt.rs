@@ -1,0 +1,213 @@
+//! `import` and `migrate --baseline`, the `tenant-schemas` binary end to end, against a
+//! throwaway PostgreSQL shaped like a django-tenants deployment.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tenant_schemas::testing::{TestCluster, TestDatabase};
+
+/// django-tenants' tables with the public tenant and two shops, each shop's schema holding
+/// the `orders` table of the tenant migration V1, with one row.
+const DJANGO: &str = "
+CREATE TABLE customers_client (id serial PRIMARY KEY, schema_name varchar(63) UNIQUE NOT NULL, name varchar(100) NOT NULL);
+CREATE TABLE customers_domain (id serial PRIMARY KEY, domain varchar(253) UNIQUE NOT NULL,
+    tenant_id integer NOT NULL REFERENCES customers_client (id), is_primary boolean NOT NULL);
+INSERT INTO customers_client (schema_name, name) VALUES ('public', 'Main site'), ('shop_a', 'Shop A'), ('shop_b', 'Shop B');
+INSERT INTO customers_domain (domain, tenant_id, is_primary) VALUES
+    ('example.test', 1, true), ('a.example.test', 2, true), ('www.a.example.test', 2, false), ('b.example.test', 3, true);
+CREATE SCHEMA shop_a;
+CREATE TABLE shop_a.orders (id serial PRIMARY KEY, item text NOT NULL);
+INSERT INTO shop_a.orders (item) VALUES ('a-order');
+CREATE SCHEMA shop_b;
+CREATE TABLE shop_b.orders (id serial PRIMARY KEY, item text NOT NULL);
+INSERT INTO shop_b.orders (item) VALUES ('b-order');
+";
+
+/// The binary, run on one database with the migrations of one directory.
+struct Cli {
+    url: String,
+    dir: PathBuf,
+}
+
+impl Cli {
+    async fn new(name: &str) -> (Self, TestDatabase) {
+        let db = TestCluster::shared()
+            .unwrap()
+            .create_database()
+            .await
+            .unwrap();
+        let url = TestCluster::shared()
+            .unwrap()
+            .url(db.name())
+            .unwrap_or_else(|| {
+                let base = std::env::var(tenant_schemas::testing::DATABASE_URL_ENV).unwrap();
+                let (server, _) = base.rsplit_once('/').unwrap();
+                format!("{server}/{}", db.name())
+            });
+        let dir = std::env::temp_dir().join(format!("ts-adopt-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write(
+            &dir.join("tenant"),
+            "V1__orders.sql",
+            "CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL)",
+        );
+        write(
+            &dir.join("tenant"),
+            "V2__quantity.sql",
+            "ALTER TABLE orders ADD COLUMN quantity int NOT NULL DEFAULT 1",
+        );
+        std::fs::create_dir_all(dir.join("shared")).unwrap();
+        (Self { url, dir }, db)
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let (tenant, shared) = (self.dir.join("tenant"), self.dir.join("shared"));
+        let out = Command::new(env!("CARGO_BIN_EXE_tenant-schemas"))
+            .args(args)
+            .args(["--migrations", tenant.to_str().unwrap()])
+            .args(["--shared-migrations", shared.to_str().unwrap()])
+            .current_dir(&self.dir)
+            .env("DATABASE_URL", &self.url)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        out
+    }
+
+    fn fails(&self, code: i32, args: &[&str]) -> (String, String) {
+        let (got, out, err) = self.run(args);
+        assert_eq!(got, code, "{args:?}: {out}{err}");
+        (out, err)
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write(dir: &Path, file: &str, sql: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(file), sql).unwrap();
+}
+
+async fn sql(db: &TestDatabase, sql: &str) {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(sql)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_django_tenants_deployment_is_adopted() {
+    let (cli, db) = Cli::new("django").await;
+    sql(&db, DJANGO).await;
+
+    let out = cli.ok(&["import", "--from-django-tenants", "--baseline", "1"]);
+    assert!(
+        out.contains("imported shop_a (Shop A): version 1, a.example.test, www.a.example.test"),
+        "{out}"
+    );
+    assert!(
+        out.contains("imported public (Main site): version 0, example.test"),
+        "{out}"
+    );
+    assert!(out.contains("imported 3 tenants (baseline 1)"), "{out}");
+    let out = cli.ok(&["list", "--json"]);
+    assert!(
+        out.contains("\"schema\":\"shop_b\"") && out.contains("b.example.test"),
+        "{out}"
+    );
+
+    // Only V2 runs; the shops keep their rows.
+    let out = cli.ok(&["migrate", "--json"]);
+    assert!(
+        out.contains("\"migrated\":2") && out.contains("\"failed\":0"),
+        "{out}"
+    );
+    let out = cli.ok(&[
+        "run",
+        "--sql",
+        "SELECT item, quantity FROM orders",
+        "--skip-public",
+        "--json",
+    ]);
+    assert!(out.contains("a-order") && out.contains("b-order"), "{out}");
+    cli.ok(&["doctor"]);
+
+    // Again: registered already, nothing changes (exit 1).
+    let (_, err) = cli.fails(1, &["import", "--from-django-tenants"]);
+    assert!(err.contains("already exists"), "{err}");
+    // Usage: a source is required, and only one.
+    cli.fails(2, &["import"]);
+    cli.fails(
+        2,
+        &["import", "--query", "SELECT 1", "--from-django-tenants"],
+    );
+    cli.fails(2, &["import", "--query", "SELECT 1", "--tenant-table", "x"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_from_a_query_then_baseline() {
+    let (cli, db) = Cli::new("query").await;
+    sql(&db, DJANGO).await;
+
+    let (_, err) = cli.fails(
+        1,
+        &[
+            "import",
+            "--from-django-tenants",
+            "--tenant-table",
+            "shops_shop",
+        ],
+    );
+    assert!(err.contains("no tenant table `shops_shop`"), "{err}");
+
+    let out = cli.ok(&[
+        "import",
+        "--query",
+        "SELECT schema_name, name, domain, is_primary FROM customers_client c
+         JOIN customers_domain d ON d.tenant_id = c.id WHERE schema_name <> 'public'",
+    ]);
+    assert!(out.contains("imported 2 tenants (baseline 0)"), "{out}");
+
+    let (_, err) = cli.fails(1, &["migrate", "--baseline", "3"]);
+    assert!(
+        err.contains("cannot baseline at version 3: the newest tenant migration is version 2"),
+        "{err}"
+    );
+    let (_, err) = cli.fails(1, &["migrate", "--baseline", "1", "--schema", "nobody"]);
+    assert!(err.contains("no such tenant: nobody"), "{err}");
+    cli.fails(2, &["migrate", "--baseline", "1", "--dry-run"]);
+
+    let out = cli.ok(&["migrate", "--baseline", "1", "--schema", "shop_a"]);
+    assert!(
+        out.contains("shop_a: recorded versions 1 to 1 as applied (nothing run)"),
+        "{out}"
+    );
+    let out = cli.ok(&["migrate", "--baseline", "1"]);
+    assert!(
+        out.contains("shop_a: already at version 1") && out.contains("shop_b: recorded"),
+        "{out}"
+    );
+    let out = cli.ok(&["migrate", "--dry-run"]);
+    assert!(out.contains("shop_a: 1 pending: V2__quantity.sql"), "{out}");
+    cli.ok(&["migrate"]);
+    let out = cli.ok(&["status", "--json"]);
+    assert!(!out.contains("\"pending\":[\"V"), "{out}");
+}

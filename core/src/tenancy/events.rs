@@ -25,6 +25,13 @@ pub enum TenantEvent {
     },
     /// A tenant was deleted.
     Deleted(TenantRecord),
+    /// A tenant's schema was renamed ([`Tenancy::rename_schema`](super::Tenancy::rename_schema)).
+    SchemaRenamed {
+        /// The schema's name before.
+        from: SchemaName,
+        /// Its name now.
+        to: SchemaName,
+    },
     /// A tenant's state changed.
     StatusChanged {
         /// The tenant's schema.

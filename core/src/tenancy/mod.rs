@@ -337,6 +337,64 @@ impl Tenancy {
         Ok(())
     }
 
+    /// Moves a tenant to another schema name: `ALTER SCHEMA old RENAME TO new` and its
+    /// registry row in one transaction (its migration history lives in the schema and moves
+    /// with it). Returns its record under the new name. [`rename`](Self::rename) changes
+    /// the display name only.
+    ///
+    /// Statements for either name in this process finish first and new ones wait while the
+    /// rename runs (as during [`delete_tenant`](Self::delete_tenant)); afterwards every
+    /// connection verifies its schema again, so a request resolved to the old name before
+    /// the rename fails with [`Error::SchemaMissing`] instead of running anywhere else, and
+    /// the tenant's hosts resolve to the new name at once (other instances listening for
+    /// changes within moments). The hooks hear [`TenantEvent::SchemaRenamed`].
+    ///
+    /// Fails with nothing changed: [`Error::TenantExists`] when `new` is taken (by a schema
+    /// or a registered tenant), [`Error::SchemaNamedAfterRole`] when a database role has
+    /// that name, [`Error::TenantNotFound`] when no tenant lives in `old`,
+    /// [`Error::Refused`] for the public schema.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenancy: tenant_schemas::Tenancy) -> tenant_schemas::Result<()> {
+    /// use tenant_schemas::SchemaName;
+    /// let record = tenancy
+    ///     .rename_schema(&SchemaName::new("acme")?, &SchemaName::new("acme_corp")?)
+    ///     .await?;
+    /// assert_eq!(record.schema.as_str(), "acme_corp");
+    /// # Ok(()) }
+    /// ```
+    pub async fn rename_schema(&self, old: &SchemaName, new: &SchemaName) -> Result<TenantRecord> {
+        // Taken before the gates close: requests held back at a closed gate keep their
+        // pooled connections. Refusals (public, the same name twice) come first.
+        let conns = self.inner.registry.rename_connections(old, new).await?;
+        // Both names are closed, in name order so that two renames crossing each other
+        // cannot deadlock: statements for the old name wait instead of finding the schema
+        // half renamed, and none can start on the new name before its row is committed.
+        let (first, second) = if old < new { (old, new) } else { (new, old) };
+        let closed_first = session::close(first).await;
+        let closed_second = session::close(second).await;
+        let renamed = self.inner.registry.rename_schema(old, new, conns).await;
+        if let Ok(record) = &renamed {
+            let hosts: Vec<Host> = record
+                .domains
+                .iter()
+                .filter_map(|domain| Host::parse(domain).ok())
+                .collect();
+            self.inner.caches.forget(old, &hosts).await;
+            self.inner.caches.forget(new, &hosts).await;
+        }
+        // Dropping the gates bumps both names' epochs: every connection checks again.
+        drop(closed_second);
+        drop(closed_first);
+        let record = renamed?;
+        self.emit(TenantEvent::SchemaRenamed {
+            from: old.clone(),
+            to: new.clone(),
+        })
+        .await;
+        Ok(record)
+    }
+
     /// Adds `domain` to the tenant in `schema`; with `primary`, it replaces the primary
     /// domain. It resolves at once; [`Error::DomainTaken`] when another tenant has it.
     pub async fn add_domain(

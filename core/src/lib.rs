@@ -31,7 +31,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL_LEN};
 pub use migrate::{
     Migration, MigrationReport, Outcome, Progress, RunOptions, SchemaReport, TenantMigrations,
-    HISTORY_TABLE,
+    HISTORY_TABLE, NO_TRANSACTION_MARKER,
 };
 pub use registry::{DropSchema, NewTenant, Registry, CHANNEL};
 pub use resolve::{

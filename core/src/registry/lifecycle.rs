@@ -125,7 +125,9 @@ impl Registry {
                 drop(Object::take(conn));
             }
             let (id, created_at, version) = made?;
-            return Ok(self.created(new, id, created_at, version, shard));
+            return self
+                .finish_creation(self.created(new, id, created_at, version, shard))
+                .await;
         }
         // Another database: the schema is committed there first, then the registry rows here,
         // so the tenant is resolvable only once its schema is complete; if registering fails,
@@ -165,7 +167,10 @@ impl Registry {
         }
         .await;
         match registered {
-            Ok((id, created_at)) => Ok(self.created(new, id, created_at, version, shard)),
+            Ok((id, created_at)) => {
+                self.finish_creation(self.created(new, id, created_at, version, shard))
+                    .await
+            }
             Err(e) => {
                 let _ = shard_conn
                     .batch_execute(&format!(
@@ -175,6 +180,40 @@ impl Registry {
                     .await;
                 Err(e)
             }
+        }
+    }
+
+    /// Runs what the creating transaction could not: the [no-transaction
+    /// steps](crate::Migration::no_transaction) and the migrations after them, each recorded
+    /// as it succeeds. The tenant exists already (committed and resolvable, at the version
+    /// before the first such step); a failure leaves it at the version it reached and is
+    /// reported as [`Error::TenantCreatedBehind`] (migrating it again finishes it).
+    async fn finish_creation(&self, mut record: TenantRecord) -> Result<TenantRecord> {
+        if record.schema.is_public() || record.version >= self.sets.tenant.latest() {
+            return Ok(record);
+        }
+        let runner = Runner {
+            databases: &self.databases,
+            sets: &self.sets,
+        };
+        match runner
+            .migrate_schema(
+                &record.schema,
+                &record.shard,
+                record.version,
+                &self.sets.tenant,
+            )
+            .await
+        {
+            Ok((_, to)) => {
+                record.version = to;
+                Ok(record)
+            }
+            Err((source, version)) => Err(Error::TenantCreatedBehind {
+                schema: record.schema,
+                version,
+                source: Box::new(source),
+            }),
         }
     }
 
@@ -325,6 +364,13 @@ impl Registry {
         source: &SchemaName,
         new: NewTenant,
     ) -> Result<TenantRecord> {
+        if self.sets.tenant.has_no_transaction_steps() {
+            return Err(Error::Refused {
+                what: "cloning with no-transaction migrations in the set",
+                instead: "the clone's copy runs in its creating transaction, before such steps \
+                          could; create the tenant and copy its rows yourself",
+            });
+        }
         let from = self.get(source).await?;
         let latest = self.sets.tenant.latest();
         if from.version != latest {

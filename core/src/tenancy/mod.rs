@@ -170,8 +170,27 @@ impl Tenancy {
     /// On another database ([`NewTenant::shard`], or the one with the fewest tenants) the
     /// schema is committed there first, then the registry rows: the tenant is resolvable only
     /// once its schema is complete.
+    ///
+    /// [No-transaction migrations](crate::Migration::no_transaction) (`CREATE INDEX
+    /// CONCURRENTLY`) cannot run in that transaction: the tenant is committed at the version
+    /// before the first of them, which then run (with the migrations after them), each
+    /// recorded as it succeeds. Should one fail, the tenant exists at the version it reached
+    /// and the error is [`Error::TenantCreatedBehind`]; the hooks still hear
+    /// [`TenantEvent::Created`], and [`migrate`](Self::migrate) finishes it.
     pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
-        let record = self.inner.registry.create_tenant(new).await?;
+        let record = match self.inner.registry.create_tenant(new).await {
+            Ok(record) => record,
+            Err(e) => {
+                // Created, but behind: it exists, so it is announced like any other.
+                if let Error::TenantCreatedBehind { schema, .. } = &e {
+                    if let Ok(record) = self.inner.registry.get(schema).await {
+                        self.forget(&record).await;
+                        self.emit(TenantEvent::Created(record)).await;
+                    }
+                }
+                return Err(e);
+            }
+        };
         self.forget(&record).await;
         self.emit(TenantEvent::Created(record.clone())).await;
         Ok(record)
@@ -183,6 +202,8 @@ impl Tenancy {
     /// tables; [`Error::CloneVersion`] otherwise). The clone lives on the source's database.
     /// Foreign keys are not re-checked during the copy (`session_replication_role =
     /// replica`, which needs a superuser or, on PostgreSQL 15, a role granted that setting).
+    /// Refused ([`Error::Refused`]) when the set has [no-transaction
+    /// migrations](crate::Migration::no_transaction).
     pub async fn clone_tenant(&self, source: &SchemaName, new: NewTenant) -> Result<TenantRecord> {
         let record = self.inner.registry.clone_tenant(source, new).await?;
         self.forget(&record).await;
@@ -214,10 +235,19 @@ impl Tenancy {
     }
 
     /// Looks the registry and every tenant schema over (see [`Registry::doctor`]); with
-    /// `fix`, migrates the tenants that are behind, through [`migrate`](Self::migrate), so
-    /// the hooks hear [`TenantEvent::Migrated`], and reports what it repaired.
+    /// `fix`, repairs invalid indexes left by failed concurrent builds (see
+    /// [`Finding::InvalidIndex`](crate::Finding::InvalidIndex)), then migrates the tenants
+    /// that are behind, through [`migrate`](Self::migrate), so the hooks hear
+    /// [`TenantEvent::Migrated`], and reports what it repaired.
     pub async fn doctor(&self, fix: bool) -> Result<crate::doctor::DoctorReport> {
         let mut report = self.inner.registry.doctor().await?;
+        if fix {
+            // Before migrating: an invalid index left by a failed build is dropped first in
+            // a tenant behind, so that the migration can build it again.
+            for (finding, error) in self.inner.registry.repair_invalid_indexes(&report).await? {
+                report.record_repair(finding, error);
+            }
+        }
         let behind = report.behind();
         if fix && !behind.is_empty() {
             let run = self

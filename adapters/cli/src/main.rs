@@ -52,10 +52,12 @@ async fn run(cli: Cli) -> CliResult {
         Command::Migrate {
             selection,
             dry_run: false,
-        } => commands::migrate::run(&ctx, out, &selection).await,
+            rollout,
+        } => commands::migrate::run(&ctx, out, &selection, &rollout).await,
         Command::Migrate {
             selection,
             dry_run: true,
+            ..
         } => commands::migrate::dry_run(&ctx, out, &selection).await,
         Command::Status { schemas } => commands::status::run(&ctx, out, &schemas).await,
         Command::Create {
@@ -74,6 +76,9 @@ async fn run(cli: Cli) -> CliResult {
             schema,
             drop_schema,
         } => commands::delete::run(&ctx, out, &schema, drop_schema).await,
+        Command::RenameSchema { old, new } => {
+            commands::rename_schema::run(&ctx, out, &old, &new).await
+        }
         Command::State { schema, state } => commands::state::run(&ctx, out, &schema, state).await,
         Command::List => commands::list::run(&ctx, out).await,
         Command::Domains(cmd) => commands::domains::run(&ctx, out, cmd).await,

@@ -8,6 +8,7 @@ pub(crate) mod doctor;
 pub(crate) mod domains;
 pub(crate) mod list;
 pub(crate) mod migrate;
+pub(crate) mod rename_schema;
 pub(crate) mod run;
 pub(crate) mod state;
 pub(crate) mod status;

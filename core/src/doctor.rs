@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use tokio_postgres::types::Type;
 
 use crate::error::{Error, Result};
-use crate::migrate::{shadowed_tables, MigrationReport, HISTORY_TABLE};
+use crate::migrate::{
+    invalid_indexes, quote, shadowed_tables, MigrationReport, HISTORY_TABLE, STEP_LOCK,
+};
 use crate::registry::Registry;
 use crate::schema::{printable, SchemaName};
 
@@ -66,13 +68,27 @@ pub enum Finding {
         /// The tenant.
         schema: SchemaName,
     },
+    /// An invalid index in a tenant schema (`pg_index.indisvalid = false`): a concurrent
+    /// build that failed, e.g. a [no-transaction migration](crate::Migration::no_transaction)
+    /// `CREATE UNIQUE INDEX CONCURRENTLY` over duplicate rows. Queries do not use it, but
+    /// writes keep it up to date, and its name blocks the step's next attempt. Repaired: in
+    /// a tenant behind the migration set it is dropped (`DROP INDEX CONCURRENTLY`) and the
+    /// migration that builds it runs again; otherwise it is rebuilt (`REINDEX INDEX
+    /// CONCURRENTLY`). Either fails again until what made the build fail (the duplicate
+    /// rows) is fixed.
+    InvalidIndex {
+        /// The tenant.
+        schema: SchemaName,
+        /// The index.
+        index: String,
+    },
 }
 
 impl Finding {
     /// Whether `--fix` repairs this kind of finding.
     #[must_use]
     pub fn is_repairable(&self) -> bool {
-        matches!(self, Self::Behind { .. })
+        matches!(self, Self::Behind { .. } | Self::InvalidIndex { .. })
     }
 }
 
@@ -115,6 +131,14 @@ impl DoctorReport {
         }
     }
 
+    /// Records the outcome of an index repair: `None` repaired, or the error.
+    pub(crate) fn record_repair(&mut self, finding: Finding, error: Option<String>) {
+        match error {
+            None => self.repaired.push(finding),
+            Some(e) => self.repair_failures.push((finding, e)),
+        }
+    }
+
     /// Whether nothing is left to look at.
     #[must_use]
     pub fn is_healthy(&self) -> bool {
@@ -125,7 +149,7 @@ impl DoctorReport {
 impl Registry {
     /// Looks for schemas without a registry row, rows without a schema, tenants behind or
     /// ahead of the migration set, invalid names, tenant tables named like a table in
-    /// `public` (unless declared shared), and tenant schemas named like a database role.
+    /// `public` (unless declared shared), tenant schemas named like a database role, and invalid indexes (failed concurrent builds).
     /// Only reads: [`Tenancy::doctor`](crate::Tenancy::doctor) with `fix` repairs what can
     /// be repaired.
     pub async fn doctor(&self) -> Result<DoctorReport> {
@@ -146,6 +170,8 @@ impl Registry {
         // Per database: (schema, table) pairs shadowing `public`, and the role names.
         let mut shadowed: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut roles: HashMap<String, HashSet<String>> = HashMap::new();
+        // Per database: (schema, index) pairs of invalid indexes.
+        let mut invalid: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let allowed = self.sets().shared_names();
         for (shard, _) in self.databases().iter() {
             let conn = self.databases().connect(shard, &public).await?;
@@ -175,6 +201,11 @@ impl Registry {
                 .map(|r| r.get::<_, String>(0))
                 .collect();
             roles.insert(shard.to_string(), role_names);
+            let indexes = invalid_indexes(&conn, None).await.map_err(db)?;
+            invalid.insert(
+                shard.to_string(),
+                indexes.into_iter().map(|(s, i, _)| (s, i)).collect(),
+            );
         }
         let registered: HashSet<(String, String)> = tenants
             .iter()
@@ -230,6 +261,17 @@ impl Registry {
                     table: table.clone(),
                 });
             }
+            for (_, index) in invalid
+                .get(shard)
+                .into_iter()
+                .flatten()
+                .filter(|(s, _)| s == name)
+            {
+                report.findings.push(Finding::InvalidIndex {
+                    schema: schema.clone(),
+                    index: index.clone(),
+                });
+            }
             if version < latest {
                 report.findings.push(Finding::Behind {
                     schema,
@@ -245,5 +287,57 @@ impl Registry {
             }
         }
         Ok(report)
+    }
+}
+
+impl Registry {
+    /// Repairs the [`Finding::InvalidIndex`]es of `report`, one by one, each on a connection
+    /// of its own holding the no-transaction steps' lock exclusively (so no index a build is
+    /// still making is touched): dropped in a tenant behind the migration set (its migration
+    /// builds it again), rebuilt otherwise. Returns each finding with its error, if any.
+    pub(crate) async fn repair_invalid_indexes(
+        &self,
+        report: &DoctorReport,
+    ) -> Result<Vec<(Finding, Option<String>)>> {
+        let behind = report.behind();
+        let mut out = Vec::new();
+        for finding in &report.findings {
+            let Finding::InvalidIndex { schema, index } = finding else {
+                continue;
+            };
+            let record = self.get(schema).await?;
+            let conn = deadpool_postgres::Object::take(
+                self.databases().connect(&record.shard, schema).await?,
+            );
+            let repaired = async {
+                conn.query_typed(
+                    "SELECT pg_catalog.pg_advisory_lock($1)",
+                    &[(&STEP_LOCK, Type::INT8)],
+                )
+                .await?;
+                let still = invalid_indexes(&conn, Some(schema))
+                    .await?
+                    .iter()
+                    .any(|(_, i, _)| i == index);
+                if still {
+                    let target = format!("{}.{}", schema.quoted(), quote(index));
+                    conn.batch_execute(&if behind.contains(schema) {
+                        format!("DROP INDEX CONCURRENTLY IF EXISTS {target}")
+                    } else {
+                        format!("REINDEX INDEX CONCURRENTLY {target}")
+                    })
+                    .await?;
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            }
+            .await;
+            // The connection (and the lock with it) is closed here.
+            drop(conn);
+            let error = repaired
+                .err()
+                .map(|e| Error::db("repairing an invalid index", schema, e).to_string());
+            out.push((finding.clone(), error));
+        }
+        Ok(out)
     }
 }

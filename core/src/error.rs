@@ -104,6 +104,53 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// A [no-transaction migration](crate::Migration::no_transaction) kept hitting its lock
+    /// timeout; the schema stays at the version before (→ 500). Retry when the transaction
+    /// holding the lock is over, or raise the timeout or retries.
+    #[error("migration `{migration}` in schema `{schema}` could not get its locks within {timeout:?} in {attempts} attempts: {}", pg_message(.source))]
+    MigrationLockTimeout {
+        /// The schema being migrated.
+        schema: SchemaName,
+        /// The migration's file name.
+        migration: String,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The lock timeout of each attempt.
+        timeout: std::time::Duration,
+        /// The last attempt's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A [no-transaction migration](crate::Migration::no_transaction) succeeded but the
+    /// schema holds an invalid index (a failed concurrent build, e.g. one that `CREATE
+    /// INDEX CONCURRENTLY IF NOT EXISTS` skipped); it is not recorded (→ 500). Run the
+    /// doctor with `fix`.
+    #[error("migration `{migration}` left schema `{schema}` with the invalid index `{index}` (a failed concurrent build): not recorded; `doctor --fix` repairs it")]
+    InvalidIndex {
+        /// The schema.
+        schema: SchemaName,
+        /// The migration's file name.
+        migration: String,
+        /// The invalid index.
+        index: String,
+    },
+
+    /// A tenant was created (schema and registry rows committed) but a
+    /// [no-transaction migration](crate::Migration::no_transaction), run after the creating
+    /// transaction, failed: the tenant exists at `version` (→ 500). Migrating it again
+    /// finishes it.
+    #[error("tenant `{schema}` was created at version {version}, but then: {source}")]
+    TenantCreatedBehind {
+        /// The new tenant.
+        schema: SchemaName,
+        /// The version it was left at.
+        version: i32,
+        /// What failed.
+        #[source]
+        source: Box<Self>,
+    },
+
     /// A migration applied to a schema was changed afterwards (its checksum differs).
     #[error("migration {file} was changed after it was applied to schema `{schema}`")]
     MigrationChanged {
@@ -421,7 +468,9 @@ impl Error {
         match self {
             Self::Database { source, .. }
             | Self::Migration { source, .. }
+            | Self::MigrationLockTimeout { source, .. }
             | Self::TenantReadOnly { source, .. } => source.as_db_error(),
+            Self::TenantCreatedBehind { source, .. } => source.as_db_error(),
             Self::Lookup { source, .. } => source.as_db_error(),
             _ => None,
         }

@@ -34,7 +34,7 @@ pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL
 pub use jobs::TenantRef;
 pub use migrate::{
     Baselined, Migration, MigrationReport, Outcome, Progress, RunOptions, SchemaReport,
-    TenantMigrations, HISTORY_TABLE,
+    TenantMigrations, HISTORY_TABLE, NO_TRANSACTION_MARKER,
 };
 pub use registry::{DropSchema, ImportSource, NewTenant, Registry, CHANNEL};
 pub use resolve::{

@@ -19,7 +19,7 @@ pub(crate) const DEFAULT_SHARED_MIGRATIONS: &str = "migrations/shared";
 #[command(
     name = "tenant-schemas",
     version,
-    about = "Schema-per-tenant PostgreSQL: migrate, create, clone, delete, list, domains, run, doctor, status, import",
+    about = "Schema-per-tenant PostgreSQL: migrate, create, clone, delete, rename-schema, state, list, domains, run, doctor, status, import",
     after_help = EXIT_CODES
 )]
 pub(crate) struct Cli {
@@ -77,6 +77,19 @@ pub(crate) struct Selection {
     pub(crate) parallel: usize,
 }
 
+/// A staged roll-out: canaries first, then waves.
+#[derive(Args, Clone, Default)]
+pub(crate) struct Rollout {
+    /// Migrate only this tenant (repeatable), after the shared migrations: the canaries of a
+    /// roll-out. The other tenants stay behind for a later run.
+    #[arg(long = "canary", value_name = "SCHEMA", value_parser = tenant_schema, conflicts_with = "dry_run")]
+    pub(crate) canary: Vec<SchemaName>,
+    /// Migrate at most N of the tenants that are behind (canaries first, then by schema
+    /// name), leaving the rest for the next run: a roll-out in waves.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "dry_run")]
+    pub(crate) wave: Option<u64>,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run the shared migrations in public, then bring every tenant to the latest version.
@@ -93,6 +106,8 @@ pub(crate) enum Command {
         /// the ones after it.
         #[arg(long, value_name = "VERSION", conflicts_with = "dry_run")]
         baseline: Option<i32>,
+        #[command(flatten)]
+        rollout: Rollout,
     },
     /// Per schema: its version, the newest, pending migrations and drift (registry and
     /// schema disagreeing). Only reads; exits 1 when there is drift.
@@ -145,6 +160,18 @@ pub(crate) enum Command {
         /// Also drop the schema and everything in it.
         #[arg(long)]
         drop_schema: bool,
+    },
+    /// Move a tenant to another schema name (ALTER SCHEMA ... RENAME TO and its registry row,
+    /// in one transaction). Running instances that listen for changes follow within moments;
+    /// the display name is unchanged.
+    #[command(after_help = EXIT_CODES)]
+    RenameSchema {
+        /// The tenant's schema now.
+        #[arg(value_parser = target_schema)]
+        old: SchemaName,
+        /// Its new schema name.
+        #[arg(value_parser = target_schema)]
+        new: SchemaName,
     },
     /// Set a tenant's state: active, read-only (served, writes fail), maintenance (503 with
     /// Retry-After), suspended (403) or archived (404, schema kept). Running instances that
@@ -352,6 +379,15 @@ pub(crate) fn shard_arg(arg: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), url.trim().to_owned()))
 }
 
+impl Rollout {
+    /// `options` with this roll-out.
+    pub(crate) fn apply(&self, mut options: RunOptions) -> RunOptions {
+        options.canary.clone_from(&self.canary);
+        options.wave = self.wave.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        options
+    }
+}
+
 impl Selection {
     /// The run options these arguments select.
     pub(crate) fn options(&self) -> RunOptions {
@@ -359,6 +395,7 @@ impl Selection {
             parallel: self.parallel,
             schemas: self.schemas.clone(),
             skip_public: self.skip_public,
+            ..RunOptions::default()
         }
     }
 }

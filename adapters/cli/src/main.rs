@@ -60,8 +60,9 @@ async fn run(cli: Cli) -> CliResult {
         Command::Migrate {
             selection,
             dry_run: false,
+            rollout,
             ..
-        } => commands::migrate::run(&ctx, out, &selection).await,
+        } => commands::migrate::run(&ctx, out, &selection, &rollout).await,
         Command::Migrate {
             selection,
             dry_run: true,
@@ -84,6 +85,9 @@ async fn run(cli: Cli) -> CliResult {
             schema,
             drop_schema,
         } => commands::delete::run(&ctx, out, &schema, drop_schema).await,
+        Command::RenameSchema { old, new } => {
+            commands::rename_schema::run(&ctx, out, &old, &new).await
+        }
         Command::State { schema, state } => commands::state::run(&ctx, out, &schema, state).await,
         Command::List => commands::list::run(&ctx, out).await,
         Command::Domains(cmd) => commands::domains::run(&ctx, out, cmd).await,

@@ -762,6 +762,111 @@ async fn state_changes_a_tenant_state() {
     assert!(err.contains("nobody"), "{err}");
 }
 
+/// `rename-schema` moves a tenant to another schema name (its domains follow, its data and
+/// history move along); a taken name or `public` exit 1 with nothing changed, an invalid
+/// name is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_schema_moves_a_tenant() {
+    let (cli, db) = Cli::new("rename").await;
+    cli.ok(&["create", "acme", "--domain", "acme.test"]);
+    cli.ok(&["create", "globex", "--domain", "globex.test"]);
+    sql(&db, "INSERT INTO acme.notes (body) VALUES ('kept')").await;
+    let out = cli.ok(&["rename-schema", "acme", "acme_corp"]);
+    assert_eq!(
+        out.trim(),
+        "renamed schema acme to acme_corp (tenant acme, domains: acme.test)",
+        "{out}"
+    );
+    let out = cli.ok(&["list"]);
+    assert!(
+        out.contains("acme_corp") && out.contains("acme.test"),
+        "{out}"
+    );
+    let out = cli.ok(&[
+        "run",
+        "--sql",
+        "SELECT body FROM notes",
+        "--schema",
+        "acme_corp",
+    ]);
+    assert!(out.contains("kept"), "{out}");
+    let out = cli.ok(&["status", "--schema", "acme_corp"]);
+    assert!(out.contains("0 with drift"), "{out}");
+    let (_, err) = cli.fails(1, &["rename-schema", "acme_corp", "globex"]);
+    assert!(err.contains("`globex` already exists"), "{err}");
+    let (_, err) = cli.fails(1, &["rename-schema", "public", "main"]);
+    assert!(err.contains("public"), "{err}");
+    let (_, err) = cli.fails(1, &["rename-schema", "nobody", "somebody"]);
+    assert!(err.contains("nobody"), "{err}");
+    let (_, err) = cli.fails(2, &["rename-schema", "acme_corp", "Bad-Name"]);
+    assert!(err.contains("invalid schema name"), "{err}");
+    let out = cli.ok(&["--json", "rename-schema", "acme_corp", "acme"]);
+    assert!(out.contains(r#""to":"acme""#), "{out}");
+    let out = cli.ok(&["list"]);
+    assert!(out.contains("acme ") && !out.contains("acme_corp"), "{out}");
+}
+
+/// `migrate --wave N` migrates at most N tenants behind, in schema order, the next run the
+/// next ones; `--canary` only the canaries. A `.sql` migration marked no-transaction builds
+/// its index concurrently; where the build fails (duplicate rows) the run exits 1 with that
+/// tenant at the version before, and `doctor --fix` repairs it once the data is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_rollouts_and_concurrent_indexes() {
+    let (cli, db) = Cli::new("rollout").await;
+    for t in ["t1", "t2", "t3", "t4", "t5"] {
+        cli.ok(&["create", t]);
+    }
+    sql(&db, "INSERT INTO t4.notes (body) VALUES ('same'), ('same')").await;
+    write(
+        &cli.dir.join("tenant"),
+        "V2__notes_body.sql",
+        "-- tenant-schemas: no-transaction\n\
+         CREATE UNIQUE INDEX CONCURRENTLY notes_body ON notes (body)",
+    );
+    let out = cli.ok(&["migrate", "--wave", "2", "--skip-public"]);
+    assert!(
+        out.starts_with("migrated 2, up to date 0, failed 0")
+            && out.contains("3 tenants behind left for a later run"),
+        "{out}"
+    );
+    let out = cli.ok(&["migrate", "--canary", "t5", "--skip-public", "--json"]);
+    assert!(
+        out.contains(r#""migrated":1"#) && out.contains(r#""deferred":2"#),
+        "{out}"
+    );
+    assert!(out.contains(r#""schema":"t5""#), "{out}");
+    let (out, _) = cli.fails(1, &["migrate", "--wave", "2", "--skip-public"]);
+    assert!(
+        out.starts_with("migrated 1, up to date 3, failed 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAILED t4 (stays at version 1): migration `V2__notes_body.sql` failed"),
+        "{out}"
+    );
+    let (out, _) = cli.fails(1, &["doctor"]);
+    assert!(
+        out.contains("tenant t4 has an invalid index notes_body"),
+        "{out}"
+    );
+    sql(
+        &db,
+        "DELETE FROM t4.notes WHERE id = (SELECT max(id) FROM t4.notes)",
+    )
+    .await;
+    let out = cli.ok(&["doctor", "--fix"]);
+    assert!(
+        out.contains("repaired tenant t4 has an invalid index"),
+        "{out}"
+    );
+    let out = cli.ok(&["doctor"]);
+    assert_eq!(out.trim(), "no problems found");
+    cli.fails(2, &["migrate", "--wave", "0"]);
+    cli.fails(2, &["migrate", "--canary", "Bad-Name"]);
+    let (_, err) = cli.fails(1, &["migrate", "--canary", "nobody"]);
+    assert!(err.contains("no such tenant: nobody"), "{err}");
+}
+
 /// URLs take libpq's sslmode and sslrootcert (or --ssl-root-cert): against a server with
 /// TLS on and a certificate for localhost, verify-full connects; a host name the
 /// certificate does not hold, or a CA nobody gave, exit 3 and say so.

@@ -14,11 +14,14 @@ use crate::schema::{search_path, SchemaName};
 pub const HISTORY_TABLE: &str = "tenant_schemas_history";
 
 impl TenantMigrations {
+    /// Applies the pending migrations of `schema` in `tx`: creates the history table if
     /// needed, checks what was applied against the list (a changed or unknown applied
-    /// migration is an error), then sends every pending migration and its history row in one
+    /// migration is an error), then sends every pending migration up to the first
+    /// [no-transaction step](Migration::no_transaction) and their history rows in one
     /// pipelined batch, each migration preceded by `SET LOCAL search_path` so that a
     /// migration changing the search path cannot move the next one elsewhere. Returns
-    /// (version before, version after).
+    /// (version before, version after): below the latest when a no-transaction step is
+    /// next (see `no_transaction.rs`).
     ///
     /// A migration may change session state that outlives `tx` (see
     /// [`may_change_session_after`](Self::may_change_session_after)): the caller then closes
@@ -53,7 +56,12 @@ impl TenantMigrations {
             .await
             .map_err(db)?;
         let current = self.check_applied(schema, &applied)?;
-        let pending: Vec<&Migration> = self.iter().filter(|m| m.version > current).collect();
+        // Up to the first no-transaction step: it runs once this transaction committed.
+        let pending: Vec<&Migration> = self
+            .iter()
+            .filter(|m| m.version > current)
+            .take_while(|m| !m.no_transaction)
+            .collect();
         if pending.is_empty() {
             return Ok((current, current));
         }
@@ -101,7 +109,7 @@ impl TenantMigrations {
         )
         .await
         .map_err(db)?;
-        Ok((current, self.latest()))
+        Ok((current, pending.last().map_or(current, |m| m.version)))
     }
 
     /// Checks a schema's history rows `(version, checksum)` against the list and returns the

@@ -23,13 +23,31 @@
 //! connection that ran such a migration is closed afterwards instead of going back to the
 //! pool, where a session-level change would outlive the transaction.
 //!
+//! Some operations cannot run in a transaction at all, typically `CREATE INDEX
+//! CONCURRENTLY`, which builds an index without blocking writes to a large table. Mark such a
+//! migration (one statement) with a first line [`NO_TRANSACTION_MARKER`]
+//! (`-- tenant-schemas: no-transaction`) or build it with
+//! [`TenantMigrations::with_no_transaction`]: it runs after the migrations before it have
+//! committed, on a connection of its own, under `SET lock_timeout`
+//! ([`TenantMigrations::lock_timeout`], 5 s) with a few retries on lock timeouts
+//! ([`TenantMigrations::lock_retries`]), and its version is recorded only once it succeeded;
+//! the migrations after it run in a transaction again. Creating a tenant commits it at the
+//! version before the first such step, then runs the rest (see
+//! [`Tenancy::create_tenant`](crate::Tenancy::create_tenant)). A build that fails leaves the
+//! schema at the version before and an invalid index, which the doctor reports and repairs
+//! ([`Finding::InvalidIndex`](crate::Finding::InvalidIndex)). `no_transaction.rs` runs them.
+//!
+//! [`RunOptions::canary`] and [`RunOptions::wave`] stage a roll-out: a few canary tenants
+//! first, then the others in waves of at most N, in a stable order.
+//!
 //! A tenant table may not have the name of a table in `public` unless declared with
 //! [`TenantMigrations::shared_name`]: where a search path names a schema that is missing,
 //! PostgreSQL skips it and unqualified names silently resolve in `public`.
 //!
 //! The files of this folder: `set.rs` (a migration set), `source.rs` (sets from SQL files),
-//! `apply.rs` (one schema, inside the caller's transaction), `baseline.rs` (recording
-//! migrations as applied without running them) and `run.rs` (every tenant).
+//! `apply.rs` (one schema, inside the caller's transaction), `no_transaction.rs` (steps
+//! outside any transaction), `baseline.rs` (recording migrations as applied without
+//! running them) and `run.rs` (every tenant).
 //!
 //! ```
 //! use tenant_schemas::TenantMigrations;
@@ -43,6 +61,7 @@
 
 mod apply;
 mod baseline;
+mod no_transaction;
 mod run;
 mod set;
 mod source;
@@ -50,7 +69,8 @@ mod source;
 pub use apply::HISTORY_TABLE;
 pub(crate) use apply::{refuse_shadowing, shadowed_tables};
 pub use baseline::Baselined;
+pub(crate) use no_transaction::{invalid_indexes, quote, STEP_LOCK};
 pub(crate) use run::{default_parallelism, Runner, MIGRATE_LOCK};
 pub use run::{MigrationReport, Outcome, Progress, RunOptions, SchemaReport};
 pub(crate) use set::MigrationSets;
-pub use set::{Migration, TenantMigrations};
+pub use set::{Migration, TenantMigrations, NO_TRANSACTION_MARKER};

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 use tokio_postgres::types::Type;
 
-use super::apply::refuse_shadowing;
+use super::apply::{refuse_shadowing, HISTORY_TABLE};
+use super::no_transaction::run_step;
 use super::set::{MigrationSets, TenantMigrations};
 use crate::databases::{Databases, ShardName};
 use crate::error::{Error, Result};
@@ -34,6 +35,15 @@ pub struct RunOptions {
     pub schemas: Vec<SchemaName>,
     /// Leave `public` alone (the shared migrations; the public tenant).
     pub skip_public: bool,
+    /// Migration only: migrate just these tenants (those of them that are behind, in this
+    /// order), after the shared migrations, and leave every other tenant behind for a later
+    /// run: a canary roll-out. Empty: no canaries.
+    pub canary: Vec<SchemaName>,
+    /// Migration only: migrate at most this many of the tenants that are behind (canaries
+    /// first, then by schema name, a stable order), leaving the rest
+    /// ([`MigrationReport::deferred`]) for the next run: a roll-out in waves. A failed
+    /// tenant stays behind, so the next wave tries it first again.
+    pub wave: Option<usize>,
 }
 
 /// What happened to one schema.
@@ -80,6 +90,9 @@ pub struct MigrationReport {
     pub schemas: Vec<SchemaReport>,
     /// Tenants found up to date by the registry's version, without touching their schema.
     pub up_to_date: usize,
+    /// Tenants behind that this run left for a later one ([`RunOptions::canary`],
+    /// [`RunOptions::wave`]).
+    pub deferred: usize,
     /// How long the run took.
     pub elapsed: Duration,
 }
@@ -163,7 +176,7 @@ impl Runner<'_> {
             .await
             .map_err(|e| Error::db("reading tenant versions", &public, e))?;
         drop(conn);
-        let mut behind = Vec::new();
+        let mut behind: Vec<(SchemaName, ShardName, i32)> = Vec::new();
         let mut sample = None;
         for row in &rows {
             let schema = SchemaName::from_registry(row.get(0))?;
@@ -175,6 +188,9 @@ impl Runner<'_> {
                 sample.get_or_insert((schema, shard));
             }
         }
+        let before = behind.len();
+        let behind = staged(behind, options);
+        report.deferred = before - behind.len();
         // Tenants that are up to date are not opened; one of them stands for all, so that
         // an applied migration edited since is noticed even when nothing is pending.
         if let Some((schema, shard)) = sample {
@@ -238,61 +254,182 @@ impl Runner<'_> {
         version: i32,
         migrations: &TenantMigrations,
     ) -> Outcome {
-        const RECORD: &str =
-            "UPDATE public.tenant_schemas_tenants SET version = $2 WHERE schema_name = $1";
-        let here = shard.is_default();
-        let attempt = async {
-            let mut conn = self.databases.connect(shard, schema).await?;
-            let in_schema = async {
-                let tx = conn
-                    .transaction()
-                    .await
-                    .map_err(|e| Error::db("migrating", schema, e))?;
-                let (from, to) = migrations.apply(&tx, schema).await?;
-                if from != to {
-                    refuse_shadowing(tx.client(), schema, &self.sets.shared_names()).await?;
-                }
-                if here && !schema.is_public() {
-                    tx.execute_typed(RECORD, &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)])
-                        .await
-                        .map_err(|e| Error::db("recording the version", schema, e))?;
-                }
-                tx.commit()
-                    .await
-                    .map_err(|e| Error::db("migrating", schema, e))?;
-                Ok::<_, Error>((from, to))
-            }
-            .await;
-            // A migration that may change session state beyond its transaction (a plain
-            // `SET search_path`, `RESET ALL` …) leaves this connection closed, not pooled.
-            if migrations.may_change_session_after(version) {
-                drop(deadpool_postgres::Object::take(conn));
-            }
-            let (from, to) = in_schema?;
-            if !here && !schema.is_public() {
-                // The registry is on the default database: recorded after the schema's
-                // transaction committed (a crash in between leaves the registry behind, which
-                // the next run or `doctor --fix` brings level: applied migrations are skipped).
-                self.registry_conn()
-                    .await?
-                    .execute_typed(RECORD, &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)])
-                    .await
-                    .map_err(|e| Error::db("recording the version", schema, e))?;
-            }
-            Ok::<_, Error>((from, to))
-        };
-        match attempt.await {
+        match self
+            .migrate_schema(schema, shard, version, migrations)
+            .await
+        {
             Ok((from, to)) if from == to => Outcome::UpToDate { version: to },
             Ok((from, to)) => Outcome::Migrated { from, to },
-            Err(e) => {
+            Err((e, at)) => {
                 tracing::warn!(schema = %schema, error = %e, "migration failed");
                 Outcome::Failed {
-                    version,
+                    version: at,
                     error: e.to_string(),
                 }
             }
         }
     }
+
+    /// Brings `schema` (registered at `version`) to the latest migration: the
+    /// transactional migrations in one transaction each run of them, every
+    /// [no-transaction step](super::Migration::no_transaction) between them on its own,
+    /// each recorded once it succeeded. Returns (version before, version after), or the
+    /// error and the version the schema was left at.
+    pub(crate) async fn migrate_schema(
+        &self,
+        schema: &SchemaName,
+        shard: &ShardName,
+        version: i32,
+        migrations: &TenantMigrations,
+    ) -> std::result::Result<(i32, i32), (Error, i32)> {
+        let mut from = None;
+        let mut at = version;
+        loop {
+            let (start, reached) = self
+                .transactional(schema, shard, at, migrations)
+                .await
+                .map_err(|e| (e, at))?;
+            from.get_or_insert(start);
+            at = reached;
+            let Some(step) = migrations.iter().find(|m| m.version > at) else {
+                break;
+            };
+            // `transactional` stops only before a no-transaction step.
+            debug_assert!(step.no_transaction);
+            self.no_transaction(schema, shard, step, migrations)
+                .await
+                .map_err(|e| (e, at))?;
+            at = step.version;
+        }
+        Ok((from.unwrap_or(version), at))
+    }
+
+    /// The pending migrations up to the next no-transaction step, in one transaction.
+    async fn transactional(
+        &self,
+        schema: &SchemaName,
+        shard: &ShardName,
+        version: i32,
+        migrations: &TenantMigrations,
+    ) -> Result<(i32, i32)> {
+        let here = shard.is_default();
+        let mut conn = self.databases.connect(shard, schema).await?;
+        let in_schema = async {
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(|e| Error::db("migrating", schema, e))?;
+            let (from, to) = migrations.apply(&tx, schema).await?;
+            if from != to {
+                refuse_shadowing(tx.client(), schema, &self.sets.shared_names()).await?;
+            }
+            if here && !schema.is_public() {
+                tx.execute_typed(RECORD, &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)])
+                    .await
+                    .map_err(|e| Error::db("recording the version", schema, e))?;
+            }
+            tx.commit()
+                .await
+                .map_err(|e| Error::db("migrating", schema, e))?;
+            Ok::<_, Error>((from, to))
+        }
+        .await;
+        // A migration that may change session state beyond its transaction (a plain
+        // `SET search_path`, `RESET ALL` …) leaves this connection closed, not pooled.
+        if migrations.may_change_session_after(version) {
+            drop(deadpool_postgres::Object::take(conn));
+        }
+        let (from, to) = in_schema?;
+        if !here && !schema.is_public() {
+            // The registry is on the default database: recorded after the schema's
+            // transaction committed (a crash in between leaves the registry behind, which
+            // the next run or `doctor --fix` brings level: applied migrations are skipped).
+            self.record_elsewhere(schema, to).await?;
+        }
+        Ok((from, to))
+    }
+
+    /// Runs the no-transaction `step` in `schema` on a connection of its own (closed
+    /// afterwards), then records it: its history row, and the registry's version, in one
+    /// transaction when the registry is on the schema's database.
+    async fn no_transaction(
+        &self,
+        schema: &SchemaName,
+        shard: &ShardName,
+        step: &super::Migration,
+        migrations: &TenantMigrations,
+    ) -> Result<()> {
+        let here = shard.is_default();
+        let mut conn =
+            deadpool_postgres::Object::take(self.databases.connect(shard, schema).await?);
+        run_step(&conn, schema, step, migrations.locks()).await?;
+        let db = |e| Error::db("recording a no-transaction migration", schema, e);
+        let tx = conn.transaction().await.map_err(db)?;
+        tx.execute_typed(
+            &format!(
+                "INSERT INTO {}.{HISTORY_TABLE} (version, name, checksum) VALUES ($1, $2, $3)",
+                schema.quoted()
+            ),
+            &[
+                (&step.version, Type::INT4),
+                (&step.name, Type::TEXT),
+                (&step.checksum, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(db)?;
+        if here && !schema.is_public() {
+            tx.execute_typed(
+                RECORD,
+                &[(&schema.as_str(), Type::TEXT), (&step.version, Type::INT4)],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        if !here && !schema.is_public() {
+            self.record_elsewhere(schema, step.version).await?;
+        }
+        tracing::info!(schema = %schema, migration = %step.file_name(), "no-transaction migration applied");
+        Ok(())
+    }
+
+    /// Records `schema`'s version in the registry, from another database's transaction.
+    async fn record_elsewhere(&self, schema: &SchemaName, version: i32) -> Result<()> {
+        self.registry_conn()
+            .await?
+            .execute_typed(
+                RECORD,
+                &[(&schema.as_str(), Type::TEXT), (&version, Type::INT4)],
+            )
+            .await
+            .map_err(|e| Error::db("recording the version", schema, e))
+            .map(drop)
+    }
+}
+
+/// Moves a tenant's version in the registry.
+const RECORD: &str = "UPDATE public.tenant_schemas_tenants SET version = $2 WHERE schema_name = $1";
+
+/// The tenants behind that a run migrates, in order: with canaries only those (in their
+/// order), then at most a wave of them.
+fn staged(
+    behind: Vec<(SchemaName, ShardName, i32)>,
+    options: &RunOptions,
+) -> Vec<(SchemaName, ShardName, i32)> {
+    let mut behind = if options.canary.is_empty() {
+        behind
+    } else {
+        options
+            .canary
+            .iter()
+            .filter_map(|c| behind.iter().find(|(s, _, _)| s == c).cloned())
+            .collect()
+    };
+    if let Some(wave) = options.wave {
+        behind.truncate(wave);
+    }
+    behind
 }
 
 /// How many schemas are migrated (or jobs run) at once when not told.

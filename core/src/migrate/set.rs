@@ -2,10 +2,17 @@
 //! `public` too.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// One migration: SQL run with its schema first on the search path.
+/// The first line that marks a migration file as a step run outside any transaction (see
+/// [`Migration::no_transaction`]).
+pub const NO_TRANSACTION_MARKER: &str = "-- tenant-schemas: no-transaction";
+
+/// One migration: SQL run with its schema first on the search path, inside the transaction
+/// that creates or migrates the schema, unless it is a [no-transaction
+/// step](Self::no_transaction).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migration {
     /// Its version: the `n` of `V<n>__…`, or its position when added with
@@ -17,18 +24,54 @@ pub struct Migration {
     pub sql: String,
     /// A checksum of the SQL (64-bit FNV-1a), to notice an applied migration that changed.
     pub checksum: i64,
+    /// Whether it runs outside any transaction (see [`no_transaction`](Self::no_transaction)).
+    pub no_transaction: bool,
 }
 
 impl Migration {
-    /// A migration; the checksum is computed from `sql`.
+    /// A migration; the checksum is computed from `sql`. SQL whose first line is
+    /// [`NO_TRANSACTION_MARKER`] makes a [no-transaction step](Self::no_transaction).
     pub fn new(version: i32, name: impl Into<String>, sql: impl Into<String>) -> Self {
         let sql = sql.into();
         Self {
             version,
             name: name.into(),
             checksum: checksum(&sql),
+            no_transaction: declares_no_transaction(&sql),
             sql,
         }
+    }
+
+    /// Makes it a step that cannot run in a transaction, typically `CREATE INDEX
+    /// CONCURRENTLY` (one statement: PostgreSQL runs several statements sent at once in one
+    /// implicit transaction). It runs on a connection of its own after the migrations
+    /// before it have committed, with the schema first on the search path, under
+    /// `SET lock_timeout` ([`TenantMigrations::lock_timeout`]); a lock timeout is retried
+    /// ([`TenantMigrations::lock_retries`]) after dropping any invalid index the attempt
+    /// left. Its version is recorded only once it succeeded and left no invalid index in
+    /// the schema. A build that fails otherwise (e.g. a unique index over duplicate rows)
+    /// leaves the schema at the version before, and its invalid index for
+    /// [`Tenancy::doctor`](crate::Tenancy::doctor) to report and, with `fix`, repair.
+    ///
+    /// In a `.sql` file, a first line [`NO_TRANSACTION_MARKER`] says the same.
+    ///
+    /// ```
+    /// use tenant_schemas::Migration;
+    ///
+    /// let m = Migration::new(3, "notes_body", "CREATE INDEX CONCURRENTLY notes_body ON notes (body)")
+    ///     .no_transaction();
+    /// assert!(m.no_transaction);
+    /// let from_file = Migration::new(
+    ///     3,
+    ///     "notes_body",
+    ///     "-- tenant-schemas: no-transaction\nCREATE INDEX CONCURRENTLY notes_body ON notes (body)",
+    /// );
+    /// assert!(from_file.no_transaction);
+    /// ```
+    #[must_use]
+    pub fn no_transaction(mut self) -> Self {
+        self.no_transaction = true;
+        self
     }
 
     /// The file name it has, or would have: `V<version>__<name>.sql`.
@@ -36,6 +79,19 @@ impl Migration {
     pub fn file_name(&self) -> String {
         format!("V{}__{}.sql", self.version, self.name)
     }
+}
+
+/// Whether the first line of `sql` is [`NO_TRANSACTION_MARKER`] (spacing and case aside).
+fn declares_no_transaction(sql: &str) -> bool {
+    let squeeze = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    sql.lines()
+        .next()
+        .is_some_and(|line| squeeze(line) == squeeze(NO_TRANSACTION_MARKER))
 }
 
 fn checksum(sql: &str) -> i64 {
@@ -54,6 +110,25 @@ pub struct TenantMigrations {
     list: Arc<Vec<Migration>>,
     /// Table names allowed in a tenant schema and in `public` at once.
     shared_names: Arc<Vec<String>>,
+    /// How no-transaction steps wait for locks.
+    locks: LockSettings,
+}
+
+/// How a no-transaction step waits for locks: `SET lock_timeout`, and how often a lock
+/// timeout is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LockSettings {
+    pub(crate) timeout: Duration,
+    pub(crate) retries: u32,
+}
+
+impl Default for LockSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            retries: 3,
+        }
+    }
 }
 
 impl TenantMigrations {
@@ -69,6 +144,51 @@ impl TenantMigrations {
         let version = self.latest().saturating_add(1);
         Arc::make_mut(&mut self.list).push(Migration::new(version, name, sql));
         self
+    }
+
+    /// Appends a [no-transaction step](Migration::no_transaction) with the next version,
+    /// e.g. `CREATE INDEX CONCURRENTLY`.
+    ///
+    /// ```
+    /// use tenant_schemas::TenantMigrations;
+    ///
+    /// let migrations = TenantMigrations::new()
+    ///     .with("notes", "CREATE TABLE notes (body text)")
+    ///     .with_no_transaction("notes_body", "CREATE INDEX CONCURRENTLY notes_body ON notes (body)");
+    /// assert!(migrations.get(2).unwrap().no_transaction);
+    /// ```
+    #[must_use]
+    pub fn with_no_transaction(mut self, name: impl Into<String>, sql: impl Into<String>) -> Self {
+        let version = self.latest().saturating_add(1);
+        Arc::make_mut(&mut self.list).push(Migration::new(version, name, sql).no_transaction());
+        self
+    }
+
+    /// How long a [no-transaction step](Migration::no_transaction) waits for a lock before
+    /// the attempt fails (`SET lock_timeout`; default 5 s, at least 1 ms), so that a build
+    /// queued behind a long transaction does not hold up everything queued behind it.
+    #[must_use]
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.locks.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often a no-transaction step that hit its [lock timeout](Self::lock_timeout) is
+    /// tried again (default 3), after 250 ms, then twice as long each time (at most 10 s).
+    #[must_use]
+    pub fn lock_retries(mut self, retries: u32) -> Self {
+        self.locks.retries = retries;
+        self
+    }
+
+    pub(crate) fn locks(&self) -> LockSettings {
+        self.locks
+    }
+
+    /// Whether any migration is a [no-transaction step](Migration::no_transaction).
+    #[must_use]
+    pub fn has_no_transaction_steps(&self) -> bool {
+        self.iter().any(|m| m.no_transaction)
     }
 
     /// Declares that a tenant table may have the same name as a table in `public` on purpose,
@@ -156,6 +276,7 @@ impl TenantMigrations {
         let set = Self {
             list: Arc::new(list),
             shared_names: Arc::default(),
+            locks: LockSettings::default(),
         };
         set.validate()?;
         Ok(set)
@@ -223,6 +344,24 @@ impl MigrationSets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_no_transaction_marker_is_the_first_line() {
+        for sql in [
+            "-- tenant-schemas: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x)",
+            "--tenant-schemas:no-transaction\r\nCREATE INDEX CONCURRENTLY i ON t (x)",
+            "  -- Tenant-Schemas: No-Transaction  ",
+        ] {
+            assert!(Migration::new(1, "i", sql).no_transaction, "{sql:?}");
+        }
+        for sql in [
+            "CREATE INDEX i ON t (x)",
+            "CREATE TABLE t (x int);\n-- tenant-schemas: no-transaction",
+            "-- tenant-schemas: no-transactions",
+        ] {
+            assert!(!Migration::new(1, "i", sql).no_transaction, "{sql:?}");
+        }
+    }
 
     #[test]
     fn checksums_follow_the_sql() {

@@ -125,7 +125,9 @@ impl Registry {
                 drop(Object::take(conn));
             }
             let (id, created_at, version) = made?;
-            return Ok(self.created(new, id, created_at, version, shard));
+            return self
+                .finish_creation(self.created(new, id, created_at, version, shard))
+                .await;
         }
         // Another database: the schema is committed there first, then the registry rows here,
         // so the tenant is resolvable only once its schema is complete; if registering fails,
@@ -165,7 +167,10 @@ impl Registry {
         }
         .await;
         match registered {
-            Ok((id, created_at)) => Ok(self.created(new, id, created_at, version, shard)),
+            Ok((id, created_at)) => {
+                self.finish_creation(self.created(new, id, created_at, version, shard))
+                    .await
+            }
             Err(e) => {
                 let _ = shard_conn
                     .batch_execute(&format!(
@@ -175,6 +180,40 @@ impl Registry {
                     .await;
                 Err(e)
             }
+        }
+    }
+
+    /// Runs what the creating transaction could not: the [no-transaction
+    /// steps](crate::Migration::no_transaction) and the migrations after them, each recorded
+    /// as it succeeds. The tenant exists already (committed and resolvable, at the version
+    /// before the first such step); a failure leaves it at the version it reached and is
+    /// reported as [`Error::TenantCreatedBehind`] (migrating it again finishes it).
+    async fn finish_creation(&self, mut record: TenantRecord) -> Result<TenantRecord> {
+        if record.schema.is_public() || record.version >= self.sets.tenant.latest() {
+            return Ok(record);
+        }
+        let runner = Runner {
+            databases: &self.databases,
+            sets: &self.sets,
+        };
+        match runner
+            .migrate_schema(
+                &record.schema,
+                &record.shard,
+                record.version,
+                &self.sets.tenant,
+            )
+            .await
+        {
+            Ok((_, to)) => {
+                record.version = to;
+                Ok(record)
+            }
+            Err((source, version)) => Err(Error::TenantCreatedBehind {
+                schema: record.schema,
+                version,
+                source: Box::new(source),
+            }),
         }
     }
 
@@ -325,6 +364,13 @@ impl Registry {
         source: &SchemaName,
         new: NewTenant,
     ) -> Result<TenantRecord> {
+        if self.sets.tenant.has_no_transaction_steps() {
+            return Err(Error::Refused {
+                what: "cloning with no-transaction migrations in the set",
+                instead: "the clone's copy runs in its creating transaction, before such steps \
+                          could; create the tenant and copy its rows yourself",
+            });
+        }
         let from = self.get(source).await?;
         let latest = self.sets.tenant.latest();
         if from.version != latest {
@@ -420,6 +466,116 @@ impl Registry {
         Ok(())
     }
 
+    /// The connections a rename of `old` uses, taken before its gates are closed: requests
+    /// waiting at a closed gate hold pooled connections, so none may be needed from the pool
+    /// meanwhile. Refuses the public schema and `old == new` before anything else.
+    /// The connections a deletion of `schema` needs, taken before its gate closes: requests
+    /// held back at a closed gate keep their pooled connections, so a deletion that waited
+    /// for one of those would wait for them to time out.
+    pub(crate) async fn delete_connections(
+        &self,
+        schema: &SchemaName,
+    ) -> Result<DeleteConnections> {
+        let registry = self.conn().await?;
+        let shard = super::get_with(&registry, schema).await?.shard;
+        let elsewhere = if shard.is_default() {
+            None
+        } else {
+            Some(self.databases.connect(&shard, schema).await?)
+        };
+        Ok(DeleteConnections {
+            registry,
+            elsewhere,
+        })
+    }
+
+    pub(crate) async fn rename_connections(
+        &self,
+        old: &SchemaName,
+        new: &SchemaName,
+    ) -> Result<RenameConnections> {
+        if old.is_public() || new.is_public() {
+            return Err(Error::Refused {
+                what: "renaming the public schema (or renaming a tenant to `public`)",
+                instead: "the public schema holds the registry and the shared tables; only \
+                          tenant schemas can be renamed",
+            });
+        }
+        if old == new {
+            return Err(Error::TenantExists {
+                schema: new.clone(),
+            });
+        }
+        let registry = self.conn().await?;
+        let shard = super::get_with(&registry, old).await?.shard;
+        let elsewhere = if shard.is_default() {
+            None
+        } else {
+            Some((shard.clone(), self.databases.connect(&shard, old).await?))
+        };
+        Ok(RenameConnections {
+            registry,
+            elsewhere,
+        })
+    }
+
+    /// Renames a tenant's schema: `ALTER SCHEMA old RENAME TO new` and the registry row
+    /// (its migration history lives in the schema and moves with it), announced under both
+    /// names, in one transaction; on another database the schema is renamed there first and
+    /// renamed back should the registry refuse. Returns the record under its new name.
+    pub(crate) async fn rename_schema(
+        &self,
+        old: &SchemaName,
+        new: &SchemaName,
+        conns: RenameConnections,
+    ) -> Result<TenantRecord> {
+        let RenameConnections {
+            mut registry,
+            elsewhere,
+        } = conns;
+        let fail = |e: tokio_postgres::Error| rename_error(e, old, new);
+        let record = super::get_with(&registry, old).await?;
+        let hosts: Vec<&str> = record.domains.iter().map(String::as_str).collect();
+        match elsewhere {
+            // Schema and registry row in one transaction.
+            _ if record.shard.is_default() => {
+                let tx = registry.transaction().await.map_err(fail)?;
+                rename_in(&tx, old, new).await?;
+                register_rename(&tx, old, new, &hosts).await?;
+                tx.commit().await.map_err(fail)?;
+            }
+            // Renamed on its database, then registered (renamed back should that fail).
+            Some((shard, mut shard_conn)) if shard == record.shard => {
+                let stx = shard_conn.transaction().await.map_err(fail)?;
+                rename_in(&stx, old, new).await?;
+                let tx = registry.transaction().await.map_err(fail)?;
+                register_rename(&tx, old, new, &hosts).await?;
+                stx.commit().await.map_err(fail)?;
+                if let Err(e) = tx.commit().await {
+                    let _ = shard_conn
+                        .batch_execute(&format!(
+                            "ALTER SCHEMA {} RENAME TO {}",
+                            new.quoted(),
+                            old.quoted()
+                        ))
+                        .await;
+                    return Err(fail(e));
+                }
+            }
+            _ => {
+                return Err(Error::Refused {
+                    what: "renaming a tenant whose database changed during the rename",
+                    instead: "try again",
+                })
+            }
+        }
+        tracing::info!(from = %old, to = %new, shard = %record.shard, "tenant schema renamed");
+        Ok(TenantRecord {
+            schema: new.clone(),
+            ..record
+        })
+    }
+
     /// Suspends or re-activates a tenant. A suspended tenant's hosts resolve to no tenant.
     pub(crate) async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
         let changed = self
@@ -446,10 +602,14 @@ impl Registry {
         &self,
         schema: &SchemaName,
         drop: DropSchema,
+        conns: DeleteConnections,
     ) -> Result<TenantRecord> {
         let db = |e| Error::db("deleting a tenant", schema, e);
-        let record = self.get(schema).await?;
-        let mut conn = self.conn().await?;
+        let DeleteConnections {
+            registry: mut conn,
+            elsewhere,
+        } = conns;
+        let record = super::get_with(&conn, schema).await?;
         let tx = conn.transaction().await.map_err(db)?;
         let deleted = tx
             .execute_typed(
@@ -473,12 +633,104 @@ impl Registry {
         if drop_schema && !here {
             // On another database: unregistered first (nothing resolves to it any more),
             // then dropped there.
-            let shard_conn = self.databases.connect(&record.shard, schema).await?;
+            let shard_conn = match elsewhere {
+                Some(conn) => conn,
+                None => self.databases.connect(&record.shard, schema).await?,
+            };
             shard_conn.batch_execute(&drop_sql).await.map_err(db)?;
         }
         tracing::info!(schema = %schema, dropped = drop == DropSchema::Yes, "tenant deleted");
         Ok(record)
     }
+}
+
+/// The schema's side of a rename, in `tx` on its database: refused when a role has the new
+/// name, with a short lock timeout (the schema's statements are held back meanwhile).
+async fn rename_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    old: &SchemaName,
+    new: &SchemaName,
+) -> Result<()> {
+    let fail = |e| rename_error(e, old, new);
+    tx.batch_execute("SET LOCAL lock_timeout = '5s'")
+        .await
+        .map_err(fail)?;
+    let is_role: bool = tx
+        .query_typed_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+            &[(&new.as_str(), Type::TEXT)],
+        )
+        .await
+        .map_err(fail)?
+        .get(0);
+    if is_role {
+        return Err(Error::SchemaNamedAfterRole {
+            schema: new.clone(),
+        });
+    }
+    tx.batch_execute(&format!(
+        "ALTER SCHEMA {} RENAME TO {}",
+        old.quoted(),
+        new.quoted()
+    ))
+    .await
+    .map_err(fail)
+}
+
+/// The registry's side of a rename, in `tx`: the row, and the announcement under both names.
+async fn register_rename(
+    tx: &tokio_postgres::Transaction<'_>,
+    old: &SchemaName,
+    new: &SchemaName,
+    hosts: &[&str],
+) -> Result<()> {
+    let fail = |e| rename_error(e, old, new);
+    let changed = tx
+        .execute_typed(
+            "UPDATE public.tenant_schemas_tenants SET schema_name = $2 WHERE schema_name = $1",
+            &[(&old.as_str(), Type::TEXT), (&new.as_str(), Type::TEXT)],
+        )
+        .await
+        .map_err(fail)?;
+    if changed == 0 {
+        return Err(Error::tenant_not_found(old));
+    }
+    announce(tx, old, hosts).await.map_err(fail)?;
+    announce(tx, new, hosts).await.map_err(fail)?;
+    Ok(())
+}
+
+/// A failed rename in words: the new name taken (by a schema or a registered tenant), the
+/// old schema missing, or a database error.
+fn rename_error(err: tokio_postgres::Error, old: &SchemaName, new: &SchemaName) -> Error {
+    let code = err.code();
+    if code == Some(&SqlState::DUPLICATE_SCHEMA)
+        || (code == Some(&SqlState::UNIQUE_VIOLATION)
+            && err
+                .as_db_error()
+                .and_then(|d| d.constraint())
+                .is_some_and(|c| {
+                    c.starts_with("tenant_schemas_tenants") || c == "pg_namespace_nspname_index"
+                }))
+    {
+        return Error::TenantExists {
+            schema: new.clone(),
+        };
+    }
+    if code == Some(&SqlState::INVALID_SCHEMA_NAME) {
+        return Error::SchemaMissing {
+            schema: old.clone(),
+        };
+    }
+    Error::db("renaming a tenant schema", old, err)
+}
+
+/// The connections a rename uses (see [`Registry::rename_connections`]).
+pub(crate) struct RenameConnections {
+    /// To the registry's database.
+    registry: Object,
+    /// To the tenant's database, when it is another one.
+    elsewhere: Option<(ShardName, Object)>,
 }
 
 /// Turns a unique violation into the conflict it means; other errors stay database errors.
@@ -587,4 +839,12 @@ mod tests {
             );
         }
     }
+}
+
+/// See [`Registry::delete_connections`].
+#[derive(Debug)]
+pub(crate) struct DeleteConnections {
+    registry: Object,
+    /// The tenant's database, when it is not the registry's.
+    elsewhere: Option<Object>,
 }

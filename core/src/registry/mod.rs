@@ -101,16 +101,7 @@ impl Registry {
 
     /// The tenant in `schema`.
     pub async fn get(&self, schema: &SchemaName) -> Result<TenantRecord> {
-        let conn = self.conn().await?;
-        let sql = format!("{SELECT_TENANTS} WHERE t.schema_name = $1 GROUP BY t.id");
-        let row = conn
-            .query_typed_opt(&sql, &[(&schema.as_str(), Type::TEXT)])
-            .await
-            .map_err(|e| Error::db("reading the registry", schema, e))?;
-        match row {
-            Some(row) => record(&row),
-            None => Err(Error::tenant_not_found(schema)),
-        }
+        get_with(&self.conn().await?, schema).await
     }
 
     /// Every tenant, the public one included, ordered by schema name.
@@ -134,6 +125,19 @@ impl Registry {
             .await
             .map_err(|e| Error::db("reading the registry", &SchemaName::public(), e))?;
         row.as_ref().map(record).transpose()
+    }
+}
+
+/// The tenant in `schema`, read over `conn` (on the registry's database).
+pub(crate) async fn get_with(conn: &Object, schema: &SchemaName) -> Result<TenantRecord> {
+    let sql = format!("{SELECT_TENANTS} WHERE t.schema_name = $1 GROUP BY t.id");
+    let row = conn
+        .query_typed_opt(&sql, &[(&schema.as_str(), Type::TEXT)])
+        .await
+        .map_err(|e| Error::db("reading the registry", schema, e))?;
+    match row {
+        Some(row) => record(&row),
+        None => Err(Error::tenant_not_found(schema)),
     }
 }
 

@@ -38,6 +38,13 @@ pub enum TenantEvent {
         /// The version after.
         to: i32,
     },
+    /// A tenant's schema was renamed ([`Tenancy::rename_schema`](super::Tenancy::rename_schema)).
+    SchemaRenamed {
+        /// The schema's name before.
+        from: SchemaName,
+        /// Its name now.
+        to: SchemaName,
+    },
     /// A tenant's state changed.
     StatusChanged {
         /// The tenant's schema.

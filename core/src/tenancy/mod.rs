@@ -171,8 +171,27 @@ impl Tenancy {
     /// On another database ([`NewTenant::shard`], or the one with the fewest tenants) the
     /// schema is committed there first, then the registry rows: the tenant is resolvable only
     /// once its schema is complete.
+    ///
+    /// [No-transaction migrations](crate::Migration::no_transaction) (`CREATE INDEX
+    /// CONCURRENTLY`) cannot run in that transaction: the tenant is committed at the version
+    /// before the first of them, which then run (with the migrations after them), each
+    /// recorded as it succeeds. Should one fail, the tenant exists at the version it reached
+    /// and the error is [`Error::TenantCreatedBehind`]; the hooks still hear
+    /// [`TenantEvent::Created`], and [`migrate`](Self::migrate) finishes it.
     pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
-        let record = self.inner.registry.create_tenant(new).await?;
+        let record = match self.inner.registry.create_tenant(new).await {
+            Ok(record) => record,
+            Err(e) => {
+                // Created, but behind: it exists, so it is announced like any other.
+                if let Error::TenantCreatedBehind { schema, .. } = &e {
+                    if let Ok(record) = self.inner.registry.get(schema).await {
+                        self.forget(&record).await;
+                        self.emit(TenantEvent::Created(record)).await;
+                    }
+                }
+                return Err(e);
+            }
+        };
         self.forget(&record).await;
         self.emit(TenantEvent::Created(record.clone())).await;
         Ok(record)
@@ -184,6 +203,8 @@ impl Tenancy {
     /// tables; [`Error::CloneVersion`] otherwise). The clone lives on the source's database.
     /// Foreign keys are not re-checked during the copy (`session_replication_role =
     /// replica`, which needs a superuser or, on PostgreSQL 15, a role granted that setting).
+    /// Refused ([`Error::Refused`]) when the set has [no-transaction
+    /// migrations](crate::Migration::no_transaction).
     pub async fn clone_tenant(&self, source: &SchemaName, new: NewTenant) -> Result<TenantRecord> {
         let record = self.inner.registry.clone_tenant(source, new).await?;
         self.forget(&record).await;
@@ -202,8 +223,13 @@ impl Tenancy {
     ) -> Result<TenantRecord> {
         // Statements for the schema in this process finish first; new ones wait until the
         // deletion is over and then find the schema gone (or, on failure, verify it again).
+        let conns = self.inner.registry.delete_connections(schema).await?;
         let closed = session::close(schema).await;
-        let record = self.inner.registry.delete_tenant(schema, drop).await?;
+        let record = self
+            .inner
+            .registry
+            .delete_tenant(schema, drop, conns)
+            .await?;
         self.forget(&record).await;
         std::mem::drop(closed);
         self.emit(TenantEvent::Deleted(record.clone())).await;
@@ -215,10 +241,19 @@ impl Tenancy {
     }
 
     /// Looks the registry and every tenant schema over (see [`Registry::doctor`]); with
-    /// `fix`, migrates the tenants that are behind, through [`migrate`](Self::migrate), so
-    /// the hooks hear [`TenantEvent::Migrated`], and reports what it repaired.
+    /// `fix`, repairs invalid indexes left by failed concurrent builds (see
+    /// [`Finding::InvalidIndex`](crate::Finding::InvalidIndex)), then migrates the tenants
+    /// that are behind, through [`migrate`](Self::migrate), so the hooks hear
+    /// [`TenantEvent::Migrated`], and reports what it repaired.
     pub async fn doctor(&self, fix: bool) -> Result<crate::doctor::DoctorReport> {
         let mut report = self.inner.registry.doctor().await?;
+        if fix {
+            // Before migrating: an invalid index left by a failed build is dropped first in
+            // a tenant behind, so that the migration can build it again.
+            for (finding, error) in self.inner.registry.repair_invalid_indexes(&report).await? {
+                report.record_repair(finding, error);
+            }
+        }
         let behind = report.behind();
         if fix && !behind.is_empty() {
             let run = self
@@ -336,6 +371,64 @@ impl Tenancy {
         let record = self.inner.registry.get(schema).await?;
         self.forget(&record).await;
         Ok(())
+    }
+
+    /// Moves a tenant to another schema name: `ALTER SCHEMA old RENAME TO new` and its
+    /// registry row in one transaction (its migration history lives in the schema and moves
+    /// with it). Returns its record under the new name. [`rename`](Self::rename) changes
+    /// the display name only.
+    ///
+    /// Statements for either name in this process finish first and new ones wait while the
+    /// rename runs (as during [`delete_tenant`](Self::delete_tenant)); afterwards every
+    /// connection verifies its schema again, so a request resolved to the old name before
+    /// the rename fails with [`Error::SchemaMissing`] instead of running anywhere else, and
+    /// the tenant's hosts resolve to the new name at once (other instances listening for
+    /// changes within moments). The hooks hear [`TenantEvent::SchemaRenamed`].
+    ///
+    /// Fails with nothing changed: [`Error::TenantExists`] when `new` is taken (by a schema
+    /// or a registered tenant), [`Error::SchemaNamedAfterRole`] when a database role has
+    /// that name, [`Error::TenantNotFound`] when no tenant lives in `old`,
+    /// [`Error::Refused`] for the public schema.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenancy: tenant_schemas::Tenancy) -> tenant_schemas::Result<()> {
+    /// use tenant_schemas::SchemaName;
+    /// let record = tenancy
+    ///     .rename_schema(&SchemaName::new("acme")?, &SchemaName::new("acme_corp")?)
+    ///     .await?;
+    /// assert_eq!(record.schema.as_str(), "acme_corp");
+    /// # Ok(()) }
+    /// ```
+    pub async fn rename_schema(&self, old: &SchemaName, new: &SchemaName) -> Result<TenantRecord> {
+        // Taken before the gates close: requests held back at a closed gate keep their
+        // pooled connections. Refusals (public, the same name twice) come first.
+        let conns = self.inner.registry.rename_connections(old, new).await?;
+        // Both names are closed, in name order so that two renames crossing each other
+        // cannot deadlock: statements for the old name wait instead of finding the schema
+        // half renamed, and none can start on the new name before its row is committed.
+        let (first, second) = if old < new { (old, new) } else { (new, old) };
+        let closed_first = session::close(first).await;
+        let closed_second = session::close(second).await;
+        let renamed = self.inner.registry.rename_schema(old, new, conns).await;
+        if let Ok(record) = &renamed {
+            let hosts: Vec<Host> = record
+                .domains
+                .iter()
+                .filter_map(|domain| Host::parse(domain).ok())
+                .collect();
+            self.inner.caches.forget(old, &hosts).await;
+            self.inner.caches.forget(new, &hosts).await;
+        }
+        // Dropping the gates bumps both names' epochs: every connection checks again.
+        drop(closed_second);
+        drop(closed_first);
+        let record = renamed?;
+        self.emit(TenantEvent::SchemaRenamed {
+            from: old.clone(),
+            to: new.clone(),
+        })
+        .await;
+        Ok(record)
     }
 
     /// Adds `domain` to the tenant in `schema`; with `primary`, it replaces the primary

@@ -74,6 +74,10 @@ fn describe(f: &Finding) -> String {
         Finding::SchemaNamedAfterRole { schema } => {
             format!("tenant {schema} is named like a database role (\"$user\" resolves to it)")
         }
+        Finding::InvalidIndex { schema, index } => format!(
+            "tenant {schema} has an invalid index {index} (a failed concurrent build; \
+             --fix drops it and migrates a tenant behind, rebuilds it otherwise)"
+        ),
         _ => format!("{f:?}"),
     }
 }

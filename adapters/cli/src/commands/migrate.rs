@@ -4,17 +4,26 @@
 use serde_json::{json, Value};
 use tenant_schemas::{Outcome, SchemaName};
 
-use crate::args::Selection;
+use crate::args::{Rollout, Selection};
 use crate::commands::known_tenants;
 use crate::connect::Context;
 use crate::error::{CliError, CliResult};
 use crate::inspect::{inspect, Scope};
 use crate::output::{count, Output};
 
-pub(crate) async fn run(ctx: &Context, out: Output, sel: &Selection) -> CliResult {
+pub(crate) async fn run(
+    ctx: &Context,
+    out: Output,
+    sel: &Selection,
+    rollout: &Rollout,
+) -> CliResult {
     check_selection(ctx, sel).await?;
+    known_tenants(ctx, &rollout.canary).await?;
     let (progress, bar) = out.progress_bar();
-    let report = ctx.tenancy.migrate(&sel.options(), progress).await?;
+    let report = ctx
+        .tenancy
+        .migrate(&rollout.apply(sel.options()), progress)
+        .await?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -43,6 +52,12 @@ pub(crate) async fn run(ctx: &Context, out: Output, sel: &Selection) -> CliResul
         failed.len(),
         report.elapsed.as_secs_f64()
     );
+    if report.deferred > 0 {
+        text.push_str(&format!(
+            "; {} behind left for a later run",
+            count(report.deferred, "tenant")
+        ));
+    }
     for f in &failed {
         if let Outcome::Failed { version, error } = &f.outcome {
             text.push_str(&format!(
@@ -54,6 +69,7 @@ pub(crate) async fn run(ctx: &Context, out: Output, sel: &Selection) -> CliResul
     out.print(
         &text,
         &json!({"migrated": migrated, "up_to_date": report.up_to_date, "failed": failed.len(),
+               "deferred": report.deferred,
                "elapsed_ms": report.elapsed.as_millis() as u64, "schemas": rows}),
     );
     if failed.is_empty() {

@@ -10,6 +10,7 @@ pub(crate) mod domains;
 pub(crate) mod import;
 pub(crate) mod list;
 pub(crate) mod migrate;
+pub(crate) mod rename_schema;
 pub(crate) mod run;
 pub(crate) mod state;
 pub(crate) mod status;

@@ -83,5 +83,9 @@ async fn run(cli: Cli) -> CliResult {
             selection,
         } => commands::run::run(&ctx, out, sql, file, &selection).await,
         Command::Doctor { fix } => commands::doctor::run(&ctx, out, fix).await,
+        Command::Move { schema, to, mode } => {
+            commands::citus::move_tenant(&ctx, out, &schema, &to, mode).await
+        }
+        Command::Rebalance { mode } => commands::citus::rebalance(&ctx, out, mode).await,
     }
 }

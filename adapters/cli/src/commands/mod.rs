@@ -1,6 +1,7 @@
 //! One module per command; each runs against a [`Context`](crate::connect::Context) and
 //! prints through [`Output`](crate::output::Output).
 
+pub(crate) mod citus;
 pub(crate) mod clone;
 pub(crate) mod create;
 pub(crate) mod delete;

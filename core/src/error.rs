@@ -299,6 +299,14 @@ pub enum Error {
         status: TenantStatus,
     },
 
+    /// A Citus operation cannot be done: the database is no Citus coordinator, the tenant
+    /// is on no node, a node address is malformed (→ 500).
+    #[error("citus: {reason}")]
+    Citus {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A statement tried to write for a read-only tenant (→ 403).
     #[error("tenant `{schema}` is read-only: {source}")]
     TenantReadOnly {

@@ -18,12 +18,14 @@ mod sql;
 mod tenancy;
 mod tenant;
 
+pub mod citus;
 pub mod keys;
 pub mod request;
 pub mod scope;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use citus::{CitusNode, MoveReport, Placement, RebalanceReport, TransferMode};
 #[cfg(feature = "tls")]
 pub use connect::TlsHandshake;
 pub use connect::{ConnectionSettings, SslMode, TlsConnector, DATABASE_URL};

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use tenant_schemas::{Host, ImportSource, NewTenant, RunOptions, SchemaName, TenantStatus};
+use tenant_schemas::{
+    CitusNode, Host, ImportSource, NewTenant, RunOptions, SchemaName, TenantStatus, TransferMode,
+};
 
 use crate::error::EXIT_CODES;
 
@@ -19,7 +21,7 @@ pub(crate) const DEFAULT_SHARED_MIGRATIONS: &str = "migrations/shared";
 #[command(
     name = "tenant-schemas",
     version,
-    about = "Schema-per-tenant PostgreSQL: migrate, create, clone, delete, rename-schema, state, list, domains, run, doctor, status, import",
+    about = "Schema-per-tenant PostgreSQL: migrate, create, clone, delete, rename-schema, state, list, domains, run, doctor, status, import, move, rebalance",
     after_help = EXIT_CODES
 )]
 pub(crate) struct Cli {
@@ -227,6 +229,29 @@ pub(crate) enum Command {
         #[arg(long)]
         fix: bool,
     },
+    /// Citus: move a tenant (a distributed schema) to another worker with
+    /// citus_schema_move, online; its requests keep working.
+    #[command(after_help = EXIT_CODES)]
+    Move {
+        /// The tenant.
+        #[arg(value_parser = tenant_schema)]
+        schema: SchemaName,
+        /// The worker, as the coordinator's metadata names it.
+        #[arg(long, value_name = "HOST:PORT", value_parser = citus_node)]
+        to: CitusNode,
+        /// How the tables are copied: auto (logical replication; needs a primary key or
+        /// replica identity on every table), force_logical, or block_writes.
+        #[arg(long, default_value = "auto", value_parser = transfer_mode)]
+        mode: TransferMode,
+    },
+    /// Citus: run the rebalancer, which moves tenants between workers until each holds
+    /// about as many; prints the tenants it moved.
+    #[command(after_help = EXIT_CODES)]
+    Rebalance {
+        /// How the tables are copied (see `move`).
+        #[arg(long, default_value = "auto", value_parser = transfer_mode)]
+        mode: TransferMode,
+    },
 }
 
 /// Where `import` reads the tenants from.
@@ -333,6 +358,18 @@ impl Command {
             Self::Migrate { dry_run: false, .. } | Self::Create { .. } | Self::Import { .. }
         )
     }
+}
+
+/// A Citus node as `host:port`.
+fn citus_node(node: &str) -> Result<CitusNode, String> {
+    node.parse()
+        .map_err(|e: tenant_schemas::Error| e.to_string())
+}
+
+/// A Citus shard transfer mode.
+fn transfer_mode(mode: &str) -> Result<TransferMode, String> {
+    mode.parse()
+        .map_err(|e: tenant_schemas::Error| e.to_string())
 }
 
 /// A tenant state as typed (`read-only` or `read_only`).

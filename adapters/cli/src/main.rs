@@ -100,5 +100,9 @@ async fn run(cli: Cli) -> CliResult {
         Command::Import { source, baseline } => {
             commands::import::run(&ctx, out, &source, baseline).await
         }
+        Command::Move { schema, to, mode } => {
+            commands::citus::move_tenant(&ctx, out, &schema, &to, mode).await
+        }
+        Command::Rebalance { mode } => commands::citus::rebalance(&ctx, out, mode).await,
     }
 }

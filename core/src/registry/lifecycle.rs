@@ -111,10 +111,15 @@ impl Registry {
         let shard_pool = self.databases.get(&shard)?;
         let source = copy_from.map(|r| &r.schema);
         if shard.is_default() {
+            // On a Citus coordinator the schema is made a distributed one.
+            let citus = !schema.is_public() && self.is_citus().await?;
             // Schema, migrations and registry rows in one transaction.
             let mut conn = self.conn().await?;
             let made = async {
                 let tx = conn.transaction().await.map_err(db)?;
+                if citus {
+                    crate::citus::distribute_new_schemas(&tx, &schema).await?;
+                }
                 let version = self.build_schema(&tx, &new, source).await?;
                 let (id, created_at) = self.register(&tx, &new, version, &shard).await?;
                 tx.commit().await.map_err(db)?;

@@ -58,13 +58,19 @@ pub struct Registry {
     /// The default database holds the registry.
     databases: Databases,
     sets: MigrationSets,
+    /// Whether the default database is a Citus coordinator (tenants as distributed schemas).
+    pub(crate) citus: crate::citus::CitusMode,
 }
 
 impl Registry {
     /// A registry on the default database of `databases`, placing tenants on all of them,
     /// with the migration sets `sets`.
     pub(crate) fn over(databases: Databases, sets: MigrationSets) -> Self {
-        Self { databases, sets }
+        Self {
+            databases,
+            sets,
+            citus: crate::citus::CitusMode::default(),
+        }
     }
 
     /// The migrations every new tenant gets.

@@ -34,6 +34,7 @@ pub struct TenancyBuilder {
     listen: Option<ConnectionSettings>,
     install: bool,
     groups: Vec<Pool>,
+    citus: Option<bool>,
 }
 
 impl std::fmt::Debug for TenancyBuilder {
@@ -122,6 +123,7 @@ impl Tenancy {
             listen: None,
             install: true,
             groups: Vec::new(),
+            citus: None,
         }
     }
 }
@@ -250,6 +252,15 @@ impl TenancyBuilder {
         self
     }
 
+    /// Whether the default database is a Citus coordinator on which tenants are created as
+    /// distributed schemas (see [`citus`](crate::citus)). Without this call it is detected:
+    /// Citus is on when the `citus` extension is installed in the default database (looked
+    /// up by [`build`](Self::build) while installing the registry, or on first use).
+    pub fn citus(mut self, on: bool) -> Self {
+        self.citus = Some(on);
+        self
+    }
+
     /// Finishes the set-up.
     pub async fn build(self) -> Result<Tenancy> {
         // A migration set that would end its schema's transaction is refused up front.
@@ -260,9 +271,13 @@ impl TenancyBuilder {
             Some(settings) => Some((settings.connect_config(), settings.tls_connector()?)),
             None => None,
         };
-        let registry = Registry::over(self.databases.clone(), self.sets);
+        let mut registry = Registry::over(self.databases.clone(), self.sets);
+        if let Some(on) = self.citus {
+            registry.citus = crate::citus::CitusMode::fixed(on);
+        }
         if self.install {
             registry.install().await?;
+            registry.is_citus().await?;
         }
         let resolver = self
             .resolver

@@ -433,7 +433,7 @@ pub(super) fn free_port() -> HarnessResult<u16> {
         .port())
 }
 
-fn find_bin_dir() -> Option<PathBuf> {
+pub(super) fn find_bin_dir() -> Option<PathBuf> {
     let has_initdb = |dir: &Path| dir.join("initdb").is_file();
     if let Some(dir) = std::env::var_os("PG_BIN").map(PathBuf::from) {
         if has_initdb(&dir) {

@@ -21,10 +21,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The files of this folder: `cluster.rs` ([`TestCluster`]), `pgbouncer.rs`
+//! The files of this folder: `cluster.rs` ([`TestCluster`]), `citus.rs`
+//! ([`TestCitusCluster`]), `pgbouncer.rs`
 //! ([`TestPgBouncer`]), `database.rs` ([`TestDatabase`]), `tenant.rs` ([`TempTenant`]),
 //! `client.rs` ([`TenantClient`]) and `fixtures.rs` (the set-up most tests share).
 
+mod citus;
 mod client;
 mod cluster;
 mod database;
@@ -38,6 +40,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Config, NoTls};
 
+pub use citus::{TestCitusCluster, SKIP_CITUS_ENV};
 pub use client::{TenantClient, TestResponse};
 pub use cluster::TestCluster;
 pub use database::TestDatabase;
@@ -84,8 +87,15 @@ pub enum HarnessError {
     #[error("making the test certificates: {0}")]
     Certificate(String),
     /// What was asked needs a throwaway cluster of the system's PostgreSQL.
-    #[error("a TLS test cluster needs the system's PostgreSQL binaries, but {DATABASE_URL_ENV} names an external server: unset it")]
+    #[error("a TLS or Citus test cluster needs the system's PostgreSQL binaries, but {DATABASE_URL_ENV} names an external server: unset it")]
     ExternalServer,
+    /// A Citus test cluster was asked for, but the Citus extension is not installed for the
+    /// system's PostgreSQL.
+    #[error("Citus is not installed for the PostgreSQL in {bin}: run ../shared/citus/install.sh (builds Citus 13.2.2 into PostgreSQL 15), or set {}=1 to skip the Citus tests", citus::SKIP_CITUS_ENV)]
+    CitusMissing {
+        /// The PostgreSQL binaries' directory.
+        bin: String,
+    },
     /// `TENANT_SCHEMAS_TEST_DATABASE_URL` is not a valid connection string.
     #[error("{DATABASE_URL_ENV} is not a valid connection string: {0}")]
     BadUrl(String),

@@ -2,6 +2,7 @@
 //! prints through [`Output`](crate::output::Output).
 
 pub(crate) mod baseline;
+pub(crate) mod citus;
 pub(crate) mod clone;
 pub(crate) mod create;
 pub(crate) mod delete;

@@ -11,7 +11,7 @@ use tenant_schemas::request::{RequestResolver, Strategy};
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::TenantClient;
 use tenant_schemas::{NewTenant, SubdomainResolver, Tenancy};
-use tenant_schemas_axum::{with_tenancy, DbRejection, TenantDb, TenantLayer};
+use tenant_schemas_axum::{with_tenancy, TenantDb, TenantError, TenantLayer};
 
 async fn plant_public_marker(pool: &Pool) {
     pool.get()
@@ -25,7 +25,7 @@ async fn plant_public_marker(pool: &Pool) {
         .unwrap();
 }
 
-async fn marker(db: TenantDb) -> Result<String, DbRejection> {
+async fn marker(db: TenantDb) -> Result<String, TenantError> {
     let row = db.query_one("SELECT schema_name FROM marker", &[]).await?;
     Ok(row.get::<_, String>(0))
 }

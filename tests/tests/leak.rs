@@ -31,7 +31,7 @@ use rand::{Rng, SeedableRng};
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{pool, TenantClient, TestCluster, TestPgBouncer};
 use tenant_schemas::{scope, SchemaName, SchemaRouter, SearchPathMode, Tenancy, Tenant};
-use tenant_schemas_axum::{with_tenancy, DbRejection, TenantDb, TenantLayer};
+use tenant_schemas_axum::{with_tenancy, TenantDb, TenantError, TenantLayer};
 
 struct Size {
     tenants: usize,
@@ -205,7 +205,7 @@ async fn over_http(addr: SocketAddr, i: usize) -> Answer {
     }
 }
 
-async fn check(db: TenantDb) -> Result<String, DbRejection> {
+async fn check(db: TenantDb) -> Result<String, TenantError> {
     let marker = db.query_one("SELECT * FROM marker", &[]).await?;
     let notes = db.query_one("SELECT count(*) FROM notes", &[]).await?;
     Ok(format!(

@@ -15,11 +15,11 @@ use tenant_schemas::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingM
 use tenant_schemas::testing::TenantClient;
 use tenant_schemas::tokio_postgres::NoTls;
 use tenant_schemas::Tenancy;
-use tenant_schemas_axum::{with_tenancy, DbRejection, TenantDb, TenantLayer};
+use tenant_schemas_axum::{with_tenancy, TenantDb, TenantError, TenantLayer};
 
 const WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn count(db: TenantDb) -> Result<String, DbRejection> {
+async fn count(db: TenantDb) -> Result<String, TenantError> {
     let row = db.query_one("SELECT count(*) FROM notes", &[]).await?;
     Ok(row.get::<_, i64>(0).to_string())
 }

@@ -8,7 +8,7 @@ use axum::Router;
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{TenantClient, TestCluster, TestDatabase};
 use tenant_schemas::{DropSchema, NewTenant, RunOptions, Tenancy, TenantMigrations, DEFAULT_SHARD};
-use tenant_schemas_axum::{with_tenancy, DbRejection, TenantDb, TenantLayer};
+use tenant_schemas_axum::{with_tenancy, TenantDb, TenantError, TenantLayer};
 
 async fn schemas_on(db: &TestDatabase) -> Vec<String> {
     let c = db.pool().get().await.unwrap();
@@ -23,7 +23,7 @@ async fn schemas_on(db: &TestDatabase) -> Vec<String> {
     .collect()
 }
 
-async fn marker(db: TenantDb) -> Result<String, DbRejection> {
+async fn marker(db: TenantDb) -> Result<String, TenantError> {
     Ok(db
         .query_one("SELECT schema_name FROM marker", &[])
         .await?

@@ -24,6 +24,12 @@ impl std::fmt::Display for TenantError {
     }
 }
 
+impl std::error::Error for TenantError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 impl From<tenant_schemas::Error> for TenantError {
     fn from(err: tenant_schemas::Error) -> Self {
         Self(err)

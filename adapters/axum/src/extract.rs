@@ -1,5 +1,5 @@
-//! Extractors: [`CurrentTenant`], [`TenantDb`], [`PublicDb`], and [`DbRejection`] for the
-//! library's errors.
+//! Extractors: [`CurrentTenant`], [`TenantDb`], [`PublicDb`], and [`TenantError`] for the
+//! library's errors (the same name as in the actix-web adapter).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -9,18 +9,35 @@ use tenant_schemas::Tenant;
 
 tenant_schemas::__connection_extractors!();
 
-/// An error of the adapter as an axum response: the status of the error and a short text
-/// ([`Rejection::into_http`]).
+/// A library error as an axum response: the status of the error and a short text
+/// ([`Rejection::into_http`]). `?` converts any `tenant_schemas::Error` into it, also those
+/// of a [`TenantTransaction`](tenant_schemas::TenantTransaction). `Display` shows the
+/// error with its cause (for logs); the response shows no internals.
 #[derive(Debug)]
-pub struct DbRejection(pub tenant_schemas::Error);
+pub struct TenantError(pub tenant_schemas::Error);
 
-impl From<tenant_schemas::Error> for DbRejection {
+/// The former name of [`TenantError`].
+pub type DbRejection = TenantError;
+
+impl std::fmt::Display for TenantError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for TenantError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl From<tenant_schemas::Error> for TenantError {
     fn from(err: tenant_schemas::Error) -> Self {
         Self(err)
     }
 }
 
-impl IntoResponse for DbRejection {
+impl IntoResponse for TenantError {
     fn into_response(self) -> Response {
         Rejection::from_error(&self.0)
             .into_http()
@@ -33,18 +50,18 @@ impl IntoResponse for DbRejection {
 pub struct CurrentTenant(pub Tenant);
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentTenant {
-    type Rejection = DbRejection;
+    type Rejection = TenantError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         tenant_schemas_tower::tenant_of(&parts.extensions)
             .cloned()
             .map(CurrentTenant)
-            .ok_or(DbRejection(tenant_schemas::Error::NoTenantInScope))
+            .ok_or(TenantError(tenant_schemas::Error::NoTenantInScope))
     }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for TenantDb {
-    type Rejection = DbRejection;
+    type Rejection = TenantError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Self(
@@ -54,7 +71,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantDb {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for PublicDb {
-    type Rejection = DbRejection;
+    type Rejection = TenantError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Self(

@@ -14,7 +14,7 @@
 //! use tenant_schemas::Tenancy;
 //! use tenant_schemas_axum::{with_tenancy, CurrentTenant, TenantDb, TenantLayer};
 //!
-//! async fn notes(CurrentTenant(tenant): CurrentTenant, db: TenantDb) -> Result<String, tenant_schemas_axum::DbRejection> {
+//! async fn notes(CurrentTenant(tenant): CurrentTenant, db: TenantDb) -> Result<String, tenant_schemas_axum::TenantError> {
 //!     let rows = db.query("SELECT body FROM notes", &[]).await?;
 //!     Ok(format!("{} has {} notes", tenant.name(), rows.len()))
 //! }
@@ -33,7 +33,7 @@
 mod extract;
 mod routing;
 
-pub use extract::{CurrentTenant, DbRejection, PublicDb, TenantDb};
+pub use extract::{CurrentTenant, DbRejection, PublicDb, TenantDb, TenantError};
 pub use routing::{split, with_tenancy};
 pub use tenant_schemas::request::{strip_path_token, RequestResolver, Strategy, UnknownTenant};
 pub use tenant_schemas_tower::{TenantLayer, TenantService};

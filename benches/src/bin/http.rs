@@ -18,7 +18,7 @@ use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::TestCluster;
 use tenant_schemas::tokio_postgres::Config;
 use tenant_schemas::{Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
-use tenant_schemas_axum::{with_tenancy, DbRejection, TenantDb, TenantLayer};
+use tenant_schemas_axum::{with_tenancy, TenantDb, TenantError, TenantLayer};
 use tenant_schemas_benches::{micros, stats, Stats};
 
 const TENANTS: usize = 100;
@@ -58,7 +58,7 @@ async fn item_plain(State(pool): State<Pool>) -> String {
     c.query_one(&stmt, &[&7]).await.unwrap().get(0)
 }
 
-async fn item_tenant(db: TenantDb) -> Result<String, DbRejection> {
+async fn item_tenant(db: TenantDb) -> Result<String, TenantError> {
     Ok(db
         .query_one("SELECT v FROM items WHERE id = $1", &[&7])
         .await?

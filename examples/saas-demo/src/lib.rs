@@ -10,7 +10,7 @@ use axum::{Extension, Router};
 use demo_support::{seed, tenant_host, DemoDatabase};
 use serde::Deserialize;
 use tenant_schemas::{Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
-use tenant_schemas_axum::{split, with_tenancy, CurrentTenant, DbRejection, TenantDb, TenantLayer};
+use tenant_schemas_axum::{split, with_tenancy, CurrentTenant, TenantDb, TenantError, TenantLayer};
 
 /// Any error of the set-up.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -229,7 +229,7 @@ async fn list_tenants(
 
 // ---- the tenant sites ------------------------------------------------------------------
 
-async fn notes(db: &TenantDb) -> Result<Vec<(i64, String)>, DbRejection> {
+async fn notes(db: &TenantDb) -> Result<Vec<(i64, String)>, TenantError> {
     let rows = db
         .query("SELECT id, body FROM notes ORDER BY id", &[])
         .await?;
@@ -239,7 +239,7 @@ async fn notes(db: &TenantDb) -> Result<Vec<(i64, String)>, DbRejection> {
 async fn notes_page(
     CurrentTenant(tenant): CurrentTenant,
     db: TenantDb,
-) -> Result<Html<String>, DbRejection> {
+) -> Result<Html<String>, TenantError> {
     let items: String = notes(&db)
         .await?
         .iter()
@@ -284,7 +284,7 @@ async fn add_note_form(db: TenantDb, Form(note): Form<NewNote>) -> Result<Redire
 async fn list_notes(
     CurrentTenant(tenant): CurrentTenant,
     db: TenantDb,
-) -> Result<Json<serde_json::Value>, DbRejection> {
+) -> Result<Json<serde_json::Value>, TenantError> {
     let notes: Vec<_> = notes(&db)
         .await?
         .into_iter()

@@ -4,11 +4,11 @@ use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use tenant_schemas::scope;
-use tenant_schemas_axum::{split, with_tenancy, CurrentTenant, DbRejection, TenantDb, TenantLayer};
+use tenant_schemas_axum::{split, with_tenancy, CurrentTenant, TenantDb, TenantError, TenantLayer};
 
 use crate::suite;
 
-async fn list(db: TenantDb) -> Result<String, DbRejection> {
+async fn list(db: TenantDb) -> Result<String, TenantError> {
     let rows = db.query("SELECT body FROM notes ORDER BY id", &[]).await?;
     Ok(rows
         .iter()
@@ -16,7 +16,7 @@ async fn list(db: TenantDb) -> Result<String, DbRejection> {
         .collect())
 }
 
-async fn add(db: TenantDb, body: String) -> Result<&'static str, DbRejection> {
+async fn add(db: TenantDb, body: String) -> Result<&'static str, TenantError> {
     db.execute("INSERT INTO notes (body) VALUES ($1)", &[&body])
         .await?;
     Ok("created")

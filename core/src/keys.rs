@@ -1,7 +1,7 @@
 //! Tenant-aware keys: cache keys and object-storage paths prefixed with the tenant, so
 //! one tenant's entries and files never mix with another's.
 //!
-//! [`tenant_key`] and [`tenant_path`] use the tenant in [scope](crate::scope) and fail
+//! [`tenant_key`] and [`tenant_path`] use the tenant in [`scope`](crate::scope::run) and fail
 //! outside one ([`Error::NoTenantInScope`]): there is no unprefixed fallback. A key or path
 //! that could leave its prefix once a store or a file system interprets it (`..`, an
 //! absolute path, a backslash, NUL or another control character, a percent-encoded

@@ -3,10 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-use tenant_schemas::testing::{TestCluster, TestDatabase};
+use common::{sql, Cli};
+use tenant_schemas::testing::TestDatabase;
 
 /// django-tenants' tables with the public tenant and two shops, each shop's schema holding
 /// the `orders` table of the tenant migration V1, with one row.
@@ -25,97 +25,29 @@ CREATE TABLE shop_b.orders (id serial PRIMARY KEY, item text NOT NULL);
 INSERT INTO shop_b.orders (item) VALUES ('b-order');
 ";
 
-/// The binary, run on one database with the migrations of one directory.
-struct Cli {
-    url: String,
-    dir: PathBuf,
-}
-
-impl Cli {
-    async fn new(name: &str) -> (Self, TestDatabase) {
-        let db = TestCluster::shared()
-            .unwrap()
-            .create_database()
-            .await
-            .unwrap();
-        let url = TestCluster::shared()
-            .unwrap()
-            .url(db.name())
-            .unwrap_or_else(|| {
-                let base = std::env::var(tenant_schemas::testing::DATABASE_URL_ENV).unwrap();
-                let (server, _) = base.rsplit_once('/').unwrap();
-                format!("{server}/{}", db.name())
-            });
-        let dir = std::env::temp_dir().join(format!("ts-adopt-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        write(
-            &dir.join("tenant"),
-            "V1__orders.sql",
-            "CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL)",
-        );
-        write(
-            &dir.join("tenant"),
-            "V2__quantity.sql",
-            "ALTER TABLE orders ADD COLUMN quantity int NOT NULL DEFAULT 1",
-        );
-        std::fs::create_dir_all(dir.join("shared")).unwrap();
-        (Self { url, dir }, db)
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let (tenant, shared) = (self.dir.join("tenant"), self.dir.join("shared"));
-        let out = Command::new(env!("CARGO_BIN_EXE_tenant-schemas"))
-            .args(args)
-            .args(["--migrations", tenant.to_str().unwrap()])
-            .args(["--shared-migrations", shared.to_str().unwrap()])
-            .current_dir(&self.dir)
-            .env("DATABASE_URL", &self.url)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "{args:?}: {out}{err}");
-        out
-    }
-
-    fn fails(&self, code: i32, args: &[&str]) -> (String, String) {
-        let (got, out, err) = self.run(args);
-        assert_eq!(got, code, "{args:?}: {out}{err}");
-        (out, err)
-    }
-}
-
-impl Drop for Cli {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn write(dir: &Path, file: &str, sql: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(file), sql).unwrap();
-}
-
-async fn sql(db: &TestDatabase, sql: &str) {
-    db.pool()
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(sql)
-        .await
-        .unwrap();
+/// The binary on a database of its own, with tenant migrations V1 (`orders`) and V2.
+async fn cli(name: &str) -> (Cli, TestDatabase) {
+    Cli::with(
+        name,
+        &[
+            (
+                "tenant",
+                "V1__orders.sql",
+                "CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL)",
+            ),
+            (
+                "tenant",
+                "V2__quantity.sql",
+                "ALTER TABLE orders ADD COLUMN quantity int NOT NULL DEFAULT 1",
+            ),
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_django_tenants_deployment_is_adopted() {
-    let (cli, db) = Cli::new("django").await;
+    let (cli, db) = cli("django").await;
     sql(&db, DJANGO).await;
 
     let out = cli.ok(&["import", "--from-django-tenants", "--baseline", "1"]);
@@ -164,7 +96,7 @@ async fn a_django_tenants_deployment_is_adopted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_from_a_query_then_baseline() {
-    let (cli, db) = Cli::new("query").await;
+    let (cli, db) = cli("query").await;
     sql(&db, DJANGO).await;
 
     let (_, err) = cli.fails(

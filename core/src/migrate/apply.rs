@@ -34,27 +34,10 @@ impl TenantMigrations {
         self.validate()?;
         let db = |e| Error::db("migrating", schema, e);
         let set_path = format!("SET LOCAL search_path TO {}", search_path(schema, &[]));
-        tx.batch_execute(&format!(
-            "{set_path}; \
-             CREATE TABLE IF NOT EXISTS {s}.{HISTORY_TABLE} (
-                 version integer PRIMARY KEY,
-                 name text NOT NULL,
-                 checksum bigint NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-            s = schema.quoted(),
-        ))
-        .await
-        .map_err(db)?;
-        let applied = tx
-            .query(
-                &format!(
-                    "SELECT version, checksum FROM {}.{HISTORY_TABLE} ORDER BY version",
-                    schema.quoted()
-                ),
-                &[],
-            )
+        tx.batch_execute(&format!("{set_path}; {}", create_history_sql(schema)))
             .await
             .map_err(db)?;
+        let applied = tx.query(&applied_sql(schema), &[]).await.map_err(db)?;
         let current = self.check_applied(schema, &applied)?;
         // Up to the first no-transaction step: it runs once this transaction committed.
         let pending: Vec<&Migration> = self
@@ -232,4 +215,24 @@ pub(crate) async fn refuse_shadowing(
         Some((schema, table)) => Err(Error::TableInPublic { schema, table }),
         None => Ok(()),
     }
+}
+
+/// Creates `schema`'s migration history table if it is missing (shared with the baseline).
+pub(super) fn create_history_sql(schema: &SchemaName) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {s}.{HISTORY_TABLE} (
+             version integer PRIMARY KEY,
+             name text NOT NULL,
+             checksum bigint NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+        s = schema.quoted(),
+    )
+}
+
+/// The versions and checksums applied in `schema`, oldest first.
+pub(super) fn applied_sql(schema: &SchemaName) -> String {
+    format!(
+        "SELECT version, checksum FROM {}.{HISTORY_TABLE} ORDER BY version",
+        schema.quoted()
+    )
 }

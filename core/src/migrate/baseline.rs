@@ -5,7 +5,7 @@
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
-use super::apply::HISTORY_TABLE;
+use super::apply::{applied_sql, create_history_sql, HISTORY_TABLE};
 use super::set::{Migration, TenantMigrations};
 use crate::databases::ShardName;
 use crate::error::{Error, Result};
@@ -73,26 +73,10 @@ impl TenantMigrations {
             });
         }
         // The same table `apply` creates.
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {s}.{HISTORY_TABLE} (
-                 version integer PRIMARY KEY,
-                 name text NOT NULL,
-                 checksum bigint NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-            s = schema.quoted(),
-        ))
-        .await
-        .map_err(db)?;
-        let applied = tx
-            .query(
-                &format!(
-                    "SELECT version, checksum FROM {}.{HISTORY_TABLE} ORDER BY version",
-                    schema.quoted()
-                ),
-                &[],
-            )
+        tx.batch_execute(&create_history_sql(schema))
             .await
             .map_err(db)?;
+        let applied = tx.query(&applied_sql(schema), &[]).await.map_err(db)?;
         let current = self.check_applied(schema, &applied)?;
         let recorded: Vec<i32> = applied.iter().map(|r| r.get(0)).collect();
         let missing: Vec<&Migration> = self

@@ -1,0 +1,125 @@
+//! More of Citus, on a real cluster (`TestCitusCluster`): cross-tenant reports through the
+//! coordinator (a distributed query), a stopped worker (only its tenants are unavailable),
+//! and a migration across 200 distributed tenants.
+//!
+//! Needs Citus installed (`../shared/citus/install.sh`, run by scripts/test when Citus is
+//! missing); `TENANT_SCHEMAS_SKIP_CITUS=1` skips these tests where it is not.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::testing::{TestCitusCluster, TestDatabase};
+use tenant_schemas::{Error, ErrorKind, ReportOptions, Tenancy};
+
+/// A fresh database on `cluster`, or on the shared Citus cluster; `None` when the user
+/// opted out.
+async fn citus_database(
+    cluster: Option<&TestCitusCluster>,
+) -> Option<(&TestCitusCluster, TestDatabase)> {
+    if TestCitusCluster::skip_requested() {
+        eprintln!("Citus tests skipped (TENANT_SCHEMAS_SKIP_CITUS is set)");
+        return None;
+    }
+    let cluster = match cluster {
+        Some(c) => c,
+        None => TestCitusCluster::shared().unwrap_or_else(|e| panic!("{e}")),
+    };
+    let db = cluster.create_database().await.expect("citus database");
+    Some((cluster, db))
+}
+
+async fn note_counts(tenancy: &Tenancy) -> Vec<(String, String, i64)> {
+    tenancy
+        .report(
+            "SELECT m.schema_name AS marker, (SELECT count(*) FROM {schema}.notes) AS notes
+             FROM {schema}.marker AS m",
+            &[],
+            &ReportOptions::default(),
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get("marker"), r.get("notes")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_runs_over_distributed_tenants_and_writes_nothing() {
+    let Some((_cluster, db)) = citus_database(None).await else {
+        return;
+    };
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    assert!(tenancy.registry().is_citus().await.unwrap());
+    let schemas = marked_tenants(&tenancy, "t", 4).await;
+    let placements = tenancy.registry().placements().await.unwrap();
+    let nodes: std::collections::BTreeSet<_> =
+        placements.iter().filter_map(|p| p.node.clone()).collect();
+    assert_eq!(nodes.len(), 2, "tenants on both workers: {placements:?}");
+
+    let expected: Vec<(String, String, i64)> = schemas
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.to_string(), s.to_string(), i as i64))
+        .collect();
+    let started = Instant::now();
+    assert_eq!(note_counts(&tenancy).await, expected);
+    eprintln!("report over 4 distributed tenants: {:?}", started.elapsed());
+
+    // Aggregates and parameters across workers.
+    let rows = tenancy
+        .report(
+            "SELECT n.body, count(*) AS notes FROM {schema}.notes AS n
+             WHERE n.body = $1 GROUP BY n.body",
+            &[&"x"],
+            &ReportOptions::default(),
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get("notes"))).collect();
+    assert_eq!(got, [("t1".into(), 1), ("t2".into(), 2), ("t3".into(), 3)]);
+
+    // Writes through the coordinator are refused, and change nothing on the workers.
+    for write in [
+        "SELECT n.id FROM {schema}.notes AS n FOR UPDATE",
+        "SELECT nextval('{schema}.notes_id_seq') AS id",
+    ] {
+        let err = tenancy
+            .report(write, &[], &ReportOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::ReportWrites { .. }),
+            "{write}: {err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+    }
+    let err = tenancy
+        .report(
+            "WITH d AS (DELETE FROM {schema}.notes RETURNING 1) SELECT count(*) FROM d",
+            &[],
+            &ReportOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.as_db_error().is_some(), "{err:?}");
+    assert_eq!(note_counts(&tenancy).await, expected);
+
+    // The statement timeout reaches the distributed query.
+    let started = Instant::now();
+    let err = tenancy
+        .report(
+            "SELECT pg_sleep(5) AS slept FROM {schema}.marker",
+            &[],
+            &ReportOptions::default().statement_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.as_db_error().is_some(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

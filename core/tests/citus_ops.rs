@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{TestCitusCluster, TestDatabase};
-use tenant_schemas::{Error, ErrorKind, ReportOptions, Tenancy};
+use tenant_schemas::{Error, ErrorKind, ReportOptions, SchemaName, Tenancy};
 
 /// A fresh database on `cluster`, or on the shared Citus cluster; `None` when the user
 /// opted out.
@@ -121,5 +121,90 @@ async fn a_report_runs_over_distributed_tenants_and_writes_nothing() {
         started.elapsed() < Duration::from_secs(4),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// What a request for `schema` gets: its marker, or the error.
+async fn request(tenancy: &Tenancy, schema: &SchemaName) -> tenant_schemas::Result<String> {
+    let tenant = tenancy
+        .resolve(&host(&format!("{}.test", schema.as_str())))
+        .await?;
+    let db = tenancy.router().connection_for_tenant(&tenant).await?;
+    let row = db.query_one("SELECT schema_name FROM marker", &[]).await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_makes_only_its_tenants_unavailable() {
+    if TestCitusCluster::skip_requested() {
+        eprintln!("Citus tests skipped (TENANT_SCHEMAS_SKIP_CITUS is set)");
+        return;
+    }
+    // A cluster of its own: the shared one serves the other tests meanwhile.
+    let started = Instant::now();
+    let own = TestCitusCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let Some((cluster, db)) = citus_database(Some(&own)).await else {
+        return;
+    };
+    eprintln!("own Citus cluster and database: {:?}", started.elapsed());
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "w", 4).await;
+    let placements = tenancy.registry().placements().await.unwrap();
+    let stopped = cluster.worker_nodes()[0].clone();
+    let (down, up): (Vec<_>, Vec<_>) = schemas.iter().cloned().partition(|s| {
+        placements
+            .iter()
+            .any(|p| &p.schema == s && p.node.as_ref() == Some(&stopped))
+    });
+    assert!(!down.is_empty() && !up.is_empty(), "{placements:?}");
+    for s in &schemas {
+        assert_eq!(request(&tenancy, s).await.unwrap(), s.as_str());
+    }
+
+    cluster.workers()[0].stop().unwrap();
+    let stopped_at = Instant::now();
+    for round in 0..3 {
+        for s in &down {
+            let started = Instant::now();
+            let err = request(&tenancy, s).await.unwrap_err();
+            eprintln!(
+                "{s} on the stopped worker, round {round}: {:?}: {err}",
+                started.elapsed()
+            );
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+            assert_eq!(err.status().as_u16(), 503);
+        }
+        for s in &up {
+            assert_eq!(
+                request(&tenancy, s).await.unwrap(),
+                s.as_str(),
+                "round {round}"
+            );
+        }
+    }
+    // Placement still answers (it reads the coordinator's metadata).
+    assert_eq!(tenancy.registry().placements().await.unwrap(), placements);
+    eprintln!("worker down for {:?}", stopped_at.elapsed());
+
+    cluster.workers()[0].restart().unwrap();
+    let restarted = Instant::now();
+    for s in &schemas {
+        loop {
+            match request(&tenancy, s).await {
+                Ok(marker) => {
+                    assert_eq!(marker, s.as_str());
+                    break;
+                }
+                Err(e) if restarted.elapsed() < Duration::from_secs(15) => {
+                    eprintln!("{s} after the restart: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{s} still failing after the restart: {e:?}"),
+            }
+        }
+    }
+    eprintln!(
+        "all tenants served {:?} after the restart",
+        restarted.elapsed()
     );
 }

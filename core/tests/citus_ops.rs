@@ -208,3 +208,80 @@ async fn a_stopped_worker_makes_only_its_tenants_unavailable() {
         restarted.elapsed()
     );
 }
+
+/// How many distributed tenants the migration test makes.
+const MANY: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_reaches_200_distributed_tenants() {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    use tenant_schemas::{NewTenant, RunOptions, TenantMigrations};
+
+    let Some((_cluster, db)) = citus_database(None).await else {
+        return;
+    };
+    let migrations = TenantMigrations::new().with("notes", NOTES);
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(migrations.clone())
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let schemas: Vec<SchemaName> = stream::iter(0..MANY)
+        .map(|i| {
+            let tenancy = tenancy.clone();
+            async move {
+                let s = schema(&format!("m{i:03}"));
+                tenancy.create_tenant(NewTenant::new(s.clone())).await?;
+                Ok::<_, Error>(s)
+            }
+        })
+        .buffer_unordered(4)
+        .try_collect()
+        .await
+        .unwrap();
+    let created = started.elapsed();
+    let placements = tenancy.registry().placements().await.unwrap();
+    assert_eq!(placements.len(), MANY);
+    let on_first = placements
+        .iter()
+        .filter(|p| p.node == placements[0].node)
+        .count();
+    assert!(on_first < MANY, "all on one worker: {placements:?}");
+
+    let newer = migrations.with("tag", "ALTER TABLE notes ADD COLUMN tag text");
+    let migrating = Tenancy::builder(db.pool().clone())
+        .migrations(newer)
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let report = migrating
+        .migrate(&RunOptions::default(), None)
+        .await
+        .unwrap();
+    let migrated = started.elapsed();
+    assert!(report.is_success(), "{report:?}");
+    let records = migrating.registry().list().await.unwrap();
+    let tenants: Vec<_> = records.iter().filter(|r| !r.schema.is_public()).collect();
+    assert_eq!(tenants.len(), MANY);
+    assert!(tenants.iter().all(|r| r.version == 2), "{tenants:?}");
+    // The column is on every tenant's table, on both workers: one report says so.
+    let started = Instant::now();
+    let rows = migrating
+        .report(
+            "SELECT count(*) AS tagged FROM {schema}.notes WHERE tag IS NULL",
+            &[],
+            &ReportOptions::default(),
+        )
+        .await
+        .unwrap();
+    let reported = started.elapsed();
+    assert_eq!(rows.len(), MANY);
+    assert!(rows.iter().all(|r| r.get::<_, i64>("tagged") == 0));
+    eprintln!(
+        "{} distributed tenants ({on_first} on one worker): created in {created:?} (4 at \
+         once), migrated in {migrated:?}, a report over all of them in {reported:?}",
+        schemas.len()
+    );
+}

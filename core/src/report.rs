@@ -154,7 +154,8 @@ pub fn union_all(sql: &str, schemas: &[SchemaName]) -> Result<String> {
 
 impl Tenancy {
     /// Runs the read-only query `sql`, written for one tenant with `{schema}` where its
-    /// schema goes, over every tenant (or `options.schemas`) as one `UNION ALL`, in a
+    /// schema goes, over every registered tenant whatever its state (or only
+    /// `options.schemas`) as one `UNION ALL`, in a
     /// `READ ONLY` transaction with `options.statement_timeout`; returns the rows, each
     /// starting with the column `tenant_schema` (text), ordered by tenant (each tenant's
     /// rows in the order its query gave them). `params` are the query's `$1`, `$2`…, the same

@@ -8,11 +8,12 @@
 use std::time::{Duration, Instant};
 
 use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::testing::TestCluster;
 use tenant_schemas::tokio_postgres::error::SqlState;
-use tenant_schemas::{Error, ErrorKind, NewTenant, ReportOptions};
+use tenant_schemas::{Error, ErrorKind, NewTenant, ReportOptions, Tenancy};
 
 /// Each tenant's (schema, notes) as a report sees them.
-async fn note_counts(tenancy: &tenant_schemas::Tenancy) -> Vec<(String, i64)> {
+async fn note_counts(tenancy: &Tenancy) -> Vec<(String, i64)> {
     tenancy
         .report(
             "SELECT count(*) AS notes FROM {schema}.notes",
@@ -196,5 +197,60 @@ async fn a_report_reads_every_tenant_tagged_and_writes_nothing() {
     assert_eq!(
         tenancy.registry().get(&schema("r0")).await.unwrap().name,
         "after a report"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_spans_the_databases_of_the_shard_map() {
+    let a = database().await;
+    let b = TestCluster::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let tenancy = Tenancy::builder(a.new_pool(4).unwrap())
+        .shard("b", b.new_pool(4).unwrap())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    for (name, shard) in [("on_a", None), ("on_b", Some("b")), ("also_a", None)] {
+        let s = schema(name);
+        let new = NewTenant::new(s.clone());
+        let record = tenancy
+            .create_tenant(match shard {
+                Some(shard) => new.shard(shard),
+                None => new,
+            })
+            .await
+            .unwrap();
+        tenancy
+            .router()
+            .connection_for_tenant(&record.tenant())
+            .await
+            .unwrap()
+            .execute("INSERT INTO marker VALUES ($1)", &[&name])
+            .await
+            .unwrap();
+    }
+    let rows = tenancy
+        .report(
+            "SELECT schema_name AS marker, current_database()::text AS db FROM {schema}.marker",
+            &[],
+            &ReportOptions::default(),
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get("marker"), r.get("db")))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("also_a".into(), "also_a".into(), a.name().to_owned()),
+            ("on_a".into(), "on_a".into(), a.name().to_owned()),
+            ("on_b".into(), "on_b".into(), b.name().to_owned()),
+        ]
     );
 }

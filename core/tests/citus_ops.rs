@@ -149,6 +149,13 @@ async fn a_stopped_worker_makes_only_its_tenants_unavailable() {
     eprintln!("own Citus cluster and database: {:?}", started.elapsed());
     let tenancy = tenancy(&db, marker_and_notes()).await;
     let schemas = marked_tenants(&tenancy, "w", 4).await;
+    // The same in transaction mode (what runs behind PgBouncer).
+    let transaction_mode = Tenancy::builder(db.new_pool(4).unwrap())
+        .migrations(marker_and_notes())
+        .search_path_mode(tenant_schemas::SearchPathMode::Transaction)
+        .build()
+        .await
+        .unwrap();
     let placements = tenancy.registry().placements().await.unwrap();
     let stopped = cluster.worker_nodes()[0].clone();
     let (down, up): (Vec<_>, Vec<_>) = schemas.iter().cloned().partition(|s| {
@@ -164,22 +171,20 @@ async fn a_stopped_worker_makes_only_its_tenants_unavailable() {
     cluster.workers()[0].stop().unwrap();
     let stopped_at = Instant::now();
     for round in 0..3 {
-        for s in &down {
-            let started = Instant::now();
-            let err = request(&tenancy, s).await.unwrap_err();
-            eprintln!(
-                "{s} on the stopped worker, round {round}: {:?}: {err}",
-                started.elapsed()
-            );
-            assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
-            assert_eq!(err.status().as_u16(), 503);
-        }
-        for s in &up {
-            assert_eq!(
-                request(&tenancy, s).await.unwrap(),
-                s.as_str(),
-                "round {round}"
-            );
+        for t in [&tenancy, &transaction_mode] {
+            for s in &down {
+                let started = Instant::now();
+                let err = request(t, s).await.unwrap_err();
+                eprintln!(
+                    "{s} on the stopped worker, round {round}: {:?}: {err}",
+                    started.elapsed()
+                );
+                assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+                assert_eq!(err.status().as_u16(), 503);
+            }
+            for s in &up {
+                assert_eq!(request(t, s).await.unwrap(), s.as_str(), "round {round}");
+            }
         }
     }
     // Placement still answers (it reads the coordinator's metadata).
@@ -188,9 +193,12 @@ async fn a_stopped_worker_makes_only_its_tenants_unavailable() {
 
     cluster.workers()[0].restart().unwrap();
     let restarted = Instant::now();
-    for s in &schemas {
+    for (s, t) in schemas
+        .iter()
+        .flat_map(|s| [(s, &tenancy), (s, &transaction_mode)])
+    {
         loop {
-            match request(&tenancy, s).await {
+            match request(t, s).await {
                 Ok(marker) => {
                     assert_eq!(marker, s.as_str());
                     break;

@@ -307,6 +307,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A cross-tenant report's query is malformed: it names no `{schema}` or holds more
+    /// than one statement (→ 400).
+    #[error("cannot run the report: {reason}")]
+    ReportQuery {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A cross-tenant report's query tried to write; reports run read-only and nothing
+    /// was changed (→ 403).
+    #[error("a report may not write: {}", pg_message(.source))]
+    ReportWrites {
+        /// The server's refusal.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
     /// A statement tried to write for a read-only tenant (→ 403).
     #[error("tenant `{schema}` is read-only: {source}")]
     TenantReadOnly {
@@ -428,7 +445,8 @@ impl Error {
             | Self::InvalidKey { .. }
             | Self::BaselineVersion { .. }
             | Self::BaselineRefused { .. }
-            | Self::ImportSource { .. } => ErrorKind::InvalidInput,
+            | Self::ImportSource { .. }
+            | Self::ReportQuery { .. } => ErrorKind::InvalidInput,
             Self::UnknownHost { .. }
             | Self::TenantNotFound { .. }
             | Self::TenantGone { .. }
@@ -445,7 +463,7 @@ impl Error {
                 TenantStatus::Archived => ErrorKind::NotFound,
                 _ => ErrorKind::Forbidden,
             },
-            Self::TenantReadOnly { .. } => ErrorKind::Forbidden,
+            Self::TenantReadOnly { .. } | Self::ReportWrites { .. } => ErrorKind::Forbidden,
             Self::Database { source, .. } | Self::Migration { source, .. }
                 if is_connection_lost(source) =>
             {
@@ -477,7 +495,8 @@ impl Error {
             Self::Database { source, .. }
             | Self::Migration { source, .. }
             | Self::MigrationLockTimeout { source, .. }
-            | Self::TenantReadOnly { source, .. } => source.as_db_error(),
+            | Self::TenantReadOnly { source, .. }
+            | Self::ReportWrites { source } => source.as_db_error(),
             Self::TenantCreatedBehind { source, .. } => source.as_db_error(),
             Self::Lookup { source, .. } => source.as_db_error(),
             _ => None,

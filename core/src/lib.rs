@@ -20,6 +20,7 @@ mod tenant;
 
 pub mod citus;
 pub mod keys;
+pub mod report;
 pub mod request;
 pub mod scope;
 #[cfg(feature = "testing")]
@@ -39,6 +40,7 @@ pub use migrate::{
     TenantMigrations, HISTORY_TABLE, NO_TRANSACTION_MARKER,
 };
 pub use registry::{DropSchema, ImportSource, NewTenant, Registry, CHANNEL};
+pub use report::{ReportOptions, SCHEMA_PLACEHOLDER};
 pub use resolve::{
     CacheConfig, CachedResolver, RegistryResolver, StaticResolver, SubdomainResolver,
     TenantResolver,

@@ -1,0 +1,204 @@
+//! The `load` comparison's Citus pair: `baseline` and `session` through a Citus coordinator,
+//! on a throwaway Citus cluster (`TestCitusCluster`: a coordinator and two workers on this
+//! machine).
+//!
+//! N tasks (default 32) share a pool of 16 coordinator connections; each operation is a
+//! checkout plus one primary-key `SELECT`:
+//! - `baseline`: no tenancy, one distributed schema `base` (the pool's connections start on
+//!   it), so every statement is routed by the coordinator to one worker;
+//! - `session`: tenant-schemas, session search-path mode, a tenant picked uniformly from T
+//!   distributed tenants (Citus spreads them over both workers).
+//!
+//! The two variants alternate (`--rounds`, default 3); ratio = session / baseline of the
+//! same round. `cargo run --release -p tenant-schemas-benches --bin load_citus -- --help`
+//! lists the options. Needs Citus installed (see the README's "Citus" section).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tenant_schemas::deadpool_postgres::Pool;
+use tenant_schemas::testing::TestCitusCluster;
+use tenant_schemas::tokio_postgres::Config;
+use tenant_schemas::{NewTenant, SchemaName, SchemaRouter, Tenancy, TenantMigrations};
+use tenant_schemas_benches::{micros, stats, Picker, Stats};
+
+const SQL: &str = "SELECT v FROM items WHERE id = $1";
+const ROWS: i32 = 100;
+const POOL: usize = 16;
+
+/// Baseline and session through a Citus coordinator.
+#[derive(Parser)]
+struct Args {
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 3.0)]
+    secs: f64,
+    /// Tasks sharing the pool.
+    #[arg(long, default_value_t = 32)]
+    tasks: usize,
+    /// Tenants (T).
+    #[arg(long, default_value_t = 100)]
+    tenants: usize,
+    /// Alternating rounds of the two variants.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Baseline,
+    Session,
+}
+
+struct Setup {
+    schemas: Vec<SchemaName>,
+    baseline: Pool,
+    session: SchemaRouter,
+}
+
+fn make_pool(config: &Config, app: &str, options: Option<&str>) -> Pool {
+    let mut config = config.clone();
+    config.application_name(app);
+    if let Some(o) = options {
+        config.options(o);
+    }
+    tenant_schemas::testing::pool(config, POOL).unwrap()
+}
+
+async fn op(setup: &Setup, variant: Variant, tenant: usize, id: i32) {
+    match variant {
+        Variant::Baseline => {
+            let c = setup.baseline.get().await.unwrap();
+            let stmt = c.prepare_cached(SQL).await.unwrap();
+            c.query_one(&stmt, &[&id]).await.unwrap();
+        }
+        Variant::Session => {
+            let c = setup
+                .session
+                .connection_for(&setup.schemas[tenant])
+                .await
+                .unwrap();
+            c.query_one(SQL, &[&id]).await.unwrap();
+        }
+    }
+}
+
+async fn run_for(
+    setup: &Arc<Setup>,
+    variant: Variant,
+    picker: &Picker,
+    tasks: usize,
+    length: Duration,
+) -> Stats {
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (setup, picker) = (setup.clone(), picker.clone());
+        handles.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(t as u64);
+            let mut latencies = Vec::new();
+            let mut n = 0i32;
+            while started.elapsed() < length {
+                let tenant = picker.pick(&mut rng);
+                n = n % ROWS + 1;
+                let t0 = Instant::now();
+                op(&setup, variant, tenant, n).await;
+                latencies.push(t0.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    stats(&mut all, started.elapsed())
+}
+
+#[tokio::main]
+async fn main() {
+    let Args {
+        secs,
+        tasks,
+        tenants,
+        rounds,
+    } = Args::parse();
+    let started = Instant::now();
+    let cluster = TestCitusCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster.create_database().await.unwrap();
+    let config = db.config().clone();
+    let table = format!(
+        "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL); \
+         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"
+    );
+    let tenancy = Tenancy::builder(make_pool(&config, "setup", None))
+        .migrations(TenantMigrations::new().with("items", table.clone()))
+        .build()
+        .await
+        .unwrap();
+    let schemas: Vec<SchemaName> = (0..tenants.max(1))
+        .map(|i| SchemaName::new(&format!("t{i}")).unwrap())
+        .collect();
+    for s in &schemas {
+        tenancy
+            .create_tenant(NewTenant::new(s.clone()))
+            .await
+            .unwrap();
+    }
+    make_pool(&config, "admin", None)
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "SET citus.enable_schema_based_sharding = on; CREATE SCHEMA base; \
+             SET search_path TO base; {table}; ANALYZE"
+        ))
+        .await
+        .unwrap();
+    let placements = tenancy.registry().placements().await.unwrap();
+    let first = placements.first().and_then(|p| p.node.clone());
+    let on_first = placements.iter().filter(|p| p.node == first).count();
+    println!(
+        "setup: Citus coordinator + 2 workers, {} distributed tenants ({on_first} on one \
+         worker) + a distributed baseline schema, {ROWS} rows each, in {:.1} s",
+        schemas.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let setup = Arc::new(Setup {
+        schemas,
+        baseline: make_pool(&config, "baseline", Some("-c search_path=base")),
+        session: SchemaRouter::new(make_pool(&config, "session", None)),
+    });
+    let picker = Picker::Uniform(setup.schemas.len());
+    let length = Duration::from_secs_f64(secs);
+    let warmup = Duration::from_secs_f64((secs / 3.0).min(1.0));
+    println!(
+        "\n{tasks} tasks, pool {POOL} (coordinator connections), {secs} s per run, T = {}, \
+         uniform, 1 query per checkout; ratio = session / baseline of the same round",
+        setup.schemas.len()
+    );
+    println!("| round | variant | ops/s | p50 µs | p99 µs | ratio |");
+    println!("|---|---|---|---|---|---|");
+    for round in 1..=rounds {
+        let mut base = 0.0;
+        for variant in [Variant::Baseline, Variant::Session] {
+            run_for(&setup, variant, &picker, tasks, warmup).await;
+            let s = run_for(&setup, variant, &picker, tasks, length).await;
+            if variant == Variant::Baseline {
+                base = s.per_sec;
+            }
+            println!(
+                "| {round} | {variant:?} | {:.0} | {} | {} | {:.2} |",
+                s.per_sec,
+                micros(s.p50),
+                micros(s.p99),
+                s.per_sec / base
+            );
+        }
+    }
+}

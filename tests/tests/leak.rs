@@ -1,7 +1,8 @@
 //! The leak test: many tenants, concurrent requests, faults; zero wrong-tenant answers.
 //!
-//! Two deployments over the same tenants: direct to PostgreSQL in session mode, and through
-//! a real PgBouncer (transaction pooling) in transaction mode. Requests pick a random
+//! Three deployments: direct to PostgreSQL in session mode, through a real PgBouncer
+//! (transaction pooling) in transaction mode, and (a test of its own, 200 tenants) through a
+//! Citus coordinator with the tenants as distributed schemas. Requests pick a random
 //! tenant and read its marker row and note count, through a `ConnectionScope` and (one in
 //! four) through the axum adapter over HTTP. Meanwhile: 5% of requests are cancelled
 //! mid-flight, random backends are killed with `pg_terminate_backend`, some requests hit a
@@ -29,7 +30,7 @@ use axum::Router;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tenant_schemas::testing::fixtures::*;
-use tenant_schemas::testing::{pool, TenantClient, TestCluster, TestPgBouncer};
+use tenant_schemas::testing::{pool, TenantClient, TestCitusCluster, TestCluster, TestPgBouncer};
 use tenant_schemas::{scope, SchemaName, SchemaRouter, SearchPathMode, Tenancy, Tenant};
 use tenant_schemas_axum::{with_tenancy, TenantDb, TenantError, TenantLayer};
 
@@ -495,6 +496,56 @@ async fn no_request_ever_sees_another_tenant() {
         bounced,
         schemas.clone(),
         doomed(n - 20..n),
+        size.requests,
+    )
+    .await;
+}
+
+/// The same through a Citus coordinator, tenants as distributed schemas spread over two
+/// workers: backends on the coordinator killed, tenants migrated and deleted mid-run.
+/// Fewer tenants than the direct run (each is a distributed schema: creation costs ~35 ms),
+/// the same number of requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_ever_sees_another_tenant_through_a_citus_coordinator() {
+    if TestCitusCluster::skip_requested() {
+        eprintln!("Citus leak test skipped (TENANT_SCHEMAS_SKIP_CITUS is set)");
+        return;
+    }
+    let size = size();
+    let citus = TestCitusCluster::shared().unwrap_or_else(|e| panic!("{e}"));
+    let db = citus.create_database().await.unwrap();
+    let setup = Tenancy::builder(db.new_pool(8).unwrap())
+        .migrations(marker_and_notes())
+        .citus(true)
+        .build()
+        .await
+        .unwrap();
+    let schemas = Arc::new(create_tenants(&setup, 200).await);
+    setup
+        .router()
+        .public()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE public.marker (schema_name text NOT NULL);
+             INSERT INTO public.marker VALUES ('PUBLIC');
+             CREATE TABLE public.notes (id bigserial, body text);",
+        )
+        .await
+        .unwrap();
+    let n = schemas.len();
+    let tenancy = Tenancy::builder(pool(citus.coordinator_config(db.name()), POOL).unwrap())
+        .citus(true)
+        .build()
+        .await
+        .unwrap();
+    run_deployment(
+        "session, citus coordinator",
+        citus.coordinator(),
+        db.name(),
+        tenancy,
+        schemas.clone(),
+        schemas[n - 20..n].to_vec(),
         size.requests,
     )
     .await;

@@ -81,14 +81,43 @@ async fn browser(driver: &Driver) -> Client {
         .expect("a WebDriver session")
 }
 
-async fn text(client: &Client, css: &str) -> String {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// The text of the first element matching `css` once `done` holds for it: a click that
+/// submits a form or follows a link returns before the next page is there, so every check
+/// waits (up to 15 s) rather than reading whatever page is current.
+async fn wait_text(client: &Client, css: &str, done: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            if let Ok(text) = element.text().await {
+                if done(&text) {
+                    return text;
+                }
+                last = text;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "`{css}` never matched; last text: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the browser is at `url`.
+async fn wait_url(client: &Client, url: &str) {
+    let started = Instant::now();
+    loop {
+        let now = client.current_url().await.unwrap();
+        if now.as_str() == url {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still at {now}, not {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +147,7 @@ async fn sign_up_add_a_note_and_see_it_only_on_the_own_site() {
             .click()
             .await
             .unwrap();
-        assert_eq!(text(&client, "h1").await, "Tenant created");
+        wait_text(&client, "h1", |t| t == "Tenant created").await;
 
         // The link is a real link to the tenant's own host.
         client
@@ -128,9 +157,8 @@ async fn sign_up_add_a_note_and_see_it_only_on_the_own_site() {
             .click()
             .await
             .unwrap();
-        let url = client.current_url().await.unwrap();
-        assert_eq!(url.as_str(), format!("http://initech.localhost:{port}/"));
-        assert_eq!(text(&client, "h1").await, "Initech");
+        wait_url(&client, &format!("http://initech.localhost:{port}/")).await;
+        wait_text(&client, "h1", |t| t == "Initech").await;
 
         // A note added through the tenant's form shows on its page.
         let body = client.find(Locator::Css("input[name=body]")).await.unwrap();
@@ -142,16 +170,15 @@ async fn sign_up_add_a_note_and_see_it_only_on_the_own_site() {
             .click()
             .await
             .unwrap();
-        let notes = text(&client, "ul#notes").await;
-        assert!(notes.contains("initech's launch plan"), "{notes}");
+        wait_text(&client, "ul#notes", |t| t.contains("initech's launch plan")).await;
 
         // Another tenant's site does not show it.
         client
             .goto(&format!("http://acme.localhost:{port}/"))
             .await
             .unwrap();
-        assert_eq!(text(&client, "h1").await, "Acme Inc.");
-        let page = text(&client, "body").await;
+        wait_text(&client, "h1", |t| t == "Acme Inc.").await;
+        let page = wait_text(&client, "body", |_| true).await;
         assert!(!page.contains("launch plan"), "{page}");
 
         // The operator view on the public site lists the new tenant with its schema,
@@ -160,7 +187,7 @@ async fn sign_up_add_a_note_and_see_it_only_on_the_own_site() {
             .goto(&format!("http://localhost:{port}/"))
             .await
             .unwrap();
-        let operator = text(&client, "table#operator").await;
+        let operator = wait_text(&client, "table#operator", |t| t.contains("initech")).await;
         let row = operator
             .lines()
             .find(|l| l.starts_with("initech"))

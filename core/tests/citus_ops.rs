@@ -13,6 +13,11 @@ use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{TestCitusCluster, TestDatabase};
 use tenant_schemas::{Error, ErrorKind, ReportOptions, SchemaName, Tenancy};
 
+/// One test at a time: one of them starts a cluster of its own and stops and restarts a
+/// worker, and a node started beside it (another test's shared cluster) could take the
+/// stopped worker's port or find its coordinator's links broken mid-set-up.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A fresh database on `cluster`, or on the shared Citus cluster; `None` when the user
 /// opted out.
 async fn citus_database(
@@ -47,6 +52,7 @@ async fn note_counts(tenancy: &Tenancy) -> Vec<(String, String, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_runs_over_distributed_tenants_and_writes_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some((_cluster, db)) = citus_database(None).await else {
         return;
     };
@@ -136,6 +142,7 @@ async fn request(tenancy: &Tenancy, schema: &SchemaName) -> tenant_schemas::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_worker_makes_only_its_tenants_unavailable() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     if TestCitusCluster::skip_requested() {
         eprintln!("Citus tests skipped (TENANT_SCHEMAS_SKIP_CITUS is set)");
         return;
@@ -222,6 +229,7 @@ const MANY: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_reaches_200_distributed_tenants() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     use futures_util::stream::{self, StreamExt, TryStreamExt};
     use tenant_schemas::{NewTenant, RunOptions, TenantMigrations};
 

@@ -593,6 +593,33 @@ async fn a_deleted_tenant_is_not_served_from_a_remembered_connection() {
     assert!(matches!(read, Err(Error::SchemaMissing { .. })), "{read:?}");
 }
 
+/// The same with connection groups over the tenancy's pool: connections of every group
+/// remembered on the tenant's path (each group's own sighting of it) and a second router
+/// built over the same pools; after the deletion none of them reads `public`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_tenant_is_not_served_from_any_connection_group() {
+    let (db, tenancy, s, pool) = setup("grouped_", 1, 2).await;
+    let more = [db.new_pool(1).unwrap(), db.new_pool(1).unwrap()];
+    let routers = [
+        SchemaRouter::builder(pool.clone())
+            .connection_groups(more.clone())
+            .build(),
+        SchemaRouter::builder(more[1].clone())
+            .connection_groups([pool.clone(), more[0].clone()])
+            .build(),
+    ];
+    for router in &routers {
+        assert_eq!(seen_by(router, &s[0]).await, s[0].as_str());
+    }
+    tenancy.delete_tenant(&s[0], DropSchema::Yes).await.unwrap();
+    for router in &routers {
+        for _ in 0..3 {
+            let read = try_seen_by(router, &s[0]).await;
+            assert!(matches!(read, Err(Error::SchemaMissing { .. })), "{read:?}");
+        }
+    }
+}
+
 /// A request that checks out a connection while a deletion of its tenant is under way (here
 /// held up by another transaction's lock) never reads `public`: its statements wait for the
 /// deletion and then find the schema missing.

@@ -63,7 +63,8 @@ async fn queued_jobs_run_in_their_own_tenant_only() {
             let mut done = Vec::new();
             while let Some((payload, body)) = rx.recv().await {
                 let tenant: TenantRef = serde_json::from_str(&payload).unwrap();
-                let seen = scope::run_ref(&tenancy, &tenant, note_and_marker(&tenancy, &body))
+                let seen = tenancy
+                    .run_ref(&tenant, note_and_marker(&tenancy, &body))
                     .await
                     .unwrap()
                     .unwrap();

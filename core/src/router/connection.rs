@@ -327,7 +327,7 @@ impl ConnectionScope {
         let mut sql = format!("SET search_path TO {}", self.path);
         if self.read_only {
             sql.push_str("; SET default_transaction_read_only TO on");
-        } else if super::session::read_only_sessions_seen() {
+        } else if crate::databases::read_only_sessions_seen() {
             sql.push_str("; SET default_transaction_read_only TO off");
         }
         sql

@@ -151,7 +151,7 @@ async fn checkout(
     // transactions are read-only.
     let key: Arc<str> = if read_only {
         if pool.mode() == SearchPathMode::Session {
-            session::note_read_only_session();
+            crate::databases::note_read_only_session();
         }
         format!("{path} (read only)").into()
     } else {

@@ -8,6 +8,9 @@
 //!   transaction mode, where nothing relies on session state;
 //! - `pool.rs`: what the router keeps per database (policy, counters, handoff, learned
 //!   parameter types), and how a scope gives its connection back;
+//! - `tenant_transaction.rs`: [`TenantTransaction`], a transaction bound to the schema;
+//! - `statement.rs`: the statements the query methods take, and what each prepared one
+//!   may do (one type for the scope and the transaction);
 //! - `session.rs`: the path memory and schema gates every router of the process shares;
 //! - `affinity.rs`: schema-affine checkout.
 
@@ -16,6 +19,7 @@ mod builder;
 mod connection;
 mod pool;
 pub(crate) mod session;
+mod statement;
 mod tenant_transaction;
 
 use std::sync::Arc;
@@ -29,8 +33,9 @@ use crate::scope;
 use crate::tenant::{Tenant, TenantStatus};
 
 pub use builder::SchemaRouterBuilder;
-pub use connection::{ConnectionScope, ToScopedStatement};
+pub use connection::ConnectionScope;
 pub use pool::{RouterStats, SearchPathMode};
+pub use statement::ToScopedStatement;
 pub use tenant_transaction::TenantTransaction;
 
 use pool::RouterPool;

@@ -175,7 +175,7 @@ pub struct Placement {
     pub node: Option<CitusNode>,
 }
 
-/// What [`Tenancy::move_tenant`] did.
+/// What [`Tenancy::move_tenant`](crate::Tenancy::move_tenant) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoveReport {
     /// The tenant.
@@ -190,7 +190,7 @@ pub struct MoveReport {
     pub took: Duration,
 }
 
-/// What [`Tenancy::rebalance`] did: the tenants it moved.
+/// What [`Tenancy::rebalance`](crate::Tenancy::rebalance) did: the tenants it moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RebalanceReport {
     /// Each tenant moved, with where it was and where it is now.

@@ -273,7 +273,7 @@ impl TenantRecord {
 /// is a deserialize error.
 ///
 /// Made with [`Tenant::to_ref`] (a tenant from the registry: the one in a request's scope)
-/// or from a [`TenantRecord`]; restored with [`Tenancy::run_ref`].
+/// or from a [`TenantRecord`]; restored with [`Tenancy::run_ref`](crate::Tenancy::run_ref).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TenantRef {

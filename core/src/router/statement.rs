@@ -13,7 +13,7 @@ use tokio_postgres::Statement;
 use crate::sql::Effects;
 
 /// SQL text or a prepared [`Statement`], as accepted by the query methods of
-/// [`ConnectionScope`].
+/// [`ConnectionScope`](super::ConnectionScope).
 pub trait ToScopedStatement: sealed::Sealed {
     #[doc(hidden)]
     fn as_source(&self) -> Source<'_>;

@@ -1,9 +1,12 @@
 //! The PostgreSQL databases tenants live on: the default one, which holds the registry, and
 //! any number of named others (shards).
 //!
-//! A tenant's [`ShardName`] says which database its schema is on. The router and the registry
-//! both look databases up through one map type, so the default database has one name
-//! everywhere: [`ShardName::DEFAULT`], stored as [`DEFAULT_SHARD`](crate::DEFAULT_SHARD) in the registry.
+//! A tenant's [`ShardName`] (a value type, in `shard.rs`) says which database its schema is
+//! on. The router and the registry both look databases up through one map type, so the
+//! default database has one name everywhere: [`ShardName::DEFAULT`], stored as
+//! [`DEFAULT_SHARD`](crate::DEFAULT_SHARD) in the registry. The flag saying whether a pooled
+//! session may have been left read-only is kept here too, below the router that sets it and
+//! the registry that reads it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

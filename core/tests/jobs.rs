@@ -35,7 +35,11 @@ async fn queued_by_request(tenancy: &Tenancy, domain: &str) -> String {
 }
 
 async fn notes(tenancy: &Tenancy, schema: &SchemaName) -> Vec<String> {
-    let db = tenancy.router().connection_for(schema).await.unwrap();
+    let db = tenancy
+        .router()
+        .connection_for_schema(schema)
+        .await
+        .unwrap();
     db.query("SELECT body FROM notes ORDER BY id", &[])
         .await
         .unwrap()

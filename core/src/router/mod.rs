@@ -109,13 +109,23 @@ impl SchemaRouter {
     /// A connection bound to `schema` on the default database (read and write: a tenant's
     /// state applies through [`connection`](Self::connection) and
     /// [`connection_for_tenant`](Self::connection_for_tenant)).
-    pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
+    ///
+    /// Named for what the connection is bound to: a schema by name, where
+    /// [`connection_for_tenant`](Self::connection_for_tenant) takes a tenant (with its
+    /// database and state) and [`connection`](Self::connection) the tenant in scope.
+    pub async fn connection_for_schema(&self, schema: &SchemaName) -> Result<ConnectionScope> {
         checkout(self.databases.default(), schema, false).await
+    }
+
+    /// The former name of [`connection_for_schema`](Self::connection_for_schema).
+    #[deprecated(note = "use `SchemaRouter::connection_for_schema`")]
+    pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
+        self.connection_for_schema(schema).await
     }
 
     /// A connection bound to the shared `public` schema.
     pub async fn public(&self) -> Result<ConnectionScope> {
-        self.connection_for(&SchemaName::public()).await
+        self.connection_for_schema(&SchemaName::public()).await
     }
 
     /// The underlying pool. Connections taken from it directly are not bound to any schema;

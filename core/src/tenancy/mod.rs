@@ -165,9 +165,19 @@ impl Tenancy {
     }
 
     /// The cached resolver, e.g. to invalidate hosts changed by another process.
+    ///
+    /// Named for what it returns: the [`CachedResolver`] in front of the resolver given to
+    /// [`TenancyBuilder::resolver`] (or the registry's), whose cache it is for.
+    #[must_use]
+    pub fn cached_resolver(&self) -> &CachedResolver<Box<dyn TenantResolver>> {
+        &self.inner.caches.hosts
+    }
+
+    /// The former name of [`cached_resolver`](Self::cached_resolver).
+    #[deprecated(note = "use `Tenancy::cached_resolver`")]
     #[must_use]
     pub fn resolver(&self) -> &CachedResolver<Box<dyn TenantResolver>> {
-        &self.inner.caches.hosts
+        self.cached_resolver()
     }
 
     async fn forget(&self, record: &TenantRecord) {

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
-use crate::databases::ShardName;
 use crate::host::{Host, HostError};
 use crate::schema::{SchemaName, SchemaNameError};
+use crate::shard::ShardName;
 use crate::tenant::{TenantId, TenantStatus};
 
 /// A shorthand for `Result<T, tenant_schemas::Error>`.

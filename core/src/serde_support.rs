@@ -21,9 +21,9 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::databases::ShardName;
 use crate::host::Host;
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 
 /// Reads a string and checks it with `parse`.
 struct Checked<T> {

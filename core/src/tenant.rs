@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::databases::ShardName;
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 
 /// The registry's id of a tenant.
 pub type TenantId = i64;
@@ -264,5 +264,68 @@ impl TenantRecord {
     /// The primary domain, if the tenant has any domain.
     pub fn primary_domain(&self) -> Option<&str> {
         self.domains.first().map(String::as_str)
+    }
+}
+
+/// A registered tenant as a background job carries it: its registry id, its schema and the
+/// database (shard) it lives on. Small, cheap to clone, and (feature `serde`) serializable as
+/// `{"id": 7, "schema": "acme", "shard": "default"}`; a schema name that fails validation
+/// is a deserialize error.
+///
+/// Made with [`Tenant::to_ref`] (a tenant from the registry: the one in a request's scope)
+/// or from a [`TenantRecord`]; restored with [`Tenancy::run_ref`](crate::Tenancy::run_ref).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct TenantRef {
+    pub(crate) id: TenantId,
+    pub(crate) schema: SchemaName,
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(crate) shard: ShardName,
+}
+
+impl TenantRef {
+    /// The tenant with registry id `id`, in `schema` on database `shard`, e.g. read back
+    /// from a job queue's own columns.
+    #[must_use]
+    pub fn new(id: TenantId, schema: SchemaName, shard: impl Into<ShardName>) -> Self {
+        Self {
+            id,
+            schema,
+            shard: shard.into(),
+        }
+    }
+
+    /// The tenant's registry id.
+    #[must_use]
+    pub fn id(&self) -> TenantId {
+        self.id
+    }
+
+    /// The tenant's schema when the reference was made.
+    #[must_use]
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    /// The database (shard) the tenant lived on when the reference was made.
+    #[must_use]
+    pub fn shard(&self) -> &ShardName {
+        &self.shard
+    }
+}
+
+impl fmt::Display for TenantRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (id {}", self.schema, self.id)?;
+        if !self.shard.is_default() {
+            write!(f, ", database {}", self.shard)?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl From<&TenantRecord> for TenantRef {
+    fn from(record: &TenantRecord) -> Self {
+        Self::new(record.id, record.schema.clone(), &record.shard)
     }
 }

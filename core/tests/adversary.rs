@@ -45,7 +45,7 @@ async fn after_attack(router: &SchemaRouter, s0: &SchemaName, db: ConnectionScop
 /// Runs `sql` through `how` on a scope of `s0`, then asserts that the same scope's next
 /// call, and the next checkout of the (only) connection, read `s0`'s marker.
 async fn next_call_stays_on_path(router: &SchemaRouter, s0: &SchemaName, how: &str, sql: &str) {
-    let db = router.connection_for(s0).await.unwrap();
+    let db = router.connection_for_schema(s0).await.unwrap();
     assert_eq!(marker_of(&db).await, s0.as_str());
     match how {
         "batch_execute" => db.batch_execute(sql).await.unwrap(),
@@ -120,7 +120,7 @@ async fn lexer_edge_cases_cannot_hide_a_set() {
         "SELECT begin.atomic FROM (SELECT 1 AS atomic) AS begin; SET search_path TO public",
         "SELECT $\u{e9}$'$\u{e9}$ AS q; SET search_path TO public; SELECT '1'",
     ] {
-        let db = router.connection_for(&s[0]).await.unwrap();
+        let db = router.connection_for_schema(&s[0]).await.unwrap();
         assert_eq!(marker_of(&db).await, s[0].as_str());
         db.batch_execute(sql).await.unwrap();
         let same_scope = marker_of(&db).await;
@@ -131,7 +131,7 @@ async fn lexer_edge_cases_cannot_hide_a_set() {
         }
         // Put the connection back on a known path for the next variant.
         router
-            .connection_for(&s[0])
+            .connection_for_schema(&s[0])
             .await
             .unwrap()
             .batch_execute("RESET search_path")
@@ -155,7 +155,7 @@ async fn lexer_edge_cases_cannot_hide_a_set() {
 async fn a_statement_prepared_on_the_transaction_cannot_move_the_scope() {
     let (_db, tenancy, s, _pool) = setup("adv_txprep_", 1, 1).await;
     let router = tenancy.router();
-    let mut db = router.connection_for(&s[0]).await.unwrap();
+    let mut db = router.connection_for_schema(&s[0]).await.unwrap();
     let tx = db.transaction().await.unwrap();
     let stmt = tx
         .prepare("SELECT pg_catalog.set_config('search_path', 'public', false)")
@@ -173,7 +173,7 @@ async fn a_statement_prepared_on_the_transaction_cannot_move_the_scope() {
 async fn a_statement_prepared_by_one_scope_cannot_move_the_next() {
     let (_db, tenancy, s, _pool) = setup("adv_xprep_", 2, 1).await;
     let router = tenancy.router();
-    let first = router.connection_for(&s[0]).await.unwrap();
+    let first = router.connection_for_schema(&s[0]).await.unwrap();
     // Moves the session to the *other* tenant's schema.
     let stmt = first
         .prepare(&format!(
@@ -183,7 +183,7 @@ async fn a_statement_prepared_by_one_scope_cannot_move_the_next() {
         .await
         .unwrap();
     drop(first);
-    let db = router.connection_for(&s[1]).await.unwrap();
+    let db = router.connection_for_schema(&s[1]).await.unwrap();
     assert_eq!(marker_of(&db).await, s[1].as_str());
     db.query(&stmt, &[]).await.unwrap();
     after_attack(router, &s[1], db).await;
@@ -201,7 +201,7 @@ async fn a_statement_prepared_by_one_scope_cannot_move_the_next() {
 async fn a_cancelled_session_change_cannot_leave_the_path_trusted() {
     let (_db, tenancy, s, _pool) = setup("adv_cancel_", 1, 1).await;
     let router = tenancy.router();
-    let db = router.connection_for(&s[0]).await.unwrap();
+    let db = router.connection_for_schema(&s[0]).await.unwrap();
     assert_eq!(marker_of(&db).await, s[0].as_str());
     // Any recognised session change: the scope is now off its path, the schema verified.
     db.batch_execute("SET application_name = 'adversary'")
@@ -231,7 +231,7 @@ async fn a_temporary_table_of_one_tenant_cannot_shadow_the_next_tenants_table() 
     let (_db, tenancy, s, _pool) = setup("adv_temp_", 2, 1).await;
     let router = tenancy.router();
     {
-        let db = router.connection_for(&s[0]).await.unwrap();
+        let db = router.connection_for_schema(&s[0]).await.unwrap();
         // A report built in a temporary copy, as careless code does.
         db.batch_execute("CREATE TEMP TABLE marker AS SELECT * FROM marker")
             .await
@@ -271,7 +271,7 @@ async fn transaction_mode_refuses_a_hidden_commit() {
         )
         .await
         .unwrap();
-    let conn = tenancy.router().connection_for(&s[0]).await.unwrap();
+    let conn = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
     let result = conn
         .simple_query("SELECT 1 AS x$a$; COMMIT; SELECT schema_name FROM marker AS y$a$")
         .await;
@@ -409,7 +409,7 @@ async fn cancellation_at_other_await_points_stays_on_path() {
         let i = (round % 2) as usize;
         let (own, other) = (&s[i], &s[1 - i]);
         let budget = Duration::from_micros((round * 53) % 2500);
-        let mut db = router.connection_for(own).await.unwrap();
+        let mut db = router.connection_for_schema(own).await.unwrap();
         let set_other = format!("SET search_path TO {other}");
         let op = (round / 2) % 5;
         let _ = tokio::time::timeout(budget, async {

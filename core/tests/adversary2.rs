@@ -43,7 +43,7 @@ async fn a_sighting_on_one_shard_does_not_vouch_for_another() {
     on_b.query("SELECT * FROM marker", &[]).await.unwrap();
     drop(on_b);
     // Within the second, the same name reached on the default database.
-    let by_name = tenancy.router().connection_for(&s).await.unwrap();
+    let by_name = tenancy.router().connection_for_schema(&s).await.unwrap();
     let read = by_name
         .query_one("SELECT schema_name FROM marker", &[])
         .await
@@ -70,7 +70,7 @@ async fn a_sighting_in_another_database_does_not_vouch_for_an_invented_tenant() 
     // A legitimate request on the first app.
     let mine: String = first
         .router()
-        .connection_for(&s[0])
+        .connection_for_schema(&s[0])
         .await
         .unwrap()
         .query_one("SELECT schema_name FROM marker", &[])
@@ -102,7 +102,7 @@ async fn a_sighting_in_another_database_does_not_vouch_for_an_invented_tenant() 
 /// deadpool's raw one; a `SET` run on it moved every later statement of the transaction.
 async fn a_set_on_the_transaction_cannot_move_its_next_statement(mode: SearchPathMode, set: &str) {
     let (_db, tenancy, s, _pool) = marked_over_public("tx_next_", 2, 1, mode).await;
-    let mut db = tenancy.router().connection_for(&s[0]).await.unwrap();
+    let mut db = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
     let tx = db.transaction().await.unwrap();
     tx.batch_execute(&set.replace("{other}", s[1].as_str()))
         .await
@@ -165,7 +165,7 @@ async fn bounced(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_through_the_transaction_cannot_fall_through_to_public() {
     let (_db, _bouncer, tenancy, s) = bounced("tx_commit_", 1, 1).await;
-    let mut db = tenancy.router().connection_for(&s[0]).await.unwrap();
+    let mut db = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
     let tx = db.transaction().await.unwrap();
     let refused = tx
         .batch_execute("INSERT INTO notes (body) VALUES ('first half'); COMMIT")
@@ -190,7 +190,7 @@ async fn a_commit_through_the_transaction_cannot_fall_through_to_public() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_set_left_on_a_bounced_server_connection_moves_nothing() {
     let (_db, _bouncer, tenancy, s) = bounced("bset_", 2, 1).await;
-    let db = tenancy.router().connection_for(&s[0]).await.unwrap();
+    let db = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
     db.batch_execute(&format!("SET search_path TO {}, pg_catalog", s[1]))
         .await
         .unwrap();
@@ -225,7 +225,7 @@ async fn a_cancelled_transaction_through_pgbouncer_leaves_nothing_behind() {
     let (_db, _bouncer, tenancy, s) = bounced("bcancel_", 2, 1).await;
     let router = tenancy.router();
     for k in 0..40u64 {
-        let mut db = router.connection_for(&s[0]).await.unwrap();
+        let mut db = router.connection_for_schema(&s[0]).await.unwrap();
         let delay = Duration::from_micros(k * 150);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -245,7 +245,7 @@ async fn a_cancelled_transaction_through_pgbouncer_leaves_nothing_behind() {
         drop(db);
         for t in [&s[1], &s[0]] {
             let read: String = router
-                .connection_for(t)
+                .connection_for_schema(t)
                 .await
                 .unwrap()
                 .query_one("SELECT schema_name FROM marker", &[])
@@ -263,7 +263,7 @@ async fn a_cancelled_transaction_through_pgbouncer_leaves_nothing_behind() {
 async fn a_tenant_transaction_runs_only_statements_it_prepared() {
     let (_db, tenancy, s, _pool) =
         marked_over_public("tx_own_", 1, 1, SearchPathMode::Session).await;
-    let mut db = tenancy.router().connection_for(&s[0]).await.unwrap();
+    let mut db = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
     let foreign = db.prepare("SELECT schema_name FROM marker").await.unwrap();
     let tx = db.transaction().await.unwrap();
     let refused = tx.query_one(&foreign, &[]).await;

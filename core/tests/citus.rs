@@ -90,7 +90,7 @@ async fn tenants_are_distributed_schemas_isolated_migrated_and_deleted() {
         for round in 0..25 {
             let s = &schemas[round % schemas.len()];
             assert_eq!(seen_by(t.router(), s).await, s.as_str(), "{mode:?}");
-            let mut conn = t.router().connection_for(s).await.unwrap();
+            let mut conn = t.router().connection_for_schema(s).await.unwrap();
             let tx = conn.transaction().await.unwrap();
             tx.execute("INSERT INTO notes (body) VALUES ('tx')", &[])
                 .await
@@ -149,7 +149,7 @@ async fn tenants_are_distributed_schemas_isolated_migrated_and_deleted() {
         .unwrap();
     assert!(report.is_success(), "{report:?}");
     for s in &schemas {
-        let conn = migrated.router().connection_for(s).await.unwrap();
+        let conn = migrated.router().connection_for_schema(s).await.unwrap();
         conn.execute(
             "INSERT INTO notes (body, tag) VALUES ('tagged', 'new')",
             &[],
@@ -284,7 +284,7 @@ async fn a_tenant_moves_between_workers_under_load() {
                     let written = async {
                         let db = tenancy
                             .router()
-                            .connection_for(&s)
+                            .connection_for_schema(&s)
                             .await
                             .map_err(|e| e.to_string())?;
                         db.execute("INSERT INTO notes (body) VALUES ($1)", &[&body])
@@ -351,7 +351,7 @@ async fn a_tenant_moves_between_workers_under_load() {
     // Every acknowledged write is there, in its own tenant, once.
     let acknowledged = std::mem::take(&mut *load.acknowledged.lock().unwrap());
     for s in &schemas {
-        let conn = tenancy.router().connection_for(s).await.unwrap();
+        let conn = tenancy.router().connection_for_schema(s).await.unwrap();
         let bodies: Vec<String> = conn
             .query("SELECT body FROM notes WHERE body LIKE 'w%'", &[])
             .await

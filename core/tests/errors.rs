@@ -17,7 +17,7 @@ async fn pool_errors_carry_the_servers_message() {
     let cluster = TestCluster::shared().unwrap();
     let missing = "tenant_schemas_no_such_database";
     let router = SchemaRouter::builder(pool(cluster.config(missing), 1).unwrap()).build();
-    let err = router.connection_for(&schema()).await.unwrap_err();
+    let err = router.connection_for_schema(&schema()).await.unwrap_err();
     let shown = err.to_string();
     assert!(shown.contains("does not exist"), "{shown}");
     assert!(shown.contains(missing), "{shown}");
@@ -40,7 +40,7 @@ async fn pool_errors_carry_the_systems_message() {
         .user("postgres")
         .dbname("postgres");
     let router = SchemaRouter::builder(pool(config, 1).unwrap()).build();
-    let err = router.connection_for(&schema()).await.unwrap_err();
+    let err = router.connection_for_schema(&schema()).await.unwrap_err();
     let shown = err.to_string();
     assert!(shown.to_lowercase().contains("refused"), "{shown}");
     drop(held);

@@ -14,7 +14,10 @@ use tenant_schemas::tokio_postgres::NoTls;
 use tenant_schemas::{scope, Error, ErrorKind, SchemaName, SchemaRouter, Tenant};
 
 async fn marker(router: &SchemaRouter, schema: &SchemaName) -> (String, i64) {
-    let db = router.connection_for(schema).await.expect("connection");
+    let db = router
+        .connection_for_schema(schema)
+        .await
+        .expect("connection");
     let row = db
         .query_one(
             "SELECT (SELECT schema_name FROM marker), (SELECT count(*) FROM notes)",
@@ -220,7 +223,7 @@ async fn raw_client_access_makes_the_router_switch_again() {
     let schemas = marked_tenants(&tenancy, "raw_", 2).await;
     let router = SchemaRouter::new(db.new_pool(1).unwrap());
     {
-        let conn = router.connection_for(&schemas[0]).await.unwrap();
+        let conn = router.connection_for_schema(&schemas[0]).await.unwrap();
         let client = conn.client().await.unwrap();
         // Misuse through the raw client: point the session elsewhere.
         client
@@ -266,7 +269,7 @@ async fn cancelled_switches_and_queries_never_leak() {
         let s = schemas[rng.random_range(0..schemas.len())].clone();
         let r = router.clone();
         let work = async move {
-            let conn = r.connection_for(&s).await?;
+            let conn = r.connection_for_schema(&s).await?;
             if round % 3 == 0 {
                 // A statement that takes a while, so drops land mid-query too.
                 conn.query("SELECT pg_sleep(0.001), schema_name FROM marker", &[])
@@ -288,7 +291,7 @@ async fn cancelled_switches_and_queries_never_leak() {
     );
     for i in 0..1000 {
         let expected = &schemas[(i * 7) % schemas.len()];
-        let conn = router.connection_for(expected).await.unwrap();
+        let conn = router.connection_for_schema(expected).await.unwrap();
         let row = conn
             .query_one(
                 "SELECT (SELECT schema_name FROM marker), current_setting('search_path')",
@@ -307,7 +310,7 @@ async fn a_failed_statement_does_not_disturb_the_path() {
     let tenancy = tenancy(&db, marker_and_notes()).await;
     let schemas = marked_tenants(&tenancy, "fail_", 2).await;
     let router = SchemaRouter::new(db.new_pool(1).unwrap());
-    let conn = router.connection_for(&schemas[1]).await.unwrap();
+    let conn = router.connection_for_schema(&schemas[1]).await.unwrap();
     let err = conn
         .query("SELECT * FROM no_such_table", &[])
         .await
@@ -315,7 +318,7 @@ async fn a_failed_statement_does_not_disturb_the_path() {
     assert_eq!(err.kind(), ErrorKind::Internal);
     assert!(err.to_string().contains("fail_1"), "{err}");
     drop(conn);
-    let mut conn = router.connection_for(&schemas[0]).await.unwrap();
+    let mut conn = router.connection_for_schema(&schemas[0]).await.unwrap();
     {
         let tx = conn.transaction().await.unwrap();
         tx.execute("INSERT INTO notes (body) VALUES ('rolled back')", &[])
@@ -350,7 +353,7 @@ async fn extra_schemas_follow_public_on_the_path() {
     let router = SchemaRouter::builder(db.pool().clone())
         .extra_schemas([schema("shared_ext")])
         .build();
-    let conn = router.connection_for(&schemas[0]).await.unwrap();
+    let conn = router.connection_for_schema(&schemas[0]).await.unwrap();
     assert_eq!(conn.search_path(), "\"extra_0\", public, \"shared_ext\"");
     let answer: i32 = conn.query_one("SELECT answer()", &[]).await.unwrap().get(0);
     assert_eq!(answer, 42);
@@ -362,7 +365,7 @@ async fn prepared_statements_follow_the_schema() {
     let tenancy = tenancy(&db, marker_and_notes()).await;
     let schemas = marked_tenants(&tenancy, "prep_", 2).await;
     let router = SchemaRouter::new(db.new_pool(1).unwrap());
-    let a = router.connection_for(&schemas[0]).await.unwrap();
+    let a = router.connection_for_schema(&schemas[0]).await.unwrap();
     let stmt = a.prepare("SELECT schema_name FROM marker").await.unwrap();
     assert_eq!(
         a.query_one(&stmt, &[]).await.unwrap().get::<_, String>(0),
@@ -370,7 +373,7 @@ async fn prepared_statements_follow_the_schema() {
     );
     drop(a);
     // The same cached statement, planned under prep_0, re-planned under prep_1.
-    let b = router.connection_for(&schemas[1]).await.unwrap();
+    let b = router.connection_for_schema(&schemas[1]).await.unwrap();
     assert_eq!(
         b.query_one(&stmt, &[]).await.unwrap().get::<_, String>(0),
         "prep_1"
@@ -392,13 +395,13 @@ async fn diverged_schemas_do_not_fail_cached_statements() {
     let router = SchemaRouter::new(db.new_pool(1).unwrap());
     assert_eq!(marker(&router, &schemas[0]).await.0, "div_0");
     // A rolling migration reached div_1 only: `SELECT *` now has another result type there.
-    let conn = router.connection_for(&schemas[1]).await.unwrap();
+    let conn = router.connection_for_schema(&schemas[1]).await.unwrap();
     conn.batch_execute("ALTER TABLE marker ADD COLUMN extra int DEFAULT 1")
         .await
         .unwrap();
     drop(conn);
     for s in [&schemas[0], &schemas[1], &schemas[0]] {
-        let conn = router.connection_for(s).await.unwrap();
+        let conn = router.connection_for_schema(s).await.unwrap();
         let row = conn.query_one("SELECT * FROM marker", &[]).await.unwrap();
         assert_eq!(row.get::<_, String>(0), s.as_str());
     }
@@ -413,7 +416,7 @@ async fn the_first_statement_of_a_fresh_connection_is_parsed_after_the_switch() 
         // A new pool: no cached switch statement, no cached query, default search path.
         let router = SchemaRouter::new(db.new_pool(1).unwrap());
         let s = &schemas[round % 2];
-        let conn = router.connection_for(s).await.unwrap();
+        let conn = router.connection_for_schema(s).await.unwrap();
         // `marker` exists only in tenant schemas: parsed before the switch, it would fail.
         let row = conn
             .query_one("SELECT schema_name FROM marker", &[])
@@ -435,7 +438,7 @@ async fn prepared_statements_per_connection_stay_bounded() {
     let mut most = 0;
     // 3,000 distinct texts, ten per checkout of the pool's only connection.
     for batch in 0..300 {
-        let c = router.connection_for(&schemas[0]).await.unwrap();
+        let c = router.connection_for_schema(&schemas[0]).await.unwrap();
         for i in 0..10 {
             let n = batch * 10 + i;
             let v: i32 = c
@@ -496,7 +499,7 @@ async fn connection_groups_keep_tenants_at_home() {
     let mut backends = std::collections::BTreeMap::new();
     for _ in 0..3 {
         for s in &schemas {
-            let c = router.connection_for(s).await.unwrap();
+            let c = router.connection_for_schema(s).await.unwrap();
             let row = c.query_one(pid, &[]).await.unwrap();
             assert_eq!(row.get::<_, String>(1), s.as_str());
             backends
@@ -526,7 +529,7 @@ async fn a_busy_home_group_is_waited_for() {
     for s in &schemas {
         drop(marker(&router, s).await);
     }
-    let held = router.connection_for(&schemas[0]).await.unwrap();
+    let held = router.connection_for_schema(&schemas[0]).await.unwrap();
     held.query_one("SELECT 1", &[]).await.unwrap();
     let router2 = router.clone();
     let first = schemas[0].clone();

@@ -35,7 +35,11 @@ async fn queued_by_request(tenancy: &Tenancy, domain: &str) -> String {
 }
 
 async fn notes(tenancy: &Tenancy, schema: &SchemaName) -> Vec<String> {
-    let db = tenancy.router().connection_for(schema).await.unwrap();
+    let db = tenancy
+        .router()
+        .connection_for_schema(schema)
+        .await
+        .unwrap();
     db.query("SELECT body FROM notes ORDER BY id", &[])
         .await
         .unwrap()
@@ -63,7 +67,8 @@ async fn queued_jobs_run_in_their_own_tenant_only() {
             let mut done = Vec::new();
             while let Some((payload, body)) = rx.recv().await {
                 let tenant: TenantRef = serde_json::from_str(&payload).unwrap();
-                let seen = scope::run_ref(&tenancy, &tenant, note_and_marker(&tenancy, &body))
+                let seen = tenancy
+                    .run_ref(&tenant, note_and_marker(&tenancy, &body))
                     .await
                     .unwrap()
                     .unwrap();

@@ -151,7 +151,7 @@ async fn a_migration_cannot_leave_a_pooled_connection_on_another_schema() {
         t.create_tenant(NewTenant::new(schema(s))).await.unwrap();
     }
     let home = schema("home");
-    let conn = t.router().connection_for(&home).await.unwrap();
+    let conn = t.router().connection_for_schema(&home).await.unwrap();
     conn.execute("INSERT INTO notes (body) VALUES ('home')", &[])
         .await
         .unwrap();
@@ -165,7 +165,7 @@ async fn a_migration_cannot_leave_a_pooled_connection_on_another_schema() {
     let path: String = raw.query_one("SHOW search_path", &[]).await.unwrap().get(0);
     assert_eq!(path, "\"$user\", public");
     drop(raw);
-    let conn = t.router().connection_for(&home).await.unwrap();
+    let conn = t.router().connection_for_schema(&home).await.unwrap();
     let row = conn
         .query_one(
             "SELECT current_schema()::text, (SELECT count(*) FROM notes)",
@@ -491,7 +491,7 @@ async fn a_clone_copies_identity_and_generated_columns() {
     t.create_tenant(NewTenant::new(source.clone()))
         .await
         .unwrap();
-    let conn = t.router().connection_for(&source).await.unwrap();
+    let conn = t.router().connection_for_schema(&source).await.unwrap();
     conn.batch_execute(
         "INSERT INTO items (price, qty) VALUES (2, 3), (5, 7);
          INSERT INTO items (id, price, qty) OVERRIDING SYSTEM VALUE VALUES (100, 1, 1);
@@ -509,7 +509,7 @@ async fn a_clone_copies_identity_and_generated_columns() {
     let rows = |s: SchemaName| {
         let t = t.clone();
         async move {
-            let conn = t.router().connection_for(&s).await.unwrap();
+            let conn = t.router().connection_for_schema(&s).await.unwrap();
             let items: Vec<(i64, i32, i32, i32)> = conn
                 .query("SELECT id, price, qty, total FROM items ORDER BY id", &[])
                 .await
@@ -531,7 +531,7 @@ async fn a_clone_copies_identity_and_generated_columns() {
     assert_eq!(before.0.len(), 3);
     assert_eq!(rows(copy.clone()).await, before);
     // New rows in the clone get fresh ids past the copied ones, and computed columns.
-    let conn = t.router().connection_for(&copy).await.unwrap();
+    let conn = t.router().connection_for_schema(&copy).await.unwrap();
     let item = conn
         .query_one(
             "INSERT INTO items (price, qty) VALUES (4, 4) RETURNING id, total",
@@ -618,7 +618,7 @@ async fn a_deletion_does_not_wait_for_the_connections_its_requests_hold() {
         requests.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             for _ in 0..40 {
-                let Ok(db) = router.connection_for(&schema).await else {
+                let Ok(db) = router.connection_for_schema(&schema).await else {
                     continue;
                 };
                 // Two statements per checkout: the second may meet the closed gate.

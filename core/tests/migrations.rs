@@ -401,7 +401,7 @@ async fn a_clone_has_the_same_catalog_and_the_rows() {
     let db = database().await;
     let t = with(&db, v1()).await;
     let made = tenants(&t, "orig_", 1).await.remove(0);
-    let conn = t.router().connection_for(&made).await.unwrap();
+    let conn = t.router().connection_for_schema(&made).await.unwrap();
     conn.batch_execute(
         "INSERT INTO notes (body) VALUES ('one'), ('two'); INSERT INTO marker VALUES ('orig_0')",
     )
@@ -418,7 +418,11 @@ async fn a_clone_has_the_same_catalog_and_the_rows() {
     assert_eq!(copy.version, 2);
     assert_eq!(catalog(&t, &made).await, catalog(&t, &copy.schema).await);
     assert!(!catalog(&t, &made).await.is_empty());
-    let conn = t.router().connection_for(&copy.schema).await.unwrap();
+    let conn = t
+        .router()
+        .connection_for_schema(&copy.schema)
+        .await
+        .unwrap();
     let n: i64 = conn
         .query_one("SELECT count(*) FROM notes", &[])
         .await

@@ -77,7 +77,7 @@ async fn session_changes_sent_through_the_scope_do_not_outlive_the_call() {
         ),
     ];
     for (how, sql) in &misuses {
-        let db = router.connection_for(&s[0]).await.unwrap();
+        let db = router.connection_for_schema(&s[0]).await.unwrap();
         // Warm the statement cache, then misuse the scope.
         let before = marker_of(&db).await;
         assert_eq!(before, s[0].as_str());
@@ -107,7 +107,7 @@ async fn session_changes_sent_through_the_scope_do_not_outlive_the_call() {
 async fn a_path_set_inside_a_committed_transaction_does_not_leak() {
     let (_db, tenancy, s, _pool) = setup("tx_set_", 2, 1).await;
     let router = tenancy.router();
-    let mut db = router.connection_for(&s[0]).await.unwrap();
+    let mut db = router.connection_for_schema(&s[0]).await.unwrap();
     let tx = db.transaction().await.unwrap();
     tx.batch_execute(&format!("SET search_path TO {}", s[1]))
         .await
@@ -126,7 +126,7 @@ async fn a_stray_begin_rolled_back_later_cannot_undo_a_switch() {
     assert_eq!(seen_by(router, &s[0]).await, s[0].as_str());
     // A handler opens a transaction and forgets it.
     router
-        .connection_for(&s[0])
+        .connection_for_schema(&s[0])
         .await
         .unwrap()
         .batch_execute("BEGIN")
@@ -134,7 +134,7 @@ async fn a_stray_begin_rolled_back_later_cannot_undo_a_switch() {
         .unwrap();
     // The next request, for another tenant, gets the connection, writes and rolls back
     // whatever it was in.
-    let db = router.connection_for(&s[1]).await.unwrap();
+    let db = router.connection_for_schema(&s[1]).await.unwrap();
     db.execute("INSERT INTO notes (body) VALUES ('kept')", &[])
         .await
         .unwrap();
@@ -144,7 +144,7 @@ async fn a_stray_begin_rolled_back_later_cannot_undo_a_switch() {
     assert_eq!(seen_by(router, &s[0]).await, s[0].as_str());
     // The write of the second request was not swallowed by the forgotten transaction.
     let kept: i64 = router
-        .connection_for(&s[1])
+        .connection_for_schema(&s[1])
         .await
         .unwrap()
         .query_one("SELECT count(*) FROM notes WHERE body = 'kept'", &[])
@@ -158,7 +158,7 @@ async fn a_stray_begin_rolled_back_later_cannot_undo_a_switch() {
 async fn a_raw_client_kept_past_a_switch_cannot_move_the_scope() {
     let (_db, tenancy, s, _pool) = setup("raw_client_", 2, 1).await;
     let router = tenancy.router();
-    let db = router.connection_for(&s[0]).await.unwrap();
+    let db = router.connection_for_schema(&s[0]).await.unwrap();
     let raw = db.client().await.unwrap();
     let name = marker_of(&db).await;
     assert_eq!(name, s[0].as_str());
@@ -175,7 +175,7 @@ async fn a_raw_client_kept_past_a_switch_cannot_move_the_scope() {
 async fn discard_all_does_not_break_the_statement_cache() {
     let (_db, tenancy, s, _pool) = setup("discard_", 1, 1).await;
     let router = tenancy.router();
-    let db = router.connection_for(&s[0]).await.unwrap();
+    let db = router.connection_for_schema(&s[0]).await.unwrap();
     for round in 0..3 {
         let name: String = db
             .query_one("SELECT schema_name FROM marker", &[])
@@ -198,7 +198,7 @@ async fn a_request_in_flight_while_its_tenant_is_deleted_never_reaches_public() 
         .batch_execute("CREATE TABLE public.notes (id bigserial, body text)")
         .await
         .unwrap();
-    let db = tenancy.router().connection_for(&s[0]).await.unwrap();
+    let db = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
     let name = marker_of(&db).await;
     assert_eq!(name, s[0].as_str());
     tenancy.delete_tenant(&s[0], DropSchema::Yes).await.unwrap();
@@ -225,7 +225,7 @@ async fn a_request_in_flight_while_its_tenant_is_deleted_never_reaches_public() 
     drop(db);
     let again = tenancy
         .router()
-        .connection_for(&s[0])
+        .connection_for_schema(&s[0])
         .await
         .unwrap()
         .query_one("SELECT schema_name FROM marker", &[])
@@ -257,7 +257,7 @@ async fn a_statement_in_flight_finishes_before_its_schema_is_dropped() {
     let router = tenancy.router().clone();
     let schema = s[0].clone();
     let slow = tokio::spawn(async move {
-        let db = router.connection_for(&schema).await.unwrap();
+        let db = router.connection_for_schema(&schema).await.unwrap();
         db.execute("SELECT public.slow_note()", &[]).await
     });
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
@@ -355,7 +355,7 @@ async fn a_tenant_on_another_shard_reached_by_schema_name_fails_closed() {
         .create_tenant(NewTenant::new(s.clone()).shard("b"))
         .await
         .unwrap();
-    let by_name = tenancy.router().connection_for(&s).await.unwrap();
+    let by_name = tenancy.router().connection_for_schema(&s).await.unwrap();
     let read = by_name
         .query_one("SELECT schema_name FROM marker", &[])
         .await;
@@ -396,7 +396,7 @@ async fn tenants_whose_column_types_differ_share_a_connection_safely() {
             .unwrap();
     }
     let router = tenancy.router();
-    let setup_text = router.connection_for(&texts).await.unwrap();
+    let setup_text = router.connection_for_schema(&texts).await.unwrap();
     setup_text
         .batch_execute(
             "ALTER TABLE items ALTER COLUMN code TYPE text;
@@ -406,7 +406,7 @@ async fn tenants_whose_column_types_differ_share_a_connection_safely() {
         .unwrap();
     drop(setup_text);
     router
-        .connection_for(&ints)
+        .connection_for_schema(&ints)
         .await
         .unwrap()
         .execute("INSERT INTO items VALUES (7, 'int row')", &[])
@@ -415,7 +415,7 @@ async fn tenants_whose_column_types_differ_share_a_connection_safely() {
     let sql = "SELECT name FROM items WHERE code = $1";
     for _ in 0..3 {
         let name: String = router
-            .connection_for(&ints)
+            .connection_for_schema(&ints)
             .await
             .unwrap()
             .query_one(sql, &[&7i32])
@@ -424,7 +424,7 @@ async fn tenants_whose_column_types_differ_share_a_connection_safely() {
             .get(0);
         assert_eq!(name, "int row");
         let name: String = router
-            .connection_for(&texts)
+            .connection_for_schema(&texts)
             .await
             .unwrap()
             .query_one(sql, &[&"a7"])
@@ -437,7 +437,7 @@ async fn tenants_whose_column_types_differ_share_a_connection_safely() {
     let like = "SELECT count(*) FROM items WHERE code::text LIKE $1 AND code = code";
     for s in [&ints, &texts, &ints] {
         let n: i64 = router
-            .connection_for(s)
+            .connection_for_schema(s)
             .await
             .unwrap()
             .query_one(like, &[&"%7"])
@@ -472,7 +472,7 @@ async fn transaction_mode_leaves_nothing_named_on_a_shared_server_connection() {
     for round in 0..60 {
         for (i, tenancy) in instances.iter().enumerate() {
             let s = &schemas[(round + i) % 2];
-            let conn = tenancy.router().connection_for(s).await.unwrap();
+            let conn = tenancy.router().connection_for_schema(s).await.unwrap();
             // Rows kept past the statement's transaction.
             let rows = conn
                 .query("SELECT schema_name FROM marker WHERE $1::int > 0", &[&1i32])
@@ -521,7 +521,7 @@ async fn transaction_mode_refuses_user_transaction_control() {
         .await
         .unwrap();
     let s = marked_tenants(&tenancy, "tx_ctl_", 1).await;
-    let conn = tenancy.router().connection_for(&s[0]).await.unwrap();
+    let conn = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
     let err = conn
         .batch_execute("COMMIT; INSERT INTO notes (body) VALUES ('outside')")
         .await
@@ -647,7 +647,7 @@ async fn a_request_that_starts_while_its_tenant_is_being_deleted_never_reaches_p
     let router = SchemaRouter::new(db.new_pool(2).unwrap());
     let s0 = s[0].clone();
     let request = tokio::spawn(async move {
-        let db = router.connection_for(&s0).await.unwrap();
+        let db = router.connection_for_schema(&s0).await.unwrap();
         let first = db
             .query_one("SELECT schema_name FROM marker", &[])
             .await

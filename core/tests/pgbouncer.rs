@@ -39,7 +39,7 @@ async fn transaction_mode_through_pgbouncer() {
             for _ in 0..40 {
                 let i = rng.random_range(0..schemas.len());
                 let s = schemas[i].clone();
-                let conn = router.connection_for(&s).await.unwrap();
+                let conn = router.connection_for_schema(&s).await.unwrap();
                 let row = conn
                     .query_one(
                         "SELECT (SELECT schema_name FROM marker), (SELECT count(*) FROM notes)",
@@ -59,7 +59,7 @@ async fn transaction_mode_through_pgbouncer() {
     assert_eq!(mismatches.load(Ordering::Relaxed), 0);
 
     // Writes, batches and explicit transactions.
-    let mut conn = router.connection_for(&schemas[3]).await.unwrap();
+    let mut conn = router.connection_for_schema(&schemas[3]).await.unwrap();
     assert_eq!(
         conn.execute("INSERT INTO notes (body) VALUES ($1)", &[&"bounced"])
             .await
@@ -155,7 +155,7 @@ async fn cancelled_transaction_mode_statements_are_not_reused() {
         let s = schemas[round % schemas.len()].clone();
         let r = router.clone();
         let work = async move {
-            let conn = r.connection_for(&s).await?;
+            let conn = r.connection_for_schema(&s).await?;
             conn.execute("INSERT INTO notes (body) VALUES ('maybe')", &[])
                 .await?;
             conn.query_one("SELECT schema_name FROM marker", &[])
@@ -167,7 +167,7 @@ async fn cancelled_transaction_mode_statements_are_not_reused() {
     }
     for i in 0..200 {
         let s = &schemas[i % schemas.len()];
-        let conn = router.connection_for(s).await.unwrap();
+        let conn = router.connection_for_schema(s).await.unwrap();
         let name: String = conn
             .query_one("SELECT schema_name FROM marker", &[])
             .await

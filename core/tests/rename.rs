@@ -137,7 +137,11 @@ async fn rename_under_load(mode: SearchPathMode) {
     let record = tenancy.registry().get(&names[&0]).await.unwrap();
     assert_eq!(record.version, 2);
     assert!(tenancy.registry().get(&schemas[0]).await.is_err());
-    let db = tenancy.router().connection_for(&names[&0]).await.unwrap();
+    let db = tenancy
+        .router()
+        .connection_for_schema(&names[&0])
+        .await
+        .unwrap();
     let applied: i64 = db
         .query_one(&format!("SELECT count(*) FROM {HISTORY_TABLE}"), &[])
         .await

@@ -48,7 +48,7 @@ async fn a_report_reads_every_tenant_tagged_and_writes_nothing() {
         .unwrap();
     tenancy
         .router()
-        .connection_for(&order)
+        .connection_for_schema(&order)
         .await
         .unwrap()
         .execute("INSERT INTO marker VALUES ('order')", &[])

@@ -87,7 +87,7 @@ async fn read_only_tenants_cannot_write(mode: SearchPathMode) {
         let router = router.clone();
         let s = s.clone();
         async move {
-            let db = router.connection_for(&s).await.unwrap();
+            let db = router.connection_for_schema(&s).await.unwrap();
             db.query_one(
                 "SELECT count(*) FROM notes WHERE body IN ('w', 't', 'r')",
                 &[],

@@ -55,7 +55,7 @@ async fn a_tenant_of_another_app_in_the_process_does_not_vouch_for_an_invented_o
         .await
         .unwrap();
     app1.router()
-        .connection_for(&schema("victim"))
+        .connection_for_schema(&schema("victim"))
         .await
         .unwrap()
         .execute("INSERT INTO marker VALUES ('victim')", &[])

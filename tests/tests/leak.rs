@@ -77,7 +77,7 @@ async fn create_tenants(tenancy: &Tenancy, n: usize) -> Vec<SchemaName> {
                     .create_tenant(tenant_schemas::NewTenant::new(s.clone()).domain(domain))
                     .await
                     .unwrap();
-                let conn = tenancy.router().connection_for(s).await.unwrap();
+                let conn = tenancy.router().connection_for_schema(s).await.unwrap();
                 conn.batch_execute(&format!(
                     "INSERT INTO marker VALUES ('{s}'); \
                      INSERT INTO notes (body) SELECT 'x' FROM generate_series(1, {})",
@@ -254,7 +254,7 @@ async fn rolling_migration(
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let s = &schemas[rng.random_range(0..schemas.len())];
-        if let Ok(conn) = router.connection_for(s).await {
+        if let Ok(conn) = router.connection_for_schema(s).await {
             if conn
                 .batch_execute("ALTER TABLE marker ADD COLUMN IF NOT EXISTS extra int DEFAULT 1")
                 .await

@@ -52,7 +52,7 @@ async fn read(
         tx.commit().await.ok()?;
         return Some(m);
     }
-    let mut conn = router.connection_for(schema).await.ok()?;
+    let mut conn = router.connection_for_schema(schema).await.ok()?;
     if let Some(sql) = misuse {
         // What it does to this connection is its own business; the next checkout must not see it.
         let _ = conn.execute(sql.as_str()).await;

@@ -170,23 +170,30 @@ impl SqlxRouter {
 
     /// A connection for the tenant in scope; [`Error::NoTenantInScope`] outside any scope.
     pub async fn connection(&self) -> Result<SqlxConnection> {
-        self.connection_for(current_schema()?.schema()).await
+        self.connection_for_schema(current_schema()?.schema()).await
     }
 
     /// A connection bound to `tenant`'s schema.
     pub async fn connection_for_tenant(&self, tenant: &Tenant) -> Result<SqlxConnection> {
-        self.connection_for(tenant.schema()).await
+        self.connection_for_schema(tenant.schema()).await
     }
 
     /// A connection bound to the shared `public` schema.
     pub async fn public(&self) -> Result<SqlxConnection> {
-        self.connection_for(&SchemaName::public()).await
+        self.connection_for_schema(&SchemaName::public()).await
+    }
+
+    /// The former name of [`connection_for_schema`](Self::connection_for_schema).
+    #[deprecated(note = "use `SqlxRouter::connection_for_schema`")]
+    pub async fn connection_for(&self, schema: &SchemaName) -> Result<SqlxConnection> {
+        self.connection_for_schema(schema).await
     }
 
     /// A connection bound to `schema`: its search path is `"<schema>", public` (plus the
     /// extra schemas) when it is handed out, and the schema exists
-    /// ([`Error::SchemaMissing`] otherwise).
-    pub async fn connection_for(&self, schema: &SchemaName) -> Result<SqlxConnection> {
+    /// ([`Error::SchemaMissing`] otherwise). Named like
+    /// [`SchemaRouter::connection_for_schema`](tenant_schemas::SchemaRouter::connection_for_schema).
+    pub async fn connection_for_schema(&self, schema: &SchemaName) -> Result<SqlxConnection> {
         if self.inner.mode != SearchPathMode::Session {
             return Err(Error::NotInTransactionMode {
                 what: "a session-level connection",

@@ -171,7 +171,10 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
                 Variant::SessionGroups => &setup.groups,
                 _ => &setup.no_affinity,
             };
-            let c = router.connection_for(&setup.schemas[tenant]).await.unwrap();
+            let c = router
+                .connection_for_schema(&setup.schemas[tenant])
+                .await
+                .unwrap();
             for _ in 0..queries {
                 c.query_one(SQL, &[&id]).await.unwrap();
             }
@@ -182,7 +185,10 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
             } else {
                 &setup.transaction_bouncer
             };
-            let mut c = router.connection_for(&setup.schemas[tenant]).await.unwrap();
+            let mut c = router
+                .connection_for_schema(&setup.schemas[tenant])
+                .await
+                .unwrap();
             if queries == 1 {
                 c.query_one(SQL, &[&id]).await.unwrap();
             } else {

@@ -79,7 +79,7 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, id: i32) {
         Variant::Session => {
             let c = setup
                 .session
-                .connection_for(&setup.schemas[tenant])
+                .connection_for_schema(&setup.schemas[tenant])
                 .await
                 .unwrap();
             c.query_one(SQL, &[&id]).await.unwrap();

@@ -42,7 +42,7 @@ enum Variant {
     Baseline,
     /// Plain sqlx plus one `SELECT 1` per checkout: a round trip, no switch.
     RoundTripFloor,
-    /// `SqlxRouter::connection_for`: switch and checks on every checkout.
+    /// `SqlxRouter::connection_for_schema`: switch and checks on every checkout.
     TenantSqlx,
 }
 
@@ -68,7 +68,7 @@ async fn one_op(
         }
         Variant::TenantSqlx => {
             let mut conn = router
-                .connection_for(&schemas[pick % schemas.len()])
+                .connection_for_schema(&schemas[pick % schemas.len()])
                 .await
                 .expect("connection");
             let (_v,): (String,) = sqlx::query_as(SQL)

@@ -7,9 +7,9 @@ use tokio_postgres::Transaction;
 
 use super::apply::{applied_sql, create_history_sql, HISTORY_TABLE};
 use super::set::{Migration, TenantMigrations};
-use crate::databases::ShardName;
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 
 /// What a baseline did to one schema: its version before and after. `from == to` when the
 /// schema's history already covered the version.

@@ -14,9 +14,10 @@ use tokio_postgres::types::Type;
 use super::apply::{refuse_shadowing, HISTORY_TABLE};
 use super::no_transaction::run_step;
 use super::set::{MigrationSets, TenantMigrations};
-use crate::databases::{Databases, ShardName};
+use crate::databases::Databases;
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 
 /// Serializes migrators across processes: a second one waits for the first.
 pub(crate) const MIGRATE_LOCK: i64 = 0x7465_6e61_6e74_6d67;

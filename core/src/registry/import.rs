@@ -7,11 +7,11 @@ use tokio_postgres::{Row, Transaction};
 
 use super::lifecycle::NewTenant;
 use super::Registry;
-use crate::databases::ShardName;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::{refuse_shadowing, Baselined, MIGRATE_LOCK};
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 use crate::tenant::TenantRecord;
 
 /// Where [`Tenancy::import_tenants`](crate::Tenancy::import_tenants) reads the tenants to

@@ -9,11 +9,12 @@ use tokio_postgres::types::Type;
 use super::clone::copy_rows;
 use super::notify::announce;
 use super::Registry;
-use crate::databases::{self, ShardName};
+use crate::databases;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::{refuse_shadowing, MigrationReport, Progress, RunOptions, Runner};
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 use crate::tenant::{TenantRecord, TenantStatus};
 
 /// A tenant to create: its schema, display name and domains (the first is primary).
@@ -118,7 +119,7 @@ impl Registry {
             let made = async {
                 let tx = conn.transaction().await.map_err(db)?;
                 if citus {
-                    crate::citus::distribute_new_schemas(&tx, &schema).await?;
+                    super::citus::distribute_new_schemas(&tx, &schema).await?;
                 }
                 let version = self.build_schema(&tx, &new, source).await?;
                 let (id, created_at) = self.register(&tx, &new, version, &shard).await?;

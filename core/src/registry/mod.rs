@@ -15,9 +15,17 @@
 //! - `clone.rs`: copying a tenant's rows into its clone;
 //! - `domains.rs`: a tenant's domains;
 //! - `import.rs`: registering schemas that exist already, and baselines;
-//! - `notify.rs`: the announcement of a change, written and read in one place.
+//! - `notify.rs`: the announcement of a change, written and read in one place;
+//! - `doctor.rs`: the registry checked against the schemas and their histories;
+//! - `citus.rs`: Citus as a deployment mode (detection, distributed schemas, placements).
+//!
+//! The rule: a tenant operation's SQL lives here, in `registry/<op>.rs`; its public method
+//! in `tenancy/<op>.rs`; its value types in a leaf module. Nothing here imports the
+//! tenancy, the router or the request side.
 
+mod citus;
 mod clone;
+mod doctor;
 mod domains;
 mod import;
 mod install;
@@ -28,12 +36,15 @@ use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
-use crate::databases::{self, Databases, ShardName};
+use crate::databases::{self, Databases};
 use crate::error::{Error, Result};
 use crate::migrate::{MigrationSets, TenantMigrations};
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 use crate::tenant::{TenantId, TenantRecord, TenantStatus};
 
+pub(crate) use citus::CitusMode;
+pub use doctor::{DoctorReport, Finding};
 pub use import::ImportSource;
 pub use lifecycle::{DropSchema, NewTenant};
 pub use notify::CHANNEL;
@@ -59,7 +70,7 @@ pub struct Registry {
     databases: Databases,
     sets: MigrationSets,
     /// Whether the default database is a Citus coordinator (tenants as distributed schemas).
-    pub(crate) citus: crate::citus::CitusMode,
+    pub(crate) citus: citus::CitusMode,
 }
 
 impl Registry {
@@ -69,7 +80,7 @@ impl Registry {
         Self {
             databases,
             sets,
-            citus: crate::citus::CitusMode::default(),
+            citus: citus::CitusMode::default(),
         }
     }
 

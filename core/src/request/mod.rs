@@ -49,13 +49,13 @@ mod extract;
 mod incoming;
 mod path_token;
 mod rejection;
+mod request_scope;
 mod resolver;
-mod scope;
 mod strategy;
 
 pub use incoming::IncomingRequest;
 pub use path_token::strip_path_token;
 pub use rejection::Rejection;
+pub use request_scope::RequestScope;
 pub use resolver::{RequestResolver, RequestResolverBuilder, ResolvedRequest};
-pub use scope::RequestScope;
 pub use strategy::{RespondFn, Strategy, UnknownTenant};

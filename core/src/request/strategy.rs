@@ -51,7 +51,7 @@ impl Strategy {
             Self::Host => {
                 let host = host.as_ref().map_err(Rejection::from_error)?;
                 tenancy
-                    .resolver()
+                    .cached_resolver()
                     .resolve(host)
                     .await
                     .map(|t| t.map(Match::as_is))

@@ -6,8 +6,9 @@ use deadpool_postgres::Pool;
 
 use super::pool::{RouterPool, SearchPathMode};
 use super::SchemaRouter;
-use crate::databases::{Databases, ShardName};
+use crate::databases::Databases;
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 
 /// Builds a [`SchemaRouter`].
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use deadpool_postgres::{ClientWrapper, Object};
 use futures_util::future::join;
@@ -13,6 +13,7 @@ use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
 use super::pool::{RouterPool, SearchPathMode};
 use super::session::{Gate, Remembered};
+use super::statement::{PreparedEffects, Source, ToScopedStatement};
 use super::tenant_transaction::TenantTransaction;
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
@@ -75,9 +76,9 @@ pub struct ConnectionScope {
     /// session-lifetime objects (temporary tables): the session may be in any state. The
     /// path is never trusted again and the connection is closed on drop.
     untrusted: AtomicBool,
-    /// What each statement prepared through [`prepare`](Self::prepare) may do, by
-    /// statement name: applied when it runs.
-    prepared: Mutex<Vec<(String, Effects)>>,
+    /// What each statement prepared through [`prepare`](Self::prepare) may do: applied
+    /// when it runs.
+    prepared: PreparedEffects,
     /// Held from [`transaction`](Self::transaction) until the scope is dropped, so a deletion
     /// of the schema waits for the transaction.
     transaction_gate: Option<OwnedRwLockReadGuard<()>>,
@@ -96,45 +97,6 @@ const UNCOUNTED: usize = usize::MAX;
 /// emptied: the server holds a plan for each.
 const MAX_CACHED_STATEMENTS: usize = 2048;
 
-/// SQL text or a prepared [`Statement`], as accepted by the query methods of
-/// [`ConnectionScope`].
-pub trait ToScopedStatement: sealed::Sealed {
-    #[doc(hidden)]
-    fn as_source(&self) -> Source<'_>;
-}
-
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
-pub enum Source<'a> {
-    Text(&'a str),
-    Prepared(&'a Statement),
-}
-
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for str {}
-    impl Sealed for String {}
-    impl Sealed for tokio_postgres::Statement {}
-}
-
-impl ToScopedStatement for str {
-    fn as_source(&self) -> Source<'_> {
-        Source::Text(self)
-    }
-}
-
-impl ToScopedStatement for String {
-    fn as_source(&self) -> Source<'_> {
-        Source::Text(self)
-    }
-}
-
-impl ToScopedStatement for Statement {
-    fn as_source(&self) -> Source<'_> {
-        Source::Prepared(self)
-    }
-}
-
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 /// What a query method runs: a prepared statement (session mode) or SQL text with the
@@ -148,18 +110,6 @@ enum Target<'a> {
 
 fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     params.iter().copied().zip(types.iter().cloned()).collect()
-}
-
-/// The server-side name of a prepared statement, which tokio-postgres shows only in its
-/// `Debug` output (`Statement { name: "s12", … }`). Empty when that output changes: the
-/// statement is then taken as unknown, which costs switches, never isolation.
-pub(super) fn statement_name(stmt: &Statement) -> String {
-    let debug = format!("{stmt:?}");
-    debug
-        .split_once("name: \"")
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .map(|(name, _)| name.to_owned())
-        .unwrap_or_default()
 }
 
 /// What running a [`Statement`] the scope did not prepare itself may do: anything. It may
@@ -193,7 +143,7 @@ impl ConnectionScope {
             statements: AtomicUsize::new(known.statements.unwrap_or(UNCOUNTED)),
             open_transaction: AtomicBool::new(false),
             untrusted: AtomicBool::new(false),
-            prepared: Mutex::new(Vec::new()),
+            prepared: PreparedEffects::default(),
             transaction_gate: None,
             pool,
             group,
@@ -327,7 +277,7 @@ impl ConnectionScope {
         let mut sql = format!("SET search_path TO {}", self.path);
         if self.read_only {
             sql.push_str("; SET default_transaction_read_only TO on");
-        } else if super::session::read_only_sessions_seen() {
+        } else if crate::databases::read_only_sessions_seen() {
             sql.push_str("; SET default_transaction_read_only TO off");
         }
         sql
@@ -379,22 +329,14 @@ impl ConnectionScope {
         let effects = sql::effects(sql);
         let _entered = self.gate.enter(&self.schema).await?;
         let stmt = self.prepare_on_schema(sql).await?;
-        self.prepared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((statement_name(&stmt), effects));
+        self.prepared.remember(&stmt, effects);
         Ok(stmt)
     }
 
     /// What running `stmt` may do: what its SQL said if this scope prepared it, anything
     /// otherwise.
     fn statement_effects(&self, stmt: &Statement) -> Effects {
-        self.prepared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .find(|(name, _)| !name.is_empty() && *name == statement_name(stmt))
-            .map_or(UNKNOWN_STATEMENT, |(_, effects)| *effects)
+        self.prepared.get(stmt).unwrap_or(UNKNOWN_STATEMENT)
     }
 
     /// [`prepare`](Self::prepare) for a caller that holds the gate.

@@ -8,6 +8,9 @@
 //!   transaction mode, where nothing relies on session state;
 //! - `pool.rs`: what the router keeps per database (policy, counters, handoff, learned
 //!   parameter types), and how a scope gives its connection back;
+//! - `tenant_transaction.rs`: [`TenantTransaction`], a transaction bound to the schema;
+//! - `statement.rs`: the statements the query methods take, and what each prepared one
+//!   may do (one type for the scope and the transaction);
 //! - `session.rs`: the path memory and schema gates every router of the process shares;
 //! - `affinity.rs`: schema-affine checkout.
 
@@ -16,6 +19,7 @@ mod builder;
 mod connection;
 mod pool;
 pub(crate) mod session;
+mod statement;
 mod tenant_transaction;
 
 use std::sync::Arc;
@@ -29,8 +33,9 @@ use crate::scope;
 use crate::tenant::{Tenant, TenantStatus};
 
 pub use builder::SchemaRouterBuilder;
-pub use connection::{ConnectionScope, ToScopedStatement};
+pub use connection::ConnectionScope;
 pub use pool::{RouterStats, SearchPathMode};
+pub use statement::ToScopedStatement;
 pub use tenant_transaction::TenantTransaction;
 
 use pool::RouterPool;
@@ -104,13 +109,23 @@ impl SchemaRouter {
     /// A connection bound to `schema` on the default database (read and write: a tenant's
     /// state applies through [`connection`](Self::connection) and
     /// [`connection_for_tenant`](Self::connection_for_tenant)).
-    pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
+    ///
+    /// Named for what the connection is bound to: a schema by name, where
+    /// [`connection_for_tenant`](Self::connection_for_tenant) takes a tenant (with its
+    /// database and state) and [`connection`](Self::connection) the tenant in scope.
+    pub async fn connection_for_schema(&self, schema: &SchemaName) -> Result<ConnectionScope> {
         checkout(self.databases.default(), schema, false).await
+    }
+
+    /// The former name of [`connection_for_schema`](Self::connection_for_schema).
+    #[deprecated(note = "use `SchemaRouter::connection_for_schema`")]
+    pub async fn connection_for(&self, schema: &SchemaName) -> Result<ConnectionScope> {
+        self.connection_for_schema(schema).await
     }
 
     /// A connection bound to the shared `public` schema.
     pub async fn public(&self) -> Result<ConnectionScope> {
-        self.connection_for(&SchemaName::public()).await
+        self.connection_for_schema(&SchemaName::public()).await
     }
 
     /// The underlying pool. Connections taken from it directly are not bound to any schema;
@@ -151,7 +166,7 @@ async fn checkout(
     // transactions are read-only.
     let key: Arc<str> = if read_only {
         if pool.mode() == SearchPathMode::Session {
-            session::note_read_only_session();
+            crate::databases::note_read_only_session();
         }
         format!("{path} (read only)").into()
     } else {

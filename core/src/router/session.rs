@@ -26,7 +26,7 @@
 //! [`ConnectionScope`]: super::ConnectionScope
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,23 +35,6 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
-
-/// Whether any router of this process has served a read-only tenant in session mode: a
-/// pooled connection may then have been left with `default_transaction_read_only` on, so
-/// every switch, and every connection the library takes from a pool for its own work (the
-/// registry, migrations), sets it explicitly. Process-wide like the path memory: routers
-/// and the registry share pools.
-static READ_ONLY_SESSIONS: AtomicBool = AtomicBool::new(false);
-
-/// Notes that a session is about to be made read-only (before its switch is sent).
-pub(crate) fn note_read_only_session() {
-    READ_ONLY_SESSIONS.store(true, Ordering::Release);
-}
-
-/// Whether a pooled session may have been left read-only.
-pub(crate) fn read_only_sessions_seen() -> bool {
-    READ_ONLY_SESSIONS.load(Ordering::Acquire)
-}
 
 /// How long a statement waits for a deletion of its schema to finish before it fails.
 const GATE_WAIT: Duration = Duration::from_secs(10);

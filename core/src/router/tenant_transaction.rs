@@ -4,13 +4,13 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
-use super::connection::{statement_name, Source, ToScopedStatement};
+use super::statement::{PreparedEffects, Source, ToScopedStatement};
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
 use crate::sql::{self, Effects};
@@ -33,8 +33,8 @@ pub struct TenantTransaction<'a> {
     path: Arc<str>,
     /// The path must be set again before the next statement.
     reassert: AtomicBool,
-    /// What each statement prepared through this transaction may do, by name.
-    prepared: Mutex<Vec<(String, Effects)>>,
+    /// What each statement prepared through this transaction may do.
+    prepared: PreparedEffects,
 }
 
 impl<'a> TenantTransaction<'a> {
@@ -44,7 +44,7 @@ impl<'a> TenantTransaction<'a> {
             schema,
             path,
             reassert: AtomicBool::new(false),
-            prepared: Mutex::new(Vec::new()),
+            prepared: PreparedEffects::default(),
         }
     }
 
@@ -84,18 +84,10 @@ impl<'a> TenantTransaction<'a> {
                     .map_err(|e| Error::db("preparing a statement", &self.schema, e))
             }
             Source::Prepared(stmt) => {
-                let name = statement_name(stmt);
-                let effects = self
-                    .prepared
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .iter()
-                    .find(|(n, _)| !n.is_empty() && *n == name)
-                    .map(|(_, effects)| *effects)
-                    .ok_or(Error::Refused {
-                        what: "a statement not prepared through this tenant transaction",
-                        instead: "prepare it with TenantTransaction::prepare",
-                    })?;
+                let effects = self.prepared.get(stmt).ok_or(Error::Refused {
+                    what: "a statement not prepared through this tenant transaction",
+                    instead: "prepare it with TenantTransaction::prepare",
+                })?;
                 self.before(effects).await?;
                 Ok(stmt.clone())
             }
@@ -115,10 +107,7 @@ impl<'a> TenantTransaction<'a> {
             .prepare(sql)
             .await
             .map_err(|e| Error::db("preparing a statement", &self.schema, e))?;
-        self.prepared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((statement_name(&stmt), effects));
+        self.prepared.remember(&stmt, effects);
         Ok(stmt)
     }
 

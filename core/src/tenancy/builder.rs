@@ -11,7 +11,7 @@ use super::caches::Caches;
 use super::events::{Hooks, TenantEvent};
 use super::{listener, Inner, Tenancy};
 use crate::connect::ConnectionSettings;
-use crate::databases::{Databases, ShardName};
+use crate::databases::Databases;
 use crate::error::Result;
 use crate::migrate::{MigrationSets, TenantMigrations};
 use crate::registry::Registry;
@@ -20,6 +20,7 @@ use crate::resolve::{
 };
 use crate::router::{SchemaRouter, SearchPathMode};
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 
 /// Builds a [`Tenancy`].
 #[must_use = "a builder does nothing until `build` is called"]
@@ -273,7 +274,7 @@ impl TenancyBuilder {
         };
         let mut registry = Registry::over(self.databases.clone(), self.sets);
         if let Some(on) = self.citus {
-            registry.citus = crate::citus::CitusMode::fixed(on);
+            registry.citus = crate::registry::CitusMode::fixed(on);
         }
         if self.install {
             registry.install().await?;

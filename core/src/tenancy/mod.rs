@@ -5,13 +5,24 @@
 //! this process's caches and connections coherent with it and runs the event hooks; the
 //! [`Registry`] it hands out only reads. The files of this folder: `builder.rs` (the set-up),
 //! `events.rs` (what happened, for hooks), `caches.rs` (what is cached, and forgetting it)
-//! and `listener.rs` (hearing other processes' changes).
+//! and `listener.rs` (hearing other processes' changes); and one file per operation that
+//! is more than a call into the registry: `adopt.rs` (registering existing schemas),
+//! `citus.rs` (moving tenants between Citus workers), `jobs.rs` (running a background job
+//! for a [`TenantRef`](crate::TenantRef)) and `report.rs` (one query over every tenant).
+//!
+//! The rule for a new tenant operation: its public method goes in `tenancy/<op>.rs` (an
+//! `impl Tenancy` block), its SQL in `registry/<op>.rs`, its value types in a leaf module
+//! (one that imports nothing above `tenant.rs`, e.g. `citus.rs`, `tenant.rs`). Nothing
+//! below this folder imports it.
 
 mod adopt;
 mod builder;
 mod caches;
+mod citus;
 mod events;
+mod jobs;
 mod listener;
+pub mod report;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -154,9 +165,19 @@ impl Tenancy {
     }
 
     /// The cached resolver, e.g. to invalidate hosts changed by another process.
+    ///
+    /// Named for what it returns: the [`CachedResolver`] in front of the resolver given to
+    /// [`TenancyBuilder::resolver`] (or the registry's), whose cache it is for.
+    #[must_use]
+    pub fn cached_resolver(&self) -> &CachedResolver<Box<dyn TenantResolver>> {
+        &self.inner.caches.hosts
+    }
+
+    /// The former name of [`cached_resolver`](Self::cached_resolver).
+    #[deprecated(note = "use `Tenancy::cached_resolver`")]
     #[must_use]
     pub fn resolver(&self) -> &CachedResolver<Box<dyn TenantResolver>> {
-        &self.inner.caches.hosts
+        self.cached_resolver()
     }
 
     async fn forget(&self, record: &TenantRecord) {
@@ -245,7 +266,7 @@ impl Tenancy {
     /// [`Finding::InvalidIndex`](crate::Finding::InvalidIndex)), then migrates the tenants
     /// that are behind, through [`migrate`](Self::migrate), so the hooks hear
     /// [`TenantEvent::Migrated`], and reports what it repaired.
-    pub async fn doctor(&self, fix: bool) -> Result<crate::doctor::DoctorReport> {
+    pub async fn doctor(&self, fix: bool) -> Result<crate::registry::DoctorReport> {
         let mut report = self.inner.registry.doctor().await?;
         if fix {
             // Before migrating: an invalid index left by a failed build is dropped first in

@@ -89,7 +89,7 @@ pub async fn marked_tenants(tenancy: &Tenancy, prefix: &str, n: usize) -> Vec<Sc
             .expect("create tenant");
         let db = tenancy
             .router()
-            .connection_for(&s)
+            .connection_for_schema(&s)
             .await
             .expect("connection");
         db.execute("INSERT INTO marker VALUES ($1)", &[&s.as_str()])
@@ -154,7 +154,7 @@ pub async fn marker_of(db: &ConnectionScope) -> String {
 /// gets (e.g. [`Error::SchemaMissing`](crate::Error::SchemaMissing)).
 pub async fn try_seen_by(router: &SchemaRouter, schema: &SchemaName) -> crate::Result<String> {
     router
-        .connection_for(schema)
+        .connection_for_schema(schema)
         .await?
         .query_one("SELECT schema_name FROM marker", &[])
         .await
@@ -163,7 +163,13 @@ pub async fn try_seen_by(router: &SchemaRouter, schema: &SchemaName) -> crate::R
 
 /// The `marker` row a fresh checkout of `router` for `schema` reads.
 pub async fn seen_by(router: &SchemaRouter, schema: &SchemaName) -> String {
-    marker_of(&router.connection_for(schema).await.expect("connection")).await
+    marker_of(
+        &router
+            .connection_for_schema(schema)
+            .await
+            .expect("connection"),
+    )
+    .await
 }
 
 /// Whether `db` has a schema called `name`.

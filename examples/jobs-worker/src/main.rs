@@ -91,7 +91,7 @@ async fn main() -> Result<(), BoxError> {
     for slug in ["acme", "globex"] {
         let conn = tenancy
             .router()
-            .connection_for(&SchemaName::new(slug)?)
+            .connection_for_schema(&SchemaName::new(slug)?)
             .await?;
         let notes: Vec<String> = conn
             .query("SELECT body FROM notes ORDER BY id", &[])

@@ -46,7 +46,7 @@ impl Driver for Core {
     async fn read_marker(&self, schema: &SchemaName) -> Answer {
         let conn = self
             .0
-            .connection_for(schema)
+            .connection_for_schema(schema)
             .await
             .map_err(|e| core_failure(&e))?;
         let row = conn
@@ -59,7 +59,7 @@ impl Driver for Core {
     async fn read_marker_in_transaction(&self, schema: &SchemaName) -> Answer {
         let mut conn = self
             .0
-            .connection_for(schema)
+            .connection_for_schema(schema)
             .await
             .map_err(|e| core_failure(&e))?;
         let tx = conn.transaction().await.map_err(|e| core_failure(&e))?;
@@ -74,7 +74,7 @@ impl Driver for Core {
     async fn slow_read_marker(&self, schema: &SchemaName) -> Answer {
         let conn = self
             .0
-            .connection_for(schema)
+            .connection_for_schema(schema)
             .await
             .map_err(|e| core_failure(&e))?;
         let row = conn
@@ -85,7 +85,7 @@ impl Driver for Core {
     }
 
     async fn misuse(&self, schema: &SchemaName, sql: &str) {
-        let conn = self.0.connection_for(schema).await.unwrap();
+        let conn = self.0.connection_for_schema(schema).await.unwrap();
         let _ = conn.batch_execute(sql).await;
         let _ = conn.query_one(MARKER, &[]).await;
     }
@@ -108,7 +108,7 @@ impl Driver for Sqlx {
         }
         let mut conn = self
             .0
-            .connection_for(schema)
+            .connection_for_schema(schema)
             .await
             .map_err(|e| sqlx_failure(&e))?;
         let (marker,): (String,) = sqlx::query_as(MARKER)
@@ -150,7 +150,7 @@ impl Driver for Sqlx {
         }
         let mut conn = self
             .0
-            .connection_for(schema)
+            .connection_for_schema(schema)
             .await
             .map_err(|e| sqlx_failure(&e))?;
         let (marker,): (String,) = sqlx::query_as(SLOW_MARKER)
@@ -162,7 +162,7 @@ impl Driver for Sqlx {
 
     async fn misuse(&self, schema: &SchemaName, sql: &str) {
         if self.session() {
-            let mut conn = self.0.connection_for(schema).await.unwrap();
+            let mut conn = self.0.connection_for_schema(schema).await.unwrap();
             let _ = conn.execute(sql).await;
             let _ = sqlx::query(MARKER).fetch_one(&mut *conn).await;
         } else {
@@ -247,7 +247,7 @@ async fn sqlx_transaction_mode_through_pgbouncer() {
         .mode(SearchPathMode::Transaction)
         .build();
     assert!(matches!(
-        router.connection_for(&schemas[0]).await,
+        router.connection_for_schema(&schemas[0]).await,
         Err(tenant_schemas_sqlx::Error::NotInTransactionMode { .. })
     ));
     scenario::run(Sqlx(router), &schemas[0], &schemas[1], || async {

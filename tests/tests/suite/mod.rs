@@ -235,7 +235,7 @@ pub async fn states(addr: SocketAddr, tenancy: &Tenancy) {
         ("beta", "beta while alpha is read-only"),
     ] {
         let db = router
-            .connection_for(&SchemaName::new(schema).unwrap())
+            .connection_for_schema(&SchemaName::new(schema).unwrap())
             .await
             .unwrap();
         db.execute("DELETE FROM notes WHERE body = $1", &[&body])

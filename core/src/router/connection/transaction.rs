@@ -9,8 +9,9 @@ use futures_util::future::{join, join3};
 use tokio_postgres::types::Type;
 
 use super::{is_replannable, not_in_transaction_mode, refuse_transaction_control};
-use super::{ConnectionScope, Source, Target};
+use super::{ConnectionScope, Target};
 use crate::error::{Error, Result};
+use crate::router::statement::Source;
 
 impl ConnectionScope {
     /// Transaction mode: `BEGIN`, the local switch with the existence check, the statement

@@ -1,6 +1,7 @@
 //! Finding (and repairing what is safe of) damage between the registry and the schemas.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 
 use tokio_postgres::types::Type;
 
@@ -82,6 +83,52 @@ pub enum Finding {
         /// The index.
         index: String,
     },
+}
+
+/// The finding in words, as the command-line tool prints it, e.g. `tenant acme is at
+/// version 2 of 3`.
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OrphanSchema { name } => {
+                write!(
+                    f,
+                    "schema {name} has no registry row (not repaired: it may hold data)"
+                )
+            }
+            Self::MissingSchema { schema } => write!(f, "tenant {schema} has no schema"),
+            Self::Behind {
+                schema,
+                version,
+                latest,
+            } => write!(f, "tenant {schema} is at version {version} of {latest}"),
+            Self::Ahead {
+                schema,
+                version,
+                latest,
+            } => write!(
+                f,
+                "tenant {schema} is at version {version}, ahead of {latest}"
+            ),
+            Self::InvalidName { name, reason } => {
+                write!(f, "registry name {name} is invalid: {reason}")
+            }
+            Self::TableInPublic { schema, table } => write!(
+                f,
+                "tenant {schema} has a table {table} like public.{table} \
+                 (not repaired: rename one, or declare it shared)"
+            ),
+            Self::SchemaNamedAfterRole { schema } => write!(
+                f,
+                "tenant {schema} is named like a database role (\"$user\" resolves to it)"
+            ),
+            Self::InvalidIndex { schema, index } => write!(
+                f,
+                "tenant {schema} has an invalid index {index} (a failed concurrent build; \
+                 --fix drops it and migrates a tenant behind, rebuilds it otherwise)"
+            ),
+        }
+    }
 }
 
 impl Finding {
@@ -339,5 +386,76 @@ impl Registry {
             out.push((finding.clone(), error));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words are the ones the command-line tool printed before it read them from here.
+    #[test]
+    fn each_finding_is_worded_as_the_cli_prints_it() {
+        let acme = SchemaName::new("acme").unwrap();
+        let cases = [
+            (
+                Finding::OrphanSchema { name: "old".into() },
+                "schema old has no registry row (not repaired: it may hold data)",
+            ),
+            (
+                Finding::MissingSchema {
+                    schema: acme.clone(),
+                },
+                "tenant acme has no schema",
+            ),
+            (
+                Finding::Behind {
+                    schema: acme.clone(),
+                    version: 2,
+                    latest: 3,
+                },
+                "tenant acme is at version 2 of 3",
+            ),
+            (
+                Finding::Ahead {
+                    schema: acme.clone(),
+                    version: 4,
+                    latest: 3,
+                },
+                "tenant acme is at version 4, ahead of 3",
+            ),
+            (
+                Finding::InvalidName {
+                    name: "\"x\"".into(),
+                    reason: "too long".into(),
+                },
+                "registry name \"x\" is invalid: too long",
+            ),
+            (
+                Finding::TableInPublic {
+                    schema: acme.clone(),
+                    table: "users".into(),
+                },
+                "tenant acme has a table users like public.users \
+                 (not repaired: rename one, or declare it shared)",
+            ),
+            (
+                Finding::SchemaNamedAfterRole {
+                    schema: acme.clone(),
+                },
+                "tenant acme is named like a database role (\"$user\" resolves to it)",
+            ),
+            (
+                Finding::InvalidIndex {
+                    schema: acme,
+                    index: "notes_key".into(),
+                },
+                "tenant acme has an invalid index notes_key (a failed concurrent build; \
+                 --fix drops it and migrates a tenant behind, rebuilds it otherwise)",
+            ),
+        ];
+        for (finding, words) in cases {
+            assert_eq!(finding.to_string(), words, "{finding:?}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Tenants in background jobs: a [`TenantRef`] goes into the job's payload where the
-//! request is handled, and [`Tenancy::run_ref`] (or [`scope::run_ref`](crate::scope::run_ref))
-//! restores the tenant's scope on the worker, after checking with the registry that the
-//! tenant is still the one the job was queued for.
+//! request is handled, and [`Tenancy::run_ref`] restores the tenant's scope on the worker,
+//! after checking with the registry that the tenant is still the one the job was queued
+//! for.
 //!
 //! A job may run long after it was queued: its tenant may have been deleted (and another
 //! created in the same schema since), renamed, moved to another database or suspended.
@@ -36,63 +36,15 @@
 //! # }
 //! ```
 
-use std::fmt;
 use std::future::Future;
 
 use tracing::Instrument;
 
-use crate::databases::ShardName;
 use crate::error::{Error, Result};
-use crate::schema::SchemaName;
 use crate::tenancy::Tenancy;
-use crate::tenant::{Tenant, TenantId, TenantRecord};
-
-/// A registered tenant as a background job carries it: its registry id, its schema and the
-/// database (shard) it lives on. Small, cheap to clone, and (feature `serde`) serializable as
-/// `{"id": 7, "schema": "acme", "shard": "default"}`; a schema name that fails validation
-/// is a deserialize error.
-///
-/// Made with [`Tenant::to_ref`] (a tenant from the registry: the one in a request's scope)
-/// or from a [`TenantRecord`]; restored with [`Tenancy::run_ref`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct TenantRef {
-    id: TenantId,
-    schema: SchemaName,
-    #[cfg_attr(feature = "serde", serde(default))]
-    shard: ShardName,
-}
+use crate::tenant::{Tenant, TenantRecord, TenantRef};
 
 impl TenantRef {
-    /// The tenant with registry id `id`, in `schema` on database `shard`, e.g. read back
-    /// from a job queue's own columns.
-    #[must_use]
-    pub fn new(id: TenantId, schema: SchemaName, shard: impl Into<ShardName>) -> Self {
-        Self {
-            id,
-            schema,
-            shard: shard.into(),
-        }
-    }
-
-    /// The tenant's registry id.
-    #[must_use]
-    pub fn id(&self) -> TenantId {
-        self.id
-    }
-
-    /// The tenant's schema when the reference was made.
-    #[must_use]
-    pub fn schema(&self) -> &SchemaName {
-        &self.schema
-    }
-
-    /// The database (shard) the tenant lived on when the reference was made.
-    #[must_use]
-    pub fn shard(&self) -> &ShardName {
-        &self.shard
-    }
-
     /// Checks `record` (the registry's tenant with this id now) against the reference: the
     /// tenant the job may run for, or why not.
     fn check(&self, record: Option<TenantRecord>) -> Result<Tenant> {
@@ -118,22 +70,6 @@ impl TenantRef {
             });
         }
         Ok(record.tenant())
-    }
-}
-
-impl fmt::Display for TenantRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (id {}", self.schema, self.id)?;
-        if !self.shard.is_default() {
-            write!(f, ", database {}", self.shard)?;
-        }
-        f.write_str(")")
-    }
-}
-
-impl From<&TenantRecord> for TenantRef {
-    fn from(record: &TenantRecord) -> Self {
-        Self::new(record.id, record.schema.clone(), &record.shard)
     }
 }
 
@@ -208,7 +144,9 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::tenant::TenantStatus;
+    use crate::schema::SchemaName;
+    use crate::shard::ShardName;
+    use crate::tenant::{TenantId, TenantStatus};
 
     fn record(id: TenantId, schema: &str, shard: &str, status: TenantStatus) -> TenantRecord {
         TenantRecord {

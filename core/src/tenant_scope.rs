@@ -29,9 +29,7 @@ use tokio::task::JoinHandle;
 use tracing::instrument::{Instrument, Instrumented};
 
 use crate::error::{Error, Result};
-use crate::jobs::TenantRef;
 use crate::schema::SchemaName;
-use crate::tenancy::Tenancy;
 use crate::tenant::Tenant;
 
 tokio::task_local! {
@@ -70,17 +68,6 @@ pub fn run<F: Future>(tenant: Tenant, fut: F) -> Scoped<F> {
 /// Runs `fut` in the scope of `schema` (a tenant named after its schema).
 pub fn run_in_schema<F: Future>(schema: SchemaName, fut: F) -> Scoped<F> {
     run(Tenant::new(schema), fut)
-}
-
-/// Runs `job` in the scope of the registered tenant `tenant` refers to, after checking it
-/// is still that tenant: on a worker, for a job queued with a [`TenantRef`]. See
-/// [`Tenancy::run_ref`], which this calls.
-pub async fn run_ref<F: Future>(
-    tenancy: &Tenancy,
-    tenant: &TenantRef,
-    job: F,
-) -> Result<F::Output> {
-    tenancy.run_ref(tenant, job).await
 }
 
 /// Runs the closure `f` synchronously with `tenant` in scope.

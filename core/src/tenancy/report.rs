@@ -44,9 +44,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::databases::ShardName;
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 use crate::tenancy::Tenancy;
 
 /// The placeholder of a report's query that the library replaces by each tenant's quoted

@@ -236,24 +236,26 @@ fn version_1_clusters() -> &'static [(TestCluster, &'static str)] {
         if std::env::var_os(DATABASE_URL_ENV).is_some() {
             return Vec::new();
         }
-        [(&[][..], "TLSv1.3"), (&["ssl_max_protocol_version=TLSv1.2"][..], "TLSv1.2")]
-            .into_iter()
-            .map(|(settings, version)| {
-                let cluster = TestCluster::start_with_certificate(
-                    include_str!("fixtures/x509v1.crt"),
-                    include_str!("fixtures/x509v1.key"),
-                    settings,
-                )
-                .unwrap();
-                (cluster, version)
-            })
-            .collect()
+        [
+            (&[][..], "TLSv1.3"),
+            (&["ssl_max_protocol_version=TLSv1.2"][..], "TLSv1.2"),
+        ]
+        .into_iter()
+        .map(|(settings, version)| {
+            let cluster = TestCluster::start_with_certificate(
+                include_str!("fixtures/x509v1.crt"),
+                include_str!("fixtures/x509v1.key"),
+                settings,
+            )
+            .unwrap();
+            (cluster, version)
+        })
+        .collect()
     })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prefer_and_require_encrypt_to_a_version_1_certificate_and_the_verifying_modes_refuse_it(
-) {
+async fn prefer_and_require_encrypt_to_a_version_1_certificate_and_the_verifying_modes_refuse_it() {
     for (cluster, version) in version_1_clusters() {
         let db = cluster.create_database().await.unwrap();
         let url = format!(
@@ -278,19 +280,18 @@ async fn prefer_and_require_encrypt_to_a_version_1_certificate_and_the_verifying
             .create_tenant(NewTenant::new(schema("acme")))
             .await
             .unwrap();
-        let (ssl, negotiated): (bool, String) =
-            tenant_schemas::scope::run(acme.tenant(), async {
-                let db = tenancy.connection().await.unwrap();
-                let row = db
-                    .query_one(
-                        "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                        &[],
-                    )
-                    .await
-                    .unwrap();
-                (row.get(0), row.get(1))
-            })
-            .await;
+        let (ssl, negotiated): (bool, String) = tenant_schemas::scope::run(acme.tenant(), async {
+            let db = tenancy.connection().await.unwrap();
+            let row = db
+                .query_one(
+                    "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        })
+        .await;
         assert!(ssl, "the tenant's connection is not encrypted");
         assert_eq!(&negotiated, version);
 

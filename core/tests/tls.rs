@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tenant_schemas::testing::fixtures::{host, marker_and_notes, schema};
-use tenant_schemas::testing::{TestCluster, TestDatabase, DATABASE_URL_ENV};
+use tenant_schemas::testing::{TestCitusCluster, TestCluster, TestDatabase, DATABASE_URL_ENV};
 use tenant_schemas::{ConnectionSettings, ErrorKind, NewTenant, Tenancy};
 
 /// One TLS cluster for this test binary; `None` against an external server (which the
@@ -372,4 +372,75 @@ async fn prefer_connects_in_plain_text_to_a_server_without_tls() {
         .await
         .unwrap();
     assert!(!row.get::<_, bool>(0));
+}
+
+/// A Citus coordinator as Citus sets itself up (SSL turned on by `CREATE EXTENSION citus`,
+/// with a self-signed version 1 certificate), reached with a URL without `sslmode`: the
+/// Tenancy connects, encrypted, and serves a distributed tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citus_coordinator_url_without_sslmode_connects_encrypted() {
+    if TestCitusCluster::skip_requested() || std::env::var_os(DATABASE_URL_ENV).is_some() {
+        return;
+    }
+    let cluster = TestCitusCluster::shared().unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster.create_database().await.unwrap();
+    let url = cluster.coordinator().url(db.name()).unwrap();
+    assert!(!url.contains("sslmode"), "{url}");
+    // The certificate Citus made is version 1: the verifying modes cannot read it.
+    let shown = encrypted(&format!("{url}?sslmode=verify-ca"))
+        .await
+        .unwrap_err();
+    assert!(
+        shown.contains("not an X.509 version 3 certificate"),
+        "{shown}"
+    );
+
+    let tenancy = Tenancy::builder_from_url(&url)
+        .unwrap()
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    assert!(tenancy.registry().is_citus().await.unwrap());
+    let acme = tenancy
+        .create_tenant(NewTenant::new(schema("acme")))
+        .await
+        .unwrap();
+    let (ssl, notes): (bool, i64) = tenant_schemas::scope::run(acme.tenant(), async {
+        let db = tenancy.connection().await.unwrap();
+        db.execute("INSERT INTO notes (body) VALUES ('over TLS')", &[])
+            .await
+            .unwrap();
+        let ssl = db
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let notes = db
+            .query_one("SELECT count(*) FROM notes", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (ssl, notes)
+    })
+    .await;
+    assert!(ssl, "the coordinator connection is not encrypted");
+    assert_eq!(notes, 1);
+    // The tenant is a distributed schema, placed on a worker.
+    let distributed: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_dist_schema WHERE schemaid::regnamespace::text = 'acme'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distributed, 1);
 }

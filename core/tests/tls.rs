@@ -294,6 +294,29 @@ async fn prefer_and_require_encrypt_to_a_version_1_certificate_and_the_verifying
         .await;
         assert!(ssl, "the tenant's connection is not encrypted");
         assert_eq!(&negotiated, version);
+        // So does its change listener.
+        let started = Instant::now();
+        while !tenancy.is_listening() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never listening"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let listeners: i64 = db
+            .pool()
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+                 WHERE a.datname = current_database() AND s.ssl AND a.query LIKE 'LISTEN%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(listeners, 1, "{version}: the listener over TLS");
 
         // The verifying modes refuse it, against the web's roots or the certificate itself,
         // and say why.

@@ -467,3 +467,57 @@ async fn a_citus_coordinator_url_without_sslmode_connects_encrypted() {
         .get(0);
     assert_eq!(distributed, 1);
 }
+
+/// A server whose TLS rustls cannot speak (TLS 1.2 with RSA key exchange only): as libpq
+/// does with `prefer`, a failed handshake is retried in plain text, for the pools and the
+/// change listener; `require` fails, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_retries_in_plain_text_when_the_tls_handshake_fails() {
+    if std::env::var_os(DATABASE_URL_ENV).is_some() {
+        return;
+    }
+    let cluster = TestCluster::start_with_certificate(
+        include_str!("fixtures/x509v1.crt"),
+        include_str!("fixtures/x509v1.key"),
+        &["ssl_max_protocol_version=TLSv1.2", "ssl_ciphers=AES128-SHA"],
+    )
+    .unwrap();
+    let db = cluster.create_database().await.unwrap();
+    let url = format!(
+        "postgres://postgres@localhost:{}/{}",
+        cluster.port().unwrap(),
+        db.name()
+    );
+    let shown = encrypted(&format!("{url}?sslmode=require"))
+        .await
+        .unwrap_err();
+    println!("require: {shown}");
+    assert!(shown.contains("TLS handshake"), "{shown}");
+    assert_eq!(encrypted(&url).await, Ok(false));
+    assert_eq!(encrypted(&format!("{url}?sslmode=prefer")).await, Ok(false));
+
+    let tenancy = Tenancy::connect(&url).await.unwrap();
+    let started = Instant::now();
+    while !tenancy.is_listening() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never listening"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listeners: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.datname = current_database() AND NOT s.ssl AND a.query LIKE 'LISTEN%' \
+             AND a.client_addr IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(listeners, 1, "the listener in plain text");
+}

@@ -3,9 +3,11 @@
 //! [`TlsConnector`] made from them (rustls, feature `tls`), and a pool with production
 //! defaults. [`Tenancy::builder_from_url`](crate::Tenancy::builder_from_url) starts here.
 //!
-//! The files of this folder: `url.rs` (taking the TLS parameters out of a connection string)
-//! and `tls.rs` (the connector and its certificate verification).
+//! The files of this folder: `url.rs` (taking the TLS parameters out of a connection string),
+//! `tls.rs` (the connector and its certificate verification) and `fallback.rs` (`prefer`
+//! retried in plain text when the TLS handshake fails, as libpq does).
 
+pub(crate) mod fallback;
 mod tls;
 mod url;
 
@@ -57,8 +59,9 @@ const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum SslMode {
     /// No TLS.
     Disable,
-    /// TLS when the server offers it, unverified; plain otherwise (libpq's default). Without
-    /// the `tls` feature, plain.
+    /// TLS when the server offers it, unverified; plain otherwise, and when the TLS
+    /// handshake fails, as libpq retries it (libpq's default). Without the `tls` feature,
+    /// plain.
     #[default]
     Prefer,
     /// TLS or no connection; the server's certificate is not verified. With a root
@@ -350,9 +353,9 @@ impl ConnectionSettings {
         let config = self.connect_config();
         let create_timeout = config.get_connect_timeout().copied();
         let size = self.pool_size.unwrap_or_else(default_pool_size);
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config,
-            self.tls_connector()?,
+            fallback::PreferFallback(self.tls_connector()?),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -16,6 +16,10 @@ use crate::error::Result;
 /// chain against the root certificates, `verify-full` also checks that the certificate names
 /// the host connected to. Without the feature it makes no TLS connections. Cheap to clone.
 ///
+/// The pools and the change listener also retry a `prefer` connection in plain text when
+/// the TLS handshake fails, as libpq does; `Config::connect` with this connector alone
+/// does not.
+///
 /// ```no_run
 /// use tenant_schemas::ConnectionSettings;
 ///

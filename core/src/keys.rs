@@ -3,10 +3,19 @@
 //!
 //! [`tenant_key`] and [`tenant_path`] use the tenant in [`scope`](crate::scope::run) and fail
 //! outside one ([`Error::NoTenantInScope`]): there is no unprefixed fallback. A key or path
-//! that could leave its prefix once a store or a file system interprets it (`..`, an
-//! absolute path, a backslash, NUL or another control character, a percent-encoded
-//! `..`) is refused with [`Error::InvalidKey`] instead of being cleaned up: a cleaned-up
-//! path may still name another tenant's file.
+//! that could leave its prefix once a store, a proxy or a file system interprets it is
+//! refused with [`Error::InvalidKey`] instead of being cleaned up (a cleaned-up path may
+//! still name another tenant's file):
+//!
+//! - `..` segments, an absolute path (a leading `/`), a backslash, NUL or another control
+//!   character — and, for paths, `.` and empty segments and a drive letter;
+//! - any of these once percent-decoded, as often as decoding changes something (`%2e%2e/`,
+//!   `..%2f`, `%2f…`, `%5c`, `%252e%252e`), and a percent-encoding that does not decode to
+//!   UTF-8 (the overlong `%c0%ae`, which a lax decoder reads as `.`);
+//! - any of these once Unicode-normalized (NFKC, as many systems normalize names) or read
+//!   with the slash look-alikes NFKC leaves alone (`∕` U+2215, `⁄` U+2044, `⧸`, `╱` … as
+//!   `/`; `⧵`, `⧹`, `╲` … as `\`): `．．/`, `‥/`, `..／`, `..∕`, `＼` are refused. Other
+//!   non-ASCII characters are kept (`résumé.pdf` is a fine name).
 //!
 //! Keys are `t/<schema>/<key>`, paths `tenants/<schema>/<path>`. The public tenant's are
 //! `t/public/…` and `tenants/public/…`, which no other tenant can have (no tenant schema is
@@ -95,7 +104,8 @@ impl TenantKeys {
 
     /// `key` under the tenant's [key prefix](Self::key_prefix); [`Error::InvalidKey`] for an
     /// empty key or one with a control character (NUL, newline …), a backslash, a leading `/`
-    /// or a `..` segment.
+    /// or a `..` segment, as written, percent-decoded or Unicode-normalized (see the
+    /// [module](self)).
     pub fn key(&self, key: &str) -> Result<String> {
         check_key(key)?;
         Ok(format!("{}{key}", self.key_prefix()))
@@ -103,8 +113,8 @@ impl TenantKeys {
 
     /// `path` under the tenant's [path prefix](Self::path_prefix); [`Error::InvalidKey`] for
     /// what [`key`](Self::key) refuses, and also for `.` or empty segments (`a//b`), a drive
-    /// letter (`C:`), a percent-encoded form of any of these (`%2e%2e`), and a result longer
-    /// than [`MAX_PATH_LEN`].
+    /// letter (`C:`), a percent-encoded or Unicode look-alike form of any of these (`%2e%2e`,
+    /// `．．`), and a result longer than [`MAX_PATH_LEN`].
     pub fn path(&self, path: &str) -> Result<String> {
         check_path(path)?;
         let full = format!("{}{path}", self.path_prefix());
@@ -137,34 +147,90 @@ fn invalid(key: &str, reason: &'static str) -> Error {
 }
 
 fn check_key(key: &str) -> Result<()> {
-    match key_problem(key) {
-        Some(reason) => Err(invalid(key, reason)),
-        None => Ok(()),
-    }
+    check(key, key_problem)
 }
 
 fn check_path(path: &str) -> Result<()> {
-    if let Some(reason) = path_problem(path) {
-        return Err(invalid(path, reason));
+    check(path, path_problem)
+}
+
+/// `s` as written, then every form a store, a proxy or a file system may read it as must
+/// pass `problem`.
+fn check(s: &str, problem: fn(&str) -> Option<&'static str>) -> Result<()> {
+    if let Some(reason) = problem(s) {
+        return Err(invalid(s, reason));
     }
-    // A store or proxy that decodes percent-escapes sees the decoded path: every decoding
+    if problem(&folded(s)).is_some() {
+        return Err(invalid(
+            s,
+            "Unicode-normalized (NFKC) or with its slash look-alikes read as `/` or `\\`, \
+             it could leave the tenant's prefix",
+        ));
+    }
+    // A store or proxy that decodes percent-escapes sees the decoded form: every decoding
     // (`%252e`, encoded twice, too) must pass as well.
-    let mut current = path.to_owned();
+    let mut current = s.to_owned();
     loop {
-        let decoded = percent_encoding::percent_decode_str(&current)
-            .decode_utf8_lossy()
-            .into_owned();
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(&current).collect();
+        let Ok(decoded) = String::from_utf8(bytes) else {
+            return Err(invalid(
+                s,
+                "percent-decoded, it is not UTF-8 (an overlong form such as `%c0%ae` reads \
+                 as `.` to a lax decoder)",
+            ));
+        };
         if decoded == current {
             return Ok(());
         }
-        if path_problem(&decoded).is_some() {
+        if problem(&decoded).is_some() || problem(&folded(&decoded)).is_some() {
             return Err(invalid(
-                path,
+                s,
                 "percent-decoded, it could leave the tenant's prefix",
             ));
         }
         current = decoded;
     }
+}
+
+/// Characters that look like `/` and that NFKC leaves alone.
+const SLASH_LOOK_ALIKES: &[char] = &[
+    '\u{2215}', // ∕ DIVISION SLASH
+    '\u{2044}', // ⁄ FRACTION SLASH
+    '\u{29F8}', // ⧸ BIG SOLIDUS
+    '\u{2571}', // ╱ BOX DRAWINGS LIGHT DIAGONAL UPPER RIGHT TO LOWER LEFT
+    '\u{27CB}', // ⟋ MATHEMATICAL RISING DIAGONAL
+    '\u{0338}', // ̸ COMBINING LONG SOLIDUS OVERLAY
+    '\u{2CC6}', // ⳇ COPTIC SMALL LETTER OLD COPTIC ESH
+    '\u{3033}', // 〳 VERTICAL KANA REPEAT MARK UPPER HALF
+];
+
+/// Characters that look like `\` and that NFKC leaves alone.
+const BACKSLASH_LOOK_ALIKES: &[char] = &[
+    '\u{29F5}', // ⧵ REVERSE SOLIDUS OPERATOR
+    '\u{29F9}', // ⧹ BIG REVERSE SOLIDUS
+    '\u{2572}', // ╲ BOX DRAWINGS LIGHT DIAGONAL UPPER LEFT TO LOWER RIGHT
+    '\u{27CD}', // ⟍ MATHEMATICAL FALLING DIAGONAL
+];
+
+/// `s` in NFKC (`．` → `.`, `‥` → `..`, `／` → `/`, `＼` → `\`), with the slash look-alikes
+/// read as what they look like. ASCII is its own form.
+fn folded(s: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::UnicodeNormalization;
+    if s.is_ascii() {
+        return s.into();
+    }
+    s.nfkc()
+        .map(|c| {
+            if SLASH_LOOK_ALIKES.contains(&c) {
+                '/'
+            } else if BACKSLASH_LOOK_ALIKES.contains(&c) {
+                '\\'
+            } else {
+                c
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// What keys and paths both refuse.
@@ -284,6 +350,163 @@ mod tests {
         // The message names the key, escaped.
         let err = keys.key("a\0b").unwrap_err().to_string();
         assert!(err.contains("\"a\\0b\"") && err.contains("NUL"), "{err}");
+    }
+
+    #[test]
+    fn encoded_and_look_alike_traversal_is_refused_in_keys_and_paths() {
+        let keys = acme();
+        for bad in [
+            // Percent-encoded, once or twice.
+            "%2e%2e/globex/x",
+            "%2E%2E%2Fglobex",
+            "..%2f",
+            "..%2fglobex/x",
+            "%2f",
+            "%2fetc/passwd",
+            "%5c",
+            "a%5c..%5cb",
+            "%252e%252e/x",
+            "a%00b",
+            // Unicode look-alikes: NFKC turns them into `..` or `/`, or they look like `/`.
+            "．．",
+            "．．/globex/x",
+            "‥",
+            "‥/globex",
+            "..／",
+            "..／globex",
+            "..∕globex",
+            "..⁄globex",
+            "..⧸globex",
+            "／etc/passwd",
+            "＼x",
+            "a⧵..⧵b",
+            // The same, percent-encoded (UTF-8).
+            "%ef%bc%8e%ef%bc%8e/globex",
+            "%e2%80%a5/globex",
+            "..%ef%bc%8f",
+            "..%e2%88%95",
+            // Overlong UTF-8 for `.` and `/`: not UTF-8, refused.
+            "%c0%ae%c0%ae",
+            "%c0%ae%c0%ae/globex",
+            "..%c0%af",
+            "%e0%80%ae%e0%80%ae/x",
+            "%ff",
+        ] {
+            let err = keys.key(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidKey { .. }), "{bad:?}: {err}");
+            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+            let err = keys.path(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidKey { .. }), "{bad:?}: {err}");
+        }
+        // Paths only: `.` segments and drive letters in look-alike form.
+        for bad in ["a/．/b", "．/a", "a/%ef%bc%8e/b", "C：/x"] {
+            assert!(keys.path(bad).is_err(), "{bad:?}");
+        }
+        // The reason says which reading it failed.
+        let err = keys.key("..%2fglobex").unwrap_err().to_string();
+        assert!(err.contains("percent-decoded"), "{err}");
+        let err = keys.key("..∕globex").unwrap_err().to_string();
+        assert!(err.contains("NFKC"), "{err}");
+        let err = keys.key("%c0%ae%c0%ae").unwrap_err().to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
+        // What cannot leave the prefix is kept as written.
+        for good in [
+            "résumé.pdf",
+            "日本語/ファイル.txt",
+            "a%2fb",
+            "50%off.png",
+            "½.txt",
+            "file..name.txt",
+            "a.b/c．d",
+        ] {
+            assert_eq!(keys.path(good).unwrap(), format!("tenants/acme/{good}"));
+            assert_eq!(keys.key(good).unwrap(), format!("t/acme/{good}"));
+        }
+    }
+
+    /// What a lax consumer may make of a stored name: percent-decoded as often as it
+    /// changes (overlong `.` and `/` read as such), NFKC-normalized, slash look-alikes and
+    /// backslashes read as `/`; then resolved. `None` when it leaves `prefix`.
+    fn lax_resolve(full: &str, prefix: &str) -> Option<String> {
+        use unicode_normalization::UnicodeNormalization;
+        let mut current = full.to_owned();
+        loop {
+            let mut bytes: Vec<u8> = percent_encoding::percent_decode_str(&current).collect();
+            for (overlong, ascii) in [
+                (&[0xc0, 0xae][..], b'.'),
+                (&[0xc0, 0xaf][..], b'/'),
+                (&[0xe0, 0x80, 0xae][..], b'.'),
+                (&[0xe0, 0x80, 0xaf][..], b'/'),
+            ] {
+                while let Some(i) = bytes.windows(overlong.len()).position(|w| w == overlong) {
+                    bytes.splice(i..i + overlong.len(), [ascii]);
+                }
+            }
+            let decoded = String::from_utf8_lossy(&bytes).into_owned();
+            if decoded == current {
+                break;
+            }
+            current = decoded;
+        }
+        let read: String = current
+            .nfkc()
+            .map(|c| {
+                if c == '\\' || SLASH_LOOK_ALIKES.contains(&c) || BACKSLASH_LOOK_ALIKES.contains(&c)
+                {
+                    '/'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        if read.starts_with('/') {
+            return None;
+        }
+        let mut stack: Vec<&str> = Vec::new();
+        for segment in read.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    stack.pop()?;
+                }
+                s => stack.push(s),
+            }
+        }
+        let resolved = stack.join("/") + "/";
+        resolved.starts_with(prefix).then_some(resolved)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever pieces a key or path is made of, an accepted one stays under its
+        /// tenant's prefix however a lax consumer reads it.
+        #[test]
+        fn an_accepted_key_or_path_stays_under_its_prefix(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "a", "é", "..", ".", "/", "\\", "%", "%2e", "%2E", "%2f", "%5c", "%25",
+                    "%c0%ae", "%c0", "%ae", "．", "‥", "／", "∕", "⁄", "＼", "%ef%bc%8e",
+                    "%e2%80%a5", ":", "C", "½", "\u{338}",
+                ]),
+                1..8,
+            )
+        ) {
+            let s: String = pieces.concat();
+            let keys = acme();
+            if let Ok(full) = keys.path(&s) {
+                proptest::prop_assert!(
+                    lax_resolve(&full, "tenants/acme/").is_some(),
+                    "path {:?} accepted as {:?}", s, full
+                );
+            }
+            if let Ok(full) = keys.key(&s) {
+                proptest::prop_assert!(
+                    lax_resolve(&full, "t/acme/").is_some(),
+                    "key {:?} accepted as {:?}", s, full
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -254,3 +254,121 @@ async fn a_report_spans_the_databases_of_the_shard_map() {
         ]
     );
 }
+
+/// A report leaves nothing on a connection: a session-level advisory lock its query took
+/// is gone once the report returns (its connection was closed, not pooled), and the pool
+/// still serves. Another session takes the lock, waiting at most `lock_timeout` for the
+/// closed connection's backend to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_leaves_no_session_state_on_a_pooled_connection() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    marked_tenants(&tenancy, "s", 2).await;
+    for (sql, ok) in [
+        // A success, and an error after the lock was taken (the second tenant's branch
+        // divides by zero).
+        (
+            "SELECT pg_advisory_lock(4242)::text AS locked FROM {schema}.marker",
+            true,
+        ),
+        (
+            "SELECT pg_advisory_lock(4243)::text AS locked, \
+             1 / (CASE WHEN m.schema_name = 's1' THEN 0 ELSE 1 END) AS x \
+             FROM {schema}.marker AS m",
+            false,
+        ),
+    ] {
+        let result = tenancy.report(sql, &[], &ReportOptions::default()).await;
+        assert_eq!(result.is_ok(), ok, "{sql}: {result:?}");
+    }
+    // Every pooled connection of the tenancy (the router's pool is the registry's) holds
+    // no advisory lock.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tenancy.router().public().await.unwrap());
+    }
+    for conn in &held {
+        let locks: i64 = conn
+            .query_one(
+                "SELECT count(*) FROM pg_locks \
+                 WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(locks, 0);
+    }
+    drop(held);
+    let other = db.new_pool(1).unwrap();
+    let other = other.get().await.unwrap();
+    other
+        .batch_execute("SET lock_timeout = '20s'")
+        .await
+        .unwrap();
+    for key in [4242_i64, 4243] {
+        other
+            .query_one("SELECT pg_advisory_lock($1)::text", &[&key])
+            .await
+            .unwrap_or_else(|e| panic!("lock {key} is still held: {e}"));
+    }
+}
+
+/// PostgreSQL lets a `READ ONLY` transaction write large objects; a report refuses them as
+/// any other write, and they change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_refuses_large_object_writers() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    marked_tenants(&tenancy, "l", 2).await;
+    let admin = db.pool().get().await.unwrap();
+    let oid: u32 = admin
+        .query_one("SELECT lo_from_bytea(0, 'kept'::bytea)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let objects = "SELECT count(*) FROM pg_largeobject_metadata";
+    let before: i64 = admin.query_one(objects, &[]).await.unwrap().get(0);
+    for write in [
+        "SELECT lo_from_bytea(0, 'x'::bytea)::text AS oid FROM {schema}.marker".to_owned(),
+        "SELECT lo_create(0)::text AS oid FROM {schema}.marker".to_owned(),
+        "SELECT lo_creat(-1)::text AS oid FROM {schema}.marker".to_owned(),
+        "SELECT lo_import('PG_VERSION')::text AS oid FROM {schema}.marker".to_owned(),
+        format!("SELECT lo_put({oid}, 0, 'y'::bytea)::text AS put FROM {{schema}}.marker"),
+        format!("SELECT lowrite(lo_open({oid}, 131072), 'z'::bytea) AS n FROM {{schema}}.marker"),
+        format!("SELECT lo_truncate(lo_open({oid}, 131072), 0) AS n FROM {{schema}}.marker"),
+        // One tenant only: a second branch would find the object gone.
+        format!("SELECT lo_unlink({oid}) AS n FROM {{schema}}.marker WHERE schema_name = 'l0'"),
+    ] {
+        let err = tenancy
+            .report(&write, &[], &ReportOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::ReportWrites { .. }),
+            "{write}: {err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+        let shown = err.to_string();
+        assert!(shown.contains("a report may not write"), "{shown}");
+    }
+    let after: i64 = admin.query_one(objects, &[]).await.unwrap().get(0);
+    assert_eq!(after, before);
+    let kept: Vec<u8> = admin
+        .query_one("SELECT lo_get($1)", &[&oid])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, b"kept");
+    // Reading large objects is fine.
+    let rows = tenancy
+        .report(
+            &format!("SELECT length(lo_get({oid})) AS n FROM {{schema}}.marker"),
+            &[],
+            &ReportOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, i32>("n"), 4);
+}

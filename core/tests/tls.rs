@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tenant_schemas::testing::fixtures::{host, marker_and_notes, schema};
-use tenant_schemas::testing::{TestCluster, TestDatabase, DATABASE_URL_ENV};
+use tenant_schemas::testing::{TestCitusCluster, TestCluster, TestDatabase, DATABASE_URL_ENV};
 use tenant_schemas::{ConnectionSettings, ErrorKind, NewTenant, Tenancy};
 
 /// One TLS cluster for this test binary; `None` against an external server (which the
@@ -224,4 +224,300 @@ async fn a_tenancy_from_a_verify_full_url_serves_and_listens_encrypted() {
     let (plain, listening): (i64, i64) = (row.get(0), row.get(1));
     assert_eq!(plain, 0, "connections without TLS");
     assert_eq!(listening, 2, "listeners over TLS");
+}
+
+/// Servers whose certificate is the self-signed X.509 version 1 certificate of
+/// `tests/fixtures` (the kind `CREATE EXTENSION citus` makes): one speaking TLS 1.3 (rustls
+/// checks the handshake's signature with the raw key), one at most TLS 1.2 (the library's
+/// own check); none against an external server.
+fn version_1_clusters() -> &'static [(TestCluster, &'static str)] {
+    static CLUSTERS: OnceLock<Vec<(TestCluster, &'static str)>> = OnceLock::new();
+    CLUSTERS.get_or_init(|| {
+        if std::env::var_os(DATABASE_URL_ENV).is_some() {
+            return Vec::new();
+        }
+        [
+            (&[][..], "TLSv1.3"),
+            (&["ssl_max_protocol_version=TLSv1.2"][..], "TLSv1.2"),
+        ]
+        .into_iter()
+        .map(|(settings, version)| {
+            let cluster = TestCluster::start_with_certificate(
+                include_str!("fixtures/x509v1.crt"),
+                include_str!("fixtures/x509v1.key"),
+                settings,
+            )
+            .unwrap();
+            (cluster, version)
+        })
+        .collect()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_and_require_encrypt_to_a_version_1_certificate_and_the_verifying_modes_refuse_it() {
+    for (cluster, version) in version_1_clusters() {
+        let db = cluster.create_database().await.unwrap();
+        let url = format!(
+            "postgres://postgres@localhost:{}/{}",
+            cluster.port().unwrap(),
+            db.name()
+        );
+        // As libpq: prefer (the default) and require encrypt and judge nothing of the
+        // certificate (rustls' verifier alone answers `UnsupportedCertVersion`).
+        assert_eq!(encrypted(&url).await, Ok(true), "{version}");
+        assert_eq!(encrypted(&format!("{url}?sslmode=prefer")).await, Ok(true));
+        assert_eq!(encrypted(&format!("{url}?sslmode=require")).await, Ok(true));
+
+        // A Tenancy from the bare URL serves a tenant over it.
+        let tenancy = Tenancy::builder_from_url(&url)
+            .unwrap()
+            .migrations(marker_and_notes())
+            .build()
+            .await
+            .unwrap();
+        let acme = tenancy
+            .create_tenant(NewTenant::new(schema("acme")))
+            .await
+            .unwrap();
+        let (ssl, negotiated): (bool, String) = tenant_schemas::scope::run(acme.tenant(), async {
+            let db = tenancy.connection().await.unwrap();
+            let row = db
+                .query_one(
+                    "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        })
+        .await;
+        assert!(ssl, "the tenant's connection is not encrypted");
+        assert_eq!(&negotiated, version);
+        // So does its change listener.
+        let started = Instant::now();
+        while !tenancy.is_listening() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never listening"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let listeners: i64 = db
+            .pool()
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+                 WHERE a.datname = current_database() AND s.ssl AND a.query LIKE 'LISTEN%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(listeners, 1, "{version}: the listener over TLS");
+
+        // The verifying modes refuse it, against the web's roots or the certificate itself,
+        // and say why.
+        let own = std::env::current_dir()
+            .unwrap()
+            .join("tests/fixtures/x509v1.crt");
+        for params in [
+            "sslmode=verify-ca".to_owned(),
+            "sslmode=verify-full".to_owned(),
+            format!("sslmode=verify-ca&sslrootcert={}", own.display()),
+            format!("sslmode=require&sslrootcert={}", own.display()),
+        ] {
+            let shown = match encrypted(&format!("{url}?{params}")).await {
+                Ok(ssl) => panic!("{params}: connected (ssl = {ssl})"),
+                Err(shown) => shown,
+            };
+            println!("{version} {params}: {shown}");
+            assert!(
+                shown.contains("the server's certificate is not an X.509 version 3 certificate"),
+                "{params}: {shown}"
+            );
+            assert!(shown.contains("sslmode=require"), "{params}: {shown}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_with_sslrootcert_system_is_refused_as_libpq_refuses_it() {
+    let Some((_db, url)) = database("localhost", "sslmode=require&sslrootcert=system").await else {
+        return;
+    };
+    let err = Tenancy::connect(&url).await.unwrap_err();
+    let shown = err.to_string();
+    println!("require + system: {shown}");
+    assert!(
+        shown.contains("weak sslmode \"require\" may not be used with sslrootcert=system"),
+        "{shown}"
+    );
+    assert!(shown.contains("verify-full"), "{shown}");
+    // sslrootcert=system alone means verify-full: against the harness' own CA, which no
+    // system root vouches for, the connection is refused as an unknown issuer.
+    let system_only = url.replace("sslmode=require&", "");
+    let shown = encrypted(&system_only).await.unwrap_err();
+    assert!(
+        shown.contains("not issued by a trusted certificate authority"),
+        "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_connects_in_plain_text_to_a_server_without_tls() {
+    if std::env::var_os(DATABASE_URL_ENV).is_some() {
+        return; // the harness cannot say whether an external server has TLS
+    }
+    // The shared cluster has no TLS (`ssl = off`).
+    let cluster = TestCluster::shared().unwrap();
+    let db = cluster.create_database().await.unwrap();
+    let url = cluster.url(db.name()).unwrap();
+    assert!(!url.contains("sslmode"), "{url}");
+    assert_eq!(encrypted(&url).await, Ok(false));
+    assert_eq!(encrypted(&format!("{url}?sslmode=prefer")).await, Ok(false));
+    // require does not fall back.
+    let shown = encrypted(&format!("{url}?sslmode=require"))
+        .await
+        .unwrap_err();
+    assert!(shown.contains("TLS"), "{shown}");
+    // Nor does a Tenancy from the bare URL fail: it serves, in plain text.
+    let tenancy = Tenancy::connect(&url).await.unwrap();
+    assert!(tenancy.registry().is_installed().await.unwrap());
+    let public = tenancy.router().public().await.unwrap();
+    let row = public
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+}
+
+/// A Citus coordinator as Citus sets itself up (SSL turned on by `CREATE EXTENSION citus`,
+/// with a self-signed version 1 certificate), reached with a URL without `sslmode`: the
+/// Tenancy connects, encrypted, and serves a distributed tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citus_coordinator_url_without_sslmode_connects_encrypted() {
+    if TestCitusCluster::skip_requested() || std::env::var_os(DATABASE_URL_ENV).is_some() {
+        return;
+    }
+    let cluster = TestCitusCluster::shared().unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster.create_database().await.unwrap();
+    let url = cluster.coordinator().url(db.name()).unwrap();
+    assert!(!url.contains("sslmode"), "{url}");
+    // The certificate Citus made is version 1: the verifying modes cannot read it.
+    let shown = encrypted(&format!("{url}?sslmode=verify-ca"))
+        .await
+        .unwrap_err();
+    assert!(
+        shown.contains("not an X.509 version 3 certificate"),
+        "{shown}"
+    );
+
+    let tenancy = Tenancy::builder_from_url(&url)
+        .unwrap()
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    assert!(tenancy.registry().is_citus().await.unwrap());
+    let acme = tenancy
+        .create_tenant(NewTenant::new(schema("acme")))
+        .await
+        .unwrap();
+    let (ssl, notes): (bool, i64) = tenant_schemas::scope::run(acme.tenant(), async {
+        let db = tenancy.connection().await.unwrap();
+        db.execute("INSERT INTO notes (body) VALUES ('over TLS')", &[])
+            .await
+            .unwrap();
+        let ssl = db
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let notes = db
+            .query_one("SELECT count(*) FROM notes", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (ssl, notes)
+    })
+    .await;
+    assert!(ssl, "the coordinator connection is not encrypted");
+    assert_eq!(notes, 1);
+    // The tenant is a distributed schema, placed on a worker.
+    let distributed: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_dist_schema WHERE schemaid::regnamespace::text = 'acme'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distributed, 1);
+}
+
+/// A server whose TLS rustls cannot speak (TLS 1.2 with RSA key exchange only): as libpq
+/// does with `prefer`, a failed handshake is retried in plain text, for the pools and the
+/// change listener; `require` fails, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_retries_in_plain_text_when_the_tls_handshake_fails() {
+    if std::env::var_os(DATABASE_URL_ENV).is_some() {
+        return;
+    }
+    let cluster = TestCluster::start_with_certificate(
+        include_str!("fixtures/x509v1.crt"),
+        include_str!("fixtures/x509v1.key"),
+        &["ssl_max_protocol_version=TLSv1.2", "ssl_ciphers=AES128-SHA"],
+    )
+    .unwrap();
+    let db = cluster.create_database().await.unwrap();
+    let url = format!(
+        "postgres://postgres@localhost:{}/{}",
+        cluster.port().unwrap(),
+        db.name()
+    );
+    let shown = encrypted(&format!("{url}?sslmode=require"))
+        .await
+        .unwrap_err();
+    println!("require: {shown}");
+    assert!(shown.contains("TLS handshake"), "{shown}");
+    assert_eq!(encrypted(&url).await, Ok(false));
+    assert_eq!(encrypted(&format!("{url}?sslmode=prefer")).await, Ok(false));
+
+    let tenancy = Tenancy::connect(&url).await.unwrap();
+    let started = Instant::now();
+    while !tenancy.is_listening() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never listening"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listeners: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.datname = current_database() AND NOT s.ssl AND a.query LIKE 'LISTEN%' \
+             AND a.client_addr IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(listeners, 1, "the listener in plain text");
 }

@@ -108,6 +108,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Connecting with the core's settings (and TLS)
+//!
+//! [`connect_options_from_settings`] makes sqlx's options from the core's
+//! [`ConnectionSettings`](tenant_schemas::ConnectionSettings), so that one URL means the
+//! same database and the same security level for both drivers: libpq's `sslmode` (all five)
+//! and `sslrootcert`, with the crate's `tls` feature (sqlx's native-tls: as libpq, `prefer`
+//! and `require` accept any certificate, Citus' self-signed X.509 version 1 included).
+//!
+//! ```no_run
+//! use tenant_schemas::{ConnectionSettings, Tenancy};
+//! use tenant_schemas_sqlx::{connect_options_from_settings, SqlxRouter};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let settings = ConnectionSettings::from_env()?; // DATABASE_URL
+//! let tenancy = Tenancy::builder_from_settings(settings.clone())?.build().await?;
+//! let pool = sqlx::PgPool::connect_with(connect_options_from_settings(&settings)?).await?;
+//! let router = SqlxRouter::new(pool);
+//! # Ok(()) }
+//! ```
+//!
 //! # Web frameworks
 //!
 //! Features `axum` and `actix` add extractors ([`axum::SqlxTenantDb`],
@@ -130,7 +150,7 @@ pub mod axum;
 
 pub use connection::SqlxConnection;
 pub use error::{Error, Result};
-pub use options::connect_options;
+pub use options::{connect_options, connect_options_from_settings};
 pub use router::{SqlxRouter, SqlxRouterBuilder, SqlxStats};
 pub use transaction::SqlxTransaction;
 

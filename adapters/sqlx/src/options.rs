@@ -1,13 +1,16 @@
 //! sqlx connection options from the core's tokio-postgres settings.
 
-use sqlx::postgres::PgConnectOptions;
-use tenant_schemas::tokio_postgres::config::Host;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use tenant_schemas::tokio_postgres::config::{Host, SslMode as DriverSslMode};
 use tenant_schemas::tokio_postgres::Config;
+use tenant_schemas::{ConnectionSettings, SslMode};
 
 /// sqlx connection options for the database `config` points at (host or socket directory,
-/// port, user, password, database), so a [`Tenancy`](tenant_schemas::Tenancy) and a
-/// [`SqlxRouter`](crate::SqlxRouter) can be built from the same settings. TLS and other
-/// options are not carried over: set them on the result.
+/// port, user, password, database) and its sslmode (`disable`, `prefer` or `require`, all a
+/// `Config` holds), so a [`Tenancy`](tenant_schemas::Tenancy) and a
+/// [`SqlxRouter`](crate::SqlxRouter) can be built from the same settings. Other options are
+/// not carried over: set them on the result. For a URL with `verify-ca`, `verify-full` or
+/// `sslrootcert`, use [`connect_options_from_settings`].
 #[must_use]
 pub fn connect_options(config: &Config) -> PgConnectOptions {
     let mut options =
@@ -21,9 +24,69 @@ pub fn connect_options(config: &Config) -> PgConnectOptions {
     if let Some(password) = config.get_password() {
         options = options.password(&String::from_utf8_lossy(password));
     }
+    options = options.ssl_mode(match config.get_ssl_mode() {
+        DriverSslMode::Disable => PgSslMode::Disable,
+        DriverSslMode::Prefer => PgSslMode::Prefer,
+        _ => PgSslMode::Require,
+    });
     match config.get_hosts().first() {
         Some(Host::Unix(dir)) => options.socket(dir),
         Some(Host::Tcp(host)) => options.host(host),
         None => options,
     }
+}
+
+/// sqlx connection options from the core's [`ConnectionSettings`] (e.g.
+/// [`ConnectionSettings::from_url`]): where to connect, as [`connect_options`], and TLS as
+/// the settings say, so that one URL means one security level for both drivers.
+///
+/// As libpq and the core: `prefer` (the default) and `require` encrypt without checking the
+/// server's certificate (any X.509 version: Citus' self-signed version 1 certificate is
+/// accepted), `prefer` falls back to plain text when the server has no TLS; `verify-ca`
+/// checks the chain against `sslrootcert` (or `require` with a `sslrootcert` file);
+/// `verify-full` also the host name. `sslrootcert=system` (only with `verify-full`, as in
+/// libpq) trusts OpenSSL's system roots here, where the core trusts Mozilla's.
+///
+/// TLS needs the crate's `tls` feature (sqlx's native-tls, OpenSSL); without it, as the core
+/// without its own, `prefer` connects in plain text and the other modes are refused here.
+/// Fails with [`tenant_schemas::Error::ConnectionSettings`] for what the core refuses too
+/// (`sslmode=require&sslrootcert=system`).
+///
+/// ```
+/// use tenant_schemas::ConnectionSettings;
+/// use tenant_schemas_sqlx::connect_options_from_settings;
+///
+/// let settings = ConnectionSettings::from_url("postgres://app@db.example.com/app?sslmode=disable")?;
+/// let options = connect_options_from_settings(&settings)?;
+/// assert_eq!(options.get_host(), "db.example.com");
+/// let weak = ConnectionSettings::from_url("postgres://app@db.example.com/app")?
+///     .ssl_mode(tenant_schemas::SslMode::Require)
+///     .root_cert("system");
+/// assert!(connect_options_from_settings(&weak).is_err());
+/// # Ok::<(), tenant_schemas::Error>(())
+/// ```
+pub fn connect_options_from_settings(
+    settings: &ConnectionSettings,
+) -> Result<PgConnectOptions, tenant_schemas::Error> {
+    let mode = settings.effective_ssl_mode()?;
+    if !cfg!(feature = "tls") && !matches!(mode, SslMode::Disable | SslMode::Prefer) {
+        return Err(tenant_schemas::Error::ConnectionSettings {
+            reason: format!(
+                "sslmode={mode} needs TLS, and tenant-schemas-sqlx was built without its `tls` feature"
+            ),
+        });
+    }
+    let mut options = connect_options(settings.config()).ssl_mode(match mode {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Prefer => PgSslMode::Prefer,
+        SslMode::Require => PgSslMode::Require,
+        SslMode::VerifyCa => PgSslMode::VerifyCa,
+        _ => PgSslMode::VerifyFull,
+    });
+    if let Some(root) = settings.get_root_cert() {
+        if root != std::path::Path::new("system") {
+            options = options.ssl_root_cert(root);
+        }
+    }
+    Ok(options)
 }

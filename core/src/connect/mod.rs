@@ -3,9 +3,11 @@
 //! [`TlsConnector`] made from them (rustls, feature `tls`), and a pool with production
 //! defaults. [`Tenancy::builder_from_url`](crate::Tenancy::builder_from_url) starts here.
 //!
-//! The files of this folder: `url.rs` (taking the TLS parameters out of a connection string)
-//! and `tls.rs` (the connector and its certificate verification).
+//! The files of this folder: `url.rs` (taking the TLS parameters out of a connection string),
+//! `tls.rs` (the connector and its certificate verification) and `fallback.rs` (`prefer`
+//! retried in plain text when the TLS handshake fails, as libpq does).
 
+pub(crate) mod fallback;
 mod tls;
 mod url;
 
@@ -23,6 +25,9 @@ use crate::error::{Error, Result};
 pub use tls::TlsConnector;
 #[cfg(feature = "tls")]
 pub use tls::TlsHandshake;
+
+/// libpq's `sslrootcert` value for the system's root certificates.
+const SYSTEM_ROOTS: &str = "system";
 
 /// The environment variable [`ConnectionSettings::from_env`] reads.
 pub const DATABASE_URL: &str = "DATABASE_URL";
@@ -54,13 +59,15 @@ const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum SslMode {
     /// No TLS.
     Disable,
-    /// TLS when the server offers it, unverified; plain otherwise (libpq's default). Without
-    /// the `tls` feature, plain.
+    /// TLS when the server offers it, unverified; plain otherwise, and when the TLS
+    /// handshake fails, as libpq retries it (libpq's default). Without the `tls` feature,
+    /// plain.
     #[default]
     Prefer,
     /// TLS or no connection; the server's certificate is not verified. With a root
-    /// certificate given ([`ConnectionSettings::root_cert`], `sslrootcert`), it is verified
-    /// as for [`VerifyCa`](Self::VerifyCa), as libpq does.
+    /// certificate file given ([`ConnectionSettings::root_cert`], `sslrootcert`), it is
+    /// verified as for [`VerifyCa`](Self::VerifyCa), as libpq does; with
+    /// `sslrootcert=system` it is an error, as in libpq (use `verify-full`).
     Require,
     /// TLS, with the server's certificate chain verified against the root certificates.
     VerifyCa,
@@ -137,6 +144,24 @@ fn settings(reason: impl Into<String>) -> Error {
 /// `sslrootcert=system`, Mozilla's roots from `webpki-roots`). Both are taken out of the
 /// string before the rest goes to `Config::from_str`, which knows neither.
 ///
+/// As in libpq, `prefer` and `require` encrypt without checking the server's certificate at
+/// all (any X.509 version, any issuer, any name), `require` with `sslrootcert=FILE` checks
+/// the chain as `verify-ca` does, and `sslrootcert=system` makes the default sslmode
+/// `verify-full` and refuses any other one: the system's roots vouch for a host name, so
+/// trusting them without checking the name would be an illusion of safety.
+///
+/// ```
+/// use tenant_schemas::{ConnectionSettings, SslMode};
+///
+/// let system = ConnectionSettings::from_url("postgres://db.example.com/app?sslrootcert=system")?;
+/// assert_eq!(system.get_ssl_mode(), SslMode::VerifyFull);
+/// let weak = ConnectionSettings::from_url(
+///     "postgres://db.example.com/app?sslmode=require&sslrootcert=system",
+/// );
+/// assert!(weak.unwrap_err().to_string().contains("sslrootcert=system"));
+/// # Ok::<(), tenant_schemas::Error>(())
+/// ```
+///
 /// ```
 /// use tenant_schemas::{ConnectionSettings, SslMode};
 ///
@@ -152,6 +177,8 @@ fn settings(reason: impl Into<String>) -> Error {
 pub struct ConnectionSettings {
     config: Config,
     ssl_mode: SslMode,
+    /// Whether the sslmode was given (a `sslrootcert=system` changes only a default one).
+    ssl_mode_given: bool,
     root_cert: Option<PathBuf>,
     pool_size: Option<usize>,
 }
@@ -163,10 +190,7 @@ impl ConnectionSettings {
     pub fn from_url(url: &str) -> Result<Self> {
         let split =
             url::split(url).map_err(|e| settings(format!("invalid connection string: {e}")))?;
-        let ssl_mode = match &split.ssl_mode {
-            Some(mode) => mode.parse()?,
-            None => SslMode::default(),
-        };
+        let ssl_mode: Option<SslMode> = split.ssl_mode.as_deref().map(str::parse).transpose()?;
         let config = Config::from_str(&split.rest).map_err(|e| {
             // The driver's error names the option, never the string.
             settings(format!(
@@ -174,10 +198,15 @@ impl ConnectionSettings {
                 crate::error::with_sources(e.to_string(), std::error::Error::source(&e))
             ))
         })?;
-        let mut out = Self::new(config).ssl_mode(ssl_mode);
+        let mut out = Self::new(config);
+        if let Some(mode) = ssl_mode {
+            out = out.ssl_mode(mode);
+        }
         if let Some(path) = split.root_cert {
             out = out.root_cert(path);
         }
+        // A combination libpq refuses is refused here already.
+        out.effective_mode()?;
         Ok(out)
     }
 
@@ -197,7 +226,8 @@ impl ConnectionSettings {
     }
 
     /// Settings from a `tokio_postgres` [`Config`], whose sslmode (`disable`, `prefer` or
-    /// `require`) is kept.
+    /// `require`) is kept. `prefer`, the driver's default, counts as not given: a later
+    /// [`root_cert("system")`](Self::root_cert) makes it `verify-full`.
     #[must_use]
     pub fn new(config: Config) -> Self {
         let ssl_mode = match config.get_ssl_mode() {
@@ -208,6 +238,7 @@ impl ConnectionSettings {
         Self {
             config,
             ssl_mode,
+            ssl_mode_given: ssl_mode != SslMode::Prefer,
             root_cert: None,
             pool_size: None,
         }
@@ -217,15 +248,24 @@ impl ConnectionSettings {
     #[must_use]
     pub fn ssl_mode(mut self, mode: SslMode) -> Self {
         self.ssl_mode = mode;
+        self.ssl_mode_given = true;
         self.config.ssl_mode(mode.driver());
         self
     }
 
     /// Sets the PEM file of the root certificates trusted by `verify-ca` and `verify-full`
-    /// (libpq's `sslrootcert`; `system` means Mozilla's roots, as when none is given).
+    /// (libpq's `sslrootcert`). `system` means Mozilla's roots, as when none is given, and,
+    /// as in libpq, makes the sslmode `verify-full` unless one was given: any other given
+    /// sslmode is then refused by [`tls_connector`](Self::tls_connector) and
+    /// [`pool`](Self::pool).
     #[must_use]
     pub fn root_cert(mut self, path: impl Into<PathBuf>) -> Self {
-        self.root_cert = Some(path.into());
+        let path = path.into();
+        if path == Path::new(SYSTEM_ROOTS) && !self.ssl_mode_given {
+            self.ssl_mode = SslMode::VerifyFull;
+            self.config.ssl_mode(SslMode::VerifyFull.driver());
+        }
+        self.root_cert = Some(path);
         self
     }
 
@@ -256,19 +296,42 @@ impl ConnectionSettings {
         self.root_cert.as_deref()
     }
 
-    /// The sslmode connections are verified by: `require` with a root certificate given is
-    /// `verify-ca`, as in libpq.
-    fn effective_mode(&self) -> SslMode {
-        match (self.ssl_mode, &self.root_cert) {
-            (SslMode::Require, Some(path)) if path != Path::new("system") => SslMode::VerifyCa,
-            (mode, _) => mode,
+    /// The sslmode connections are made and verified with, as libpq decides it: `require`
+    /// with a root certificate file given is `verify-ca`; with `sslrootcert=system` only
+    /// `verify-full` is allowed (libpq: "weak sslmode may not be used with
+    /// sslrootcert=system"), since the system's roots vouch for host names.
+    ///
+    /// ```
+    /// use tenant_schemas::{ConnectionSettings, SslMode};
+    ///
+    /// let s = ConnectionSettings::from_url("postgres://db/app?sslmode=require&sslrootcert=/etc/ca.pem")?;
+    /// assert_eq!(s.effective_ssl_mode()?, SslMode::VerifyCa);
+    /// let s = ConnectionSettings::from_url("postgres://db/app?sslmode=require")?.root_cert("system");
+    /// assert!(s.effective_ssl_mode().is_err());
+    /// # Ok::<(), tenant_schemas::Error>(())
+    /// ```
+    pub fn effective_ssl_mode(&self) -> Result<SslMode> {
+        self.effective_mode()
+    }
+
+    fn effective_mode(&self) -> Result<SslMode> {
+        match (self.ssl_mode, self.root_cert.as_deref()) {
+            (SslMode::VerifyFull, _) => Ok(SslMode::VerifyFull),
+            (mode, Some(path)) if path == Path::new(SYSTEM_ROOTS) => Err(settings(format!(
+                "weak sslmode \"{mode}\" may not be used with sslrootcert=system (use \
+                 \"verify-full\"), as libpq refuses it: the system's root certificates vouch \
+                 for host names, so they are trusted only with the host name checked"
+            ))),
+            (SslMode::Require, Some(_)) => Ok(SslMode::VerifyCa),
+            (mode, _) => Ok(mode),
         }
     }
 
     /// The TLS connector for these settings; fails when the root certificate file cannot be
-    /// read, or TLS is asked for without the `tls` feature.
+    /// read, the sslmode is refused with `sslrootcert=system`, or TLS is asked for without
+    /// the `tls` feature.
     pub fn tls_connector(&self) -> Result<TlsConnector> {
-        TlsConnector::new(self.effective_mode(), self.root_cert.as_deref())
+        TlsConnector::new(self.effective_mode()?, self.root_cert.as_deref())
     }
 
     /// The driver's settings as the library connects with them: a 10-second
@@ -290,9 +353,9 @@ impl ConnectionSettings {
         let config = self.connect_config();
         let create_timeout = config.get_connect_timeout().copied();
         let size = self.pool_size.unwrap_or_else(default_pool_size);
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config,
-            self.tls_connector()?,
+            fallback::PreferFallback(self.tls_connector()?),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -364,9 +427,58 @@ mod tests {
     #[test]
     fn require_with_a_root_certificate_verifies_the_chain_as_libpq_does() {
         let s = ConnectionSettings::from_url("postgres://db/app?sslmode=require").unwrap();
-        assert_eq!(s.effective_mode(), SslMode::Require);
+        assert_eq!(s.effective_mode().unwrap(), SslMode::Require);
         let s = s.root_cert("/tmp/ca.pem");
-        assert_eq!(s.effective_mode(), SslMode::VerifyCa);
+        assert_eq!(s.effective_mode().unwrap(), SslMode::VerifyCa);
+    }
+
+    #[test]
+    fn sslrootcert_system_means_verify_full_and_refuses_weaker_modes_as_libpq_does() {
+        // No sslmode: libpq's default becomes verify-full.
+        for url in [
+            "postgres://db/app?sslrootcert=system",
+            "host=db dbname=app sslrootcert=system",
+        ] {
+            let s = ConnectionSettings::from_url(url).unwrap();
+            assert_eq!(s.get_ssl_mode(), SslMode::VerifyFull, "{url}");
+            assert_eq!(s.effective_mode().unwrap(), SslMode::VerifyFull, "{url}");
+            assert_eq!(s.config().get_ssl_mode(), DriverSslMode::Require, "{url}");
+        }
+        let s = ConnectionSettings::from_url(
+            "postgres://db/app?sslmode=verify-full&sslrootcert=system",
+        )
+        .unwrap();
+        assert_eq!(s.effective_mode().unwrap(), SslMode::VerifyFull);
+        // Any weaker sslmode given is refused, whichever order the parameters come in.
+        for mode in ["disable", "prefer", "require", "verify-ca"] {
+            for url in [
+                format!("postgres://u:hunter2@db/app?sslmode={mode}&sslrootcert=system"),
+                format!("postgres://u:hunter2@db/app?sslrootcert=system&sslmode={mode}"),
+                format!("host=db password=hunter2 sslrootcert=system sslmode={mode}"),
+            ] {
+                let err = ConnectionSettings::from_url(&url).unwrap_err().to_string();
+                assert!(
+                    err.contains(&format!(
+                        "weak sslmode \"{mode}\" may not be used with sslrootcert=system"
+                    )),
+                    "{url}: {err}"
+                );
+                assert!(err.contains("verify-full"), "{err}");
+                assert!(!err.contains("hunter2"), "{err}");
+            }
+        }
+        // Built in code: the same rules, told by the connector and the pool.
+        let given = ConnectionSettings::from_url("postgres://db/app?sslmode=require")
+            .unwrap()
+            .root_cert("system");
+        assert!(given.tls_connector().is_err());
+        assert!(given.pool().is_err());
+        let defaulted = ConnectionSettings::from_url("postgres://db/app")
+            .unwrap()
+            .root_cert("system");
+        assert_eq!(defaulted.effective_mode().unwrap(), SslMode::VerifyFull);
+        let overridden = defaulted.ssl_mode(SslMode::Require);
+        assert!(overridden.effective_mode().is_err());
     }
 
     #[test]

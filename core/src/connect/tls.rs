@@ -16,6 +16,10 @@ use crate::error::Result;
 /// chain against the root certificates, `verify-full` also checks that the certificate names
 /// the host connected to. Without the feature it makes no TLS connections. Cheap to clone.
 ///
+/// The pools and the change listener also retry a `prefer` connection in plain text when
+/// the TLS handshake fails, as libpq does; `Config::connect` with this connector alone
+/// does not.
+///
 /// ```no_run
 /// use tenant_schemas::ConnectionSettings;
 ///
@@ -200,6 +204,17 @@ mod handshake {
                  (unknown issuer; sslmode={mode}): give the server's CA certificate with \
                  sslrootcert=FILE"
             ),
+            // webpki reads only X.509 version 3; the self-signed certificate Citus makes
+            // is version 1 (`prefer` and `require` never get here: they judge nothing).
+            rustls::Error::InvalidCertificate(C::Other(other))
+                if format!("{other:?}").contains("UnsupportedCertVersion") =>
+            {
+                format!(
+                    "the server's certificate is not an X.509 version 3 certificate, and \
+                     sslmode={mode} verifies only those: give the server a version 3 \
+                     certificate, or use sslmode=require to encrypt without verifying it"
+                )
+            }
             rustls::Error::InvalidCertificate(_) => {
                 format!("the server's certificate was refused (sslmode={mode})")
             }
@@ -221,8 +236,10 @@ mod rustls_config {
     use rustls::client::WebPkiServerVerifier;
     use rustls::crypto::{self, CryptoProvider};
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
+    use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
+    use rustls::{
+        CertificateError, ClientConfig, DigitallySignedStruct, PeerMisbehaved, RootCertStore,
+    };
     use tokio_postgres_rustls::MakeRustlsConnect;
 
     use super::super::SslMode;
@@ -293,6 +310,14 @@ mod rustls_config {
     }
 
     /// `prefer` and `require`: encrypted, the server not verified (as libpq does).
+    ///
+    /// Nothing about the certificate is judged, not even its form: its public key is read
+    /// straight from the DER ([`subject_public_key_info`]) to check the handshake's
+    /// signature, the proof that the server holds the key it sent. rustls' own signature
+    /// checks parse the certificate with webpki first, which refuses every X.509 version but
+    /// 3 (`UnsupportedCertVersion`), and the self-signed certificate `CREATE EXTENSION citus`
+    /// makes is version 1: libpq (OpenSSL) connects to it with `prefer` and `require`, so
+    /// this does too.
     #[derive(Debug)]
     struct Unverified(Arc<CryptoProvider>);
 
@@ -314,12 +339,28 @@ mod rustls_config {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            let algorithms = &self.0.signature_verification_algorithms;
+            let spki = subject_public_key_info(cert)?;
+            let (algorithm_id, key) = split_spki(spki)?;
+            let candidates = algorithms
+                .mapping
+                .iter()
+                .find(|(scheme, _)| *scheme == dss.scheme)
+                .map(|(_, candidates)| *candidates)
+                .ok_or(rustls::Error::PeerMisbehaved(
+                    PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+                ))?;
+            // As rustls does: the first algorithm of the scheme made for this kind of key.
+            let algorithm = candidates
+                .iter()
+                .find(|a| a.public_key_alg_id().as_ref() == algorithm_id)
+                .ok_or(rustls::Error::PeerMisbehaved(
+                    PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+                ))?;
+            algorithm
+                .verify_signature(key, message, dss.signature())
+                .map(|()| HandshakeSignatureValid::assertion())
+                .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))
         }
 
         fn verify_tls13_signature(
@@ -328,9 +369,10 @@ mod rustls_config {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            crypto::verify_tls13_signature(
+            let spki = SubjectPublicKeyInfoDer::from(subject_public_key_info(cert)?);
+            crypto::verify_tls13_signature_with_raw_key(
                 message,
-                cert,
+                &spki,
                 dss,
                 &self.0.signature_verification_algorithms,
             )
@@ -338,6 +380,95 @@ mod rustls_config {
 
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// The `subjectPublicKeyInfo` of a DER certificate (the whole element, tag included), of
+    /// any X.509 version: `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version
+    /// OPTIONAL, serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo,
+    /// … }, … }` (RFC 5280, 4.1).
+    pub(super) fn subject_public_key_info<'a>(
+        cert: &'a CertificateDer<'_>,
+    ) -> Result<&'a [u8], rustls::Error> {
+        let bad = || rustls::Error::InvalidCertificate(CertificateError::BadEncoding);
+        let (certificate, _) = der::element(cert.as_ref(), der::SEQUENCE).ok_or_else(bad)?;
+        let (tbs, _) = der::element(certificate.contents, der::SEQUENCE).ok_or_else(bad)?;
+        let mut rest = tbs.contents;
+        if rest.first() == Some(&der::VERSION) {
+            rest = der::element(rest, der::VERSION).ok_or_else(bad)?.1;
+        }
+        for tag in [
+            der::INTEGER,  // serialNumber
+            der::SEQUENCE, // signature
+            der::SEQUENCE, // issuer
+            der::SEQUENCE, // validity
+            der::SEQUENCE, // subject
+        ] {
+            rest = der::element(rest, tag).ok_or_else(bad)?.1;
+        }
+        let (spki, _) = der::element(rest, der::SEQUENCE).ok_or_else(bad)?;
+        Ok(spki.whole)
+    }
+
+    /// The contents of a `subjectPublicKeyInfo`'s `AlgorithmIdentifier` (what
+    /// `SignatureVerificationAlgorithm::public_key_alg_id` is compared with) and its key (the
+    /// bit string's bits).
+    fn split_spki(spki: &[u8]) -> Result<(&[u8], &[u8]), rustls::Error> {
+        let bad = || rustls::Error::InvalidCertificate(CertificateError::BadEncoding);
+        let (spki, _) = der::element(spki, der::SEQUENCE).ok_or_else(bad)?;
+        let (algorithm, rest) = der::element(spki.contents, der::SEQUENCE).ok_or_else(bad)?;
+        let (key, rest) = der::element(rest, der::BIT_STRING).ok_or_else(bad)?;
+        match key.contents.split_first() {
+            // No unused bits: a key is whole bytes.
+            Some((0, key)) if rest.is_empty() => Ok((algorithm.contents, key)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Just enough DER to find a certificate's public key.
+    mod der {
+        pub(super) const SEQUENCE: u8 = 0x30;
+        pub(super) const INTEGER: u8 = 0x02;
+        pub(super) const BIT_STRING: u8 = 0x03;
+        /// `[0] EXPLICIT`, the certificate's version.
+        pub(super) const VERSION: u8 = 0xa0;
+
+        pub(super) struct Element<'a> {
+            pub(super) whole: &'a [u8],
+            pub(super) contents: &'a [u8],
+        }
+
+        /// The element with `tag` at the start of `input` (definite length, as DER has), and
+        /// what follows it.
+        pub(super) fn element(input: &[u8], tag: u8) -> Option<(Element<'_>, &[u8])> {
+            let (&first, rest) = input.split_first()?;
+            if first != tag {
+                return None;
+            }
+            let (&len, mut rest) = rest.split_first()?;
+            let len = if len < 0x80 {
+                usize::from(len)
+            } else {
+                let bytes = usize::from(len & 0x7f);
+                if bytes == 0 || bytes > 4 || rest.len() < bytes {
+                    return None;
+                }
+                let (be, after) = rest.split_at(bytes);
+                rest = after;
+                be.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b))
+            };
+            if rest.len() < len {
+                return None;
+            }
+            let header = input.len() - rest.len();
+            let (contents, after) = rest.split_at(len);
+            Some((
+                Element {
+                    whole: &input[..header + len],
+                    contents,
+                },
+                after,
+            ))
         }
     }
 

@@ -22,6 +22,9 @@ pub enum Strategy {
     PathPrefix(String),
     /// A header whose value is the tenant's schema name. **Unauthenticated:** any client can
     /// send it, so use it only behind a gateway that sets it, or for internal services.
+    /// A request with the header twice, or with two values in one (`acme, beta`), is
+    /// refused with 400, as a request with two `Host` headers is: which one a gateway
+    /// checked and which one the application reads could differ.
     Header(HeaderName),
 }
 
@@ -63,7 +66,7 @@ impl Strategy {
                     .map(|t| t.map(|tenant| Match::rewritten(tenant, rest))),
                 None => Ok(None),
             },
-            Self::Header(name) => match header_schema(headers, name) {
+            Self::Header(name) => match header_schema(headers, name)? {
                 Some(schema) => tenancy
                     .tenant_by_schema(&schema)
                     .await
@@ -179,12 +182,26 @@ fn split_prefix(uri: &Uri, prefix: &str) -> Option<(SchemaName, String)> {
     Some((schema, path))
 }
 
-/// The schema named by header `name`, when it holds a valid one.
-fn header_schema(headers: &HeaderMap, name: &HeaderName) -> Option<SchemaName> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| SchemaName::new(v.trim()).ok())
+/// The schema named by header `name`, when it holds a valid one; a 400 when the request
+/// names more than one (the header twice, or a list in one).
+fn header_schema(headers: &HeaderMap, name: &HeaderName) -> Result<Option<SchemaName>, Rejection> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() || value.as_bytes().contains(&b',') {
+        return Err(Rejection::new(
+            http::StatusCode::BAD_REQUEST,
+            format!(
+                "400 Bad Request: the request has more than one {name} header (or a list in \
+                 one): name one tenant\n"
+            ),
+        ));
+    }
+    Ok(value
+        .to_str()
+        .ok()
+        .and_then(|v| SchemaName::new(v.trim()).ok()))
 }
 
 #[cfg(test)]
@@ -211,6 +228,39 @@ mod tests {
             Strategy::path_prefix("/tenants/"),
             Strategy::PathPrefix("/tenants/".into())
         );
+    }
+
+    #[test]
+    fn a_tenant_header_names_one_tenant_or_the_request_is_refused() {
+        let name = HeaderName::from_static("x-tenant");
+        let mut h = HeaderMap::new();
+        assert_eq!(header_schema(&h, &name), Ok(None));
+        h.insert(&name, "acme".parse().unwrap());
+        assert_eq!(header_schema(&h, &name).unwrap().unwrap().as_str(), "acme");
+        // An invalid name is no tenant (the next strategy may find one).
+        h.insert(&name, "Bad-Name".parse().unwrap());
+        assert_eq!(header_schema(&h, &name), Ok(None));
+        for values in [
+            &["acme", "beta"][..],
+            &["acme", "acme"],
+            &["acme, beta"],
+            &["acme,"],
+        ] {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(&name, v.parse().unwrap());
+            }
+            let rejection = header_schema(&h, &name).unwrap_err();
+            assert_eq!(
+                rejection.status(),
+                http::StatusCode::BAD_REQUEST,
+                "{values:?}"
+            );
+            assert!(
+                rejection.body().contains("more than one x-tenant header"),
+                "{rejection:?}"
+            );
+        }
     }
 
     #[test]

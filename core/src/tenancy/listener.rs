@@ -6,9 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio_postgres::AsyncMessage;
-
 use super::caches::Caches;
 use crate::connect::TlsConnector;
 use crate::registry::notify::{self, Announcement, CHANNEL};
@@ -63,25 +60,12 @@ async fn listen_once(
     caches: &Caches,
     listening: &AtomicBool,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
+    // As the pools connect (`prefer` retried in plain text when the TLS handshake fails).
     // The connection must be polled for the client to work, and it is where notifications
     // arrive.
-    let driver = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(n)) => {
-                    if sender.send(n.payload().to_owned()).is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    });
+    let (client, driver) = crate::connect::fallback::connect(config, tls, Some(sender)).await?;
+    let driver = tokio::spawn(driver);
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     // Whatever changed while nobody listened was not announced to us: start over.
     caches.forget_everything();

@@ -11,7 +11,16 @@
 //! whole report) with a statement timeout, as a single statement of the extended protocol
 //! (no second statement can be smuggled in after a `;`): a query that tries to write —
 //! `INSERT`, `UPDATE`, `DELETE`, DDL, a writing function — fails with
-//! [`Error::ReportWrites`] and changes nothing.
+//! [`Error::ReportWrites`] and changes nothing. That includes what PostgreSQL lets a
+//! `READ ONLY` transaction do: the large-object writers (`lo_from_bytea`, `lo_create`,
+//! `lo_import`, `lo_put`, `lowrite`, `lo_unlink` …) write to `pg_largeobject` all the same,
+//! so a report checks before it ends that its transaction wrote nothing (it was given no
+//! transaction id) and fails otherwise.
+//!
+//! Nor does a report leave anything behind on the connection: a session-level
+//! `pg_advisory_lock(…)` (or any other state outliving the transaction) would stay held on a
+//! pooled connection, so the report's connection is taken out of the pool and closed when
+//! the report ends, however it ends (an error or a dropped future included).
 //!
 //! On a Citus coordinator the same statement becomes a distributed query: each branch is
 //! planned for the worker holding its tenant and the rows are gathered on the coordinator.
@@ -206,7 +215,9 @@ async fn run(
 ) -> Result<Vec<Row>> {
     let public = SchemaName::public();
     let err = |e: tokio_postgres::Error| report_error(&public, e);
-    let mut conn = crate::databases::connect(pool, &public).await?;
+    // Out of the pool for good: closed when dropped, so whatever session state the query
+    // left (a session-level advisory lock, …) ends with it, even on an error or a cancel.
+    let mut conn = deadpool_postgres::Object::take(crate::databases::connect(pool, &public).await?);
     let tx = conn
         .build_transaction()
         .read_only(true)
@@ -225,10 +236,22 @@ async fn run(
         let statement = union_all(sql, chunk)?;
         rows.extend(tx.query(&statement, params).await.map_err(err)?);
     }
+    // A read-only transaction still lets the large-object functions write; any write
+    // gives the transaction an id. Refused as the server refuses other writes (25006).
+    tx.batch_execute(WROTE_NOTHING).await.map_err(err)?;
     // Nothing to keep: a read-only transaction ends the same either way.
     tx.rollback().await.map_err(err)?;
     Ok(rows)
 }
+
+/// Fails with `read_only_sql_transaction` when the transaction wrote anything.
+const WROTE_NOTHING: &str = "DO $tenant_schemas$ BEGIN \
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL THEN \
+    RAISE EXCEPTION USING ERRCODE = 'read_only_sql_transaction', \
+    MESSAGE = 'the report''s query wrote to the database (a large-object function such as \
+    lo_from_bytea, lo_create, lo_import, lo_put, lowrite or lo_unlink, or a function calling \
+    one): a report may only read'; \
+    END IF; END $tenant_schemas$";
 
 fn report_error(public: &SchemaName, source: tokio_postgres::Error) -> Error {
     if source.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {

@@ -18,13 +18,15 @@ use crate::citus::CitusNode;
 pub const SKIP_CITUS_ENV: &str = "TENANT_SCHEMAS_SKIP_CITUS";
 
 /// The server settings of every node: Citus loaded, logical replication for online moves
-/// (`citus_schema_move`), nodes talking to each other over plain TCP on 127.0.0.1 (the test
-/// clusters trust local connections and have no TLS), room for Citus' background workers in
-/// many test databases, the rebalancer's background tasks picked up at once (not every 5 s).
+/// (`citus_schema_move`), room for Citus' background workers in many test databases, the
+/// rebalancer's background tasks picked up at once (not every 5 s). Nodes talk to each
+/// other over TCP on 127.0.0.1 as Citus sets itself up by default (`citus.node_conninfo`
+/// `sslmode=require`): `CREATE EXTENSION citus` turns SSL on with a self-signed X.509
+/// version 1 certificate, which is what an application connecting with a URL without
+/// `sslmode` meets.
 const NODE_SETTINGS: &[&str] = &[
     "shared_preload_libraries=citus",
     "wal_level=logical",
-    "citus.node_conninfo=sslmode=disable",
     "max_worker_processes=64",
     "max_logical_replication_workers=16",
     "max_replication_slots=32",
@@ -161,14 +163,14 @@ impl TestCitusCluster {
                 .await?;
             drop(client);
             let _ = task.await;
-            execute(&worker.config(db.name()), "CREATE EXTENSION citus").await?;
+            create_extension(&worker.config(db.name())).await?;
         }
+        create_extension(&self.coordinator.config(db.name())).await?;
         let coordinator = db
             .pool()
             .get()
             .await
             .map_err(|e| HarnessError::Pool(e.to_string()))?;
-        coordinator.batch_execute("CREATE EXTENSION citus").await?;
         let port = |c: &TestCluster| i32::from(c.port().unwrap_or(5432));
         coordinator
             .execute(
@@ -192,14 +194,48 @@ fn node(cluster: &TestCluster) -> CitusNode {
     CitusNode::new("127.0.0.1", cluster.port().unwrap_or(5432))
 }
 
-/// Runs `sql` once on a fresh connection made from `config`.
-async fn execute(config: &Config, sql: &str) -> HarnessResult<()> {
+/// `CREATE EXTENSION citus` in the database of `config`. The first time on a node, Citus
+/// turns SSL on (`ALTER SYSTEM SET ssl TO on`, a certificate, a reload signal to the
+/// postmaster): the reload is asynchronous, so this waits until a new connection sees it,
+/// since the other nodes connect with `sslmode=require` right after.
+async fn create_extension(config: &Config) -> HarnessResult<()> {
+    let ssl = query_once(
+        config,
+        "CREATE EXTENSION citus; SELECT pg_catalog.current_setting('ssl')",
+    )
+    .await?;
+    if ssl.as_deref() != Some("on") {
+        return Ok(());
+    }
+    // Bounded: a reload takes milliseconds; a minute means the server is stuck.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let seen = query_once(config, "SELECT pg_catalog.current_setting('ssl')").await?;
+        if seen.as_deref() == Some("on") {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(HarnessError::Command {
+                command: "waiting for the server to reload with the SSL Citus turned on".into(),
+                output: format!("new connections still see ssl = {seen:?} after a minute"),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `sql` once on a fresh connection made from `config`; the first column of the last
+/// row it returned, if any.
+async fn query_once(config: &Config, sql: &str) -> HarnessResult<Option<String>> {
     let (client, conn) = config.connect(NoTls).await?;
     let task = tokio::spawn(conn);
-    let result = client.batch_execute(sql).await;
+    let result = client.simple_query(sql).await;
     drop(client);
     let _ = task.await;
-    Ok(result?)
+    Ok(result?.iter().rev().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    }))
 }
 
 /// Where `citus.so` is for the PostgreSQL in `bin`: `pg_config --pkglibdir` when the

@@ -60,7 +60,7 @@ impl TestCluster {
             let admin = Config::from_str(&url).map_err(|e| HarnessError::BadUrl(e.to_string()))?;
             return Ok(Self { admin, local: None });
         }
-        Self::start_local(settings, false)
+        Self::start_local(settings, None)
     }
 
     /// Like [`start`](Self::start), with TLS on (`ssl = on`): the harness makes a
@@ -84,10 +84,32 @@ impl TestCluster {
         if std::env::var_os(DATABASE_URL_ENV).is_some() {
             return Err(HarnessError::ExternalServer);
         }
-        Self::start_local(&[], true)
+        Self::start_local(&[], Some(Tls::MadeHere))
     }
 
-    fn start_local(settings: &[&str], tls: bool) -> HarnessResult<Self> {
+    /// Like [`start_with_tls`](Self::start_with_tls), with the server's certificate and key
+    /// given (PEM), e.g. a self-signed X.509 version 1 certificate such as the one
+    /// `CREATE EXTENSION citus` makes, and extra server settings (e.g.
+    /// `ssl_max_protocol_version=TLSv1.2`); [`ca_cert`](Self::ca_cert) is `None`. Needs the
+    /// system's PostgreSQL, as `start_with_tls` does.
+    pub fn start_with_certificate(
+        cert_pem: &str,
+        key_pem: &str,
+        settings: &[&str],
+    ) -> HarnessResult<Self> {
+        if std::env::var_os(DATABASE_URL_ENV).is_some() {
+            return Err(HarnessError::ExternalServer);
+        }
+        Self::start_local(
+            settings,
+            Some(Tls::Given {
+                cert: cert_pem.to_owned(),
+                key: key_pem.to_owned(),
+            }),
+        )
+    }
+
+    fn start_local(settings: &[&str], tls: Option<Tls>) -> HarnessResult<Self> {
         let bin = find_bin_dir().ok_or(HarnessError::NoPostgres)?;
         let as_postgres = is_root();
         let root = std::env::temp_dir().join(unique("tenant-schemas-pg-"));
@@ -125,8 +147,10 @@ impl TestCluster {
                 "--locale=C".as_ref(),
             ],
         )?;
-        if tls {
-            local.make_certificates()?;
+        match tls {
+            Some(Tls::MadeHere) => local.make_certificates()?,
+            Some(Tls::Given { cert, key }) => local.install_certificate(&cert, &key)?,
+            None => {}
         }
         local.watchdog = Some(local.spawn_watchdog()?);
         // A free port is only free until someone else binds it: another harness in a
@@ -258,6 +282,14 @@ impl Drop for TestCluster {
     }
 }
 
+/// Where a TLS server's certificate comes from.
+enum Tls {
+    /// A CA and a certificate signed by it, made by the harness.
+    MadeHere,
+    /// The certificate and key given (PEM).
+    Given { cert: String, key: String },
+}
+
 impl LocalCluster {
     /// A CA (written to `ca.crt` beside the data directory) and a server certificate for
     /// `localhost` and `127.0.0.1` signed by it (`server.crt`, `server.key` in the data
@@ -284,17 +316,21 @@ impl LocalCluster {
             .signed_by(&server_key, &ca, &ca_key)
             .map_err(failed)?;
 
-        let data = self.root.join("data");
         let ca_file = self.root.join("ca.crt");
-        let write = |path: &Path, text: &str, mode: u32| -> HarnessResult<()> {
-            std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .map_err(io(format!("setting permissions of {}", path.display())))
-        };
         write(&ca_file, &ca.pem(), 0o644)?;
+        self.install_certificate(&server.pem(), &server_key.serialize_pem())?;
+        self.ca_cert = Some(ca_file);
+        Ok(())
+    }
+
+    /// The server's certificate and key (`server.crt`, `server.key` in the data directory,
+    /// owned by the server's user, the key readable by it alone, as PostgreSQL demands);
+    /// TLS is turned on for the server.
+    fn install_certificate(&mut self, cert_pem: &str, key_pem: &str) -> HarnessResult<()> {
+        let data = self.root.join("data");
         let (cert_file, key_file) = (data.join("server.crt"), data.join("server.key"));
-        write(&cert_file, &server.pem(), 0o644)?;
-        write(&key_file, &server_key.serialize_pem(), 0o600)?;
+        write(&cert_file, cert_pem, 0o644)?;
+        write(&key_file, key_pem, 0o600)?;
         if self.as_postgres {
             run(Command::new("chown")
                 .arg("postgres:postgres")
@@ -304,7 +340,6 @@ impl LocalCluster {
         // Relative to the data directory.
         self.settings
             .push(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".to_owned());
-        self.ca_cert = Some(ca_file);
         Ok(())
     }
 
@@ -399,6 +434,13 @@ impl LocalCluster {
             .spawn()
             .map_err(io("starting the cluster watchdog"))
     }
+}
+
+/// Writes `text` to `path` with permissions `mode`.
+fn write(path: &Path, text: &str, mode: u32) -> HarnessResult<()> {
+    std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io(format!("setting permissions of {}", path.display())))
 }
 
 pub(super) fn run(cmd: &mut Command) -> HarnessResult<()> {

@@ -16,7 +16,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Application queries: SeaORM over a sqlx pool to the same database.
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
-        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
+        .connect_with(tenant_schemas_sqlx::connect_options_from_settings(
+            db.settings(),
+        )?)
         .await?;
     let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
 

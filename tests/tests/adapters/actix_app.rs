@@ -2,7 +2,7 @@
 
 use actix_web::{guard, web, App, HttpResponse, HttpServer};
 use tenant_schemas_actix::{
-    is_public_tenant, CurrentTenant, TenantDb, TenantError, TenantMiddleware,
+    is_public_tenant, CurrentTenant, RequestResolver, TenantDb, TenantError, TenantMiddleware,
 };
 
 use crate::suite;
@@ -24,12 +24,14 @@ async fn add(db: TenantDb, body: String) -> Result<&'static str, TenantError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actix_adapter() {
     let fx = suite::fixture().await;
-    let tenancy = fx.tenancy.clone();
+    let resolver = RequestResolver::builder(fx.tenancy.clone())
+        .strategies(suite::strategies())
+        .build();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(TenantMiddleware::new(tenancy.clone()))
+            .wrap(TenantMiddleware::with_resolver(resolver.clone()))
             .route(
                 "/",
                 web::get()

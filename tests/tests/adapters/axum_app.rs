@@ -4,7 +4,9 @@ use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use tenant_schemas::scope;
-use tenant_schemas_axum::{split, with_tenancy, CurrentTenant, TenantDb, TenantError, TenantLayer};
+use tenant_schemas_axum::{
+    split, with_tenancy, CurrentTenant, RequestResolver, TenantDb, TenantError, TenantLayer,
+};
 
 use crate::suite;
 
@@ -44,7 +46,10 @@ async fn axum_adapter() {
                 "/whoami",
                 get(|| async { scope::current_schema().unwrap().to_string() }),
             );
-    let app = with_tenancy(split(public, tenants), TenantLayer::new(fx.tenancy.clone()));
+    let resolver = RequestResolver::builder(fx.tenancy.clone())
+        .strategies(suite::strategies())
+        .build();
+    let app = with_tenancy(split(public, tenants), TenantLayer::with_resolver(resolver));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -68,6 +68,7 @@ async fn app(req: Request<Incoming>) -> Result<Res, Infallible> {
 async fn hyper_adapter() {
     let fx = suite::fixture().await;
     let resolver = RequestResolver::builder(fx.tenancy.clone())
+        .strategies(suite::strategies())
         .public_path_token("/main")
         .build();
     let service = TenantLayer::with_resolver(resolver).layer(service_fn(app));

@@ -58,6 +58,23 @@ async fn path_prefix_header_and_chain() {
     let r = resolver.resolve(&uri, &h).await.unwrap();
     assert_eq!(r.tenant.schema().as_str(), "beta");
     assert_eq!(r.path_and_query, None);
+    // Two tenant headers, or a list in one, are refused as two Host headers are: 400.
+    for headers in [
+        &[
+            ("host", "acme.example.test"),
+            ("x-tenant", "beta"),
+            ("x-tenant", "acme"),
+        ][..],
+        &[("host", "acme.example.test"), ("x-tenant", "beta, acme")],
+    ] {
+        let (uri, h) = req("/t/nobody/notes", headers);
+        let err = resolver.resolve(&uri, &h).await.unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{headers:?}");
+        assert!(
+            err.body().contains("more than one x-tenant header"),
+            "{err:?}"
+        );
+    }
     let (uri, h) = req(
         "/t/Bad-Name/notes",
         &[("host", "acme.example.test"), ("x-tenant", "pg_catalog")],

@@ -51,6 +51,7 @@ async fn warp_adapter() {
         .or(spawned)
         .recover(recover);
     let resolver = RequestResolver::builder(fx.tenancy.clone())
+        .strategies(suite::strategies())
         .public_path_token("/main")
         .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -7,6 +7,9 @@
 //! - `GET /stream` → a body streamed after the handler returned, each chunk naming
 //!   `scope::current_schema()` at the time it is polled;
 //! - `GET /spawned` → what a task started with `scope::spawn` sees.
+//!
+//! The tenant is found by the request's host, then by an `X-Tenant` header naming the
+//! schema ([`strategies`]).
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::convert::Infallible;
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::Stream;
 use tenant_schemas::deadpool_postgres::Pool;
+use tenant_schemas::request::Strategy;
 use tenant_schemas::testing::{pool, TenantClient, TestCluster, TestResponse};
 use tenant_schemas::{scope, Host, NewTenant, SchemaName, Tenancy, TenantMigrations, TenantStatus};
 
@@ -33,6 +37,14 @@ pub async fn fixture() -> Fixture {
     let db = cluster.create_database().await.expect("database");
     let tenancy = tenancy(pool(db.config().clone(), 8).unwrap(), &["alpha", "beta"]).await;
     Fixture { cluster, tenancy }
+}
+
+/// How every adapter's app finds the tenant: the host first, then the `X-Tenant` header.
+pub fn strategies() -> [Strategy; 2] {
+    [
+        Strategy::Host,
+        Strategy::Header(http::HeaderName::from_static("x-tenant")),
+    ]
 }
 
 /// A tenancy over `pool` with a `notes` table per tenant: the public tenant on
@@ -146,6 +158,35 @@ pub async fn run(addr: SocketAddr) {
         .await
         .unwrap();
     assert_eq!(r.status, 400, "two Host headers: {r:?}");
+
+    // The tenant header, reached when the host names no tenant: one names the tenant; two,
+    // or a list in one, are refused as two Host headers are.
+    let nobody = client(addr, "nobody.example.test");
+    let r = nobody
+        .send("GET", "/", &[("x-tenant", "beta")], b"")
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.text().trim()),
+        (200, "tenant site beta"),
+        "{r:?}"
+    );
+    for headers in [
+        &b"x-tenant: alpha\r\nx-tenant: beta\r\n"[..],
+        b"x-tenant: beta\r\nx-tenant: beta\r\n",
+        b"x-tenant: alpha, beta\r\n",
+    ] {
+        let request = [
+            &b"GET / HTTP/1.1\r\nhost: nobody.example.test\r\n"[..],
+            headers,
+            b"connection: close\r\n\r\n",
+        ]
+        .concat();
+        let r = TenantClient::raw(addr, &request).await.unwrap();
+        assert_eq!(r.status, 400, "{}: {r:?}", String::from_utf8_lossy(headers));
+        assert!(r.text().contains("more than one x-tenant header"), "{r:?}");
+        assert_plain_text(&r);
+    }
 
     // Public site and tenant sites are routed apart.
     let r = client(addr, "example.test").get("/").await.unwrap();

@@ -588,6 +588,11 @@ async fn writes_acknowledged_just_before_the_cut_over_survive_the_move() {
 /// BENCHMARKS.md and docs/scaling.md report a run of 60).
 const ROUNDS_ENV: &str = "TENANT_SCHEMAS_CITUS_MOVE_ROUNDS";
 
+/// The environment variable that fills the tenant of
+/// `single_writer_rounds_across_the_modes_lose_nothing` with about this many MB before
+/// its rounds (none by default), to measure the move of a bigger tenant under load.
+const FILL_MB_ENV: &str = "TENANT_SCHEMAS_CITUS_MOVE_FILL_MB";
+
 /// Rounds of one move each, the modes in turn, while one writer inserts every 5 ms through
 /// the router (the load that lost writes before the fence) and one reader reads: every
 /// acknowledged write is there after each move, once; the longest request is reported.
@@ -610,12 +615,39 @@ async fn single_writer_rounds_across_the_modes_lose_nothing() {
         .create_tenant(NewTenant::new(s.clone()))
         .await
         .unwrap();
+    let fill_mb: i32 = std::env::var(FILL_MB_ENV)
+        .ok()
+        .map_or(0, |v| v.parse().expect(FILL_MB_ENV));
+    if fill_mb > 0 {
+        // 1,000 rows of ~1 kB per MB, in batches.
+        let conn = tenancy.router().connection_for_schema(&s).await.unwrap();
+        for _ in 0..fill_mb {
+            conn.execute(
+                "INSERT INTO notes (body) SELECT 'fill-' || repeat(md5(i::text), 31)
+                 FROM generate_series(1, 1000) AS i",
+                &[],
+            )
+            .await
+            .unwrap();
+        }
+        let size: String = conn
+            .query_one(
+                "SELECT pg_size_pretty(sum(shard_size)) FROM citus_shards
+                 WHERE table_name = 'notes'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        eprintln!("tenant filled: {size}");
+    }
     let modes = [
         TransferMode::Auto,
         TransferMode::ForceLogical,
         TransferMode::BlockWrites,
     ];
     let (mut writes, mut reads, mut longest_write, mut longest_read) = (0, 0, 0, 0);
+    let mut slowest_move = Duration::ZERO;
     let mut longest_held = Duration::ZERO;
     for round in 0..rounds {
         let mode = modes[round % modes.len()];
@@ -678,9 +710,11 @@ async fn single_writer_rounds_across_the_modes_lose_nothing() {
         assert!(report.moved, "round {round}");
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop.store(true, Ordering::Relaxed);
-        longest_write = longest_write.max(writer.await.unwrap());
+        let round_longest = writer.await.unwrap();
+        longest_write = longest_write.max(round_longest);
         reader.await.unwrap();
         longest_held = longest_held.max(report.writes_held);
+        slowest_move = slowest_move.max(report.took);
 
         let conn = tenancy.router().connection_for_schema(&s).await.unwrap();
         let bodies: Vec<String> = conn
@@ -722,6 +756,15 @@ async fn single_writer_rounds_across_the_modes_lose_nothing() {
             "round {round}"
         );
         assert!(!acknowledged.is_empty(), "round {round}");
+        if fill_mb > 0 || rounds > modes.len() {
+            eprintln!(
+                "round {round} ({mode:?}): move {:?}, writes held {:?}, longest write \
+                 {round_longest} ms, {} writes, 0 lost",
+                report.took,
+                report.writes_held,
+                acknowledged.len()
+            );
+        }
         writes += acknowledged.len();
         reads += load.reads.load(Ordering::Relaxed);
         longest_read = longest_read.max(load.longest_ms.load(Ordering::Relaxed));
@@ -730,7 +773,7 @@ async fn single_writer_rounds_across_the_modes_lose_nothing() {
         "single-writer moves: {rounds} rounds over auto/force_logical/block_writes, {writes} \
          writes acknowledged, 0 lost, 0 failed; {reads} reads, 0 failed; longest write \
          {longest_write} ms, longest read {longest_read} ms; writes held at a cut-over at \
-         most {longest_held:?}"
+         most {longest_held:?}; slowest move {slowest_move:?}"
     );
 }
 

@@ -585,7 +585,7 @@ async fn writes_acknowledged_just_before_the_cut_over_survive_the_move() {
 
 /// The environment variable that sets how many rounds
 /// `single_writer_rounds_across_the_modes_lose_nothing` runs (3 by default: one per mode;
-/// BENCHMARKS.md and docs/scaling.md report a run of 60).
+/// docs/scaling.md reports a run of 60).
 const ROUNDS_ENV: &str = "TENANT_SCHEMAS_CITUS_MOVE_ROUNDS";
 
 /// The environment variable that fills the tenant of

@@ -17,8 +17,10 @@
 //! each to the worker holding the tenant.
 //!
 //! On Citus, [`Tenancy::move_tenant`] moves a tenant to another worker with
-//! `citus_schema_move` (online, by logical replication), [`Tenancy::rebalance`] runs Citus'
-//! rebalancer, and [`Registry::placements`] says where each tenant lives.
+//! `citus_schema_move` (online, by logical replication, under a cut-over fence that keeps
+//! every acknowledged write: see `tenancy/citus.rs` and docs/scaling.md), [`Tenancy::rebalance`]
+//! runs the moves of Citus' rebalancer plan the same way, and [`Registry::placements`] says
+//! where each tenant lives.
 //!
 //! ```no_run
 //! use tenant_schemas::{CitusNode, SchemaName, Tenancy, TransferMode};
@@ -188,6 +190,10 @@ pub struct MoveReport {
     pub moved: bool,
     /// How long the move took (the copy and the cut-over).
     pub took: Duration,
+    /// How long writes to the tenant through the coordinator waited at the cut-over: from
+    /// when the move asked to block them (see [`Tenancy::move_tenant`]) until it committed.
+    /// Reads are not held.
+    pub writes_held: Duration,
 }
 
 /// What [`Tenancy::rebalance`](crate::Tenancy::rebalance) did: the tenants it moved.

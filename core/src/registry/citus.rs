@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use tokio::sync::OnceCell;
+use tokio_postgres::types::Type;
 
 use super::Registry;
 use crate::citus::{CitusNode, Placement};
@@ -124,6 +125,27 @@ impl Registry {
             .into_iter()
             .find(|p| &p.schema == schema)
             .and_then(|p| p.node))
+    }
+
+    /// A shard of the tenant in `schema` (its tables' shards are co-located: they share one
+    /// placement and one metadata lock); [`Error::Citus`] when it has no tables.
+    pub(crate) async fn anchor_shard(&self, schema: &SchemaName) -> Result<i64> {
+        self.conn()
+            .await?
+            .query_typed_opt(
+                "SELECT min(s.shardid) FROM pg_catalog.pg_dist_schema ds
+                 JOIN pg_catalog.pg_dist_partition p ON p.colocationid = ds.colocationid
+                 JOIN pg_catalog.pg_dist_shard s ON s.logicalrelid = p.logicalrelid
+                 WHERE ds.schemaid = pg_catalog.to_regnamespace($1)
+                 HAVING min(s.shardid) IS NOT NULL",
+                &[(&schema.quoted(), Type::TEXT)],
+            )
+            .await
+            .map_err(|e| Error::db("finding the tenant's shards", schema, e))?
+            .map(|row| row.get(0))
+            .ok_or_else(|| Error::Citus {
+                reason: format!("tenant `{schema}` has no shards, so it cannot be moved"),
+            })
     }
 
     /// The workers tenants can be placed on: the active primary nodes that take shards.

@@ -244,8 +244,8 @@ pub(crate) enum Command {
         #[arg(long, default_value = "auto", value_parser = transfer_mode)]
         mode: TransferMode,
     },
-    /// Citus: run the rebalancer, which moves tenants between workers until each holds
-    /// about as many; prints the tenants it moved.
+    /// Citus: move tenants between workers until each holds about as many (the moves of
+    /// Citus' rebalance plan, each under the cut-over fence); prints the tenants it moved.
     #[command(after_help = EXIT_CODES)]
     Rebalance {
         /// How the tables are copied (see `move`).

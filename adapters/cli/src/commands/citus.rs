@@ -1,5 +1,6 @@
-//! `move` and `rebalance`: where tenants live on a Citus cluster, changed by Citus itself
-//! (`citus_schema_move`, the rebalancer); and the node column of `list`.
+//! `move` and `rebalance`: where tenants live on a Citus cluster, changed with
+//! `citus_schema_move` under the library's cut-over fence (`rebalance` runs the moves of
+//! Citus' rebalance plan that way); and the node column of `list`.
 
 use serde_json::json;
 use tenant_schemas::{CitusNode, Placement, SchemaName, TransferMode};

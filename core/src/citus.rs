@@ -191,8 +191,9 @@ pub struct MoveReport {
     /// How long the move took (the copy and the cut-over).
     pub took: Duration,
     /// How long writes to the tenant through the coordinator waited at the cut-over: from
-    /// when the move asked to block them (see [`Tenancy::move_tenant`]) until it committed.
-    /// Reads are not held.
+    /// when the move asked to block them (see
+    /// [`Tenancy::move_tenant`](crate::Tenancy::move_tenant)) until it committed. Reads are
+    /// not held.
     pub writes_held: Duration,
 }
 

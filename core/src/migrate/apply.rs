@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
-use super::set::{Migration, TenantMigrations};
+use super::set::{HistoryRow, Migration, TenantMigrations};
 use crate::error::{Error, Result};
 use crate::schema::{search_path, SchemaName};
 
@@ -105,15 +105,15 @@ impl TenantMigrations {
         let mut current = 0;
         for row in applied {
             let (version, sum): (i32, i64) = (row.get(0), row.get(1));
-            match self.get(version) {
-                Some(m) if m.checksum == sum => current = current.max(version),
-                Some(m) => {
+            match self.check_row(version, sum) {
+                HistoryRow::Applied => current = current.max(version),
+                HistoryRow::Changed(m) => {
                     return Err(Error::MigrationChanged {
                         schema: schema.clone(),
                         file: m.file_name(),
                     })
                 }
-                None => {
+                HistoryRow::Unknown => {
                     return Err(Error::UnknownMigration {
                         schema: schema.clone(),
                         version,
@@ -131,13 +131,7 @@ impl TenantMigrations {
         schema: &SchemaName,
     ) -> Result<i32> {
         let rows = client
-            .query_typed(
-                &format!(
-                    "SELECT version, checksum FROM {}.{HISTORY_TABLE} ORDER BY version",
-                    schema.quoted()
-                ),
-                &[],
-            )
+            .query_typed(&applied_sql(schema), &[])
             .await
             .map_err(|e| Error::db("reading the migration history", schema, e))?;
         self.check_applied(schema, &rows)

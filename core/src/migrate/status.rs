@@ -19,7 +19,7 @@ use super::apply::{applied_sql, refuse_shadowing, HISTORY_TABLE};
 use super::run::{default_parallelism, Registered, Runner};
 use super::set::{HistoryRow, Migration};
 use super::RunOptions;
-use crate::error::{Error, Result};
+use crate::error::{pg_message, Error, Result};
 use crate::schema::SchemaName;
 use crate::shard::ShardName;
 
@@ -292,8 +292,8 @@ impl Runner<'_> {
             return Ok(state);
         };
         let conn = crate::databases::connect(pool, &state.schema).await?;
-        let unreadable = |e: &(dyn std::error::Error + 'static)| Drift::Unreadable {
-            error: with_causes(e),
+        let unreadable = |e: &tokio_postgres::Error| Drift::Unreadable {
+            error: pg_message(e),
         };
         let found = conn
             .query_typed(
@@ -374,28 +374,10 @@ impl Runner<'_> {
             Err(Error::TableInPublic { schema, table }) => {
                 state.drift.push(Drift::TableInPublic { schema, table });
             }
-            Err(e) => state.drift.push(unreadable(&e)),
+            Err(e) => state.drift.push(Drift::Unreadable {
+                error: e.to_string(),
+            }),
         }
         Ok(state)
     }
-}
-
-/// An error and its causes, `: `-separated (a server error by its message).
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(e) = next {
-        let (text, source) = match e.downcast_ref::<tokio_postgres::Error>() {
-            Some(pg) => match pg.as_db_error() {
-                Some(db) => (db.message().to_owned(), None),
-                None => (pg.to_string(), e.source()),
-            },
-            None => (e.to_string(), e.source()),
-        };
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = source;
-    }
-    parts.join(": ")
 }

@@ -1,5 +1,5 @@
-//! The connection types every adapter's extractors hand out, and the error type they
-//! answer with, defined once.
+//! The connection types every adapter's extractors hand out, the error type they answer
+//! with, and the middleware's constructors, defined once.
 
 /// Defines an adapter's `TenantDb` and `PublicDb`: newtypes over
 /// [`ConnectionScope`](crate::ConnectionScope) that deref to it, one bound to the request's
@@ -64,6 +64,39 @@ macro_rules! __tenant_error {
         impl ::std::convert::From<$crate::Error> for TenantError {
             fn from(err: $crate::Error) -> Self {
                 Self(err)
+            }
+        }
+    };
+}
+
+/// Defines an adapter's middleware type (the tower `TenantLayer`, actix-web's
+/// `TenantMiddleware`): a [`RequestResolver`](crate::request::RequestResolver) and the two
+/// constructors every adapter offers, `new` (by host, 404 for unknown hosts) and
+/// `with_resolver`. The adapter adds its framework's middleware trait. For adapter crates:
+/// not part of the stable API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tenant_middleware {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            resolver: $crate::request::RequestResolver,
+        }
+
+        impl $name {
+            /// Resolves by host, answering 404 for unknown hosts.
+            #[must_use]
+            pub fn new(tenancy: $crate::Tenancy) -> Self {
+                Self::with_resolver($crate::request::RequestResolver::new(tenancy))
+            }
+
+            /// Uses a configured
+            /// [`RequestResolver`](tenant_schemas::request::RequestResolver) (strategies,
+            /// fallbacks, path token).
+            #[must_use]
+            pub fn with_resolver(resolver: $crate::request::RequestResolver) -> Self {
+                Self { resolver }
             }
         }
     };

@@ -558,7 +558,7 @@ impl Error {
 /// The server's own message (with its SQLSTATE) where there is one; the driver's
 /// `Display` alone only says "db error". Otherwise the driver's message and its causes'
 /// (its `Display` says "error connecting to server" and leaves out why).
-fn pg_message(err: &tokio_postgres::Error) -> String {
+pub(crate) fn pg_message(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{} ({}: {})", db.message(), db.severity(), db.code().code()),
         None => with_sources(err.to_string(), std::error::Error::source(err)),

@@ -49,8 +49,8 @@ pub use connect::{ConnectionSettings, SslMode, TlsConnector, DATABASE_URL};
 pub use error::{Error, ErrorKind, Result};
 pub use host::{Host, HostError, HostErrorKind, HostKind, MAX_HOST_LEN, MAX_LABEL_LEN};
 pub use migrate::{
-    Baselined, Migration, MigrationReport, Outcome, Progress, RunOptions, SchemaReport,
-    TenantMigrations, HISTORY_TABLE, NO_TRANSACTION_MARKER,
+    Baselined, Drift, DryRun, Migration, MigrationReport, Outcome, Progress, RunOptions,
+    SchemaReport, SchemaStatus, TenantMigrations, HISTORY_TABLE, NO_TRANSACTION_MARKER,
 };
 pub use registry::{DoctorReport, DropSchema, Finding, ImportSource, NewTenant, Registry, CHANNEL};
 pub use report::{ReportOptions, SCHEMA_PLACEHOLDER};

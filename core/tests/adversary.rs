@@ -14,7 +14,7 @@ use std::time::Duration;
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tenant_schemas::testing::fixtures::*;
-use tenant_schemas::testing::{pool as test_pool, TestCluster, TestDatabase, TestPgBouncer};
+use tenant_schemas::testing::TestDatabase;
 use tenant_schemas::tokio_postgres::{NoTls, SimpleQueryMessage};
 use tenant_schemas::{
     ConnectionScope, Error, NewTenant, SchemaName, SchemaRouter, SearchPathMode, Tenancy,
@@ -250,27 +250,10 @@ async fn a_temporary_table_of_one_tenant_cannot_shadow_the_next_tenants_table() 
 /// own session path (`public`), and is committed whatever happens next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_mode_refuses_a_hidden_commit() {
-    let cluster = TestCluster::shared().unwrap();
-    let db = cluster.create_database().await.unwrap();
-    let bouncer = TestPgBouncer::start(cluster, 2).unwrap();
-    let through = test_pool(bouncer.config(db.name()), 2).unwrap();
-    let tenancy = Tenancy::builder(through.clone())
-        .migrations(marker_and_notes())
-        .search_path_mode(SearchPathMode::Transaction)
-        .build()
-        .await
-        .unwrap();
+    let db = database().await;
+    let (_bouncer, tenancy) = bounced_tenancy(&db, 2, 2).await;
     let s = marked_tenants(&tenancy, "adv_txhide_", 1).await;
-    db.pool()
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(
-            "CREATE TABLE public.marker (schema_name text NOT NULL);
-             INSERT INTO public.marker VALUES ('PUBLIC')",
-        )
-        .await
-        .unwrap();
+    plant_public_marker(db.pool()).await;
     let conn = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
     let result = conn
         .simple_query("SELECT 1 AS x$a$; COMMIT; SELECT schema_name FROM marker AS y$a$")

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use tenant_schemas::testing::fixtures::*;
-use tenant_schemas::testing::{pool, TestCluster, TestDatabase, TestPgBouncer};
+use tenant_schemas::testing::{TestDatabase, TestPgBouncer};
 use tenant_schemas::{
     scope, Error, NewTenant, SchemaName, SearchPathMode, SubdomainResolver, Tenancy, Tenant,
 };
@@ -16,18 +16,7 @@ use tenant_schemas::{
 /// the statement runs on `"far_away", public` and reads `public`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sighting_on_one_shard_does_not_vouch_for_another() {
-    let a = database().await;
-    let b = TestCluster::shared()
-        .unwrap()
-        .create_database()
-        .await
-        .unwrap();
-    let tenancy = Tenancy::builder(a.new_pool(4).unwrap())
-        .shard("b", b.new_pool(4).unwrap())
-        .migrations(marker_and_notes())
-        .build()
-        .await
-        .unwrap();
+    let (a, _b, tenancy) = two_databases().await;
     plant_public_marker(a.pool()).await;
     let s = schema("far_away2");
     let record = tenancy
@@ -146,13 +135,7 @@ async fn bounced(
     size: usize,
 ) -> (TestDatabase, TestPgBouncer, Tenancy, Vec<SchemaName>) {
     let db = database().await;
-    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), size).unwrap();
-    let tenancy = Tenancy::builder(pool(bouncer.config(db.name()), 2).unwrap())
-        .migrations(marker_and_notes())
-        .search_path_mode(SearchPathMode::Transaction)
-        .build()
-        .await
-        .unwrap();
+    let (bouncer, tenancy) = bounced_tenancy(&db, size, 2).await;
     let s = marked_tenants(&tenancy, prefix, n).await;
     plant_public_marker(db.pool()).await;
     (db, bouncer, tenancy, s)

@@ -199,6 +199,37 @@ async fn a_migration_cannot_leave_a_pooled_connection_on_another_schema() {
 
 // 2. Schemas named after roles.
 
+/// Importing an existing schema named after a role is refused as creating one is: nothing
+/// registered, the schema left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_named_after_a_role_is_not_imported() {
+    let db = database().await;
+    let t = tenancy(&db, marker_and_notes()).await;
+    let role = format!("ts_import_role_{}", std::process::id());
+    let admin = db.pool().get().await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} NOLOGIN; \
+             CREATE SCHEMA {role}; CREATE TABLE {role}.notes (id int)"
+        ))
+        .await
+        .unwrap();
+    let err = t
+        .import_tenants(&[NewTenant::new(schema(&role))], 0)
+        .await
+        .map(|r| r.len());
+    assert!(
+        matches!(&err, Err(Error::SchemaNamedAfterRole { schema }) if schema.as_str() == role),
+        "{err:?}"
+    );
+    assert!(!is_registered(&db, &role).await);
+    assert!(schema_exists(&db, &role).await);
+    admin
+        .batch_execute(&format!("DROP SCHEMA {role} CASCADE; DROP ROLE {role}"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_cannot_be_named_after_a_role() {
     let db = database().await;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::{
-    DropSchema, Error, Finding, NewTenant, Outcome, RunOptions, SchemaName, Tenancy, TenantEvent,
-    TenantMigrations,
+    Drift, DropSchema, Error, Finding, NewTenant, Outcome, RunOptions, SchemaName, Tenancy,
+    TenantEvent, TenantMigrations,
 };
 
 fn v1() -> TenantMigrations {
@@ -446,4 +446,98 @@ async fn a_clone_has_the_same_catalog_and_the_rows() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::CloneVersion { .. }), "{err}");
+}
+
+/// One health model: the status, the dry run and the doctor read what the run then does.
+/// Each tenant below is damaged in one way the run refuses (or healthy): the schemas the
+/// dry run says would fail are exactly those the run fails, each for the drift the status
+/// names, and the healthy ones migrate as predicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_and_the_status_agree_with_the_run() {
+    let db = database().await;
+    let old = with(&db, v1()).await;
+    let s = tenants(&old, "agree_", 6).await;
+    let pool = old.router().pool().clone();
+    let c = pool.get().await.unwrap();
+    c.batch_execute(
+        "DROP SCHEMA agree_1 CASCADE;
+         UPDATE agree_2.tenant_schemas_history SET checksum = checksum + 1 WHERE version = 1;
+         CREATE TABLE agree_3.plans (id int); CREATE TABLE public.plans (id int);
+         INSERT INTO agree_4.tenant_schemas_history (version, name, checksum) VALUES (7, 'newer', 0);",
+    )
+    .await
+    .unwrap();
+    drop(c);
+    let new = with(&db, v3("ALTER TABLE notes ADD COLUMN extra int")).await;
+    let options = RunOptions {
+        skip_public: true,
+        ..RunOptions::default()
+    };
+
+    let status = new.migration_status(&[], true).await.unwrap();
+    let kinds: Vec<(&str, Vec<&str>)> = status
+        .iter()
+        .map(|st| {
+            (
+                st.schema.as_str(),
+                st.drift.iter().map(Drift::kind).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("agree_0", vec![]),
+            ("agree_1", vec!["missing_schema"]),
+            ("agree_2", vec!["changed_migration"]),
+            ("agree_3", vec!["table_in_public"]),
+            ("agree_4", vec!["registry_mismatch", "ahead"]),
+            ("agree_5", vec![]),
+        ]
+    );
+    assert_eq!(status[0].applied, Some(2));
+    assert_eq!(status[0].pending_files(), ["V3__next.sql"]);
+
+    let dry = new.migrate_dry_run(&options).await.unwrap();
+    assert_eq!(dry.schemas.len(), 6);
+    assert_eq!((dry.up_to_date, dry.deferred), (0, 0));
+    let predicted: Vec<&str> = dry.failures().map(|st| st.schema.as_str()).collect();
+    assert_eq!(predicted, ["agree_1", "agree_2", "agree_3", "agree_4"]);
+    // The doctor names the same hazards where it looks for them.
+    let doctor = new.registry().doctor().await.unwrap();
+    assert!(doctor.findings.contains(&Finding::MissingSchema {
+        schema: s[1].clone()
+    }));
+    assert!(doctor.findings.contains(&Finding::TableInPublic {
+        schema: s[3].clone(),
+        table: "plans".into()
+    }));
+
+    let report = new.migrate(&options, None).await.unwrap();
+    let mut failed: Vec<&str> = report.failures().map(|r| r.schema.as_str()).collect();
+    failed.sort_unstable();
+    assert_eq!(failed, predicted, "{report:?}");
+    let fail_of = |name: &str| {
+        report
+            .schemas
+            .iter()
+            .find(|r| r.schema.as_str() == name)
+            .map(|r| format!("{:?}", r.outcome))
+            .unwrap()
+    };
+    assert!(fail_of("agree_2").contains("V1__notes.sql"), "{report:?}");
+    assert!(fail_of("agree_3").contains("plans"), "{report:?}");
+    for healthy in [&s[0], &s[5]] {
+        assert!(column_exists(&new, healthy, "extra").await);
+    }
+
+    // Afterwards the status and the dry run see what the run did.
+    let after = new.migrate_dry_run(&options).await.unwrap();
+    assert_eq!(after.up_to_date, 2);
+    let left: Vec<&str> = after.schemas.iter().map(|st| st.schema.as_str()).collect();
+    assert_eq!(left, ["agree_1", "agree_2", "agree_3", "agree_4"]);
+    let status = new.migration_status(&[s[0].clone()], true).await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!((status[0].applied, status[0].drift.len()), (Some(3), 0));
+    assert!(status[0].pending.is_empty());
 }

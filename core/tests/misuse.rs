@@ -337,18 +337,7 @@ async fn a_resolver_that_invents_tenants_fails_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_on_another_shard_reached_by_schema_name_fails_closed() {
-    let a = database().await;
-    let b = TestCluster::shared()
-        .unwrap()
-        .create_database()
-        .await
-        .unwrap();
-    let tenancy = Tenancy::builder(a.new_pool(4).unwrap())
-        .shard("b", b.new_pool(4).unwrap())
-        .migrations(marker_and_notes())
-        .build()
-        .await
-        .unwrap();
+    let (a, _b, tenancy) = two_databases().await;
     plant_public_marker(a.pool()).await;
     let s = schema("far_away");
     tenancy

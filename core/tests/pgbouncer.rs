@@ -8,22 +8,15 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tenant_schemas::testing::fixtures::*;
-use tenant_schemas::testing::{pool, TestCluster, TestPgBouncer};
-use tenant_schemas::{scope, Error, SchemaRouter, SearchPathMode, Tenancy};
+
+use tenant_schemas::{scope, Error, SchemaRouter, SearchPathMode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_mode_through_pgbouncer() {
-    let cluster = TestCluster::shared().unwrap();
-    let db = cluster.create_database().await.unwrap();
-    let bouncer = TestPgBouncer::start(cluster, 4).unwrap();
+    let db = database().await;
     // Everything, registry included, goes through the bouncer.
-    let through = pool(bouncer.config(db.name()), 16).unwrap();
-    let tenancy = Tenancy::builder(through.clone())
-        .migrations(marker_and_notes())
-        .search_path_mode(SearchPathMode::Transaction)
-        .build()
-        .await
-        .unwrap();
+    let (_bouncer, tenancy) = bounced_tenancy(&db, 4, 16).await;
+    let through = tenancy.router().pool().clone();
     let schemas = Arc::new(marked_tenants(&tenancy, "bounce_", 12).await);
     let router = tenancy.router().clone();
     assert_eq!(router.mode(), SearchPathMode::Transaction);
@@ -139,15 +132,8 @@ async fn transaction_mode_through_pgbouncer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_transaction_mode_statements_are_not_reused() {
-    let cluster = TestCluster::shared().unwrap();
-    let db = cluster.create_database().await.unwrap();
-    let bouncer = TestPgBouncer::start(cluster, 2).unwrap();
-    let tenancy = Tenancy::builder(pool(bouncer.config(db.name()), 4).unwrap())
-        .migrations(marker_and_notes())
-        .search_path_mode(SearchPathMode::Transaction)
-        .build()
-        .await
-        .unwrap();
+    let db = database().await;
+    let (_bouncer, tenancy) = bounced_tenancy(&db, 2, 4).await;
     let schemas = marked_tenants(&tenancy, "tcancel_", 4).await;
     let router = tenancy.router().clone();
     let mut rng = StdRng::seed_from_u64(11);

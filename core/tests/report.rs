@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use tenant_schemas::testing::fixtures::*;
-use tenant_schemas::testing::TestCluster;
 use tenant_schemas::tokio_postgres::error::SqlState;
 use tenant_schemas::{Error, ErrorKind, NewTenant, ReportOptions, Tenancy};
 
@@ -202,18 +201,7 @@ async fn a_report_reads_every_tenant_tagged_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_spans_the_databases_of_the_shard_map() {
-    let a = database().await;
-    let b = TestCluster::shared()
-        .unwrap()
-        .create_database()
-        .await
-        .unwrap();
-    let tenancy = Tenancy::builder(a.new_pool(4).unwrap())
-        .shard("b", b.new_pool(4).unwrap())
-        .migrations(marker_and_notes())
-        .build()
-        .await
-        .unwrap();
+    let (a, b, tenancy) = two_databases().await;
     for (name, shard) in [("on_a", None), ("on_b", Some("b")), ("also_a", None)] {
         let s = schema(name);
         let new = NewTenant::new(s.clone());

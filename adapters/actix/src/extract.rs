@@ -13,28 +13,10 @@ use crate::middleware::{rejection_response, LocalBoxFuture};
 
 tenant_schemas::__connection_extractors!();
 
-/// A library error as an actix-web error: its status and a short text without internals
-/// ([`Rejection::into_http`]).
-#[derive(Debug)]
-pub struct TenantError(pub tenant_schemas::Error);
-
-impl std::fmt::Display for TenantError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for TenantError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
-
-impl From<tenant_schemas::Error> for TenantError {
-    fn from(err: tenant_schemas::Error) -> Self {
-        Self(err)
-    }
-}
+tenant_schemas::__tenant_error!(
+    /// A library error as an actix-web error: its status and a short text without internals
+    /// ([`Rejection::into_http`]).
+);
 
 impl ResponseError for TenantError {
     fn status_code(&self) -> StatusCode {

@@ -16,27 +16,11 @@ use actix_web::{HttpMessage, HttpResponse};
 use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tenant_schemas::request::{IncomingRequest, Rejection, RequestResolver, RequestScope};
-use tenant_schemas::Tenancy;
 
-/// Runs each request in its tenant's scope (see the [crate docs](crate)).
-#[derive(Clone, Debug)]
-pub struct TenantMiddleware {
-    resolver: RequestResolver,
-}
-
-impl TenantMiddleware {
-    /// Resolves by host, answering 404 for unknown hosts.
-    #[must_use]
-    pub fn new(tenancy: Tenancy) -> Self {
-        Self::with_resolver(RequestResolver::new(tenancy))
-    }
-
-    /// Uses a configured [`RequestResolver`] (strategies, fallbacks, path token).
-    #[must_use]
-    pub fn with_resolver(resolver: RequestResolver) -> Self {
-        Self { resolver }
-    }
-}
+tenant_schemas::__tenant_middleware!(
+    /// Runs each request in its tenant's scope (see the [crate docs](crate)).
+    TenantMiddleware
+);
 
 impl<S, B> Transform<S, ServiceRequest> for TenantMiddleware
 where

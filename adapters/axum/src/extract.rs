@@ -9,33 +9,15 @@ use tenant_schemas::Tenant;
 
 tenant_schemas::__connection_extractors!();
 
-/// A library error as an axum response: the status of the error and a short text
-/// ([`Rejection::into_http`]). `?` converts any `tenant_schemas::Error` into it, also those
-/// of a [`TenantTransaction`](tenant_schemas::TenantTransaction). `Display` shows the
-/// error with its cause (for logs); the response shows no internals.
-#[derive(Debug)]
-pub struct TenantError(pub tenant_schemas::Error);
+tenant_schemas::__tenant_error!(
+    /// A library error as an axum response: the status of the error and a short text
+    /// ([`Rejection::into_http`]). `?` converts any `tenant_schemas::Error` into it, also those
+    /// of a [`TenantTransaction`](tenant_schemas::TenantTransaction). `Display` shows the
+    /// error with its cause (for logs); the response shows no internals.
+);
 
 /// The former name of [`TenantError`].
 pub type DbRejection = TenantError;
-
-impl std::fmt::Display for TenantError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for TenantError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
-
-impl From<tenant_schemas::Error> for TenantError {
-    fn from(err: tenant_schemas::Error) -> Self {
-        Self(err)
-    }
-}
 
 impl IntoResponse for TenantError {
     fn into_response(self) -> Response {

@@ -25,15 +25,6 @@ pub(crate) struct Database {
 /// What a command works with.
 pub(crate) struct Context {
     pub(crate) tenancy: Tenancy,
-    /// Every database, the registry's first.
-    pub(crate) databases: Vec<Database>,
-}
-
-impl Context {
-    /// The configured database called `shard`.
-    pub(crate) fn database(&self, shard: &ShardName) -> Option<&Database> {
-        self.databases.iter().find(|d| &d.shard == shard)
-    }
 }
 
 /// Connects to every database, reads the migration sets the command needs, builds the
@@ -104,7 +95,7 @@ pub(crate) async fn open(cli: &Cli) -> CliResult<Context> {
              (they were missing, or from an older version)"
         );
     }
-    Ok(Context { tenancy, databases })
+    Ok(Context { tenancy })
 }
 
 /// A pool over `url` (over TLS as its sslmode says; `root_cert` unless it names its own

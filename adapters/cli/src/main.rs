@@ -10,8 +10,8 @@
 //! prints one JSON document for scripts. Exit codes: [`error::EXIT_CODES`].
 //!
 //! [`args`] holds the arguments, [`connect`] the databases and the tenancy over them,
-//! [`commands`] one module per command, [`inspect`] what `status` and `migrate --dry-run`
-//! read, [`output`] the text, JSON, tables and progress bars they print, and [`error`] the
+//! [`commands`] one module per command, [`inspect`] how `status` and `migrate --dry-run`
+//! word what the core reads, [`output`] the text, JSON, tables and progress bars they print, and [`error`] the
 //! exit codes.
 
 // The argument docs are `--help` text, where `V<n>__<name>.sql` is not an HTML tag.

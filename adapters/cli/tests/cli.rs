@@ -838,3 +838,61 @@ async fn connects_over_tls_with_verify_full() {
     assert!(out.contains("/nonexistent/ca.crt"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `migrate --dry-run` runs the checks the real run does: it once predicted no failure for a
+/// run that then failed in every tenant (a tenant table also present in `public`). The
+/// schemas the dry run says would fail are exactly those the run then fails, and neither
+/// writes where it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_predicts_the_failures_of_the_run() {
+    let (cli, db) = Cli::new("predict").await;
+    cli.ok(&["migrate"]);
+    for tenant in ["acme", "beta", "gamma"] {
+        cli.ok(&["create", tenant]);
+    }
+    // Made by hand in `public`: every tenant's `notes` now shadows it.
+    sql(&db, "CREATE TABLE public.notes (id int)").await;
+    write(
+        &cli.dir.join("tenant"),
+        "V2__extra.sql",
+        "ALTER TABLE notes ADD COLUMN extra int",
+    );
+    let failing = |doc: &serde_json::Value, flag: &dyn Fn(&serde_json::Value) -> bool| {
+        let mut names: Vec<String> = doc["schemas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| flag(s))
+            .map(|s| s["schema"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    let (out, _) = cli.fails(1, &["migrate", "--dry-run"]);
+    assert!(out.contains("3 would fail"), "{out}");
+    assert!(
+        out.contains("acme: would fail:") && out.contains("notes"),
+        "{out}"
+    );
+    let (out, _) = cli.fails(1, &["migrate", "--dry-run", "--json"]);
+    let predicted: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(predicted["would_fail"], 3, "{out}");
+    let predicted = failing(&predicted, &|s| s["would_fail"] == true);
+
+    let (out, _) = cli.fails(1, &["migrate", "--json"]);
+    let run: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let failed = failing(&run, &|s| s["outcome"] == "failed");
+    assert_eq!(failed, ["acme", "beta", "gamma"], "{out}");
+    assert_eq!(predicted, failed);
+
+    // `status` names the same hazard, and the dry run agrees with the run once it is gone.
+    let (out, _) = cli.fails(1, &["status"]);
+    let acme = out.lines().find(|l| l.starts_with("acme ")).unwrap();
+    assert!(acme.contains("notes"), "{out}");
+    sql(&db, "DROP TABLE public.notes").await;
+    let out = cli.ok(&["migrate", "--dry-run"]);
+    assert!(out.contains("would run 3 migrations in 3 schemas"), "{out}");
+    let out = cli.ok(&["migrate"]);
+    assert!(out.contains("migrated 3"), "{out}");
+}

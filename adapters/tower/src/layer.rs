@@ -6,31 +6,15 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tenant_schemas::request::{Rejection, RequestResolver};
-use tenant_schemas::Tenancy;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::ScopedBody;
 
-/// Runs each request in its tenant's scope (see the [crate docs](crate)).
-#[derive(Clone, Debug)]
-pub struct TenantLayer {
-    resolver: RequestResolver,
-}
-
-impl TenantLayer {
-    /// Resolves by host, answering 404 for unknown hosts.
-    #[must_use]
-    pub fn new(tenancy: Tenancy) -> Self {
-        Self::with_resolver(RequestResolver::new(tenancy))
-    }
-
-    /// Uses a configured [`RequestResolver`] (strategies, fallbacks, path token).
-    #[must_use]
-    pub fn with_resolver(resolver: RequestResolver) -> Self {
-        Self { resolver }
-    }
-}
+tenant_schemas::__tenant_middleware!(
+    /// Runs each request in its tenant's scope (see the [crate docs](crate)).
+    TenantLayer
+);
 
 impl<S> Layer<S> for TenantLayer {
     type Service = TenantService<S>;

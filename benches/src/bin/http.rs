@@ -16,10 +16,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::TestCluster;
-use tenant_schemas::tokio_postgres::Config;
-use tenant_schemas::{Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
+use tenant_schemas::Host;
 use tenant_schemas_axum::{with_tenancy, TenantDb, TenantError, TenantLayer};
-use tenant_schemas_benches::{micros, stats, Stats};
+use tenant_schemas_benches::{
+    baseline_schema, items_tenancy, make_pool, micros, on_tasks, stats, Stats,
+};
 
 const TENANTS: usize = 100;
 
@@ -32,14 +33,6 @@ struct Args {
     /// Keep-alive client connections.
     #[arg(long, default_value_t = 32)]
     conns: usize,
-}
-
-fn make_pool(config: &Config, options: Option<&str>) -> Pool {
-    let mut config = config.clone();
-    if let Some(o) = options {
-        config.options(o);
-    }
-    tenant_schemas::testing::pool(config, 16).unwrap()
 }
 
 async fn serve(app: Router) -> SocketAddr {
@@ -75,10 +68,9 @@ async fn load(
 ) -> Stats {
     let started = Instant::now();
     let length = Duration::from_secs_f64(secs);
-    let mut handles = Vec::new();
-    for c in 0..conns {
+    let mut all = on_tasks(conns, |c| {
         let hosts = hosts.to_vec();
-        handles.push(tokio::spawn(async move {
+        async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -100,12 +92,9 @@ async fn load(
                 latencies.push(t0.elapsed());
             }
             latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await.unwrap());
-    }
+        }
+    })
+    .await;
     stats(&mut all, started.elapsed())
 }
 
@@ -115,40 +104,18 @@ async fn main() {
     let cluster = TestCluster::start().unwrap();
     let db = cluster.create_database().await.unwrap();
     let config = db.config().clone();
-    let table = "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL); \
-                 INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 100) g";
-    let tenancy = Tenancy::builder(make_pool(&config, None))
-        .migrations(TenantMigrations::new().with("items", table))
-        .build()
-        .await
-        .unwrap();
-    let mut hosts = Vec::new();
-    for i in 0..TENANTS {
-        let host = format!("t{i}.bench.test");
-        tenancy
-            .create_tenant(
-                NewTenant::new(SchemaName::new(&format!("t{i}")).unwrap())
-                    .domain(Host::parse(&host).unwrap()),
-            )
-            .await
-            .unwrap();
-        hosts.push(host);
-    }
-    let admin = make_pool(&config, None);
-    admin
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(&format!(
-            "CREATE SCHEMA base; SET search_path TO base; {table}"
-        ))
-        .await
-        .unwrap();
+    let host = |i: usize| format!("t{i}.bench.test");
+    let (tenancy, _) = items_tenancy(make_pool(&config, "setup", None), TENANTS, |i| {
+        Some(Host::parse(&host(i)).unwrap())
+    })
+    .await;
+    let hosts: Vec<String> = (0..TENANTS).map(host).collect();
+    baseline_schema(&make_pool(&config, "admin", None), "").await;
 
     let plain = Router::new()
         .route("/item", get(item_plain))
         .route("/hello", get(|| async { "hello" }))
-        .with_state(make_pool(&config, Some("-c search_path=base")));
+        .with_state(make_pool(&config, "plain", Some("-c search_path=base")));
     let tenant_app = with_tenancy(
         Router::new()
             .route("/item", get(item_tenant))

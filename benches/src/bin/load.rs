@@ -28,20 +28,15 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::{TestCluster, TestPgBouncer};
-use tenant_schemas::tokio_postgres::Config;
-use tenant_schemas::{
-    NewTenant, SchemaName, SchemaRouter, SearchPathMode, Tenancy, TenantMigrations,
+use tenant_schemas::{SchemaName, SchemaRouter, SearchPathMode};
+use tenant_schemas_benches::{
+    baseline_schema, items_tenancy, make_pool, make_pool_of, micros, pick_and_run, stats, Picker,
+    RunLength, Stats, POOL, ROWS, SQL,
 };
-use tenant_schemas_benches::{micros, stats, Picker, Stats};
 
-const SQL: &str = "SELECT v FROM items WHERE id = $1";
 const BASE_SQL: &str = "SELECT v FROM base.items WHERE id = $1";
-const ROWS: i32 = 100;
-const POOL: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 enum Variant {
@@ -78,12 +73,8 @@ const VARIANTS: [Variant; 9] = [
 /// Database load, every variant in one run.
 #[derive(Parser)]
 struct Args {
-    /// Seconds per measured run.
-    #[arg(long, default_value_t = 3.0)]
-    secs: f64,
-    /// Tasks sharing the pool.
-    #[arg(long, default_value_t = 32)]
-    tasks: usize,
+    #[command(flatten)]
+    run: RunLength,
     /// Only T = 1 and 1,000.
     #[arg(long)]
     quick: bool,
@@ -133,21 +124,6 @@ struct Setup {
     pipelined_pool: Pool,
     baseline_bouncer: Pool,
     transaction_bouncer: SchemaRouter,
-}
-
-fn make_pool(config: &Config, app: &str, options: Option<&str>) -> Pool {
-    let mut config = config.clone();
-    config.application_name(app);
-    if let Some(o) = options {
-        config.options(o);
-    }
-    tenant_schemas::testing::pool(config, POOL).unwrap()
-}
-
-fn make_pool_of(config: &Config, app: &str, size: usize) -> Pool {
-    let mut config = config.clone();
-    config.application_name(app);
-    tenant_schemas::testing::pool(config, size).unwrap()
 }
 
 async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: i32) {
@@ -283,28 +259,12 @@ async fn run_for(
     length: Duration,
     started: Instant,
 ) -> Vec<Duration> {
-    let mut handles = Vec::new();
-    for t in 0..tasks {
-        let (setup, picker) = (setup.clone(), picker.clone());
-        handles.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(t as u64);
-            let mut latencies = Vec::new();
-            let mut n = 0i32;
-            while started.elapsed() < length {
-                let tenant = picker.pick(&mut rng);
-                n = n % ROWS + 1;
-                let t0 = Instant::now();
-                op(&setup, variant, tenant, queries, n).await;
-                latencies.push(t0.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await.unwrap());
-    }
-    all
+    let setup = setup.clone();
+    pick_and_run(tasks, picker, started, length, move |tenant, id| {
+        let setup = setup.clone();
+        async move { op(&setup, variant, tenant, queries, id).await }
+    })
+    .await
 }
 
 /// Transactions committed or rolled back so far in `dbname` (statistics are flushed by
@@ -359,8 +319,7 @@ async fn backend_rss(admin: &Pool, dbname: &str) -> BTreeMap<String, (usize, u64
 #[tokio::main]
 async fn main() {
     let Args {
-        secs,
-        tasks,
+        run: RunLength { secs, tasks },
         quick,
         single: single_only,
         affinity,
@@ -382,36 +341,12 @@ async fn main() {
     let cluster = TestCluster::start().unwrap();
     let db = cluster.create_database().await.unwrap();
     let config = db.config().clone();
-    let table = format!(
-        "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL); \
-         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"
-    );
     let setup_started = Instant::now();
-    let tenancy = Tenancy::builder(make_pool(&config, "setup", None))
-        .migrations(TenantMigrations::new().with("items", table.clone()))
-        .build()
-        .await
-        .unwrap();
     let n_tenants = if only_tenants > 0 { only_tenants } else { 1000 };
-    let schemas: Vec<SchemaName> = (0..n_tenants)
-        .map(|i| SchemaName::new(&format!("t{i}")).unwrap())
-        .collect();
-    for s in &schemas {
-        tenancy
-            .create_tenant(NewTenant::new(s.clone()))
-            .await
-            .unwrap();
-    }
+    let (_tenancy, schemas) =
+        items_tenancy(make_pool(&config, "setup", None), n_tenants, |_| None).await;
     let admin = make_pool(&config, "admin", None);
-    admin
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(&format!(
-            "CREATE SCHEMA base; SET search_path TO base; {table}; ANALYZE"
-        ))
-        .await
-        .unwrap();
+    baseline_schema(&admin, "").await;
     println!(
         "setup: {n_tenants} tenants + baseline schema, {ROWS} rows each, in {:.1} s",
         setup_started.elapsed().as_secs_f64()
@@ -431,8 +366,10 @@ async fn main() {
         no_affinity: SchemaRouter::builder(make_pool(&config, "session_no_affinity", None))
             .schema_affinity(false)
             .build(),
-        groups: SchemaRouter::builder(make_pool_of(&config, "session_groups", POOL / 4))
-            .connection_groups((1..4).map(|_| make_pool_of(&config, "session_groups", POOL / 4)))
+        groups: SchemaRouter::builder(make_pool_of(&config, "session_groups", None, POOL / 4))
+            .connection_groups(
+                (1..4).map(|_| make_pool_of(&config, "session_groups", None, POOL / 4)),
+            )
             .build(),
         transaction: SchemaRouter::builder(make_pool(&config, "transaction", None))
             .mode(SearchPathMode::Transaction)

@@ -19,27 +19,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::TestCitusCluster;
-use tenant_schemas::tokio_postgres::Config;
-use tenant_schemas::{NewTenant, SchemaName, SchemaRouter, Tenancy, TenantMigrations};
-use tenant_schemas_benches::{micros, stats, Picker, Stats};
-
-const SQL: &str = "SELECT v FROM items WHERE id = $1";
-const ROWS: i32 = 100;
-const POOL: usize = 16;
+use tenant_schemas::{SchemaName, SchemaRouter};
+use tenant_schemas_benches::{
+    baseline_schema, items_tenancy, make_pool, micros, pick_and_run, stats, Picker, RunLength,
+    Stats, POOL, ROWS, SQL,
+};
 
 /// Baseline and session through a Citus coordinator.
 #[derive(Parser)]
 struct Args {
-    /// Seconds per measured run.
-    #[arg(long, default_value_t = 3.0)]
-    secs: f64,
-    /// Tasks sharing the pool.
-    #[arg(long, default_value_t = 32)]
-    tasks: usize,
+    #[command(flatten)]
+    run: RunLength,
     /// Tenants (T).
     #[arg(long, default_value_t = 100)]
     tenants: usize,
@@ -58,15 +50,6 @@ struct Setup {
     schemas: Vec<SchemaName>,
     baseline: Pool,
     session: SchemaRouter,
-}
-
-fn make_pool(config: &Config, app: &str, options: Option<&str>) -> Pool {
-    let mut config = config.clone();
-    config.application_name(app);
-    if let Some(o) = options {
-        config.options(o);
-    }
-    tenant_schemas::testing::pool(config, POOL).unwrap()
 }
 
 async fn op(setup: &Setup, variant: Variant, tenant: usize, id: i32) {
@@ -95,35 +78,19 @@ async fn run_for(
     length: Duration,
 ) -> Stats {
     let started = Instant::now();
-    let mut handles = Vec::new();
-    for t in 0..tasks {
-        let (setup, picker) = (setup.clone(), picker.clone());
-        handles.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(t as u64);
-            let mut latencies = Vec::new();
-            let mut n = 0i32;
-            while started.elapsed() < length {
-                let tenant = picker.pick(&mut rng);
-                n = n % ROWS + 1;
-                let t0 = Instant::now();
-                op(&setup, variant, tenant, n).await;
-                latencies.push(t0.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await.unwrap());
-    }
+    let setup = setup.clone();
+    let mut all = pick_and_run(tasks, picker, started, length, move |tenant, id| {
+        let setup = setup.clone();
+        async move { op(&setup, variant, tenant, id).await }
+    })
+    .await;
     stats(&mut all, started.elapsed())
 }
 
 #[tokio::main]
 async fn main() {
     let Args {
-        secs,
-        tasks,
+        run: RunLength { secs, tasks },
         tenants,
         rounds,
     } = Args::parse();
@@ -131,34 +98,13 @@ async fn main() {
     let cluster = TestCitusCluster::start().unwrap_or_else(|e| panic!("{e}"));
     let db = cluster.create_database().await.unwrap();
     let config = db.config().clone();
-    let table = format!(
-        "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL); \
-         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"
-    );
-    let tenancy = Tenancy::builder(make_pool(&config, "setup", None))
-        .migrations(TenantMigrations::new().with("items", table.clone()))
-        .build()
-        .await
-        .unwrap();
-    let schemas: Vec<SchemaName> = (0..tenants.max(1))
-        .map(|i| SchemaName::new(&format!("t{i}")).unwrap())
-        .collect();
-    for s in &schemas {
-        tenancy
-            .create_tenant(NewTenant::new(s.clone()))
-            .await
-            .unwrap();
-    }
-    make_pool(&config, "admin", None)
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(&format!(
-            "SET citus.enable_schema_based_sharding = on; CREATE SCHEMA base; \
-             SET search_path TO base; {table}; ANALYZE"
-        ))
-        .await
-        .unwrap();
+    let (tenancy, schemas) =
+        items_tenancy(make_pool(&config, "setup", None), tenants, |_| None).await;
+    baseline_schema(
+        &make_pool(&config, "admin", None),
+        "SET citus.enable_schema_based_sharding = on;",
+    )
+    .await;
     let placements = tenancy.registry().placements().await.unwrap();
     let first = placements.first().and_then(|p| p.node.clone());
     let on_first = placements.iter().filter(|p| p.node == first).count();

@@ -16,21 +16,17 @@ use rand::Rng;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Executor;
 use tenant_schemas::testing::TestCluster;
-use tenant_schemas::{NewTenant, SchemaName, Tenancy, TenantMigrations};
+use tenant_schemas::SchemaName;
+use tenant_schemas_benches::{baseline_schema, items_tenancy, RunLength, ROWS, SQL};
 use tenant_schemas_sqlx::{connect_options, SqlxRouter};
 
-const ROWS: i32 = 100;
-const POOL: u32 = 16;
-const SQL: &str = "SELECT v FROM items WHERE id = $1";
+const POOL: u32 = tenant_schemas_benches::POOL as u32;
 
 #[derive(Parser)]
 struct Args {
-    /// Seconds per measured run (after a warm-up of a fifth of it, at most 1 s).
-    #[arg(long, default_value_t = 3.0)]
-    secs: f64,
-    /// Concurrent tasks.
-    #[arg(long, default_value_t = 32)]
-    tasks: usize,
+    /// Each measured run follows a warm-up of a fifth of it, at most 1 s.
+    #[command(flatten)]
+    run: RunLength,
     /// Tenants of the many-tenant row.
     #[arg(long, default_value_t = 1000)]
     tenants: usize,
@@ -130,40 +126,14 @@ fn pool_options() -> PgPoolOptions {
 #[tokio::main]
 async fn main() {
     let Args {
-        secs,
-        tasks,
+        run: RunLength { secs, tasks },
         tenants,
     } = Args::parse();
     let cluster = TestCluster::start().expect("cluster");
     let db = cluster.create_database().await.expect("database");
-    let table = format!(
-        "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL); \
-         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"
-    );
     let started = Instant::now();
-    let tenancy = Tenancy::builder(db.pool().clone())
-        .migrations(TenantMigrations::new().with("items", table.clone()))
-        .build()
-        .await
-        .expect("tenancy");
-    let schemas: Vec<SchemaName> = (0..tenants.max(1))
-        .map(|i| SchemaName::new(&format!("t{i}")).expect("name"))
-        .collect();
-    for s in &schemas {
-        tenancy
-            .create_tenant(NewTenant::new(s.clone()))
-            .await
-            .expect("tenant");
-    }
-    db.pool()
-        .get()
-        .await
-        .expect("connection")
-        .batch_execute(&format!(
-            "CREATE SCHEMA base; SET search_path TO base; {table}; ANALYZE"
-        ))
-        .await
-        .expect("baseline schema");
+    let (_tenancy, schemas) = items_tenancy(db.pool().clone(), tenants, |_| None).await;
+    baseline_schema(db.pool(), "").await;
     println!(
         "setup: {} tenants + baseline schema in {:.1} s",
         schemas.len(),

@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
-use super::set::{Migration, TenantMigrations};
+use super::set::{HistoryRow, Migration, TenantMigrations};
 use crate::error::{Error, Result};
 use crate::schema::{search_path, SchemaName};
 
@@ -73,25 +73,7 @@ impl TenantMigrations {
                 None => db(source),
             })?;
         }
-        let versions: Vec<i32> = pending.iter().map(|m| m.version).collect();
-        let names: Vec<&str> = pending.iter().map(|m| m.name.as_str()).collect();
-        let sums: Vec<i64> = pending.iter().map(|m| m.checksum).collect();
-        // Multi-argument `unnest` is FROM-clause syntax that only works unqualified; it still
-        // resolves in `pg_catalog`, which is searched before any schema on the path.
-        tx.execute_typed(
-            &format!(
-                "INSERT INTO {}.{HISTORY_TABLE} (version, name, checksum)
-                 SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[])",
-                schema.quoted()
-            ),
-            &[
-                (&versions, Type::INT4_ARRAY),
-                (&names, Type::TEXT_ARRAY),
-                (&sums, Type::INT8_ARRAY),
-            ],
-        )
-        .await
-        .map_err(db)?;
+        record_history(tx, schema, &pending).await.map_err(db)?;
         Ok((current, pending.last().map_or(current, |m| m.version)))
     }
 
@@ -105,15 +87,15 @@ impl TenantMigrations {
         let mut current = 0;
         for row in applied {
             let (version, sum): (i32, i64) = (row.get(0), row.get(1));
-            match self.get(version) {
-                Some(m) if m.checksum == sum => current = current.max(version),
-                Some(m) => {
+            match self.check_row(version, sum) {
+                HistoryRow::Applied => current = current.max(version),
+                HistoryRow::Changed(m) => {
                     return Err(Error::MigrationChanged {
                         schema: schema.clone(),
                         file: m.file_name(),
                     })
                 }
-                None => {
+                HistoryRow::Unknown => {
                     return Err(Error::UnknownMigration {
                         schema: schema.clone(),
                         version,
@@ -131,13 +113,7 @@ impl TenantMigrations {
         schema: &SchemaName,
     ) -> Result<i32> {
         let rows = client
-            .query_typed(
-                &format!(
-                    "SELECT version, checksum FROM {}.{HISTORY_TABLE} ORDER BY version",
-                    schema.quoted()
-                ),
-                &[],
-            )
+            .query_typed(&applied_sql(schema), &[])
             .await
             .map_err(|e| Error::db("reading the migration history", schema, e))?;
         self.check_applied(schema, &rows)
@@ -215,6 +191,33 @@ pub(crate) async fn refuse_shadowing(
         Some((schema, table)) => Err(Error::TableInPublic { schema, table }),
         None => Ok(()),
     }
+}
+
+/// Records `migrations` as applied in `schema`'s history, in one statement (a migration
+/// run and a baseline alike).
+pub(super) async fn record_history(
+    tx: &Transaction<'_>,
+    schema: &SchemaName,
+    migrations: &[&Migration],
+) -> Result<u64, tokio_postgres::Error> {
+    let versions: Vec<i32> = migrations.iter().map(|m| m.version).collect();
+    let names: Vec<&str> = migrations.iter().map(|m| m.name.as_str()).collect();
+    let sums: Vec<i64> = migrations.iter().map(|m| m.checksum).collect();
+    // Multi-argument `unnest` is FROM-clause syntax that only works unqualified; it still
+    // resolves in `pg_catalog`, which is searched before any schema on the path.
+    tx.execute_typed(
+        &format!(
+            "INSERT INTO {}.{HISTORY_TABLE} (version, name, checksum)
+             SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[])",
+            schema.quoted()
+        ),
+        &[
+            (&versions, Type::INT4_ARRAY),
+            (&names, Type::TEXT_ARRAY),
+            (&sums, Type::INT8_ARRAY),
+        ],
+    )
+    .await
 }
 
 /// Creates `schema`'s migration history table if it is missing (shared with the baseline).

@@ -5,7 +5,7 @@
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
-use super::apply::{applied_sql, create_history_sql, HISTORY_TABLE};
+use super::apply::{applied_sql, create_history_sql, record_history, HISTORY_TABLE};
 use super::set::{Migration, TenantMigrations};
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
@@ -94,25 +94,8 @@ impl TenantMigrations {
                          (create the tenant instead, or baseline at 0)",
             });
         }
-        // Multi-argument `unnest` only works unqualified (see `apply`).
-        let versions: Vec<i32> = missing.iter().map(|m| m.version).collect();
-        let names: Vec<&str> = missing.iter().map(|m| m.name.as_str()).collect();
-        let sums: Vec<i64> = missing.iter().map(|m| m.checksum).collect();
-        tx.execute_typed(
-            &format!(
-                "INSERT INTO {}.{HISTORY_TABLE} (version, name, checksum)
-                 SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[])",
-                schema.quoted()
-            ),
-            &[
-                (&versions, Type::INT4_ARRAY),
-                (&names, Type::TEXT_ARRAY),
-                (&sums, Type::INT8_ARRAY),
-            ],
-        )
-        .await
-        .map_err(db)?;
-        let to = versions.iter().copied().fold(current, i32::max);
+        record_history(tx, schema, &missing).await.map_err(db)?;
+        let to = missing.iter().map(|m| m.version).fold(current, i32::max);
         tracing::info!(schema = %schema, from = current, to, "baseline recorded");
         Ok((current, to))
     }

@@ -47,7 +47,8 @@
 //! The files of this folder: `set.rs` (a migration set), `source.rs` (sets from SQL files),
 //! `apply.rs` (one schema, inside the caller's transaction), `no_transaction.rs` (steps
 //! outside any transaction), `baseline.rs` (recording migrations as applied without
-//! running them) and `run.rs` (every tenant).
+//! running them), `run.rs` (every tenant) and `status.rs` (what each schema holds against
+//! its set, and what a run would do: read with the run's own selection and checks).
 //!
 //! ```
 //! use tenant_schemas::TenantMigrations;
@@ -65,6 +66,7 @@ mod no_transaction;
 mod run;
 mod set;
 mod source;
+mod status;
 
 pub use apply::HISTORY_TABLE;
 pub(crate) use apply::{refuse_shadowing, shadowed_tables};
@@ -74,3 +76,4 @@ pub(crate) use run::{default_parallelism, Runner, MIGRATE_LOCK};
 pub use run::{MigrationReport, Outcome, Progress, RunOptions, SchemaReport};
 pub(crate) use set::MigrationSets;
 pub use set::{Migration, TenantMigrations, NO_TRANSACTION_MARKER};
+pub use status::{Drift, DryRun, SchemaStatus};

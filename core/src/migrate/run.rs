@@ -151,53 +151,21 @@ impl Runner<'_> {
             .map_err(|e| Error::db("waiting for the migration lock", &public, e))?;
 
         let mut report = MigrationReport::default();
-        if !options.skip_public && !self.sets.shared.is_empty() {
-            // Every database's `public` gets the shared migrations.
-            for (shard, _) in self.databases.iter() {
-                let outcome = self.migrate_one(&public, shard, 0, &self.sets.shared).await;
-                report.schemas.push(SchemaReport {
-                    schema: public.clone(),
-                    shard: shard.clone(),
-                    outcome,
-                });
-            }
+        // Every database's `public` gets the shared migrations.
+        for shard in self.public_shards(options) {
+            let outcome = self
+                .migrate_one(&public, &shard, 0, &self.sets.shared)
+                .await;
+            report.schemas.push(SchemaReport {
+                schema: public.clone(),
+                shard,
+                outcome,
+            });
         }
-
-        let latest = self.sets.tenant.latest();
-        let filter: Vec<&str> = options.schemas.iter().map(SchemaName::as_str).collect();
-        let conn = self.registry_conn().await?;
-        let rows = conn
-            .query_typed(
-                "SELECT schema_name, version, version < $1 AS behind, shard
-                 FROM public.tenant_schemas_tenants
-                 WHERE schema_name <> 'public' AND (cardinality($2::text[]) = 0 OR schema_name = ANY($2))
-                 ORDER BY schema_name",
-                &[(&latest, Type::INT4), (&filter, Type::TEXT_ARRAY)],
-            )
-            .await
-            .map_err(|e| Error::db("reading tenant versions", &public, e))?;
-        drop(conn);
-        let mut behind: Vec<(SchemaName, ShardName, i32)> = Vec::new();
-        let mut sample = None;
-        for row in &rows {
-            let schema = SchemaName::from_registry(row.get(0))?;
-            let shard = ShardName::new(row.get(3));
-            if row.get::<_, bool>(2) {
-                behind.push((schema, shard, row.get::<_, i32>(1)));
-            } else {
-                report.up_to_date += 1;
-                sample.get_or_insert((schema, shard));
-            }
-        }
-        let before = behind.len();
-        let behind = staged(behind, options);
-        report.deferred = before - behind.len();
-        // Tenants that are up to date are not opened; one of them stands for all, so that
-        // an applied migration edited since is noticed even when nothing is pending.
-        if let Some((schema, shard)) = sample {
-            let conn = self.databases.connect(&shard, &schema).await?;
-            self.sets.tenant.verify(&conn, &schema).await?;
-        }
+        let plan = self.plan(options).await?;
+        (report.up_to_date, report.deferred) = (plan.up_to_date, plan.deferred);
+        self.check_sample(&plan).await?;
+        let behind = plan.behind;
         let total = behind.len();
         let parallel = if options.parallel > 0 {
             options.parallel
@@ -206,13 +174,13 @@ impl Runner<'_> {
         };
         let mut done = 0;
         let mut results = stream::iter(behind)
-            .map(|(schema, shard, version)| async move {
+            .map(|t| async move {
                 let outcome = self
-                    .migrate_one(&schema, &shard, version, &self.sets.tenant)
+                    .migrate_one(&t.schema, &t.shard, t.version, &self.sets.tenant)
                     .await;
                 SchemaReport {
-                    schema,
-                    shard,
+                    schema: t.schema,
+                    shard: t.shard,
                     outcome,
                 }
             })
@@ -239,6 +207,78 @@ impl Runner<'_> {
             "migration run finished"
         );
         Ok(report)
+    }
+
+    /// The databases whose `public` a run with `options` gives the shared migrations (the
+    /// run and the dry run alike).
+    pub(crate) fn public_shards(&self, options: &RunOptions) -> Vec<ShardName> {
+        if options.skip_public || self.sets.shared.is_empty() {
+            return Vec::new();
+        }
+        self.databases
+            .iter()
+            .map(|(shard, _)| shard.clone())
+            .collect()
+    }
+
+    /// The tenants a run with `options` migrates, read before it does (by the run and by
+    /// the dry run alike): those the registry says are behind, in order, after canaries and
+    /// waves; how many it leaves behind and how many are up to date.
+    pub(crate) async fn plan(&self, options: &RunOptions) -> Result<Plan> {
+        let mut plan = Plan::default();
+        let latest = self.sets.tenant.latest();
+        let mut behind = Vec::new();
+        for tenant in self.registered(&options.schemas).await? {
+            if tenant.version < latest {
+                behind.push(tenant);
+            } else {
+                plan.up_to_date += 1;
+                plan.sample.get_or_insert(tenant);
+            }
+        }
+        let before = behind.len();
+        plan.behind = staged(behind, options);
+        plan.deferred = before - plan.behind.len();
+        Ok(plan)
+    }
+
+    /// Tenants that are up to date are not opened; one of them stands for all, so that an
+    /// applied migration edited since is noticed even when nothing is pending: that fails
+    /// the whole run.
+    pub(crate) async fn check_sample(&self, plan: &Plan) -> Result<()> {
+        if let Some(t) = &plan.sample {
+            let conn = self.databases.connect(&t.shard, &t.schema).await?;
+            self.sets.tenant.verify(&conn, &t.schema).await?;
+        }
+        Ok(())
+    }
+
+    /// The registered tenants (the public one aside) among `schemas` (all when empty), by
+    /// schema name, with their registry version.
+    pub(crate) async fn registered(&self, schemas: &[SchemaName]) -> Result<Vec<Registered>> {
+        let public = SchemaName::public();
+        let filter: Vec<&str> = schemas.iter().map(SchemaName::as_str).collect();
+        let rows = self
+            .registry_conn()
+            .await?
+            .query_typed(
+                "SELECT schema_name, version, shard
+                 FROM public.tenant_schemas_tenants
+                 WHERE schema_name <> 'public' AND (cardinality($1::text[]) = 0 OR schema_name = ANY($1))
+                 ORDER BY schema_name",
+                &[(&filter, Type::TEXT_ARRAY)],
+            )
+            .await
+            .map_err(|e| Error::db("reading tenant versions", &public, e))?;
+        rows.iter()
+            .map(|row| {
+                Ok(Registered {
+                    schema: SchemaName::from_registry(row.get(0))?,
+                    version: row.get(1),
+                    shard: ShardName::new(row.get(2)),
+                })
+            })
+            .collect()
     }
 
     /// A connection to the database holding the registry.
@@ -412,19 +452,37 @@ impl Runner<'_> {
 /// Moves a tenant's version in the registry.
 const RECORD: &str = "UPDATE public.tenant_schemas_tenants SET version = $2 WHERE schema_name = $1";
 
+/// A registered tenant and its registry version.
+#[derive(Debug, Clone)]
+pub(crate) struct Registered {
+    pub(crate) schema: SchemaName,
+    pub(crate) shard: ShardName,
+    pub(crate) version: i32,
+}
+
+/// The tenants a run migrates ([`Runner::plan`]).
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// The tenants migrated, in order.
+    pub(crate) behind: Vec<Registered>,
+    /// Tenants up to date by the registry.
+    pub(crate) up_to_date: usize,
+    /// Tenants behind left for a later run.
+    pub(crate) deferred: usize,
+    /// An up-to-date tenant that stands for all of them ([`Runner::check_sample`]).
+    pub(crate) sample: Option<Registered>,
+}
+
 /// The tenants behind that a run migrates, in order: with canaries only those (in their
 /// order), then at most a wave of them.
-fn staged(
-    behind: Vec<(SchemaName, ShardName, i32)>,
-    options: &RunOptions,
-) -> Vec<(SchemaName, ShardName, i32)> {
+fn staged(behind: Vec<Registered>, options: &RunOptions) -> Vec<Registered> {
     let mut behind = if options.canary.is_empty() {
         behind
     } else {
         options
             .canary
             .iter()
-            .filter_map(|c| behind.iter().find(|(s, _, _)| s == c).cloned())
+            .filter_map(|c| behind.iter().find(|t| &t.schema == c).cloned())
             .collect()
     };
     if let Some(wave) = options.wave {

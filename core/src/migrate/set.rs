@@ -313,6 +313,28 @@ impl TenantMigrations {
             .ok()
             .map(|i| &self.list[i])
     }
+
+    /// What one row of a schema's history, `version` applied with `checksum`, says against
+    /// this set: the one check of history rows, made by a migration run
+    /// (`check_applied`) and by the status and the dry run alike.
+    pub(crate) fn check_row(&self, version: i32, checksum: i64) -> HistoryRow<'_> {
+        match self.get(version) {
+            Some(m) if m.checksum == checksum => HistoryRow::Applied,
+            Some(m) => HistoryRow::Changed(m),
+            None => HistoryRow::Unknown,
+        }
+    }
+}
+
+/// A history row checked against a migration set ([`TenantMigrations::check_row`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HistoryRow<'a> {
+    /// A migration of the set, applied as it is.
+    Applied,
+    /// A migration of the set whose SQL changed after it was applied.
+    Changed(&'a Migration),
+    /// A version the set does not have.
+    Unknown,
 }
 
 /// The migration sets of one application: the tenant migrations, and the shared ones run in

@@ -5,7 +5,7 @@
 use tokio_postgres::types::Type;
 use tokio_postgres::{Row, Transaction};
 
-use super::lifecycle::NewTenant;
+use super::lifecycle::{refuse_role_name, NewTenant};
 use super::Registry;
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -242,19 +242,7 @@ impl Registry {
     ) -> Result<(i32, i32)> {
         // As for a created tenant: a schema named like a role would be on every unswitched
         // connection's path.
-        let is_role: bool = tx
-            .query_typed_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
-                &[(&schema.as_str(), Type::TEXT)],
-            )
-            .await
-            .map_err(|e| Error::db("importing a tenant", schema, e))?
-            .get(0);
-        if is_role {
-            return Err(Error::SchemaNamedAfterRole {
-                schema: schema.clone(),
-            });
-        }
+        refuse_role_name(tx, schema, "importing a tenant").await?;
         self.sets.tenant.baseline(tx, schema, baseline).await
     }
 

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use deadpool_postgres::Object;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
 
 use super::clone::copy_rows;
 use super::notify::announce;
@@ -234,22 +235,7 @@ impl Registry {
         if schema.is_public() {
             return Ok(0);
         }
-        // `"$user"` in the default search path would resolve to a schema named like a role,
-        // on every connection of that role not switched to a tenant: refused (roles are
-        // cluster-wide, so any database of the cluster can tell).
-        let is_role: bool = tx
-            .query_typed_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
-                &[(&schema.as_str(), Type::TEXT)],
-            )
-            .await
-            .map_err(|e| Error::db("creating a tenant", schema, e))?
-            .get(0);
-        if is_role {
-            return Err(Error::SchemaNamedAfterRole {
-                schema: schema.clone(),
-            });
-        }
+        refuse_role_name(tx, schema, "creating a tenant").await?;
         tx.batch_execute(&format!("CREATE SCHEMA {}", schema.quoted()))
             .await
             .map_err(|e| conflict(e, schema, &new.domains))?;
@@ -764,6 +750,31 @@ pub(super) fn conflict(err: tokio_postgres::Error, schema: &SchemaName, domains:
         }
     }
     Error::db("creating a tenant", schema, err)
+}
+
+/// Fails with [`Error::SchemaNamedAfterRole`] when a role has `schema`'s name (a tenant
+/// created or imported; `action` names which in a database error): `"$user"` in the
+/// default search path would resolve to that schema on every connection of that role not
+/// switched to a tenant. Roles are cluster-wide, so any database of the cluster can tell.
+pub(super) async fn refuse_role_name(
+    client: &impl GenericClient,
+    schema: &SchemaName,
+    action: &'static str,
+) -> Result<()> {
+    let is_role: bool = client
+        .query_typed_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+            &[(&schema.as_str(), Type::TEXT)],
+        )
+        .await
+        .map_err(|e| Error::db(action, schema, e))?
+        .get(0);
+    if is_role {
+        return Err(Error::SchemaNamedAfterRole {
+            schema: schema.clone(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(all(test, feature = "testing"))]

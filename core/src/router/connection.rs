@@ -122,6 +122,20 @@ const UNKNOWN_STATEMENT: Effects = Effects {
     session_objects: true,
 };
 
+/// The operation [`ConnectionScope::with_statement`] runs for the query family: the
+/// client's method `$prepared` on a prepared statement, or `$typed` on text with the
+/// parameter types learned for it (transaction mode).
+macro_rules! on_target {
+    ($client:ident, $params:ident, $prepared:ident, $typed:ident) => {
+        |target| async move {
+            match target {
+                Target::Prepared(stmt) => $client.$prepared(&stmt, $params).await,
+                Target::Typed(sql, types) => $client.$typed(sql, &typed($params, &types)).await,
+            }
+        }
+    };
+}
+
 impl ConnectionScope {
     pub(crate) fn new(
         conn: Object,
@@ -477,19 +491,9 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        self.with_statement(
-            statement.as_source(),
-            "running a query",
-            |target| async move {
-                match target {
-                    Target::Prepared(stmt) => client.query(&stmt, params).await,
-                    Target::Typed(sql, types) => {
-                        client.query_typed(sql, &typed(params, &types)).await
-                    }
-                }
-            },
-        )
-        .await
+        let run = on_target!(client, params, query, query_typed);
+        self.with_statement(statement.as_source(), "running a query", run)
+            .await
     }
 
     /// Runs a statement that returns exactly one row.
@@ -498,19 +502,9 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        self.with_statement(
-            statement.as_source(),
-            "running a query",
-            |target| async move {
-                match target {
-                    Target::Prepared(stmt) => client.query_one(&stmt, params).await,
-                    Target::Typed(sql, types) => {
-                        client.query_typed_one(sql, &typed(params, &types)).await
-                    }
-                }
-            },
-        )
-        .await
+        let run = on_target!(client, params, query_one, query_typed_one);
+        self.with_statement(statement.as_source(), "running a query", run)
+            .await
     }
 
     /// Runs a statement that returns at most one row.
@@ -519,19 +513,9 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        self.with_statement(
-            statement.as_source(),
-            "running a query",
-            |target| async move {
-                match target {
-                    Target::Prepared(stmt) => client.query_opt(&stmt, params).await,
-                    Target::Typed(sql, types) => {
-                        client.query_typed_opt(sql, &typed(params, &types)).await
-                    }
-                }
-            },
-        )
-        .await
+        let run = on_target!(client, params, query_opt, query_typed_opt);
+        self.with_statement(statement.as_source(), "running a query", run)
+            .await
     }
 
     /// Runs a statement and returns the number of rows it affected.

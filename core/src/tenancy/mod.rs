@@ -23,6 +23,7 @@ mod events;
 mod jobs;
 mod listener;
 pub mod report;
+mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

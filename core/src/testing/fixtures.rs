@@ -19,7 +19,7 @@
 
 use deadpool_postgres::Pool;
 
-use super::{TestCluster, TestDatabase};
+use super::{TestCluster, TestDatabase, TestPgBouncer};
 use crate::host::Host;
 use crate::migrate::TenantMigrations;
 use crate::registry::NewTenant;
@@ -42,6 +42,41 @@ pub async fn database() -> TestDatabase {
         .create_database()
         .await
         .expect("test database")
+}
+
+/// Two fresh databases and a [`Tenancy`] over both, with [`marker_and_notes`]: `a` the
+/// default one (the registry), `b` the shard named `b`, each through a pool of 4
+/// connections: the set-up of the tests of tenants on another shard.
+pub async fn two_databases() -> (TestDatabase, TestDatabase, Tenancy) {
+    let (a, b) = (database().await, database().await);
+    let tenancy = Tenancy::builder(a.new_pool(4).expect("pool"))
+        .shard("b", b.new_pool(4).expect("pool"))
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .expect("tenancy");
+    (a, b, tenancy)
+}
+
+/// A real PgBouncer in transaction pooling with `servers` server connections to `db`, and a
+/// [`Tenancy`] in [transaction mode](SearchPathMode::Transaction) that reaches `db` only
+/// through it (registry included), over a pool of `clients` connections, with
+/// [`marker_and_notes`].
+pub async fn bounced_tenancy(
+    db: &TestDatabase,
+    servers: usize,
+    clients: usize,
+) -> (TestPgBouncer, Tenancy) {
+    let cluster = TestCluster::shared().expect("test cluster");
+    let bouncer = TestPgBouncer::start(cluster, servers).expect("pgbouncer");
+    let through = super::pool(bouncer.config(db.name()), clients).expect("pool");
+    let tenancy = Tenancy::builder(through)
+        .migrations(marker_and_notes())
+        .search_path_mode(SearchPathMode::Transaction)
+        .build()
+        .await
+        .expect("tenancy");
+    (bouncer, tenancy)
 }
 
 /// A [`Tenancy`] over `db`'s pool with `migrations` (the registry installed).

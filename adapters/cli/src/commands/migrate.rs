@@ -8,7 +8,7 @@ use crate::args::{Rollout, Selection};
 use crate::commands::known_tenants;
 use crate::connect::Context;
 use crate::error::{CliError, CliResult};
-use crate::inspect::{inspect, Scope};
+use crate::inspect;
 use crate::output::{count, Output};
 
 pub(crate) async fn run(
@@ -84,27 +84,15 @@ pub(crate) async fn run(
 /// Only reads.
 pub(crate) async fn dry_run(ctx: &Context, out: Output, sel: &Selection) -> CliResult {
     check_selection(ctx, sel).await?;
-    let states = inspect(
-        ctx,
-        &Scope {
-            schemas: &sel.schemas,
-            skip_public: sel.skip_public,
-        },
-    )
-    .await?;
+    let plan = ctx.tenancy.migrate_dry_run(&sel.options()).await?;
     let mut lines = Vec::new();
     let mut rows = Vec::new();
-    let (mut schemas, mut migrations, mut up_to_date, mut blocked) = (0, 0, 0, 0);
-    for s in &states {
-        // `migrate` opens a tenant only when the registry says it is behind.
-        let skipped = s.registry.is_some_and(|v| v >= s.latest);
-        let pending = if skipped {
-            Vec::new()
-        } else {
-            s.pending_files()
-        };
-        let problems: Vec<String> = s.drift.iter().map(ToString::to_string).collect();
-        let fails = s.blocked() && !skipped;
+    let (mut schemas, mut migrations, mut blocked) = (0, 0, 0);
+    let mut up_to_date = plan.up_to_date;
+    for s in &plan.schemas {
+        let pending = s.pending_files();
+        let problems = inspect::all_words(&s.drift);
+        let fails = s.would_fail();
         let label = if s.schema.is_public() {
             format!("public ({})", s.shard)
         } else {
@@ -112,13 +100,12 @@ pub(crate) async fn dry_run(ctx: &Context, out: Output, sel: &Selection) -> CliR
         };
         if fails {
             blocked += 1;
-            lines.push(format!("{label}: would fail: {}", problems.join("; ")));
+            lines.push(format!("{label}: would fail: {problems}"));
         } else if pending.is_empty() {
             up_to_date += 1;
             if !problems.is_empty() {
                 lines.push(format!(
-                    "{label}: nothing to run, but {} (see `status`)",
-                    problems.join("; ")
+                    "{label}: nothing to run, but {problems} (see `status`)"
                 ));
             }
         } else {
@@ -138,7 +125,7 @@ pub(crate) async fn dry_run(ctx: &Context, out: Output, sel: &Selection) -> CliR
             "latest": s.latest,
             "pending": pending,
             "would_fail": fails,
-            "drift": s.drift.iter().map(|d| d.json()).collect::<Vec<_>>(),
+            "drift": s.drift.iter().map(inspect::json).collect::<Vec<_>>(),
         }));
     }
     lines.push(format!(

@@ -6,18 +6,12 @@ use tenant_schemas::SchemaName;
 
 use crate::connect::Context;
 use crate::error::{CliError, CliResult};
-use crate::inspect::{inspect, Scope};
+use crate::inspect;
 use crate::output::{count, table, Output};
 
 pub(crate) async fn run(ctx: &Context, out: Output, schemas: &[SchemaName]) -> CliResult {
-    let states = inspect(
-        ctx,
-        &Scope {
-            schemas,
-            skip_public: false,
-        },
-    )
-    .await?;
+    crate::commands::known_tenants(ctx, schemas).await?;
+    let states = ctx.tenancy.migration_status(schemas, false).await?;
     let dash = || "-".to_owned();
     let rows: Vec<Vec<String>> = states
         .iter()
@@ -32,11 +26,7 @@ pub(crate) async fn run(ctx: &Context, out: Output, schemas: &[SchemaName]) -> C
                 } else {
                     dash()
                 },
-                s.drift
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                inspect::all_words(&s.drift),
             ]
         })
         .collect();
@@ -67,7 +57,7 @@ pub(crate) async fn run(ctx: &Context, out: Output, schemas: &[SchemaName]) -> C
                 "registry_version": s.registry,
                 "latest": s.latest,
                 "pending": s.pending_files(),
-                "drift": s.drift.iter().map(|d| d.json()).collect::<Vec<_>>(),
+                "drift": s.drift.iter().map(inspect::json).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -10,6 +10,7 @@ use moka::future::Cache;
 use super::caches::Caches;
 use super::events::{Hooks, TenantEvent};
 use super::{listener, Inner, Tenancy};
+use crate::checkout::TenantStates;
 use crate::connect::ConnectionSettings;
 use crate::databases::Databases;
 use crate::error::Result;
@@ -283,11 +284,6 @@ impl TenancyBuilder {
         let resolver = self
             .resolver
             .unwrap_or_else(|| Box::new(RegistryResolver::new(self.databases.default().clone())));
-        let router = SchemaRouter::over(self.databases)
-            .extra_schemas(self.extra_schemas)
-            .mode(self.mode)
-            .connection_groups(self.groups)
-            .build();
         let caches = Caches {
             hosts: CachedResolver::with_config(resolver, self.cache),
             by_schema: CoherentCache::new(
@@ -297,6 +293,15 @@ impl TenancyBuilder {
                     .build(),
             ),
         };
+        // Every checkout of the router reads the tenant's state from the registry, through
+        // the by-schema cache the listener keeps coherent.
+        let states = TenantStates::new(caches.by_schema.clone(), registry.clone());
+        let router = SchemaRouter::over(self.databases)
+            .extra_schemas(self.extra_schemas)
+            .mode(self.mode)
+            .connection_groups(self.groups)
+            .tenant_states(states.clone())
+            .build();
         let listening = Arc::new(AtomicBool::new(false));
         let listener = listen.map(|(config, tls)| {
             tokio::spawn(listener::listen(
@@ -314,6 +319,7 @@ impl TenancyBuilder {
                 router,
                 caches,
                 registry,
+                states,
             }),
         })
     }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Uri};
 
+use crate::checkout::TenantStates;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::{default_parallelism, MigrationReport, Outcome, Progress, RunOptions};
@@ -76,6 +77,7 @@ struct Inner {
     router: SchemaRouter,
     caches: Caches,
     registry: Registry,
+    states: TenantStates,
 }
 
 impl Drop for Inner {
@@ -120,23 +122,16 @@ impl Tenancy {
     /// [negative TTL](crate::CacheConfig::negative_ttl)); `None` when there is none. As for hosts,
     /// a lookup that raced an invalidation of the schema is not cached.
     pub async fn tenant_by_schema(&self, schema: &SchemaName) -> Result<Option<Tenant>> {
-        let registry = &self.inner.registry;
-        self.inner
-            .caches
-            .by_schema
-            .get_or_try_insert_with(schema, || async move {
-                match registry.get(schema).await {
-                    Ok(record) => Ok(Some(record.tenant())),
-                    Err(Error::TenantNotFound { .. }) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })
-            .await
-            .map(|(tenant, _)| tenant)
-            .map_err(|source| Error::Lookup {
-                key: schema.to_string(),
-                source,
-            })
+        self.inner.states.registered(schema).await
+    }
+
+    /// The tenants' states as the registry holds them, which every checkout of this
+    /// `Tenancy`'s router reads (see [`checkout`](crate::checkout)); for a router or driver
+    /// built by hand over the same database
+    /// ([`SchemaRouterBuilder::tenant_states`](crate::SchemaRouterBuilder::tenant_states)).
+    #[must_use]
+    pub fn tenant_states(&self) -> TenantStates {
+        self.inner.states.clone()
     }
 
     /// Whether the registry listener (see [`TenancyBuilder::listen_for_changes`]) is

@@ -50,7 +50,7 @@ async fn every_door(
     }
     .await;
     out.push(("connection_for_tenant(Tenant::new)", direct));
-    let by_name = async { read(tenancy.router().connection_for(schema).await?).await }.await;
+    let by_name = async { read(tenancy.router().connection_for_schema(schema).await?).await }.await;
     out.push(("connection_for(schema)", by_name));
     // A tenant claiming to be active (a custom resolver's or a stale value).
     let claims_active = Tenant::new(schema.clone()).with_status(TenantStatus::Active);
@@ -132,7 +132,7 @@ async fn a_static_resolver_cannot_serve_a_tenant_the_registry_does_not() {
     assert_eq!(write().await.unwrap(), 1);
     let notes: i64 = app
         .router()
-        .connection_for(&s)
+        .connection_for_schema(&s)
         .await
         .unwrap()
         .query_one("SELECT count(*) FROM notes WHERE body = 'static'", &[])
@@ -170,7 +170,7 @@ async fn read_only_by_name(mode: SearchPathMode) {
     );
     let by_name = tenancy
         .router()
-        .connection_for(s)
+        .connection_for_schema(s)
         .await
         .unwrap()
         .execute(insert, &[])
@@ -184,7 +184,7 @@ async fn read_only_by_name(mode: SearchPathMode) {
     tenancy.set_status(s, TenantStatus::Active).await.unwrap();
     let landed: i64 = tenancy
         .router()
-        .connection_for(s)
+        .connection_for_schema(s)
         .await
         .unwrap()
         .query_one("SELECT count(*) FROM notes WHERE body = 'by name'", &[])
@@ -253,7 +253,7 @@ async fn a_router_built_by_hand_reads_the_states_it_is_given() {
     let bare = SchemaRouter::new(tenancy.router().pool().clone());
     assert!(bare.tenant_states().is_none());
     assert_eq!(
-        marker_of(&bare.connection_for(&s).await.unwrap()).await,
+        marker_of(&bare.connection_for_schema(&s).await.unwrap()).await,
         "hand_0"
     );
     // The value's own state is still honoured without the registry.

@@ -27,7 +27,7 @@ async fn read_only_tenant(mode: SearchPathMode) -> (TestDatabase, Tenancy, Schem
 async fn escaped_rows(tenancy: &Tenancy, s: &SchemaName) -> i64 {
     tenancy
         .router()
-        .connection_for(s)
+        .connection_for_schema(s)
         .await
         .unwrap()
         .query_one("SELECT count(*) FROM notes WHERE body = 'escaped'", &[])
@@ -89,7 +89,7 @@ async fn through_the_scope(mode: SearchPathMode, escape: &str) {
 /// committing commits nothing.
 async fn through_a_transaction(mode: SearchPathMode, escape: &str) {
     let (_db, tenancy, s) = read_only_tenant(mode).await;
-    let mut db = tenancy.router().connection_for(&s).await.unwrap();
+    let mut db = tenancy.router().connection_for_schema(&s).await.unwrap();
     let tx = db.transaction().await.unwrap();
     refused(&tx.batch_execute(escape).await, escape);
     if !escape.contains(';') {
@@ -189,7 +189,7 @@ spelling!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raw_client_of_a_read_only_tenant_is_refused() {
     let (_db, tenancy, s) = read_only_tenant(SearchPathMode::Session).await;
-    let db = tenancy.router().connection_for(&s).await.unwrap();
+    let db = tenancy.router().connection_for_schema(&s).await.unwrap();
     let err = db.client().await.unwrap_err();
     assert!(matches!(err, Error::TenantReadOnly { .. }), "{err}");
     // Reads go on.

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use moka::future::Cache;
@@ -23,6 +24,9 @@ use crate::router::{SchemaRouter, SearchPathMode};
 use crate::schema::SchemaName;
 use crate::shard::ShardName;
 
+/// How long a deletion or rename waits for drivers' connections held for the schema.
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
 /// Builds a [`Tenancy`].
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct TenancyBuilder {
@@ -37,6 +41,7 @@ pub struct TenancyBuilder {
     install: bool,
     groups: Vec<Pool>,
     citus: Option<bool>,
+    grace: Duration,
 }
 
 impl std::fmt::Debug for TenancyBuilder {
@@ -126,6 +131,7 @@ impl Tenancy {
             install: true,
             groups: Vec::new(),
             citus: None,
+            grace: DEFAULT_GRACE,
         }
     }
 }
@@ -263,6 +269,18 @@ impl TenancyBuilder {
         self
     }
 
+    /// How long [`Tenancy::delete_tenant`] and [`Tenancy::rename_schema`] wait for
+    /// connections that a driver without statement hooks (tenant-schemas-sqlx) checked out
+    /// for the schema before they terminate those connections' backends
+    /// (`pg_terminate_backend`), so that a connection held across the change can afterwards
+    /// reach nothing (default: 5 s). See [`checkout`](crate::checkout). The core's own
+    /// connections need no grace: their statements wait for the change and then fail with
+    /// [`Error::SchemaMissing`](crate::Error::SchemaMissing).
+    pub fn held_connection_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
     /// Finishes the set-up.
     pub async fn build(self) -> Result<Tenancy> {
         // A migration set that would end its schema's transaction is refused up front.
@@ -320,6 +338,7 @@ impl TenancyBuilder {
                 caches,
                 registry,
                 states,
+                grace: self.grace,
             }),
         })
     }

@@ -78,6 +78,9 @@ struct Inner {
     caches: Caches,
     registry: Registry,
     states: TenantStates,
+    /// How long a deletion or rename waits for drivers' connections checked out for the
+    /// schema before it terminates them.
+    grace: std::time::Duration,
 }
 
 impl Drop for Inner {
@@ -241,6 +244,8 @@ impl Tenancy {
         // deletion is over and then find the schema gone (or, on failure, verify it again).
         let conns = self.inner.registry.delete_connections(schema).await?;
         let closed = session::close(schema).await;
+        // Drivers' connections checked out for it (sqlx) end, or are cut off.
+        crate::checkout::cut_off_drivers(schema, self.inner.grace, conns.schema_database()).await?;
         let record = self
             .inner
             .registry
@@ -425,6 +430,10 @@ impl Tenancy {
         let (first, second) = if old < new { (old, new) } else { (new, old) };
         let closed_first = session::close(first).await;
         let closed_second = session::close(second).await;
+        for name in [old, new] {
+            crate::checkout::cut_off_drivers(name, self.inner.grace, conns.schema_database())
+                .await?;
+        }
         let renamed = self.inner.registry.rename_schema(old, new, conns).await;
         if let Ok(record) = &renamed {
             let hosts: Vec<Host> = record

@@ -273,8 +273,8 @@ impl Drop for DriverCheckout {
 
 /// For a deletion or rename of `schema` that holds its gate closed: waits until no driver
 /// checkout of it is alive, for at most `grace`; then cuts the remaining ones off and
-/// terminates their backends through `conn` (a connection to the schema's database),
-/// waiting (up to 5 s each) until they have exited.
+/// terminates their backends through `conn` (a connection to the schema's database; only
+/// backends connected to that database), waiting (up to 5 s each) until they have exited.
 /// Returns how many backends it terminated.
 pub(crate) async fn cut_off_drivers(
     schema: &SchemaName,
@@ -310,7 +310,8 @@ pub(crate) async fn cut_off_drivers(
     }
     tracing::warn!(%schema, backends = pids.len(), ?grace, "terminating connections still checked out for a schema being deleted or renamed");
     conn.execute(
-        "SELECT pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.unnest($1::int4[]) AS pid",
+        "SELECT pg_catalog.pg_terminate_backend(a.pid, 5000) FROM pg_catalog.pg_stat_activity a \
+         WHERE a.pid = ANY($1::int4[]) AND a.datname = pg_catalog.current_database()",
         &[&pids],
     )
     .await

@@ -175,6 +175,24 @@ impl Error {
     /// (the details go to the log), worded as the core's adapters word theirs.
     pub(crate) fn rejection(&self) -> tenant_schemas::request::Rejection {
         use std::borrow::Cow;
+        use tenant_schemas::request::Rejection;
+        // The core's refusals, answered in the core's words.
+        match self {
+            Self::TenantNotServed { schema, status } => {
+                return Rejection::from_error(&tenant_schemas::Error::TenantNotServed {
+                    schema: schema.clone(),
+                    status: *status,
+                });
+            }
+            Self::TenantReadOnly { .. } => {
+                return Rejection::new(
+                    self.status(),
+                    "403 Forbidden: this site is read-only for now\n",
+                );
+            }
+            Self::Checkout(err) => return Rejection::from_error(err),
+            _ => {}
+        }
         let body: Cow<'static, str> = match self.kind() {
             ErrorKind::NotFound => "404 Not Found: unknown tenant\n".into(),
             ErrorKind::Forbidden => "403 Forbidden\n".into(),

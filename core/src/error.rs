@@ -324,14 +324,16 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
-    /// A statement tried to write for a read-only tenant (→ 403).
+    /// A statement tried to write for a read-only tenant, or SQL that could make its
+    /// transaction writable was refused before it was sent (→ 403).
     #[error("tenant `{schema}` is read-only: {source}")]
     TenantReadOnly {
         /// The tenant's schema.
         schema: SchemaName,
-        /// The server's refusal (`read_only_sql_transaction`, 25006).
+        /// The server's refusal (`read_only_sql_transaction`, 25006, a
+        /// [`tokio_postgres::Error`]), or the library's.
         #[source]
-        source: tokio_postgres::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// A job's [`TenantRef`](crate::TenantRef) names a tenant that no longer exists: no
@@ -495,8 +497,10 @@ impl Error {
             Self::Database { source, .. }
             | Self::Migration { source, .. }
             | Self::MigrationLockTimeout { source, .. }
-            | Self::TenantReadOnly { source, .. }
             | Self::ReportWrites { source } => source.as_db_error(),
+            Self::TenantReadOnly { source, .. } => source
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(tokio_postgres::Error::as_db_error),
             Self::TenantCreatedBehind { source, .. } => source.as_db_error(),
             Self::Lookup { source, .. } => source.as_db_error(),
             _ => None,
@@ -511,7 +515,7 @@ impl Error {
         if source.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) {
             return Self::TenantReadOnly {
                 schema: schema.clone(),
-                source,
+                source: Box::new(source),
             };
         }
         Self::Database {
@@ -531,6 +535,15 @@ impl Error {
                 source,
             },
             other => other,
+        }
+    }
+
+    /// SQL refused for a read-only tenant before it was sent: it could make the tenant's
+    /// transaction writable (`what` says how).
+    pub(crate) fn read_only_refused(schema: &SchemaName, what: &'static str) -> Self {
+        Self::TenantReadOnly {
+            schema: schema.clone(),
+            source: Box::new(ReadOnlyRefusal(what)),
         }
     }
 
@@ -629,3 +642,8 @@ pub(crate) fn is_connection_lost(err: &tokio_postgres::Error) -> bool {
             .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
     }
 }
+
+/// The library's refusal of SQL for a read-only tenant, before it was sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is refused for a read-only tenant (nothing was sent)")]
+struct ReadOnlyRefusal(&'static str);

@@ -30,6 +30,7 @@ mod sql;
 mod tenancy;
 mod tenant;
 
+pub mod checkout;
 pub mod citus;
 pub mod keys;
 pub mod request;

@@ -26,6 +26,17 @@ pub(crate) struct Effects {
     /// `SELECT … INTO TEMP`, anything in `pg_temp`): PostgreSQL searches them before the
     /// search path, so they must not outlive the tenant's use of the connection.
     pub(crate) session_objects: bool,
+    /// A statement may make a read-only tenant's transaction writable, or run writes in a
+    /// transaction the library did not begin: transaction control (`BEGIN READ WRITE`,
+    /// `START TRANSACTION`, `COMMIT` …), `DO` and `CALL` (procedures may commit and begin
+    /// anew), `SET`/`RESET` of anything about transactions (`SET TRANSACTION READ WRITE`,
+    /// `SET SESSION CHARACTERISTICS …`, `SET transaction_read_only …`, or a name spelt with
+    /// `U&` escapes), and any mention of `transaction_read_only` /
+    /// `default_transaction_read_only` (`set_config(…)`, quoted or not). Such SQL is refused
+    /// for a read-only tenant before it is sent.
+    pub(crate) escapes_read_only: bool,
+    /// A statement begins with `SET` or `RESET` (read by [`effects`] with the whole text).
+    pub(crate) sets: bool,
 }
 
 impl Effects {
@@ -57,6 +68,12 @@ impl Effects {
             .any(|w| is(w))
         {
             self.session = true;
+        }
+        if self.transaction_control || is("do") || is("call") {
+            self.escapes_read_only = true;
+        }
+        if is("set") || is("reset") {
+            self.sets = true;
         }
     }
 }
@@ -177,6 +194,17 @@ pub(crate) fn effects(sql: &str) -> Effects {
         }
     }
     finish(&mut words, &mut effects);
+    // Conservative, on the raw text (strings, comments and quoted names included): a
+    // read-only tenant's SQL that merely mentions these is refused, never let through.
+    let lower = sql.to_ascii_lowercase();
+    if lower.contains("transaction_read_only")
+        || (effects.sets
+            && ["transaction", "characteristics", "u&"]
+                .iter()
+                .any(|w| lower.contains(w)))
+    {
+        effects.escapes_read_only = true;
+    }
     effects
 }
 
@@ -379,6 +407,43 @@ mod tests {
         }
         assert!(!effects("SELECT temp FROM weather").session_objects);
         assert!(!effects("CREATE TABLE temps (temp int)").session_objects);
+    }
+
+    #[test]
+    fn what_could_make_a_read_only_tenant_write_is_seen() {
+        for sql in [
+            "BEGIN READ WRITE",
+            "begin",
+            "START TRANSACTION READ WRITE",
+            "SET TRANSACTION READ WRITE; INSERT INTO t VALUES (1)",
+            "SELECT 1; set transaction read write",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+            "SET transaction_read_only = off",
+            "SET LOCAL \"transaction_read_only\" TO off",
+            "SET default_transaction_read_only = off",
+            "RESET default_transaction_read_only",
+            "RESET transaction_read_only",
+            "SELECT set_config('transaction_read_only', 'off', true)",
+            "SELECT pg_catalog.set_config('DEFAULT_TRANSACTION_READ_ONLY', 'off', false)",
+            "SET U&\"transaction\\005fread_only\" = off",
+            "COMMIT",
+            "END",
+            "DO $$ BEGIN COMMIT; END $$",
+            "CALL p()",
+            "/* x */ begin; insert into t values (1); commit",
+        ] {
+            assert!(effects(sql).escapes_read_only, "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "INSERT INTO notes (body) VALUES ('begin')",
+            "RESET ALL",
+            "SET search_path TO x",
+            "SET statement_timeout = 100",
+            "SELECT 'transaction'",
+        ] {
+            assert!(!effects(sql).escapes_read_only, "{sql}");
+        }
     }
 
     #[test]

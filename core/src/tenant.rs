@@ -73,7 +73,9 @@ impl Tenant {
         self
     }
 
-    /// Sets its state (by default [`TenantStatus::Active`]).
+    /// Sets its state (by default [`TenantStatus::Active`]). A router with the registry's
+    /// states serves the tenant in the stricter of this and the registry's state (see
+    /// [`checkout`](crate::checkout)).
     #[must_use]
     pub fn with_status(mut self, status: TenantStatus) -> Self {
         self.status = status;
@@ -146,7 +148,10 @@ impl fmt::Display for Tenant {
 /// | `Archived` | 404, as an unknown host; the schema is kept | — |
 ///
 /// Changed with [`Tenancy::set_status`](crate::Tenancy::set_status): every instance
-/// listening for changes follows within moments.
+/// listening for changes follows within moments. Connections are checked out in the state
+/// the registry has, not the one a [`Tenant`] value carries (see
+/// [`checkout`](crate::checkout)): a value built with [`Tenant::with_status`] can only be
+/// stricter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",

@@ -68,15 +68,13 @@ deref!(SqlxPublicDb);
 pub struct SqlxRejection(pub Error);
 
 impl SqlxRejection {
-    /// A failed query of a handler, answered with 500 (503 when the connection was lost).
+    /// A failed query of a handler, answered with 500 (503 when the connection was lost,
+    /// 403 for a write refused because the tenant is read-only).
     #[must_use]
     pub fn query(source: sqlx::Error) -> Self {
-        Self(Error::Database {
-            action: "running a query",
-            schema: tenant_schemas::scope::current_schema()
-                .unwrap_or_else(tenant_schemas::SchemaName::public),
-            source,
-        })
+        let schema = tenant_schemas::scope::current_schema()
+            .unwrap_or_else(tenant_schemas::SchemaName::public);
+        Self(Error::query(&schema, source))
     }
 }
 

@@ -4,7 +4,8 @@ use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres};
-use tenant_schemas::SchemaName;
+use tenant_schemas::checkout::DriverCheckout;
+use tenant_schemas::{SchemaName, TenantStatus};
 
 /// A pooled sqlx connection bound to one schema, from [`SqlxRouter`](crate::SqlxRouter).
 ///
@@ -18,20 +19,42 @@ use tenant_schemas::SchemaName;
 /// statements sent after it *on this connection*, never the next checkout, which switches
 /// again and checks the session afresh. Dropping it returns the connection to the pool
 /// (sqlx first waits out a statement that was cancelled mid-flight).
+///
+/// It carries the core's checkout ([`tenant_schemas::checkout::DriverCheckout`]) for its
+/// whole life: a read-only tenant's session is read-only (`default_transaction_read_only`),
+/// and a deletion or rename of the schema through `Tenancy` waits for it to be dropped, for
+/// at most its grace period, then terminates its backend, so that it can reach nothing
+/// afterwards — neither the dropped schema's name nor `public`.
 pub struct SqlxConnection {
     conn: PoolConnection<Postgres>,
-    schema: SchemaName,
+    checkout: DriverCheckout,
 }
 
 impl SqlxConnection {
-    pub(crate) fn new(conn: PoolConnection<Postgres>, schema: SchemaName) -> Self {
-        Self { conn, schema }
+    pub(crate) fn new(conn: PoolConnection<Postgres>, checkout: DriverCheckout) -> Self {
+        Self { conn, checkout }
     }
 
     /// The schema this connection is bound to.
     #[must_use]
     pub fn schema(&self) -> &SchemaName {
-        &self.schema
+        self.checkout.schema()
+    }
+
+    /// The state the tenant is served in ([`TenantStatus::Active`] or
+    /// [`TenantStatus::ReadOnly`]).
+    #[must_use]
+    pub fn status(&self) -> TenantStatus {
+        self.checkout.status()
+    }
+
+    /// What a query of this connection failed with, as this crate's [`Error`](crate::Error):
+    /// a write refused because the tenant is read-only is
+    /// [`Error::TenantReadOnly`](crate::Error::TenantReadOnly) (403 in the extractors'
+    /// rejections), anything else a database error.
+    #[must_use]
+    pub fn error(&self, source: sqlx::Error) -> crate::Error {
+        crate::Error::query(self.schema(), source)
     }
 
     /// Closes the connection instead of returning it to the pool.
@@ -43,7 +66,8 @@ impl SqlxConnection {
 impl std::fmt::Debug for SqlxConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlxConnection")
-            .field("schema", &self.schema)
+            .field("schema", self.schema())
+            .field("status", &self.status())
             .finish_non_exhaustive()
     }
 }

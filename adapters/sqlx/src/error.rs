@@ -1,7 +1,7 @@
 //! The error type of the sqlx driver.
 
 use http::StatusCode;
-use tenant_schemas::{ErrorKind, SchemaName};
+use tenant_schemas::{ErrorKind, SchemaName, TenantStatus};
 
 /// A shorthand for `Result<T, tenant_schemas_sqlx::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,6 +47,34 @@ pub enum Error {
         source: sqlx::Error,
     },
 
+    /// The tenant is registered but not served in its state (→ 503 in maintenance, 403
+    /// suspended, 404 archived), as the core's checkout decided (see
+    /// [`tenant_schemas::checkout`]).
+    #[error("tenant `{schema}` is not served: it is {status}")]
+    TenantNotServed {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// Its state.
+        status: TenantStatus,
+    },
+
+    /// A statement tried to write for a read-only tenant (→ 403): the server refused it
+    /// (`read_only_sql_transaction`, 25006). See
+    /// [`SqlxConnection::error`](crate::SqlxConnection::error).
+    #[error("tenant `{schema}` is read-only: {source}")]
+    TenantReadOnly {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// The server's refusal.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The core's checkout refused the tenant for another reason: the registry could not
+    /// be read, or the tenant the value names was deleted (see [`tenant_schemas::checkout`]).
+    #[error(transparent)]
+    Checkout(tenant_schemas::Error),
+
     /// The operation is not available in transaction search-path mode (a programming
     /// error): behind PgBouncer in transaction pooling a session-level `SET` would stay on a
     /// server connection other clients get next.
@@ -70,16 +98,55 @@ impl Error {
             Self::Pool { .. } => ErrorKind::Unavailable,
             Self::Database { source, .. } if is_connection_error(source) => ErrorKind::Unavailable,
             Self::Database { .. } | Self::NotInTransactionMode { .. } => ErrorKind::Internal,
+            Self::TenantNotServed { status, .. } => match status {
+                TenantStatus::Maintenance => ErrorKind::Unavailable,
+                TenantStatus::Archived => ErrorKind::NotFound,
+                _ => ErrorKind::Forbidden,
+            },
+            Self::TenantReadOnly { .. } => ErrorKind::Forbidden,
+            Self::Checkout(e) => e.kind(),
         }
     }
 
-    /// The HTTP status this error maps to in the adapters: 404 for a missing schema, 503 when
-    /// the database is unreachable, 500 otherwise.
+    /// The core's refusal, in this crate's terms.
+    pub(crate) fn from_core(err: tenant_schemas::Error) -> Self {
+        match err {
+            tenant_schemas::Error::SchemaMissing { schema } => Self::SchemaMissing { schema },
+            tenant_schemas::Error::TenantNotServed { schema, status } => {
+                Self::TenantNotServed { schema, status }
+            }
+            tenant_schemas::Error::NoTenantInScope => Self::NoTenantInScope,
+            other => Self::Checkout(other),
+        }
+    }
+
+    /// A query's failure for `schema`: [`Error::TenantReadOnly`] when the server refused a
+    /// write of a read-only tenant, a database error otherwise.
+    pub(crate) fn query(schema: &SchemaName, source: sqlx::Error) -> Self {
+        if matches!(&source, sqlx::Error::Database(db) if db.code().as_deref() == Some("25006")) {
+            return Self::TenantReadOnly {
+                schema: schema.clone(),
+                source,
+            };
+        }
+        Self::Database {
+            action: "running a query",
+            schema: schema.clone(),
+            source,
+        }
+    }
+
+    /// The HTTP status this error maps to in the adapters: 404 for a missing schema (or an
+    /// archived tenant), 403 for a suspended or read-only one, 503 when the database is
+    /// unreachable (or the tenant in maintenance), 500 otherwise.
     #[must_use]
     pub fn status(&self) -> StatusCode {
         match self.kind() {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,8 +175,27 @@ impl Error {
     /// (the details go to the log), worded as the core's adapters word theirs.
     pub(crate) fn rejection(&self) -> tenant_schemas::request::Rejection {
         use std::borrow::Cow;
+        use tenant_schemas::request::Rejection;
+        // The core's refusals, answered in the core's words.
+        match self {
+            Self::TenantNotServed { schema, status } => {
+                return Rejection::from_error(&tenant_schemas::Error::TenantNotServed {
+                    schema: schema.clone(),
+                    status: *status,
+                });
+            }
+            Self::TenantReadOnly { .. } => {
+                return Rejection::new(
+                    self.status(),
+                    "403 Forbidden: this site is read-only for now\n",
+                );
+            }
+            Self::Checkout(err) => return Rejection::from_error(err),
+            _ => {}
+        }
         let body: Cow<'static, str> = match self.kind() {
             ErrorKind::NotFound => "404 Not Found: unknown tenant\n".into(),
+            ErrorKind::Forbidden => "403 Forbidden\n".into(),
             ErrorKind::Unavailable => {
                 tracing::warn!(error = %self, "database unavailable");
                 "503 Service Unavailable: the database cannot be reached, try again later\n".into()

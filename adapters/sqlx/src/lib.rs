@@ -53,15 +53,32 @@
 //! - **Transactions keep the path.** [`SqlxRouter::begin`] sets the path before `BEGIN`
 //!   (session mode) or with `SET LOCAL` inside it (transaction mode, behind PgBouncer).
 //! - **Fail closed outside a scope:** [`Error::NoTenantInScope`].
+//! - **One checkout with the core** ([`tenant_schemas::checkout`]), when the router has the
+//!   registry's states ([`SqlxRouterBuilder::tenant_states`] with
+//!   `tenancy.tenant_states()`): a tenant's state is read from the registry at every
+//!   checkout, whatever `Tenant` value is in scope. Maintenance, suspended and archived
+//!   tenants get no connection ([`Error::TenantNotServed`]: 503, 403, 404); a read-only
+//!   tenant's session is read-only (`default_transaction_read_only`; its transactions
+//!   `BEGIN READ ONLY`), and [`SqlxConnection::error`] turns the server's refusal into
+//!   [`Error::TenantReadOnly`] (403).
+//! - **A connection held across a deletion or rename reaches nothing.** Each checkout is
+//!   registered with the schema's gate for the connection's whole life;
+//!   `Tenancy::delete_tenant` and `Tenancy::rename_schema` (in this process) wait for such
+//!   connections up to `TenancyBuilder::held_connection_grace` (5 s), then terminate their
+//!   backends (`pg_terminate_backend`): reads, writes and DDL on a held connection fail
+//!   afterwards, never reach `public`.
 //!
 //! Not guaranteed: sqlx hands out a raw `&mut PgConnection`, so the library does not read
 //! the SQL sent through it. SQL that changes the search path affects the statements sent
 //! after it on the *same* connection (the core's `ConnectionScope` re-switches before the
 //! next call; here only the next checkout is protected): do not change `search_path`
-//! yourself. A deletion of the schema through `Tenancy::delete_tenant` waits for the core's
-//! statements, not for a `SqlxConnection` already handed out: keep connections for one
-//! request, and leave no table of a tenant's name in `public` (`migrate` refuses them), so
-//! that a statement racing a deletion fails instead of reading `public`.
+//! yourself. For the same reason a read-only tenant's connection stops careless writes
+//! (`conn.begin()` is read-only), not deliberate ones (`BEGIN READ WRITE`, `SET
+//! default_transaction_read_only = off`). A deletion by another process does not wait for
+//! or cut off a held connection (any `Tenancy` of this process does): leave no table of a tenant's name in `public` (`migrate` refuses them), so
+//! that a statement racing such a deletion fails instead of reading `public`. Behind
+//! PgBouncer a held transaction's server backend is the one terminated: do not keep a
+//! `SqlxTransaction` after sending `COMMIT` through it yourself.
 //!
 //! # Why every checkout switches (no path memory)
 //!

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Executor, PgPool, Postgres, Row};
+use tenant_schemas::checkout::{DriverCheckout, TenantStates};
 use tenant_schemas::{scope, SchemaName, SearchPathMode, Tenant};
 
 use crate::connection::SqlxConnection;
@@ -61,6 +62,8 @@ struct Inner {
     mode: SearchPathMode,
     extra_schemas: Vec<SchemaName>,
     stats: Counters,
+    /// The registry's tenant states, read at every checkout.
+    states: Option<TenantStates>,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +94,7 @@ pub struct SqlxRouterBuilder {
     pool: PgPool,
     mode: SearchPathMode,
     extra_schemas: Vec<SchemaName>,
+    states: Option<TenantStates>,
 }
 
 impl SqlxRouterBuilder {
@@ -114,6 +118,17 @@ impl SqlxRouterBuilder {
         self
     }
 
+    /// The registry's tenant states
+    /// ([`Tenancy::tenant_states`](tenant_schemas::Tenancy::tenant_states)), read at every
+    /// checkout as the core's router reads them (see [`tenant_schemas::checkout`]): a tenant
+    /// in maintenance, suspended or archived gets no connection ([`Error::TenantNotServed`]),
+    /// a read-only one a read-only session, whatever `Tenant` value is in scope. Without
+    /// them, a tenant is served in the state its `Tenant` value carries.
+    pub fn tenant_states(mut self, states: TenantStates) -> Self {
+        self.states = Some(states);
+        self
+    }
+
     /// The router.
     #[must_use]
     pub fn build(self) -> SqlxRouter {
@@ -123,6 +138,7 @@ impl SqlxRouterBuilder {
                 mode: self.mode,
                 extra_schemas: self.extra_schemas,
                 stats: Counters::default(),
+                states: self.states,
             }),
         }
     }
@@ -141,6 +157,7 @@ impl SqlxRouter {
             pool,
             mode: SearchPathMode::Session,
             extra_schemas: Vec::new(),
+            states: None,
         }
     }
 
@@ -170,15 +187,19 @@ impl SqlxRouter {
 
     /// A connection for the tenant in scope; [`Error::NoTenantInScope`] outside any scope.
     pub async fn connection(&self) -> Result<SqlxConnection> {
-        self.connection_for_schema(current_schema()?.schema()).await
+        self.connection_for_tenant(&current_tenant()?).await
     }
 
-    /// A connection bound to `tenant`'s schema.
+    /// A connection bound to `tenant`'s schema, in the state the registry has for it (when
+    /// the router has the registry's states; see
+    /// [`tenant_states`](SqlxRouterBuilder::tenant_states)): [`Error::TenantNotServed`] for a
+    /// tenant not served, a read-only session for a read-only one.
     pub async fn connection_for_tenant(&self, tenant: &Tenant) -> Result<SqlxConnection> {
-        self.connection_for_schema(tenant.schema()).await
+        let checkout = self.admit(tenant).await?;
+        self.connection_checked_out(checkout).await
     }
 
-    /// A connection bound to the shared `public` schema.
+    /// A connection bound to the shared `public` schema (read and write).
     pub async fn public(&self) -> Result<SqlxConnection> {
         self.connection_for_schema(&SchemaName::public()).await
     }
@@ -191,55 +212,81 @@ impl SqlxRouter {
 
     /// A connection bound to `schema`: its search path is `"<schema>", public` (plus the
     /// extra schemas) when it is handed out, and the schema exists
-    /// ([`Error::SchemaMissing`] otherwise). Named like
+    /// ([`Error::SchemaMissing`] otherwise). The tenant's state applies as for
+    /// [`connection_for_tenant`](Self::connection_for_tenant); `public` is always served.
+    /// Named like
     /// [`SchemaRouter::connection_for_schema`](tenant_schemas::SchemaRouter::connection_for_schema).
     pub async fn connection_for_schema(&self, schema: &SchemaName) -> Result<SqlxConnection> {
+        self.connection_for_tenant(&Tenant::new(schema.clone()))
+            .await
+    }
+
+    /// The core's checkout of `tenant`: its state, and the registration with its schema's
+    /// gate that deletions and renames honour (see [`tenant_schemas::checkout`]).
+    async fn admit(&self, tenant: &Tenant) -> Result<DriverCheckout> {
+        DriverCheckout::begin(self.inner.states.as_ref(), tenant)
+            .await
+            .map_err(Error::from_core)
+    }
+
+    async fn connection_checked_out(&self, checkout: DriverCheckout) -> Result<SqlxConnection> {
         if self.inner.mode != SearchPathMode::Session {
             return Err(Error::NotInTransactionMode {
                 what: "a session-level connection",
                 instead: "use `begin()`: behind a transaction pooler only a transaction keeps its search path",
             });
         }
+        let schema = checkout.schema().clone();
         let sql = format!(
-            "SET search_path TO {path}; {checks}",
-            path = self.search_path(schema),
-            checks = checks(schema),
+            "{settings}; {checks}",
+            settings = checkout.session_settings(&self.search_path(&schema)),
+            checks = checks(&schema),
         );
-        let conn = self.checkout(schema, &sql, true).await?;
+        let conn = self.checkout(&checkout, &sql, true).await?;
         self.inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        Ok(SqlxConnection::new(conn, schema.clone()))
+        Ok(SqlxConnection::new(conn, checkout))
     }
 
     /// A transaction for the tenant in scope; [`Error::NoTenantInScope`] outside any scope.
     pub async fn begin(&self) -> Result<SqlxTransaction> {
-        self.begin_for(current_schema()?.schema()).await
+        self.begin_for_tenant(&current_tenant()?).await
     }
 
-    /// A transaction bound to `tenant`'s schema.
-    pub async fn begin_for_tenant(&self, tenant: &Tenant) -> Result<SqlxTransaction> {
-        self.begin_for(tenant.schema()).await
+    /// A transaction bound to `schema` (the tenant's state applies as for
+    /// [`connection_for_schema`](Self::connection_for_schema)).
+    pub async fn begin_for(&self, schema: &SchemaName) -> Result<SqlxTransaction> {
+        self.begin_for_tenant(&Tenant::new(schema.clone())).await
     }
 
-    /// A transaction bound to `schema`, with the schema checked to exist
+    /// A transaction bound to `tenant`'s schema, in its state (see
+    /// [`connection_for_tenant`](Self::connection_for_tenant); a read-only tenant's
+    /// transaction is `READ ONLY`), with the schema checked to exist
     /// ([`Error::SchemaMissing`] otherwise). Works in both modes; behind PgBouncer in
     /// transaction pooling it is the only way in.
     ///
     /// In [`SearchPathMode::Session`] the checkout's switch and checks (one round trip), then
     /// `BEGIN` (a second). In [`SearchPathMode::Transaction`], one round trip: `BEGIN`, `SET
     /// LOCAL search_path TO "<schema>", public` and the checks in one message.
-    pub async fn begin_for(&self, schema: &SchemaName) -> Result<SqlxTransaction> {
-        let path = self.search_path(schema);
+    pub async fn begin_for_tenant(&self, tenant: &Tenant) -> Result<SqlxTransaction> {
+        let checkout = self.admit(tenant).await?;
+        let schema = checkout.schema().clone();
+        let path = self.search_path(&schema);
+        let begin = if checkout.read_only() {
+            "BEGIN READ ONLY"
+        } else {
+            "BEGIN"
+        };
         let conn = if self.inner.mode == SearchPathMode::Session {
             // The session's path first, committed on its own: a `COMMIT` or `ROLLBACK` the
             // application sends through the transaction then leaves the connection on the
             // tenant's path, never on the one an earlier checkout set.
-            let sql = format!("SET search_path TO {path}; {}", checks(schema));
-            let mut conn = self.checkout(schema, &sql, true).await?;
-            if let Err(err) = conn.execute("BEGIN").await {
+            let sql = format!("{}; {}", checkout.session_settings(&path), checks(&schema));
+            let mut conn = self.checkout(&checkout, &sql, true).await?;
+            if let Err(err) = conn.execute(begin).await {
                 conn.close_on_drop();
                 return Err(Error::Database {
                     action: "beginning a transaction",
-                    schema: schema.clone(),
+                    schema,
                     source: err,
                 });
             }
@@ -251,24 +298,28 @@ impl SqlxRouter {
             // this message) is checked: a `BEGIN` inside a block left open would only warn,
             // and join it. Temporary objects and prepared statements belong to whichever
             // client had the server connection last, so they are not checked.
-            let sql = format!("BEGIN; SET LOCAL search_path TO {path}; {}", checks(schema));
-            self.checkout(schema, &sql, false).await?
+            let sql = format!(
+                "{begin}; SET LOCAL search_path TO {path}; {}",
+                checks(&schema)
+            );
+            self.checkout(&checkout, &sql, false).await?
         };
         self.inner
             .stats
             .transactions
             .fetch_add(1, Ordering::Relaxed);
-        Ok(SqlxTransaction::new(conn, schema.clone()))
+        Ok(SqlxTransaction::new(conn, checkout))
     }
 
     /// A pooled connection on which `sql` (a switch followed by [`checks`]) succeeded and
     /// found nothing an earlier user left behind; connections that fail a check are closed.
     async fn checkout(
         &self,
-        schema: &SchemaName,
+        checkout: &DriverCheckout,
         sql: &str,
         session_checks: bool,
     ) -> Result<PoolConnection<Postgres>> {
+        let schema = checkout.schema();
         for _ in 0..=MAX_DISCARDED {
             let mut conn = self.acquire(schema).await?;
             let row = match conn.fetch_one(sql).await {
@@ -289,6 +340,13 @@ impl SqlxRouter {
             let prepared: i64 = row.try_get("prepared").unwrap_or(-1);
             let cached = i64::try_from(conn.cached_statements_size()).unwrap_or(i64::MAX);
             if fresh && (!session_checks || (no_temp && prepared >= cached)) {
+                // Registered with the checkout, so a deletion that gives up waiting for it
+                // can terminate it; one that already gave up refuses it.
+                let pid: i32 = row.try_get("pid").unwrap_or(0);
+                if let Err(e) = checkout.attach_backend(pid) {
+                    conn.close_on_drop();
+                    return Err(Error::from_core(e));
+                }
                 return Ok(conn);
             }
             tracing::debug!(
@@ -334,20 +392,22 @@ impl SqlxRouter {
     }
 }
 
-fn current_schema() -> Result<Tenant> {
+fn current_tenant() -> Result<Tenant> {
     scope::current_tenant().ok_or(Error::NoTenantInScope)
 }
 
 /// The checks that follow a switch, in the same message: the schema exists (an error with
 /// `3F000` otherwise), the transaction is the one this message runs in (`fresh`), the session
-/// holds no temporary objects (`no_temp`), and how many statements the server has prepared
-/// (fewer than sqlx's cache names: some were dropped behind its back).
+/// holds no temporary objects (`no_temp`), how many statements the server has prepared
+/// (fewer than sqlx's cache names: some were dropped behind its back), and the backend's
+/// process id (`pid`, for the checkout's registration with the schema's gate).
 fn checks(schema: &SchemaName) -> String {
     format!(
         "SELECT {check}, \
                 pg_catalog.now() = pg_catalog.statement_timestamp() AS fresh, \
                 pg_catalog.pg_my_temp_schema() = 0 AS no_temp, \
-                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS prepared",
+                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS prepared, \
+                pg_catalog.pg_backend_pid() AS pid",
         check = existence_check(schema),
     )
 }

@@ -4,6 +4,7 @@ use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Executor, PgConnection, Postgres};
+use tenant_schemas::checkout::DriverCheckout;
 use tenant_schemas::SchemaName;
 
 use crate::error::{Error, Result};
@@ -24,21 +25,30 @@ use crate::error::{Error, Result};
 pub struct SqlxTransaction {
     /// `Some` until committed, rolled back or dropped.
     conn: Option<PoolConnection<Postgres>>,
-    schema: SchemaName,
+    /// The core's checkout, held as long as the transaction (see
+    /// [`SqlxConnection`](crate::SqlxConnection)).
+    checkout: DriverCheckout,
 }
 
 impl SqlxTransaction {
-    pub(crate) fn new(conn: PoolConnection<Postgres>, schema: SchemaName) -> Self {
+    pub(crate) fn new(conn: PoolConnection<Postgres>, checkout: DriverCheckout) -> Self {
         Self {
             conn: Some(conn),
-            schema,
+            checkout,
         }
     }
 
     /// The schema this transaction is bound to.
     #[must_use]
     pub fn schema(&self) -> &SchemaName {
-        &self.schema
+        self.checkout.schema()
+    }
+
+    /// What a query of this transaction failed with, as this crate's
+    /// [`Error`](crate::Error) (see [`SqlxConnection::error`](crate::SqlxConnection::error)).
+    #[must_use]
+    pub fn error(&self, source: sqlx::Error) -> Error {
+        Error::query(self.schema(), source)
     }
 
     /// Commits the transaction.
@@ -61,7 +71,7 @@ impl SqlxTransaction {
                 conn.close_on_drop();
                 Err(Error::Database {
                     action,
-                    schema: self.schema.clone(),
+                    schema: self.schema().clone(),
                     source,
                 })
             }
@@ -102,7 +112,7 @@ impl Drop for SqlxTransaction {
 impl std::fmt::Debug for SqlxTransaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlxTransaction")
-            .field("schema", &self.schema)
+            .field("schema", self.schema())
             .field("open", &self.conn.is_some())
             .finish()
     }

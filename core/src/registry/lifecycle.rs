@@ -725,6 +725,13 @@ pub(crate) struct RenameConnections {
     elsewhere: Option<(ShardName, Object)>,
 }
 
+impl RenameConnections {
+    /// A connection to the database the tenant's schema lives on.
+    pub(crate) fn schema_database(&self) -> &Object {
+        self.elsewhere.as_ref().map_or(&self.registry, |(_, c)| c)
+    }
+}
+
 /// Turns a unique violation into the conflict it means; other errors stay database errors.
 pub(super) fn conflict(err: tokio_postgres::Error, schema: &SchemaName, domains: &[Host]) -> Error {
     let code = err.code();
@@ -864,4 +871,11 @@ pub(crate) struct DeleteConnections {
     registry: Object,
     /// The tenant's database, when it is not the registry's.
     elsewhere: Option<Object>,
+}
+
+impl DeleteConnections {
+    /// A connection to the database the tenant's schema lives on.
+    pub(crate) fn schema_database(&self) -> &Object {
+        self.elsewhere.as_ref().unwrap_or(&self.registry)
+    }
 }

@@ -6,6 +6,7 @@ use deadpool_postgres::Pool;
 
 use super::pool::{RouterPool, SearchPathMode};
 use super::SchemaRouter;
+use crate::checkout::TenantStates;
 use crate::databases::Databases;
 use crate::schema::SchemaName;
 use crate::shard::ShardName;
@@ -20,6 +21,7 @@ pub struct SchemaRouterBuilder {
     extra_schemas: Vec<SchemaName>,
     track: Option<bool>,
     groups: Vec<Pool>,
+    states: Option<TenantStates>,
 }
 
 impl SchemaRouter {
@@ -43,6 +45,7 @@ impl SchemaRouter {
             extra_schemas: Vec::new(),
             track: None,
             groups: Vec::new(),
+            states: None,
         }
     }
 }
@@ -111,6 +114,25 @@ impl SchemaRouterBuilder {
         self
     }
 
+    /// The registry's tenant states, read at every checkout (see [`checkout`](crate::checkout)):
+    /// a router built by hand over the database of a [`Tenancy`](crate::Tenancy) then serves
+    /// each tenant in the state the registry has for it, as the `Tenancy`'s own router does.
+    /// Without them, a tenant is served in the state its [`Tenant`](crate::Tenant) value
+    /// carries.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenancy: tenant_schemas::Tenancy) {
+    /// use tenant_schemas::SchemaRouter;
+    /// let router = SchemaRouter::builder(tenancy.router().pool().clone())
+    ///     .tenant_states(tenancy.tenant_states())
+    ///     .build();
+    /// # }
+    /// ```
+    pub fn tenant_states(mut self, states: TenantStates) -> Self {
+        self.states = Some(states);
+        self
+    }
+
     /// Finishes the router.
     #[must_use]
     pub fn build(self) -> SchemaRouter {
@@ -131,6 +153,7 @@ impl SchemaRouterBuilder {
                     self.affinity,
                 ))
             }),
+            states: self.states,
         }
     }
 }

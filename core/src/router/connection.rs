@@ -120,6 +120,8 @@ const UNKNOWN_STATEMENT: Effects = Effects {
     transaction_control: true,
     drops_prepared: false,
     session_objects: true,
+    escapes_read_only: true,
+    sets: true,
 };
 
 /// The operation [`ConnectionScope::with_statement`] runs for the query family: the
@@ -307,6 +309,21 @@ impl ConnectionScope {
         Error::db("switching search_path", &self.schema, e)
     }
 
+    /// For a read-only tenant, SQL that could make its transaction writable is refused
+    /// before it is sent (see [`Effects::escapes_read_only`]): a `BEGIN READ WRITE` sent
+    /// alone, followed by a write and a `COMMIT` in later calls, would commit it.
+    fn refuse_read_write(&self, effects: Effects) -> Result<()> {
+        if effects.escapes_read_only {
+            return Err(Error::read_only_refused(
+                &self.schema,
+                "SQL that controls transactions or how they write (BEGIN, START TRANSACTION, \
+                 SET TRANSACTION, SET SESSION CHARACTERISTICS, COMMIT, DO, CALL, \
+                 transaction_read_only …), or a statement this scope did not prepare,",
+            ));
+        }
+        Ok(())
+    }
+
     /// Before running SQL with `effects`: a session change makes the path unknown (also to
     /// any statement running concurrently on this scope), transaction control makes the
     /// connection untrusted for good.
@@ -335,12 +352,15 @@ impl ConnectionScope {
     /// Not in transaction mode, where a statement cannot outlive its transaction: prepare
     /// it on the [`transaction`](Self::transaction) instead.
     pub async fn prepare(&self, sql: &str) -> Result<Statement> {
+        let effects = sql::effects(sql);
+        if self.read_only {
+            self.refuse_read_write(effects)?;
+        }
         if self.transaction_mode() {
             return Err(not_in_transaction_mode(
                 "a statement prepared outside a transaction",
             ));
         }
-        let effects = sql::effects(sql);
         let _entered = self.gate.enter(&self.schema).await?;
         let stmt = self.prepare_on_schema(sql).await?;
         self.prepared.remember(&stmt, effects);
@@ -417,6 +437,13 @@ impl ConnectionScope {
         F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
+        if self.read_only {
+            let effects = match source {
+                Source::Text(sql) => sql::effects(sql),
+                Source::Prepared(stmt) => self.statement_effects(stmt),
+            };
+            self.refuse_read_write(effects)?;
+        }
         if self.transaction_mode() {
             return self.in_own_transaction(source, action, op).await;
         }
@@ -557,6 +584,9 @@ impl ConnectionScope {
     where
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
+        if self.read_only {
+            self.refuse_read_write(sql::effects(sql))?;
+        }
         if self.transaction_mode() {
             refuse_transaction_control(sql)?;
             let _entered = self.gate.enter(&self.schema).await?;
@@ -654,7 +684,7 @@ impl ConnectionScope {
                 }
             })?;
         }
-        Ok(TenantTransaction::new(tx, schema, path))
+        Ok(TenantTransaction::new(tx, schema, path, self.read_only))
     }
 
     /// The underlying client, with the search path switched, for the rest of the
@@ -664,10 +694,15 @@ impl ConnectionScope {
     /// switches before each of its own statements, and the connection is closed when the
     /// scope is dropped rather than returned to the pool.
     ///
-    /// Not in transaction mode, where the session has no tenant search path.
+    /// Not in transaction mode, where the session has no tenant search path, nor for a
+    /// read-only tenant ([`Error::TenantReadOnly`]): what runs on it could write.
     pub async fn client(&self) -> Result<&ClientWrapper> {
         if self.transaction_mode() {
             return Err(not_in_transaction_mode("the raw client"));
+        }
+        if self.read_only {
+            // Whatever runs on it is out of sight: it could write.
+            return Err(Error::read_only_refused(&self.schema, "the raw client"));
         }
         self.ensure_search_path().await?;
         self.untrusted.store(true, Ordering::Release);

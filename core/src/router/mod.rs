@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 
+use crate::checkout::{self as protocol, TenantStates};
 use crate::databases::Databases;
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
@@ -75,6 +76,8 @@ use pool::RouterPool;
 pub struct SchemaRouter {
     /// Each database (shard) with its own pool and policy.
     databases: Databases<Arc<RouterPool>>,
+    /// The registry's tenant states, read at every checkout; `None`: the `Tenant` values'.
+    states: Option<TenantStates>,
 }
 
 impl SchemaRouter {
@@ -85,36 +88,56 @@ impl SchemaRouter {
     }
 
     /// A connection bound to `tenant`'s schema, on the database (shard) it lives on, in the
-    /// tenant's [state](crate::TenantStatus): [`Error::TenantNotServed`] for a tenant in
-    /// maintenance, suspended or archived; for a read-only tenant, a session whose
-    /// transactions are read-only (`default_transaction_read_only`), so writes fail with
-    /// [`Error::TenantReadOnly`].
+    /// tenant's [state](crate::TenantStatus) as the registry has it (see
+    /// [`checkout`](crate::checkout): never only as the `Tenant` value says, when the router
+    /// has the registry's states): [`Error::TenantNotServed`] for a tenant in maintenance,
+    /// suspended or archived; for a read-only tenant, a session whose transactions are
+    /// read-only, so writes fail with [`Error::TenantReadOnly`].
     pub async fn connection_for_tenant(&self, tenant: &Tenant) -> Result<ConnectionScope> {
-        let status = tenant.status();
-        if !status.is_served() {
-            return Err(Error::TenantNotServed {
-                schema: tenant.schema().clone(),
-                status,
-            });
-        }
-        let read_only = status == TenantStatus::ReadOnly;
+        let status = self.admit(tenant).await?;
         checkout(
             self.databases.get(tenant.shard())?,
             tenant.schema(),
-            read_only,
+            status == TenantStatus::ReadOnly,
         )
         .await
     }
 
-    /// A connection bound to `schema` on the default database (read and write: a tenant's
-    /// state applies through [`connection`](Self::connection) and
-    /// [`connection_for_tenant`](Self::connection_for_tenant)).
+    /// The state `tenant` is served in: the registry's (when the router has its states) and
+    /// the value's, the stricter one winning; see [`checkout`](crate::checkout).
+    async fn admit(&self, tenant: &Tenant) -> Result<TenantStatus> {
+        match &self.states {
+            Some(states) => states.admit(tenant).await,
+            None => protocol::admit(tenant, None),
+        }
+    }
+
+    /// A connection bound to `schema` on the default database. The shared `public` schema is
+    /// served read and write; another schema in the state the registry has for it (when the
+    /// router has the registry's states; read and write otherwise), as for
+    /// [`connection_for_tenant`](Self::connection_for_tenant).
     ///
     /// Named for what the connection is bound to: a schema by name, where
     /// [`connection_for_tenant`](Self::connection_for_tenant) takes a tenant (with its
     /// database and state) and [`connection`](Self::connection) the tenant in scope.
     pub async fn connection_for_schema(&self, schema: &SchemaName) -> Result<ConnectionScope> {
-        checkout(self.databases.default(), schema, false).await
+        let status = if schema.is_public() {
+            TenantStatus::Active
+        } else {
+            self.admit(&Tenant::new(schema.clone())).await?
+        };
+        checkout(
+            self.databases.default(),
+            schema,
+            status == TenantStatus::ReadOnly,
+        )
+        .await
+    }
+
+    /// The registry's tenant states this router reads at every checkout, if it has them.
+    #[must_use]
+    pub fn tenant_states(&self) -> Option<&TenantStates> {
+        self.states.as_ref()
     }
 
     /// The former name of [`connection_for_schema`](Self::connection_for_schema).

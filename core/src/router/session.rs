@@ -128,6 +128,28 @@ impl Gate {
     }
 }
 
+/// Waits while `schema` is closed (a deletion or rename of it runs in this process) and
+/// returns its lock held shared, on every database at once: for a driver's checkout, which
+/// registers itself with the deletion before letting go (see [`crate::checkout`]).
+pub(crate) async fn enter_name(schema: &SchemaName) -> Result<(NameRef, OwnedRwLockReadGuard<()>)> {
+    let name = name(schema);
+    let lock = name.lock.clone();
+    let guard = match lock.clone().try_read_owned() {
+        Ok(guard) => guard,
+        Err(_) => tokio::time::timeout(GATE_WAIT, lock.read_owned())
+            .await
+            .map_err(|_| Error::SchemaMissing {
+                schema: schema.clone(),
+            })?,
+    };
+    Ok((NameRef(name), guard))
+}
+
+/// Keeps a schema name's lock and epoch alive (a deletion closing the name then finds the
+/// same lock), e.g. for as long as a driver's checkout is registered under it.
+#[derive(Debug)]
+pub(crate) struct NameRef(#[allow(dead_code)] Arc<Name>);
+
 /// A schema name held closed during a deletion; see [`close`].
 #[derive(Debug)]
 pub(crate) struct ClosedGate {

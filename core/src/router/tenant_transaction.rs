@@ -35,17 +35,39 @@ pub struct TenantTransaction<'a> {
     reassert: AtomicBool,
     /// What each statement prepared through this transaction may do.
     prepared: PreparedEffects,
+    /// The tenant is read-only: SQL that could make the transaction writable is refused.
+    read_only: bool,
 }
 
 impl<'a> TenantTransaction<'a> {
-    pub(super) fn new(tx: Transaction<'a>, schema: SchemaName, path: Arc<str>) -> Self {
+    pub(super) fn new(
+        tx: Transaction<'a>,
+        schema: SchemaName,
+        path: Arc<str>,
+        read_only: bool,
+    ) -> Self {
         Self {
             tx,
             schema,
             path,
             reassert: AtomicBool::new(false),
             prepared: PreparedEffects::default(),
+            read_only,
         }
+    }
+
+    /// For a read-only tenant, SQL that could make the transaction writable is refused
+    /// before it is sent (the transaction is read-only and has run a query, so the server
+    /// would refuse most of it too; `DO` and `CALL` are refused as well).
+    fn refuse_read_write(&self, effects: Effects) -> Result<()> {
+        if self.read_only && effects.escapes_read_only {
+            return Err(Error::read_only_refused(
+                &self.schema,
+                "SQL that controls transactions or how they write (SET TRANSACTION, \
+                 DO, CALL, transaction_read_only …)",
+            ));
+        }
+        Ok(())
     }
 
     /// The schema the transaction is bound to.
@@ -55,6 +77,7 @@ impl<'a> TenantTransaction<'a> {
 
     /// Checks `effects` and sets the path again if an earlier statement may have moved it.
     async fn before(&self, effects: Effects) -> Result<()> {
+        self.refuse_read_write(effects)?;
         if effects.transaction_control {
             return Err(transaction_control_refused());
         }
@@ -97,6 +120,7 @@ impl<'a> TenantTransaction<'a> {
     /// Prepares `sql` on the transaction.
     pub async fn prepare(&self, sql: &str) -> Result<Statement> {
         let effects = sql::effects(sql);
+        self.refuse_read_write(effects)?;
         if effects.transaction_control {
             return Err(transaction_control_refused());
         }

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use moka::future::Cache;
@@ -10,6 +11,7 @@ use moka::future::Cache;
 use super::caches::Caches;
 use super::events::{Hooks, TenantEvent};
 use super::{listener, Inner, Tenancy};
+use crate::checkout::TenantStates;
 use crate::connect::ConnectionSettings;
 use crate::databases::Databases;
 use crate::error::Result;
@@ -21,6 +23,9 @@ use crate::resolve::{
 use crate::router::{SchemaRouter, SearchPathMode};
 use crate::schema::SchemaName;
 use crate::shard::ShardName;
+
+/// How long a deletion or rename waits for drivers' connections held for the schema.
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 /// Builds a [`Tenancy`].
 #[must_use = "a builder does nothing until `build` is called"]
@@ -36,6 +41,7 @@ pub struct TenancyBuilder {
     install: bool,
     groups: Vec<Pool>,
     citus: Option<bool>,
+    grace: Duration,
 }
 
 impl std::fmt::Debug for TenancyBuilder {
@@ -125,6 +131,7 @@ impl Tenancy {
             install: true,
             groups: Vec::new(),
             citus: None,
+            grace: DEFAULT_GRACE,
         }
     }
 }
@@ -262,6 +269,18 @@ impl TenancyBuilder {
         self
     }
 
+    /// How long [`Tenancy::delete_tenant`] and [`Tenancy::rename_schema`] wait for
+    /// connections that a driver without statement hooks (tenant-schemas-sqlx) checked out
+    /// for the schema before they terminate those connections' backends
+    /// (`pg_terminate_backend`), so that a connection held across the change can afterwards
+    /// reach nothing (default: 5 s). See [`checkout`](crate::checkout). The core's own
+    /// connections need no grace: their statements wait for the change and then fail with
+    /// [`Error::SchemaMissing`](crate::Error::SchemaMissing).
+    pub fn held_connection_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
     /// Finishes the set-up.
     pub async fn build(self) -> Result<Tenancy> {
         // A migration set that would end its schema's transaction is refused up front.
@@ -283,11 +302,6 @@ impl TenancyBuilder {
         let resolver = self
             .resolver
             .unwrap_or_else(|| Box::new(RegistryResolver::new(self.databases.default().clone())));
-        let router = SchemaRouter::over(self.databases)
-            .extra_schemas(self.extra_schemas)
-            .mode(self.mode)
-            .connection_groups(self.groups)
-            .build();
         let caches = Caches {
             hosts: CachedResolver::with_config(resolver, self.cache),
             by_schema: CoherentCache::new(
@@ -297,6 +311,15 @@ impl TenancyBuilder {
                     .build(),
             ),
         };
+        // Every checkout of the router reads the tenant's state from the registry, through
+        // the by-schema cache the listener keeps coherent.
+        let states = TenantStates::new(caches.by_schema.clone(), registry.clone());
+        let router = SchemaRouter::over(self.databases)
+            .extra_schemas(self.extra_schemas)
+            .mode(self.mode)
+            .connection_groups(self.groups)
+            .tenant_states(states.clone())
+            .build();
         let listening = Arc::new(AtomicBool::new(false));
         let listener = listen.map(|(config, tls)| {
             tokio::spawn(listener::listen(
@@ -314,6 +337,8 @@ impl TenancyBuilder {
                 router,
                 caches,
                 registry,
+                states,
+                grace: self.grace,
             }),
         })
     }

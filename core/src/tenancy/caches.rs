@@ -12,7 +12,8 @@ use crate::tenant::{Tenant, TenantRecord};
 pub(super) struct Caches {
     /// Tenants by host.
     pub(super) hosts: CachedResolver<Box<dyn TenantResolver>>,
-    /// Active tenants by schema name, for the path and header strategies.
+    /// Tenants by schema name, with their states: read at every checkout (see
+    /// [`checkout`](crate::checkout)) and by the path and header strategies.
     pub(super) by_schema: CoherentCache<SchemaName, Option<Tenant>>,
 }
 

@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Uri};
 
+use crate::checkout::TenantStates;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::{default_parallelism, MigrationReport, Outcome, Progress, RunOptions};
@@ -77,6 +78,10 @@ struct Inner {
     router: SchemaRouter,
     caches: Caches,
     registry: Registry,
+    states: TenantStates,
+    /// How long a deletion or rename waits for drivers' connections checked out for the
+    /// schema before it terminates them.
+    grace: std::time::Duration,
 }
 
 impl Drop for Inner {
@@ -121,23 +126,16 @@ impl Tenancy {
     /// [negative TTL](crate::CacheConfig::negative_ttl)); `None` when there is none. As for hosts,
     /// a lookup that raced an invalidation of the schema is not cached.
     pub async fn tenant_by_schema(&self, schema: &SchemaName) -> Result<Option<Tenant>> {
-        let registry = &self.inner.registry;
-        self.inner
-            .caches
-            .by_schema
-            .get_or_try_insert_with(schema, || async move {
-                match registry.get(schema).await {
-                    Ok(record) => Ok(Some(record.tenant())),
-                    Err(Error::TenantNotFound { .. }) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })
-            .await
-            .map(|(tenant, _)| tenant)
-            .map_err(|source| Error::Lookup {
-                key: schema.to_string(),
-                source,
-            })
+        self.inner.states.registered(schema).await
+    }
+
+    /// The tenants' states as the registry holds them, which every checkout of this
+    /// `Tenancy`'s router reads (see [`checkout`](crate::checkout)); for a router or driver
+    /// built by hand over the same database
+    /// ([`SchemaRouterBuilder::tenant_states`](crate::SchemaRouterBuilder::tenant_states)).
+    #[must_use]
+    pub fn tenant_states(&self) -> TenantStates {
+        self.inner.states.clone()
     }
 
     /// Whether the registry listener (see [`TenancyBuilder::listen_for_changes`]) is
@@ -247,6 +245,8 @@ impl Tenancy {
         // deletion is over and then find the schema gone (or, on failure, verify it again).
         let conns = self.inner.registry.delete_connections(schema).await?;
         let closed = session::close(schema).await;
+        // Drivers' connections checked out for it (sqlx) end, or are cut off.
+        crate::checkout::cut_off_drivers(schema, self.inner.grace, conns.schema_database()).await?;
         let record = self
             .inner
             .registry
@@ -431,6 +431,10 @@ impl Tenancy {
         let (first, second) = if old < new { (old, new) } else { (new, old) };
         let closed_first = session::close(first).await;
         let closed_second = session::close(second).await;
+        for name in [old, new] {
+            crate::checkout::cut_off_drivers(name, self.inner.grace, conns.schema_database())
+                .await?;
+        }
         let renamed = self.inner.registry.rename_schema(old, new, conns).await;
         if let Ok(record) = &renamed {
             let hosts: Vec<Host> = record

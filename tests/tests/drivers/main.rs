@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod doors;
 mod scenario;
 
 use scenario::{Answer, Driver, Failure};

@@ -1,0 +1,261 @@
+//! tenant-schemas-sqlx on the core's checkout: tenant states read from the registry at
+//! every checkout, whatever `Tenant` value is in scope, and a connection held across a
+//! deletion or rename of its schema cut off so that it reaches nothing afterwards.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::testing::TestDatabase;
+use tenant_schemas::{scope, DropSchema, SchemaName, Tenancy, Tenant, TenantStatus};
+use tenant_schemas_sqlx::{connect_options, Error, SqlxConnection, SqlxRouter};
+
+const NOT_SERVED: [TenantStatus; 3] = [
+    TenantStatus::Maintenance,
+    TenantStatus::Suspended,
+    TenantStatus::Archived,
+];
+
+/// A database with tenants `<prefix>0..n` and `public.marker` planted (a fall-through reads
+/// `PUBLIC`), a `Tenancy` with a short grace for held connections, and a sqlx router over
+/// its own pool with the `Tenancy`'s states.
+async fn setup(prefix: &str, n: usize) -> (TestDatabase, Tenancy, Vec<SchemaName>, SqlxRouter) {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(4).unwrap())
+        .migrations(marker_and_notes())
+        .held_connection_grace(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let schemas = marked_tenants(&tenancy, prefix, n).await;
+    plant_public_marker(db.pool()).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(connect_options(db.config()))
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    (db, tenancy, schemas, router)
+}
+
+async fn marker(conn: &mut SqlxConnection) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT schema_name FROM marker")
+        .fetch_one(&mut **conn)
+        .await
+}
+
+/// Not served: no connection and no transaction, through the scope (`run_in_schema`), a
+/// `Tenant::new` value, or the schema's name; served again once active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_not_served_gets_no_sqlx_connection() {
+    let (_db, tenancy, s, router) = setup("sx_ns_", 1).await;
+    let s = &s[0];
+    for status in NOT_SERVED {
+        tenancy.set_status(s, status).await.unwrap();
+        let in_scope = scope::run_in_schema(s.clone(), async {
+            (router.connection().await.err(), router.begin().await.err())
+        })
+        .await;
+        let by_value = router
+            .connection_for_tenant(&Tenant::new(s.clone()))
+            .await
+            .err();
+        let by_name = router.begin_for(s).await.err();
+        for (door, err) in [
+            ("connection()", in_scope.0),
+            ("begin()", in_scope.1),
+            ("connection_for_tenant", by_value),
+            ("begin_for", by_name),
+        ] {
+            let err = err.unwrap_or_else(|| panic!("{status}: {door} served"));
+            assert!(
+                matches!(err, Error::TenantNotServed { status: got, .. } if got == status),
+                "{status} through {door}: {err}"
+            );
+            let expected = match status {
+                TenantStatus::Maintenance => 503,
+                TenantStatus::Archived => 404,
+                _ => 403,
+            };
+            assert_eq!(err.status(), expected, "{status}");
+        }
+    }
+    tenancy.set_status(s, TenantStatus::Active).await.unwrap();
+    let mut conn = router.connection_for_schema(s).await.unwrap();
+    assert_eq!(marker(&mut conn).await.unwrap(), "sx_ns_0");
+}
+
+/// A read-only tenant's sqlx connection and transaction cannot write (the server refuses,
+/// `conn.error(e)` is `TenantReadOnly`, 403), the next tenant on the same pooled connection
+/// writes, and nothing the read-only tenant tried landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_tenant_cannot_write_through_sqlx() {
+    let (_db, tenancy, s, router) = setup("sx_ro_", 2).await;
+    tenancy
+        .set_status(&s[0], TenantStatus::ReadOnly)
+        .await
+        .unwrap();
+    let insert = "INSERT INTO notes (body) VALUES ('sqlx')";
+    for _ in 0..3 {
+        let mut conn = scope::run_in_schema(s[0].clone(), router.connection())
+            .await
+            .unwrap();
+        assert_eq!(conn.status(), TenantStatus::ReadOnly);
+        assert_eq!(marker(&mut conn).await.unwrap(), "sx_ro_0");
+        let err = sqlx::query(insert).execute(&mut *conn).await.unwrap_err();
+        let err = conn.error(err);
+        assert!(matches!(err, Error::TenantReadOnly { .. }), "{err}");
+        assert_eq!(err.status(), 403);
+        drop(conn);
+        let mut tx = router
+            .begin_for_tenant(&Tenant::new(s[0].clone()))
+            .await
+            .unwrap();
+        let err = sqlx::query(insert).execute(&mut *tx).await.unwrap_err();
+        assert!(
+            matches!(tx.error(err), Error::TenantReadOnly { .. }),
+            "transaction"
+        );
+        drop(tx);
+        // Read-only did not stick to the pooled connection.
+        let mut other = router.connection_for_schema(&s[1]).await.unwrap();
+        sqlx::query(insert).execute(&mut *other).await.unwrap();
+    }
+    let count = |schema: SchemaName| {
+        let router = router.clone();
+        async move {
+            let mut conn = router.connection_for_schema(&schema).await.unwrap();
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notes WHERE body = 'sqlx'")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(s[0].clone()).await, 0);
+    assert_eq!(count(s[1].clone()).await, 3);
+}
+
+/// What a connection cut off by a deletion or rename can still do: nothing. Its read, its
+/// write and an unqualified `CREATE TABLE` fail, and `public` holds nothing new.
+async fn reaches_nothing(db: &TestDatabase, conn: &mut SqlxConnection) {
+    assert!(marker(conn).await.is_err(), "a read ran");
+    assert!(
+        sqlx::query("INSERT INTO marker VALUES ('stray')")
+            .execute(&mut **conn)
+            .await
+            .is_err(),
+        "a write ran"
+    );
+    assert!(
+        sqlx::query("CREATE TABLE stray (x int)")
+            .execute(&mut **conn)
+            .await
+            .is_err(),
+        "DDL ran"
+    );
+    assert!(schemas_holding(db, "stray").await.is_empty());
+    let public: Vec<String> = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT schema_name FROM public.marker", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(public, ["PUBLIC"]);
+}
+
+/// A sqlx connection held across `delete_tenant` is cut off after the grace period: the
+/// deletion does not wait for it forever, and it cannot reach `public` afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_held_across_a_deletion_reaches_nothing() {
+    let (db, tenancy, s, router) = setup("sx_del_", 1).await;
+    let mut held = router.connection_for_schema(&s[0]).await.unwrap();
+    assert_eq!(marker(&mut held).await.unwrap(), "sx_del_0");
+    tenancy.delete_tenant(&s[0], DropSchema::Yes).await.unwrap();
+    assert!(!schema_exists(&db, "sx_del_0").await);
+    reaches_nothing(&db, &mut held).await;
+    drop(held);
+    // A new checkout fails closed.
+    let err = router.connection_for_schema(&s[0]).await.unwrap_err();
+    assert!(err.is_schema_missing(), "{err}");
+}
+
+/// The same for a transaction held across the deletion, and for a deletion that keeps the
+/// schema: the held connection cannot go on using the deleted tenant's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_held_across_a_deletion_commits_nothing() {
+    let (db, tenancy, s, router) = setup("sx_delt_", 1).await;
+    let mut tx = router.begin_for(&s[0]).await.unwrap();
+    sqlx::query("INSERT INTO notes (body) VALUES ('held')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tenancy.delete_tenant(&s[0], DropSchema::No).await.unwrap();
+    assert!(schema_exists(&db, "sx_delt_0").await);
+    assert!(sqlx::query("INSERT INTO notes (body) VALUES ('after')")
+        .execute(&mut *tx)
+        .await
+        .is_err());
+    assert!(tx.commit().await.is_err());
+    let conn = db.pool().get().await.unwrap();
+    let landed: i64 = conn
+        .query_one("SELECT count(*) FROM sx_delt_0.notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(landed, 0);
+}
+
+/// A sqlx connection held across `rename_schema` reaches nothing afterwards (its path names
+/// a schema that no longer exists: unqualified names would fall through to `public`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_held_across_a_rename_reaches_nothing() {
+    let (db, tenancy, s, router) = setup("sx_ren_", 1).await;
+    let mut held = router.connection_for_schema(&s[0]).await.unwrap();
+    assert_eq!(marker(&mut held).await.unwrap(), "sx_ren_0");
+    let new = schema("sx_ren_new");
+    tenancy.rename_schema(&s[0], &new).await.unwrap();
+    reaches_nothing(&db, &mut held).await;
+    drop(held);
+    let mut conn = router.connection_for_schema(&new).await.unwrap();
+    assert_eq!(marker(&mut conn).await.unwrap(), "sx_ren_0");
+    let err = router.connection_for_schema(&s[0]).await.unwrap_err();
+    assert!(err.is_schema_missing(), "{err}");
+}
+
+/// A connection returned before the deletion is not cut off, and the deletion waits for
+/// none: it terminates nothing (the pool's connection lives on for other tenants).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_given_back_is_not_terminated() {
+    let (db, tenancy, s, router) = setup("sx_back_", 2).await;
+    let mut conn = router.connection_for_schema(&s[0]).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    tenancy.delete_tenant(&s[0], DropSchema::Yes).await.unwrap();
+    let alive: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(alive, 1, "the pooled connection was terminated");
+    let mut conn = router.connection_for_schema(&s[1]).await.unwrap();
+    assert_eq!(marker(&mut conn).await.unwrap(), "sx_back_1");
+}

@@ -1,0 +1,430 @@
+//! The checkout: the one place where a tenant becomes a connection.
+//!
+//! Whatever brought a tenant into scope — a resolver from the registry, a
+//! [`StaticResolver`](crate::StaticResolver) or [`SubdomainResolver`](crate::SubdomainResolver),
+//! [`Tenant::new`], [`scope::run_in_schema`](crate::scope::run_in_schema), a background job —
+//! its *state* is not taken from the [`Tenant`] value someone built. When the router has the
+//! registry's [`TenantStates`] (every router a [`Tenancy`](crate::Tenancy) makes does), the
+//! checkout reads the tenant's state from the registry (cached by schema name, and forgotten
+//! when the registry changes: at once in this process, within moments in every process
+//! listening for changes, and after the cache's
+//! [negative TTL](crate::CacheConfig::negative_ttl) otherwise):
+//!
+//! | the registry has | the `Tenant` value | the checkout |
+//! |---|---|---|
+//! | a row in a state that is not served | anything | [`Error::TenantNotServed`] with the registry's state |
+//! | a row, served | not served | [`Error::TenantNotServed`] with the value's state (the stricter one wins) |
+//! | a row, read-only | anything served | read-only: writes fail with [`Error::TenantReadOnly`] |
+//! | a row, active | read-only | read-only (the stricter one wins) |
+//! | a row with another id than the value's | from the registry (has an id) | [`Error::TenantGone`]: the tenant it was resolved to was deleted and the schema re-used |
+//! | no row | from the registry (has an id) | [`Error::SchemaMissing`]: its tenant was deleted or renamed since it was resolved |
+//! | no row | without an id (`Tenant::new`, a resolver that invents tenants) | served as the value says, if the schema exists ([`Error::SchemaMissing`] otherwise) |
+//!
+//! The shared `public` schema asked for by name ([`SchemaRouter::public`],
+//! [`SchemaRouter::connection_for_schema`] with `public`) is always served read and write; the public
+//! *tenant* in scope (the main site's requests) is checked like any other tenant.
+//!
+//! A router without the registry's states — [`SchemaRouter::new`] over a pool, with no
+//! [`SchemaRouterBuilder::tenant_states`] — has no states to read: it serves a tenant in the
+//! state its [`Tenant`] value carries (its application decides the states). Attach the
+//! states of the [`Tenancy`](crate::Tenancy) with
+//! [`Tenancy::tenant_states`](crate::Tenancy::tenant_states) when building such a router over
+//! the same database.
+//!
+//! Besides the state, the checkout takes the schema's gate (which deletion and rename honour),
+//! and the switch checks the schema's existence; see [`SchemaRouter`].
+//!
+//! # For drivers that hand out a raw connection
+//!
+//! A driver that cannot see the statements sent through the connections it hands out (sqlx
+//! hands out a `&mut PgConnection`) translates this protocol with [`DriverCheckout`]:
+//! [`DriverCheckout::begin`] reads the state as above and registers the checkout with the
+//! schema's gate for the connection's whole life; the driver switches (with the existence
+//! check, and `default_transaction_read_only` as [`DriverCheckout::read_only`] says) and
+//! tells it the connection's backend with [`DriverCheckout::attach_backend`]. A deletion or
+//! schema rename through [`Tenancy`](crate::Tenancy) in this process waits for such
+//! checkouts to end, for at most its grace period
+//! ([`TenancyBuilder::held_connection_grace`](crate::TenancyBuilder::held_connection_grace)),
+//! then terminates their backends (`pg_terminate_backend`): a connection held across a
+//! deletion can afterwards reach nothing, neither the dropped schema's name nor `public`.
+//!
+//! [`SchemaRouter`]: crate::SchemaRouter
+//! [`SchemaRouter::new`]: crate::SchemaRouter::new
+//! [`SchemaRouter::public`]: crate::SchemaRouter::public
+//! [`SchemaRouter::connection_for_schema`]: crate::SchemaRouter::connection_for_schema
+//! [`SchemaRouterBuilder::tenant_states`]: crate::SchemaRouterBuilder::tenant_states
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+use crate::resolve::CoherentCache;
+use crate::router::session::{self, NameRef};
+use crate::schema::SchemaName;
+use crate::tenant::{Tenant, TenantStatus};
+
+/// The tenants' states as the registry holds them, cached by schema name and kept coherent
+/// with the registry by the [`Tenancy`](crate::Tenancy) that made it (its changes, and those
+/// its change listener hears).
+///
+/// Cheap to clone. Get it from [`Tenancy::tenant_states`](crate::Tenancy::tenant_states);
+/// give it to a router built by hand with
+/// [`SchemaRouterBuilder::tenant_states`](crate::SchemaRouterBuilder::tenant_states).
+#[derive(Clone)]
+pub struct TenantStates {
+    by_schema: CoherentCache<SchemaName, Option<Tenant>>,
+    registry: Registry,
+}
+
+impl fmt::Debug for TenantStates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantStates")
+            .field("cached", &self.by_schema.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantStates {
+    pub(crate) fn new(
+        by_schema: CoherentCache<SchemaName, Option<Tenant>>,
+        registry: Registry,
+    ) -> Self {
+        Self {
+            by_schema,
+            registry,
+        }
+    }
+
+    /// The registered tenant living in `schema`, with its state; `None` when the registry
+    /// has no tenant there. A lookup that raced an invalidation of the schema is not cached.
+    pub async fn registered(&self, schema: &SchemaName) -> Result<Option<Tenant>> {
+        let registry = &self.registry;
+        self.by_schema
+            .get_or_try_insert_with(schema, || async move {
+                match registry.get(schema).await {
+                    Ok(record) => Ok(Some(record.tenant())),
+                    Err(Error::TenantNotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map(|(tenant, _)| tenant)
+            .map_err(|source| Error::Lookup {
+                key: schema.to_string(),
+                source,
+            })
+    }
+
+    /// The state `tenant` is served in, read from the registry (see the [module](self)):
+    /// [`TenantStatus::Active`] or [`TenantStatus::ReadOnly`], or the error that refuses it.
+    pub async fn admit(&self, tenant: &Tenant) -> Result<TenantStatus> {
+        let registered = self.registered(tenant.schema()).await?;
+        admit(tenant, Some(registered.as_ref()))
+    }
+}
+
+/// A driver's checkout of a tenant's schema (see the [module](self)): the state it is served
+/// in, and its registration with the schema's gate, held until it is dropped. Keep it beside
+/// the connection it was made for, and drop it with it.
+#[derive(Debug)]
+#[must_use = "the checkout is registered only while it lives"]
+pub struct DriverCheckout {
+    schema: SchemaName,
+    status: TenantStatus,
+    hold: Arc<Hold>,
+    _name: NameRef,
+}
+
+/// One driver checkout as deletions see it.
+#[derive(Debug, Default)]
+struct Hold {
+    state: Mutex<HoldState>,
+}
+
+#[derive(Debug, Default)]
+struct HoldState {
+    /// The backend process of the connection, once the driver attached it.
+    pid: Option<i32>,
+    /// A deletion or rename of the schema gave up waiting and terminated the backend (or
+    /// would have, had it been attached).
+    cut_off: bool,
+}
+
+/// The driver checkouts alive, by schema name; [`RELEASED`] is told when one ends.
+static HOLDS: LazyLock<Mutex<HashMap<SchemaName, Vec<Arc<Hold>>>>> =
+    LazyLock::new(Default::default);
+static RELEASED: LazyLock<Notify> = LazyLock::new(Notify::new);
+
+fn holds() -> std::sync::MutexGuard<'static, HashMap<SchemaName, Vec<Arc<Hold>>>> {
+    HOLDS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl DriverCheckout {
+    /// Admits `tenant` (its state read from `states`, the registry's, when given; from the
+    /// value otherwise, see the [module](self)) and registers the checkout with its schema's
+    /// gate: waits while a deletion or rename of the schema runs in this process
+    /// ([`Error::SchemaMissing`] if it does not end within 10 s). The shared `public` schema
+    /// asked for by name is admitted read and write: pass [`Tenant::public`] for it.
+    pub async fn begin(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Self> {
+        let status = match states {
+            Some(states) if !(tenant.is_public() && tenant.id().is_none()) => {
+                states.admit(tenant).await?
+            }
+            _ => admit(tenant, None)?,
+        };
+        let schema = tenant.schema().clone();
+        // Registered while the gate is held shared: a deletion that closes the gate after
+        // this finds the registration, one that closed it before has ended when this runs.
+        let (name, entered) = session::enter_name(&schema).await?;
+        let hold = Arc::new(Hold::default());
+        holds()
+            .entry(schema.clone())
+            .or_default()
+            .push(hold.clone());
+        drop(entered);
+        Ok(Self {
+            schema,
+            status,
+            hold,
+            _name: name,
+        })
+    }
+
+    /// The schema checked out.
+    #[must_use]
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    /// The state the tenant is served in: [`TenantStatus::Active`] or
+    /// [`TenantStatus::ReadOnly`].
+    #[must_use]
+    pub fn status(&self) -> TenantStatus {
+        self.status
+    }
+
+    /// Whether the session must be made read-only (`default_transaction_read_only`).
+    #[must_use]
+    pub fn read_only(&self) -> bool {
+        self.status == TenantStatus::ReadOnly
+    }
+
+    /// The statements a driver sends first on the connection, before its existence check, in
+    /// the same message: `SET search_path TO <path>` and `default_transaction_read_only` as
+    /// the state says (always set, so a read-only session never reaches the next tenant).
+    /// `path` is the search path, e.g. `"acme", public`, built from validated, quoted names.
+    #[must_use]
+    pub fn session_settings(&self, path: &str) -> String {
+        format!(
+            "SET search_path TO {path}; SET default_transaction_read_only TO {}",
+            if self.read_only() { "on" } else { "off" }
+        )
+    }
+
+    /// Records the backend process (`pg_backend_pid()`) of the connection switched for this
+    /// checkout, so a deletion that gives up waiting can terminate it.
+    /// [`Error::SchemaMissing`] when a deletion or rename of the schema has already cut this
+    /// checkout off: close the connection, it may be on a path whose schema is gone.
+    pub fn attach_backend(&self, pid: i32) -> Result<()> {
+        let mut state = self
+            .hold
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if state.cut_off {
+            return Err(Error::SchemaMissing {
+                schema: self.schema.clone(),
+            });
+        }
+        state.pid = Some(pid);
+        Ok(())
+    }
+
+    /// Whether a deletion or rename of the schema cut this checkout off (its backend was
+    /// terminated).
+    #[must_use]
+    pub fn is_cut_off(&self) -> bool {
+        self.hold
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cut_off
+    }
+}
+
+impl Drop for DriverCheckout {
+    fn drop(&mut self) {
+        let mut holds = holds();
+        if let Some(list) = holds.get_mut(&self.schema) {
+            list.retain(|h| !Arc::ptr_eq(h, &self.hold));
+            if list.is_empty() {
+                holds.remove(&self.schema);
+            }
+        }
+        drop(holds);
+        RELEASED.notify_waiters();
+    }
+}
+
+/// For a deletion or rename of `schema` that holds its gate closed: waits until no driver
+/// checkout of it is alive, for at most `grace`; then cuts the remaining ones off and
+/// terminates their backends through `conn` (a connection to the schema's database; only
+/// backends connected to that database), waiting (up to 5 s each) until they have exited.
+/// Returns how many backends it terminated.
+pub(crate) async fn cut_off_drivers(
+    schema: &SchemaName,
+    grace: Duration,
+    conn: &tokio_postgres::Client,
+) -> Result<usize> {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let released = RELEASED.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if !holds().contains_key(schema) {
+            return Ok(0);
+        }
+        if tokio::time::timeout_at(deadline, released).await.is_err() {
+            break;
+        }
+    }
+    let pids: Vec<i32> = holds()
+        .get(schema)
+        .map(|list| {
+            list.iter()
+                .filter_map(|hold| {
+                    let mut state = hold.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    state.cut_off = true;
+                    state.pid
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if pids.is_empty() {
+        return Ok(0);
+    }
+    tracing::warn!(%schema, backends = pids.len(), ?grace, "terminating connections still checked out for a schema being deleted or renamed");
+    conn.execute(
+        "SELECT pg_catalog.pg_terminate_backend(a.pid, 5000) FROM pg_catalog.pg_stat_activity a \
+         WHERE a.pid = ANY($1::int4[]) AND a.datname = pg_catalog.current_database()",
+        &[&pids],
+    )
+    .await
+    .map_err(|e| Error::db("terminating connections held for the schema", schema, e))?;
+    Ok(pids.len())
+}
+
+/// The state `asked` is served in, given what the registry has in its schema
+/// (`registered`: `None` when there are no states to read, `Some(None)` when the registry has
+/// no tenant there). See the [module](self).
+pub(crate) fn admit(asked: &Tenant, registered: Option<Option<&Tenant>>) -> Result<TenantStatus> {
+    let schema = asked.schema();
+    let registry_status = match registered {
+        None => None,
+        Some(None) => {
+            if asked.id().is_some() {
+                // Resolved from the registry, which no longer has a tenant there.
+                return Err(Error::SchemaMissing {
+                    schema: schema.clone(),
+                });
+            }
+            None
+        }
+        Some(Some(row)) => {
+            if let Some(id) = asked.id() {
+                if row.id() != Some(id) {
+                    return Err(Error::TenantGone {
+                        id,
+                        schema: schema.clone(),
+                    });
+                }
+            }
+            Some(row.status())
+        }
+    };
+    let not_served = |status: TenantStatus| Error::TenantNotServed {
+        schema: schema.clone(),
+        status,
+    };
+    if let Some(status) = registry_status {
+        if !status.is_served() {
+            return Err(not_served(status));
+        }
+    }
+    if !asked.status().is_served() {
+        return Err(not_served(asked.status()));
+    }
+    if registry_status == Some(TenantStatus::ReadOnly) || asked.status() == TenantStatus::ReadOnly {
+        Ok(TenantStatus::ReadOnly)
+    } else {
+        Ok(TenantStatus::Active)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn tenant(status: TenantStatus) -> Tenant {
+        Tenant::new(SchemaName::new("acme").unwrap()).with_status(status)
+    }
+
+    #[test]
+    fn the_stricter_state_wins_and_the_registry_decides_first() {
+        use TenantStatus::*;
+        for registry in TenantStatus::ALL {
+            for value in TenantStatus::ALL {
+                let row = tenant(registry).with_id(1);
+                let got = admit(&tenant(value), Some(Some(&row)));
+                match (registry.is_served(), value.is_served()) {
+                    (false, _) => assert!(
+                        matches!(got, Err(Error::TenantNotServed { status, .. }) if status == registry)
+                    ),
+                    (true, false) => assert!(
+                        matches!(got, Err(Error::TenantNotServed { status, .. }) if status == value)
+                    ),
+                    (true, true) => {
+                        let expected = if registry == ReadOnly || value == ReadOnly {
+                            ReadOnly
+                        } else {
+                            Active
+                        };
+                        assert_eq!(got.unwrap(), expected);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_registered_tenant_whose_row_is_gone_or_replaced_is_refused() {
+        let resolved = tenant(TenantStatus::Active).with_id(7);
+        assert!(matches!(
+            admit(&resolved, Some(None)),
+            Err(Error::SchemaMissing { .. })
+        ));
+        let recreated = tenant(TenantStatus::Active).with_id(8);
+        assert!(matches!(
+            admit(&resolved, Some(Some(&recreated))),
+            Err(Error::TenantGone { id: 7, .. })
+        ));
+        // Unregistered, without an id: as the value says.
+        assert_eq!(
+            admit(&tenant(TenantStatus::Active), Some(None)).unwrap(),
+            TenantStatus::Active
+        );
+        // No states to read: as the value says.
+        assert!(admit(&tenant(TenantStatus::Suspended), None).is_err());
+        assert_eq!(
+            admit(&tenant(TenantStatus::ReadOnly).with_id(7), None).unwrap(),
+            TenantStatus::ReadOnly
+        );
+    }
+}

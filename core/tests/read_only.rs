@@ -1,0 +1,197 @@
+//! Read-only holds however the transaction is split: through a read-only tenant's
+//! `ConnectionScope` and `TenantTransaction`, in both search-path modes, each spelling that
+//! could make a transaction writable — alone, followed by a write in the same call, or spread
+//! over several calls — commits nothing, and the SQL that could is refused with
+//! `Error::TenantReadOnly` before it is sent.
+
+#![allow(clippy::unwrap_used)]
+
+use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::testing::TestDatabase;
+use tenant_schemas::{scope, Error, SchemaName, SearchPathMode, Tenancy, TenantStatus};
+
+const WRITE: &str = "INSERT INTO notes (body) VALUES ('escaped')";
+
+/// A read-only tenant (its state in the registry) over a one-connection pool, so whatever
+/// one call leaves on the session the next call finds.
+async fn read_only_tenant(mode: SearchPathMode) -> (TestDatabase, Tenancy, SchemaName) {
+    let (db, tenancy, s, _pool) = marked_over_public("ro_esc_", 1, 1, mode).await;
+    let s = s[0].clone();
+    tenancy
+        .set_status(&s, TenantStatus::ReadOnly)
+        .await
+        .unwrap();
+    (db, tenancy, s)
+}
+
+async fn escaped_rows(tenancy: &Tenancy, s: &SchemaName) -> i64 {
+    tenancy
+        .router()
+        .connection_for_schema(s)
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM notes WHERE body = 'escaped'", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn refused(outcome: &Result<(), Error>, step: &str) {
+    assert!(
+        matches!(outcome, Err(Error::TenantReadOnly { .. })),
+        "`{step}` was not refused as read-only: {outcome:?}"
+    );
+    if let Err(e) = outcome {
+        assert_eq!(e.status(), 403, "{e}");
+    }
+}
+
+/// Runs `escape` (the SQL that would make the transaction writable) through the tenant's
+/// scope, then a write and a `COMMIT` in later calls on the same connection, each through
+/// `batch_execute`, `execute` and within one call together with the write: the escape is
+/// refused, and no row lands.
+async fn through_the_scope(mode: SearchPathMode, escape: &str) {
+    let (_db, tenancy, s) = read_only_tenant(mode).await;
+    scope::run_in_schema(s.clone(), async {
+        // Spread over several calls on one checkout.
+        let db = tenancy.connection().await.unwrap();
+        refused(&db.batch_execute(escape).await, escape);
+        let _ = db.execute(WRITE, &[]).await;
+        let _ = db.batch_execute("COMMIT").await;
+        drop(db);
+        // The same, through the extended protocol.
+        let db = tenancy.connection().await.unwrap();
+        if !escape.contains(';') {
+            refused(&db.execute(escape, &[]).await.map(|_| ()), escape);
+            refused(&db.prepare(escape).await.map(|_| ()), escape);
+        }
+        let _ = db.execute(WRITE, &[]).await;
+        let _ = db.batch_execute("COMMIT").await;
+        drop(db);
+        // In one call with the write.
+        let db = tenancy.connection().await.unwrap();
+        let one_call = format!("{escape}; {WRITE}; COMMIT");
+        refused(&db.batch_execute(&one_call).await, &one_call);
+        refused(&db.simple_query(&one_call).await.map(|_| ()), &one_call);
+        // Each checkout is fresh: a write alone still fails.
+        let err = db.execute(WRITE, &[]).await.unwrap_err();
+        assert!(matches!(err, Error::TenantReadOnly { .. }), "{err}");
+    })
+    .await;
+    assert_eq!(
+        escaped_rows(&tenancy, &s).await,
+        0,
+        "`{escape}` let a write through"
+    );
+}
+
+/// The same through a `TenantTransaction`: the escape is refused, a write then fails, and
+/// committing commits nothing.
+async fn through_a_transaction(mode: SearchPathMode, escape: &str) {
+    let (_db, tenancy, s) = read_only_tenant(mode).await;
+    let mut db = tenancy.router().connection_for_schema(&s).await.unwrap();
+    let tx = db.transaction().await.unwrap();
+    refused(&tx.batch_execute(escape).await, escape);
+    if !escape.contains(';') {
+        refused(&tx.execute(escape, &[]).await.map(|_| ()), escape);
+        refused(&tx.prepare(escape).await.map(|_| ()), escape);
+    }
+    let err = tx.execute(WRITE, &[]).await.unwrap_err();
+    assert!(matches!(err, Error::TenantReadOnly { .. }), "{err}");
+    let _ = tx.commit().await;
+    drop(db);
+    assert_eq!(
+        escaped_rows(&tenancy, &s).await,
+        0,
+        "`{escape}` let a write through"
+    );
+}
+
+macro_rules! spelling {
+    ($name:ident, $sql:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn scope_in_session_mode() {
+                through_the_scope(SearchPathMode::Session, $sql).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn scope_in_transaction_mode() {
+                through_the_scope(SearchPathMode::Transaction, $sql).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn transaction_in_session_mode() {
+                through_a_transaction(SearchPathMode::Session, $sql).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn transaction_in_transaction_mode() {
+                through_a_transaction(SearchPathMode::Transaction, $sql).await;
+            }
+        }
+    };
+}
+
+spelling!(begin_read_write, "BEGIN READ WRITE");
+spelling!(
+    begin_then_set_transaction,
+    "BEGIN; SET TRANSACTION READ WRITE"
+);
+spelling!(start_transaction_read_write, "START TRANSACTION READ WRITE");
+spelling!(
+    start_then_set_transaction,
+    "START TRANSACTION; SET TRANSACTION READ WRITE"
+);
+spelling!(set_transaction_read_write, "SET TRANSACTION READ WRITE");
+spelling!(
+    set_session_characteristics,
+    "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"
+);
+spelling!(
+    set_transaction_read_only_off,
+    "SET transaction_read_only = off"
+);
+spelling!(
+    set_local_quoted_transaction_read_only,
+    "SET LOCAL \"transaction_read_only\" TO off"
+);
+spelling!(
+    set_default_transaction_read_only_off,
+    "SET default_transaction_read_only = off"
+);
+spelling!(
+    set_config_transaction_read_only,
+    "SELECT set_config('transaction_read_only', 'off', false)"
+);
+spelling!(
+    set_config_default_transaction_read_only,
+    "SELECT pg_catalog.set_config('default_transaction_read_only', 'off', false)"
+);
+spelling!(reset_transaction_read_only, "RESET transaction_read_only");
+spelling!(
+    reset_default_transaction_read_only,
+    "RESET default_transaction_read_only"
+);
+spelling!(
+    do_block_that_commits,
+    "DO $$ BEGIN SET default_transaction_read_only = off; COMMIT; \
+     INSERT INTO notes (body) VALUES ('escaped'); END $$"
+);
+spelling!(
+    unicode_escaped_name,
+    "SET U&\"transaction\\005fread_only\" = off"
+);
+
+/// The raw client of a read-only tenant's scope is refused: what runs on it is out of sight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_client_of_a_read_only_tenant_is_refused() {
+    let (_db, tenancy, s) = read_only_tenant(SearchPathMode::Session).await;
+    let db = tenancy.router().connection_for_schema(&s).await.unwrap();
+    let err = db.client().await.unwrap_err();
+    assert!(matches!(err, Error::TenantReadOnly { .. }), "{err}");
+    // Reads go on.
+    assert_eq!(marker_of(&db).await, "ro_esc_0");
+}

@@ -1,0 +1,393 @@
+//! The checkout scenario, the same for every door into a tenant: the core's router in session
+//! and transaction mode, `tenant-schemas-sqlx` in session mode and in transaction mode behind
+//! a real PgBouncer. Each door gets the registry's tenant states (the `Tenancy`'s own router,
+//! or `tenant_states` for sqlx) and must:
+//!
+//! - serve the five states as the registry says, whatever `Tenant` value is in scope;
+//! - refuse the careless ways of writing for a read-only tenant (a transaction begun the
+//!   driver's way, a write, a commit) and commit nothing;
+//! - leave a connection held across `delete_tenant` and `rename_schema` able to reach
+//!   nothing: reads, writes and an unqualified `CREATE TABLE` fail, and `public` (which has
+//!   a `marker` table of its own) gains nothing.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::Connection;
+use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::testing::{TestCluster, TestDatabase, TestPgBouncer};
+use tenant_schemas::{
+    scope, ConnectionScope, DropSchema, SchemaName, SearchPathMode, Tenancy, Tenant, TenantStatus,
+};
+use tenant_schemas_sqlx::{SqlxConnection, SqlxRouter, SqlxTransaction};
+
+/// How a door refused, in the scenario's terms.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    NotServed(TenantStatus),
+    ReadOnly,
+    /// Anything else (a missing schema, a terminated connection …): the statement did not
+    /// run.
+    Other(String),
+}
+
+fn core_refusal(e: &tenant_schemas::Error) -> Refusal {
+    match e {
+        tenant_schemas::Error::TenantNotServed { status, .. } => Refusal::NotServed(*status),
+        tenant_schemas::Error::TenantReadOnly { .. } => Refusal::ReadOnly,
+        other => Refusal::Other(other.to_string()),
+    }
+}
+
+fn sqlx_refusal(e: &tenant_schemas_sqlx::Error) -> Refusal {
+    match e {
+        tenant_schemas_sqlx::Error::TenantNotServed { status, .. } => Refusal::NotServed(*status),
+        tenant_schemas_sqlx::Error::TenantReadOnly { .. } => Refusal::ReadOnly,
+        other => Refusal::Other(other.to_string()),
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(|e| query_refusal(s, e))`
+fn query_refusal(schema: &SchemaName, e: sqlx::Error) -> Refusal {
+    let is_read_only =
+        matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("25006"));
+    if is_read_only {
+        Refusal::ReadOnly
+    } else {
+        Refusal::Other(format!("{schema}: {e}"))
+    }
+}
+
+/// A door into tenants.
+#[derive(Clone)]
+enum Door {
+    Core(Tenancy),
+    Sqlx(SqlxRouter),
+}
+
+/// A connection a door handed out and someone holds.
+#[allow(clippy::large_enum_variant)] // a test's few values
+enum Held {
+    Core(ConnectionScope),
+    SqlxSession(SqlxConnection),
+    SqlxTransaction(SqlxTransaction),
+}
+
+const READ: &str = "SELECT schema_name FROM marker";
+const WRITE: &str = "INSERT INTO notes (body) VALUES ('door')";
+
+impl Door {
+    fn sqlx_session(router: &SqlxRouter) -> bool {
+        router.mode() == SearchPathMode::Session
+    }
+
+    /// A connection for `tenant` (a value as careless code builds it), checked out in its
+    /// scope.
+    async fn hold(&self, tenant: Tenant) -> Result<Held, Refusal> {
+        match self {
+            Self::Core(tenancy) => scope::run(tenant, tenancy.connection())
+                .await
+                .map(Held::Core)
+                .map_err(|e| core_refusal(&e)),
+            Self::Sqlx(router) if Self::sqlx_session(router) => {
+                scope::run(tenant, router.connection())
+                    .await
+                    .map(Held::SqlxSession)
+                    .map_err(|e| sqlx_refusal(&e))
+            }
+            Self::Sqlx(router) => scope::run(tenant, router.begin())
+                .await
+                .map(Held::SqlxTransaction)
+                .map_err(|e| sqlx_refusal(&e)),
+        }
+    }
+
+    async fn read(&self, schema: &SchemaName) -> Result<String, Refusal> {
+        self.hold(Tenant::new(schema.clone()))
+            .await?
+            .read(schema)
+            .await
+    }
+
+    async fn write(&self, schema: &SchemaName) -> Result<(), Refusal> {
+        let mut held = self.hold(Tenant::new(schema.clone())).await?;
+        held.run(schema, WRITE).await?;
+        held.finish().await;
+        Ok(())
+    }
+
+    /// A read-only tenant's careless write: a transaction begun the driver's way, a write
+    /// and a commit, each its own call.
+    async fn write_in_a_transaction(&self, schema: &SchemaName) -> Result<(), Refusal> {
+        match self {
+            Self::Core(tenancy) => {
+                let mut db = tenancy
+                    .router()
+                    .connection_for_tenant(&Tenant::new(schema.clone()))
+                    .await
+                    .map_err(|e| core_refusal(&e))?;
+                // The stray-BEGIN spelling first: refused before it is sent.
+                let begun = db.batch_execute("BEGIN READ WRITE").await;
+                let _ = db.execute(WRITE, &[]).await;
+                let _ = db.batch_execute("COMMIT").await;
+                begun.map_err(|e| core_refusal(&e))?;
+                let tx = db.transaction().await.map_err(|e| core_refusal(&e))?;
+                tx.execute(WRITE, &[]).await.map_err(|e| core_refusal(&e))?;
+                tx.commit().await.map_err(|e| core_refusal(&e))
+            }
+            Self::Sqlx(router) if Self::sqlx_session(router) => {
+                let mut conn = router
+                    .connection_for_schema(schema)
+                    .await
+                    .map_err(|e| sqlx_refusal(&e))?;
+                let mut tx = conn.begin().await.map_err(|e| query_refusal(schema, e))?;
+                sqlx::query(WRITE)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| query_refusal(schema, e))?;
+                tx.commit().await.map_err(|e| query_refusal(schema, e))
+            }
+            Self::Sqlx(router) => {
+                let mut tx = router
+                    .begin_for(schema)
+                    .await
+                    .map_err(|e| sqlx_refusal(&e))?;
+                sqlx::query(WRITE)
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| query_refusal(schema, e))?;
+                tx.commit().await.map_err(|e| sqlx_refusal(&e))
+            }
+        }
+    }
+}
+
+impl Held {
+    async fn read(self, schema: &SchemaName) -> Result<String, Refusal> {
+        let mut held = self;
+        held.read_mut(schema).await
+    }
+
+    async fn read_mut(&mut self, schema: &SchemaName) -> Result<String, Refusal> {
+        match self {
+            Self::Core(db) => db
+                .query_one(READ, &[])
+                .await
+                .map(|r| r.get(0))
+                .map_err(|e| core_refusal(&e)),
+            Self::SqlxSession(conn) => sqlx::query_scalar(READ)
+                .fetch_one(&mut **conn)
+                .await
+                .map_err(|e| query_refusal(schema, e)),
+            Self::SqlxTransaction(tx) => sqlx::query_scalar(READ)
+                .persistent(false)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(|e| query_refusal(schema, e)),
+        }
+    }
+
+    async fn run(&mut self, schema: &SchemaName, sql: &str) -> Result<(), Refusal> {
+        match self {
+            Self::Core(db) => db
+                .execute(sql, &[])
+                .await
+                .map(|_| ())
+                .map_err(|e| core_refusal(&e)),
+            Self::SqlxSession(conn) => sqlx::query(sql)
+                .execute(&mut **conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| query_refusal(schema, e)),
+            Self::SqlxTransaction(tx) => sqlx::query(sql)
+                .persistent(false)
+                .execute(&mut **tx)
+                .await
+                .map(|_| ())
+                .map_err(|e| query_refusal(schema, e)),
+        }
+    }
+
+    async fn finish(self) {
+        if let Self::SqlxTransaction(tx) = self {
+            let _ = tx.commit().await;
+        }
+    }
+}
+
+/// The scenario's database: tenants `<prefix>0..2` (the first is put through the states,
+/// deleted and renamed), `public.marker`, and a `Tenancy` whose deletions give held driver
+/// connections a short grace.
+async fn setup(prefix: &str) -> (TestDatabase, Tenancy, Vec<SchemaName>) {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(4).unwrap())
+        .migrations(marker_and_notes())
+        .held_connection_grace(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let schemas = marked_tenants(&tenancy, prefix, 3).await;
+    plant_public_marker(db.pool()).await;
+    (db, tenancy, schemas)
+}
+
+async fn notes(db: &TestDatabase, schema: &SchemaName) -> i64 {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.notes WHERE body = 'door'",
+                schema.quoted()
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn public_is_untouched(db: &TestDatabase) {
+    assert!(schemas_holding(db, "stray").await.is_empty(), "DDL landed");
+    let public: Vec<String> = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT schema_name FROM public.marker", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(public, ["PUBLIC"], "a write landed in public");
+}
+
+/// A held connection after its schema was deleted or renamed: its read, its write and an
+/// unqualified `CREATE TABLE` are refused.
+async fn held_reaches_nothing(held: &mut Held, schema: &SchemaName, label: &str) {
+    let read = held.read_mut(schema).await;
+    assert!(read.is_err(), "{label}: a held connection read {read:?}");
+    let write = held
+        .run(schema, "INSERT INTO marker VALUES ('stray')")
+        .await;
+    assert!(write.is_err(), "{label}: a held connection wrote");
+    let ddl = held.run(schema, "CREATE TABLE stray (x int)").await;
+    assert!(ddl.is_err(), "{label}: a held connection ran DDL");
+}
+
+async fn run(door: Door, db: &TestDatabase, tenancy: &Tenancy, s: &[SchemaName]) {
+    // The five states, whatever value is in scope.
+    for status in TenantStatus::ALL {
+        tenancy.set_status(&s[0], status).await.unwrap();
+        let read = door.read(&s[0]).await;
+        let write = door.write(&s[0]).await;
+        match status {
+            TenantStatus::Active => {
+                assert_eq!(read.unwrap(), s[0].as_str());
+                write.unwrap();
+            }
+            TenantStatus::ReadOnly => {
+                assert_eq!(read.unwrap(), s[0].as_str());
+                assert_eq!(write.unwrap_err(), Refusal::ReadOnly);
+                let careless = door.write_in_a_transaction(&s[0]).await;
+                assert_eq!(careless.unwrap_err(), Refusal::ReadOnly, "{status}");
+            }
+            _ => {
+                assert_eq!(read.unwrap_err(), Refusal::NotServed(status));
+                assert_eq!(write.unwrap_err(), Refusal::NotServed(status));
+            }
+        }
+    }
+    assert_eq!(
+        notes(db, &s[0]).await,
+        1,
+        "only the write made while active"
+    );
+    tenancy
+        .set_status(&s[0], TenantStatus::Active)
+        .await
+        .unwrap();
+
+    // Deletion with a held connection.
+    let mut held = door.hold(Tenant::new(s[0].clone())).await.unwrap();
+    assert_eq!(held.read_mut(&s[0]).await.unwrap(), s[0].as_str());
+    tenancy.delete_tenant(&s[0], DropSchema::Yes).await.unwrap();
+    held_reaches_nothing(&mut held, &s[0], "deleted").await;
+    drop(held);
+    assert!(door.read(&s[0]).await.is_err());
+    public_is_untouched(db).await;
+
+    // Rename with a held connection.
+    let new = schema(&format!("{}_renamed", s[1]));
+    let mut held = door.hold(Tenant::new(s[1].clone())).await.unwrap();
+    assert_eq!(held.read_mut(&s[1]).await.unwrap(), s[1].as_str());
+    tenancy.rename_schema(&s[1], &new).await.unwrap();
+    held_reaches_nothing(&mut held, &s[1], "renamed").await;
+    drop(held);
+    assert_eq!(door.read(&new).await.unwrap(), s[1].as_str());
+    assert!(door.read(&s[1]).await.is_err());
+    public_is_untouched(db).await;
+
+    // The untouched tenant is served throughout.
+    assert_eq!(door.read(&s[2]).await.unwrap(), s[2].as_str());
+}
+
+async fn core_door(mode: SearchPathMode, prefix: &str) {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(4).unwrap())
+        .migrations(marker_and_notes())
+        .search_path_mode(mode)
+        .held_connection_grace(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let schemas = marked_tenants(&tenancy, prefix, 3).await;
+    plant_public_marker(db.pool()).await;
+    run(Door::Core(tenancy.clone()), &db, &tenancy, &schemas).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_door_core_session_mode() {
+    core_door(SearchPathMode::Session, "door_cs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_door_core_transaction_mode() {
+    core_door(SearchPathMode::Transaction, "door_ct").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_door_sqlx_session_mode() {
+    let (db, tenancy, schemas) = setup("door_ss").await;
+    let pool = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    run(Door::Sqlx(router), &db, &tenancy, &schemas).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_door_sqlx_behind_pgbouncer() {
+    let (db, tenancy, schemas) = setup("door_sb").await;
+    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 3).unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(
+            tenant_schemas_sqlx::connect_options(&bouncer.config(db.name()))
+                .statement_cache_capacity(0),
+        )
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .mode(SearchPathMode::Transaction)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    run(Door::Sqlx(router), &db, &tenancy, &schemas).await;
+}

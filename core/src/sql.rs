@@ -40,6 +40,18 @@ pub(crate) struct Effects {
 }
 
 impl Effects {
+    /// What either reading may do.
+    fn or(self, other: Self) -> Self {
+        Self {
+            session: self.session || other.session,
+            transaction_control: self.transaction_control || other.transaction_control,
+            drops_prepared: self.drops_prepared || other.drops_prepared,
+            session_objects: self.session_objects || other.session_objects,
+            escapes_read_only: self.escapes_read_only || other.escapes_read_only,
+            sets: self.sets || other.sets,
+        }
+    }
+
     fn add_leading(&mut self, first: &str, second: &str) {
         let is = |word: &str| first.eq_ignore_ascii_case(word);
         if [
@@ -79,7 +91,24 @@ impl Effects {
 }
 
 /// Reads `sql` (one statement or several separated by `;`) and says what it may do.
+///
+/// A backslash in a plain string (`'…'`) is an ordinary character only while
+/// `standard_conforming_strings` is on. Anyone can turn it off (`SET`, a role's or
+/// database's setting), and then `\'` does not end the string: the same text splits into
+/// other statements. So text with a backslash is read both ways, and what either reading
+/// may do is what it may do.
 pub(crate) fn effects(sql: &str) -> Effects {
+    let conforming = effects_reading(sql, false);
+    if sql.as_bytes().contains(&b'\\') {
+        conforming.or(effects_reading(sql, true))
+    } else {
+        conforming
+    }
+}
+
+/// [`effects`] for one reading of plain strings: with `backslash_escapes`, as PostgreSQL
+/// reads them when `standard_conforming_strings` is off.
+fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
     let mut effects = Effects::default();
     let bytes = sql.as_bytes();
     let mut i = 0;
@@ -105,9 +134,9 @@ pub(crate) fn effects(sql: &str) -> Effects {
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
             // A plain string: with standard_conforming_strings (the default since
-            // PostgreSQL 9.1) a backslash is an ordinary character; `E'…'` is handled with
-            // the words below.
-            b'\'' => i = skip_quoted(bytes, i, b'\'', false),
+            // PostgreSQL 9.1) a backslash is an ordinary character, without it an escape
+            // (see `effects`); `E'…'` is handled with the words below.
+            b'\'' => i = skip_quoted(bytes, i, b'\'', backslash_escapes),
             b'"' => {
                 let end = skip_quoted(bytes, i, b'"', false);
                 // A quoted identifier can name a function too: `"set_config"(…)`.
@@ -444,6 +473,22 @@ mod tests {
         ] {
             assert!(!effects(sql).escapes_read_only, "{sql}");
         }
+    }
+
+    #[test]
+    fn text_read_without_standard_conforming_strings_hides_nothing() {
+        // With standard_conforming_strings off, `'a\''` is the string `a'` and the rest runs.
+        let hidden = r"SELECT 'a\''; SET search_path TO public; SELECT '1'";
+        assert!(session(hidden), "{hidden}");
+        let commit =
+            r"SELECT 'a\''; COMMIT; BEGIN READ WRITE; INSERT INTO t VALUES (1); COMMIT; SELECT '1'";
+        let e = effects(commit);
+        assert!(e.transaction_control && e.escapes_read_only, "{commit}");
+        // Read as PostgreSQL does with the setting on, nothing is hidden either way.
+        assert_eq!(
+            effects(r"SELECT 'C:\dir\' AS path; SELECT 2"),
+            Effects::default()
+        );
     }
 
     #[test]

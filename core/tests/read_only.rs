@@ -185,6 +185,40 @@ spelling!(
     "SET U&\"transaction\\005fread_only\" = off"
 );
 
+/// `SET standard_conforming_strings = off` (harmless in itself, so not refused) makes
+/// PostgreSQL read `\'` in a plain string as an escaped quote: in a later call `'a\''` ends
+/// the string for PostgreSQL, while the lexer reads on through a `COMMIT`, a
+/// `BEGIN READ WRITE`, a write and a `COMMIT`. The escape must be refused and nothing
+/// committed, in both search-path modes.
+async fn backslash_escapes_hide_nothing(mode: SearchPathMode) {
+    let (_db, tenancy, s) = read_only_tenant(mode).await;
+    let db = tenancy.router().connection_for_schema(&s).await.unwrap();
+    db.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let hidden = format!(
+        r"SELECT 'a\''; COMMIT; BEGIN READ WRITE; INSERT INTO {s}.notes (body) VALUES ($$escaped$$); COMMIT; SELECT '1'"
+    );
+    let outcome = db.batch_execute(&hidden).await;
+    drop(db);
+    assert_eq!(
+        escaped_rows(&tenancy, &s).await,
+        0,
+        "a write hidden by backslash escapes committed ({outcome:?})"
+    );
+    refused(&outcome, &hidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_escapes_hide_no_write_in_session_mode() {
+    backslash_escapes_hide_nothing(SearchPathMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_escapes_hide_no_write_in_transaction_mode() {
+    backslash_escapes_hide_nothing(SearchPathMode::Transaction).await;
+}
+
 /// The raw client of a read-only tenant's scope is refused: what runs on it is out of sight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raw_client_of_a_read_only_tenant_is_refused() {

@@ -333,3 +333,87 @@ async fn jobs_go_through_the_same_checkout() {
         "{outcome:?}"
     );
 }
+
+/// A tenant the registry places on shard `b`, whose schema name also exists on the default
+/// database (there its earlier tenant was deleted keeping its schema, then the name was given
+/// to a tenant created on `b`). A door that brings the tenant into scope by name
+/// (`scope::run_in_schema`, `Tenant::new`, `connection_for_schema`) takes the value's
+/// database, the default one: the checkout must follow the registry's placement or refuse,
+/// never serve the kept schema on the wrong database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_reached_by_name_is_not_served_from_another_database() {
+    let (_a, _b, tenancy) = two_databases().await;
+    let s = schema("placed_0");
+    let write_marker = |tenant: Tenant, value: &'static str| {
+        let tenancy = tenancy.clone();
+        async move {
+            tenancy
+                .router()
+                .connection_for_tenant(&tenant)
+                .await
+                .unwrap()
+                .execute("INSERT INTO marker VALUES ($1)", &[&value])
+                .await
+                .unwrap();
+        }
+    };
+    let old = tenancy
+        .create_tenant(NewTenant::new(s.clone()))
+        .await
+        .unwrap();
+    write_marker(old.tenant(), "KEPT ON THE DEFAULT DATABASE").await;
+    tenancy.delete_tenant(&s, DropSchema::No).await.unwrap();
+    let placed = tenancy
+        .create_tenant(NewTenant::new(s.clone()).shard("b"))
+        .await
+        .unwrap();
+    write_marker(placed.tenant(), "placed_0").await;
+
+    let read = |db: tenant_schemas::ConnectionScope| async move {
+        db.query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+    };
+    let mut doors: Vec<(&str, Result<String, Error>)> = Vec::new();
+    doors.push((
+        "scope::run_in_schema",
+        scope::run_in_schema(s.clone(), async { read(tenancy.connection().await?).await }).await,
+    ));
+    doors.push((
+        "connection_for_tenant(Tenant::new)",
+        async {
+            read(
+                tenancy
+                    .router()
+                    .connection_for_tenant(&Tenant::new(s.clone()))
+                    .await?,
+            )
+            .await
+        }
+        .await,
+    ));
+    doors.push((
+        "connection_for_schema",
+        async { read(tenancy.router().connection_for_schema(&s).await?).await }.await,
+    ));
+    let served: Vec<_> = doors
+        .iter()
+        .filter(|(_, outcome)| !matches!(outcome, Ok(m) if m == "placed_0"))
+        .filter(|(_, outcome)| !matches!(outcome, Err(Error::SchemaMissing { .. })))
+        .collect();
+    assert!(
+        served.is_empty(),
+        "served from another database than the registry's: {served:?}"
+    );
+    // The registry's own value reaches its database.
+    let own = read(
+        tenancy
+            .router()
+            .connection_for_tenant(&placed.tenant())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(own, "placed_0");
+}

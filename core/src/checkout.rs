@@ -178,7 +178,13 @@ impl DriverCheckout {
             }
             _ => admit(tenant, None)?,
         };
-        let schema = tenant.schema().clone();
+        Self::register(tenant.schema().clone(), status).await
+    }
+
+    /// Registers a checkout of `schema`, admitted in `status`, with the schema's gate (see
+    /// [`begin`](Self::begin)); also for the core's own handles that cannot see what runs
+    /// on them (a [`ConnectionScope`](crate::ConnectionScope)'s raw client).
+    pub(crate) async fn register(schema: SchemaName, status: TenantStatus) -> Result<Self> {
         // Registered while the gate is held shared: a deletion that closes the gate after
         // this finds the registration, one that closed it before has ended when this runs.
         let (name, entered) = session::enter_name(&schema).await?;

@@ -417,3 +417,53 @@ async fn a_tenant_reached_by_name_is_not_served_from_another_database() {
     .unwrap();
     assert_eq!(own, "placed_0");
 }
+
+/// The raw client of a scope (`ConnectionScope::client`, for `copy_in`, `query_raw` …) is a
+/// door the library cannot hook, as sqlx's `PgConnection` is: held across
+/// `Tenancy::delete_tenant`, it must reach nothing afterwards — its session is still on
+/// `"<schema>", public`, and with the schema dropped PostgreSQL resolves every name in
+/// `public`. Reads, writes and DDL fail; `public` is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_client_held_across_a_deletion_reaches_nothing() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(2).unwrap())
+        .migrations(marker_and_notes())
+        .held_connection_grace(std::time::Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "rawheld_", 1).await.remove(0);
+    plant_public_marker(db.pool()).await;
+    let scope = tenancy.router().connection_for_schema(&s).await.unwrap();
+    let client = scope.client().await.unwrap();
+    let mine: String = client
+        .query_one("SELECT schema_name FROM marker", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mine, "rawheld_0");
+    tenancy.delete_tenant(&s, DropSchema::Yes).await.unwrap();
+    let read = client
+        .query_one("SELECT schema_name FROM marker", &[])
+        .await
+        .map(|r| r.get::<_, String>(0));
+    let write = client
+        .execute("INSERT INTO marker VALUES ('LEAKED')", &[])
+        .await;
+    let ddl = client.batch_execute("CREATE TABLE leaked (x int)").await;
+    drop(scope);
+    assert!(read.is_err(), "read after the deletion: {read:?}");
+    assert!(write.is_err(), "write after the deletion: {write:?}");
+    assert!(ddl.is_err(), "DDL after the deletion: {ddl:?}");
+    let public = db.pool().get().await.unwrap();
+    let leaked: i64 = public
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.marker WHERE schema_name = 'LEAKED') \
+             + (SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = 'leaked')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0, "rows or tables landed in public");
+}

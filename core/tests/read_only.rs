@@ -209,6 +209,39 @@ async fn backslash_escapes_hide_nothing(mode: SearchPathMode) {
     refused(&outcome, &hidden);
 }
 
+/// The same through a read-only tenant's `TenantTransaction`: a hidden `COMMIT` would end it,
+/// and what follows would begin a writable transaction of its own.
+async fn backslash_escapes_hide_nothing_in_a_transaction(mode: SearchPathMode) {
+    let (_db, tenancy, s) = read_only_tenant(mode).await;
+    let mut db = tenancy.router().connection_for_schema(&s).await.unwrap();
+    db.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let tx = db.transaction().await.unwrap();
+    let hidden = format!(
+        r"SELECT 'a\''; COMMIT; BEGIN READ WRITE; INSERT INTO {s}.notes (body) VALUES ($$escaped$$); COMMIT; SELECT '1'"
+    );
+    let outcome = tx.batch_execute(&hidden).await;
+    drop(tx);
+    drop(db);
+    assert_eq!(
+        escaped_rows(&tenancy, &s).await,
+        0,
+        "a write hidden by backslash escapes committed ({outcome:?})"
+    );
+    refused(&outcome, &hidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_escapes_hide_no_write_in_a_transaction() {
+    backslash_escapes_hide_nothing_in_a_transaction(SearchPathMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_escapes_hide_no_write_in_a_transaction_in_transaction_mode() {
+    backslash_escapes_hide_nothing_in_a_transaction(SearchPathMode::Transaction).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backslash_escapes_hide_no_write_in_session_mode() {
     backslash_escapes_hide_nothing(SearchPathMode::Session).await;

@@ -32,8 +32,10 @@ pub(crate) struct Effects {
     /// anew), `SET`/`RESET` of anything about transactions (`SET TRANSACTION READ WRITE`,
     /// `SET SESSION CHARACTERISTICS …`, `SET transaction_read_only …`, or a name spelt with
     /// `U&` escapes), and any mention of `transaction_read_only` /
-    /// `default_transaction_read_only` (`set_config(…)`, quoted or not). Such SQL is refused
-    /// for a read-only tenant before it is sent.
+    /// `default_transaction_read_only` (`set_config(…)`, quoted or not), the large-object
+    /// writers (`lo_from_bytea`, `lo_unlink` …, which PostgreSQL runs in a `READ ONLY`
+    /// transaction) and any `U&` escape (a name it spells cannot be read). Such SQL is
+    /// refused for a read-only tenant before it is sent.
     pub(crate) escapes_read_only: bool,
     /// A statement begins with `SET` or `RESET` (read by [`effects`] with the whole text).
     pub(crate) sets: bool,
@@ -143,6 +145,9 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 if contains_set_config(&sql[i..end]) {
                     effects.session = true;
                 }
+                if is_large_object_writer(sql[i + 1..end].trim_end_matches('"')) {
+                    effects.escapes_read_only = true;
+                }
                 i = end;
             }
             b'$' => match dollar_tag(bytes, i) {
@@ -181,6 +186,10 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                     // U&'…' and U&"…" spell characters as escapes (`\005f` for `_`): a
                     // function name cannot be read from them, so assume the worst.
                     effects.session = true;
+                    effects.escapes_read_only = true;
+                }
+                if is_large_object_writer(word) {
+                    effects.escapes_read_only = true;
                 }
                 if word.eq_ignore_ascii_case("set_config") {
                     effects.session = true;
@@ -235,6 +244,27 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
         effects.escapes_read_only = true;
     }
     effects
+}
+
+/// The server's large-object functions that write (`pg_largeobject`), which PostgreSQL runs
+/// even in a `READ ONLY` transaction.
+const LARGE_OBJECT_WRITERS: [&str; 10] = [
+    "lo_creat",
+    "lo_create",
+    "lo_import",
+    "lo_export",
+    "lo_unlink",
+    "lo_from_bytea",
+    "lo_put",
+    "lowrite",
+    "lo_truncate",
+    "lo_truncate64",
+];
+
+fn is_large_object_writer(name: &str) -> bool {
+    LARGE_OBJECT_WRITERS
+        .iter()
+        .any(|w| name.eq_ignore_ascii_case(w))
 }
 
 fn contains_set_config(text: &str) -> bool {
@@ -460,6 +490,10 @@ mod tests {
             "DO $$ BEGIN COMMIT; END $$",
             "CALL p()",
             "/* x */ begin; insert into t values (1); commit",
+            "SELECT lo_from_bytea(0, 'x')",
+            "SELECT pg_catalog.LO_UNLINK(1)",
+            "SELECT \"lo_put\"(1, 0, 'x')",
+            "SELECT U&\"lo\\005funlink\"(1)",
         ] {
             assert!(effects(sql).escapes_read_only, "{sql}");
         }
@@ -470,6 +504,7 @@ mod tests {
             "SET search_path TO x",
             "SET statement_timeout = 100",
             "SELECT 'transaction'",
+            "SELECT lo_get(1), loread(0, 1), lo_unlinked FROM t",
         ] {
             assert!(!effects(sql).escapes_read_only, "{sql}");
         }

@@ -262,3 +262,77 @@ async fn the_raw_client_of_a_read_only_tenant_is_refused() {
     // Reads go on.
     assert_eq!(marker_of(&db).await, "ro_esc_0");
 }
+
+/// PostgreSQL lets a `READ ONLY` transaction write large objects (`pg_largeobject`): a
+/// read-only tenant calling a large-object writer commits a write, through the scope and a
+/// `TenantTransaction`, in both modes. Each spelling is refused, and no large object lands.
+async fn large_object_writers_write_nothing(mode: SearchPathMode) {
+    let (db, tenancy, s) = read_only_tenant(mode).await;
+    let admin = db.pool().get().await.unwrap();
+    let oid: u32 = admin
+        .query_one("SELECT pg_catalog.lo_from_bytea(0, 'kept')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let large_objects = || async {
+        let (count, data): (i64, Option<Vec<u8>>) = {
+            let row = admin
+                .query_one(
+                    "SELECT (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata),                      CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata \
+                     WHERE oid = $1) THEN pg_catalog.lo_get($1) END",
+                    &[&oid],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        (count, data)
+    };
+    let mut landed = Vec::new();
+    for sql in [
+        "SELECT lo_from_bytea(0, 'x')".to_owned(),
+        "SELECT pg_catalog.lo_create(0)".to_owned(),
+        "SELECT lo_creat(-1)".to_owned(),
+        format!("SELECT lo_put({oid}, 0, 'changed')"),
+        format!("SELECT lo_unlink({oid})"),
+        format!("SELECT \"lo_unlink\"({oid})"),
+        format!("SELECT U&\"lo\\005funlink\"({oid})"),
+    ] {
+        let scope = tenancy.router().connection_for_schema(&s).await.unwrap();
+        let outcome = scope.batch_execute(&sql).await;
+        let by_query = scope.query(sql.as_str(), &[]).await.map(|_| ());
+        drop(scope);
+        let mut scope = tenancy.router().connection_for_schema(&s).await.unwrap();
+        let tx = scope.transaction().await.unwrap();
+        let in_tx = tx.batch_execute(&sql).await;
+        let _ = tx.commit().await;
+        drop(scope);
+        let now = large_objects().await;
+        for (door, outcome) in [
+            ("batch_execute", outcome),
+            ("query", by_query),
+            ("transaction", in_tx),
+        ] {
+            if !matches!(outcome, Err(Error::TenantReadOnly { .. })) {
+                landed.push((
+                    format!("{sql} through {door} not refused: {outcome:?}"),
+                    now.clone(),
+                ));
+            }
+        }
+        if now != (1, Some(b"kept".to_vec())) {
+            landed.push((sql.clone(), now));
+        }
+    }
+    assert!(landed.is_empty(), "{landed:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_object_writers_write_nothing_in_session_mode() {
+    large_object_writers_write_nothing(SearchPathMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_object_writers_write_nothing_in_transaction_mode() {
+    large_object_writers_write_nothing(SearchPathMode::Transaction).await;
+}

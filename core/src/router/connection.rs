@@ -325,7 +325,8 @@ impl ConnectionScope {
                 &self.schema,
                 "SQL that controls transactions or how they write (BEGIN, START TRANSACTION, \
                  SET TRANSACTION, SET SESSION CHARACTERISTICS, COMMIT, DO, CALL, \
-                 transaction_read_only …), or a statement this scope did not prepare,",
+                 transaction_read_only …), a large-object writer (lo_from_bytea, lo_unlink …), \
+                 or a statement this scope did not prepare,",
             ));
         }
         Ok(())

@@ -16,6 +16,7 @@
 //! | a row, served | not served | [`Error::TenantNotServed`] with the value's state (the stricter one wins) |
 //! | a row, read-only | anything served | read-only: writes fail with [`Error::TenantReadOnly`] |
 //! | a row, active | read-only | read-only (the stricter one wins) |
+//! | a row on another database (shard) than the value's | anything | [`Error::SchemaMissing`]: a schema of that name on the value's database is not this tenant's |
 //! | a row with another id than the value's | from the registry (has an id) | [`Error::TenantGone`]: the tenant it was resolved to was deleted and the schema re-used |
 //! | no row | from the registry (has an id) | [`Error::SchemaMissing`]: its tenant was deleted or renamed since it was resolved |
 //! | no row | without an id (`Tenant::new`, a resolver that invents tenants) | served as the value says, if the schema exists ([`Error::SchemaMissing`] otherwise) |
@@ -177,7 +178,13 @@ impl DriverCheckout {
             }
             _ => admit(tenant, None)?,
         };
-        let schema = tenant.schema().clone();
+        Self::register(tenant.schema().clone(), status).await
+    }
+
+    /// Registers a checkout of `schema`, admitted in `status`, with the schema's gate (see
+    /// [`begin`](Self::begin)); also for the core's own handles that cannot see what runs
+    /// on them (a [`ConnectionScope`](crate::ConnectionScope)'s raw client).
+    pub(crate) async fn register(schema: SchemaName, status: TenantStatus) -> Result<Self> {
         // Registered while the gate is held shared: a deletion that closes the gate after
         // this finds the registration, one that closed it before has ended when this runs.
         let (name, entered) = session::enter_name(&schema).await?;
@@ -336,6 +343,14 @@ pub(crate) fn admit(asked: &Tenant, registered: Option<Option<&Tenant>>) -> Resu
             None
         }
         Some(Some(row)) => {
+            if row.shard() != asked.shard() {
+                // The registry places the tenant on another database than the one this
+                // checkout would connect to (a value built by name says the default one): a
+                // schema of that name there is not this tenant's.
+                return Err(Error::SchemaMissing {
+                    schema: schema.clone(),
+                });
+            }
             if let Some(id) = asked.id() {
                 if row.id() != Some(id) {
                     return Err(Error::TenantGone {
@@ -415,6 +430,16 @@ mod tests {
             admit(&resolved, Some(Some(&recreated))),
             Err(Error::TenantGone { id: 7, .. })
         ));
+        // Placed on another database than the one the value names.
+        let elsewhere = tenant(TenantStatus::Active).with_id(7).with_shard("b");
+        assert!(matches!(
+            admit(&tenant(TenantStatus::Active), Some(Some(&elsewhere))),
+            Err(Error::SchemaMissing { .. })
+        ));
+        assert_eq!(
+            admit(&elsewhere, Some(Some(&elsewhere))).unwrap(),
+            TenantStatus::Active
+        );
         // Unregistered, without an id: as the value says.
         assert_eq!(
             admit(&tenant(TenantStatus::Active), Some(None)).unwrap(),

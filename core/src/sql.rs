@@ -32,14 +32,28 @@ pub(crate) struct Effects {
     /// anew), `SET`/`RESET` of anything about transactions (`SET TRANSACTION READ WRITE`,
     /// `SET SESSION CHARACTERISTICS …`, `SET transaction_read_only …`, or a name spelt with
     /// `U&` escapes), and any mention of `transaction_read_only` /
-    /// `default_transaction_read_only` (`set_config(…)`, quoted or not). Such SQL is refused
-    /// for a read-only tenant before it is sent.
+    /// `default_transaction_read_only` (`set_config(…)`, quoted or not), the large-object
+    /// writers (`lo_from_bytea`, `lo_unlink` …, which PostgreSQL runs in a `READ ONLY`
+    /// transaction) and any `U&` escape (a name it spells cannot be read). Such SQL is
+    /// refused for a read-only tenant before it is sent.
     pub(crate) escapes_read_only: bool,
     /// A statement begins with `SET` or `RESET` (read by [`effects`] with the whole text).
     pub(crate) sets: bool,
 }
 
 impl Effects {
+    /// What either reading may do.
+    fn or(self, other: Self) -> Self {
+        Self {
+            session: self.session || other.session,
+            transaction_control: self.transaction_control || other.transaction_control,
+            drops_prepared: self.drops_prepared || other.drops_prepared,
+            session_objects: self.session_objects || other.session_objects,
+            escapes_read_only: self.escapes_read_only || other.escapes_read_only,
+            sets: self.sets || other.sets,
+        }
+    }
+
     fn add_leading(&mut self, first: &str, second: &str) {
         let is = |word: &str| first.eq_ignore_ascii_case(word);
         if [
@@ -79,7 +93,24 @@ impl Effects {
 }
 
 /// Reads `sql` (one statement or several separated by `;`) and says what it may do.
+///
+/// A backslash in a plain string (`'…'`) is an ordinary character only while
+/// `standard_conforming_strings` is on. Anyone can turn it off (`SET`, a role's or
+/// database's setting), and then `\'` does not end the string: the same text splits into
+/// other statements. So text with a backslash is read both ways, and what either reading
+/// may do is what it may do.
 pub(crate) fn effects(sql: &str) -> Effects {
+    let conforming = effects_reading(sql, false);
+    if sql.as_bytes().contains(&b'\\') {
+        conforming.or(effects_reading(sql, true))
+    } else {
+        conforming
+    }
+}
+
+/// [`effects`] for one reading of plain strings: with `backslash_escapes`, as PostgreSQL
+/// reads them when `standard_conforming_strings` is off.
+fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
     let mut effects = Effects::default();
     let bytes = sql.as_bytes();
     let mut i = 0;
@@ -105,14 +136,17 @@ pub(crate) fn effects(sql: &str) -> Effects {
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
             // A plain string: with standard_conforming_strings (the default since
-            // PostgreSQL 9.1) a backslash is an ordinary character; `E'…'` is handled with
-            // the words below.
-            b'\'' => i = skip_quoted(bytes, i, b'\'', false),
+            // PostgreSQL 9.1) a backslash is an ordinary character, without it an escape
+            // (see `effects`); `E'…'` is handled with the words below.
+            b'\'' => i = skip_quoted(bytes, i, b'\'', backslash_escapes),
             b'"' => {
                 let end = skip_quoted(bytes, i, b'"', false);
                 // A quoted identifier can name a function too: `"set_config"(…)`.
                 if contains_set_config(&sql[i..end]) {
                     effects.session = true;
+                }
+                if is_large_object_writer(sql[i + 1..end].trim_end_matches('"')) {
+                    effects.escapes_read_only = true;
                 }
                 i = end;
             }
@@ -152,6 +186,10 @@ pub(crate) fn effects(sql: &str) -> Effects {
                     // U&'…' and U&"…" spell characters as escapes (`\005f` for `_`): a
                     // function name cannot be read from them, so assume the worst.
                     effects.session = true;
+                    effects.escapes_read_only = true;
+                }
+                if is_large_object_writer(word) {
+                    effects.escapes_read_only = true;
                 }
                 if word.eq_ignore_ascii_case("set_config") {
                     effects.session = true;
@@ -206,6 +244,27 @@ pub(crate) fn effects(sql: &str) -> Effects {
         effects.escapes_read_only = true;
     }
     effects
+}
+
+/// The server's large-object functions that write (`pg_largeobject`), which PostgreSQL runs
+/// even in a `READ ONLY` transaction.
+const LARGE_OBJECT_WRITERS: [&str; 10] = [
+    "lo_creat",
+    "lo_create",
+    "lo_import",
+    "lo_export",
+    "lo_unlink",
+    "lo_from_bytea",
+    "lo_put",
+    "lowrite",
+    "lo_truncate",
+    "lo_truncate64",
+];
+
+fn is_large_object_writer(name: &str) -> bool {
+    LARGE_OBJECT_WRITERS
+        .iter()
+        .any(|w| name.eq_ignore_ascii_case(w))
 }
 
 fn contains_set_config(text: &str) -> bool {
@@ -431,6 +490,10 @@ mod tests {
             "DO $$ BEGIN COMMIT; END $$",
             "CALL p()",
             "/* x */ begin; insert into t values (1); commit",
+            "SELECT lo_from_bytea(0, 'x')",
+            "SELECT pg_catalog.LO_UNLINK(1)",
+            "SELECT \"lo_put\"(1, 0, 'x')",
+            "SELECT U&\"lo\\005funlink\"(1)",
         ] {
             assert!(effects(sql).escapes_read_only, "{sql}");
         }
@@ -441,9 +504,26 @@ mod tests {
             "SET search_path TO x",
             "SET statement_timeout = 100",
             "SELECT 'transaction'",
+            "SELECT lo_get(1), loread(0, 1), lo_unlinked FROM t",
         ] {
             assert!(!effects(sql).escapes_read_only, "{sql}");
         }
+    }
+
+    #[test]
+    fn text_read_without_standard_conforming_strings_hides_nothing() {
+        // With standard_conforming_strings off, `'a\''` is the string `a'` and the rest runs.
+        let hidden = r"SELECT 'a\''; SET search_path TO public; SELECT '1'";
+        assert!(session(hidden), "{hidden}");
+        let commit =
+            r"SELECT 'a\''; COMMIT; BEGIN READ WRITE; INSERT INTO t VALUES (1); COMMIT; SELECT '1'";
+        let e = effects(commit);
+        assert!(e.transaction_control && e.escapes_read_only, "{commit}");
+        // Read as PostgreSQL does with the setting on, nothing is hidden either way.
+        assert_eq!(
+            effects(r"SELECT 'C:\dir\' AS path; SELECT 2"),
+            Effects::default()
+        );
     }
 
     #[test]

@@ -144,6 +144,58 @@ async fn lexer_edge_cases_cannot_hide_a_set() {
     );
 }
 
+/// `SET standard_conforming_strings = off` (an ordinary setting, seen as a session change and
+/// switched after) makes PostgreSQL read `\'` inside a plain string as an escaped quote,
+/// where the lexer reads a backslash and the end of the string. In a later call, `'a\''`
+/// is then a complete string for PostgreSQL, but for the lexer a doubled quote inside a
+/// string that runs on through the `SET` that follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_read_with_backslash_escapes_cannot_hide_a_set() {
+    let (_db, tenancy, s, _pool) = setup("adv_scs_", 1, 1).await;
+    let router = tenancy.router();
+    let db = router.connection_for_schema(&s[0]).await.unwrap();
+    db.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    assert_eq!(marker_of(&db).await, s[0].as_str());
+    db.batch_execute(r"SELECT 'a\''; SET search_path TO public; SELECT '1'")
+        .await
+        .unwrap();
+    after_attack(router, &s[0], db).await;
+}
+
+/// The same through a real PgBouncer in transaction pooling: the setting, run inside the
+/// tenant's transaction, stays on the server connection, and a `COMMIT` hidden by it ends
+/// the tenant's transaction so that what follows runs outside it (here, reads `public`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_refuses_a_commit_hidden_by_backslash_escapes() {
+    let db = database().await;
+    let (_bouncer, tenancy) = bounced_tenancy(&db, 1, 1).await;
+    let s = marked_tenants(&tenancy, "adv_txscs_", 1).await;
+    plant_public_marker(db.pool()).await;
+    let conn = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
+    conn.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let result = conn
+        .simple_query(r"SELECT 'a\''; COMMIT; SELECT schema_name FROM marker; SELECT '1'")
+        .await;
+    let rows: Vec<String> = match &result {
+        Ok(messages) => messages
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    assert!(
+        matches!(result, Err(Error::NotInTransactionMode { .. })),
+        "transaction control must be refused in transaction mode; it ran and read {rows:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Prepared statements whose effects the scope did not see being prepared.
 // ---------------------------------------------------------------------------------------

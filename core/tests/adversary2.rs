@@ -31,12 +31,18 @@ async fn a_sighting_on_one_shard_does_not_vouch_for_another() {
         .unwrap();
     on_b.query("SELECT * FROM marker", &[]).await.unwrap();
     drop(on_b);
-    // Within the second, the same name reached on the default database.
-    let by_name = tenancy.router().connection_for_schema(&s).await.unwrap();
-    let read = by_name
-        .query_one("SELECT schema_name FROM marker", &[])
-        .await
-        .map(|r| r.get::<_, String>(0));
+    // Within the second, the same name reached on the default database (refused at checkout:
+    // the registry places it on `b`; or at its first statement).
+    let read = async {
+        tenancy
+            .router()
+            .connection_for_schema(&s)
+            .await?
+            .query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+    }
+    .await;
     assert!(matches!(read, Err(Error::SchemaMissing { .. })), "{read:?}");
 }
 

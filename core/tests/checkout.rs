@@ -333,3 +333,137 @@ async fn jobs_go_through_the_same_checkout() {
         "{outcome:?}"
     );
 }
+
+/// A tenant the registry places on shard `b`, whose schema name also exists on the default
+/// database (there its earlier tenant was deleted keeping its schema, then the name was given
+/// to a tenant created on `b`). A door that brings the tenant into scope by name
+/// (`scope::run_in_schema`, `Tenant::new`, `connection_for_schema`) takes the value's
+/// database, the default one: the checkout must follow the registry's placement or refuse,
+/// never serve the kept schema on the wrong database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_reached_by_name_is_not_served_from_another_database() {
+    let (_a, _b, tenancy) = two_databases().await;
+    let s = schema("placed_0");
+    let write_marker = |tenant: Tenant, value: &'static str| {
+        let tenancy = tenancy.clone();
+        async move {
+            tenancy
+                .router()
+                .connection_for_tenant(&tenant)
+                .await
+                .unwrap()
+                .execute("INSERT INTO marker VALUES ($1)", &[&value])
+                .await
+                .unwrap();
+        }
+    };
+    let old = tenancy
+        .create_tenant(NewTenant::new(s.clone()))
+        .await
+        .unwrap();
+    write_marker(old.tenant(), "KEPT ON THE DEFAULT DATABASE").await;
+    tenancy.delete_tenant(&s, DropSchema::No).await.unwrap();
+    let placed = tenancy
+        .create_tenant(NewTenant::new(s.clone()).shard("b"))
+        .await
+        .unwrap();
+    write_marker(placed.tenant(), "placed_0").await;
+
+    let read = |db: tenant_schemas::ConnectionScope| async move {
+        db.query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+    };
+    let mut doors: Vec<(&str, Result<String, Error>)> = Vec::new();
+    doors.push((
+        "scope::run_in_schema",
+        scope::run_in_schema(s.clone(), async { read(tenancy.connection().await?).await }).await,
+    ));
+    doors.push((
+        "connection_for_tenant(Tenant::new)",
+        async {
+            read(
+                tenancy
+                    .router()
+                    .connection_for_tenant(&Tenant::new(s.clone()))
+                    .await?,
+            )
+            .await
+        }
+        .await,
+    ));
+    doors.push((
+        "connection_for_schema",
+        async { read(tenancy.router().connection_for_schema(&s).await?).await }.await,
+    ));
+    let served: Vec<_> = doors
+        .iter()
+        .filter(|(_, outcome)| !matches!(outcome, Ok(m) if m == "placed_0"))
+        .filter(|(_, outcome)| !matches!(outcome, Err(Error::SchemaMissing { .. })))
+        .collect();
+    assert!(
+        served.is_empty(),
+        "served from another database than the registry's: {served:?}"
+    );
+    // The registry's own value reaches its database.
+    let own = read(
+        tenancy
+            .router()
+            .connection_for_tenant(&placed.tenant())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(own, "placed_0");
+}
+
+/// The raw client of a scope (`ConnectionScope::client`, for `copy_in`, `query_raw` …) is a
+/// door the library cannot hook, as sqlx's `PgConnection` is: held across
+/// `Tenancy::delete_tenant`, it must reach nothing afterwards — its session is still on
+/// `"<schema>", public`, and with the schema dropped PostgreSQL resolves every name in
+/// `public`. Reads, writes and DDL fail; `public` is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_client_held_across_a_deletion_reaches_nothing() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(2).unwrap())
+        .migrations(marker_and_notes())
+        .held_connection_grace(std::time::Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "rawheld_", 1).await.remove(0);
+    plant_public_marker(db.pool()).await;
+    let scope = tenancy.router().connection_for_schema(&s).await.unwrap();
+    let client = scope.client().await.unwrap();
+    let mine: String = client
+        .query_one("SELECT schema_name FROM marker", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mine, "rawheld_0");
+    tenancy.delete_tenant(&s, DropSchema::Yes).await.unwrap();
+    let read = client
+        .query_one("SELECT schema_name FROM marker", &[])
+        .await
+        .map(|r| r.get::<_, String>(0));
+    let write = client
+        .execute("INSERT INTO marker VALUES ('LEAKED')", &[])
+        .await;
+    let ddl = client.batch_execute("CREATE TABLE leaked (x int)").await;
+    drop(scope);
+    assert!(read.is_err(), "read after the deletion: {read:?}");
+    assert!(write.is_err(), "write after the deletion: {write:?}");
+    assert!(ddl.is_err(), "DDL after the deletion: {ddl:?}");
+    let public = db.pool().get().await.unwrap();
+    let leaked: i64 = public
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.marker WHERE schema_name = 'LEAKED') \
+             + (SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = 'leaked')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0, "rows or tables landed in public");
+}

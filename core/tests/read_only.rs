@@ -185,6 +185,73 @@ spelling!(
     "SET U&\"transaction\\005fread_only\" = off"
 );
 
+/// `SET standard_conforming_strings = off` (harmless in itself, so not refused) makes
+/// PostgreSQL read `\'` in a plain string as an escaped quote: in a later call `'a\''` ends
+/// the string for PostgreSQL, while the lexer reads on through a `COMMIT`, a
+/// `BEGIN READ WRITE`, a write and a `COMMIT`. The escape must be refused and nothing
+/// committed, in both search-path modes.
+async fn backslash_escapes_hide_nothing(mode: SearchPathMode) {
+    let (_db, tenancy, s) = read_only_tenant(mode).await;
+    let db = tenancy.router().connection_for_schema(&s).await.unwrap();
+    db.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let hidden = format!(
+        r"SELECT 'a\''; COMMIT; BEGIN READ WRITE; INSERT INTO {s}.notes (body) VALUES ($$escaped$$); COMMIT; SELECT '1'"
+    );
+    let outcome = db.batch_execute(&hidden).await;
+    drop(db);
+    assert_eq!(
+        escaped_rows(&tenancy, &s).await,
+        0,
+        "a write hidden by backslash escapes committed ({outcome:?})"
+    );
+    refused(&outcome, &hidden);
+}
+
+/// The same through a read-only tenant's `TenantTransaction`: a hidden `COMMIT` would end it,
+/// and what follows would begin a writable transaction of its own.
+async fn backslash_escapes_hide_nothing_in_a_transaction(mode: SearchPathMode) {
+    let (_db, tenancy, s) = read_only_tenant(mode).await;
+    let mut db = tenancy.router().connection_for_schema(&s).await.unwrap();
+    db.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let tx = db.transaction().await.unwrap();
+    let hidden = format!(
+        r"SELECT 'a\''; COMMIT; BEGIN READ WRITE; INSERT INTO {s}.notes (body) VALUES ($$escaped$$); COMMIT; SELECT '1'"
+    );
+    let outcome = tx.batch_execute(&hidden).await;
+    drop(tx);
+    drop(db);
+    assert_eq!(
+        escaped_rows(&tenancy, &s).await,
+        0,
+        "a write hidden by backslash escapes committed ({outcome:?})"
+    );
+    refused(&outcome, &hidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_escapes_hide_no_write_in_a_transaction() {
+    backslash_escapes_hide_nothing_in_a_transaction(SearchPathMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_escapes_hide_no_write_in_a_transaction_in_transaction_mode() {
+    backslash_escapes_hide_nothing_in_a_transaction(SearchPathMode::Transaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_escapes_hide_no_write_in_session_mode() {
+    backslash_escapes_hide_nothing(SearchPathMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backslash_escapes_hide_no_write_in_transaction_mode() {
+    backslash_escapes_hide_nothing(SearchPathMode::Transaction).await;
+}
+
 /// The raw client of a read-only tenant's scope is refused: what runs on it is out of sight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raw_client_of_a_read_only_tenant_is_refused() {
@@ -194,4 +261,78 @@ async fn the_raw_client_of_a_read_only_tenant_is_refused() {
     assert!(matches!(err, Error::TenantReadOnly { .. }), "{err}");
     // Reads go on.
     assert_eq!(marker_of(&db).await, "ro_esc_0");
+}
+
+/// PostgreSQL lets a `READ ONLY` transaction write large objects (`pg_largeobject`): a
+/// read-only tenant calling a large-object writer commits a write, through the scope and a
+/// `TenantTransaction`, in both modes. Each spelling is refused, and no large object lands.
+async fn large_object_writers_write_nothing(mode: SearchPathMode) {
+    let (db, tenancy, s) = read_only_tenant(mode).await;
+    let admin = db.pool().get().await.unwrap();
+    let oid: u32 = admin
+        .query_one("SELECT pg_catalog.lo_from_bytea(0, 'kept')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let large_objects = || async {
+        let (count, data): (i64, Option<Vec<u8>>) = {
+            let row = admin
+                .query_one(
+                    "SELECT (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata),                      CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata \
+                     WHERE oid = $1) THEN pg_catalog.lo_get($1) END",
+                    &[&oid],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        (count, data)
+    };
+    let mut landed = Vec::new();
+    for sql in [
+        "SELECT lo_from_bytea(0, 'x')".to_owned(),
+        "SELECT pg_catalog.lo_create(0)".to_owned(),
+        "SELECT lo_creat(-1)".to_owned(),
+        format!("SELECT lo_put({oid}, 0, 'changed')"),
+        format!("SELECT lo_unlink({oid})"),
+        format!("SELECT \"lo_unlink\"({oid})"),
+        format!("SELECT U&\"lo\\005funlink\"({oid})"),
+    ] {
+        let scope = tenancy.router().connection_for_schema(&s).await.unwrap();
+        let outcome = scope.batch_execute(&sql).await;
+        let by_query = scope.query(sql.as_str(), &[]).await.map(|_| ());
+        drop(scope);
+        let mut scope = tenancy.router().connection_for_schema(&s).await.unwrap();
+        let tx = scope.transaction().await.unwrap();
+        let in_tx = tx.batch_execute(&sql).await;
+        let _ = tx.commit().await;
+        drop(scope);
+        let now = large_objects().await;
+        for (door, outcome) in [
+            ("batch_execute", outcome),
+            ("query", by_query),
+            ("transaction", in_tx),
+        ] {
+            if !matches!(outcome, Err(Error::TenantReadOnly { .. })) {
+                landed.push((
+                    format!("{sql} through {door} not refused: {outcome:?}"),
+                    now.clone(),
+                ));
+            }
+        }
+        if now != (1, Some(b"kept".to_vec())) {
+            landed.push((sql.clone(), now));
+        }
+    }
+    assert!(landed.is_empty(), "{landed:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_object_writers_write_nothing_in_session_mode() {
+    large_object_writers_write_nothing(SearchPathMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_object_writers_write_nothing_in_transaction_mode() {
+    large_object_writers_write_nothing(SearchPathMode::Transaction).await;
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use deadpool_postgres::{ClientWrapper, Object};
 use futures_util::future::join;
@@ -15,9 +15,11 @@ use super::pool::{RouterPool, SearchPathMode};
 use super::session::{Gate, Remembered};
 use super::statement::{PreparedEffects, Source, ToScopedStatement};
 use super::tenant_transaction::TenantTransaction;
+use crate::checkout::DriverCheckout;
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
 use crate::sql::{self, Effects};
+use crate::tenant::TenantStatus;
 
 mod transaction;
 
@@ -87,6 +89,10 @@ pub struct ConnectionScope {
     pool: Arc<RouterPool>,
     /// The connection group the connection came from.
     group: usize,
+    /// Once the raw client was handed out: the checkout registered with the schema's gate
+    /// for the rest of the scope's life, as a driver's is (what runs on the client is out of
+    /// sight), so a deletion or rename waits for it, then terminates its backend.
+    raw_client: OnceLock<DriverCheckout>,
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
@@ -163,6 +169,7 @@ impl ConnectionScope {
             transaction_gate: None,
             pool,
             group,
+            raw_client: OnceLock::new(),
         }
     }
 
@@ -318,7 +325,8 @@ impl ConnectionScope {
                 &self.schema,
                 "SQL that controls transactions or how they write (BEGIN, START TRANSACTION, \
                  SET TRANSACTION, SET SESSION CHARACTERISTICS, COMMIT, DO, CALL, \
-                 transaction_read_only …), or a statement this scope did not prepare,",
+                 transaction_read_only …), a large-object writer (lo_from_bytea, lo_unlink …), \
+                 or a statement this scope did not prepare,",
             ));
         }
         Ok(())
@@ -692,7 +700,11 @@ impl ConnectionScope {
     ///
     /// Statements run through it are out of the library's sight: from now on the scope
     /// switches before each of its own statements, and the connection is closed when the
-    /// scope is dropped rather than returned to the pool.
+    /// scope is dropped rather than returned to the pool. As for a driver's connection (see
+    /// [`checkout`](crate::checkout)), the scope is then registered with the schema's gate
+    /// until it is dropped: a deletion or rename of the schema through
+    /// [`Tenancy`](crate::Tenancy) waits for it for the grace period, then terminates its
+    /// backend, so that the client reaches nothing afterwards (not `public`).
     ///
     /// Not in transaction mode, where the session has no tenant search path, nor for a
     /// read-only tenant ([`Error::TenantReadOnly`]): what runs on it could write.
@@ -704,9 +716,40 @@ impl ConnectionScope {
             // Whatever runs on it is out of sight: it could write.
             return Err(Error::read_only_refused(&self.schema, "the raw client"));
         }
-        self.ensure_search_path().await?;
         self.untrusted.store(true, Ordering::Release);
+        if self.raw_client.get().is_none() {
+            // Registered before the switch: a deletion that ended before is seen by the
+            // switch (the schema's epoch changed, so its existence is checked); one that
+            // starts after waits for this scope, then terminates its backend.
+            let checkout =
+                DriverCheckout::register(self.schema.clone(), TenantStatus::Active).await?;
+            self.ensure_search_path().await?;
+            let pid = self.backend_pid().await?;
+            checkout.attach_backend(pid)?;
+            let _ = self.raw_client.set(checkout);
+        } else {
+            self.ensure_search_path().await?;
+        }
         Ok(self.conn())
+    }
+
+    /// The connection's backend process id (`pg_backend_pid()`).
+    async fn backend_pid(&self) -> Result<i32> {
+        let messages = self
+            .conn()
+            .simple_query("SELECT pg_catalog.pg_backend_pid()")
+            .await
+            .map_err(|e| Error::db("reading the backend's process id", &self.schema, e))?;
+        messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).and_then(|pid| pid.parse().ok()),
+                _ => None,
+            })
+            .ok_or(Error::Refused {
+                what: "a raw client whose backend process id cannot be read",
+                instead: "use the scope's query methods",
+            })
     }
 
     /// Whether the connection to the server is closed.

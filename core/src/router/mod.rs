@@ -115,7 +115,8 @@ impl SchemaRouter {
     /// A connection bound to `schema` on the default database. The shared `public` schema is
     /// served read and write; another schema in the state the registry has for it (when the
     /// router has the registry's states; read and write otherwise), as for
-    /// [`connection_for_tenant`](Self::connection_for_tenant).
+    /// [`connection_for_tenant`](Self::connection_for_tenant); a tenant the registry places
+    /// on another database is [`Error::SchemaMissing`].
     ///
     /// Named for what the connection is bound to: a schema by name, where
     /// [`connection_for_tenant`](Self::connection_for_tenant) takes a tenant (with its

@@ -64,7 +64,8 @@ impl<'a> TenantTransaction<'a> {
             return Err(Error::read_only_refused(
                 &self.schema,
                 "SQL that controls transactions or how they write (SET TRANSACTION, \
-                 DO, CALL, transaction_read_only …)",
+                 DO, CALL, transaction_read_only …) or a large-object writer (lo_from_bytea, \
+                 lo_unlink …)",
             ));
         }
         Ok(())

@@ -2,8 +2,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgPool, Postgres, Row};
 use tenant_schemas::checkout::{DriverCheckout, TenantStates};
 use tenant_schemas::{scope, SchemaName, SearchPathMode, Tenant};
@@ -365,15 +367,34 @@ impl SqlxRouter {
         })
     }
 
+    /// A pooled connection. sqlx retries a refused connection until the pool's
+    /// `acquire_timeout` (30 s by default), where the core answers at once: when the pool
+    /// has not answered within [`PROBE_AFTER`], whether the server accepts connections at all
+    /// is checked ([`probe`]) while the wait goes on, and a refusal ends the wait.
     async fn acquire(&self, schema: &SchemaName) -> Result<PoolConnection<Postgres>> {
-        self.inner
-            .pool
-            .acquire()
-            .await
-            .map_err(|source| Error::Pool {
-                schema: schema.clone(),
-                source,
-            })
+        let pool_error = |source| Error::Pool {
+            schema: schema.clone(),
+            source,
+        };
+        let acquire = self.inner.pool.acquire();
+        tokio::pin!(acquire);
+        tokio::select! {
+            biased;
+            conn = &mut acquire => return conn.map_err(pool_error),
+            () = tokio::time::sleep(PROBE_AFTER) => {}
+        }
+        let options = self.inner.pool.connect_options();
+        tokio::select! {
+            biased;
+            conn = &mut acquire => return conn.map_err(pool_error),
+            probed = probe(&options) => {
+                if let Err(e) = probed {
+                    tracing::debug!(%schema, error = %e, "the database refuses connections");
+                    return Err(pool_error(sqlx::Error::Io(e)));
+                }
+            }
+        }
+        acquire.await.map_err(pool_error)
     }
 
     /// The value of `search_path` for `schema`: `"<schema>", public`, then the extras.
@@ -389,6 +410,33 @@ impl SqlxRouter {
             }
         }
         path
+    }
+}
+
+/// How long a checkout waits for the pool before it checks whether the server accepts
+/// connections ([`probe`]). A free pooled connection or a new one takes far less.
+const PROBE_AFTER: Duration = Duration::from_millis(100);
+
+/// Whether the server `options` point at accepts connections: a TCP (or Unix-domain socket)
+/// connection opened and closed without a byte sent (PostgreSQL logs no such connection).
+/// Fails as connecting does when the server is down (refused, or no socket file).
+async fn probe(options: &PgConnectOptions) -> std::io::Result<()> {
+    let port = options.get_port();
+    let socket_dir = options.get_socket().cloned().or_else(|| {
+        let host = options.get_host();
+        host.starts_with('/').then(|| host.into())
+    });
+    match socket_dir {
+        #[cfg(unix)]
+        Some(dir) => {
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            tokio::net::UnixStream::connect(path).await.map(drop)
+        }
+        #[cfg(not(unix))]
+        Some(_) => Ok(()),
+        None => tokio::net::TcpStream::connect((options.get_host(), port))
+            .await
+            .map(drop),
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod doors;
+mod outage;
 mod scenario;
 
 use scenario::{Answer, Driver, Failure};

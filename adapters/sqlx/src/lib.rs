@@ -50,6 +50,13 @@
 //!   checkout, and a future dropped mid-statement cannot either: sqlx waits out the
 //!   cancelled statement before the connection is pooled again, and the next checkout
 //!   switches regardless.
+//! - **Tenants whose column or parameter types differ share connections safely.** sqlx
+//!   caches prepared statements by their SQL; a statement prepared under another schema's
+//!   path would fail under this one ("cached plan must not change result type", or a
+//!   parameter of the other type). A checkout for another schema than the connection's
+//!   previous one (remembered per pool connection, shared by every router on the pool)
+//!   closes sqlx's prepared statements first, so the tenant's are prepared afresh
+//!   ([`SqlxStats::statements_cleared`]); a checkout for the same schema keeps them.
 //! - **Transactions keep the path.** [`SqlxRouter::begin`] sets the path before `BEGIN`
 //!   (session mode) or with `SET LOCAL` inside it (transaction mode, behind PgBouncer).
 //! - **Fail closed outside a scope:** [`Error::NoTenantInScope`].

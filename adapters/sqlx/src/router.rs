@@ -1,7 +1,8 @@
 //! [`SqlxRouter`]: tenant-bound connections and transactions over a `sqlx::PgPool`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -32,8 +33,10 @@ const MAX_DISCARDED: usize = 8;
 /// transaction block is left open on the connection, that the session holds no temporary
 /// objects (PostgreSQL searches them before the path) and that no prepared statement of
 /// sqlx's cache was dropped behind its back (`DISCARD ALL`, `DEALLOCATE`). A connection that
-/// fails a check is closed, not reused, and another one is taken. See the crate's docs for
-/// why the path is not remembered between checkouts.
+/// fails a check is closed, not reused, and another one is taken. A connection last checked
+/// out for another schema has sqlx's prepared statements closed (they carry that schema's
+/// column and parameter types). See the crate's docs for why the path is not remembered
+/// between checkouts.
 ///
 /// ```no_run
 /// use tenant_schemas::{scope, SchemaName, Tenant};
@@ -73,6 +76,7 @@ struct Counters {
     checkouts: AtomicU64,
     transactions: AtomicU64,
     discarded: AtomicU64,
+    statements_cleared: AtomicU64,
 }
 
 /// Counters of what a [`SqlxRouter`] did, for tests, metrics and benchmarks.
@@ -87,6 +91,9 @@ pub struct SqlxStats {
     /// that could not be undone: an open transaction, temporary objects, prepared statements
     /// dropped behind sqlx's back.
     pub discarded: u64,
+    /// Checkouts that closed sqlx's prepared statements of the connection because they were
+    /// prepared for another schema (whose column and parameter types may differ).
+    pub statements_cleared: u64,
 }
 
 /// Builds a [`SqlxRouter`] with a search-path mode or extra shared schemas.
@@ -184,6 +191,7 @@ impl SqlxRouter {
             checkouts: c.checkouts.load(Ordering::Relaxed),
             transactions: c.transactions.load(Ordering::Relaxed),
             discarded: c.discarded.load(Ordering::Relaxed),
+            statements_cleared: c.statements_cleared.load(Ordering::Relaxed),
         }
     }
 
@@ -349,6 +357,23 @@ impl SqlxRouter {
                     conn.close_on_drop();
                     return Err(Error::from_core(e));
                 }
+                if conn.cached_statements_size() > 0 && self.switches_schema(pid, schema) {
+                    // Statements prepared under another schema's path: their result and
+                    // parameter types are that schema's ("cached plan must not change result
+                    // type" otherwise). Closed, so that this schema's are prepared afresh.
+                    if let Err(err) = conn.clear_cached_statements().await {
+                        conn.close_on_drop();
+                        return Err(Error::Database {
+                            action: "closing statements prepared for another schema",
+                            schema: schema.clone(),
+                            source: err,
+                        });
+                    }
+                    self.inner
+                        .stats
+                        .statements_cleared
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 return Ok(conn);
             }
             tracing::debug!(
@@ -397,6 +422,22 @@ impl SqlxRouter {
         acquire.await.map_err(pool_error)
     }
 
+    /// Records that the pool's connection to backend `pid` is now checked out for `schema`;
+    /// whether its statements may have been prepared for another schema (or for one not
+    /// known). Shared by every router over the pool.
+    fn switches_schema(&self, pid: i32, schema: &SchemaName) -> bool {
+        let pool_id = Arc::as_ptr(&self.inner.pool.connect_options()) as usize;
+        let mut last = PREPARED_FOR
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = last.get_or_insert_with(HashMap::new);
+        if last.len() >= MAX_REMEMBERED && !last.contains_key(&(pool_id, pid)) {
+            // Forgetting is safe: a connection not known clears its statements.
+            last.clear();
+        }
+        last.insert((pool_id, pid), schema.clone()).as_ref() != Some(schema)
+    }
+
     /// The value of `search_path` for `schema`: `"<schema>", public`, then the extras.
     fn search_path(&self, schema: &SchemaName) -> String {
         let mut path = schema.quoted();
@@ -412,6 +453,15 @@ impl SqlxRouter {
         path
     }
 }
+
+/// The schema each pooled connection (its pool's connect options, its backend's process id)
+/// was last checked out for, which its sqlx statement cache was prepared under. A connection
+/// that closed leaves an entry that its successor with the same process id overwrites at its
+/// first checkout, before it prepares anything.
+static PREPARED_FOR: Mutex<Option<HashMap<(usize, i32), SchemaName>>> = Mutex::new(None);
+
+/// How many connections [`PREPARED_FOR`] remembers before it starts afresh.
+const MAX_REMEMBERED: usize = 65_536;
 
 /// How long a checkout waits for the pool before it checks whether the server accepts
 /// connections ([`probe`]). A free pooled connection or a new one takes far less.

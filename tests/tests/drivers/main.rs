@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod diverged;
 mod doors;
 mod outage;
 mod scenario;

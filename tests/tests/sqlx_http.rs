@@ -185,3 +185,68 @@ async fn actix_sqlx_extractors_serve_the_registrys_state_over_http() {
     handle.stop(true).await;
     thread.join().unwrap().unwrap();
 }
+
+/// The database stopped: the axum extractor's route answers 503 about as fast as the core
+/// (sqlx alone retried the refused connection for its whole acquire timeout), while a route
+/// without the database is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_database_answers_503_through_the_sqlx_extractor_fast() {
+    // A cluster of its own: stopping the shared one would disturb other tests.
+    let cluster = tenant_schemas::testing::TestCluster::start().unwrap();
+    let db = cluster.create_database().await.unwrap();
+    let s = schema("http_2");
+    let tenancy = Tenancy::builder(db.new_pool(2).unwrap())
+        .resolver(StaticResolver::new().with(host("http-2.example.test"), Tenant::new(s.clone())))
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    tenancy
+        .create_tenant(NewTenant::new(s.clone()))
+        .await
+        .unwrap();
+    tenancy
+        .router()
+        .connection_for_schema(&s)
+        .await
+        .unwrap()
+        .execute("INSERT INTO marker VALUES ('http_2')", &[])
+        .await
+        .unwrap();
+    // The pool as users build it from the URL (over TCP: a stopped server refuses).
+    let settings = tenant_schemas::ConnectionSettings::from_url(&cluster.url(db.name()).unwrap())
+        .unwrap()
+        .pool_size(2);
+    let router = SqlxRouter::new(tenant_schemas_sqlx::pool_from_settings(&settings).unwrap());
+    let app = Router::new()
+        .route("/marker", get(read))
+        .route("/plain", get(|| async { "no database" }))
+        .layer(Extension(router));
+    let app = with_tenancy(app, TenantLayer::new(tenancy.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = TenantClient::new(addr, "http-2.example.test");
+    let answer = client.get("/marker").await.unwrap();
+    assert_eq!((answer.status, answer.text()), (200, "http_2".to_owned()));
+
+    cluster.stop().unwrap();
+    for round in 0..3 {
+        let started = std::time::Instant::now();
+        let answer = client.get("/marker").await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(answer.status, 503, "round {round}: {}", answer.text());
+        // The sqlx driver answers after its 100 ms wait for the pool; many times that, and a
+        // quarter of the core's 10 s connect timeout.
+        assert!(
+            took < std::time::Duration::from_millis(2500),
+            "round {round}: 503 after {took:?}: {}",
+            answer.text()
+        );
+    }
+    let answer = client.get("/plain").await.unwrap();
+    assert_eq!(
+        (answer.status, answer.text()),
+        (200, "no database".to_owned())
+    );
+}

@@ -50,6 +50,13 @@
 //!   checkout, and a future dropped mid-statement cannot either: sqlx waits out the
 //!   cancelled statement before the connection is pooled again, and the next checkout
 //!   switches regardless.
+//! - **Tenants whose column or parameter types differ share connections safely.** sqlx
+//!   caches prepared statements by their SQL; a statement prepared under another schema's
+//!   path would fail under this one ("cached plan must not change result type", or a
+//!   parameter of the other type). A checkout for another schema than the connection's
+//!   previous one (remembered per pool connection, shared by every router on the pool)
+//!   closes sqlx's prepared statements first, so the tenant's are prepared afresh
+//!   ([`SqlxStats::statements_cleared`]); a checkout for the same schema keeps them.
 //! - **Transactions keep the path.** [`SqlxRouter::begin`] sets the path before `BEGIN`
 //!   (session mode) or with `SET LOCAL` inside it (transaction mode, behind PgBouncer).
 //! - **Fail closed outside a scope:** [`Error::NoTenantInScope`].
@@ -132,16 +139,23 @@
 //! same database and the same security level for both drivers: libpq's `sslmode` (all five)
 //! and `sslrootcert`, with the crate's `tls` feature (sqlx's native-tls: as libpq, `prefer`
 //! and `require` accept any certificate, Citus' self-signed X.509 version 1 included).
+//! [`pool_from_settings`] makes the whole pool as the core makes its own: those options, the
+//! core's pool size and timeouts ([`pool_options_from_settings`]: a checkout waits at most
+//! 10 s, not sqlx's 30 s).
+//!
+//! A stopped database answers [`Error::Pool`] (503) about as fast as the core: sqlx retries a
+//! refused connection until its `acquire_timeout`, so a checkout that waits more than
+//! 100 ms checks whether the server accepts connections at all (a connection that sends
+//! nothing, which PostgreSQL does not log) and fails when it refuses them.
 //!
 //! ```no_run
 //! use tenant_schemas::{ConnectionSettings, Tenancy};
-//! use tenant_schemas_sqlx::{connect_options_from_settings, SqlxRouter};
+//! use tenant_schemas_sqlx::{pool_from_settings, SqlxRouter};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let settings = ConnectionSettings::from_env()?; // DATABASE_URL
 //! let tenancy = Tenancy::builder_from_settings(settings.clone())?.build().await?;
-//! let pool = sqlx::PgPool::connect_with(connect_options_from_settings(&settings)?).await?;
-//! let router = SqlxRouter::new(pool);
+//! let router = SqlxRouter::new(pool_from_settings(&settings)?);
 //! # Ok(()) }
 //! ```
 //!
@@ -167,7 +181,9 @@ pub mod axum;
 
 pub use connection::SqlxConnection;
 pub use error::{Error, Result};
-pub use options::{connect_options, connect_options_from_settings};
+pub use options::{
+    connect_options, connect_options_from_settings, pool_from_settings, pool_options_from_settings,
+};
 pub use router::{SqlxRouter, SqlxRouterBuilder, SqlxStats};
 pub use transaction::SqlxTransaction;
 

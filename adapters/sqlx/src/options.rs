@@ -1,6 +1,6 @@
 //! sqlx connection options from the core's tokio-postgres settings.
 
-use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use tenant_schemas::tokio_postgres::config::{Host, SslMode as DriverSslMode};
 use tenant_schemas::tokio_postgres::Config;
 use tenant_schemas::{ConnectionSettings, SslMode};
@@ -89,4 +89,58 @@ pub fn connect_options_from_settings(
         }
     }
     Ok(options)
+}
+
+/// sqlx pool options with the core's production settings
+/// ([`ConnectionSettings::pool`](tenant_schemas::ConnectionSettings::pool)): as many
+/// connections ([`get_pool_size`](ConnectionSettings::get_pool_size)), and a request waits at
+/// most the core's wait timeout for a connection
+/// ([`get_wait_timeout`](ConnectionSettings::get_wait_timeout), 10 s), making one included
+/// (sqlx bounds both with `acquire_timeout`; the longer of the wait and the `connect_timeout`
+/// is taken), not sqlx's default 30 s.
+///
+/// A database that is down answers fast through [`SqlxRouter`](crate::SqlxRouter) whatever
+/// the pool's options: sqlx retries a refused connection until `acquire_timeout`, so the
+/// router checks, when a checkout waits, whether the server accepts connections at all, and
+/// answers [`Error::Pool`](crate::Error::Pool) (503) when it does not.
+///
+/// ```
+/// use tenant_schemas::ConnectionSettings;
+/// use tenant_schemas_sqlx::pool_options_from_settings;
+///
+/// let settings = ConnectionSettings::from_url("postgres://app@db.example.com/app")?.pool_size(12);
+/// let options = pool_options_from_settings(&settings);
+/// assert_eq!(options.get_max_connections(), 12);
+/// assert_eq!(options.get_acquire_timeout(), settings.get_wait_timeout());
+/// # Ok::<(), tenant_schemas::Error>(())
+/// ```
+#[must_use]
+pub fn pool_options_from_settings(settings: &ConnectionSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(u32::try_from(settings.get_pool_size()).unwrap_or(u32::MAX))
+        .acquire_timeout(
+            settings
+                .get_wait_timeout()
+                .max(settings.get_connect_timeout()),
+        )
+}
+
+/// The sqlx pool for `settings`, as the core's
+/// [`ConnectionSettings::pool`](tenant_schemas::ConnectionSettings::pool) makes its own: TLS
+/// as the settings say ([`connect_options_from_settings`]), the core's pool size and timeouts
+/// ([`pool_options_from_settings`]). No connection is made yet. Must be called within a
+/// tokio runtime.
+///
+/// ```no_run
+/// use tenant_schemas::ConnectionSettings;
+/// use tenant_schemas_sqlx::{pool_from_settings, SqlxRouter};
+///
+/// # async fn demo() -> Result<(), tenant_schemas::Error> {
+/// let settings = ConnectionSettings::from_env()?; // DATABASE_URL
+/// let router = SqlxRouter::new(pool_from_settings(&settings)?);
+/// # Ok(()) }
+/// ```
+pub fn pool_from_settings(settings: &ConnectionSettings) -> Result<PgPool, tenant_schemas::Error> {
+    Ok(pool_options_from_settings(settings)
+        .connect_lazy_with(connect_options_from_settings(settings)?))
 }

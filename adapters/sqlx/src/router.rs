@@ -1,9 +1,12 @@
 //! [`SqlxRouter`]: tenant-bound connections and transactions over a `sqlx::PgPool`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgPool, Postgres, Row};
 use tenant_schemas::checkout::{DriverCheckout, TenantStates};
 use tenant_schemas::{scope, SchemaName, SearchPathMode, Tenant};
@@ -30,8 +33,10 @@ const MAX_DISCARDED: usize = 8;
 /// transaction block is left open on the connection, that the session holds no temporary
 /// objects (PostgreSQL searches them before the path) and that no prepared statement of
 /// sqlx's cache was dropped behind its back (`DISCARD ALL`, `DEALLOCATE`). A connection that
-/// fails a check is closed, not reused, and another one is taken. See the crate's docs for
-/// why the path is not remembered between checkouts.
+/// fails a check is closed, not reused, and another one is taken. A connection last checked
+/// out for another schema has sqlx's prepared statements closed (they carry that schema's
+/// column and parameter types). See the crate's docs for why the path is not remembered
+/// between checkouts.
 ///
 /// ```no_run
 /// use tenant_schemas::{scope, SchemaName, Tenant};
@@ -71,6 +76,7 @@ struct Counters {
     checkouts: AtomicU64,
     transactions: AtomicU64,
     discarded: AtomicU64,
+    statements_cleared: AtomicU64,
 }
 
 /// Counters of what a [`SqlxRouter`] did, for tests, metrics and benchmarks.
@@ -85,6 +91,9 @@ pub struct SqlxStats {
     /// that could not be undone: an open transaction, temporary objects, prepared statements
     /// dropped behind sqlx's back.
     pub discarded: u64,
+    /// Checkouts that closed sqlx's prepared statements of the connection because they were
+    /// prepared for another schema (whose column and parameter types may differ).
+    pub statements_cleared: u64,
 }
 
 /// Builds a [`SqlxRouter`] with a search-path mode or extra shared schemas.
@@ -182,6 +191,7 @@ impl SqlxRouter {
             checkouts: c.checkouts.load(Ordering::Relaxed),
             transactions: c.transactions.load(Ordering::Relaxed),
             discarded: c.discarded.load(Ordering::Relaxed),
+            statements_cleared: c.statements_cleared.load(Ordering::Relaxed),
         }
     }
 
@@ -347,6 +357,23 @@ impl SqlxRouter {
                     conn.close_on_drop();
                     return Err(Error::from_core(e));
                 }
+                if conn.cached_statements_size() > 0 && self.switches_schema(pid, schema) {
+                    // Statements prepared under another schema's path: their result and
+                    // parameter types are that schema's ("cached plan must not change result
+                    // type" otherwise). Closed, so that this schema's are prepared afresh.
+                    if let Err(err) = conn.clear_cached_statements().await {
+                        conn.close_on_drop();
+                        return Err(Error::Database {
+                            action: "closing statements prepared for another schema",
+                            schema: schema.clone(),
+                            source: err,
+                        });
+                    }
+                    self.inner
+                        .stats
+                        .statements_cleared
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 return Ok(conn);
             }
             tracing::debug!(
@@ -365,15 +392,50 @@ impl SqlxRouter {
         })
     }
 
+    /// A pooled connection. sqlx retries a refused connection until the pool's
+    /// `acquire_timeout` (30 s by default), where the core answers at once: when the pool
+    /// has not answered within [`PROBE_AFTER`], whether the server accepts connections at all
+    /// is checked ([`probe`]) while the wait goes on, and a refusal ends the wait.
     async fn acquire(&self, schema: &SchemaName) -> Result<PoolConnection<Postgres>> {
-        self.inner
-            .pool
-            .acquire()
-            .await
-            .map_err(|source| Error::Pool {
-                schema: schema.clone(),
-                source,
-            })
+        let pool_error = |source| Error::Pool {
+            schema: schema.clone(),
+            source,
+        };
+        let acquire = self.inner.pool.acquire();
+        tokio::pin!(acquire);
+        tokio::select! {
+            biased;
+            conn = &mut acquire => return conn.map_err(pool_error),
+            () = tokio::time::sleep(PROBE_AFTER) => {}
+        }
+        let options = self.inner.pool.connect_options();
+        tokio::select! {
+            biased;
+            conn = &mut acquire => return conn.map_err(pool_error),
+            probed = probe(&options) => {
+                if let Err(e) = probed {
+                    tracing::debug!(%schema, error = %e, "the database refuses connections");
+                    return Err(pool_error(sqlx::Error::Io(e)));
+                }
+            }
+        }
+        acquire.await.map_err(pool_error)
+    }
+
+    /// Records that the pool's connection to backend `pid` is now checked out for `schema`;
+    /// whether its statements may have been prepared for another schema (or for one not
+    /// known). Shared by every router over the pool.
+    fn switches_schema(&self, pid: i32, schema: &SchemaName) -> bool {
+        let pool_id = Arc::as_ptr(&self.inner.pool.connect_options()) as usize;
+        let mut last = PREPARED_FOR
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = last.get_or_insert_with(HashMap::new);
+        if last.len() >= MAX_REMEMBERED && !last.contains_key(&(pool_id, pid)) {
+            // Forgetting is safe: a connection not known clears its statements.
+            last.clear();
+        }
+        last.insert((pool_id, pid), schema.clone()).as_ref() != Some(schema)
     }
 
     /// The value of `search_path` for `schema`: `"<schema>", public`, then the extras.
@@ -389,6 +451,42 @@ impl SqlxRouter {
             }
         }
         path
+    }
+}
+
+/// The schema each pooled connection (its pool's connect options, its backend's process id)
+/// was last checked out for, which its sqlx statement cache was prepared under. A connection
+/// that closed leaves an entry that its successor with the same process id overwrites at its
+/// first checkout, before it prepares anything.
+static PREPARED_FOR: Mutex<Option<HashMap<(usize, i32), SchemaName>>> = Mutex::new(None);
+
+/// How many connections [`PREPARED_FOR`] remembers before it starts afresh.
+const MAX_REMEMBERED: usize = 65_536;
+
+/// How long a checkout waits for the pool before it checks whether the server accepts
+/// connections ([`probe`]). A free pooled connection or a new one takes far less.
+const PROBE_AFTER: Duration = Duration::from_millis(100);
+
+/// Whether the server `options` point at accepts connections: a TCP (or Unix-domain socket)
+/// connection opened and closed without a byte sent (PostgreSQL logs no such connection).
+/// Fails as connecting does when the server is down (refused, or no socket file).
+async fn probe(options: &PgConnectOptions) -> std::io::Result<()> {
+    let port = options.get_port();
+    let socket_dir = options.get_socket().cloned().or_else(|| {
+        let host = options.get_host();
+        host.starts_with('/').then(|| host.into())
+    });
+    match socket_dir {
+        #[cfg(unix)]
+        Some(dir) => {
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            tokio::net::UnixStream::connect(path).await.map(drop)
+        }
+        #[cfg(not(unix))]
+        Some(_) => Ok(()),
+        None => tokio::net::TcpStream::connect((options.get_host(), port))
+            .await
+            .map(drop),
     }
 }
 

@@ -334,6 +334,30 @@ impl ConnectionSettings {
         TlsConnector::new(self.effective_mode()?, self.root_cert.as_deref())
     }
 
+    /// The number of connections of [`pool`](Self::pool): the one set with
+    /// [`pool_size`](Self::pool_size), or twice the CPU cores, at least 4. Other drivers'
+    /// pools (tenant-schemas-sqlx) are sized from it.
+    #[must_use]
+    pub fn get_pool_size(&self) -> usize {
+        self.pool_size.unwrap_or_else(default_pool_size)
+    }
+
+    /// How long making a connection may take: the connection string's `connect_timeout`, or
+    /// 10 s.
+    #[must_use]
+    pub fn get_connect_timeout(&self) -> Duration {
+        self.config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT)
+    }
+
+    /// How long a request waits for a free pooled connection of [`pool`](Self::pool): 10 s.
+    #[must_use]
+    pub fn get_wait_timeout(&self) -> Duration {
+        WAIT_TIMEOUT
+    }
+
     /// The driver's settings as the library connects with them: a 10-second
     /// `connect_timeout` unless the string gave one.
     pub(crate) fn connect_config(&self) -> Config {
@@ -352,7 +376,7 @@ impl ConnectionSettings {
     pub fn pool(&self) -> Result<Pool> {
         let config = self.connect_config();
         let create_timeout = config.get_connect_timeout().copied();
-        let size = self.pool_size.unwrap_or_else(default_pool_size);
+        let size = self.get_pool_size();
         let manager = Manager::from_connect(
             config,
             fallback::PreferFallback(self.tls_connector()?),

@@ -14,7 +14,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tenancy = db.notes_tenancy().await?; // tenants `acme` and `globex`, table `notes`
 
     // Application queries: SeaORM over a sqlx pool to the same database.
-    let pool = sqlx::postgres::PgPoolOptions::new()
+    // The same URL, TLS and timeouts as the core's pool.
+    let pool = tenant_schemas_sqlx::pool_options_from_settings(db.settings())
         .max_connections(4)
         .connect_with(tenant_schemas_sqlx::connect_options_from_settings(
             db.settings(),

@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod diverged;
 mod doors;
+mod outage;
 mod scenario;
 
 use scenario::{Answer, Driver, Failure};

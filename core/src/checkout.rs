@@ -169,16 +169,24 @@ impl DriverCheckout {
     /// Admits `tenant` (its state read from `states`, the registry's, when given; from the
     /// value otherwise, see the [module](self)) and registers the checkout with its schema's
     /// gate: waits while a deletion or rename of the schema runs in this process
-    /// ([`Error::SchemaMissing`] if it does not end within 10 s). The shared `public` schema
-    /// asked for by name is admitted read and write: pass [`Tenant::public`] for it.
+    /// ([`Error::SchemaMissing`] if it does not end within 10 s). The public *tenant* (the
+    /// main site's requests, [`Tenant::public`] in scope) is checked like any other; for the
+    /// shared `public` schema asked for by name, use [`begin_for_schema`](Self::begin_for_schema).
     pub async fn begin(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Self> {
-        let status = match states {
-            Some(states) if !(tenant.is_public() && tenant.id().is_none()) => {
-                states.admit(tenant).await?
-            }
-            _ => admit(tenant, None)?,
-        };
+        let status = admit_tenant(states, tenant).await?;
         Self::register(tenant.schema().clone(), status).await
+    }
+
+    /// The checkout of a schema asked for by name, as
+    /// [`SchemaRouter::connection_for_schema`](crate::SchemaRouter::connection_for_schema)
+    /// makes it: the shared `public` schema read and write whatever the public tenant's state,
+    /// another schema in the state the registry has for it (see [`begin`](Self::begin)).
+    pub async fn begin_for_schema(
+        states: Option<&TenantStates>,
+        schema: &SchemaName,
+    ) -> Result<Self> {
+        let status = admit_by_name(states, schema).await?;
+        Self::register(schema.clone(), status).await
     }
 
     /// Registers a checkout of `schema`, admitted in `status`, with the schema's gate (see
@@ -329,6 +337,31 @@ pub(crate) async fn cut_off_drivers(
 /// The state `asked` is served in, given what the registry has in its schema
 /// (`registered`: `None` when there are no states to read, `Some(None)` when the registry has
 /// no tenant there). See the [module](self).
+/// The state `tenant` is served in: the registry's (with `states`) and the value's, the
+/// stricter one winning. Every door's checkout of a tenant comes through here.
+pub(crate) async fn admit_tenant(
+    states: Option<&TenantStates>,
+    tenant: &Tenant,
+) -> Result<TenantStatus> {
+    match states {
+        Some(states) => states.admit(tenant).await,
+        None => admit(tenant, None),
+    }
+}
+
+/// The state a schema asked for by name is served in: the shared `public` schema always read
+/// and write, another as [`admit_tenant`] says for a tenant of that name.
+pub(crate) async fn admit_by_name(
+    states: Option<&TenantStates>,
+    schema: &SchemaName,
+) -> Result<TenantStatus> {
+    if schema.is_public() {
+        Ok(TenantStatus::Active)
+    } else {
+        admit_tenant(states, &Tenant::new(schema.clone())).await
+    }
+}
+
 pub(crate) fn admit(asked: &Tenant, registered: Option<Option<&Tenant>>) -> Result<TenantStatus> {
     let schema = asked.schema();
     let registry_status = match registered {

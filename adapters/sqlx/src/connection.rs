@@ -26,8 +26,11 @@ use tenant_schemas::{SchemaName, TenantStatus};
 /// at most its grace period, then terminates its backend, so that it can reach nothing
 /// afterwards — neither the dropped schema's name nor `public`.
 pub struct SqlxConnection {
-    conn: PoolConnection<Postgres>,
+    // Dropped first (fields drop in order): the checkout ends before the connection goes
+    // back to the pool, so a deletion that gives up waiting can never terminate the backend
+    // after another checkout took it.
     checkout: DriverCheckout,
+    conn: PoolConnection<Postgres>,
 }
 
 impl SqlxConnection {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgConnectOptions;
@@ -69,6 +69,9 @@ struct Inner {
     stats: Counters,
     /// The registry's tenant states, read at every checkout.
     states: Option<TenantStates>,
+    /// When a [`probe`] last found the server accepting connections: a busy pool then makes
+    /// no further probes for [`PROBE_VALID_FOR`] (each would start a server process).
+    probed_up: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +151,7 @@ impl SqlxRouterBuilder {
                 extra_schemas: self.extra_schemas,
                 stats: Counters::default(),
                 states: self.states,
+                probed_up: Mutex::new(None),
             }),
         }
     }
@@ -227,8 +231,10 @@ impl SqlxRouter {
     /// Named like
     /// [`SchemaRouter::connection_for_schema`](tenant_schemas::SchemaRouter::connection_for_schema).
     pub async fn connection_for_schema(&self, schema: &SchemaName) -> Result<SqlxConnection> {
-        self.connection_for_tenant(&Tenant::new(schema.clone()))
+        let checkout = DriverCheckout::begin_for_schema(self.inner.states.as_ref(), schema)
             .await
+            .map_err(Error::from_core)?;
+        self.connection_checked_out(checkout).await
     }
 
     /// The core's checkout of `tenant`: its state, and the registration with its schema's
@@ -265,7 +271,10 @@ impl SqlxRouter {
     /// A transaction bound to `schema` (the tenant's state applies as for
     /// [`connection_for_schema`](Self::connection_for_schema)).
     pub async fn begin_for(&self, schema: &SchemaName) -> Result<SqlxTransaction> {
-        self.begin_for_tenant(&Tenant::new(schema.clone())).await
+        let checkout = DriverCheckout::begin_for_schema(self.inner.states.as_ref(), schema)
+            .await
+            .map_err(Error::from_core)?;
+        self.begin_checked_out(checkout).await
     }
 
     /// A transaction bound to `tenant`'s schema, in its state (see
@@ -279,6 +288,11 @@ impl SqlxRouter {
     /// LOCAL search_path TO "<schema>", public` and the checks in one message.
     pub async fn begin_for_tenant(&self, tenant: &Tenant) -> Result<SqlxTransaction> {
         let checkout = self.admit(tenant).await?;
+        self.begin_checked_out(checkout).await
+    }
+
+    /// A transaction on the schema `checkout` admitted.
+    async fn begin_checked_out(&self, checkout: DriverCheckout) -> Result<SqlxTransaction> {
         let schema = checkout.schema().clone();
         let path = self.search_path(&schema);
         let begin = if checkout.read_only() {
@@ -408,12 +422,29 @@ impl SqlxRouter {
             conn = &mut acquire => return conn.map_err(pool_error),
             () = tokio::time::sleep(PROBE_AFTER) => {}
         }
+        let up_lately = |probed: &Mutex<Option<Instant>>| {
+            probed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some_and(|at| at.elapsed() < PROBE_VALID_FOR)
+        };
+        if up_lately(&self.inner.probed_up) {
+            // The pool is busy, not the server down: no probe per waiting checkout.
+            return acquire.await.map_err(pool_error);
+        }
         let options = self.inner.pool.connect_options();
         tokio::select! {
             biased;
             conn = &mut acquire => return conn.map_err(pool_error),
-            probed = probe(&options) => {
-                if let Err(e) = probed {
+            probed = probe(&options) => match probed {
+                Ok(()) => {
+                    *self
+                        .inner
+                        .probed_up
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                }
+                Err(e) => {
                     tracing::debug!(%schema, error = %e, "the database refuses connections");
                     return Err(pool_error(sqlx::Error::Io(e)));
                 }
@@ -466,6 +497,12 @@ const MAX_REMEMBERED: usize = 65_536;
 /// How long a checkout waits for the pool before it checks whether the server accepts
 /// connections ([`probe`]). A free pooled connection or a new one takes far less.
 const PROBE_AFTER: Duration = Duration::from_millis(100);
+
+/// How long a probe that found the server up spares the router further probes: under load,
+/// waiting checkouts would otherwise each open a connection, and each starts a server
+/// process. Checkouts that start waiting within it wait for the pool even if the server
+/// went down meanwhile (up to the pool's `acquire_timeout`); the first after it probes again.
+const PROBE_VALID_FOR: Duration = Duration::from_secs(1);
 
 /// Whether the server `options` point at accepts connections: a TCP (or Unix-domain socket)
 /// connection opened and closed without a byte sent (PostgreSQL logs no such connection).

@@ -259,3 +259,55 @@ async fn a_connection_given_back_is_not_terminated() {
     let mut conn = router.connection_for_schema(&s[1]).await.unwrap();
     assert_eq!(marker(&mut conn).await.unwrap(), "sx_back_1");
 }
+
+/// The public *tenant* in scope (the main site's requests) is checked like any other, in
+/// both drivers; the shared `public` schema asked for by name stays served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_tenant_in_scope_is_checked_like_any_other() {
+    let (_db, tenancy, _s, router) = setup("sx_pub_", 1).await;
+    tenancy
+        .create_tenant(tenant_schemas::NewTenant::new(SchemaName::public()))
+        .await
+        .unwrap();
+    tenancy
+        .set_status(&SchemaName::public(), TenantStatus::Maintenance)
+        .await
+        .unwrap();
+    let core = scope::run(Tenant::public(), async {
+        tenancy.connection().await.map(|_| ())
+    })
+    .await;
+    assert!(
+        matches!(core, Err(tenant_schemas::Error::TenantNotServed { .. })),
+        "{core:?}"
+    );
+    let sqlx = scope::run(Tenant::public(), async {
+        (
+            router.connection().await.map(|_| ()),
+            router.begin().await.map(|_| ()),
+        )
+    })
+    .await;
+    assert!(
+        matches!(sqlx.0, Err(Error::TenantNotServed { .. })),
+        "{:?}",
+        sqlx.0
+    );
+    assert!(
+        matches!(sqlx.1, Err(Error::TenantNotServed { .. })),
+        "{:?}",
+        sqlx.1
+    );
+    // By name, the shared schema is served read and write through both drivers.
+    let mut public = router.public().await.unwrap();
+    assert_eq!(marker(&mut public).await.unwrap(), "PUBLIC");
+    drop(public);
+    router
+        .begin_for(&SchemaName::public())
+        .await
+        .unwrap()
+        .rollback()
+        .await
+        .unwrap();
+    tenancy.router().public().await.unwrap();
+}

@@ -106,10 +106,7 @@ impl SchemaRouter {
     /// The state `tenant` is served in: the registry's (when the router has its states) and
     /// the value's, the stricter one winning; see [`checkout`](crate::checkout).
     async fn admit(&self, tenant: &Tenant) -> Result<TenantStatus> {
-        match &self.states {
-            Some(states) => states.admit(tenant).await,
-            None => protocol::admit(tenant, None),
-        }
+        protocol::admit_tenant(self.states.as_ref(), tenant).await
     }
 
     /// A connection bound to `schema` on the default database. The shared `public` schema is
@@ -122,11 +119,7 @@ impl SchemaRouter {
     /// [`connection_for_tenant`](Self::connection_for_tenant) takes a tenant (with its
     /// database and state) and [`connection`](Self::connection) the tenant in scope.
     pub async fn connection_for_schema(&self, schema: &SchemaName) -> Result<ConnectionScope> {
-        let status = if schema.is_public() {
-            TenantStatus::Active
-        } else {
-            self.admit(&Tenant::new(schema.clone())).await?
-        };
+        let status = protocol::admit_by_name(self.states.as_ref(), schema).await?;
         checkout(
             self.databases.default(),
             schema,

@@ -27,58 +27,9 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use tenant_schemas::Tenant;
 
-use crate::{Error, SqlxConnection, SqlxRouter};
+use crate::{Error, SqlxRouter};
 
-/// A sqlx connection bound to the request's tenant schema. Derefs to [`SqlxConnection`]
-/// (and on to `sqlx::PgConnection`: `&mut **db`).
-#[derive(Debug)]
-pub struct SqlxTenantDb(pub SqlxConnection);
-
-/// A sqlx connection bound to the shared `public` schema.
-#[derive(Debug)]
-pub struct SqlxPublicDb(pub SqlxConnection);
-
-macro_rules! deref {
-    ($name:ident) => {
-        impl std::ops::Deref for $name {
-            type Target = SqlxConnection;
-
-            fn deref(&self) -> &SqlxConnection {
-                &self.0
-            }
-        }
-
-        impl std::ops::DerefMut for $name {
-            fn deref_mut(&mut self) -> &mut SqlxConnection {
-                &mut self.0
-            }
-        }
-    };
-}
-deref!(SqlxTenantDb);
-deref!(SqlxPublicDb);
-
-/// An error of the extractors (or of a handler's query) as an axum response: 404 for a
-/// missing schema, 503 when the database is unreachable, 500 otherwise, with a short text.
-#[derive(Debug)]
-pub struct SqlxRejection(pub Error);
-
-impl SqlxRejection {
-    /// A failed query of a handler, answered with 500 (503 when the connection was lost,
-    /// 403 for a write refused because the tenant is read-only).
-    #[must_use]
-    pub fn query(source: sqlx::Error) -> Self {
-        let schema = tenant_schemas::scope::current_schema()
-            .unwrap_or_else(tenant_schemas::SchemaName::public);
-        Self(Error::query(&schema, source))
-    }
-}
-
-impl From<Error> for SqlxRejection {
-    fn from(err: Error) -> Self {
-        Self(err)
-    }
-}
+crate::extract::extractor_types!("an axum response");
 
 impl IntoResponse for SqlxRejection {
     fn into_response(self) -> Response {

@@ -170,6 +170,8 @@
 
 mod connection;
 mod error;
+#[cfg(any(feature = "actix", feature = "axum"))]
+mod extract;
 mod options;
 mod router;
 mod transaction;

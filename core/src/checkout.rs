@@ -334,9 +334,6 @@ pub(crate) async fn cut_off_drivers(
     Ok(pids.len())
 }
 
-/// The state `asked` is served in, given what the registry has in its schema
-/// (`registered`: `None` when there are no states to read, `Some(None)` when the registry has
-/// no tenant there). See the [module](self).
 /// The state `tenant` is served in: the registry's (with `states`) and the value's, the
 /// stricter one winning. Every door's checkout of a tenant comes through here.
 pub(crate) async fn admit_tenant(
@@ -362,6 +359,9 @@ pub(crate) async fn admit_by_name(
     }
 }
 
+/// The state `asked` is served in, given what the registry has in its schema
+/// (`registered`: `None` when there are no states to read, `Some(None)` when the registry has
+/// no tenant there). See the [module](self).
 pub(crate) fn admit(asked: &Tenant, registered: Option<Option<&Tenant>>) -> Result<TenantStatus> {
     let schema = asked.schema();
     let registry_status = match registered {

@@ -190,6 +190,23 @@ pub enum Error {
         latest: i32,
     },
 
+    /// This process's tenant migrations are older than the registry's: other tenants are
+    /// already at a newer version (newer code migrated them), so a tenant created here would
+    /// start behind them without a word. Run the creation with the newer migration set.
+    #[error(
+        "tenant `{schema}` not created: this process's tenant migrations end at version \
+         {latest}, but tenants in the registry are at version {registry} (newer code migrated \
+         them); create it with the newer migration set"
+    )]
+    MigrationSetBehind {
+        /// The tenant that was not created.
+        schema: SchemaName,
+        /// The newest version of this process's tenant migration set.
+        latest: i32,
+        /// The newest version a tenant of the registry is at.
+        registry: i32,
+    },
+
     /// A migration file could not be read.
     #[error("cannot read migrations from `{path}`: {}", message(.source))]
     MigrationSource {
@@ -457,7 +474,8 @@ impl Error {
             Self::TenantExists { .. }
             | Self::TenantMoved { .. }
             | Self::DomainTaken { .. }
-            | Self::SchemaNamedAfterRole { .. } => ErrorKind::Conflict,
+            | Self::SchemaNamedAfterRole { .. }
+            | Self::MigrationSetBehind { .. } => ErrorKind::Conflict,
             Self::MigrationRefused { .. } | Self::TableInPublic { .. } => ErrorKind::Internal,
             Self::Pool { .. } => ErrorKind::Unavailable,
             Self::TenantNotServed { status, .. } => match status {

@@ -541,3 +541,60 @@ async fn the_dry_run_and_the_status_agree_with_the_run() {
     assert_eq!((status[0].applied, status[0].drift.len()), (Some(3), 0));
     assert!(status[0].pending.is_empty());
 }
+
+/// An instance still running the older migration set (a rolling deploy) does not create a
+/// tenant one version behind the others without a word: the creation is refused with both
+/// versions, nothing is left behind, the status it reads shows the newer tenants as ahead,
+/// and the newer set creates the tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_migration_set_does_not_create_tenants_behind() {
+    let db = database().await;
+    let newer = with(&db, v3("ALTER TABLE notes ADD COLUMN tag text")).await;
+    let existing = tenants(&newer, "ahead", 1).await;
+    let older = with(&db, v1()).await;
+    let late = schema("late");
+    let err = older
+        .create_tenant(NewTenant::new(late.clone()))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::MigrationSetBehind {
+            schema,
+            latest,
+            registry,
+        } => assert_eq!((schema, *latest, *registry), (&late, 2, 3)),
+        other => panic!("expected MigrationSetBehind, got {other:?}"),
+    }
+    assert_eq!(err.status(), http::StatusCode::CONFLICT);
+    let message = err.to_string();
+    assert!(
+        message.contains("version 2") && message.contains("version 3"),
+        "{message}"
+    );
+    assert!(
+        !schema_exists(&db, "late").await,
+        "a schema was left behind"
+    );
+    assert!(
+        !is_registered(&db, "late").await,
+        "a registry row was left behind"
+    );
+    let status = older.migration_status(&existing, false).await.unwrap();
+    assert!(
+        status[0].drift.iter().any(|d| matches!(
+            d,
+            Drift::Ahead {
+                version: 3,
+                latest: 2
+            }
+        )),
+        "{:?}",
+        status[0].drift
+    );
+    let record = newer
+        .create_tenant(NewTenant::new(late.clone()))
+        .await
+        .unwrap();
+    assert_eq!(record.version, 3);
+    assert!(column_exists(&newer, &late, "tag").await);
+}

@@ -15,7 +15,8 @@ Exit codes:
      by doctor or status (the failures are listed)
   2  usage: arguments not understood (invalid schema names and domains included)
   3  connection or configuration: no or bad database URL, cannot connect, registry not
-     installed, migrations directory missing or unreadable, an unreadable --file or
+     installed, migrations directory missing, unreadable or older than the registry's
+     tenants (create), an unreadable --file or
      --shards file, a tenant's shard not configured";
 
 /// Why a command did not succeed.
@@ -71,7 +72,8 @@ impl From<Error> for CliError {
             (_, ErrorKind::Unavailable)
             | (Error::UnknownShard { .. }, _)
             | (Error::MigrationSource { .. }, _)
-            | (Error::MigrationRefused { .. }, _) => Self::Config(text),
+            | (Error::MigrationRefused { .. }, _)
+            | (Error::MigrationSetBehind { .. }, _) => Self::Config(text),
             _ => Self::Failed(Some(text)),
         }
     }
@@ -82,6 +84,9 @@ pub(crate) fn describe(e: &Error) -> String {
     match e {
         Error::UnknownShard { shard } => {
             format!("{e}: pass --shard {shard}=URL (or list it in a --shards file)")
+        }
+        Error::MigrationSetBehind { .. } => {
+            format!("{e}: pass --migrations DIR with the newer tenant migrations")
         }
         _ => e.to_string(),
     }

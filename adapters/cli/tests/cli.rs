@@ -527,6 +527,71 @@ async fn status_and_dry_run() {
     assert!(out.contains("1 schema: 0 behind, 0 with drift"), "{out}");
 }
 
+/// A binary whose tenant migrations are older than the registry's tenants (a rolling
+/// deploy) refuses to create a tenant behind them, naming both versions and the flag, and
+/// `status` says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_migrations_directory_does_not_create_tenants_behind() {
+    let (cli, db) = Cli::new("older").await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["create", "acme"]);
+    let newer = cli.dir.join("newer");
+    std::fs::create_dir_all(&newer).unwrap();
+    for entry in std::fs::read_dir(cli.dir.join("tenant")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), newer.join(entry.file_name())).unwrap();
+    }
+    write(
+        &newer,
+        "V2__extra.sql",
+        "ALTER TABLE notes ADD COLUMN extra int",
+    );
+    let shared = cli.dir.join("shared");
+    let with_newer = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--migrations",
+            newer.to_str().unwrap(),
+            "--shared-migrations",
+            shared.to_str().unwrap(),
+        ]);
+        cli.raw(&all, &cli.dir)
+    };
+    let (code, _, err) = with_newer(&["migrate"]);
+    assert_eq!(code, 0, "{err}");
+
+    let (_, err) = cli.fails(3, &["create", "late"]);
+    assert!(
+        err.contains("end at version 1")
+            && err.contains("at version 2")
+            && err.contains("--migrations DIR"),
+        "{err}"
+    );
+    let (out, _) = cli.fails(1, &["status"]);
+    assert!(
+        out.contains("these tenant migrations end at version 1, but 1 tenant newer code migrated (up to version 2)"),
+        "{out}"
+    );
+    let (out, _) = cli.fails(1, &["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["ahead"], 1, "{out}");
+    let (code, _, err) = with_newer(&["create", "late"]);
+    assert_eq!(code, 0, "{err}");
+    let version: i32 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT version FROM public.tenant_schemas_tenants WHERE schema_name = 'late'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2);
+}
+
 /// The command line used to reach one database only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards() {

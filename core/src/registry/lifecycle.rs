@@ -92,6 +92,31 @@ impl Registry {
         self.create_tenant_with(new, None).await
     }
 
+    /// [`Error::MigrationSetBehind`] when a tenant of the registry is at a newer version
+    /// than this process's tenant migrations know: a tenant created here would start behind.
+    async fn refuse_older_set(&self, schema: &SchemaName) -> Result<()> {
+        let latest = self.sets.tenant.latest();
+        let registry: i32 = self
+            .conn()
+            .await?
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM public.tenant_schemas_tenants \
+                 WHERE schema_name <> 'public'",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::db("reading the registry's newest version", schema, e))?
+            .get(0);
+        if registry > latest {
+            return Err(Error::MigrationSetBehind {
+                schema: schema.clone(),
+                latest,
+                registry,
+            });
+        }
+        Ok(())
+    }
+
     async fn create_tenant_with(
         &self,
         new: NewTenant,
@@ -101,6 +126,9 @@ impl Registry {
         let db = |e| Error::db("creating a tenant", &schema, e);
         // A refused migration set fails before anything runs.
         self.sets.tenant.validate()?;
+        if !schema.is_public() {
+            self.refuse_older_set(&schema).await?;
+        }
         // A migration that may change session state beyond the creating transaction (a plain
         // `SET search_path`, `RESET ALL` …) leaves its connection closed, not pooled.
         let discard = !schema.is_public() && self.sets.tenant.may_change_session_after(0);

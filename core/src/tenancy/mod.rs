@@ -198,6 +198,11 @@ impl Tenancy {
     /// recorded as it succeeds. Should one fail, the tenant exists at the version it reached
     /// and the error is [`Error::TenantCreatedBehind`]; the hooks still hear
     /// [`TenantEvent::Created`], and [`migrate`](Self::migrate) finishes it.
+    ///
+    /// A process whose tenant migrations end before the version a tenant of the registry is
+    /// at (newer code migrated it: a rolling deploy) creates nothing:
+    /// [`Error::MigrationSetBehind`] names both versions, rather than a tenant created behind
+    /// the others.
     pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord> {
         let record = match self.inner.registry.create_tenant(new).await {
             Ok(record) => record,

@@ -2,7 +2,7 @@
 //! Only reads.
 
 use serde_json::json;
-use tenant_schemas::SchemaName;
+use tenant_schemas::{Drift, SchemaName};
 
 use crate::connect::Context;
 use crate::error::{CliError, CliResult};
@@ -35,7 +35,17 @@ pub(crate) async fn run(ctx: &Context, out: Output, schemas: &[SchemaName]) -> C
         .filter(|s| s.applied.is_some() && !s.pending.is_empty())
         .count();
     let drifting = states.iter().filter(|s| !s.drift.is_empty()).count();
-    let text = if states.is_empty() {
+    // Schemas newer code migrated: this binary's migrations are older than the registry's.
+    let ahead: Vec<(i32, i32)> = states
+        .iter()
+        .filter(|s| !s.schema.is_public())
+        .flat_map(|s| &s.drift)
+        .filter_map(|d| match d {
+            Drift::Ahead { version, latest } => Some((*version, *latest)),
+            _ => None,
+        })
+        .collect();
+    let mut text = if states.is_empty() {
         "no tenants, and no shared migrations".to_owned()
     } else {
         format!(
@@ -47,6 +57,14 @@ pub(crate) async fn run(ctx: &Context, out: Output, schemas: &[SchemaName]) -> C
             count(states.len(), "schema"),
         )
     };
+    if let Some(&(newest, latest)) = ahead.iter().max() {
+        text.push_str(&format!(
+            "\nthese tenant migrations end at version {latest}, but {} newer code \
+             migrated (up to version {newest}): `create` is refused until it runs with the \
+             newer migrations (--migrations DIR)",
+            count(ahead.len(), "tenant"),
+        ));
+    }
     let json_rows: Vec<_> = states
         .iter()
         .map(|s| {
@@ -63,7 +81,12 @@ pub(crate) async fn run(ctx: &Context, out: Output, schemas: &[SchemaName]) -> C
         .collect();
     out.print(
         &text,
-        &json!({"behind": behind, "drift": drifting, "schemas": json_rows}),
+        &json!({
+            "behind": behind,
+            "drift": drifting,
+            "ahead": ahead.len(),
+            "schemas": json_rows,
+        }),
     );
     if drifting > 0 {
         Err(CliError::Failed(None))

@@ -353,6 +353,17 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A request's credential was issued for another tenant than the one it reached (a
+    /// session or token reused across tenants; see [`TenantClaim`](crate::TenantClaim))
+    /// (→ 403). Nothing ran for it.
+    #[error("a credential issued for {claimed} was presented to tenant `{schema}`")]
+    CredentialForOtherTenant {
+        /// The tenant the request reached.
+        schema: SchemaName,
+        /// Whom the credential was issued for, in words (`schema `acme``, `tenant id 7`).
+        claimed: String,
+    },
+
     /// A job's [`TenantRef`](crate::TenantRef) names a tenant that no longer exists: no
     /// tenant has its id any more. It was deleted, and one re-created in the same schema has
     /// a new id (→ 404). Nothing ran.
@@ -483,7 +494,9 @@ impl Error {
                 TenantStatus::Archived => ErrorKind::NotFound,
                 _ => ErrorKind::Forbidden,
             },
-            Self::TenantReadOnly { .. } | Self::ReportWrites { .. } => ErrorKind::Forbidden,
+            Self::TenantReadOnly { .. }
+            | Self::ReportWrites { .. }
+            | Self::CredentialForOtherTenant { .. } => ErrorKind::Forbidden,
             Self::Database { source, .. } | Self::Migration { source, .. }
                 if is_connection_lost(source) =>
             {

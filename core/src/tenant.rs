@@ -131,6 +131,55 @@ impl fmt::Debug for Tenant {
     }
 }
 
+/// Which tenant a credential (a session, a token) was issued for, as the application reads
+/// it from the credential: the tenant a user signed in to. A credential is only good for
+/// that tenant: presented on another tenant's host (a session cookie shared across
+/// subdomains, a token copied from one site to another) it is refused, the classic
+/// cross-tenant session reuse. See
+/// [`RequestResolverBuilder::credential_tenant`](crate::request::RequestResolverBuilder::credential_tenant)
+/// (every request, every adapter) and [`scope::check_claim`](crate::scope::check_claim)
+/// (in a handler, once the application has loaded its session).
+///
+/// ```
+/// use tenant_schemas::{SchemaName, Tenant, TenantClaim};
+///
+/// let acme = Tenant::new(SchemaName::new("acme")?).with_id(7);
+/// assert!(TenantClaim::Schema(SchemaName::new("acme")?).matches(&acme));
+/// assert!(TenantClaim::Id(7).matches(&acme));
+/// assert!(!TenantClaim::Schema(SchemaName::new("globex")?).matches(&acme));
+/// // A tenant not read from the registry has no id: an id never matches it.
+/// assert!(!TenantClaim::Id(7).matches(&Tenant::new(SchemaName::new("acme")?)));
+/// # Ok::<(), tenant_schemas::SchemaNameError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TenantClaim {
+    /// Issued for the tenant in this schema.
+    Schema(SchemaName),
+    /// Issued for the tenant with this registry id (an id survives a schema rename; a
+    /// tenant deleted and re-created under the same schema gets a new one).
+    Id(TenantId),
+}
+
+impl TenantClaim {
+    /// Whether the credential was issued for `tenant`.
+    #[must_use]
+    pub fn matches(&self, tenant: &Tenant) -> bool {
+        match self {
+            Self::Schema(schema) => schema == tenant.schema(),
+            Self::Id(id) => tenant.id() == Some(*id),
+        }
+    }
+}
+
+impl fmt::Display for TenantClaim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Schema(schema) => write!(f, "schema `{schema}`"),
+            Self::Id(id) => write!(f, "tenant id {id}"),
+        }
+    }
+}
+
 impl fmt::Display for Tenant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.schema.as_str())

@@ -30,7 +30,7 @@ use tracing::instrument::{Instrument, Instrumented};
 
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantClaim};
 
 tokio::task_local! {
     static CURRENT: Tenant;
@@ -58,6 +58,43 @@ pub fn require_schema() -> Result<SchemaName> {
 /// The tenant in scope, or [`Error::NoTenantInScope`].
 pub fn require_tenant() -> Result<Tenant> {
     current_tenant().ok_or(Error::NoTenantInScope)
+}
+
+/// Refuses a credential issued for another tenant than the one in scope:
+/// [`Error::CredentialForOtherTenant`] (403 in every adapter), or
+/// [`Error::NoTenantInScope`] outside a scope. For applications that know whom a session
+/// belongs to only once their own middleware has loaded it; when the request's headers tell
+/// (a signed cookie, a token), configure
+/// [`RequestResolverBuilder::credential_tenant`](crate::request::RequestResolverBuilder::credential_tenant)
+/// instead, which refuses before any handler runs.
+///
+/// ```
+/// use tenant_schemas::{scope, Error, SchemaName, Tenant, TenantClaim};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let acme = Tenant::new(SchemaName::new("acme")?);
+/// let issued_for = |s: &str| TenantClaim::Schema(SchemaName::new(s).unwrap());
+/// scope::sync_run(acme, || {
+///     assert!(scope::check_claim(&issued_for("acme")).is_ok());
+///     let err = scope::check_claim(&issued_for("globex")).unwrap_err();
+///     assert!(matches!(err, Error::CredentialForOtherTenant { .. }));
+///     assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
+/// });
+/// # Ok(()) }
+/// ```
+pub fn check_claim(claim: &TenantClaim) -> Result<()> {
+    claim_holds(&require_tenant()?, claim)
+}
+
+/// [`check_claim`] for `tenant`: the one comparison the request path makes too.
+pub(crate) fn claim_holds(tenant: &Tenant, claim: &TenantClaim) -> Result<()> {
+    if claim.matches(tenant) {
+        return Ok(());
+    }
+    Err(Error::CredentialForOtherTenant {
+        schema: tenant.schema().clone(),
+        claimed: claim.to_string(),
+    })
 }
 
 /// Runs `fut` with `tenant` in scope. Scopes nest: the innermost one wins.

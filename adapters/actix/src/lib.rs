@@ -34,6 +34,10 @@ mod middleware;
 pub use extract::{is_public_tenant, CurrentTenant, PublicDb, TenantDb, TenantError};
 pub use middleware::{ScopedBody, TenantMiddleware, TenantMiddlewareService};
 pub use tenant_schemas::request::{strip_path_token, RequestResolver, Strategy, UnknownTenant};
+/// Whom a request's credential was issued for: bind credentials to their tenant with
+/// [`RequestResolver`]'s builder (`credential_tenant`), or check one in a handler with
+/// [`tenant_schemas::scope::check_claim`].
+pub use tenant_schemas::TenantClaim;
 
 /// Test helpers (feature `testing`): the core's throwaway PostgreSQL and [`TenantClient`](tenant_schemas::testing::TenantClient).
 #[cfg(feature = "testing")]

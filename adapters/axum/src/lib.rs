@@ -36,6 +36,10 @@ mod routing;
 pub use extract::{CurrentTenant, DbRejection, PublicDb, TenantDb, TenantError};
 pub use routing::{split, with_tenancy};
 pub use tenant_schemas::request::{strip_path_token, RequestResolver, Strategy, UnknownTenant};
+/// Whom a request's credential was issued for: bind credentials to their tenant with
+/// [`RequestResolver`]'s builder (`credential_tenant`), or check one in a handler with
+/// [`tenant_schemas::scope::check_claim`].
+pub use tenant_schemas::TenantClaim;
 pub use tenant_schemas_tower::{TenantLayer, TenantService};
 
 /// Test helpers (feature `testing`): the core's throwaway PostgreSQL and [`TenantClient`](tenant_schemas::testing::TenantClient).

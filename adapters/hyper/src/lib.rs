@@ -38,6 +38,10 @@ use tenant_schemas::request::Rejection;
 use tenant_schemas::{ConnectionScope, Tenant};
 
 pub use tenant_schemas::request::{strip_path_token, RequestResolver, Strategy, UnknownTenant};
+/// Whom a request's credential was issued for: bind credentials to their tenant with
+/// [`RequestResolver`]'s builder (`credential_tenant`), or check one in a handler with
+/// [`tenant_schemas::scope::check_claim`].
+pub use tenant_schemas::TenantClaim;
 pub use tenant_schemas_tower::serve::{serve, serve_with_shutdown};
 pub use tenant_schemas_tower::{ScopedBody, TenantLayer, TenantService};
 

@@ -74,6 +74,10 @@ impl Rejection {
                 TenantStatus::Archived => "404 Not Found: unknown tenant\n".into(),
                 _ => "403 Forbidden: this site is suspended\n".into(),
             },
+            (Error::CredentialForOtherTenant { .. }, _) => {
+                tracing::warn!(error = %err, "credential presented to another tenant");
+                "403 Forbidden: this credential was issued for another site\n".into()
+            }
             (Error::TenantReadOnly { .. }, _) => {
                 "403 Forbidden: this site is read-only for now\n".into()
             }

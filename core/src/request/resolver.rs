@@ -10,7 +10,20 @@ use super::incoming::{with_path_and_query, IncomingRequest};
 use super::path_token::PathToken;
 use super::strategy::{forwarded_host, Match};
 use super::{Rejection, RequestScope, Strategy, UnknownTenant};
-use crate::{Error, Host, Tenancy, Tenant, TenantStatus};
+use crate::{Error, Host, Tenancy, Tenant, TenantClaim, TenantStatus};
+
+/// The application's reading of whom a request's credential was issued for.
+type ReadClaim = dyn Fn(&HeaderMap) -> Option<TenantClaim> + Send + Sync;
+
+/// [`RequestResolverBuilder::credential_tenant`]'s function (`Debug` for the resolver's).
+#[derive(Clone)]
+struct ClaimReader(Arc<ReadClaim>);
+
+impl std::fmt::Debug for ClaimReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClaimReader(..)")
+    }
+}
 
 /// Finds the tenant of HTTP requests (see the [module docs](super)).
 #[derive(Clone, Debug)]
@@ -27,6 +40,7 @@ struct Inner {
     public_token: Option<PathToken>,
     suspended_status: StatusCode,
     retry_after: u64,
+    claim: Option<ClaimReader>,
 }
 
 /// Builds a [`RequestResolver`].
@@ -86,6 +100,46 @@ impl RequestResolverBuilder {
         self
     }
 
+    /// Binds credentials to their tenant: `read` says, from a request's headers, which tenant
+    /// its credential (session cookie, bearer token) was issued for — after verifying it, as
+    /// the application does — or `None` when the request carries none. A request whose
+    /// credential names another tenant than the one the request resolved to is answered
+    /// 403 (`this credential was issued for another site`, [`Error::CredentialForOtherTenant`]
+    /// logged as a warning) before any handler runs: a session cookie scoped to
+    /// `.example.com` and sent to `globex.example.com`, or a token copied from acme's site,
+    /// reaches nothing of globex. The public tenant is a tenant like the others: return
+    /// `None` for credentials that are meant to work on the main site too.
+    ///
+    /// ```
+    /// use tenant_schemas::request::RequestResolver;
+    /// use tenant_schemas::{SchemaName, Tenancy, TenantClaim};
+    ///
+    /// # fn demo(tenancy: Tenancy) -> RequestResolver {
+    /// // A session cookie `session=<schema>.<signature>`, signed at sign-in.
+    /// fn verified_schema(cookie: &str) -> Option<&str> {
+    ///     let (schema, _signature) = cookie.split_once('.')?; // verify it here
+    ///     Some(schema)
+    /// }
+    /// RequestResolver::builder(tenancy)
+    ///     .credential_tenant(|headers| {
+    ///         let cookies = headers.get(http::header::COOKIE)?.to_str().ok()?;
+    ///         let session = cookies
+    ///             .split(';')
+    ///             .find_map(|c| c.trim().strip_prefix("session="))?;
+    ///         let schema = SchemaName::new(verified_schema(session)?).ok()?;
+    ///         Some(TenantClaim::Schema(schema))
+    ///     })
+    ///     .build()
+    /// # }
+    /// ```
+    pub fn credential_tenant<F>(mut self, read: F) -> Self
+    where
+        F: Fn(&HeaderMap) -> Option<TenantClaim> + Send + Sync + 'static,
+    {
+        self.inner.claim = Some(ClaimReader(Arc::new(read)));
+        self
+    }
+
     /// Finishes the resolver.
     #[must_use]
     pub fn build(self) -> RequestResolver {
@@ -142,6 +196,7 @@ impl RequestResolver {
                 public_token: None,
                 suspended_status: StatusCode::FORBIDDEN,
                 retry_after: 60,
+                claim: None,
             },
         }
     }
@@ -184,7 +239,8 @@ impl RequestResolver {
     /// one wins; without one, the [`UnknownTenant`] policy decides; then the public path
     /// token applies. A tenant whose [state](crate::TenantStatus) is not served is
     /// rejected: 503 with `Retry-After` in maintenance, 403 (or the configured status)
-    /// suspended, 404 archived.
+    /// suspended, 404 archived; so is a request whose credential was issued for another
+    /// tenant (403, see [`RequestResolverBuilder::credential_tenant`]).
     pub async fn resolve(
         &self,
         uri: &Uri,
@@ -208,6 +264,12 @@ impl RequestResolver {
             None => inner.unknown.fallback(uri, headers, host.as_ref())?,
         };
         self.served(&tenant)?;
+        if let Some(ClaimReader(read)) = &inner.claim {
+            if let Some(claim) = read(headers) {
+                crate::scope::claim_holds(&tenant, &claim)
+                    .map_err(|e| Rejection::from_error(&e))?;
+            }
+        }
         let path_and_query = match &inner.public_token {
             Some(token) => token.route(&tenant, uri, path_and_query)?,
             None => path_and_query,

@@ -26,6 +26,7 @@ async fn actix_adapter() {
     let fx = suite::fixture().await;
     let resolver = RequestResolver::builder(fx.tenancy.clone())
         .strategies(suite::strategies())
+        .credential_tenant(suite::session_tenant)
         .build();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -61,6 +62,7 @@ async fn actix_adapter() {
     let thread = std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
     suite::run(addr).await;
     suite::states(addr, &fx.tenancy).await;
+    suite::credentials(addr).await;
     suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
     handle.stop(true).await;

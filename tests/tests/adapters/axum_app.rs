@@ -48,6 +48,7 @@ async fn axum_adapter() {
             );
     let resolver = RequestResolver::builder(fx.tenancy.clone())
         .strategies(suite::strategies())
+        .credential_tenant(suite::session_tenant)
         .build();
     let app = with_tenancy(split(public, tenants), TenantLayer::with_resolver(resolver));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -55,6 +56,7 @@ async fn axum_adapter() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     suite::run(addr).await;
     suite::states(addr, &fx.tenancy).await;
+    suite::credentials(addr).await;
     suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
 }

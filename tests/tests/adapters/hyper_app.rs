@@ -69,6 +69,7 @@ async fn hyper_adapter() {
     let fx = suite::fixture().await;
     let resolver = RequestResolver::builder(fx.tenancy.clone())
         .strategies(suite::strategies())
+        .credential_tenant(suite::session_tenant)
         .public_path_token("/main")
         .build();
     let service = TenantLayer::with_resolver(resolver).layer(service_fn(app));
@@ -77,6 +78,7 @@ async fn hyper_adapter() {
     tokio::spawn(serve(listener, service));
     suite::run(addr).await;
     suite::states(addr, &fx.tenancy).await;
+    suite::credentials(addr).await;
     suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
 }

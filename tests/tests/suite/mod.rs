@@ -22,7 +22,9 @@ use futures_util::Stream;
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::request::Strategy;
 use tenant_schemas::testing::{pool, TenantClient, TestCluster, TestResponse};
-use tenant_schemas::{scope, Host, NewTenant, SchemaName, Tenancy, TenantMigrations, TenantStatus};
+use tenant_schemas::{
+    scope, Host, NewTenant, SchemaName, Tenancy, TenantClaim, TenantMigrations, TenantStatus,
+};
 
 pub struct Fixture {
     pub cluster: TestCluster,
@@ -45,6 +47,18 @@ pub fn strategies() -> [Strategy; 2] {
         Strategy::Host,
         Strategy::Header(http::HeaderName::from_static("x-tenant")),
     ]
+}
+
+/// The app's credential: a `session=<schema>` cookie naming the tenant its user signed in
+/// to (a real app signs it; what the library checks is whom it names). Every adapter's app
+/// binds credentials with it
+/// ([`credential_tenant`](tenant_schemas::request::RequestResolverBuilder::credential_tenant)).
+pub fn session_tenant(headers: &http::HeaderMap) -> Option<TenantClaim> {
+    let cookies = headers.get(http::header::COOKIE)?.to_str().ok()?;
+    let session = cookies
+        .split(';')
+        .find_map(|c| c.trim().strip_prefix("session="))?;
+    Some(TenantClaim::Schema(SchemaName::new(session).ok()?))
 }
 
 /// A tenancy over `pool` with a `notes` table per tenant: the public tenant on
@@ -283,6 +297,77 @@ pub async fn states(addr: SocketAddr, tenancy: &Tenancy) {
             .await
             .unwrap();
     }
+}
+
+/// Credentials bound to their tenant: a session issued for beta reaches nothing of alpha
+/// (read or write, by host or by the `X-Tenant` header), nor the public site; alpha's own
+/// session and requests without one are served.
+pub async fn credentials(addr: SocketAddr) {
+    let alpha = client(addr, "alpha.example.test");
+    let cookie = |schema: &str| format!("theme=dark; session={schema}");
+    let with = |schema: &str| vec![("cookie".to_owned(), cookie(schema))];
+    let send = |c: TenantClient,
+                method: &'static str,
+                path: &'static str,
+                headers: Vec<(String, String)>,
+                body: &'static [u8]| async move {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        c.send(method, path, &headers, body).await.unwrap()
+    };
+
+    let before = alpha.get("/notes").await.unwrap();
+    assert_eq!(before.status, 200, "{before:?}");
+    let r = send(alpha.clone(), "GET", "/notes", with("alpha"), b"").await;
+    assert_eq!(r.status, 200, "alpha's own session: {r:?}");
+    assert_eq!(r.text(), before.text());
+
+    let r = send(alpha.clone(), "GET", "/notes", with("beta"), b"").await;
+    assert_eq!(r.status, 403, "beta's session on alpha's host: {r:?}");
+    assert_plain_text(&r);
+    assert!(r.text().contains("another site"), "{r:?}");
+    assert!(!r.text().contains("alpha's secret"), "{r:?}");
+    let mut headers = with("beta");
+    headers.push(("content-type".to_owned(), "text/plain".to_owned()));
+    let r = send(
+        alpha.clone(),
+        "POST",
+        "/notes",
+        headers,
+        b"written with beta's session",
+    )
+    .await;
+    assert_eq!(
+        r.status, 403,
+        "a write with beta's session on alpha's host: {r:?}"
+    );
+    assert_eq!(
+        alpha.get("/notes").await.unwrap().text(),
+        before.text(),
+        "alpha changed"
+    );
+
+    // Found by the header strategy instead of the host: the same.
+    let mut headers = with("beta");
+    headers.push(("x-tenant".to_owned(), "alpha".to_owned()));
+    let r = send(
+        client(addr, "elsewhere.test"),
+        "GET",
+        "/notes",
+        headers,
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 403, "beta's session, X-Tenant: alpha: {r:?}");
+
+    // The main site is a tenant too.
+    let public = client(addr, "example.test");
+    let r = send(public.clone(), "GET", "/", with("alpha"), b"").await;
+    assert_eq!(r.status, 403, "alpha's session on the public site: {r:?}");
+    let r = public.get("/").await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
 }
 
 /// Where the public site lives under the public path token `/main` (one router for both),

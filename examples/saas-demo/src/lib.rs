@@ -9,8 +9,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use demo_support::{seed, tenant_host, DemoDatabase};
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tenant_schemas::{Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
-use tenant_schemas_axum::{split, with_tenancy, CurrentTenant, TenantDb, TenantError, TenantLayer};
+use tenant_schemas_axum::{
+    split, with_tenancy, CurrentTenant, RequestResolver, TenantClaim, TenantDb, TenantError,
+    TenantLayer,
+};
 
 /// Any error of the set-up.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,8 +53,45 @@ pub async fn tenancy(db: &DemoDatabase) -> Result<Tenancy, BoxError> {
 #[derive(Clone, Copy, Debug)]
 struct SitePort(u16);
 
+/// The API tokens the demo has issued (`POST /api/token` on a tenant's site), each bound to
+/// the tenant it was issued for: kept in memory, gone when the demo stops.
+#[derive(Clone, Default)]
+struct Tokens(Arc<Mutex<HashMap<String, SchemaName>>>);
+
+impl Tokens {
+    /// A new random token for `schema`.
+    fn issue(&self, schema: &SchemaName) -> String {
+        let token: String = (0..4)
+            .map(|_| format!("{:016x}", rand::random::<u64>()))
+            .collect();
+        self.lock().insert(token.clone(), schema.clone());
+        token
+    }
+
+    /// Whom the request's `Authorization: Bearer` token was issued for: what the
+    /// [`RequestResolver`] compares with the tenant the request reached. An unknown token
+    /// names nobody (the request is served as anonymous).
+    fn claim(&self, headers: &axum::http::HeaderMap) -> Option<TenantClaim> {
+        let value = headers
+            .get(axum::http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?;
+        let token = value.strip_prefix("Bearer ")?;
+        self.lock().get(token).cloned().map(TenantClaim::Schema)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SchemaName>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The app, served on `port`: the public site on `localhost`, each tenant's on its host.
+/// An API token is good only on the site that issued it: sent to another tenant's host it
+/// is answered 403 before any handler runs.
 pub fn app(tenancy: Tenancy, port: u16) -> Router {
+    let tokens = Tokens::default();
     let public = Router::new()
         .route("/", get(public_home))
         .route("/signup", post(signup_form))
@@ -57,10 +99,30 @@ pub fn app(tenancy: Tenancy, port: u16) -> Router {
     let tenants = Router::new()
         .route("/", get(notes_page))
         .route("/notes", post(add_note_form))
-        .route("/api/notes", get(list_notes).post(add_note_json));
-    with_tenancy(split(public, tenants), TenantLayer::new(tenancy.clone()))
+        .route("/api/notes", get(list_notes).post(add_note_json))
+        .route("/api/token", post(issue_token));
+    let resolver = {
+        let tokens = tokens.clone();
+        RequestResolver::builder(tenancy.clone())
+            .credential_tenant(move |headers| tokens.claim(headers))
+            .build()
+    };
+    with_tenancy(split(public, tenants), TenantLayer::with_resolver(resolver))
         .layer(Extension(tenancy))
+        .layer(Extension(tokens))
         .layer(Extension(SitePort(port)))
+}
+
+/// `POST /api/token`: a token for this tenant's API (`Authorization: Bearer …`).
+async fn issue_token(
+    CurrentTenant(tenant): CurrentTenant,
+    Extension(tokens): Extension<Tokens>,
+) -> impl IntoResponse {
+    let token = tokens.issue(tenant.schema());
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "tenant": tenant.schema().as_str(), "token": token })),
+    )
 }
 
 async fn sign_up(tenancy: &Tenancy, slug: &str, name: &str) -> Result<Host, AppError> {

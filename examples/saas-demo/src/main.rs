@@ -48,6 +48,8 @@ async fn run(db: &DemoDatabase, addr: SocketAddr) -> Result<(), BoxError> {
          \n  curl -H 'Host: initech.localhost' http://{addr}/api/notes\
          \n  curl -i -H 'Host: nobody.localhost' http://{addr}/api/notes   # 404\
          \n  curl -i -H 'Host: bad..host' http://{addr}/                   # 400\
+         \n  curl -H 'Host: acme.localhost' -X POST http://{addr}/api/token  # an API token for acme\
+         \n  curl -i -H 'Host: globex.localhost' -H 'authorization: Bearer <acme token>' http://{addr}/api/notes  # 403\
          \n\nIn a browser: http://localhost:{port}/ and http://acme.localhost:{port}/ (*.localhost resolves to 127.0.0.1).\
          \nCtrl-C stops the server and removes the throwaway database.\n"
     );

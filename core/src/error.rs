@@ -364,16 +364,16 @@ pub enum Error {
         claimed: String,
     },
 
-    /// A job's [`TenantRef`](crate::TenantRef) names a tenant that no longer exists: no
-    /// tenant has its id any more. It was deleted, and one re-created in the same schema has
-    /// a new id (→ 404). Nothing ran.
+    /// A tenant known by its registry id — a job's [`TenantRef`](crate::TenantRef), or a
+    /// tenant resolved before — no longer exists: no tenant has its id any more. It was
+    /// deleted, and one re-created in the same schema has a new id (→ 404). Nothing ran.
     #[error(
-        "tenant `{schema}` (id {id}) no longer exists: it was deleted after the job was queued"
+        "tenant `{schema}` (id {id}) no longer exists: it was deleted since it was resolved or queued"
     )]
     TenantGone {
-        /// The id the job carried.
+        /// The id the job or the resolved tenant carried.
         id: TenantId,
-        /// The schema the job carried.
+        /// The schema it carried.
         schema: SchemaName,
     },
 

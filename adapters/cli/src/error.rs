@@ -85,6 +85,12 @@ pub(crate) fn describe(e: &Error) -> String {
         Error::UnknownShard { shard } => {
             format!("{e}: pass --shard {shard}=URL (or list it in a --shards file)")
         }
+        // The library's message names its Rust API; here the flag says the same.
+        Error::TableInPublic { schema, table } => format!(
+            "table `{table}` would exist both in schema `{schema}` and in `public`, where \
+             unqualified names fall through when a schema is missing: rename it, or pass \
+             --shared-name {table} (on every command that migrates or checks tenants)"
+        ),
         Error::MigrationSetBehind { .. } => {
             format!("{e}: pass --migrations DIR with the newer tenant migrations")
         }

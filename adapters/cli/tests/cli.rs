@@ -961,3 +961,22 @@ async fn the_dry_run_predicts_the_failures_of_the_run() {
     let out = cli.ok(&["migrate"]);
     assert!(out.contains("migrated 3"), "{out}");
 }
+
+/// A tenant table named like one of `public` is refused with the flag that declares it
+/// shared, not the library's Rust API; with the flag, the tenant is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_also_in_public_is_refused_naming_the_flag() {
+    let (cli, _db) = Cli::with(
+        "shared-name",
+        &[
+            ("tenant", "V1__plans.sql", "CREATE TABLE plans (name text)"),
+            ("shared", "V1__plans.sql", "CREATE TABLE plans (name text)"),
+        ],
+    )
+    .await;
+    cli.ok(&["migrate"]);
+    let (_, err) = cli.fails(1, &["create", "acme"]);
+    assert!(err.contains("--shared-name plans"), "{err}");
+    assert!(!err.contains("TenantMigrations::shared_name"), "{err}");
+    cli.ok(&["create", "acme", "--shared-name", "plans"]);
+}

@@ -57,17 +57,18 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::resolve::CoherentCache;
 use crate::router::session::{self, NameRef};
 use crate::schema::SchemaName;
-use crate::tenant::{Tenant, TenantStatus};
+use crate::tenant::{Tenant, TenantLimits, TenantStatus};
 
 /// The tenants' states as the registry holds them, cached by schema name and kept coherent
 /// with the registry by the [`Tenancy`](crate::Tenancy) that made it (its changes, and those
@@ -80,6 +81,42 @@ use crate::tenant::{Tenant, TenantStatus};
 pub struct TenantStates {
     by_schema: CoherentCache<SchemaName, Option<Tenant>>,
     registry: Registry,
+    limits: TenantLimits,
+    slots: Arc<Mutex<HashMap<SchemaName, Arc<TenantSlots>>>>,
+}
+
+/// A tenant's share of the pool at one moment ([`TenantStates::usage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantUsage {
+    /// Its connection limit ([`TenantLimits::max_connections`]).
+    pub limit: u32,
+    /// Connections checked out for it.
+    pub in_use: u32,
+    /// Checkouts waiting for one of them.
+    pub waiting: u32,
+}
+
+/// One tenant's share of the pool under [`TenantLimits`]: its connections, and how many
+/// checkouts wait for one.
+#[derive(Debug)]
+struct TenantSlots {
+    permits: Arc<Semaphore>,
+    limit: u32,
+    waiting: AtomicU32,
+}
+
+/// A checkout's share of its tenant's connections ([`TenantLimits::max_connections`]),
+/// held as long as the connection: a permit of the tenant's semaphore.
+#[derive(Debug)]
+pub(crate) struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// Counts a checkout waiting for its tenant's slot while it waits.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for TenantStates {
@@ -94,10 +131,89 @@ impl TenantStates {
     pub(crate) fn new(
         by_schema: CoherentCache<SchemaName, Option<Tenant>>,
         registry: Registry,
+        limits: TenantLimits,
     ) -> Self {
         Self {
             by_schema,
             registry,
+            limits,
+            slots: Arc::default(),
+        }
+    }
+
+    /// The limits every tenant's checkouts are held to
+    /// ([`TenancyBuilder::tenant_limits`](crate::TenancyBuilder::tenant_limits)).
+    pub fn limits(&self) -> TenantLimits {
+        self.limits
+    }
+
+    /// `schema`'s share of the pool right now: connections checked out under its limit and
+    /// checkouts waiting for one (`None` without a limit, or before its first checkout).
+    #[must_use]
+    pub fn usage(&self, schema: &SchemaName) -> Option<TenantUsage> {
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(schema)
+            .cloned()?;
+        let free = u32::try_from(slots.permits.available_permits()).unwrap_or(u32::MAX);
+        Some(TenantUsage {
+            limit: slots.limit,
+            in_use: slots.limit.saturating_sub(free),
+            waiting: slots.waiting.load(Ordering::Relaxed),
+        })
+    }
+
+    /// A share of `schema`'s connections under the limits: at once when one is free, else
+    /// after the checkouts that waited before it (at most [`TenantLimits::max_wait`]), or
+    /// [`Error::TenantBusy`]. The shared `public` schema and tenants without a limit get
+    /// `None` (nothing to hold).
+    pub(crate) async fn slot(&self, schema: &SchemaName) -> Result<Option<Slot>> {
+        let Some(limit) = self.limits.get_max_connections() else {
+            return Ok(None);
+        };
+        if schema.is_public() {
+            return Ok(None);
+        }
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(schema.clone())
+            .or_insert_with(|| {
+                Arc::new(TenantSlots {
+                    permits: Arc::new(Semaphore::new(limit as usize)),
+                    limit,
+                    waiting: AtomicU32::new(0),
+                })
+            })
+            .clone();
+        // While others wait, tokio hands released permits to them first: no overtaking.
+        if let Ok(permit) = slots.permits.clone().try_acquire_owned() {
+            return Ok(Some(Slot(permit)));
+        }
+        let busy = || Error::TenantBusy {
+            schema: schema.clone(),
+            limit: slots.limit,
+        };
+        let before = slots.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&slots.waiting);
+        if self
+            .limits
+            .get_max_waiting()
+            .is_some_and(|max| before >= max)
+        {
+            return Err(busy());
+        }
+        match tokio::time::timeout(
+            self.limits.get_max_wait(),
+            slots.permits.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(Some(Slot(permit))),
+            _ => Err(busy()),
         }
     }
 
@@ -139,6 +255,8 @@ pub struct DriverCheckout {
     status: TenantStatus,
     hold: Arc<Hold>,
     _name: NameRef,
+    /// The tenant's share of the pool under its limits (see [`TenantLimits`]).
+    _slot: Option<Slot>,
 }
 
 /// One driver checkout as deletions see it.
@@ -172,9 +290,15 @@ impl DriverCheckout {
     /// ([`Error::SchemaMissing`] if it does not end within 10 s). The public *tenant* (the
     /// main site's requests, [`Tenant::public`] in scope) is checked like any other; for the
     /// shared `public` schema asked for by name, use [`begin_for_schema`](Self::begin_for_schema).
+    ///
+    /// Under the tenancy's [`TenantLimits`] it then waits for a share of the tenant's
+    /// connections, held as long as the checkout ([`Error::TenantBusy`] when it cannot).
     pub async fn begin(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Self> {
         let status = admit_tenant(states, tenant).await?;
-        Self::register(tenant.schema().clone(), status).await
+        let slot = slot(states, tenant.schema()).await?;
+        Ok(Self::register(tenant.schema().clone(), status)
+            .await?
+            .holding(slot))
     }
 
     /// The checkout of a schema asked for by name, as
@@ -186,7 +310,13 @@ impl DriverCheckout {
         schema: &SchemaName,
     ) -> Result<Self> {
         let status = admit_by_name(states, schema).await?;
-        Self::register(schema.clone(), status).await
+        let slot = slot(states, schema).await?;
+        Ok(Self::register(schema.clone(), status).await?.holding(slot))
+    }
+
+    fn holding(mut self, slot: Option<Slot>) -> Self {
+        self._slot = slot;
+        self
     }
 
     /// Registers a checkout of `schema`, admitted in `status`, with the schema's gate (see
@@ -207,6 +337,7 @@ impl DriverCheckout {
             status,
             hold,
             _name: name,
+            _slot: None,
         })
     }
 
@@ -283,6 +414,17 @@ impl Drop for DriverCheckout {
         }
         drop(holds);
         RELEASED.notify_waiters();
+    }
+}
+
+/// `schema`'s share of the pool under `states`' limits (none without states).
+pub(crate) async fn slot(
+    states: Option<&TenantStates>,
+    schema: &SchemaName,
+) -> Result<Option<Slot>> {
+    match states {
+        Some(states) => states.slot(schema).await,
+        None => Ok(None),
     }
 }
 

@@ -353,6 +353,17 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// The tenant has all the connections its [`TenantLimits`](crate::TenantLimits) allow
+    /// checked out, and this checkout could not wait for one (too many waiting already, or
+    /// waited too long) (→ 503 with `Retry-After`). Other tenants are not affected.
+    #[error("tenant `{schema}` is busy: its {limit} connections are in use")]
+    TenantBusy {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// Its connection limit.
+        limit: u32,
+    },
+
     /// A request's credential was issued for another tenant than the one it reached (a
     /// session or token reused across tenants; see [`TenantClaim`](crate::TenantClaim))
     /// (→ 403). Nothing ran for it.
@@ -488,7 +499,7 @@ impl Error {
             | Self::SchemaNamedAfterRole { .. }
             | Self::MigrationSetBehind { .. } => ErrorKind::Conflict,
             Self::MigrationRefused { .. } | Self::TableInPublic { .. } => ErrorKind::Internal,
-            Self::Pool { .. } => ErrorKind::Unavailable,
+            Self::Pool { .. } | Self::TenantBusy { .. } => ErrorKind::Unavailable,
             Self::TenantNotServed { status, .. } => match status {
                 TenantStatus::Maintenance => ErrorKind::Unavailable,
                 TenantStatus::Archived => ErrorKind::NotFound,

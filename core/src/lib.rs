@@ -66,7 +66,9 @@ pub use router::{
 pub use schema::{SchemaName, SchemaNameError, MAX_SCHEMA_NAME_LEN};
 pub use shard::{ShardName, DEFAULT_SHARD};
 pub use tenancy::{Tenancy, TenancyBuilder, TenantEvent};
-pub use tenant::{Tenant, TenantClaim, TenantId, TenantRecord, TenantRef, TenantStatus};
+pub use tenant::{
+    Tenant, TenantClaim, TenantId, TenantLimits, TenantRecord, TenantRef, TenantStatus,
+};
 
 /// Re-exported so implementing [`TenantResolver`] needs no extra dependency.
 pub use async_trait::async_trait;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::schema::SchemaName;
 use crate::shard::ShardName;
@@ -128,6 +128,89 @@ impl fmt::Debug for Tenant {
             .field("shard", &self.shard)
             .field("status", &self.status)
             .finish()
+    }
+}
+
+/// How much of the shared pool one tenant may take at a time, so one tenant's flood of slow
+/// requests cannot take every connection from the others (see
+/// [`TenancyBuilder::tenant_limits`](crate::TenancyBuilder::tenant_limits)). Limits count
+/// checkouts in this process, through every router and driver of one
+/// [`Tenancy`](crate::Tenancy).
+///
+/// ```
+/// use std::time::Duration;
+/// use tenant_schemas::TenantLimits;
+///
+/// let limits = TenantLimits::new()
+///     .max_connections(4) // at most 4 of the pool's connections for one tenant
+///     .max_waiting(16) // at most 16 more checkouts waiting for one of those
+///     .max_wait(Duration::from_secs(2)); // each waiting at most 2 s
+/// assert_eq!(limits.get_max_connections(), Some(4));
+/// assert_eq!(TenantLimits::new().get_max_connections(), None); // no limit
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct TenantLimits {
+    max_connections: Option<u32>,
+    max_waiting: Option<u32>,
+    max_wait: Duration,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TenantLimits {
+    /// No limit (the default).
+    pub const fn new() -> Self {
+        Self {
+            max_connections: None,
+            max_waiting: None,
+            max_wait: Duration::from_secs(5),
+        }
+    }
+
+    /// At most `n` (≥ 1) connections checked out for one tenant at a time; more checkouts
+    /// wait for one of them, in their order of arrival.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = Some(n.max(1));
+        self
+    }
+
+    /// At most `n` checkouts of one tenant waiting for one of its
+    /// [`max_connections`](Self::max_connections); more are refused at once with
+    /// [`Error::TenantBusy`](crate::Error::TenantBusy) (503 with `Retry-After` in the
+    /// adapters). Unlimited by default.
+    pub fn max_waiting(mut self, n: u32) -> Self {
+        self.max_waiting = Some(n);
+        self
+    }
+
+    /// How long a checkout waits for one of its tenant's connections before
+    /// [`Error::TenantBusy`](crate::Error::TenantBusy) (default 5 s).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+
+    /// The per-tenant connection limit, if any.
+    #[must_use]
+    pub fn get_max_connections(&self) -> Option<u32> {
+        self.max_connections
+    }
+
+    /// The limit of waiting checkouts, if any.
+    #[must_use]
+    pub fn get_max_waiting(&self) -> Option<u32> {
+        self.max_waiting
+    }
+
+    /// How long a checkout waits for one of its tenant's connections.
+    #[must_use]
+    pub fn get_max_wait(&self) -> Duration {
+        self.max_wait
     }
 }
 

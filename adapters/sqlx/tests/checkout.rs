@@ -311,3 +311,56 @@ async fn the_public_tenant_in_scope_is_checked_like_any_other() {
         .unwrap();
     tenancy.router().public().await.unwrap();
 }
+
+/// The tenancy's `TenantLimits` count sqlx checkouts with the core's: a tenant at its limit
+/// gets `TenantBusy` (503) from either driver, another tenant is served,
+/// and the limit frees when the sqlx connection is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_limits_count_sqlx_checkouts_with_the_cores() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(4).unwrap())
+        .migrations(marker_and_notes())
+        .tenant_limits(
+            tenant_schemas::TenantLimits::new()
+                .max_connections(2)
+                .max_waiting(0),
+        )
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "sx_lim_", 2).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(connect_options(db.config()))
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    let mut held = router.connection_for_schema(&s[0]).await.unwrap();
+    let tx = router.begin_for(&s[0]).await.unwrap();
+    let busy = router.connection_for_schema(&s[0]).await.unwrap_err();
+    assert!(
+        matches!(
+            &busy,
+            Error::Checkout(tenant_schemas::Error::TenantBusy { limit: 2, .. })
+        ),
+        "{busy:?}"
+    );
+    assert_eq!(busy.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    let core = tenancy
+        .router()
+        .connection_for_schema(&s[0])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(core, tenant_schemas::Error::TenantBusy { .. }),
+        "{core:?}"
+    );
+    let mut other = router.connection_for_schema(&s[1]).await.unwrap();
+    assert_eq!(marker(&mut other).await.unwrap(), "sx_lim_1");
+    assert_eq!(marker(&mut held).await.unwrap(), "sx_lim_0");
+    drop(tx);
+    let mut again = router.connection_for_schema(&s[0]).await.unwrap();
+    assert_eq!(marker(&mut again).await.unwrap(), "sx_lim_0");
+}

@@ -57,6 +57,13 @@ impl Rejection {
     /// The rejection for an error: its [`Error::status`] (400, 404, 503, …), with a message
     /// that names the problem but no internals (the details go to the log).
     pub fn from_error(err: &Error) -> Self {
+        if let Error::TenantBusy { .. } = err {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 Service Unavailable: this site is busy, try again in a moment\n",
+            )
+            .with_retry_after(1);
+        }
         let body: Cow<'static, str> = match (err, err.kind()) {
             (Error::InvalidHost(e), _) => format!(
                 "400 Bad Request: invalid host: {}\n",

@@ -52,6 +52,8 @@ mod transaction;
 /// [`Statement`] from [`ConnectionScope::prepare`]. For the rest of the tokio-postgres API
 /// use [`ConnectionScope::client`].
 pub struct ConnectionScope {
+    /// The tenant's share of the pool under its limits, released with the connection.
+    slot: Option<crate::checkout::Slot>,
     /// Always `Some` until dropped; `Drop` takes it out to discard a connection left inside
     /// an unfinished transaction.
     conn: Option<Object>,
@@ -155,6 +157,7 @@ impl ConnectionScope {
         (pool, group): (Arc<RouterPool>, usize),
     ) -> Self {
         Self {
+            slot: None,
             conn: Some(conn),
             schema,
             path,
@@ -171,6 +174,12 @@ impl ConnectionScope {
             group,
             raw_client: OnceLock::new(),
         }
+    }
+
+    /// Holds `slot` (the tenant's share of the pool) as long as the connection.
+    pub(crate) fn holding(mut self, slot: Option<crate::checkout::Slot>) -> Self {
+        self.slot = slot;
+        self
     }
 
     fn conn(&self) -> &Object {

@@ -95,12 +95,20 @@ impl SchemaRouter {
     /// read-only, so writes fail with [`Error::TenantReadOnly`].
     pub async fn connection_for_tenant(&self, tenant: &Tenant) -> Result<ConnectionScope> {
         let status = self.admit(tenant).await?;
-        checkout(
+        let slot = self.slot(tenant.schema()).await?;
+        Ok(checkout(
             self.databases.get(tenant.shard())?,
             tenant.schema(),
             status == TenantStatus::ReadOnly,
         )
-        .await
+        .await?
+        .holding(slot))
+    }
+
+    /// The tenant's share of the pool under the tenancy's limits (see
+    /// [`TenancyBuilder::tenant_limits`](crate::TenancyBuilder::tenant_limits)).
+    async fn slot(&self, schema: &SchemaName) -> Result<Option<protocol::Slot>> {
+        protocol::slot(self.states.as_ref(), schema).await
     }
 
     /// The state `tenant` is served in: the registry's (when the router has its states) and
@@ -120,12 +128,14 @@ impl SchemaRouter {
     /// database and state) and [`connection`](Self::connection) the tenant in scope.
     pub async fn connection_for_schema(&self, schema: &SchemaName) -> Result<ConnectionScope> {
         let status = protocol::admit_by_name(self.states.as_ref(), schema).await?;
-        checkout(
+        let slot = self.slot(schema).await?;
+        Ok(checkout(
             self.databases.default(),
             schema,
             status == TenantStatus::ReadOnly,
         )
-        .await
+        .await?
+        .holding(slot))
     }
 
     /// The registry's tenant states this router reads at every checkout, if it has them.

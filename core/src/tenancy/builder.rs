@@ -23,6 +23,7 @@ use crate::resolve::{
 use crate::router::{SchemaRouter, SearchPathMode};
 use crate::schema::SchemaName;
 use crate::shard::ShardName;
+use crate::tenant::TenantLimits;
 
 /// How long a deletion or rename waits for drivers' connections held for the schema.
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
@@ -42,6 +43,7 @@ pub struct TenancyBuilder {
     groups: Vec<Pool>,
     citus: Option<bool>,
     grace: Duration,
+    limits: TenantLimits,
 }
 
 impl std::fmt::Debug for TenancyBuilder {
@@ -132,6 +134,7 @@ impl Tenancy {
             groups: Vec::new(),
             citus: None,
             grace: DEFAULT_GRACE,
+            limits: TenantLimits::new(),
         }
     }
 }
@@ -281,6 +284,24 @@ impl TenancyBuilder {
         self
     }
 
+    /// How much of the pool one tenant may take at a time (default: no limit): at most
+    /// [`max_connections`](TenantLimits::max_connections) checked out for a tenant through
+    /// every router and driver of this tenancy in this process; more checkouts of that
+    /// tenant wait in their order of arrival, *outside* the pool's own queue, so a tenant
+    /// flooding slow requests holds at most its limit and the other tenants' checkouts do not
+    /// queue behind its backlog. A checkout that cannot wait
+    /// ([`max_waiting`](TenantLimits::max_waiting), [`max_wait`](TenantLimits::max_wait)) is
+    /// [`Error::TenantBusy`](crate::Error::TenantBusy): 503 with `Retry-After` in the
+    /// adapters. The shared `public` schema asked for by name, the library's own work
+    /// (migrations, registry) and routers without the tenancy's
+    /// [`TenantStates`](crate::checkout::TenantStates) are not limited.
+    ///
+    /// Keep `max_connections` below the pool size, or the limit shares nothing.
+    pub fn tenant_limits(mut self, limits: TenantLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Finishes the set-up.
     pub async fn build(self) -> Result<Tenancy> {
         // A migration set that would end its schema's transaction is refused up front.
@@ -313,7 +334,7 @@ impl TenancyBuilder {
         };
         // Every checkout of the router reads the tenant's state from the registry, through
         // the by-schema cache the listener keeps coherent.
-        let states = TenantStates::new(caches.by_schema.clone(), registry.clone());
+        let states = TenantStates::new(caches.by_schema.clone(), registry.clone(), self.limits);
         let router = SchemaRouter::over(self.databases)
             .extra_schemas(self.extra_schemas)
             .mode(self.mode)

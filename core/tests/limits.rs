@@ -1,0 +1,175 @@
+//! Fair sharing of the pool: a tenant holds at most its `TenantLimits::max_connections`
+//! through every door (core router by tenant and by name, a driver's `DriverCheckout`), its
+//! further checkouts wait outside the pool in order of arrival or are refused with
+//! `TenantBusy` (503, `Retry-After`), and other tenants are served meanwhile.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use tenant_schemas::checkout::{DriverCheckout, TenantUsage};
+use tenant_schemas::request::Rejection;
+use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::{Error, SchemaName, Tenancy, Tenant, TenantLimits};
+
+async fn limited(limits: TenantLimits) -> (tenant_schemas::testing::TestDatabase, Tenancy) {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(8).unwrap())
+        .migrations(marker_and_notes())
+        .tenant_limits(limits)
+        .build()
+        .await
+        .unwrap();
+    marked_tenants(&tenancy, "fair", 2).await;
+    (db, tenancy)
+}
+
+/// Waits (up to 10 s) until `schema`'s usage is `want`.
+async fn until_usage(tenancy: &Tenancy, schema: &SchemaName, want: TenantUsage) {
+    let states = tenancy.tenant_states();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while states.usage(schema) != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "usage of {schema}: {:?}, expected {want:?}",
+            states.usage(schema)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_holds_at_most_its_limit_through_every_door_and_others_are_served() {
+    let (_db, tenancy) = limited(
+        TenantLimits::new()
+            .max_connections(2)
+            .max_waiting(1)
+            .max_wait(Duration::from_millis(300)),
+    )
+    .await;
+    let (a, b) = (schema("fair0"), schema("fair1"));
+    let router = tenancy.router();
+    let states = tenancy.tenant_states();
+    let usage = |in_use, waiting| TenantUsage {
+        limit: 2,
+        in_use,
+        waiting,
+    };
+
+    // Two doors take a's two connections: the core router by tenant, a driver's checkout.
+    let first = router
+        .connection_for_tenant(&Tenant::new(a.clone()))
+        .await
+        .unwrap();
+    let driver = DriverCheckout::begin(Some(&states), &Tenant::new(a.clone()))
+        .await
+        .unwrap();
+    assert_eq!(states.usage(&a), Some(usage(2, 0)));
+
+    // A third checkout (by name) waits for one of them, outside the pool.
+    let waiter = {
+        let router = router.clone();
+        let a = a.clone();
+        tokio::spawn(async move {
+            let db = router.connection_for_schema(&a).await?;
+            Ok::<_, Error>(marker_of(&db).await)
+        })
+    };
+    until_usage(&tenancy, &a, usage(2, 1)).await;
+
+    // A fourth finds the queue full: refused at once, 503 with Retry-After.
+    let started = Instant::now();
+    let err = router.connection_for_schema(&a).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::TenantBusy { schema, limit: 2 } if schema == &a),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(250), "it waited");
+    let rejection = Rejection::from_error(&err);
+    assert_eq!(rejection.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rejection.retry_after(), Some(1));
+    assert!(rejection.body().contains("busy"), "{rejection:?}");
+
+    // Meanwhile b is served, up to its own limit, on the same pool.
+    let b1 = router.connection_for_schema(&b).await.unwrap();
+    let b2 = router
+        .connection_for_tenant(&Tenant::new(b.clone()))
+        .await
+        .unwrap();
+    assert_eq!(marker_of(&b1).await, "fair1");
+    assert_eq!(marker_of(&b2).await, "fair1");
+    assert_eq!(states.usage(&b), Some(usage(2, 0)));
+    // The shared public schema by name is not limited.
+    let publics: Vec<_> = futures_util::future::join_all((0..3).map(|_| router.public()))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    drop(publics);
+
+    // The driver's checkout ends: the waiter gets its connection, on a's path.
+    drop(driver);
+    assert_eq!(waiter.await.unwrap().unwrap(), "fair0");
+    assert_eq!(states.usage(&a), Some(usage(1, 0)));
+
+    // Full again, and nobody lets go: a checkout waits `max_wait`, then is refused.
+    let second = router.connection_for_schema(&a).await.unwrap();
+    let started = Instant::now();
+    let err = router
+        .connection_for_tenant(&Tenant::new(a.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TenantBusy { .. }), "{err:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it did not wait"
+    );
+    assert_eq!(
+        states.usage(&a),
+        Some(usage(2, 0)),
+        "the waiter was not counted out"
+    );
+    drop((first, second, b1, b2));
+    assert_eq!(states.usage(&a), Some(usage(0, 0)));
+    assert_eq!(states.usage(&b), Some(usage(0, 0)));
+}
+
+/// Checkouts of one tenant beyond its limit are served in their order of arrival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_checkouts_are_served_in_order() {
+    let (_db, tenancy) = limited(TenantLimits::new().max_connections(1)).await;
+    let a = schema("fair0");
+    let router = tenancy.router();
+    let held = router.connection_for_schema(&a).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for i in 0..5u32 {
+        let (router, mine, tx) = (router.clone(), a.clone(), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let db = router.connection_for_schema(&mine).await.unwrap();
+            tx.send(i).unwrap();
+            drop(db);
+        }));
+        // The next one arrives only once this one waits.
+        until_usage(
+            &tenancy,
+            &a,
+            TenantUsage {
+                limit: 1,
+                in_use: 1,
+                waiting: i + 1,
+            },
+        )
+        .await;
+    }
+    drop(held);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(tx);
+    let mut order = Vec::new();
+    while let Some(i) = rx.recv().await {
+        order.push(i);
+    }
+    assert_eq!(order, [0, 1, 2, 3, 4]);
+}

@@ -105,6 +105,16 @@ struct TenantSlots {
     waiting: AtomicU32,
 }
 
+impl TenantSlots {
+    fn new(limit: u32) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(limit as usize)),
+            limit,
+            waiting: AtomicU32::new(0),
+        })
+    }
+}
+
 /// A checkout's share of its tenant's connections ([`TenantLimits::max_connections`]),
 /// held as long as the connection: a permit of the tenant's semaphore.
 #[derive(Debug)]
@@ -169,26 +179,25 @@ impl TenantStates {
     /// after the checkouts that waited before it (at most [`TenantLimits::max_wait`]), or
     /// [`Error::TenantBusy`]. The shared `public` schema and tenants without a limit get
     /// `None` (nothing to hold).
-    pub(crate) async fn slot(&self, schema: &SchemaName) -> Result<Option<Slot>> {
-        let Some(limit) = self.limits.get_max_connections() else {
+    async fn slot(&self, schema: &SchemaName, own: Option<u32>) -> Result<Option<Slot>> {
+        let Some(limit) = own.or(self.limits.get_max_connections()) else {
             return Ok(None);
         };
         if schema.is_public() {
             return Ok(None);
         }
-        let slots = self
-            .slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(schema.clone())
-            .or_insert_with(|| {
-                Arc::new(TenantSlots {
-                    permits: Arc::new(Semaphore::new(limit as usize)),
-                    limit,
-                    waiting: AtomicU32::new(0),
-                })
-            })
-            .clone();
+        let slots = {
+            let mut all = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            let slots = all
+                .entry(schema.clone())
+                .or_insert_with(|| TenantSlots::new(limit));
+            if slots.limit != limit {
+                // The limit changed: new slots; connections held under the old ones end
+                // as they are dropped.
+                *slots = TenantSlots::new(limit);
+            }
+            slots.clone()
+        };
         // While others wait, tokio hands released permits to them first: no overtaking.
         if let Ok(permit) = slots.permits.clone().try_acquire_owned() {
             return Ok(Some(Slot(permit)));
@@ -294,8 +303,7 @@ impl DriverCheckout {
     /// Under the tenancy's [`TenantLimits`] it then waits for a share of the tenant's
     /// connections, held as long as the checkout ([`Error::TenantBusy`] when it cannot).
     pub async fn begin(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Self> {
-        let status = admit_tenant(states, tenant).await?;
-        let slot = slot(states, tenant.schema()).await?;
+        let Admission { status, slot } = admit_tenant(states, tenant).await?;
         Ok(Self::register(tenant.schema().clone(), status)
             .await?
             .holding(slot))
@@ -309,8 +317,7 @@ impl DriverCheckout {
         states: Option<&TenantStates>,
         schema: &SchemaName,
     ) -> Result<Self> {
-        let status = admit_by_name(states, schema).await?;
-        let slot = slot(states, schema).await?;
+        let Admission { status, slot } = admit_by_name(states, schema).await?;
         Ok(Self::register(schema.clone(), status).await?.holding(slot))
     }
 
@@ -417,17 +424,6 @@ impl Drop for DriverCheckout {
     }
 }
 
-/// `schema`'s share of the pool under `states`' limits (none without states).
-pub(crate) async fn slot(
-    states: Option<&TenantStates>,
-    schema: &SchemaName,
-) -> Result<Option<Slot>> {
-    match states {
-        Some(states) => states.slot(schema).await,
-        None => Ok(None),
-    }
-}
-
 /// For a deletion or rename of `schema` that holds its gate closed: waits until no driver
 /// checkout of it is alive, for at most `grace`; then cuts the remaining ones off and
 /// terminates their backends through `conn` (a connection to the schema's database; only
@@ -481,11 +477,25 @@ pub(crate) async fn cut_off_drivers(
 pub(crate) async fn admit_tenant(
     states: Option<&TenantStates>,
     tenant: &Tenant,
-) -> Result<TenantStatus> {
-    match states {
-        Some(states) => states.admit(tenant).await,
-        None => admit(tenant, None),
-    }
+) -> Result<Admission> {
+    let Some(states) = states else {
+        return Ok(Admission {
+            status: admit(tenant, None)?,
+            slot: None,
+        });
+    };
+    let registered = states.registered(tenant.schema()).await?;
+    let status = admit(tenant, Some(registered.as_ref()))?;
+    let own = registered.as_ref().and_then(Tenant::max_connections);
+    let slot = states.slot(tenant.schema(), own).await?;
+    Ok(Admission { status, slot })
+}
+
+/// What a checkout was admitted with: the state the tenant is served in, and its share of
+/// the pool under the limits (held as long as the connection).
+pub(crate) struct Admission {
+    pub(crate) status: TenantStatus,
+    pub(crate) slot: Option<Slot>,
 }
 
 /// The state a schema asked for by name is served in: the shared `public` schema always read
@@ -493,9 +503,12 @@ pub(crate) async fn admit_tenant(
 pub(crate) async fn admit_by_name(
     states: Option<&TenantStates>,
     schema: &SchemaName,
-) -> Result<TenantStatus> {
+) -> Result<Admission> {
     if schema.is_public() {
-        Ok(TenantStatus::Active)
+        Ok(Admission {
+            status: TenantStatus::Active,
+            slot: None,
+        })
     } else {
         admit_tenant(states, &Tenant::new(schema.clone())).await
     }

@@ -131,6 +131,7 @@ mod tests {
             version: 3,
             domains: vec!["acme.example.com".into()],
             shard: ShardName::DEFAULT,
+            max_connections: Some(4),
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["status"], "suspended");

@@ -31,6 +31,8 @@ pub struct Tenant {
     #[cfg_attr(feature = "serde", serde(default))]
     shard: ShardName,
     status: TenantStatus,
+    #[cfg_attr(feature = "serde", serde(default))]
+    max_connections: Option<u32>,
 }
 
 impl Tenant {
@@ -43,6 +45,7 @@ impl Tenant {
             id: None,
             shard: ShardName::DEFAULT,
             status: TenantStatus::Active,
+            max_connections: None,
         }
     }
 
@@ -86,6 +89,21 @@ impl Tenant {
     #[must_use]
     pub fn status(&self) -> TenantStatus {
         self.status
+    }
+
+    /// Sets its own connection limit (`None`: the tenancy's
+    /// [default](crate::TenantLimits::max_connections)). Only the registry's value counts
+    /// at checkout ([`Tenancy::set_max_connections`](crate::Tenancy::set_max_connections)).
+    #[must_use]
+    pub fn with_max_connections(mut self, limit: Option<u32>) -> Self {
+        self.max_connections = limit.map(|n| n.max(1));
+        self
+    }
+
+    /// Its own connection limit, when the registry has one.
+    #[must_use]
+    pub fn max_connections(&self) -> Option<u32> {
+        self.max_connections
     }
 
     /// The database (shard) the tenant lives on.
@@ -385,6 +403,10 @@ pub struct TenantRecord {
     /// own).
     #[cfg_attr(feature = "serde", serde(default))]
     pub shard: ShardName,
+    /// Its own connection limit, over the tenancy's default
+    /// ([`Tenancy::set_max_connections`](crate::Tenancy::set_max_connections)).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub max_connections: Option<u32>,
 }
 
 impl TenantRecord {
@@ -396,6 +418,7 @@ impl TenantRecord {
             .with_id(self.id)
             .with_shard(&self.shard)
             .with_status(self.status)
+            .with_max_connections(self.max_connections)
     }
 
     /// The primary domain, if the tenant has any domain.

@@ -8,7 +8,7 @@
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::TestDatabase;
 use tenant_schemas::{
-    Error, ErrorKind, Finding, NewTenant, Outcome, RunOptions, SchemaName, Tenancy,
+    DropSchema, Error, ErrorKind, Finding, NewTenant, Outcome, RunOptions, SchemaName, Tenancy,
     TenantMigrations,
 };
 
@@ -129,6 +129,9 @@ async fn a_migration_cannot_move_later_migrations_elsewhere() {
             [s.as_str()],
             "{escape}"
         );
+        // The next round's shorter set creates no tenant behind this one (that is refused:
+        // `MigrationSetBehind`), so this one goes.
+        t.delete_tenant(&schema(&s), DropSchema::Yes).await.unwrap();
     }
 }
 

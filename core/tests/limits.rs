@@ -173,3 +173,49 @@ async fn waiting_checkouts_are_served_in_order() {
     }
     assert_eq!(order, [0, 1, 2, 3, 4]);
 }
+
+/// A tenant's own limit, kept in the registry, applies without a default and over one; it
+/// is followed at once, and cleared again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_own_limit_from_the_registry() {
+    let (_db, tenancy) = limited(TenantLimits::new().max_waiting(0)).await;
+    let (a, b) = (schema("fair0"), schema("fair1"));
+    let router = tenancy.router();
+    tenancy.set_max_connections(&a, Some(1)).await.unwrap();
+    assert_eq!(
+        tenancy.registry().get(&a).await.unwrap().max_connections,
+        Some(1)
+    );
+
+    let held = router.connection_for_schema(&a).await.unwrap();
+    let err = router.connection_for_schema(&a).await.unwrap_err();
+    assert!(matches!(err, Error::TenantBusy { limit: 1, .. }), "{err:?}");
+    // No default: b has no limit.
+    let bs: Vec<_> =
+        futures_util::future::join_all((0..3).map(|_| router.connection_for_schema(&b)))
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(tenancy.tenant_states().usage(&b), None);
+    drop(bs);
+
+    // Raised: a second connection now.
+    tenancy.set_max_connections(&a, Some(2)).await.unwrap();
+    let second = router.connection_for_schema(&a).await.unwrap();
+    assert_eq!(marker_of(&second).await, "fair0");
+    // Cleared: no limit.
+    tenancy.set_max_connections(&a, None).await.unwrap();
+    let more: Vec<_> =
+        futures_util::future::join_all((0..3).map(|_| router.connection_for_schema(&a)))
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    drop((held, second, more));
+    let err = tenancy
+        .set_max_connections(&schema("nobody"), Some(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TenantNotFound { .. }), "{err:?}");
+}

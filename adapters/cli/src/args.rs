@@ -187,6 +187,22 @@ pub(crate) enum Command {
         #[arg(value_parser = tenant_state)]
         state: TenantStatus,
     },
+    /// Set or clear a tenant's own connection limit: at most that many connections checked
+    /// out for it at a time in each running instance, over the instance's default (see
+    /// `TenantLimits`). Running instances that listen for changes follow within moments.
+    #[command(after_help = EXIT_CODES)]
+    #[command(group(clap::ArgGroup::new("limit").required(true).args(["max_connections", "clear"])))]
+    Limit {
+        /// The schema name.
+        #[arg(value_parser = tenant_schema)]
+        schema: SchemaName,
+        /// The limit (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: Option<u32>,
+        /// Remove the tenant's own limit (the instance's default applies).
+        #[arg(long)]
+        clear: bool,
+    },
     /// List tenants. Only reads.
     #[command(after_help = EXIT_CODES)]
     List,

@@ -89,6 +89,11 @@ async fn run(cli: Cli) -> CliResult {
             commands::rename_schema::run(&ctx, out, &old, &new).await
         }
         Command::State { schema, state } => commands::state::run(&ctx, out, &schema, state).await,
+        Command::Limit {
+            schema,
+            max_connections,
+            ..
+        } => commands::limit::run(&ctx, out, &schema, max_connections).await,
         Command::List => commands::list::run(&ctx, out).await,
         Command::Domains(cmd) => commands::domains::run(&ctx, out, cmd).await,
         Command::Run {

@@ -980,3 +980,35 @@ async fn a_table_also_in_public_is_refused_naming_the_flag() {
     assert!(!err.contains("TenantMigrations::shared_name"), "{err}");
     cli.ok(&["create", "acme", "--shared-name", "plans"]);
 }
+
+/// `limit` sets and clears a tenant's own connection limit in the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_sets_a_tenants_connection_limit() {
+    let (cli, db) = Cli::new("limit").await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["create", "acme"]);
+    let limit = || async {
+        db.pool()
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT max_connections FROM public.tenant_schemas_tenants WHERE schema_name = 'acme'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<i32>>(0)
+    };
+    let out = cli.ok(&["limit", "acme", "--max-connections", "3"]);
+    assert!(out.contains("acme: max connections none -> 3"), "{out}");
+    assert_eq!(limit().await, Some(3));
+    let out = cli.ok(&["limit", "acme", "--clear", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["from"], 3, "{out}");
+    assert!(doc["to"].is_null(), "{out}");
+    assert_eq!(limit().await, None);
+    cli.fails(2, &["limit", "acme"]);
+    cli.fails(2, &["limit", "acme", "--max-connections", "0"]);
+    cli.fails(1, &["limit", "nobody", "--max-connections", "1"]);
+}

@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS public.tenant_schemas_domains (
 );
 ALTER TABLE public.tenant_schemas_tenants
     ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAULT 'default';
+ALTER TABLE public.tenant_schemas_tenants
+    ADD COLUMN IF NOT EXISTS max_connections integer CHECK (max_connections > 0);
 CREATE INDEX IF NOT EXISTS tenant_schemas_domains_tenant_idx
     ON public.tenant_schemas_domains (tenant_id);
 CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
@@ -51,6 +53,9 @@ SELECT pg_catalog.to_regclass('public.tenant_schemas_tenants') IS NOT NULL
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                WHERE attrelid = pg_catalog.to_regclass('public.tenant_schemas_tenants')
                  AND attname = 'shard' AND NOT attisdropped)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+               WHERE attrelid = pg_catalog.to_regclass('public.tenant_schemas_tenants')
+                 AND attname = 'max_connections' AND NOT attisdropped)
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
                WHERE conname = 'tenant_schemas_tenants_states'
                  AND conrelid = pg_catalog.to_regclass('public.tenant_schemas_tenants'))";

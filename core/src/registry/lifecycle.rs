@@ -343,6 +343,7 @@ impl Registry {
             version,
             domains: new.domains.iter().map(|d| d.as_str().to_owned()).collect(),
             shard,
+            max_connections: None,
         }
     }
 
@@ -594,6 +595,28 @@ impl Registry {
             schema: new.clone(),
             ..record
         })
+    }
+
+    /// Sets or clears (`None`) a tenant's own connection limit.
+    pub(crate) async fn set_max_connections(
+        &self,
+        schema: &SchemaName,
+        limit: Option<u32>,
+    ) -> Result<()> {
+        let limit = limit.map(|n| i32::try_from(n.max(1)).unwrap_or(i32::MAX));
+        let changed = self
+            .change(
+                schema,
+                "changing a tenant's connection limit",
+                &[],
+                "UPDATE public.tenant_schemas_tenants SET max_connections = $2 WHERE schema_name = $1",
+                &[(&schema.as_str(), Type::TEXT), (&limit, Type::INT4)],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(Error::tenant_not_found(schema));
+        }
+        Ok(())
     }
 
     /// Suspends or re-activates a tenant. A suspended tenant's hosts resolve to no tenant.

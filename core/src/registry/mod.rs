@@ -51,6 +51,7 @@ pub use notify::CHANNEL;
 
 const SELECT_TENANTS: &str = "
 SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
+       t.max_connections,
        coalesce(pg_catalog.array_agg(d.domain ORDER BY d.is_primary DESC, d.domain)
                 FILTER (WHERE d.domain IS NOT NULL), '{}') AS domains
 FROM public.tenant_schemas_tenants t
@@ -168,5 +169,8 @@ fn record(row: &Row) -> Result<TenantRecord> {
         version: row.get("version"),
         domains: row.get("domains"),
         shard: ShardName::new(row.get("shard")),
+        max_connections: row
+            .get::<_, Option<i32>>("max_connections")
+            .and_then(|n| u32::try_from(n).ok()),
     })
 }

@@ -94,8 +94,7 @@ impl SchemaRouter {
     /// suspended or archived; for a read-only tenant, a session whose transactions are
     /// read-only, so writes fail with [`Error::TenantReadOnly`].
     pub async fn connection_for_tenant(&self, tenant: &Tenant) -> Result<ConnectionScope> {
-        let status = self.admit(tenant).await?;
-        let slot = self.slot(tenant.schema()).await?;
+        let protocol::Admission { status, slot } = self.admit(tenant).await?;
         Ok(checkout(
             self.databases.get(tenant.shard())?,
             tenant.schema(),
@@ -105,15 +104,10 @@ impl SchemaRouter {
         .holding(slot))
     }
 
-    /// The tenant's share of the pool under the tenancy's limits (see
-    /// [`TenancyBuilder::tenant_limits`](crate::TenancyBuilder::tenant_limits)).
-    async fn slot(&self, schema: &SchemaName) -> Result<Option<protocol::Slot>> {
-        protocol::slot(self.states.as_ref(), schema).await
-    }
-
     /// The state `tenant` is served in: the registry's (when the router has its states) and
-    /// the value's, the stricter one winning; see [`checkout`](crate::checkout).
-    async fn admit(&self, tenant: &Tenant) -> Result<TenantStatus> {
+    /// the value's, the stricter one winning (see [`checkout`](crate::checkout)), and its
+    /// share of the pool under the tenancy's limits.
+    async fn admit(&self, tenant: &Tenant) -> Result<protocol::Admission> {
         protocol::admit_tenant(self.states.as_ref(), tenant).await
     }
 
@@ -127,8 +121,8 @@ impl SchemaRouter {
     /// [`connection_for_tenant`](Self::connection_for_tenant) takes a tenant (with its
     /// database and state) and [`connection`](Self::connection) the tenant in scope.
     pub async fn connection_for_schema(&self, schema: &SchemaName) -> Result<ConnectionScope> {
-        let status = protocol::admit_by_name(self.states.as_ref(), schema).await?;
-        let slot = self.slot(schema).await?;
+        let protocol::Admission { status, slot } =
+            protocol::admit_by_name(self.states.as_ref(), schema).await?;
         Ok(checkout(
             self.databases.default(),
             schema,

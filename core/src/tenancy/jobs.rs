@@ -158,6 +158,7 @@ mod tests {
             version: 1,
             domains: Vec::new(),
             shard: ShardName::new(shard),
+            max_connections: None,
         }
     }
 

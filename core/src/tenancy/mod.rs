@@ -485,6 +485,23 @@ impl Tenancy {
         Ok(())
     }
 
+    /// Sets (or, with `None`, clears) `schema`'s own connection limit, over the tenancy's
+    /// default [`TenantLimits::max_connections`](crate::TenantLimits::max_connections)
+    /// ([`TenancyBuilder::tenant_limits`](crate::TenancyBuilder::tenant_limits)): kept in the
+    /// registry, followed by this process at once and by others listening for changes
+    /// within moments. A tenant with a limit of its own is limited even when the tenancy has
+    /// no default; the waiting limits are the tenancy's. Checkouts already holding
+    /// connections keep them.
+    pub async fn set_max_connections(&self, schema: &SchemaName, limit: Option<u32>) -> Result<()> {
+        self.inner
+            .registry
+            .set_max_connections(schema, limit)
+            .await?;
+        let record = self.inner.registry.get(schema).await?;
+        self.forget(&record).await;
+        Ok(())
+    }
+
     /// Changes a tenant's [state](TenantStatus): how its requests are answered (every
     /// adapter) and whether its sessions may write. This process follows at once, other
     /// instances listening for changes within moments; connections pooled on the tenant are

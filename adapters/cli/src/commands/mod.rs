@@ -9,6 +9,7 @@ pub(crate) mod delete;
 pub(crate) mod doctor;
 pub(crate) mod domains;
 pub(crate) mod import;
+pub(crate) mod limit;
 pub(crate) mod list;
 pub(crate) mod migrate;
 pub(crate) mod rename_schema;

@@ -63,6 +63,7 @@ async fn actix_adapter() {
     suite::run(addr).await;
     suite::states(addr, &fx.tenancy).await;
     suite::credentials(addr).await;
+    suite::busy(addr, &fx.tenancy).await;
     suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
     handle.stop(true).await;

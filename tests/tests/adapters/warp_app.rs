@@ -52,6 +52,7 @@ async fn warp_adapter() {
         .recover(recover);
     let resolver = RequestResolver::builder(fx.tenancy.clone())
         .strategies(suite::strategies())
+        .credential_tenant(suite::session_tenant)
         .public_path_token("/main")
         .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -63,6 +64,8 @@ async fn warp_adapter() {
     ));
     suite::run(addr).await;
     suite::states(addr, &fx.tenancy).await;
+    suite::credentials(addr).await;
+    suite::busy(addr, &fx.tenancy).await;
     suite::hostile(addr, &fx.cluster).await;
     suite::outage(addr, &fx.cluster).await;
 }

@@ -62,13 +62,15 @@ pub fn session_tenant(headers: &http::HeaderMap) -> Option<TenantClaim> {
 }
 
 /// A tenancy over `pool` with a `notes` table per tenant: the public tenant on
-/// `example.test`, and `tenants` on `<name>.example.test`.
+/// `example.test`, and `tenants` on `<name>.example.test`. No tenant has a connection limit
+/// until one is set (see [`busy`]); a checkout over its limit does not wait.
 pub async fn tenancy(pool: Pool, tenants: &[&str]) -> Tenancy {
     let tenancy = Tenancy::builder(pool)
         .migrations(TenantMigrations::new().with(
             "notes",
             "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)",
         ))
+        .tenant_limits(tenant_schemas::TenantLimits::new().max_waiting(0))
         .build()
         .await
         .unwrap();
@@ -297,6 +299,40 @@ pub async fn states(addr: SocketAddr, tenancy: &Tenancy) {
             .await
             .unwrap();
     }
+}
+
+/// Fair sharing: alpha limited to one connection, which the test holds: alpha's requests
+/// are answered 503 with `Retry-After` at once, beta's are served; alpha is served again
+/// once the connection is back.
+pub async fn busy(addr: SocketAddr, tenancy: &Tenancy) {
+    let (alpha_schema, alpha, beta) = (
+        SchemaName::new("alpha").unwrap(),
+        client(addr, "alpha.example.test"),
+        client(addr, "beta.example.test"),
+    );
+    tenancy
+        .set_max_connections(&alpha_schema, Some(1))
+        .await
+        .unwrap();
+    let held = tenancy
+        .router()
+        .connection_for_schema(&alpha_schema)
+        .await
+        .unwrap();
+    let r = alpha.get("/notes").await.unwrap();
+    assert_eq!(r.status, 503, "alpha over its limit: {r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+    assert!(r.text().contains("busy"), "{r:?}");
+    assert_plain_text(&r);
+    let r = beta.get("/notes").await.unwrap();
+    assert_eq!(r.status, 200, "beta meanwhile: {r:?}");
+    drop(held);
+    let r = alpha.get("/notes").await.unwrap();
+    assert_eq!(r.status, 200, "alpha with its connection back: {r:?}");
+    tenancy
+        .set_max_connections(&alpha_schema, None)
+        .await
+        .unwrap();
 }
 
 /// Credentials bound to their tenant: a session issued for beta reaches nothing of alpha

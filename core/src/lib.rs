@@ -19,6 +19,7 @@ mod databases;
 mod error;
 mod host;
 mod migrate;
+mod receipt;
 mod registry;
 mod resolve;
 mod router;
@@ -53,6 +54,7 @@ pub use migrate::{
     Baselined, Drift, DryRun, Migration, MigrationReport, Outcome, Progress, RunOptions,
     SchemaReport, SchemaStatus, TenantMigrations, HISTORY_TABLE, NO_TRANSACTION_MARKER,
 };
+pub use receipt::{ErasureReceipt, TableRows};
 pub use registry::{DoctorReport, DropSchema, Finding, ImportSource, NewTenant, Registry, CHANNEL};
 pub use report::{ReportOptions, SCHEMA_PLACEHOLDER};
 pub use resolve::{

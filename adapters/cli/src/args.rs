@@ -163,6 +163,19 @@ pub(crate) enum Command {
         #[arg(long)]
         drop_schema: bool,
     },
+    /// Erase a tenant: its schema and every row in it, its registry row and domains (put in
+    /// maintenance first, so the rows counted are the rows erased). Prints the receipt:
+    /// each table and its rows, and the prefixes of its tenant-aware keys to purge in the
+    /// stores that hold them.
+    #[command(after_help = EXIT_CODES)]
+    Erase {
+        /// The tenant's schema.
+        #[arg(value_parser = tenant_schema)]
+        schema: SchemaName,
+        /// The checksum of the export taken before, kept on the receipt.
+        #[arg(long)]
+        export_checksum: Option<String>,
+    },
     /// Move a tenant to another schema name (ALTER SCHEMA ... RENAME TO and its registry row,
     /// in one transaction). Running instances that listen for changes follow within moments;
     /// the display name is unchanged.

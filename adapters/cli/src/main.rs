@@ -94,6 +94,10 @@ async fn run(cli: Cli) -> CliResult {
             max_connections,
             ..
         } => commands::limit::run(&ctx, out, &schema, max_connections).await,
+        Command::Erase {
+            schema,
+            export_checksum,
+        } => commands::erase::run(&ctx, out, &schema, export_checksum).await,
         Command::List => commands::list::run(&ctx, out).await,
         Command::Domains(cmd) => commands::domains::run(&ctx, out, cmd).await,
         Command::Run {

@@ -1012,3 +1012,56 @@ async fn limit_sets_a_tenants_connection_limit() {
     cli.fails(2, &["limit", "acme", "--max-connections", "0"]);
     cli.fails(1, &["limit", "nobody", "--max-connections", "1"]);
 }
+
+/// `erase` removes a tenant and prints the receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_removes_a_tenant_and_prints_the_receipt() {
+    let (cli, db) = Cli::new("erase").await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["create", "acme", "--domain", "acme.example.com"]);
+    cli.ok(&["create", "beta"]);
+    cli.ok(&[
+        "run",
+        "--schema",
+        "acme",
+        "--sql",
+        "INSERT INTO notes (body) VALUES ('a'), ('b')",
+    ]);
+    let out = cli.ok(&["erase", "acme", "--export-checksum", "sha256:abc", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["erased"], "acme", "{out}");
+    assert_eq!(
+        doc["domains"],
+        serde_json::json!(["acme.example.com"]),
+        "{out}"
+    );
+    let notes = doc["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "notes")
+        .unwrap();
+    assert_eq!(notes["rows"], 2, "{out}");
+    assert_eq!(doc["export_checksum"], "sha256:abc", "{out}");
+    assert_eq!(doc["key_prefix"], "t/acme/", "{out}");
+    let left: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'acme'
+             UNION ALL SELECT count(*) FROM public.tenant_schemas_tenants WHERE schema_name = 'acme'
+             UNION ALL SELECT count(*) FROM public.tenant_schemas_domains WHERE domain = 'acme.example.com'
+             ORDER BY 1 DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "something of acme is left");
+    let out = cli.ok(&["list"]);
+    assert!(out.contains("beta") && !out.contains("acme"), "{out}");
+    cli.fails(1, &["erase", "acme"]);
+    cli.fails(2, &["erase", "public"]);
+}

@@ -27,6 +27,7 @@ mod citus;
 mod clone;
 mod doctor;
 mod domains;
+mod erase;
 mod import;
 mod install;
 mod lifecycle;

@@ -19,6 +19,7 @@ mod adopt;
 mod builder;
 mod caches;
 mod citus;
+mod erase;
 mod events;
 mod jobs;
 mod listener;

@@ -1,0 +1,49 @@
+//! What [`Tenancy::erase_tenant`](crate::Tenancy::erase_tenant) removed: the receipt an
+//! operator keeps when a customer's data is erased.
+
+use std::time::{Duration, SystemTime};
+
+use crate::tenant::TenantRecord;
+
+/// The receipt of an erasure: the tenant as it was, every table of its schema with the rows
+/// it held, the prefixes of its [tenant-aware keys](crate::keys) (entries the library cannot
+/// reach: purge them in the stores that hold them), when and how long, and the checksum of
+/// the export taken before, if the operator gave one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ErasureReceipt {
+    /// The tenant's registry row as it was (its id, name, domains, state, database).
+    pub tenant: TenantRecord,
+    /// Each table of its schema (the migration history included) and its rows, by name.
+    pub tables: Vec<TableRows>,
+    /// The prefix of its cache keys ([`TenantKeys::key_prefix`](crate::keys::TenantKeys::key_prefix)).
+    pub key_prefix: String,
+    /// The prefix of its object-storage paths
+    /// ([`TenantKeys::path_prefix`](crate::keys::TenantKeys::path_prefix)).
+    pub path_prefix: String,
+    /// When the schema and the registry rows were removed.
+    pub erased_at: SystemTime,
+    /// How long the erasure took.
+    pub took: Duration,
+    /// The checksum of the export taken before the erasure, as given.
+    pub export_checksum: Option<String>,
+}
+
+impl ErasureReceipt {
+    /// The rows removed, every table together.
+    #[must_use]
+    pub fn rows(&self) -> i64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+}
+
+/// A table and how many rows it held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct TableRows {
+    /// The table's name in its schema.
+    pub table: String,
+    /// Its rows.
+    pub rows: i64,
+}

@@ -353,6 +353,18 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A tenant export file could not be written or read back: unreadable, of another
+    /// format, cut short, or not matching the restored tenant (→ 500). Nothing was restored.
+    #[error("{action} tenant `{schema}`: {reason}")]
+    TenantFile {
+        /// `exporting` or `restoring`.
+        action: &'static str,
+        /// The tenant's schema (for a restore, the new one).
+        schema: SchemaName,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The tenant has all the connections its [`TenantLimits`](crate::TenantLimits) allow
     /// checked out, and this checkout could not wait for one (too many waiting already, or
     /// waited too long) (→ 503 with `Retry-After`). Other tenants are not affected.
@@ -637,7 +649,7 @@ fn pool_message(err: &deadpool_postgres::PoolError) -> String {
 }
 
 /// Any error's message followed by its causes' (see [`with_sources`]).
-fn message(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn message(err: &(dyn std::error::Error + 'static)) -> String {
     match err.downcast_ref::<tokio_postgres::Error>() {
         Some(pg) => pg_message(pg),
         None => with_sources(err.to_string(), err.source()),

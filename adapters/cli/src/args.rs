@@ -153,6 +153,35 @@ pub(crate) enum Command {
         #[arg(long = "domain", value_parser = host)]
         domains: Vec<Host>,
     },
+    /// Write a tenant's data to a file: its registry row, then every table's rows and every
+    /// sequence's position, from one snapshot (format: docs/export-format.md). Prints the
+    /// file's SHA-256, to keep (e.g. on an erasure's receipt).
+    #[command(after_help = EXIT_CODES)]
+    Export {
+        /// The tenant's schema.
+        #[arg(value_parser = tenant_schema)]
+        schema: SchemaName,
+        /// The file to write (an existing one is refused).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore an export as a new tenant, beside the one exported: created with the tenant
+    /// migrations (at the export's version), its rows loaded and checked in one transaction,
+    /// then served. A failure leaves nothing; an existing schema is refused.
+    #[command(after_help = EXIT_CODES)]
+    Restore {
+        /// The export file.
+        file: PathBuf,
+        /// The new tenant's schema.
+        #[arg(long = "as", value_parser = tenant_schema)]
+        schema: SchemaName,
+        /// Display name [default: the schema].
+        #[arg(long)]
+        name: Option<String>,
+        /// A domain (repeatable; the first is primary).
+        #[arg(long = "domain", value_parser = host)]
+        domains: Vec<Host>,
+    },
     /// Delete a tenant's registry rows (and its schema with --drop-schema).
     #[command(after_help = EXIT_CODES)]
     Delete {
@@ -369,6 +398,7 @@ impl Command {
                 | Self::Status { .. }
                 | Self::Create { .. }
                 | Self::Clone { .. }
+                | Self::Restore { .. }
                 | Self::Doctor { .. }
                 | Self::Import { .. }
         )

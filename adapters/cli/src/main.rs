@@ -98,6 +98,15 @@ async fn run(cli: Cli) -> CliResult {
             schema,
             export_checksum,
         } => commands::erase::run(&ctx, out, &schema, export_checksum).await,
+        Command::Export { schema, out: file } => {
+            commands::export::export(&ctx, out, &schema, &file).await
+        }
+        Command::Restore {
+            file,
+            schema,
+            name,
+            domains,
+        } => commands::export::restore(&ctx, out, &file, schema, name, domains).await,
         Command::List => commands::list::run(&ctx, out).await,
         Command::Domains(cmd) => commands::domains::run(&ctx, out, cmd).await,
         Command::Run {

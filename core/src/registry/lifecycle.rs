@@ -33,6 +33,7 @@ pub struct NewTenant {
     pub(super) name: Option<String>,
     pub(super) domains: Vec<Host>,
     pub(super) shard: Option<ShardName>,
+    pub(super) status: TenantStatus,
 }
 
 impl NewTenant {
@@ -44,7 +45,16 @@ impl NewTenant {
             name: None,
             domains: Vec::new(),
             shard: None,
+            status: TenantStatus::Active,
         }
+    }
+
+    /// Creates the tenant in this state instead of active (e.g. in maintenance, while its
+    /// data is loaded).
+    #[must_use]
+    pub fn status(mut self, status: TenantStatus) -> Self {
+        self.status = status;
+        self
     }
 
     /// Sets the display name.
@@ -72,6 +82,12 @@ impl NewTenant {
     #[must_use]
     pub fn schema(&self) -> &SchemaName {
         &self.schema
+    }
+
+    /// The state it will be created in.
+    #[must_use]
+    pub fn get_status(&self) -> TenantStatus {
+        self.status
     }
 }
 
@@ -288,13 +304,14 @@ impl Registry {
         let name = new.name.clone().unwrap_or_else(|| schema.to_string());
         let row = tx
             .query_typed_one(
-                "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version, shard)
-                 VALUES ($1, $2, $3, $4) RETURNING id, created_at",
+                "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version, shard, status)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id, created_at",
                 &[
                     (&schema.as_str(), Type::TEXT),
                     (&name, Type::TEXT),
                     (&version, Type::INT4),
                     (&shard.as_str(), Type::TEXT),
+                    (&new.status.as_str(), Type::TEXT),
                 ],
             )
             .await
@@ -339,7 +356,7 @@ impl Registry {
             name: new.name.unwrap_or_else(|| new.schema.to_string()),
             schema: new.schema,
             created_at,
-            status: TenantStatus::Active,
+            status: new.status,
             version,
             domains: new.domains.iter().map(|d| d.as_str().to_owned()).collect(),
             shard,

@@ -28,6 +28,7 @@ mod clone;
 mod doctor;
 mod domains;
 mod erase;
+mod export;
 mod import;
 mod install;
 mod lifecycle;
@@ -46,6 +47,7 @@ use crate::tenant::{TenantId, TenantRecord, TenantStatus};
 
 pub(crate) use citus::CitusMode;
 pub use doctor::{DoctorReport, Finding};
+pub(crate) use export::read_header as read_export_header;
 pub use import::ImportSource;
 pub use lifecycle::{DropSchema, NewTenant};
 pub use notify::CHANNEL;

@@ -21,6 +21,7 @@ mod caches;
 mod citus;
 mod erase;
 mod events;
+mod export;
 mod jobs;
 mod listener;
 pub mod report;

@@ -9,6 +9,7 @@ pub(crate) mod delete;
 pub(crate) mod doctor;
 pub(crate) mod domains;
 pub(crate) mod erase;
+pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod limit;
 pub(crate) mod list;

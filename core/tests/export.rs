@@ -1,0 +1,244 @@
+//! A tenant's data as one file: export, restore under a new name beside the original
+//! (catalog and rows identical), and restores that fail leaving nothing behind.
+
+#![allow(clippy::unwrap_used)]
+
+use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::testing::TestDatabase;
+use tenant_schemas::{Error, NewTenant, SchemaName, Tenancy, TenantMigrations, TenantStatus};
+
+fn migrations() -> TenantMigrations {
+    TenantMigrations::new()
+        .with(
+            "notes",
+            "CREATE TABLE notes (id bigserial PRIMARY KEY, body text, tags text[], data jsonb,
+                                 raw bytea, n numeric, at timestamptz)",
+        )
+        .with(
+            "items",
+            "CREATE TABLE items (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL,
+                                 shout text GENERATED ALWAYS AS (upper(name)) STORED,
+                                 note_id bigint REFERENCES notes (id))",
+        )
+        .with(
+            "more",
+            "CREATE TABLE \"Odd \"\"name\"\"\" (x int); CREATE TABLE empty_one (x int);
+             CREATE SEQUENCE counter",
+        )
+}
+
+async fn tenancy(db: &TestDatabase, migrations: TenantMigrations) -> Tenancy {
+    Tenancy::builder(db.pool().clone())
+        .migrations(migrations)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Every table's rows as text, and the catalog's columns, of `schema`.
+async fn contents(db: &TestDatabase, schema: &str) -> (Vec<String>, Vec<String>) {
+    let client = db.pool().get().await.unwrap();
+    // Defaults are shown qualified unless on the path: the same path for both schemas.
+    client
+        .batch_execute("SET search_path TO public")
+        .await
+        .unwrap();
+    let columns: Vec<String> = client
+        .query(
+            "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable
+                    || ' ' || coalesce(column_default, '') || ' ' || is_generated || ' ' || is_identity
+             FROM information_schema.columns WHERE table_schema = $1 ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0).replace(&format!("{schema}."), "S."))
+        .collect();
+    let mut rows = Vec::new();
+    for table in ["notes", "items", "\"Odd \"\"name\"\"\"", "empty_one"] {
+        for r in client
+            .query(
+                &format!("SELECT t::text FROM \"{schema}\".{table} t ORDER BY 1"),
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            rows.push(format!("{table}: {}", r.get::<_, String>(0)));
+        }
+    }
+    let next: i64 = client
+        .query_one(&format!("SELECT nextval('\"{schema}\".counter')"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    rows.push(format!("counter: {next}"));
+    (columns, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_restored_under_a_new_name_is_identical() {
+    let db = database().await;
+    let t = tenancy(&db, migrations()).await;
+    let acme = schema("acme");
+    t.create_tenant(
+        NewTenant::new(acme.clone())
+            .name("Acme \"Inc.\"\nLtd")
+            .domain(host("acme.test")),
+    )
+    .await
+    .unwrap();
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "SET search_path TO acme;
+             INSERT INTO notes (body, tags, data, raw, n, at) VALUES
+               (E'line one\\nline two\\ttab \\\\ backslash', '{a,\"b c\"}', '{\"k\": [1, null]}',
+                '\\x00ff10', 12.5, '2026-12-03 12:00+00'),
+               (NULL, NULL, NULL, NULL, NULL, NULL),
+               ('\\.', '{}', '\"\\\\.\"', '', -0.0001, 'infinity'),
+               ('ünïcödé 🚀', '{}', '[]', '\\x5c2e', 1e20, '1999-01-01');
+             INSERT INTO notes (id, body) VALUES (100, 'explicit id');
+             INSERT INTO items (name, note_id) VALUES ('first', 1), ('second', NULL);
+             INSERT INTO \"Odd \"\"name\"\"\" VALUES (1), (NULL);
+             SELECT nextval('counter'), nextval('counter'), nextval('counter');",
+        )
+        .await
+        .unwrap();
+
+    let mut file = Vec::new();
+    let tables = t.export_tenant(&acme, &mut file).await.unwrap();
+    let notes = tables.iter().find(|c| c.table == "notes").unwrap();
+    assert_eq!(notes.rows, 5);
+    assert!(file.starts_with(b"tenant-schemas export 1\ntenant {"));
+
+    let copy = schema("acme_restored");
+    let record = t
+        .restore_tenant(
+            &mut file.as_slice(),
+            NewTenant::new(copy.clone()).domain(host("restored.test")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.status, TenantStatus::Active);
+    assert_eq!(record.version, 3);
+    assert_eq!(
+        contents(&db, "acme_restored").await,
+        contents(&db, "acme").await
+    );
+    // Served, resolvable, and its sequences continue where the original's are.
+    let restored = t.resolve(&host("restored.test")).await.unwrap();
+    assert_eq!(restored.schema(), &copy);
+    let next_note = |s: SchemaName| {
+        let t = t.clone();
+        async move {
+            let db = t.router().connection_for_schema(&s).await.unwrap();
+            db.query_one(
+                "INSERT INTO notes (body) VALUES ('after') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(next_note(copy.clone()).await, next_note(acme.clone()).await);
+    // The original is untouched.
+    assert_eq!(
+        t.registry().get(&acme).await.unwrap().status,
+        TenantStatus::Active
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_that_fails_leaves_nothing() {
+    let db = database().await;
+    let t = tenancy(&db, migrations()).await;
+    let acme = schema("acme");
+    t.create_tenant(NewTenant::new(acme.clone())).await.unwrap();
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO acme.notes (body) SELECT 'row ' || g FROM generate_series(1, 50) g",
+        )
+        .await
+        .unwrap();
+    let mut file = Vec::new();
+    t.export_tenant(&acme, &mut file).await.unwrap();
+    let text = String::from_utf8(file.clone()).unwrap();
+
+    let try_restore = |bytes: Vec<u8>, name: &'static str| {
+        let t = t.clone();
+        async move {
+            t.restore_tenant(&mut bytes.as_slice(), NewTenant::new(schema(name)))
+                .await
+        }
+    };
+    // Cut short in the middle of a table.
+    let cut = file[..file.len() / 2].to_vec();
+    let err = try_restore(cut, "cut").await.unwrap_err();
+    assert!(matches!(&err, Error::TenantFile { .. }), "{err:?}");
+    // Rewrites the line of the note `row 1`.
+    let with_row_1 = |f: &dyn Fn(&str) -> String| {
+        text.lines()
+            .map(|l| {
+                if l.starts_with("1\trow 1\t") {
+                    f(l)
+                } else {
+                    l.to_owned()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect::<String>()
+    };
+    // A row too many for what the `end` line says.
+    let extra = with_row_1(&|l| format!("{l}\n51\trow 51\t\\N\t\\N\t\\N\t\\N\t\\N"));
+    assert_ne!(extra, text);
+    let err = try_restore(extra.into_bytes(), "extra").await.unwrap_err();
+    assert!(err.to_string().contains("rows"), "{err}");
+    // Not an export.
+    let err = try_restore(b"hello\n".to_vec(), "junk").await.unwrap_err();
+    assert!(err.to_string().contains("format 1"), "{err}");
+    // A row that does not fit its table.
+    let bad = with_row_1(&|l| format!("{l}\tsurplus"));
+    assert_ne!(bad, text);
+    let err = try_restore(bad.into_bytes(), "misfit").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::TenantFile { .. } | Error::Database { .. }),
+        "{err:?}"
+    );
+    for name in ["cut", "extra", "junk", "misfit"] {
+        assert!(!schema_exists(&db, name).await, "{name}: a schema was left");
+        assert!(
+            !is_registered(&db, name).await,
+            "{name}: a registry row was left"
+        );
+    }
+    // Never over a live tenant.
+    let err = try_restore(file.clone(), "acme").await.unwrap_err();
+    assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
+    assert_eq!(
+        db.pool()
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT count(*) FROM acme.notes", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        50
+    );
+    // Another migration version: refused before anything is created.
+    let older = tenancy(&db, TenantMigrations::new().with("notes", "CREATE TABLE notes (id bigserial PRIMARY KEY, body text, tags text[], data jsonb, raw bytea, n numeric, at timestamptz)")).await;
+    let err = older
+        .restore_tenant(&mut file.as_slice(), NewTenant::new(schema("older")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("version 3"), "{err}");
+    assert!(!schema_exists(&db, "older").await);
+}

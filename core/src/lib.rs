@@ -11,7 +11,7 @@
 //   findings beside the checks that make them, `registry/doctor.rs`);
 // - no `impl Tenancy` outside `tenancy/`, no `impl Registry` outside `registry/`;
 // - imports run downwards: leaves (`error`, `schema`, `host`, `shard`, `tenant`,
-//   `scope` (`tenant_scope.rs`), `sql`, `citus`, `keys`) <- `connect`, `databases`, `migrate` <-
+//   `scope` (`tenant_scope.rs`), `sql`, `citus`, `keys`, `receipt`) <- `connect`, `databases`, `migrate` <-
 //   `registry` <- `router`, `resolve` <- `tenancy` <- `request`.
 
 mod connect;

@@ -296,7 +296,9 @@ impl TenancyBuilder {
     /// (migrations, registry) and routers without the tenancy's
     /// [`TenantStates`](crate::checkout::TenantStates) are not limited.
     ///
-    /// Keep `max_connections` below the pool size, or the limit shares nothing.
+    /// Keep `max_connections` below the pool size, or the limit shares nothing. Every
+    /// connection held counts: a handler that holds one of a tenant's connections and asks
+    /// for a second waits for the others to end like any checkout.
     pub fn tenant_limits(mut self, limits: TenantLimits) -> Self {
         self.limits = limits;
         self

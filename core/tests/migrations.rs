@@ -598,3 +598,55 @@ async fn an_older_migration_set_does_not_create_tenants_behind() {
     assert_eq!(record.version, 3);
     assert!(column_exists(&newer, &late, "tag").await);
 }
+
+/// Shared names kept in the registry: declared once, they let a tenant table share its name
+/// with `public` in this tenancy at once and in every tenancy built later, without
+/// declaring them in code; forgotten, the table is refused again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_names_kept_in_the_registry() {
+    let db = database().await;
+    let set = || {
+        TenantMigrations::from_files([("V1__plans.sql", "CREATE TABLE plans (name text)")]).unwrap()
+    };
+    let t = with(&db, set()).await;
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE public.plans (name text)")
+        .await
+        .unwrap();
+    let err = t
+        .create_tenant(NewTenant::new(schema("refused")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TableInPublic { .. }), "{err:?}");
+
+    let kept = t
+        .declare_shared_names(["plans", "django_migrations"])
+        .await
+        .unwrap();
+    assert_eq!(kept, ["django_migrations", "plans"]);
+    assert!(t.shared_names().contains(&"plans".to_owned()));
+    t.create_tenant(NewTenant::new(schema("allowed")))
+        .await
+        .unwrap();
+    // A tenancy built later (another instance, a command) reads them.
+    let later = with(&db, set()).await;
+    later
+        .create_tenant(NewTenant::new(schema("later")))
+        .await
+        .unwrap();
+    let status = later.migration_status(&[], false).await.unwrap();
+    assert!(status.iter().all(|s| s.drift.is_empty()), "{status:?}");
+
+    assert!(later.forget_shared_name("plans").await.unwrap());
+    assert!(!later.forget_shared_name("plans").await.unwrap());
+    let err = later
+        .create_tenant(NewTenant::new(schema("again")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TableInPublic { .. }), "{err:?}");
+    let err = t.declare_shared_names([""]).await.unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+}

@@ -248,6 +248,11 @@ pub(crate) enum Command {
     /// List tenants. Only reads.
     #[command(after_help = EXIT_CODES)]
     List,
+    /// Table names tenant schemas may share with `public` (e.g. Django's own tables after
+    /// adopting django-tenants), kept in the registry: every command and instance allows
+    /// them without --shared-name.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    SharedNames(SharedNamesCommand),
     /// Add, remove or promote a tenant's domains.
     #[command(subcommand, after_help = EXIT_CODES)]
     Domains(DomainCommand),
@@ -324,6 +329,11 @@ pub(crate) struct ImportArgs {
     /// Read django-tenants' tenant and domain tables.
     #[arg(long)]
     pub(crate) from_django_tenants: bool,
+    /// With --from-django-tenants: keep Django's own tables (django_migrations,
+    /// django_content_type, auth_permission …), which django-tenants leaves in `public`
+    /// and in every tenant schema, as shared names in the registry first.
+    #[arg(long, requires = "from_django_tenants")]
+    pub(crate) declare_django_tables: bool,
     /// django-tenants' tenant model table.
     #[arg(
         long,
@@ -353,6 +363,23 @@ impl ImportArgs {
             ),
         }
     }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SharedNamesCommand {
+    /// List the shared names: kept in the registry, and given with --shared-name.
+    List,
+    /// Keep table names as shared names in the registry.
+    Add {
+        /// The table names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove a shared name from the registry.
+    Remove {
+        /// The table name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]

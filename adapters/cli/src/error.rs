@@ -88,8 +88,15 @@ pub(crate) fn describe(e: &Error) -> String {
         // The library's message names its Rust API; here the flag says the same.
         Error::TableInPublic { schema, table } => format!(
             "table `{table}` would exist both in schema `{schema}` and in `public`, where \
-             unqualified names fall through when a schema is missing: rename it, or pass \
-             --shared-name {table} (on every command that migrates or checks tenants)"
+             unqualified names fall through when a schema is missing: rename it, or keep it \
+             as a shared name with `tenant-schemas shared-names add {table}` (or pass \
+             --shared-name {table} to each command){}",
+            if crate::commands::shared_names::DJANGO_TABLES.contains(&table.as_str()) {
+                "; it is one of Django's own tables: `import --from-django-tenants \
+                 --declare-django-tables` keeps them all"
+            } else {
+                ""
+            }
         ),
         Error::MigrationSetBehind { .. } => {
             format!("{e}: pass --migrations DIR with the newer tenant migrations")

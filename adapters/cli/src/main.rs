@@ -109,6 +109,7 @@ async fn run(cli: Cli) -> CliResult {
         } => commands::export::restore(&ctx, out, &file, schema, name, domains).await,
         Command::List => commands::list::run(&ctx, out).await,
         Command::Domains(cmd) => commands::domains::run(&ctx, out, cmd).await,
+        Command::SharedNames(cmd) => commands::shared_names::run(&ctx, out, cmd).await,
         Command::Run {
             sql,
             file,

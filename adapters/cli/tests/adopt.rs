@@ -143,3 +143,44 @@ async fn import_from_a_query_then_baseline() {
     let out = cli.ok(&["status", "--json"]);
     assert!(!out.contains("\"pending\":[\"V"), "{out}");
 }
+
+/// A real django-tenants database has Django's own tables in `public` and in every tenant
+/// schema: the import says which flag keeps them as shared names, keeps them with it, and
+/// every later command works without --shared-name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn djangos_own_tables_are_declared_once() {
+    let (cli, db) = cli("django-own").await;
+    sql(&db, DJANGO).await;
+    sql(
+        &db,
+        "CREATE TABLE public.django_migrations (id serial PRIMARY KEY, app text, name text);
+         CREATE TABLE public.django_content_type (id serial PRIMARY KEY, app_label text, model text);
+         CREATE TABLE shop_a.django_migrations (id serial PRIMARY KEY, app text, name text);
+         CREATE TABLE shop_a.django_content_type (id serial PRIMARY KEY, app_label text, model text);
+         CREATE TABLE shop_b.django_migrations (id serial PRIMARY KEY, app text, name text);",
+    )
+    .await;
+    let (_, err) = cli.fails(1, &["import", "--from-django-tenants", "--baseline", "1"]);
+    assert!(err.contains("--declare-django-tables"), "{err}");
+    assert!(err.contains("shared-names add django_"), "{err}");
+
+    cli.ok(&[
+        "import",
+        "--from-django-tenants",
+        "--declare-django-tables",
+        "--baseline",
+        "1",
+    ]);
+    let out = cli.ok(&["shared-names", "list", "--json"]);
+    assert!(out.contains("django_content_type"), "{out}");
+    // No --shared-name on any later command.
+    cli.ok(&["migrate"]);
+    let out = cli.ok(&["status"]);
+    assert!(out.contains("0 with drift"), "{out}");
+    cli.ok(&["create", "shop_c"]);
+    cli.ok(&["doctor"]);
+
+    cli.ok(&["shared-names", "add", "orders_archive"]);
+    cli.ok(&["shared-names", "remove", "orders_archive"]);
+    cli.fails(1, &["shared-names", "remove", "orders_archive"]);
+}

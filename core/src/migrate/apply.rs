@@ -131,7 +131,7 @@ const NAMED_RELKINDS: &str = "('r', 'p', 'v', 'm', 'f')";
 pub(crate) async fn shadowed_tables(
     client: &tokio_postgres::Client,
     schema: Option<&SchemaName>,
-    allowed: &[&str],
+    allowed: &[String],
 ) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text
@@ -174,7 +174,7 @@ pub(crate) async fn shadowed_tables(
 pub(crate) async fn refuse_shadowing(
     client: &tokio_postgres::Client,
     schema: &SchemaName,
-    allowed: &[&str],
+    allowed: &[String],
 ) -> Result<()> {
     let target = (!schema.is_public()).then_some(schema);
     let found = shadowed_tables(client, target, allowed)

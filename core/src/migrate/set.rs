@@ -345,6 +345,9 @@ pub(crate) struct MigrationSets {
     pub(crate) tenant: TenantMigrations,
     /// Run in `public` of every database.
     pub(crate) shared: TenantMigrations,
+    /// Shared names kept in the registry (`Tenancy::declare_shared_names`), read when the
+    /// tenancy is built and followed by its changes; shared by every clone of the sets.
+    pub(crate) declared: Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 impl MigrationSets {
@@ -354,12 +357,31 @@ impl MigrationSets {
         self.tenant.validate()
     }
 
-    /// The table names declared with [`TenantMigrations::shared_name`] on either set.
-    pub(crate) fn shared_names(&self) -> Vec<&str> {
-        self.tenant
+    /// The table names declared with [`TenantMigrations::shared_name`] on either set, and
+    /// those kept in the registry.
+    pub(crate) fn shared_names(&self) -> Vec<String> {
+        let declared = self
+            .declared
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names: Vec<String> = self
+            .tenant
             .shared_names()
             .chain(self.shared.shared_names())
-            .collect()
+            .chain(declared.iter().map(String::as_str))
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Replaces the names kept in the registry.
+    pub(crate) fn set_declared(&self, names: Vec<String>) {
+        *self
+            .declared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = names;
     }
 }
 

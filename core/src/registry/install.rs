@@ -27,6 +27,10 @@ ALTER TABLE public.tenant_schemas_tenants
     ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAULT 'default';
 ALTER TABLE public.tenant_schemas_tenants
     ADD COLUMN IF NOT EXISTS max_connections integer CHECK (max_connections > 0);
+CREATE TABLE IF NOT EXISTS public.tenant_schemas_shared_names (
+    name        text PRIMARY KEY CHECK (pg_catalog.length(name) BETWEEN 1 AND 63),
+    declared_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
 CREATE INDEX IF NOT EXISTS tenant_schemas_domains_tenant_idx
     ON public.tenant_schemas_domains (tenant_id);
 CREATE UNIQUE INDEX IF NOT EXISTS tenant_schemas_domains_one_primary
@@ -50,6 +54,7 @@ $upgrade$;
 const INSTALLED_SQL: &str = "
 SELECT pg_catalog.to_regclass('public.tenant_schemas_tenants') IS NOT NULL
    AND pg_catalog.to_regclass('public.tenant_schemas_domains') IS NOT NULL
+   AND pg_catalog.to_regclass('public.tenant_schemas_shared_names') IS NOT NULL
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                WHERE attrelid = pg_catalog.to_regclass('public.tenant_schemas_tenants')
                  AND attname = 'shard' AND NOT attisdropped)

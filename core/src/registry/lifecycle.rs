@@ -895,7 +895,7 @@ mod tests {
                 Databases::new(db.pool().clone()),
                 MigrationSets {
                     tenant: migrations,
-                    shared: TenantMigrations::new(),
+                    ..MigrationSets::default()
                 },
             );
             t.install().await.unwrap();

@@ -33,6 +33,7 @@ mod import;
 mod install;
 mod lifecycle;
 pub(crate) mod notify;
+mod shared_names;
 
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::Type;

@@ -321,6 +321,10 @@ impl TenancyBuilder {
         if self.install {
             registry.install().await?;
             registry.is_citus().await?;
+            registry.load_shared_names().await?;
+        } else if let Err(e) = registry.load_shared_names().await {
+            // A tool that only reads says what is wrong with the database when it reads.
+            tracing::debug!(error = %e, "shared names not read");
         }
         let resolver = self
             .resolver

@@ -25,6 +25,7 @@ mod export;
 mod jobs;
 mod listener;
 pub mod report;
+mod shared_names;
 mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};

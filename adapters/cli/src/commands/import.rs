@@ -9,6 +9,11 @@ use crate::error::CliResult;
 use crate::output::{count, record_json, Output};
 
 pub(crate) async fn run(ctx: &Context, out: Output, args: &ImportArgs, baseline: i32) -> CliResult {
+    if args.declare_django_tables {
+        ctx.tenancy
+            .declare_shared_names(super::shared_names::DJANGO_TABLES.iter().copied())
+            .await?;
+    }
     let records = ctx.tenancy.import_from(&args.source(), baseline).await?;
     let mut lines: Vec<String> = records
         .iter()

@@ -283,6 +283,10 @@ pub(crate) enum Command {
         /// (default 0: none; a history the schema has is kept).
         #[arg(long, value_name = "VERSION", default_value_t = 0)]
         baseline: i32,
+        /// Write nothing: list the tenants and every problem that would refuse the import,
+        /// all at once, each with what resolves it. Exits 1 when there are problems.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check the registry against the schemas (only reads); --fix migrates tenants that are
     /// behind. Exits 1 when problems remain.
@@ -441,7 +445,9 @@ impl Command {
     pub(crate) fn installs_registry(&self) -> bool {
         matches!(
             self,
-            Self::Migrate { dry_run: false, .. } | Self::Create { .. } | Self::Import { .. }
+            Self::Migrate { dry_run: false, .. }
+                | Self::Create { .. }
+                | Self::Import { dry_run: false, .. }
         )
     }
 }

@@ -116,9 +116,16 @@ async fn run(cli: Cli) -> CliResult {
             selection,
         } => commands::run::run(&ctx, out, sql, file, &selection).await,
         Command::Doctor { fix } => commands::doctor::run(&ctx, out, fix).await,
-        Command::Import { source, baseline } => {
-            commands::import::run(&ctx, out, &source, baseline).await
-        }
+        Command::Import {
+            source,
+            baseline,
+            dry_run: false,
+        } => commands::import::run(&ctx, out, &source, baseline).await,
+        Command::Import {
+            source,
+            baseline,
+            dry_run: true,
+        } => commands::import::dry_run(&ctx, out, &source, baseline).await,
         Command::Move { schema, to, mode } => {
             commands::citus::move_tenant(&ctx, out, &schema, &to, mode).await
         }

@@ -184,3 +184,78 @@ async fn djangos_own_tables_are_declared_once() {
     cli.ok(&["shared-names", "remove", "orders_archive"]);
     cli.fails(1, &["shared-names", "remove", "orders_archive"]);
 }
+
+/// `import --dry-run` lists every problem at once, each with what resolves it, and writes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_lists_every_problem_at_once() {
+    let (cli, db) = cli("django-dry").await;
+    sql(&db, DJANGO).await;
+    sql(
+        &db,
+        "CREATE TABLE public.django_migrations (id serial PRIMARY KEY, app text, name text);
+         CREATE TABLE shop_a.django_migrations (id serial PRIMARY KEY, app text, name text);
+         CREATE TABLE shop_b.django_migrations (id serial PRIMARY KEY, app text, name text);
+         INSERT INTO customers_client (schema_name, name) VALUES ('ghost', 'No schema'), ('Bad-Name', 'Invalid');
+         INSERT INTO customers_domain (domain, tenant_id, is_primary) VALUES ('bad..domain', 4, false);",
+    )
+    .await;
+    cli.ok(&["migrate"]);
+    let (out, _) = cli.fails(
+        1,
+        &[
+            "import",
+            "--from-django-tenants",
+            "--baseline",
+            "1",
+            "--dry-run",
+        ],
+    );
+    for expected in [
+        "PROBLEM shop_a: table `django_migrations`",
+        "PROBLEM shop_b: table `django_migrations`",
+        "--declare-django-tables",
+        "PROBLEM ghost:",
+        "PROBLEM Bad-Name:",
+        "bad..domain",
+    ] {
+        assert!(out.contains(expected), "{expected} missing in:\n{out}");
+    }
+    let (out, _) = cli.fails(
+        1,
+        &[
+            "import",
+            "--from-django-tenants",
+            "--baseline",
+            "1",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(doc["problems"].as_array().unwrap().len() >= 5, "{out}");
+    // Nothing was written: no tenant, no history in the schemas.
+    let out = cli.ok(&["list", "--json"]);
+    assert!(!out.contains("shop_a"), "{out}");
+    let (code, _, _) = cli.raw(
+        &["run", "--schema", "shop_a", "--sql", "SELECT 1"],
+        &cli.dir,
+    );
+    assert_ne!(code, 0, "shop_a was registered");
+    assert_eq!(
+        db.pool()
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname IN ('shop_a', 'shop_b') AND c.relname = 'tenant_schemas_history'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0,
+        "a history was written"
+    );
+}

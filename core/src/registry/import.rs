@@ -107,6 +107,20 @@ impl Registry {
     /// its domains primary first. Only reads (in a read-only transaction); schema names
     /// and domains are validated.
     pub async fn read_import(&self, source: &ImportSource) -> Result<Vec<NewTenant>> {
+        let (tenants, mut problems) = self.read_import_all(source).await?;
+        match problems.is_empty() {
+            true => Ok(tenants),
+            false => Err(problems.swap_remove(0).1),
+        }
+    }
+
+    /// [`read_import`](Self::read_import), with every row that cannot be imported (an
+    /// invalid schema name or domain) as a problem, by its schema's name as the row has it,
+    /// instead of failing at the first.
+    pub(crate) async fn read_import_all(
+        &self,
+        source: &ImportSource,
+    ) -> Result<(Vec<NewTenant>, Vec<(String, Error)>)> {
         let public = SchemaName::public();
         let db = |e| Error::db("reading the tenants to import", &public, e);
         let mut conn = self.conn().await?;
@@ -140,10 +154,22 @@ impl Registry {
             .map_err(|e| source_error(format!("the query failed: {}", pg_text(&e))))?;
         let has = |column: &str| columns.contains(&column);
         let mut tenants: Vec<Importing> = Vec::new();
+        let mut problems: Vec<(String, Error)> = Vec::new();
         for (n, row) in rows.iter().enumerate() {
-            let schema: String = text(row, "schema_name", n)?
-                .ok_or_else(|| source_error(format!("row {} has no schema_name (NULL)", n + 1)))?;
-            let schema = SchemaName::from_registry(&schema)?;
+            let Some(name) = text(row, "schema_name", n)? else {
+                problems.push((
+                    format!("row {}", n + 1),
+                    source_error(format!("row {} has no schema_name (NULL)", n + 1)),
+                ));
+                continue;
+            };
+            let schema = match SchemaName::from_registry(&name) {
+                Ok(schema) => schema,
+                Err(e) => {
+                    problems.push((name, Error::from(e)));
+                    continue;
+                }
+            };
             let i = match tenants.iter().position(|t| t.schema == schema) {
                 Some(i) => i,
                 None => {
@@ -160,9 +186,18 @@ impl Registry {
             }
             if has("domain") {
                 if let Some(domain) = text(row, "domain", n)? {
-                    let host = Host::parse(&domain).map_err(|e| {
-                        source_error(format!("tenant `{schema}`: invalid domain `{domain}`: {e}"))
-                    })?;
+                    let host = match Host::parse(&domain) {
+                        Ok(host) => host,
+                        Err(e) => {
+                            problems.push((
+                                schema.to_string(),
+                                source_error(format!(
+                                    "tenant `{schema}`: invalid domain `{domain}`: {e}"
+                                )),
+                            ));
+                            continue;
+                        }
+                    };
                     let primary = has("is_primary")
                         && row
                             .try_get::<_, Option<bool>>("is_primary")
@@ -175,7 +210,72 @@ impl Registry {
             }
         }
         tx.rollback().await.map_err(db)?;
-        Ok(tenants.into_iter().map(Importing::into_new).collect())
+        Ok((
+            tenants.into_iter().map(Importing::into_new).collect(),
+            problems,
+        ))
+    }
+
+    /// What [`import`](Self::import) would refuse, every tenant checked (not only up to the
+    /// first failure): each tenant is registered in a savepoint of one transaction (undone
+    /// when it fails, kept for the next tenants' checks when it passes), which is rolled
+    /// back at the end; tenants on another database are checked there the same way, each in
+    /// a transaction rolled back. Nothing is written.
+    pub(crate) async fn import_problems(
+        &self,
+        tenants: &[NewTenant],
+        baseline: i32,
+    ) -> Result<Vec<(String, Error)>> {
+        let public = SchemaName::public();
+        self.sets.tenant.validate()?;
+        self.sets.tenant.check_baseline(baseline)?;
+        let db = |e| Error::db("checking tenants to import", &public, e);
+        let mut conn = self.conn().await?;
+        let mut tx = conn.transaction().await.map_err(db)?;
+        let shared_names = self.sets.shared_names();
+        let mut problems = Vec::new();
+        for new in tenants {
+            let schema = new.schema();
+            let shard = match &new.shard {
+                Some(shard) if !schema.is_public() => shard.clone(),
+                _ => ShardName::DEFAULT,
+            };
+            let sp = tx.savepoint("tenant").await.map_err(db)?;
+            let checked = async {
+                let version = if schema.is_public() {
+                    0
+                } else if shard.is_default() {
+                    let (_, to) = self.adopt_schema(&sp, schema, baseline).await?;
+                    refuse_shadowing(sp.client(), schema, &shared_names).await?;
+                    to
+                } else {
+                    let mut shard_conn = self.databases.connect(&shard, schema).await?;
+                    let stx = shard_conn
+                        .transaction()
+                        .await
+                        .map_err(|e| Error::db("checking a tenant", schema, e))?;
+                    let (_, to) = self.adopt_schema(&stx, schema, baseline).await?;
+                    refuse_shadowing(stx.client(), schema, &shared_names).await?;
+                    stx.rollback()
+                        .await
+                        .map_err(|e| Error::db("checking a tenant", schema, e))?;
+                    to
+                };
+                self.register(&sp, new, version, &shard).await
+            }
+            .await;
+            // A tenant that passes stays registered (in the transaction) for the next ones'
+            // checks: two rows claiming one domain are a problem too.
+            match checked {
+                Ok(_) => sp.commit().await.map_err(db)?,
+                Err(e) => {
+                    sp.rollback().await.map_err(db)?;
+                    problems.push((schema.to_string(), e));
+                }
+            }
+        }
+        tx.rollback().await.map_err(db)?;
+        Ok(problems)
     }
 
     /// Registers each of `tenants`, whose schemas exist already, with the tenant

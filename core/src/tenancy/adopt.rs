@@ -2,7 +2,7 @@
 //! already, and recording the migrations they hold as applied.
 
 use super::{Tenancy, TenantEvent};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::migrate::Baselined;
 use crate::registry::{ImportSource, NewTenant};
 use crate::schema::SchemaName;
@@ -89,4 +89,32 @@ impl Tenancy {
         let tenants = self.inner.registry.read_import(source).await?;
         self.import_tenants(&tenants, baseline).await
     }
+}
+
+impl Tenancy {
+    /// What [`import_from`](Self::import_from) would do, without writing anything: the
+    /// tenants `source` lists, and every problem that would refuse the import — rows with an
+    /// invalid schema name or domain, schemas missing, registered already, named like a
+    /// role, holding a table named like one of `public`, domains taken — all of them, each
+    /// with the schema it concerns, instead of the first one per run.
+    pub async fn import_dry_run(
+        &self,
+        source: &ImportSource,
+        baseline: i32,
+    ) -> Result<ImportDryRun> {
+        let registry = &self.inner.registry;
+        let (tenants, mut problems) = registry.read_import_all(source).await?;
+        problems.extend(registry.import_problems(&tenants, baseline).await?);
+        Ok(ImportDryRun { tenants, problems })
+    }
+}
+
+/// The outcome of [`Tenancy::import_dry_run`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ImportDryRun {
+    /// The tenants the source lists, as they would be imported.
+    pub tenants: Vec<NewTenant>,
+    /// Each problem, by the schema it concerns (as the source row names it).
+    pub problems: Vec<(String, Error)>,
 }

@@ -16,6 +16,7 @@
 //! below this folder imports it.
 
 mod adopt;
+pub use adopt::ImportDryRun;
 mod builder;
 mod caches;
 mod citus;

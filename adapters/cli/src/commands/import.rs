@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::args::ImportArgs;
 use crate::connect::Context;
-use crate::error::CliResult;
+use crate::error::{describe, CliError, CliResult};
 use crate::output::{count, record_json, Output};
 
 pub(crate) async fn run(ctx: &Context, out: Output, args: &ImportArgs, baseline: i32) -> CliResult {
@@ -39,4 +39,50 @@ pub(crate) async fn run(ctx: &Context, out: Output, args: &ImportArgs, baseline:
         &json!({"imported": rows, "baseline": baseline}),
     );
     Ok(())
+}
+
+/// `import --dry-run`: the tenants, and every problem at once (nothing is written).
+pub(crate) async fn dry_run(
+    ctx: &Context,
+    out: Output,
+    args: &ImportArgs,
+    baseline: i32,
+) -> CliResult {
+    if args.declare_django_tables {
+        return Err(CliError::failed(
+            "--declare-django-tables writes the registry: run it without --dry-run, or check \
+             with --shared-name for each table",
+        ));
+    }
+    let run = ctx.tenancy.import_dry_run(&args.source(), baseline).await?;
+    let mut lines: Vec<String> = run
+        .tenants
+        .iter()
+        .map(|t| format!("would import {}", t.schema()))
+        .collect();
+    for (schema, problem) in &run.problems {
+        lines.push(format!("PROBLEM {schema}: {}", describe(problem)));
+    }
+    lines.push(format!(
+        "{} to import, {}",
+        count(run.tenants.len(), "tenant"),
+        count(run.problems.len(), "problem")
+    ));
+    out.print(
+        &lines.join("\n"),
+        &json!({
+            "tenants": run.tenants.iter().map(|t| t.schema().as_str()).collect::<Vec<_>>(),
+            "problems": run.problems.iter().map(|(schema, e)| json!({
+                "schema": schema,
+                "kind": format!("{:?}", e.kind()),
+                "message": describe(e),
+            })).collect::<Vec<Value>>(),
+            "baseline": baseline,
+        }),
+    );
+    if run.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(None))
+    }
 }

@@ -114,7 +114,7 @@
 //!
 //! # axum
 //!
-//! Feature `axum` adds an extractor, [`axum::SeaOrmTenantDb`], that takes the router from the
+//! Feature `axum` adds an extractor, `axum::SeaOrmTenantDb`, that takes the router from the
 //! request's extensions and the tenant from tenant-schemas-axum's `TenantLayer`.
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]

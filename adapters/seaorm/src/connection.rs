@@ -133,13 +133,16 @@ impl SeaOrmConnection {
         let mut held = self.held.lock().await;
         let conn = self.ensure(&mut held, op.stage()).await?;
         let effects = exec::admit(op, conn.schema(), conn.status())?;
-        let out = exec::run(conn, op, true).await;
-        if effects.changes_session {
-            // The session may no longer be what the checkout made it (path, read-only,
-            // prepared statements): back to the pool, whose next checkout sets it afresh.
-            held.conn = None;
+        if !effects.changes_session {
+            return exec::run(conn, op, true).await;
         }
-        out
+        // The session may no longer be what the checkout made it (path, read-only, prepared
+        // statements): the connection goes back to the pool, whose next checkout sets it
+        // afresh, and this handle's next statement checks one out. Taken out before the
+        // statement is sent, so that a call cancelled mid-flight cannot leave it held.
+        let mut conn = held.conn.take().expect("a connection was just checked out");
+        drop(held);
+        exec::run(&mut conn, op, true).await
     }
 
     /// Begins a transaction on this connection (`BEGIN`; `BEGIN READ ONLY` for a read-only

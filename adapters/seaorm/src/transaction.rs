@@ -32,6 +32,9 @@ struct State<'c> {
     /// The search path the transaction began on, read before a statement that may change the
     /// session and set again (`SET LOCAL`) after it.
     path: Option<String>,
+    /// A statement that may have changed the session was sent and the path not set again
+    /// since (the call was cancelled, or failed): set it before the next statement.
+    reassert: bool,
 }
 
 /// A SeaORM transaction bound to one tenant's schema: from
@@ -65,7 +68,11 @@ impl<'c> SeaOrmTransaction<'c> {
         persistent: bool,
     ) -> Self {
         Self {
-            state: tokio::sync::Mutex::new(State { conn, path: None }),
+            state: tokio::sync::Mutex::new(State {
+                conn,
+                path: None,
+                reassert: false,
+            }),
             schema,
             status,
             persistent,
@@ -159,7 +166,11 @@ impl<'c> SeaOrmTransaction<'c> {
     async fn run_op(&self, op: Op<'_>) -> Result<Out, DbErr> {
         let mut state = self.state.lock().await;
         let effects = exec::admit(op, &self.schema, self.status)?;
-        let State { conn, path } = &mut *state;
+        let State {
+            conn,
+            path,
+            reassert,
+        } = &mut *state;
         let conn: &mut PgConnection = match conn {
             TxConn::Borrowed(held) => match held.conn.as_mut() {
                 Some(conn) => conn,
@@ -168,6 +179,10 @@ impl<'c> SeaOrmTransaction<'c> {
             TxConn::Owned(tx) => tx,
             TxConn::Done => return Err(gone()),
         };
+        if *reassert {
+            self.set_path(conn, path.as_deref(), op).await?;
+            *reassert = false;
+        }
         if effects.changes_session && path.is_none() {
             let current: String =
                 sqlx::query_scalar("SELECT pg_catalog.current_setting('search_path')")
@@ -177,16 +192,33 @@ impl<'c> SeaOrmTransaction<'c> {
                     .map_err(|e| op.stage().sqlx(e))?;
             *path = Some(current);
         }
-        let out = exec::run(conn, op, self.persistent).await;
-        if let (true, Ok(_), Some(path)) = (effects.changes_session, &out, path.as_deref()) {
-            sqlx::query("SELECT pg_catalog.set_config('search_path', $1, true)")
-                .bind(path)
-                .persistent(self.persistent)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| op.stage().sqlx(e))?;
+        *reassert = effects.changes_session;
+        let out = exec::run(conn, op, self.persistent).await?;
+        if *reassert {
+            self.set_path(conn, path.as_deref(), op).await?;
+            *reassert = false;
         }
-        out
+        Ok(out)
+    }
+
+    /// Sets the transaction's search path again (`SET LOCAL`), as read before the first
+    /// statement that may have changed the session.
+    async fn set_path(
+        &self,
+        conn: &mut PgConnection,
+        path: Option<&str>,
+        op: Op<'_>,
+    ) -> Result<(), DbErr> {
+        let Some(path) = path else {
+            return Ok(());
+        };
+        sqlx::query("SELECT pg_catalog.set_config('search_path', $1, true)")
+            .bind(path)
+            .persistent(self.persistent)
+            .execute(conn)
+            .await
+            .map(drop)
+            .map_err(|e| op.stage().sqlx(e))
     }
 }
 

@@ -498,3 +498,72 @@ async fn diverged_column_types_run_the_same_statements() {
     // The SchemaName type is the core's: the test names are valid.
     let _ = SchemaName::new("orm_div_int").unwrap();
 }
+
+/// Until `db` shows a backend waiting for an advisory lock: the statement that takes it has
+/// been sent, and everything before it in its text has run.
+async fn until_waiting_for_the_lock(db: &tenant_schemas::testing::TestDatabase) {
+    let conn = db.pool().get().await.unwrap();
+    loop {
+        let waiting: i64 = conn
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock(4242)%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends SQL that moves the session and then waits for an advisory lock `holder` holds (a
+/// transaction-level one: released when the statement's transaction ends),
+/// drops the call mid-flight, releases the lock, and returns what `handle` reads next.
+async fn cancel_a_moving_call(
+    db: &tenant_schemas::testing::TestDatabase,
+    holder: &tenant_schemas::deadpool_postgres::Object,
+    handle: &impl ConnectionTrait,
+) -> String {
+    holder
+        .execute("SELECT pg_advisory_lock(4242)", &[])
+        .await
+        .unwrap();
+    {
+        let call = handle
+            .execute_unprepared("SET search_path TO public; SELECT pg_advisory_xact_lock(4242)");
+        tokio::pin!(call);
+        tokio::select! {
+            answer = &mut call => panic!("the call answered: {answer:?}"),
+            () = until_waiting_for_the_lock(db) => {}
+        }
+        // The call is dropped here, mid-flight.
+    }
+    holder
+        .execute("SELECT pg_advisory_unlock(4242)", &[])
+        .await
+        .unwrap();
+    seen_marker(handle).await.unwrap()
+}
+
+/// A call that moved the session and was cancelled before it answered (its future dropped
+/// while the server still runs it) does not move the handle's next statement: on a
+/// connection, the next statement runs on a fresh checkout; in a transaction, on the
+/// tenant's path set again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_that_moved_the_session_does_not_move_the_next() {
+    let (db, _tenancy, s, orm) = setup("orm_cancel_", 1, 2).await;
+    let s = &s[0];
+    let holder = db.pool().get().await.unwrap();
+    let mut conn = orm.connection_for_schema(s).await.unwrap();
+    assert_eq!(cancel_a_moving_call(&db, &holder, &conn).await, s.as_str());
+    let tx = conn.begin().await.unwrap();
+    assert_eq!(cancel_a_moving_call(&db, &holder, &tx).await, s.as_str());
+    tx.rollback().await.unwrap();
+    let tx = orm.begin_for(s).await.unwrap();
+    assert_eq!(cancel_a_moving_call(&db, &holder, &tx).await, s.as_str());
+    tx.rollback().await.unwrap();
+}

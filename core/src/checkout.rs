@@ -479,6 +479,37 @@ mod tests {
         Tenant::new(SchemaName::new("acme").unwrap()).with_status(status)
     }
 
+    /// What drivers that see their SQL are told: the core router's reading, and its refusal
+    /// for read-only tenants only.
+    #[test]
+    fn sql_effects_for_drivers() {
+        let acme = SchemaName::new("acme").unwrap();
+        for sql in [
+            "BEGIN READ WRITE",
+            "SET TRANSACTION READ WRITE",
+            "SELECT set_config('transaction_read_only', 'off', false)",
+        ] {
+            let effects = SqlEffects::of(sql);
+            assert!(effects.escapes_read_only, "{sql}");
+            assert!(matches!(
+                effects.refuse_read_write(&acme, TenantStatus::ReadOnly),
+                Err(Error::TenantReadOnly { .. })
+            ));
+            effects
+                .refuse_read_write(&acme, TenantStatus::Active)
+                .unwrap();
+        }
+        let begin = SqlEffects::of("/* x */ begin");
+        assert!(begin.controls_transaction && begin.changes_session);
+        let set = SqlEffects::of("SET search_path TO public");
+        assert!(set.changes_session && !set.controls_transaction && !set.escapes_read_only);
+        let select = SqlEffects::of("SELECT 'BEGIN; SET search_path TO x'");
+        assert!(!select.changes_session && !select.controls_transaction);
+        select
+            .refuse_read_write(&acme, TenantStatus::ReadOnly)
+            .unwrap();
+    }
+
     #[test]
     fn the_stricter_state_wins_and_the_registry_decides_first() {
         use TenantStatus::*;

@@ -18,12 +18,16 @@ use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::TenantClient;
 use tenant_schemas::{DropSchema, NewTenant, StaticResolver, Tenancy, Tenant, TenantStatus};
 use tenant_schemas_axum::{with_tenancy, TenantLayer};
-use tenant_schemas_seaorm::axum::{SeaOrmRejection, SeaOrmTenantDb};
+use tenant_schemas_seaorm::axum::{SeaOrmPublicDb, SeaOrmRejection, SeaOrmTenantDb};
 use tenant_schemas_seaorm::SeaOrmRouter;
 use tenant_schemas_sqlx::axum::{SqlxRejection, SqlxTenantDb};
 use tenant_schemas_sqlx::{connect_options, SqlxRouter};
 
 async fn orm_read(db: SeaOrmTenantDb) -> Result<String, SeaOrmRejection> {
+    Ok(seen_marker(&db).await?)
+}
+
+async fn orm_public(db: SeaOrmPublicDb) -> Result<String, SeaOrmRejection> {
     Ok(seen_marker(&db).await?)
 }
 
@@ -109,6 +113,7 @@ async fn the_seaorm_extractor_answers_every_state_as_the_sqlx_one() {
     let app = Router::new()
         .route("/orm/marker", get(orm_read))
         .route("/orm/notes", post(orm_write))
+        .route("/orm/public", get(orm_public))
         .route("/sqlx/marker", get(sqlx_read))
         .route("/sqlx/notes", post(sqlx_write))
         .layer(Extension(SeaOrmRouter::new(sqlx.clone())))
@@ -121,6 +126,8 @@ async fn the_seaorm_extractor_answers_every_state_as_the_sqlx_one() {
 
     assert_eq!(both(&client, true).await, (200, "orm_http".to_owned()));
     assert_eq!(both(&client, false).await, (200, "written".to_owned()));
+    let public = client.get("/orm/public").await.unwrap();
+    assert_eq!((public.status, public.text()), (200, "PUBLIC".to_owned()));
 
     tenancy
         .set_status(&s, TenantStatus::ReadOnly)

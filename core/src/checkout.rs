@@ -410,6 +410,61 @@ impl DriverCheckout {
     }
 }
 
+/// What a piece of SQL text may do beyond its own result, read as the core's router reads
+/// the SQL sent through a [`ConnectionScope`](crate::ConnectionScope): a small lexer that
+/// skips comments, strings and quoted names and, when in doubt, answers "may".
+///
+/// For drivers that see the SQL they send (SeaORM hands its driver a `Statement`): refuse
+/// what a read-only tenant must not run ([`SqlEffects::refuse_read_write`]), and do
+/// not trust the session after a statement that [`changes_session`](Self::changes_session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqlEffects {
+    /// A statement may change session state (`SET`, `RESET`, `DISCARD`, `set_config(…)`,
+    /// `DO`, `CALL`, `EXECUTE`, transaction control …): the search path and the read-only
+    /// setting the checkout made can no longer be trusted afterwards.
+    pub changes_session: bool,
+    /// A statement begins, ends or marks a transaction (`BEGIN`, `START`, `COMMIT`, `END`,
+    /// `ROLLBACK`, `ABORT`, `SAVEPOINT`, `RELEASE`, `PREPARE TRANSACTION`).
+    pub controls_transaction: bool,
+    /// A statement may make a read-only tenant's transaction writable (`BEGIN READ WRITE`,
+    /// `SET TRANSACTION READ WRITE`, `SET SESSION CHARACTERISTICS …`, any mention of
+    /// `transaction_read_only`, `DO`, `CALL`, a large-object writer …).
+    pub escapes_read_only: bool,
+}
+
+impl SqlEffects {
+    /// Reads `sql` (one statement or several separated by `;`).
+    #[must_use]
+    pub fn of(sql: &str) -> Self {
+        let effects = crate::sql::effects(sql);
+        Self {
+            changes_session: effects.session,
+            controls_transaction: effects.transaction_control,
+            escapes_read_only: effects.escapes_read_only,
+        }
+    }
+}
+
+impl SqlEffects {
+    /// For a tenant served in `status`, refuses SQL with these effects that could make its
+    /// transaction writable, before it is sent, as the core's router does
+    /// ([`Error::TenantReadOnly`], 403): a `BEGIN READ WRITE` sent alone, followed by a write
+    /// and a `COMMIT` in later calls, would commit. Anything is let through for a tenant
+    /// served read and write.
+    pub fn refuse_read_write(self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
+        if status == TenantStatus::ReadOnly && self.escapes_read_only {
+            return Err(Error::read_only_refused(
+                schema,
+                "SQL that controls transactions or how they write (BEGIN, START TRANSACTION, \
+                 SET TRANSACTION, SET SESSION CHARACTERISTICS, COMMIT, DO, CALL, \
+                 transaction_read_only …) or a large-object writer (lo_from_bytea, lo_unlink …)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Drop for DriverCheckout {
     fn drop(&mut self) {
         let mut holds = holds();
@@ -577,6 +632,37 @@ mod tests {
 
     fn tenant(status: TenantStatus) -> Tenant {
         Tenant::new(SchemaName::new("acme").unwrap()).with_status(status)
+    }
+
+    /// What drivers that see their SQL are told: the core router's reading, and its refusal
+    /// for read-only tenants only.
+    #[test]
+    fn sql_effects_for_drivers() {
+        let acme = SchemaName::new("acme").unwrap();
+        for sql in [
+            "BEGIN READ WRITE",
+            "SET TRANSACTION READ WRITE",
+            "SELECT set_config('transaction_read_only', 'off', false)",
+        ] {
+            let effects = SqlEffects::of(sql);
+            assert!(effects.escapes_read_only, "{sql}");
+            assert!(matches!(
+                effects.refuse_read_write(&acme, TenantStatus::ReadOnly),
+                Err(Error::TenantReadOnly { .. })
+            ));
+            effects
+                .refuse_read_write(&acme, TenantStatus::Active)
+                .unwrap();
+        }
+        let begin = SqlEffects::of("/* x */ begin");
+        assert!(begin.controls_transaction && begin.changes_session);
+        let set = SqlEffects::of("SET search_path TO public");
+        assert!(set.changes_session && !set.controls_transaction && !set.escapes_read_only);
+        let select = SqlEffects::of("SELECT 'BEGIN; SET search_path TO x'");
+        assert!(!select.changes_session && !select.controls_transaction);
+        select
+            .refuse_read_write(&acme, TenantStatus::ReadOnly)
+            .unwrap();
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use sqlx::pool::PoolConnection;
 use sqlx::{Executor, PgConnection, Postgres};
 use tenant_schemas::checkout::DriverCheckout;
-use tenant_schemas::SchemaName;
+use tenant_schemas::{SchemaName, TenantStatus};
 
 use crate::error::{Error, Result};
 
@@ -42,6 +42,13 @@ impl SqlxTransaction {
     #[must_use]
     pub fn schema(&self) -> &SchemaName {
         self.checkout.schema()
+    }
+
+    /// The state the tenant is served in ([`TenantStatus::Active`] or
+    /// [`TenantStatus::ReadOnly`]: then the transaction is `READ ONLY`).
+    #[must_use]
+    pub fn status(&self) -> TenantStatus {
+        self.checkout.status()
     }
 
     /// What a query of this transaction failed with, as this crate's

@@ -1,11 +1,12 @@
-//! Each tenant sees only its notes through SeaORM; a missing schema is an error.
+//! Each tenant sees only its notes through SeaORM; a missing schema is an error, and so is
+//! asking outside any tenant scope.
 
 #![allow(clippy::unwrap_used)]
 
-use sea_orm::{ActiveModelTrait, EntityTrait, Set, SqlxPostgresConnector};
-use seaorm_notes::{note, tenant_transaction, tenant_transaction_in_scope, TenantDbError};
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use seaorm_notes::note;
 use tenant_schemas::testing::fixtures::{database, schema, tenancy, NOTES};
-use tenant_schemas::{scope, Tenant, TenantMigrations};
+use tenant_schemas::{scope, ConnectionSettings, Tenant, TenantMigrations};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_tenant_sees_only_its_notes() {
@@ -28,31 +29,26 @@ async fn each_tenant_sees_only_its_notes() {
         )
         .await
         .unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
-        .await
-        .unwrap();
-    let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+    let settings = ConnectionSettings::new(db.config().clone());
+    let orm = seaorm_notes::router(&settings, &tenancy).unwrap();
 
     for (name, n) in [("orm_a", 2), ("orm_b", 3)] {
-        let txn = tenant_transaction(&orm, &schema(name)).await.unwrap();
+        let db = orm.connection_for_schema(&schema(name)).await.unwrap();
         for i in 0..n {
             note::ActiveModel {
                 body: Set(format!("{name} {i}")),
                 ..Default::default()
             }
-            .insert(&txn)
+            .insert(&db)
             .await
             .unwrap();
         }
-        txn.commit().await.unwrap();
     }
     for _ in 0..4 {
         for (name, n) in [("orm_a", 2), ("orm_b", 3)] {
             let bodies = scope::run(Tenant::new(schema(name)), async {
-                let txn = tenant_transaction_in_scope(&orm).await.unwrap();
-                note::Entity::find().all(&txn).await.unwrap()
+                let db = orm.connection().await.unwrap();
+                note::Entity::find().all(&db).await.unwrap()
             })
             .await;
             assert_eq!(bodies.len(), n, "{name}: {bodies:?}");
@@ -63,8 +59,10 @@ async fn each_tenant_sees_only_its_notes() {
         }
     }
     assert!(matches!(
-        tenant_transaction_in_scope(&orm).await,
-        Err(TenantDbError::NoTenantInScope)
+        orm.connection().await,
+        Err(tenant_schemas_seaorm::Error::Driver(
+            tenant_schemas_sqlx::Error::NoTenantInScope
+        ))
     ));
 
     // A dropped schema: an error, not public's rows.
@@ -75,12 +73,8 @@ async fn each_tenant_sees_only_its_notes() {
         .batch_execute("DROP SCHEMA orm_b CASCADE")
         .await
         .unwrap();
-    assert!(matches!(
-        tenant_transaction(&orm, &schema("orm_b")).await,
-        Err(TenantDbError::SchemaMissing(_))
-    ));
-    assert!(matches!(
-        tenant_transaction(&orm, &schema("never_made")).await,
-        Err(TenantDbError::SchemaMissing(_))
-    ));
+    for name in ["orm_b", "never_made"] {
+        let err = orm.connection_for_schema(&schema(name)).await.unwrap_err();
+        assert!(err.is_schema_missing(), "{name}: {err}");
+    }
 }

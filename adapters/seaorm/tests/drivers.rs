@@ -1,0 +1,163 @@
+//! SeaORM as one more door of the driver scenario (`tests/tests/drivers/scenario.rs`, included
+//! here by path so that sea-orm stays out of the workspace tests' build): plain reads,
+//! session-changing SQL through a tenant's connection, reads cancelled mid-query, and a
+//! schema dropped behind the library's back — in session mode, and in transaction mode
+//! through a real PgBouncer.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../../tests/tests/drivers/scenario.rs"]
+mod scenario;
+
+use scenario::{Answer, Driver, Failure};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use sqlx::postgres::PgPoolOptions;
+use tenant_schemas::testing::fixtures::marked_over_public;
+use tenant_schemas::testing::{TestCluster, TestPgBouncer};
+use tenant_schemas::{SchemaName, SearchPathMode};
+use tenant_schemas_seaorm::{Error, SeaOrmRouter};
+use tenant_schemas_sqlx::{connect_options, SqlxRouter};
+
+const MARKER: &str = "SELECT schema_name FROM marker";
+const SLOW_MARKER: &str = "SELECT schema_name FROM marker, pg_catalog.pg_sleep(0.002)";
+
+fn failure(e: &Error) -> Failure {
+    Failure {
+        schema_missing: e.is_schema_missing(),
+        text: e.to_string(),
+    }
+}
+
+fn orm_failure(schema: &SchemaName, e: DbErr) -> Failure {
+    failure(&Error::from_db_err(schema, e))
+}
+
+async fn marker(db: &impl ConnectionTrait, sql: &str) -> Result<String, DbErr> {
+    let row = db
+        .query_one(Statement::from_string(DbBackend::Postgres, sql))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("marker".into()))?;
+    row.try_get("", "schema_name")
+}
+
+/// `tenant-schemas-seaorm`: connections in session mode, transactions in either mode.
+#[derive(Clone)]
+struct SeaOrm(SeaOrmRouter);
+
+impl SeaOrm {
+    fn session(&self) -> bool {
+        self.0.sqlx().mode() == SearchPathMode::Session
+    }
+
+    async fn read(&self, schema: &SchemaName, sql: &str) -> Answer {
+        if !self.session() {
+            return self.read_in_transaction(schema, sql).await;
+        }
+        let db = self
+            .0
+            .connection_for_schema(schema)
+            .await
+            .map_err(|e| failure(&e))?;
+        marker(&db, sql).await.map_err(|e| orm_failure(schema, e))
+    }
+
+    async fn read_in_transaction(&self, schema: &SchemaName, sql: &str) -> Answer {
+        let tx = self.0.begin_for(schema).await.map_err(|e| failure(&e))?;
+        let got = marker(&tx, sql).await.map_err(|e| orm_failure(schema, e))?;
+        tx.commit().await.map_err(|e| orm_failure(schema, e))?;
+        Ok(got)
+    }
+}
+
+impl Driver for SeaOrm {
+    async fn read_marker(&self, schema: &SchemaName) -> Answer {
+        self.read(schema, MARKER).await
+    }
+
+    async fn read_marker_in_transaction(&self, schema: &SchemaName) -> Answer {
+        self.read_in_transaction(schema, MARKER).await
+    }
+
+    async fn slow_read_marker(&self, schema: &SchemaName) -> Answer {
+        self.read(schema, SLOW_MARKER).await
+    }
+
+    async fn misuse(&self, schema: &SchemaName, sql: &str) {
+        if self.session() {
+            let db = self.0.connection_for_schema(schema).await.unwrap();
+            let _ = db.execute_unprepared(sql).await;
+            let _ = marker(&db, MARKER).await;
+        } else {
+            let tx = self.0.begin_for(schema).await.unwrap();
+            let _ = tx.execute_unprepared(sql).await;
+            let _ = marker(&tx, MARKER).await;
+        }
+    }
+}
+
+async fn drop_behind_the_back(pool: &tenant_schemas::deadpool_postgres::Pool, schema: &SchemaName) {
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE", schema.quoted()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seaorm_session_mode() {
+    let (db, _tenancy, schemas, pool) =
+        marked_over_public("dorm", 2, 3, SearchPathMode::Session).await;
+    let sqlx_pool = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(connect_options(db.config()))
+        .await
+        .unwrap();
+    let router = SeaOrmRouter::new(SqlxRouter::new(sqlx_pool));
+    scenario::run(SeaOrm(router.clone()), &schemas[0], &schemas[1], || async {
+        drop_behind_the_back(&pool, &schemas[1]).await;
+    })
+    .await;
+    // Outside any scope: an error, not public.
+    for err in [
+        router.connection().await.unwrap_err(),
+        router.begin().await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                err,
+                Error::Driver(tenant_schemas_sqlx::Error::NoTenantInScope)
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seaorm_transaction_mode_through_pgbouncer() {
+    let (db, _tenancy, schemas, pool) =
+        marked_over_public("dormt", 2, 3, SearchPathMode::Session).await;
+    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 3).unwrap();
+    let sqlx_pool = PgPoolOptions::new()
+        .max_connections(6)
+        .connect_with(connect_options(&bouncer.config(db.name())).statement_cache_capacity(0))
+        .await
+        .unwrap();
+    let router = SeaOrmRouter::new(
+        SqlxRouter::builder(sqlx_pool)
+            .mode(SearchPathMode::Transaction)
+            .build(),
+    );
+    let err = router.connection_for_schema(&schemas[0]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Driver(tenant_schemas_sqlx::Error::NotInTransactionMode { .. })
+        ),
+        "{err}"
+    );
+    scenario::run(SeaOrm(router), &schemas[0], &schemas[1], || async {
+        drop_behind_the_back(&pool, &schemas[1]).await;
+    })
+    .await;
+}

@@ -47,3 +47,31 @@ pub struct TableRows {
     /// Its rows.
     pub rows: i64,
 }
+
+/// How much a tenant's schema holds ([`Tenancy::usage`](crate::Tenancy::usage)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct SchemaUsage {
+    /// The tenant's schema.
+    pub schema: crate::schema::SchemaName,
+    /// The database (shard) it lives on.
+    pub shard: crate::shard::ShardName,
+    /// Its state.
+    pub status: crate::tenant::TenantStatus,
+    /// Bytes on disk: every table, materialized view, index and TOAST table of the schema
+    /// (`pg_total_relation_size`, summed).
+    pub bytes: u64,
+    /// Its tables.
+    pub tables: u64,
+    /// Its storage quota, if it has one.
+    pub storage_quota: Option<u64>,
+}
+
+impl SchemaUsage {
+    /// Whether the schema holds more than its quota.
+    #[must_use]
+    pub fn over_quota(&self) -> bool {
+        self.storage_quota.is_some_and(|q| self.bytes > q)
+    }
+}

@@ -132,6 +132,7 @@ mod tests {
             domains: vec!["acme.example.com".into()],
             shard: ShardName::DEFAULT,
             max_connections: Some(4),
+            storage_quota: Some(1 << 30),
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["status"], "suspended");

@@ -407,6 +407,9 @@ pub struct TenantRecord {
     /// ([`Tenancy::set_max_connections`](crate::Tenancy::set_max_connections)).
     #[cfg_attr(feature = "serde", serde(default))]
     pub max_connections: Option<u32>,
+    /// Its storage quota in bytes ([`Tenancy::set_storage_quota`](crate::Tenancy::set_storage_quota)).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub storage_quota: Option<u64>,
 }
 
 impl TenantRecord {

@@ -245,6 +245,29 @@ pub(crate) enum Command {
         #[arg(long)]
         clear: bool,
     },
+    /// Set or clear a tenant's storage quota (`usage --enforce-quotas` makes a tenant over
+    /// it read-only).
+    #[command(after_help = EXIT_CODES)]
+    #[command(group(clap::ArgGroup::new("quota").required(true).args(["bytes", "clear"])))]
+    Quota {
+        /// The schema name.
+        #[arg(value_parser = tenant_schema)]
+        schema: SchemaName,
+        /// The quota: bytes, or with a unit (500MB, 10GB; powers of 1000).
+        #[arg(long, value_parser = size)]
+        bytes: Option<u64>,
+        /// Remove the quota.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Each tenant's schema size (tables, indexes, TOAST) and quota. Only reads, unless
+    /// --enforce-quotas: then tenants over their quota are made read-only.
+    #[command(after_help = EXIT_CODES)]
+    Usage {
+        /// Make active tenants over their storage quota read-only.
+        #[arg(long)]
+        enforce_quotas: bool,
+    },
     /// List tenants. Only reads.
     #[command(after_help = EXIT_CODES)]
     List,
@@ -462,6 +485,30 @@ fn citus_node(node: &str) -> Result<CitusNode, String> {
 fn transfer_mode(mode: &str) -> Result<TransferMode, String> {
     mode.parse()
         .map_err(|e: tenant_schemas::Error| e.to_string())
+}
+
+/// A size: bytes, or a number with kB, MB, GB or TB (powers of 1000).
+fn size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 500MB, 10GB, 1048576)"))?;
+    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => return Err(format!("unknown unit `{other}` (B, kB, MB, GB, TB)")),
+    };
+    number
+        .checked_mul(factor)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}`: a quota is at least 1 byte and fits 64 bits"))
 }
 
 /// A tenant state as typed (`read-only` or `read_only`).

@@ -107,6 +107,10 @@ async fn run(cli: Cli) -> CliResult {
             name,
             domains,
         } => commands::export::restore(&ctx, out, &file, schema, name, domains).await,
+        Command::Quota { schema, bytes, .. } => {
+            commands::usage::quota(&ctx, out, &schema, bytes).await
+        }
+        Command::Usage { enforce_quotas } => commands::usage::run(&ctx, out, enforce_quotas).await,
         Command::List => commands::list::run(&ctx, out).await,
         Command::Domains(cmd) => commands::domains::run(&ctx, out, cmd).await,
         Command::SharedNames(cmd) => commands::shared_names::run(&ctx, out, cmd).await,

@@ -1123,3 +1123,53 @@ async fn export_and_restore_round_trip() {
     ]);
     assert!(out.contains(&checksum), "{out}");
 }
+
+/// `usage` shows each tenant's schema size; `quota` sets a storage quota and
+/// `usage --enforce-quotas` makes a tenant over it read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_and_quotas() {
+    let (cli, _db) = Cli::new("usage").await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["create", "acme"]);
+    cli.ok(&["create", "beta"]);
+    cli.ok(&[
+        "run",
+        "--schema",
+        "acme",
+        "--sql",
+        "INSERT INTO notes (body) SELECT repeat(md5(g::text), 40) FROM generate_series(1, 2000) g",
+    ]);
+    let out = cli.ok(&["usage", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let bytes = |doc: &serde_json::Value, s: &str| {
+        doc["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["schema"] == s)
+            .unwrap()["bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(bytes(&doc, "acme") > bytes(&doc, "beta"), "{out}");
+    let out = cli.ok(&["quota", "acme", "--bytes", "100kB"]);
+    assert!(out.contains("none -> 100000 bytes"), "{out}");
+    cli.fails(2, &["quota", "acme", "--bytes", "10XB"]);
+    cli.fails(2, &["quota", "acme"]);
+    let out = cli.ok(&["usage"]);
+    assert!(out.contains("1 over quota"), "{out}");
+    let out = cli.ok(&["usage", "--enforce-quotas"]);
+    assert!(out.contains("made acme read-only"), "{out}");
+    let (out, err) = cli.fails(
+        1,
+        &[
+            "run",
+            "--schema",
+            "acme",
+            "--sql",
+            "INSERT INTO notes (body) VALUES ('x')",
+        ],
+    );
+    assert!(format!("{out}{err}").contains("read-only"), "{out}{err}");
+    cli.ok(&["quota", "acme", "--clear"]);
+}

@@ -361,6 +361,7 @@ impl Registry {
             domains: new.domains.iter().map(|d| d.as_str().to_owned()).collect(),
             shard,
             max_connections: None,
+            storage_quota: None,
         }
     }
 

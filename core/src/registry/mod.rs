@@ -34,6 +34,7 @@ mod install;
 mod lifecycle;
 pub(crate) mod notify;
 mod shared_names;
+mod usage;
 
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::Type;
@@ -55,7 +56,7 @@ pub use notify::CHANNEL;
 
 const SELECT_TENANTS: &str = "
 SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
-       t.max_connections,
+       t.max_connections, t.storage_quota,
        coalesce(pg_catalog.array_agg(d.domain ORDER BY d.is_primary DESC, d.domain)
                 FILTER (WHERE d.domain IS NOT NULL), '{}') AS domains
 FROM public.tenant_schemas_tenants t
@@ -176,5 +177,8 @@ fn record(row: &Row) -> Result<TenantRecord> {
         max_connections: row
             .get::<_, Option<i32>>("max_connections")
             .and_then(|n| u32::try_from(n).ok()),
+        storage_quota: row
+            .get::<_, Option<i64>>("storage_quota")
+            .and_then(|n| u64::try_from(n).ok()),
     })
 }

@@ -366,6 +366,7 @@ impl TenancyBuilder {
                 registry,
                 states,
                 grace: self.grace,
+                usage: tokio::sync::Mutex::new(None),
             }),
         })
     }

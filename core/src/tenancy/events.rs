@@ -54,6 +54,17 @@ pub enum TenantEvent {
         /// The state after.
         to: TenantStatus,
     },
+    /// A tenant's schema holds more than its storage quota, so
+    /// [`Tenancy::enforce_quotas`](super::Tenancy::enforce_quotas) made it read-only (a
+    /// [`StatusChanged`](Self::StatusChanged) follows).
+    OverQuota {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// What its schema holds, in bytes.
+        bytes: u64,
+        /// Its quota, in bytes.
+        quota: u64,
+    },
 }
 
 type EventHook = Arc<dyn Fn(TenantEvent) -> BoxFuture<'static, ()> + Send + Sync>;

@@ -159,6 +159,7 @@ mod tests {
             domains: Vec::new(),
             shard: ShardName::new(shard),
             max_connections: None,
+            storage_quota: None,
         }
     }
 

@@ -28,6 +28,7 @@ mod listener;
 pub mod report;
 mod shared_names;
 mod status;
+mod usage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -86,6 +87,8 @@ struct Inner {
     /// How long a deletion or rename waits for drivers' connections checked out for the
     /// schema before it terminates them.
     grace: std::time::Duration,
+    /// The last measurement of the tenants' schemas ([`Tenancy::usage`]).
+    usage: tokio::sync::Mutex<Option<(std::time::Instant, Arc<[crate::receipt::SchemaUsage]>)>>,
 }
 
 impl Drop for Inner {

@@ -19,6 +19,7 @@ pub(crate) mod run;
 pub(crate) mod shared_names;
 pub(crate) mod state;
 pub(crate) mod status;
+pub(crate) mod usage;
 
 use tenant_schemas::{SchemaName, TenantRecord};
 

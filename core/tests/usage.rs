@@ -48,7 +48,7 @@ async fn usage_is_measured_and_quotas_make_tenants_read_only() {
                 .unwrap()
                 .batch_execute(&sql)
                 .await
-                .unwrap()
+                .unwrap();
         }
     };
     write(big, 3).await;

@@ -210,10 +210,24 @@ async fn public_home(
 ) -> Result<Html<String>, AppError> {
     let mut items = String::new();
     let mut rows = String::new();
-    for t in tenancy.registry().list().await? {
+    // Schema sizes, measured at most every 10 s (one catalog query), or now when a tenant
+    // is newer than the last measurement.
+    let tenants = tenancy.registry().list().await?;
+    let mut usage = tenancy.usage(std::time::Duration::from_secs(10)).await?;
+    if tenants
+        .iter()
+        .any(|t| !t.schema.is_public() && !usage.iter().any(|u| u.schema == t.schema))
+    {
+        usage = tenancy.usage(std::time::Duration::ZERO).await?;
+    }
+    for t in tenants {
         let domains: Vec<String> = t.domains.iter().map(|d| escape(d)).collect();
+        let size = usage
+            .iter()
+            .find(|u| u.schema == t.schema)
+            .map_or_else(|| "-".to_owned(), |u| format!("{} kB", u.bytes / 1000));
         rows.push_str(&format!(
-            "<tr><td><code>{s}</code></td><td>{n}</td><td>{d}</td><td>{v}</td><td>{st}</td></tr>",
+            "<tr><td><code>{s}</code></td><td>{n}</td><td>{d}</td><td>{v}</td><td>{st}</td><td>{size}</td></tr>",
             s = t.schema,
             n = escape(&t.name),
             d = domains.join(", "),
@@ -237,7 +251,7 @@ async fn public_home(
              <input name=slug placeholder=slug required pattern='[a-z_][a-z0-9_]*'> \
              <input name=name placeholder='Company name'> <button>Create tenant</button></form>\
              <h2>Operator view</h2><table id=operator border=1 cellpadding=4>\
-             <tr><th>schema</th><th>name</th><th>domains</th><th>migration version</th><th>state</th></tr>\
+             <tr><th>schema</th><th>name</th><th>domains</th><th>migration version</th><th>state</th><th>size</th></tr>\
              {rows}</table>"
         ),
     ))

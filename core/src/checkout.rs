@@ -533,6 +533,16 @@ pub(crate) async fn admit_tenant(
     states: Option<&TenantStates>,
     tenant: &Tenant,
 ) -> Result<Admission> {
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
+    let admitted = admit_in(states, tenant).await;
+    #[cfg(feature = "metrics")]
+    crate::metrics::checkout(tenant.schema(), started.elapsed(), &admitted);
+    admitted
+}
+
+/// [`admit_tenant`] without its metrics.
+async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admission> {
     let Some(states) = states else {
         return Ok(Admission {
             status: admit(tenant, None)?,

@@ -34,6 +34,8 @@ mod tenant;
 pub mod checkout;
 pub mod citus;
 pub mod keys;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod request;
 // The task-local tenant scope: public as `scope`, in a file named for which scope it is
 // (`request/request_scope.rs` is the other one, a request's).

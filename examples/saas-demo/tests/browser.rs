@@ -196,7 +196,10 @@ async fn sign_up_add_a_note_and_see_it_only_on_the_own_site() {
         assert!(row.contains("active"), "{row}");
         assert!(row.contains(" 1 "), "{row}");
         // Its schema's size (a table with a note, its index and the history): measured.
-        assert!(row.trim_end().ends_with("kB") && !row.contains(" 0 kB"), "{row}");
+        assert!(
+            row.trim_end().ends_with("kB") && !row.contains(" 0 kB"),
+            "{row}"
+        );
         let link = client
             .find(Locator::Css("ul#tenants a[href*='initech']"))
             .await

@@ -1,0 +1,60 @@
+//! Per-tenant checkout metrics through the [`metrics`](https://docs.rs/metrics) facade
+//! (feature `metrics`): install any exporter (Prometheus, OpenTelemetry, statsd …) and every
+//! checkout of every door — the core's router, sqlx, SeaORM, jobs — is counted where the
+//! one checkout admits it:
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `tenant_schemas_checkouts_total` | counter | `tenant`, `outcome`: `ok`, `busy` ([`TenantBusy`](crate::Error::TenantBusy)), `not_served`, `missing` (schema or tenant gone), `error` |
+//! | `tenant_schemas_checkout_wait_seconds` | histogram | `tenant`: the admission — the state read from the registry and the wait for a share of the pool under [`TenantLimits`](crate::TenantLimits) |
+//!
+//! The number of series stays bounded at 10,000 tenants: the first
+//! [`max_tenant_labels`](set_max_tenant_labels) tenants a process sees (100 by default) get a
+//! `tenant` label of their own, every later one `tenant="other"`.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::schema::SchemaName;
+
+static MAX_LABELS: AtomicUsize = AtomicUsize::new(100);
+static LABELED: LazyLock<Mutex<HashSet<SchemaName>>> = LazyLock::new(Default::default);
+
+/// How many tenants get a `tenant` label of their own in this process (the first ones
+/// seen; the others are counted as `other`). Default 100; lowering it keeps the tenants
+/// labelled already.
+pub fn set_max_tenant_labels(n: usize) {
+    MAX_LABELS.store(n, Ordering::Relaxed);
+}
+
+/// The `tenant` label of `schema`: its name, or `other` past the limit.
+fn label(schema: &SchemaName) -> String {
+    let mut labeled = LABELED.lock().unwrap_or_else(PoisonError::into_inner);
+    if labeled.contains(schema) {
+        return schema.to_string();
+    }
+    if labeled.len() < MAX_LABELS.load(Ordering::Relaxed) {
+        labeled.insert(schema.clone());
+        return schema.to_string();
+    }
+    "other".to_owned()
+}
+
+/// Records one admission of `schema` that took `waited` and ended as `outcome` says.
+pub(crate) fn checkout<T>(schema: &SchemaName, waited: Duration, outcome: &Result<T, Error>) {
+    let outcome = match outcome {
+        Ok(_) => "ok",
+        Err(Error::TenantBusy { .. }) => "busy",
+        Err(Error::TenantNotServed { .. }) => "not_served",
+        Err(Error::SchemaMissing { .. } | Error::TenantGone { .. }) => "missing",
+        Err(_) => "error",
+    };
+    let tenant = label(schema);
+    metrics::counter!("tenant_schemas_checkouts_total", "tenant" => tenant.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("tenant_schemas_checkout_wait_seconds", "tenant" => tenant)
+        .record(waited.as_secs_f64());
+}

@@ -1,0 +1,169 @@
+//! Per-tenant checkout metrics through the `metrics` facade: counted for every door, with
+//! their outcome, and a bounded number of `tenant` labels.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use metrics::{
+    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+use tenant_schemas::checkout::DriverCheckout;
+use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::{Error, Tenancy, Tenant, TenantLimits, TenantStatus};
+
+/// Every counter's total and every histogram's sample count, by name and sorted labels.
+#[derive(Default)]
+struct Seen {
+    counters: Mutex<HashMap<String, Arc<Count>>>,
+    histograms: Mutex<HashMap<String, Arc<Count>>>,
+}
+
+#[derive(Default)]
+struct Count(AtomicU64);
+
+impl CounterFn for Count {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::Relaxed);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+impl HistogramFn for Count {
+    fn record(&self, _value: f64) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn name(key: &Key) -> String {
+    let mut labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    labels.sort();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
+struct Capture(Arc<Seen>);
+
+impl Recorder for Capture {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let c = self
+            .0
+            .counters
+            .lock()
+            .unwrap()
+            .entry(name(key))
+            .or_default()
+            .clone();
+        Counter::from_arc(c)
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let h = self
+            .0
+            .histograms
+            .lock()
+            .unwrap()
+            .entry(name(key))
+            .or_default()
+            .clone();
+        Histogram::from_arc(h)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_are_counted_per_tenant_with_their_outcome() {
+    let seen = Arc::new(Seen::default());
+    metrics::set_global_recorder(Capture(seen.clone())).unwrap();
+    tenant_schemas::metrics::set_max_tenant_labels(2);
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(marker_and_notes())
+        .tenant_limits(TenantLimits::new().max_connections(1).max_waiting(0))
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "me", 3).await;
+    let router = tenancy.router();
+    // Setting up the tenants checked each out once; counted from here on.
+    let before = |k: &str| {
+        seen.counters
+            .lock()
+            .unwrap()
+            .get(k)
+            .map_or(0, |c| c.0.load(Ordering::Relaxed))
+    };
+    let (ok0, ok1) = (
+        before("tenant_schemas_checkouts_total{outcome=ok,tenant=me0}"),
+        before("tenant_schemas_checkouts_total{outcome=ok,tenant=me1}"),
+    );
+    let wait0 = seen
+        .histograms
+        .lock()
+        .unwrap()
+        .get("tenant_schemas_checkout_wait_seconds{tenant=me0}")
+        .map_or(0, |c| c.0.load(Ordering::Relaxed));
+    for _ in 0..3 {
+        drop(router.connection_for_schema(&s[0]).await.unwrap());
+    }
+    // Another door: a driver's checkout.
+    drop(
+        DriverCheckout::begin(Some(&tenancy.tenant_states()), &Tenant::new(s[1].clone()))
+            .await
+            .unwrap(),
+    );
+    let held = router.connection_for_schema(&s[1]).await.unwrap();
+    assert!(matches!(
+        router.connection_for_schema(&s[1]).await,
+        Err(Error::TenantBusy { .. })
+    ));
+    drop(held);
+    tenancy
+        .set_status(&s[2], TenantStatus::Suspended)
+        .await
+        .unwrap();
+    assert!(router.connection_for_schema(&s[2]).await.is_err());
+
+    let counters = seen.counters.lock().unwrap();
+    let count = |k: &str| counters.get(k).map_or(0, |c| c.0.load(Ordering::Relaxed));
+    assert_eq!(
+        count("tenant_schemas_checkouts_total{outcome=ok,tenant=me0}") - ok0,
+        3,
+        "{:?}",
+        counters.keys()
+    );
+    assert_eq!(
+        count("tenant_schemas_checkouts_total{outcome=ok,tenant=me1}") - ok1,
+        2
+    );
+    assert_eq!(
+        count("tenant_schemas_checkouts_total{outcome=busy,tenant=me1}"),
+        1
+    );
+    // The third tenant is past the label limit: `other`.
+    assert_eq!(
+        count("tenant_schemas_checkouts_total{outcome=not_served,tenant=other}"),
+        1
+    );
+    assert!(
+        counters.keys().all(|k| !k.contains("tenant=me2")),
+        "{:?}",
+        counters.keys()
+    );
+    let histograms = seen.histograms.lock().unwrap();
+    let samples = histograms["tenant_schemas_checkout_wait_seconds{tenant=me0}"]
+        .0
+        .load(Ordering::Relaxed);
+    assert_eq!(samples - wait0, 3);
+}

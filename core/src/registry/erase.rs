@@ -1,7 +1,6 @@
 //! What an erasure removes: each table of a tenant's schema and its rows.
 
-use tokio_postgres::types::Type;
-
+use super::export::{schema_tables, snapshot};
 use super::Registry;
 use crate::error::{Error, Result};
 use crate::receipt::TableRows;
@@ -14,26 +13,10 @@ impl Registry {
         let schema = &tenant.schema;
         let db = |e| Error::db("counting a tenant's rows", schema, e);
         let mut conn = self.databases.connect(&tenant.shard, schema).await?;
-        let tx = conn
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db)?;
-        let tables = tx
-            .query_typed(
-                "SELECT c.relname::text FROM pg_catalog.pg_class c
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-                 ORDER BY 1",
-                &[(&schema.as_str(), Type::TEXT)],
-            )
-            .await
-            .map_err(db)?;
+        let tx = snapshot(&mut conn).await.map_err(db)?;
+        let tables = schema_tables(&tx, schema, true).await.map_err(db)?;
         let mut out = Vec::with_capacity(tables.len());
-        for row in tables {
-            let table: String = row.get(0);
+        for table in tables {
             let sql = format!(
                 "SELECT pg_catalog.count(*) FROM {}.\"{}\"",
                 schema.quoted(),

@@ -34,6 +34,42 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A read-only transaction on one snapshot (`REPEATABLE READ`): what an export or an
+/// erasure's count reads.
+pub(super) async fn snapshot(
+    conn: &mut deadpool_postgres::Object,
+) -> std::result::Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    conn.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
+/// The plain and partitioned tables of `schema` (not partitions: their rows come with
+/// their parent), by name; the migration history only `with_history`.
+pub(super) async fn schema_tables(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &SchemaName,
+    with_history: bool,
+) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+    let rows = tx
+        .query_typed(
+            "SELECT c.relname::text FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+               AND ($3 OR c.relname::text <> $2)
+             ORDER BY 1",
+            &[
+                (&schema.as_str(), Type::TEXT),
+                (&HISTORY_TABLE, Type::TEXT),
+                (&with_history, Type::BOOL),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 impl Registry {
     /// Writes `tenant`'s rows and sequence positions to `out` from one snapshot, with its
     /// registry row; returns each table and its rows.
@@ -53,13 +89,7 @@ impl Registry {
             reason: e.to_string(),
         };
         let mut conn = self.databases.connect(&tenant.shard, schema).await?;
-        let tx = conn
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db)?;
+        let tx = snapshot(&mut conn).await.map_err(db)?;
         let name = tenant.name.as_str();
         let header: String = tx
             .query_typed_one(
@@ -341,19 +371,7 @@ impl Registry {
         }
         // Every table of the schema that has rows in the file got them; one that the file
         // lacks (created outside the migrations at export, or by a newer one) is an error.
-        let here = tx
-            .query_typed(
-                "SELECT c.relname::text FROM pg_catalog.pg_class c
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-                   AND c.relname::text <> $2
-                 ORDER BY 1",
-                &[(&schema.as_str(), Type::TEXT), (&HISTORY_TABLE, Type::TEXT)],
-            )
-            .await
-            .map_err(db)?;
-        for row in here {
-            let table: String = row.get(0);
+        for table in schema_tables(&tx, schema, false).await.map_err(db)? {
             if !counts.iter().any(|c| c.table == table) {
                 return Err(bad(format!(
                     "table {table} of the restored schema is not in the file"

@@ -236,34 +236,10 @@ impl Registry {
         let mut problems = Vec::new();
         for new in tenants {
             let schema = new.schema();
-            let shard = match &new.shard {
-                Some(shard) if !schema.is_public() => shard.clone(),
-                _ => ShardName::DEFAULT,
-            };
             let sp = tx.savepoint("tenant").await.map_err(db)?;
-            let checked = async {
-                let version = if schema.is_public() {
-                    0
-                } else if shard.is_default() {
-                    let (_, to) = self.adopt_schema(&sp, schema, baseline).await?;
-                    refuse_shadowing(sp.client(), schema, &shared_names).await?;
-                    to
-                } else {
-                    let mut shard_conn = self.databases.connect(&shard, schema).await?;
-                    let stx = shard_conn
-                        .transaction()
-                        .await
-                        .map_err(|e| Error::db("checking a tenant", schema, e))?;
-                    let (_, to) = self.adopt_schema(&stx, schema, baseline).await?;
-                    refuse_shadowing(stx.client(), schema, &shared_names).await?;
-                    stx.rollback()
-                        .await
-                        .map_err(|e| Error::db("checking a tenant", schema, e))?;
-                    to
-                };
-                self.register(&sp, new, version, &shard).await
-            }
-            .await;
+            let checked = self
+                .import_one(&sp, new, baseline, &shared_names, false)
+                .await;
             // A tenant that passes stays registered (in the transaction) for the next ones'
             // checks: two rows claiming one domain are a problem too.
             match checked {
@@ -295,33 +271,8 @@ impl Registry {
         let tx = conn.transaction().await.map_err(db)?;
         let shared_names = self.sets.shared_names();
         for new in tenants {
-            let schema = new.schema();
-            let shard = match &new.shard {
-                Some(shard) if !schema.is_public() => shard.clone(),
-                _ => ShardName::DEFAULT,
-            };
-            let version = if schema.is_public() {
-                0
-            } else if shard.is_default() {
-                let (_, to) = self.adopt_schema(&tx, schema, baseline).await?;
-                refuse_shadowing(tx.client(), schema, &shared_names).await?;
-                to
-            } else {
-                // Another database: its history is recorded there first; should the
-                // registration fail, the history stays, true to what the schema holds.
-                let mut shard_conn = self.databases.connect(&shard, schema).await?;
-                let stx = shard_conn
-                    .transaction()
-                    .await
-                    .map_err(|e| Error::db("importing a tenant", schema, e))?;
-                let (_, to) = self.adopt_schema(&stx, schema, baseline).await?;
-                refuse_shadowing(stx.client(), schema, &shared_names).await?;
-                stx.commit()
-                    .await
-                    .map_err(|e| Error::db("importing a tenant", schema, e))?;
-                to
-            };
-            self.register(&tx, new, version, &shard).await?;
+            self.import_one(&tx, new, baseline, &shared_names, true)
+                .await?;
         }
         tx.commit().await.map_err(db)?;
         let mut records = Vec::new();
@@ -331,6 +282,46 @@ impl Registry {
             records.push(record);
         }
         Ok(records)
+    }
+
+    /// Registers `new` in `tx` after its schema's checks and baseline. A schema on another
+    /// database gets its history there first, in a transaction of its own, committed when
+    /// `commit_elsewhere` (an import: should the registration fail, the history stays, true
+    /// to what the schema holds) or rolled back (a dry run).
+    async fn import_one(
+        &self,
+        tx: &Transaction<'_>,
+        new: &NewTenant,
+        baseline: i32,
+        shared_names: &[String],
+        commit_elsewhere: bool,
+    ) -> Result<()> {
+        let schema = new.schema();
+        let shard = match &new.shard {
+            Some(shard) if !schema.is_public() => shard.clone(),
+            _ => ShardName::DEFAULT,
+        };
+        let version = if schema.is_public() {
+            0
+        } else if shard.is_default() {
+            let (_, to) = self.adopt_schema(tx, schema, baseline).await?;
+            refuse_shadowing(tx.client(), schema, shared_names).await?;
+            to
+        } else {
+            let db = |e| Error::db("importing a tenant", schema, e);
+            let mut shard_conn = self.databases.connect(&shard, schema).await?;
+            let stx = shard_conn.transaction().await.map_err(db)?;
+            let (_, to) = self.adopt_schema(&stx, schema, baseline).await?;
+            refuse_shadowing(stx.client(), schema, shared_names).await?;
+            if commit_elsewhere {
+                stx.commit().await.map_err(db)?;
+            } else {
+                stx.rollback().await.map_err(db)?;
+            }
+            to
+        };
+        self.register(tx, new, version, &shard).await?;
+        Ok(())
     }
 
     /// The checks a schema to register passes, and its baseline, in `tx`.

@@ -490,13 +490,30 @@ impl Registry {
 
     /// Changes a tenant's display name.
     pub(crate) async fn rename(&self, schema: &SchemaName, name: &str) -> Result<()> {
+        self.set_field(schema, "renaming a tenant", "name", &name, Type::TEXT)
+            .await
+    }
+
+    /// Sets one column of `schema`'s registry row (announced; [`Error::TenantNotFound`] when
+    /// the registry has no such tenant). `column` is one of this crate's, never input.
+    pub(super) async fn set_field(
+        &self,
+        schema: &SchemaName,
+        action: &'static str,
+        column: &'static str,
+        value: &(dyn tokio_postgres::types::ToSql + Sync),
+        ty: Type,
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE public.tenant_schemas_tenants SET {column} = $2 WHERE schema_name = $1"
+        );
         let changed = self
             .change(
                 schema,
-                "renaming a tenant",
+                action,
                 &[],
-                "UPDATE public.tenant_schemas_tenants SET name = $2 WHERE schema_name = $1",
-                &[(&schema.as_str(), Type::TEXT), (&name, Type::TEXT)],
+                &sql,
+                &[(&schema.as_str(), Type::TEXT), (value, ty)],
             )
             .await?;
         if changed == 0 {
@@ -622,39 +639,16 @@ impl Registry {
         limit: Option<u32>,
     ) -> Result<()> {
         let limit = limit.map(|n| i32::try_from(n.max(1)).unwrap_or(i32::MAX));
-        let changed = self
-            .change(
-                schema,
-                "changing a tenant's connection limit",
-                &[],
-                "UPDATE public.tenant_schemas_tenants SET max_connections = $2 WHERE schema_name = $1",
-                &[(&schema.as_str(), Type::TEXT), (&limit, Type::INT4)],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(Error::tenant_not_found(schema));
-        }
-        Ok(())
+        let action = "changing a tenant's connection limit";
+        self.set_field(schema, action, "max_connections", &limit, Type::INT4)
+            .await
     }
 
     /// Suspends or re-activates a tenant. A suspended tenant's hosts resolve to no tenant.
     pub(crate) async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
-        let changed = self
-            .change(
-                schema,
-                "changing a tenant's status",
-                &[],
-                "UPDATE public.tenant_schemas_tenants SET status = $2 WHERE schema_name = $1",
-                &[
-                    (&schema.as_str(), Type::TEXT),
-                    (&status.as_str(), Type::TEXT),
-                ],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(Error::tenant_not_found(schema));
-        }
-        Ok(())
+        let action = "changing a tenant's status";
+        self.set_field(schema, action, "status", &status.as_str(), Type::TEXT)
+            .await
     }
 
     /// Deletes the tenant's registry rows and, with [`DropSchema::Yes`], its schema, in one

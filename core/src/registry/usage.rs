@@ -67,18 +67,8 @@ impl Registry {
         bytes: Option<u64>,
     ) -> Result<()> {
         let bytes = bytes.map(|b| i64::try_from(b.max(1)).unwrap_or(i64::MAX));
-        let changed = self
-            .change(
-                schema,
-                "changing a tenant's storage quota",
-                &[],
-                "UPDATE public.tenant_schemas_tenants SET storage_quota = $2 WHERE schema_name = $1",
-                &[(&schema.as_str(), Type::TEXT), (&bytes, Type::INT8)],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(Error::tenant_not_found(schema));
-        }
-        Ok(())
+        let action = "changing a tenant's storage quota";
+        self.set_field(schema, action, "storage_quota", &bytes, Type::INT8)
+            .await
     }
 }

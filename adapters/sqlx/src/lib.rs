@@ -37,15 +37,16 @@
 //!
 //! # Guarantees
 //!
-//! - **A connection is handed out on its tenant's path, or not at all.** Every checkout sends
-//!   `SET search_path TO "<schema>", public` with a check that the schema exists in one
-//!   round trip; a missing schema is [`Error::SchemaMissing`], never a fall-through to
-//!   `public` (PostgreSQL silently skips missing schemas of a search path).
+//! - **A connection is handed out on its tenant's path, or not at all.** Every checkout sets
+//!   the session's `search_path` to `"<schema>", public` with a check that the schema exists,
+//!   in one round trip (one statement, prepared on each connection); a missing schema is
+//!   [`Error::SchemaMissing`], never a fall-through to `public` (PostgreSQL silently skips
+//!   missing schemas of a search path).
 //! - **Nothing a pooled connection comes back with is trusted.** The same round trip checks
 //!   that no transaction block is left open (a raw `BEGIN`), that the session holds no
-//!   temporary objects (which PostgreSQL searches before the path) and that sqlx's
-//!   statement cache still matches the server (`DISCARD ALL`); a connection failing a check
-//!   is closed and another taken. So user SQL that changes the session (`SET search_path`,
+//!   temporary objects (which PostgreSQL searches before the path) and that the router's
+//!   prepared statement is still there (`DISCARD ALL` and `DEALLOCATE ALL` drop sqlx's
+//!   statements with it); a connection failing a check is closed and another taken. So user SQL that changes the session (`SET search_path`,
 //!   `RESET ALL`, `DISCARD ALL`, `set_config(…)`, a `BEGIN` left open) cannot affect the next
 //!   checkout, and a future dropped mid-statement cannot either: sqlx waits out the
 //!   cancelled statement before the connection is pooled again, and the next checkout

@@ -227,3 +227,60 @@ async fn the_harness_prefers_a_current_pgbouncer_and_starts_either() {
         assert!(last.keeps_prepared_statements());
     }
 }
+
+/// PgBouncer 1.21 and later, with `max_prepared_statements` on (its default since 1.24),
+/// hand a named statement one client prepared to every client preparing the same text, on
+/// the same server connection. Two routers (two application processes) over one server
+/// connection, tenants whose `marker.schema_name` types differ: each router's statements are
+/// analysed on its own tenant's path ("cached plan must not change result type" otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooler_that_keeps_prepared_statements_shares_none_across_tenants() {
+    use tenant_schemas::testing::{pool, TestCluster, TestPgBouncer};
+
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let s = marked_tenants(&tenancy, "shared_", 2).await;
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "ALTER TABLE {}.marker ALTER COLUMN schema_name TYPE varchar(40)",
+            s[1].quoted()
+        ))
+        .await
+        .unwrap();
+    let bouncer = TestPgBouncer::builder(TestCluster::shared().unwrap())
+        .pool_size(1)
+        .max_prepared_statements(200)
+        .start()
+        .unwrap();
+    for round in 0..2 {
+        for schema in &s {
+            // A router of its own for each: each learns the text's parameter types (a named
+            // statement) itself.
+            let router = SchemaRouter::builder(pool(bouncer.config(db.name()), 1).unwrap())
+                .mode(SearchPathMode::Transaction)
+                .build();
+            let conn = router.connection_for_schema(schema).await.unwrap();
+            let marker: String = conn
+                .query_one("SELECT schema_name FROM marker", &[])
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {schema}: {e}"))
+                .get(0);
+            assert_eq!(marker, schema.as_str());
+            // The same through a tenant transaction's own prepared statement.
+            let mut conn = conn;
+            let tx = conn.transaction().await.unwrap();
+            let stmt = tx.prepare("SELECT schema_name FROM marker").await.unwrap();
+            let marker: String = tx
+                .query_one(&stmt, &[])
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {schema}, transaction: {e}"))
+                .get(0);
+            assert_eq!(marker, schema.as_str());
+            drop(stmt);
+            tx.commit().await.unwrap();
+        }
+    }
+}

@@ -462,6 +462,69 @@ async fn prepared_statements_per_connection_stay_bounded() {
     assert_eq!(router.stats().checkouts, 300);
 }
 
+/// A connection whose statement cache is full gives up the statements of the schema that
+/// used it least recently, not those of the others (many tenants, few connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_statement_cache_gives_up_the_coldest_schemas_statements() {
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let s = marked_tenants(&tenancy, "lru_", 3).await;
+    let (cold, warm, current) = (&s[0], &s[1], &s[2]);
+    let router = SchemaRouter::new(db.new_pool(1).unwrap());
+    let held = |schema: &SchemaName| {
+        format!(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '/* {} */ %'",
+            schema.as_str()
+        )
+    };
+    // The coldest: 2,000 statements, long ago.
+    {
+        let c = router.connection_for_schema(cold).await.unwrap();
+        for n in 0..2000 {
+            let v: i32 = c
+                .query_one(&format!("SELECT {n}::int4"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(v, n);
+        }
+    }
+    // Then one statement of another tenant.
+    {
+        let c = router.connection_for_schema(warm).await.unwrap();
+        let row = c
+            .query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), warm.as_str());
+    }
+    // Then a third tenant fills the cache past its bound.
+    let c = router.connection_for_schema(current).await.unwrap();
+    for n in 0..100 {
+        let v: i32 = c
+            .query_one(&format!("SELECT {n}::int4 + 1"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, n + 1);
+    }
+    let count = |sql: String| {
+        let c = &c;
+        async move { c.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count(held(cold)).await,
+        0,
+        "the coldest schema's statements"
+    );
+    assert_eq!(count(held(warm)).await, 1, "the warmer schema's statement");
+    assert!(
+        count(held(current)).await >= 100,
+        "the current schema's statements"
+    );
+    assert_eq!(router.stats().checkouts, 3);
+}
+
 /// A schema seen to exist a moment ago is not checked again on the next switch to it, even
 /// when no pooled connection was left on it in between (more tenants than connections):
 /// the switch is then written in the same flush as the statement, without a round trip.

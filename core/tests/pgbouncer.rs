@@ -162,3 +162,125 @@ async fn cancelled_transaction_mode_statements_are_not_reused() {
         assert_eq!(name, s.as_str());
     }
 }
+
+/// The harness starts the PgBouncer deployments run (1.21 and later, installed as
+/// `/usr/local/bin/pgbouncer` by `scripts/test`) when it is there, and Debian's 1.18 when
+/// asked for; transaction mode serves the tenant's schema through either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_prefers_a_current_pgbouncer_and_starts_either() {
+    use tenant_schemas::testing::{pool, TestCluster, TestPgBouncer, PGBOUNCER_ENV};
+
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let schemas = marked_tenants(&tenancy, "versions_", 1).await;
+    let cluster = TestCluster::shared().unwrap();
+    let current = std::path::Path::new("/usr/local/bin/pgbouncer");
+    let debian = std::path::Path::new("/usr/sbin/pgbouncer");
+    if current.is_file() && std::env::var_os(PGBOUNCER_ENV).is_none() {
+        assert_eq!(TestPgBouncer::default_binary().unwrap(), current);
+    }
+    let mut bouncers = vec![TestPgBouncer::start(cluster, 2).unwrap()];
+    if debian.is_file() {
+        bouncers.push(
+            TestPgBouncer::builder(cluster)
+                .pool_size(2)
+                .binary(debian)
+                .max_prepared_statements(200)
+                .start()
+                .unwrap(),
+        );
+    }
+    if current.is_file() {
+        bouncers.push(
+            TestPgBouncer::builder(cluster)
+                .pool_size(2)
+                .binary(current)
+                .max_prepared_statements(200)
+                .start()
+                .unwrap(),
+        );
+    }
+    for bouncer in &bouncers {
+        let version = bouncer.version();
+        assert_eq!(
+            TestPgBouncer::binary_version(bouncer.binary()).unwrap(),
+            version
+        );
+        // 1.18 cannot keep prepared statements, whatever it is asked.
+        if version < (1, 21, 0) {
+            assert!(!bouncer.keeps_prepared_statements());
+        }
+        let router = SchemaRouter::builder(pool(bouncer.config(db.name()), 2).unwrap())
+            .mode(SearchPathMode::Transaction)
+            .build();
+        let conn = router.connection_for_schema(&schemas[0]).await.unwrap();
+        let marker: String = conn
+            .query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(marker, schemas[0].as_str(), "through PgBouncer {version:?}");
+    }
+    if current.is_file() {
+        let last = bouncers.last().unwrap();
+        assert!(last.version() >= (1, 21, 0));
+        assert!(last.keeps_prepared_statements());
+    }
+}
+
+/// PgBouncer 1.21 and later, with `max_prepared_statements` on (its default since 1.24),
+/// hand a named statement one client prepared to every client preparing the same text, on
+/// the same server connection. Two routers (two application processes) over one server
+/// connection, tenants whose `marker.schema_name` types differ: each router's statements are
+/// analysed on its own tenant's path ("cached plan must not change result type" otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooler_that_keeps_prepared_statements_shares_none_across_tenants() {
+    use tenant_schemas::testing::{pool, TestCluster, TestPgBouncer};
+
+    let db = database().await;
+    let tenancy = tenancy(&db, marker_and_notes()).await;
+    let s = marked_tenants(&tenancy, "shared_", 2).await;
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "ALTER TABLE {}.marker ALTER COLUMN schema_name TYPE varchar(40)",
+            s[1].quoted()
+        ))
+        .await
+        .unwrap();
+    let bouncer = TestPgBouncer::builder(TestCluster::shared().unwrap())
+        .pool_size(1)
+        .max_prepared_statements(200)
+        .start()
+        .unwrap();
+    for round in 0..2 {
+        for schema in &s {
+            // A router of its own for each: each learns the text's parameter types (a named
+            // statement) itself.
+            let router = SchemaRouter::builder(pool(bouncer.config(db.name()), 1).unwrap())
+                .mode(SearchPathMode::Transaction)
+                .build();
+            let conn = router.connection_for_schema(schema).await.unwrap();
+            let marker: String = conn
+                .query_one("SELECT schema_name FROM marker", &[])
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {schema}: {e}"))
+                .get(0);
+            assert_eq!(marker, schema.as_str());
+            // The same through a tenant transaction's own prepared statement.
+            let mut conn = conn;
+            let tx = conn.transaction().await.unwrap();
+            let stmt = tx.prepare("SELECT schema_name FROM marker").await.unwrap();
+            let marker: String = tx
+                .query_one(&stmt, &[])
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {schema}, transaction: {e}"))
+                .get(0);
+            assert_eq!(marker, schema.as_str());
+            drop(stmt);
+            tx.commit().await.unwrap();
+        }
+    }
+}

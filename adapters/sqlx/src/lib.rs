@@ -37,15 +37,16 @@
 //!
 //! # Guarantees
 //!
-//! - **A connection is handed out on its tenant's path, or not at all.** Every checkout sends
-//!   `SET search_path TO "<schema>", public` with a check that the schema exists in one
-//!   round trip; a missing schema is [`Error::SchemaMissing`], never a fall-through to
-//!   `public` (PostgreSQL silently skips missing schemas of a search path).
+//! - **A connection is handed out on its tenant's path, or not at all.** Every checkout sets
+//!   the session's `search_path` to `"<schema>", public` with a check that the schema exists,
+//!   in one round trip (one statement, prepared on each connection); a missing schema is
+//!   [`Error::SchemaMissing`], never a fall-through to `public` (PostgreSQL silently skips
+//!   missing schemas of a search path).
 //! - **Nothing a pooled connection comes back with is trusted.** The same round trip checks
 //!   that no transaction block is left open (a raw `BEGIN`), that the session holds no
-//!   temporary objects (which PostgreSQL searches before the path) and that sqlx's
-//!   statement cache still matches the server (`DISCARD ALL`); a connection failing a check
-//!   is closed and another taken. So user SQL that changes the session (`SET search_path`,
+//!   temporary objects (which PostgreSQL searches before the path) and that the router's
+//!   prepared statement is still there (`DISCARD ALL` and `DEALLOCATE ALL` drop sqlx's
+//!   statements with it); a connection failing a check is closed and another taken. So user SQL that changes the session (`SET search_path`,
 //!   `RESET ALL`, `DISCARD ALL`, `set_config(…)`, a `BEGIN` left open) cannot affect the next
 //!   checkout, and a future dropped mid-statement cannot either: sqlx waits out the
 //!   cancelled statement before the connection is pooled again, and the next checkout
@@ -85,7 +86,13 @@
 //! or cut off a held connection (any `Tenancy` of this process does): leave no table of a tenant's name in `public` (`migrate` refuses them), so
 //! that a statement racing such a deletion fails instead of reading `public`. Behind
 //! PgBouncer a held transaction's server backend is the one terminated: do not keep a
-//! `SqlxTransaction` after sending `COMMIT` through it yourself.
+//! `SqlxTransaction` after sending `COMMIT` through it yourself. A `DEALLOCATE` of one of
+//! sqlx's own statements by its name is not seen at checkout (`DEALLOCATE ALL` and `DISCARD
+//! ALL` are): that statement's next use on the connection fails. And SQL that deliberately
+//! replaces the router's prepared switch statement (its name is in `pg_prepared_statements`)
+//! with one of its own makes the next checkout skip the switch. That takes intent, not
+//! carelessness (its name ends in a number drawn at random per process), and is not checked:
+//! reading `pg_prepared_statements` at every checkout costs about a tenth of the throughput.
 //!
 //! # Why every checkout switches (no path memory)
 //!
@@ -93,15 +100,13 @@
 //! tenant's path, because it reads every statement sent through a `ConnectionScope`. A
 //! `SqlxConnection` derefs to `PgConnection`, and nothing sees what runs on it, so such a
 //! memory could only be trusted after asking the server — a round trip, the same as the
-//! switch, which is sent in one message with the checks a checkout needs anyway (open
+//! switch, which runs in one prepared statement with the checks a checkout needs anyway (open
 //! transaction, temporary objects). Measured on the load benchmark (BENCHMARKS.md, "sqlx
-//! driver"; 2 shared cores): plain sqlx 1.00, plain sqlx plus one `SELECT 1` round trip per
-//! checkout 0.67, this router 0.31 at one tenant and 0.18 at 1,000. A path memory could at
-//! best reach the round-trip floor (0.67) and only by trusting state it cannot see; what
-//! separates 0.31 from 0.67 is the server work of the switch message (a `SET`, the checks'
-//! planning), which is where to look for speed next. (These figures predate the core's
-//! checkout in this driver and the closing of prepared statements when a connection
-//! changes schema, which costs a round trip at many tenants; they are not re-measured.)
+//! driver", 2026-12-03; 2 shared cores), as a share of plain sqlx on one schema: plain sqlx
+//! plus one `SELECT 1` round trip per checkout 0.66–0.90, this router 0.56–0.66 at one
+//! tenant. At 1,000 tenants it reaches 0.20: nearly every checkout there changes the
+//! connection's schema, so sqlx's statements are closed and prepared again, two more round
+//! trips (plain sqlx doing only that reaches 0.39–0.40).
 //!
 //! # Behind PgBouncer (transaction pooling)
 //!

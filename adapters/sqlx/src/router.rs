@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, Executor, PgPool, Postgres, Row};
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row};
 use tenant_schemas::checkout::{DriverCheckout, TenantStates};
 use tenant_schemas::{scope, SchemaName, SearchPathMode, Tenant};
 
@@ -28,15 +28,17 @@ const MAX_DISCARDED: usize = 8;
 ///
 /// **Every checkout switches.** sqlx hands out a `&mut PgConnection` on which any SQL can run
 /// without the library seeing it, so nothing a pooled connection comes back with is trusted:
-/// each [`connection`](Self::connection) sends, in one round trip (one simple-query message),
-/// `SET search_path TO "<schema>", public` and a check that the schema exists, that no
-/// transaction block is left open on the connection, that the session holds no temporary
-/// objects (PostgreSQL searches them before the path) and that no prepared statement of
-/// sqlx's cache was dropped behind its back (`DISCARD ALL`, `DEALLOCATE`). A connection that
-/// fails a check is closed, not reused, and another one is taken. A connection last checked
-/// out for another schema has sqlx's prepared statements closed (they carry that schema's
-/// column and parameter types). See the crate's docs for why the path is not remembered
-/// between checkouts.
+/// each [`connection`](Self::connection) runs, in one round trip, one statement prepared on
+/// the connection (`EXECUTE` of a statement the router prepares by SQL, outside sqlx's
+/// statement cache) that sets `search_path` to `"<schema>", public` and
+/// `default_transaction_read_only`, and checks that the schema exists, that no transaction
+/// block is left open on the connection and that the session holds no temporary objects
+/// (PostgreSQL searches them before the path). `DISCARD ALL` or `DEALLOCATE ALL` drop that
+/// statement with sqlx's own: such a connection is not reused either. A connection that fails
+/// a check is closed, not reused, and another one is taken. A connection last checked out
+/// for another schema has sqlx's prepared statements closed (they carry that schema's column
+/// and parameter types). See the crate's docs for why the path is not remembered between
+/// checkouts.
 ///
 /// ```no_run
 /// use tenant_schemas::{scope, SchemaName, Tenant};
@@ -252,13 +254,8 @@ impl SqlxRouter {
                 instead: "use `begin()`: behind a transaction pooler only a transaction keeps its search path",
             });
         }
-        let schema = checkout.schema().clone();
-        let sql = format!(
-            "{settings}; {checks}",
-            settings = checkout.session_settings(&self.search_path(&schema)),
-            checks = checks(&schema),
-        );
-        let conn = self.checkout(&checkout, &sql, true).await?;
+        let switch = self.session_switch(&checkout);
+        let conn = self.checkout(&checkout, &switch).await?;
         self.inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         Ok(SqlxConnection::new(conn, checkout))
     }
@@ -304,8 +301,8 @@ impl SqlxRouter {
             // The session's path first, committed on its own: a `COMMIT` or `ROLLBACK` the
             // application sends through the transaction then leaves the connection on the
             // tenant's path, never on the one an earlier checkout set.
-            let sql = format!("{}; {}", checkout.session_settings(&path), checks(&schema));
-            let mut conn = self.checkout(&checkout, &sql, true).await?;
+            let switch = self.session_switch(&checkout);
+            let mut conn = self.checkout(&checkout, &switch).await?;
             if let Err(err) = conn.execute(begin).await {
                 conn.close_on_drop();
                 return Err(Error::Database {
@@ -326,7 +323,7 @@ impl SqlxRouter {
                 "{begin}; SET LOCAL search_path TO {path}; {}",
                 checks(&schema)
             );
-            self.checkout(&checkout, &sql, false).await?
+            self.checkout(&checkout, &Switch::Transaction(sql)).await?
         };
         self.inner
             .stats
@@ -340,13 +337,13 @@ impl SqlxRouter {
     async fn checkout(
         &self,
         checkout: &DriverCheckout,
-        sql: &str,
-        session_checks: bool,
+        switch: &Switch,
     ) -> Result<PoolConnection<Postgres>> {
         let schema = checkout.schema();
+        let session_checks = matches!(switch, Switch::Session { .. });
         for _ in 0..=MAX_DISCARDED {
             let mut conn = self.acquire(schema).await?;
-            let row = match conn.fetch_one(sql).await {
+            let row = match switch.run(&mut conn).await {
                 Ok(row) => row,
                 Err(err) => {
                     // Whatever the session is in now, it is not known: never reuse it.
@@ -359,11 +356,13 @@ impl SqlxRouter {
                     return Err(switch_error(schema, err));
                 }
             };
-            let fresh: bool = row.try_get("fresh").unwrap_or(false);
-            let no_temp: bool = row.try_get("no_temp").unwrap_or(false);
-            let prepared: i64 = row.try_get("prepared").unwrap_or(-1);
-            let cached = i64::try_from(conn.cached_statements_size()).unwrap_or(i64::MAX);
-            if fresh && (!session_checks || (no_temp && prepared >= cached)) {
+            let fresh = row
+                .as_ref()
+                .is_some_and(|row| row.try_get("fresh").unwrap_or(false));
+            let no_temp = row
+                .as_ref()
+                .is_some_and(|row| !session_checks || row.try_get("no_temp").unwrap_or(false));
+            if let (Some(row), true, true) = (&row, fresh, no_temp) {
                 // Registered with the checkout, so a deletion that gives up waiting for it
                 // can terminate it; one that already gave up refuses it.
                 let pid: i32 = row.try_get("pid").unwrap_or(0);
@@ -371,7 +370,10 @@ impl SqlxRouter {
                     conn.close_on_drop();
                     return Err(Error::from_core(e));
                 }
-                if conn.cached_statements_size() > 0 && self.switches_schema(pid, schema) {
+                // Recorded for every checkout, so that a new connection's first statements are
+                // known to be this schema's.
+                let switched = self.switches_schema(pid, schema);
+                if switched && conn.cached_statements_size() > 0 {
                     // Statements prepared under another schema's path: their result and
                     // parameter types are that schema's ("cached plan must not change result
                     // type" otherwise). Closed, so that this schema's are prepared afresh.
@@ -391,7 +393,7 @@ impl SqlxRouter {
                 return Ok(conn);
             }
             tracing::debug!(
-                %schema, fresh, no_temp, prepared, cached,
+                %schema, fresh, no_temp, statements_lost = row.is_none(),
                 "closing a pooled connection an earlier user left with an open transaction, \
                  temporary objects or dropped prepared statements"
             );
@@ -469,6 +471,22 @@ impl SqlxRouter {
         last.insert((pool_id, pid), schema.clone()).as_ref() != Some(schema)
     }
 
+    /// The switch of a session-mode checkout: the tenant's path and read-only state, given
+    /// as the parameters of the prepared [`SWITCH`] statement.
+    fn session_switch(&self, checkout: &DriverCheckout) -> Switch {
+        let schema = checkout.schema();
+        let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let arguments = format!(
+            "{}, {}, {}",
+            literal(&self.search_path(schema)),
+            literal(if checkout.read_only() { "on" } else { "off" }),
+            literal(&schema.quoted()),
+        );
+        Switch::Session {
+            execute: format!("EXECUTE {}({arguments})", *SWITCH),
+        }
+    }
+
     /// The value of `search_path` for `schema`: `"<schema>", public`, then the extras.
     fn search_path(&self, schema: &SchemaName) -> String {
         let mut path = schema.quoted();
@@ -531,19 +549,83 @@ fn current_tenant() -> Result<Tenant> {
     scope::current_tenant().ok_or(Error::NoTenantInScope)
 }
 
-/// The checks that follow a switch, in the same message: the schema exists (an error with
-/// `3F000` otherwise), the transaction is the one this message runs in (`fresh`), the session
-/// holds no temporary objects (`no_temp`), how many statements the server has prepared
-/// (fewer than sqlx's cache names: some were dropped behind its back), and the backend's
-/// process id (`pid`, for the checkout's registration with the schema's gate).
+/// The checks that follow a transaction-mode switch (`SET LOCAL`), in the same message: the
+/// schema exists (an error with `3F000` otherwise), the transaction is the one this message
+/// began (`fresh`), and the backend's process id (`pid`, for the checkout's registration with
+/// the schema's gate). A session-mode switch runs the same checks and more in its prepared
+/// statement ([`prepare_switch`]).
 fn checks(schema: &SchemaName) -> String {
     format!(
         "SELECT {check}, \
                 pg_catalog.now() = pg_catalog.statement_timestamp() AS fresh, \
-                pg_catalog.pg_my_temp_schema() = 0 AS no_temp, \
-                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS prepared, \
                 pg_catalog.pg_backend_pid() AS pid",
         check = existence_check(schema),
+    )
+}
+
+/// How a checkout switches a pooled connection, in one round trip.
+enum Switch {
+    /// Session mode: `EXECUTE` of the prepared [`SWITCH`] statement with the checkout's
+    /// arguments (prepared first, in the same message, on a connection that does not have it).
+    Session { execute: String },
+    /// Transaction mode: `BEGIN`, `SET LOCAL search_path` and the [`checks`], one simple query.
+    Transaction(String),
+}
+
+impl Switch {
+    /// Runs the switch on `conn`: the row of its checks. [`Self::Session`]: `Ok(None)` when
+    /// the connection lost the [`SWITCH`] statement although sqlx has statements cached
+    /// (`DISCARD ALL`, `DEALLOCATE ALL`: those are gone too, and sqlx would use them).
+    async fn run(
+        &self,
+        conn: &mut PgConnection,
+    ) -> std::result::Result<Option<PgRow>, sqlx::Error> {
+        match self {
+            Self::Transaction(sql) => conn.fetch_one(sql.as_str()).await.map(Some),
+            Self::Session { execute } => match conn.fetch_one(execute.as_str()).await {
+                Err(err) if has_sqlstate(&err, "26000") => {
+                    if conn.cached_statements_size() > 0 {
+                        return Ok(None);
+                    }
+                    // A new connection (or one whose statements were all closed): the
+                    // statement is prepared in the same message as its first execution.
+                    let sql = format!("{}; {execute}", prepare_switch());
+                    conn.fetch_one(sql.as_str()).await.map(Some)
+                }
+                other => other.map(Some),
+            },
+        }
+    }
+}
+
+/// The name of the prepared statement of a session-mode switch. It is prepared by SQL
+/// (`PREPARE`) on each pooled connection, outside sqlx's statement cache, so closing that
+/// cache when a connection changes schema leaves it in place; `EXECUTE` of it is parsed
+/// faster than the statements it runs, and its plan is kept. The name ends in a number drawn
+/// at random once per process, so that no statement an application prepares itself takes its
+/// place by chance.
+static SWITCH: LazyLock<String> = LazyLock::new(|| {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("tenant_schemas_sqlx_switch_{random:016x}")
+});
+
+/// `PREPARE` of the [`SWITCH`] statement: `set_config` of `search_path` (`$1`) and
+/// `default_transaction_read_only` (`$2`, `on` or `off`) for the session, then the checks of
+/// [`checks`] but the count of prepared statements, for the schema `$3` (quoted).
+fn prepare_switch() -> String {
+    let name = &*SWITCH;
+    format!(
+        "PREPARE {name}(pg_catalog.text, pg_catalog.text, pg_catalog.text) AS \
+         SELECT pg_catalog.set_config('search_path', $1, false) IS NOT NULL AS path_set, \
+                pg_catalog.set_config('default_transaction_read_only', $2, false) IS NOT NULL \
+                  AS read_only_set, \
+                $3::pg_catalog.regnamespace::pg_catalog.oid::pg_catalog.int8 AS schema_oid, \
+                pg_catalog.now() = pg_catalog.statement_timestamp() AS fresh, \
+                pg_catalog.pg_my_temp_schema() = 0 AS no_temp, \
+                pg_catalog.pg_backend_pid() AS pid"
     )
 }
 

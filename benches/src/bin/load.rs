@@ -52,13 +52,16 @@ enum Variant {
     BaselineViaPgBouncer,
     /// `Transaction` through PgBouncer in transaction pooling mode.
     TransactionViaPgBouncer,
+    /// `TransactionViaPgBouncer` through Debian's PgBouncer 1.18 (`/usr/sbin/pgbouncer`, when
+    /// installed and not the default one), for comparison.
+    TransactionViaPgBouncer118,
     /// Not in the default set: a plain pool, `SET search_path` written in the same flush as
     /// the execution of a statement cached per schema, no isolation bookkeeping at all (the
     /// floor of what a switch per checkout costs).
     Pipelined,
 }
 
-const VARIANTS: [Variant; 9] = [
+const VARIANTS: [Variant; 10] = [
     Variant::Baseline,
     Variant::Session,
     Variant::SessionNoAffinity,
@@ -68,7 +71,11 @@ const VARIANTS: [Variant; 9] = [
     Variant::Qualified,
     Variant::BaselineViaPgBouncer,
     Variant::TransactionViaPgBouncer,
+    Variant::TransactionViaPgBouncer118,
 ];
+
+/// Debian's PgBouncer, for [`Variant::TransactionViaPgBouncer118`].
+const DEBIAN_PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 
 /// Database load, every variant in one run.
 #[derive(Parser)]
@@ -124,6 +131,7 @@ struct Setup {
     pipelined_pool: Pool,
     baseline_bouncer: Pool,
     transaction_bouncer: SchemaRouter,
+    transaction_bouncer_118: Option<SchemaRouter>,
 }
 
 async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: i32) {
@@ -155,11 +163,16 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
                 c.query_one(SQL, &[&id]).await.unwrap();
             }
         }
-        Variant::Transaction | Variant::TransactionViaPgBouncer => {
-            let router = if variant == Variant::Transaction {
-                &setup.transaction
-            } else {
-                &setup.transaction_bouncer
+        Variant::Transaction
+        | Variant::TransactionViaPgBouncer
+        | Variant::TransactionViaPgBouncer118 => {
+            let router = match variant {
+                Variant::Transaction => &setup.transaction,
+                Variant::TransactionViaPgBouncer => &setup.transaction_bouncer,
+                _ => setup
+                    .transaction_bouncer_118
+                    .as_ref()
+                    .expect("PgBouncer 1.18"),
             };
             let mut c = router
                 .connection_for_schema(&setup.schemas[tenant])
@@ -337,6 +350,14 @@ async fn main() {
     } else {
         variants
     };
+    // Without a second PgBouncer there is no 1.18 row.
+    let has_118 = std::path::Path::new(DEBIAN_PGBOUNCER).is_file()
+        && TestPgBouncer::default_binary().ok().as_deref()
+            != Some(std::path::Path::new(DEBIAN_PGBOUNCER));
+    let variants: Vec<Variant> = variants
+        .into_iter()
+        .filter(|v| *v != Variant::TransactionViaPgBouncer118 || has_118)
+        .collect();
 
     let cluster = TestCluster::start().unwrap();
     let db = cluster.create_database().await.unwrap();
@@ -352,9 +373,37 @@ async fn main() {
         setup_started.elapsed().as_secs_f64()
     );
 
-    // PgBouncer 1.18 with as many server connections as the other pools have.
-    let session_bouncer = TestPgBouncer::start_session_pooling(&cluster, POOL).unwrap();
-    let transaction_bouncer = TestPgBouncer::start(&cluster, POOL).unwrap();
+    // PgBouncer (the harness's default: 1.25.2 where installed, with its own default of 200
+    // prepared statements, as deployed) with as many server connections as the other pools
+    // have; Debian's 1.18 beside it when it is another one.
+    let session_bouncer = TestPgBouncer::builder(&cluster)
+        .pool_size(POOL)
+        .session_pooling()
+        .max_prepared_statements(200)
+        .start()
+        .unwrap();
+    let transaction_bouncer = TestPgBouncer::builder(&cluster)
+        .pool_size(POOL)
+        .max_prepared_statements(200)
+        .start()
+        .unwrap();
+    let debian = std::path::Path::new(DEBIAN_PGBOUNCER);
+    let bouncer_118 = (debian.is_file() && transaction_bouncer.binary() != debian).then(|| {
+        TestPgBouncer::builder(&cluster)
+            .pool_size(POOL)
+            .binary(debian)
+            .start()
+            .unwrap()
+    });
+    println!(
+        "PgBouncer {:?} ({}){}",
+        transaction_bouncer.version(),
+        transaction_bouncer.binary().display(),
+        bouncer_118.as_ref().map_or(String::new(), |b| format!(
+            "; TransactionViaPgBouncer118: {:?}",
+            b.version()
+        )),
+    );
     let setup = Arc::new(Setup {
         qualified: schemas
             .iter()
@@ -389,6 +438,15 @@ async fn main() {
         ))
         .mode(SearchPathMode::Transaction)
         .build(),
+        transaction_bouncer_118: bouncer_118.as_ref().map(|b| {
+            SchemaRouter::builder(make_pool(
+                &b.config(db.name()),
+                "transaction_pgbouncer_118",
+                None,
+            ))
+            .mode(SearchPathMode::Transaction)
+            .build()
+        }),
     });
 
     println!("\n{tasks} tasks, pool {POOL}, {secs} s per run; ratio = throughput / baseline of the same row");

@@ -1,11 +1,13 @@
 //! The sqlx driver under load: plain sqlx on one schema (the baseline, no tenancy) against
-//! `tenant-schemas-sqlx` with 1 and 1,000 tenants, and a floor for what remembering each
+//! `tenant-schemas-sqlx` with 1 and 1,000 tenants, and two floors: what remembering each
 //! connection's path could save at most (plain sqlx plus one `SELECT 1` round trip per
-//! checkout). The table shape of `load`: `items(id int primary key, v text)` with 100 rows;
-//! N tasks (default 32) share a pool of 16; each operation is a checkout and one primary-key
-//! SELECT of a random row of a random tenant.
+//! checkout), and what a checkout that changes a connection's schema costs at least (the same
+//! plus the closing of sqlx's prepared statements, which are then prepared again). The table
+//! shape of `load`: `items(id int primary key, v text)` with 100 rows; N tasks (default 32)
+//! share a pool of 16; each operation is a checkout and one primary-key SELECT of a random
+//! row of a random tenant.
 //!
-//! `cargo run --release -p tenant-schemas-benches --bin load_sqlx -- --secs 5`
+//! `cargo run --release -p tenant-schemas-benches --bin load_sqlx -- --secs 4 --warmup 3`
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use rand::Rng;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::Executor;
+use sqlx::{Connection, Executor};
 use tenant_schemas::testing::TestCluster;
 use tenant_schemas::SchemaName;
 use tenant_schemas_benches::{baseline_schema, items_tenancy, RunLength, ROWS, SQL};
@@ -30,6 +32,10 @@ struct Args {
     /// Tenants of the many-tenant row.
     #[arg(long, default_value_t = 1000)]
     tenants: usize,
+    /// Seconds of an unmeasured run of each row before the measured one, for a steady state
+    /// (default: a fifth of `--secs`, at most 1 s).
+    #[arg(long)]
+    warmup: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,6 +44,10 @@ enum Variant {
     Baseline,
     /// Plain sqlx plus one `SELECT 1` per checkout: a round trip, no switch.
     RoundTripFloor,
+    /// Plain sqlx plus one `SELECT 1` and the closing of the connection's prepared
+    /// statements per checkout: what a checkout that changes schema costs at least (the
+    /// query is prepared again after it).
+    ClearFloor,
     /// `SqlxRouter::connection_for_schema`: switch and checks on every checkout.
     TenantSqlx,
 }
@@ -51,10 +61,13 @@ async fn one_op(
     pick: usize,
 ) {
     match variant {
-        Variant::Baseline | Variant::RoundTripFloor => {
+        Variant::Baseline | Variant::RoundTripFloor | Variant::ClearFloor => {
             let mut conn = baseline.acquire().await.expect("acquire");
-            if variant == Variant::RoundTripFloor {
+            if variant != Variant::Baseline {
                 conn.execute("SELECT 1").await.expect("round trip");
+            }
+            if variant == Variant::ClearFloor {
+                conn.clear_cached_statements().await.expect("clear");
             }
             let (_v,): (String,) = sqlx::query_as(SQL)
                 .bind(id)
@@ -128,6 +141,7 @@ async fn main() {
     let Args {
         run: RunLength { secs, tasks },
         tenants,
+        warmup,
     } = Args::parse();
     let cluster = TestCluster::start().expect("cluster");
     let db = cluster.create_database().await.expect("database");
@@ -152,11 +166,12 @@ async fn main() {
     println!("| T | variant | ops/s | p50 µs | p99 µs | ratio |");
     println!("|---|---|---|---|---|---|");
     let length = Duration::from_secs_f64(secs);
-    let warmup = Duration::from_secs_f64((secs / 5.0).min(1.0));
+    let warmup = Duration::from_secs_f64(warmup.unwrap_or((secs / 5.0).min(1.0)));
     let mut baseline_rate = None;
-    let rows: [(usize, Variant); 4] = [
+    let rows = [
         (1, Variant::Baseline),
         (1, Variant::RoundTripFloor),
+        (1, Variant::ClearFloor),
         (1, Variant::TenantSqlx),
         (schemas.len(), Variant::TenantSqlx),
     ];

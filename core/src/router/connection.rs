@@ -12,7 +12,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
 use super::pool::{RouterPool, SearchPathMode};
-use super::session::{Gate, Remembered};
+use super::session::{self, Gate, Remembered};
 use super::statement::{PreparedEffects, Source, ToScopedStatement};
 use super::tenant_transaction::TenantTransaction;
 use crate::checkout::DriverCheckout;
@@ -83,6 +83,8 @@ pub struct ConnectionScope {
     /// What each statement prepared through [`prepare`](Self::prepare) may do: applied
     /// when it runs.
     prepared: PreparedEffects,
+    /// The schema's use of the connection was recorded for the statement cache's eviction.
+    noted: AtomicBool,
     /// Held from [`transaction`](Self::transaction) until the scope is dropped, so a deletion
     /// of the schema waits for the transaction.
     transaction_gate: Option<OwnedRwLockReadGuard<()>>,
@@ -101,8 +103,8 @@ const NOT_ON_PATH: u64 = u64::MAX;
 
 const UNCOUNTED: usize = usize::MAX;
 
-/// How many statements a connection keeps prepared (over all schemas) before its cache is
-/// emptied: the server holds a plan for each.
+/// How many statements a connection keeps prepared (over all schemas) before the coldest
+/// schemas' are closed: the server holds a plan for each.
 const MAX_CACHED_STATEMENTS: usize = 2048;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -169,6 +171,7 @@ impl ConnectionScope {
             open_transaction: AtomicBool::new(false),
             untrusted: AtomicBool::new(false),
             prepared: PreparedEffects::default(),
+            noted: AtomicBool::new(false),
             transaction_gate: None,
             pool,
             group,
@@ -357,6 +360,7 @@ impl ConnectionScope {
     fn after_running(&self, effects: Effects) {
         if effects.drops_prepared {
             self.conn().statement_cache.clear();
+            session::forget_statements(self.conn());
             self.statements.store(0, Ordering::Release);
         }
         if effects.session {
@@ -406,22 +410,37 @@ impl ConnectionScope {
     async fn prepare_on_path(&self, sql: &str) -> Result<Statement> {
         // Bounded: the server keeps a plan per statement and connection. Each call adds at
         // most one statement, so the cache is counted (a walk over it) only when the bound
-        // carried from earlier counts reaches the limit.
+        // carried from earlier counts reaches the limit. A full cache gives up the statements
+        // of the schemas that used the connection least recently, down to three quarters of
+        // the limit; all of them only when that is not enough (statements it knows nothing
+        // of).
+        let conn = self.conn();
+        let cache = &conn.statement_cache;
         let bound = self.statements.load(Ordering::Acquire);
         if bound == UNCOUNTED || bound >= MAX_CACHED_STATEMENTS {
-            let cache = &self.conn().statement_cache;
             let mut size = cache.size();
             if size >= MAX_CACHED_STATEMENTS {
-                cache.clear();
-                size = 0;
+                size = session::evict_coldest(conn, &self.schema, MAX_CACHED_STATEMENTS * 3 / 4);
+                if size >= MAX_CACHED_STATEMENTS {
+                    cache.clear();
+                    session::forget_statements(conn);
+                    size = 0;
+                }
             }
             self.statements.store(size, Ordering::Release);
         }
-        let prepared = self
-            .conn()
-            .prepare_cached(&self.keyed(sql))
+        let keyed = self.keyed(sql);
+        let before = cache.size();
+        let prepared = conn
+            .prepare_cached(&keyed)
             .await
             .map_err(|e| Error::db("preparing a statement", &self.schema, e));
+        // A new entry (or this scope's first statement): the schema's use and its text
+        // recorded, for the eviction above.
+        let added = prepared.is_ok() && cache.size() > before;
+        if added || !self.noted.swap(true, Ordering::AcqRel) {
+            session::note_statement_use(conn, &self.schema, added.then_some(keyed));
+        }
         self.statements.fetch_add(1, Ordering::AcqRel);
         prepared
     }

@@ -365,3 +365,98 @@ pub(crate) fn remember(
         memory.sweep_at = (memory.by_conn.len() * 2).max(64);
     }
 }
+
+/// Per pooled connection: the statements its cache holds for each schema, and when each
+/// schema last used the connection, so that a full cache gives up its coldest schemas'
+/// statements rather than all of them (see [`evict_coldest`]). Kept beside the connection
+/// as [`PathMemory`] is, keyed by its statement cache's address with a `Weak` to it.
+#[derive(Debug, Default)]
+struct StatementMemory {
+    by_conn: HashMap<usize, ConnStatements>,
+    sweep_at: usize,
+}
+
+#[derive(Debug)]
+struct ConnStatements {
+    conn: Weak<StatementCache>,
+    /// Counts uses, for [`SchemaStatements::last_used`].
+    clock: u64,
+    by_schema: HashMap<SchemaName, SchemaStatements>,
+}
+
+#[derive(Debug, Default)]
+struct SchemaStatements {
+    last_used: u64,
+    /// The texts cached for the schema (as the cache keys them).
+    texts: Vec<String>,
+}
+
+static STATEMENTS: LazyLock<Mutex<StatementMemory>> = LazyLock::new(Default::default);
+
+fn with_statements<T>(conn: &Object, f: impl FnOnce(&mut ConnStatements) -> T) -> T {
+    let mut memory = STATEMENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if memory.by_conn.len() > memory.sweep_at {
+        // Drop entries of connections the pool has closed.
+        memory
+            .by_conn
+            .retain(|_, entry| entry.conn.strong_count() > 0);
+        memory.sweep_at = (memory.by_conn.len() * 2).max(64);
+    }
+    let entry = memory
+        .by_conn
+        .entry(key(conn))
+        .or_insert_with(|| ConnStatements {
+            conn: Arc::downgrade(&conn.statement_cache),
+            clock: 0,
+            by_schema: HashMap::new(),
+        });
+    f(entry)
+}
+
+/// Records that `schema` uses `conn` now (its statements become the warmest), and, with
+/// `cached`, that the text `cached` was just added to the connection's cache for it.
+pub(crate) fn note_statement_use(conn: &Object, schema: &SchemaName, cached: Option<String>) {
+    with_statements(conn, |entry| {
+        entry.clock += 1;
+        let clock = entry.clock;
+        let slot = entry.by_schema.entry(schema.clone()).or_default();
+        slot.last_used = clock;
+        slot.texts.extend(cached);
+    });
+}
+
+/// Forgets what `conn`'s cache held (it was emptied).
+pub(crate) fn forget_statements(conn: &Object) {
+    with_statements(conn, |entry| entry.by_schema.clear());
+}
+
+/// Removes the statements of the schemas that used `conn` least recently (never `keep`'s)
+/// from its cache until it holds at most `target`. Returns the cache's size then; the caller
+/// empties the cache when that is still too many (statements this memory does not know of).
+pub(crate) fn evict_coldest(conn: &Object, keep: &SchemaName, target: usize) -> usize {
+    let cache = &conn.statement_cache;
+    with_statements(conn, |entry| {
+        let mut coldest: Vec<(u64, SchemaName)> = entry
+            .by_schema
+            .iter()
+            .filter(|(schema, _)| *schema != keep)
+            .map(|(schema, slot)| (slot.last_used, schema.clone()))
+            .collect();
+        coldest.sort_unstable_by_key(|(last_used, _)| *last_used);
+        let mut size = cache.size();
+        for (_, schema) in coldest {
+            if size <= target {
+                break;
+            }
+            if let Some(slot) = entry.by_schema.remove(&schema) {
+                for text in &slot.texts {
+                    // Dropped here, or when a query still holding it ends: then closed on
+                    // the server.
+                    drop(cache.remove(text, &[]));
+                }
+            }
+            size = cache.size();
+        }
+        size
+    })
+}

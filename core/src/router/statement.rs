@@ -90,3 +90,24 @@ impl PreparedEffects {
             .map(|(_, effects)| *effects)
     }
 }
+
+/// `sql` behind a comment that no other prepare carries, for a named statement prepared inside
+/// a tenant's transaction. PgBouncer 1.21 and later (`max_prepared_statements` > 0, its
+/// default since 1.24) keep a named statement on the server after the client closes it and
+/// hand it to every client that prepares the same text, analysed under whichever tenant's
+/// path prepared it first (or before a migration changed its types): "cached plan must not
+/// change result type" where tenants' column types differ. A text of its own is parsed
+/// afresh, on this tenant's path. The comment changes nothing else (PostgreSQL skips it).
+pub(crate) fn unshared(sql: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::LazyLock;
+    static BASE: LazyLock<u64> = LazyLock::new(|| {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("/* tenant-schemas {:016x}-{n:x} */ {sql}", *BASE)
+}

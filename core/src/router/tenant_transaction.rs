@@ -10,7 +10,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
-use super::statement::{PreparedEffects, Source, ToScopedStatement};
+use super::statement::{unshared, PreparedEffects, Source, ToScopedStatement};
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
 use crate::sql::{self, Effects};
@@ -103,7 +103,7 @@ impl<'a> TenantTransaction<'a> {
             Source::Text(sql) => {
                 self.before(sql::effects(sql)).await?;
                 self.tx
-                    .prepare(sql)
+                    .prepare(&unshared(sql))
                     .await
                     .map_err(|e| Error::db("preparing a statement", &self.schema, e))
             }
@@ -129,7 +129,7 @@ impl<'a> TenantTransaction<'a> {
         self.before(Effects::default()).await?;
         let stmt = self
             .tx
-            .prepare(sql)
+            .prepare(&unshared(sql))
             .await
             .map_err(|e| Error::db("preparing a statement", &self.schema, e))?;
         self.prepared.remember(&stmt, effects);

@@ -44,7 +44,7 @@ pub use citus::{TestCitusCluster, SKIP_CITUS_ENV};
 pub use client::{TenantClient, TestResponse};
 pub use cluster::TestCluster;
 pub use database::TestDatabase;
-pub use pgbouncer::TestPgBouncer;
+pub use pgbouncer::{TestPgBouncer, TestPgBouncerBuilder, PGBOUNCER_ENV, PGBOUNCER_PATHS};
 pub use tenant::TempTenant;
 
 /// The environment variable naming an existing server to test against.

@@ -11,14 +11,16 @@ use tokio_postgres::types::Type;
 use super::{is_replannable, not_in_transaction_mode, refuse_transaction_control};
 use super::{ConnectionScope, Target};
 use crate::error::{Error, Result};
-use crate::router::statement::Source;
+use crate::router::statement::{unshared, Source};
 
 impl ConnectionScope {
     /// Transaction mode: `BEGIN`, the local switch with the existence check, the statement
     /// (unnamed, with the parameter types learned for its text) and `COMMIT`, written in one
     /// flush: one round trip, and nothing server-side outlives the transaction. The first
     /// time a text is seen its parameter types are learned inside the transaction with a
-    /// named statement that is closed before the statement runs.
+    /// named statement that is closed before the statement runs (under a text no other
+    /// prepare uses: a pooler that keeps named statements would otherwise hand it one analysed
+    /// under another tenant's path, see [`unshared`]).
     pub(super) async fn in_own_transaction<'s, T, F, Fut>(
         &self,
         source: Source<'s>,
@@ -61,7 +63,7 @@ impl ConnectionScope {
             }
             None => {
                 let body = async {
-                    let stmt = client.prepare(sql).await?;
+                    let stmt = client.prepare(&unshared(sql)).await?;
                     let types: Arc<[Type]> = stmt.params().into();
                     // Closed here, inside the transaction, before anything else is sent.
                     drop(stmt);

@@ -29,6 +29,13 @@ use crate::tenant::TenantRecord;
 /// The first line of every export file.
 pub(crate) const MAGIC: &str = "tenant-schemas export 1";
 
+/// The session settings every export and restore runs under, whatever the database, the
+/// role or a pooled session's earlier user set: output that reads back as written (every
+/// digit of a float, dates and intervals in a style no other setting reads differently).
+const PORTABLE_TEXT: &str =
+    "SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres';
+     SET LOCAL extra_float_digits = 3";
+
 /// A catalog name quoted as an identifier.
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -60,6 +67,7 @@ impl Registry {
             .start()
             .await
             .map_err(db)?;
+        tx.batch_execute(PORTABLE_TEXT).await.map_err(db)?;
         let name = tenant.name.as_str();
         let header: String = tx
             .query_typed_one(
@@ -200,6 +208,7 @@ impl Registry {
         tx.batch_execute("SET LOCAL session_replication_role = replica")
             .await
             .map_err(db)?;
+        tx.batch_execute(PORTABLE_TEXT).await.map_err(db)?;
         let mut counts = Vec::new();
         let mut line = String::new();
         loop {
@@ -228,12 +237,24 @@ impl Registry {
                         .map_err(|e| bad(format!("a `table` line is not JSON: {e}")))?;
                     let (table, columns): (Option<String>, Vec<String>) = (row.get(0), row.get(1));
                     let table = table.ok_or_else(|| bad("a `table` line names no table".into()))?;
+                    // The history is the restore's own (written by the migrations it ran).
+                    if table == HISTORY_TABLE {
+                        return Err(bad(format!(
+                            "the file writes {HISTORY_TABLE}, the migration history, which a \
+                             restore records itself"
+                        )));
+                    }
                     let columns: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+                    // A table without columns is copied without a column list.
                     let sql = format!(
-                        "COPY {}.{} ({}) FROM STDIN",
+                        "COPY {}.{}{} FROM STDIN",
                         schema.quoted(),
                         ident(&table),
-                        columns.join(", ")
+                        if columns.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", columns.join(", "))
+                        }
                     );
                     let sink = tx
                         .copy_in::<_, std::io::Cursor<Vec<u8>>>(&sql)

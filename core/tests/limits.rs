@@ -219,3 +219,51 @@ async fn a_tenants_own_limit_from_the_registry() {
         .unwrap_err();
     assert!(matches!(err, Error::TenantNotFound { .. }), "{err:?}");
 }
+
+/// A limit changed while the tenant holds connections counts the ones held: raised from 2 to
+/// 3 with 2 held, one more (not three); lowered from 3 to 1 with 3 held, none until only
+/// one is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_limit_counts_the_connections_held() {
+    let (_db, tenancy) = limited(TenantLimits::new().max_waiting(0)).await;
+    let a = schema("fair0");
+    let router = tenancy.router();
+    let busy = |r: Result<_, Error>| matches!(r, Err(Error::TenantBusy { .. }));
+    tenancy.set_max_connections(&a, Some(2)).await.unwrap();
+    let mut held = vec![
+        router.connection_for_schema(&a).await.unwrap(),
+        router.connection_for_schema(&a).await.unwrap(),
+    ];
+    assert!(busy(router.connection_for_schema(&a).await));
+
+    tenancy.set_max_connections(&a, Some(3)).await.unwrap();
+    held.push(router.connection_for_schema(&a).await.unwrap());
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 4th under a limit of 3"
+    );
+    let usage = tenancy.tenant_states().usage(&a).unwrap();
+    assert_eq!((usage.limit, usage.in_use), (3, 3));
+
+    tenancy.set_max_connections(&a, Some(1)).await.unwrap();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 4th under a limit of 1"
+    );
+    held.pop();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 3rd under a limit of 1"
+    );
+    held.pop();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 2nd under a limit of 1"
+    );
+    held.pop();
+    let one = router.connection_for_schema(&a).await.unwrap();
+    assert_eq!(marker_of(&one).await, "fair0");
+    assert!(busy(router.connection_for_schema(&a).await));
+    let usage = tenancy.tenant_states().usage(&a).unwrap();
+    assert_eq!((usage.limit, usage.in_use), (1, 1));
+}

@@ -96,6 +96,9 @@ pub struct TenantUsage {
     pub waiting: u32,
 }
 
+/// The limit of a tenant without one: its checkouts are counted, never refused.
+const UNLIMITED: u32 = 1 << 28;
+
 /// One tenant's share of the pool under [`TenantLimits`]: its connections, and how many
 /// checkouts wait for one.
 #[derive(Debug)]
@@ -237,6 +240,9 @@ impl TenantStates {
             .unwrap_or_else(PoisonError::into_inner)
             .get(schema)
             .cloned()?;
+        if slots.limit() == UNLIMITED {
+            return None;
+        }
         Some(TenantUsage {
             limit: slots.limit(),
             in_use: slots.in_use(),
@@ -246,15 +252,16 @@ impl TenantStates {
 
     /// A share of `schema`'s connections under the limits: at once when one is free, else
     /// after the checkouts that waited before it (at most [`TenantLimits::max_wait`]), or
-    /// [`Error::TenantBusy`]. The shared `public` schema and tenants without a limit get
-    /// `None` (nothing to hold).
+    /// [`Error::TenantBusy`]. The shared `public` schema gets `None` (nothing to hold); a
+    /// tenant without a limit a share that is always free, counted so that a limit set
+    /// while it holds connections counts them.
     async fn slot(&self, schema: &SchemaName, own: Option<u32>) -> Result<Option<Slot>> {
-        let Some(limit) = own.or(self.limits.get_max_connections()) else {
-            return Ok(None);
-        };
         if schema.is_public() {
             return Ok(None);
         }
+        let limit = own
+            .or(self.limits.get_max_connections())
+            .map_or(UNLIMITED, |limit| limit.min(UNLIMITED));
         let slots = {
             let mut all = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             let slots = all

@@ -267,3 +267,44 @@ async fn a_changed_limit_counts_the_connections_held() {
     let usage = tenancy.tenant_states().usage(&a).unwrap();
     assert_eq!((usage.limit, usage.in_use), (1, 1));
 }
+
+/// A limit set while the tenant holds connections taken without one counts them: with no
+/// limit, 3 held; limited to 2, none until only one is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_set_counts_the_connections_taken_without_one() {
+    let (_db, tenancy) = limited(TenantLimits::new().max_waiting(0)).await;
+    let a = schema("fair0");
+    let router = tenancy.router();
+    let busy = |r: Result<_, Error>| matches!(r, Err(Error::TenantBusy { .. }));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(router.connection_for_schema(&a).await.unwrap());
+    }
+    assert_eq!(tenancy.tenant_states().usage(&a), None);
+
+    tenancy.set_max_connections(&a, Some(2)).await.unwrap();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 4th under a limit of 2"
+    );
+    held.pop();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 3rd under a limit of 2"
+    );
+    held.pop();
+    held.push(router.connection_for_schema(&a).await.unwrap());
+    assert!(busy(router.connection_for_schema(&a).await));
+    let usage = tenancy.tenant_states().usage(&a).unwrap();
+    assert_eq!((usage.limit, usage.in_use), (2, 2));
+
+    // Cleared again: no limit, no usage shown; the connections are still counted.
+    tenancy.set_max_connections(&a, None).await.unwrap();
+    held.push(router.connection_for_schema(&a).await.unwrap());
+    assert_eq!(tenancy.tenant_states().usage(&a), None);
+    tenancy.set_max_connections(&a, Some(3)).await.unwrap();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 4th under a limit of 3"
+    );
+}

@@ -234,7 +234,7 @@ impl Registry {
         let mut tx = conn.transaction().await.map_err(db)?;
         let shared_names = self.sets.shared_names();
         let mut problems = Vec::new();
-        for new in tenants {
+        for (n, new) in (1i64..).zip(tenants) {
             let schema = new.schema();
             let shard = match &new.shard {
                 Some(shard) if !schema.is_public() => shard.clone(),
@@ -261,7 +261,9 @@ impl Registry {
                         .map_err(|e| Error::db("checking a tenant", schema, e))?;
                     to
                 };
-                self.register(&sp, new, version, &shard).await
+                // Under an id no tenant has (negative): a sequence value taken here would
+                // be gone after the rollback.
+                self.register_as(&sp, new, version, &shard, Some(-n)).await
             }
             .await;
             // A tenant that passes stays registered (in the transaction) for the next ones'

@@ -252,13 +252,11 @@ impl TenantStates {
 
     /// A share of `schema`'s connections under the limits: at once when one is free, else
     /// after the checkouts that waited before it (at most [`TenantLimits::max_wait`]), or
-    /// [`Error::TenantBusy`]. The shared `public` schema gets `None` (nothing to hold); a
-    /// tenant without a limit a share that is always free, counted so that a limit set
-    /// while it holds connections counts them.
+    /// [`Error::TenantBusy`]. A tenant without a limit gets a share that is always free,
+    /// counted so that a limit set while it holds connections counts them. The public
+    /// tenant (the main site) is limited like the others; the shared `public` schema asked
+    /// for by name never comes here ([`admit_by_name`]).
     async fn slot(&self, schema: &SchemaName, own: Option<u32>) -> Result<Option<Slot>> {
-        if schema.is_public() {
-            return Ok(None);
-        }
         let limit = own
             .or(self.limits.get_max_connections())
             .map_or(UNLIMITED, |limit| limit.min(UNLIMITED));

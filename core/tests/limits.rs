@@ -308,3 +308,29 @@ async fn a_limit_set_counts_the_connections_taken_without_one() {
         "a 4th under a limit of 3"
     );
 }
+
+/// The public tenant (the main site's requests) is a tenant like the others: it holds at
+/// most the limit; the shared `public` schema asked for by name is not limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_tenant_holds_at_most_the_limit() {
+    let (_db, tenancy) = limited(TenantLimits::new().max_connections(2).max_waiting(0)).await;
+    let router = tenancy.router();
+    let public = Tenant::public();
+    let held = [
+        router.connection_for_tenant(&public).await.unwrap(),
+        router.connection_for_tenant(&public).await.unwrap(),
+    ];
+    let err = router.connection_for_tenant(&public).await.unwrap_err();
+    assert!(matches!(err, Error::TenantBusy { limit: 2, .. }), "{err:?}");
+    let err = tenant_schemas::scope::run(public.clone(), async { tenancy.connection().await })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TenantBusy { .. }), "{err:?}");
+    // By name: the library's and the applications' shared schema, not limited.
+    let by_name = router
+        .connection_for_schema(&SchemaName::public())
+        .await
+        .unwrap();
+    drop((held, by_name));
+    router.connection_for_tenant(&public).await.unwrap();
+}

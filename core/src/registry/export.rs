@@ -209,6 +209,33 @@ impl Registry {
             .await
             .map_err(db)?;
         tx.batch_execute(PORTABLE_TEXT).await.map_err(db)?;
+        // The schema's tables, as the migrations built them: emptied first, so that each
+        // holds the file's rows and nothing else (rows a migration or a creation hook seeded
+        // are in the file as the tenant left them). Not CASCADE: a table outside the schema
+        // that references one of these makes the restore fail, never loses rows.
+        let here: Vec<String> = tx
+            .query_typed(
+                "SELECT c.relname::text FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+                   AND c.relname::text <> $2
+                 ORDER BY 1",
+                &[(&schema.as_str(), Type::TEXT), (&HISTORY_TABLE, Type::TEXT)],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if !here.is_empty() {
+            let tables: Vec<String> = here
+                .iter()
+                .map(|t| format!("{}.{}", schema.quoted(), ident(t)))
+                .collect();
+            tx.batch_execute(&format!("TRUNCATE TABLE {}", tables.join(", ")))
+                .await
+                .map_err(db)?;
+        }
         let mut counts = Vec::new();
         let mut line = String::new();
         loop {
@@ -362,19 +389,7 @@ impl Registry {
         }
         // Every table of the schema that has rows in the file got them; one that the file
         // lacks (created outside the migrations at export, or by a newer one) is an error.
-        let here = tx
-            .query_typed(
-                "SELECT c.relname::text FROM pg_catalog.pg_class c
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-                   AND c.relname::text <> $2
-                 ORDER BY 1",
-                &[(&schema.as_str(), Type::TEXT), (&HISTORY_TABLE, Type::TEXT)],
-            )
-            .await
-            .map_err(db)?;
-        for row in here {
-            let table: String = row.get(0);
+        for table in here {
             if !counts.iter().any(|c| c.table == table) {
                 return Err(bad(format!(
                     "table {table} of the restored schema is not in the file"

@@ -446,3 +446,74 @@ async fn rows_seeded_by_migrations_are_restored_as_exported() {
         assert_eq!((table, b), (table, a));
     }
 }
+
+/// A restore "as" the shared `public` schema is refused before anything is written: it
+/// would load a tenant's rows into (and empty) the tables of `public`, the registry's
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_into_public_is_refused() {
+    let db = database().await;
+    let t = tenancy(
+        &db,
+        TenantMigrations::new().with("shared", "CREATE TABLE IF NOT EXISTS things (x int)"),
+    )
+    .await;
+    let acme = schema("acme");
+    t.create_tenant(NewTenant::new(acme.clone())).await.unwrap();
+    let client = db.pool().get().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE public.things (x int); INSERT INTO public.things VALUES (1);
+                        INSERT INTO acme.things VALUES (2)",
+        )
+        .await
+        .unwrap();
+    let mut file = Vec::new();
+    t.export_tenant(&acme, &mut file).await.unwrap();
+    // The file, crafted: every table of `public` listed (the registry's emptied), one row
+    // for `things`.
+    let text = String::from_utf8(file).unwrap();
+    let mut crafted = text[..text.find("table {").unwrap()].to_owned();
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_catalog.pg_tables WHERE schemaname = 'public'
+               AND tablename <> 'tenant_schemas_history' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut rows = 0;
+    for table in &tables {
+        if table == "things" {
+            crafted.push_str("table {\"name\": \"things\", \"columns\": [\"x\"]}\n99\n\\.\n");
+            rows += 1;
+        } else {
+            crafted.push_str(&format!(
+                "table {{\"name\": \"{table}\", \"columns\": []}}\n\\.\n"
+            ));
+        }
+    }
+    crafted.push_str(&format!(
+        "end {{\"tables\": {}, \"rows\": {rows}}}\n",
+        tables.len()
+    ));
+    let err = t
+        .restore_tenant(
+            &mut crafted.as_bytes(),
+            NewTenant::new(SchemaName::public()),
+        )
+        .await;
+    let things: Vec<i32> = client
+        .query("SELECT x FROM public.things ORDER BY x", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(things, [1], "restore answered {err:?}");
+    assert!(matches!(err, Err(Error::Refused { .. })), "{err:?}");
+    assert_eq!(t.registry().get(&acme).await.unwrap().schema, acme);
+}

@@ -202,6 +202,9 @@ impl Registry {
             schema: schema.clone(),
             reason,
         };
+        if schema.is_public() {
+            return Err(bad("the shared public schema is never restored into".into()));
+        }
         let mut conn = self.databases.connect(&target.shard, schema).await?;
         let tx = conn.transaction().await.map_err(db)?;
         // Rows are loaded table by table: foreign keys and triggers wait (as for a clone).

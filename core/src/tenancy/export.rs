@@ -26,7 +26,8 @@ impl Tenancy {
 
     /// Restores an export (see [`export_tenant`](Self::export_tenant)) as the new tenant
     /// `new`, beside the one exported (a schema of its own; a live tenant is never
-    /// overwritten: an existing schema is [`Error::TenantExists`]). The tenant is created with
+    /// overwritten: an existing schema is [`Error::TenantExists`]; the shared `public` schema
+    /// is [`Error::Refused`]). The tenant is created with
     /// the tenant migrations in maintenance, its rows and sequence positions are loaded in
     /// one transaction and checked against the file's counts, then it is put in `new`'s
     /// state (active by default). If anything fails, the new tenant is deleted again and
@@ -40,6 +41,13 @@ impl Tenancy {
         R: AsyncBufRead + Unpin + Send,
     {
         let schema = new.schema().clone();
+        if schema.is_public() {
+            // Its tables are the registry's and the applications' shared ones.
+            return Err(Error::Refused {
+                what: "restoring a tenant into the public schema",
+                instead: "restore it as a new tenant schema (`restore FILE --as NEW_SCHEMA`)",
+            });
+        }
         let header = read_export_header(input, &schema).await?;
         let (version, from) = self.inner.registry.export_version(&header, &schema).await?;
         let latest = self.inner.registry.migrations().latest();

@@ -517,3 +517,77 @@ async fn a_restore_into_public_is_refused() {
     assert!(matches!(err, Err(Error::Refused { .. })), "{err:?}");
     assert_eq!(t.registry().get(&acme).await.unwrap().schema, acme);
 }
+
+/// A restore given up half-way (its future dropped: a request timed out, an operator's
+/// Ctrl-C) leaves nothing behind either: the tenant it created in maintenance is deleted
+/// again, its name free for the next attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_given_up_half_way_leaves_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let db = database().await;
+    let t = tenancy(&db, migrations()).await;
+    let acme = schema("acme");
+    t.create_tenant(NewTenant::new(acme.clone())).await.unwrap();
+    let mut file = Vec::new();
+    t.export_tenant(&acme, &mut file).await.unwrap();
+    let text = String::from_utf8(file.clone()).unwrap();
+    // The file up to its first table's rows; the rest never comes.
+    let head = &text[..text.find("table {").unwrap()];
+    let (mut writer, reader) = tokio::io::duplex(1 << 16);
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let copy = schema("copy");
+    let restoring = {
+        let (t, copy) = (t.clone(), copy.clone());
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(reader);
+            t.restore_tenant(&mut reader, NewTenant::new(copy)).await
+        })
+    };
+    // Until the restore loads the tenant it created (its transaction open, waiting for
+    // the file's next line).
+    let watcher = db.pool().get().await.unwrap();
+    loop {
+        let loading: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                 AND state = 'idle in transaction' AND query LIKE 'TRUNCATE TABLE \"copy\".%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if loading == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    restoring.abort();
+    assert!(restoring.await.unwrap_err().is_cancelled());
+    drop(writer);
+    // The clean-up runs in the background: wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while t.registry().get(&copy).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the half-restored tenant is still registered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let schemas: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'copy'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0);
+    // The name is free again.
+    t.restore_tenant(&mut file.as_slice(), NewTenant::new(copy.clone()))
+        .await
+        .unwrap();
+}

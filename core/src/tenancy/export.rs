@@ -66,7 +66,15 @@ impl Tenancy {
         let created = self
             .create_tenant(new.status(TenantStatus::Maintenance))
             .await?;
-        if let Err(e) = self.inner.registry.load(&created, input).await {
+        // From here the new tenant is deleted again unless it is loaded: on an error, and
+        // when this future is dropped half-way (in the background then).
+        let mut undo = Undo {
+            tenancy: Some(self.clone()),
+            schema: schema.clone(),
+        };
+        let loaded = self.inner.registry.load(&created, input).await;
+        undo.tenancy = None;
+        if let Err(e) = loaded {
             self.delete_tenant(&schema, DropSchema::Yes).await?;
             return Err(e);
         }
@@ -75,5 +83,34 @@ impl Tenancy {
         }
         tracing::info!(schema = %schema, from = %from, "tenant restored");
         self.registry().get(&schema).await
+    }
+}
+
+/// Deletes a tenant whose restore was given up (its future dropped) before it was loaded:
+/// in a task of its own, as `Drop` cannot wait.
+struct Undo {
+    tenancy: Option<Tenancy>,
+    schema: SchemaName,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let Some(tenancy) = self.tenancy.take() else {
+            return;
+        };
+        let schema = self.schema.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    match tenancy.delete_tenant(&schema, DropSchema::Yes).await {
+                        Ok(_) => tracing::info!(schema = %schema, "a restore given up: its tenant deleted"),
+                        Err(e) => tracing::warn!(schema = %schema, error = %e,
+                            "a restore given up: its tenant, in maintenance, could not be deleted"),
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(schema = %schema,
+                "a restore given up outside a runtime: its tenant is left in maintenance"),
+        }
     }
 }

@@ -96,29 +96,102 @@ pub struct TenantUsage {
     pub waiting: u32,
 }
 
+/// The limit of a tenant without one: its checkouts are counted, never refused.
+const UNLIMITED: u32 = 1 << 28;
+
 /// One tenant's share of the pool under [`TenantLimits`]: its connections, and how many
 /// checkouts wait for one.
 #[derive(Debug)]
 struct TenantSlots {
     permits: Arc<Semaphore>,
-    limit: u32,
+    /// The limit, and the permits still to forget when they come back (a limit lowered
+    /// while they were held): one lock, so a permit returned while the limit changes is
+    /// counted once.
+    size: Mutex<SlotSize>,
     waiting: AtomicU32,
+}
+
+#[derive(Debug)]
+struct SlotSize {
+    limit: u32,
+    owed: u32,
 }
 
 impl TenantSlots {
     fn new(limit: u32) -> Arc<Self> {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(limit as usize)),
-            limit,
+            size: Mutex::new(SlotSize { limit, owed: 0 }),
             waiting: AtomicU32::new(0),
         })
+    }
+
+    fn size(&self) -> std::sync::MutexGuard<'_, SlotSize> {
+        self.size.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn limit(&self) -> u32 {
+        self.size().limit
+    }
+
+    /// Changes the limit, the connections held counting against the new one: raised, the
+    /// difference is added (less what lowering left owed); lowered, free permits are
+    /// forgotten and the rest as held ones come back.
+    fn resize(&self, limit: u32) {
+        let mut size = self.size();
+        if limit > size.limit {
+            let more = limit - size.limit;
+            let paid = more.min(size.owed);
+            size.owed -= paid;
+            self.permits.add_permits((more - paid) as usize);
+        } else {
+            let fewer = size.limit - limit;
+            let forgotten =
+                u32::try_from(self.permits.forget_permits(fewer as usize)).unwrap_or(fewer);
+            size.owed += fewer - forgotten.min(fewer);
+        }
+        size.limit = limit;
+    }
+
+    /// Connections held under the limit.
+    fn in_use(&self) -> u32 {
+        let size = self.size();
+        let free = u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX);
+        (size.limit + size.owed).saturating_sub(free)
     }
 }
 
 /// A checkout's share of its tenant's connections ([`TenantLimits::max_connections`]),
-/// held as long as the connection: a permit of the tenant's semaphore.
+/// held as long as the connection: a permit of the tenant's semaphore, forgotten when it
+/// comes back if the limit was lowered meanwhile.
 #[derive(Debug)]
-pub(crate) struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub(crate) struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    slots: Arc<TenantSlots>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, slots: &Arc<TenantSlots>) -> Self {
+        Self {
+            permit: Some(permit),
+            slots: slots.clone(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut size = self.slots.size();
+        if let Some(permit) = self.permit.take() {
+            if size.owed > 0 {
+                size.owed -= 1;
+                permit.forget();
+            } else {
+                drop(permit);
+            }
+        }
+    }
+}
 
 /// Counts a checkout waiting for its tenant's slot while it waits.
 struct Waiting<'a>(&'a AtomicU32);
@@ -167,44 +240,44 @@ impl TenantStates {
             .unwrap_or_else(PoisonError::into_inner)
             .get(schema)
             .cloned()?;
-        let free = u32::try_from(slots.permits.available_permits()).unwrap_or(u32::MAX);
+        if slots.limit() == UNLIMITED {
+            return None;
+        }
         Some(TenantUsage {
-            limit: slots.limit,
-            in_use: slots.limit.saturating_sub(free),
+            limit: slots.limit(),
+            in_use: slots.in_use(),
             waiting: slots.waiting.load(Ordering::Relaxed),
         })
     }
 
     /// A share of `schema`'s connections under the limits: at once when one is free, else
     /// after the checkouts that waited before it (at most [`TenantLimits::max_wait`]), or
-    /// [`Error::TenantBusy`]. The shared `public` schema and tenants without a limit get
-    /// `None` (nothing to hold).
+    /// [`Error::TenantBusy`]. A tenant without a limit gets a share that is always free,
+    /// counted so that a limit set while it holds connections counts them. The public
+    /// tenant (the main site) is limited like the others; the shared `public` schema asked
+    /// for by name never comes here ([`admit_by_name`]).
     async fn slot(&self, schema: &SchemaName, own: Option<u32>) -> Result<Option<Slot>> {
-        let Some(limit) = own.or(self.limits.get_max_connections()) else {
-            return Ok(None);
-        };
-        if schema.is_public() {
-            return Ok(None);
-        }
+        let limit = own
+            .or(self.limits.get_max_connections())
+            .map_or(UNLIMITED, |limit| limit.min(UNLIMITED));
         let slots = {
             let mut all = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             let slots = all
                 .entry(schema.clone())
                 .or_insert_with(|| TenantSlots::new(limit));
-            if slots.limit != limit {
-                // The limit changed: new slots; connections held under the old ones end
-                // as they are dropped.
-                *slots = TenantSlots::new(limit);
+            if slots.limit() != limit {
+                // The limit changed: the connections held count against the new one.
+                slots.resize(limit);
             }
             slots.clone()
         };
         // While others wait, tokio hands released permits to them first: no overtaking.
         if let Ok(permit) = slots.permits.clone().try_acquire_owned() {
-            return Ok(Some(Slot(permit)));
+            return Ok(Some(Slot::new(permit, &slots)));
         }
         let busy = || Error::TenantBusy {
             schema: schema.clone(),
-            limit: slots.limit,
+            limit: slots.limit(),
         };
         let before = slots.waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(&slots.waiting);
@@ -221,7 +294,7 @@ impl TenantStates {
         )
         .await
         {
-            Ok(Ok(permit)) => Ok(Some(Slot(permit))),
+            Ok(Ok(permit)) => Ok(Some(Slot::new(permit, &slots))),
             _ => Err(busy()),
         }
     }

@@ -377,3 +377,54 @@ async fn a_schema_kept_at_deletion_is_imported_at_its_version() {
     assert_eq!(records[0].version, 2, "its history says 2");
     assert!(tenancy.resolve(&host("kept.test")).await.is_ok());
 }
+
+/// A dry run writes nothing: not even the registry's ids, which a tenant registered in its
+/// rolled-back transaction would take from the sequence; the next tenant created gets the
+/// id it would have got without the dry run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_takes_no_registry_id() {
+    let db = django_database().await;
+    let (tenancy, _) = tenancy_hearing(&db).await;
+    let first = tenancy
+        .create_tenant(NewTenant::new(schema("before")))
+        .await
+        .unwrap();
+    let run = tenancy
+        .import_dry_run(
+            &ImportSource::query(
+                "SELECT schema_name, domain FROM customers_client c
+                 JOIN customers_domain d ON d.tenant_id = c.id
+                 WHERE schema_name LIKE 'shop%'",
+            ),
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.tenants.len(), run.problems.len()),
+        (2, 0),
+        "{:?}",
+        run.problems
+    );
+    assert_eq!(registered(&tenancy).await, ["before"]);
+    let next = tenancy
+        .create_tenant(NewTenant::new(schema("after")))
+        .await
+        .unwrap();
+    assert_eq!(next.id, first.id + 1);
+    // Nothing recorded in the schemas either.
+    let history: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname IN ('shop_a', 'shop_b')
+             AND tablename = 'tenant_schemas_history'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 0);
+}

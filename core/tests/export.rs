@@ -242,3 +242,352 @@ async fn a_restore_that_fails_leaves_nothing() {
     assert!(err.to_string().contains("version 3"), "{err}");
     assert!(!schema_exists(&db, "older").await);
 }
+
+/// A table without columns (PostgreSQL allows them; its rows are empty lines) round-trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_columns_round_trips() {
+    let db = database().await;
+    let t = tenancy(
+        &db,
+        TenantMigrations::new().with("bare", "CREATE TABLE bare (); CREATE TABLE one (x int)"),
+    )
+    .await;
+    let acme = schema("acme");
+    t.create_tenant(NewTenant::new(acme.clone())).await.unwrap();
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO acme.bare DEFAULT VALUES; INSERT INTO acme.bare DEFAULT VALUES;
+                        INSERT INTO acme.one VALUES (7)",
+        )
+        .await
+        .unwrap();
+    let mut file = Vec::new();
+    t.export_tenant(&acme, &mut file).await.unwrap();
+    t.restore_tenant(&mut file.as_slice(), NewTenant::new(schema("copy")))
+        .await
+        .unwrap();
+    let client = db.pool().get().await.unwrap();
+    for table in ["bare", "one"] {
+        let count = |s: &str| format!("SELECT count(*) FROM {s}.{table}");
+        let a: i64 = client.query_one(&count("acme"), &[]).await.unwrap().get(0);
+        let b: i64 = client.query_one(&count("copy"), &[]).await.unwrap().get(0);
+        assert_eq!((table, b), (table, a));
+    }
+}
+
+/// The session's output settings (a database's, a role's, or left by a handler's `SET` on a
+/// pooled session) do not change the rows written: a float keeps every digit and a date its
+/// day and month when the restore runs under other settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_settings_do_not_change_the_rows() {
+    let db = database().await;
+    let migrations = || {
+        TenantMigrations::new().with(
+            "values",
+            "CREATE TABLE vals (f float8, d date, ts timestamp, i interval)",
+        )
+    };
+    t_setup(&db, migrations()).await;
+    let admin = db.pool().get().await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{0}\" SET extra_float_digits = 0;
+             ALTER DATABASE \"{0}\" SET DateStyle = 'SQL, DMY';
+             ALTER DATABASE \"{0}\" SET IntervalStyle = 'sql_standard'",
+            db.name()
+        ))
+        .await
+        .unwrap();
+    // New sessions see the database's settings.
+    let exporter = Tenancy::builder(db.new_pool(2).unwrap())
+        .migrations(migrations())
+        .build()
+        .await
+        .unwrap();
+    let mut file = Vec::new();
+    exporter
+        .export_tenant(&schema("acme"), &mut file)
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("ALTER DATABASE \"{}\" RESET ALL", db.name()))
+        .await
+        .unwrap();
+    let restorer = Tenancy::builder(db.new_pool(2).unwrap())
+        .migrations(migrations())
+        .build()
+        .await
+        .unwrap();
+    restorer
+        .restore_tenant(&mut file.as_slice(), NewTenant::new(schema("copy")))
+        .await
+        .unwrap();
+    let client = db.new_pool(1).unwrap().get().await.unwrap();
+    let rows = |s: &str| {
+        format!(
+            "SELECT f = 0.1::float8 + 0.2::float8, d = date '2026-03-04',
+                    ts = timestamp '2026-03-04 05:06:07.5', i = interval '-1 day +2 hours'
+             FROM {s}.vals"
+        )
+    };
+    for s in ["acme", "copy"] {
+        let row = client.query_one(&rows(s), &[]).await.unwrap();
+        let same: (bool, bool, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!((s, same), (s, (true, true, true, true)));
+    }
+}
+
+async fn t_setup(db: &TestDatabase, migrations: TenantMigrations) {
+    let t = tenancy(db, migrations).await;
+    t.create_tenant(NewTenant::new(schema("acme")))
+        .await
+        .unwrap();
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO acme.vals VALUES (0.1::float8 + 0.2::float8, '2026-03-04',
+                                           '2026-03-04 05:06:07.5', '-1 day +2 hours')",
+        )
+        .await
+        .unwrap();
+}
+
+/// A crafted file cannot write the restored schema's migration history (which a restore
+/// records itself): a fake row there would make `migrate` skip a migration for the tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_cannot_write_the_migration_history() {
+    let db = database().await;
+    let t = tenancy(&db, migrations()).await;
+    let acme = schema("acme");
+    t.create_tenant(NewTenant::new(acme.clone())).await.unwrap();
+    let mut file = Vec::new();
+    t.export_tenant(&acme, &mut file).await.unwrap();
+    let text = String::from_utf8(file).unwrap();
+    let (body, end) = text.split_at(text.find("end {").unwrap());
+    let tables = t.export_tenant(&acme, &mut Vec::new()).await.unwrap().len();
+    let crafted = format!(
+        "{body}table {{\"name\": \"tenant_schemas_history\", \"columns\": [\"version\", \"name\", \"checksum\"]}}\n\
+         4\tnext\t0\n\\.\nend {{\"tables\": {}, \"rows\": 1}}\n",
+        tables + 1
+    );
+    assert!(end.starts_with("end {"));
+    let err = t
+        .restore_tenant(&mut crafted.as_bytes(), NewTenant::new(schema("copy")))
+        .await;
+    let history: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_namespace n
+             WHERE n.nspname = 'copy'
+               AND EXISTS (SELECT FROM copy.tenant_schemas_history WHERE version = 4)",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(history, 0, "restore answered {err:?}");
+    assert!(matches!(err, Err(Error::TenantFile { .. })), "{err:?}");
+    assert!(t.registry().get(&schema("copy")).await.is_err());
+}
+
+/// Rows a migration seeds (default settings, a first log line) are in the export as the
+/// tenant left them: the restore's rows are the file's, not the file's on top of the seeds
+/// (a key seeded twice, a row without a key doubled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_seeded_by_migrations_are_restored_as_exported() {
+    let db = database().await;
+    let t = tenancy(
+        &db,
+        TenantMigrations::new().with(
+            "seeded",
+            "CREATE TABLE settings (k text PRIMARY KEY, v text NOT NULL);
+             INSERT INTO settings VALUES ('theme', 'light'), ('lang', 'en');
+             CREATE TABLE log (msg text);
+             INSERT INTO log VALUES ('created');
+             CREATE TABLE child (k text REFERENCES settings (k))",
+        ),
+    )
+    .await;
+    let acme = schema("acme");
+    t.create_tenant(NewTenant::new(acme.clone())).await.unwrap();
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "UPDATE acme.settings SET v = 'dark' WHERE k = 'theme';
+             DELETE FROM acme.settings WHERE k = 'lang';
+             INSERT INTO acme.log VALUES ('second'); INSERT INTO acme.child VALUES ('theme')",
+        )
+        .await
+        .unwrap();
+    let mut file = Vec::new();
+    t.export_tenant(&acme, &mut file).await.unwrap();
+    t.restore_tenant(&mut file.as_slice(), NewTenant::new(schema("copy")))
+        .await
+        .unwrap();
+    let client = db.pool().get().await.unwrap();
+    for table in ["settings", "log", "child"] {
+        let rows = |s: &str| {
+            format!(
+                "SELECT coalesce(string_agg(t::text, ',' ORDER BY t::text), '') FROM {s}.{table} t"
+            )
+        };
+        let a: String = client.query_one(&rows("acme"), &[]).await.unwrap().get(0);
+        let b: String = client.query_one(&rows("copy"), &[]).await.unwrap().get(0);
+        assert_eq!((table, b), (table, a));
+    }
+}
+
+/// A restore "as" the shared `public` schema is refused before anything is written: it
+/// would load a tenant's rows into (and empty) the tables of `public`, the registry's
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_into_public_is_refused() {
+    let db = database().await;
+    let t = tenancy(
+        &db,
+        TenantMigrations::new().with("shared", "CREATE TABLE IF NOT EXISTS things (x int)"),
+    )
+    .await;
+    let acme = schema("acme");
+    t.create_tenant(NewTenant::new(acme.clone())).await.unwrap();
+    let client = db.pool().get().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE public.things (x int); INSERT INTO public.things VALUES (1);
+                        INSERT INTO acme.things VALUES (2)",
+        )
+        .await
+        .unwrap();
+    let mut file = Vec::new();
+    t.export_tenant(&acme, &mut file).await.unwrap();
+    // The file, crafted: every table of `public` listed (the registry's emptied), one row
+    // for `things`.
+    let text = String::from_utf8(file).unwrap();
+    let mut crafted = text[..text.find("table {").unwrap()].to_owned();
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_catalog.pg_tables WHERE schemaname = 'public'
+               AND tablename <> 'tenant_schemas_history' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut rows = 0;
+    for table in &tables {
+        if table == "things" {
+            crafted.push_str("table {\"name\": \"things\", \"columns\": [\"x\"]}\n99\n\\.\n");
+            rows += 1;
+        } else {
+            crafted.push_str(&format!(
+                "table {{\"name\": \"{table}\", \"columns\": []}}\n\\.\n"
+            ));
+        }
+    }
+    crafted.push_str(&format!(
+        "end {{\"tables\": {}, \"rows\": {rows}}}\n",
+        tables.len()
+    ));
+    let err = t
+        .restore_tenant(
+            &mut crafted.as_bytes(),
+            NewTenant::new(SchemaName::public()),
+        )
+        .await;
+    let things: Vec<i32> = client
+        .query("SELECT x FROM public.things ORDER BY x", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(things, [1], "restore answered {err:?}");
+    assert!(matches!(err, Err(Error::Refused { .. })), "{err:?}");
+    assert_eq!(t.registry().get(&acme).await.unwrap().schema, acme);
+}
+
+/// A restore given up half-way (its future dropped: a request timed out, an operator's
+/// Ctrl-C) leaves nothing behind either: the tenant it created in maintenance is deleted
+/// again, its name free for the next attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_given_up_half_way_leaves_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let db = database().await;
+    let t = tenancy(&db, migrations()).await;
+    let acme = schema("acme");
+    t.create_tenant(NewTenant::new(acme.clone())).await.unwrap();
+    let mut file = Vec::new();
+    t.export_tenant(&acme, &mut file).await.unwrap();
+    let text = String::from_utf8(file.clone()).unwrap();
+    // The file up to its first table's rows; the rest never comes.
+    let head = &text[..text.find("table {").unwrap()];
+    let (mut writer, reader) = tokio::io::duplex(1 << 16);
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let copy = schema("copy");
+    let restoring = {
+        let (t, copy) = (t.clone(), copy.clone());
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(reader);
+            t.restore_tenant(&mut reader, NewTenant::new(copy)).await
+        })
+    };
+    // Until the restore loads the tenant it created (its transaction open, waiting for
+    // the file's next line).
+    let watcher = db.pool().get().await.unwrap();
+    loop {
+        let loading: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                 AND state = 'idle in transaction' AND query LIKE 'TRUNCATE TABLE \"copy\".%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if loading == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    restoring.abort();
+    assert!(restoring.await.unwrap_err().is_cancelled());
+    drop(writer);
+    // The clean-up runs in the background: wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while t.registry().get(&copy).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the half-restored tenant is still registered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let schemas: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'copy'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0);
+    // The name is free again.
+    t.restore_tenant(&mut file.as_slice(), NewTenant::new(copy.clone()))
+        .await
+        .unwrap();
+}

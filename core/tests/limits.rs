@@ -219,3 +219,118 @@ async fn a_tenants_own_limit_from_the_registry() {
         .unwrap_err();
     assert!(matches!(err, Error::TenantNotFound { .. }), "{err:?}");
 }
+
+/// A limit changed while the tenant holds connections counts the ones held: raised from 2 to
+/// 3 with 2 held, one more (not three); lowered from 3 to 1 with 3 held, none until only
+/// one is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_limit_counts_the_connections_held() {
+    let (_db, tenancy) = limited(TenantLimits::new().max_waiting(0)).await;
+    let a = schema("fair0");
+    let router = tenancy.router();
+    let busy = |r: Result<_, Error>| matches!(r, Err(Error::TenantBusy { .. }));
+    tenancy.set_max_connections(&a, Some(2)).await.unwrap();
+    let mut held = vec![
+        router.connection_for_schema(&a).await.unwrap(),
+        router.connection_for_schema(&a).await.unwrap(),
+    ];
+    assert!(busy(router.connection_for_schema(&a).await));
+
+    tenancy.set_max_connections(&a, Some(3)).await.unwrap();
+    held.push(router.connection_for_schema(&a).await.unwrap());
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 4th under a limit of 3"
+    );
+    let usage = tenancy.tenant_states().usage(&a).unwrap();
+    assert_eq!((usage.limit, usage.in_use), (3, 3));
+
+    tenancy.set_max_connections(&a, Some(1)).await.unwrap();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 4th under a limit of 1"
+    );
+    held.pop();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 3rd under a limit of 1"
+    );
+    held.pop();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 2nd under a limit of 1"
+    );
+    held.pop();
+    let one = router.connection_for_schema(&a).await.unwrap();
+    assert_eq!(marker_of(&one).await, "fair0");
+    assert!(busy(router.connection_for_schema(&a).await));
+    let usage = tenancy.tenant_states().usage(&a).unwrap();
+    assert_eq!((usage.limit, usage.in_use), (1, 1));
+}
+
+/// A limit set while the tenant holds connections taken without one counts them: with no
+/// limit, 3 held; limited to 2, none until only one is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_set_counts_the_connections_taken_without_one() {
+    let (_db, tenancy) = limited(TenantLimits::new().max_waiting(0)).await;
+    let a = schema("fair0");
+    let router = tenancy.router();
+    let busy = |r: Result<_, Error>| matches!(r, Err(Error::TenantBusy { .. }));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(router.connection_for_schema(&a).await.unwrap());
+    }
+    assert_eq!(tenancy.tenant_states().usage(&a), None);
+
+    tenancy.set_max_connections(&a, Some(2)).await.unwrap();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 4th under a limit of 2"
+    );
+    held.pop();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 3rd under a limit of 2"
+    );
+    held.pop();
+    held.push(router.connection_for_schema(&a).await.unwrap());
+    assert!(busy(router.connection_for_schema(&a).await));
+    let usage = tenancy.tenant_states().usage(&a).unwrap();
+    assert_eq!((usage.limit, usage.in_use), (2, 2));
+
+    // Cleared again: no limit, no usage shown; the connections are still counted.
+    tenancy.set_max_connections(&a, None).await.unwrap();
+    held.push(router.connection_for_schema(&a).await.unwrap());
+    assert_eq!(tenancy.tenant_states().usage(&a), None);
+    tenancy.set_max_connections(&a, Some(3)).await.unwrap();
+    assert!(
+        busy(router.connection_for_schema(&a).await),
+        "a 4th under a limit of 3"
+    );
+}
+
+/// The public tenant (the main site's requests) is a tenant like the others: it holds at
+/// most the limit; the shared `public` schema asked for by name is not limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_tenant_holds_at_most_the_limit() {
+    let (_db, tenancy) = limited(TenantLimits::new().max_connections(2).max_waiting(0)).await;
+    let router = tenancy.router();
+    let public = Tenant::public();
+    let held = [
+        router.connection_for_tenant(&public).await.unwrap(),
+        router.connection_for_tenant(&public).await.unwrap(),
+    ];
+    let err = router.connection_for_tenant(&public).await.unwrap_err();
+    assert!(matches!(err, Error::TenantBusy { limit: 2, .. }), "{err:?}");
+    let err = tenant_schemas::scope::run(public.clone(), async { tenancy.connection().await })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TenantBusy { .. }), "{err:?}");
+    // By name: the library's and the applications' shared schema, not limited.
+    let by_name = router
+        .connection_for_schema(&SchemaName::public())
+        .await
+        .unwrap();
+    drop((held, by_name));
+    router.connection_for_tenant(&public).await.unwrap();
+}

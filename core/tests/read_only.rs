@@ -336,3 +336,43 @@ async fn large_object_writers_write_nothing_in_session_mode() {
 async fn large_object_writers_write_nothing_in_transaction_mode() {
     large_object_writers_write_nothing(SearchPathMode::Transaction).await;
 }
+
+/// A setting's name that the SQL text does not spell (`'default_transaction_' ||
+/// 'read_only'`, `reverse(…)`) names it all the same: `set_config` with a computed name
+/// must not leave the session writable for the statements after it, on the same checkout
+/// or the next one.
+async fn computed_setting_names_escape_nothing(mode: SearchPathMode) {
+    for escape in [
+        "SELECT set_config('default_transaction_' || 'read_only', 'off', false)",
+        "SELECT set_config(reverse('ylno_daer_noitcasnart_tluafed'), 'off', false)",
+    ] {
+        let (_db, tenancy, s) = read_only_tenant(mode).await;
+        scope::run_in_schema(s.clone(), async {
+            let db = tenancy.connection().await.unwrap();
+            let _ = db.batch_execute(escape).await;
+            let _ = db.execute(WRITE, &[]).await;
+            let _ = db.batch_execute(WRITE).await;
+            drop(db);
+            let db = tenancy.connection().await.unwrap();
+            let _ = db.execute(WRITE, &[]).await;
+            let _ = db.batch_execute(&format!("{escape}; {WRITE}")).await;
+            let _ = db.batch_execute(WRITE).await;
+        })
+        .await;
+        assert_eq!(
+            escaped_rows(&tenancy, &s).await,
+            0,
+            "`{escape}` let a write through"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn computed_setting_names_escape_nothing_in_session_mode() {
+    computed_setting_names_escape_nothing(SearchPathMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn computed_setting_names_escape_nothing_in_transaction_mode() {
+    computed_setting_names_escape_nothing(SearchPathMode::Transaction).await;
+}

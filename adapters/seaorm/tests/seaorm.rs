@@ -563,3 +563,36 @@ async fn a_cancelled_call_that_moved_the_session_does_not_move_the_next() {
     assert_eq!(cancel_a_moving_call(&db, &holder, &tx).await, s.as_str());
     tx.rollback().await.unwrap();
 }
+
+/// `set_config` with a name the SQL text does not spell (`'default_transaction_' ||
+/// 'read_only'`) leaves no statement after it writable: on the same connection, in a later
+/// checkout, in a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computed_setting_name_leaves_a_read_only_tenant_read_only() {
+    let (db, tenancy, s, orm) = setup("orm_ro2_", 1, 1).await;
+    let s = &s[0];
+    tenancy.set_status(s, TenantStatus::ReadOnly).await.unwrap();
+    let insert = "INSERT INTO notes (body) VALUES ('computed')";
+    for escape in [
+        "SELECT set_config('default_transaction_' || 'read_only', 'off', false)",
+        "SELECT set_config(reverse('ylno_daer_noitcasnart_tluafed'), 'off', false)",
+    ] {
+        let conn = orm.connection_for_schema(s).await.unwrap();
+        let _ = conn.execute_unprepared(escape).await;
+        let _ = conn.execute_unprepared(insert).await;
+        let stmt = Statement::from_string(DbBackend::Postgres, insert);
+        let _ = conn.execute(stmt).await;
+        let _ = conn
+            .execute_unprepared(&format!("{escape}; {insert}"))
+            .await;
+        drop(conn);
+        let mut conn = orm.connection_for_schema(s).await.unwrap();
+        let _ = conn.execute_unprepared(insert).await;
+        let tx = conn.begin().await.unwrap();
+        let _ = tx.execute_unprepared(escape).await;
+        let _ = tx.execute_unprepared(insert).await;
+        let _ = tx.commit().await;
+        let _ = conn.execute_unprepared(insert).await;
+    }
+    assert_eq!(notes_in(&db, s, "computed").await, 0);
+}

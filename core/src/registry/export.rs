@@ -29,6 +29,13 @@ use crate::tenant::TenantRecord;
 /// The first line of every export file.
 pub(crate) const MAGIC: &str = "tenant-schemas export 1";
 
+/// The session settings every export and restore runs under, whatever the database, the
+/// role or a pooled session's earlier user set: output that reads back as written (every
+/// digit of a float, dates and intervals in a style no other setting reads differently).
+const PORTABLE_TEXT: &str =
+    "SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres';
+     SET LOCAL extra_float_digits = 3";
+
 /// A catalog name quoted as an identifier.
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -90,6 +97,7 @@ impl Registry {
         };
         let mut conn = self.databases.connect(&tenant.shard, schema).await?;
         let tx = snapshot(&mut conn).await.map_err(db)?;
+        tx.batch_execute(PORTABLE_TEXT).await.map_err(db)?;
         let name = tenant.name.as_str();
         let header: String = tx
             .query_typed_one(
@@ -224,12 +232,30 @@ impl Registry {
             schema: schema.clone(),
             reason,
         };
+        if schema.is_public() {
+            return Err(bad("the shared public schema is never restored into".into()));
+        }
         let mut conn = self.databases.connect(&target.shard, schema).await?;
         let tx = conn.transaction().await.map_err(db)?;
         // Rows are loaded table by table: foreign keys and triggers wait (as for a clone).
         tx.batch_execute("SET LOCAL session_replication_role = replica")
             .await
             .map_err(db)?;
+        tx.batch_execute(PORTABLE_TEXT).await.map_err(db)?;
+        // The schema's tables, as the migrations built them: emptied first, so that each
+        // holds the file's rows and nothing else (rows a migration or a creation hook seeded
+        // are in the file as the tenant left them). Not CASCADE: a table outside the schema
+        // that references one of these makes the restore fail, never loses rows.
+        let here = schema_tables(&tx, schema, false).await.map_err(db)?;
+        if !here.is_empty() {
+            let tables: Vec<String> = here
+                .iter()
+                .map(|t| format!("{}.{}", schema.quoted(), ident(t)))
+                .collect();
+            tx.batch_execute(&format!("TRUNCATE TABLE {}", tables.join(", ")))
+                .await
+                .map_err(db)?;
+        }
         let mut counts = Vec::new();
         let mut line = String::new();
         loop {
@@ -258,12 +284,24 @@ impl Registry {
                         .map_err(|e| bad(format!("a `table` line is not JSON: {e}")))?;
                     let (table, columns): (Option<String>, Vec<String>) = (row.get(0), row.get(1));
                     let table = table.ok_or_else(|| bad("a `table` line names no table".into()))?;
+                    // The history is the restore's own (written by the migrations it ran).
+                    if table == HISTORY_TABLE {
+                        return Err(bad(format!(
+                            "the file writes {HISTORY_TABLE}, the migration history, which a \
+                             restore records itself"
+                        )));
+                    }
                     let columns: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+                    // A table without columns is copied without a column list.
                     let sql = format!(
-                        "COPY {}.{} ({}) FROM STDIN",
+                        "COPY {}.{}{} FROM STDIN",
                         schema.quoted(),
                         ident(&table),
-                        columns.join(", ")
+                        if columns.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", columns.join(", "))
+                        }
                     );
                     let sink = tx
                         .copy_in::<_, std::io::Cursor<Vec<u8>>>(&sql)
@@ -371,7 +409,7 @@ impl Registry {
         }
         // Every table of the schema that has rows in the file got them; one that the file
         // lacks (created outside the migrations at export, or by a newer one) is an error.
-        for table in schema_tables(&tx, schema, false).await.map_err(db)? {
+        for table in here {
             if !counts.iter().any(|c| c.table == table) {
                 return Err(bad(format!(
                     "table {table} of the restored schema is not in the file"

@@ -234,11 +234,13 @@ impl Registry {
         let mut tx = conn.transaction().await.map_err(db)?;
         let shared_names = self.sets.shared_names();
         let mut problems = Vec::new();
-        for new in tenants {
+        for (n, new) in (1i64..).zip(tenants) {
             let schema = new.schema();
             let sp = tx.savepoint("tenant").await.map_err(db)?;
+            // Under an id no tenant has (negative): a sequence value taken here would be
+            // gone after the rollback.
             let checked = self
-                .import_one(&sp, new, baseline, &shared_names, false)
+                .import_one(&sp, new, baseline, &shared_names, Some(-n))
                 .await;
             // A tenant that passes stays registered (in the transaction) for the next ones'
             // checks: two rows claiming one domain are a problem too.
@@ -271,7 +273,7 @@ impl Registry {
         let tx = conn.transaction().await.map_err(db)?;
         let shared_names = self.sets.shared_names();
         for new in tenants {
-            self.import_one(&tx, new, baseline, &shared_names, true)
+            self.import_one(&tx, new, baseline, &shared_names, None)
                 .await?;
         }
         tx.commit().await.map_err(db)?;
@@ -285,16 +287,17 @@ impl Registry {
     }
 
     /// Registers `new` in `tx` after its schema's checks and baseline. A schema on another
-    /// database gets its history there first, in a transaction of its own, committed when
-    /// `commit_elsewhere` (an import: should the registration fail, the history stays, true
-    /// to what the schema holds) or rolled back (a dry run).
+    /// database gets its history there first, in a transaction of its own: committed for an
+    /// import (should the registration fail, the history stays, true to what the schema
+    /// holds), rolled back for a dry run, which registers under `dry_run_id` (an id no
+    /// tenant has) rather than a value of the registry's sequence.
     async fn import_one(
         &self,
         tx: &Transaction<'_>,
         new: &NewTenant,
         baseline: i32,
         shared_names: &[String],
-        commit_elsewhere: bool,
+        dry_run_id: Option<i64>,
     ) -> Result<()> {
         let schema = new.schema();
         let shard = match &new.shard {
@@ -313,14 +316,14 @@ impl Registry {
             let stx = shard_conn.transaction().await.map_err(db)?;
             let (_, to) = self.adopt_schema(&stx, schema, baseline).await?;
             refuse_shadowing(stx.client(), schema, shared_names).await?;
-            if commit_elsewhere {
+            if dry_run_id.is_none() {
                 stx.commit().await.map_err(db)?;
             } else {
                 stx.rollback().await.map_err(db)?;
             }
             to
         };
-        self.register(tx, new, version, &shard).await?;
+        self.register_as(tx, new, version, &shard, dry_run_id).await?;
         Ok(())
     }
 

@@ -300,20 +300,44 @@ impl Registry {
         version: i32,
         shard: &ShardName,
     ) -> Result<(i64, SystemTime)> {
+        self.register_as(tx, new, version, shard, None).await
+    }
+
+    /// [`register`](Self::register) under the id `id` when given, not one from the
+    /// registry's sequence: for a dry run, whose rows are rolled back but whose sequence
+    /// values would not be.
+    pub(super) async fn register_as(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        new: &NewTenant,
+        version: i32,
+        shard: &ShardName,
+        id: Option<i64>,
+    ) -> Result<(i64, SystemTime)> {
         let schema = &new.schema;
         let name = new.name.clone().unwrap_or_else(|| schema.to_string());
-        let row = tx
-            .query_typed_one(
+        let (schema_text, shard_text, status) =
+            (schema.as_str(), shard.as_str(), new.status.as_str());
+        let mut params: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = vec![
+            (&schema_text, Type::TEXT),
+            (&name, Type::TEXT),
+            (&version, Type::INT4),
+            (&shard_text, Type::TEXT),
+            (&status, Type::TEXT),
+        ];
+        let sql = match &id {
+            None => {
                 "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version, shard, status)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id, created_at",
-                &[
-                    (&schema.as_str(), Type::TEXT),
-                    (&name, Type::TEXT),
-                    (&version, Type::INT4),
-                    (&shard.as_str(), Type::TEXT),
-                    (&new.status.as_str(), Type::TEXT),
-                ],
-            )
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id, created_at"
+            }
+            Some(id) => {
+                params.push((id, Type::INT8));
+                "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version, shard, status, id)
+                 OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at"
+            }
+        };
+        let row = tx
+            .query_typed_one(sql, &params)
             .await
             .map_err(|e| conflict(e, schema, &new.domains))?;
         let id: i64 = row.get(0);

@@ -323,7 +323,8 @@ impl Registry {
             }
             to
         };
-        self.register_as(tx, new, version, &shard, dry_run_id).await?;
+        self.register_as(tx, new, version, &shard, dry_run_id)
+            .await?;
         Ok(())
     }
 

@@ -8,12 +8,14 @@ use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 use super::clone::copy_rows;
+use super::erase::count_rows_locked;
 use super::notify::announce;
 use super::Registry;
 use crate::databases;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::{refuse_shadowing, MigrationReport, Progress, RunOptions, Runner};
+use crate::receipt::TableRows;
 use crate::schema::SchemaName;
 use crate::shard::ShardName;
 use crate::tenant::{TenantRecord, TenantStatus};
@@ -676,19 +678,42 @@ impl Registry {
     }
 
     /// Deletes the tenant's registry rows and, with [`DropSchema::Yes`], its schema, in one
-    /// transaction. Returns the record as it was. The `public` schema is never dropped.
+    /// transaction. Returns the record as it was, and with `count` (and a schema dropped) each
+    /// table's rows, counted under locks held until the drop: the rows erased. The `public`
+    /// schema is never dropped.
     pub(crate) async fn delete_tenant(
         &self,
         schema: &SchemaName,
         drop: DropSchema,
         conns: DeleteConnections,
-    ) -> Result<TenantRecord> {
+        count: bool,
+    ) -> Result<(TenantRecord, Option<Vec<TableRows>>)> {
         let db = |e| Error::db("deleting a tenant", schema, e);
         let DeleteConnections {
             registry: mut conn,
             elsewhere,
         } = conns;
         let record = super::get_with(&conn, schema).await?;
+        let drop_sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted());
+        let drop_schema = drop == DropSchema::Yes && !schema.is_public();
+        let here = record.shard.is_default();
+        // On another database the schema is dropped after the registry row is gone (nothing
+        // resolves to it any more), in a transaction opened (and counted in) before.
+        let mut shard_conn = match elsewhere {
+            Some(conn) if drop_schema && !here => Some(conn),
+            None if drop_schema && !here => {
+                Some(self.databases.connect(&record.shard, schema).await?)
+            }
+            _ => None,
+        };
+        let shard_tx = match shard_conn.as_mut() {
+            Some(conn) => Some(conn.transaction().await.map_err(db)?),
+            None => None,
+        };
+        let mut rows = None;
+        if let (true, Some(stx)) = (count, &shard_tx) {
+            rows = Some(count_rows_locked(stx, schema).await.map_err(db)?);
+        }
         let tx = conn.transaction().await.map_err(db)?;
         let deleted = tx
             .execute_typed(
@@ -700,26 +725,21 @@ impl Registry {
         if deleted == 0 {
             return Err(Error::tenant_not_found(schema));
         }
-        let drop_sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted());
-        let drop_schema = drop == DropSchema::Yes && !schema.is_public();
-        let here = record.shard.is_default();
         if drop_schema && here {
+            if count {
+                rows = Some(count_rows_locked(&tx, schema).await.map_err(db)?);
+            }
             tx.batch_execute(&drop_sql).await.map_err(db)?;
         }
         let hosts: Vec<&str> = record.domains.iter().map(String::as_str).collect();
         announce(&tx, schema, &hosts).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        if drop_schema && !here {
-            // On another database: unregistered first (nothing resolves to it any more),
-            // then dropped there.
-            let shard_conn = match elsewhere {
-                Some(conn) => conn,
-                None => self.databases.connect(&record.shard, schema).await?,
-            };
-            shard_conn.batch_execute(&drop_sql).await.map_err(db)?;
+        if let Some(stx) = shard_tx {
+            stx.batch_execute(&drop_sql).await.map_err(db)?;
+            stx.commit().await.map_err(db)?;
         }
         tracing::info!(schema = %schema, dropped = drop == DropSchema::Yes, "tenant deleted");
-        Ok(record)
+        Ok((record, rows))
     }
 }
 

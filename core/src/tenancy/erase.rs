@@ -21,8 +21,11 @@ impl Tenancy {
     /// Give the checksum of the export taken before (`tenant-schemas export`), if any, to
     /// keep it on the receipt.
     ///
-    /// The shared `public` schema is refused ([`Error::Refused`]). Should the count fail,
-    /// nothing is erased and the tenant is put back in its state.
+    /// The rows are counted once the connections in flight for the tenant have ended (or
+    /// were cut off, as for a deletion), under locks held until its schema is dropped: a
+    /// transaction that was writing when the erasure began is counted. The shared `public`
+    /// schema is refused ([`Error::Refused`]). Should the count fail, nothing is erased
+    /// and the tenant is put back in its state.
     pub async fn erase_tenant(
         &self,
         schema: &SchemaName,
@@ -36,15 +39,19 @@ impl Tenancy {
         }
         let started = Instant::now();
         let tenant = self.registry().get(schema).await?;
+        // New checkouts are refused from here; the deletion waits for (or cuts off) those
+        // in flight, then counts under locks that it holds until the schema is dropped.
         self.set_status(schema, TenantStatus::Maintenance).await?;
-        let tables = match self.inner.registry.table_rows(&tenant).await {
-            Ok(tables) => tables,
+        let tables = match self.delete_counting(schema, DropSchema::Yes, true).await {
+            Ok((_, tables)) => tables.unwrap_or_default(),
             Err(e) => {
-                self.set_status(schema, tenant.status).await?;
+                // Nothing was erased (the count and the drop are one transaction).
+                if self.registry().get(schema).await.is_ok() {
+                    self.set_status(schema, tenant.status).await?;
+                }
                 return Err(e);
             }
         };
-        self.delete_tenant(schema, DropSchema::Yes).await?;
         let keys = TenantKeys::for_schema(schema.clone());
         tracing::info!(schema = %schema, tenant_id = tenant.id, "tenant erased");
         Ok(ErasureReceipt {

@@ -253,21 +253,33 @@ impl Tenancy {
         schema: &SchemaName,
         drop: DropSchema,
     ) -> Result<TenantRecord> {
+        Ok(self.delete_counting(schema, drop, false).await?.0)
+    }
+
+    /// [`delete_tenant`](Self::delete_tenant); with `count` (and the schema dropped), each
+    /// table's rows too, counted once nothing writes any more and under locks held until
+    /// the drop.
+    pub(crate) async fn delete_counting(
+        &self,
+        schema: &SchemaName,
+        drop: DropSchema,
+        count: bool,
+    ) -> Result<(TenantRecord, Option<Vec<crate::receipt::TableRows>>)> {
         // Statements for the schema in this process finish first; new ones wait until the
         // deletion is over and then find the schema gone (or, on failure, verify it again).
         let conns = self.inner.registry.delete_connections(schema).await?;
         let closed = session::close(schema).await;
         // Drivers' connections checked out for it (sqlx) end, or are cut off.
         crate::checkout::cut_off_drivers(schema, self.inner.grace, conns.schema_database()).await?;
-        let record = self
+        let (record, rows) = self
             .inner
             .registry
-            .delete_tenant(schema, drop, conns)
+            .delete_tenant(schema, drop, conns, count)
             .await?;
         self.forget(&record).await;
         std::mem::drop(closed);
         self.emit(TenantEvent::Deleted(record.clone())).await;
-        Ok(record)
+        Ok((record, rows))
     }
 
     async fn emit(&self, event: TenantEvent) {

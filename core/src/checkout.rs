@@ -339,6 +339,8 @@ pub struct DriverCheckout {
     _name: NameRef,
     /// The tenant's share of the pool under its limits (see [`TenantLimits`]).
     _slot: Option<Slot>,
+    /// Its sessions' `statement_timeout` in milliseconds, if it has one.
+    statement_timeout_ms: Option<u32>,
 }
 
 /// One driver checkout as deletions see it.
@@ -376,10 +378,10 @@ impl DriverCheckout {
     /// Under the tenancy's [`TenantLimits`] it then waits for a share of the tenant's
     /// connections, held as long as the checkout ([`Error::TenantBusy`] when it cannot).
     pub async fn begin(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Self> {
-        let Admission { status, slot } = admit_tenant(states, tenant).await?;
-        Ok(Self::register(tenant.schema().clone(), status)
+        let admission = admit_tenant(states, tenant).await?;
+        Ok(Self::register(tenant.schema().clone(), admission.status)
             .await?
-            .holding(slot))
+            .holding(admission))
     }
 
     /// The checkout of a schema asked for by name, as
@@ -390,12 +392,15 @@ impl DriverCheckout {
         states: Option<&TenantStates>,
         schema: &SchemaName,
     ) -> Result<Self> {
-        let Admission { status, slot } = admit_by_name(states, schema).await?;
-        Ok(Self::register(schema.clone(), status).await?.holding(slot))
+        let admission = admit_by_name(states, schema).await?;
+        Ok(Self::register(schema.clone(), admission.status)
+            .await?
+            .holding(admission))
     }
 
-    fn holding(mut self, slot: Option<Slot>) -> Self {
-        self._slot = slot;
+    fn holding(mut self, admission: Admission) -> Self {
+        self._slot = admission.slot;
+        self.statement_timeout_ms = admission.statement_timeout_ms;
         self
     }
 
@@ -418,6 +423,7 @@ impl DriverCheckout {
             hold,
             _name: name,
             _slot: None,
+            statement_timeout_ms: None,
         })
     }
 
@@ -440,16 +446,39 @@ impl DriverCheckout {
         self.status == TenantStatus::ReadOnly
     }
 
+    /// The tenant's `statement_timeout` ([`TenantLimits::statement_timeout`], or its own in
+    /// the registry), which a driver sets with the switch: `None` when it has none.
+    #[must_use]
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)))
+    }
+
+    /// The value a session-mode switch gives `statement_timeout`: the tenant's in
+    /// milliseconds, `DEFAULT` (the database's or role's) once any tenant's sessions had
+    /// one in this process, or `None` (left as it is: nothing set it).
+    #[must_use]
+    pub fn statement_timeout_setting(&self) -> Option<String> {
+        timeout_setting(self.statement_timeout_ms)
+    }
+
     /// The statements a driver sends first on the connection, before its existence check, in
-    /// the same message: `SET search_path TO <path>` and `default_transaction_read_only` as
-    /// the state says (always set, so a read-only session never reaches the next tenant).
-    /// `path` is the search path, e.g. `"acme", public`, built from validated, quoted names.
+    /// the same message: `SET search_path TO <path>`, `default_transaction_read_only` as
+    /// the state says (always set, so a read-only session never reaches the next tenant),
+    /// and `statement_timeout` when [`statement_timeout_setting`](Self::statement_timeout_setting)
+    /// says. `path` is the search path, e.g. `"acme", public`, built from validated, quoted
+    /// names.
     #[must_use]
     pub fn session_settings(&self, path: &str) -> String {
-        format!(
+        let mut sql = format!(
             "SET search_path TO {path}; SET default_transaction_read_only TO {}",
             if self.read_only() { "on" } else { "off" }
-        )
+        );
+        if let Some(timeout) = self.statement_timeout_setting() {
+            sql.push_str("; SET statement_timeout TO ");
+            sql.push_str(&timeout);
+        }
+        sql
     }
 
     /// Records the backend process (`pg_backend_pid()`) of the connection switched for this
@@ -620,20 +649,45 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
         return Ok(Admission {
             status: admit(tenant, None)?,
             slot: None,
+            statement_timeout_ms: None,
         });
     };
     let registered = states.registered(tenant.schema()).await?;
     let status = admit(tenant, Some(registered.as_ref()))?;
     let own = registered.as_ref().and_then(Tenant::max_connections);
     let slot = states.slot(tenant.schema(), own).await?;
-    Ok(Admission { status, slot })
+    let statement_timeout_ms = registered
+        .as_ref()
+        .and_then(Tenant::statement_timeout)
+        .or(states.limits.get_statement_timeout())
+        .map(crate::tenant::duration_ms);
+    if statement_timeout_ms.is_some() {
+        crate::databases::note_statement_timeout();
+    }
+    Ok(Admission {
+        status,
+        slot,
+        statement_timeout_ms,
+    })
 }
 
-/// What a checkout was admitted with: the state the tenant is served in, and its share of
-/// the pool under the limits (held as long as the connection).
+/// What a checkout was admitted with: the state the tenant is served in, its share of the
+/// pool under the limits (held as long as the connection), and its sessions'
+/// `statement_timeout` in milliseconds.
 pub(crate) struct Admission {
     pub(crate) status: TenantStatus,
     pub(crate) slot: Option<Slot>,
+    pub(crate) statement_timeout_ms: Option<u32>,
+}
+
+/// The value a session's switch gives `statement_timeout` for a tenant with `ms` (see
+/// [`DriverCheckout::statement_timeout_setting`]).
+pub(crate) fn timeout_setting(ms: Option<u32>) -> Option<String> {
+    match ms {
+        Some(ms) => Some(ms.to_string()),
+        None if crate::databases::statement_timeouts_seen() => Some("DEFAULT".into()),
+        None => None,
+    }
 }
 
 /// The state a schema asked for by name is served in: the shared `public` schema always read
@@ -646,6 +700,7 @@ pub(crate) async fn admit_by_name(
         Ok(Admission {
             status: TenantStatus::Active,
             slot: None,
+            statement_timeout_ms: None,
         })
     } else {
         admit_tenant(states, &Tenant::new(schema.clone())).await

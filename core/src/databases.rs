@@ -112,18 +112,42 @@ pub(crate) fn read_only_sessions_seen() -> bool {
     READ_ONLY_SESSIONS.load(Ordering::Acquire)
 }
 
+/// Whether some tenant's sessions were given a `statement_timeout` in this process: from
+/// then on, a switch to a tenant without one sets it back to the default, and the library's
+/// own work resets it.
+static STATEMENT_TIMEOUTS: AtomicBool = AtomicBool::new(false);
+
+/// Notes that a tenant's session is about to get a `statement_timeout`.
+pub(crate) fn note_statement_timeout() {
+    STATEMENT_TIMEOUTS.store(true, Ordering::Release);
+}
+
+/// Whether a pooled session may have been left with a tenant's `statement_timeout`.
+pub(crate) fn statement_timeouts_seen() -> bool {
+    STATEMENT_TIMEOUTS.load(Ordering::Acquire)
+}
+
 /// A connection from `pool` for work on `schema`; [`Error::Pool`] when none can be had.
 /// Once a read-only tenant has been served, the connection may have been left read-only
-/// by its session: that is undone first, so the registry and migrations can write.
+/// by its session: that is undone first, so the registry and migrations can write; likewise
+/// a tenant's `statement_timeout`.
 pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> {
     let conn = pool
         .get()
         .await
         .map_err(|source| Error::pool(schema, source))?;
-    if read_only_sessions_seen() {
-        conn.batch_execute("SET default_transaction_read_only TO off")
+    let reset = match (read_only_sessions_seen(), statement_timeouts_seen()) {
+        (true, true) => {
+            "SET default_transaction_read_only TO off; SET statement_timeout TO DEFAULT"
+        }
+        (true, false) => "SET default_transaction_read_only TO off",
+        (false, true) => "SET statement_timeout TO DEFAULT",
+        (false, false) => "",
+    };
+    if !reset.is_empty() {
+        conn.batch_execute(reset)
             .await
-            .map_err(|e| Error::db("making the session writable", schema, e))?;
+            .map_err(|e| Error::db("resetting the session's settings", schema, e))?;
     }
     Ok(conn)
 }

@@ -133,6 +133,7 @@ mod tests {
             shard: ShardName::DEFAULT,
             max_connections: Some(4),
             storage_quota: Some(1 << 30),
+            statement_timeout: Some(Duration::from_millis(2500)),
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["status"], "suspended");

@@ -33,6 +33,8 @@ pub struct Tenant {
     status: TenantStatus,
     #[cfg_attr(feature = "serde", serde(default))]
     max_connections: Option<u32>,
+    #[cfg_attr(feature = "serde", serde(default))]
+    statement_timeout_ms: Option<u32>,
 }
 
 impl Tenant {
@@ -46,6 +48,7 @@ impl Tenant {
             shard: ShardName::DEFAULT,
             status: TenantStatus::Active,
             max_connections: None,
+            statement_timeout_ms: None,
         }
     }
 
@@ -104,6 +107,23 @@ impl Tenant {
     #[must_use]
     pub fn max_connections(&self) -> Option<u32> {
         self.max_connections
+    }
+
+    /// Sets its own `statement_timeout` (`None`: the tenancy's
+    /// [default](crate::TenantLimits::statement_timeout)), in whole milliseconds (at least
+    /// one). Only the registry's value counts at checkout
+    /// ([`Tenancy::set_statement_timeout`](crate::Tenancy::set_statement_timeout)).
+    #[must_use]
+    pub fn with_statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout_ms = timeout.map(duration_ms);
+        self
+    }
+
+    /// Its own `statement_timeout`, when the registry has one.
+    #[must_use]
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)))
     }
 
     /// The database (shard) the tenant lives on.
@@ -172,6 +192,15 @@ pub struct TenantLimits {
     max_connections: Option<u32>,
     max_waiting: Option<u32>,
     max_wait: Duration,
+    statement_timeout_ms: Option<u32>,
+}
+
+/// A duration in whole milliseconds as PostgreSQL's `statement_timeout` takes it: at least
+/// one (zero would mean no timeout), at most `i32::MAX`.
+pub(crate) fn duration_ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis())
+        .unwrap_or(u32::MAX)
+        .clamp(1, i32::MAX as u32)
 }
 
 impl Default for TenantLimits {
@@ -187,6 +216,7 @@ impl TenantLimits {
             max_connections: None,
             max_waiting: None,
             max_wait: Duration::from_secs(5),
+            statement_timeout_ms: None,
         }
     }
 
@@ -211,6 +241,24 @@ impl TenantLimits {
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = wait;
         self
+    }
+
+    /// The `statement_timeout` of every tenant's sessions that has none of its own
+    /// ([`Tenancy::set_statement_timeout`](crate::Tenancy::set_statement_timeout)), in whole
+    /// milliseconds (at least one): one tenant's runaway query is cancelled by the server
+    /// instead of holding a connection. Set in the switch's message (no extra round trip);
+    /// without it, the database's or role's setting applies. The shared `public` schema
+    /// asked for by name and the library's own work are not limited.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout_ms = Some(duration_ms(timeout));
+        self
+    }
+
+    /// The default `statement_timeout` of tenants' sessions, if any.
+    #[must_use]
+    pub fn get_statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)))
     }
 
     /// The per-tenant connection limit, if any.
@@ -410,6 +458,10 @@ pub struct TenantRecord {
     /// Its storage quota in bytes ([`Tenancy::set_storage_quota`](crate::Tenancy::set_storage_quota)).
     #[cfg_attr(feature = "serde", serde(default))]
     pub storage_quota: Option<u64>,
+    /// Its own `statement_timeout`, over the tenancy's default
+    /// ([`Tenancy::set_statement_timeout`](crate::Tenancy::set_statement_timeout)).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub statement_timeout: Option<Duration>,
 }
 
 impl TenantRecord {
@@ -422,6 +474,7 @@ impl TenantRecord {
             .with_shard(&self.shard)
             .with_status(self.status)
             .with_max_connections(self.max_connections)
+            .with_statement_timeout(self.statement_timeout)
     }
 
     /// The primary domain, if the tenant has any domain.

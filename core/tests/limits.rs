@@ -334,3 +334,165 @@ async fn the_public_tenant_holds_at_most_the_limit() {
     drop((held, by_name));
     router.connection_for_tenant(&public).await.unwrap();
 }
+
+/// Whether `err` is the server cancelling a statement (`57014`, `query_canceled`).
+fn cancelled(err: &Error) -> bool {
+    matches!(err, Error::Database { source, .. }
+        if source.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED))
+}
+
+/// A tenancy over one connection (every tenant shares it), in `mode`, on a database whose
+/// own `statement_timeout` is 7 s (what a role or database setting gives the others).
+async fn one_connection(
+    mode: tenant_schemas::SearchPathMode,
+    limits: TenantLimits,
+) -> (
+    tenant_schemas::testing::TestDatabase,
+    Tenancy,
+    Vec<SchemaName>,
+) {
+    let db = database().await;
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET statement_timeout = '7s'",
+            db.name()
+        ))
+        .await
+        .unwrap();
+    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(marker_and_notes())
+        .search_path_mode(mode)
+        .tenant_limits(limits)
+        .build()
+        .await
+        .unwrap();
+    let schemas = marked_tenants(&tenancy, "slow", 2).await;
+    (db, tenancy, schemas)
+}
+
+/// The setting `statement_timeout` as a connection for `schema` sees it, and whether
+/// `pg_sleep(secs)` finished there (`false`: cancelled by the server).
+async fn timeout_seen(tenancy: &Tenancy, schema: &SchemaName, secs: f64) -> (String, bool) {
+    let conn = tenancy
+        .router()
+        .connection_for_schema(schema)
+        .await
+        .unwrap();
+    let shown: String = conn
+        .query_one("SELECT current_setting('statement_timeout')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let slept = match conn.execute("SELECT pg_sleep($1)", &[&secs]).await {
+        Ok(_) => true,
+        Err(e) if cancelled(&e) => false,
+        Err(e) => panic!("{e:?}"),
+    };
+    (shown, slept)
+}
+
+/// A tenant's own `statement_timeout` cancels its long statement and no one else's: the
+/// next tenant on the same (only) connection, the shared `public` schema and the library's
+/// own work get the database's setting back, in both modes and in a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_statement_timeout_is_its_own_through_every_way_in() {
+    for mode in [
+        tenant_schemas::SearchPathMode::Session,
+        tenant_schemas::SearchPathMode::Transaction,
+    ] {
+        let (_db, tenancy, schemas) = one_connection(mode, TenantLimits::new()).await;
+        let (slow, other) = (&schemas[0], &schemas[1]);
+        tenancy
+            .set_statement_timeout(slow, Some(Duration::from_millis(150)))
+            .await
+            .unwrap();
+        let record = tenancy.registry().get(slow).await.unwrap();
+        assert_eq!(record.statement_timeout, Some(Duration::from_millis(150)));
+
+        let (shown, slept) = timeout_seen(&tenancy, slow, 2.0).await;
+        assert!(
+            !slept,
+            "{mode:?}: the slow tenant's 2 s sleep was not cancelled"
+        );
+        assert_eq!(shown, "150ms", "{mode:?}");
+        // In a transaction of its own, too (scope in scope: `Tenant` by name).
+        let mut conn = tenancy.router().connection_for_schema(slow).await.unwrap();
+        let tx = conn.transaction().await.unwrap();
+        let err = tx.execute("SELECT pg_sleep(2)", &[]).await.unwrap_err();
+        assert!(cancelled(&err), "{mode:?}: {err:?}");
+        drop(tx);
+        drop(conn);
+
+        // The other tenant and `public`, on the same connection: the database's setting.
+        let (shown, slept) = timeout_seen(&tenancy, other, 0.3).await;
+        assert!(slept, "{mode:?}: another tenant's statement was cancelled");
+        assert_eq!(shown, "7s", "{mode:?}");
+        let (shown, _) = timeout_seen(&tenancy, &SchemaName::public(), 0.0).await;
+        assert_eq!(shown, "7s", "{mode:?}");
+        // The library's own work on that connection: a tenant created (migrations run).
+        tenancy
+            .create_tenant(tenant_schemas::NewTenant::new(
+                SchemaName::new("slow_created").unwrap(),
+            ))
+            .await
+            .unwrap();
+        let shown: String = tenancy
+            .router()
+            .pool()
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT current_setting('statement_timeout')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            shown, "7s",
+            "{mode:?}: the library's work left a tenant's timeout"
+        );
+
+        // Cleared: the database's setting again.
+        tenancy.set_statement_timeout(slow, None).await.unwrap();
+        let (shown, slept) = timeout_seen(&tenancy, slow, 0.3).await;
+        assert!(slept && shown == "7s", "{mode:?}: {shown}");
+    }
+}
+
+/// The tenancy's default applies to every tenant without one of its own; a tenant's own
+/// (longer) one wins over it; the shared `public` schema by name is not limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_statement_timeout_and_a_tenants_own() {
+    let limits = TenantLimits::new().statement_timeout(Duration::from_millis(150));
+    assert_eq!(
+        limits.get_statement_timeout(),
+        Some(Duration::from_millis(150))
+    );
+    let (_db, tenancy, schemas) =
+        one_connection(tenant_schemas::SearchPathMode::Session, limits).await;
+    let (short, long) = (&schemas[0], &schemas[1]);
+    tenancy
+        .set_statement_timeout(long, Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let (shown, slept) = timeout_seen(&tenancy, short, 1.0).await;
+    assert!(!slept && shown == "150ms", "{shown}");
+    let (shown, slept) = timeout_seen(&tenancy, long, 0.4).await;
+    assert!(slept && shown == "5s", "{shown}");
+    let (shown, slept) = timeout_seen(&tenancy, &SchemaName::public(), 0.4).await;
+    assert!(slept && shown == "7s", "{shown}");
+    // A driver's checkout says what to set.
+    let checkout =
+        DriverCheckout::begin(Some(&tenancy.tenant_states()), &Tenant::new(short.clone()))
+            .await
+            .unwrap();
+    assert_eq!(
+        checkout.statement_timeout(),
+        Some(Duration::from_millis(150))
+    );
+    assert!(checkout
+        .session_settings("x")
+        .ends_with("SET statement_timeout TO 150"));
+}

@@ -229,21 +229,30 @@ pub(crate) enum Command {
         #[arg(value_parser = tenant_state)]
         state: TenantStatus,
     },
-    /// Set or clear a tenant's own connection limit: at most that many connections checked
-    /// out for it at a time in each running instance, over the instance's default (see
+    /// Set or clear a tenant's own connection limit (at most that many connections checked
+    /// out for it at a time in each running instance) or statement timeout (its statements
+    /// running longer are cancelled by the server), over the instance's defaults (see
     /// `TenantLimits`). Running instances that listen for changes follow within moments.
     #[command(after_help = EXIT_CODES)]
-    #[command(group(clap::ArgGroup::new("limit").required(true).args(["max_connections", "clear"])))]
+    #[command(group(clap::ArgGroup::new("limit").required(true).multiple(true)
+        .args(["max_connections", "clear", "statement_timeout", "clear_statement_timeout"])))]
     Limit {
         /// The schema name.
         #[arg(value_parser = tenant_schema)]
         schema: SchemaName,
-        /// The limit (at least 1).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        /// The connection limit (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "clear")]
         max_connections: Option<u32>,
-        /// Remove the tenant's own limit (the instance's default applies).
+        /// Remove the tenant's own connection limit (the instance's default applies).
         #[arg(long)]
         clear: bool,
+        /// The statement timeout in milliseconds (at least 1).
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..),
+            conflicts_with = "clear_statement_timeout")]
+        statement_timeout: Option<u32>,
+        /// Remove the tenant's own statement timeout (the instance's default applies).
+        #[arg(long)]
+        clear_statement_timeout: bool,
     },
     /// Set or clear a tenant's storage quota (`usage --enforce-quotas` makes a tenant over
     /// it read-only).

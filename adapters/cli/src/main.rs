@@ -92,8 +92,15 @@ async fn run(cli: Cli) -> CliResult {
         Command::Limit {
             schema,
             max_connections,
-            ..
-        } => commands::limit::run(&ctx, out, &schema, max_connections).await,
+            clear,
+            statement_timeout,
+            clear_statement_timeout,
+        } => {
+            let connections = (max_connections.is_some() || clear).then_some(max_connections);
+            let timeout = (statement_timeout.is_some() || clear_statement_timeout)
+                .then_some(statement_timeout);
+            commands::limit::run(&ctx, out, &schema, connections, timeout).await
+        }
         Command::Erase {
             schema,
             export_checksum,

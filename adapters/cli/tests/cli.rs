@@ -1010,6 +1010,41 @@ async fn limit_sets_a_tenants_connection_limit() {
     assert_eq!(limit().await, None);
     cli.fails(2, &["limit", "acme"]);
     cli.fails(2, &["limit", "acme", "--max-connections", "0"]);
+    cli.fails(2, &["limit", "acme", "--max-connections", "2", "--clear"]);
+    cli.fails(2, &["limit", "acme", "--statement-timeout", "0"]);
+    // The statement timeout, alone or with the connection limit.
+    let timeout = || async {
+        db.pool()
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT statement_timeout_ms FROM public.tenant_schemas_tenants WHERE schema_name = 'acme'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<i32>>(0)
+    };
+    let out = cli.ok(&["limit", "acme", "--statement-timeout", "2500"]);
+    assert!(
+        out.contains("acme: statement timeout (ms) none -> 2500"),
+        "{out}"
+    );
+    assert_eq!(timeout().await, Some(2500));
+    let out = cli.ok(&[
+        "limit",
+        "acme",
+        "--max-connections",
+        "2",
+        "--clear-statement-timeout",
+        "--json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["to"], 2, "{out}");
+    assert_eq!(doc["statement_timeout_ms"]["from"], 2500, "{out}");
+    assert!(doc["statement_timeout_ms"]["to"].is_null(), "{out}");
+    assert_eq!((limit().await, timeout().await), (Some(2), None));
     cli.fails(1, &["limit", "nobody", "--max-connections", "1"]);
 }
 

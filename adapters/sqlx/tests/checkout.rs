@@ -364,3 +364,87 @@ async fn tenant_limits_count_sqlx_checkouts_with_the_cores() {
     let mut again = router.connection_for_schema(&s[0]).await.unwrap();
     assert_eq!(marker(&mut again).await.unwrap(), "sx_lim_0");
 }
+
+/// What `statement_timeout` a sqlx query sees, and whether `pg_sleep(secs)` finished
+/// (`false`: the server cancelled it, `57014`).
+async fn sleeps(conn: &mut sqlx::PgConnection, secs: f64) -> (String, bool) {
+    let shown: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let slept = match sqlx::query("SELECT pg_sleep($1)")
+        .bind(secs)
+        .execute(&mut *conn)
+        .await
+    {
+        Ok(_) => true,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("57014") => false,
+        Err(e) => panic!("{e:?}"),
+    };
+    (shown, slept)
+}
+
+/// A tenant's own `statement_timeout` reaches its sqlx connections and transactions (both
+/// modes) and no other tenant's or `public`'s on the same pooled connection, which get the
+/// database's setting back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_statement_timeout_reaches_sqlx_and_stays_its_own() {
+    let db = database().await;
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET statement_timeout = '7s'",
+            db.name()
+        ))
+        .await
+        .unwrap();
+    let tenancy = Tenancy::builder(db.new_pool(2).unwrap())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "sx_to_", 2).await;
+    let (slow, other) = (&s[0], &s[1]);
+    tenancy
+        .set_statement_timeout(slow, Some(Duration::from_millis(150)))
+        .await
+        .unwrap();
+    for mode in [
+        tenant_schemas::SearchPathMode::Session,
+        tenant_schemas::SearchPathMode::Transaction,
+    ] {
+        // One connection: every checkout reuses it.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect_options(db.config()))
+            .await
+            .unwrap();
+        let router = SqlxRouter::builder(pool)
+            .tenant_states(tenancy.tenant_states())
+            .mode(mode)
+            .build();
+        if mode == tenant_schemas::SearchPathMode::Session {
+            let mut conn = router.connection_for_schema(slow).await.unwrap();
+            assert_eq!(sleeps(&mut conn, 2.0).await, ("150ms".into(), false));
+            drop(conn);
+            let mut conn = router.connection_for_schema(other).await.unwrap();
+            assert_eq!(sleeps(&mut conn, 0.3).await, ("7s".into(), true));
+            drop(conn);
+        }
+        let mut tx = router.begin_for(slow).await.unwrap();
+        assert_eq!(
+            sleeps(&mut tx, 2.0).await,
+            ("150ms".into(), false),
+            "{mode:?}"
+        );
+        drop(tx);
+        let mut tx = router.begin_for(other).await.unwrap();
+        assert_eq!(sleeps(&mut tx, 0.3).await, ("7s".into(), true), "{mode:?}");
+        tx.commit().await.unwrap();
+        let mut tx = router.begin_for(&SchemaName::public()).await.unwrap();
+        assert_eq!(sleeps(&mut tx, 0.0).await.0, "7s", "{mode:?}");
+        tx.commit().await.unwrap();
+    }
+}

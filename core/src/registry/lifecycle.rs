@@ -388,6 +388,7 @@ impl Registry {
             shard,
             max_connections: None,
             storage_quota: None,
+            statement_timeout: None,
         }
     }
 
@@ -667,6 +668,17 @@ impl Registry {
         let limit = limit.map(|n| i32::try_from(n.max(1)).unwrap_or(i32::MAX));
         let action = "changing a tenant's connection limit";
         self.set_field(schema, action, "max_connections", &limit, Type::INT4)
+            .await
+    }
+
+    pub(crate) async fn set_statement_timeout(
+        &self,
+        schema: &SchemaName,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<()> {
+        let ms = timeout.map(|d| i32::try_from(crate::tenant::duration_ms(d)).unwrap_or(i32::MAX));
+        let action = "changing a tenant's statement timeout";
+        self.set_field(schema, action, "statement_timeout_ms", &ms, Type::INT4)
             .await
     }
 

@@ -56,7 +56,7 @@ pub use notify::CHANNEL;
 
 const SELECT_TENANTS: &str = "
 SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
-       t.max_connections, t.storage_quota,
+       t.max_connections, t.storage_quota, t.statement_timeout_ms,
        coalesce(pg_catalog.array_agg(d.domain ORDER BY d.is_primary DESC, d.domain)
                 FILTER (WHERE d.domain IS NOT NULL), '{}') AS domains
 FROM public.tenant_schemas_tenants t
@@ -180,5 +180,9 @@ fn record(row: &Row) -> Result<TenantRecord> {
         storage_quota: row
             .get::<_, Option<i64>>("storage_quota")
             .and_then(|n| u64::try_from(n).ok()),
+        statement_timeout: row
+            .get::<_, Option<i32>>("statement_timeout_ms")
+            .and_then(|n| u64::try_from(n).ok())
+            .map(std::time::Duration::from_millis),
     })
 }

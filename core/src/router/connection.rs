@@ -60,11 +60,14 @@ pub struct ConnectionScope {
     schema: SchemaName,
     path: Arc<str>,
     /// What the session is set to, as the path memory and the handoff know it: the path,
-    /// marked when the session is read-only.
+    /// marked when the session is read-only and with the tenant's `statement_timeout`.
     key: Arc<str>,
     /// The tenant is read-only: its sessions' (or, in transaction mode, its transactions')
     /// writes fail.
     read_only: bool,
+    /// The tenant's sessions' (or transactions') `statement_timeout` in milliseconds, if it
+    /// has one.
+    statement_timeout_ms: Option<u32>,
     gate: Arc<Gate>,
     /// The gate epoch under which the path was last set and the schema seen to exist;
     /// [`NOT_ON_PATH`] when the next statement must switch first.
@@ -152,7 +155,7 @@ impl ConnectionScope {
     pub(crate) fn new(
         conn: Object,
         schema: SchemaName,
-        (path, key, read_only): (Arc<str>, Arc<str>, bool),
+        (path, key, read_only, statement_timeout_ms): (Arc<str>, Arc<str>, bool, Option<u32>),
         gate: Arc<Gate>,
         known: Remembered,
         epoch: u64,
@@ -165,6 +168,7 @@ impl ConnectionScope {
             path,
             key,
             read_only,
+            statement_timeout_ms,
             gate,
             verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
             statements: AtomicUsize::new(known.statements.unwrap_or(UNCOUNTED)),
@@ -314,6 +318,21 @@ impl ConnectionScope {
             sql.push_str("; SET default_transaction_read_only TO on");
         } else if crate::databases::read_only_sessions_seen() {
             sql.push_str("; SET default_transaction_read_only TO off");
+        }
+        if let Some(timeout) = crate::checkout::timeout_setting(self.statement_timeout_ms) {
+            sql.push_str("; SET statement_timeout TO ");
+            sql.push_str(&timeout);
+        }
+        sql
+    }
+
+    /// What a transaction of its own sets (transaction mode): `SET LOCAL search_path`, and
+    /// the tenant's `statement_timeout` when it has one (a `SET LOCAL` ends with the
+    /// transaction: nothing to reset).
+    pub(super) fn local_settings(&self) -> String {
+        let mut sql = format!("SET LOCAL search_path TO {}", self.path);
+        if let Some(ms) = self.statement_timeout_ms {
+            sql.push_str(&format!("; SET LOCAL statement_timeout TO {ms}"));
         }
         sql
     }
@@ -680,17 +699,17 @@ impl ConnectionScope {
         self.transaction_gate = Some(entered);
         // A read-only tenant's transaction is made read-only and runs a query (the check)
         // before the caller's first statement, after which it cannot become read-write.
-        let (schema, path, begin) = (
+        let (schema, settings, begin) = (
             self.schema.clone(),
-            self.path.clone(),
+            self.local_settings(),
             format!(
-                "{}SET LOCAL search_path TO {}; {}",
+                "{}{}; {}",
                 if self.read_only {
                     "SET TRANSACTION READ ONLY; "
                 } else {
                     ""
                 },
-                self.path,
+                self.local_settings(),
                 self.existence_check()
             ),
         );
@@ -720,7 +739,12 @@ impl ConnectionScope {
                 }
             })?;
         }
-        Ok(TenantTransaction::new(tx, schema, path, self.read_only))
+        Ok(TenantTransaction::new(
+            tx,
+            schema,
+            settings.into(),
+            self.read_only,
+        ))
     }
 
     /// The underlying client, with the search path switched, for the rest of the

@@ -94,14 +94,15 @@ impl SchemaRouter {
     /// suspended or archived; for a read-only tenant, a session whose transactions are
     /// read-only, so writes fail with [`Error::TenantReadOnly`].
     pub async fn connection_for_tenant(&self, tenant: &Tenant) -> Result<ConnectionScope> {
-        let protocol::Admission { status, slot } = self.admit(tenant).await?;
+        let admission = self.admit(tenant).await?;
         Ok(checkout(
             self.databases.get(tenant.shard())?,
             tenant.schema(),
-            status == TenantStatus::ReadOnly,
+            admission.status == TenantStatus::ReadOnly,
+            admission.statement_timeout_ms,
         )
         .await?
-        .holding(slot))
+        .holding(admission.slot))
     }
 
     /// The state `tenant` is served in: the registry's (when the router has its states) and
@@ -121,15 +122,15 @@ impl SchemaRouter {
     /// [`connection_for_tenant`](Self::connection_for_tenant) takes a tenant (with its
     /// database and state) and [`connection`](Self::connection) the tenant in scope.
     pub async fn connection_for_schema(&self, schema: &SchemaName) -> Result<ConnectionScope> {
-        let protocol::Admission { status, slot } =
-            protocol::admit_by_name(self.states.as_ref(), schema).await?;
+        let admission = protocol::admit_by_name(self.states.as_ref(), schema).await?;
         Ok(checkout(
             self.databases.default(),
             schema,
-            status == TenantStatus::ReadOnly,
+            admission.status == TenantStatus::ReadOnly,
+            admission.statement_timeout_ms,
         )
         .await?
-        .holding(slot))
+        .holding(admission.slot))
     }
 
     /// The registry's tenant states this router reads at every checkout, if it has them.
@@ -181,15 +182,23 @@ async fn checkout(
     pool: &Arc<RouterPool>,
     schema: &SchemaName,
     read_only: bool,
+    statement_timeout_ms: Option<u32>,
 ) -> Result<ConnectionScope> {
     let path = pool.search_path(schema);
-    // What the session is set to, as remembered and handed over: the path, and whether its
-    // transactions are read-only.
-    let key: Arc<str> = if read_only {
-        if pool.mode() == SearchPathMode::Session {
+    // What the session is set to, as remembered and handed over: the path, whether its
+    // transactions are read-only, and its statement timeout.
+    let key: Arc<str> = if read_only || statement_timeout_ms.is_some() {
+        if read_only && pool.mode() == SearchPathMode::Session {
             crate::databases::note_read_only_session();
         }
-        format!("{path} (read only)").into()
+        let mut key = path.to_string();
+        if read_only {
+            key.push_str(" (read only)");
+        }
+        if let Some(ms) = statement_timeout_ms {
+            key.push_str(&format!(" (statement timeout {ms} ms)"));
+        }
+        key.into()
     } else {
         path.clone()
     };
@@ -209,7 +218,7 @@ async fn checkout(
     Ok(ConnectionScope::new(
         conn,
         schema.clone(),
-        (path, key, read_only),
+        (path, key, read_only, statement_timeout_ms),
         gate,
         known,
         epoch,

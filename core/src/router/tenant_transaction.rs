@@ -30,7 +30,8 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 pub struct TenantTransaction<'a> {
     tx: Transaction<'a>,
     schema: SchemaName,
-    path: Arc<str>,
+    /// `SET LOCAL search_path TO <path>`, and the tenant's `statement_timeout` when it has one.
+    settings: Arc<str>,
     /// The path must be set again before the next statement.
     reassert: AtomicBool,
     /// What each statement prepared through this transaction may do.
@@ -43,13 +44,13 @@ impl<'a> TenantTransaction<'a> {
     pub(super) fn new(
         tx: Transaction<'a>,
         schema: SchemaName,
-        path: Arc<str>,
+        settings: Arc<str>,
         read_only: bool,
     ) -> Self {
         Self {
             tx,
             schema,
-            path,
+            settings,
             reassert: AtomicBool::new(false),
             prepared: PreparedEffects::default(),
             read_only,
@@ -84,7 +85,7 @@ impl<'a> TenantTransaction<'a> {
         }
         if self.reassert.load(Ordering::Acquire) {
             self.tx
-                .batch_execute(&format!("SET LOCAL search_path TO {}", self.path))
+                .batch_execute(&self.settings)
                 .await
                 .map_err(|e| Error::db("switching search_path", &self.schema, e))?;
             self.reassert.store(false, Ordering::Release);
@@ -234,7 +235,7 @@ impl fmt::Debug for TenantTransaction<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TenantTransaction")
             .field("schema", &self.schema)
-            .field("search_path", &&*self.path)
+            .field("settings", &&*self.settings)
             .finish_non_exhaustive()
     }
 }

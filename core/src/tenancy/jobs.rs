@@ -160,6 +160,7 @@ mod tests {
             shard: ShardName::new(shard),
             max_connections: None,
             storage_quota: None,
+            statement_timeout: None,
         }
     }
 

@@ -521,6 +521,26 @@ impl Tenancy {
         Ok(())
     }
 
+    /// Sets (or, with `None`, clears) `schema`'s own `statement_timeout`, over the tenancy's
+    /// default [`TenantLimits::statement_timeout`](crate::TenantLimits::statement_timeout):
+    /// kept in the registry, followed by this process at once and by others listening for
+    /// changes within moments. Its sessions get it at their next switch, in every driver: a
+    /// statement running longer is cancelled by the server (`57014`, `query_canceled`). In
+    /// whole milliseconds, at least one.
+    pub async fn set_statement_timeout(
+        &self,
+        schema: &SchemaName,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<()> {
+        self.inner
+            .registry
+            .set_statement_timeout(schema, timeout)
+            .await?;
+        let record = self.inner.registry.get(schema).await?;
+        self.forget(&record).await;
+        Ok(())
+    }
+
     /// Changes a tenant's [state](TenantStatus): how its requests are answered (every
     /// adapter) and whether its sessions may write. This process follows at once, other
     /// instances listening for changes within moments; connections pooled on the tenant are

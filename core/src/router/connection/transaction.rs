@@ -94,9 +94,9 @@ impl ConnectionScope {
             self.pool.count_existence_check();
         }
         let begin = format!(
-            "BEGIN{}; SET LOCAL search_path TO {}{}",
+            "BEGIN{}; {}{}",
             if self.read_only { " READ ONLY" } else { "" },
-            self.path,
+            self.local_settings(),
             if check {
                 format!("; {}", self.existence_check())
             } else {

@@ -619,7 +619,8 @@ static SWITCH: LazyLock<String> = LazyLock::new(|| {
 
 /// `PREPARE` of the [`SWITCH`] statement: `set_config` of `search_path` (`$1`),
 /// `default_transaction_read_only` (`$2`, `on` or `off`) and `statement_timeout` (`$4`: the
-/// tenant's in milliseconds, `DEFAULT` for the database's or role's, empty to leave it) for
+/// tenant's in milliseconds, `DEFAULT` for the database's or role's — `set_config` of `NULL`
+/// resets —, empty to leave it) for
 /// the session, then the checks of [`checks`] but the count of prepared statements, for the
 /// schema `$3` (quoted).
 fn prepare_switch() -> String {
@@ -629,11 +630,9 @@ fn prepare_switch() -> String {
          SELECT pg_catalog.set_config('search_path', $1, false) IS NOT NULL AS path_set, \
                 pg_catalog.set_config('default_transaction_read_only', $2, false) IS NOT NULL \
                   AS read_only_set, \
-                CASE $4 WHEN '' THEN true \
-                  WHEN 'DEFAULT' THEN (SELECT pg_catalog.set_config('statement_timeout', \
-                    s.reset_val, false) IS NOT NULL FROM pg_catalog.pg_settings s \
-                    WHERE s.name = 'statement_timeout') \
-                  ELSE pg_catalog.set_config('statement_timeout', $4, false) IS NOT NULL \
+                CASE WHEN $4 = '' THEN true \
+                  ELSE pg_catalog.set_config('statement_timeout', \
+                    NULLIF($4, 'DEFAULT'), false) IS NOT NULL \
                 END AS timeout_set, \
                 $3::pg_catalog.regnamespace::pg_catalog.oid::pg_catalog.int8 AS schema_oid, \
                 pg_catalog.now() = pg_catalog.statement_timestamp() AS fresh, \

@@ -7,10 +7,12 @@
 //! - `baseline`: no tenancy, one distributed schema `base` (the pool's connections start on
 //!   it), so every statement is routed by the coordinator to one worker;
 //! - `session`: tenant-schemas, session search-path mode, a tenant picked uniformly from T
-//!   distributed tenants (Citus spreads them over both workers).
+//!   distributed tenants (Citus spreads them over both workers);
+//! - `transaction`: the same in transaction search-path mode (`BEGIN; SET LOCAL …`, the
+//!   statement, `COMMIT` in one flush), as behind a transaction pooler.
 //!
-//! The two variants alternate (`--rounds`, default 3); ratio = session / baseline of the
-//! same round. `cargo run --release -p tenant-schemas-benches --bin load_citus -- --help`
+//! The variants alternate (`--rounds`, default 3); ratio = variant / baseline of the same
+//! round. `cargo run --release -p tenant-schemas-benches --bin load_citus -- --help`
 //! lists the options. Needs Citus installed (see the README's "Citus" section).
 
 #![allow(clippy::unwrap_used)]
@@ -21,13 +23,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::TestCitusCluster;
-use tenant_schemas::{SchemaName, SchemaRouter};
+use tenant_schemas::{SchemaName, SchemaRouter, SearchPathMode};
 use tenant_schemas_benches::{
     baseline_schema, items_tenancy, make_pool, micros, pick_and_run, stats, Picker, RunLength,
     Stats, POOL, ROWS, SQL,
 };
 
-/// Baseline and session through a Citus coordinator.
+/// Baseline, session and transaction mode through a Citus coordinator.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -44,12 +46,14 @@ struct Args {
 enum Variant {
     Baseline,
     Session,
+    Transaction,
 }
 
 struct Setup {
     schemas: Vec<SchemaName>,
     baseline: Pool,
     session: SchemaRouter,
+    transaction: SchemaRouter,
 }
 
 async fn op(setup: &Setup, variant: Variant, tenant: usize, id: i32) {
@@ -59,9 +63,13 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, id: i32) {
             let stmt = c.prepare_cached(SQL).await.unwrap();
             c.query_one(&stmt, &[&id]).await.unwrap();
         }
-        Variant::Session => {
-            let c = setup
-                .session
+        Variant::Session | Variant::Transaction => {
+            let router = if variant == Variant::Session {
+                &setup.session
+            } else {
+                &setup.transaction
+            };
+            let c = router
                 .connection_for_schema(&setup.schemas[tenant])
                 .await
                 .unwrap();
@@ -119,20 +127,23 @@ async fn main() {
         schemas,
         baseline: make_pool(&config, "baseline", Some("-c search_path=base")),
         session: SchemaRouter::new(make_pool(&config, "session", None)),
+        transaction: SchemaRouter::builder(make_pool(&config, "transaction", None))
+            .mode(SearchPathMode::Transaction)
+            .build(),
     });
     let picker = Picker::Uniform(setup.schemas.len());
     let length = Duration::from_secs_f64(secs);
     let warmup = Duration::from_secs_f64((secs / 3.0).min(1.0));
     println!(
         "\n{tasks} tasks, pool {POOL} (coordinator connections), {secs} s per run, T = {}, \
-         uniform, 1 query per checkout; ratio = session / baseline of the same round",
+         uniform, 1 query per checkout; ratio = variant / baseline of the same round",
         setup.schemas.len()
     );
     println!("| round | variant | ops/s | p50 µs | p99 µs | ratio |");
     println!("|---|---|---|---|---|---|");
     for round in 1..=rounds {
         let mut base = 0.0;
-        for variant in [Variant::Baseline, Variant::Session] {
+        for variant in [Variant::Baseline, Variant::Session, Variant::Transaction] {
             run_for(&setup, variant, &picker, tasks, warmup).await;
             let s = run_for(&setup, variant, &picker, tasks, length).await;
             if variant == Variant::Baseline {

@@ -68,14 +68,27 @@ async fn read(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_sqlx_request_ever_sees_another_tenant() {
+    leak_run("lk", false).await;
+}
+
+/// The same with `shared_statements(true)`: statements kept across schemas, analysed again
+/// by the server under each tenant's path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_sqlx_request_sees_another_tenant_with_shared_statements() {
+    leak_run("lks", true).await;
+}
+
+async fn leak_run(prefix: &str, shared_statements: bool) {
     let (db, _tenancy, schemas, admin) =
-        marked_over_public("lk", 50, 4, SearchPathMode::Session).await;
+        marked_over_public(prefix, 50, 4, SearchPathMode::Session).await;
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .connect_with(connect_options(db.config()))
         .await
         .unwrap();
-    let router = SqlxRouter::new(pool);
+    let router = SqlxRouter::builder(pool)
+        .shared_statements(shared_statements)
+        .build();
     let schemas = Arc::new(schemas);
     let stop = Arc::new(AtomicBool::new(false));
     let killer = {
@@ -162,7 +175,7 @@ async fn no_sqlx_request_ever_sees_another_tenant() {
         cancelled.load(Ordering::Relaxed),
     );
     println!(
-        "sqlx leak: ok {ok}, WRONG TENANT {wrong}, cancelled {cancelled}, backends killed {killed}; {:?}",
+        "sqlx leak (shared statements: {shared_statements}): ok {ok}, WRONG TENANT {wrong}, cancelled {cancelled}, backends killed {killed}; {:?}",
         router.stats()
     );
     assert_eq!(wrong, 0, "wrong-tenant answers");

@@ -57,7 +57,10 @@
 //!   parameter of the other type). A checkout for another schema than the connection's
 //!   previous one (remembered per pool connection, shared by every router on the pool)
 //!   closes sqlx's prepared statements first, so the tenant's are prepared afresh
-//!   ([`SqlxStats::statements_cleared`]); a checkout for the same schema keeps them.
+//!   ([`SqlxStats::statements_cleared`]); a checkout for the same schema keeps them. Where
+//!   every tenant has the same shape,
+//!   [`SqlxRouterBuilder::shared_statements`](crate::SqlxRouterBuilder::shared_statements)
+//!   keeps them across schemas (the server analyses them again under each path).
 //! - **Transactions keep the path.** [`SqlxRouter::begin`] sets the path before `BEGIN`
 //!   (session mode) or with `SET LOCAL` inside it (transaction mode, behind PgBouncer).
 //! - **Fail closed outside a scope:** [`Error::NoTenantInScope`].

@@ -74,6 +74,9 @@ struct Inner {
     /// When a [`probe`] last found the server accepting connections: a busy pool then makes
     /// no further probes for [`PROBE_VALID_FOR`] (each would start a server process).
     probed_up: Mutex<Option<Instant>>,
+    /// Statements prepared for one schema are kept for the next
+    /// ([`SqlxRouterBuilder::shared_statements`]).
+    shared_statements: bool,
 }
 
 #[derive(Debug, Default)]
@@ -109,9 +112,27 @@ pub struct SqlxRouterBuilder {
     mode: SearchPathMode,
     extra_schemas: Vec<SchemaName>,
     states: Option<TenantStates>,
+    shared_statements: bool,
 }
 
 impl SqlxRouterBuilder {
+    /// Keeps the statements sqlx prepared on a connection when the connection changes schema
+    /// (opt-in), instead of closing them: for tenants whose tables all have the same shape
+    /// (one set of migrations, run to the same version), where it saves a round trip and a
+    /// fresh prepare at nearly every checkout when there are many tenants.
+    ///
+    /// Isolation does not depend on it: PostgreSQL analyses a prepared statement again when
+    /// the search path it was prepared under has changed, so a kept statement reads the new
+    /// tenant's tables. What it gives up is the guarantee for tenants whose shapes differ (a
+    /// rolling migration, a tenant behind): a statement whose result types differ between
+    /// two tenants fails with `cached plan must not change result type` (`0A000`), one
+    /// whose parameter types no longer fit fails to bind; an error, never another tenant's
+    /// rows. Leave it off while a migration that changes column types is rolling out.
+    pub fn shared_statements(mut self, keep: bool) -> Self {
+        self.shared_statements = keep;
+        self
+    }
+
     /// How the search path reaches the server. [`SearchPathMode::Session`] (the default) for
     /// direct connections; [`SearchPathMode::Transaction`] behind PgBouncer in transaction
     /// pooling mode or RDS Proxy, where only [`SqlxRouter::begin`] (and its siblings) hand
@@ -154,6 +175,7 @@ impl SqlxRouterBuilder {
                 stats: Counters::default(),
                 states: self.states,
                 probed_up: Mutex::new(None),
+                shared_statements: self.shared_statements,
             }),
         }
     }
@@ -173,6 +195,7 @@ impl SqlxRouter {
             mode: SearchPathMode::Session,
             extra_schemas: Vec::new(),
             states: None,
+            shared_statements: false,
         }
     }
 
@@ -377,7 +400,7 @@ impl SqlxRouter {
                 // Recorded for every checkout, so that a new connection's first statements are
                 // known to be this schema's.
                 let switched = self.switches_schema(pid, schema);
-                if switched && conn.cached_statements_size() > 0 {
+                if switched && !self.inner.shared_statements && conn.cached_statements_size() > 0 {
                     // Statements prepared under another schema's path: their result and
                     // parameter types are that schema's ("cached plan must not change result
                     // type" otherwise). Closed, so that this schema's are prepared afresh.

@@ -95,3 +95,45 @@ async fn statements_dropped_behind_sqlxs_back_do_not_reach_the_next_checkout() {
     // One tenant throughout: nothing was closed for a change of schema.
     assert_eq!(router.stats().statements_cleared, cleared);
 }
+
+/// `shared_statements(true)`: sqlx's statements are kept when the connection changes schema,
+/// and the server analyses them again under the new path, so the same SQL alternating between
+/// tenants on one connection reads each tenant's own rows; none is closed. Where two tenants'
+/// result types differ, the kept statement fails (an error), never reads the other's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_statements_are_analysed_again_for_each_tenant() {
+    let (db, schemas, plain) = setup("sx_sh_", 3).await;
+    let router = SqlxRouter::builder(plain.pool().clone())
+        .shared_statements(true)
+        .build();
+    for round in 0..3 {
+        for s in &schemas {
+            let mut conn = router.connection_for_schema(s).await.unwrap();
+            assert_eq!(marker(&mut conn).await, s.as_str(), "round {round}");
+        }
+    }
+    assert_eq!(router.stats().statements_cleared, 0);
+    // One statement per SQL text, kept: the connection's cache holds the marker query.
+    let conn = router.connection_for_schema(&schemas[0]).await.unwrap();
+    assert!(sqlx::Connection::cached_statements_size(&*conn) >= 1);
+    drop(conn);
+
+    // A tenant whose `marker` now has another result type.
+    let admin = db.pool().get().await.unwrap();
+    admin
+        .batch_execute("ALTER TABLE sx_sh_2.marker ALTER COLUMN schema_name TYPE int USING 2")
+        .await
+        .unwrap();
+    let mut conn = router.connection_for_schema(&schemas[0]).await.unwrap();
+    assert_eq!(marker(&mut conn).await, "sx_sh_0");
+    drop(conn);
+    let mut conn = router.connection_for_schema(&schemas[2]).await.unwrap();
+    let err = sqlx::query_scalar::<_, String>("SELECT schema_name FROM marker")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, sqlx::Error::Database(e) if e.code().as_deref() == Some("0A000")),
+        "{err:?}"
+    );
+}

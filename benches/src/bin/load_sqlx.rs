@@ -2,7 +2,8 @@
 //! `tenant-schemas-sqlx` with 1 and 1,000 tenants, and two floors: what remembering each
 //! connection's path could save at most (plain sqlx plus one `SELECT 1` round trip per
 //! checkout), and what a checkout that changes a connection's schema costs at least (the same
-//! plus the closing of sqlx's prepared statements, which are then prepared again). The table
+//! plus the closing of sqlx's prepared statements, which are then prepared again); and
+//! `SharedStatements`, the router with `shared_statements(true)` at 1,000 tenants. The table
 //! shape of `load`: `items(id int primary key, v text)` with 100 rows; N tasks (default 32)
 //! share a pool of 16; each operation is a checkout and one primary-key SELECT of a random
 //! row of a random tenant.
@@ -50,12 +51,14 @@ enum Variant {
     ClearFloor,
     /// `SqlxRouter::connection_for_schema`: switch and checks on every checkout.
     TenantSqlx,
+    /// `TenantSqlx` with `shared_statements(true)`: statements kept across schemas.
+    SharedStatements,
 }
 
 async fn one_op(
     variant: Variant,
     baseline: &PgPool,
-    router: &SqlxRouter,
+    routers: &Routers,
     schemas: &[SchemaName],
     id: i32,
     pick: usize,
@@ -75,7 +78,12 @@ async fn one_op(
                 .await
                 .expect("select");
         }
-        Variant::TenantSqlx => {
+        Variant::TenantSqlx | Variant::SharedStatements => {
+            let router = if variant == Variant::TenantSqlx {
+                &routers.0
+            } else {
+                &routers.1
+            };
             let mut conn = router
                 .connection_for_schema(&schemas[pick % schemas.len()])
                 .await
@@ -92,7 +100,7 @@ async fn one_op(
 async fn measure(
     variant: Variant,
     baseline: &PgPool,
-    router: &SqlxRouter,
+    routers: &Routers,
     schemas: &Arc<Vec<SchemaName>>,
     tasks: usize,
     length: Duration,
@@ -100,9 +108,9 @@ async fn measure(
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for _ in 0..tasks {
-        let (baseline, router, schemas, stop) = (
+        let (baseline, routers, schemas, stop) = (
             baseline.clone(),
-            router.clone(),
+            routers.clone(),
             schemas.clone(),
             stop.clone(),
         );
@@ -114,7 +122,7 @@ async fn measure(
                     (rng.random_range(1..=ROWS), rng.random_range(0..usize::MAX))
                 };
                 let started = Instant::now();
-                one_op(variant, &baseline, &router, &schemas, id, pick).await;
+                one_op(variant, &baseline, &routers, &schemas, id, pick).await;
                 latencies.push(started.elapsed());
             }
             latencies
@@ -129,6 +137,9 @@ async fn measure(
     all.sort();
     all
 }
+
+/// The default router, and one with `shared_statements(true)` (each over a pool of its own).
+type Routers = Arc<(SqlxRouter, SqlxRouter)>;
 
 fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
@@ -158,7 +169,16 @@ async fn main() {
         .connect_with(options.clone().options([("search_path", "base")]))
         .await
         .expect("baseline pool");
-    let router = SqlxRouter::new(pool_options().connect_with(options).await.expect("pool"));
+    let router = SqlxRouter::new(
+        pool_options()
+            .connect_with(options.clone())
+            .await
+            .expect("pool"),
+    );
+    let shared = SqlxRouter::builder(pool_options().connect_with(options).await.expect("pool"))
+        .shared_statements(true)
+        .build();
+    let routers: Routers = Arc::new((router, shared));
 
     println!(
         "\n{tasks} tasks, pool {POOL}, {secs} s per run; ratio = throughput / baseline (plain sqlx, one schema)"
@@ -174,11 +194,12 @@ async fn main() {
         (1, Variant::ClearFloor),
         (1, Variant::TenantSqlx),
         (schemas.len(), Variant::TenantSqlx),
+        (schemas.len(), Variant::SharedStatements),
     ];
     for (t, variant) in rows {
         let subset = Arc::new(schemas[..t].to_vec());
-        measure(variant, &baseline, &router, &subset, tasks, warmup).await;
-        let latencies = measure(variant, &baseline, &router, &subset, tasks, length).await;
+        measure(variant, &baseline, &routers, &subset, tasks, warmup).await;
+        let latencies = measure(variant, &baseline, &routers, &subset, tasks, length).await;
         let rate = latencies.len() as f64 / secs;
         let base = *baseline_rate.get_or_insert(rate);
         let at = |q: f64| {
@@ -186,7 +207,7 @@ async fn main() {
                 .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
                 .map_or(0, |d| d.as_micros())
         };
-        let t_label = if variant == Variant::TenantSqlx {
+        let t_label = if matches!(variant, Variant::TenantSqlx | Variant::SharedStatements) {
             t.to_string()
         } else {
             "–".into()
@@ -198,5 +219,6 @@ async fn main() {
             rate / base
         );
     }
-    println!("\nrouter: {:?}", router.stats());
+    println!("\nrouter: {:?}", routers.0.stats());
+    println!("shared_statements router: {:?}", routers.1.stats());
 }

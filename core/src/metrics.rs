@@ -7,6 +7,13 @@
 //! |---|---|---|
 //! | `tenant_schemas_checkouts_total` | counter | `tenant`, `outcome`: `ok`, `busy` ([`TenantBusy`](crate::Error::TenantBusy)), `not_served`, `missing` (schema or tenant gone), `error` |
 //! | `tenant_schemas_checkout_wait_seconds` | histogram | `tenant`: the admission — the state read from the registry and the wait for a share of the pool under [`TenantLimits`](crate::TenantLimits) |
+//! | `tenant_schemas_statements_total` | counter | `tenant`, `outcome`: `ok`, `cancelled` (`57014`: the tenant's `statement_timeout`, or a cancel), `read_only` (a write of a read-only tenant, refused by the server or the library), `refused` (not sent: SQL the mode does not allow), `error` |
+//! | `tenant_schemas_statement_seconds` | histogram | `tenant`: a statement's latency as the application sees it (the switch included) |
+//!
+//! Statements are counted where the core's handles run them (`ConnectionScope`,
+//! `TenantTransaction`, and so jobs and reports); a driver that hands out its own connection
+//! (sqlx, SeaORM) runs its statements out of the library's sight: its checkouts are counted,
+//! its statements are not.
 //!
 //! The number of series stays bounded at 10,000 tenants: the first
 //! [`max_tenant_labels`](set_max_tenant_labels) tenants a process sees (100 by default) get a
@@ -41,6 +48,26 @@ fn label(schema: &SchemaName) -> String {
         return schema.to_string();
     }
     "other".to_owned()
+}
+
+/// Records one statement of `schema` that took `took` and ended as `outcome` says.
+pub(crate) fn statement<T>(schema: &SchemaName, took: Duration, outcome: &Result<T, Error>) {
+    let outcome = match outcome {
+        Ok(_) => "ok",
+        Err(Error::Database { source, .. })
+            if source.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+        {
+            "cancelled"
+        }
+        Err(Error::TenantReadOnly { .. }) => "read_only",
+        Err(Error::Refused { .. } | Error::NotInTransactionMode { .. }) => "refused",
+        Err(_) => "error",
+    };
+    let tenant = label(schema);
+    metrics::counter!("tenant_schemas_statements_total", "tenant" => tenant.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("tenant_schemas_statement_seconds", "tenant" => tenant)
+        .record(took.as_secs_f64());
 }
 
 /// Records one admission of `schema` that took `waited` and ended as `outcome` says.

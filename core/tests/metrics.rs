@@ -166,4 +166,61 @@ async fn checkouts_are_counted_per_tenant_with_their_outcome() {
         .0
         .load(Ordering::Relaxed);
     assert_eq!(samples - wait0, 3);
+    drop((counters, histograms));
+
+    // Statements, per tenant and outcome, through a scope and a transaction.
+    let statements = |outcome: &str| {
+        before(&format!(
+            "tenant_schemas_statements_total{{outcome={outcome},tenant=me0}}"
+        ))
+    };
+    let latencies = || {
+        seen.histograms
+            .lock()
+            .unwrap()
+            .get("tenant_schemas_statement_seconds{tenant=me0}")
+            .map_or(0, |c| c.0.load(Ordering::Relaxed))
+    };
+    let (ok, failed, cancelled, read_only, timed) = (
+        statements("ok"),
+        statements("error"),
+        statements("cancelled"),
+        statements("read_only"),
+        latencies(),
+    );
+    tenancy
+        .set_statement_timeout(&s[0], Some(std::time::Duration::from_millis(50)))
+        .await
+        .unwrap();
+    {
+        let mut conn = router.connection_for_schema(&s[0]).await.unwrap();
+        conn.query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .unwrap();
+        conn.batch_execute("SELECT 1").await.unwrap();
+        assert!(conn
+            .execute("SELECT * FROM no_such_table", &[])
+            .await
+            .is_err());
+        assert!(conn.execute("SELECT pg_sleep(1)", &[]).await.is_err());
+        let tx = conn.transaction().await.unwrap();
+        tx.query("SELECT count(*) FROM notes", &[]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    tenancy
+        .set_status(&s[0], TenantStatus::ReadOnly)
+        .await
+        .unwrap();
+    let conn = router.connection_for_schema(&s[0]).await.unwrap();
+    assert!(matches!(
+        conn.execute("INSERT INTO notes (body) VALUES ('x')", &[])
+            .await,
+        Err(Error::TenantReadOnly { .. })
+    ));
+    drop(conn);
+    assert_eq!(statements("ok") - ok, 3);
+    assert_eq!(statements("error") - failed, 1);
+    assert_eq!(statements("cancelled") - cancelled, 1);
+    assert_eq!(statements("read_only") - read_only, 1);
+    assert_eq!(latencies() - timed, 6);
 }

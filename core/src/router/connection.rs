@@ -492,6 +492,24 @@ impl ConnectionScope {
         F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
+        super::observed(
+            &self.schema,
+            self.with_statement_unobserved(source, action, op),
+        )
+        .await
+    }
+
+    /// [`with_statement`](Self::with_statement) without its metrics.
+    async fn with_statement_unobserved<'s, T, F, Fut>(
+        &self,
+        source: Source<'s>,
+        action: &'static str,
+        op: F,
+    ) -> Result<T>
+    where
+        F: Fn(Target<'s>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
         if self.read_only {
             let effects = match source {
                 Source::Text(sql) => sql::effects(sql),
@@ -631,6 +649,19 @@ impl ConnectionScope {
     /// Runs SQL text through the simple query protocol, under the gate, on the path, with
     /// its effects accounted for (or, in transaction mode, inside its own transaction).
     async fn run_simple<T, Fut>(
+        &self,
+        sql: &str,
+        action: &'static str,
+        run: impl FnOnce() -> Fut,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        super::observed(&self.schema, self.run_simple_unobserved(sql, action, run)).await
+    }
+
+    /// [`run_simple`](Self::run_simple) without its metrics.
+    async fn run_simple_unobserved<T, Fut>(
         &self,
         sql: &str,
         action: &'static str,

@@ -41,6 +41,26 @@ pub use tenant_transaction::TenantTransaction;
 
 use pool::RouterPool;
 
+/// Runs `work`, a statement of `schema` (or several, sent as one), recording it in the
+/// per-tenant metrics under feature `metrics`.
+pub(crate) async fn observed<T>(
+    schema: &SchemaName,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    #[cfg(feature = "metrics")]
+    {
+        let started = std::time::Instant::now();
+        let outcome = work.await;
+        crate::metrics::statement(schema, started.elapsed(), &outcome);
+        outcome
+    }
+    #[cfg(not(feature = "metrics"))]
+    {
+        let _ = schema;
+        work.await
+    }
+}
+
 /// Owns the pool and the search-path policy, and hands out [`ConnectionScope`]s.
 ///
 /// Cheap to clone. A connection is for the tenant in [scope](crate::scope) (an error outside

@@ -142,11 +142,14 @@ impl<'a> TenantTransaction<'a> {
     where
         S: ToScopedStatement + ?Sized,
     {
-        let stmt = self.statement(statement.as_source()).await?;
-        self.tx
-            .query(&stmt, params)
-            .await
-            .map_err(|e| Error::db("running a query", &self.schema, e))
+        super::observed(&self.schema, async {
+            let stmt = self.statement(statement.as_source()).await?;
+            self.tx
+                .query(&stmt, params)
+                .await
+                .map_err(|e| Error::db("running a query", &self.schema, e))
+        })
+        .await
     }
 
     /// Runs a statement that returns exactly one row.
@@ -154,11 +157,14 @@ impl<'a> TenantTransaction<'a> {
     where
         S: ToScopedStatement + ?Sized,
     {
-        let stmt = self.statement(statement.as_source()).await?;
-        self.tx
-            .query_one(&stmt, params)
-            .await
-            .map_err(|e| Error::db("running a query", &self.schema, e))
+        super::observed(&self.schema, async {
+            let stmt = self.statement(statement.as_source()).await?;
+            self.tx
+                .query_one(&stmt, params)
+                .await
+                .map_err(|e| Error::db("running a query", &self.schema, e))
+        })
+        .await
     }
 
     /// Runs a statement that returns at most one row.
@@ -166,11 +172,14 @@ impl<'a> TenantTransaction<'a> {
     where
         S: ToScopedStatement + ?Sized,
     {
-        let stmt = self.statement(statement.as_source()).await?;
-        self.tx
-            .query_opt(&stmt, params)
-            .await
-            .map_err(|e| Error::db("running a query", &self.schema, e))
+        super::observed(&self.schema, async {
+            let stmt = self.statement(statement.as_source()).await?;
+            self.tx
+                .query_opt(&stmt, params)
+                .await
+                .map_err(|e| Error::db("running a query", &self.schema, e))
+        })
+        .await
     }
 
     /// Runs a statement and returns the number of rows it affected.
@@ -178,29 +187,38 @@ impl<'a> TenantTransaction<'a> {
     where
         S: ToScopedStatement + ?Sized,
     {
-        let stmt = self.statement(statement.as_source()).await?;
-        self.tx
-            .execute(&stmt, params)
-            .await
-            .map_err(|e| Error::db("running a statement", &self.schema, e))
+        super::observed(&self.schema, async {
+            let stmt = self.statement(statement.as_source()).await?;
+            self.tx
+                .execute(&stmt, params)
+                .await
+                .map_err(|e| Error::db("running a statement", &self.schema, e))
+        })
+        .await
     }
 
     /// Runs one or more statements separated by `;`, without parameters.
     pub async fn batch_execute(&self, sql: &str) -> Result<()> {
-        self.before(sql::effects(sql)).await?;
-        self.tx
-            .batch_execute(sql)
-            .await
-            .map_err(|e| Error::db("running a batch", &self.schema, e))
+        super::observed(&self.schema, async {
+            self.before(sql::effects(sql)).await?;
+            self.tx
+                .batch_execute(sql)
+                .await
+                .map_err(|e| Error::db("running a batch", &self.schema, e))
+        })
+        .await
     }
 
     /// Runs statements through the simple query protocol and returns their messages.
     pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>> {
-        self.before(sql::effects(sql)).await?;
-        self.tx
-            .simple_query(sql)
-            .await
-            .map_err(|e| Error::db("running a simple query", &self.schema, e))
+        super::observed(&self.schema, async {
+            self.before(sql::effects(sql)).await?;
+            self.tx
+                .simple_query(sql)
+                .await
+                .map_err(|e| Error::db("running a simple query", &self.schema, e))
+        })
+        .await
     }
 
     /// Commits the transaction.

@@ -135,38 +135,39 @@ async fn checkouts_are_counted_per_tenant_with_their_outcome() {
         .unwrap();
     assert!(router.connection_for_schema(&s[2]).await.is_err());
 
-    let counters = seen.counters.lock().unwrap();
-    let count = |k: &str| counters.get(k).map_or(0, |c| c.0.load(Ordering::Relaxed));
-    assert_eq!(
-        count("tenant_schemas_checkouts_total{outcome=ok,tenant=me0}") - ok0,
-        3,
-        "{:?}",
-        counters.keys()
-    );
-    assert_eq!(
-        count("tenant_schemas_checkouts_total{outcome=ok,tenant=me1}") - ok1,
-        2
-    );
-    assert_eq!(
-        count("tenant_schemas_checkouts_total{outcome=busy,tenant=me1}"),
-        1
-    );
-    // The third tenant is past the label limit: `other`.
-    assert_eq!(
-        count("tenant_schemas_checkouts_total{outcome=not_served,tenant=other}"),
-        1
-    );
-    assert!(
-        counters.keys().all(|k| !k.contains("tenant=me2")),
-        "{:?}",
-        counters.keys()
-    );
-    let histograms = seen.histograms.lock().unwrap();
-    let samples = histograms["tenant_schemas_checkout_wait_seconds{tenant=me0}"]
-        .0
-        .load(Ordering::Relaxed);
-    assert_eq!(samples - wait0, 3);
-    drop((counters, histograms));
+    {
+        let counters = seen.counters.lock().unwrap();
+        let count = |k: &str| counters.get(k).map_or(0, |c| c.0.load(Ordering::Relaxed));
+        assert_eq!(
+            count("tenant_schemas_checkouts_total{outcome=ok,tenant=me0}") - ok0,
+            3,
+            "{:?}",
+            counters.keys()
+        );
+        assert_eq!(
+            count("tenant_schemas_checkouts_total{outcome=ok,tenant=me1}") - ok1,
+            2
+        );
+        assert_eq!(
+            count("tenant_schemas_checkouts_total{outcome=busy,tenant=me1}"),
+            1
+        );
+        // The third tenant is past the label limit: `other`.
+        assert_eq!(
+            count("tenant_schemas_checkouts_total{outcome=not_served,tenant=other}"),
+            1
+        );
+        assert!(
+            counters.keys().all(|k| !k.contains("tenant=me2")),
+            "{:?}",
+            counters.keys()
+        );
+        let histograms = seen.histograms.lock().unwrap();
+        let samples = histograms["tenant_schemas_checkout_wait_seconds{tenant=me0}"]
+            .0
+            .load(Ordering::Relaxed);
+        assert_eq!(samples - wait0, 3);
+    }
 
     // Statements, per tenant and outcome, through a scope and a transaction.
     let statements = |outcome: &str| {

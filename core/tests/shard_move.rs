@@ -652,3 +652,60 @@ async fn leftovers_of_a_dead_move_are_removed_by_the_next_one() {
     assert_eq!(replication_objects(&b).await, Vec::<String>::new());
     assert_eq!(notes_on(&b, &s).await.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_given_up_half_way_leaves_nothing_behind() {
+    let (a, b, tenancy) = two_logical(None, migrations()).await;
+    let s = marked(&tenancy, "halfway", 1).await;
+    // Enough rows that the copy is under way when the move is given up.
+    a.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO halfway.notes (body) SELECT repeat('x', 200) FROM generate_series(1, 300000)",
+        )
+        .await
+        .unwrap();
+    let moving = {
+        let (tenancy, s) = (tenancy.clone(), s.clone());
+        tokio::spawn(async move { tenancy.move_to_shard(&s, &ShardName::new("b")).await })
+    };
+    // Until the subscription exists on the target, then give up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replication_objects(&b).await.is_empty() {
+        assert!(Instant::now() < deadline, "the move never subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    moving.abort();
+    assert!(moving.await.unwrap_err().is_cancelled());
+    // The cleanup runs in the background.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = (
+            replication_objects(&a).await,
+            replication_objects(&b).await,
+            schema_exists(&b, "halfway").await,
+        );
+        if left == (vec![], vec![], false) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    left_as_it_was(&a, &b, &tenancy, &s).await;
+    // And the next move goes through.
+    let report = tenancy
+        .move_to_shard(&s, &ShardName::new("b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        report
+            .rows
+            .iter()
+            .find(|t| t.table == "notes")
+            .unwrap()
+            .rows,
+        300_001
+    );
+}

@@ -651,6 +651,26 @@ async fn leftovers_of_a_dead_move_are_removed_by_the_next_one() {
     assert_eq!(replication_objects(&a).await, Vec::<String>::new());
     assert_eq!(replication_objects(&b).await, Vec::<String>::new());
     assert_eq!(notes_on(&b, &s).await.len(), 4);
+
+    // A move that died after its switch: its publication and slot on the old database are
+    // removed by the next call, even though the tenant is there already.
+    source
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&hash],
+        )
+        .await
+        .unwrap();
+    source
+        .batch_execute(&format!("CREATE PUBLICATION {hash}"))
+        .await
+        .unwrap();
+    let report = tenancy
+        .move_to_shard(&s, &ShardName::new("b"))
+        .await
+        .unwrap();
+    assert!(!report.moved);
+    assert_eq!(replication_objects(&a).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -419,6 +419,23 @@ impl Registry {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
+            if !pubs.is_empty() && shard != registered {
+                let stale: bool = conn
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1
+                           AND pg_catalog.obj_description(oid, 'pg_namespace') IS DISTINCT FROM $2)",
+                        &[&schema.as_str(), &MOVE_COMMENT],
+                    )
+                    .await
+                    .map_err(db)?
+                    .get(0);
+                if stale {
+                    tracing::error!(schema = %schema, shard = %shard, registered = %registered,
+                        "a move away from this database died after switching the registry: the \
+                         schema left here is a stale copy (the tenant is served from the \
+                         registered database); look it over and drop it by hand");
+                }
+            }
             for name in pubs {
                 tracing::warn!(schema = %schema, shard = %shard, publication = %name, "dropping an earlier move's publication");
                 conn.batch_execute(&format!("DROP PUBLICATION IF EXISTS {name}"))
@@ -482,6 +499,21 @@ impl Registry {
         let record = self.get(schema).await?;
         self.databases.get(to)?;
         if &record.shard == to {
+            // A move that died after its switch left its publication and slot on the old
+            // database (retaining WAL): removed now, unless a migration or move runs.
+            let lock = Object::take(self.conn().await?);
+            let locked: bool = lock
+                .query_one(
+                    "SELECT pg_catalog.pg_try_advisory_lock($1)",
+                    &[&MIGRATE_LOCK],
+                )
+                .await
+                .map_err(|e| Error::db("taking the migration lock", schema, e))?
+                .get(0);
+            if locked {
+                self.remove_leftovers(schema, to).await?;
+            }
+            drop(lock);
             return Ok(Err(ShardMoveReport {
                 schema: schema.clone(),
                 from: record.shard.clone(),

@@ -729,3 +729,49 @@ async fn a_move_given_up_half_way_leaves_nothing_behind() {
         300_001
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_views_are_filled_and_unlogged_tables_refused() {
+    let (_a, b, tenancy) = two_logical(
+        None,
+        migrations().with(
+            "counts",
+            "CREATE MATERIALIZED VIEW note_count AS SELECT count(*) AS n FROM notes",
+        ),
+    )
+    .await;
+    let s = marked(&tenancy, "viewed", 7).await;
+    assert!(
+        tenancy
+            .move_to_shard(&s, &ShardName::new("b"))
+            .await
+            .unwrap()
+            .moved
+    );
+    let n: i64 = b
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT n FROM viewed.note_count", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 7, "the view is filled from the copied rows");
+
+    let (a, b, tenancy) = two_logical(
+        None,
+        migrations().with("cache", "CREATE UNLOGGED TABLE cache (k text PRIMARY KEY)"),
+    )
+    .await;
+    let s = marked(&tenancy, "fleeting", 1).await;
+    let err = tenancy
+        .move_to_shard(&s, &ShardName::new("b"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ShardMove { reason, .. } if reason.contains("cache") && reason.contains("unlogged")),
+        "{err:?}"
+    );
+    left_as_it_was(&a, &b, &tenancy, &s).await;
+}

@@ -602,6 +602,28 @@ impl Registry {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let unlogged: Vec<String> = source
+            .query(
+                "SELECT c.relname::text FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relpersistence = 'u'
+                 ORDER BY 1",
+                &[&schema.as_str()],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !unlogged.is_empty() {
+            return Err(refused(
+                schema,
+                format!(
+                    "table(s) {} are unlogged, and logical replication cannot copy them",
+                    unlogged.join(", ")
+                ),
+            ));
+        }
         if !no_identity.is_empty() {
             return Err(refused(
                 schema,
@@ -761,6 +783,30 @@ impl Registry {
             .map_err(db)?
             .get(0);
         wait_confirmed(&m.source, &m.nudge, &schema, &name, &lsn, CATCH_UP).await?;
+        // Materialized views are not replicated: filled from the copied rows (before the
+        // fence, so as of a moment before the cut-over).
+        let views: Vec<String> = m
+            .target
+            .query(
+                "SELECT c.relname::text FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relkind = 'm' ORDER BY 1",
+                &[&schema.as_str()],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for view in views {
+            m.target
+                .batch_execute(&format!(
+                    "REFRESH MATERIALIZED VIEW {}",
+                    quoted_table(&schema, &view)
+                ))
+                .await
+                .map_err(db)?;
+        }
         Ok(())
     }
 
@@ -800,8 +846,11 @@ impl Registry {
             let mut rows = Vec::with_capacity(tables.len());
             for (table, q) in tables.iter().zip(&list) {
                 let sql = format!("SELECT pg_catalog.count(*) FROM {q}");
-                let here: i64 = stx.query_one(&sql, &[]).await.map_err(db)?.get(0);
-                let there: i64 = m.target.query_one(&sql, &[]).await.map_err(db)?.get(0);
+                // Both sides at once: the fence lasts as long as the larger count.
+                let (here, there) =
+                    tokio::join!(stx.query_one(&sql, &[]), m.target.query_one(&sql, &[]));
+                let here: i64 = here.map_err(db)?.get(0);
+                let there: i64 = there.map_err(db)?.get(0);
                 if here != there {
                     return Err(refused(
                         &schema,

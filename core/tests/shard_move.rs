@@ -264,7 +264,7 @@ async fn a_moved_tenant_has_its_rows_sequences_and_requests_on_the_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_acknowledged_write_is_lost_during_a_move() {
-    let (_a, b, tenancy) = two_logical(None, migrations()).await;
+    let (a, b, tenancy) = two_logical(None, migrations()).await;
     let mv = marked(&tenancy, "busy", 200).await;
     let _other = marked(&tenancy, "quiet", 1).await;
 
@@ -317,6 +317,43 @@ async fn no_acknowledged_write_is_lost_during_a_move() {
                 }
             }
             longest
+        }));
+    }
+    // Another process's writer (no gate of this process holds it back): straight to the
+    // source database, and to the target once the source's schema is gone.
+    let external = Arc::new(Mutex::new(Vec::<(i64, String)>::new()));
+    let external_failed = Arc::new(AtomicUsize::new(0));
+    {
+        let (stop, external, external_failed) =
+            (stop.clone(), external.clone(), external_failed.clone());
+        let (source, target) = (a.new_pool(1).unwrap(), b.new_pool(1).unwrap());
+        tasks.push(tokio::spawn(async move {
+            let mut on_target = false;
+            let mut i = 0;
+            while !stop.load(Ordering::Acquire) {
+                i += 1;
+                let body = format!("ext-{i}");
+                let pool = if on_target { &target } else { &source };
+                let written = async {
+                    pool.get()
+                        .await
+                        .unwrap()
+                        .query_one(
+                            "INSERT INTO busy.notes (body) VALUES ($1) RETURNING id",
+                            &[&body],
+                        )
+                        .await
+                }
+                .await;
+                match written {
+                    Ok(row) => external.lock().unwrap().push((row.get(0), body)),
+                    Err(_) => {
+                        external_failed.fetch_add(1, Ordering::Relaxed);
+                        on_target = true;
+                    }
+                }
+            }
+            Duration::ZERO
         }));
     }
     for _ in 0..2 {
@@ -379,6 +416,22 @@ async fn no_acknowledged_write_is_lost_during_a_move() {
         lost,
         Vec::<&(i64, String, bool)>::new(),
         "acknowledged writes lost"
+    );
+    let external = external.lock().unwrap().clone();
+    let external_lost: Vec<&(i64, String)> = external
+        .iter()
+        .filter(|(id, body)| on_target.get(id) != Some(body))
+        .collect();
+    eprintln!(
+        "another process's writer: {} acknowledged, {} failed",
+        external.len(),
+        external_failed.load(Ordering::Relaxed)
+    );
+    assert!(external.len() > 20, "the other writer wrote");
+    assert_eq!(
+        external_lost,
+        Vec::<&(i64, String)>::new(),
+        "another process's acknowledged writes lost"
     );
     assert_eq!(
         foreign.load(Ordering::Relaxed),

@@ -778,7 +778,7 @@ impl Registry {
         // The catch-up: the target confirmed what the source had written by now.
         let lsn: String = m
             .source
-            .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
+            .query_one("SELECT pg_catalog.pg_current_wal_insert_lsn()::text", &[])
             .await
             .map_err(db)?
             .get(0);
@@ -837,7 +837,7 @@ impl Registry {
                     .map_err(db)?;
             }
             let lsn: String = stx
-                .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
+                .query_one("SELECT pg_catalog.pg_current_wal_insert_lsn()::text", &[])
                 .await
                 .map_err(db)?
                 .get(0);
@@ -964,11 +964,14 @@ impl Registry {
 
 /// Waits until slot `name` (on the database of `conn`) confirms `lsn`, for at most `limit`.
 ///
-/// `pg_current_wal_lsn()` is where WAL is written, not yet flushed, and WAL senders send
-/// only flushed WAL: on a quiet server the WAL writer flushes it within
-/// `wal_writer_delay` (200 ms). `nudge` (another connection to the source) commits a
-/// transaction with an id now and then, which flushes the WAL at once, so the target
-/// confirms sooner.
+/// `lsn` is read with `pg_current_wal_insert_lsn()`, not `pg_current_wal_lsn()` (where WAL
+/// is *written*): with `synchronous_commit = off` a transaction's commit record may be
+/// inserted but not yet written when its client hears of the commit, and a wait for the
+/// write position would miss it (the fence's row counts caught that: the target lacked the
+/// last transactions). WAL senders send only flushed WAL, which the WAL writer flushes
+/// within `wal_writer_delay` (200 ms): `nudge` (another connection to the source) commits a
+/// transaction with an id and `synchronous_commit = on` now and then, which flushes
+/// everything inserted before it at once.
 async fn wait_confirmed(
     conn: &impl deadpool_postgres::GenericClient,
     nudge: &Object,
@@ -983,7 +986,10 @@ async fn wait_confirmed(
     loop {
         if nudged.is_none_or(|at| at.elapsed() >= NUDGE_EVERY) {
             nudge
-                .batch_execute("BEGIN; SELECT pg_catalog.txid_current(); COMMIT")
+                .batch_execute(
+                    "BEGIN; SET LOCAL synchronous_commit = on; \
+                     SELECT pg_catalog.txid_current(); COMMIT",
+                )
                 .await
                 .map_err(db)?;
             nudged = Some(Instant::now());

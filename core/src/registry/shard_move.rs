@@ -970,8 +970,11 @@ impl Registry {
 /// write position would miss it (the fence's row counts caught that: the target lacked the
 /// last transactions). WAL senders send only flushed WAL, which the WAL writer flushes
 /// within `wal_writer_delay` (200 ms): `nudge` (another connection to the source) commits a
-/// transaction with an id and `synchronous_commit = on` now and then, which flushes
-/// everything inserted before it at once.
+/// transaction with `synchronous_commit = on` now and then, which flushes everything
+/// inserted before it at once. The transaction must write WAL for its commit to flush
+/// (a mere `txid_current()` does not: measured, the fence then waited the 200 ms): it
+/// writes a transactional logical message, which `pgoutput` does not send (the
+/// subscription does not ask for messages).
 async fn wait_confirmed(
     conn: &impl deadpool_postgres::GenericClient,
     nudge: &Object,
@@ -988,7 +991,8 @@ async fn wait_confirmed(
             nudge
                 .batch_execute(
                     "BEGIN; SET LOCAL synchronous_commit = on; \
-                     SELECT pg_catalog.txid_current(); COMMIT",
+                     SELECT pg_catalog.pg_logical_emit_message(true, 'tenant-schemas-move', ''); \
+                     COMMIT",
                 )
                 .await
                 .map_err(db)?;

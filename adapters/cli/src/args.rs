@@ -45,7 +45,8 @@ pub(crate) struct Cli {
     #[arg(long = "shards", value_name = "FILE", global = true)]
     pub(crate) shards_file: Option<PathBuf>,
     /// Tenant migrations directory (V<n>__<name>.sql files) [default: migrations/tenant].
-    /// Must exist for the commands that use it (migrate, create, clone, doctor, status).
+    /// Must exist for the commands that use it (migrate, create, clone, doctor, status,
+    /// move --to-shard).
     #[arg(long, value_name = "DIR", global = true)]
     pub(crate) migrations: Option<PathBuf>,
     /// Shared (public) migrations directory [default: migrations/shared]. When given, it

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use tenant_schemas::testing::fixtures::{database, host, schema, schema_exists, NOTES};
 use tenant_schemas::testing::{TestCluster, TestDatabase};
 use tenant_schemas::{
-    scope, Error, NewTenant, SchemaName, ShardName, Tenancy, TenantMigrations, DEFAULT_SHARD,
+    scope, Error, NewTenant, SchemaName, ShardName, Tenancy, TenantEvent, TenantMigrations,
+    DEFAULT_SHARD,
 };
 
 /// One cluster with `wal_level = logical` for this test process.
@@ -21,6 +22,9 @@ fn logical_cluster() -> &'static TestCluster {
     static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| TestCluster::start_with_settings(&["wal_level=logical"]).unwrap())
 }
+
+/// The moves the hooks heard, as `schema: from -> to`.
+static MOVES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// `notes` and a `marker` with a primary key (replication needs one for updates).
 fn migrations() -> TenantMigrations {
@@ -43,6 +47,14 @@ async fn two_logical(
     let tenancy = Tenancy::builder(a.new_pool(8).unwrap())
         .shard("b", b.new_pool(8).unwrap())
         .migrations(migrations)
+        .on_event(|event| async move {
+            if let TenantEvent::MovedToShard { schema, from, to } = event {
+                MOVES
+                    .lock()
+                    .unwrap()
+                    .push(format!("{schema}: {from} -> {to}"));
+            }
+        })
         .build()
         .await
         .unwrap();
@@ -230,6 +242,15 @@ async fn a_moved_tenant_has_its_rows_sequences_and_requests_on_the_target() {
         .unwrap()
         .get(0);
     assert_eq!(seen, "other");
+
+    assert!(
+        MOVES
+            .lock()
+            .unwrap()
+            .contains(&"mv: default -> b".to_owned()),
+        "the hooks heard it: {:?}",
+        MOVES.lock().unwrap()
+    );
 
     // Already there: nothing happens.
     let again = tenancy

@@ -46,7 +46,8 @@ impl Tenancy {
     ///    resolved again (a [`Tenant`](crate::Tenant) value taken before the move still
     ///    names the source, where the schema is now missing:
     ///    [`Error::SchemaMissing`](crate::Error::SchemaMissing)).
-    /// 5. The subscription, publication and slot are dropped.
+    /// 5. The subscription, publication and slot are dropped; the hooks hear
+    ///    [`TenantEvent::MovedToShard`](crate::TenantEvent::MovedToShard).
     ///
     /// Any failure before the registry switch removes what the move made (subscription,
     /// publication, slot, target schema) and leaves the tenant served from the source as
@@ -125,6 +126,12 @@ impl Tenancy {
         cleanup.run().await;
         let mut report = moved?;
         report.took = started.elapsed();
+        self.emit(super::TenantEvent::MovedToShard {
+            schema: schema.clone(),
+            from: report.from.clone(),
+            to: report.to.clone(),
+        })
+        .await;
         tracing::info!(schema = %schema, from = %report.from, to = %report.to, took = ?report.took,
             writes_held = ?report.writes_held, "tenant moved to another database");
         Ok(report)

@@ -799,6 +799,12 @@ async fn a_move_given_up_half_way_leaves_nothing_behind() {
         .move_to_shard(&s, &ShardName::new("b"))
         .await
         .unwrap();
+    eprintln!(
+        "moved {} rows in {:?}, writes held {:?}",
+        report.total_rows(),
+        report.took,
+        report.writes_held
+    );
     assert_eq!(
         report
             .rows

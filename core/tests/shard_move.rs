@@ -861,3 +861,26 @@ async fn materialized_views_are_filled_and_unlogged_tables_refused() {
     );
     left_as_it_was(&a, &b, &tenancy, &s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_behind_the_migrations_is_refused() {
+    let (a, b, old) = two_logical(None, migrations()).await;
+    let s = marked(&old, "behind", 2).await;
+    // This process's migrations are one ahead of the tenant.
+    let newer = Tenancy::builder(a.new_pool(4).unwrap())
+        .shard("b", b.new_pool(4).unwrap())
+        .migrations(migrations().with("extra", "CREATE TABLE extra (id int PRIMARY KEY)"))
+        .build()
+        .await
+        .unwrap();
+    let err = newer
+        .move_to_shard(&s, &ShardName::new("b"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ShardMove { reason, .. } if reason.contains("migrate first")),
+        "{err:?}"
+    );
+    left_as_it_was(&a, &b, &newer, &s).await;
+    assert!(!schema_exists(&b, "behind").await);
+}

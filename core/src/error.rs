@@ -324,6 +324,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// A move of a tenant to another database
+    /// ([`Tenancy::move_to_shard`](crate::Tenancy::move_to_shard)) was refused or given up:
+    /// `reason` says why (the source's `wal_level`, a table without a primary key, the
+    /// schema on the target already, a migration in progress, the target not catching up …).
+    /// The tenant is served from where it was (→ 500).
+    #[error("moving tenant `{schema}` to another database: {reason}")]
+    ShardMove {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A cross-tenant report's query is malformed: it names no `{schema}` or holds more
     /// than one statement (→ 400).
     #[error("cannot run the report: {reason}")]

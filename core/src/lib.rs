@@ -56,7 +56,7 @@ pub use migrate::{
     Baselined, Drift, DryRun, Migration, MigrationReport, Outcome, Progress, RunOptions,
     SchemaReport, SchemaStatus, TenantMigrations, HISTORY_TABLE, NO_TRANSACTION_MARKER,
 };
-pub use receipt::{ErasureReceipt, SchemaUsage, TableRows};
+pub use receipt::{ErasureReceipt, SchemaUsage, ShardMoveReport, TableRows};
 pub use registry::{DoctorReport, DropSchema, Finding, ImportSource, NewTenant, Registry, CHANNEL};
 pub use report::{ReportOptions, SCHEMA_PLACEHOLDER};
 pub use resolve::{

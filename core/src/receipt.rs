@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::schema::SchemaName;
+use crate::shard::ShardName;
 use crate::tenant::TenantRecord;
 
 /// The receipt of an erasure: the tenant as it was, every table of its schema with the rows
@@ -73,5 +75,39 @@ impl SchemaUsage {
     #[must_use]
     pub fn over_quota(&self) -> bool {
         self.storage_quota.is_some_and(|q| self.bytes > q)
+    }
+}
+
+/// What [`Tenancy::move_to_shard`](crate::Tenancy::move_to_shard) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ShardMoveReport {
+    /// The tenant.
+    pub schema: SchemaName,
+    /// The database it was on.
+    pub from: ShardName,
+    /// The database it is on now.
+    pub to: ShardName,
+    /// Whether it moved (`false` when it was on `to` already).
+    pub moved: bool,
+    /// Each table of its schema (the migration history included) and its rows, as counted
+    /// on both databases, equal, at the cut-over.
+    pub rows: Vec<TableRows>,
+    /// How long the move took (the build of the target, the copy, the catch-up and the
+    /// cut-over).
+    pub took: Duration,
+    /// How long the cut-over held the tenant's writes: from when this process held back
+    /// the tenant's statements until the source schema was dropped. Writes of other
+    /// processes waited (on the table locks) at most as long; reads of other processes
+    /// went on until the drop.
+    pub writes_held: Duration,
+}
+
+impl ShardMoveReport {
+    /// The rows moved, every table together.
+    #[must_use]
+    pub fn total_rows(&self) -> i64 {
+        self.rows.iter().map(|t| t.rows).sum()
     }
 }

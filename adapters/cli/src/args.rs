@@ -45,7 +45,8 @@ pub(crate) struct Cli {
     #[arg(long = "shards", value_name = "FILE", global = true)]
     pub(crate) shards_file: Option<PathBuf>,
     /// Tenant migrations directory (V<n>__<name>.sql files) [default: migrations/tenant].
-    /// Must exist for the commands that use it (migrate, create, clone, doctor, status).
+    /// Must exist for the commands that use it (migrate, create, clone, doctor, status,
+    /// move --to-shard).
     #[arg(long, value_name = "DIR", global = true)]
     pub(crate) migrations: Option<PathBuf>,
     /// Shared (public) migrations directory [default: migrations/shared]. When given, it
@@ -328,16 +329,23 @@ pub(crate) enum Command {
         #[arg(long)]
         fix: bool,
     },
-    /// Citus: move a tenant (a distributed schema) to another worker with
-    /// citus_schema_move, online; its requests keep working.
+    /// Move a tenant online, its requests working meanwhile: to another database
+    /// (`--to-shard NAME`, one of `--shard`/`--shards`, or `default`) by logical
+    /// replication of its schema (needs wal_level = logical on the source, a superuser,
+    /// and a primary key on every table); or, on Citus, to another worker (`--to
+    /// HOST:PORT`) with citus_schema_move.
     #[command(after_help = EXIT_CODES)]
     Move {
         /// The tenant.
         #[arg(value_parser = tenant_schema)]
         schema: SchemaName,
-        /// The worker, as the coordinator's metadata names it.
-        #[arg(long, value_name = "HOST:PORT", value_parser = citus_node)]
-        to: CitusNode,
+        /// Citus: the worker, as the coordinator's metadata names it.
+        #[arg(long, value_name = "HOST:PORT", value_parser = citus_node,
+              required_unless_present = "to_shard", conflicts_with = "to_shard")]
+        to: Option<CitusNode>,
+        /// The database (shard) to move the tenant to.
+        #[arg(long, value_name = "NAME")]
+        to_shard: Option<String>,
         /// How the tables are copied: auto (logical replication; needs a primary key or
         /// replica identity on every table), force_logical, or block_writes.
         #[arg(long, default_value = "auto", value_parser = transfer_mode)]
@@ -464,6 +472,10 @@ impl Command {
                 | Self::Restore { .. }
                 | Self::Doctor { .. }
                 | Self::Import { .. }
+                | Self::Move {
+                    to_shard: Some(_),
+                    ..
+                }
         )
     }
 

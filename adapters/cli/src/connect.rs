@@ -20,6 +20,8 @@ pub(crate) struct Database {
     /// `user@host:port/dbname`, for messages.
     pub(crate) shown: String,
     pub(crate) pool: Pool,
+    /// The settings the pool was made with: what a move's subscription connects with.
+    pub(crate) settings: ConnectionSettings,
 }
 
 /// What a command works with.
@@ -73,9 +75,12 @@ pub(crate) async fn open(cli: &Cli) -> CliResult<Context> {
         let mut builder = Tenancy::builder(databases[0].pool.clone())
             .migrations(tenant.clone())
             .shared_migrations(shared.clone())
-            .install_registry(install);
+            .install_registry(install)
+            .replication_source(ShardName::DEFAULT, databases[0].settings.clone());
         for db in &databases[1..] {
-            builder = builder.shard(db.shard.clone(), db.pool.clone());
+            builder = builder
+                .shard(db.shard.clone(), db.pool.clone())
+                .replication_source(db.shard.clone(), db.settings.clone());
         }
         builder.build()
     };
@@ -119,10 +124,16 @@ fn database(
     let shown = shown(settings.config());
     // Connect within the URL's connect_timeout, or 10 s.
     let pool = settings
+        .clone()
         .pool_size(16)
         .pool()
         .map_err(|e| CliError::config(format!("{what} ({shown}): {}", reason(&e))))?;
-    Ok(Database { shard, shown, pool })
+    Ok(Database {
+        shard,
+        shown,
+        pool,
+        settings,
+    })
 }
 
 /// A settings error's reason, without the library's "invalid connection settings" prefix.

@@ -137,9 +137,18 @@ async fn run(cli: Cli) -> CliResult {
             baseline,
             dry_run: true,
         } => commands::import::dry_run(&ctx, out, &source, baseline).await,
-        Command::Move { schema, to, mode } => {
-            commands::citus::move_tenant(&ctx, out, &schema, &to, mode).await
-        }
+        Command::Move {
+            schema,
+            to_shard: Some(shard),
+            ..
+        } => commands::shard_move::run(&ctx, out, &schema, &shard).await,
+        Command::Move {
+            schema,
+            to: Some(to),
+            mode,
+            ..
+        } => commands::citus::move_tenant(&ctx, out, &schema, &to, mode).await,
+        Command::Move { .. } => unreachable!("clap requires --to or --to-shard"),
         Command::Rebalance { mode } => commands::citus::rebalance(&ctx, out, mode).await,
     }
 }

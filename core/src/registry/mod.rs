@@ -33,6 +33,7 @@ mod import;
 mod install;
 mod lifecycle;
 pub(crate) mod notify;
+mod shard_move;
 mod shared_names;
 mod usage;
 

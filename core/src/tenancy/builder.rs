@@ -1,6 +1,7 @@
 //! How a [`Tenancy`] is set up: its databases, resolver, cache, search-path policy,
 //! migrations, hooks and listener.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,9 @@ pub struct TenancyBuilder {
     citus: Option<bool>,
     grace: Duration,
     limits: TenantLimits,
+    /// The settings each database's pool was made with, where known: what a move's
+    /// subscription connects to the source with.
+    sources: BTreeMap<ShardName, ConnectionSettings>,
 }
 
 impl std::fmt::Debug for TenancyBuilder {
@@ -116,7 +120,9 @@ impl Tenancy {
     /// [`builder_from_url`](Self::builder_from_url) with settings already read (e.g. with
     /// a root certificate or pool size set in code).
     pub fn builder_from_settings(settings: ConnectionSettings) -> Result<TenancyBuilder> {
-        Ok(Self::builder(settings.pool()?).listen_for_changes(settings))
+        Ok(Self::builder(settings.pool()?)
+            .replication_source(ShardName::DEFAULT, settings.clone())
+            .listen_for_changes(settings))
     }
 
     /// Starts the set-up over `pool`.
@@ -135,6 +141,7 @@ impl Tenancy {
             citus: None,
             grace: DEFAULT_GRACE,
             limits: TenantLimits::new(),
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -205,8 +212,28 @@ impl TenancyBuilder {
     /// # Ok(()) }
     /// ```
     pub fn shard_url(self, name: impl Into<ShardName>, url: &str) -> Result<Self> {
-        let pool = ConnectionSettings::from_url(url)?.pool()?;
-        Ok(self.shard(name, pool))
+        let settings = ConnectionSettings::from_url(url)?;
+        let name = name.into();
+        let pool = settings.pool()?;
+        Ok(self
+            .replication_source(name.clone(), settings)
+            .shard(name, pool))
+    }
+
+    /// How the database `shard` is reached for a [move](Tenancy::move_to_shard) of a tenant
+    /// away from it: the target database's subscription connects to it with these settings
+    /// (host, port, user, password, database, sslmode, sslrootcert), from the target
+    /// *server*. Set by [`Tenancy::builder_from_url`] (the default database) and
+    /// [`shard_url`](Self::shard_url); without it a move connects as the source server
+    /// describes its own connection (address or socket directory, port, user, database)
+    /// without a password, which needs `trust` or a password file on the target server.
+    pub fn replication_source(
+        mut self,
+        shard: impl Into<ShardName>,
+        settings: impl Into<ConnectionSettings>,
+    ) -> Self {
+        self.sources.insert(shard.into(), settings.into());
+        self
     }
 
     /// Keeps this process's host cache coherent with the others: a task holds one `LISTEN`
@@ -366,6 +393,7 @@ impl TenancyBuilder {
                 registry,
                 states,
                 grace: self.grace,
+                sources: self.sources,
                 usage: tokio::sync::Mutex::new(None),
             }),
         })

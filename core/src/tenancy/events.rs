@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::schema::SchemaName;
+use crate::shard::ShardName;
 use crate::tenant::{TenantRecord, TenantStatus};
 
 /// What happened to a tenant, for the hooks of [`TenancyBuilder::on_event`](super::TenancyBuilder::on_event).
@@ -44,6 +45,16 @@ pub enum TenantEvent {
         from: SchemaName,
         /// Its name now.
         to: SchemaName,
+    },
+    /// A tenant was moved to another database
+    /// ([`Tenancy::move_to_shard`](super::Tenancy::move_to_shard)).
+    MovedToShard {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// The database it was on.
+        from: ShardName,
+        /// The database it is on now.
+        to: ShardName,
     },
     /// A tenant's state changed.
     StatusChanged {

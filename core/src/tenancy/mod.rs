@@ -26,6 +26,7 @@ mod export;
 mod jobs;
 mod listener;
 pub mod report;
+mod shard_move;
 mod shared_names;
 mod status;
 mod usage;
@@ -87,6 +88,10 @@ struct Inner {
     /// How long a deletion or rename waits for drivers' connections checked out for the
     /// schema before it terminates them.
     grace: std::time::Duration,
+    /// The settings of the databases whose pools were made from them (see
+    /// [`TenancyBuilder::replication_source`]).
+    sources:
+        std::collections::BTreeMap<crate::shard::ShardName, crate::connect::ConnectionSettings>,
     /// The last measurement of the tenants' schemas ([`Tenancy::usage`]).
     usage: tokio::sync::Mutex<Option<(std::time::Instant, Arc<[crate::receipt::SchemaUsage]>)>>,
 }

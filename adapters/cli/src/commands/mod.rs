@@ -16,6 +16,7 @@ pub(crate) mod list;
 pub(crate) mod migrate;
 pub(crate) mod rename_schema;
 pub(crate) mod run;
+pub(crate) mod shard_move;
 pub(crate) mod shared_names;
 pub(crate) mod state;
 pub(crate) mod status;

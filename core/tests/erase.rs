@@ -200,3 +200,108 @@ async fn erasing_a_tenant_on_another_database_counts_and_drops_it_there() {
     assert_eq!(left, 0);
     assert!(tenancy.registry().get(&s).await.is_err());
 }
+
+/// The rows on the receipt of a schema whose tables inherit from one another are the rows
+/// erased: a child's rows are counted once (under the child), not again under its parent
+/// (`count(*)` of a parent includes its children's rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_counts_inherited_rows_once() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "ei", 1).await.remove(0);
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE TABLE {s}.parent (x int);
+             CREATE TABLE {s}.child () INHERITS ({s}.parent);
+             INSERT INTO {s}.parent VALUES (1);
+             INSERT INTO {s}.child VALUES (2), (3);"
+        ))
+        .await
+        .unwrap();
+    let receipt = tenancy.erase_tenant(&s, None).await.unwrap();
+    let rows = |table: &str| {
+        receipt
+            .tables
+            .iter()
+            .find(|t| t.table == table)
+            .map(|t| t.rows)
+    };
+    assert_eq!(rows("parent"), Some(1), "{:?}", receipt.tables);
+    assert_eq!(rows("child"), Some(2), "{:?}", receipt.tables);
+    // notes (0), marker (1), history (2), parent (1), child (2).
+    assert_eq!(receipt.rows(), 6, "{:?}", receipt.tables);
+}
+
+/// A table of the tenant's schema that is a partition of a table elsewhere (here `public`)
+/// is dropped with the schema, and its rows with it: they are on the receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_counts_a_partition_of_a_table_outside_the_schema() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "ep", 1).await.remove(0);
+    let conn = db.pool().get().await.unwrap();
+    conn.batch_execute(&format!(
+        "CREATE TABLE public.events (tenant text, v int) PARTITION BY LIST (tenant);
+         CREATE TABLE {s}.events_mine PARTITION OF public.events FOR VALUES IN ('{s}');
+         INSERT INTO public.events VALUES ('{s}', 1), ('{s}', 2);"
+    ))
+    .await
+    .unwrap();
+    let receipt = tenancy.erase_tenant(&s, None).await.unwrap();
+    let left: i64 = conn
+        .query_one("SELECT count(*) FROM public.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the partition's rows were erased with the schema");
+    let mine = receipt.tables.iter().find(|t| t.table == "events_mine");
+    assert_eq!(mine.map(|t| t.rows), Some(2), "{:?}", receipt.tables);
+    assert_eq!(receipt.rows(), 5, "{:?}", receipt.tables);
+}
+
+/// A tenant's partitioned table: listed once, with the rows of all its partitions (which
+/// are not listed on their own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_counts_a_partitioned_table_once() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "eq", 1).await.remove(0);
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE TABLE {s}.log (k int, v int) PARTITION BY RANGE (k);
+             CREATE TABLE {s}.log_low PARTITION OF {s}.log FOR VALUES FROM (0) TO (10)
+               PARTITION BY RANGE (v);
+             CREATE TABLE {s}.log_low_a PARTITION OF {s}.log_low FOR VALUES FROM (0) TO (100);
+             CREATE TABLE {s}.log_high PARTITION OF {s}.log FOR VALUES FROM (10) TO (20);
+             INSERT INTO {s}.log VALUES (1, 1), (2, 2), (15, 3);"
+        ))
+        .await
+        .unwrap();
+    let receipt = tenancy.erase_tenant(&s, None).await.unwrap();
+    let log = receipt.tables.iter().find(|t| t.table == "log");
+    assert_eq!(log.map(|t| t.rows), Some(3), "{:?}", receipt.tables);
+    assert!(
+        !receipt.tables.iter().any(|t| t.table.starts_with("log_")),
+        "{:?}",
+        receipt.tables
+    );
+    assert_eq!(receipt.rows(), 6, "{:?}", receipt.tables);
+}

@@ -305,3 +305,38 @@ async fn the_receipt_counts_a_partitioned_table_once() {
     );
     assert_eq!(receipt.rows(), 6, "{:?}", receipt.tables);
 }
+
+/// An inheritance child of a tenant's table outside its schema (here in `public`) is
+/// dropped with the schema (`CASCADE`): its rows are counted, under the tenant's table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_counts_a_child_outside_the_schema_under_its_parent() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "ek", 1).await.remove(0);
+    let conn = db.pool().get().await.unwrap();
+    conn.batch_execute(&format!(
+        "CREATE TABLE {s}.base (x int);
+         CREATE TABLE public.outside () INHERITS ({s}.base);
+         INSERT INTO {s}.base VALUES (1);
+         INSERT INTO public.outside VALUES (2), (3);"
+    ))
+    .await
+    .unwrap();
+    let receipt = tenancy.erase_tenant(&s, None).await.unwrap();
+    let gone: i64 = conn
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname = 'outside'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(gone, 0, "the child was dropped with its parent");
+    let base = receipt.tables.iter().find(|t| t.table == "base");
+    assert_eq!(base.map(|t| t.rows), Some(3), "{:?}", receipt.tables);
+    assert_eq!(receipt.rows(), 6, "{:?}", receipt.tables);
+}

@@ -1,33 +1,92 @@
 //! What an erasure removes: each table of a tenant's schema and its rows.
 
-use super::export::schema_tables;
+use tokio_postgres::types::Type;
+
 use crate::receipt::TableRows;
 use crate::schema::SchemaName;
+
+/// The tables an erasure of `schema` drops, each with the relations whose rows it counts:
+/// every table of the schema (plain and partitioned; the migration history included) but
+/// the partitions of one of its own partitioned tables, which their parent counts. A table
+/// counts its own rows (`ONLY`) and those of its partitions and inheritance children that
+/// are not listed themselves — those outside the schema too, which `DROP SCHEMA … CASCADE`
+/// drops with it — each relation under one table only. Rows: the table, and one relation
+/// it counts (quoted, schema-qualified) per row, or none for a partitioned table without
+/// partitions.
+const ERASED_TABLES: &str = "
+WITH RECURSIVE listed AS (
+    SELECT c.oid, c.relname::text AS name
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+      AND NOT (c.relispartition AND EXISTS (
+          SELECT 1 FROM pg_catalog.pg_inherits i
+          JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+          WHERE i.inhrelid = c.oid AND p.relnamespace = c.relnamespace))
+), counted(owner, rel) AS (
+    SELECT oid, oid FROM listed
+    UNION
+    SELECT o.owner, i.inhrelid
+    FROM counted o
+    JOIN pg_catalog.pg_inherits i ON i.inhparent = o.rel
+    WHERE i.inhrelid NOT IN (SELECT oid FROM listed)
+), once AS (
+    SELECT DISTINCT ON (rel) owner, rel FROM counted ORDER BY rel, owner
+)
+SELECT l.name,
+       pg_catalog.quote_ident(rn.nspname) || '.' || pg_catalog.quote_ident(r.relname) AS rel
+FROM listed l
+LEFT JOIN once o ON o.owner = l.oid
+LEFT JOIN pg_catalog.pg_class r ON r.oid = o.rel AND r.relkind = 'r'
+LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+ORDER BY l.name";
 
 /// Every table of `schema` (plain and partitioned; the migration history included) with its
 /// rows, by name, counted in `tx` on the schema's database after locking them all (ACCESS
 /// EXCLUSIVE, held until `tx` ends): a transaction still writing commits before its rows
 /// are counted, and nothing writes between the count and the drop that follows in `tx`.
+/// Each row the drop removes is counted once (see [`ERASED_TABLES`]): a table's rows are
+/// its own, its partitions' and those of inheritance children not listed themselves.
 pub(super) async fn count_rows_locked(
     tx: &tokio_postgres::Transaction<'_>,
     schema: &SchemaName,
 ) -> std::result::Result<Vec<TableRows>, tokio_postgres::Error> {
-    let tables = schema_tables(tx, schema, true).await?;
-    let quoted: Vec<String> = tables
-        .iter()
-        .map(|t| format!("{}.\"{}\"", schema.quoted(), t.replace('"', "\"\"")))
-        .collect();
-    if !quoted.is_empty() {
+    let listed = tx
+        .query_typed(ERASED_TABLES, &[(&schema.as_str(), Type::TEXT)])
+        .await?;
+    // Each table with the relations it counts, in the order of the names.
+    let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+    for row in &listed {
+        let table: String = row.get(0);
+        let rel: Option<String> = row.get(1);
+        if tables.last().is_none_or(|(last, _)| *last != table) {
+            tables.push((table, Vec::new()));
+        }
+        if let (Some(rel), Some((_, rels))) = (rel, tables.last_mut()) {
+            rels.push(rel);
+        }
+    }
+    let quoted = |t: &str| format!("{}.\"{}\"", schema.quoted(), t.replace('"', "\"\""));
+    if !tables.is_empty() {
+        let all: Vec<String> = tables.iter().map(|(t, _)| quoted(t)).collect();
         tx.batch_execute(&format!(
             "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            quoted.join(", ")
+            all.join(", ")
         ))
         .await?;
     }
     let mut out = Vec::with_capacity(tables.len());
-    for (table, quoted) in tables.into_iter().zip(quoted) {
-        let sql = format!("SELECT pg_catalog.count(*) FROM {quoted}");
-        let rows: i64 = tx.query_one(&sql, &[]).await?.get(0);
+    for (table, rels) in tables {
+        let rows: i64 = if rels.is_empty() {
+            0
+        } else {
+            let sum: Vec<String> = rels
+                .iter()
+                .map(|rel| format!("(SELECT pg_catalog.count(*) FROM ONLY {rel})"))
+                .collect();
+            let sql = format!("SELECT ({})::int8", sum.join(" + "));
+            tx.query_one(&sql, &[]).await?.get(0)
+        };
         out.push(TableRows { table, rows });
     }
     Ok(out)

@@ -340,3 +340,38 @@ async fn the_receipt_counts_a_child_outside_the_schema_under_its_parent() {
     assert_eq!(base.map(|t| t.rows), Some(3), "{:?}", receipt.tables);
     assert_eq!(receipt.rows(), 6, "{:?}", receipt.tables);
 }
+
+/// An unlogged table's rows and a materialized view's are dropped with the schema: they
+/// are on the receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_counts_unlogged_tables_and_materialized_views() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "em", 1).await.remove(0);
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE UNLOGGED TABLE {s}.scratch (x int);
+             INSERT INTO {s}.scratch VALUES (1), (2);
+             CREATE MATERIALIZED VIEW {s}.copied AS SELECT x FROM {s}.scratch;"
+        ))
+        .await
+        .unwrap();
+    let receipt = tenancy.erase_tenant(&s, None).await.unwrap();
+    let rows = |table: &str| {
+        receipt
+            .tables
+            .iter()
+            .find(|t| t.table == table)
+            .map(|t| t.rows)
+    };
+    assert_eq!(rows("scratch"), Some(2), "{:?}", receipt.tables);
+    assert_eq!(rows("copied"), Some(2), "{:?}", receipt.tables);
+    assert_eq!(receipt.rows(), 7, "{:?}", receipt.tables);
+}

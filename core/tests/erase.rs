@@ -342,7 +342,7 @@ async fn the_receipt_counts_a_child_outside_the_schema_under_its_parent() {
 }
 
 /// An unlogged table's rows and a materialized view's are dropped with the schema: they
-/// are on the receipt.
+/// are on the receipt (one never populated with none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receipt_counts_unlogged_tables_and_materialized_views() {
     let db = database().await;
@@ -359,7 +359,8 @@ async fn the_receipt_counts_unlogged_tables_and_materialized_views() {
         .batch_execute(&format!(
             "CREATE UNLOGGED TABLE {s}.scratch (x int);
              INSERT INTO {s}.scratch VALUES (1), (2);
-             CREATE MATERIALIZED VIEW {s}.copied AS SELECT x FROM {s}.scratch;"
+             CREATE MATERIALIZED VIEW {s}.copied AS SELECT x FROM {s}.scratch;
+             CREATE MATERIALIZED VIEW {s}.empty AS SELECT x FROM {s}.scratch WITH NO DATA;"
         ))
         .await
         .unwrap();
@@ -373,5 +374,6 @@ async fn the_receipt_counts_unlogged_tables_and_materialized_views() {
     };
     assert_eq!(rows("scratch"), Some(2), "{:?}", receipt.tables);
     assert_eq!(rows("copied"), Some(2), "{:?}", receipt.tables);
+    assert_eq!(rows("empty"), Some(0), "{:?}", receipt.tables);
     assert_eq!(receipt.rows(), 7, "{:?}", receipt.tables);
 }

@@ -6,8 +6,9 @@ use crate::receipt::TableRows;
 use crate::schema::SchemaName;
 
 /// The tables an erasure of `schema` drops, each with the relations whose rows it counts:
-/// every table of the schema (plain and partitioned; the migration history included) but
-/// the partitions of one of its own partitioned tables, which their parent counts. A table
+/// every table of the schema (plain and partitioned; the migration history included) and
+/// materialized view, but the partitions of one of its own partitioned tables, which their
+/// parent counts. A table
 /// counts its own rows (`ONLY`) and those of its partitions and inheritance children that
 /// are not listed themselves — those outside the schema too, which `DROP SCHEMA … CASCADE`
 /// drops with it — each relation under one table only. Rows: the table, and one relation
@@ -15,10 +16,10 @@ use crate::schema::SchemaName;
 /// partitions.
 const ERASED_TABLES: &str = "
 WITH RECURSIVE listed AS (
-    SELECT c.oid, c.relname::text AS name
+    SELECT c.oid, c.relname::text AS name, c.relkind
     FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+    WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'm')
       AND NOT (c.relispartition AND EXISTS (
           SELECT 1 FROM pg_catalog.pg_inherits i
           JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
@@ -33,18 +34,21 @@ WITH RECURSIVE listed AS (
 ), once AS (
     SELECT DISTINCT ON (rel) owner, rel FROM counted ORDER BY rel, owner
 )
-SELECT l.name,
+SELECT l.name, l.relkind = 'm' AS materialized,
        pg_catalog.quote_ident(rn.nspname) || '.' || pg_catalog.quote_ident(r.relname) AS rel
 FROM listed l
 LEFT JOIN once o ON o.owner = l.oid
-LEFT JOIN pg_catalog.pg_class r ON r.oid = o.rel AND r.relkind = 'r'
+LEFT JOIN pg_catalog.pg_class r ON r.oid = o.rel
+    AND (r.relkind = 'r' OR (r.relkind = 'm' AND r.relispopulated))
 LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
 ORDER BY l.name";
 
-/// Every table of `schema` (plain and partitioned; the migration history included) with its
-/// rows, by name, counted in `tx` on the schema's database after locking them all (ACCESS
-/// EXCLUSIVE, held until `tx` ends): a transaction still writing commits before its rows
-/// are counted, and nothing writes between the count and the drop that follows in `tx`.
+/// Every table of `schema` (plain and partitioned; the migration history included) and
+/// materialized view with its rows, by name, counted in `tx` on the schema's database after
+/// locking the tables (ACCESS EXCLUSIVE, held until `tx` ends; a materialized view cannot
+/// be locked, but its refresh reads tables that are): a transaction still writing commits
+/// before its rows are counted, and nothing writes between the count and the drop that
+/// follows in `tx`.
 /// Each row the drop removes is counted once (see [`ERASED_TABLES`]): a table's rows are
 /// its own, its partitions' and those of inheritance children not listed themselves.
 pub(super) async fn count_rows_locked(
@@ -54,24 +58,29 @@ pub(super) async fn count_rows_locked(
     let listed = tx
         .query_typed(ERASED_TABLES, &[(&schema.as_str(), Type::TEXT)])
         .await?;
-    // Each table with the relations it counts, in the order of the names.
+    // Each table with the relations it counts, in the order of the names; and whether it is
+    // a materialized view.
     let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+    let mut locked = Vec::new();
+    let quoted = |t: &str| format!("{}.\"{}\"", schema.quoted(), t.replace('"', "\"\""));
     for row in &listed {
         let table: String = row.get(0);
-        let rel: Option<String> = row.get(1);
+        let materialized: bool = row.get(1);
+        let rel: Option<String> = row.get(2);
         if tables.last().is_none_or(|(last, _)| *last != table) {
+            if !materialized {
+                locked.push(quoted(&table));
+            }
             tables.push((table, Vec::new()));
         }
         if let (Some(rel), Some((_, rels))) = (rel, tables.last_mut()) {
             rels.push(rel);
         }
     }
-    let quoted = |t: &str| format!("{}.\"{}\"", schema.quoted(), t.replace('"', "\"\""));
-    if !tables.is_empty() {
-        let all: Vec<String> = tables.iter().map(|(t, _)| quoted(t)).collect();
+    if !locked.is_empty() {
         tx.batch_execute(&format!(
             "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            all.join(", ")
+            locked.join(", ")
         ))
         .await?;
     }

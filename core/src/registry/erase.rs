@@ -8,10 +8,9 @@ use crate::schema::SchemaName;
 /// The tables an erasure of `schema` drops, each with the relations whose rows it counts:
 /// every table of the schema (plain and partitioned; the migration history included) and
 /// materialized view, but the partitions of one of its own partitioned tables, which their
-/// parent counts. A table
-/// counts its own rows (`ONLY`) and those of its partitions and inheritance children that
-/// are not listed themselves — those outside the schema too, which `DROP SCHEMA … CASCADE`
-/// drops with it — each relation under one table only. Rows: the table, and one relation
+/// parent counts. A table counts its own rows (`ONLY`) and those of its partitions and
+/// inheritance children that are not listed themselves — those outside the schema too,
+/// which `DROP SCHEMA … CASCADE` drops with it — each relation under one table only. Rows: the table, and one relation
 /// it counts (quoted, schema-qualified) per row, or none for a partitioned table without
 /// partitions.
 const ERASED_TABLES: &str = "

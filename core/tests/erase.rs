@@ -377,3 +377,56 @@ async fn the_receipt_counts_unlogged_tables_and_materialized_views() {
     assert_eq!(rows("empty"), Some(0), "{:?}", receipt.tables);
     assert_eq!(receipt.rows(), 7, "{:?}", receipt.tables);
 }
+
+/// An erasure that races a rename of the tenant's schema (the rename waiting for a driver's
+/// connection held for the tenant when the erasure begins) fails, the tenant being gone from
+/// its old name: the tenant, under its new name, is put back in its state, not left in
+/// maintenance (served to no one) by the failed erasure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_losing_a_race_with_a_rename_puts_the_tenant_back() {
+    use std::time::Duration;
+    use tenant_schemas::checkout::DriverCheckout;
+    use tenant_schemas::{SchemaName, Tenant};
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(marker_and_notes())
+        .held_connection_grace(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "eren", 1).await.remove(0);
+    let new = SchemaName::new("eren_new").unwrap();
+    let held = DriverCheckout::begin(Some(&tenancy.tenant_states()), &Tenant::new(s.clone()))
+        .await
+        .unwrap();
+    let renaming = {
+        let (tenancy, s, new) = (tenancy.clone(), s.clone(), new.clone());
+        tokio::spawn(async move { tenancy.rename_schema(&s, &new).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let erasing = {
+        let (tenancy, s) = (tenancy.clone(), s.clone());
+        tokio::spawn(async move { tenancy.erase_tenant(&s, None).await })
+    };
+    // Until the erasure has put the tenant in maintenance (and waits behind the rename).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tenancy.registry().get(&s).await.unwrap().status != TenantStatus::Maintenance {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(held);
+    let renamed = renaming.await.unwrap();
+    let erased = erasing.await.unwrap();
+    match (renamed, erased) {
+        (Ok(_), Err(e)) => {
+            assert!(matches!(e, Error::TenantNotFound { .. }), "{e:?}");
+            let record = tenancy.registry().get(&new).await.unwrap();
+            assert_eq!(
+                record.status,
+                TenantStatus::Active,
+                "the renamed tenant was left as the failed erasure put it"
+            );
+        }
+        (renamed, erased) => panic!("{renamed:?} / {erased:?}"),
+    }
+}

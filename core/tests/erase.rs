@@ -430,3 +430,52 @@ async fn an_erasure_losing_a_race_with_a_rename_puts_the_tenant_back() {
         (renamed, erased) => panic!("{renamed:?} / {erased:?}"),
     }
 }
+
+/// A transaction of another process (a migration, say) that created a table in the tenant's
+/// schema and wrote rows into it, committing while the erasure runs: the table is dropped
+/// with the schema (the drop waits for that transaction), so it and its rows are on the
+/// receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_counts_a_table_created_by_a_transaction_open_when_the_erasure_began() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "ecr", 1).await.remove(0);
+    let mut writer = db.pool().get().await.unwrap();
+    let tx = writer.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "CREATE TABLE {s}.created (x int); INSERT INTO {s}.created VALUES (1), (2)"
+    ))
+    .await
+    .unwrap();
+    let erasing = {
+        let (tenancy, s) = (tenancy.clone(), s.clone());
+        tokio::spawn(async move { tenancy.erase_tenant(&s, None).await })
+    };
+    // Until the erasure waits for a lock the writer holds.
+    let watcher = db.pool().get().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = watcher
+            .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the erasure never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tx.commit().await.unwrap();
+    let receipt = erasing.await.unwrap().unwrap();
+    assert!(!schema_exists(&db, s.as_str()).await);
+    let created = receipt.tables.iter().find(|t| t.table == "created");
+    assert_eq!(created.map(|t| t.rows), Some(2), "{:?}", receipt.tables);
+}

@@ -50,7 +50,55 @@ ORDER BY l.name";
 /// follows in `tx`.
 /// Each row the drop removes is counted once (see [`ERASED_TABLES`]): a table's rows are
 /// its own, its partitions' and those of inheritance children not listed themselves.
+///
+/// Tables another transaction created in the schema and has not committed yet are not
+/// visible, but the drop waits for that transaction and drops them: the count waits first
+/// for the transactions creating objects in the schema (they hold a lock on it) to end, and
+/// counts again should one have begun while it counted.
 pub(super) async fn count_rows_locked(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &SchemaName,
+) -> std::result::Result<Vec<TableRows>, tokio_postgres::Error> {
+    loop {
+        while creating_in(tx, schema).await? {
+            tokio::time::sleep(CREATORS_POLL).await;
+        }
+        let counted = count_once(tx, schema).await?;
+        if !creating_in(tx, schema).await? {
+            return Ok(counted);
+        }
+    }
+}
+
+/// How often [`count_rows_locked`] looks whether the transactions creating objects in the
+/// schema have ended.
+const CREATORS_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Whether another transaction holds a lock on `schema` itself: PostgreSQL takes one (`ACCESS
+/// SHARE`, until the transaction ends) for every object created in a schema, so that the
+/// schema cannot be dropped under it.
+async fn creating_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &SchemaName,
+) -> std::result::Result<bool, tokio_postgres::Error> {
+    let row = tx
+        .query_typed_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                 JOIN pg_catalog.pg_namespace n ON n.oid = l.objid
+                 WHERE l.locktype = 'object'
+                   AND l.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                   AND l.database = (SELECT oid FROM pg_catalog.pg_database
+                                     WHERE datname = pg_catalog.current_database())
+                   AND n.nspname = $1
+                   AND l.pid <> pg_catalog.pg_backend_pid())",
+            &[(&schema.as_str(), Type::TEXT)],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// One listing, locking and count of [`count_rows_locked`].
+async fn count_once(
     tx: &tokio_postgres::Transaction<'_>,
     schema: &SchemaName,
 ) -> std::result::Result<Vec<TableRows>, tokio_postgres::Error> {

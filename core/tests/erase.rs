@@ -462,6 +462,17 @@ async fn the_receipt_counts_a_table_created_by_a_transaction_open_when_the_erasu
         !erasing.is_finished(),
         "the erasure did not wait for the writer"
     );
+    // The writer (a migration, say) then records its work in the registry: the erasure,
+    // waiting for it, holds nothing it would wait for.
+    let recorded = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tx.execute(
+            "UPDATE public.tenant_schemas_tenants SET version = version WHERE schema_name = $1",
+            &[&s.as_str()],
+        ),
+    )
+    .await;
+    assert!(matches!(recorded, Ok(Ok(1))), "{recorded:?}");
     tx.commit().await.unwrap();
     let receipt = erasing.await.unwrap().unwrap();
     assert!(!schema_exists(&db, s.as_str()).await);

@@ -54,7 +54,10 @@ ORDER BY l.name";
 /// Tables another transaction created in the schema and has not committed yet are not
 /// visible, but the drop waits for that transaction and drops them: the count waits first
 /// for the transactions creating objects in the schema (they hold a lock on it) to end, and
-/// counts again should one have begun while it counted.
+/// counts again should one have begun while it counted. It waits holding no lock of its
+/// own in `tx` (call it before anything else in `tx` takes locks): such a transaction may
+/// be waiting for one of them (a migration updating the registry, or the tables counted,
+/// which a count given up releases), and PostgreSQL would not see that deadlock.
 pub(super) async fn count_rows_locked(
     tx: &tokio_postgres::Transaction<'_>,
     schema: &SchemaName,
@@ -63,10 +66,18 @@ pub(super) async fn count_rows_locked(
         while creating_in(tx, schema).await? {
             tokio::time::sleep(CREATORS_POLL).await;
         }
+        tx.batch_execute("SAVEPOINT tenant_schemas_erase_count")
+            .await?;
         let counted = count_once(tx, schema).await?;
         if !creating_in(tx, schema).await? {
+            tx.batch_execute("RELEASE SAVEPOINT tenant_schemas_erase_count")
+                .await?;
             return Ok(counted);
         }
+        // The tables' locks are released (rolling back to a savepoint releases the locks
+        // taken after it) while the new transaction is waited for.
+        tx.batch_execute("ROLLBACK TO SAVEPOINT tenant_schemas_erase_count")
+            .await?;
     }
 }
 

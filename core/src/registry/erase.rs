@@ -10,9 +10,10 @@ use crate::schema::SchemaName;
 /// materialized view, but the partitions of one of its own partitioned tables, which their
 /// parent counts. A table counts its own rows (`ONLY`) and those of its partitions and
 /// inheritance children that are not listed themselves — those outside the schema too,
-/// which `DROP SCHEMA … CASCADE` drops with it — each relation under one table only. Rows: the table, and one relation
-/// it counts (quoted, schema-qualified) per row, or none for a partitioned table without
-/// partitions.
+/// which `DROP SCHEMA … CASCADE` drops with it — each relation under one table only. Rows:
+/// the table, whether it is a materialized view, and one relation it counts (quoted,
+/// schema-qualified) per row, or none for a partitioned table without partitions or a
+/// materialized view never populated (no rows).
 const ERASED_TABLES: &str = "
 WITH RECURSIVE listed AS (
     SELECT c.oid, c.relname::text AS name, c.relkind
@@ -47,8 +48,7 @@ ORDER BY l.name";
 /// locking the tables (ACCESS EXCLUSIVE, held until `tx` ends; a materialized view cannot
 /// be locked, but its refresh reads tables that are): a transaction still writing commits
 /// before its rows are counted, and nothing writes between the count and the drop that
-/// follows in `tx`.
-/// Each row the drop removes is counted once (see [`ERASED_TABLES`]): a table's rows are
+/// follows in `tx`. Each row the drop removes is counted once (see [`ERASED_TABLES`]): a table's rows are
 /// its own, its partitions' and those of inheritance children not listed themselves.
 ///
 /// Tables another transaction created in the schema and has not committed yet are not

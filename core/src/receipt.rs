@@ -17,7 +17,8 @@ use crate::tenant::TenantRecord;
 pub struct ErasureReceipt {
     /// The tenant's registry row as it was (its id, name, domains, state, database).
     pub tenant: TenantRecord,
-    /// Each table of its schema (the migration history included) and its rows, by name.
+    /// Each table of its schema (the migration history included; materialized views too)
+    /// and its rows, by name: each row erased counted once.
     pub tables: Vec<TableRows>,
     /// The prefix of its cache keys ([`TenantKeys::key_prefix`](crate::keys::TenantKeys::key_prefix)).
     pub key_prefix: String,

@@ -496,3 +496,140 @@ async fn the_default_statement_timeout_and_a_tenants_own() {
         .session_settings("x")
         .ends_with("SET statement_timeout TO 150"));
 }
+
+/// The setting `statement_timeout` as the tenant in scope's connection sees it.
+async fn timeout_in_scope(tenancy: &Tenancy, tenant: Tenant) -> String {
+    tenant_schemas::scope::run(tenant, async {
+        tenancy
+            .router()
+            .connection()
+            .await
+            .unwrap()
+            .query_one("SELECT current_setting('statement_timeout')", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    })
+    .await
+}
+
+/// A migration longer than a tenant's timeout, run right after that tenant's request on the
+/// only connection (by another `Tenancy` over the same pool, with a migration more), is not
+/// cancelled: the library's own work has the database's setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_migration_after_a_timed_request_on_the_only_connection_runs() {
+    let (_db, tenancy, schemas) = one_connection(
+        tenant_schemas::SearchPathMode::Session,
+        TenantLimits::new().statement_timeout(Duration::from_millis(150)),
+    )
+    .await;
+    let (shown, slept) = timeout_seen(&tenancy, &schemas[0], 1.0).await;
+    assert!(!slept && shown == "150ms", "{shown}");
+    let later = Tenancy::builder(tenancy.router().pool().clone())
+        .migrations(marker_and_notes().with("slow", "SELECT pg_sleep(0.4)"))
+        .tenant_limits(TenantLimits::new().statement_timeout(Duration::from_millis(150)))
+        .build()
+        .await
+        .unwrap();
+    let report = later
+        .migrate(&tenant_schemas::RunOptions::default(), None)
+        .await
+        .unwrap();
+    for s in &report.schemas {
+        assert!(
+            matches!(s.outcome, tenant_schemas::Outcome::Migrated { .. }),
+            "{report:?}"
+        );
+    }
+}
+
+/// On one connection, a timed tenant's connection handed straight to a waiting request of
+/// another tenant (the handoff, or the path memory) never keeps the timed tenant's timeout;
+/// the public tenant in scope has the default, `public` by name the database's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_connection_does_not_keep_a_timed_tenants_timeout() {
+    let (_db, tenancy, schemas) =
+        one_connection(tenant_schemas::SearchPathMode::Session, TenantLimits::new()).await;
+    let (slow, other) = (&schemas[0], &schemas[1]);
+    tenancy
+        .set_statement_timeout(slow, Some(Duration::from_millis(150)))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let held = tenancy.router().connection_for_schema(slow).await.unwrap();
+        held.query_one("SELECT 1", &[]).await.unwrap();
+        let waiting = {
+            let tenancy = tenancy.clone();
+            let other = other.clone();
+            tokio::spawn(async move { timeout_seen(&tenancy, &other, 0.3).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        let (shown, slept) = waiting.await.unwrap();
+        assert!(slept && shown == "7s", "{shown}");
+        // Back and forth through the path memory.
+        let (shown, slept) = timeout_seen(&tenancy, slow, 0.3).await;
+        assert!(!slept && shown == "150ms", "{shown}");
+        let (shown, _) = timeout_seen(&tenancy, slow, 0.0).await;
+        assert_eq!(shown, "150ms");
+        let (shown, _) = timeout_seen(&tenancy, other, 0.0).await;
+        assert_eq!(shown, "7s");
+    }
+    // Changed while the connection is remembered on the tenant's path.
+    let (shown, _) = timeout_seen(&tenancy, slow, 0.0).await;
+    assert_eq!(shown, "150ms");
+    tenancy
+        .set_statement_timeout(slow, Some(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let (shown, _) = timeout_seen(&tenancy, slow, 0.0).await;
+    assert_eq!(shown, "3s");
+    tenancy.set_statement_timeout(slow, None).await.unwrap();
+    let (shown, _) = timeout_seen(&tenancy, slow, 0.0).await;
+    assert_eq!(shown, "7s");
+}
+
+/// With a default timeout: the public tenant in scope has it, `public` by name does not,
+/// on the same connection one after the other (the path memory has one path for both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_tenant_and_public_by_name_on_one_connection() {
+    let (_db, tenancy, _schemas) = one_connection(
+        tenant_schemas::SearchPathMode::Session,
+        TenantLimits::new().statement_timeout(Duration::from_millis(150)),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(timeout_in_scope(&tenancy, Tenant::public()).await, "150ms");
+        let (shown, _) = timeout_seen(&tenancy, &SchemaName::public(), 0.0).await;
+        assert_eq!(shown, "7s");
+    }
+}
+
+/// Behind PgBouncer in transaction pooling with one server connection: a timed tenant's
+/// statement is cancelled, the next tenant's on the same server connection is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_tenant_behind_pgbouncer_leaves_nothing_on_the_server_connection() {
+    let db = database().await;
+    let (_bouncer, tenancy) = bounced_tenancy(&db, 1, 2).await;
+    let schemas = marked_tenants(&tenancy, "pb", 2).await;
+    let (slow, other) = (&schemas[0], &schemas[1]);
+    tenancy
+        .set_statement_timeout(slow, Some(Duration::from_millis(150)))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (shown, slept) = timeout_seen(&tenancy, slow, 1.0).await;
+        assert!(!slept && shown == "150ms", "{shown}");
+        let (shown, slept) = timeout_seen(&tenancy, other, 0.3).await;
+        assert!(slept && shown != "150ms", "{shown}");
+        let conn = tenancy.router().connection_for_schema(slow).await.unwrap();
+        let mut conn2 = conn;
+        let tx = conn2.transaction().await.unwrap();
+        let err = tx.execute("SELECT pg_sleep(1)", &[]).await.unwrap_err();
+        assert!(cancelled(&err), "{err:?}");
+        drop(tx);
+        drop(conn2);
+        let (shown, slept) = timeout_seen(&tenancy, other, 0.3).await;
+        assert!(slept && shown != "150ms", "{shown}");
+    }
+}

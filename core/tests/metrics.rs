@@ -225,3 +225,100 @@ async fn checkouts_are_counted_per_tenant_with_their_outcome() {
     assert_eq!(statements("read_only") - read_only, 1);
     assert_eq!(latencies() - timed, 6);
 }
+
+/// A statement retried because its cached plan no longer fits (a column's type changed under
+/// it; in transaction mode, parameter types learned under another shape) is counted once,
+/// `ok`, under its own tenant; a statement cancelled by the tenant's timeout in transaction
+/// mode is `cancelled`, a server-refused write of a read-only tenant `read_only`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_statement_is_counted_once_in_both_modes() {
+    let seen = Arc::new(Seen::default());
+    metrics::set_global_recorder(Capture(seen.clone())).unwrap();
+    let count = |k: String| {
+        seen.counters
+            .lock()
+            .unwrap()
+            .get(&k)
+            .map_or(0, |c| c.0.load(Ordering::Relaxed))
+    };
+    let statements = |tenant: &str, outcome: &str| {
+        count(format!(
+            "tenant_schemas_statements_total{{outcome={outcome},tenant={tenant}}}"
+        ))
+    };
+    for (mode, prefix) in [
+        (tenant_schemas::SearchPathMode::Session, "mrs"),
+        (tenant_schemas::SearchPathMode::Transaction, "mrt"),
+    ] {
+        let db = database().await;
+        let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+            .migrations(marker_and_notes())
+            .search_path_mode(mode)
+            .build()
+            .await
+            .unwrap();
+        let s = marked_tenants(&tenancy, prefix, 2).await;
+        let (t0, t1) = (s[0].as_str(), s[1].as_str());
+        let router = tenancy.router();
+        let (ok0, ok1, err0) = (
+            statements(t0, "ok"),
+            statements(t1, "ok"),
+            statements(t0, "error"),
+        );
+        let conn = router.connection_for_schema(&s[0]).await.unwrap();
+        conn.query_one(
+            "SELECT schema_name FROM marker WHERE schema_name = $1",
+            &[&t0],
+        )
+        .await
+        .unwrap();
+        drop(conn);
+        db.pool()
+            .get()
+            .await
+            .unwrap()
+            .batch_execute(&format!(
+                "ALTER TABLE {t0}.marker ALTER COLUMN schema_name TYPE varchar(64)"
+            ))
+            .await
+            .unwrap();
+        let conn = router.connection_for_schema(&s[0]).await.unwrap();
+        conn.query_one(
+            "SELECT schema_name FROM marker WHERE schema_name = $1",
+            &[&t0],
+        )
+        .await
+        .unwrap();
+        drop(conn);
+        assert_eq!(statements(t0, "ok") - ok0, 2, "{mode:?}");
+        assert_eq!(statements(t0, "error") - err0, 0, "{mode:?}");
+        assert_eq!(statements(t1, "ok") - ok1, 0, "{mode:?}");
+
+        let cancelled = statements(t1, "cancelled");
+        tenancy
+            .set_statement_timeout(&s[1], Some(std::time::Duration::from_millis(50)))
+            .await
+            .unwrap();
+        let conn = router.connection_for_schema(&s[1]).await.unwrap();
+        assert!(conn.execute("SELECT pg_sleep(1)", &[]).await.is_err());
+        drop(conn);
+        assert_eq!(statements(t1, "cancelled") - cancelled, 1, "{mode:?}");
+
+        let read_only = statements(t1, "read_only");
+        tenancy
+            .set_status(&s[1], TenantStatus::ReadOnly)
+            .await
+            .unwrap();
+        let conn = router.connection_for_schema(&s[1]).await.unwrap();
+        let err = conn
+            .query("SELECT nextval('notes_id_seq')", &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::TenantReadOnly { .. }),
+            "{mode:?}: {err:?}"
+        );
+        drop(conn);
+        assert_eq!(statements(t1, "read_only") - read_only, 1, "{mode:?}");
+    }
+}

@@ -448,3 +448,50 @@ async fn a_tenants_statement_timeout_reaches_sqlx_and_stays_its_own() {
         tx.commit().await.unwrap();
     }
 }
+
+/// A tenant with the shortest timeout (1 ms) before another on the only connection: the
+/// next tenant's checkout (its switch, which runs under the session's setting as the last
+/// tenant left it) never fails because of the first tenant's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_tenants_switch_does_not_run_under_a_tiny_timeout() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(2).unwrap())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "sx_tiny_", 2).await;
+    let (tiny, other) = (&s[0], &s[1]);
+    tenancy
+        .set_statement_timeout(tiny, Some(Duration::from_millis(1)))
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect_options(db.config()))
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    let mut failed = Vec::new();
+    for round in 0..300 {
+        if let Ok(mut conn) = router.connection_for_schema(tiny).await {
+            let _ = sqlx::query("SELECT 1").execute(&mut *conn).await;
+        }
+        match router.connection_for_schema(other).await {
+            Ok(mut conn) => {
+                if let Err(e) = sqlx::query("SELECT 1").execute(&mut *conn).await {
+                    failed.push(format!("round {round}: statement: {e}"));
+                }
+            }
+            Err(e) => failed.push(format!("round {round}: checkout: {e}")),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}

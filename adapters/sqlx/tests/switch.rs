@@ -137,3 +137,42 @@ async fn shared_statements_are_analysed_again_for_each_tenant() {
         "{err:?}"
     );
 }
+
+/// `shared_statements(true)`, two tenants whose `people` tables have the same column types
+/// in another order (one created `first_name, last_name`, the other `last_name, first_name`,
+/// as an adopted schema or another migration history leaves them): a statement kept from
+/// one tenant never hands the other's columns under the first tenant's names (the server
+/// compares the result's names too: `0A000`). The default router reads them right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_statements_never_mislabel_a_tenants_columns() {
+    let (db, schemas, plain) = setup("sx_cols_", 2).await;
+    let admin = db.pool().get().await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE sx_cols_0.people (id int, first_name text, last_name text);
+             INSERT INTO sx_cols_0.people VALUES (1, 'Ada', 'Lovelace');
+             CREATE TABLE sx_cols_1.people (id int, last_name text, first_name text);
+             INSERT INTO sx_cols_1.people VALUES (1, 'Hopper', 'Grace');",
+        )
+        .await
+        .unwrap();
+    let shared = SqlxRouter::builder(plain.pool().clone())
+        .shared_statements(true)
+        .build();
+    for (name, router) in [("default", plain.clone()), ("shared", shared)] {
+        for (schema, want) in [(&schemas[0], "Ada"), (&schemas[1], "Grace")] {
+            let mut conn = router.connection_for_schema(schema).await.unwrap();
+            let read = sqlx::query("SELECT * FROM people")
+                .fetch_one(&mut *conn)
+                .await
+                .and_then(|row| sqlx::Row::try_get::<String, _>(&row, "first_name"));
+            match read {
+                Ok(first) => assert_eq!(first, want, "{name}: {schema}'s first_name"),
+                // The server compares the names too: an error, as the docs say.
+                Err(sqlx::Error::Database(e))
+                    if name == "shared" && e.code().as_deref() == Some("0A000") => {}
+                Err(e) => panic!("{name}: {e:?}"),
+            }
+        }
+    }
+}

@@ -121,7 +121,8 @@ impl Registry {
         out.write_all(format!("{MAGIC}\ntenant {header}\n").as_bytes())
             .await
             .map_err(io)?;
-        // Plain and partitioned tables (a partition's rows come with its parent), columns by
+        // Plain and partitioned tables (a partition's rows come with its parent; a plain
+        // table's inheritance children's do not, they are exported as their own), columns by
         // position without generated ones (computed again on restore), and the line for each.
         let tables = tx
             .query_typed(
@@ -134,7 +135,8 @@ impl Registry {
                             ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
                                   WHERE a.attrelid = c.oid AND a.attnum > 0
                                     AND NOT a.attisdropped AND a.attgenerated = ''
-                                  ORDER BY a.attnum))::text
+                                  ORDER BY a.attnum))::text,
+                        c.relkind = 'r'
                  FROM pg_catalog.pg_class c
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
@@ -146,19 +148,20 @@ impl Registry {
             .map_err(db)?;
         let mut counts = Vec::with_capacity(tables.len());
         for row in tables {
-            let (table, columns, line): (String, Vec<String>, String) =
-                (row.get(0), row.get(1), row.get(2));
+            let (table, columns, line, plain): (String, Vec<String>, String, bool) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
             out.write_all(format!("table {line}\n").as_bytes())
                 .await
                 .map_err(io)?;
             let columns: Vec<String> = columns.iter().map(|c| ident(c)).collect();
             let sql = format!(
-                "COPY (SELECT {} FROM {}.{}) TO STDOUT",
+                "COPY (SELECT {} FROM {}{}.{}) TO STDOUT",
                 if columns.is_empty() {
                     "".to_owned()
                 } else {
                     columns.join(", ")
                 },
+                if plain { "ONLY " } else { "" },
                 schema.quoted(),
                 ident(&table)
             );

@@ -727,6 +727,11 @@ impl Registry {
             rows = Some(count_rows_locked(stx, schema).await.map_err(db)?);
         }
         let tx = conn.transaction().await.map_err(db)?;
+        if count && drop_schema && here {
+            // First in `tx`: the count waits for transactions creating objects in the schema
+            // holding no lock they could be waiting for (the registry row's, here).
+            rows = Some(count_rows_locked(&tx, schema).await.map_err(db)?);
+        }
         let deleted = tx
             .execute_typed(
                 "DELETE FROM public.tenant_schemas_tenants WHERE schema_name = $1",
@@ -738,9 +743,6 @@ impl Registry {
             return Err(Error::tenant_not_found(schema));
         }
         if drop_schema && here {
-            if count {
-                rows = Some(count_rows_locked(&tx, schema).await.map_err(db)?);
-            }
             tx.batch_execute(&drop_sql).await.map_err(db)?;
         }
         let hosts: Vec<&str> = record.domains.iter().map(String::as_str).collect();

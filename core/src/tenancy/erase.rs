@@ -25,7 +25,8 @@ impl Tenancy {
     /// were cut off, as for a deletion), under locks held until its schema is dropped: a
     /// transaction that was writing when the erasure began is counted. The shared `public`
     /// schema is refused ([`Error::Refused`]). Should the count fail, nothing is erased
-    /// and the tenant is put back in its state.
+    /// and the tenant is put back in its state (also under the new name of a rename that
+    /// won a race with the erasure).
     pub async fn erase_tenant(
         &self,
         schema: &SchemaName,
@@ -45,9 +46,13 @@ impl Tenancy {
         let tables = match self.delete_counting(schema, DropSchema::Yes, true).await {
             Ok((_, tables)) => tables.unwrap_or_default(),
             Err(e) => {
-                // Nothing was erased (the count and the drop are one transaction).
-                if self.registry().get(schema).await.is_ok() {
-                    self.set_status(schema, tenant.status).await?;
+                // Nothing was erased (the count and the drop are one transaction). The tenant
+                // is found by its id: a rename that won a race with the erasure moved it. It
+                // is put back unless someone changed its state since.
+                if let Some(now) = self.registry().get_by_id(tenant.id).await? {
+                    if now.status == TenantStatus::Maintenance {
+                        self.set_status(&now.schema, tenant.status).await?;
+                    }
                 }
                 return Err(e);
             }

@@ -82,10 +82,17 @@ impl Recorder for Capture {
     }
 }
 
+/// One global recorder per process, and `cargo test` runs a binary's tests in one process:
+/// the scenarios run in order, in one test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkouts_are_counted_per_tenant_with_their_outcome() {
+async fn metrics_are_recorded_per_tenant() {
     let seen = Arc::new(Seen::default());
     metrics::set_global_recorder(Capture(seen.clone())).unwrap();
+    checkouts_are_counted_per_tenant_with_their_outcome(&seen).await;
+    a_retried_statement_is_counted_once_in_both_modes(&seen).await;
+}
+
+async fn checkouts_are_counted_per_tenant_with_their_outcome(seen: &Seen) {
     tenant_schemas::metrics::set_max_tenant_labels(2);
     let db = database().await;
     let tenancy = Tenancy::builder(db.pool().clone())
@@ -230,10 +237,9 @@ async fn checkouts_are_counted_per_tenant_with_their_outcome() {
 /// it; in transaction mode, parameter types learned under another shape) is counted once,
 /// `ok`, under its own tenant; a statement cancelled by the tenant's timeout in transaction
 /// mode is `cancelled`, a server-refused write of a read-only tenant `read_only`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_statement_is_counted_once_in_both_modes() {
-    let seen = Arc::new(Seen::default());
-    metrics::set_global_recorder(Capture(seen.clone())).unwrap();
+async fn a_retried_statement_is_counted_once_in_both_modes(seen: &Seen) {
+    // Room for this scenario's tenants beside the first one's two.
+    tenant_schemas::metrics::set_max_tenant_labels(100);
     let count = |k: String| {
         seen.counters
             .lock()

@@ -2,6 +2,7 @@
 
 use tokio_postgres::types::Type;
 
+use super::export::ident;
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
 
@@ -107,11 +108,6 @@ pub(super) async fn copy_rows(
         .map_err(db)?;
     }
     Ok(())
-}
-
-/// A catalog name (which can hold anything) quoted as an identifier.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Text quoted as a string literal.

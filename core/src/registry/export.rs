@@ -36,8 +36,8 @@ const PORTABLE_TEXT: &str =
     "SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres';
      SET LOCAL extra_float_digits = 3";
 
-/// A catalog name quoted as an identifier.
-fn ident(name: &str) -> String {
+/// A catalog name (which can hold anything) quoted as an identifier.
+pub(super) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

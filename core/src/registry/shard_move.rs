@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Object;
 use tokio_postgres::types::Type;
 
+use super::export::ident;
 use super::notify::announce;
 use super::Registry;
 use crate::connect::ConnectionSettings;
@@ -321,9 +322,9 @@ async fn drop_subscription(
         return Ok(());
     }
     for sql in [
-        format!("ALTER SUBSCRIPTION {name} DISABLE"),
-        format!("ALTER SUBSCRIPTION {name} SET (slot_name = NONE)"),
-        format!("DROP SUBSCRIPTION {name}"),
+        format!("ALTER SUBSCRIPTION {} DISABLE", ident(name)),
+        format!("ALTER SUBSCRIPTION {} SET (slot_name = NONE)", ident(name)),
+        format!("DROP SUBSCRIPTION {}", ident(name)),
     ] {
         conn.batch_execute(&sql).await.map_err(db)?;
     }
@@ -340,7 +341,7 @@ async fn drop_source_side(
 ) -> Result<()> {
     let conn = databases.connect(shard, schema).await?;
     let db = |e| Error::db("dropping a move's publication and slot", schema, e);
-    conn.batch_execute(&format!("DROP PUBLICATION IF EXISTS {name}"))
+    conn.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", ident(name)))
         .await
         .map_err(db)?;
     drop_slot(&conn, schema, name).await
@@ -438,7 +439,7 @@ impl Registry {
             }
             for name in pubs {
                 tracing::warn!(schema = %schema, shard = %shard, publication = %name, "dropping an earlier move's publication");
-                conn.batch_execute(&format!("DROP PUBLICATION IF EXISTS {name}"))
+                conn.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", ident(&name)))
                     .await
                     .map_err(db)?;
             }

@@ -463,21 +463,23 @@ impl DriverCheckout {
     }
 
     /// The statements a driver sends first on the connection, before its existence check, in
-    /// the same message: `SET search_path TO <path>`, `default_transaction_read_only` as
-    /// the state says (always set, so a read-only session never reaches the next tenant),
-    /// and `statement_timeout` when [`statement_timeout_setting`](Self::statement_timeout_setting)
-    /// says. `path` is the search path, e.g. `"acme", public`, built from validated, quoted
-    /// names.
+    /// the same message: `statement_timeout` when
+    /// [`statement_timeout_setting`](Self::statement_timeout_setting) says (first: each
+    /// statement runs under the timeout in force when it starts, so only this `SET` runs
+    /// under the last tenant's), `SET search_path TO <path>`, and
+    /// `default_transaction_read_only` as the state says (always set, so a read-only session
+    /// never reaches the next tenant). `path` is the search path, e.g. `"acme", public`,
+    /// built from validated, quoted names.
     #[must_use]
     pub fn session_settings(&self, path: &str) -> String {
-        let mut sql = format!(
+        let mut sql = self
+            .statement_timeout_setting()
+            .map(|timeout| format!("SET statement_timeout TO {timeout}; "))
+            .unwrap_or_default();
+        sql.push_str(&format!(
             "SET search_path TO {path}; SET default_transaction_read_only TO {}",
             if self.read_only() { "on" } else { "off" }
-        );
-        if let Some(timeout) = self.statement_timeout_setting() {
-            sql.push_str("; SET statement_timeout TO ");
-            sql.push_str(&timeout);
-        }
+        ));
         sql
     }
 

@@ -111,7 +111,7 @@ impl Tenant {
 
     /// Sets its own `statement_timeout` (`None`: the tenancy's
     /// [default](crate::TenantLimits::statement_timeout)), in whole milliseconds (at least
-    /// one). Only the registry's value counts at checkout
+    /// 10). Only the registry's value counts at checkout
     /// ([`Tenancy::set_statement_timeout`](crate::Tenancy::set_statement_timeout)).
     #[must_use]
     pub fn with_statement_timeout(mut self, timeout: Option<Duration>) -> Self {
@@ -195,12 +195,17 @@ pub struct TenantLimits {
     statement_timeout_ms: Option<u32>,
 }
 
+/// The shortest tenant `statement_timeout`, in milliseconds. A session keeps the last
+/// tenant's timeout until the next switch, whose first statement (the one that sets the next
+/// tenant's) runs under it: 10 ms leaves that `SET` room even on a loaded server.
+pub(crate) const MIN_STATEMENT_TIMEOUT_MS: u32 = 10;
+
 /// A duration in whole milliseconds as PostgreSQL's `statement_timeout` takes it: at least
-/// one (zero would mean no timeout), at most `i32::MAX`.
+/// [`MIN_STATEMENT_TIMEOUT_MS`] (zero would mean no timeout), at most `i32::MAX`.
 pub(crate) fn duration_ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis())
         .unwrap_or(u32::MAX)
-        .clamp(1, i32::MAX as u32)
+        .clamp(MIN_STATEMENT_TIMEOUT_MS, i32::MAX as u32)
 }
 
 impl Default for TenantLimits {
@@ -245,7 +250,7 @@ impl TenantLimits {
 
     /// The `statement_timeout` of every tenant's sessions that has none of its own
     /// ([`Tenancy::set_statement_timeout`](crate::Tenancy::set_statement_timeout)), in whole
-    /// milliseconds (at least one): one tenant's runaway query is cancelled by the server
+    /// milliseconds (at least 10): one tenant's runaway query is cancelled by the server
     /// instead of holding a connection. Set in the switch's message (no extra round trip);
     /// without it, the database's or role's setting applies. The shared `public` schema
     /// asked for by name and the library's own work are not limited.

@@ -247,8 +247,8 @@ pub(crate) enum Command {
         /// Remove the tenant's own connection limit (the instance's default applies).
         #[arg(long)]
         clear: bool,
-        /// The statement timeout in milliseconds (at least 1).
-        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..),
+        /// The statement timeout in milliseconds (at least 10).
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(10..),
             conflicts_with = "clear_statement_timeout")]
         statement_timeout: Option<u32>,
         /// Remove the tenant's own statement timeout (the instance's default applies).

@@ -504,14 +504,20 @@ impl SqlxRouter {
         let schema = checkout.schema();
         let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
         let arguments = format!(
-            "{}, {}, {}, {}",
+            "{}, {}, {}",
             literal(&self.search_path(schema)),
             literal(if checkout.read_only() { "on" } else { "off" }),
             literal(&schema.quoted()),
-            literal(&checkout.statement_timeout_setting().unwrap_or_default()),
         );
+        // The timeout first, a statement of its own in the same message: each statement runs
+        // under the timeout in force when it starts, so only this `SET` runs under the last
+        // tenant's.
+        let timeout = checkout
+            .statement_timeout_setting()
+            .map(|timeout| format!("SET statement_timeout TO {timeout}; "))
+            .unwrap_or_default();
         Switch::Session {
-            execute: format!("EXECUTE {}({arguments})", *SWITCH),
+            execute: format!("{timeout}EXECUTE {}({arguments})", *SWITCH),
         }
     }
 
@@ -640,23 +646,16 @@ static SWITCH: LazyLock<String> = LazyLock::new(|| {
     format!("tenant_schemas_sqlx_switch_{random:016x}")
 });
 
-/// `PREPARE` of the [`SWITCH`] statement: `set_config` of `search_path` (`$1`),
-/// `default_transaction_read_only` (`$2`, `on` or `off`) and `statement_timeout` (`$4`: the
-/// tenant's in milliseconds, `DEFAULT` for the database's or role's — `set_config` of `NULL`
-/// resets —, empty to leave it) for
-/// the session, then the checks of [`checks`] but the count of prepared statements, for the
-/// schema `$3` (quoted).
+/// `PREPARE` of the [`SWITCH`] statement: `set_config` of `search_path` (`$1`) and
+/// `default_transaction_read_only` (`$2`, `on` or `off`) for the session, then the checks of
+/// [`checks`] but the count of prepared statements, for the schema `$3` (quoted).
 fn prepare_switch() -> String {
     let name = &*SWITCH;
     format!(
-        "PREPARE {name}(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text) AS \
+        "PREPARE {name}(pg_catalog.text, pg_catalog.text, pg_catalog.text) AS \
          SELECT pg_catalog.set_config('search_path', $1, false) IS NOT NULL AS path_set, \
                 pg_catalog.set_config('default_transaction_read_only', $2, false) IS NOT NULL \
                   AS read_only_set, \
-                CASE WHEN $4 = '' THEN true \
-                  ELSE pg_catalog.set_config('statement_timeout', \
-                    NULLIF($4, 'DEFAULT'), false) IS NOT NULL \
-                END AS timeout_set, \
                 $3::pg_catalog.regnamespace::pg_catalog.oid::pg_catalog.int8 AS schema_oid, \
                 pg_catalog.now() = pg_catalog.statement_timestamp() AS fresh, \
                 pg_catalog.pg_my_temp_schema() = 0 AS no_temp, \

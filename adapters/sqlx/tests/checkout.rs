@@ -449,9 +449,10 @@ async fn a_tenants_statement_timeout_reaches_sqlx_and_stays_its_own() {
     }
 }
 
-/// A tenant with the shortest timeout (1 ms) before another on the only connection: the
-/// next tenant's checkout (its switch, which runs under the session's setting as the last
-/// tenant left it) never fails because of the first tenant's timeout.
+/// A tenant with the shortest timeout (1 ms asked, 10 ms given) before another on the only
+/// connection: the next tenant's checkout never fails because of the first tenant's timeout
+/// (its switch's first statement, a `SET` of the next tenant's timeout, is the only one
+/// that runs under it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_tenants_switch_does_not_run_under_a_tiny_timeout() {
     let db = database().await;
@@ -466,6 +467,15 @@ async fn the_next_tenants_switch_does_not_run_under_a_tiny_timeout() {
         .set_statement_timeout(tiny, Some(Duration::from_millis(1)))
         .await
         .unwrap();
+    assert_eq!(
+        tenancy
+            .registry()
+            .get(tiny)
+            .await
+            .unwrap()
+            .statement_timeout,
+        Some(Duration::from_millis(10))
+    );
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(connect_options(db.config()))

@@ -313,15 +313,17 @@ impl ConnectionScope {
     /// What a switch sets: the search path and, once the router has served a read-only
     /// tenant, whether the session's transactions are read-only.
     fn session_settings(&self) -> String {
-        let mut sql = format!("SET search_path TO {}", self.path);
+        // The timeout first: each statement of the message runs under the timeout in force
+        // when it starts, so only this `SET` runs under the last tenant's.
+        let mut sql = crate::checkout::timeout_setting(self.statement_timeout_ms)
+            .map(|timeout| format!("SET statement_timeout TO {timeout}; "))
+            .unwrap_or_default();
+        sql.push_str("SET search_path TO ");
+        sql.push_str(&self.path);
         if self.read_only {
             sql.push_str("; SET default_transaction_read_only TO on");
         } else if crate::databases::read_only_sessions_seen() {
             sql.push_str("; SET default_transaction_read_only TO off");
-        }
-        if let Some(timeout) = crate::checkout::timeout_setting(self.statement_timeout_ms) {
-            sql.push_str("; SET statement_timeout TO ");
-            sql.push_str(&timeout);
         }
         sql
     }

@@ -531,7 +531,7 @@ impl Tenancy {
     /// kept in the registry, followed by this process at once and by others listening for
     /// changes within moments. Its sessions get it at their next switch, in every driver: a
     /// statement running longer is cancelled by the server (`57014`, `query_canceled`). In
-    /// whole milliseconds, at least one.
+    /// whole milliseconds, at least 10 (a session's next switch begins under it).
     pub async fn set_statement_timeout(
         &self,
         schema: &SchemaName,

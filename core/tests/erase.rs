@@ -403,7 +403,19 @@ async fn an_erasure_losing_a_race_with_a_rename_puts_the_tenant_back() {
         let (tenancy, s, new) = (tenancy.clone(), s.clone(), new.clone());
         tokio::spawn(async move { tenancy.rename_schema(&s, &new).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the rename holds the schema's gate closed (waiting for the held checkout): a
+    // checkout of the schema then waits at the gate instead of being made.
+    loop {
+        let probe = tokio::time::timeout(
+            Duration::from_secs(1),
+            DriverCheckout::begin(Some(&tenancy.tenant_states()), &Tenant::new(s.clone())),
+        )
+        .await;
+        if probe.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let erasing = {
         let (tenancy, s) = (tenancy.clone(), s.clone());
         tokio::spawn(async move { tenancy.erase_tenant(&s, None).await })

@@ -341,6 +341,8 @@ pub struct DriverCheckout {
     _slot: Option<Slot>,
     /// Its sessions' `statement_timeout` in milliseconds, if it has one.
     statement_timeout_ms: Option<u32>,
+    /// Role mode: its role, quoted.
+    role: Option<Arc<str>>,
 }
 
 /// One driver checkout as deletions see it.
@@ -401,6 +403,7 @@ impl DriverCheckout {
     fn holding(mut self, admission: Admission) -> Self {
         self._slot = admission.slot;
         self.statement_timeout_ms = admission.statement_timeout_ms;
+        self.role = admission.role;
         self
     }
 
@@ -424,6 +427,7 @@ impl DriverCheckout {
             _name: name,
             _slot: None,
             statement_timeout_ms: None,
+            role: None,
         })
     }
 
@@ -462,6 +466,30 @@ impl DriverCheckout {
         timeout_setting(self.statement_timeout_ms)
     }
 
+    /// Role mode ([`TenantRoles`](crate::TenantRoles)): the tenant's role, quoted as an
+    /// identifier, which a driver sets with the switch (`SET ROLE`, `SET LOCAL ROLE` in a
+    /// transaction). `None` for the public tenant, the shared `public` schema by name, and
+    /// without role mode.
+    #[must_use]
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    /// The role statement of a session-mode switch: `SET ROLE <role>` in role mode, `RESET
+    /// ROLE` for a checkout without a role once any session of this process was given one
+    /// (the connection may be pooled under a tenant's), `None` otherwise.
+    #[must_use]
+    pub fn role_setting(&self) -> Option<String> {
+        role_setting(self.role.as_deref())
+    }
+
+    /// The role statement of a transaction-mode switch, inside the transaction: `SET LOCAL
+    /// ROLE <role>`, or `SET LOCAL ROLE NONE` without one once roles were seen.
+    #[must_use]
+    pub fn local_role_setting(&self) -> Option<String> {
+        local_role_setting(self.role.as_deref())
+    }
+
     /// The statements a driver sends first on the connection, before its existence check, in
     /// the same message: `statement_timeout` when
     /// [`statement_timeout_setting`](Self::statement_timeout_setting) says (first: each
@@ -476,6 +504,10 @@ impl DriverCheckout {
             .statement_timeout_setting()
             .map(|timeout| format!("SET statement_timeout TO {timeout}; "))
             .unwrap_or_default();
+        if let Some(role) = self.role_setting() {
+            sql.push_str(&role);
+            sql.push_str("; ");
+        }
         sql.push_str(&format!(
             "SET search_path TO {path}; SET default_transaction_read_only TO {}",
             if self.read_only() { "on" } else { "off" }
@@ -652,10 +684,28 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
             status: admit(tenant, None)?,
             slot: None,
             statement_timeout_ms: None,
+            role: None,
         });
     };
     let registered = states.registered(tenant.schema()).await?;
     let status = admit(tenant, Some(registered.as_ref()))?;
+    // Role mode: the registry's role, never the value's; none is no way in.
+    let role = match states.registry.roles() {
+        Some(_) if !tenant.schema().is_public() => {
+            match registered.as_ref().and_then(Tenant::role) {
+                Some(role) => {
+                    crate::databases::note_roles();
+                    Some(Arc::<str>::from(crate::registry::quote_role(role)))
+                }
+                None => {
+                    return Err(Error::NoTenantRole {
+                        schema: tenant.schema().clone(),
+                    })
+                }
+            }
+        }
+        _ => None,
+    };
     let own = registered.as_ref().and_then(Tenant::max_connections);
     let slot = states.slot(tenant.schema(), own).await?;
     let statement_timeout_ms = registered
@@ -670,6 +720,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
         status,
         slot,
         statement_timeout_ms,
+        role,
     })
 }
 
@@ -680,6 +731,8 @@ pub(crate) struct Admission {
     pub(crate) status: TenantStatus,
     pub(crate) slot: Option<Slot>,
     pub(crate) statement_timeout_ms: Option<u32>,
+    /// Role mode: the tenant's role, quoted as an identifier.
+    pub(crate) role: Option<Arc<str>>,
 }
 
 /// The value a session's switch gives `statement_timeout` for a tenant with `ms` (see
@@ -688,6 +741,24 @@ pub(crate) fn timeout_setting(ms: Option<u32>) -> Option<String> {
     match ms {
         Some(ms) => Some(ms.to_string()),
         None if crate::databases::statement_timeouts_seen() => Some("DEFAULT".into()),
+        None => None,
+    }
+}
+
+/// See [`DriverCheckout::role_setting`]; `role` quoted.
+pub(crate) fn role_setting(role: Option<&str>) -> Option<String> {
+    match role {
+        Some(role) => Some(format!("SET ROLE {role}")),
+        None if crate::databases::roles_seen() => Some("RESET ROLE".into()),
+        None => None,
+    }
+}
+
+/// See [`DriverCheckout::local_role_setting`]; `role` quoted.
+pub(crate) fn local_role_setting(role: Option<&str>) -> Option<String> {
+    match role {
+        Some(role) => Some(format!("SET LOCAL ROLE {role}")),
+        None if crate::databases::roles_seen() => Some("SET LOCAL ROLE NONE".into()),
         None => None,
     }
 }
@@ -703,6 +774,7 @@ pub(crate) async fn admit_by_name(
             status: TenantStatus::Active,
             slot: None,
             statement_timeout_ms: None,
+            role: None,
         })
     } else {
         admit_tenant(states, &Tenant::new(schema.clone())).await

@@ -127,25 +127,43 @@ pub(crate) fn statement_timeouts_seen() -> bool {
     STATEMENT_TIMEOUTS.load(Ordering::Acquire)
 }
 
+/// Whether some tenant's sessions were given their own role in this process (role mode):
+/// from then on, a switch without a role resets it, and the library's own work runs as the
+/// login role (`RESET ROLE`).
+static ROLES: AtomicBool = AtomicBool::new(false);
+
+/// Notes that a tenant's session is about to be given its role.
+pub(crate) fn note_roles() {
+    ROLES.store(true, Ordering::Release);
+}
+
+/// Whether a pooled session may have been left under a tenant's role.
+pub(crate) fn roles_seen() -> bool {
+    ROLES.load(Ordering::Acquire)
+}
+
 /// A connection from `pool` for work on `schema`; [`Error::Pool`] when none can be had.
 /// Once a read-only tenant has been served, the connection may have been left read-only
 /// by its session: that is undone first, so the registry and migrations can write; likewise
-/// a tenant's `statement_timeout`.
+/// a tenant's `statement_timeout` and (role mode) its role.
 pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> {
     let conn = pool
         .get()
         .await
         .map_err(|source| Error::pool(schema, source))?;
-    let reset = match (read_only_sessions_seen(), statement_timeouts_seen()) {
-        (true, true) => {
-            "SET default_transaction_read_only TO off; SET statement_timeout TO DEFAULT"
-        }
-        (true, false) => "SET default_transaction_read_only TO off",
-        (false, true) => "SET statement_timeout TO DEFAULT",
-        (false, false) => "",
-    };
+    let mut reset = Vec::new();
+    if roles_seen() {
+        reset.push("RESET ROLE");
+    }
+    if read_only_sessions_seen() {
+        reset.push("SET default_transaction_read_only TO off");
+    }
+    if statement_timeouts_seen() {
+        reset.push("SET statement_timeout TO DEFAULT");
+    }
     if !reset.is_empty() {
-        conn.batch_execute(reset)
+        let reset = reset.join("; ");
+        conn.batch_execute(&reset)
             .await
             .map_err(|e| Error::db("resetting the session's settings", schema, e))?;
     }

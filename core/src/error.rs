@@ -389,6 +389,38 @@ pub enum Error {
         limit: u32,
     },
 
+    /// Role mode: SQL that could leave the tenant's role (`SET ROLE`, `RESET ROLE`, `SET
+    /// SESSION AUTHORIZATION`, `RESET ALL`, `DISCARD ALL`, `set_config(…)`, `DO`, `CALL`, a
+    /// function body that sets a role, or a name spelt with `U&` escapes), or the raw client,
+    /// was refused before anything was sent (→ 403). See
+    /// [`TenantRoles`](crate::TenantRoles).
+    #[error(
+        "tenant `{schema}` runs under its own role: {what} is refused (it could leave the role)"
+    )]
+    LeavesTenantRole {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// What was refused.
+        what: &'static str,
+    },
+
+    /// Role mode: the tenant has no role yet (registered before role mode was turned on, or
+    /// not registered at all) (→ 500). Nothing ran: without its role it would run as the
+    /// login role, which reaches every tenant. `tenant-schemas roles sync`
+    /// ([`Tenancy::sync_roles`](crate::Tenancy::sync_roles)) gives every tenant one.
+    #[error("tenant `{schema}` has no role of its own (run `tenant-schemas roles sync`)")]
+    NoTenantRole {
+        /// The tenant's schema.
+        schema: SchemaName,
+    },
+
+    /// Role mode's settings are invalid, or role mode is off where it is needed.
+    #[error("role mode: {reason}")]
+    InvalidRoleSetting {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A request's credential was issued for another tenant than the one it reached (a
     /// session or token reused across tenants; see [`TenantClaim`](crate::TenantClaim))
     /// (→ 403). Nothing ran for it.
@@ -532,7 +564,10 @@ impl Error {
             },
             Self::TenantReadOnly { .. }
             | Self::ReportWrites { .. }
-            | Self::CredentialForOtherTenant { .. } => ErrorKind::Forbidden,
+            | Self::CredentialForOtherTenant { .. }
+            | Self::LeavesTenantRole { .. } => ErrorKind::Forbidden,
+            Self::NoTenantRole { .. } => ErrorKind::Internal,
+            Self::InvalidRoleSetting { .. } => ErrorKind::InvalidInput,
             Self::Database { source, .. } | Self::Migration { source, .. }
                 if is_connection_lost(source) =>
             {

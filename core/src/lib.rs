@@ -57,7 +57,10 @@ pub use migrate::{
     SchemaReport, SchemaStatus, TenantMigrations, HISTORY_TABLE, NO_TRANSACTION_MARKER,
 };
 pub use receipt::{ErasureReceipt, SchemaUsage, ShardMoveReport, TableRows};
-pub use registry::{DoctorReport, DropSchema, Finding, ImportSource, NewTenant, Registry, CHANNEL};
+pub use registry::{
+    DoctorReport, DropSchema, Finding, ImportSource, NewTenant, Registry, TenantRoles, CHANNEL,
+    DEFAULT_TENANT_GROUP,
+};
 pub use report::{ReportOptions, SCHEMA_PLACEHOLDER};
 pub use resolve::{
     CacheConfig, CachedResolver, RegistryResolver, StaticResolver, SubdomainResolver,

@@ -39,6 +39,12 @@ pub(crate) struct Effects {
     pub(crate) escapes_read_only: bool,
     /// A statement begins with `SET` or `RESET` (read by [`effects`] with the whole text).
     pub(crate) sets: bool,
+    /// A statement may change the session's role: `SET`/`RESET` of `ROLE`, `SESSION
+    /// AUTHORIZATION`, `ALL` or a name the lexer cannot read (quoted, `U&`), `DISCARD ALL`,
+    /// `DO`, `CALL`, any mention of `set_config`, and a `CREATE`/`ALTER` statement whose text
+    /// mentions `role` or `authorization` (a function body could set one, however quoted).
+    /// Refused in role mode before it is sent.
+    pub(crate) leaves_role: bool,
 }
 
 impl Effects {
@@ -51,10 +57,47 @@ impl Effects {
             session_objects: self.session_objects || other.session_objects,
             escapes_read_only: self.escapes_read_only || other.escapes_read_only,
             sets: self.sets || other.sets,
+            leaves_role: self.leaves_role || other.leaves_role,
         }
     }
 
-    fn add_leading(&mut self, first: &str, second: &str) {
+    /// Reads one statement's leading words (`""` where there is none, or it is not a plain
+    /// word) and, for what can leave the role whatever its words, its whole `text`.
+    fn add_leading(&mut self, [first, second, third]: [&str; 3], text: &str) {
+        let is = |word: &str| first.eq_ignore_ascii_case(word);
+        if is("set") || is("reset") {
+            let qualified = ["local", "session"]
+                .iter()
+                .any(|w| second.eq_ignore_ascii_case(w));
+            let name = if qualified { third } else { second };
+            if name.is_empty()
+                || ["role", "authorization", "all", "session_authorization"]
+                    .iter()
+                    .any(|w| name.eq_ignore_ascii_case(w))
+            {
+                self.leaves_role = true;
+            }
+        }
+        if (is("discard")
+            && !second.eq_ignore_ascii_case("plans")
+            && !second.eq_ignore_ascii_case("sequences")
+            && !second.eq_ignore_ascii_case("temp")
+            && !second.eq_ignore_ascii_case("temporary"))
+            || is("do")
+            || is("call")
+        {
+            self.leaves_role = true;
+        }
+        if is("create") || is("alter") {
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("role") || lower.contains("authorization") {
+                self.leaves_role = true;
+            }
+        }
+        self.add_first(first, second);
+    }
+
+    fn add_first(&mut self, first: &str, second: &str) {
         let is = |word: &str| first.eq_ignore_ascii_case(word);
         if [
             "begin",
@@ -114,19 +157,28 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
     let mut effects = Effects::default();
     let bytes = sql.as_bytes();
     let mut i = 0;
-    // The first two words of the current statement, once seen.
-    let mut words: [Option<(usize, usize)>; 2] = [None, None];
+    // The first three words of the current statement, once seen, and where it began.
+    let mut words: [Option<(usize, usize)>; 3] = [None, None, None];
+    let mut statement_start = 0usize;
+    // Something that is not a plain word came before the statement's third word (a quoted
+    // name, a string): the words after it are not the statement's leading words.
+    let mut leading_broken = false;
     // Inside a SQL-standard function body (`BEGIN ATOMIC … END`): `;` does not end the
     // statement. Counts the `END`s still expected (one per `BEGIN ATOMIC` and `CASE`).
     let mut atomic_depth = 0usize;
     let mut previous_word: &str = "";
     let mut previous_end = 0usize;
-    let finish = |words: &mut [Option<(usize, usize)>; 2], effects: &mut Effects| {
-        if let Some((s, e)) = words[0] {
-            let second = words[1].map_or("", |(s, e)| &sql[s..e]);
-            effects.add_leading(&sql[s..e], second);
+    let finish = |words: &mut [Option<(usize, usize)>; 3],
+                  effects: &mut Effects,
+                  (start, end): (usize, usize)| {
+        if words[0].is_some() {
+            let word = |w: Option<(usize, usize)>| w.map_or("", |(s, e)| &sql[s..e]);
+            effects.add_leading(
+                [word(words[0]), word(words[1]), word(words[2])],
+                &sql[start..end],
+            );
         }
-        *words = [None, None];
+        *words = [None, None, None];
     };
     while i < bytes.len() {
         let c = bytes[i];
@@ -138,12 +190,21 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
             // A plain string: with standard_conforming_strings (the default since
             // PostgreSQL 9.1) a backslash is an ordinary character, without it an escape
             // (see `effects`); `E'…'` is handled with the words below.
-            b'\'' => i = skip_quoted(bytes, i, b'\'', backslash_escapes),
+            b'\'' => {
+                if words[0].is_some() && words[2].is_none() {
+                    leading_broken = true;
+                }
+                i = skip_quoted(bytes, i, b'\'', backslash_escapes);
+            }
             b'"' => {
                 let end = skip_quoted(bytes, i, b'"', false);
                 // A quoted identifier can name a function too: `"set_config"(…)`.
                 if contains_set_config(&sql[i..end]) {
                     effects.session = true;
+                    effects.leaves_role = true;
+                }
+                if words[0].is_some() && words[2].is_none() {
+                    leading_broken = true;
                 }
                 if is_large_object_writer(sql[i + 1..end].trim_end_matches('"')) {
                     effects.escapes_read_only = true;
@@ -158,6 +219,7 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                     // or a call: conservatively look for set_config inside it too.
                     if contains_set_config(&sql[tag_end..body_end]) {
                         effects.session = true;
+                        effects.leaves_role = true;
                     }
                     i = (body_end + tag.len()).min(bytes.len());
                 }
@@ -165,8 +227,10 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
             },
             b';' if atomic_depth > 0 => i += 1,
             b';' => {
-                finish(&mut words, &mut effects);
+                finish(&mut words, &mut effects, (statement_start, i));
                 i += 1;
+                statement_start = i;
+                leading_broken = false;
             }
             c if is_identifier_start(c) => {
                 let start = i;
@@ -187,12 +251,14 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                     // function name cannot be read from them, so assume the worst.
                     effects.session = true;
                     effects.escapes_read_only = true;
+                    effects.leaves_role = true;
                 }
                 if is_large_object_writer(word) {
                     effects.escapes_read_only = true;
                 }
                 if word.eq_ignore_ascii_case("set_config") {
                     effects.session = true;
+                    effects.leaves_role = true;
                 }
                 let temporary = (word.eq_ignore_ascii_case("temp")
                     || word.eq_ignore_ascii_case("temporary"))
@@ -205,8 +271,12 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 if words[0].is_none() {
                     words[0] = Some((start, i));
                 } else {
-                    if words[1].is_none() {
+                    if leading_broken {
+                        // Not a leading word: something else came first.
+                    } else if words[1].is_none() {
                         words[1] = Some((start, i));
+                    } else if words[2].is_none() {
+                        words[2] = Some((start, i));
                     }
                     // `BEGIN ATOMIC` (two words, only white space between) opens the body of
                     // a `CREATE FUNCTION`/`PROCEDURE`; not a `BEGIN`, nor `begin.atomic`.
@@ -231,7 +301,7 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
             _ => i += 1,
         }
     }
-    finish(&mut words, &mut effects);
+    finish(&mut words, &mut effects, (statement_start, bytes.len()));
     // Conservative, on the raw text (strings, comments and quoted names included): a
     // read-only tenant's SQL that merely mentions these is refused, never let through.
     let lower = sql.to_ascii_lowercase();

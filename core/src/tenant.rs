@@ -35,6 +35,10 @@ pub struct Tenant {
     max_connections: Option<u32>,
     #[cfg_attr(feature = "serde", serde(default))]
     statement_timeout_ms: Option<u32>,
+    /// Role mode: its role as the registry has it. Never trusted from a value made or
+    /// deserialized elsewhere: the checkout reads the registry's.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    role: Option<Arc<str>>,
 }
 
 impl Tenant {
@@ -49,6 +53,7 @@ impl Tenant {
             status: TenantStatus::Active,
             max_connections: None,
             statement_timeout_ms: None,
+            role: None,
         }
     }
 
@@ -62,6 +67,18 @@ impl Tenant {
     #[must_use]
     pub fn with_name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Role mode: the tenant's role, as the registry has it (`None` otherwise, or for a
+    /// tenant not read from the registry). See [`TenantRoles`](crate::TenantRoles).
+    #[must_use]
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    pub(crate) fn with_role(mut self, role: Option<&str>) -> Self {
+        self.role = role.map(Arc::from);
         self
     }
 
@@ -467,6 +484,9 @@ pub struct TenantRecord {
     /// ([`Tenancy::set_statement_timeout`](crate::Tenancy::set_statement_timeout)).
     #[cfg_attr(feature = "serde", serde(default))]
     pub statement_timeout: Option<Duration>,
+    /// Role mode: its own role ([`TenantRoles`](crate::TenantRoles)), `None` before it has one.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub role: Option<String>,
 }
 
 impl TenantRecord {
@@ -480,6 +500,7 @@ impl TenantRecord {
             .with_status(self.status)
             .with_max_connections(self.max_connections)
             .with_statement_timeout(self.statement_timeout)
+            .with_role(self.role.as_deref())
     }
 
     /// The primary domain, if the tenant has any domain.

@@ -121,6 +121,8 @@ pub type Progress = Arc<dyn Fn(usize, usize) + Send + Sync>;
 pub(crate) struct Runner<'a> {
     pub(crate) databases: &'a Databases,
     pub(crate) sets: &'a MigrationSets,
+    /// Role mode: what migrations add to a tenant's schema is granted to its role.
+    pub(crate) roles: bool,
 }
 
 impl Runner<'_> {
@@ -282,6 +284,20 @@ impl Runner<'_> {
     }
 
     /// A connection to the database holding the registry.
+    /// The role the registry records for the tenant in `schema` (role mode).
+    async fn role_of(&self, schema: &SchemaName) -> Result<Option<String>> {
+        let row = self
+            .registry_conn()
+            .await?
+            .query_typed_opt(
+                "SELECT role FROM public.tenant_schemas_tenants WHERE schema_name = $1",
+                &[(&schema.as_str(), Type::TEXT)],
+            )
+            .await
+            .map_err(|e| Error::db("reading the tenant's role", schema, e))?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
     async fn registry_conn(&self) -> Result<deadpool_postgres::Object> {
         self.databases
             .connect(&ShardName::DEFAULT, &SchemaName::public())
@@ -354,6 +370,14 @@ impl Runner<'_> {
         migrations: &TenantMigrations,
     ) -> Result<(i32, i32)> {
         let here = shard.is_default();
+        // Role mode: the tenant's role, to grant it what the migrations add (a migration run
+        // by another role than the one that created the tenant is not covered by the
+        // default privileges).
+        let role = if self.roles && !schema.is_public() {
+            self.role_of(schema).await?
+        } else {
+            None
+        };
         let mut conn = self.databases.connect(shard, schema).await?;
         let in_schema = async {
             let tx = conn
@@ -363,6 +387,11 @@ impl Runner<'_> {
             let (from, to) = migrations.apply(&tx, schema).await?;
             if from != to {
                 refuse_shadowing(tx.client(), schema, &self.sets.shared_names()).await?;
+                if let Some(role) = &role {
+                    tx.batch_execute(&crate::registry::grants_sql(schema, role))
+                        .await
+                        .map_err(|e| Error::db("granting the tenant's role", schema, e))?;
+                }
             }
             if here && !schema.is_public() {
                 tx.execute_typed(RECORD, &[(&schema.as_str(), Type::TEXT), (&to, Type::INT4)])

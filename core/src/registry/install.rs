@@ -31,6 +31,8 @@ ALTER TABLE public.tenant_schemas_tenants
     ADD COLUMN IF NOT EXISTS storage_quota bigint CHECK (storage_quota > 0);
 ALTER TABLE public.tenant_schemas_tenants
     ADD COLUMN IF NOT EXISTS statement_timeout_ms integer CHECK (statement_timeout_ms > 0);
+ALTER TABLE public.tenant_schemas_tenants
+    ADD COLUMN IF NOT EXISTS role text UNIQUE CHECK (role ~ '^ts_[0-9a-f]{16}$');
 CREATE TABLE IF NOT EXISTS public.tenant_schemas_shared_names (
     name        text PRIMARY KEY CHECK (pg_catalog.length(name) BETWEEN 1 AND 63),
     declared_at timestamptz NOT NULL DEFAULT pg_catalog.now()
@@ -71,6 +73,9 @@ SELECT pg_catalog.to_regclass('public.tenant_schemas_tenants') IS NOT NULL
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                WHERE attrelid = pg_catalog.to_regclass('public.tenant_schemas_tenants')
                  AND attname = 'statement_timeout_ms' AND NOT attisdropped)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+               WHERE attrelid = pg_catalog.to_regclass('public.tenant_schemas_tenants')
+                 AND attname = 'role' AND NOT attisdropped)
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
                WHERE conname = 'tenant_schemas_tenants_states'
                  AND conrelid = pg_catalog.to_regclass('public.tenant_schemas_tenants'))";

@@ -36,6 +36,8 @@ pub struct NewTenant {
     pub(super) domains: Vec<Host>,
     pub(super) shard: Option<ShardName>,
     pub(super) status: TenantStatus,
+    /// Role mode: the role made for it (set by the creation, never by the caller).
+    pub(super) role: Option<String>,
 }
 
 impl NewTenant {
@@ -48,6 +50,7 @@ impl NewTenant {
             domains: Vec::new(),
             shard: None,
             status: TenantStatus::Active,
+            role: None,
         }
     }
 
@@ -140,8 +143,14 @@ impl Registry {
         new: NewTenant,
         copy_from: Option<&TenantRecord>,
     ) -> Result<TenantRecord> {
+        let mut new = new;
         let schema = new.schema.clone();
         let db = |e| Error::db("creating a tenant", &schema, e);
+        // Role mode: the tenant's role is made with its schema, in the same transaction.
+        new.role = match self.roles() {
+            Some(_) if !schema.is_public() => Some(super::new_role_name()),
+            _ => None,
+        };
         // A refused migration set fails before anything runs.
         self.sets.tenant.validate()?;
         if !schema.is_public() {
@@ -248,6 +257,7 @@ impl Registry {
         let runner = Runner {
             databases: &self.databases,
             sets: &self.sets,
+            roles: self.roles.is_some(),
         };
         match runner
             .migrate_schema(
@@ -290,6 +300,11 @@ impl Registry {
         if let Some(source) = source {
             copy_rows(tx, source, schema).await?;
         }
+        if let (Some(role), Some(roles)) = (&new.role, self.roles()) {
+            tx.batch_execute(&super::attach_sql(schema, role, roles.group_name()))
+                .await
+                .map_err(|e| Error::db("giving the tenant its role", schema, e))?;
+        }
         Ok(version)
     }
 
@@ -320,22 +335,24 @@ impl Registry {
         let name = new.name.clone().unwrap_or_else(|| schema.to_string());
         let (schema_text, shard_text, status) =
             (schema.as_str(), shard.as_str(), new.status.as_str());
+        let role = new.role.as_deref();
         let mut params: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = vec![
             (&schema_text, Type::TEXT),
             (&name, Type::TEXT),
             (&version, Type::INT4),
             (&shard_text, Type::TEXT),
             (&status, Type::TEXT),
+            (&role, Type::TEXT),
         ];
         let sql = match &id {
             None => {
-                "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version, shard, status)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id, created_at"
+                "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version, shard, status, role)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at"
             }
             Some(id) => {
                 params.push((id, Type::INT8));
-                "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version, shard, status, id)
-                 OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at"
+                "INSERT INTO public.tenant_schemas_tenants (schema_name, name, version, shard, status, role, id)
+                 OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at"
             }
         };
         let row = tx
@@ -389,6 +406,7 @@ impl Registry {
             max_connections: None,
             storage_quota: None,
             statement_timeout: None,
+            role: new.role,
         }
     }
 
@@ -460,12 +478,16 @@ impl Registry {
     ) -> Result<MigrationReport> {
         self.sets.validate()?;
         self.install().await?;
-        Runner {
+        let report = Runner {
             databases: &self.databases,
             sets: &self.sets,
+            roles: self.roles.is_some(),
         }
         .run(options, progress)
-        .await
+        .await?;
+        // Role mode: shared tables the shared migrations just made are granted.
+        self.install_roles().await?;
+        Ok(report)
     }
 
     /// Registers the public tenant (schema `public`) with `main_domain` as its primary domain,
@@ -718,7 +740,7 @@ impl Registry {
             }
             _ => None,
         };
-        let shard_tx = match shard_conn.as_mut() {
+        let mut shard_tx = match shard_conn.as_mut() {
             Some(conn) => Some(conn.transaction().await.map_err(db)?),
             None => None,
         };
@@ -748,9 +770,18 @@ impl Registry {
         let hosts: Vec<&str> = record.domains.iter().map(String::as_str).collect();
         announce(&tx, schema, &hosts).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        if let Some(stx) = shard_tx {
+        if let Some(stx) = shard_tx.take() {
             stx.batch_execute(&drop_sql).await.map_err(db)?;
             stx.commit().await.map_err(db)?;
+        }
+        std::mem::drop(shard_tx);
+        // Role mode: the role goes with the schema (kept while another database holds
+        // something of it). A tenant whose schema is kept keeps its role's grants there.
+        if let (true, Some(role)) = (drop_schema, &record.role) {
+            match shard_conn.as_ref() {
+                Some(shard_conn) => super::drop_role(shard_conn, schema, role).await,
+                None => super::drop_role(&conn, schema, role).await,
+            }
         }
         tracing::info!(schema = %schema, dropped = drop == DropSchema::Yes, "tenant deleted");
         Ok((record, rows))

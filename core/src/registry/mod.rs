@@ -33,6 +33,7 @@ mod import;
 mod install;
 mod lifecycle;
 pub(crate) mod notify;
+mod roles;
 mod shard_move;
 mod shared_names;
 mod usage;
@@ -54,10 +55,12 @@ pub(crate) use export::read_header as read_export_header;
 pub use import::ImportSource;
 pub use lifecycle::{DropSchema, NewTenant};
 pub use notify::CHANNEL;
+pub(crate) use roles::{attach_sql, drop_role, grants_sql, new_role_name, quote as quote_role};
+pub use roles::{TenantRoles, DEFAULT_TENANT_GROUP};
 
 const SELECT_TENANTS: &str = "
 SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
-       t.max_connections, t.storage_quota, t.statement_timeout_ms,
+       t.max_connections, t.storage_quota, t.statement_timeout_ms, t.role,
        coalesce(pg_catalog.array_agg(d.domain ORDER BY d.is_primary DESC, d.domain)
                 FILTER (WHERE d.domain IS NOT NULL), '{}') AS domains
 FROM public.tenant_schemas_tenants t
@@ -78,6 +81,8 @@ pub struct Registry {
     sets: MigrationSets,
     /// Whether the default database is a Citus coordinator (tenants as distributed schemas).
     pub(crate) citus: citus::CitusMode,
+    /// Role mode's settings ([`TenancyBuilder::tenant_roles`](crate::TenancyBuilder::tenant_roles)).
+    pub(crate) roles: Option<std::sync::Arc<TenantRoles>>,
 }
 
 impl Registry {
@@ -88,6 +93,7 @@ impl Registry {
             databases,
             sets,
             citus: citus::CitusMode::default(),
+            roles: None,
         }
     }
 
@@ -185,5 +191,6 @@ fn record(row: &Row) -> Result<TenantRecord> {
             .get::<_, Option<i32>>("statement_timeout_ms")
             .and_then(|n| u64::try_from(n).ok())
             .map(std::time::Duration::from_millis),
+        role: row.get("role"),
     })
 }

@@ -68,6 +68,9 @@ pub struct ConnectionScope {
     /// The tenant's sessions' (or transactions') `statement_timeout` in milliseconds, if it
     /// has one.
     statement_timeout_ms: Option<u32>,
+    /// Role mode: the tenant's role (quoted), set with every switch; SQL that could leave
+    /// it is refused.
+    role: Option<Arc<str>>,
     gate: Arc<Gate>,
     /// The gate epoch under which the path was last set and the schema seen to exist;
     /// [`NOT_ON_PATH`] when the next statement must switch first.
@@ -135,6 +138,7 @@ const UNKNOWN_STATEMENT: Effects = Effects {
     session_objects: true,
     escapes_read_only: true,
     sets: true,
+    leaves_role: true,
 };
 
 /// The operation [`ConnectionScope::with_statement`] runs for the query family: the
@@ -155,7 +159,13 @@ impl ConnectionScope {
     pub(crate) fn new(
         conn: Object,
         schema: SchemaName,
-        (path, key, read_only, statement_timeout_ms): (Arc<str>, Arc<str>, bool, Option<u32>),
+        (path, key, read_only, statement_timeout_ms, role): (
+            Arc<str>,
+            Arc<str>,
+            bool,
+            Option<u32>,
+            Option<Arc<str>>,
+        ),
         gate: Arc<Gate>,
         known: Remembered,
         epoch: u64,
@@ -169,6 +179,7 @@ impl ConnectionScope {
             key,
             read_only,
             statement_timeout_ms,
+            role,
             gate,
             verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
             statements: AtomicUsize::new(known.statements.unwrap_or(UNCOUNTED)),
@@ -318,6 +329,10 @@ impl ConnectionScope {
         let mut sql = crate::checkout::timeout_setting(self.statement_timeout_ms)
             .map(|timeout| format!("SET statement_timeout TO {timeout}; "))
             .unwrap_or_default();
+        if let Some(role) = crate::checkout::role_setting(self.role.as_deref()) {
+            sql.push_str(&role);
+            sql.push_str("; ");
+        }
         sql.push_str("SET search_path TO ");
         sql.push_str(&self.path);
         if self.read_only {
@@ -336,6 +351,10 @@ impl ConnectionScope {
         if let Some(ms) = self.statement_timeout_ms {
             sql.push_str(&format!("; SET LOCAL statement_timeout TO {ms}"));
         }
+        if let Some(role) = crate::checkout::local_role_setting(self.role.as_deref()) {
+            sql.push_str("; ");
+            sql.push_str(&role);
+        }
         sql
     }
 
@@ -347,6 +366,24 @@ impl ConnectionScope {
             };
         }
         Error::db("switching search_path", &self.schema, e)
+    }
+
+    /// What the tenant's state and role mode refuse before anything is sent: for a read-only
+    /// tenant SQL that could make its transaction writable, under a tenant role SQL that
+    /// could leave it.
+    fn refuse(&self, effects: Effects) -> Result<()> {
+        if self.read_only {
+            self.refuse_read_write(effects)?;
+        }
+        if self.role.is_some() && effects.leaves_role {
+            return Err(leaves_role_refused(&self.schema));
+        }
+        Ok(())
+    }
+
+    /// Whether anything is refused before it is sent (see [`refuse`](Self::refuse)).
+    fn guarded(&self) -> bool {
+        self.read_only || self.role.is_some()
     }
 
     /// For a read-only tenant, SQL that could make its transaction writable is refused
@@ -395,9 +432,7 @@ impl ConnectionScope {
     /// it on the [`transaction`](Self::transaction) instead.
     pub async fn prepare(&self, sql: &str) -> Result<Statement> {
         let effects = sql::effects(sql);
-        if self.read_only {
-            self.refuse_read_write(effects)?;
-        }
+        self.refuse(effects)?;
         if self.transaction_mode() {
             return Err(not_in_transaction_mode(
                 "a statement prepared outside a transaction",
@@ -512,12 +547,12 @@ impl ConnectionScope {
         F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        if self.read_only {
+        if self.guarded() {
             let effects = match source {
                 Source::Text(sql) => sql::effects(sql),
                 Source::Prepared(stmt) => self.statement_effects(stmt),
             };
-            self.refuse_read_write(effects)?;
+            self.refuse(effects)?;
         }
         if self.transaction_mode() {
             return self.in_own_transaction(source, action, op).await;
@@ -672,8 +707,8 @@ impl ConnectionScope {
     where
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        if self.read_only {
-            self.refuse_read_write(sql::effects(sql))?;
+        if self.guarded() {
+            self.refuse(sql::effects(sql))?;
         }
         if self.transaction_mode() {
             refuse_transaction_control(sql)?;
@@ -776,7 +811,7 @@ impl ConnectionScope {
             tx,
             schema,
             settings.into(),
-            self.read_only,
+            (self.read_only, self.role.is_some()),
         ))
     }
 
@@ -800,6 +835,13 @@ impl ConnectionScope {
         if self.read_only {
             // Whatever runs on it is out of sight: it could write.
             return Err(Error::read_only_refused(&self.schema, "the raw client"));
+        }
+        if self.role.is_some() {
+            // Whatever runs on it is out of sight: it could leave the role.
+            return Err(Error::LeavesTenantRole {
+                schema: self.schema.clone(),
+                what: "the raw client",
+            });
         }
         self.untrusted.store(true, Ordering::Release);
         if self.raw_client.get().is_none() {
@@ -875,6 +917,16 @@ fn not_in_transaction_mode(what: &'static str) -> Error {
     Error::NotInTransactionMode {
         what,
         instead: "run it inside ConnectionScope::transaction()",
+    }
+}
+
+/// Role mode's refusal of SQL that could leave the tenant's role.
+pub(super) fn leaves_role_refused(schema: &SchemaName) -> Error {
+    Error::LeavesTenantRole {
+        schema: schema.clone(),
+        what: "SQL that could change the session's role (SET ROLE, RESET ROLE, SET SESSION \
+               AUTHORIZATION, RESET ALL, DISCARD ALL, set_config, DO, CALL, a function body \
+               setting a role, U& names)",
     }
 }
 

@@ -120,6 +120,7 @@ impl SchemaRouter {
             tenant.schema(),
             admission.status == TenantStatus::ReadOnly,
             admission.statement_timeout_ms,
+            admission.role.clone(),
         )
         .await?
         .holding(admission.slot))
@@ -148,6 +149,7 @@ impl SchemaRouter {
             schema,
             admission.status == TenantStatus::ReadOnly,
             admission.statement_timeout_ms,
+            admission.role.clone(),
         )
         .await?
         .holding(admission.slot))
@@ -203,11 +205,12 @@ async fn checkout(
     schema: &SchemaName,
     read_only: bool,
     statement_timeout_ms: Option<u32>,
+    role: Option<Arc<str>>,
 ) -> Result<ConnectionScope> {
     let path = pool.search_path(schema);
     // What the session is set to, as remembered and handed over: the path, whether its
-    // transactions are read-only, and its statement timeout.
-    let key: Arc<str> = if read_only || statement_timeout_ms.is_some() {
+    // transactions are read-only, its statement timeout and its role.
+    let key: Arc<str> = if read_only || statement_timeout_ms.is_some() || role.is_some() {
         if read_only && pool.mode() == SearchPathMode::Session {
             crate::databases::note_read_only_session();
         }
@@ -217,6 +220,9 @@ async fn checkout(
         }
         if let Some(ms) = statement_timeout_ms {
             key.push_str(&format!(" (statement timeout {ms} ms)"));
+        }
+        if let Some(role) = &role {
+            key.push_str(&format!(" (role {role})"));
         }
         key.into()
     } else {
@@ -238,7 +244,7 @@ async fn checkout(
     Ok(ConnectionScope::new(
         conn,
         schema.clone(),
-        (path, key, read_only, statement_timeout_ms),
+        (path, key, read_only, statement_timeout_ms, role),
         gate,
         known,
         epoch,

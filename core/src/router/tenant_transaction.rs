@@ -38,6 +38,8 @@ pub struct TenantTransaction<'a> {
     prepared: PreparedEffects,
     /// The tenant is read-only: SQL that could make the transaction writable is refused.
     read_only: bool,
+    /// Role mode: SQL that could leave the tenant's role is refused.
+    role: bool,
 }
 
 impl<'a> TenantTransaction<'a> {
@@ -45,7 +47,7 @@ impl<'a> TenantTransaction<'a> {
         tx: Transaction<'a>,
         schema: SchemaName,
         settings: Arc<str>,
-        read_only: bool,
+        (read_only, role): (bool, bool),
     ) -> Self {
         Self {
             tx,
@@ -54,6 +56,7 @@ impl<'a> TenantTransaction<'a> {
             reassert: AtomicBool::new(false),
             prepared: PreparedEffects::default(),
             read_only,
+            role,
         }
     }
 
@@ -61,6 +64,9 @@ impl<'a> TenantTransaction<'a> {
     /// before it is sent (the transaction is read-only and has run a query, so the server
     /// would refuse most of it too; `DO` and `CALL` are refused as well).
     fn refuse_read_write(&self, effects: Effects) -> Result<()> {
+        if self.role && effects.leaves_role {
+            return Err(super::connection::leaves_role_refused(&self.schema));
+        }
         if self.read_only && effects.escapes_read_only {
             return Err(Error::read_only_refused(
                 &self.schema,

@@ -45,6 +45,7 @@ pub struct TenancyBuilder {
     citus: Option<bool>,
     grace: Duration,
     limits: TenantLimits,
+    roles: Option<crate::registry::TenantRoles>,
     /// The settings each database's pool was made with, where known: what a move's
     /// subscription connects to the source with.
     sources: BTreeMap<ShardName, ConnectionSettings>,
@@ -141,6 +142,7 @@ impl Tenancy {
             citus: None,
             grace: DEFAULT_GRACE,
             limits: TenantLimits::new(),
+            roles: None,
             sources: BTreeMap::new(),
         }
     }
@@ -331,6 +333,21 @@ impl TenancyBuilder {
         self
     }
 
+    /// Role mode (off by default): each tenant gets its own `NOLOGIN` role, set with every
+    /// switch, so that PostgreSQL itself refuses a tenant's statements naming another
+    /// tenant's schema (`permission denied`). See [`TenantRoles`](crate::TenantRoles) for
+    /// what it sets up and what it refuses.
+    ///
+    /// The login role of the pools must be able to create roles (`CREATEROLE`, or a
+    /// superuser). Tenants created before role mode was turned on are refused
+    /// ([`Error::NoTenantRole`](crate::Error::NoTenantRole)) until
+    /// [`Tenancy::sync_roles`](crate::Tenancy::sync_roles) (`tenant-schemas roles sync`)
+    /// gives them one.
+    pub fn tenant_roles(mut self, roles: crate::registry::TenantRoles) -> Self {
+        self.roles = Some(roles);
+        self
+    }
+
     /// Finishes the set-up.
     pub async fn build(self) -> Result<Tenancy> {
         // A migration set that would end its schema's transaction is refused up front.
@@ -345,8 +362,10 @@ impl TenancyBuilder {
         if let Some(on) = self.citus {
             registry.citus = crate::registry::CitusMode::fixed(on);
         }
+        registry.roles = self.roles.map(Arc::new);
         if self.install {
             registry.install().await?;
+            registry.install_roles().await?;
             registry.is_citus().await?;
             registry.load_shared_names().await?;
         } else if let Err(e) = registry.load_shared_names().await {

@@ -161,6 +161,7 @@ mod tests {
             max_connections: None,
             storage_quota: None,
             statement_timeout: None,
+            role: None,
         }
     }
 

@@ -526,6 +526,26 @@ impl Tenancy {
         Ok(())
     }
 
+    /// Role mode ([`TenancyBuilder::tenant_roles`](crate::TenancyBuilder::tenant_roles)):
+    /// gives every tenant without a role its own (recorded in the registry, followed by
+    /// this process at once and by others listening within moments) and makes every tenant
+    /// role's grants on its schema whole again (after migrations run by another database
+    /// role, or tables created outside the library). The group role and the shared tables'
+    /// grants are set up too. Idempotent; `tenant-schemas roles sync` runs it. Returns each
+    /// tenant's schema, role and whether the role is new.
+    ///
+    /// [`Error::InvalidRoleSetting`] when role mode is off.
+    pub async fn sync_roles(&self) -> Result<Vec<(SchemaName, String, bool)>> {
+        let synced = self.inner.registry.sync_roles().await?;
+        for (schema, _, new) in &synced {
+            if *new {
+                let record = self.inner.registry.get(schema).await?;
+                self.forget(&record).await;
+            }
+        }
+        Ok(synced)
+    }
+
     /// Sets (or, with `None`, clears) `schema`'s own `statement_timeout`, over the tenancy's
     /// default [`TenantLimits::statement_timeout`](crate::TenantLimits::statement_timeout):
     /// kept in the registry, followed by this process at once and by others listening for

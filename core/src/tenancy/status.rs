@@ -31,6 +31,7 @@ impl Tenancy {
         Runner {
             databases: registry.databases(),
             sets: registry.sets(),
+            roles: self.inner.registry.roles.is_some(),
         }
         .status(schemas, skip_public)
         .await
@@ -60,6 +61,7 @@ impl Tenancy {
         Runner {
             databases: registry.databases(),
             sets: registry.sets(),
+            roles: self.inner.registry.roles.is_some(),
         }
         .dry_run(options)
         .await

@@ -346,8 +346,13 @@ impl SqlxRouter {
                 .statement_timeout()
                 .map(|t| format!("SET LOCAL statement_timeout TO {}; ", t.as_millis()))
                 .unwrap_or_default();
+            // Role mode: the tenant's role, local to the transaction too.
+            let role = checkout
+                .local_role_setting()
+                .map(|role| format!("{role}; "))
+                .unwrap_or_default();
             let sql = format!(
-                "{begin}; SET LOCAL search_path TO {path}; {timeout}{}",
+                "{begin}; SET LOCAL search_path TO {path}; {timeout}{role}{}",
                 checks(&schema)
             );
             self.checkout(&checkout, &Switch::Transaction(sql)).await?
@@ -516,8 +521,13 @@ impl SqlxRouter {
             .statement_timeout_setting()
             .map(|timeout| format!("SET statement_timeout TO {timeout}; "))
             .unwrap_or_default();
+        // Role mode: the tenant's role (or back to the login role), before the checks.
+        let role = checkout
+            .role_setting()
+            .map(|role| format!("{role}; "))
+            .unwrap_or_default();
         Switch::Session {
-            execute: format!("{timeout}EXECUTE {}({arguments})", *SWITCH),
+            execute: format!("{timeout}{role}EXECUTE {}({arguments})", *SWITCH),
         }
     }
 

@@ -702,6 +702,13 @@ impl Registry {
             .await
             .map_err(db)?;
             self.sets.tenant.apply(&tx, &schema).await?;
+            // Role mode: the tenant's role (made on the target's cluster if it is another)
+            // is granted the target schema before anything can reach it there.
+            if let (Some(role), Some(roles)) = (&m.record.role, self.roles()) {
+                tx.batch_execute(&super::attach_sql(&schema, role, roles.group_name()))
+                    .await
+                    .map_err(db)?;
+            }
             let tables = replicated_tables(&tx, &schema).await.map_err(db)?;
             if !tables.is_empty() {
                 let list: Vec<String> = tables.iter().map(|t| quoted_table(&schema, t)).collect();

@@ -63,7 +63,16 @@ impl Tenancy {
         tenants: &[NewTenant],
         baseline: i32,
     ) -> Result<Vec<TenantRecord>> {
-        let records = self.inner.registry.import(tenants, baseline).await?;
+        let mut records = self.inner.registry.import(tenants, baseline).await?;
+        // Role mode: each imported tenant gets its role before it is served.
+        if self.inner.registry.roles().is_some() {
+            let synced = self.inner.registry.sync_roles().await?;
+            for record in &mut records {
+                if let Some((_, role, _)) = synced.iter().find(|(s, _, _)| *s == record.schema) {
+                    record.role = Some(role.clone());
+                }
+            }
+        }
         for record in &records {
             self.forget(record).await;
             self.emit(TenantEvent::Imported(record.clone())).await;

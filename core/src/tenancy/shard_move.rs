@@ -126,6 +126,14 @@ impl Tenancy {
         cleanup.run().await;
         let mut report = moved?;
         report.took = started.elapsed();
+        // Role mode: the role's privileges on the source database go with the schema; the
+        // role itself too when the target is on another cluster (kept on this one).
+        if let Some(role) = &record.role {
+            match registry.databases().connect(&report.from, schema).await {
+                Ok(conn) => crate::registry::drop_role(&conn, schema, role).await,
+                Err(e) => tracing::warn!(schema = %schema, error = %e, "source role not dropped"),
+            }
+        }
         self.emit(super::TenantEvent::MovedToShard {
             schema: schema.clone(),
             from: report.from.clone(),

@@ -134,6 +134,7 @@ mod tests {
             max_connections: Some(4),
             storage_quota: Some(1 << 30),
             statement_timeout: Some(Duration::from_millis(2500)),
+            role: Some("ts_0123456789abcdef".into()),
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["status"], "suspended");

@@ -375,3 +375,111 @@ async fn tenants_from_before_role_mode_are_refused_until_synced() {
         Err(Error::InvalidRoleSetting { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_plant_objects_or_rewrite_its_history_unless_ddl_is_allowed() {
+    let db = database().await;
+    let tenancy = role_tenancy(&db, 2, SearchPathMode::Session).await;
+    let s = marked_tenants(&tenancy, "rddl_", 1).await;
+    let router = tenancy.router();
+    let scope = router.connection_for_schema(&s[0]).await.unwrap();
+    for sql in [
+        "CREATE TABLE planted (x int)",
+        "CREATE FUNCTION now() RETURNS timestamptz LANGUAGE sql AS 'SELECT NULL::timestamptz'",
+        "CREATE VIEW planted AS SELECT 1",
+        "DELETE FROM tenant_schemas_history",
+        "UPDATE tenant_schemas_history SET checksum = 0",
+        "TRUNCATE tenant_schemas_history",
+        "INSERT INTO tenant_schemas_history SELECT * FROM tenant_schemas_history",
+    ] {
+        let err = scope.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some(DENIED), "{sql}: {err}");
+    }
+    // Its data is its own to change, the history readable.
+    scope
+        .batch_execute("INSERT INTO notes (body) VALUES ('mine'); DELETE FROM notes")
+        .await
+        .unwrap();
+    scope
+        .batch_execute("SELECT * FROM tenant_schemas_history")
+        .await
+        .unwrap();
+    drop(scope);
+
+    // With tenant DDL allowed, a tenant creates tables in its own schema (still not in
+    // another's), after a sync grants it.
+    let ddl = Tenancy::builder(db.new_pool(2).unwrap())
+        .migrations(marker_and_notes())
+        .tenant_roles(TenantRoles::new().tenant_ddl(true))
+        .build()
+        .await
+        .unwrap();
+    ddl.sync_roles().await.unwrap();
+    let other = schema("rddl_other");
+    ddl.create_tenant(NewTenant::new(other.clone()))
+        .await
+        .unwrap();
+    let scope = ddl.router().connection_for_schema(&s[0]).await.unwrap();
+    scope
+        .batch_execute("CREATE TABLE own_table (x int); INSERT INTO own_table VALUES (1)")
+        .await
+        .unwrap();
+    let err = scope
+        .batch_execute(&format!("CREATE TABLE {}.planted (x int)", other.quoted()))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some(DENIED), "{err}");
+}
+
+/// Behind a real PgBouncer in transaction pooling, with one server connection shared by
+/// every client: each tenant's transaction runs under its role (`SET LOCAL ROLE`), and the
+/// shared `public` schema by name as the login role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_pgbouncer_each_transaction_runs_under_its_tenants_role() {
+    use tenant_schemas::testing::{pool, TestCluster, TestPgBouncer};
+    let db = database().await;
+    let cluster = TestCluster::shared().unwrap();
+    let bouncer = TestPgBouncer::start(cluster, 1).unwrap();
+    let through = pool(bouncer.config(db.name()), 4).unwrap();
+    let tenancy = Tenancy::builder(through)
+        .migrations(marker_and_notes())
+        .search_path_mode(SearchPathMode::Transaction)
+        .tenant_roles(TenantRoles::new())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "rpgb_", 2).await;
+    let router = tenancy.router();
+    for round in 0..3 {
+        for (own, other) in [(&s[0], &s[1]), (&s[1], &s[0])] {
+            let db = router.connection_for_schema(own).await.unwrap();
+            assert_eq!(marker_of(&db).await, own.as_str(), "round {round}");
+            let err = db
+                .query_one(&format!("SELECT * FROM {}.marker", other.quoted()), &[])
+                .await
+                .unwrap_err();
+            assert_eq!(
+                sqlstate(&err).as_deref(),
+                Some(DENIED),
+                "round {round}: {err}"
+            );
+            let mut db = db;
+            let tx = db.transaction().await.unwrap();
+            let err = tx
+                .batch_execute(&format!("DELETE FROM {}.notes", other.quoted()))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                sqlstate(&err).as_deref(),
+                Some(DENIED),
+                "round {round}: {err}"
+            );
+        }
+        let public = router.public().await.unwrap();
+        let row = public
+            .query_one("SELECT current_user::text, session_user::text", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), row.get::<_, String>(1));
+    }
+}

@@ -59,6 +59,15 @@ pub(crate) struct Cli {
     /// doctor.
     #[arg(long = "shared-name", global = true)]
     pub(crate) shared_names: Vec<String>,
+    /// Role mode: each tenant runs under its own database role (`TenancyBuilder::
+    /// tenant_roles`). Commands that create tenants (create, clone, restore, import) give
+    /// them one; `roles sync` gives one to every tenant that has none.
+    #[arg(long, global = true)]
+    pub(crate) tenant_roles: bool,
+    /// Role mode's group role, which every tenant role is a member of
+    /// [default: tenant_schemas_tenants].
+    #[arg(long, value_name = "ROLE", global = true)]
+    pub(crate) tenant_group: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -289,6 +298,9 @@ pub(crate) enum Command {
     /// Add, remove or promote a tenant's domains.
     #[command(subcommand, after_help = EXIT_CODES)]
     Domains(DomainCommand),
+    /// Role mode: tenants' own database roles (implies --tenant-roles).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Roles(RolesCommand),
     /// Run SQL on every tenant, each in its schema; prints each schema's rows (for a query)
     /// or affected-row count (for a command).
     #[command(after_help = EXIT_CODES)]
@@ -427,6 +439,15 @@ pub(crate) enum SharedNamesCommand {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum RolesCommand {
+    /// Give every tenant without a role its own (existing tenants adopted onto role mode),
+    /// and make every tenant role's grants on its schema whole again. Idempotent.
+    Sync,
+    /// Each tenant's role. Only reads.
+    List,
+}
+
+#[derive(Subcommand)]
 pub(crate) enum DomainCommand {
     /// Add a domain.
     Add {
@@ -492,6 +513,7 @@ impl Command {
             Self::Migrate { dry_run: false, .. }
                 | Self::Create { .. }
                 | Self::Import { dry_run: false, .. }
+                | Self::Roles(RolesCommand::Sync)
         )
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use tenant_schemas::deadpool_postgres::{Pool, PoolError};
 use tenant_schemas::tokio_postgres::config::Host as PgHost;
 use tenant_schemas::tokio_postgres::Config;
-use tenant_schemas::{ConnectionSettings, ShardName, Tenancy, TenantMigrations};
+use tenant_schemas::{ConnectionSettings, ShardName, Tenancy, TenantMigrations, TenantRoles};
 
 use crate::args::{Cli, DEFAULT_MIGRATIONS, DEFAULT_SHARED_MIGRATIONS};
 use crate::error::{CliError, CliResult};
@@ -71,6 +71,17 @@ pub(crate) async fn open(cli: &Cli) -> CliResult<Context> {
     } else {
         TenantMigrations::new()
     };
+    let roles = if cli.tenant_roles || matches!(cli.command, crate::args::Command::Roles(_)) {
+        let roles = TenantRoles::new();
+        Some(match cli.tenant_group.as_deref() {
+            Some(group) => roles
+                .group(group)
+                .map_err(|e| CliError::config(format!("--tenant-group: {}", reason(&e))))?,
+            None => roles,
+        })
+    } else {
+        None
+    };
     let build = |install: bool| {
         let mut builder = Tenancy::builder(databases[0].pool.clone())
             .migrations(tenant.clone())
@@ -81,6 +92,9 @@ pub(crate) async fn open(cli: &Cli) -> CliResult<Context> {
             builder = builder
                 .shard(db.shard.clone(), db.pool.clone())
                 .replication_source(db.shard.clone(), db.settings.clone());
+        }
+        if let Some(roles) = &roles {
+            builder = builder.tenant_roles(roles.clone());
         }
         builder.build()
     };

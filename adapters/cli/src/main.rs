@@ -121,6 +121,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::List => commands::list::run(&ctx, out).await,
         Command::Domains(cmd) => commands::domains::run(&ctx, out, cmd).await,
         Command::SharedNames(cmd) => commands::shared_names::run(&ctx, out, cmd).await,
+        Command::Roles(cmd) => commands::roles::run(&ctx, out, cmd).await,
         Command::Run {
             sql,
             file,

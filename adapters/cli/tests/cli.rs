@@ -1208,3 +1208,75 @@ async fn usage_and_quotas() {
     assert!(format!("{out}{err}").contains("read-only"), "{out}{err}");
     cli.ok(&["quota", "acme", "--clear"]);
 }
+
+/// Role mode from the command line: tenants created before are adopted by `roles sync`
+/// (each its own role, recorded and listed), `--tenant-roles` gives new ones a role at
+/// creation, `delete` drops it, and a tenant's role cannot read another tenant's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_sync_adopts_existing_tenants_and_create_gives_new_ones_a_role() {
+    let (cli, db) = Cli::new("roles").await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["create", "acme"]);
+    cli.ok(&["create", "globex"]);
+    let out = cli.ok(&["roles", "list"]);
+    assert!(out.contains("2 tenants have no role"), "{out}");
+    let out = cli.ok(&["roles", "sync", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["new"], 2, "{out}");
+    let out = cli.ok(&["roles", "sync", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["new"], 0, "{out}");
+    cli.ok(&["--tenant-roles", "create", "initech"]);
+    let roles = || async {
+        db.pool()
+            .get()
+            .await
+            .unwrap()
+            .query(
+                "SELECT schema_name, role FROM public.tenant_schemas_tenants \
+                 WHERE schema_name <> 'public' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
+            .collect::<Vec<_>>()
+    };
+    let all = roles().await;
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|(_, role)| role.is_some()), "{all:?}");
+    let out = cli.ok(&["roles", "list", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["without_role"], 0, "{out}");
+    // The role reaches its own schema, not another's.
+    let acme_role = all[0].1.clone().unwrap();
+    let conn = db.pool().get().await.unwrap();
+    conn.batch_execute(&format!("SET ROLE \"{acme_role}\""))
+        .await
+        .unwrap();
+    conn.batch_execute("SELECT * FROM acme.tenant_schemas_history")
+        .await
+        .unwrap();
+    let err = conn
+        .batch_execute("SELECT * FROM globex.tenant_schemas_history")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    conn.batch_execute("RESET ROLE").await.unwrap();
+    drop(conn);
+    cli.ok(&["delete", "acme", "--drop-schema"]);
+    let gone: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&acme_role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(gone, 0, "the deleted tenant's role is dropped");
+}

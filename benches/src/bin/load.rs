@@ -30,10 +30,12 @@ use clap::Parser;
 
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::{TestCluster, TestPgBouncer};
-use tenant_schemas::{SchemaName, SchemaRouter, SearchPathMode};
+use tenant_schemas::{
+    SchemaName, SchemaRouter, SearchPathMode, Tenancy, TenantMigrations, TenantRoles,
+};
 use tenant_schemas_benches::{
-    baseline_schema, items_tenancy, make_pool, make_pool_of, micros, pick_and_run, stats, Picker,
-    RunLength, Stats, POOL, ROWS, SQL,
+    baseline_schema, items_table, items_tenancy, make_pool, make_pool_of, micros, pick_and_run,
+    stats, Picker, RunLength, Stats, POOL, ROWS, SQL,
 };
 
 const BASE_SQL: &str = "SELECT v FROM base.items WHERE id = $1";
@@ -55,15 +57,23 @@ enum Variant {
     /// `TransactionViaPgBouncer` through Debian's PgBouncer 1.18 (`/usr/sbin/pgbouncer`, when
     /// installed and not the default one), for comparison.
     TransactionViaPgBouncer118,
+    /// `Session` through the router of a `Tenancy`: the registry's tenant states read at
+    /// every checkout (a cache hit), as applications run it.
+    SessionTenancy,
+    /// `SessionTenancy` in role mode (`TenancyBuilder::tenant_roles`): each tenant under its
+    /// own role, set with every switch.
+    Roles,
     /// Not in the default set: a plain pool, `SET search_path` written in the same flush as
     /// the execution of a statement cached per schema, no isolation bookkeeping at all (the
     /// floor of what a switch per checkout costs).
     Pipelined,
 }
 
-const VARIANTS: [Variant; 10] = [
+const VARIANTS: [Variant; 12] = [
     Variant::Baseline,
     Variant::Session,
+    Variant::SessionTenancy,
+    Variant::Roles,
     Variant::SessionNoAffinity,
     Variant::SessionGroups,
     Variant::Transaction,
@@ -123,6 +133,8 @@ struct Setup {
     qualified: Vec<String>,
     baseline: Pool,
     session: SchemaRouter,
+    session_tenancy: SchemaRouter,
+    roles: SchemaRouter,
     no_affinity: SchemaRouter,
     groups: SchemaRouter,
     transaction: SchemaRouter,
@@ -149,9 +161,15 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
                 c.query_one(&stmt, &[&id]).await.unwrap();
             }
         }
-        Variant::Session | Variant::SessionNoAffinity | Variant::SessionGroups => {
+        Variant::Session
+        | Variant::SessionNoAffinity
+        | Variant::SessionGroups
+        | Variant::SessionTenancy
+        | Variant::Roles => {
             let router = match variant {
                 Variant::Session => &setup.session,
+                Variant::SessionTenancy => &setup.session_tenancy,
+                Variant::Roles => &setup.roles,
                 Variant::SessionGroups => &setup.groups,
                 _ => &setup.no_affinity,
             };
@@ -368,6 +386,25 @@ async fn main() {
         items_tenancy(make_pool(&config, "setup", None), n_tenants, |_| None).await;
     let admin = make_pool(&config, "admin", None);
     baseline_schema(&admin, "").await;
+    // The same tenants through a `Tenancy`, without and with role mode (each given its role).
+    let migrations = TenantMigrations::new().with("items", items_table());
+    let plain_tenancy = Tenancy::builder(make_pool(&config, "session_tenancy", None))
+        .migrations(migrations.clone())
+        .build()
+        .await
+        .unwrap();
+    let roles_tenancy = Tenancy::builder(make_pool(&config, "roles", None))
+        .migrations(migrations)
+        .tenant_roles(TenantRoles::new())
+        .build()
+        .await
+        .unwrap();
+    let roles_started = Instant::now();
+    roles_tenancy.sync_roles().await.unwrap();
+    println!(
+        "role mode: {n_tenants} tenant roles made in {:.1} s",
+        roles_started.elapsed().as_secs_f64()
+    );
     println!(
         "setup: {n_tenants} tenants + baseline schema, {ROWS} rows each, in {:.1} s",
         setup_started.elapsed().as_secs_f64()
@@ -412,6 +449,8 @@ async fn main() {
         schemas,
         baseline: make_pool(&config, "baseline", Some("-c search_path=base")),
         session: SchemaRouter::new(make_pool(&config, "session", None)),
+        session_tenancy: plain_tenancy.router().clone(),
+        roles: roles_tenancy.router().clone(),
         no_affinity: SchemaRouter::builder(make_pool(&config, "session_no_affinity", None))
             .schema_affinity(false)
             .build(),

@@ -121,8 +121,6 @@ pub type Progress = Arc<dyn Fn(usize, usize) + Send + Sync>;
 pub(crate) struct Runner<'a> {
     pub(crate) databases: &'a Databases,
     pub(crate) sets: &'a MigrationSets,
-    /// Role mode: what migrations add to a tenant's schema is granted to its role.
-    pub(crate) roles: bool,
 }
 
 impl Runner<'_> {
@@ -372,8 +370,9 @@ impl Runner<'_> {
         let here = shard.is_default();
         // Role mode: the tenant's role, to grant it what the migrations add (a migration run
         // by another role than the one that created the tenant is not covered by the
-        // default privileges).
-        let role = if self.roles && !schema.is_public() {
+        // default privileges). Read whether or not this process runs in role mode: a tenant
+        // that has a role keeps it whoever migrates it.
+        let role = if !schema.is_public() {
             self.role_of(schema).await?
         } else {
             None

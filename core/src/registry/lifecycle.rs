@@ -257,7 +257,6 @@ impl Registry {
         let runner = Runner {
             databases: &self.databases,
             sets: &self.sets,
-            roles: self.roles.is_some(),
         };
         match runner
             .migrate_schema(
@@ -301,7 +300,7 @@ impl Registry {
             copy_rows(tx, source, schema).await?;
         }
         if let (Some(role), Some(roles)) = (&new.role, self.roles()) {
-            tx.batch_execute(&super::attach_sql(schema, role, roles.group_name()))
+            tx.batch_execute(&super::attach_sql(schema, role, roles))
                 .await
                 .map_err(|e| Error::db("giving the tenant its role", schema, e))?;
         }
@@ -481,7 +480,6 @@ impl Registry {
         let report = Runner {
             databases: &self.databases,
             sets: &self.sets,
-            roles: self.roles.is_some(),
         }
         .run(options, progress)
         .await?;

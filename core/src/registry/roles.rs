@@ -58,6 +58,8 @@ const SHAREABLE: [&str; 8] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRoles {
     group: String,
+    /// Tenants may create objects in their schema.
+    ddl: bool,
     /// (table in `public`, privileges), validated.
     shared: Vec<(String, Vec<&'static str>)>,
 }
@@ -75,8 +77,28 @@ impl TenantRoles {
     pub fn new() -> Self {
         Self {
             group: DEFAULT_TENANT_GROUP.to_owned(),
+            ddl: false,
             shared: Vec::new(),
         }
+    }
+
+    /// Whether a tenant's own statements may create objects in its schema (`CREATE` on the
+    /// schema; off by default: only migrations shape a tenant's schema). Off, a tenant
+    /// cannot plant a function, operator or trigger in its schema that the library's own
+    /// work there (migrations, export, restore, run as the login role on the tenant's search
+    /// path) would call with the login role's privileges. Turn it on only for applications
+    /// that create tables at request time, and then qualify every name migrations use with
+    /// its schema.
+    #[must_use]
+    pub fn tenant_ddl(mut self, allowed: bool) -> Self {
+        self.ddl = allowed;
+        self
+    }
+
+    /// Whether tenants may create objects in their schema ([`tenant_ddl`](Self::tenant_ddl)).
+    #[must_use]
+    pub fn allows_tenant_ddl(&self) -> bool {
+        self.ddl
     }
 
     /// Another group role name (an identifier as [`SchemaName`] accepts it), e.g. one per
@@ -173,12 +195,18 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// Makes `role` (created when missing, a member of `group`, the current role a member of it)
-/// the tenant role of `schema`: `USAGE` and `CREATE` on the schema, every privilege on its
-/// tables, sequences and routines, and the same by default on what the current role creates
-/// there later. Idempotent.
-pub(crate) fn attach_sql(schema: &SchemaName, role: &str, group: &str) -> String {
-    let (r, s, g) = (quote(role), schema.quoted(), quote(group));
+/// Makes `role` (created when missing, a member of the group role, the current role a member
+/// of it) the tenant role of `schema`: `USAGE` on the schema (and `CREATE` when
+/// [`TenantRoles::tenant_ddl`] allows it), every privilege on its tables, sequences and
+/// routines, and the same by default on what the current role creates there later.
+/// Idempotent.
+pub(crate) fn attach_sql(schema: &SchemaName, role: &str, roles: &TenantRoles) -> String {
+    let (r, s, g) = (quote(role), schema.quoted(), quote(&roles.group));
+    let create = if roles.ddl {
+        format!("GRANT CREATE ON SCHEMA {s} TO {r}")
+    } else {
+        format!("REVOKE CREATE ON SCHEMA {s} FROM {r}")
+    };
     format!(
         "DO $ts_role$ BEGIN \
            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {lit}) THEN \
@@ -188,7 +216,8 @@ pub(crate) fn attach_sql(schema: &SchemaName, role: &str, group: &str) -> String
          GRANT {g} TO {r}; \
          GRANT {r} TO CURRENT_USER; \
          REVOKE ALL ON SCHEMA {s} FROM PUBLIC; \
-         GRANT USAGE, CREATE ON SCHEMA {s} TO {r}; \
+         GRANT USAGE ON SCHEMA {s} TO {r}; \
+         {create}; \
          {grants}",
         lit = literal(role),
         grants = grants_sql(schema, role),
@@ -196,9 +225,11 @@ pub(crate) fn attach_sql(schema: &SchemaName, role: &str, group: &str) -> String
 }
 
 /// Every privilege on what `schema` holds for `role`, now and (default privileges of the
-/// current role) later.
+/// current role) later, but writing the migration history: a tenant could otherwise make its
+/// schema's migrations run again, or fail.
 pub(crate) fn grants_sql(schema: &SchemaName, role: &str) -> String {
     let (r, s) = (quote(role), schema.quoted());
+    let history = format!("{s}.{}", crate::migrate::HISTORY_TABLE);
     format!(
         "GRANT ALL ON ALL TABLES IN SCHEMA {s} TO {r}; \
          GRANT ALL ON ALL SEQUENCES IN SCHEMA {s} TO {r}; \
@@ -206,7 +237,13 @@ pub(crate) fn grants_sql(schema: &SchemaName, role: &str) -> String {
          ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON TABLES TO {r}; \
          ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON SEQUENCES TO {r}; \
          ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON ROUTINES TO {r}; \
-         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON TYPES TO {r}"
+         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON TYPES TO {r}; \
+         DO $ts_history$ BEGIN \
+           IF pg_catalog.to_regclass({lit}) IS NOT NULL THEN \
+             REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {history} FROM {r}; \
+           END IF; \
+         END $ts_history$",
+        lit = literal(&history),
     )
 }
 
@@ -289,7 +326,7 @@ impl Registry {
             let mut conn = self.databases.connect(&record.shard, schema).await?;
             let db = |e| Error::db("giving the tenant its role", schema, e);
             let tx = conn.transaction().await.map_err(db)?;
-            tx.batch_execute(&attach_sql(schema, &role, roles.group_name()))
+            tx.batch_execute(&attach_sql(schema, &role, roles))
                 .await
                 .map_err(db)?;
             tx.commit().await.map_err(db)?;

@@ -31,7 +31,6 @@ impl Tenancy {
         Runner {
             databases: registry.databases(),
             sets: registry.sets(),
-            roles: self.inner.registry.roles.is_some(),
         }
         .status(schemas, skip_public)
         .await
@@ -61,7 +60,6 @@ impl Tenancy {
         Runner {
             databases: registry.databases(),
             sets: registry.sets(),
-            roles: self.inner.registry.roles.is_some(),
         }
         .dry_run(options)
         .await

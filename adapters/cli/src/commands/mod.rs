@@ -15,6 +15,7 @@ pub(crate) mod limit;
 pub(crate) mod list;
 pub(crate) mod migrate;
 pub(crate) mod rename_schema;
+pub(crate) mod roles;
 pub(crate) mod run;
 pub(crate) mod shard_move;
 pub(crate) mod shared_names;

@@ -695,7 +695,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
             match registered.as_ref().and_then(Tenant::role) {
                 Some(role) => {
                     crate::databases::note_roles();
-                    Some(Arc::<str>::from(crate::registry::quote_role(role)))
+                    Some(Arc::<str>::from(crate::roles::quote(role)))
                 }
                 None => {
                     return Err(Error::NoTenantRole {

@@ -642,6 +642,16 @@ impl Error {
 
     /// SQL refused for a read-only tenant before it was sent: it could make the tenant's
     /// transaction writable (`what` says how).
+    /// Role mode's refusal of SQL that could leave the tenant's role.
+    pub(crate) fn leaves_role_refused(schema: &SchemaName) -> Self {
+        Self::LeavesTenantRole {
+            schema: schema.clone(),
+            what: "SQL that could change the session's role (SET ROLE, RESET ROLE, SET SESSION \
+                   AUTHORIZATION, RESET ALL, DISCARD ALL, set_config, DO, CALL, a function body \
+                   setting a role, U& names)",
+        }
+    }
+
     pub(crate) fn read_only_refused(schema: &SchemaName, what: &'static str) -> Self {
         Self::TenantReadOnly {
             schema: schema.clone(),

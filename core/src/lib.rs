@@ -22,6 +22,7 @@ mod migrate;
 mod receipt;
 mod registry;
 mod resolve;
+mod roles;
 mod router;
 mod schema;
 #[cfg(feature = "serde")]
@@ -57,15 +58,13 @@ pub use migrate::{
     SchemaReport, SchemaStatus, TenantMigrations, HISTORY_TABLE, NO_TRANSACTION_MARKER,
 };
 pub use receipt::{ErasureReceipt, SchemaUsage, ShardMoveReport, TableRows};
-pub use registry::{
-    DoctorReport, DropSchema, Finding, ImportSource, NewTenant, Registry, TenantRoles, CHANNEL,
-    DEFAULT_TENANT_GROUP,
-};
+pub use registry::{DoctorReport, DropSchema, Finding, ImportSource, NewTenant, Registry, CHANNEL};
 pub use report::{ReportOptions, SCHEMA_PLACEHOLDER};
 pub use resolve::{
     CacheConfig, CachedResolver, RegistryResolver, StaticResolver, SubdomainResolver,
     TenantResolver,
 };
+pub use roles::{TenantRoles, DEFAULT_TENANT_GROUP};
 pub use router::{
     ConnectionScope, RouterStats, SchemaRouter, SchemaRouterBuilder, SearchPathMode,
     TenantTransaction, ToScopedStatement,

@@ -611,4 +611,48 @@ mod tests {
         }
         assert!(session("é; SET x = 1"));
     }
+
+    #[test]
+    fn what_could_leave_a_role() {
+        for sql in [
+            "RESET ROLE",
+            "set role none",
+            "SET LOCAL ROLE x",
+            "SET SESSION ROLE x",
+            "SET role = 'x'",
+            "SET \"role\" TO x",
+            "SET U&\"rol\\0065\" TO x",
+            "SET SESSION AUTHORIZATION DEFAULT",
+            "RESET SESSION AUTHORIZATION",
+            "SET session_authorization TO x",
+            "RESET ALL",
+            "DISCARD ALL",
+            "discard all",
+            "DO $$ BEGIN NULL; END $$",
+            "CALL p()",
+            "SELECT set_config('role', 'x', false)",
+            "SELECT \"set_config\"('role', 'x', false)",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'RESET ROLE'",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'SET ' || 'ROLE'",
+            "ALTER FUNCTION f() SET role = x",
+            "SELECT 1; RESET ROLE",
+            "SELECT 'a;'; /* ; */ RESET -- x\n ROLE",
+        ] {
+            assert!(effects(sql).leaves_role, "{sql}");
+        }
+        for sql in [
+            "UPDATE members SET role = 'admin'",
+            "SELECT role FROM members",
+            "SET search_path TO x",
+            "SET LOCAL statement_timeout = 5",
+            "RESET search_path",
+            "DISCARD PLANS",
+            "DISCARD SEQUENCES",
+            "SELECT 'RESET ROLE'",
+            "INSERT INTO t VALUES ('SET ROLE x')",
+            "CREATE TABLE notes (body text)",
+        ] {
+            assert!(!effects(sql).leaves_role, "{sql}");
+        }
+    }
 }

@@ -387,7 +387,7 @@ impl Runner<'_> {
             if from != to {
                 refuse_shadowing(tx.client(), schema, &self.sets.shared_names()).await?;
                 if let Some(role) = &role {
-                    tx.batch_execute(&crate::registry::grants_sql(schema, role))
+                    tx.batch_execute(&crate::roles::grants_sql(schema, role))
                         .await
                         .map_err(|e| Error::db("granting the tenant's role", schema, e))?;
                 }

@@ -148,7 +148,7 @@ impl Registry {
         let db = |e| Error::db("creating a tenant", &schema, e);
         // Role mode: the tenant's role is made with its schema, in the same transaction.
         new.role = match self.roles() {
-            Some(_) if !schema.is_public() => Some(super::new_role_name()),
+            Some(_) if !schema.is_public() => Some(crate::roles::new_role_name()),
             _ => None,
         };
         // A refused migration set fails before anything runs.
@@ -300,7 +300,7 @@ impl Registry {
             copy_rows(tx, source, schema).await?;
         }
         if let (Some(role), Some(roles)) = (&new.role, self.roles()) {
-            tx.batch_execute(&super::attach_sql(schema, role, roles))
+            tx.batch_execute(&crate::roles::attach_sql(schema, role, roles))
                 .await
                 .map_err(|e| Error::db("giving the tenant its role", schema, e))?;
         }

@@ -55,8 +55,7 @@ pub(crate) use export::read_header as read_export_header;
 pub use import::ImportSource;
 pub use lifecycle::{DropSchema, NewTenant};
 pub use notify::CHANNEL;
-pub(crate) use roles::{attach_sql, drop_role, grants_sql, new_role_name, quote as quote_role};
-pub use roles::{TenantRoles, DEFAULT_TENANT_GROUP};
+pub(crate) use roles::drop_role;
 
 const SELECT_TENANTS: &str = "
 SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
@@ -82,7 +81,7 @@ pub struct Registry {
     /// Whether the default database is a Citus coordinator (tenants as distributed schemas).
     pub(crate) citus: citus::CitusMode,
     /// Role mode's settings ([`TenancyBuilder::tenant_roles`](crate::TenancyBuilder::tenant_roles)).
-    pub(crate) roles: Option<std::sync::Arc<TenantRoles>>,
+    pub(crate) roles: Option<std::sync::Arc<crate::roles::TenantRoles>>,
 }
 
 impl Registry {

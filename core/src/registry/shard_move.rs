@@ -705,7 +705,7 @@ impl Registry {
             // Role mode: the tenant's role (made on the target's cluster if it is another)
             // is granted the target schema before anything can reach it there.
             if let (Some(role), Some(roles)) = (&m.record.role, self.roles()) {
-                tx.batch_execute(&super::attach_sql(&schema, role, roles))
+                tx.batch_execute(&crate::roles::attach_sql(&schema, role, roles))
                     .await
                     .map_err(db)?;
             }

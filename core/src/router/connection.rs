@@ -105,6 +105,17 @@ pub struct ConnectionScope {
     raw_client: OnceLock<DriverCheckout>,
 }
 
+/// What a checkout's session is set to: the search path, the key the path memory and the
+/// handoff know it by, whether its transactions are read-only, its `statement_timeout` and
+/// (role mode) its role, quoted.
+pub(crate) struct SessionSettings {
+    pub(crate) path: Arc<str>,
+    pub(crate) key: Arc<str>,
+    pub(crate) read_only: bool,
+    pub(crate) statement_timeout_ms: Option<u32>,
+    pub(crate) role: Option<Arc<str>>,
+}
+
 const NOT_ON_PATH: u64 = u64::MAX;
 
 const UNCOUNTED: usize = usize::MAX;
@@ -159,13 +170,13 @@ impl ConnectionScope {
     pub(crate) fn new(
         conn: Object,
         schema: SchemaName,
-        (path, key, read_only, statement_timeout_ms, role): (
-            Arc<str>,
-            Arc<str>,
-            bool,
-            Option<u32>,
-            Option<Arc<str>>,
-        ),
+        SessionSettings {
+            path,
+            key,
+            read_only,
+            statement_timeout_ms,
+            role,
+        }: SessionSettings,
         gate: Arc<Gate>,
         known: Remembered,
         epoch: u64,
@@ -376,7 +387,7 @@ impl ConnectionScope {
             self.refuse_read_write(effects)?;
         }
         if self.role.is_some() && effects.leaves_role {
-            return Err(leaves_role_refused(&self.schema));
+            return Err(Error::leaves_role_refused(&self.schema));
         }
         Ok(())
     }
@@ -917,16 +928,6 @@ fn not_in_transaction_mode(what: &'static str) -> Error {
     Error::NotInTransactionMode {
         what,
         instead: "run it inside ConnectionScope::transaction()",
-    }
-}
-
-/// Role mode's refusal of SQL that could leave the tenant's role.
-pub(super) fn leaves_role_refused(schema: &SchemaName) -> Error {
-    Error::LeavesTenantRole {
-        schema: schema.clone(),
-        what: "SQL that could change the session's role (SET ROLE, RESET ROLE, SET SESSION \
-               AUTHORIZATION, RESET ALL, DISCARD ALL, set_config, DO, CALL, a function body \
-               setting a role, U& names)",
     }
 }
 

@@ -244,7 +244,13 @@ async fn checkout(
     Ok(ConnectionScope::new(
         conn,
         schema.clone(),
-        (path, key, read_only, statement_timeout_ms, role),
+        connection::SessionSettings {
+            path,
+            key,
+            read_only,
+            statement_timeout_ms,
+            role,
+        },
         gate,
         known,
         epoch,

@@ -65,7 +65,7 @@ impl<'a> TenantTransaction<'a> {
     /// would refuse most of it too; `DO` and `CALL` are refused as well).
     fn refuse_read_write(&self, effects: Effects) -> Result<()> {
         if self.role && effects.leaves_role {
-            return Err(super::connection::leaves_role_refused(&self.schema));
+            return Err(Error::leaves_role_refused(&self.schema));
         }
         if self.read_only && effects.escapes_read_only {
             return Err(Error::read_only_refused(

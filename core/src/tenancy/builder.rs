@@ -45,7 +45,7 @@ pub struct TenancyBuilder {
     citus: Option<bool>,
     grace: Duration,
     limits: TenantLimits,
-    roles: Option<crate::registry::TenantRoles>,
+    roles: Option<crate::roles::TenantRoles>,
     /// The settings each database's pool was made with, where known: what a move's
     /// subscription connects to the source with.
     sources: BTreeMap<ShardName, ConnectionSettings>,
@@ -343,7 +343,7 @@ impl TenancyBuilder {
     /// ([`Error::NoTenantRole`](crate::Error::NoTenantRole)) until
     /// [`Tenancy::sync_roles`](crate::Tenancy::sync_roles) (`tenant-schemas roles sync`)
     /// gives them one.
-    pub fn tenant_roles(mut self, roles: crate::registry::TenantRoles) -> Self {
+    pub fn tenant_roles(mut self, roles: crate::roles::TenantRoles) -> Self {
         self.roles = Some(roles);
         self
     }

@@ -596,3 +596,58 @@ async fn a_computed_setting_name_leaves_a_read_only_tenant_read_only() {
     }
     assert_eq!(notes_in(&db, s, "computed").await, 0);
 }
+
+/// Role mode through SeaORM: a tenant's connection, transaction and entities run under its
+/// role, on one pooled connection shared by both tenants: the other tenant's schema and the
+/// registry are `permission denied`, its own rows are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_mode_denies_another_tenants_schema_through_seaorm() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(2).unwrap())
+        .migrations(marker_and_notes())
+        .tenant_roles(tenant_schemas::TenantRoles::new())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "orm_role_", 2).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
+        .await
+        .unwrap();
+    let orm = SeaOrmRouter::new(
+        SqlxRouter::builder(pool)
+            .tenant_states(tenancy.tenant_states())
+            .build(),
+    );
+    let denied = |r: Result<sea_orm::ExecResult, DbErr>, what: &str| {
+        let text = format!("{r:?}");
+        assert!(
+            r.is_err() && text.contains("42501"),
+            "{what}: expected permission denied, got {text}"
+        );
+    };
+    for (own, other) in [(&s[0], &s[1]), (&s[1], &s[0]), (&s[0], &s[1])] {
+        let conn = orm.connection_for_schema(own).await.unwrap();
+        assert_eq!(seen_marker(&conn).await.unwrap(), own.as_str());
+        for sql in [
+            format!("SELECT * FROM {}.marker", other.quoted()),
+            format!("DELETE FROM {}.notes", other.quoted()),
+            "SELECT * FROM public.tenant_schemas_tenants".to_owned(),
+        ] {
+            denied(conn.execute_unprepared(&sql).await, &sql);
+        }
+        note::Entity::insert(new_note("mine"))
+            .exec(&conn)
+            .await
+            .unwrap();
+        drop(conn);
+        let tx = orm.begin_for(own).await.unwrap();
+        denied(
+            tx.execute_unprepared(&format!("SELECT * FROM {}.notes", other.quoted()))
+                .await,
+            "transaction",
+        );
+        drop(tx);
+    }
+}

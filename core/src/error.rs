@@ -392,7 +392,7 @@ pub enum Error {
     /// Role mode: SQL that could leave the tenant's role (`SET ROLE`, `RESET ROLE`, `SET
     /// SESSION AUTHORIZATION`, `RESET ALL`, `DISCARD ALL`, `set_config(…)`, `DO`, `CALL`, a
     /// function body that sets a role, or a name spelt with `U&` escapes), or the raw client,
-    /// was refused before anything was sent (→ 403). See
+    /// was refused before anything was sent (→ 500: the application's SQL). See
     /// [`TenantRoles`](crate::TenantRoles).
     #[error(
         "tenant `{schema}` runs under its own role: {what} is refused (it could leave the role)"
@@ -564,15 +564,17 @@ impl Error {
             },
             Self::TenantReadOnly { .. }
             | Self::ReportWrites { .. }
-            | Self::CredentialForOtherTenant { .. }
-            | Self::LeavesTenantRole { .. } => ErrorKind::Forbidden,
-            Self::NoTenantRole { .. } => ErrorKind::Internal,
+            | Self::CredentialForOtherTenant { .. } => ErrorKind::Forbidden,
+            Self::NoTenantRole { .. } | Self::LeavesTenantRole { .. } => ErrorKind::Internal,
             Self::InvalidRoleSetting { .. } => ErrorKind::InvalidInput,
             Self::Database { source, .. } | Self::Migration { source, .. }
                 if is_connection_lost(source) =>
             {
                 ErrorKind::Unavailable
             }
+            // The tenant's `statement_timeout` (or an operator) cancelled the statement: the
+            // tenant is over its share for now, not broken.
+            Self::Database { .. } if self.is_cancelled() => ErrorKind::Unavailable,
             Self::NoTenantInScope => ErrorKind::NoTenantInScope,
             Self::Lookup { source, .. } => source.kind(),
             _ => ErrorKind::Internal,
@@ -590,6 +592,16 @@ impl Error {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NoTenantInScope | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// Whether the server cancelled the statement (`57014`, `query_canceled`): it ran longer
+    /// than the tenant's `statement_timeout`
+    /// ([`TenantLimits::statement_timeout`](crate::TenantLimits::statement_timeout)), or was
+    /// cancelled by an operator. The adapters answer 503 with `Retry-After`.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Self::Database { source, .. }
+            if source.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED))
     }
 
     /// The server's error report, when a statement failed on the server.

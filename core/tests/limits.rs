@@ -425,6 +425,11 @@ async fn a_tenants_statement_timeout_is_its_own_through_every_way_in() {
         let tx = conn.transaction().await.unwrap();
         let err = tx.execute("SELECT pg_sleep(2)", &[]).await.unwrap_err();
         assert!(cancelled(&err), "{mode:?}: {err:?}");
+        // Answered 503 with Retry-After in every adapter, not 500.
+        assert!(err.is_cancelled(), "{mode:?}");
+        let rejection = tenant_schemas::request::Rejection::from_error(&err);
+        assert_eq!(rejection.status(), 503, "{mode:?}");
+        assert_eq!(rejection.retry_after(), Some(1), "{mode:?}");
         drop(tx);
         drop(conn);
 

@@ -96,7 +96,11 @@ impl Error {
             Self::NoTenantInScope => ErrorKind::NoTenantInScope,
             Self::SchemaMissing { .. } => ErrorKind::NotFound,
             Self::Pool { .. } => ErrorKind::Unavailable,
-            Self::Database { source, .. } if is_connection_error(source) => ErrorKind::Unavailable,
+            Self::Database { source, .. }
+                if is_connection_error(source) || is_cancelled(source) =>
+            {
+                ErrorKind::Unavailable
+            }
             Self::Database { .. } | Self::NotInTransactionMode { .. } => ErrorKind::Internal,
             Self::TenantNotServed { status, .. } => match status {
                 TenantStatus::Maintenance => ErrorKind::Unavailable,
@@ -158,6 +162,11 @@ impl Error {
     }
 }
 
+/// Whether the server cancelled the statement (`57014`): the tenant's `statement_timeout`.
+fn is_cancelled(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
 fn is_connection_error(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)
@@ -191,6 +200,14 @@ impl Error {
                 );
             }
             Self::Checkout(err) => return Rejection::from_error(err),
+            Self::Database { source, .. } if is_cancelled(source) => {
+                tracing::warn!(error = %self, "statement cancelled (the tenant's statement_timeout)");
+                return Rejection::new(
+                    self.status(),
+                    "503 Service Unavailable: this request took too long, try again in a moment\n",
+                )
+                .with_retry_after(1);
+            }
             _ => {}
         }
         let body: Cow<'static, str> = match self.kind() {

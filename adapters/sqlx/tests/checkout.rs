@@ -440,6 +440,14 @@ async fn a_tenants_statement_timeout_reaches_sqlx_and_stays_its_own() {
             "{mode:?}"
         );
         drop(tx);
+        // The cancellation is a 503 (the tenant over its share for now), not a 500.
+        let mut tx = router.begin_for(slow).await.unwrap();
+        let err = sqlx::query("SELECT pg_sleep(2)")
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert_eq!(tx.error(err).status(), 503, "{mode:?}");
+        drop(tx);
         let mut tx = router.begin_for(other).await.unwrap();
         assert_eq!(sleeps(&mut tx, 0.3).await, ("7s".into(), true), "{mode:?}");
         tx.commit().await.unwrap();

@@ -64,6 +64,14 @@ impl Rejection {
             )
             .with_retry_after(1);
         }
+        if err.is_cancelled() {
+            tracing::warn!(error = %err, "statement cancelled (the tenant's statement_timeout)");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 Service Unavailable: this request took too long, try again in a moment\n",
+            )
+            .with_retry_after(1);
+        }
         let body: Cow<'static, str> = match (err, err.kind()) {
             (Error::InvalidHost(e), _) => format!(
                 "400 Bad Request: invalid host: {}\n",
@@ -89,6 +97,7 @@ impl Rejection {
                 "403 Forbidden: this site is read-only for now\n".into()
             }
             (_, ErrorKind::InvalidInput) => "400 Bad Request: invalid tenant name\n".into(),
+            (_, ErrorKind::Forbidden) => "403 Forbidden\n".into(),
             (_, ErrorKind::NotFound) => "404 Not Found: unknown tenant\n".into(),
             (_, ErrorKind::Conflict) => {
                 "409 Conflict: the tenant or domain exists already\n".into()

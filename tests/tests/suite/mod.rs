@@ -333,6 +333,42 @@ pub async fn busy(addr: SocketAddr, tenancy: &Tenancy) {
         .set_max_connections(&alpha_schema, None)
         .await
         .unwrap();
+    timed_out(addr, tenancy).await;
+}
+
+/// A statement cancelled by the tenant's `statement_timeout` (alpha's notes locked by
+/// another session, so its list waits past 100 ms) is answered 503 with `Retry-After`, not
+/// 500; beta is served meanwhile, alpha again once the lock is gone.
+async fn timed_out(addr: SocketAddr, tenancy: &Tenancy) {
+    let (alpha_schema, alpha, beta) = (
+        SchemaName::new("alpha").unwrap(),
+        client(addr, "alpha.example.test"),
+        client(addr, "beta.example.test"),
+    );
+    tenancy
+        .set_statement_timeout(&alpha_schema, Some(std::time::Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let mut locker = tenancy.router().pool().get().await.unwrap();
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE alpha.notes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let r = alpha.get("/notes").await.unwrap();
+    assert_eq!(r.status, 503, "alpha's statement cancelled: {r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+    assert!(r.text().contains("too long"), "{r:?}");
+    assert_plain_text(&r);
+    let r = beta.get("/notes").await.unwrap();
+    assert_eq!(r.status, 200, "beta meanwhile: {r:?}");
+    lock.rollback().await.unwrap();
+    drop(locker);
+    tenancy
+        .set_statement_timeout(&alpha_schema, None)
+        .await
+        .unwrap();
+    let r = alpha.get("/notes").await.unwrap();
+    assert_eq!(r.status, 200, "alpha without the lock: {r:?}");
 }
 
 /// Credentials bound to their tenant: a session issued for beta reaches nothing of alpha

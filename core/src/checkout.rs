@@ -673,7 +673,14 @@ pub(crate) async fn admit_tenant(
     let started = std::time::Instant::now();
     let admitted = admit_in(states, tenant).await;
     #[cfg(feature = "metrics")]
-    crate::metrics::checkout(tenant.schema(), started.elapsed(), &admitted);
+    crate::metrics::checkout(
+        tenant.schema(),
+        started.elapsed(),
+        &admitted,
+        // A schema the registry does not know (a host a resolver made up) gets no label of
+        // its own: such names cannot use up the labels of the tenants that exist.
+        states.is_none() || matches!(&admitted, Ok(a) if a.registered),
+    );
     admitted
 }
 
@@ -685,6 +692,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
             slot: None,
             statement_timeout_ms: None,
             role: None,
+            registered: false,
         });
     };
     let registered = states.registered(tenant.schema()).await?;
@@ -721,6 +729,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
         slot,
         statement_timeout_ms,
         role,
+        registered: registered.is_some(),
     })
 }
 
@@ -733,6 +742,8 @@ pub(crate) struct Admission {
     pub(crate) statement_timeout_ms: Option<u32>,
     /// Role mode: the tenant's role, quoted as an identifier.
     pub(crate) role: Option<Arc<str>>,
+    /// The registry has a tenant in the schema.
+    pub(crate) registered: bool,
 }
 
 /// The value a session's switch gives `statement_timeout` for a tenant with `ms` (see
@@ -775,6 +786,7 @@ pub(crate) async fn admit_by_name(
             slot: None,
             statement_timeout_ms: None,
             role: None,
+            registered: true,
         })
     } else {
         admit_tenant(states, &Tenant::new(schema.clone())).await

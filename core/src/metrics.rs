@@ -17,7 +17,9 @@
 //!
 //! The number of series stays bounded at 10,000 tenants: the first
 //! [`max_tenant_labels`](set_max_tenant_labels) tenants a process sees (100 by default) get a
-//! `tenant` label of their own, every later one `tenant="other"`.
+//! `tenant` label of their own, every later one `tenant="other"`. A schema the registry has
+//! no tenant in (a name a resolver made up from an attacker's host) never takes a label.
+//! Statements of a schema with no label are counted under `other` too.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,13 +39,14 @@ pub fn set_max_tenant_labels(n: usize) {
     MAX_LABELS.store(n, Ordering::Relaxed);
 }
 
-/// The `tenant` label of `schema`: its name, or `other` past the limit.
-fn label(schema: &SchemaName) -> String {
+/// The `tenant` label of `schema`: its name, or `other` past the limit or (unless it may
+/// `claim` one) when it has no label yet.
+fn label(schema: &SchemaName, claim: bool) -> String {
     let mut labeled = LABELED.lock().unwrap_or_else(PoisonError::into_inner);
     if labeled.contains(schema) {
         return schema.to_string();
     }
-    if labeled.len() < MAX_LABELS.load(Ordering::Relaxed) {
+    if claim && labeled.len() < MAX_LABELS.load(Ordering::Relaxed) {
         labeled.insert(schema.clone());
         return schema.to_string();
     }
@@ -60,18 +63,28 @@ pub(crate) fn statement<T>(schema: &SchemaName, took: Duration, outcome: &Result
             "cancelled"
         }
         Err(Error::TenantReadOnly { .. }) => "read_only",
-        Err(Error::Refused { .. } | Error::NotInTransactionMode { .. }) => "refused",
+        Err(
+            Error::Refused { .. }
+            | Error::NotInTransactionMode { .. }
+            | Error::LeavesTenantRole { .. },
+        ) => "refused",
         Err(_) => "error",
     };
-    let tenant = label(schema);
+    let tenant = label(schema, false);
     metrics::counter!("tenant_schemas_statements_total", "tenant" => tenant.clone(), "outcome" => outcome)
         .increment(1);
     metrics::histogram!("tenant_schemas_statement_seconds", "tenant" => tenant)
         .record(took.as_secs_f64());
 }
 
-/// Records one admission of `schema` that took `waited` and ended as `outcome` says.
-pub(crate) fn checkout<T>(schema: &SchemaName, waited: Duration, outcome: &Result<T, Error>) {
+/// Records one admission of `schema` that took `waited` and ended as `outcome` says; it
+/// gets a label of its own only when it may `claim` one (a registered tenant).
+pub(crate) fn checkout<T>(
+    schema: &SchemaName,
+    waited: Duration,
+    outcome: &Result<T, Error>,
+    claim: bool,
+) {
     let outcome = match outcome {
         Ok(_) => "ok",
         Err(Error::TenantBusy { .. }) => "busy",
@@ -79,7 +92,7 @@ pub(crate) fn checkout<T>(schema: &SchemaName, waited: Duration, outcome: &Resul
         Err(Error::SchemaMissing { .. } | Error::TenantGone { .. }) => "missing",
         Err(_) => "error",
     };
-    let tenant = label(schema);
+    let tenant = label(schema, claim);
     metrics::counter!("tenant_schemas_checkouts_total", "tenant" => tenant.clone(), "outcome" => outcome)
         .increment(1);
     metrics::histogram!("tenant_schemas_checkout_wait_seconds", "tenant" => tenant)

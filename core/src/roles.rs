@@ -114,8 +114,8 @@ impl TenantRoles {
     /// `UPDATE`, `DELETE`, `TRUNCATE`, `REFERENCES`, `TRIGGER` or `ALL`, any case), granted to
     /// the group role when the tenancy is built and after the shared migrations run (a table
     /// not there yet is granted once it is). [`Error::InvalidSchemaName`] for a table name
-    /// that is not a plain identifier, [`Error::ImportSource`]-like input errors for an
-    /// unknown privilege.
+    /// that is not a plain identifier, [`Error::InvalidRoleSetting`] for an unknown
+    /// privilege or none.
     pub fn share(mut self, table: &str, privileges: &[&str]) -> Result<Self> {
         let table = SchemaName::new(table)?.as_str().to_owned();
         let mut granted = Vec::new();

@@ -90,6 +90,57 @@ async fn metrics_are_recorded_per_tenant() {
     metrics::set_global_recorder(Capture(seen.clone())).unwrap();
     checkouts_are_counted_per_tenant_with_their_outcome(&seen).await;
     a_retried_statement_is_counted_once_in_both_modes(&seen).await;
+    made_up_schemas_take_no_labels(&seen).await;
+}
+
+/// Checkouts of schemas the registry has no tenant in (names a resolver made up from
+/// hostile hosts) are counted under `other` and take no label: a tenant that exists, seen
+/// after them, still gets its own.
+async fn made_up_schemas_take_no_labels(seen: &Seen) {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    // Room for exactly one more label than the scenarios before took: every label taken
+    // shows in a counter's key.
+    let taken: std::collections::HashSet<String> = seen
+        .counters
+        .lock()
+        .unwrap()
+        .keys()
+        .filter_map(|k| k.split("tenant=").nth(1))
+        .map(|t| t.trim_end_matches('}').to_owned())
+        .filter(|t| t != "other")
+        .collect();
+    tenant_schemas::metrics::set_max_tenant_labels(taken.len() + 1);
+    let router = tenancy.router();
+    for i in 0..20 {
+        let made_up = tenant_schemas::SchemaName::new(&format!("made_up_{i}")).unwrap();
+        assert!(matches!(
+            router.connection_for_schema(&made_up).await.map(drop),
+            Ok(()) | Err(Error::SchemaMissing { .. })
+        ));
+        if let Ok(conn) = router.connection_for_schema(&made_up).await {
+            assert!(conn.batch_execute("SELECT 1").await.is_err());
+        }
+    }
+    let real = marked_tenants(&tenancy, "labelled", 1).await;
+    drop(router.connection_for_schema(&real[0]).await.unwrap());
+    let counters = seen.counters.lock().unwrap();
+    assert!(
+        counters.keys().all(|k| !k.contains("made_up")),
+        "{:?}",
+        counters.keys()
+    );
+    assert!(
+        counters
+            .keys()
+            .any(|k| k.contains("tenant_schemas_checkouts_total") && k.contains("tenant=labelled0")),
+        "{:?}",
+        counters.keys()
+    );
 }
 
 async fn checkouts_are_counted_per_tenant_with_their_outcome(seen: &Seen) {

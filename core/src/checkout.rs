@@ -742,7 +742,8 @@ pub(crate) struct Admission {
     pub(crate) statement_timeout_ms: Option<u32>,
     /// Role mode: the tenant's role, quoted as an identifier.
     pub(crate) role: Option<Arc<str>>,
-    /// The registry has a tenant in the schema.
+    /// The registry has a tenant in the schema (read by the metrics).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) registered: bool,
 }
 

@@ -302,6 +302,13 @@ where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<V>>,
     {
+        // The common case first: a fresh entry, read without the entry API's insertion
+        // machinery (what that path returns for an entry it finds, too).
+        if let Some(slot) = self.cache.get(key).await {
+            if !slot.stale.load(Ordering::SeqCst) {
+                return Ok((slot.value, false));
+            }
+        }
         let mut first = true;
         loop {
             let mut ticket: Option<Ticket<'_, K>> = None;

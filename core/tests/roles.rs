@@ -483,3 +483,60 @@ async fn behind_pgbouncer_each_transaction_runs_under_its_tenants_role() {
         assert_eq!(row.get::<_, String>(0), row.get::<_, String>(1));
     }
 }
+
+/// `doctor` reports a tenant without its role (role mode) and a recorded role that is gone
+/// from the cluster; `doctor --fix` gives them back, and the tenant is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_finds_and_repairs_missing_roles() {
+    let db = database().await;
+    let before = tenancy(&db, marker_and_notes()).await;
+    let old = marked_tenants(&before, "rdoc_old", 1).await.remove(0);
+    let tenancy = role_tenancy(&db, 2, SearchPathMode::Session).await;
+    let new = marked_tenants(&tenancy, "rdoc_new", 1).await.remove(0);
+    let role = tenancy.registry().get(&new).await.unwrap().role.unwrap();
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""))
+        .await
+        .unwrap();
+    let router = tenancy.router();
+    assert!(router
+        .connection_for_schema(&new)
+        .await
+        .unwrap()
+        .batch_execute("SELECT 1")
+        .await
+        .is_err());
+    let report = tenancy.doctor(false).await.unwrap();
+    let missing: Vec<_> = report
+        .findings
+        .iter()
+        .filter_map(|f| match f {
+            tenant_schemas::Finding::RoleMissing { schema, role } => {
+                Some((schema.clone(), role.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        missing,
+        vec![(new.clone(), Some(role.clone())), (old.clone(), None)],
+        "{:?}",
+        report.findings
+    );
+    let fixed = tenancy.doctor(true).await.unwrap();
+    assert_eq!(fixed.repaired.len(), 2, "{fixed:?}");
+    assert!(tenancy
+        .doctor(false)
+        .await
+        .unwrap()
+        .findings
+        .iter()
+        .all(|f| !matches!(f, tenant_schemas::Finding::RoleMissing { .. })));
+    for schema in [&old, &new] {
+        let conn = router.connection_for_schema(schema).await.unwrap();
+        assert_eq!(marker_of(&conn).await, schema.as_str());
+    }
+}

@@ -83,6 +83,18 @@ pub enum Finding {
         /// The index.
         index: String,
     },
+    /// Role mode: a tenant without a role of its own (`role: None`: created before role mode
+    /// was on, or by a process without it), or whose recorded role does not exist on its
+    /// database's cluster (a registry restored elsewhere, a role dropped by hand). Its
+    /// requests are refused ([`Error::NoTenantRole`](crate::Error::NoTenantRole), or a failed
+    /// switch) until repaired by [`Tenancy::sync_roles`](crate::Tenancy::sync_roles), which
+    /// `fix` runs in role mode.
+    RoleMissing {
+        /// The tenant.
+        schema: SchemaName,
+        /// The role the registry records for it, if any.
+        role: Option<String>,
+    },
 }
 
 /// The finding in words, as the command-line tool prints it, e.g. `tenant acme is at
@@ -122,6 +134,17 @@ impl fmt::Display for Finding {
                 f,
                 "tenant {schema} is named like a database role (\"$user\" resolves to it)"
             ),
+            Self::RoleMissing { schema, role: None } => write!(
+                f,
+                "tenant {schema} has no role of its own (role mode; `roles sync` gives it one)"
+            ),
+            Self::RoleMissing {
+                schema,
+                role: Some(role),
+            } => write!(
+                f,
+                "tenant {schema}'s role {role} does not exist (`roles sync` makes it again)"
+            ),
             Self::InvalidIndex { schema, index } => write!(
                 f,
                 "tenant {schema} has an invalid index {index} (a failed concurrent build; \
@@ -135,7 +158,10 @@ impl Finding {
     /// Whether `--fix` repairs this kind of finding.
     #[must_use]
     pub fn is_repairable(&self) -> bool {
-        matches!(self, Self::Behind { .. } | Self::InvalidIndex { .. })
+        matches!(
+            self,
+            Self::Behind { .. } | Self::InvalidIndex { .. } | Self::RoleMissing { .. }
+        )
     }
 }
 
@@ -207,7 +233,8 @@ impl Registry {
             .conn()
             .await?
             .query_typed(
-                "SELECT schema_name, version, shard FROM public.tenant_schemas_tenants ORDER BY schema_name",
+                "SELECT schema_name, version, shard, role FROM public.tenant_schemas_tenants \
+                 ORDER BY schema_name",
                 &[],
             )
             .await
@@ -295,6 +322,17 @@ impl Registry {
             if roles.get(shard).is_some_and(|r| r.contains(name)) {
                 report.findings.push(Finding::SchemaNamedAfterRole {
                     schema: schema.clone(),
+                });
+            }
+            let role: Option<String> = row.get(3);
+            let role_missing = match &role {
+                Some(role) => !roles.get(shard).is_some_and(|r| r.contains(role)),
+                None => self.roles().is_some(),
+            };
+            if role_missing {
+                report.findings.push(Finding::RoleMissing {
+                    schema: schema.clone(),
+                    role,
                 });
             }
             for (_, table) in shadowed

@@ -293,7 +293,8 @@ impl Tenancy {
 
     /// Looks the registry and every tenant schema over (see [`Registry::doctor`]); with
     /// `fix`, repairs invalid indexes left by failed concurrent builds (see
-    /// [`Finding::InvalidIndex`](crate::Finding::InvalidIndex)), then migrates the tenants
+    /// [`Finding::InvalidIndex`](crate::Finding::InvalidIndex)), gives tenants their missing
+    /// roles ([`Finding::RoleMissing`](crate::Finding::RoleMissing), role mode), then migrates the tenants
     /// that are behind, through [`migrate`](Self::migrate), so the hooks hear
     /// [`TenantEvent::Migrated`], and reports what it repaired.
     pub async fn doctor(&self, fix: bool) -> Result<crate::registry::DoctorReport> {
@@ -303,6 +304,22 @@ impl Tenancy {
             // a tenant behind, so that the migration can build it again.
             for (finding, error) in self.inner.registry.repair_invalid_indexes(&report).await? {
                 report.record_repair(finding, error);
+            }
+            // Role mode: tenants without their role get it (made again where it is gone).
+            let missing: Vec<crate::Finding> = report
+                .findings
+                .iter()
+                .filter(|f| matches!(f, crate::Finding::RoleMissing { .. }))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                let error = match self.sync_roles().await {
+                    Ok(_) => None,
+                    Err(e) => Some(e.to_string()),
+                };
+                for finding in missing {
+                    report.record_repair(finding, error.clone());
+                }
             }
         }
         let behind = report.behind();

@@ -802,6 +802,7 @@ impl ConnectionScope {
             .conn
             .as_mut()
             .expect("the connection is only taken out on drop");
+        let untrusted = (!local).then_some(&self.untrusted);
         let tx = conn
             .transaction()
             .await
@@ -823,6 +824,7 @@ impl ConnectionScope {
             schema,
             settings.into(),
             (self.read_only, self.role.is_some()),
+            untrusted,
         ))
     }
 
@@ -932,13 +934,18 @@ fn not_in_transaction_mode(what: &'static str) -> Error {
 }
 
 /// Transaction mode wraps each call in its own transaction: SQL that ended it would run the
-/// rest of its text outside, without the tenant's path.
+/// rest of its text outside, without the tenant's path; and what outlives a transaction in
+/// the session (see [`Error::session_objects_refused`]) is refused.
 fn refuse_transaction_control(sql: &str) -> Result<()> {
-    if sql::effects(sql).transaction_control {
+    let effects = sql::effects(sql);
+    if effects.transaction_control {
         return Err(Error::NotInTransactionMode {
             what: "SQL with transaction control (BEGIN, COMMIT, ROLLBACK …)",
             instead: "use ConnectionScope::transaction()",
         });
+    }
+    if effects.session_objects {
+        return Err(Error::session_objects_refused());
     }
     Ok(())
 }

@@ -1,0 +1,230 @@
+//! An adversary's attempts on role mode (`TenancyBuilder::tenant_roles`) through the public
+//! API: SQL that leaves the tenant's role without naming it (server functions that run SQL
+//! text, a function of the tenant's own in `pg_temp`), and session state a tenant leaves on
+//! a pooled connection for the next one (temporary tables shadowing the next tenant's, a
+//! cursor held open).
+
+#![allow(clippy::unwrap_used)]
+
+use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::testing::TestDatabase;
+use tenant_schemas::{Error, SchemaName, SearchPathMode, Tenancy, TenantRoles};
+
+/// PostgreSQL's `insufficient_privilege`.
+const DENIED: &str = "42501";
+
+async fn role_tenancy(db: &TestDatabase, mode: SearchPathMode, roles: TenantRoles) -> Tenancy {
+    // One connection: every checkout reuses the last one's session.
+    Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(marker_and_notes())
+        .search_path_mode(mode)
+        .tenant_roles(roles)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn sqlstate(err: &Error) -> Option<String> {
+    use std::error::Error as _;
+    let mut source = err.source();
+    while let Some(s) = source {
+        if let Some(db) = s.downcast_ref::<tokio_postgres::Error>() {
+            return db.code().map(|c| c.code().to_owned());
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// `own`'s scope still runs under its role: `other`'s marker is denied.
+async fn still_denied(tenancy: &Tenancy, own: &SchemaName, other: &SchemaName, what: &str) {
+    let db = tenancy.router().connection_for_schema(own).await.unwrap();
+    let err = db
+        .query_one(&format!("SELECT * FROM {}.marker", other.quoted()), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some(DENIED), "{what}: {err}");
+}
+
+/// PostgreSQL runs SQL text given to some of its own functions (`query_to_xml` and its
+/// kin, `ts_stat`, `ts_rewrite`): a role change spelt in pieces inside it is invisible to
+/// any reading of the text. Such calls are refused in role mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_functions_that_run_sql_text_cannot_leave_the_role() {
+    let leave = "'SELECT set_' || 'config(''ro' || 'le'', ''none'', false)'";
+    let attempts = [
+        format!("SELECT query_to_xml({leave}, true, false, '')"),
+        format!("SELECT pg_catalog.query_to_xmlschema({leave}, true, false, '')"),
+        format!("SELECT \"query_to_xml_and_xmlschema\"({leave}, true, false, '')"),
+        format!("SELECT * FROM ts_stat({leave} || '::tsvector')"),
+        format!("SELECT ts_rewrite('a'::tsquery, {leave} || '::tsquery, ''b''::tsquery')"),
+    ];
+    for mode in [SearchPathMode::Session, SearchPathMode::Transaction] {
+        let db = database().await;
+        let tenancy = role_tenancy(&db, mode, TenantRoles::new()).await;
+        let s = marked_tenants(&tenancy, "advq_", 2).await;
+        let (a, b) = (&s[0], &s[1]);
+        for sql in &attempts {
+            let scope = tenancy.router().connection_for_schema(a).await.unwrap();
+            let stolen = format!("{sql}; SELECT * FROM {}.marker", b.quoted());
+            match scope.batch_execute(&stolen).await {
+                Err(Error::LeavesTenantRole { .. }) => {}
+                other => panic!("{mode:?} {sql}: {other:?}"),
+            }
+            match scope.query(sql.as_str(), &[]).await {
+                Err(Error::LeavesTenantRole { .. }) => {}
+                other => panic!("{mode:?} {sql}: {other:?}"),
+            }
+            drop(scope);
+            still_denied(&tenancy, a, b, sql).await;
+        }
+    }
+}
+
+/// A function a tenant creates for itself (in `pg_temp`, which needs no privilege on any
+/// schema, or in its own schema when tenant DDL is allowed) runs whatever SQL it builds at
+/// run time: its creation is refused in role mode, however its body is spelt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_create_a_function_that_leaves_its_role() {
+    let db = database().await;
+    for ddl in [false, true] {
+        let tenancy = role_tenancy(
+            &db,
+            SearchPathMode::Session,
+            TenantRoles::new().tenant_ddl(ddl),
+        )
+        .await;
+        tenancy.sync_roles().await.unwrap();
+        let s = marked_tenants(&tenancy, &format!("advf{}_", u8::from(ddl)), 2).await;
+        let (a, b) = (&s[0], &s[1]);
+        for (create, call) in [
+            (
+                "CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE plpgsql AS \
+                 $$ BEGIN EXECUTE 'RE' || 'SET RO' || 'LE'; END $$",
+                "SELECT pg_temp.f()",
+            ),
+            (
+                "CREATE OR REPLACE FUNCTION f() RETURNS void LANGUAGE plpgsql AS \
+                 $$ BEGIN EXECUTE 'RE' || 'SET RO' || 'LE'; END $$",
+                "SELECT f()",
+            ),
+            (
+                "CREATE PROCEDURE pg_temp.p() LANGUAGE plpgsql AS \
+                 $$ BEGIN EXECUTE 'RE' || 'SET RO' || 'LE'; END $$",
+                "SELECT 1",
+            ),
+        ] {
+            let scope = tenancy.router().connection_for_schema(a).await.unwrap();
+            match scope.batch_execute(create).await {
+                Err(Error::LeavesTenantRole { .. }) => {}
+                other => panic!("ddl {ddl} {create}: {other:?}"),
+            }
+            let _ = scope.batch_execute(call).await;
+            let err = scope
+                .query_one(&format!("SELECT * FROM {}.marker", b.quoted()), &[])
+                .await
+                .unwrap_err();
+            assert_eq!(sqlstate(&err).as_deref(), Some(DENIED), "{create}: {err}");
+        }
+    }
+}
+
+/// Temporary objects live as long as the session and PostgreSQL searches them before the
+/// search path: a table a tenant leaves there (granted to everyone) would take the next
+/// tenant's reads and writes on the pooled connection. However it is made — in a
+/// transaction, a quoted `"pg_temp"`, `CREATE OR REPLACE TEMP VIEW` — it must not reach the
+/// next tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_objects_a_tenant_makes_do_not_reach_the_next_tenant() {
+    let plants = [
+        "CREATE TEMP TABLE marker (schema_name text); \
+         INSERT INTO marker VALUES ('planted'); GRANT ALL ON marker TO PUBLIC",
+        "CREATE TABLE \"pg_temp\".marker (schema_name text); \
+         INSERT INTO marker VALUES ('planted'); GRANT ALL ON marker TO PUBLIC",
+        "CREATE OR REPLACE TEMP VIEW marker AS SELECT 'planted'::text AS schema_name; \
+         GRANT ALL ON marker TO PUBLIC",
+    ];
+    for mode in [SearchPathMode::Session, SearchPathMode::Transaction] {
+        for (n, plant) in plants.iter().enumerate() {
+            for in_transaction in [false, true] {
+                let db = database().await;
+                let tenancy = role_tenancy(&db, mode, TenantRoles::new()).await;
+                let s = marked_tenants(&tenancy, "advt_", 2).await;
+                let (a, b) = (&s[0], &s[1]);
+                let router = tenancy.router();
+                let mut scope = router.connection_for_schema(a).await.unwrap();
+                // Refused, or run: either way the next tenant must not see it.
+                let planted = if in_transaction {
+                    match scope.transaction().await {
+                        Ok(tx) => match tx.batch_execute(plant).await {
+                            Ok(()) => tx.commit().await.is_ok(),
+                            Err(_) => false,
+                        },
+                        Err(e) => panic!("{e}"),
+                    }
+                } else {
+                    scope.batch_execute(plant).await.is_ok()
+                };
+                drop(scope);
+                let what =
+                    format!("{mode:?} plant {n} in transaction {in_transaction} (ran: {planted})");
+                let scope = router.connection_for_schema(b).await.unwrap();
+                assert_eq!(marker_of(&scope).await, b.as_str(), "{what}");
+                drop(scope);
+                let scope = router.connection_for_schema(b).await.unwrap();
+                let _ = scope
+                    .batch_execute("INSERT INTO marker VALUES ('b secret')")
+                    .await;
+                drop(scope);
+                let scope = router.connection_for_schema(a).await.unwrap();
+                let seen: Vec<String> =
+                    match scope.query("SELECT schema_name FROM marker", &[]).await {
+                        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+                        Err(e) => panic!("{what}: {e}"),
+                    };
+                assert_eq!(seen, vec![a.as_str().to_owned()], "{what}");
+            }
+        }
+    }
+}
+
+/// A cursor declared `WITH HOLD` outlives its transaction: left on a pooled connection by
+/// one tenant, another could fetch the rows it read under the first tenant's role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_held_open_does_not_reach_the_next_tenant() {
+    for mode in [SearchPathMode::Session, SearchPathMode::Transaction] {
+        for in_transaction in [false, true] {
+            let db = database().await;
+            let tenancy = role_tenancy(&db, mode, TenantRoles::new()).await;
+            let s = marked_tenants(&tenancy, "advc_", 2).await;
+            let (a, b) = (&s[0], &s[1]);
+            let router = tenancy.router();
+            let declare = "DECLARE held CURSOR WITH HOLD FOR SELECT schema_name FROM marker";
+            let mut scope = router.connection_for_schema(b).await.unwrap();
+            if in_transaction {
+                let tx = scope.transaction().await.unwrap();
+                if tx.batch_execute(declare).await.is_ok() {
+                    let _ = tx.commit().await;
+                }
+            } else {
+                let _ = scope.batch_execute(declare).await;
+            }
+            drop(scope);
+            let mut scope = router.connection_for_schema(a).await.unwrap();
+            let what = format!("{mode:?} in transaction {in_transaction}");
+            if let Ok(rows) = scope.simple_query("FETCH ALL FROM held").await {
+                let leaked = rows.iter().any(|m| {
+                    matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(b.as_str()))
+                });
+                assert!(!leaked, "{what}: {a} fetched {b}'s rows");
+            }
+            let tx = scope.transaction().await.unwrap();
+            if let Ok(rows) = tx.simple_query("FETCH ALL FROM held").await {
+                let leaked = rows.iter().any(|m| {
+                    matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(b.as_str()))
+                });
+                assert!(!leaked, "{what}: {a} fetched {b}'s rows in a transaction");
+            }
+        }
+    }
+}

@@ -228,3 +228,68 @@ async fn a_cursor_held_open_does_not_reach_the_next_tenant() {
         }
     }
 }
+
+/// A switch to a tenant whose role cannot be set (dropped by another process deleting the
+/// tenant, or by hand; the login role no longer a member) fails. The statement written
+/// behind the switch in the same flush (the schema was seen to exist a moment ago) must not
+/// run under what the session was before — the login role, after the public site used the
+/// connection: a write to another tenant's schema would be committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_behind_a_failed_role_switch_does_not_run_as_the_login_role() {
+    for mode in [SearchPathMode::Session, SearchPathMode::Transaction] {
+        behind_a_failed_role_switch(mode).await;
+    }
+}
+
+async fn behind_a_failed_role_switch(mode: SearchPathMode) {
+    let db = database().await;
+    let tenancy = role_tenancy(&db, mode, TenantRoles::new()).await;
+    let s = marked_tenants(&tenancy, "advp_", 2).await;
+    let (a, b) = (&s[0], &s[1]);
+    let role_a = tenancy.registry().get(a).await.unwrap().role.unwrap();
+    let router = tenancy.router();
+    let stolen = format!(
+        "INSERT INTO {}.notes (body) VALUES ('written by a')",
+        b.quoted()
+    );
+    // The schema seen a moment ago, then the connection used as the login role.
+    let scope = router.connection_for_schema(a).await.unwrap();
+    assert_eq!(marker_of(&scope).await, a.as_str());
+    drop(scope);
+    let public = router.public().await.unwrap();
+    public.batch_execute("SELECT 1").await.unwrap();
+    drop(public);
+    // Another process deletes the tenant (or someone drops its role).
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "DROP OWNED BY \"{role_a}\"; DROP ROLE \"{role_a}\""
+        ))
+        .await
+        .unwrap();
+    let scope = router.connection_for_schema(a).await.unwrap();
+    let ran = scope.execute(stolen.as_str(), &[]).await;
+    assert!(ran.is_err(), "{mode:?}: {ran:?}");
+    drop(scope);
+    let written: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.notes WHERE body = 'written by a'",
+                b.quoted()
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        written, 0,
+        "{a}'s statement wrote into {b} as the login role"
+    );
+}

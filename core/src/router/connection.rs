@@ -288,8 +288,13 @@ impl ConnectionScope {
     /// when the connection is lost or a transaction is aborted, and then so does the
     /// statement. A switch that must check the schema is waited for before anything runs
     /// (the check fails when the schema is missing; the statement would not).
+    ///
+    /// Never under a tenant role (role mode): `SET ROLE` fails when the role was dropped
+    /// (the tenant deleted by another process) or the login role is no longer a member, and
+    /// the statement behind it would then run under the session's previous role and path —
+    /// the login role's after the public site, another tenant's after that tenant.
     fn pipelinable(&self) -> bool {
-        !self.on_path() && self.gate.recently_verified(self.gate.epoch())
+        !self.on_path() && self.role.is_none() && self.gate.recently_verified(self.gate.epoch())
     }
 
     /// A switch without the existence check, for a schema seen a moment ago.

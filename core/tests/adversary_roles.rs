@@ -293,3 +293,44 @@ async fn behind_a_failed_role_switch(mode: SearchPathMode) {
         "{a}'s statement wrote into {b} as the login role"
     );
 }
+
+/// Documented limits (README, *Role mode*): a router that does not have the role-mode
+/// tenancy's states (`SchemaRouter::new` over the pool, a sqlx router without
+/// `tenant_states`) knows no roles, and its tenants run as the login role; a connection
+/// taken from the pool directly runs under whatever role and path the last checkout left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_without_the_tenancys_states_and_raw_pool_connections_know_no_roles() {
+    let db = database().await;
+    let tenancy = role_tenancy(&db, SearchPathMode::Session, TenantRoles::new()).await;
+    let s = marked_tenants(&tenancy, "advl_", 2).await;
+    let (a, b) = (&s[0], &s[1]);
+    let who = "SELECT current_user::text = session_user::text";
+
+    // Without the states: the login role, which reads every tenant.
+    let bare = tenant_schemas::SchemaRouter::new(db.new_pool(1).unwrap());
+    let scope = bare.connection_for_schema(a).await.unwrap();
+    assert!(scope.query_one(who, &[]).await.unwrap().get::<_, bool>(0));
+    let other: String = scope
+        .query_one(
+            &format!("SELECT schema_name FROM {}.marker", b.quoted()),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(other, b.as_str());
+    drop(scope);
+
+    // The raw pool after a tenant's checkout: the tenant's role is still set.
+    let router = tenancy.router();
+    let scope = router.connection_for_schema(a).await.unwrap();
+    assert_eq!(marker_of(&scope).await, a.as_str());
+    drop(scope);
+    let raw = router.pool().get().await.unwrap();
+    let as_login: bool = raw.query_one(who, &[]).await.unwrap().get(0);
+    assert!(!as_login, "the last tenant's role");
+    // The library's public scope resets it.
+    drop(raw);
+    let public = router.public().await.unwrap();
+    assert!(public.query_one(who, &[]).await.unwrap().get::<_, bool>(0));
+}

@@ -76,10 +76,18 @@ impl Effects {
                 .iter()
                 .any(|w| second.eq_ignore_ascii_case(w));
             let name = if qualified { third } else { second };
+            // `SET LOCAL SESSION AUTHORIZATION DEFAULT`, `SET SESSION SESSION …`: the
+            // qualifier comes twice.
             if name.is_empty()
-                || ["role", "authorization", "all", "session_authorization"]
-                    .iter()
-                    .any(|w| name.eq_ignore_ascii_case(w))
+                || [
+                    "role",
+                    "authorization",
+                    "all",
+                    "session_authorization",
+                    "session",
+                ]
+                .iter()
+                .any(|w| name.eq_ignore_ascii_case(w))
             {
                 self.leaves_role = true;
             }
@@ -705,6 +713,9 @@ mod tests {
             "SET U&\"rol\\0065\" TO x",
             "SET SESSION AUTHORIZATION DEFAULT",
             "RESET SESSION AUTHORIZATION",
+            "SET LOCAL SESSION AUTHORIZATION DEFAULT",
+            "SET SESSION SESSION AUTHORIZATION DEFAULT",
+            "set local /* */ session\nauthorization default",
             "SET session_authorization TO x",
             "RESET ALL",
             "DISCARD ALL",

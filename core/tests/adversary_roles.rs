@@ -81,6 +81,38 @@ async fn server_functions_that_run_sql_text_cannot_leave_the_role() {
     }
 }
 
+/// `SET LOCAL SESSION AUTHORIZATION DEFAULT` (the qualifier twice) makes the login role the
+/// current user for the rest of the transaction — of a batch's implicit one, of the
+/// statement's own in transaction mode, of a `TenantTransaction`. Any user may run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_authorization_with_a_doubled_qualifier_cannot_leave_the_role() {
+    for mode in [SearchPathMode::Session, SearchPathMode::Transaction] {
+        let db = database().await;
+        let tenancy = role_tenancy(&db, mode, TenantRoles::new()).await;
+        let s = marked_tenants(&tenancy, "advsa_", 2).await;
+        let (a, b) = (&s[0], &s[1]);
+        for leave in [
+            "SET LOCAL SESSION AUTHORIZATION DEFAULT",
+            "set session /* */ session authorization default",
+        ] {
+            let sql = format!("{leave}; SELECT schema_name FROM {}.marker", b.quoted());
+            let mut scope = tenancy.router().connection_for_schema(a).await.unwrap();
+            match scope.simple_query(&sql).await {
+                Err(Error::LeavesTenantRole { .. }) => {}
+                other => panic!("{mode:?} {leave}: {other:?}"),
+            }
+            let tx = scope.transaction().await.unwrap();
+            match tx.batch_execute(leave).await {
+                Err(Error::LeavesTenantRole { .. }) => {}
+                other => panic!("{mode:?} transaction {leave}: {other:?}"),
+            }
+            drop(tx);
+            drop(scope);
+            still_denied(&tenancy, a, b, leave).await;
+        }
+    }
+}
+
 /// A function a tenant creates for itself (in `pg_temp`, which needs no privilege on any
 /// schema, or in its own schema when tenant DDL is allowed) runs whatever SQL it builds at
 /// run time: its creation is refused in role mode, however its body is spelt.

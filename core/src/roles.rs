@@ -193,8 +193,9 @@ pub(crate) fn literal(text: &str) -> String {
 
 /// Makes `role` (created when missing, a member of the group role, the current role a member
 /// of it) the tenant role of `schema`: `USAGE` on the schema (and `CREATE` when
-/// [`TenantRoles::tenant_ddl`] allows it), every privilege on its tables, sequences and
-/// routines, and the same by default on what the current role creates there later.
+/// [`TenantRoles::tenant_ddl`] allows it), every privilege on its tables (but `TRIGGER`, see
+/// [`grants_sql`]), sequences and routines, and the same by default on what the current role
+/// creates there later.
 /// Idempotent.
 pub(crate) fn attach_sql(schema: &SchemaName, role: &str, roles: &TenantRoles) -> String {
     let (r, s, g) = (quote(role), schema.quoted(), quote(&roles.group));
@@ -221,16 +222,23 @@ pub(crate) fn attach_sql(schema: &SchemaName, role: &str, roles: &TenantRoles) -
 }
 
 /// Every privilege on what `schema` holds for `role`, now and (default privileges of the
-/// current role) later, but writing the migration history: a tenant could otherwise make its
-/// schema's migrations run again, or fail.
+/// current role) later, but writing the migration history (a tenant could otherwise make its
+/// schema's migrations run again, or fail) and `TRIGGER` on tables: a trigger the tenant
+/// attached (with a function that exists: the application's, `pg_catalog`'s) would run in
+/// the library's own writes there (the history's insert, a migration's data change) with
+/// the login role's privileges, or make them fail. Taken back where an earlier version
+/// granted it.
 pub(crate) fn grants_sql(schema: &SchemaName, role: &str) -> String {
     let (r, s) = (quote(role), schema.quoted());
     let history = format!("{s}.{}", crate::migrate::HISTORY_TABLE);
+    let table_privileges = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES";
     format!(
-        "GRANT ALL ON ALL TABLES IN SCHEMA {s} TO {r}; \
+        "GRANT {table_privileges} ON ALL TABLES IN SCHEMA {s} TO {r}; \
+         REVOKE TRIGGER ON ALL TABLES IN SCHEMA {s} FROM {r}; \
          GRANT ALL ON ALL SEQUENCES IN SCHEMA {s} TO {r}; \
          GRANT ALL ON ALL ROUTINES IN SCHEMA {s} TO {r}; \
-         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON TABLES TO {r}; \
+         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT {table_privileges} ON TABLES TO {r}; \
+         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} REVOKE TRIGGER ON TABLES FROM {r}; \
          ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON SEQUENCES TO {r}; \
          ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON ROUTINES TO {r}; \
          ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON TYPES TO {r}; \

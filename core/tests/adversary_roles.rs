@@ -366,3 +366,51 @@ async fn routers_without_the_tenancys_states_and_raw_pool_connections_know_no_ro
     let public = router.public().await.unwrap();
     assert!(public.query_one(who, &[]).await.unwrap().get::<_, bool>(0));
 }
+
+/// `TRIGGER` on its tables would let a tenant (without tenant DDL) attach a trigger with a
+/// function that exists to its own tables — the migration history among them — which the
+/// library's own writes there then run as the login role (or fail on: the history's insert,
+/// so the tenant's migrations never complete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_attach_triggers_to_its_tables() {
+    let db = database().await;
+    let tenancy = role_tenancy(&db, SearchPathMode::Session, TenantRoles::new()).await;
+    let s = marked_tenants(&tenancy, "advtr_", 1).await;
+    let scope = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
+    for table in ["tenant_schemas_history", "notes"] {
+        let sql = format!(
+            "CREATE TRIGGER planted BEFORE INSERT ON {table} FOR EACH ROW \
+             EXECUTE FUNCTION suppress_redundant_updates_trigger()"
+        );
+        let err = scope.batch_execute(&sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some(DENIED), "{table}: {err}");
+    }
+    // Its data is still its own.
+    scope
+        .batch_execute("INSERT INTO notes (body) VALUES ('mine'); DELETE FROM notes")
+        .await
+        .unwrap();
+    drop(scope);
+    // A tenant's migrations still complete.
+    let more = marker_and_notes().with("more", "CREATE TABLE more (x int)");
+    let later = Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(more)
+        .tenant_roles(TenantRoles::new())
+        .build()
+        .await
+        .unwrap();
+    later.migrate(&Default::default(), None).await.unwrap();
+    let scope = later.router().connection_for_schema(&s[0]).await.unwrap();
+    scope
+        .batch_execute("INSERT INTO more VALUES (1)")
+        .await
+        .unwrap();
+    let err = scope
+        .batch_execute(
+            "CREATE TRIGGER planted BEFORE INSERT ON more FOR EACH ROW \
+             EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some(DENIED), "{err}");
+}

@@ -414,3 +414,60 @@ async fn a_tenant_cannot_attach_triggers_to_its_tables() {
         .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some(DENIED), "{err}");
 }
+
+/// Every tenant role is made a member of the group role, inheriting what it holds: a group
+/// that owns the tenants' objects (an application's owner role, which the login role is a
+/// member of), or that can log in, is a superuser or the login role, would hand every
+/// tenant those privileges — other tenants' schemas. Such a group is refused when the
+/// tenancy is built (and by `sync_roles`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_role_that_holds_privileges_is_refused() {
+    let db = database().await;
+    let plain = tenancy(&db, marker_and_notes()).await;
+    let s = marked_tenants(&plain, "advg_", 2).await;
+    let (a, b) = (&s[0], &s[1]);
+    let admin = db.pool().get().await.unwrap();
+    let login: String = admin
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The application's owner role owns b's schema and tables.
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE advg_owner NOLOGIN; GRANT advg_owner TO \"{login}\"; \
+             ALTER SCHEMA {b} OWNER TO advg_owner; \
+             ALTER TABLE {b}.marker OWNER TO advg_owner",
+            b = b.quoted()
+        ))
+        .await
+        .unwrap();
+    for group in ["advg_owner", login.as_str()] {
+        let built = Tenancy::builder(db.new_pool(2).unwrap())
+            .migrations(marker_and_notes())
+            .tenant_roles(TenantRoles::new().group(group).unwrap())
+            .build()
+            .await;
+        let tenancy = match built {
+            Err(Error::InvalidRoleSetting { .. }) => continue,
+            Err(other) => panic!("{group}: {other}"),
+            Ok(tenancy) => tenancy,
+        };
+        // Built: then the tenants must still be kept apart.
+        tenancy.sync_roles().await.unwrap();
+        still_denied(&tenancy, a, b, group).await;
+    }
+}
+
+/// `sync_roles` over a pool of one connection (the smallest a tenancy accepts) gives the
+/// tenants from before role mode their roles instead of waiting for a second connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_are_synced_over_a_pool_of_one_connection() {
+    let db = database().await;
+    let plain = tenancy(&db, marker_and_notes()).await;
+    let s = marked_tenants(&plain, "advs1_", 2).await;
+    let tenancy = role_tenancy(&db, SearchPathMode::Session, TenantRoles::new()).await;
+    let synced = tenancy.sync_roles().await.unwrap();
+    assert_eq!(synced.len(), 2);
+    still_denied(&tenancy, &s[0], &s[1], "synced").await;
+}

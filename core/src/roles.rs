@@ -24,15 +24,16 @@ use crate::schema::SchemaName;
 /// The group role every tenant role is a member of, by default.
 pub const DEFAULT_TENANT_GROUP: &str = "tenant_schemas_tenants";
 
-/// The privileges [`TenantRoles::share`] can grant on a table in `public`.
-const SHAREABLE: [&str; 8] = [
+/// The privileges [`TenantRoles::share`] can grant on a table in `public` (`ALL` stands for
+/// all of them). Not `TRIGGER`: a trigger one tenant attached to a shared table would run
+/// in every other tenant's writes and the public site's (as the login role), or fail them.
+const SHAREABLE: [&str; 7] = [
     "SELECT",
     "INSERT",
     "UPDATE",
     "DELETE",
     "TRUNCATE",
     "REFERENCES",
-    "TRIGGER",
     "ALL",
 ];
 
@@ -50,6 +51,7 @@ const SHAREABLE: [&str; 8] = [
 /// assert_eq!(roles.group_name(), "tenant_schemas_tenants");
 /// assert!(TenantRoles::new().share("plans; DROP TABLE x", &["SELECT"]).is_err());
 /// assert!(TenantRoles::new().share("plans", &["SELECT, DELETE"]).is_err());
+/// assert!(TenantRoles::new().share("plans", &["TRIGGER"]).is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRoles {
@@ -111,7 +113,8 @@ impl TenantRoles {
     }
 
     /// Lets every tenant use `public.<table>` with `privileges` (`SELECT`, `INSERT`,
-    /// `UPDATE`, `DELETE`, `TRUNCATE`, `REFERENCES`, `TRIGGER` or `ALL`, any case), granted to
+    /// `UPDATE`, `DELETE`, `TRUNCATE`, `REFERENCES` or `ALL` of these, any case; not
+    /// `TRIGGER`, whose triggers would run in the other tenants' writes), granted to
     /// the group role when the tenancy is built and after the shared migrations run (a table
     /// not there yet is granted once it is). [`Error::InvalidSchemaName`] for a table name
     /// that is not a plain identifier, [`Error::ImportSource`]-like input errors for an
@@ -129,7 +132,11 @@ impl TenantRoles {
                         SHAREABLE.join(", ")
                     ),
                 })?;
-            granted.push(*known);
+            if *known == "ALL" {
+                granted.extend(SHAREABLE.iter().filter(|p| **p != "ALL"));
+            } else {
+                granted.push(*known);
+            }
         }
         if granted.is_empty() {
             return Err(Error::InvalidRoleSetting {
@@ -158,6 +165,7 @@ impl TenantRoles {
                 "; DO $ts_share$ BEGIN \
                    IF pg_catalog.to_regclass({lit}) IS NOT NULL THEN \
                      GRANT {privileges} ON public.{table} TO {group}; \
+                     REVOKE TRIGGER ON public.{table} FROM {group}; \
                    END IF; \
                  END $ts_share$",
                 lit = literal(&format!("public.{}", quote(table))),

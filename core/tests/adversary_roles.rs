@@ -471,3 +471,47 @@ async fn roles_are_synced_over_a_pool_of_one_connection() {
     assert_eq!(synced.len(), 2);
     still_denied(&tenancy, &s[0], &s[1], "synced").await;
 }
+
+/// A shared table (`TenantRoles::share`) is written by every tenant and the public site: a
+/// trigger one tenant attached to it would run in all their writes (the public site's as
+/// the login role) or fail them. `TRIGGER` cannot be shared, and `ALL` does not include it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_attach_triggers_to_a_shared_table() {
+    assert!(matches!(
+        TenantRoles::new().share("plans", &["TRIGGER"]),
+        Err(Error::InvalidRoleSetting { .. })
+    ));
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(2).unwrap())
+        .migrations(marker_and_notes())
+        .shared_migrations(
+            tenant_schemas::TenantMigrations::new()
+                .with("plans", "CREATE TABLE public.plans (name text)"),
+        )
+        .tenant_roles(TenantRoles::new().share("plans", &["all"]).unwrap())
+        .build()
+        .await
+        .unwrap();
+    tenancy.migrate(&Default::default(), None).await.unwrap();
+    let s = marked_tenants(&tenancy, "advsh_", 1).await;
+    let scope = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
+    scope
+        .batch_execute("INSERT INTO plans VALUES ('free'); UPDATE plans SET name = 'pro'")
+        .await
+        .unwrap();
+    let err = scope
+        .batch_execute(
+            "CREATE TRIGGER planted BEFORE INSERT ON public.plans FOR EACH ROW \
+             EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some(DENIED), "{err}");
+    drop(scope);
+    // The public site still writes it.
+    let public = tenancy.router().public().await.unwrap();
+    public
+        .batch_execute("INSERT INTO public.plans VALUES ('team')")
+        .await
+        .unwrap();
+}

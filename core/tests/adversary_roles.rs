@@ -515,3 +515,35 @@ async fn a_tenant_cannot_attach_triggers_to_a_shared_table() {
         .await
         .unwrap();
 }
+
+/// Documented limit (README, *What is not guaranteed*): a setting a tenant's SQL gives the
+/// session (`SET app.token = …`) other than those a switch sets stays on the pooled
+/// connection, and the next tenant reads it. `SET LOCAL` in a transaction does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_a_tenant_sets_reach_the_next_checkout_unless_local() {
+    let db = database().await;
+    let tenancy = role_tenancy(&db, SearchPathMode::Session, TenantRoles::new()).await;
+    let s = marked_tenants(&tenancy, "advgu_", 2).await;
+    let router = tenancy.router();
+    let read = "SELECT coalesce(current_setting('app.token', true), '')";
+    let mut scope = router.connection_for_schema(&s[1]).await.unwrap();
+    let tx = scope.transaction().await.unwrap();
+    tx.batch_execute("SET LOCAL app.token = 'local'")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    drop(scope);
+    let scope = router.connection_for_schema(&s[0]).await.unwrap();
+    let seen: String = scope.query_one(read, &[]).await.unwrap().get(0);
+    assert_eq!(seen, "");
+    drop(scope);
+    let scope = router.connection_for_schema(&s[1]).await.unwrap();
+    scope
+        .batch_execute("SET app.token = 'b-secret'")
+        .await
+        .unwrap();
+    drop(scope);
+    let scope = router.connection_for_schema(&s[0]).await.unwrap();
+    let seen: String = scope.query_one(read, &[]).await.unwrap().get(0);
+    assert_eq!(seen, "b-secret", "the documented limit");
+}

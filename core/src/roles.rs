@@ -86,7 +86,8 @@ impl TenantRoles {
     /// work there (migrations, export, restore, run as the login role on the tenant's search
     /// path) would call with the login role's privileges. Turn it on only for applications
     /// that create tables at request time, and then qualify every name migrations use with
-    /// its schema.
+    /// its schema. Functions and procedures stay refused whatever this says
+    /// ([`Error::LeavesTenantRole`]: a body can build SQL that leaves the role).
     #[must_use]
     pub fn tenant_ddl(mut self, allowed: bool) -> Self {
         self.ddl = allowed;

@@ -659,8 +659,20 @@ impl Error {
         Self::LeavesTenantRole {
             schema: schema.clone(),
             what: "SQL that could change the session's role (SET ROLE, RESET ROLE, SET SESSION \
-                   AUTHORIZATION, RESET ALL, DISCARD ALL, set_config, DO, CALL, a function body \
-                   setting a role, U& names)",
+                   AUTHORIZATION, RESET ALL, DISCARD ALL, set_config, DO, CALL, CREATE FUNCTION or \
+                   PROCEDURE, a body setting a role, functions running SQL text such as \
+                   query_to_xml or ts_stat, U& names)",
+        }
+    }
+
+    /// Transaction mode: temporary objects (searched before the path) and held cursors (with
+    /// the rows they read under the tenant's path and role) outlive the transaction on the
+    /// session, which a pooler hands to another client next.
+    pub(crate) fn session_objects_refused() -> Self {
+        Self::NotInTransactionMode {
+            what: "SQL that makes temporary objects or cursors outliving the transaction \
+                   (CREATE TEMP …, pg_temp, DECLARE … WITH HOLD)",
+            instead: "a temporary table ON COMMIT DROP inside ConnectionScope::transaction()",
         }
     }
 

@@ -24,15 +24,16 @@ use crate::schema::SchemaName;
 /// The group role every tenant role is a member of, by default.
 pub const DEFAULT_TENANT_GROUP: &str = "tenant_schemas_tenants";
 
-/// The privileges [`TenantRoles::share`] can grant on a table in `public`.
-const SHAREABLE: [&str; 8] = [
+/// The privileges [`TenantRoles::share`] can grant on a table in `public` (`ALL` stands for
+/// all of them). Not `TRIGGER`: a trigger one tenant attached to a shared table would run
+/// in every other tenant's writes and the public site's (as the login role), or fail them.
+const SHAREABLE: [&str; 7] = [
     "SELECT",
     "INSERT",
     "UPDATE",
     "DELETE",
     "TRUNCATE",
     "REFERENCES",
-    "TRIGGER",
     "ALL",
 ];
 
@@ -50,6 +51,7 @@ const SHAREABLE: [&str; 8] = [
 /// assert_eq!(roles.group_name(), "tenant_schemas_tenants");
 /// assert!(TenantRoles::new().share("plans; DROP TABLE x", &["SELECT"]).is_err());
 /// assert!(TenantRoles::new().share("plans", &["SELECT, DELETE"]).is_err());
+/// assert!(TenantRoles::new().share("plans", &["TRIGGER"]).is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRoles {
@@ -84,7 +86,8 @@ impl TenantRoles {
     /// work there (migrations, export, restore, run as the login role on the tenant's search
     /// path) would call with the login role's privileges. Turn it on only for applications
     /// that create tables at request time, and then qualify every name migrations use with
-    /// its schema.
+    /// its schema. Functions and procedures stay refused whatever this says
+    /// ([`Error::LeavesTenantRole`]: a body can build SQL that leaves the role).
     #[must_use]
     pub fn tenant_ddl(mut self, allowed: bool) -> Self {
         self.ddl = allowed;
@@ -111,7 +114,8 @@ impl TenantRoles {
     }
 
     /// Lets every tenant use `public.<table>` with `privileges` (`SELECT`, `INSERT`,
-    /// `UPDATE`, `DELETE`, `TRUNCATE`, `REFERENCES`, `TRIGGER` or `ALL`, any case), granted to
+    /// `UPDATE`, `DELETE`, `TRUNCATE`, `REFERENCES` or `ALL` of these, any case; not
+    /// `TRIGGER`, whose triggers would run in the other tenants' writes), granted to
     /// the group role when the tenancy is built and after the shared migrations run (a table
     /// not there yet is granted once it is). [`Error::InvalidSchemaName`] for a table name
     /// that is not a plain identifier, [`Error::InvalidRoleSetting`] for an unknown
@@ -129,7 +133,11 @@ impl TenantRoles {
                         SHAREABLE.join(", ")
                     ),
                 })?;
-            granted.push(*known);
+            if *known == "ALL" {
+                granted.extend(SHAREABLE.iter().filter(|p| **p != "ALL"));
+            } else {
+                granted.push(*known);
+            }
         }
         if granted.is_empty() {
             return Err(Error::InvalidRoleSetting {
@@ -158,6 +166,7 @@ impl TenantRoles {
                 "; DO $ts_share$ BEGIN \
                    IF pg_catalog.to_regclass({lit}) IS NOT NULL THEN \
                      GRANT {privileges} ON public.{table} TO {group}; \
+                     REVOKE TRIGGER ON public.{table} FROM {group}; \
                    END IF; \
                  END $ts_share$",
                 lit = literal(&format!("public.{}", quote(table))),
@@ -193,8 +202,9 @@ pub(crate) fn literal(text: &str) -> String {
 
 /// Makes `role` (created when missing, a member of the group role, the current role a member
 /// of it) the tenant role of `schema`: `USAGE` on the schema (and `CREATE` when
-/// [`TenantRoles::tenant_ddl`] allows it), every privilege on its tables, sequences and
-/// routines, and the same by default on what the current role creates there later.
+/// [`TenantRoles::tenant_ddl`] allows it), every privilege on its tables (but `TRIGGER`, see
+/// [`grants_sql`]), sequences and routines, and the same by default on what the current role
+/// creates there later.
 /// Idempotent.
 pub(crate) fn attach_sql(schema: &SchemaName, role: &str, roles: &TenantRoles) -> String {
     let (r, s, g) = (quote(role), schema.quoted(), quote(&roles.group));
@@ -221,16 +231,23 @@ pub(crate) fn attach_sql(schema: &SchemaName, role: &str, roles: &TenantRoles) -
 }
 
 /// Every privilege on what `schema` holds for `role`, now and (default privileges of the
-/// current role) later, but writing the migration history: a tenant could otherwise make its
-/// schema's migrations run again, or fail.
+/// current role) later, but writing the migration history (a tenant could otherwise make its
+/// schema's migrations run again, or fail) and `TRIGGER` on tables: a trigger the tenant
+/// attached (with a function that exists: the application's, `pg_catalog`'s) would run in
+/// the library's own writes there (the history's insert, a migration's data change) with
+/// the login role's privileges, or make them fail. Taken back where an earlier version
+/// granted it.
 pub(crate) fn grants_sql(schema: &SchemaName, role: &str) -> String {
     let (r, s) = (quote(role), schema.quoted());
     let history = format!("{s}.{}", crate::migrate::HISTORY_TABLE);
+    let table_privileges = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES";
     format!(
-        "GRANT ALL ON ALL TABLES IN SCHEMA {s} TO {r}; \
+        "GRANT {table_privileges} ON ALL TABLES IN SCHEMA {s} TO {r}; \
+         REVOKE TRIGGER ON ALL TABLES IN SCHEMA {s} FROM {r}; \
          GRANT ALL ON ALL SEQUENCES IN SCHEMA {s} TO {r}; \
          GRANT ALL ON ALL ROUTINES IN SCHEMA {s} TO {r}; \
-         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON TABLES TO {r}; \
+         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT {table_privileges} ON TABLES TO {r}; \
+         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} REVOKE TRIGGER ON TABLES FROM {r}; \
          ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON SEQUENCES TO {r}; \
          ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON ROUTINES TO {r}; \
          ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON TYPES TO {r}; \

@@ -22,9 +22,12 @@ pub(crate) struct Effects {
     /// A statement may drop server-side prepared statements (`DISCARD`, `DEALLOCATE`): a
     /// client-side statement cache no longer matches the server.
     pub(crate) drops_prepared: bool,
-    /// A statement may create objects that live as long as the session (`CREATE TEMP …`,
-    /// `SELECT … INTO TEMP`, anything in `pg_temp`): PostgreSQL searches them before the
-    /// search path, so they must not outlive the tenant's use of the connection.
+    /// A statement may create objects that live as long as the session (`CREATE [OR REPLACE]
+    /// TEMP …`, `SELECT … INTO TEMP`, anything in `pg_temp`, `"pg_temp"` or `pg_temp_3`, but
+    /// a temporary table `ON COMMIT DROP`) or a cursor that outlives its transaction
+    /// (`DECLARE … WITH HOLD`): PostgreSQL searches temporary objects before the search path, and a held
+    /// cursor keeps the rows it read under the tenant's path and role, so they must not
+    /// outlive the tenant's use of the connection.
     pub(crate) session_objects: bool,
     /// A statement may make a read-only tenant's transaction writable, or run writes in a
     /// transaction the library did not begin: transaction control (`BEGIN READ WRITE`,
@@ -42,8 +45,11 @@ pub(crate) struct Effects {
     /// A statement may change the session's role: `SET`/`RESET` of `ROLE`, `SESSION
     /// AUTHORIZATION`, `ALL` or a name the lexer cannot read (quoted, `U&`), `DISCARD ALL`,
     /// `DO`, `CALL`, any mention of `set_config`, and a `CREATE`/`ALTER` statement whose text
-    /// mentions `role` or `authorization` (a function body could set one, however quoted).
-    /// Refused in role mode before it is sent.
+    /// mentions `role` or `authorization` (a function body could set one, however quoted),
+    /// `CREATE [OR REPLACE] FUNCTION|PROCEDURE` (a body can build the SQL it runs, `'RE' ||
+    /// 'SET ROLE'`, and `pg_temp` takes functions without any privilege on a schema), and the
+    /// server's functions that run SQL text given to them (`query_to_xml` and its kin,
+    /// `ts_stat`, `ts_rewrite`), quoted or not. Refused in role mode before it is sent.
     pub(crate) leaves_role: bool,
 }
 
@@ -70,10 +76,18 @@ impl Effects {
                 .iter()
                 .any(|w| second.eq_ignore_ascii_case(w));
             let name = if qualified { third } else { second };
+            // `SET LOCAL SESSION AUTHORIZATION DEFAULT`, `SET SESSION SESSION …`: the
+            // qualifier comes twice.
             if name.is_empty()
-                || ["role", "authorization", "all", "session_authorization"]
-                    .iter()
-                    .any(|w| name.eq_ignore_ascii_case(w))
+                || [
+                    "role",
+                    "authorization",
+                    "all",
+                    "session_authorization",
+                    "session",
+                ]
+                .iter()
+                .any(|w| name.eq_ignore_ascii_case(w))
             {
                 self.leaves_role = true;
             }
@@ -167,7 +181,12 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
     // statement. Counts the `END`s still expected (one per `BEGIN ATOMIC` and `CASE`).
     let mut atomic_depth = 0usize;
     let mut previous_word: &str = "";
+    let mut before_previous: &str = "";
     let mut previous_end = 0usize;
+    // The current statement makes a temporary object, and (`ON COMMIT DROP`) one that ends
+    // with its transaction.
+    let mut statement_temporary = false;
+    let mut statement_commit_drop = false;
     let finish = |words: &mut [Option<(usize, usize)>; 3],
                   effects: &mut Effects,
                   (start, end): (usize, usize)| {
@@ -206,8 +225,15 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 if words[0].is_some() && words[2].is_none() {
                     leading_broken = true;
                 }
-                if is_large_object_writer(sql[i + 1..end].trim_end_matches('"')) {
+                let name = sql[i + 1..end].trim_end_matches('"');
+                if is_large_object_writer(name) {
                     effects.escapes_read_only = true;
+                }
+                if runs_sql_text(name) {
+                    effects.leaves_role = true;
+                }
+                if is_temporary_schema(name) {
+                    statement_temporary = true;
                 }
                 i = end;
             }
@@ -227,6 +253,9 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
             },
             b';' if atomic_depth > 0 => i += 1,
             b';' => {
+                effects.session_objects |=
+                    std::mem::take(&mut statement_temporary) && !statement_commit_drop;
+                statement_commit_drop = false;
                 finish(&mut words, &mut effects, (statement_start, i));
                 i += 1;
                 statement_start = i;
@@ -260,13 +289,39 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                     effects.session = true;
                     effects.leaves_role = true;
                 }
+                if runs_sql_text(word) {
+                    effects.leaves_role = true;
+                }
                 let temporary = (word.eq_ignore_ascii_case("temp")
                     || word.eq_ignore_ascii_case("temporary"))
-                    && ["create", "local", "global", "into"]
+                    && ["create", "local", "global", "into", "replace"]
                         .iter()
                         .any(|w| previous_word.eq_ignore_ascii_case(w));
-                if temporary || word.eq_ignore_ascii_case("pg_temp") {
-                    effects.session_objects = true;
+                if temporary || is_temporary_schema(word) {
+                    statement_temporary = true;
+                }
+                // A cursor `WITH HOLD` outlives the transaction, with the rows it read.
+                if word.eq_ignore_ascii_case("hold")
+                    && previous_word.eq_ignore_ascii_case("with")
+                    && words[0].is_some_and(|(s, e)| sql[s..e].eq_ignore_ascii_case("declare"))
+                {
+                    statement_temporary = true;
+                }
+                // `ON COMMIT DROP`: the temporary table ends with the transaction.
+                if word.eq_ignore_ascii_case("drop")
+                    && previous_word.eq_ignore_ascii_case("commit")
+                    && before_previous.eq_ignore_ascii_case("on")
+                {
+                    statement_commit_drop = true;
+                }
+                // A function's body can build the SQL it runs (`'RE' || 'SET ROLE'`).
+                if (word.eq_ignore_ascii_case("function") || word.eq_ignore_ascii_case("procedure"))
+                    && ["create", "replace"]
+                        .iter()
+                        .any(|w| previous_word.eq_ignore_ascii_case(w))
+                    && words[0].is_some_and(|(s, e)| sql[s..e].eq_ignore_ascii_case("create"))
+                {
+                    effects.leaves_role = true;
                 }
                 if words[0].is_none() {
                     words[0] = Some((start, i));
@@ -295,12 +350,14 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                         atomic_depth -= 1;
                     }
                 }
+                before_previous = previous_word;
                 previous_word = word;
                 previous_end = i;
             }
             _ => i += 1,
         }
     }
+    effects.session_objects |= statement_temporary && !statement_commit_drop;
     finish(&mut words, &mut effects, (statement_start, bytes.len()));
     // Conservative, on the raw text (strings, comments and quoted names included): a
     // read-only tenant's SQL that merely mentions these is refused, never let through.
@@ -335,6 +392,25 @@ fn is_large_object_writer(name: &str) -> bool {
     LARGE_OBJECT_WRITERS
         .iter()
         .any(|w| name.eq_ignore_ascii_case(w))
+}
+
+/// The server's functions that run SQL text they are given (as the current role, in the
+/// session: a role change spelt in pieces inside it cannot be read).
+const RUN_SQL_TEXT: [&str; 5] = [
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "ts_stat",
+    "ts_rewrite",
+];
+
+fn runs_sql_text(name: &str) -> bool {
+    RUN_SQL_TEXT.iter().any(|w| name.eq_ignore_ascii_case(w))
+}
+
+/// `pg_temp`, or a backend's own temporary schema by its name (`pg_temp_3`).
+fn is_temporary_schema(name: &str) -> bool {
+    name.len() >= 7 && name.as_bytes()[..7].eq_ignore_ascii_case(b"pg_temp")
 }
 
 fn contains_set_config(text: &str) -> bool {
@@ -452,7 +528,12 @@ mod tests {
             "SELECT temp FROM weather",
             "",
         ] {
-            assert_eq!(effects(sql), Effects::default(), "{sql}");
+            // A function or procedure could leave a tenant's role when called: nothing else.
+            let without_role = Effects {
+                leaves_role: false,
+                ..effects(sql)
+            };
+            assert_eq!(without_role, Effects::default(), "{sql}");
         }
     }
 
@@ -531,9 +612,17 @@ mod tests {
             "CREATE LOCAL TEMP SEQUENCE s",
             "SELECT 1 INTO TEMP t",
             "CREATE TABLE pg_temp.t (x int)",
+            "CREATE TABLE \"pg_temp\".t (x int)",
+            "CREATE TABLE pg_temp_3.t (x int)",
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "CREATE TEMP TABLE t (x int) ON COMMIT DROP; CREATE TEMP TABLE u (x int)",
+            "CREATE TEMP TABLE t (x int) ON COMMIT PRESERVE ROWS",
         ] {
             assert!(effects(sql).session_objects, "{sql}");
         }
+        assert!(!effects("CREATE TEMP TABLE t (x int) ON COMMIT DROP").session_objects);
+        assert!(!effects("DECLARE c CURSOR FOR SELECT 1").session_objects);
         assert!(!effects("SELECT temp FROM weather").session_objects);
         assert!(!effects("CREATE TABLE temps (temp int)").session_objects);
     }
@@ -624,6 +713,9 @@ mod tests {
             "SET U&\"rol\\0065\" TO x",
             "SET SESSION AUTHORIZATION DEFAULT",
             "RESET SESSION AUTHORIZATION",
+            "SET LOCAL SESSION AUTHORIZATION DEFAULT",
+            "SET SESSION SESSION AUTHORIZATION DEFAULT",
+            "set local /* */ session\nauthorization default",
             "SET session_authorization TO x",
             "RESET ALL",
             "DISCARD ALL",
@@ -635,6 +727,11 @@ mod tests {
             "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'RESET ROLE'",
             "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'SET ' || 'ROLE'",
             "ALTER FUNCTION f() SET role = x",
+            "CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'RE' || 'SET RO' || 'LE'; END $$",
+            "create or replace /* */ procedure p() LANGUAGE sql AS 'SELECT 1'",
+            "SELECT query_to_xml('SELECT 1', true, false, '')",
+            "SELECT pg_catalog.\"ts_stat\"('SELECT 1')",
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT 1')",
             "SELECT 1; RESET ROLE",
             "SELECT 'a;'; /* ; */ RESET -- x\n ROLE",
         ] {

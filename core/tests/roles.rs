@@ -383,9 +383,17 @@ async fn a_tenant_cannot_plant_objects_or_rewrite_its_history_unless_ddl_is_allo
     let s = marked_tenants(&tenancy, "rddl_", 1).await;
     let router = tenancy.router();
     let scope = router.connection_for_schema(&s[0]).await.unwrap();
+    // A function is refused before it is sent (its body could leave the role).
+    assert!(matches!(
+        scope
+            .batch_execute(
+                "CREATE FUNCTION now() RETURNS timestamptz LANGUAGE sql AS 'SELECT NULL::timestamptz'"
+            )
+            .await,
+        Err(Error::LeavesTenantRole { .. })
+    ));
     for sql in [
         "CREATE TABLE planted (x int)",
-        "CREATE FUNCTION now() RETURNS timestamptz LANGUAGE sql AS 'SELECT NULL::timestamptz'",
         "CREATE VIEW planted AS SELECT 1",
         "DELETE FROM tenant_schemas_history",
         "UPDATE tenant_schemas_history SET checksum = 0",

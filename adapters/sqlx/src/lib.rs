@@ -44,7 +44,8 @@
 //!   missing schemas of a search path).
 //! - **Nothing a pooled connection comes back with is trusted.** The same round trip checks
 //!   that no transaction block is left open (a raw `BEGIN`), that the session holds no
-//!   temporary objects (which PostgreSQL searches before the path) and that the router's
+//!   temporary objects (which PostgreSQL searches before the path) nor cursors held open (with
+//!   the rows they read under the last tenant's path and role), and that the router's
 //!   prepared statement is still there (`DISCARD ALL` and `DEALLOCATE ALL` drop sqlx's
 //!   statements with it); a connection failing a check is closed and another taken. So user SQL that changes the session (`SET search_path`,
 //!   `RESET ALL`, `DISCARD ALL`, `set_config(…)`, a `BEGIN` left open) cannot affect the next

@@ -33,8 +33,8 @@ const MAX_DISCARDED: usize = 8;
 /// statement cache) that sets `search_path` to `"<schema>", public` and
 /// `default_transaction_read_only`, and checks that the schema exists, that no transaction
 /// block is left open on the connection and that the session holds no temporary objects
-/// (PostgreSQL searches them before the path). `DISCARD ALL` or `DEALLOCATE ALL` drop that
-/// statement with sqlx's own: such a connection is not reused either. A connection that fails
+/// (PostgreSQL searches them before the path) nor held cursors. `DISCARD ALL` or
+/// `DEALLOCATE ALL` drop that statement with sqlx's own: such a connection is not reused either. A connection that fails
 /// a check is closed, not reused, and another one is taken. A connection last checked out
 /// for another schema has sqlx's prepared statements closed (they carry that schema's column
 /// and parameter types). See the crate's docs for why the path is not remembered between
@@ -427,7 +427,7 @@ impl SqlxRouter {
             tracing::debug!(
                 %schema, fresh, no_temp, statements_lost = row.is_none(),
                 "closing a pooled connection an earlier user left with an open transaction, \
-                 temporary objects or dropped prepared statements"
+                 temporary objects, held cursors or dropped prepared statements"
             );
             self.inner.stats.discarded.fetch_add(1, Ordering::Relaxed);
             conn.close_on_drop();
@@ -668,7 +668,8 @@ fn prepare_switch() -> String {
                   AS read_only_set, \
                 $3::pg_catalog.regnamespace::pg_catalog.oid::pg_catalog.int8 AS schema_oid, \
                 pg_catalog.now() = pg_catalog.statement_timestamp() AS fresh, \
-                pg_catalog.pg_my_temp_schema() = 0 AS no_temp, \
+                pg_catalog.pg_my_temp_schema() = 0 \
+                  AND NOT EXISTS (SELECT FROM pg_catalog.pg_cursors) AS no_temp, \
                 pg_catalog.pg_backend_pid() AS pid"
     )
 }

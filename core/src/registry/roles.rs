@@ -43,6 +43,38 @@ pub(crate) async fn drop_role(conn: &Object, schema: &SchemaName, role: &str) {
     }
 }
 
+/// Every tenant role inherits what the group role holds: an existing role that can log in,
+/// is a superuser or the current role, is a member of another role, or owns a schema, a
+/// relation or a routine of this database would hand every tenant its privileges (the
+/// login role's: every schema and the registry). Refused with
+/// [`Error::InvalidRoleSetting`]; a role of that name not there yet is made bare.
+async fn refuse_privileged_group(conn: &Object, group: &str) -> Result<()> {
+    let public = SchemaName::public();
+    let privileged: bool = conn
+        .query_typed_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = $1 AND ( \
+               r.rolcanlogin OR r.rolsuper OR r.rolname = CURRENT_USER::text \
+               OR EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.member = r.oid) \
+               OR EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspowner = r.oid) \
+               OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relowner = r.oid) \
+               OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.proowner = r.oid)))",
+            &[(&group, Type::TEXT)],
+        )
+        .await
+        .map_err(|e| Error::db("checking the tenants' group role", &public, e))?
+        .get(0);
+    if privileged {
+        return Err(Error::InvalidRoleSetting {
+            reason: format!(
+                "the group role `{group}` can log in, is a superuser or the login role, is a \
+                 member of another role, or owns objects: every tenant would inherit its \
+                 privileges (choose a role of its own, TenantRoles::group)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Registry {
     /// Role mode's settings, if on.
     pub(crate) fn roles(&self) -> Option<&TenantRoles> {
@@ -56,9 +88,9 @@ impl Registry {
         };
         let public = SchemaName::public();
         for (_, pool) in self.databases.iter() {
-            crate::databases::connect(pool, &public)
-                .await?
-                .batch_execute(&roles.group_sql())
+            let conn = crate::databases::connect(pool, &public).await?;
+            refuse_privileged_group(&conn, roles.group_name()).await?;
+            conn.batch_execute(&roles.group_sql())
                 .await
                 .map_err(|e| Error::db("setting up the tenants' group role", &public, e))?;
         }
@@ -93,6 +125,9 @@ impl Registry {
                 .await
                 .map_err(db)?;
             tx.commit().await.map_err(db)?;
+            // Back to the pool before the registry is written: on a pool of one connection
+            // the write would wait for it for ever.
+            drop(conn);
             if new {
                 let recorded = self
                     .change(
@@ -106,6 +141,7 @@ impl Registry {
                     .await?;
                 if recorded == 0 {
                     // Another process gave it one meanwhile: this one is not used.
+                    let conn = self.databases.connect(&record.shard, schema).await?;
                     drop_role(&conn, schema, &role).await;
                     continue;
                 }

@@ -288,8 +288,13 @@ impl ConnectionScope {
     /// when the connection is lost or a transaction is aborted, and then so does the
     /// statement. A switch that must check the schema is waited for before anything runs
     /// (the check fails when the schema is missing; the statement would not).
+    ///
+    /// Never under a tenant role (role mode): `SET ROLE` fails when the role was dropped
+    /// (the tenant deleted by another process) or the login role is no longer a member, and
+    /// the statement behind it would then run under the session's previous role and path —
+    /// the login role's after the public site, another tenant's after that tenant.
     fn pipelinable(&self) -> bool {
-        !self.on_path() && self.gate.recently_verified(self.gate.epoch())
+        !self.on_path() && self.role.is_none() && self.gate.recently_verified(self.gate.epoch())
     }
 
     /// A switch without the existence check, for a schema seen a moment ago.
@@ -802,6 +807,7 @@ impl ConnectionScope {
             .conn
             .as_mut()
             .expect("the connection is only taken out on drop");
+        let untrusted = (!local).then_some(&self.untrusted);
         let tx = conn
             .transaction()
             .await
@@ -823,6 +829,7 @@ impl ConnectionScope {
             schema,
             settings.into(),
             (self.read_only, self.role.is_some()),
+            untrusted,
         ))
     }
 
@@ -932,13 +939,18 @@ fn not_in_transaction_mode(what: &'static str) -> Error {
 }
 
 /// Transaction mode wraps each call in its own transaction: SQL that ended it would run the
-/// rest of its text outside, without the tenant's path.
+/// rest of its text outside, without the tenant's path; and what outlives a transaction in
+/// the session (see [`Error::session_objects_refused`]) is refused.
 fn refuse_transaction_control(sql: &str) -> Result<()> {
-    if sql::effects(sql).transaction_control {
+    let effects = sql::effects(sql);
+    if effects.transaction_control {
         return Err(Error::NotInTransactionMode {
             what: "SQL with transaction control (BEGIN, COMMIT, ROLLBACK …)",
             instead: "use ConnectionScope::transaction()",
         });
+    }
+    if effects.session_objects {
+        return Err(Error::session_objects_refused());
     }
     Ok(())
 }

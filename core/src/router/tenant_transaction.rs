@@ -40,6 +40,11 @@ pub struct TenantTransaction<'a> {
     read_only: bool,
     /// Role mode: SQL that could leave the tenant's role is refused.
     role: bool,
+    /// Session mode: the scope's mark that the session may hold what outlives the
+    /// transaction (temporary objects, a held cursor), so its connection is closed rather
+    /// than pooled. `None` in transaction mode, where such SQL is refused: a pooler's server
+    /// connection would carry it to the next client.
+    untrusted: Option<&'a AtomicBool>,
 }
 
 impl<'a> TenantTransaction<'a> {
@@ -48,6 +53,7 @@ impl<'a> TenantTransaction<'a> {
         schema: SchemaName,
         settings: Arc<str>,
         (read_only, role): (bool, bool),
+        untrusted: Option<&'a AtomicBool>,
     ) -> Self {
         Self {
             tx,
@@ -57,6 +63,7 @@ impl<'a> TenantTransaction<'a> {
             prepared: PreparedEffects::default(),
             read_only,
             role,
+            untrusted,
         }
     }
 
@@ -88,6 +95,12 @@ impl<'a> TenantTransaction<'a> {
         self.refuse_read_write(effects)?;
         if effects.transaction_control {
             return Err(transaction_control_refused());
+        }
+        if effects.session_objects {
+            match self.untrusted {
+                Some(untrusted) => untrusted.store(true, Ordering::Release),
+                None => return Err(Error::session_objects_refused()),
+            }
         }
         if self.reassert.load(Ordering::Acquire) {
             self.tx

@@ -1,7 +1,7 @@
 //! A pooled connection bound to one schema.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use deadpool_postgres::{ClientWrapper, Object};
@@ -88,6 +88,9 @@ pub struct ConnectionScope {
     prepared: PreparedEffects,
     /// The schema's use of the connection was recorded for the statement cache's eviction.
     noted: AtomicBool,
+    /// Transaction mode with pooler statements: whether the connection's pooler keeps named
+    /// statements ([`POOLER_UNKNOWN`] until read from the connection's memory or asked).
+    pooler_keeps: AtomicU8,
     /// Held from [`transaction`](Self::transaction) until the scope is dropped, so a deletion
     /// of the schema waits for the transaction.
     transaction_gate: Option<OwnedRwLockReadGuard<()>>,
@@ -103,6 +106,11 @@ pub struct ConnectionScope {
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
+
+/// [`ConnectionScope::pooler_keeps`]: not known yet, yes, no.
+const POOLER_UNKNOWN: u8 = 0;
+const POOLER_KEEPS: u8 = 1;
+const POOLER_DOES_NOT_KEEP: u8 = 2;
 
 const UNCOUNTED: usize = usize::MAX;
 
@@ -176,6 +184,7 @@ impl ConnectionScope {
             untrusted: AtomicBool::new(false),
             prepared: PreparedEffects::default(),
             noted: AtomicBool::new(false),
+            pooler_keeps: AtomicU8::new(POOLER_UNKNOWN),
             transaction_gate: None,
             pool,
             group,
@@ -429,6 +438,14 @@ impl ConnectionScope {
     }
 
     async fn prepare_on_path(&self, sql: &str) -> Result<Statement> {
+        self.prepare_keyed(self.keyed(sql))
+            .await
+            .map_err(|e| Error::db("preparing a statement", &self.schema, e))
+    }
+
+    /// Prepares `keyed` (a text marked with the schema, see [`keyed`](Self::keyed)), cached
+    /// per connection.
+    async fn prepare_keyed(&self, keyed: String) -> Result<Statement, tokio_postgres::Error> {
         // Bounded: the server keeps a plan per statement and connection. Each call adds at
         // most one statement, so the cache is counted (a walk over it) only when the bound
         // carried from earlier counts reaches the limit. A full cache gives up the statements
@@ -450,12 +467,8 @@ impl ConnectionScope {
             }
             self.statements.store(size, Ordering::Release);
         }
-        let keyed = self.keyed(sql);
         let before = cache.size();
-        let prepared = conn
-            .prepare_cached(&keyed)
-            .await
-            .map_err(|e| Error::db("preparing a statement", &self.schema, e));
+        let prepared = conn.prepare_cached(&keyed).await;
         // A new entry (or this scope's first statement): the schema's use and its text
         // recorded, for the eviction above.
         let added = prepared.is_ok() && cache.size() > before;

@@ -382,6 +382,9 @@ struct ConnStatements {
     /// Counts uses, for [`SchemaStatements::last_used`].
     clock: u64,
     by_schema: HashMap<SchemaName, SchemaStatements>,
+    /// Transaction mode: whether the pooler in front of the connection keeps named
+    /// statements across server connections (`None`: not asked yet).
+    pooler_keeps: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -409,6 +412,7 @@ fn with_statements<T>(conn: &Object, f: impl FnOnce(&mut ConnStatements) -> T) -
             conn: Arc::downgrade(&conn.statement_cache),
             clock: 0,
             by_schema: HashMap::new(),
+            pooler_keeps: None,
         });
     f(entry)
 }
@@ -423,6 +427,17 @@ pub(crate) fn note_statement_use(conn: &Object, schema: &SchemaName, cached: Opt
         slot.last_used = clock;
         slot.texts.extend(cached);
     });
+}
+
+/// Whether the pooler in front of `conn` keeps named statements across server connections,
+/// as found when it was last asked (`None`: never asked).
+pub(crate) fn pooler_keeps_statements(conn: &Object) -> Option<bool> {
+    with_statements(conn, |entry| entry.pooler_keeps)
+}
+
+/// Records what was found of `conn`'s pooler (`None`: ask again).
+pub(crate) fn note_pooler_keeps_statements(conn: &Object, keeps: Option<bool>) {
+    with_statements(conn, |entry| entry.pooler_keeps = keeps);
 }
 
 /// Forgets what `conn`'s cache held (it was emptied).

@@ -105,9 +105,10 @@ impl ConnectionScope {
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let text = self.pool.renamed(keyed.to_owned());
-        // Set when the statement was at hand: a cached one is, on the body's first poll, which
-        // then also writes its execution, so the COMMIT can follow in the same flush. One not
-        // cached yet is parsed first, inside the transaction, on the tenant's path.
+        // Set when the statement is at hand, and its execution written in the same poll, so the
+        // COMMIT can follow: a cached one is on the body's first poll (one flush for the
+        // whole transaction); one not cached yet once its Parse is answered (it is parsed
+        // inside the transaction, on the tenant's path).
         let at_hand = AtomicBool::new(false);
         let body = async {
             let stmt = self.prepare_keyed(text).await?;
@@ -259,9 +260,11 @@ impl ConnectionScope {
     }
 
     /// [`local_transaction`](Self::local_transaction), with the `COMMIT` written right
-    /// behind the body when `written` says, asked once right after the body's first poll,
-    /// that the body has written all its requests by then; otherwise the transaction ends
-    /// after the body's answer.
+    /// behind the body as soon as `written` says, asked after each of the body's polls until
+    /// it is done, that the body has written all its requests: in the same flush as the
+    /// body's last request when that is written on the body's first poll, else as soon as
+    /// the poll that wrote it returns. Otherwise the transaction ends after the body's
+    /// answer.
     async fn local_transaction_when<T>(
         &self,
         body: impl Future<Output = Result<T, tokio_postgres::Error>>,
@@ -291,15 +294,17 @@ impl ConnectionScope {
         // Typed by the (never taken) first branch.
         let mut pipelined = pin!(false.then(commit));
         let mut decided = false;
-        // As `join3(begin, body, commit)`, the `COMMIT` started only after the body's first
-        // poll, and only if it has written everything by then.
+        // As `join3(begin, body, commit)`, the `COMMIT` started only once the body has
+        // written everything.
         poll_fn(|cx| {
             let begun_ready = begun.as_mut().poll(cx).is_ready();
             let outcome_ready = outcome.as_mut().poll(cx).is_ready();
             if !decided {
-                decided = true;
                 if written() {
+                    decided = true;
                     pipelined.set(Some(commit()));
+                } else if outcome_ready {
+                    decided = true;
                 }
             }
             let ended_ready = match pipelined.as_mut().as_pin_mut() {

@@ -418,3 +418,38 @@ async fn cancelled_named_statements_are_not_reused() {
     assert_eq!(stats.pooler_probes_unsupported, 0, "{stats:?}");
     assert!(stats.named_statements >= 100, "{stats:?}");
 }
+
+/// `DEALLOCATE ALL` sent through a scope with named statements on: PgBouncer forgets the
+/// client's statements (and would close the connection at the next `Bind` of one), so the
+/// scope drops its cached ones too; the tenant's rows as before, on the same scope and on
+/// later ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_all_through_a_scope_with_named_statements() {
+    let Some(binary) = current_pgbouncer() else {
+        eprintln!("no PgBouncer 1.21+ at /usr/local/bin/pgbouncer: only the fallback is tested");
+        return;
+    };
+    let db = database().await;
+    let schemas = two_tenants(&db, "pdealloc_").await;
+    let bouncer = bouncer(binary, 1, 200);
+    let router = named_router(&bouncer, &db, 1);
+    const SQL: &str = "SELECT count(*) FROM notes WHERE id > $1";
+    for round in 0..4 {
+        for (i, s) in schemas.iter().enumerate() {
+            let conn = router.connection_for_schema(s).await.unwrap();
+            let n: i64 = conn.query_one(SQL, &[&0i64]).await.unwrap().get(0);
+            assert_eq!(n, (3 + 2 * i) as i64, "round {round}");
+            if round % 2 == 1 {
+                conn.batch_execute("DEALLOCATE ALL").await.unwrap();
+                conn.execute("DEALLOCATE ALL", &[]).await.unwrap();
+            }
+            let n: i64 = conn
+                .query_one(SQL, &[&0i64])
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"))
+                .get(0);
+            assert_eq!(n, (3 + 2 * i) as i64, "round {round}");
+        }
+    }
+    assert!(router.stats().named_statements >= 16);
+}

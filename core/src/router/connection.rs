@@ -691,10 +691,9 @@ impl ConnectionScope {
         if self.transaction_mode() {
             refuse_transaction_control(sql)?;
             let _entered = self.gate.enter(&self.schema).await?;
-            return self
-                .local_transaction(run(), true)
-                .await
-                .map_err(|e| e.while_doing(action));
+            let result = self.local_transaction(run(), true).await;
+            self.after_dropping_prepared(sql);
+            return result.map_err(|e| e.while_doing(action));
         }
         let effects = sql::effects(sql);
         let _entered = self.gate.enter(&self.schema).await?;

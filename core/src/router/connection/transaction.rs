@@ -48,7 +48,9 @@ impl ConnectionScope {
         };
         refuse_transaction_control(sql)?;
         let _entered = self.gate.enter(&self.schema).await?;
-        if self.pool.pooler_statements() && self.pooler_keeps_statements().await? {
+        // SQL that drops prepared statements runs unnamed: it would drop its own.
+        let named = self.pool.pooler_statements() && !crate::sql::effects(sql).drops_prepared;
+        if named && self.pooler_keeps_statements().await? {
             match self.named(sql, &op).await {
                 Err(Error::Database { source, .. })
                     if source.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) =>
@@ -64,15 +66,16 @@ impl ConnectionScope {
             }
         }
         let first = self.typed_once(sql, &op).await;
-        match first {
+        let result = match first {
             Err(Error::Database { source, .. }) if is_replannable(&source) => {
                 tracing::debug!(schema = %self.schema, error = %source, "learned parameter types do not fit this schema; learning again");
                 self.pool.forget_param_types(sql);
                 self.typed_once(sql, &op).await
             }
             other => other,
-        }
-        .map_err(|e| e.while_doing(action))
+        };
+        self.after_dropping_prepared(sql);
+        result.map_err(|e| e.while_doing(action))
     }
 
     /// A named statement the pooler keeps, prepared (and cached) the first time on this
@@ -154,6 +157,18 @@ impl ConnectionScope {
             Ordering::Release,
         );
         Ok(keeps)
+    }
+
+    /// After user SQL ran in transaction mode with pooler statements: if it may have dropped
+    /// prepared statements (`DEALLOCATE ALL`, which PgBouncer answers by forgetting the
+    /// client's statements; it would close the connection at the next `Bind` of one), the
+    /// connection's cached statements are dropped too.
+    pub(super) fn after_dropping_prepared(&self, sql: &str) {
+        if self.pool.pooler_statements() && crate::sql::effects(sql).drops_prepared {
+            self.conn().statement_cache.clear();
+            session::forget_statements(self.conn());
+            self.statements.store(0, Ordering::Release);
+        }
     }
 
     /// Asks again, at the next statement, whether the pooler keeps named statements, and

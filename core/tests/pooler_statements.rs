@@ -267,6 +267,17 @@ async fn named_statements_with_diverged_column_types() {
             assert_eq!(name, "text row");
         }
     }
+    // Both client connections of each router hold the statement.
+    for router in &routers {
+        let (a, b) = (
+            router.connection_for_schema(&ints).await.unwrap(),
+            router.connection_for_schema(&ints).await.unwrap(),
+        );
+        for conn in [&a, &b] {
+            let code: i32 = conn.query_one(RESULT, &[]).await.unwrap().get(0);
+            assert_eq!(code, 7);
+        }
+    }
     db.pool()
         .get()
         .await
@@ -277,6 +288,16 @@ async fn named_statements_with_diverged_column_types() {
         ))
         .await
         .unwrap();
+    for router in &routers {
+        let (a, b) = (
+            router.connection_for_schema(&ints).await.unwrap(),
+            router.connection_for_schema(&ints).await.unwrap(),
+        );
+        for conn in [&a, &b, &a, &b] {
+            let code: i64 = conn.query_one(RESULT, &[]).await.unwrap().get(0);
+            assert_eq!(code, 7);
+        }
+    }
     for round in 0..5 {
         for router in &routers {
             let conn = router.connection_for_schema(&ints).await.unwrap();
@@ -301,7 +322,10 @@ async fn named_statements_with_diverged_column_types() {
     for router in &routers {
         let stats = router.stats();
         assert_eq!(stats.pooler_probes_unsupported, 0, "{stats:?}");
-        assert!(stats.named_statements >= 10 * 4 + 5 * 3, "{stats:?}");
+        assert!(
+            stats.named_statements >= 10 * 4 + 2 + 4 + 5 * 3,
+            "{stats:?}"
+        );
     }
 }
 

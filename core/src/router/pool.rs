@@ -285,14 +285,23 @@ impl RouterPool {
         }
     }
 
-    /// Gives `keyed` a new text of its own (see [`renamed`](Self::renamed)).
-    pub(super) fn rename(&self, keyed: &str) {
+    /// Gives `keyed` a new text of its own (see [`renamed`](Self::renamed)) now that its
+    /// statement of text `stale` failed, and returns the text to prepare: the new one, or the
+    /// one another connection's failure renamed it to meanwhile (so that every connection
+    /// holding the stale statement moves to the same text).
+    pub(super) fn rename(&self, keyed: &str, stale: &str) -> String {
         let mut renamed = self.known_renames();
+        let current = renamed.get(keyed).map_or(keyed, |text| &**text);
+        if current != stale {
+            return current.to_owned();
+        }
         if renamed.len() >= MAX_PARAM_TYPES {
             renamed.clear();
         }
-        renamed.insert(keyed.into(), super::statement::unshared(keyed).into());
+        let fresh = super::statement::unshared(keyed);
+        renamed.insert(keyed.into(), fresh.as_str().into());
         self.any_renamed.store(true, Ordering::Release);
+        fresh
     }
 
     fn known_renames(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<str>>> {

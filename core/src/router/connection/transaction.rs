@@ -90,24 +90,24 @@ impl ConnectionScope {
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let keyed = self.keyed(sql);
-        match self.named_once(&keyed, op).await {
+        let text = self.pool.renamed(keyed.clone());
+        match self.named_once(text.clone(), op).await {
             Err(Error::Database { source, .. }) if is_replannable(&source) => {
                 tracing::debug!(schema = %self.schema, error = %source, "named statement does not fit this schema; preparing it under a new text");
-                let stale = self.pool.renamed(keyed.clone());
-                drop(self.conn().statement_cache.remove(&stale, &[]));
-                self.pool.rename(&keyed);
-                self.named_once(&keyed, op).await
+                drop(self.conn().statement_cache.remove(&text, &[]));
+                let fresh = self.pool.rename(&keyed, &text);
+                self.named_once(fresh, op).await
             }
             other => other,
         }
     }
 
-    async fn named_once<'s, T, F, Fut>(&self, keyed: &str, op: &F) -> Result<T>
+    /// One attempt of [`named`](Self::named) with the statement of `text`.
+    async fn named_once<'s, T, F, Fut>(&self, text: String, op: &F) -> Result<T>
     where
         F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        let text = self.pool.renamed(keyed.to_owned());
         // Set when the statement is at hand, and its execution written in the same poll, so the
         // COMMIT can follow: a cached one is on the body's first poll (one flush for the
         // whole transaction); one not cached yet once its Parse is answered (it is parsed

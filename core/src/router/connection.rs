@@ -454,7 +454,14 @@ impl ConnectionScope {
         // of).
         let conn = self.conn();
         let cache = &conn.statement_cache;
-        let bound = self.statements.load(Ordering::Acquire);
+        let mut bound = self.statements.load(Ordering::Acquire);
+        if bound == UNCOUNTED && self.transaction_mode() {
+            // Carried from the last scope instead of counted (a walk over the cache).
+            if let Some(carried) = session::take_statement_bound(conn) {
+                bound = carried;
+                self.statements.store(bound, Ordering::Release);
+            }
+        }
         if bound == UNCOUNTED || bound >= MAX_CACHED_STATEMENTS {
             let mut size = cache.size();
             if size >= MAX_CACHED_STATEMENTS {
@@ -470,7 +477,9 @@ impl ConnectionScope {
         let before = cache.size();
         let prepared = conn.prepare_cached(&keyed).await;
         // A new entry (or this scope's first statement): the schema's use and its text
-        // recorded, for the eviction above.
+        // recorded, for the eviction above. (Whether the statement was cached cannot be told
+        // from whether its preparation finished on its first poll: a thread preempted between
+        // sending the Parse and waiting for its answer finds the answer there.)
         let added = prepared.is_ok() && cache.size() > before;
         if added || !self.noted.swap(true, Ordering::AcqRel) {
             session::note_statement_use(conn, &self.schema, added.then_some(keyed));
@@ -863,6 +872,16 @@ impl Drop for ConnectionScope {
                 drop(Object::take(conn));
             }
             return;
+        }
+        if self.transaction_mode() {
+            // Named statements through a pooler that keeps them: the cache's bound, for the
+            // next scope on this connection.
+            let statements = self.statements.load(Ordering::Acquire);
+            if statements != UNCOUNTED {
+                if let Some(conn) = &self.conn {
+                    session::remember_statement_bound(conn, statements);
+                }
+            }
         }
         if !self.on_path() {
             return;

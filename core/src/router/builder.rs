@@ -98,6 +98,13 @@ impl SchemaRouterBuilder {
     /// text marked with its schema, so the pooler shares it only with clients preparing it
     /// for the same schema. Nothing else changes: each statement still runs in a transaction
     /// of its own that sets the path locally. Ignored in session mode.
+    ///
+    /// The pooler keeps a bounded number of statements per server connection (PgBouncer's
+    /// `max_prepared_statements`, 200 by default) and parses an evicted one again when it is
+    /// next used: with many tenants, each schema's statements are texts of their own, so
+    /// give it at least tenants × statement texts, or leave this off (BENCHMARKS.md: at
+    /// 1,000 tenants and 200, slower than unnamed statements; a tie with 2,000; at one
+    /// tenant, 1.2–1.4× their throughput).
     pub fn pooler_prepared_statements(mut self, yes: bool) -> Self {
         self.pooler_statements = yes;
         self

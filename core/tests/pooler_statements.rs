@@ -477,3 +477,77 @@ async fn deallocate_all_through_a_scope_with_named_statements() {
     }
     assert!(router.stats().named_statements >= 16);
 }
+
+/// A statement PgBouncer believes is on its server connection but is not (deallocated there
+/// behind its back): the `Bind` fails with `26000` before anything ran; the statement runs
+/// unnamed instead, the connection asks the pooler again and names its statements after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_the_pooler_lost_runs_unnamed_and_the_pooler_is_asked_again() {
+    let Some(binary) = current_pgbouncer() else {
+        eprintln!("no PgBouncer 1.21+ at /usr/local/bin/pgbouncer: only the fallback is tested");
+        return;
+    };
+    let db = database().await;
+    let schemas = two_tenants(&db, "plost_").await;
+    let bouncer = bouncer(binary, 1, 200);
+    let router = named_router(&bouncer, &db, 1);
+    const SQL: &str = "SELECT count(*) FROM notes WHERE id > $1";
+    let count = |s: &SchemaName| {
+        let router = router.clone();
+        let s = s.clone();
+        async move {
+            let conn = router.connection_for_schema(&s).await.unwrap();
+            conn.query_one(SQL, &[&0i64])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(count(&schemas[1]).await, 5);
+    let before = router.stats();
+    assert_eq!(before.pooler_probes, 1, "{before:?}");
+    // Behind PgBouncer's back, on its only server connection.
+    let raw = pool(bouncer.config(db.name()), 1).unwrap();
+    let raw = raw.get().await.unwrap();
+    raw.batch_execute("BEGIN").await.unwrap();
+    let names: Vec<String> = raw
+        .simple_query(&format!(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE '/* {} */ %'",
+            schemas[1]
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    raw.batch_execute(&format!("DEALLOCATE \"{}\"; COMMIT", names[0]))
+        .await
+        .unwrap();
+    drop(raw);
+
+    assert_eq!(count(&schemas[1]).await, 5);
+    let after = router.stats();
+    assert_eq!(
+        after.named_statements,
+        before.named_statements + 1,
+        "{after:?}"
+    );
+    assert_eq!(
+        after.pooler_probes, 1,
+        "asked again only at the next statement"
+    );
+    assert_eq!(count(&schemas[0]).await, 3);
+    assert_eq!(count(&schemas[1]).await, 5);
+    let last = router.stats();
+    assert_eq!(last.pooler_probes, 2, "{last:?}");
+    assert_eq!(last.pooler_probes_unsupported, 0, "{last:?}");
+    assert_eq!(
+        last.named_statements,
+        after.named_statements + 2,
+        "{last:?}"
+    );
+}

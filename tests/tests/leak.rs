@@ -441,11 +441,12 @@ async fn run_deployment(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_request_ever_sees_another_tenant() {
-    let size = size();
-    let cluster = TestCluster::shared().unwrap();
-    let db = cluster.create_database().await.unwrap();
+/// `size.tenants` tenants in `db`, and `public` tables of the same names that a
+/// fall-through to `public` would read.
+async fn tenants_over_public(
+    db: &tenant_schemas::testing::TestDatabase,
+    size: &Size,
+) -> Arc<Vec<SchemaName>> {
     let setup = Tenancy::builder(db.new_pool(8).unwrap())
         .migrations(marker_and_notes())
         .build()
@@ -465,6 +466,15 @@ async fn no_request_ever_sees_another_tenant() {
         )
         .await
         .unwrap();
+    schemas
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_ever_sees_another_tenant() {
+    let size = size();
+    let cluster = TestCluster::shared().unwrap();
+    let db = cluster.create_database().await.unwrap();
+    let schemas = tenants_over_public(&db, &size).await;
     let n = schemas.len();
     let doomed = |range: std::ops::Range<usize>| schemas[range].to_vec();
 
@@ -499,6 +509,47 @@ async fn no_request_ever_sees_another_tenant() {
         size.requests,
     )
     .await;
+}
+
+/// The PgBouncer deployment with named statements that PgBouncer keeps
+/// (`pooler_prepared_statements`, `max_prepared_statements = 200`, its default since 1.24):
+/// the same load, backend kills, rolling migration, deletions and misuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_ever_sees_another_tenant_with_named_statements_through_pgbouncer() {
+    let size = size();
+    let cluster = TestCluster::shared().unwrap();
+    let db = cluster.create_database().await.unwrap();
+    let schemas = tenants_over_public(&db, &size).await;
+    let n = schemas.len();
+    let bouncer = TestPgBouncer::builder(cluster)
+        .pool_size(POOL)
+        .max_prepared_statements(200)
+        .start()
+        .unwrap();
+    let bounced = Tenancy::builder(pool(bouncer.config(db.name()), POOL).unwrap())
+        .search_path_mode(SearchPathMode::Transaction)
+        .pooler_prepared_statements(true)
+        .build()
+        .await
+        .unwrap();
+    let router = bounced.router().clone();
+    run_deployment(
+        "transaction, pgbouncer, named statements",
+        cluster,
+        db.name(),
+        bounced,
+        schemas.clone(),
+        schemas[n - 20..n].to_vec(),
+        size.requests,
+    )
+    .await;
+    let stats = router.stats();
+    if bouncer.keeps_prepared_statements() {
+        assert!(stats.named_statements > 0, "{stats:?}");
+        assert_eq!(stats.pooler_probes_unsupported, 0, "{stats:?}");
+    } else {
+        assert_eq!(stats.named_statements, 0, "{stats:?}");
+    }
 }
 
 /// The same through a Citus coordinator, tenants as distributed schemas spread over two

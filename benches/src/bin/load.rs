@@ -14,6 +14,8 @@
 //!   one (`connection_groups`);
 //! - `baseline-via-pg-bouncer`, `transaction-via-pg-bouncer`: `baseline` through a real
 //!   PgBouncer in session pooling mode, `transaction` through one in transaction pooling;
+//! - `transaction-named-via-pg-bouncer`: `transaction-via-pg-bouncer` with named statements
+//!   that PgBouncer keeps (`pooler_prepared_statements`);
 //! - `pipelined` (only when asked for): a plain pool writing `SET search_path` in the same
 //!   flush as a statement cached per schema, with none of the library's bookkeeping.
 //!
@@ -54,6 +56,9 @@ enum Variant {
     BaselineViaPgBouncer,
     /// `Transaction` through PgBouncer in transaction pooling mode.
     TransactionViaPgBouncer,
+    /// `TransactionViaPgBouncer` with named, cached statements kept by PgBouncer
+    /// (`pooler_prepared_statements`; needs PgBouncer 1.21+, unnamed otherwise).
+    TransactionNamedViaPgBouncer,
     /// `TransactionViaPgBouncer` through Debian's PgBouncer 1.18 (`/usr/sbin/pgbouncer`, when
     /// installed and not the default one), for comparison.
     TransactionViaPgBouncer118,
@@ -69,7 +74,7 @@ enum Variant {
     Pipelined,
 }
 
-const VARIANTS: [Variant; 12] = [
+const VARIANTS: [Variant; 13] = [
     Variant::Baseline,
     Variant::Session,
     Variant::SessionTenancy,
@@ -81,6 +86,7 @@ const VARIANTS: [Variant; 12] = [
     Variant::Qualified,
     Variant::BaselineViaPgBouncer,
     Variant::TransactionViaPgBouncer,
+    Variant::TransactionNamedViaPgBouncer,
     Variant::TransactionViaPgBouncer118,
 ];
 
@@ -120,6 +126,10 @@ struct Args {
     /// After each row, the server transactions and router switches per operation.
     #[arg(long)]
     explain: bool,
+    /// PgBouncer's `max_prepared_statements` for the transaction-pooling PgBouncer (1.21+):
+    /// named statements it keeps per server connection (200: its default since 1.24).
+    #[arg(long, default_value_t = 200)]
+    pgbouncer_prepared_statements: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -143,6 +153,7 @@ struct Setup {
     pipelined_pool: Pool,
     baseline_bouncer: Pool,
     transaction_bouncer: SchemaRouter,
+    transaction_named_bouncer: SchemaRouter,
     transaction_bouncer_118: Option<SchemaRouter>,
 }
 
@@ -183,10 +194,12 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
         }
         Variant::Transaction
         | Variant::TransactionViaPgBouncer
+        | Variant::TransactionNamedViaPgBouncer
         | Variant::TransactionViaPgBouncer118 => {
             let router = match variant {
                 Variant::Transaction => &setup.transaction,
                 Variant::TransactionViaPgBouncer => &setup.transaction_bouncer,
+                Variant::TransactionNamedViaPgBouncer => &setup.transaction_named_bouncer,
                 _ => setup
                     .transaction_bouncer_118
                     .as_ref()
@@ -360,6 +373,7 @@ async fn main() {
         pick,
         queries: only_queries,
         explain,
+        pgbouncer_prepared_statements,
     } = Args::parse();
     let warmup = warmup.unwrap_or(secs);
     let filtered = !variants.is_empty();
@@ -421,7 +435,7 @@ async fn main() {
         .unwrap();
     let transaction_bouncer = TestPgBouncer::builder(&cluster)
         .pool_size(POOL)
-        .max_prepared_statements(200)
+        .max_prepared_statements(pgbouncer_prepared_statements)
         .start()
         .unwrap();
     let debian = std::path::Path::new(DEBIAN_PGBOUNCER);
@@ -433,7 +447,7 @@ async fn main() {
             .unwrap()
     });
     println!(
-        "PgBouncer {:?} ({}){}",
+        "PgBouncer {:?} ({}, max_prepared_statements {pgbouncer_prepared_statements}){}",
         transaction_bouncer.version(),
         transaction_bouncer.binary().display(),
         bouncer_118.as_ref().map_or(String::new(), |b| format!(
@@ -476,6 +490,14 @@ async fn main() {
             None,
         ))
         .mode(SearchPathMode::Transaction)
+        .build(),
+        transaction_named_bouncer: SchemaRouter::builder(make_pool(
+            &transaction_bouncer.config(db.name()),
+            "transaction_named_pgbouncer",
+            None,
+        ))
+        .mode(SearchPathMode::Transaction)
+        .pooler_prepared_statements(true)
         .build(),
         transaction_bouncer_118: bouncer_118.as_ref().map(|b| {
             SchemaRouter::builder(make_pool(
@@ -594,9 +616,10 @@ async fn main() {
         }
     }
     println!(
-        "\nrouter stats: session {:?}, transaction {:?}",
+        "\nrouter stats: session {:?}, transaction {:?}, transaction named via PgBouncer {:?}",
         setup.session.stats(),
-        setup.transaction.stats()
+        setup.transaction.stats(),
+        setup.transaction_named_bouncer.stats()
     );
 
     println!("\nbackend memory after the runs (RSS per backend, KiB):");

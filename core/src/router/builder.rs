@@ -22,6 +22,7 @@ pub struct SchemaRouterBuilder {
     track: Option<bool>,
     groups: Vec<Pool>,
     states: Option<TenantStates>,
+    pooler_statements: bool,
 }
 
 impl SchemaRouter {
@@ -46,6 +47,7 @@ impl SchemaRouter {
             track: None,
             groups: Vec::new(),
             states: None,
+            pooler_statements: false,
         }
     }
 }
@@ -76,6 +78,35 @@ impl SchemaRouterBuilder {
     /// only). Saves the switch for busy tenants; see BENCHMARKS.md.
     pub fn schema_affinity(mut self, yes: bool) -> Self {
         self.affinity = yes;
+        self
+    }
+
+    /// Transaction mode: run statements as named prepared statements, cached per connection
+    /// (one per schema and SQL text, as in session mode), where the pooler keeps them across
+    /// server connections — PgBouncer 1.21 and later with `max_prepared_statements` > 0 (its
+    /// default since 1.24). Default: off (every statement unnamed, parsed each time).
+    ///
+    /// Whether the pooler keeps them is asked once per pooled connection, in a transaction
+    /// of its own: a statement prepared there shows under a name the pooler gave it
+    /// (`PGBOUNCER_<n>`) in `pg_prepared_statements`, not under the client's. A connection
+    /// whose pooler does not (PgBouncer 1.18, `max_prepared_statements = 0`, no pooler at all)
+    /// keeps running its statements unnamed, as when this is off: a named statement left on
+    /// a server connection such a pooler shares could be run by another client (see
+    /// [`RouterStats::pooler_probes_unsupported`](super::RouterStats::pooler_probes_unsupported)).
+    ///
+    /// A statement is prepared inside its first transaction, on its tenant's path, under a
+    /// text marked with its schema, so the pooler shares it only with clients preparing it
+    /// for the same schema. Nothing else changes: each statement still runs in a transaction
+    /// of its own that sets the path locally. Ignored in session mode.
+    ///
+    /// The pooler keeps a bounded number of statements per server connection (PgBouncer's
+    /// `max_prepared_statements`, 200 by default) and parses an evicted one again when it is
+    /// next used: with many tenants, each schema's statements are texts of their own, so
+    /// give it at least tenants × statement texts, or leave this off (BENCHMARKS.md: at
+    /// 1,000 tenants and 200, slower than unnamed statements; a tie with 2,000; at one
+    /// tenant, 1.2–1.4× their throughput).
+    pub fn pooler_prepared_statements(mut self, yes: bool) -> Self {
+        self.pooler_statements = yes;
         self
     }
 
@@ -151,6 +182,7 @@ impl SchemaRouterBuilder {
                     self.extra_schemas.clone(),
                     track,
                     self.affinity,
+                    self.pooler_statements,
                 ))
             }),
             states: self.states,

@@ -1,7 +1,7 @@
 //! A pooled connection bound to one schema.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use deadpool_postgres::{ClientWrapper, Object};
@@ -91,6 +91,9 @@ pub struct ConnectionScope {
     prepared: PreparedEffects,
     /// The schema's use of the connection was recorded for the statement cache's eviction.
     noted: AtomicBool,
+    /// Transaction mode with pooler statements: whether the connection's pooler keeps named
+    /// statements ([`POOLER_UNKNOWN`] until read from the connection's memory or asked).
+    pooler_keeps: AtomicU8,
     /// Held from [`transaction`](Self::transaction) until the scope is dropped, so a deletion
     /// of the schema waits for the transaction.
     transaction_gate: Option<OwnedRwLockReadGuard<()>>,
@@ -117,6 +120,11 @@ pub(crate) struct SessionSettings {
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
+
+/// [`ConnectionScope::pooler_keeps`]: not known yet, yes, no.
+const POOLER_UNKNOWN: u8 = 0;
+const POOLER_KEEPS: u8 = 1;
+const POOLER_DOES_NOT_KEEP: u8 = 2;
 
 const UNCOUNTED: usize = usize::MAX;
 
@@ -198,6 +206,7 @@ impl ConnectionScope {
             untrusted: AtomicBool::new(false),
             prepared: PreparedEffects::default(),
             noted: AtomicBool::new(false),
+            pooler_keeps: AtomicU8::new(POOLER_UNKNOWN),
             transaction_gate: None,
             pool,
             group,
@@ -480,6 +489,14 @@ impl ConnectionScope {
     }
 
     async fn prepare_on_path(&self, sql: &str) -> Result<Statement> {
+        self.prepare_keyed(self.keyed(sql))
+            .await
+            .map_err(|e| Error::db("preparing a statement", &self.schema, e))
+    }
+
+    /// Prepares `keyed` (a text marked with the schema, see [`keyed`](Self::keyed)), cached
+    /// per connection.
+    async fn prepare_keyed(&self, keyed: String) -> Result<Statement, tokio_postgres::Error> {
         // Bounded: the server keeps a plan per statement and connection. Each call adds at
         // most one statement, so the cache is counted (a walk over it) only when the bound
         // carried from earlier counts reaches the limit. A full cache gives up the statements
@@ -488,7 +505,14 @@ impl ConnectionScope {
         // of).
         let conn = self.conn();
         let cache = &conn.statement_cache;
-        let bound = self.statements.load(Ordering::Acquire);
+        let mut bound = self.statements.load(Ordering::Acquire);
+        if bound == UNCOUNTED && self.transaction_mode() {
+            // Carried from the last scope instead of counted (a walk over the cache).
+            if let Some(carried) = session::take_statement_bound(conn) {
+                bound = carried;
+                self.statements.store(bound, Ordering::Release);
+            }
+        }
         if bound == UNCOUNTED || bound >= MAX_CACHED_STATEMENTS {
             let mut size = cache.size();
             if size >= MAX_CACHED_STATEMENTS {
@@ -501,14 +525,12 @@ impl ConnectionScope {
             }
             self.statements.store(size, Ordering::Release);
         }
-        let keyed = self.keyed(sql);
         let before = cache.size();
-        let prepared = conn
-            .prepare_cached(&keyed)
-            .await
-            .map_err(|e| Error::db("preparing a statement", &self.schema, e));
+        let prepared = conn.prepare_cached(&keyed).await;
         // A new entry (or this scope's first statement): the schema's use and its text
-        // recorded, for the eviction above.
+        // recorded, for the eviction above. (Whether the statement was cached cannot be told
+        // from whether its preparation finished on its first poll: a thread preempted between
+        // sending the Parse and waiting for its answer finds the answer there.)
         let added = prepared.is_ok() && cache.size() > before;
         if added || !self.noted.swap(true, Ordering::AcqRel) {
             session::note_statement_use(conn, &self.schema, added.then_some(keyed));
@@ -729,10 +751,9 @@ impl ConnectionScope {
         if self.transaction_mode() {
             refuse_transaction_control(sql)?;
             let _entered = self.gate.enter(&self.schema).await?;
-            return self
-                .local_transaction(run(), true)
-                .await
-                .map_err(|e| e.while_doing(action));
+            let result = self.local_transaction(run(), true).await;
+            self.after_dropping_prepared(sql);
+            return result.map_err(|e| e.while_doing(action));
         }
         let effects = sql::effects(sql);
         let _entered = self.gate.enter(&self.schema).await?;
@@ -911,6 +932,16 @@ impl Drop for ConnectionScope {
                 drop(Object::take(conn));
             }
             return;
+        }
+        if self.transaction_mode() {
+            // Named statements through a pooler that keeps them: the cache's bound, for the
+            // next scope on this connection.
+            let statements = self.statements.load(Ordering::Acquire);
+            if statements != UNCOUNTED {
+                if let Some(conn) = &self.conn {
+                    session::remember_statement_bound(conn, statements);
+                }
+            }
         }
         if !self.on_path() {
             return;

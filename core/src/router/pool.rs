@@ -6,7 +6,7 @@
 //! back through [`RouterPool::release`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{Object, Pool, PoolError};
@@ -30,7 +30,10 @@ pub enum SearchPathMode {
     /// [`ConnectionScope::transaction`](super::ConnectionScope::transaction). Statements are
     /// prepared inside that transaction and closed before it ends, so this works behind
     /// PgBouncer in transaction pooling mode (1.18 keeps no prepared statements across
-    /// transactions) and RDS Proxy.
+    /// transactions) and RDS Proxy. Behind a pooler that keeps named statements across
+    /// server connections (PgBouncer 1.21+ with `max_prepared_statements` > 0),
+    /// [`SchemaRouterBuilder::pooler_prepared_statements`](super::SchemaRouterBuilder::pooler_prepared_statements)
+    /// caches them instead.
     Transaction,
 }
 
@@ -45,6 +48,17 @@ pub struct RouterStats {
     /// Switches that also checked the schema's existence (a round trip of their own; a
     /// schema seen to exist within the last second is not checked again).
     pub existence_checks: u64,
+    /// Transaction mode with
+    /// [`pooler_prepared_statements`](super::SchemaRouterBuilder::pooler_prepared_statements):
+    /// statements run as named, cached prepared statements that the pooler keeps (the
+    /// others ran unnamed).
+    pub named_statements: u64,
+    /// Transaction mode with `pooler_prepared_statements`: connections asked whether their
+    /// pooler keeps named statements (once per connection).
+    pub pooler_probes: u64,
+    /// Of [`pooler_probes`](Self::pooler_probes), those that found the pooler does not keep
+    /// named statements (PgBouncer before 1.21, `max_prepared_statements = 0`, no pooler).
+    pub pooler_probes_unsupported: u64,
 }
 
 /// How many SQL texts' parameter types a transaction-mode router keeps.
@@ -65,6 +79,17 @@ pub(crate) struct RouterPool {
     track: bool,
     /// Transaction mode: the parameter types learned per SQL text.
     param_types: Mutex<HashMap<Box<str>, Arc<[Type]>>>,
+    /// Transaction mode: use named statements where the pooler keeps them.
+    pooler_statements: bool,
+    /// Transaction mode with named statements: the text to prepare instead of a statement's
+    /// usual one (schema and SQL), once a statement of that text no longer fitted its schema
+    /// (see [`RouterPool::renamed`]).
+    renamed: Mutex<HashMap<Box<str>, Arc<str>>>,
+    /// Whether `renamed` holds anything (read without the lock on every statement).
+    any_renamed: AtomicBool,
+    named_statements: AtomicU64,
+    pooler_probes: AtomicU64,
+    pooler_probes_unsupported: AtomicU64,
     checkouts: AtomicU64,
     switches: AtomicU64,
     existence_checks: AtomicU64,
@@ -99,6 +124,7 @@ impl RouterPool {
         extra_schemas: Vec<SchemaName>,
         track: bool,
         affinity: bool,
+        pooler_statements: bool,
     ) -> Self {
         let track = track && mode == SearchPathMode::Session;
         Self {
@@ -113,6 +139,12 @@ impl RouterPool {
             extra_schemas,
             track,
             param_types: Mutex::default(),
+            pooler_statements: pooler_statements && mode == SearchPathMode::Transaction,
+            renamed: Mutex::default(),
+            any_renamed: AtomicBool::new(false),
+            named_statements: AtomicU64::new(0),
+            pooler_probes: AtomicU64::new(0),
+            pooler_probes_unsupported: AtomicU64::new(0),
             checkouts: AtomicU64::new(0),
             switches: AtomicU64::new(0),
             existence_checks: AtomicU64::new(0),
@@ -206,7 +238,74 @@ impl RouterPool {
             checkouts: self.checkouts.load(Ordering::Relaxed),
             switches: self.switches.load(Ordering::Relaxed),
             existence_checks: self.existence_checks.load(Ordering::Relaxed),
+            named_statements: self.named_statements.load(Ordering::Relaxed),
+            pooler_probes: self.pooler_probes.load(Ordering::Relaxed),
+            pooler_probes_unsupported: self.pooler_probes_unsupported.load(Ordering::Relaxed),
         }
+    }
+
+    /// Transaction mode: whether statements may be named where the pooler keeps them.
+    pub(super) fn pooler_statements(&self) -> bool {
+        self.pooler_statements
+    }
+
+    /// Counts a statement run as a named statement the pooler keeps.
+    pub(super) fn count_named_statement(&self) {
+        self.named_statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection asked whether its pooler keeps named statements, and its answer.
+    /// Returns whether this was the first answer no.
+    pub(super) fn count_pooler_probe(&self, keeps: bool) -> bool {
+        self.pooler_probes.fetch_add(1, Ordering::Relaxed);
+        !keeps
+            && self
+                .pooler_probes_unsupported
+                .fetch_add(1, Ordering::Relaxed)
+                == 0
+    }
+
+    /// Transaction mode with named statements: the text to prepare for `keyed` (a statement's
+    /// text marked with its schema) — `keyed` itself, or the text it was renamed to after a
+    /// statement of it stopped fitting its schema.
+    ///
+    /// A pooler that keeps named statements (PgBouncer 1.21+) shares one server-side
+    /// statement among every client that prepares the same text, and answers a new `Parse`
+    /// of a text it already holds without parsing it again: once a migration changed a
+    /// schema's result types, a prepared statement of the old text fails ("cached plan must
+    /// not change result type", also when described) on every server connection holding it,
+    /// for every client. A text of its own is parsed afresh.
+    pub(super) fn renamed(&self, keyed: String) -> String {
+        if !self.any_renamed.load(Ordering::Acquire) {
+            return keyed;
+        }
+        match self.known_renames().get(keyed.as_str()) {
+            Some(renamed) => renamed.to_string(),
+            None => keyed,
+        }
+    }
+
+    /// Gives `keyed` a new text of its own (see [`renamed`](Self::renamed)) now that its
+    /// statement of text `stale` failed, and returns the text to prepare: the new one, or the
+    /// one another connection's failure renamed it to meanwhile (so that every connection
+    /// holding the stale statement moves to the same text).
+    pub(super) fn rename(&self, keyed: &str, stale: &str) -> String {
+        let mut renamed = self.known_renames();
+        let current = renamed.get(keyed).map_or(keyed, |text| &**text);
+        if current != stale {
+            return current.to_owned();
+        }
+        if renamed.len() >= MAX_PARAM_TYPES {
+            renamed.clear();
+        }
+        let fresh = super::statement::unshared(keyed);
+        renamed.insert(keyed.into(), fresh.as_str().into());
+        self.any_renamed.store(true, Ordering::Release);
+        fresh
+    }
+
+    fn known_renames(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<str>>> {
+        self.renamed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Transaction mode: the parameter types learned for `sql`, if any.

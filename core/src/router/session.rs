@@ -382,6 +382,12 @@ struct ConnStatements {
     /// Counts uses, for [`SchemaStatements::last_used`].
     clock: u64,
     by_schema: HashMap<SchemaName, SchemaStatements>,
+    /// Transaction mode: whether the pooler in front of the connection keeps named
+    /// statements across server connections (`None`: not asked yet).
+    pooler_keeps: Option<bool>,
+    /// Transaction mode: an upper bound of the statements the connection's cache held when a
+    /// scope let go of it, and the pool's recycle count then (see [`take_statement_bound`]).
+    bound: Option<(usize, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -409,6 +415,8 @@ fn with_statements<T>(conn: &Object, f: impl FnOnce(&mut ConnStatements) -> T) -
             conn: Arc::downgrade(&conn.statement_cache),
             clock: 0,
             by_schema: HashMap::new(),
+            pooler_keeps: None,
+            bound: None,
         });
     f(entry)
 }
@@ -423,6 +431,34 @@ pub(crate) fn note_statement_use(conn: &Object, schema: &SchemaName, cached: Opt
         slot.last_used = clock;
         slot.texts.extend(cached);
     });
+}
+
+/// Whether the pooler in front of `conn` keeps named statements across server connections,
+/// as found when it was last asked (`None`: never asked).
+pub(crate) fn pooler_keeps_statements(conn: &Object) -> Option<bool> {
+    with_statements(conn, |entry| entry.pooler_keeps)
+}
+
+/// Records what was found of `conn`'s pooler (`None`: ask again).
+pub(crate) fn note_pooler_keeps_statements(conn: &Object, keeps: Option<bool>) {
+    with_statements(conn, |entry| entry.pooler_keeps = keeps);
+}
+
+/// Transaction mode, where no path is remembered: records that a scope lets go of `conn`
+/// with at most `statements` in its cache.
+pub(crate) fn remember_statement_bound(conn: &Object, statements: usize) {
+    let recycles = Object::metrics(conn).recycle_count;
+    with_statements(conn, |entry| entry.bound = Some((statements, recycles)));
+}
+
+/// The bound [`remember_statement_bound`] recorded for `conn`, if nothing but the pool's own
+/// recycling (exactly once) happened to it since: another checkout could have cached
+/// statements the bound does not count. Consumed.
+pub(crate) fn take_statement_bound(conn: &Object) -> Option<usize> {
+    let recycles = Object::metrics(conn).recycle_count;
+    with_statements(conn, |entry| entry.bound.take())
+        .filter(|(_, then)| recycles == then + 1)
+        .map(|(statements, _)| statements)
 }
 
 /// Forgets what `conn`'s cache held (it was emptied).

@@ -54,7 +54,7 @@ impl ToScopedStatement for Statement {
 /// The server-side name of a prepared statement, which tokio-postgres shows only in its
 /// `Debug` output (`Statement { name: "s12", … }`). Empty when that output changes: the
 /// statement is then taken as unknown, which costs switches, never isolation.
-fn statement_name(stmt: &Statement) -> String {
+pub(super) fn statement_name(stmt: &Statement) -> String {
     let debug = format!("{stmt:?}");
     debug
         .split_once("name: \"")

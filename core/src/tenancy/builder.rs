@@ -37,6 +37,7 @@ pub struct TenancyBuilder {
     cache: CacheConfig,
     extra_schemas: Vec<SchemaName>,
     mode: SearchPathMode,
+    pooler_statements: bool,
     sets: MigrationSets,
     hooks: Hooks,
     listen: Option<ConnectionSettings>,
@@ -134,6 +135,7 @@ impl Tenancy {
             cache: CacheConfig::default(),
             extra_schemas: Vec::new(),
             mode: SearchPathMode::Session,
+            pooler_statements: false,
             sets: MigrationSets::default(),
             hooks: Hooks::default(),
             listen: None,
@@ -171,6 +173,15 @@ impl TenancyBuilder {
     /// PgBouncer in transaction pooling mode.
     pub fn search_path_mode(mut self, mode: SearchPathMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Transaction mode: named, cached prepared statements where the pooler keeps them
+    /// (PgBouncer 1.21+ with `max_prepared_statements` > 0), detected per connection;
+    /// unnamed elsewhere. See
+    /// [`SchemaRouterBuilder::pooler_prepared_statements`](crate::SchemaRouterBuilder::pooler_prepared_statements).
+    pub fn pooler_prepared_statements(mut self, yes: bool) -> Self {
+        self.pooler_statements = yes;
         self
     }
 
@@ -390,6 +401,7 @@ impl TenancyBuilder {
         let router = SchemaRouter::over(self.databases)
             .extra_schemas(self.extra_schemas)
             .mode(self.mode)
+            .pooler_prepared_statements(self.pooler_statements)
             .connection_groups(self.groups)
             .tenant_states(states.clone())
             .build();

@@ -2,16 +2,26 @@
 //! `SET LOCAL search_path`, so nothing relies on session state (PgBouncer in transaction
 //! pooling mode, RDS Proxy).
 
-use std::sync::atomic::Ordering;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
-use futures_util::future::{join, join3};
+use futures_util::future::maybe_done;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
+use tokio_postgres::SimpleQueryMessage;
 
 use super::{is_replannable, not_in_transaction_mode, refuse_transaction_control};
-use super::{ConnectionScope, Target};
+use super::{ConnectionScope, Target, POOLER_DOES_NOT_KEEP, POOLER_KEEPS, POOLER_UNKNOWN};
 use crate::error::{Error, Result};
-use crate::router::statement::{unshared, Source};
+use crate::router::session;
+use crate::router::statement::{statement_name, unshared, Source};
+
+/// The statement prepared to find out whether the pooler keeps named statements: it shows in
+/// `pg_prepared_statements` under the pooler's name for it, or under the client's.
+const PROBE: &str = "SELECT 1 /* tenant-schemas: does the pooler keep named statements? */";
 
 impl ConnectionScope {
     /// Transaction mode: `BEGIN`, the local switch with the existence check, the statement
@@ -38,16 +48,192 @@ impl ConnectionScope {
         };
         refuse_transaction_control(sql)?;
         let _entered = self.gate.enter(&self.schema).await?;
+        // SQL that drops prepared statements runs unnamed: it would drop its own.
+        let named = self.pool.pooler_statements() && !crate::sql::effects(sql).drops_prepared;
+        if named && self.pooler_keeps_statements().await? {
+            match self.named(sql, &op).await {
+                Err(Error::Database { source, .. })
+                    if source.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) =>
+                {
+                    // The pooler no longer knows the connection's statements (reconfigured
+                    // with `max_prepared_statements = 0`, or restarted behind the same
+                    // connection): the statement ran nothing. Ask again before naming any,
+                    // and run this one unnamed.
+                    tracing::warn!(schema = %self.schema, error = %source, "the pooler lost a named statement; asking it again whether it keeps them");
+                    self.forget_pooler();
+                }
+                other => return other.map_err(|e| e.while_doing(action)),
+            }
+        }
         let first = self.typed_once(sql, &op).await;
-        match first {
+        let result = match first {
             Err(Error::Database { source, .. }) if is_replannable(&source) => {
                 tracing::debug!(schema = %self.schema, error = %source, "learned parameter types do not fit this schema; learning again");
                 self.pool.forget_param_types(sql);
                 self.typed_once(sql, &op).await
             }
             other => other,
+        };
+        self.after_dropping_prepared(sql);
+        result.map_err(|e| e.while_doing(action))
+    }
+
+    /// A named statement the pooler keeps, prepared (and cached) the first time on this
+    /// connection inside the statement's transaction: `BEGIN`, the local switch, `Bind`/
+    /// `Execute` and `COMMIT` in one flush once cached. A statement that no longer fits its
+    /// schema is prepared again under a new text (see [`RouterPool::renamed`]).
+    ///
+    /// [`RouterPool::renamed`]: crate::router::pool::RouterPool::renamed
+    async fn named<'s, T, F, Fut>(&self, sql: &'s str, op: &F) -> Result<T>
+    where
+        F: Fn(Target<'s>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let keyed = self.keyed(sql);
+        let text = self.pool.renamed(keyed.clone());
+        match self.named_once(text.clone(), op).await {
+            Err(Error::Database { source, .. }) if is_replannable(&source) => {
+                tracing::debug!(schema = %self.schema, error = %source, "named statement does not fit this schema; preparing it under a new text");
+                drop(self.conn().statement_cache.remove(&text, &[]));
+                let fresh = self.pool.rename(&keyed, &text);
+                self.named_once(fresh, op).await
+            }
+            other => other,
         }
-        .map_err(|e| e.while_doing(action))
+    }
+
+    /// One attempt of [`named`](Self::named) with the statement of `text`.
+    async fn named_once<'s, T, F, Fut>(&self, text: String, op: &F) -> Result<T>
+    where
+        F: Fn(Target<'s>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        // Set when the statement is at hand, and its execution written in the same poll, so the
+        // COMMIT can follow: a cached one is on the body's first poll (one flush for the
+        // whole transaction); one not cached yet once its Parse is answered (it is parsed
+        // inside the transaction, on the tenant's path).
+        let at_hand = AtomicBool::new(false);
+        let body = async {
+            let stmt = self.prepare_keyed(text).await?;
+            at_hand.store(true, Ordering::Release);
+            op(Target::Prepared(stmt)).await
+        };
+        let result = self
+            .local_transaction_when(body, || at_hand.load(Ordering::Acquire))
+            .await;
+        self.pool.count_named_statement();
+        result
+    }
+
+    /// Whether the pooler in front of the connection keeps named statements across server
+    /// connections, asked once per connection (see [`probe_pooler`](Self::probe_pooler)).
+    async fn pooler_keeps_statements(&self) -> Result<bool> {
+        match self.pooler_keeps.load(Ordering::Acquire) {
+            POOLER_KEEPS => return Ok(true),
+            POOLER_DOES_NOT_KEEP => return Ok(false),
+            _ => {}
+        }
+        let keeps = match session::pooler_keeps_statements(self.conn()) {
+            Some(keeps) => keeps,
+            None => {
+                let keeps = self.probe_pooler().await?;
+                session::note_pooler_keeps_statements(self.conn(), Some(keeps));
+                if self.pool.count_pooler_probe(keeps) {
+                    tracing::warn!(
+                        "pooler_prepared_statements is on, but the pooler does not keep named \
+                         prepared statements (PgBouncer 1.21+ with max_prepared_statements > 0 \
+                         does): statements run unnamed"
+                    );
+                }
+                keeps
+            }
+        };
+        self.pooler_keeps.store(
+            if keeps {
+                POOLER_KEEPS
+            } else {
+                POOLER_DOES_NOT_KEEP
+            },
+            Ordering::Release,
+        );
+        Ok(keeps)
+    }
+
+    /// After user SQL ran in transaction mode with pooler statements: if it may have dropped
+    /// prepared statements (`DEALLOCATE ALL`, which PgBouncer answers by forgetting the
+    /// client's statements; it would close the connection at the next `Bind` of one), the
+    /// connection's cached statements are dropped too.
+    pub(super) fn after_dropping_prepared(&self, sql: &str) {
+        if self.pool.pooler_statements() && crate::sql::effects(sql).drops_prepared {
+            self.conn().statement_cache.clear();
+            session::forget_statements(self.conn());
+            self.statements.store(0, Ordering::Release);
+        }
+    }
+
+    /// Asks again, at the next statement, whether the pooler keeps named statements, and
+    /// drops the connection's cached statements.
+    fn forget_pooler(&self) {
+        self.pooler_keeps.store(POOLER_UNKNOWN, Ordering::Release);
+        session::note_pooler_keeps_statements(self.conn(), None);
+        self.conn().statement_cache.clear();
+        session::forget_statements(self.conn());
+        self.statements.store(0, Ordering::Release);
+    }
+
+    /// In a transaction of its own (one server connection throughout, whatever the pooling):
+    /// prepares [`PROBE`] as a named statement, reads the names `pg_prepared_statements`
+    /// shows for its text, and closes it before the transaction ends. A pooler that keeps
+    /// named statements across server connections (PgBouncer 1.21+ with
+    /// `max_prepared_statements` > 0) prepares it under a name of its own (`PGBOUNCER_<n>`);
+    /// PgBouncer 1.18, one with `max_prepared_statements = 0`, or no pooler at all, under the
+    /// client's name. Only the former counts as keeping them: a name that cannot be read
+    /// counts as not.
+    async fn probe_pooler(&self) -> Result<bool> {
+        let client: &tokio_postgres::Client = self.conn();
+        self.open_transaction.store(true, Ordering::Release);
+        let probe = async {
+            client.batch_execute("BEGIN").await?;
+            let stmt = client.prepare(PROBE).await?;
+            let name = statement_name(&stmt);
+            let messages = client
+                .simple_query(&format!(
+                    "SELECT name FROM pg_catalog.pg_prepared_statements WHERE statement = '{PROBE}'"
+                ))
+                .await?;
+            // Closed here, inside the transaction, on the server connection it was prepared on.
+            drop(stmt);
+            let names: Vec<String> = messages
+                .iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .collect();
+            Ok::<_, tokio_postgres::Error>(
+                !name.is_empty() && !names.is_empty() && !names.contains(&name),
+            )
+        };
+        let outcome = probe.await;
+        let ended = client
+            .batch_execute(if outcome.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            })
+            .await;
+        if ended.is_ok() {
+            self.open_transaction.store(false, Ordering::Release);
+        }
+        let keeps = outcome.map_err(|e| {
+            Error::db(
+                "asking whether the pooler keeps prepared statements",
+                &self.schema,
+                e,
+            )
+        })?;
+        ended.map_err(|e| Error::db("committing", &self.schema, e))?;
+        Ok(keeps)
     }
 
     async fn typed_once<'s, T, F, Fut>(&self, sql: &'s str, op: &F) -> Result<T>
@@ -82,8 +268,22 @@ impl ConnectionScope {
     /// answers `COMMIT` with a rollback, so a failed switch or body commits nothing.
     pub(super) async fn local_transaction<T>(
         &self,
-        body: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+        body: impl Future<Output = Result<T, tokio_postgres::Error>>,
         pipelined_commit: bool,
+    ) -> Result<T> {
+        self.local_transaction_when(body, || pipelined_commit).await
+    }
+
+    /// [`local_transaction`](Self::local_transaction), with the `COMMIT` written right
+    /// behind the body as soon as `written` says, asked after each of the body's polls until
+    /// it is done, that the body has written all its requests: in the same flush as the
+    /// body's last request when that is written on the body's first poll, else as soon as
+    /// the poll that wrote it returns. Otherwise the transaction ends after the body's
+    /// answer.
+    async fn local_transaction_when<T>(
+        &self,
+        body: impl Future<Output = Result<T, tokio_postgres::Error>>,
+        written: impl Fn() -> bool,
     ) -> Result<T> {
         let client: &tokio_postgres::Client = self.conn();
         self.open_transaction.store(true, Ordering::Release);
@@ -103,21 +303,54 @@ impl ConnectionScope {
                 String::new()
             }
         );
-        let (begun, outcome, ended) = if pipelined_commit {
-            join3(
-                client.batch_execute(&begin),
-                body,
-                client.batch_execute("COMMIT"),
-            )
-            .await
-        } else {
-            let (begun, outcome) = join(client.batch_execute(&begin), body).await;
-            let end = if begun.is_ok() && outcome.is_ok() {
-                "COMMIT"
-            } else {
-                "ROLLBACK"
+        let commit = || maybe_done(client.batch_execute("COMMIT"));
+        let mut begun = pin!(maybe_done(client.batch_execute(&begin)));
+        let mut outcome = pin!(maybe_done(body));
+        // Typed by the (never taken) first branch.
+        let mut pipelined = pin!(false.then(commit));
+        let mut decided = false;
+        // As `join3(begin, body, commit)`, the `COMMIT` started only once the body has
+        // written everything.
+        poll_fn(|cx| {
+            let begun_ready = begun.as_mut().poll(cx).is_ready();
+            let outcome_ready = outcome.as_mut().poll(cx).is_ready();
+            if !decided {
+                if written() {
+                    decided = true;
+                    pipelined.set(Some(commit()));
+                } else if outcome_ready {
+                    decided = true;
+                }
+            }
+            let ended_ready = match pipelined.as_mut().as_pin_mut() {
+                Some(ended) => ended.poll(cx).is_ready(),
+                None => true,
             };
-            (begun, outcome, client.batch_execute(end).await)
+            if begun_ready && outcome_ready && ended_ready {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        let begun = begun
+            .as_mut()
+            .take_output()
+            .expect("polled to completion above");
+        let outcome = outcome
+            .as_mut()
+            .take_output()
+            .expect("polled to completion above");
+        let ended = match pipelined.as_mut().as_pin_mut() {
+            Some(ended) => ended.take_output().expect("polled to completion above"),
+            None => {
+                let end = if begun.is_ok() && outcome.is_ok() {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
+                client.batch_execute(end).await
+            }
         };
         if ended.is_ok() {
             self.open_transaction.store(false, Ordering::Release);

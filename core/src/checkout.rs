@@ -692,18 +692,25 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
             slot: None,
             statement_timeout_ms: None,
             role: None,
+            role_guard: None,
             registered: false,
         });
     };
     let registered = states.registered(tenant.schema()).await?;
     let status = admit(tenant, Some(registered.as_ref()))?;
     // Role mode: the registry's role, never the value's; none is no way in.
-    let role = match states.registry.roles() {
-        Some(_) if !tenant.schema().is_public() => {
+    let (role, role_guard) = match states.registry.roles() {
+        Some(roles) if !tenant.schema().is_public() => {
             match registered.as_ref().and_then(Tenant::role) {
                 Some(role) => {
                     crate::databases::note_roles();
-                    Some(Arc::<str>::from(crate::roles::quote(role)))
+                    (
+                        Some(Arc::<str>::from(crate::roles::quote(role))),
+                        Some(Arc::<str>::from(format!(
+                            "SET ROLE {}",
+                            crate::roles::quote(roles.group_name())
+                        ))),
+                    )
                 }
                 None => {
                     return Err(Error::NoTenantRole {
@@ -712,7 +719,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
                 }
             }
         }
-        _ => None,
+        _ => (None, None),
     };
     let own = registered.as_ref().and_then(Tenant::max_connections);
     let slot = states.slot(tenant.schema(), own).await?;
@@ -729,6 +736,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
         slot,
         statement_timeout_ms,
         role,
+        role_guard,
         registered: registered.is_some(),
     })
 }
@@ -742,6 +750,9 @@ pub(crate) struct Admission {
     pub(crate) statement_timeout_ms: Option<u32>,
     /// Role mode: the tenant's role, quoted as an identifier.
     pub(crate) role: Option<Arc<str>>,
+    /// Role mode: `SET ROLE` of the tenants' group role, which reaches no tenant's schema:
+    /// sent on its own before a switch whose answer a statement does not wait for.
+    pub(crate) role_guard: Option<Arc<str>>,
     /// The registry has a tenant in the schema (read by the metrics).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) registered: bool,
@@ -787,6 +798,7 @@ pub(crate) async fn admit_by_name(
             slot: None,
             statement_timeout_ms: None,
             role: None,
+            role_guard: None,
             registered: true,
         })
     } else {

@@ -148,7 +148,9 @@ impl TenantRoles {
         Ok(self)
     }
 
-    /// The group role, created when missing, and the grants of the shared tables that exist.
+    /// The group role, created when missing (the current role a member of it: a switch whose
+    /// answer a statement does not wait for is preceded by `SET ROLE` of the group, see the
+    /// router), and the grants of the shared tables that exist.
     pub(crate) fn group_sql(&self) -> String {
         let group = quote(&self.group);
         let mut sql = format!(
@@ -157,7 +159,8 @@ impl TenantRoles {
                  CREATE ROLE {group} NOLOGIN; \
                END IF; \
              EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
-             END $ts_roles$",
+             END $ts_roles$; \
+             GRANT {group} TO CURRENT_USER",
             lit = literal(&self.group),
         );
         for (table, privileges) in &self.shared {

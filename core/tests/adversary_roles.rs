@@ -547,3 +547,65 @@ async fn session_settings_a_tenant_sets_reach_the_next_checkout_unless_local() {
     let seen: String = scope.query_one(read, &[]).await.unwrap().get(0);
     assert_eq!(seen, "b-secret", "the documented limit");
 }
+
+/// The same after another tenant used the connection: a statement behind a switch that
+/// failed (its role dropped) must not run under the previous tenant's role, where it would
+/// write into that tenant's schema named in it. It runs under the tenants' group role, which
+/// reaches no tenant's schema, and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_behind_a_failed_role_switch_does_not_run_as_the_previous_tenant() {
+    let db = database().await;
+    let tenancy = role_tenancy(&db, SearchPathMode::Session, TenantRoles::new()).await;
+    let s = marked_tenants(&tenancy, "advq_", 2).await;
+    let (a, b) = (&s[0], &s[1]);
+    let role_a = tenancy.registry().get(a).await.unwrap().role.unwrap();
+    let router = tenancy.router();
+    // a seen a moment ago (its next switch is written with a statement behind it), then
+    // the only connection used by b.
+    let scope = router.connection_for_schema(a).await.unwrap();
+    assert_eq!(marker_of(&scope).await, a.as_str());
+    drop(scope);
+    let scope = router.connection_for_schema(b).await.unwrap();
+    assert_eq!(marker_of(&scope).await, b.as_str());
+    drop(scope);
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "DROP OWNED BY \"{role_a}\"; DROP ROLE \"{role_a}\""
+        ))
+        .await
+        .unwrap();
+    let scope = router.connection_for_schema(a).await.unwrap();
+    let wrote = scope
+        .execute(
+            &format!(
+                "INSERT INTO {}.notes (body) VALUES ('written by a')",
+                b.quoted()
+            ),
+            &[],
+        )
+        .await;
+    assert!(wrote.is_err(), "{wrote:?}");
+    drop(scope);
+    let written: i64 = db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.notes WHERE body = 'written by a'",
+                b.quoted()
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        written, 0,
+        "{a}'s statement wrote into {b} under {b}'s role"
+    );
+}

@@ -71,6 +71,13 @@ pub struct ConnectionScope {
     /// Role mode: the tenant's role (quoted), set with every switch; SQL that could leave
     /// it is refused.
     role: Option<Arc<str>>,
+    /// Role mode: `SET ROLE` of the tenants' group role, which reaches no tenant's schema,
+    /// sent in a message of its own (it cannot fail) before a switch that a statement is
+    /// written behind without waiting: if the tenant's role cannot be set (dropped by
+    /// another process deleting the tenant, or by hand), the switch fails as a whole and the
+    /// statement runs under the group role, not under the session's previous role (the login
+    /// role after the public site, or another tenant's).
+    role_guard: Option<Arc<str>>,
     gate: Arc<Gate>,
     /// The gate epoch under which the path was last set and the schema seen to exist;
     /// [`NOT_ON_PATH`] when the next statement must switch first.
@@ -117,6 +124,8 @@ pub(crate) struct SessionSettings {
     pub(crate) read_only: bool,
     pub(crate) statement_timeout_ms: Option<u32>,
     pub(crate) role: Option<Arc<str>>,
+    /// Role mode: `SET ROLE` of the tenants' group role (see `ConnectionScope::role_guard`).
+    pub(crate) role_guard: Option<Arc<str>>,
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
@@ -184,6 +193,7 @@ impl ConnectionScope {
             read_only,
             statement_timeout_ms,
             role,
+            role_guard,
         }: SessionSettings,
         gate: Arc<Gate>,
         known: Remembered,
@@ -199,6 +209,7 @@ impl ConnectionScope {
             read_only,
             statement_timeout_ms,
             role,
+            role_guard,
             gate,
             verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
             statements: AtomicUsize::new(known.statements.unwrap_or(UNCOUNTED)),
@@ -298,12 +309,12 @@ impl ConnectionScope {
     /// statement. A switch that must check the schema is waited for before anything runs
     /// (the check fails when the schema is missing; the statement would not).
     ///
-    /// Never under a tenant role (role mode): `SET ROLE` fails when the role was dropped
-    /// (the tenant deleted by another process) or the login role is no longer a member, and
-    /// the statement behind it would then run under the session's previous role and path —
-    /// the login role's after the public site, another tenant's after that tenant.
+    /// Under a tenant role (role mode) `SET ROLE` can fail (the role dropped by another
+    /// process deleting the tenant, or the login role no longer a member): the switch is
+    /// then preceded by the `role_guard`, so that the statement behind a
+    /// failed switch runs under the tenants' group role, never the session's previous one.
     fn pipelinable(&self) -> bool {
-        !self.on_path() && self.role.is_none() && self.gate.recently_verified(self.gate.epoch())
+        !self.on_path() && self.gate.recently_verified(self.gate.epoch())
     }
 
     /// A switch without the existence check, for a schema seen a moment ago.
@@ -312,10 +323,19 @@ impl ConnectionScope {
         let epoch = self.gate.epoch();
         self.pool.count_switch();
         let sql = self.session_settings();
-        self.conn()
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| self.switch_error(e))?;
+        let switched = match &self.role_guard {
+            // Written first, on its own: it commits even if the switch behind it fails.
+            Some(guard) => {
+                let (guarded, switched) = join(
+                    self.conn().batch_execute(guard),
+                    self.conn().batch_execute(&sql),
+                )
+                .await;
+                guarded.and(switched)
+            }
+            None => self.conn().batch_execute(&sql).await,
+        };
+        switched.map_err(|e| self.switch_error(e))?;
         self.verified.store(epoch, Ordering::Release);
         Ok(())
     }

@@ -170,7 +170,7 @@ async fn listening_instance(db: &TestDatabase) -> Tenancy {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_instance_follows_a_rename_within_a_second() {
+async fn another_instance_follows_a_rename_as_announced() {
     let db = database().await;
     let a = tenancy(&db, marker_and_notes()).await;
     let b = listening_instance(&db).await;
@@ -193,8 +193,10 @@ async fn another_instance_follows_a_rename_within_a_second() {
         if b.resolve(&h).await.unwrap().schema() == &new {
             break;
         }
+        // Well under the host cache's TTL (300 s): only the announcement can have made it
+        // follow. (1 s failed once on a loaded machine: the announcement had not been read.)
         assert!(
-            renamed.elapsed() < Duration::from_secs(1),
+            renamed.elapsed() < Duration::from_secs(4),
             "the other instance still resolves {h} to {old}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;

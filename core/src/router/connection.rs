@@ -331,7 +331,13 @@ impl ConnectionScope {
                     self.conn().batch_execute(&sql),
                 )
                 .await;
-                guarded.and(switched)
+                if let (Err(e), Ok(())) = (&guarded, &switched) {
+                    // The switch holds, so the statement ran under the tenant's role; only
+                    // the protection against a failed switch is missing (the group role
+                    // dropped by hand: `roles sync` makes it again).
+                    tracing::warn!(schema = %self.schema, error = %e, "the tenants' group role could not be set before a switch");
+                }
+                switched
             }
             None => self.conn().batch_execute(&sql).await,
         };

@@ -24,18 +24,6 @@ async fn role_tenancy(db: &TestDatabase, mode: SearchPathMode, roles: TenantRole
         .unwrap()
 }
 
-fn sqlstate(err: &Error) -> Option<String> {
-    use std::error::Error as _;
-    let mut source = err.source();
-    while let Some(s) = source {
-        if let Some(db) = s.downcast_ref::<tokio_postgres::Error>() {
-            return db.code().map(|c| c.code().to_owned());
-        }
-        source = s.source();
-    }
-    None
-}
-
 /// `own`'s scope still runs under its role: `other`'s marker is denied.
 async fn still_denied(tenancy: &Tenancy, own: &SchemaName, other: &SchemaName, what: &str) {
     let db = tenancy.router().connection_for_schema(own).await.unwrap();

@@ -30,18 +30,6 @@ async fn role_tenancy(db: &TestDatabase, pool_size: usize, mode: SearchPathMode)
         .unwrap()
 }
 
-fn sqlstate(err: &Error) -> Option<String> {
-    use std::error::Error as _;
-    let mut source = err.source();
-    while let Some(s) = source {
-        if let Some(db) = s.downcast_ref::<tokio_postgres::Error>() {
-            return db.code().map(|c| c.code().to_owned());
-        }
-        source = s.source();
-    }
-    None
-}
-
 /// What a tenant's careless or hostile statements try on `other`'s schema and on the
 /// registry: each must fail with `permission denied`.
 fn attempts(other: &SchemaName) -> Vec<String> {

@@ -252,3 +252,10 @@ async fn count(db: &TestDatabase, sql: &str, name: &str) -> i64 {
         .expect("catalog query")
         .get(0)
 }
+
+/// The SQLSTATE of the server's error `err` carries, if any (e.g. `42501`,
+/// `insufficient_privilege`): [`Error::as_db_error`](crate::Error::as_db_error)'s code.
+#[must_use]
+pub fn sqlstate(err: &crate::Error) -> Option<String> {
+    err.as_db_error().map(|db| db.code().code().to_owned())
+}

@@ -551,17 +551,20 @@ impl ConnectionScope {
             }
             self.statements.store(size, Ordering::Release);
         }
-        let before = cache.size();
+        // The schema's use recorded (its statements become the warmest, for the eviction
+        // above), and whether the memory beside the connection lists the text as cached for
+        // it: asked there, not of the cache, whose count walks all its entries. (Nor can it
+        // be told from whether the preparation finished on its first poll: a thread
+        // preempted between sending the Parse and waiting for its answer finds the answer
+        // there.)
+        let first = !self.noted.swap(true, Ordering::AcqRel);
+        let known = session::note_statement_use(conn, &self.schema, &keyed, first);
         let prepared = conn.prepare_cached(&keyed).await;
-        // A new entry (or this scope's first statement): the schema's use and its text
-        // recorded, for the eviction above. (Whether the statement was cached cannot be told
-        // from whether its preparation finished on its first poll: a thread preempted between
-        // sending the Parse and waiting for its answer finds the answer there.)
-        let added = prepared.is_ok() && cache.size() > before;
-        if added || !self.noted.swap(true, Ordering::AcqRel) {
-            session::note_statement_use(conn, &self.schema, added.then_some(keyed));
+        if !known && prepared.is_ok() {
+            // A text the memory did not list: most likely a new entry, counted as one.
+            session::note_statement_cached(conn, &self.schema, keyed);
+            self.statements.fetch_add(1, Ordering::AcqRel);
         }
-        self.statements.fetch_add(1, Ordering::AcqRel);
         prepared
     }
 

@@ -25,7 +25,7 @@
 //!
 //! [`ConnectionScope`]: super::ConnectionScope
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -394,7 +394,7 @@ struct ConnStatements {
 struct SchemaStatements {
     last_used: u64,
     /// The texts cached for the schema (as the cache keys them).
-    texts: Vec<String>,
+    texts: HashSet<String>,
 }
 
 static STATEMENTS: LazyLock<Mutex<StatementMemory>> = LazyLock::new(Default::default);
@@ -421,15 +421,37 @@ fn with_statements<T>(conn: &Object, f: impl FnOnce(&mut ConnStatements) -> T) -
     f(entry)
 }
 
-/// Records that `schema` uses `conn` now (its statements become the warmest), and, with
-/// `cached`, that the text `cached` was just added to the connection's cache for it.
-pub(crate) fn note_statement_use(conn: &Object, schema: &SchemaName, cached: Option<String>) {
+/// Whether `conn`'s cache is known to hold `text` for `schema`; with `first` (a scope's
+/// first statement), also records that `schema` uses `conn` now (its statements become the
+/// warmest).
+pub(crate) fn note_statement_use(
+    conn: &Object,
+    schema: &SchemaName,
+    text: &str,
+    first: bool,
+) -> bool {
     with_statements(conn, |entry| {
-        entry.clock += 1;
-        let clock = entry.clock;
-        let slot = entry.by_schema.entry(schema.clone()).or_default();
-        slot.last_used = clock;
-        slot.texts.extend(cached);
+        if first {
+            entry.clock += 1;
+            let clock = entry.clock;
+            entry.by_schema.entry(schema.clone()).or_default().last_used = clock;
+        }
+        entry
+            .by_schema
+            .get(schema)
+            .is_some_and(|slot| slot.texts.contains(text))
+    })
+}
+
+/// Records that `text` was added to `conn`'s cache for `schema`.
+pub(crate) fn note_statement_cached(conn: &Object, schema: &SchemaName, text: String) {
+    with_statements(conn, |entry| {
+        entry
+            .by_schema
+            .entry(schema.clone())
+            .or_default()
+            .texts
+            .insert(text);
     });
 }
 

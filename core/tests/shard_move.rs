@@ -884,3 +884,60 @@ async fn a_tenant_behind_the_migrations_is_refused() {
     left_as_it_was(&a, &b, &newer, &s).await;
     assert!(!schema_exists(&b, "behind").await);
 }
+
+/// Objects outside the tenant's schema that depend on it (a view in `public`, a foreign key
+/// of a `public` table) could not be moved with it, and dropping the source schema would
+/// destroy them: the move is refused before anything is made, naming them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_outside_dependents_is_not_moved() {
+    let (a, b, tenancy) = two_logical(None, migrations()).await;
+    let s = marked(&tenancy, "tied", 3).await;
+    let outside = a.pool().get().await.unwrap();
+    outside
+        .batch_execute(
+            "CREATE VIEW public.tied_notes AS SELECT * FROM tied.notes;
+             CREATE TABLE public.tied_orders (note bigint REFERENCES tied.notes (id));
+             INSERT INTO public.tied_orders SELECT id FROM tied.notes",
+        )
+        .await
+        .unwrap();
+    let err = tenancy
+        .move_to_shard(&s, &ShardName::new("b"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, Error::OutsideDependents { dependents, .. } if dependents.len() == 2),
+        "{err:?}"
+    );
+    assert!(
+        text.contains("view public.tied_notes depends on table tied.notes")
+            && text.contains("table constraint tied_orders_note_fkey on public.tied_orders")
+            && text.contains("nothing was moved"),
+        "{text}"
+    );
+    left_as_it_was(&a, &b, &tenancy, &s).await;
+    assert!(!schema_exists(&b, "tied").await);
+    let kept: i64 = outside
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.tied_notes)
+                  + (SELECT count(*) FROM pg_constraint WHERE conname = 'tied_orders_note_fkey')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 4, "the view (3 rows) and the foreign key are there");
+    // Once they are gone, it moves.
+    outside
+        .batch_execute("DROP VIEW public.tied_notes; DROP TABLE public.tied_orders")
+        .await
+        .unwrap();
+    assert!(
+        tenancy
+            .move_to_shard(&s, &ShardName::new("b"))
+            .await
+            .unwrap()
+            .moved
+    );
+}

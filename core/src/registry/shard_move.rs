@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Object;
 use tokio_postgres::types::Type;
 
+use super::dependents::{lock_and_refuse, refuse_outside_dependents, Dropping};
 use super::export::ident;
 use super::notify::announce;
 use super::Registry;
@@ -555,6 +556,9 @@ impl Registry {
         let target = self.databases.connect(to, schema).await?;
         let registry = self.conn().await?;
         let db = |e| Error::db("preparing a move", schema, e);
+        // Objects outside the schema that depend on it could not be moved with it, and
+        // dropping the source schema would destroy them.
+        refuse_outside_dependents(&source, schema, Dropping::Move).await?;
         let wal_level: String = source
             .query_one("SELECT pg_catalog.current_setting('wal_level')", &[])
             .await
@@ -903,6 +907,9 @@ impl Registry {
                     .await
                     .map_err(db)?;
             }
+            // Nothing outside depends on the schema since the move began: looked for again
+            // once its tables are held as the drop holds them.
+            lock_and_refuse(&stx, &schema, Dropping::Move).await?;
             // The source schema goes in the fence's transaction: writers waiting on the
             // locks then fail instead of writing where nobody reads.
             stx.batch_execute(&format!("DROP SCHEMA {} CASCADE", schema.quoted()))

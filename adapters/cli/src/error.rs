@@ -105,5 +105,31 @@ pub(crate) fn describe(e: &Error) -> String {
     }
 }
 
+/// A refusal for objects outside the tenant's schema that depend on it, naming the flag
+/// that drops them too (`--cascade`) instead of the library's API; other errors as
+/// [`From`] makes them.
+pub(crate) fn with_cascade(e: Error) -> CliError {
+    match &e {
+        Error::OutsideDependents {
+            schema,
+            action,
+            dependents,
+            ..
+        } => CliError::failed(format!(
+            "tenant `{schema}` not {action}: {n} outside its schema depend{s} on objects in \
+             it and would be dropped with it: {list}; nothing was {action}: drop those \
+             objects first, or pass --cascade to drop them with the schema",
+            n = if dependents.len() == 1 {
+                "1 object".to_owned()
+            } else {
+                format!("{} objects", dependents.len())
+            },
+            s = if dependents.len() == 1 { "s" } else { "" },
+            list = dependents.join("; "),
+        )),
+        _ => e.into(),
+    }
+}
+
 /// The result of a command.
 pub(crate) type CliResult<T = ()> = Result<T, CliError>;

@@ -11,8 +11,9 @@ pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  something failed: a schema's migration or SQL, a refused change (unknown tenant,
-     tenant or domain taken), an unknown --schema, an empty selection, problems found
-     by doctor or status (the failures are listed)
+     tenant or domain taken, objects outside the schema depending on it), an unknown
+     --schema, an empty selection, problems found by doctor or status (the failures
+     are listed)
   2  usage: arguments not understood (invalid schema names and domains included)
   3  connection or configuration: no or bad database URL, cannot connect, registry not
      installed, migrations directory missing, unreadable or older than the registry's

@@ -950,14 +950,26 @@ impl Registry {
             if let Err(e) = stx.commit().await {
                 tracing::error!(schema = %schema, shard = %from, error = %e,
                     "moved, but the source schema could not be dropped: drop it by hand");
-                // Dropped on a fresh connection instead.
-                let conn = self.databases.connect(&from, &schema).await?;
-                conn.batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS {} CASCADE",
-                    schema.quoted()
-                ))
-                .await
-                .map_err(db)?;
+                // Dropped on a fresh connection instead, unless objects outside it have come
+                // to depend on it since the fence's transaction ended (then it stays, stale).
+                let mut conn = self.databases.connect(&from, &schema).await?;
+                let tx = conn.transaction().await.map_err(db)?;
+                match lock_and_refuse(&tx, &schema, Dropping::Move).await {
+                    Ok(()) => {
+                        tx.batch_execute(&format!(
+                            "DROP SCHEMA IF EXISTS {} CASCADE",
+                            schema.quoted()
+                        ))
+                        .await
+                        .map_err(db)?;
+                        tx.commit().await.map_err(db)?;
+                    }
+                    Err(e @ Error::OutsideDependents { .. }) => {
+                        tracing::error!(schema = %schema, shard = %from, error = %e,
+                            "moved; the stale source schema is kept: drop it by hand");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Ok::<_, Error>(rows)
         }

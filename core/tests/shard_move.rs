@@ -941,3 +941,54 @@ async fn a_tenant_with_outside_dependents_is_not_moved() {
             .moved
     );
 }
+
+/// A view on the tenant's table committed while the move runs (after its first look found
+/// nothing): the cut-over looks again once it holds the source's tables, and gives the move
+/// up instead of dropping the view with the source schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_committed_during_the_move_gives_it_up() {
+    let (a, b, tenancy) = two_logical(None, migrations()).await;
+    let s = marked(&tenancy, "late", 3).await;
+    let mut planter = a.pool().get().await.unwrap();
+    let tx = planter.transaction().await.unwrap();
+    tx.batch_execute("CREATE VIEW public.late_notes AS SELECT * FROM late.notes")
+        .await
+        .unwrap();
+    let moving = {
+        let (tenancy, s) = (tenancy.clone(), s.clone());
+        tokio::spawn(async move { tenancy.move_to_shard(&s, &ShardName::new("b")).await })
+    };
+    // Until the move waits for the view's transaction (the replication slot's snapshot
+    // waits for running transactions; the cut-over for the table's lock).
+    let watcher = a.pool().get().await.unwrap();
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted
+                 AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 || moving.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tx.commit().await.unwrap();
+    let err = moving.await.unwrap().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("view public.late_notes depends on table late.notes"),
+        "{err:?}"
+    );
+    left_as_it_was(&a, &b, &tenancy, &s).await;
+    assert!(!schema_exists(&b, "late").await);
+    let rows: i64 = watcher
+        .query_one("SELECT count(*) FROM public.late_notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3);
+}

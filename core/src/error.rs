@@ -285,6 +285,33 @@ pub enum Error {
         schema: SchemaName,
     },
 
+    /// Deleting, erasing or moving the tenant would destroy objects outside its schema that
+    /// depend on objects in it (→ 409): a view in `public` or in another tenant's schema
+    /// selecting from its table, a foreign key of another schema's table referencing it, a
+    /// table of another schema inheriting from it (its rows too), a column or default using
+    /// its type or function … `DROP SCHEMA … CASCADE` would drop them silently. Nothing was
+    /// changed. Drop those objects first, or (deleting, erasing) ask for them to be dropped
+    /// with the schema: [`DropSchema::WithDependents`](crate::DropSchema::WithDependents),
+    /// [`EraseOptions::with_dependents`](crate::EraseOptions::with_dependents).
+    #[error(
+        "tenant `{schema}` not {action}: {} outside its schema depend{} on objects in it and \
+         would be dropped with it: {}; nothing was {action}: {instead}",
+        count_objects(.dependents.len()),
+        if .dependents.len() == 1 { "s" } else { "" },
+        .dependents.join("; ")
+    )]
+    OutsideDependents {
+        /// The tenant's schema.
+        schema: SchemaName,
+        /// What was refused: `deleted`, `erased` or `moved`.
+        action: &'static str,
+        /// Each dependent object and what it depends on, in PostgreSQL's words, e.g.
+        /// `view public.all_notes depends on table acme.notes`.
+        dependents: Vec<String>,
+        /// How to proceed.
+        instead: &'static str,
+    },
+
     /// The connection settings cannot be used: a malformed connection string, an sslmode
     /// this build cannot honour, an unreadable root certificate file (→ 500: fix the
     /// configuration). The message never repeats the connection string, which may hold a
@@ -521,7 +548,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// The tenant, host or domain does not exist.
     NotFound,
-    /// The tenant or domain already exists.
+    /// The tenant or domain already exists, or the change would destroy objects that
+    /// depend on the tenant's.
     Conflict,
     /// The database is unreachable or the pool is exhausted; retrying later may work.
     Unavailable,
@@ -554,6 +582,7 @@ impl Error {
             | Self::TenantMoved { .. }
             | Self::DomainTaken { .. }
             | Self::SchemaNamedAfterRole { .. }
+            | Self::OutsideDependents { .. }
             | Self::MigrationSetBehind { .. } => ErrorKind::Conflict,
             Self::MigrationRefused { .. } | Self::TableInPublic { .. } => ErrorKind::Internal,
             Self::Pool { .. } | Self::TenantBusy { .. } => ErrorKind::Unavailable,
@@ -711,6 +740,15 @@ pub(crate) fn pg_message(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{} ({}: {})", db.message(), db.severity(), db.code().code()),
         None => with_sources(err.to_string(), std::error::Error::source(err)),
+    }
+}
+
+/// `1 object`, `2 objects` …
+fn count_objects(n: usize) -> String {
+    if n == 1 {
+        "1 object".to_owned()
+    } else {
+        format!("{n} objects")
     }
 }
 

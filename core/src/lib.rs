@@ -71,7 +71,7 @@ pub use router::{
 };
 pub use schema::{SchemaName, SchemaNameError, MAX_SCHEMA_NAME_LEN};
 pub use shard::{ShardName, DEFAULT_SHARD};
-pub use tenancy::{ImportDryRun, Tenancy, TenancyBuilder, TenantEvent};
+pub use tenancy::{EraseOptions, ImportDryRun, Tenancy, TenancyBuilder, TenantEvent};
 pub use tenant::{
     Tenant, TenantClaim, TenantId, TenantLimits, TenantRecord, TenantRef, TenantStatus,
 };

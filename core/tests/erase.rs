@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use tenant_schemas::testing::fixtures::*;
-use tenant_schemas::{Error, Tenancy, TenantStatus};
+use tenant_schemas::{EraseOptions, Error, Tenancy, TenantStatus};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasing_a_tenant_removes_everything_and_says_what() {
@@ -307,7 +307,8 @@ async fn the_receipt_counts_a_partitioned_table_once() {
 }
 
 /// An inheritance child of a tenant's table outside its schema (here in `public`) is
-/// dropped with the schema (`CASCADE`): its rows are counted, under the tenant's table.
+/// dropped with the schema when asked (`EraseOptions::with_dependents`, `CASCADE`): its
+/// rows are counted, under the tenant's table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receipt_counts_a_child_outside_the_schema_under_its_parent() {
     let db = database().await;
@@ -326,7 +327,13 @@ async fn the_receipt_counts_a_child_outside_the_schema_under_its_parent() {
     ))
     .await
     .unwrap();
-    let receipt = tenancy.erase_tenant(&s, None).await.unwrap();
+    // Without the opt-in the erasure is refused (the child is outside the schema).
+    let err = tenancy.erase_tenant(&s, None).await.unwrap_err();
+    assert!(matches!(err, Error::OutsideDependents { .. }), "{err:?}");
+    let receipt = tenancy
+        .erase_tenant_with(&s, EraseOptions::default().with_dependents(true))
+        .await
+        .unwrap();
     let gone: i64 = conn
         .query_one(
             "SELECT count(*) FROM pg_class WHERE relname = 'outside'",

@@ -884,3 +884,111 @@ async fn a_tenant_behind_the_migrations_is_refused() {
     left_as_it_was(&a, &b, &newer, &s).await;
     assert!(!schema_exists(&b, "behind").await);
 }
+
+/// Objects outside the tenant's schema that depend on it (a view in `public`, a foreign key
+/// of a `public` table) could not be moved with it, and dropping the source schema would
+/// destroy them: the move is refused before anything is made, naming them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_outside_dependents_is_not_moved() {
+    let (a, b, tenancy) = two_logical(None, migrations()).await;
+    let s = marked(&tenancy, "tied", 3).await;
+    let outside = a.pool().get().await.unwrap();
+    outside
+        .batch_execute(
+            "CREATE VIEW public.tied_notes AS SELECT * FROM tied.notes;
+             CREATE TABLE public.tied_orders (note bigint REFERENCES tied.notes (id));
+             INSERT INTO public.tied_orders SELECT id FROM tied.notes",
+        )
+        .await
+        .unwrap();
+    let err = tenancy
+        .move_to_shard(&s, &ShardName::new("b"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, Error::OutsideDependents { dependents, .. } if dependents.len() == 2),
+        "{err:?}"
+    );
+    assert!(
+        text.contains("view public.tied_notes depends on table tied.notes")
+            && text.contains("table constraint tied_orders_note_fkey on public.tied_orders")
+            && text.contains("nothing was moved"),
+        "{text}"
+    );
+    left_as_it_was(&a, &b, &tenancy, &s).await;
+    assert!(!schema_exists(&b, "tied").await);
+    let kept: i64 = outside
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.tied_notes)
+                  + (SELECT count(*) FROM pg_constraint WHERE conname = 'tied_orders_note_fkey')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 4, "the view (3 rows) and the foreign key are there");
+    // Once they are gone, it moves.
+    outside
+        .batch_execute("DROP VIEW public.tied_notes; DROP TABLE public.tied_orders")
+        .await
+        .unwrap();
+    assert!(
+        tenancy
+            .move_to_shard(&s, &ShardName::new("b"))
+            .await
+            .unwrap()
+            .moved
+    );
+}
+
+/// A view on the tenant's table committed while the move runs (after its first look found
+/// nothing): the cut-over looks again once it holds the source's tables, and gives the move
+/// up instead of dropping the view with the source schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_committed_during_the_move_gives_it_up() {
+    let (a, b, tenancy) = two_logical(None, migrations()).await;
+    let s = marked(&tenancy, "late", 3).await;
+    let mut planter = a.pool().get().await.unwrap();
+    let tx = planter.transaction().await.unwrap();
+    tx.batch_execute("CREATE VIEW public.late_notes AS SELECT * FROM late.notes")
+        .await
+        .unwrap();
+    let moving = {
+        let (tenancy, s) = (tenancy.clone(), s.clone());
+        tokio::spawn(async move { tenancy.move_to_shard(&s, &ShardName::new("b")).await })
+    };
+    // Until the move waits for the view's transaction (the replication slot's snapshot
+    // waits for running transactions; the cut-over for the table's lock).
+    let watcher = a.pool().get().await.unwrap();
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted
+                 AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 || moving.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tx.commit().await.unwrap();
+    let err = moving.await.unwrap().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("view public.late_notes depends on table late.notes"),
+        "{err:?}"
+    );
+    left_as_it_was(&a, &b, &tenancy, &s).await;
+    assert!(!schema_exists(&b, "late").await);
+    let rows: i64 = watcher
+        .query_one("SELECT count(*) FROM public.late_notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3);
+}

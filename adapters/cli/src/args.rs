@@ -198,9 +198,15 @@ pub(crate) enum Command {
         /// The schema name.
         #[arg(value_parser = target_schema)]
         schema: SchemaName,
-        /// Also drop the schema and everything in it.
+        /// Also drop the schema and everything in it. Refused (nothing deleted) when objects
+        /// outside the schema depend on objects in it (a view, a foreign key, a child table
+        /// in public or in another tenant's schema): they are named.
         #[arg(long)]
         drop_schema: bool,
+        /// With --drop-schema: drop the objects outside the schema that depend on it too
+        /// (DROP SCHEMA ... CASCADE).
+        #[arg(long, requires = "drop_schema")]
+        cascade: bool,
     },
     /// Erase a tenant: its schema and every row in it, its registry row and domains (put in
     /// maintenance first, so the rows counted are the rows erased). Prints the receipt:
@@ -214,6 +220,11 @@ pub(crate) enum Command {
         /// The checksum of the export taken before, kept on the receipt.
         #[arg(long)]
         export_checksum: Option<String>,
+        /// Erase the objects outside the schema that depend on it too (a view, a foreign
+        /// key, a child table in public or in another tenant's schema; DROP SCHEMA ...
+        /// CASCADE); without it such objects refuse the erasure (nothing erased).
+        #[arg(long)]
+        cascade: bool,
     },
     /// Move a tenant to another schema name (ALTER SCHEMA ... RENAME TO and its registry row,
     /// in one transaction). Running instances that listen for changes follow within moments;

@@ -11,8 +11,9 @@ pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  something failed: a schema's migration or SQL, a refused change (unknown tenant,
-     tenant or domain taken), an unknown --schema, an empty selection, problems found
-     by doctor or status (the failures are listed)
+     tenant or domain taken, objects outside the schema depending on it), an unknown
+     --schema, an empty selection, problems found by doctor or status (the failures
+     are listed)
   2  usage: arguments not understood (invalid schema names and domains included)
   3  connection or configuration: no or bad database URL, cannot connect, registry not
      installed, migrations directory missing, unreadable or older than the registry's
@@ -102,6 +103,32 @@ pub(crate) fn describe(e: &Error) -> String {
             format!("{e}: pass --migrations DIR with the newer tenant migrations")
         }
         _ => e.to_string(),
+    }
+}
+
+/// A refusal for objects outside the tenant's schema that depend on it, naming the flag
+/// that drops them too (`--cascade`) instead of the library's API; other errors as
+/// [`From`] makes them.
+pub(crate) fn with_cascade(e: Error) -> CliError {
+    match &e {
+        Error::OutsideDependents {
+            schema,
+            action,
+            dependents,
+            ..
+        } => CliError::failed(format!(
+            "tenant `{schema}` not {action}: {n} outside its schema depend{s} on objects in \
+             it and would be dropped with it: {list}; nothing was {action}: drop those \
+             objects first, or pass --cascade to drop them with the schema",
+            n = if dependents.len() == 1 {
+                "1 object".to_owned()
+            } else {
+                format!("{} objects", dependents.len())
+            },
+            s = if dependents.len() == 1 { "s" } else { "" },
+            list = dependents.join("; "),
+        )),
+        _ => e.into(),
     }
 }
 

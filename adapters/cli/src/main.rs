@@ -84,7 +84,8 @@ async fn run(cli: Cli) -> CliResult {
         Command::Delete {
             schema,
             drop_schema,
-        } => commands::delete::run(&ctx, out, &schema, drop_schema).await,
+            cascade,
+        } => commands::delete::run(&ctx, out, &schema, drop_schema, cascade).await,
         Command::RenameSchema { old, new } => {
             commands::rename_schema::run(&ctx, out, &old, &new).await
         }
@@ -104,7 +105,8 @@ async fn run(cli: Cli) -> CliResult {
         Command::Erase {
             schema,
             export_checksum,
-        } => commands::erase::run(&ctx, out, &schema, export_checksum).await,
+            cascade,
+        } => commands::erase::run(&ctx, out, &schema, export_checksum, cascade).await,
         Command::Export { schema, out: file } => {
             commands::export::export(&ctx, out, &schema, &file).await
         }

@@ -1280,3 +1280,114 @@ async fn roles_sync_adopts_existing_tenants_and_create_gives_new_ones_a_role() {
         .get(0);
     assert_eq!(gone, 0, "the deleted tenant's role is dropped");
 }
+
+/// `delete --drop-schema` and `erase` refuse to destroy objects outside the tenant's schema
+/// that depend on it — a view in `public` or in another tenant's schema, a foreign key of a
+/// `public` table, another tenant's table inheriting from the tenant's — naming each and
+/// `--cascade` (exit 1, nothing deleted); with `--cascade` they go with the schema as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_erase_refuse_outside_dependents_unless_cascade() {
+    let (cli, db) = Cli::new("cascade").await;
+    cli.ok(&["migrate"]);
+    let kinds = [
+        (
+            "CREATE VIEW public.all_notes AS SELECT * FROM acme.notes",
+            "view public.all_notes depends on table acme.notes",
+            "SELECT count(*) FROM pg_views WHERE viewname = 'all_notes'",
+            1,
+        ),
+        (
+            "CREATE VIEW beta.peek AS SELECT id FROM acme.notes",
+            "view beta.peek depends on table acme.notes",
+            "SELECT count(*) FROM pg_views WHERE viewname = 'peek'",
+            1,
+        ),
+        (
+            "CREATE TABLE public.orders (note bigint REFERENCES acme.notes (id));
+             INSERT INTO public.orders SELECT id FROM acme.notes",
+            "table constraint orders_note_fkey on public.orders depends on",
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'orders_note_fkey'",
+            1,
+        ),
+        (
+            "CREATE TABLE acme.base (x int); CREATE TABLE beta.heir () INHERITS (acme.base);
+             INSERT INTO beta.heir VALUES (1), (2)",
+            "table beta.heir depends on table acme.base",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'heir'",
+            1,
+        ),
+    ];
+    let count = |q: &'static str| {
+        let db = &db;
+        async move {
+            db.pool()
+                .get()
+                .await
+                .unwrap()
+                .query_one(q, &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    for (i, (plant, named, probe, present)) in kinds.into_iter().enumerate() {
+        for command in ["delete", "erase"] {
+            cli.ok(&["create", "acme", "--domain", "acme.test"]);
+            cli.ok(&["create", "beta"]);
+            cli.ok(&[
+                "run",
+                "--schema",
+                "acme",
+                "--sql",
+                "INSERT INTO notes (body) VALUES ('a'), ('b')",
+            ]);
+            sql(&db, plant).await;
+            let args: &[&str] = if command == "delete" {
+                &["delete", "acme", "--drop-schema"]
+            } else {
+                &["erase", "acme", "--json"]
+            };
+            let (out, err) = cli.fails(1, args);
+            let done = if command == "delete" {
+                "deleted"
+            } else {
+                "erased"
+            };
+            assert!(
+                err.contains(named)
+                    && err.contains("--cascade")
+                    && err.contains(&format!("nothing was {done}")),
+                "{i} {command}: {out}{err}"
+            );
+            assert_eq!(count(probe).await, present, "{i} {command}: destroyed");
+            assert_eq!(
+                count("SELECT count(*) FROM acme.notes").await,
+                2,
+                "{i} {command}"
+            );
+            let list = cli.ok(&["list", "--json"]);
+            assert!(
+                list.contains("\"schema\":\"acme\"") && list.contains("\"active\""),
+                "{i} {command}: {list}"
+            );
+            // Asked for: as before.
+            let mut cascade = args.to_vec();
+            cascade.push("--cascade");
+            let out = cli.ok(&cascade);
+            if command == "erase" {
+                let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(doc["erased"], "acme", "{out}");
+            }
+            assert_eq!(count(probe).await, 0, "{i} {command}: kept with --cascade");
+            assert_eq!(
+                count("SELECT count(*) FROM pg_namespace WHERE nspname = 'acme'").await,
+                0
+            );
+            cli.ok(&["delete", "beta", "--drop-schema", "--cascade"]);
+            sql(&db, "DROP TABLE IF EXISTS public.orders").await;
+        }
+    }
+    // `--cascade` without dropping the schema means nothing: a usage error.
+    cli.ok(&["create", "acme"]);
+    cli.fails(2, &["delete", "acme", "--cascade"]);
+}

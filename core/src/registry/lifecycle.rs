@@ -8,6 +8,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 use super::clone::copy_rows;
+use super::dependents::{lock_and_refuse, Dropping};
 use super::erase::count_rows_locked;
 use super::notify::announce;
 use super::Registry;
@@ -100,10 +101,26 @@ impl NewTenant {
 /// schema too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropSchema {
-    /// Drop the schema and everything in it.
+    /// Drop the schema and everything in it. Refused ([`Error::OutsideDependents`], nothing
+    /// deleted) when objects outside the schema depend on objects in it — a view in
+    /// `public` or in another tenant's schema selecting from its table, a foreign key
+    /// referencing its table, a table inheriting from its table —, which dropping the
+    /// schema would destroy: drop them first, or use [`WithDependents`](Self::WithDependents).
     Yes,
     /// Keep the schema (e.g. to archive it); only the registry rows go.
     No,
+    /// Drop the schema, everything in it and every object outside it that depends on them
+    /// (`DROP SCHEMA … CASCADE`): a view of another schema, a foreign key (the constraint,
+    /// not its table), a table inheriting from one of its tables (with its rows) … are
+    /// dropped too.
+    WithDependents,
+}
+
+impl DropSchema {
+    /// Whether the schema is dropped.
+    pub(crate) fn drops(self) -> bool {
+        self != Self::No
+    }
 }
 
 impl Registry {
@@ -709,16 +726,20 @@ impl Registry {
             .await
     }
 
-    /// Deletes the tenant's registry rows and, with [`DropSchema::Yes`], its schema, in one
+    /// Deletes the tenant's registry rows and, unless [`DropSchema::No`], its schema, in one
     /// transaction. Returns the record as it was, and with `count` (and a schema dropped) each
     /// table's rows, counted under locks held until the drop: the rows erased. The `public`
-    /// schema is never dropped.
+    /// schema is never dropped. With [`DropSchema::Yes`], objects outside the schema that
+    /// depend on it are looked for in the dropping transaction, under the locks of the
+    /// schema's tables, before anything is deleted: refused ([`Error::OutsideDependents`],
+    /// in the words of `dropping`) when there are.
     pub(crate) async fn delete_tenant(
         &self,
         schema: &SchemaName,
         drop: DropSchema,
         conns: DeleteConnections,
         count: bool,
+        dropping: Dropping,
     ) -> Result<(TenantRecord, Option<Vec<TableRows>>)> {
         let db = |e| Error::db("deleting a tenant", schema, e);
         let DeleteConnections {
@@ -727,7 +748,9 @@ impl Registry {
         } = conns;
         let record = super::get_with(&conn, schema).await?;
         let drop_sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted());
-        let drop_schema = drop == DropSchema::Yes && !schema.is_public();
+        let drop_schema = drop.drops() && !schema.is_public();
+        // Refused when something outside depends on the schema, unless asked for.
+        let check = drop_schema && drop == DropSchema::Yes;
         let here = record.shard.is_default();
         // On another database the schema is dropped after the registry row is gone (nothing
         // resolves to it any more), in a transaction opened (and counted in) before.
@@ -746,11 +769,18 @@ impl Registry {
         if let (true, Some(stx)) = (count, &shard_tx) {
             rows = Some(count_rows_locked(stx, schema).await.map_err(db)?);
         }
+        if let (true, Some(stx)) = (check, &shard_tx) {
+            lock_and_refuse(stx, schema, dropping).await?;
+        }
         let tx = conn.transaction().await.map_err(db)?;
         if count && drop_schema && here {
             // First in `tx`: the count waits for transactions creating objects in the schema
             // holding no lock they could be waiting for (the registry row's, here).
             rows = Some(count_rows_locked(&tx, schema).await.map_err(db)?);
+        }
+        if check && here {
+            // Before the registry row is deleted (its lock taken), as the count.
+            lock_and_refuse(&tx, schema, dropping).await?;
         }
         let deleted = tx
             .execute_typed(
@@ -781,7 +811,7 @@ impl Registry {
                 None => super::drop_role(&conn, schema, role).await,
             }
         }
-        tracing::info!(schema = %schema, dropped = drop == DropSchema::Yes, "tenant deleted");
+        tracing::info!(schema = %schema, dropped = drop_schema, "tenant deleted");
         Ok((record, rows))
     }
 }

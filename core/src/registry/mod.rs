@@ -25,6 +25,7 @@
 
 mod citus;
 mod clone;
+pub(crate) mod dependents;
 mod doctor;
 mod domains;
 mod erase;

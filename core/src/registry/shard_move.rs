@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Object;
 use tokio_postgres::types::Type;
 
+use super::dependents::{lock_and_refuse, refuse_outside_dependents, Dropping};
 use super::export::ident;
 use super::notify::announce;
 use super::Registry;
@@ -555,6 +556,9 @@ impl Registry {
         let target = self.databases.connect(to, schema).await?;
         let registry = self.conn().await?;
         let db = |e| Error::db("preparing a move", schema, e);
+        // Objects outside the schema that depend on it could not be moved with it, and
+        // dropping the source schema would destroy them.
+        refuse_outside_dependents(&source, schema, Dropping::Move).await?;
         let wal_level: String = source
             .query_one("SELECT pg_catalog.current_setting('wal_level')", &[])
             .await
@@ -903,6 +907,9 @@ impl Registry {
                     .await
                     .map_err(db)?;
             }
+            // Nothing outside depends on the schema since the move began: looked for again
+            // once its tables are held as the drop holds them.
+            lock_and_refuse(&stx, &schema, Dropping::Move).await?;
             // The source schema goes in the fence's transaction: writers waiting on the
             // locks then fail instead of writing where nobody reads.
             stx.batch_execute(&format!("DROP SCHEMA {} CASCADE", schema.quoted()))
@@ -943,14 +950,26 @@ impl Registry {
             if let Err(e) = stx.commit().await {
                 tracing::error!(schema = %schema, shard = %from, error = %e,
                     "moved, but the source schema could not be dropped: drop it by hand");
-                // Dropped on a fresh connection instead.
-                let conn = self.databases.connect(&from, &schema).await?;
-                conn.batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS {} CASCADE",
-                    schema.quoted()
-                ))
-                .await
-                .map_err(db)?;
+                // Dropped on a fresh connection instead, unless objects outside it have come
+                // to depend on it since the fence's transaction ended (then it stays, stale).
+                let mut conn = self.databases.connect(&from, &schema).await?;
+                let tx = conn.transaction().await.map_err(db)?;
+                match lock_and_refuse(&tx, &schema, Dropping::Move).await {
+                    Ok(()) => {
+                        tx.batch_execute(&format!(
+                            "DROP SCHEMA IF EXISTS {} CASCADE",
+                            schema.quoted()
+                        ))
+                        .await
+                        .map_err(db)?;
+                        tx.commit().await.map_err(db)?;
+                    }
+                    Err(e @ Error::OutsideDependents { .. }) => {
+                        tracing::error!(schema = %schema, shard = %from, error = %e,
+                            "moved; the stale source schema is kept: drop it by hand");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Ok::<_, Error>(rows)
         }

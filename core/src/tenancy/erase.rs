@@ -6,9 +6,50 @@ use super::Tenancy;
 use crate::error::{Error, Result};
 use crate::keys::TenantKeys;
 use crate::receipt::ErasureReceipt;
+use crate::registry::dependents::{refuse_outside_dependents, Dropping};
 use crate::registry::DropSchema;
 use crate::schema::SchemaName;
 use crate::tenant::TenantStatus;
+
+/// Settings of [`Tenancy::erase_tenant_with`].
+///
+/// ```
+/// use tenant_schemas::EraseOptions;
+///
+/// let options = EraseOptions::default()
+///     .export_checksum("sha256:0123")
+///     .with_dependents(true);
+/// assert!(options.with_dependents);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EraseOptions {
+    /// The checksum of the export taken before, kept on the receipt; none by default.
+    pub export_checksum: Option<String>,
+    /// Whether objects outside the tenant's schema that depend on objects in it (a view of
+    /// `public` or of another tenant's schema on its table, a foreign key referencing it, a
+    /// table inheriting from it …) are erased with it, as `DROP SCHEMA … CASCADE` drops
+    /// them; the receipt counts the rows of such inheritance children under their parent.
+    /// Off by default: the erasure is refused ([`Error::OutsideDependents`]).
+    pub with_dependents: bool,
+}
+
+impl EraseOptions {
+    /// These options with the checksum of the export taken before.
+    #[must_use]
+    pub fn export_checksum(mut self, checksum: impl Into<String>) -> Self {
+        self.export_checksum = Some(checksum.into());
+        self
+    }
+
+    /// These options erasing (`true`) or refusing (`false`, the default) the objects outside
+    /// the schema that depend on it.
+    #[must_use]
+    pub fn with_dependents(mut self, with: bool) -> Self {
+        self.with_dependents = with;
+        self
+    }
+}
 
 impl Tenancy {
     /// Erases a tenant — a customer leaving, a data-deletion request — and says what was
@@ -27,11 +68,45 @@ impl Tenancy {
     /// schema is refused ([`Error::Refused`]). Should the count fail, nothing is erased
     /// and the tenant is put back in its state (also under the new name of a rename that
     /// won a race with the erasure).
+    ///
+    /// Objects outside the tenant's schema that depend on objects in it (a view in `public`
+    /// or in another tenant's schema selecting from its table, a foreign key of another
+    /// schema's table referencing it, a table inheriting from it …) are not erased: the
+    /// erasure is refused ([`Error::OutsideDependents`], naming each) before the tenant is
+    /// put in maintenance, and again, with the tenant put back, should one appear before
+    /// the drop. [`erase_tenant_with`](Self::erase_tenant_with) and
+    /// [`EraseOptions::with_dependents`] erase them too.
     pub async fn erase_tenant(
         &self,
         schema: &SchemaName,
         export_checksum: Option<String>,
     ) -> Result<ErasureReceipt> {
+        self.erase_tenant_with(
+            schema,
+            EraseOptions {
+                export_checksum,
+                with_dependents: false,
+            },
+        )
+        .await
+    }
+
+    /// [`erase_tenant`](Self::erase_tenant) with [`EraseOptions`]: the export's checksum,
+    /// and whether objects outside the schema that depend on it are erased too.
+    pub async fn erase_tenant_with(
+        &self,
+        schema: &SchemaName,
+        options: EraseOptions,
+    ) -> Result<ErasureReceipt> {
+        let EraseOptions {
+            export_checksum,
+            with_dependents,
+        } = options;
+        let drop = if with_dependents {
+            DropSchema::WithDependents
+        } else {
+            DropSchema::Yes
+        };
         if schema.is_public() {
             return Err(Error::Refused {
                 what: "erasing the public schema",
@@ -40,13 +115,26 @@ impl Tenancy {
         }
         let started = Instant::now();
         let tenant = self.registry().get(schema).await?;
+        // Refused before the tenant's state changes.
+        if !with_dependents {
+            let conn = self
+                .registry()
+                .databases()
+                .connect(&tenant.shard, schema)
+                .await?;
+            refuse_outside_dependents(&conn, schema, Dropping::Erase).await?;
+        }
         // New checkouts are refused from here; the deletion waits for (or cuts off) those
         // in flight, then counts under locks that it holds until the schema is dropped.
         self.set_status(schema, TenantStatus::Maintenance).await?;
-        let tables = match self.delete_counting(schema, DropSchema::Yes, true).await {
+        let tables = match self
+            .delete_counting(schema, drop, true, Dropping::Erase)
+            .await
+        {
             Ok((_, tables)) => tables.unwrap_or_default(),
             Err(e) => {
-                // Nothing was erased (the count and the drop are one transaction). The tenant
+                // Nothing was erased (the count, the look for outside dependents and the
+                // drop are one transaction). The tenant
                 // is found by its id: a rename that won a race with the erasure moved it. It
                 // is put back unless someone changed its state since.
                 if let Some(now) = self.registry().get_by_id(tenant.id).await? {

@@ -40,6 +40,7 @@ use crate::checkout::TenantStates;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::migrate::{default_parallelism, MigrationReport, Outcome, Progress, RunOptions};
+use crate::registry::dependents::{refuse_outside_dependents, Dropping};
 use crate::registry::{DropSchema, NewTenant, Registry};
 use crate::resolve::{CachedResolver, TenantResolver};
 use crate::router::{session, ConnectionScope, SchemaRouter};
@@ -47,6 +48,7 @@ use crate::schema::SchemaName;
 use crate::tenant::{Tenant, TenantRecord, TenantStatus};
 
 pub use builder::TenancyBuilder;
+pub use erase::EraseOptions;
 pub use events::TenantEvent;
 
 use caches::Caches;
@@ -249,37 +251,56 @@ impl Tenancy {
         Ok(record)
     }
 
-    /// Deletes the tenant's registry rows and, with [`DropSchema::Yes`], its schema, in one
-    /// transaction; returns the record as it was. The `public` schema is never dropped. Its
-    /// domains stop resolving at once; statements for it in this process finish first, later
-    /// ones fail with [`Error::SchemaMissing`]; the hooks hear [`TenantEvent::Deleted`].
+    /// Deletes the tenant's registry rows and, with [`DropSchema::Yes`] (or
+    /// [`DropSchema::WithDependents`]), its schema, in one transaction; returns the record as
+    /// it was. The `public` schema is never dropped. Its domains stop resolving at once;
+    /// statements for it in this process finish first, later ones fail with
+    /// [`Error::SchemaMissing`]; the hooks hear [`TenantEvent::Deleted`].
+    ///
+    /// With [`DropSchema::Yes`], a tenant whose objects have dependents outside its schema
+    /// (a view in `public` or in another tenant's schema selecting from its table, a foreign
+    /// key of another schema's table referencing it, a table inheriting from it …), which
+    /// `DROP SCHEMA … CASCADE` would destroy with it, is refused
+    /// ([`Error::OutsideDependents`], naming each): nothing is deleted, and no connection is
+    /// cut off. They are looked for before anything else, and again in the dropping
+    /// transaction once it holds the schema's tables. [`DropSchema::WithDependents`] drops
+    /// them with the schema.
     pub async fn delete_tenant(
         &self,
         schema: &SchemaName,
         drop: DropSchema,
     ) -> Result<TenantRecord> {
-        Ok(self.delete_counting(schema, drop, false).await?.0)
+        Ok(self
+            .delete_counting(schema, drop, false, Dropping::Delete)
+            .await?
+            .0)
     }
 
     /// [`delete_tenant`](Self::delete_tenant); with `count` (and the schema dropped), each
     /// table's rows too, counted once nothing writes any more and under locks held until
-    /// the drop.
+    /// the drop. A refusal for outside dependents is worded for `dropping`.
     pub(crate) async fn delete_counting(
         &self,
         schema: &SchemaName,
         drop: DropSchema,
         count: bool,
+        dropping: Dropping,
     ) -> Result<(TenantRecord, Option<Vec<crate::receipt::TableRows>>)> {
+        let conns = self.inner.registry.delete_connections(schema).await?;
+        // Refused before any connection is closed or cut off (and again, under locks, in
+        // the dropping transaction).
+        if drop == DropSchema::Yes && !schema.is_public() {
+            refuse_outside_dependents(conns.schema_database(), schema, dropping).await?;
+        }
         // Statements for the schema in this process finish first; new ones wait until the
         // deletion is over and then find the schema gone (or, on failure, verify it again).
-        let conns = self.inner.registry.delete_connections(schema).await?;
         let closed = session::close(schema).await;
         // Drivers' connections checked out for it (sqlx) end, or are cut off.
         crate::checkout::cut_off_drivers(schema, self.inner.grace, conns.schema_database()).await?;
         let (record, rows) = self
             .inner
             .registry
-            .delete_tenant(schema, drop, conns, count)
+            .delete_tenant(schema, drop, conns, count, dropping)
             .await?;
         self.forget(&record).await;
         std::mem::drop(closed);

@@ -26,7 +26,11 @@ impl Tenancy {
     ///    updates and deletes could not be replicated: nothing is altered silently); a
     ///    tenant not at the latest tenant migration, or a migration set with
     ///    [no-transaction steps](crate::Migration::no_transaction); a migration run (or
-    ///    another move) in progress. The move holds the migration lock throughout, so no
+    ///    another move) in progress; objects outside the schema that depend on objects in it
+    ///    ([`Error::OutsideDependents`](crate::Error::OutsideDependents), naming each: a view
+    ///    in `public` or in another tenant's schema on its table, a foreign key referencing
+    ///    it, a table inheriting from it …), which could not be moved and which dropping the
+    ///    source schema would destroy. The move holds the migration lock throughout, so no
     ///    migration changes the schema meanwhile.
     /// 2. The schema is created on the target with the tenant migrations, emptied, and
     ///    nothing is registered yet.
@@ -38,7 +42,9 @@ impl Tenancy {
     ///    against writes (`EXCLUSIVE`: other processes' writers wait, readers go on), the
     ///    target catches up with the last write, every table's rows are counted on both
     ///    sides and must be equal, the sequences' positions are copied (replication does
-    ///    not carry them), the source schema is dropped in the locking transaction, the
+    ///    not carry them), outside dependents are looked for again (the source's tables
+    ///    held as the drop holds them; one found gives the move up), the source schema is
+    ///    dropped in the locking transaction, the
     ///    registry row names the target (announced), and the locking transaction commits.
     ///    Writers that waited on the locks then fail (the schema is gone) rather than
     ///    write where nobody reads: an acknowledged write is never lost. Statements held

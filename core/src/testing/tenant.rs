@@ -58,7 +58,9 @@ impl TempTenant {
             .await
     }
 
-    /// Deletes the tenant and drops its schema.
+    /// Deletes the tenant and drops its schema ([`DropSchema::Yes`]: refused, nothing
+    /// deleted, when objects outside the schema depend on objects in it, e.g. a view a test
+    /// made in `public`).
     pub async fn delete(self) -> crate::Result<()> {
         self.tenancy
             .delete_tenant(&self.record.schema, DropSchema::Yes)

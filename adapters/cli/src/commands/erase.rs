@@ -3,10 +3,10 @@
 use std::time::UNIX_EPOCH;
 
 use serde_json::json;
-use tenant_schemas::SchemaName;
+use tenant_schemas::{EraseOptions, SchemaName};
 
 use crate::connect::Context;
-use crate::error::CliResult;
+use crate::error::{with_cascade, CliResult};
 use crate::output::{table, Output};
 
 pub(crate) async fn run(
@@ -14,8 +14,15 @@ pub(crate) async fn run(
     out: Output,
     schema: &SchemaName,
     export_checksum: Option<String>,
+    cascade: bool,
 ) -> CliResult {
-    let r = ctx.tenancy.erase_tenant(schema, export_checksum).await?;
+    let mut options = EraseOptions::default().with_dependents(cascade);
+    options.export_checksum = export_checksum;
+    let r = ctx
+        .tenancy
+        .erase_tenant_with(schema, options)
+        .await
+        .map_err(with_cascade)?;
     let rows: Vec<Vec<String>> = r
         .tables
         .iter()

@@ -157,6 +157,24 @@ struct Setup {
     transaction_bouncer_118: Option<SchemaRouter>,
 }
 
+impl Setup {
+    /// The router `variant` checks out through, if it has one.
+    fn router(&self, variant: Variant) -> Option<&SchemaRouter> {
+        Some(match variant {
+            Variant::Session => &self.session,
+            Variant::SessionTenancy => &self.session_tenancy,
+            Variant::Roles => &self.roles,
+            Variant::SessionGroups => &self.groups,
+            Variant::SessionNoAffinity => &self.no_affinity,
+            Variant::Transaction => &self.transaction,
+            Variant::TransactionViaPgBouncer => &self.transaction_bouncer,
+            Variant::TransactionNamedViaPgBouncer => &self.transaction_named_bouncer,
+            Variant::TransactionViaPgBouncer118 => self.transaction_bouncer_118.as_ref()?,
+            _ => return None,
+        })
+    }
+}
+
 async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: i32) {
     match variant {
         Variant::Baseline | Variant::BaselineViaPgBouncer => {
@@ -177,13 +195,7 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
         | Variant::SessionGroups
         | Variant::SessionTenancy
         | Variant::Roles => {
-            let router = match variant {
-                Variant::Session => &setup.session,
-                Variant::SessionTenancy => &setup.session_tenancy,
-                Variant::Roles => &setup.roles,
-                Variant::SessionGroups => &setup.groups,
-                _ => &setup.no_affinity,
-            };
+            let router = setup.router(variant).expect("a router variant");
             let c = router
                 .connection_for_schema(&setup.schemas[tenant])
                 .await
@@ -196,15 +208,7 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
         | Variant::TransactionViaPgBouncer
         | Variant::TransactionNamedViaPgBouncer
         | Variant::TransactionViaPgBouncer118 => {
-            let router = match variant {
-                Variant::Transaction => &setup.transaction,
-                Variant::TransactionViaPgBouncer => &setup.transaction_bouncer,
-                Variant::TransactionNamedViaPgBouncer => &setup.transaction_named_bouncer,
-                _ => setup
-                    .transaction_bouncer_118
-                    .as_ref()
-                    .expect("PgBouncer 1.18"),
-            };
+            let router = setup.router(variant).expect("PgBouncer 1.18");
             let mut c = router
                 .connection_for_schema(&setup.schemas[tenant])
                 .await
@@ -588,20 +592,22 @@ async fn main() {
             if warmup > 0.0 {
                 run(&setup, variant, &picker, queries, tasks, warmup).await;
             }
+            let router = setup.router(variant);
             let before = (
                 server_transactions(&admin, db.name()).await,
-                setup.session.stats().switches,
+                router.map(SchemaRouter::stats).unwrap_or_default(),
             );
             let s = run(&setup, variant, &picker, queries, tasks, secs).await;
             if explain {
                 // `run` warms up for a fifth of the run (at most 1 s) before measuring.
                 let ops = s.per_sec * (secs + (secs / 5.0).min(1.0));
                 let xacts = server_transactions(&admin, db.name()).await - before.0;
-                let switches = setup.session.stats().switches - before.1;
+                let after = router.map(SchemaRouter::stats).unwrap_or_default();
                 eprintln!(
-                    "  {variant:?}: {:.2} server transactions per operation, {:.2} session switches per operation",
+                    "  {variant:?}: {:.2} server transactions, {:.2} switches, {:.2} existence checks per operation",
                     xacts as f64 / ops,
-                    switches as f64 / ops
+                    (after.switches - before.1.switches) as f64 / ops,
+                    (after.existence_checks - before.1.existence_checks) as f64 / ops,
                 );
             }
             let base = *baseline.get_or_insert(s.per_sec);

@@ -283,11 +283,41 @@ async fn a_moved_tenant_has_its_rows_sequences_and_requests_on_the_target() {
     assert_eq!(replication_objects(&a).await, Vec::<String>::new());
 }
 
+/// The environment variable that fills the tenant of
+/// `no_acknowledged_write_is_lost_during_a_move` with about this many MB before the load
+/// starts (none by default), to measure the move of a bigger tenant under load.
+const FILL_MB_ENV: &str = "TENANT_SCHEMAS_MOVE_FILL_MB";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_acknowledged_write_is_lost_during_a_move() {
     let (a, b, tenancy) = two_logical(None, migrations()).await;
     let mv = marked(&tenancy, "busy", 200).await;
     let _other = marked(&tenancy, "quiet", 1).await;
+    let fill_mb: u32 = std::env::var(FILL_MB_ENV)
+        .ok()
+        .map_or(0, |v| v.parse().expect(FILL_MB_ENV));
+    if fill_mb > 0 {
+        // 1,000 rows of ~1 kB per MB, in batches.
+        let db = tenancy.router().connection_for_schema(&mv).await.unwrap();
+        for _ in 0..fill_mb {
+            db.execute(
+                "INSERT INTO notes (body) SELECT 'fill-' || repeat(md5(i::text), 31)
+                 FROM generate_series(1, 1000) AS i",
+                &[],
+            )
+            .await
+            .unwrap();
+        }
+        let size: String = db
+            .query_one(
+                "SELECT pg_catalog.pg_size_pretty(pg_catalog.pg_total_relation_size('notes'))",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        eprintln!("the moving tenant's notes: {size}");
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::<(i64, String, bool)>::new()));

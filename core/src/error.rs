@@ -705,6 +705,15 @@ impl Error {
         }
     }
 
+    pub(crate) fn session_settings_refused() -> Self {
+        Self::NotInTransactionMode {
+            what: "a setting made for the session (SET without LOCAL, RESET, set_config(…, \
+                   false)): it would stay on the server connection after the statement's \
+                   transaction, for whichever tenant or client uses it next",
+            instead: "SET LOCAL (or set_config(…, true)) inside ConnectionScope::transaction()",
+        }
+    }
+
     pub(crate) fn read_only_refused(schema: &SchemaName, what: &'static str) -> Self {
         Self::TenantReadOnly {
             schema: schema.clone(),

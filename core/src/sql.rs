@@ -51,6 +51,12 @@ pub(crate) struct Effects {
     /// server's functions that run SQL text given to them (`query_to_xml` and its kin,
     /// `ts_stat`, `ts_rewrite`), quoted or not. Refused in role mode before it is sent.
     pub(crate) leaves_role: bool,
+    /// A statement may change a setting beyond its transaction: `SET` without `LOCAL` (but
+    /// `SET TRANSACTION`, `SET CONSTRAINTS`), `RESET`, and `set_config(…)` unless its last
+    /// argument is written `true` (and any mention of it in a quoted name or a dollar-quoted
+    /// body). In transaction mode such a setting would stay on the server connection after the
+    /// statement's transaction, for whoever uses it next: refused there.
+    pub(crate) session_settings: bool,
 }
 
 impl Effects {
@@ -64,6 +70,7 @@ impl Effects {
             escapes_read_only: self.escapes_read_only || other.escapes_read_only,
             sets: self.sets || other.sets,
             leaves_role: self.leaves_role || other.leaves_role,
+            session_settings: self.session_settings || other.session_settings,
         }
     }
 
@@ -71,6 +78,14 @@ impl Effects {
     /// word) and, for what can leave the role whatever its words, its whole `text`.
     fn add_leading(&mut self, [first, second, third]: [&str; 3], text: &str) {
         let is = |word: &str| first.eq_ignore_ascii_case(word);
+        if is("reset")
+            || (is("set")
+                && !["local", "transaction", "constraints"]
+                    .iter()
+                    .any(|w| second.eq_ignore_ascii_case(w)))
+        {
+            self.session_settings = true;
+        }
         if is("set") || is("reset") {
             let qualified = ["local", "session"]
                 .iter()
@@ -221,6 +236,7 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 if contains_set_config(&sql[i..end]) {
                     effects.session = true;
                     effects.leaves_role = true;
+                    effects.session_settings = true;
                 }
                 if words[0].is_some() && words[2].is_none() {
                     leading_broken = true;
@@ -246,6 +262,7 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                     if contains_set_config(&sql[tag_end..body_end]) {
                         effects.session = true;
                         effects.leaves_role = true;
+                        effects.session_settings = true;
                     }
                     i = (body_end + tag.len()).min(bytes.len());
                 }
@@ -288,6 +305,9 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 if word.eq_ignore_ascii_case("set_config") {
                     effects.session = true;
                     effects.leaves_role = true;
+                    if !set_config_is_local(bytes, i, backslash_escapes) {
+                        effects.session_settings = true;
+                    }
                 }
                 if runs_sql_text(word) {
                     effects.leaves_role = true;
@@ -411,6 +431,45 @@ fn runs_sql_text(name: &str) -> bool {
 /// `pg_temp`, or a backend's own temporary schema by its name (`pg_temp_3`).
 fn is_temporary_schema(name: &str) -> bool {
     name.len() >= 7 && name.as_bytes()[..7].eq_ignore_ascii_case(b"pg_temp")
+}
+
+/// Whether the `set_config` call whose name ends at `i` has `true` written as its last
+/// argument (the setting is local to the transaction). Anything else — `false`, a parameter,
+/// an expression, no call — is read as a session setting.
+fn set_config_is_local(bytes: &[u8], mut i: usize, backslash_escapes: bool) -> bool {
+    while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    if bytes.get(i) != Some(&b'(') {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut last_argument = i + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' => {
+                depth += 1;
+                i += 1;
+            }
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return bytes[last_argument..i]
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(b"true");
+                }
+                i += 1;
+            }
+            b',' if depth == 1 => {
+                last_argument = i + 1;
+                i += 1;
+            }
+            b'\'' => i = skip_quoted(bytes, i, b'\'', backslash_escapes),
+            b'"' => i = skip_quoted(bytes, i, b'"', false),
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 fn contains_set_config(text: &str) -> bool {
@@ -750,6 +809,44 @@ mod tests {
             "CREATE TABLE notes (body text)",
         ] {
             assert!(!effects(sql).leaves_role, "{sql}");
+        }
+    }
+
+    #[test]
+    fn settings_that_outlive_the_transaction() {
+        for sql in [
+            "SET statement_timeout = 0",
+            "set work_mem to '1GB'",
+            "SET SESSION app.user_id = '42'",
+            "SET TIME ZONE 'UTC'",
+            "SET search_path TO public",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+            "RESET app.user_id",
+            "RESET ALL",
+            "SELECT 1; SET app.x = 1",
+            "SELECT set_config('app.user_id', '42', false)",
+            "SELECT pg_catalog.set_config('app.user_id', $1, $2)",
+            "SELECT set_config('app.user_id', '42', true OR false)",
+            "SELECT set_config('app.x', 'true', (false))",
+            "SELECT set_config",
+            "SELECT \"set_config\"('app.x', '1', true)",
+            "DO $$ BEGIN PERFORM set_config('app.x', '1', true); END $$",
+        ] {
+            assert!(effects(sql).session_settings, "{sql}");
+        }
+        for sql in [
+            "SET LOCAL statement_timeout = 0",
+            "set local app.user_id = '42'",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET CONSTRAINTS ALL DEFERRED",
+            "SELECT set_config('app.user_id', '42', true)",
+            "SELECT set_config('app.x', f(1, 2), TRUE )",
+            "SELECT set_config('app.x', 'a,b)', true)",
+            "UPDATE notes SET body = 'RESET ALL'",
+            "SELECT 'SET work_mem = 1'",
+            "SELECT 1",
+        ] {
+            assert!(!effects(sql).session_settings, "{sql}");
         }
     }
 }

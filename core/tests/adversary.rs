@@ -173,10 +173,21 @@ async fn transaction_mode_refuses_a_commit_hidden_by_backslash_escapes() {
     let (_bouncer, tenancy) = bounced_tenancy(&db, 1, 1).await;
     let s = marked_tenants(&tenancy, "adv_txscs_", 1).await;
     plant_public_marker(db.pool()).await;
-    let conn = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
-    conn.batch_execute("SET standard_conforming_strings = off")
+    // A session setting through the scope is refused in transaction mode (it would outlive
+    // the call's transaction); another client of the one server connection makes it.
+    let raw = tenancy.router().pool().get().await.unwrap();
+    raw.batch_execute("SET standard_conforming_strings = off")
         .await
         .unwrap();
+    drop(raw);
+    let conn = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
+    let refused = conn
+        .batch_execute("SET standard_conforming_strings = off")
+        .await;
+    assert!(
+        matches!(refused, Err(Error::NotInTransactionMode { .. })),
+        "{refused:?}"
+    );
     let result = conn
         .simple_query(r"SELECT 'a\''; COMMIT; SELECT schema_name FROM marker; SELECT '1'")
         .await;

@@ -172,19 +172,32 @@ async fn a_commit_through_the_transaction_cannot_fall_through_to_public() {
     );
 }
 
-/// Held (regression): through PgBouncer, a tenant's session-level `SET search_path`
-/// (allowed in transaction mode; it persists on the shared server connection after the
-/// wrapping transaction commits) moves neither the registry/resolver queries that run on
+/// Held (regression): through PgBouncer, a session-level `SET search_path` (refused through
+/// a scope in transaction mode; made here by another client of the server connection, where
+/// it persists) moves neither the registry/resolver queries that run on
 /// bounced connections nor the next tenant's statements.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_set_left_on_a_bounced_server_connection_moves_nothing() {
     let (_db, _bouncer, tenancy, s) = bounced("bset_", 2, 1).await;
+    // Through a scope such a `SET` is refused now (it would outlive the call's transaction);
+    // another client of the one server connection leaves it there.
     let db = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
-    db.batch_execute(&format!("SET search_path TO {}, pg_catalog", s[1]))
+    let refused = db
+        .batch_execute(&format!("SET search_path TO {}, pg_catalog", s[1]))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::NotInTransactionMode { .. })),
+        "{refused:?}"
+    );
+    drop(db);
+    let raw = tenancy.router().pool().get().await.unwrap();
+    raw.batch_execute(&format!("SET search_path TO {}, pg_catalog", s[1]))
         .await
         .unwrap();
-    db.batch_execute("SET search_path TO public").await.unwrap();
-    drop(db);
+    raw.batch_execute("SET search_path TO public")
+        .await
+        .unwrap();
+    drop(raw);
     // Resolver and registry on the bounced pool (uncached lookups).
     let t = tenancy.resolve(&host("bset-1.test")).await.unwrap();
     assert_eq!(t.schema(), &s[1]);
@@ -220,7 +233,7 @@ async fn a_cancelled_transaction_through_pgbouncer_leaves_nothing_behind() {
             _ = tokio::time::sleep(delay) => {}
             _ = async {
                 let tx = db.transaction().await.unwrap();
-                tx.batch_execute(&format!("SET search_path TO {}", s[1])).await.unwrap();
+                tx.batch_execute(&format!("SET LOCAL search_path TO {}", s[1])).await.unwrap();
                 tx.query("SELECT schema_name FROM marker", &[]).await.unwrap();
                 std::future::pending::<()>().await;
             } => {}

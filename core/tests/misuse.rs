@@ -685,3 +685,91 @@ async fn a_request_that_starts_while_its_tenant_is_being_deleted_never_reaches_p
         "second statement: {second:?} (first: {first:?})"
     );
 }
+
+/// Transaction mode: a setting made for the session (`SET` without `LOCAL`, `RESET`,
+/// `set_config(…, false)`) would stay on the server connection after the call's transaction —
+/// behind a pooler, for another client's tenant (an application's `app.user_id` read by
+/// row-level security, say). Refused before it is sent, through every way a scope and its
+/// transactions take SQL; `SET LOCAL` inside a transaction is served and ends with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_refuses_settings_that_outlive_the_transaction() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(marker_and_notes())
+        .search_path_mode(SearchPathMode::Transaction)
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "tx_set_", 2).await;
+    let router = tenancy.router();
+    let setting = "SELECT coalesce(current_setting('app.user_id', true), '') \
+                   || '/' || current_setting('work_mem')";
+    let default: String = {
+        let other = router.connection_for_schema(&s[1]).await.unwrap();
+        other.query_one(setting, &[]).await.unwrap().get(0)
+    };
+    assert_eq!(default, "/4MB");
+    let refused = |what: &str, result: Result<(), Error>| {
+        let err = result.expect_err(what);
+        assert!(
+            matches!(err, Error::NotInTransactionMode { .. }),
+            "{what}: {err:?}"
+        );
+        assert!(err.to_string().contains("SET LOCAL"), "{what}: {err}");
+    };
+    {
+        let mut db = router.connection_for_schema(&s[0]).await.unwrap();
+        refused(
+            "batch_execute SET",
+            db.batch_execute("SET app.user_id = '42'").await,
+        );
+        refused(
+            "simple_query SET SESSION",
+            db.simple_query("SET SESSION work_mem = '64kB'")
+                .await
+                .map(drop),
+        );
+        refused(
+            "execute set_config(…, false)",
+            db.execute("SELECT set_config('app.user_id', '42', false)", &[])
+                .await
+                .map(drop),
+        );
+        refused(
+            "query set_config with a parameter",
+            db.query("SELECT set_config('app.user_id', '42', $1)", &[&false])
+                .await
+                .map(drop),
+        );
+        refused(
+            "query_one behind another statement",
+            db.batch_execute("SELECT 1; SET work_mem = '64kB'").await,
+        );
+        refused("RESET", db.batch_execute("RESET work_mem").await);
+        let tx = db.transaction().await.unwrap();
+        refused(
+            "a transaction's batch_execute SET",
+            tx.batch_execute("SET app.user_id = '42'").await,
+        );
+        refused(
+            "a transaction's query set_config(…, false)",
+            tx.query("SELECT set_config('app.user_id', '42', false)", &[])
+                .await
+                .map(drop),
+        );
+        // What ends with the transaction is served.
+        tx.batch_execute("SET LOCAL app.user_id = '7'; SET LOCAL work_mem = '64kB'")
+            .await
+            .unwrap();
+        tx.query_one("SELECT set_config('app.user_id', '8', true)", &[])
+            .await
+            .unwrap();
+        let inside: String = tx.query_one(setting, &[]).await.unwrap().get(0);
+        assert_eq!(inside, "8/64kB");
+        tx.commit().await.unwrap();
+    }
+    // The only connection, now the other tenant's: nothing of the first one's settings.
+    let other = router.connection_for_schema(&s[1]).await.unwrap();
+    let seen: String = other.query_one(setting, &[]).await.unwrap().get(0);
+    assert_eq!(seen, default, "a setting outlived its tenant's transaction");
+}

@@ -8,7 +8,9 @@
 
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::TestDatabase;
-use tenant_schemas::{scope, Error, SchemaName, SearchPathMode, Tenancy, TenantStatus};
+use tenant_schemas::{
+    scope, ConnectionScope, Error, SchemaName, SearchPathMode, Tenancy, TenantStatus,
+};
 
 const WRITE: &str = "INSERT INTO notes (body) VALUES ('escaped')";
 
@@ -22,6 +24,29 @@ async fn read_only_tenant(mode: SearchPathMode) -> (TestDatabase, Tenancy, Schem
         .await
         .unwrap();
     (db, tenancy, s)
+}
+
+/// A scope on `s` whose session has `standard_conforming_strings` off. In transaction mode a
+/// session `SET` through the scope is refused (it would outlive the call's transaction), so
+/// it is made as another client of the pool's only connection would, on a raw one.
+async fn strings_off(tenancy: &Tenancy, s: &SchemaName, mode: SearchPathMode) -> ConnectionScope {
+    const OFF: &str = "SET standard_conforming_strings = off";
+    if mode == SearchPathMode::Transaction {
+        let raw = tenancy.router().pool().get().await.unwrap();
+        raw.batch_execute(OFF).await.unwrap();
+        drop(raw);
+        let db = tenancy.router().connection_for_schema(s).await.unwrap();
+        let refused = db.batch_execute(OFF).await;
+        assert!(
+            matches!(refused, Err(Error::NotInTransactionMode { .. })),
+            "{refused:?}"
+        );
+        db
+    } else {
+        let db = tenancy.router().connection_for_schema(s).await.unwrap();
+        db.batch_execute(OFF).await.unwrap();
+        db
+    }
 }
 
 async fn escaped_rows(tenancy: &Tenancy, s: &SchemaName) -> i64 {
@@ -192,10 +217,7 @@ spelling!(
 /// committed, in both search-path modes.
 async fn backslash_escapes_hide_nothing(mode: SearchPathMode) {
     let (_db, tenancy, s) = read_only_tenant(mode).await;
-    let db = tenancy.router().connection_for_schema(&s).await.unwrap();
-    db.batch_execute("SET standard_conforming_strings = off")
-        .await
-        .unwrap();
+    let db = strings_off(&tenancy, &s, mode).await;
     let hidden = format!(
         r"SELECT 'a\''; COMMIT; BEGIN READ WRITE; INSERT INTO {s}.notes (body) VALUES ($$escaped$$); COMMIT; SELECT '1'"
     );
@@ -213,10 +235,7 @@ async fn backslash_escapes_hide_nothing(mode: SearchPathMode) {
 /// and what follows would begin a writable transaction of its own.
 async fn backslash_escapes_hide_nothing_in_a_transaction(mode: SearchPathMode) {
     let (_db, tenancy, s) = read_only_tenant(mode).await;
-    let mut db = tenancy.router().connection_for_schema(&s).await.unwrap();
-    db.batch_execute("SET standard_conforming_strings = off")
-        .await
-        .unwrap();
+    let mut db = strings_off(&tenancy, &s, mode).await;
     let tx = db.transaction().await.unwrap();
     let hidden = format!(
         r"SELECT 'a\''; COMMIT; BEGIN READ WRITE; INSERT INTO {s}.notes (body) VALUES ($$escaped$$); COMMIT; SELECT '1'"

@@ -167,6 +167,7 @@ const UNKNOWN_STATEMENT: Effects = Effects {
     escapes_read_only: true,
     sets: true,
     leaves_role: true,
+    session_settings: true,
 };
 
 /// The operation [`ConnectionScope::with_statement`] runs for the query family: the
@@ -1000,7 +1001,8 @@ fn not_in_transaction_mode(what: &'static str) -> Error {
 
 /// Transaction mode wraps each call in its own transaction: SQL that ended it would run the
 /// rest of its text outside, without the tenant's path; and what outlives a transaction in
-/// the session (see [`Error::session_objects_refused`]) is refused.
+/// the session (see [`Error::session_objects_refused`], [`Error::session_settings_refused`])
+/// is refused.
 fn refuse_transaction_control(sql: &str) -> Result<()> {
     let effects = sql::effects(sql);
     if effects.transaction_control {
@@ -1011,6 +1013,9 @@ fn refuse_transaction_control(sql: &str) -> Result<()> {
     }
     if effects.session_objects {
         return Err(Error::session_objects_refused());
+    }
+    if effects.session_settings {
+        return Err(Error::session_settings_refused());
     }
     Ok(())
 }

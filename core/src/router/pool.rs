@@ -34,6 +34,13 @@ pub enum SearchPathMode {
     /// server connections (PgBouncer 1.21+ with `max_prepared_statements` > 0),
     /// [`SchemaRouterBuilder::pooler_prepared_statements`](super::SchemaRouterBuilder::pooler_prepared_statements)
     /// caches them instead.
+    ///
+    /// What would outlive a statement's transaction on the server connection, which a pooler
+    /// hands to its next client, is refused before it is sent
+    /// ([`Error::NotInTransactionMode`](crate::Error::NotInTransactionMode)): transaction
+    /// control, temporary objects and held cursors, and settings made for the session (`SET`
+    /// without `LOCAL`, `RESET`, `set_config(…)` unless its last argument is written `true`;
+    /// use `SET LOCAL` inside a transaction).
     Transaction,
 }
 

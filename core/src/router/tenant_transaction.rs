@@ -102,6 +102,11 @@ impl<'a> TenantTransaction<'a> {
                 None => return Err(Error::session_objects_refused()),
             }
         }
+        if effects.session_settings && self.untrusted.is_none() {
+            // Transaction mode: the setting would outlive the transaction on the server
+            // connection.
+            return Err(Error::session_settings_refused());
+        }
         if self.reassert.load(Ordering::Acquire) {
             self.tx
                 .batch_execute(&self.settings)

@@ -615,21 +615,12 @@ async fn single_writer_rounds_across_the_modes_lose_nothing() {
         .create_tenant(NewTenant::new(s.clone()))
         .await
         .unwrap();
-    let fill_mb: i32 = std::env::var(FILL_MB_ENV)
+    let fill_mb: u32 = std::env::var(FILL_MB_ENV)
         .ok()
         .map_or(0, |v| v.parse().expect(FILL_MB_ENV));
     if fill_mb > 0 {
-        // 1,000 rows of ~1 kB per MB, in batches.
         let conn = tenancy.router().connection_for_schema(&s).await.unwrap();
-        for _ in 0..fill_mb {
-            conn.execute(
-                "INSERT INTO notes (body) SELECT 'fill-' || repeat(md5(i::text), 31)
-                 FROM generate_series(1, 1000) AS i",
-                &[],
-            )
-            .await
-            .unwrap();
-        }
+        fill_notes(&conn, fill_mb).await;
         let size: String = conn
             .query_one(
                 "SELECT pg_size_pretty(sum(shard_size)) FROM citus_shards

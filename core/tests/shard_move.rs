@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tenant_schemas::testing::fixtures::{database, host, schema, schema_exists, NOTES};
+use tenant_schemas::testing::fixtures::{database, fill_notes, host, schema, schema_exists, NOTES};
 use tenant_schemas::testing::{TestCluster, TestDatabase};
 use tenant_schemas::{
     scope, Error, NewTenant, SchemaName, ShardName, Tenancy, TenantEvent, TenantMigrations,
@@ -297,17 +297,8 @@ async fn no_acknowledged_write_is_lost_during_a_move() {
         .ok()
         .map_or(0, |v| v.parse().expect(FILL_MB_ENV));
     if fill_mb > 0 {
-        // 1,000 rows of ~1 kB per MB, in batches.
         let db = tenancy.router().connection_for_schema(&mv).await.unwrap();
-        for _ in 0..fill_mb {
-            db.execute(
-                "INSERT INTO notes (body) SELECT 'fill-' || repeat(md5(i::text), 31)
-                 FROM generate_series(1, 1000) AS i",
-                &[],
-            )
-            .await
-            .unwrap();
-        }
+        fill_notes(&db, fill_mb).await;
         let size: String = db
             .query_one(
                 "SELECT pg_catalog.pg_size_pretty(pg_catalog.pg_total_relation_size('notes'))",

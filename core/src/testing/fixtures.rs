@@ -176,6 +176,21 @@ pub async fn marked_over_public(
     (db, tenancy, schemas, pool)
 }
 
+/// Fills the `notes` table ([`NOTES`]) of `db`'s schema with about
+/// `mb` MB: 1,000 rows of ~1 kB per MB, a statement per MB. For measuring a bigger tenant
+/// (moves, exports) in a test asked for it by an environment variable.
+pub async fn fill_notes(db: &ConnectionScope, mb: u32) {
+    for _ in 0..mb {
+        db.execute(
+            "INSERT INTO notes (body) SELECT 'fill-' || repeat(md5(i::text), 31)
+             FROM generate_series(1, 1000) AS i",
+            &[],
+        )
+        .await
+        .expect("filling notes");
+    }
+}
+
 /// The `marker` row `db` reads: the schema its statements run in (`PUBLIC` for a
 /// fall-through, see [`plant_public_marker`]).
 pub async fn marker_of(db: &ConnectionScope) -> String {

@@ -305,11 +305,7 @@ impl TenantStates {
         let registry = &self.registry;
         self.by_schema
             .get_or_try_insert_with(schema, || async move {
-                match registry.get(schema).await {
-                    Ok(record) => Ok(Some(record.tenant())),
-                    Err(Error::TenantNotFound { .. }) => Ok(None),
-                    Err(e) => Err(e),
-                }
+                registry.tenant_in(schema).await
             })
             .await
             .map(|(tenant, _)| tenant)

@@ -48,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::migrate::{MigrationSets, TenantMigrations};
 use crate::schema::SchemaName;
 use crate::shard::ShardName;
-use crate::tenant::{TenantId, TenantRecord, TenantStatus};
+use crate::tenant::{Tenant, TenantId, TenantRecord, TenantStatus};
 
 pub(crate) use citus::CitusMode;
 pub use doctor::{DoctorReport, Finding};
@@ -65,6 +65,14 @@ SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
                 FILTER (WHERE d.domain IS NOT NULL), '{}') AS domains
 FROM public.tenant_schemas_tenants t
 LEFT JOIN public.tenant_schemas_domains d ON d.tenant_id = t.id";
+
+/// [`Registry::tenant_in`]: the columns of [`SELECT_TENANTS`] from the tenant table alone
+/// (no domains: a [`Tenant`] has none).
+const TENANT_IN: &str = "
+SELECT t.id, t.schema_name, t.name, t.created_at, t.status, t.version, t.shard,
+       t.max_connections, t.storage_quota, t.statement_timeout_ms, t.role,
+       '{}'::text[] AS domains
+FROM public.tenant_schemas_tenants t WHERE t.schema_name = $1";
 
 /// Reads the tenants and their domains: [`get`](Self::get), [`list`](Self::list),
 /// [`doctor`](Self::doctor), [`is_installed`](Self::is_installed).
@@ -132,6 +140,21 @@ impl Registry {
     /// The tenant in `schema`.
     pub async fn get(&self, schema: &SchemaName) -> Result<TenantRecord> {
         get_with(&self.conn().await?, schema).await
+    }
+
+    /// The tenant living in `schema` as a checkout reads it (its state, shard, role, limits:
+    /// [`TenantRecord::tenant`]), `None` when the registry has none: one row of the tenant
+    /// table, without the join and aggregate of its domains, which [`get`](Self::get) plans
+    /// every time (an unnamed statement) — the state cache reads it for each tenant in use
+    /// once per its TTL.
+    pub(crate) async fn tenant_in(&self, schema: &SchemaName) -> Result<Option<Tenant>> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_typed_opt(TENANT_IN, &[(&schema.as_str(), Type::TEXT)])
+            .await
+            .map_err(|e| Error::db("reading the registry", schema, e))?;
+        row.map(|row| record(&row).map(|record| record.tenant()))
+            .transpose()
     }
 
     /// Every tenant, the public one included, ordered by schema name.

@@ -71,6 +71,55 @@ fn outside_kinds(s: &SchemaName, o: &SchemaName) -> Vec<Outside> {
             ),
             rows: Some((format!("SELECT count(*) FROM ONLY {o}.heir"), 2)),
         },
+        // Found by a red-team review: the look covered only the schema's relations, types,
+        // functions and constraints, and `DROP SCHEMA … CASCADE` dropped these silently.
+        Outside {
+            kind: "a public table's column with the tenant's collation",
+            plant: format!(
+                "CREATE COLLATION {s}.c (locale = 'C');
+                 CREATE TABLE public.{s}_coll (x text COLLATE {s}.c);
+                 INSERT INTO public.{s}_coll VALUES ('a'), ('b')"
+            ),
+            named: format!("table column public.{s}_coll.x depends on collation {s}.c"),
+            probe: format!(
+                "SELECT count(*) FROM pg_attribute \
+                 WHERE attrelid = 'public.{s}_coll'::regclass AND attname = 'x'"
+            ),
+            rows: Some((format!("SELECT count(*) FROM public.{s}_coll"), 2)),
+        },
+        Outside {
+            kind: "a view in public using the tenant's operator",
+            plant: format!(
+                "CREATE FUNCTION {s}.same(int, int) RETURNS bool LANGUAGE sql IMMUTABLE
+                     AS 'SELECT $1 = $2';
+                 CREATE OPERATOR {s}.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = {s}.same);
+                 CREATE VIEW public.{s}_opv AS SELECT 1 OPERATOR({s}.===) 1 AS same"
+            ),
+            named: format!("view public.{s}_opv depends on operator {s}.===(integer,integer)"),
+            probe: format!("SELECT count(*) FROM pg_views WHERE viewname = '{s}_opv'"),
+            rows: None,
+        },
+        Outside {
+            kind: "an index in public on the tenant's text search configuration",
+            plant: format!(
+                "CREATE TEXT SEARCH CONFIGURATION {s}.cfg (COPY = pg_catalog.english);
+                 CREATE TABLE public.{s}_docs (body text);
+                 CREATE INDEX {s}_docs_fts ON public.{s}_docs
+                     USING gin (to_tsvector('{s}.cfg'::regconfig, body))"
+            ),
+            named: format!(
+                "index public.{s}_docs_fts depends on text search configuration {s}.cfg"
+            ),
+            probe: format!("SELECT count(*) FROM pg_indexes WHERE indexname = '{s}_docs_fts'"),
+            rows: None,
+        },
+        Outside {
+            kind: "an extension installed into the tenant's schema",
+            plant: format!("CREATE EXTENSION hstore SCHEMA {s}"),
+            named: format!("extension hstore depends on schema {s}"),
+            probe: "SELECT count(*) FROM pg_extension WHERE extname = 'hstore'".into(),
+            rows: None,
+        },
     ]
 }
 

@@ -13,11 +13,14 @@ use crate::schema::SchemaName;
 
 /// Each object outside schema `$1` that depends on an object in it, with what it depends
 /// on, as `pg_identify_object` names them (type and schema-qualified identity): rows of
-/// `pg_depend` whose referenced object is a relation, type, function or constraint of the
-/// schema and whose dependent object does not belong to the schema. Left out: internal
+/// `pg_depend` whose referenced object is a relation, type, function, constraint, collation,
+/// operator, operator class or family, text search object or conversion of the schema, or
+/// the schema itself (an extension installed into it), and whose dependent object does not
+/// belong to the schema. Left out: internal
 /// dependencies (a view's rule on its view, a table's TOAST table and row type, the
 /// triggers of a foreign key) and extension membership, which are parts of the object they
-/// depend on, and publication membership (a publication only loses the table). A view's
+/// depend on, publication membership (a publication only loses the table) and the schema's
+/// default privileges. A view's
 /// rule is named as its view. The schema of an object without one of its own (a rule,
 /// trigger, policy, default) is its table's; of an operator class member, its family's.
 /// One row per dependent object: what it depends on joined with `, `.
@@ -37,6 +40,47 @@ WITH inside(classid, objid) AS (
     UNION ALL
     SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass, k.oid
     FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_namespace n ON n.oid = k.connamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_collation o JOIN pg_catalog.pg_namespace n ON n.oid = o.collnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_opclass o JOIN pg_catalog.pg_namespace n ON n.oid = o.opcnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_opfamily o JOIN pg_catalog.pg_namespace n ON n.oid = o.opfnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_ts_config o JOIN pg_catalog.pg_namespace n ON n.oid = o.cfgnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_ts_dict o JOIN pg_catalog.pg_namespace n ON n.oid = o.dictnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_ts_parser'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_ts_parser o JOIN pg_catalog.pg_namespace n ON n.oid = o.prsnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_ts_template'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_ts_template o JOIN pg_catalog.pg_namespace n ON n.oid = o.tmplnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_conversion o JOIN pg_catalog.pg_namespace n ON n.oid = o.connamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    -- The schema itself: an extension installed into it goes with it.
+    SELECT 'pg_catalog.pg_namespace'::pg_catalog.regclass, n.oid
+    FROM pg_catalog.pg_namespace n
     WHERE n.nspname = $1
 ), dependents AS (
     SELECT d.classid, d.objid, d.objsubid, d.refclassid, d.refobjid,
@@ -63,7 +107,8 @@ WITH inside(classid, objid) AS (
     JOIN inside i ON i.classid = d.refclassid AND i.objid = d.refobjid
     WHERE d.deptype NOT IN ('i', 'e', 'x')
       AND d.classid NOT IN ('pg_catalog.pg_publication_rel'::pg_catalog.regclass,
-                            'pg_catalog.pg_publication_namespace'::pg_catalog.regclass)
+                            'pg_catalog.pg_publication_namespace'::pg_catalog.regclass,
+                            'pg_catalog.pg_default_acl'::pg_catalog.regclass)
 ), outside AS (
     SELECT DISTINCT o.type || ' ' || o.identity AS dependent,
            r.type || ' ' || r.identity AS referenced

@@ -267,6 +267,7 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 }
                 if runs_sql_text(name) {
                     effects.leaves_role = true;
+                    effects.session_settings = true;
                 }
                 if is_temporary_schema(name) {
                     statement_temporary = true;
@@ -344,7 +345,9 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                     }
                 }
                 if runs_sql_text(word) {
+                    // Its SQL is a string: `set_config(…, false)` in it cannot be read.
                     effects.leaves_role = true;
+                    effects.session_settings = true;
                 }
                 let temporary = (word.eq_ignore_ascii_case("temp")
                     || word.eq_ignore_ascii_case("temporary"))
@@ -962,6 +965,8 @@ mod tests {
             "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS 'SELECT set_config(''app.x'', ''1'', false)'",
             "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ SET app.x = 1 $$",
             "CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS E'BEGIN SET work_mem = 1; END'",
+            "SELECT query_to_xml('SELECT set_config(''app.x'', ''1'', false)', true, false, '')",
+            "SELECT pg_catalog.\"ts_stat\"('SELECT to_tsvector(set_config(''app.x'', ''a'', false))')",
         ] {
             assert!(effects(sql).session_settings, "{sql}");
         }

@@ -777,8 +777,9 @@ async fn transaction_mode_refuses_settings_that_outlive_the_transaction() {
 /// Transaction mode, other spellings of a session setting (found by a red-team review): a
 /// qualified name whose first part is `local`, `transaction` or `constraints` (`SET local.x`
 /// sets the session's `local.x`), a comment or dollar-quoted string hiding `, true` in a
-/// `set_config` call, `set_config` spelt with `U&` escapes, a `DO` block setting it, and a
-/// function created to set it and called next. Each is refused, through the scope and a
+/// `set_config` call, `set_config` spelt with `U&` escapes, a `DO` block setting it, a
+/// function created to set it and called next, and `set_config` in the SQL text a
+/// `query_to_xml` runs. Each is refused, through the scope and a
 /// transaction; the other tenant, next on the only connection, sees none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_mode_refuses_settings_however_spelt() {
@@ -811,6 +812,7 @@ async fn transaction_mode_refuses_settings_however_spelt() {
         "CREATE FUNCTION public.spelt_leak() RETURNS text LANGUAGE sql \
          AS 'SELECT set_config(''app.x'', ''1'', false)'",
         "CREATE FUNCTION public.spelt_leak() RETURNS void LANGUAGE sql AS $$ SET work_mem = '64kB' $$",
+        "SELECT query_to_xml('SELECT set_config(''app.x'', ''1'', false)', true, false, '')",
     ];
     {
         let mut db = router.connection_for_schema(&s[0]).await.unwrap();

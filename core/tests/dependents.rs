@@ -503,3 +503,82 @@ async fn a_tenant_on_another_database_is_checked_there() {
         0
     );
 }
+
+/// The same with a view on the tenant's view (found by a red-team review): creating it locks
+/// the tenant's view only, not its tables, so the deletion's look under the tables' locks did
+/// not wait for it, and `DROP SCHEMA … CASCADE`, waiting for the view's lock, then dropped the
+/// committed view with the schema. The deletion locks the schema's views too, and refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_on_a_view_committed_while_the_deletion_waits_is_not_destroyed() {
+    let db = database().await;
+    let tenancy = new_tenancy(&db).await;
+    for (i, erase) in [false, true].into_iter().enumerate() {
+        let s = marked_tenants(&tenancy, &format!("dv{i}_"), 2)
+            .await
+            .remove(1);
+        exec(
+            &db,
+            &format!("CREATE VIEW {s}.own AS SELECT * FROM {s}.notes"),
+        )
+        .await;
+        let mut planter = db.pool().get().await.unwrap();
+        let tx = planter.transaction().await.unwrap();
+        tx.batch_execute(&format!(
+            "CREATE VIEW public.{s}_peek AS SELECT * FROM {s}.own"
+        ))
+        .await
+        .unwrap();
+        let deleting = {
+            let (tenancy, s) = (tenancy.clone(), s.clone());
+            tokio::spawn(async move {
+                if erase {
+                    tenancy.erase_tenant(&s, None).await.map(drop)
+                } else {
+                    tenancy.delete_tenant(&s, DropSchema::Yes).await.map(drop)
+                }
+            })
+        };
+        // Until the deletion waits for the view's transaction (its lock on `own`).
+        let watcher = db.pool().get().await.unwrap();
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE NOT l.granted AND n.nspname = $1",
+                    &[&s.as_str()],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tx.commit().await.unwrap();
+        let err = deleting
+            .await
+            .unwrap()
+            .expect_err("the deletion destroyed a view committed while it waited");
+        assert!(
+            err.to_string()
+                .contains(&format!("view public.{s}_peek depends on view {s}.own")),
+            "erase {erase}: {err}"
+        );
+        assert!(is_registered(&db, s.as_str()).await);
+        assert_eq!(
+            tenancy.registry().get(&s).await.unwrap().status,
+            TenantStatus::Active,
+            "erase {erase}: put back"
+        );
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT count(*) FROM pg_views WHERE viewname = '{s}_peek'")
+            )
+            .await,
+            1
+        );
+    }
+}

@@ -25,7 +25,9 @@ use crate::schema::SchemaName;
 /// trigger, policy, default) is its table's; of an operator class member, its family's.
 /// One row per dependent object: what it depends on joined with `, `.
 const OUTSIDE_DEPENDENTS: &str = "
-WITH inside(classid, objid) AS (
+WITH ns AS (
+    SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $1
+), inside(classid, objid) AS (
     SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, c.oid
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = $1
@@ -118,17 +120,19 @@ WITH inside(classid, objid) AS (
         CASE WHEN d.view_rule THEN d.on_table ELSE d.objid END,
         CASE WHEN d.view_rule THEN 0 ELSE d.objsubid END) o
     CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.refclassid, d.refobjid, 0) r
-    WHERE (CASE
+    -- Compared with the schema by its oid, or by its name as `pg_identify_object` reads it
+    -- (the catalog as it is now): renamed while this runs, the schema is still itself.
+    WHERE CASE
             WHEN d.on_table IS NOT NULL THEN
-                (SELECT n.nspname FROM pg_catalog.pg_class c
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.oid = d.on_table)
+                (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = d.on_table)
+                    IS DISTINCT FROM (SELECT ns.oid FROM ns)
             WHEN d.in_family IS NOT NULL THEN
-                (SELECT n.nspname FROM pg_catalog.pg_opfamily f
-                 JOIN pg_catalog.pg_namespace n ON n.oid = f.opfnamespace
-                 WHERE f.oid = d.in_family)
-            ELSE (pg_catalog.pg_identify_object(d.classid, d.objid, 0)).schema
-          END) IS DISTINCT FROM $1
+                (SELECT f.opfnamespace FROM pg_catalog.pg_opfamily f WHERE f.oid = d.in_family)
+                    IS DISTINCT FROM (SELECT ns.oid FROM ns)
+            ELSE pg_catalog.quote_ident(
+                    (pg_catalog.pg_identify_object(d.classid, d.objid, 0)).schema)
+                IS DISTINCT FROM (SELECT ns.oid::pg_catalog.regnamespace::pg_catalog.text FROM ns)
+          END
 )
 SELECT dependent || ' depends on ' || pg_catalog.string_agg(referenced, ', ' ORDER BY referenced)
 FROM outside
@@ -208,10 +212,12 @@ pub(crate) async fn refuse_outside_dependents(
 }
 
 /// [`refuse_outside_dependents`] in `tx`, the transaction that drops the schema, once it
-/// holds the schema's tables (`ACCESS EXCLUSIVE`, as the drop takes them; held until `tx`
-/// ends): a transaction that was creating a view on one of them, a foreign key to it or a
-/// child of it has committed by then and its object is seen, and none can be created
-/// between this look and the drop. (Objects depending on the schema's views, types or
+/// holds the schema's tables and views (`ACCESS EXCLUSIVE`, as the drop takes them; held
+/// until `tx` ends): a transaction that was creating a view on one of them, a foreign key to
+/// it or a child of it has committed by then and its object is seen, and none can be created
+/// between this look and the drop. (A view on a view locks only the view, not its tables:
+/// it must be locked here too, or the drop would wait for it and then drop it. Materialized
+/// views cannot be locked with `LOCK`, and objects depending on the schema's types or
 /// functions take no lock on them: one created in the moment between this look and the
 /// drop would still go with it.)
 pub(crate) async fn lock_and_refuse(
@@ -225,7 +231,7 @@ pub(crate) async fn lock_and_refuse(
             "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
              FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v')
              ORDER BY c.relname",
             &[(&schema.as_str(), Type::TEXT)],
         )

@@ -563,6 +563,11 @@ pub struct SqlEffects {
     /// `SET TRANSACTION READ WRITE`, `SET SESSION CHARACTERISTICS …`, any mention of
     /// `transaction_read_only`, `DO`, `CALL`, a large-object writer …).
     pub escapes_read_only: bool,
+    /// A statement may make a setting that outlives its transaction (`SET` without `LOCAL`,
+    /// `RESET`, `set_config(…)` unless its last argument is `true`, a `DO` block or new
+    /// function that may): behind a transaction pooler it would stay on the server
+    /// connection for the next client ([`refuse_session_settings`](Self::refuse_session_settings)).
+    pub outlives_transaction: bool,
 }
 
 impl SqlEffects {
@@ -574,6 +579,7 @@ impl SqlEffects {
             changes_session: effects.session,
             controls_transaction: effects.transaction_control,
             escapes_read_only: effects.escapes_read_only,
+            outlives_transaction: effects.session_settings,
         }
     }
 }
@@ -592,6 +598,16 @@ impl SqlEffects {
                  SET TRANSACTION, SET SESSION CHARACTERISTICS, COMMIT, DO, CALL, \
                  transaction_read_only …) or a large-object writer (lo_from_bytea, lo_unlink …)",
             ));
+        }
+        Ok(())
+    }
+
+    /// For a driver in transaction mode (behind a transaction pooler), refuses SQL that may
+    /// make a setting outliving its transaction, before it is sent, as the core's router
+    /// does ([`Error::NotInTransactionMode`]).
+    pub fn refuse_session_settings(self) -> Result<()> {
+        if self.outlives_transaction {
+            return Err(Error::session_settings_refused());
         }
         Ok(())
     }

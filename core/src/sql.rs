@@ -54,7 +54,8 @@ pub(crate) struct Effects {
     /// A statement may change a setting beyond its transaction: `SET` without `LOCAL` (but
     /// `SET TRANSACTION`, `SET CONSTRAINTS`), `RESET`, and `set_config(…)` unless its last
     /// argument is written `true` (and any mention of it in a quoted name or a dollar-quoted
-    /// body). In transaction mode such a setting would stay on the server connection after the
+    /// body), `U&` escapes, and a `DO` block's or a new function's body that may make one
+    /// ([`body_may_set`]). In transaction mode such a setting would stay on the server connection after the
     /// statement's transaction, for whoever uses it next: refused there.
     pub(crate) session_settings: bool,
 }
@@ -202,15 +203,24 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
     // with its transaction.
     let mut statement_temporary = false;
     let mut statement_commit_drop = false;
+    // The statement's second word is followed by `.`: the first part of a qualified name
+    // (`SET local.x = 1` sets the session's `local.x`), not a key word such as `LOCAL`.
+    let mut second_qualified = false;
+    // The statement defines code run later (`DO`, `CREATE FUNCTION|PROCEDURE`): its quoted
+    // bodies are read for settings (see [`body_may_set`]).
+    let mut statement_code = false;
     let finish = |words: &mut [Option<(usize, usize)>; 3],
                   effects: &mut Effects,
-                  (start, end): (usize, usize)| {
+                  (start, end): (usize, usize),
+                  second_qualified: bool| {
         if words[0].is_some() {
             let word = |w: Option<(usize, usize)>| w.map_or("", |(s, e)| &sql[s..e]);
-            effects.add_leading(
-                [word(words[0]), word(words[1]), word(words[2])],
-                &sql[start..end],
-            );
+            let second = if second_qualified {
+                "."
+            } else {
+                word(words[1])
+            };
+            effects.add_leading([word(words[0]), second, word(words[2])], &sql[start..end]);
         }
         *words = [None, None, None];
     };
@@ -228,7 +238,17 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 if words[0].is_some() && words[2].is_none() {
                     leading_broken = true;
                 }
-                i = skip_quoted(bytes, i, b'\'', backslash_escapes);
+                let end = skip_quoted(bytes, i, b'\'', backslash_escapes);
+                if statement_code && body_may_set(&sql[i + 1..end]) {
+                    effects.session_settings = true;
+                }
+                i = end;
+            }
+            b'.' => {
+                if words[1].is_some() && words[2].is_none() && !leading_broken {
+                    second_qualified = true;
+                }
+                i += 1;
             }
             b'"' => {
                 let end = skip_quoted(bytes, i, b'"', false);
@@ -247,6 +267,7 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 }
                 if runs_sql_text(name) {
                     effects.leaves_role = true;
+                    effects.session_settings = true;
                 }
                 if is_temporary_schema(name) {
                     statement_temporary = true;
@@ -264,6 +285,9 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                         effects.leaves_role = true;
                         effects.session_settings = true;
                     }
+                    if statement_code && body_may_set(&sql[tag_end..body_end]) {
+                        effects.session_settings = true;
+                    }
                     i = (body_end + tag.len()).min(bytes.len());
                 }
                 None => i += 1,
@@ -273,7 +297,13 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 effects.session_objects |=
                     std::mem::take(&mut statement_temporary) && !statement_commit_drop;
                 statement_commit_drop = false;
-                finish(&mut words, &mut effects, (statement_start, i));
+                finish(
+                    &mut words,
+                    &mut effects,
+                    (statement_start, i),
+                    std::mem::take(&mut second_qualified),
+                );
+                statement_code = false;
                 i += 1;
                 statement_start = i;
                 leading_broken = false;
@@ -289,7 +319,11 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 let next = bytes.get(i).copied();
                 if word.eq_ignore_ascii_case("e") && next == Some(b'\'') {
                     // E'…': backslash escapes.
-                    i = skip_quoted(bytes, i, b'\'', true);
+                    let end = skip_quoted(bytes, i, b'\'', true);
+                    if statement_code && body_may_set(&sql[i + 1..end]) {
+                        effects.session_settings = true;
+                    }
+                    i = end;
                     continue;
                 }
                 if word.eq_ignore_ascii_case("u") && next == Some(b'&') {
@@ -298,6 +332,7 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                     effects.session = true;
                     effects.escapes_read_only = true;
                     effects.leaves_role = true;
+                    effects.session_settings = true;
                 }
                 if is_large_object_writer(word) {
                     effects.escapes_read_only = true;
@@ -310,7 +345,9 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                     }
                 }
                 if runs_sql_text(word) {
+                    // Its SQL is a string: `set_config(…, false)` in it cannot be read.
                     effects.leaves_role = true;
+                    effects.session_settings = true;
                 }
                 let temporary = (word.eq_ignore_ascii_case("temp")
                     || word.eq_ignore_ascii_case("temporary"))
@@ -342,6 +379,10 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                     && words[0].is_some_and(|(s, e)| sql[s..e].eq_ignore_ascii_case("create"))
                 {
                     effects.leaves_role = true;
+                    statement_code = true;
+                }
+                if words[0].is_none() && word.eq_ignore_ascii_case("do") {
+                    statement_code = true;
                 }
                 if words[0].is_none() {
                     words[0] = Some((start, i));
@@ -378,7 +419,12 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
         }
     }
     effects.session_objects |= statement_temporary && !statement_commit_drop;
-    finish(&mut words, &mut effects, (statement_start, bytes.len()));
+    finish(
+        &mut words,
+        &mut effects,
+        (statement_start, bytes.len()),
+        second_qualified,
+    );
     // Conservative, on the raw text (strings, comments and quoted names included): a
     // read-only tenant's SQL that merely mentions these is refused, never let through.
     let lower = sql.to_ascii_lowercase();
@@ -466,10 +512,81 @@ fn set_config_is_local(bytes: &[u8], mut i: usize, backslash_escapes: bool) -> b
             }
             b'\'' => i = skip_quoted(bytes, i, b'\'', backslash_escapes),
             b'"' => i = skip_quoted(bytes, i, b'"', false),
+            // A comma or parenthesis in a comment or a dollar-quoted string is not one of
+            // the call's (`false --, true` is `false`).
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = memchr(b'\n', bytes, i).map_or(bytes.len(), |n| n + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
+            b'$' => match dollar_tag(bytes, i) {
+                Some(tag_end) => {
+                    let tag = &bytes[i..tag_end];
+                    i = find(bytes, tag, tag_end).map_or(bytes.len(), |end| end + tag.len());
+                }
+                None => i += 1,
+            },
             _ => i += 1,
         }
     }
     false
+}
+
+/// Whether code that runs later — a `DO` block's or a function's body — may make a session
+/// setting: a statement beginning with `RESET`, or with `SET` but not `SET LOCAL`, `SET
+/// TRANSACTION`, `SET CONSTRAINTS` (`UPDATE t SET …` does not begin a statement), any
+/// `set_config`, or `EXECUTE` (PL/pgSQL's dynamic SQL, which cannot be read). A function
+/// created elsewhere that does so cannot be seen from the statement that calls it.
+fn body_may_set(body: &str) -> bool {
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    // Where a statement may begin: the body's start, after `;`, a PL/pgSQL block word or a
+    // label (`<<l>>`), or a nested dollar quote's tag.
+    let mut statement_start = true;
+    let mut after_set = false;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if is_identifier_start(c) {
+            let start = i;
+            while i < bytes.len() && is_identifier_part(bytes[i]) {
+                i += 1;
+            }
+            let word = &body[start..i];
+            let is = |w: &str| word.eq_ignore_ascii_case(w);
+            if std::mem::take(&mut after_set) {
+                let next = bytes[i..].iter().find(|b| !b.is_ascii_whitespace());
+                if !(is("local") || is("transaction") || is("constraints")) || next == Some(&b'.') {
+                    return true;
+                }
+            }
+            if is("set_config") || is("execute") || (statement_start && is("reset")) {
+                return true;
+            }
+            after_set = statement_start && is("set");
+            statement_start = ["begin", "then", "else", "loop"].iter().any(|w| is(w));
+            continue;
+        }
+        match c {
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = memchr(b'\n', bytes, i).map_or(bytes.len(), |n| n + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
+            c if c.is_ascii_whitespace() => i += 1,
+            _ if after_set => return true,
+            b'$' if dollar_tag(bytes, i).is_some() => {
+                i = dollar_tag(bytes, i).unwrap_or(i + 1);
+                statement_start = true;
+            }
+            b';' | b'>' => {
+                statement_start = true;
+                i += 1;
+            }
+            _ => {
+                statement_start = false;
+                i += 1;
+            }
+        }
+    }
+    after_set
 }
 
 fn contains_set_config(text: &str) -> bool {
@@ -831,6 +948,25 @@ mod tests {
             "SELECT set_config",
             "SELECT \"set_config\"('app.x', '1', true)",
             "DO $$ BEGIN PERFORM set_config('app.x', '1', true); END $$",
+            // Found by a red-team review: each made a session setting unseen.
+            "SET local.x = 1",
+            "SET transaction.x = 1",
+            "set CONSTRAINTS.x = 1",
+            "SET local /* */ . x = 1",
+            "SELECT set_config('app.x', '1', false --, true\n)",
+            "SELECT set_config('app.x', '1', false /*, true)*/)",
+            "SELECT set_config('app.x', $$, true)$$, false)",
+            "SELECT pg_catalog.U&\"set\\005fconfig\"('app.x', '1', false)",
+            "DO $$ BEGIN SET app.x = 1; END $$",
+            "DO 'BEGIN RESET work_mem; END'",
+            "DO $$ BEGIN IF true THEN set local.x = 1; END IF; END $$",
+            "DO $$ BEGIN EXECUTE 'SE' || 'T app.x = 1'; END $$",
+            "DO $$ <<b>> BEGIN NULL; END $$; DO $x$ BEGIN /* c */ SET work_mem = '1MB'; END $x$",
+            "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS 'SELECT set_config(''app.x'', ''1'', false)'",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ SET app.x = 1 $$",
+            "CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS E'BEGIN SET work_mem = 1; END'",
+            "SELECT query_to_xml('SELECT set_config(''app.x'', ''1'', false)', true, false, '')",
+            "SELECT pg_catalog.\"ts_stat\"('SELECT to_tsvector(set_config(''app.x'', ''a'', false))')",
         ] {
             assert!(effects(sql).session_settings, "{sql}");
         }
@@ -845,6 +981,18 @@ mod tests {
             "UPDATE notes SET body = 'RESET ALL'",
             "SELECT 'SET work_mem = 1'",
             "SELECT 1",
+            "SET LOCAL x = 1.5",
+            "SET CONSTRAINTS s.c DEFERRED",
+            "UPDATE t SET c = 1",
+            "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET c = 1",
+            "ALTER TABLE t SET (fillfactor = 70)",
+            "ALTER TABLE x ALTER COLUMN y SET DEFAULT 1",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = pg_catalog AS $$ SELECT 1 $$",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN UPDATE t SET c = 1; END $$",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'UPDATE t SET c = ''SET x'''",
+            "DO $$ BEGIN SET LOCAL app.x = 1; UPDATE t SET c = 1; END $$",
+            "SELECT set_config('app.x', '1', true) -- , false",
+            "SELECT 'DO $$ BEGIN SET x = 1; END $$'",
         ] {
             assert!(!effects(sql).session_settings, "{sql}");
         }

@@ -71,6 +71,55 @@ fn outside_kinds(s: &SchemaName, o: &SchemaName) -> Vec<Outside> {
             ),
             rows: Some((format!("SELECT count(*) FROM ONLY {o}.heir"), 2)),
         },
+        // Found by a red-team review: the look covered only the schema's relations, types,
+        // functions and constraints, and `DROP SCHEMA … CASCADE` dropped these silently.
+        Outside {
+            kind: "a public table's column with the tenant's collation",
+            plant: format!(
+                "CREATE COLLATION {s}.c (locale = 'C');
+                 CREATE TABLE public.{s}_coll (x text COLLATE {s}.c);
+                 INSERT INTO public.{s}_coll VALUES ('a'), ('b')"
+            ),
+            named: format!("table column public.{s}_coll.x depends on collation {s}.c"),
+            probe: format!(
+                "SELECT count(*) FROM pg_attribute \
+                 WHERE attrelid = 'public.{s}_coll'::regclass AND attname = 'x'"
+            ),
+            rows: Some((format!("SELECT count(*) FROM public.{s}_coll"), 2)),
+        },
+        Outside {
+            kind: "a view in public using the tenant's operator",
+            plant: format!(
+                "CREATE FUNCTION {s}.same(int, int) RETURNS bool LANGUAGE sql IMMUTABLE
+                     AS 'SELECT $1 = $2';
+                 CREATE OPERATOR {s}.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = {s}.same);
+                 CREATE VIEW public.{s}_opv AS SELECT 1 OPERATOR({s}.===) 1 AS same"
+            ),
+            named: format!("view public.{s}_opv depends on operator {s}.===(integer,integer)"),
+            probe: format!("SELECT count(*) FROM pg_views WHERE viewname = '{s}_opv'"),
+            rows: None,
+        },
+        Outside {
+            kind: "an index in public on the tenant's text search configuration",
+            plant: format!(
+                "CREATE TEXT SEARCH CONFIGURATION {s}.cfg (COPY = pg_catalog.english);
+                 CREATE TABLE public.{s}_docs (body text);
+                 CREATE INDEX {s}_docs_fts ON public.{s}_docs
+                     USING gin (to_tsvector('{s}.cfg'::regconfig, body))"
+            ),
+            named: format!(
+                "index public.{s}_docs_fts depends on text search configuration {s}.cfg"
+            ),
+            probe: format!("SELECT count(*) FROM pg_indexes WHERE indexname = '{s}_docs_fts'"),
+            rows: None,
+        },
+        Outside {
+            kind: "an extension installed into the tenant's schema",
+            plant: format!("CREATE EXTENSION hstore SCHEMA {s}"),
+            named: format!("extension hstore depends on schema {s}"),
+            probe: "SELECT count(*) FROM pg_extension WHERE extname = 'hstore'".into(),
+            rows: None,
+        },
     ]
 }
 
@@ -453,4 +502,83 @@ async fn a_tenant_on_another_database_is_checked_there() {
         .await,
         0
     );
+}
+
+/// The same with a view on the tenant's view (found by a red-team review): creating it locks
+/// the tenant's view only, not its tables, so the deletion's look under the tables' locks did
+/// not wait for it, and `DROP SCHEMA … CASCADE`, waiting for the view's lock, then dropped the
+/// committed view with the schema. The deletion locks the schema's views too, and refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_on_a_view_committed_while_the_deletion_waits_is_not_destroyed() {
+    let db = database().await;
+    let tenancy = new_tenancy(&db).await;
+    for (i, erase) in [false, true].into_iter().enumerate() {
+        let s = marked_tenants(&tenancy, &format!("dv{i}_"), 2)
+            .await
+            .remove(1);
+        exec(
+            &db,
+            &format!("CREATE VIEW {s}.own AS SELECT * FROM {s}.notes"),
+        )
+        .await;
+        let mut planter = db.pool().get().await.unwrap();
+        let tx = planter.transaction().await.unwrap();
+        tx.batch_execute(&format!(
+            "CREATE VIEW public.{s}_peek AS SELECT * FROM {s}.own"
+        ))
+        .await
+        .unwrap();
+        let deleting = {
+            let (tenancy, s) = (tenancy.clone(), s.clone());
+            tokio::spawn(async move {
+                if erase {
+                    tenancy.erase_tenant(&s, None).await.map(drop)
+                } else {
+                    tenancy.delete_tenant(&s, DropSchema::Yes).await.map(drop)
+                }
+            })
+        };
+        // Until the deletion waits for the view's transaction (its lock on `own`).
+        let watcher = db.pool().get().await.unwrap();
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE NOT l.granted AND n.nspname = $1",
+                    &[&s.as_str()],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tx.commit().await.unwrap();
+        let err = deleting
+            .await
+            .unwrap()
+            .expect_err("the deletion destroyed a view committed while it waited");
+        assert!(
+            err.to_string()
+                .contains(&format!("view public.{s}_peek depends on view {s}.own")),
+            "erase {erase}: {err}"
+        );
+        assert!(is_registered(&db, s.as_str()).await);
+        assert_eq!(
+            tenancy.registry().get(&s).await.unwrap().status,
+            TenantStatus::Active,
+            "erase {erase}: put back"
+        );
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT count(*) FROM pg_views WHERE viewname = '{s}_peek'")
+            )
+            .await,
+            1
+        );
+    }
 }

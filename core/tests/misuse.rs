@@ -773,3 +773,80 @@ async fn transaction_mode_refuses_settings_that_outlive_the_transaction() {
     let seen: String = other.query_one(setting, &[]).await.unwrap().get(0);
     assert_eq!(seen, default, "a setting outlived its tenant's transaction");
 }
+
+/// Transaction mode, other spellings of a session setting (found by a red-team review): a
+/// qualified name whose first part is `local`, `transaction` or `constraints` (`SET local.x`
+/// sets the session's `local.x`), a comment or dollar-quoted string hiding `, true` in a
+/// `set_config` call, `set_config` spelt with `U&` escapes, a `DO` block setting it, a
+/// function created to set it and called next, and `set_config` in the SQL text a
+/// `query_to_xml` runs. Each is refused, through the scope and a
+/// transaction; the other tenant, next on the only connection, sees none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_refuses_settings_however_spelt() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(marker_and_notes())
+        .search_path_mode(SearchPathMode::Transaction)
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "tx_spelt_", 2).await;
+    let router = tenancy.router();
+    let setting = "SELECT coalesce(current_setting('local.x', true), '') || '/' \
+                   || coalesce(current_setting('app.x', true), '') || '/' \
+                   || current_setting('work_mem')";
+    let default: String = {
+        let other = router.connection_for_schema(&s[1]).await.unwrap();
+        other.query_one(setting, &[]).await.unwrap().get(0)
+    };
+    assert_eq!(default, "//4MB");
+    let attempts = [
+        "SET local.x = '1'",
+        "SET transaction.x = '1'",
+        "SET constraints.x = '1'",
+        "SELECT set_config('app.x', '1', false --, true\n)",
+        "SELECT set_config('app.x', '1', false /*, true)*/)",
+        "SELECT set_config('app.x', $$, true)$$, false)",
+        "SELECT pg_catalog.U&\"set\\005fconfig\"('app.x', '1', false)",
+        "DO $$ BEGIN SET work_mem = '64kB'; END $$",
+        "CREATE FUNCTION public.spelt_leak() RETURNS text LANGUAGE sql \
+         AS 'SELECT set_config(''app.x'', ''1'', false)'",
+        "CREATE FUNCTION public.spelt_leak() RETURNS void LANGUAGE sql AS $$ SET work_mem = '64kB' $$",
+        "SELECT query_to_xml('SELECT set_config(''app.x'', ''1'', false)', true, false, '')",
+    ];
+    {
+        let mut db = router.connection_for_schema(&s[0]).await.unwrap();
+        for sql in attempts {
+            let err = db.batch_execute(sql).await.expect_err(sql);
+            assert!(
+                matches!(err, Error::NotInTransactionMode { .. }),
+                "{sql}: {err:?}"
+            );
+            let err = db.execute(sql, &[]).await.expect_err(sql);
+            assert!(
+                matches!(err, Error::NotInTransactionMode { .. }),
+                "{sql}: {err:?}"
+            );
+            let tx = db.transaction().await.unwrap();
+            let err = tx.batch_execute(sql).await.expect_err(sql);
+            assert!(
+                matches!(err, Error::NotInTransactionMode { .. }),
+                "{sql}: {err:?}"
+            );
+            tx.commit().await.unwrap();
+        }
+        // Had a function been created, calling it would set what it sets.
+        let _ = db.query("SELECT public.spelt_leak()", &[]).await;
+        // What ends with the transaction is served.
+        db.batch_execute(
+            "SET LOCAL local.x = '2'; SET CONSTRAINTS ALL DEFERRED; \
+             UPDATE notes SET body = body; \
+             DO $$ BEGIN SET LOCAL app.x = '3'; END $$",
+        )
+        .await
+        .unwrap();
+    }
+    let other = router.connection_for_schema(&s[1]).await.unwrap();
+    let seen: String = other.query_one(setting, &[]).await.unwrap().get(0);
+    assert_eq!(seen, default, "a setting outlived its tenant's transaction");
+}

@@ -536,3 +536,31 @@ async fn doctor_finds_and_repairs_missing_roles() {
         assert_eq!(marker_of(&conn).await, schema.as_str());
     }
 }
+
+/// Role mode: a table outside the tenant's schema owned by its role (an administrator's
+/// `ALTER TABLE … OWNER TO` the tenant's role; found by a red-team review) is not destroyed
+/// when the tenant is deleted: the role's `DROP OWNED` dropped it silently. The role is kept
+/// while it still owns something in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_tenant_keeps_what_its_role_owns_outside_its_schema() {
+    let db = database().await;
+    let tenancy = role_tenancy(&db, 2, SearchPathMode::Session).await;
+    let s = marked_tenants(&tenancy, "rown_", 1).await.remove(0);
+    let role = tenancy.registry().get(&s).await.unwrap().role.unwrap();
+    let admin = db.pool().get().await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE public.rown_reports (x int);
+             INSERT INTO public.rown_reports VALUES (1), (2);
+             ALTER TABLE public.rown_reports OWNER TO \"{role}\""
+        ))
+        .await
+        .unwrap();
+    tenancy.delete_tenant(&s, DropSchema::Yes).await.unwrap();
+    let kept: i64 = admin
+        .query_one("SELECT count(*) FROM public.rown_reports", &[])
+        .await
+        .expect("the table its role owned outside its schema was dropped")
+        .get(0);
+    assert_eq!(kept, 2);
+}

@@ -132,7 +132,7 @@ impl SeaOrmConnection {
     async fn run(&self, op: Op<'_>) -> Result<Out, DbErr> {
         let mut held = self.held.lock().await;
         let conn = self.ensure(&mut held, op.stage()).await?;
-        let effects = exec::admit(op, conn.schema(), conn.status())?;
+        let effects = exec::admit(op, conn.schema(), conn.status(), false)?;
         if !effects.changes_session {
             return exec::run(conn, op, true).await;
         }

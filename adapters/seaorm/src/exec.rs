@@ -49,11 +49,14 @@ impl<'s> Op<'s> {
 /// scope: for a read-only tenant, SQL that could make its transaction writable is refused
 /// ([`SqlEffects::refuse_read_write`]); for every tenant, transaction control is refused in
 /// favour of `begin()`/`transaction()` (a `BEGIN` sent alone would leave the pooled
-/// connection in a transaction this handle does not know of, a `COMMIT` end one it does).
+/// connection in a transaction this handle does not know of, a `COMMIT` end one it does);
+/// in transaction mode (`transaction_mode`), a setting that would outlive the transaction on
+/// the pooler's server connection is refused ([`SqlEffects::refuse_session_settings`]).
 pub(crate) fn admit(
     op: Op<'_>,
     schema: &SchemaName,
     status: TenantStatus,
+    transaction_mode: bool,
 ) -> Result<SqlEffects, DbErr> {
     let effects = SqlEffects::of(op.text());
     let refuse = |err| {
@@ -61,6 +64,9 @@ pub(crate) fn admit(
             .refusal(tenant_schemas_sqlx::Error::Checkout(err))
     };
     effects.refuse_read_write(schema, status).map_err(refuse)?;
+    if transaction_mode {
+        effects.refuse_session_settings().map_err(refuse)?;
+    }
     if effects.controls_transaction {
         return Err(refuse(tenant_schemas::Error::Refused {
             what: "SQL with transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT …) on a SeaORM tenant connection",

@@ -165,7 +165,8 @@ impl<'c> SeaOrmTransaction<'c> {
 
     async fn run_op(&self, op: Op<'_>) -> Result<Out, DbErr> {
         let mut state = self.state.lock().await;
-        let effects = exec::admit(op, &self.schema, self.status)?;
+        // Unnamed statements: behind a transaction pooler (transaction mode).
+        let effects = exec::admit(op, &self.schema, self.status, !self.persistent)?;
         let State {
             conn,
             path,

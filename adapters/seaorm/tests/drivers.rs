@@ -161,3 +161,57 @@ async fn seaorm_transaction_mode_through_pgbouncer() {
     })
     .await;
 }
+
+/// Transaction mode through a PgBouncer with one server connection (found by a red-team
+/// review: SeaORM's statements were read for transaction control only): a setting made for
+/// the session in a tenant's transaction is refused before it is sent, and the next tenant's
+/// transaction on the same server connection sees none of it; `SET LOCAL` is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seaorm_transaction_mode_refuses_settings_that_outlive_the_transaction() {
+    let (db, _tenancy, schemas, _pool) =
+        marked_over_public("dormset", 2, 1, SearchPathMode::Session).await;
+    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 1).unwrap();
+    let sqlx_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect_options(&bouncer.config(db.name())).statement_cache_capacity(0))
+        .await
+        .unwrap();
+    let router = SeaOrmRouter::new(
+        SqlxRouter::builder(sqlx_pool)
+            .mode(SearchPathMode::Transaction)
+            .build(),
+    );
+    let tx = router.begin_for(&schemas[0]).await.unwrap();
+    for sql in [
+        "SET app.x = 'leaked'",
+        "SELECT set_config('app.x', 'leaked', false)",
+    ] {
+        assert!(tx.execute_unprepared(sql).await.is_err(), "{sql}");
+    }
+    let stmt = Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT set_config('app.x', 'leaked', false)",
+    );
+    assert!(tx.query_one(stmt).await.is_err());
+    tx.execute_unprepared("SET LOCAL app.x = 'local'")
+        .await
+        .unwrap();
+    assert_eq!(app_x(&tx).await, "local");
+    tx.commit().await.unwrap();
+    let other = router.begin_for(&schemas[1]).await.unwrap();
+    assert_eq!(
+        app_x(&other).await,
+        "",
+        "a setting outlived its tenant's transaction"
+    );
+    other.commit().await.unwrap();
+}
+
+async fn app_x(tx: &impl ConnectionTrait) -> String {
+    let stmt = Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT coalesce(current_setting('app.x', true), '') AS v",
+    );
+    let row = tx.query_one(stmt).await.unwrap().unwrap();
+    row.try_get::<String>("", "v").unwrap()
+}

@@ -13,16 +13,21 @@ use crate::schema::SchemaName;
 
 /// Each object outside schema `$1` that depends on an object in it, with what it depends
 /// on, as `pg_identify_object` names them (type and schema-qualified identity): rows of
-/// `pg_depend` whose referenced object is a relation, type, function or constraint of the
-/// schema and whose dependent object does not belong to the schema. Left out: internal
+/// `pg_depend` whose referenced object is a relation, type, function, constraint, collation,
+/// operator, operator class or family, text search object or conversion of the schema, or
+/// the schema itself (an extension installed into it), and whose dependent object does not
+/// belong to the schema. Left out: internal
 /// dependencies (a view's rule on its view, a table's TOAST table and row type, the
 /// triggers of a foreign key) and extension membership, which are parts of the object they
-/// depend on, and publication membership (a publication only loses the table). A view's
+/// depend on, publication membership (a publication only loses the table) and the schema's
+/// default privileges. A view's
 /// rule is named as its view. The schema of an object without one of its own (a rule,
 /// trigger, policy, default) is its table's; of an operator class member, its family's.
 /// One row per dependent object: what it depends on joined with `, `.
 const OUTSIDE_DEPENDENTS: &str = "
-WITH inside(classid, objid) AS (
+WITH ns AS (
+    SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $1
+), inside(classid, objid) AS (
     SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, c.oid
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = $1
@@ -37,6 +42,47 @@ WITH inside(classid, objid) AS (
     UNION ALL
     SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass, k.oid
     FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_namespace n ON n.oid = k.connamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_collation o JOIN pg_catalog.pg_namespace n ON n.oid = o.collnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_opclass o JOIN pg_catalog.pg_namespace n ON n.oid = o.opcnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_opfamily o JOIN pg_catalog.pg_namespace n ON n.oid = o.opfnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_ts_config o JOIN pg_catalog.pg_namespace n ON n.oid = o.cfgnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_ts_dict o JOIN pg_catalog.pg_namespace n ON n.oid = o.dictnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_ts_parser'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_ts_parser o JOIN pg_catalog.pg_namespace n ON n.oid = o.prsnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_ts_template'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_ts_template o JOIN pg_catalog.pg_namespace n ON n.oid = o.tmplnamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_conversion o JOIN pg_catalog.pg_namespace n ON n.oid = o.connamespace
+    WHERE n.nspname = $1
+    UNION ALL
+    -- The schema itself: an extension installed into it goes with it.
+    SELECT 'pg_catalog.pg_namespace'::pg_catalog.regclass, n.oid
+    FROM pg_catalog.pg_namespace n
     WHERE n.nspname = $1
 ), dependents AS (
     SELECT d.classid, d.objid, d.objsubid, d.refclassid, d.refobjid,
@@ -63,7 +109,8 @@ WITH inside(classid, objid) AS (
     JOIN inside i ON i.classid = d.refclassid AND i.objid = d.refobjid
     WHERE d.deptype NOT IN ('i', 'e', 'x')
       AND d.classid NOT IN ('pg_catalog.pg_publication_rel'::pg_catalog.regclass,
-                            'pg_catalog.pg_publication_namespace'::pg_catalog.regclass)
+                            'pg_catalog.pg_publication_namespace'::pg_catalog.regclass,
+                            'pg_catalog.pg_default_acl'::pg_catalog.regclass)
 ), outside AS (
     SELECT DISTINCT o.type || ' ' || o.identity AS dependent,
            r.type || ' ' || r.identity AS referenced
@@ -73,17 +120,19 @@ WITH inside(classid, objid) AS (
         CASE WHEN d.view_rule THEN d.on_table ELSE d.objid END,
         CASE WHEN d.view_rule THEN 0 ELSE d.objsubid END) o
     CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.refclassid, d.refobjid, 0) r
-    WHERE (CASE
+    -- Compared with the schema by its oid, or by its name as `pg_identify_object` reads it
+    -- (the catalog as it is now): renamed while this runs, the schema is still itself.
+    WHERE CASE
             WHEN d.on_table IS NOT NULL THEN
-                (SELECT n.nspname FROM pg_catalog.pg_class c
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.oid = d.on_table)
+                (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = d.on_table)
+                    IS DISTINCT FROM (SELECT ns.oid FROM ns)
             WHEN d.in_family IS NOT NULL THEN
-                (SELECT n.nspname FROM pg_catalog.pg_opfamily f
-                 JOIN pg_catalog.pg_namespace n ON n.oid = f.opfnamespace
-                 WHERE f.oid = d.in_family)
-            ELSE (pg_catalog.pg_identify_object(d.classid, d.objid, 0)).schema
-          END) IS DISTINCT FROM $1
+                (SELECT f.opfnamespace FROM pg_catalog.pg_opfamily f WHERE f.oid = d.in_family)
+                    IS DISTINCT FROM (SELECT ns.oid FROM ns)
+            ELSE pg_catalog.quote_ident(
+                    (pg_catalog.pg_identify_object(d.classid, d.objid, 0)).schema)
+                IS DISTINCT FROM (SELECT ns.oid::pg_catalog.regnamespace::pg_catalog.text FROM ns)
+          END
 )
 SELECT dependent || ' depends on ' || pg_catalog.string_agg(referenced, ', ' ORDER BY referenced)
 FROM outside
@@ -163,10 +212,12 @@ pub(crate) async fn refuse_outside_dependents(
 }
 
 /// [`refuse_outside_dependents`] in `tx`, the transaction that drops the schema, once it
-/// holds the schema's tables (`ACCESS EXCLUSIVE`, as the drop takes them; held until `tx`
-/// ends): a transaction that was creating a view on one of them, a foreign key to it or a
-/// child of it has committed by then and its object is seen, and none can be created
-/// between this look and the drop. (Objects depending on the schema's views, types or
+/// holds the schema's tables and views (`ACCESS EXCLUSIVE`, as the drop takes them; held
+/// until `tx` ends): a transaction that was creating a view on one of them, a foreign key to
+/// it or a child of it has committed by then and its object is seen, and none can be created
+/// between this look and the drop. (A view on a view locks only the view, not its tables:
+/// it must be locked here too, or the drop would wait for it and then drop it. Materialized
+/// views cannot be locked with `LOCK`, and objects depending on the schema's types or
 /// functions take no lock on them: one created in the moment between this look and the
 /// drop would still go with it.)
 pub(crate) async fn lock_and_refuse(
@@ -180,7 +231,7 @@ pub(crate) async fn lock_and_refuse(
             "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
              FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v')
              ORDER BY c.relname",
             &[(&schema.as_str(), Type::TEXT)],
         )

@@ -11,8 +11,9 @@ use crate::roles::{attach_sql, new_role_name, quote, TenantRoles};
 use crate::schema::SchemaName;
 
 /// Drops `role` after its schema was dropped on the database `conn` is connected to: what it
-/// still owns or was granted there goes (`DROP OWNED`), then the role itself, unless another
-/// database of the cluster still holds something of it (a schema moved there keeps it).
+/// was granted there goes (`DROP OWNED`), then the role itself, unless another database of
+/// the cluster still holds something of it (a schema moved there keeps it). A role that still
+/// owns an object there (outside the dropped schema) is kept, with the object.
 pub(crate) async fn drop_role(conn: &Object, schema: &SchemaName, role: &str) {
     let r = quote(role);
     let exists: bool = match conn
@@ -29,6 +30,38 @@ pub(crate) async fn drop_role(conn: &Object, schema: &SchemaName, role: &str) {
         }
     };
     if !exists {
+        return;
+    }
+    // `DROP OWNED` drops every object of this database the role owns, wherever it is: one
+    // it still owns once its schema is gone (a `public` table an administrator gave it) is
+    // outside the schema and must not go silently. The role is kept with it.
+    let owned: Vec<String> = match conn
+        .query_typed(
+            "SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
+             FROM pg_catalog.pg_shdepend d
+             JOIN pg_catalog.pg_roles r ON r.oid = d.refobjid
+             WHERE d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+               AND r.rolname = $1 AND d.deptype = 'o'
+               AND d.dbid = (SELECT oid FROM pg_catalog.pg_database
+                             WHERE datname = pg_catalog.current_database())
+             ORDER BY 1",
+            &[(&role, Type::TEXT)],
+        )
+        .await
+    {
+        Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
+        Err(e) => {
+            tracing::warn!(schema = %schema, role, error = %e, "tenant role not dropped");
+            return;
+        }
+    };
+    if !owned.is_empty() {
+        tracing::warn!(
+            schema = %schema,
+            role,
+            owned = %owned.join(", "),
+            "tenant role kept: it owns objects outside the dropped schema"
+        );
         return;
     }
     if let Err(e) = conn.batch_execute(&format!("DROP OWNED BY {r}")).await {

@@ -304,9 +304,7 @@ impl TenantStates {
     pub async fn registered(&self, schema: &SchemaName) -> Result<Option<Tenant>> {
         let registry = &self.registry;
         self.by_schema
-            .get_or_try_insert_with(schema, || async move {
-                registry.tenant_in(schema).await
-            })
+            .get_or_try_insert_with(schema, || async move { registry.tenant_in(schema).await })
             .await
             .map(|(tenant, _)| tenant)
             .map_err(|source| Error::Lookup {

@@ -803,14 +803,17 @@ pub(crate) async fn admit_by_name(
     schema: &SchemaName,
 ) -> Result<Admission> {
     if schema.is_public() {
-        Ok(Admission {
+        let admitted = Ok(Admission {
             status: TenantStatus::Active,
             slot: None,
             statement_timeout_ms: None,
             role: None,
             role_guard: None,
             registered: true,
-        })
+        });
+        #[cfg(feature = "metrics")]
+        crate::metrics::checkout(schema, std::time::Duration::ZERO, &admitted, true);
+        admitted
     } else {
         admit_tenant(states, &Tenant::new(schema.clone())).await
     }

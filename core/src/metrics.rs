@@ -19,7 +19,10 @@
 //! [`max_tenant_labels`](set_max_tenant_labels) tenants a process sees (100 by default) get a
 //! `tenant` label of their own, every later one `tenant="other"`. A schema the registry has
 //! no tenant in (a name a resolver made up from an attacker's host) never takes a label.
-//! Statements of a schema with no label are counted under `other` too.
+//! Statements of a schema with no label are counted under `other` too. `public` — the public
+//! tenant (the main site) and the shared schema asked for by name
+//! ([`SchemaRouter::public`](crate::SchemaRouter::public)) — always has the label `public`,
+//! outside that limit.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +45,10 @@ pub fn set_max_tenant_labels(n: usize) {
 /// The `tenant` label of `schema`: its name, or `other` past the limit or (unless it may
 /// `claim` one) when it has no label yet.
 fn label(schema: &SchemaName, claim: bool) -> String {
+    if schema.is_public() {
+        // The public tenant and the shared schema asked for by name: one label, always.
+        return "public".to_owned();
+    }
     let mut labeled = LABELED.lock().unwrap_or_else(PoisonError::into_inner);
     if labeled.contains(schema) {
         return schema.to_string();

@@ -192,10 +192,25 @@ async fn checkouts_are_counted_per_tenant_with_their_outcome(seen: &Seen) {
         .await
         .unwrap();
     assert!(router.connection_for_schema(&s[2]).await.is_err());
+    // The shared schema asked for by name: its own label, outside the limit.
+    let public_ok = before("tenant_schemas_checkouts_total{outcome=ok,tenant=public}");
+    drop(router.public().await.unwrap());
+    drop(
+        router
+            .connection_for_schema(&tenant_schemas::SchemaName::public())
+            .await
+            .unwrap(),
+    );
 
     {
         let counters = seen.counters.lock().unwrap();
         let count = |k: &str| counters.get(k).map_or(0, |c| c.0.load(Ordering::Relaxed));
+        assert_eq!(
+            count("tenant_schemas_checkouts_total{outcome=ok,tenant=public}") - public_ok,
+            2,
+            "{:?}",
+            counters.keys()
+        );
         assert_eq!(
             count("tenant_schemas_checkouts_total{outcome=ok,tenant=me0}") - ok0,
             3,

@@ -693,14 +693,8 @@ async fn a_request_that_starts_while_its_tenant_is_being_deleted_never_reaches_p
 /// transactions take SQL; `SET LOCAL` inside a transaction is served and ends with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_mode_refuses_settings_that_outlive_the_transaction() {
-    let db = database().await;
-    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
-        .migrations(marker_and_notes())
-        .search_path_mode(SearchPathMode::Transaction)
-        .build()
-        .await
-        .unwrap();
-    let s = marked_tenants(&tenancy, "tx_set_", 2).await;
+    let (_db, tenancy, s, _pool) =
+        marked_over_public("tx_set_", 2, 1, SearchPathMode::Transaction).await;
     let router = tenancy.router();
     let setting = "SELECT coalesce(current_setting('app.user_id', true), '') \
                    || '/' || current_setting('work_mem')";
@@ -783,14 +777,8 @@ async fn transaction_mode_refuses_settings_that_outlive_the_transaction() {
 /// transaction; the other tenant, next on the only connection, sees none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_mode_refuses_settings_however_spelt() {
-    let db = database().await;
-    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
-        .migrations(marker_and_notes())
-        .search_path_mode(SearchPathMode::Transaction)
-        .build()
-        .await
-        .unwrap();
-    let s = marked_tenants(&tenancy, "tx_spelt_", 2).await;
+    let (_db, tenancy, s, _pool) =
+        marked_over_public("tx_spelt_", 2, 1, SearchPathMode::Transaction).await;
     let router = tenancy.router();
     let setting = "SELECT coalesce(current_setting('local.x', true), '') || '/' \
                    || coalesce(current_setting('app.x', true), '') || '/' \

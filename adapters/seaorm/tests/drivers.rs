@@ -13,7 +13,7 @@ use scenario::{Answer, Driver, Failure};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use sqlx::postgres::PgPoolOptions;
 use tenant_schemas::testing::fixtures::marked_over_public;
-use tenant_schemas::testing::{TestCluster, TestPgBouncer};
+use tenant_schemas::testing::{TestCluster, TestDatabase, TestPgBouncer};
 use tenant_schemas::{SchemaName, SearchPathMode};
 use tenant_schemas_seaorm::{Error, SeaOrmRouter};
 use tenant_schemas_sqlx::{connect_options, SqlxRouter};
@@ -133,13 +133,17 @@ async fn seaorm_session_mode() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seaorm_transaction_mode_through_pgbouncer() {
-    let (db, _tenancy, schemas, pool) =
-        marked_over_public("dormt", 2, 3, SearchPathMode::Session).await;
-    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 3).unwrap();
+/// A transaction-mode SeaORM router over `clients` sqlx connections through a PgBouncer in
+/// transaction pooling with `servers` server connections (no statement cache: PgBouncer 1.18
+/// keeps no prepared statements across transactions).
+async fn bounced_router(
+    db: &TestDatabase,
+    servers: usize,
+    clients: u32,
+) -> (TestPgBouncer, SeaOrmRouter) {
+    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), servers).unwrap();
     let sqlx_pool = PgPoolOptions::new()
-        .max_connections(6)
+        .max_connections(clients)
         .connect_with(connect_options(&bouncer.config(db.name())).statement_cache_capacity(0))
         .await
         .unwrap();
@@ -148,6 +152,14 @@ async fn seaorm_transaction_mode_through_pgbouncer() {
             .mode(SearchPathMode::Transaction)
             .build(),
     );
+    (bouncer, router)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seaorm_transaction_mode_through_pgbouncer() {
+    let (db, _tenancy, schemas, pool) =
+        marked_over_public("dormt", 2, 3, SearchPathMode::Session).await;
+    let (_bouncer, router) = bounced_router(&db, 3, 6).await;
     let err = router.connection_for_schema(&schemas[0]).await.unwrap_err();
     assert!(
         matches!(
@@ -170,17 +182,7 @@ async fn seaorm_transaction_mode_through_pgbouncer() {
 async fn seaorm_transaction_mode_refuses_settings_that_outlive_the_transaction() {
     let (db, _tenancy, schemas, _pool) =
         marked_over_public("dormset", 2, 1, SearchPathMode::Session).await;
-    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 1).unwrap();
-    let sqlx_pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(connect_options(&bouncer.config(db.name())).statement_cache_capacity(0))
-        .await
-        .unwrap();
-    let router = SeaOrmRouter::new(
-        SqlxRouter::builder(sqlx_pool)
-            .mode(SearchPathMode::Transaction)
-            .build(),
-    );
+    let (_bouncer, router) = bounced_router(&db, 1, 1).await;
     let tx = router.begin_for(&schemas[0]).await.unwrap();
     for sql in [
         "SET app.x = 'leaked'",

@@ -9,7 +9,7 @@ use futures_util::future::join;
 use tokio::sync::OwnedRwLockReadGuard;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Row, SimpleQueryMessage, Statement};
+use tokio_postgres::{Prelude, Row, SimpleQueryMessage, Statement};
 
 use super::pool::{RouterPool, SearchPathMode};
 use super::session::{self, Gate, Remembered};
@@ -150,6 +150,9 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 enum Target<'a> {
     Prepared(Statement),
     Typed(&'a str, Arc<[Type]>),
+    /// A prepared statement run behind the switch in the same implicit transaction (session
+    /// mode; see [`ConnectionScope::run_switching`]).
+    After(Prelude, Statement),
 }
 
 fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
@@ -171,13 +174,14 @@ const UNKNOWN_STATEMENT: Effects = Effects {
 };
 
 /// The operation [`ConnectionScope::with_statement`] runs for the query family: the
-/// client's method `$prepared` on a prepared statement, or `$typed` on text with the
-/// parameter types learned for it (transaction mode).
+/// client's method `$prepared` on a prepared statement, `$after` on one behind a switch, or
+/// `$typed` on text with the parameter types learned for it (transaction mode).
 macro_rules! on_target {
-    ($client:ident, $params:ident, $prepared:ident, $typed:ident) => {
+    ($client:ident, $params:ident, $prepared:ident, $after:ident, $typed:ident) => {
         |target| async move {
             match target {
                 Target::Prepared(stmt) => $client.$prepared(&stmt, $params).await,
+                Target::After(prelude, stmt) => $client.$after(&prelude, &stmt, $params).await,
                 Target::Typed(sql, types) => $client.$typed(sql, &typed($params, &types)).await,
             }
         }
@@ -374,25 +378,29 @@ impl ConnectionScope {
     }
 
     /// What a switch sets: the search path and, once the router has served a read-only
-    /// tenant, whether the session's transactions are read-only.
+    /// tenant, whether the session's transactions are read-only; one message.
     fn session_settings(&self) -> String {
-        // The timeout first: each statement of the message runs under the timeout in force
-        // when it starts, so only this `SET` runs under the last tenant's.
-        let mut sql = crate::checkout::timeout_setting(self.statement_timeout_ms)
-            .map(|timeout| format!("SET statement_timeout TO {timeout}; "))
-            .unwrap_or_default();
+        self.session_statements().join("; ")
+    }
+
+    /// The statements of [`session_settings`](Self::session_settings), in order.
+    fn session_statements(&self) -> Vec<String> {
+        // The timeout first: each statement runs under the timeout in force when it starts,
+        // so only this `SET` runs under the last tenant's.
+        let mut statements = Vec::with_capacity(4);
+        if let Some(timeout) = crate::checkout::timeout_setting(self.statement_timeout_ms) {
+            statements.push(format!("SET statement_timeout TO {timeout}"));
+        }
         if let Some(role) = crate::checkout::role_setting(self.role.as_deref()) {
-            sql.push_str(&role);
-            sql.push_str("; ");
+            statements.push(role);
         }
-        sql.push_str("SET search_path TO ");
-        sql.push_str(&self.path);
+        statements.push(format!("SET search_path TO {}", self.path));
         if self.read_only {
-            sql.push_str("; SET default_transaction_read_only TO on");
+            statements.push("SET default_transaction_read_only TO on".into());
         } else if crate::databases::read_only_sessions_seen() {
-            sql.push_str("; SET default_transaction_read_only TO off");
+            statements.push("SET default_transaction_read_only TO off".into());
         }
-        sql
+        statements
     }
 
     /// What a transaction of its own sets (transaction mode): `SET LOCAL search_path`, and
@@ -632,7 +640,22 @@ impl ConnectionScope {
         };
         // A session-changing statement is never written behind an unanswered switch: if it
         // were cancelled, the switch's answer would mark the path as set after it ran.
-        let result = if !effects.session && self.pipelinable() {
+        let switching = !effects.session && !self.on_path();
+        let behind_switch = match source {
+            Source::Text(sql) if switching && self.switches_in_prelude(effects) => {
+                self.cached_statement(sql).await
+            }
+            Source::Prepared(stmt) if switching && self.switches_in_prelude(effects) => {
+                Some(stmt.clone())
+            }
+            _ => None,
+        };
+        let result = if let Some(stmt) = behind_switch {
+            self.before_running(effects);
+            let result = self.run_switching(stmt, &op).await;
+            self.after_running(effects);
+            result?
+        } else if !effects.session && self.pipelinable() {
             // The switch, then the statement (its Parse when not cached yet, else its
             // execution) written behind it in the same flush; see `pipelinable`.
             self.before_running(effects);
@@ -663,7 +686,9 @@ impl ConnectionScope {
         match (result, source) {
             (Err(e), Source::Text(sql)) if is_replannable(&e) => {
                 tracing::debug!(schema = %self.schema, error = %e, "cached statement does not fit this schema; re-preparing");
-                self.conn().statement_cache.remove(&self.keyed(sql), &[]);
+                let keyed = self.keyed(sql);
+                self.conn().statement_cache.remove(&keyed, &[]);
+                session::forget_statement(self.conn(), &self.schema, &keyed);
                 let stmt = self.prepare_on_schema(sql).await?;
                 self.before_running(effects);
                 let result = op(Target::Prepared(stmt)).await;
@@ -675,6 +700,95 @@ impl ConnectionScope {
             }
             (other, _) => other.map_err(|e| Error::db(action, &self.schema, e)),
         }
+    }
+
+    /// Whether a statement with `effects` may run behind the switch in the same implicit
+    /// transaction ([`run_switching`](Self::run_switching)): not SQL that controls
+    /// transactions (a `BEGIN` there would take the switch into its transaction block), not
+    /// a connection whose session may be in any state, and not once the router has served a
+    /// read-only tenant: a transaction's read-only mode is fixed when it starts, before the
+    /// switch in it could set the default, so such switches stay messages of their own.
+    fn switches_in_prelude(&self, effects: Effects) -> bool {
+        !effects.transaction_control
+            && !self.read_only
+            && !crate::databases::read_only_sessions_seen()
+            && !self.untrusted.load(Ordering::Acquire)
+    }
+
+    /// The statement cached on the connection for `sql` under this schema, when the memory
+    /// beside the connection lists it (`None`: it must be prepared, on the path).
+    async fn cached_statement(&self, sql: &str) -> Option<Statement> {
+        let keyed = self.keyed(sql);
+        let first = !self.noted.swap(true, Ordering::AcqRel);
+        if !session::note_statement_use(self.conn(), &self.schema, &keyed, first) {
+            return None;
+        }
+        // Listed, so normally cached: `prepare_cached` answers from the cache. Should the
+        // cache have been emptied behind the memory's back, it prepares the text on whatever
+        // path the connection is on; the statement is then analysed again on the tenant's
+        // path when it runs behind the switch (PostgreSQL re-analyses a statement run under
+        // another search path than it was prepared under), and a text that cannot even be
+        // prepared there takes the separate switch.
+        self.conn().prepare_cached(&keyed).await.ok()
+    }
+
+    /// Runs `op` on `stmt` behind the switch, in one message and one implicit transaction:
+    /// `Bind`/`Execute` of a prepared `SELECT pg_catalog.set_config(…)` (the timeout, the
+    /// role, the path and, when the schema was not seen a moment ago, the existence check),
+    /// then the statement's own, then one `Sync`. If the switch fails, PostgreSQL skips the
+    /// statement: it never runs on the path or under the role the connection had before. If
+    /// the statement fails, the switch rolls back with it and the path is unknown.
+    ///
+    /// The outer error is the switch's; the inner result is the statement's.
+    async fn run_switching<'s, T, F, Fut>(
+        &self,
+        stmt: Statement,
+        op: &F,
+    ) -> Result<Result<T, tokio_postgres::Error>>
+    where
+        F: Fn(Target<'s>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        self.forget_path();
+        let epoch = self.gate.epoch();
+        let check = !self.gate.recently_verified(epoch);
+        let prelude = self.switch_prelude(check)?;
+        self.pool.count_switch();
+        if check {
+            self.pool.count_existence_check();
+        }
+        match op(Target::After(prelude, stmt)).await {
+            Err(e) if e.is_from_prelude() => Err(self.switch_error(e)),
+            result => {
+                if result.is_ok() {
+                    if check {
+                        self.gate.mark_verified(epoch);
+                    }
+                    self.verified.store(epoch, Ordering::Release);
+                }
+                Ok(result)
+            }
+        }
+    }
+
+    /// The switch as a [`Prelude`]: the statements of [`session_settings`] and, when
+    /// `check`ed, the existence check, each parsed as the unnamed statement (as the simple
+    /// query protocol would parse them: a utility `SET` is not planned, and nothing named is
+    /// left on the connection).
+    ///
+    /// [`session_settings`]: Self::session_settings
+    fn switch_prelude(&self, check: bool) -> Result<Prelude> {
+        let mut prelude = Prelude::new();
+        let mut statements = self.session_statements();
+        if check {
+            statements.push(self.existence_check());
+        }
+        for statement in &statements {
+            prelude
+                .push_text(statement)
+                .map_err(|e| self.switch_error(e))?;
+        }
+        Ok(prelude)
     }
 
     /// A relation was not found: if the reason is that the schema itself is gone (deleted by
@@ -696,7 +810,7 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(client, params, query, query_typed);
+        let run = on_target!(client, params, query, query_after, query_typed);
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -707,7 +821,7 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(client, params, query_one, query_typed_one);
+        let run = on_target!(client, params, query_one, query_one_after, query_typed_one);
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -718,7 +832,7 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(client, params, query_opt, query_typed_opt);
+        let run = on_target!(client, params, query_opt, query_opt_after, query_typed_opt);
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -735,6 +849,9 @@ impl ConnectionScope {
             |target| async move {
                 match target {
                     Target::Prepared(stmt) => client.execute(&stmt, params).await,
+                    Target::After(prelude, stmt) => {
+                        client.execute_after(&prelude, &stmt, params).await
+                    }
                     Target::Typed(sql, types) => {
                         let rows = client.query_typed_raw(sql, typed(params, &types)).await?;
                         futures_util::pin_mut!(rows);

@@ -455,6 +455,15 @@ pub(crate) fn note_statement_cached(conn: &Object, schema: &SchemaName, text: St
     });
 }
 
+/// Records that `text` left `conn`'s cache for `schema`.
+pub(crate) fn forget_statement(conn: &Object, schema: &SchemaName, text: &str) {
+    with_statements(conn, |entry| {
+        if let Some(slot) = entry.by_schema.get_mut(schema) {
+            slot.texts.remove(text);
+        }
+    });
+}
+
 /// Whether the pooler in front of `conn` keeps named statements across server connections,
 /// as found when it was last asked (`None`: never asked).
 pub(crate) fn pooler_keeps_statements(conn: &Object) -> Option<bool> {

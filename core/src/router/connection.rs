@@ -733,9 +733,10 @@ impl ConnectionScope {
     }
 
     /// Runs `op` on `stmt` behind the switch, in one message and one implicit transaction:
-    /// `Bind`/`Execute` of a prepared `SELECT pg_catalog.set_config(…)` (the timeout, the
-    /// role, the path and, when the schema was not seen a moment ago, the existence check),
-    /// then the statement's own, then one `Sync`. If the switch fails, PostgreSQL skips the
+    /// the switch's statements as unnamed `Parse`/`Bind`/`Execute` (the timeout, the role,
+    /// the path and, when the schema was not seen a moment ago, the existence check; see
+    /// [`switch_prelude`](Self::switch_prelude)), then the statement's own `Bind`/`Execute`,
+    /// then one `Sync`. If the switch fails, PostgreSQL skips the
     /// statement: it never runs on the path or under the role the connection had before. If
     /// the statement fails, the switch rolls back with it and the path is unknown.
     ///

@@ -1,7 +1,6 @@
 //! Statements bound and executed ahead of another one in the same implicit transaction.
 //!
-//! Added for tenant-schemas (see `vendor/README.md` at the root of that repository); written
-//! to be proposed upstream (rust-postgres issue #1213).
+//! Added for tenant-schemas; written to be proposed upstream (rust-postgres issue #1213).
 
 use crate::Statement;
 use crate::query::encode_bind;

@@ -73,10 +73,13 @@ pub struct ConnectionScope {
     role: Option<Arc<str>>,
     /// Role mode: `SET ROLE` of the tenants' group role, which reaches no tenant's schema,
     /// sent in a message of its own (it cannot fail) before a switch that a statement is
-    /// written behind without waiting: if the tenant's role cannot be set (dropped by
-    /// another process deleting the tenant, or by hand), the switch fails as a whole and the
-    /// statement runs under the group role, not under the session's previous role (the login
-    /// role after the public site, or another tenant's).
+    /// written behind without waiting (see [`pipelinable`](Self::pipelinable)): if the
+    /// tenant's role cannot be set (dropped by another process deleting the tenant, or by
+    /// hand), the switch fails as a whole and the statement runs under the group role, not
+    /// under the session's previous role (the login role after the public site, or another
+    /// tenant's). A switch sent in the statement's own message
+    /// ([`run_switching`](Self::run_switching)) needs no guard: PostgreSQL skips the
+    /// statement behind a failed `SET ROLE`.
     role_guard: Option<Arc<str>>,
     gate: Arc<Gate>,
     /// The gate epoch under which the path was last set and the schema seen to exist;
@@ -151,12 +154,27 @@ enum Target<'a> {
     Prepared(Statement),
     Typed(&'a str, Arc<[Type]>),
     /// A prepared statement run behind the switch in the same implicit transaction (session
-    /// mode; see [`ConnectionScope::run_switching`]).
+    /// mode, see [`ConnectionScope::run_switching`]; transaction mode with statements the
+    /// pooler keeps, see `ConnectionScope::in_implicit_transaction`).
     After(Prelude, Statement),
+    /// SQL text with its parameter types, run behind the local switch in the same implicit
+    /// transaction (transaction mode, see `ConnectionScope::in_implicit_transaction`).
+    TypedAfter(Prelude, &'a str, Arc<[Type]>),
 }
 
 fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     params.iter().copied().zip(types.iter().cloned()).collect()
+}
+
+/// How many rows the statement behind `rows` affected, its rows read to the end.
+async fn count_rows(rows: tokio_postgres::RowStream) -> Result<u64, tokio_postgres::Error> {
+    futures_util::pin_mut!(rows);
+    while futures_util::StreamExt::next(&mut rows)
+        .await
+        .transpose()?
+        .is_some()
+    {}
+    Ok(rows.rows_affected().unwrap_or(0))
 }
 
 /// What running a [`Statement`] the scope did not prepare itself may do: anything. It may
@@ -174,15 +192,21 @@ const UNKNOWN_STATEMENT: Effects = Effects {
 };
 
 /// The operation [`ConnectionScope::with_statement`] runs for the query family: the
-/// client's method `$prepared` on a prepared statement, `$after` on one behind a switch, or
-/// `$typed` on text with the parameter types learned for it (transaction mode).
+/// client's method `$prepared` on a prepared statement, `$after` on one behind a switch,
+/// `$typed` on text with the parameter types learned for it (transaction mode), or
+/// `$typed_after` on such text behind a switch.
 macro_rules! on_target {
-    ($client:ident, $params:ident, $prepared:ident, $after:ident, $typed:ident) => {
+    ($client:ident, $params:ident, $prepared:ident, $after:ident, $typed:ident, $typed_after:ident) => {
         |target| async move {
             match target {
                 Target::Prepared(stmt) => $client.$prepared(&stmt, $params).await,
                 Target::After(prelude, stmt) => $client.$after(&prelude, &stmt, $params).await,
                 Target::Typed(sql, types) => $client.$typed(sql, &typed($params, &types)).await,
+                Target::TypedAfter(prelude, sql, types) => {
+                    $client
+                        .$typed_after(&prelude, sql, &typed($params, &types))
+                        .await
+                }
             }
         }
     };
@@ -318,6 +342,10 @@ impl ConnectionScope {
     /// process deleting the tenant, or the login role no longer a member): the switch is
     /// then preceded by the `role_guard`, so that the statement behind a
     /// failed switch runs under the tenants' group role, never the session's previous one.
+    ///
+    /// A statement already cached for the schema does not come here: its switch travels in
+    /// its own message ([`run_switching`](Self::run_switching)), which is what this pipelining
+    /// approximates (one flush), with one implicit transaction instead of two and no guard.
     fn pipelinable(&self) -> bool {
         !self.on_path() && self.gate.recently_verified(self.gate.epoch())
     }
@@ -718,7 +746,11 @@ impl ConnectionScope {
     /// The statement cached on the connection for `sql` under this schema, when the memory
     /// beside the connection lists it (`None`: it must be prepared, on the path).
     async fn cached_statement(&self, sql: &str) -> Option<Statement> {
-        let keyed = self.keyed(sql);
+        self.cached_text(self.keyed(sql)).await
+    }
+
+    /// [`cached_statement`](Self::cached_statement) for the text as cached (`keyed`).
+    pub(super) async fn cached_text(&self, keyed: String) -> Option<Statement> {
         let first = !self.noted.swap(true, Ordering::AcqRel);
         if !session::note_statement_use(self.conn(), &self.schema, &keyed, first) {
             return None;
@@ -811,7 +843,14 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(client, params, query, query_after, query_typed);
+        let run = on_target!(
+            client,
+            params,
+            query,
+            query_after,
+            query_typed,
+            query_typed_after
+        );
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -822,7 +861,14 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(client, params, query_one, query_one_after, query_typed_one);
+        let run = on_target!(
+            client,
+            params,
+            query_one,
+            query_one_after,
+            query_typed_one,
+            query_typed_one_after
+        );
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -833,7 +879,14 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(client, params, query_opt, query_opt_after, query_typed_opt);
+        let run = on_target!(
+            client,
+            params,
+            query_opt,
+            query_opt_after,
+            query_typed_opt,
+            query_typed_opt_after
+        );
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -854,14 +907,16 @@ impl ConnectionScope {
                         client.execute_after(&prelude, &stmt, params).await
                     }
                     Target::Typed(sql, types) => {
-                        let rows = client.query_typed_raw(sql, typed(params, &types)).await?;
-                        futures_util::pin_mut!(rows);
-                        while futures_util::StreamExt::next(&mut rows)
-                            .await
-                            .transpose()?
-                            .is_some()
-                        {}
-                        Ok(rows.rows_affected().unwrap_or(0))
+                        let rows = client
+                            .query_typed_raw_after(&Prelude::new(), sql, typed(params, &types))
+                            .await?;
+                        count_rows(rows).await
+                    }
+                    Target::TypedAfter(prelude, sql, types) => {
+                        let rows = client
+                            .query_typed_raw_after(&prelude, sql, typed(params, &types))
+                            .await?;
+                        count_rows(rows).await
                     }
                 }
             },

@@ -796,23 +796,6 @@ pub(crate) fn local_role_setting(role: Option<&str>) -> Option<String> {
     }
 }
 
-/// [`local_role_setting`] as a `set_config(…, true)` call, for a `SELECT` (`role` quoted).
-pub(crate) fn local_role_config(role: Option<&str>) -> Option<String> {
-    let name = match role {
-        Some(role) => role
-            .strip_prefix('"')
-            .and_then(|r| r.strip_suffix('"'))
-            .unwrap_or(role)
-            .replace("\"\"", "\""),
-        None if crate::databases::roles_seen() => "none".to_owned(),
-        None => return None,
-    };
-    Some(format!(
-        "pg_catalog.set_config('role', {}, true)",
-        crate::roles::literal(&name)
-    ))
-}
-
 /// The state a schema asked for by name is served in: the shared `public` schema always read
 /// and write, another as [`admit_tenant`] says for a tenant of that name.
 pub(crate) async fn admit_by_name(

@@ -58,6 +58,12 @@ pub(crate) struct Effects {
     /// ([`body_may_set`]). In transaction mode such a setting would stay on the server connection after the
     /// statement's transaction, for whoever uses it next: refused there.
     pub(crate) session_settings: bool,
+    /// A statement may refuse to run inside a transaction block, or behind other
+    /// statements before the same `Sync` (`VACUUM`, `CREATE INDEX CONCURRENTLY`, `CREATE
+    /// DATABASE`, `ALTER SYSTEM` …): anything but text that begins with `SELECT`, `INSERT`,
+    /// `UPDATE`, `DELETE`, `MERGE`, `WITH`, `VALUES` or `TABLE`. Such a statement is never
+    /// sent behind its switch in the same implicit transaction.
+    pub(crate) own_transaction: bool,
 }
 
 impl Effects {
@@ -72,6 +78,7 @@ impl Effects {
             sets: self.sets || other.sets,
             leaves_role: self.leaves_role || other.leaves_role,
             session_settings: self.session_settings || other.session_settings,
+            own_transaction: self.own_transaction || other.own_transaction,
         }
     }
 
@@ -174,11 +181,40 @@ impl Effects {
 /// may do is what it may do.
 pub(crate) fn effects(sql: &str) -> Effects {
     let conforming = effects_reading(sql, false);
-    if sql.as_bytes().contains(&b'\\') {
+    let mut effects = if sql.as_bytes().contains(&b'\\') {
         conforming.or(effects_reading(sql, true))
     } else {
         conforming
+    };
+    effects.own_transaction = !begins_plain(sql);
+    effects
+}
+
+/// Whether `sql`'s first word, after blanks and comments, is one of the plain statements
+/// that run anywhere a query can (see [`Effects::own_transaction`]).
+fn begins_plain(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    loop {
+        match bytes.get(i) {
+            Some(c) if c.is_ascii_whitespace() => i += 1,
+            Some(b'-') if bytes.get(i + 1) == Some(&b'-') => {
+                i = memchr(b'\n', bytes, i).map_or(bytes.len(), |n| n + 1);
+            }
+            Some(b'/') if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
+            _ => break,
+        }
     }
+    let end = bytes[i..]
+        .iter()
+        .position(|&c| !is_identifier_part(c))
+        .map_or(bytes.len(), |n| i + n);
+    let word = &sql[i..end];
+    [
+        "select", "insert", "update", "delete", "merge", "with", "values", "table",
+    ]
+    .iter()
+    .any(|plain| word.eq_ignore_ascii_case(plain))
 }
 
 /// [`effects`] for one reading of plain strings: with `backslash_escapes`, as PostgreSQL
@@ -678,6 +714,40 @@ fn dollar_tag(bytes: &[u8], i: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn plain_statements_run_behind_a_switch_others_on_their_own() {
+        for sql in [
+            "SELECT 1",
+            "  -- a comment\n/* another /* nested */ */ select 1",
+            "insert INTO notes VALUES (1)",
+            "UPDATE notes SET body = ''",
+            "DELETE FROM notes",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "VALUES (1)",
+            "TABLE notes",
+            "MERGE INTO t USING s ON true WHEN MATCHED THEN DO NOTHING",
+        ] {
+            assert!(!effects(sql).own_transaction, "{sql}");
+        }
+        for sql in [
+            "VACUUM notes",
+            "vacuum",
+            "ANALYZE notes",
+            "CREATE INDEX CONCURRENTLY i ON notes (body)",
+            "REINDEX TABLE CONCURRENTLY notes",
+            "CREATE DATABASE x",
+            "ALTER SYSTEM SET work_mem = '1MB'",
+            "CALL p()",
+            "(SELECT 1)",
+            "selectx 1",
+            "select_1",
+            "",
+            "-- only a comment",
+        ] {
+            assert!(effects(sql).own_transaction, "{sql}");
+        }
+    }
+
     fn session(sql: &str) -> bool {
         effects(sql).session
     }
@@ -704,9 +774,11 @@ mod tests {
             "SELECT temp FROM weather",
             "",
         ] {
-            // A function or procedure could leave a tenant's role when called: nothing else.
+            // A function or procedure could leave a tenant's role when called, and DDL may
+            // refuse a transaction block: nothing else.
             let without_role = Effects {
                 leaves_role: false,
+                own_transaction: false,
                 ..effects(sql)
             };
             assert_eq!(without_role, Effects::default(), "{sql}");

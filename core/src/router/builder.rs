@@ -176,14 +176,18 @@ impl SchemaRouterBuilder {
                 }
                 let track =
                     self.track != Some(false) && pools.iter().all(recycling_keeps_session_state);
-                Arc::new(RouterPool::new(
-                    pools,
-                    self.mode,
-                    self.extra_schemas.clone(),
-                    track,
-                    self.affinity,
-                    self.pooler_statements,
-                ))
+                let keeps_statements = pools.iter().all(recycling_keeps_statements);
+                Arc::new(
+                    RouterPool::new(
+                        pools,
+                        self.mode,
+                        self.extra_schemas.clone(),
+                        track,
+                        self.affinity,
+                        self.pooler_statements,
+                    )
+                    .recycling_keeps_statements(keeps_statements),
+                )
             }),
             states: self.states,
         }
@@ -196,4 +200,13 @@ impl SchemaRouterBuilder {
 fn recycling_keeps_session_state(pool: &Pool) -> bool {
     let manager = format!("{:?}", pool.manager());
     manager.contains("recycling_method: Fast") || manager.contains("recycling_method: Verified")
+}
+
+/// Whether `pool`'s recycling keeps the server's prepared statements, which the connection's
+/// statement cache refers to: `Fast`, `Verified` and `Clean` do; a `Custom` query may not
+/// (`DISCARD ALL`), and the router then empties the cache at every checkout (as above: when
+/// the output cannot be read, slower, never wrong).
+fn recycling_keeps_statements(pool: &Pool) -> bool {
+    let manager = format!("{:?}", pool.manager());
+    recycling_keeps_session_state(pool) || manager.contains("recycling_method: Clean")
 }

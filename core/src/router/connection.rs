@@ -85,6 +85,10 @@ pub struct ConnectionScope {
     /// The gate epoch under which the path was last set and the schema seen to exist;
     /// [`NOT_ON_PATH`] when the next statement must switch first.
     verified: AtomicU64,
+    /// How many times the path was forgotten: a switch marks the path set only if no
+    /// forgetting came between its sending and its answer (see
+    /// [`mark_on_path`](Self::mark_on_path)).
+    forgotten: AtomicU64,
     /// At least as many statements as the connection's cache holds ([`UNCOUNTED`]: not
     /// known yet). Kept instead of asking the cache, whose count walks all its entries.
     statements: AtomicUsize,
@@ -154,27 +158,12 @@ enum Target<'a> {
     Prepared(Statement),
     Typed(&'a str, Arc<[Type]>),
     /// A prepared statement run behind the switch in the same implicit transaction (session
-    /// mode, see [`ConnectionScope::run_switching`]; transaction mode with statements the
-    /// pooler keeps, see `ConnectionScope::in_implicit_transaction`).
+    /// mode; see [`ConnectionScope::run_switching`]).
     After(Prelude, Statement),
-    /// SQL text with its parameter types, run behind the local switch in the same implicit
-    /// transaction (transaction mode, see `ConnectionScope::in_implicit_transaction`).
-    TypedAfter(Prelude, &'a str, Arc<[Type]>),
 }
 
 fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     params.iter().copied().zip(types.iter().cloned()).collect()
-}
-
-/// How many rows the statement behind `rows` affected, its rows read to the end.
-async fn count_rows(rows: tokio_postgres::RowStream) -> Result<u64, tokio_postgres::Error> {
-    futures_util::pin_mut!(rows);
-    while futures_util::StreamExt::next(&mut rows)
-        .await
-        .transpose()?
-        .is_some()
-    {}
-    Ok(rows.rows_affected().unwrap_or(0))
 }
 
 /// What running a [`Statement`] the scope did not prepare itself may do: anything. It may
@@ -189,24 +178,19 @@ const UNKNOWN_STATEMENT: Effects = Effects {
     sets: true,
     leaves_role: true,
     session_settings: true,
+    own_transaction: true,
 };
 
 /// The operation [`ConnectionScope::with_statement`] runs for the query family: the
-/// client's method `$prepared` on a prepared statement, `$after` on one behind a switch,
-/// `$typed` on text with the parameter types learned for it (transaction mode), or
-/// `$typed_after` on such text behind a switch.
+/// client's method `$prepared` on a prepared statement, `$after` on one behind a switch, or
+/// `$typed` on text with the parameter types learned for it (transaction mode).
 macro_rules! on_target {
-    ($client:ident, $params:ident, $prepared:ident, $after:ident, $typed:ident, $typed_after:ident) => {
+    ($client:ident, $params:ident, $prepared:ident, $after:ident, $typed:ident) => {
         |target| async move {
             match target {
                 Target::Prepared(stmt) => $client.$prepared(&stmt, $params).await,
                 Target::After(prelude, stmt) => $client.$after(&prelude, &stmt, $params).await,
                 Target::Typed(sql, types) => $client.$typed(sql, &typed($params, &types)).await,
-                Target::TypedAfter(prelude, sql, types) => {
-                    $client
-                        .$typed_after(&prelude, sql, &typed($params, &types))
-                        .await
-                }
             }
         }
     };
@@ -241,6 +225,7 @@ impl ConnectionScope {
             role_guard,
             gate,
             verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
+            forgotten: AtomicU64::new(0),
             statements: AtomicUsize::new(known.statements.unwrap_or(UNCOUNTED)),
             open_transaction: AtomicBool::new(false),
             untrusted: AtomicBool::new(false),
@@ -290,8 +275,30 @@ impl ConnectionScope {
         self.verified.load(Ordering::Acquire) == epoch && self.gate.recently_verified(epoch)
     }
 
-    fn forget_path(&self) {
-        self.verified.store(NOT_ON_PATH, Ordering::Release);
+    /// Marks the path unknown; returns the count of forgettings [`mark_on_path`] compares
+    /// with (this one included).
+    ///
+    /// [`mark_on_path`]: Self::mark_on_path
+    fn forget_path(&self) -> u64 {
+        let forgotten = self.forgotten.fetch_add(1, Ordering::SeqCst) + 1;
+        self.verified.store(NOT_ON_PATH, Ordering::SeqCst);
+        forgotten
+    }
+
+    /// Marks the connection on the path, verified under `epoch`, after a switch sent when
+    /// [`forget_path`](Self::forget_path) returned `forgotten` — unless the path was
+    /// forgotten since. A switch's answer can be read after a later call on the same scope
+    /// (futures polled together) ran SQL that changed the session: marking the path set
+    /// then would trust a path the server no longer has. The count is read again after the
+    /// mark, so a forgetting racing with it always wins.
+    fn mark_on_path(&self, epoch: u64, forgotten: u64) {
+        if self.forgotten.load(Ordering::SeqCst) != forgotten {
+            return;
+        }
+        self.verified.store(epoch, Ordering::SeqCst);
+        if self.forgotten.load(Ordering::SeqCst) != forgotten {
+            self.verified.store(NOT_ON_PATH, Ordering::SeqCst);
+        }
     }
 
     /// Switches the search path now if it is not known to be set, without running anything
@@ -352,7 +359,7 @@ impl ConnectionScope {
 
     /// A switch without the existence check, for a schema seen a moment ago.
     async fn switch_unchecked(&self) -> Result<()> {
-        self.forget_path();
+        let forgotten = self.forget_path();
         let epoch = self.gate.epoch();
         self.pool.count_switch();
         let sql = self.session_settings();
@@ -375,7 +382,7 @@ impl ConnectionScope {
             None => self.conn().batch_execute(&sql).await,
         };
         switched.map_err(|e| self.switch_error(e))?;
-        self.verified.store(epoch, Ordering::Release);
+        self.mark_on_path(epoch, forgotten);
         Ok(())
     }
 
@@ -383,7 +390,7 @@ impl ConnectionScope {
     /// was not seen to exist a moment ago (and announced as changed since): the check costs
     /// a planned statement.
     async fn switch_checking(&self, force: bool) -> Result<()> {
-        self.forget_path();
+        let forgotten = self.forget_path();
         let epoch = self.gate.epoch();
         self.pool.count_switch();
         tracing::trace!(schema = %self.schema, path = %self.path, "switching search_path");
@@ -401,7 +408,7 @@ impl ConnectionScope {
         if check {
             self.gate.mark_verified(epoch);
         }
-        self.verified.store(epoch, Ordering::Release);
+        self.mark_on_path(epoch, forgotten);
         Ok(())
     }
 
@@ -712,11 +719,22 @@ impl ConnectionScope {
             result
         };
         match (result, source) {
-            (Err(e), Source::Text(sql)) if is_replannable(&e) => {
-                tracing::debug!(schema = %self.schema, error = %e, "cached statement does not fit this schema; re-preparing");
-                let keyed = self.keyed(sql);
-                self.conn().statement_cache.remove(&keyed, &[]);
-                session::forget_statement(self.conn(), &self.schema, &keyed);
+            (Err(e), Source::Text(sql))
+                if is_replannable(&e) || (!effects.session && is_lost_statement(&e)) =>
+            {
+                if is_lost_statement(&e) {
+                    // Deallocated behind the cache (server-side code running `DEALLOCATE
+                    // ALL`): the statement ran nothing, and no cached one can be trusted.
+                    tracing::warn!(schema = %self.schema, error = %e, "the connection's prepared statements were dropped behind its cache; preparing again");
+                    self.conn().statement_cache.clear();
+                    session::forget_statements(self.conn());
+                    self.statements.store(0, Ordering::Release);
+                } else {
+                    tracing::debug!(schema = %self.schema, error = %e, "cached statement does not fit this schema; re-preparing");
+                    let keyed = self.keyed(sql);
+                    self.conn().statement_cache.remove(&keyed, &[]);
+                    session::forget_statement(self.conn(), &self.schema, &keyed);
+                }
                 let stmt = self.prepare_on_schema(sql).await?;
                 self.before_running(effects);
                 let result = op(Target::Prepared(stmt)).await;
@@ -732,12 +750,14 @@ impl ConnectionScope {
 
     /// Whether a statement with `effects` may run behind the switch in the same implicit
     /// transaction ([`run_switching`](Self::run_switching)): not SQL that controls
-    /// transactions (a `BEGIN` there would take the switch into its transaction block), not
+    /// transactions (a `BEGIN` there would take the switch into its transaction block) or
+    /// that PostgreSQL runs only on its own (`VACUUM`, `… CONCURRENTLY`), not
     /// a connection whose session may be in any state, and not once the router has served a
     /// read-only tenant: a transaction's read-only mode is fixed when it starts, before the
     /// switch in it could set the default, so such switches stay messages of their own.
     fn switches_in_prelude(&self, effects: Effects) -> bool {
         !effects.transaction_control
+            && !effects.own_transaction
             && !self.read_only
             && !crate::databases::read_only_sessions_seen()
             && !self.untrusted.load(Ordering::Acquire)
@@ -746,11 +766,7 @@ impl ConnectionScope {
     /// The statement cached on the connection for `sql` under this schema, when the memory
     /// beside the connection lists it (`None`: it must be prepared, on the path).
     async fn cached_statement(&self, sql: &str) -> Option<Statement> {
-        self.cached_text(self.keyed(sql)).await
-    }
-
-    /// [`cached_statement`](Self::cached_statement) for the text as cached (`keyed`).
-    pub(super) async fn cached_text(&self, keyed: String) -> Option<Statement> {
+        let keyed = self.keyed(sql);
         let first = !self.noted.swap(true, Ordering::AcqRel);
         if !session::note_statement_use(self.conn(), &self.schema, &keyed, first) {
             return None;
@@ -782,7 +798,7 @@ impl ConnectionScope {
         F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        self.forget_path();
+        let forgotten = self.forget_path();
         let epoch = self.gate.epoch();
         let check = !self.gate.recently_verified(epoch);
         let prelude = self.switch_prelude(check)?;
@@ -797,7 +813,7 @@ impl ConnectionScope {
                     if check {
                         self.gate.mark_verified(epoch);
                     }
-                    self.verified.store(epoch, Ordering::Release);
+                    self.mark_on_path(epoch, forgotten);
                 }
                 Ok(result)
             }
@@ -843,14 +859,7 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(
-            client,
-            params,
-            query,
-            query_after,
-            query_typed,
-            query_typed_after
-        );
+        let run = on_target!(client, params, query, query_after, query_typed);
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -861,14 +870,7 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(
-            client,
-            params,
-            query_one,
-            query_one_after,
-            query_typed_one,
-            query_typed_one_after
-        );
+        let run = on_target!(client, params, query_one, query_one_after, query_typed_one);
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -879,14 +881,7 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(
-            client,
-            params,
-            query_opt,
-            query_opt_after,
-            query_typed_opt,
-            query_typed_opt_after
-        );
+        let run = on_target!(client, params, query_opt, query_opt_after, query_typed_opt);
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -907,16 +902,14 @@ impl ConnectionScope {
                         client.execute_after(&prelude, &stmt, params).await
                     }
                     Target::Typed(sql, types) => {
-                        let rows = client
-                            .query_typed_raw_after(&Prelude::new(), sql, typed(params, &types))
-                            .await?;
-                        count_rows(rows).await
-                    }
-                    Target::TypedAfter(prelude, sql, types) => {
-                        let rows = client
-                            .query_typed_raw_after(&prelude, sql, typed(params, &types))
-                            .await?;
-                        count_rows(rows).await
+                        let rows = client.query_typed_raw(sql, typed(params, &types)).await?;
+                        futures_util::pin_mut!(rows);
+                        while futures_util::StreamExt::next(&mut rows)
+                            .await
+                            .transpose()?
+                            .is_some()
+                        {}
+                        Ok(rows.rows_affected().unwrap_or(0))
                     }
                 }
             },
@@ -1219,4 +1212,10 @@ fn is_replannable(err: &tokio_postgres::Error) -> bool {
             .contains("cached plan must not change result type"))
         || *code == SqlState::UNDEFINED_FUNCTION
         || *code == SqlState::DATATYPE_MISMATCH
+}
+
+/// A cached statement the server no longer has (`invalid_sql_statement_name`, raised at its
+/// `Bind`, before anything ran).
+fn is_lost_statement(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME)
 }

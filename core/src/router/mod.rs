@@ -236,6 +236,10 @@ async fn checkout(
     // (a configuration mistake) then never vouches for another's schemas.
     let gate = session::gate(pool.group_pool(group), schema);
     let epoch = gate.epoch();
+    if pool.drops_statements() {
+        conn.statement_cache.clear();
+        session::forget_statements(&conn);
+    }
     let known = if pool.tracks_search_path() {
         session::take_known_path(&conn, &key, &gate, epoch, handed_over)
     } else {

@@ -100,6 +100,8 @@ pub(crate) struct RouterPool {
     checkouts: AtomicU64,
     switches: AtomicU64,
     existence_checks: AtomicU64,
+    /// See [`drops_statements`](Self::drops_statements).
+    drops_statements: bool,
 }
 
 /// One group of connections: a pool, and the schema-affine handoff of its returning
@@ -155,7 +157,21 @@ impl RouterPool {
             checkouts: AtomicU64::new(0),
             switches: AtomicU64::new(0),
             existence_checks: AtomicU64::new(0),
+            drops_statements: false,
         }
+    }
+
+    /// Says whether the pools' recycling keeps the server's prepared statements (see
+    /// [`drops_statements`](Self::drops_statements)).
+    pub(super) fn recycling_keeps_statements(mut self, keeps: bool) -> Self {
+        self.drops_statements = !keeps;
+        self
+    }
+
+    /// The pools' recycling may drop the server's prepared statements (a `Custom` query
+    /// such as `DISCARD ALL`): a connection's statement cache is emptied at every checkout.
+    pub(super) fn drops_statements(&self) -> bool {
+        self.drops_statements
     }
 
     /// The router's own pool (the first group).

@@ -13,8 +13,8 @@ use crate::tls::MakeTlsConnect;
 use crate::tls::TlsConnect;
 use crate::types::{Oid, ToSql, Type};
 use crate::{
-    CancelToken, CopyInSink, Error, Prelude, Row, SimpleQueryMessage, Statement, ToStatement,
-    Transaction, TransactionBuilder, copy_in, copy_out, prepare, query, simple_query, slice_iter,
+    CancelToken, CopyInSink, Error, Prelude, Row, SimpleQueryMessage, Statement, ToStatement, Transaction,
+    TransactionBuilder, copy_in, copy_out, prepare, query, simple_query, slice_iter,
 };
 use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -584,69 +584,6 @@ impl Client {
         query::query_typed(&self.inner, query, params).await
     }
 
-    /// Like [`query_typed_raw`](Self::query_typed_raw), with `prelude` run first in the same
-    /// implicit transaction (one round trip, no `Sync` in between; see [`Prelude`]).
-    pub async fn query_typed_raw_after<P, I>(
-        &self,
-        prelude: &Prelude,
-        query: &str,
-        params: I,
-    ) -> Result<RowStream, Error>
-    where
-        P: BorrowToSql,
-        I: IntoIterator<Item = (P, Type)>,
-    {
-        query::query_typed_after(&self.inner, Some(prelude), query, params).await
-    }
-
-    /// Like [`query_typed`](Self::query_typed), with `prelude` run first (see [`Prelude`]).
-    pub async fn query_typed_after(
-        &self,
-        prelude: &Prelude,
-        query: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<Vec<Row>, Error> {
-        self.query_typed_raw_after(prelude, query, params.iter().map(|(v, t)| (*v, t.clone())))
-            .await?
-            .try_collect()
-            .await
-    }
-
-    /// Like [`query_typed_one`](Self::query_typed_one), with `prelude` run first (see
-    /// [`Prelude`]).
-    pub async fn query_typed_one_after(
-        &self,
-        prelude: &Prelude,
-        query: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<Row, Error> {
-        self.query_typed_opt_after(prelude, query, params)
-            .await
-            .and_then(|res| res.ok_or_else(Error::row_count))
-    }
-
-    /// Like [`query_typed_opt`](Self::query_typed_opt), with `prelude` run first (see
-    /// [`Prelude`]).
-    pub async fn query_typed_opt_after(
-        &self,
-        prelude: &Prelude,
-        query: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<Option<Row>, Error> {
-        let mut stream = pin!(
-            self.query_typed_raw_after(prelude, query, params.iter().map(|(v, t)| (*v, t.clone())))
-                .await?
-        );
-        let mut first = None;
-        while let Some(row) = stream.try_next().await? {
-            if first.is_some() {
-                return Err(Error::row_count());
-            }
-            first = Some(row);
-        }
-        Ok(first)
-    }
-
     /// Executes a statement, returning the number of rows modified.
     ///
     /// A statement may contain parameters, specified by `$n`, where `n` is the index of the parameter of the list
@@ -781,13 +718,8 @@ impl Client {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, Error> {
-        query::execute_after(
-            self.inner(),
-            Some(prelude),
-            statement.clone(),
-            slice_iter(params),
-        )
-        .await
+        query::execute_after(self.inner(), Some(prelude), statement.clone(), slice_iter(params))
+            .await
     }
 
     /// Executes a `COPY FROM STDIN` statement, returning a sink used to write the copy data.

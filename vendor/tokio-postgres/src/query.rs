@@ -83,28 +83,11 @@ where
     P: BorrowToSql,
     I: IntoIterator<Item = (P, Type)>,
 {
-    query_typed_after(client, None, query, params).await
-}
-
-/// [`query_typed`], preceded by `prelude` in the same implicit transaction.
-pub async fn query_typed_after<P, I>(
-    client: &Arc<InnerClient>,
-    prelude: Option<&Prelude>,
-    query: &str,
-    params: I,
-) -> Result<RowStream, Error>
-where
-    P: BorrowToSql,
-    I: IntoIterator<Item = (P, Type)>,
-{
     let buf = {
         let params = params.into_iter().collect::<Vec<_>>();
         let param_oids = params.iter().map(|(_, t)| t.oid()).collect::<Vec<_>>();
 
         client.with_buf(|buf| {
-            if let Some(prelude) = prelude {
-                buf.extend_from_slice(prelude.bytes());
-            }
             frontend::parse("", query, param_oids, buf).map_err(Error::parse)?;
             encode_bind_raw("", params, "", buf)?;
             frontend::describe(b'S', "", buf).map_err(Error::encode)?;
@@ -116,9 +99,6 @@ where
     };
 
     let mut responses = client.send(RequestMessages::Single(FrontendMessage::Raw(buf)))?;
-    if let Some(prelude) = prelude {
-        responses.skip_portals(prelude.portals());
-    }
 
     loop {
         match responses.next().await? {

@@ -11,7 +11,7 @@ use std::task::Poll;
 use futures_util::future::maybe_done;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Prelude, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
 use super::{is_replannable, not_in_transaction_mode, refuse_transaction_control};
 use super::{ConnectionScope, Target, POOLER_DOES_NOT_KEEP, POOLER_KEEPS, POOLER_UNKNOWN};
@@ -108,15 +108,6 @@ impl ConnectionScope {
         F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        if self.switches_locally_in_prelude() {
-            if let Some(stmt) = self.cached_text(text.clone()).await {
-                let result = self
-                    .in_implicit_transaction(|prelude| op(Target::After(prelude, stmt)))
-                    .await;
-                self.pool.count_named_statement();
-                return result;
-            }
-        }
         // Set when the statement is at hand, and its execution written in the same poll, so the
         // COMMIT can follow: a cached one is on the body's first poll (one flush for the
         // whole transaction); one not cached yet once its Parse is answered (it is parsed
@@ -252,10 +243,6 @@ impl ConnectionScope {
     {
         let client: &tokio_postgres::Client = self.conn();
         match self.pool.param_types(sql) {
-            Some(types) if self.switches_locally_in_prelude() => {
-                self.in_implicit_transaction(|prelude| op(Target::TypedAfter(prelude, sql, types)))
-                    .await
-            }
             Some(types) => {
                 self.local_transaction(op(Target::Typed(sql, types)), true)
                     .await
@@ -270,81 +257,6 @@ impl ConnectionScope {
                     op(Target::Typed(sql, types)).await
                 };
                 self.local_transaction(body, false).await
-            }
-        }
-    }
-
-    /// Whether a statement at hand (its parameter types learned, or a named statement
-    /// cached) runs behind the local switch in one implicit transaction
-    /// ([`in_implicit_transaction`](Self::in_implicit_transaction)): not for a read-only
-    /// tenant, whose transactions begin `READ ONLY`.
-    fn switches_locally_in_prelude(&self) -> bool {
-        !self.read_only
-    }
-
-    /// The local switch as a [`Prelude`]: one unnamed `SELECT` of `set_config(…, true)` for
-    /// the path, the tenant's `statement_timeout` and role (as [`local_settings`] sets
-    /// them, local to the transaction, which `SET LOCAL` outside a transaction block would
-    /// warn about), and, when the schema was not seen a moment ago, the existence check
-    /// (a cast of the schema's name, which fails while the statement is analysed). The
-    /// path is set as PostgreSQL would show it after `SET search_path` (each name through
-    /// `quote_ident`), so `current_setting('search_path')` reads the same either way.
-    ///
-    /// [`local_settings`]: ConnectionScope::local_settings
-    fn local_prelude(&self, check: bool) -> Result<Prelude> {
-        let mut sql = String::with_capacity(256);
-        sql.push_str("SELECT pg_catalog.set_config('search_path', pg_catalog.concat_ws(', '");
-        for name in self.path.split(", ") {
-            sql.push_str(", pg_catalog.quote_ident('");
-            sql.push_str(name.trim_matches('"'));
-            sql.push_str("')");
-        }
-        sql.push_str("), true)");
-        if let Some(ms) = self.statement_timeout_ms {
-            sql.push_str(&format!(
-                ", pg_catalog.set_config('statement_timeout', '{ms}', true)"
-            ));
-        }
-        if let Some(role) = crate::checkout::local_role_config(self.role.as_deref()) {
-            sql.push_str(", ");
-            sql.push_str(&role);
-        }
-        if check {
-            sql.push_str(&format!(
-                ", '{}'::pg_catalog.regnamespace",
-                self.schema.quoted()
-            ));
-        }
-        let mut prelude = Prelude::new();
-        prelude.push_text(&sql).map_err(|e| self.switch_error(e))?;
-        Ok(prelude)
-    }
-
-    /// Transaction mode, a statement at hand: `body`, a statement written behind the
-    /// [`local_prelude`](Self::local_prelude) it is given, in one message with one `Sync`. One implicit
-    /// transaction, one round trip, one `ReadyForQuery`; what the switch sets ends with
-    /// the transaction, committed or rolled back at the `Sync`, so nothing outlives it, and a
-    /// failed switch makes PostgreSQL skip the statement. Nothing stays open should the
-    /// caller stop waiting: the server ends the transaction at the `Sync` either way.
-    async fn in_implicit_transaction<T, Fut>(&self, body: impl FnOnce(Prelude) -> Fut) -> Result<T>
-    where
-        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
-    {
-        let epoch = self.gate.epoch();
-        let check = !self.gate.recently_verified(epoch);
-        let prelude = self.local_prelude(check)?;
-        self.pool.count_switch();
-        if check {
-            self.pool.count_existence_check();
-        }
-        match body(prelude).await {
-            Err(e) if e.is_from_prelude() => Err(self.switch_error(e)),
-            Err(e) => Err(Error::db("running a statement", &self.schema, e)),
-            Ok(value) => {
-                if check {
-                    self.gate.mark_verified(epoch);
-                }
-                Ok(value)
             }
         }
     }

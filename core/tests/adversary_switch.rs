@@ -431,7 +431,7 @@ async fn recognised_deallocation_keeps_cached_statements_working() {
                 match seen {
                     Ok(seen) if &seen == want => {}
                     other => {
-                        failures.push(format!("{how} {sql} round {round}: {label}: {other:?}"))
+                        failures.push(format!("{how} {sql} round {round}: {label}: {other:?}"));
                     }
                 }
             }
@@ -968,8 +968,8 @@ async fn set_config_and_functions_behind_the_switch() {
 /// recognised session change (`SET search_path TO b` in a batch, after a sleep) is written
 /// first (its switch), then a cached statement behind its own switch; the batch is then
 /// driven until a timeout cancels it while it runs on the server, and the statement's
-/// answer read. The statement's success marks the scope on its path after the batch's
-/// "forget the path", and the batch's own "forget" after its `SET` never comes. (With
+/// answer read. The statement's success must not mark the scope on its path after the
+/// batch's "forget the path": the batch's own "forget" after its `SET` never comes. (With
 /// `tokio::join!` instead of the fixed order the outcome depends on which future is polled
 /// first after the answers arrive.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -977,9 +977,7 @@ async fn a_cancelled_session_change_beside_a_switched_statement() {
     let (_db, tenancy, s, _pool) = setup("rtp_race_", 2, 1).await;
     let router = tenancy.router();
     let (a, b) = (&s[0], &s[1]);
-    assert_eq!(seen_by(router, a).await, a.as_str());
-    assert_eq!(seen_by(router, b).await, b.as_str());
-    let db = router.connection_for_schema(a).await.unwrap();
+    let db = cached_for_both(router, a, b).await;
     let batch = format!("SELECT pg_sleep(0.5); SET search_path TO {b}");
     {
         let mut cancelled = std::pin::pin!(tokio::time::timeout(
@@ -992,6 +990,19 @@ async fn a_cancelled_session_change_beside_a_switched_statement() {
         assert!(cancelled.await.is_err(), "the timeout fired");
         assert_eq!(marker.await.unwrap().get::<_, String>(0), a.as_str());
     }
+    reads_its_own_after(router, db, a).await;
+}
+
+/// Caches the marker query for `a` and `b` on the only connection (last used by `b`), and
+/// checks it out for `a`.
+async fn cached_for_both(router: &SchemaRouter, a: &SchemaName, b: &SchemaName) -> ConnectionScope {
+    assert_eq!(seen_by(router, a).await, a.as_str());
+    assert_eq!(seen_by(router, b).await, b.as_str());
+    router.connection_for_schema(a).await.unwrap()
+}
+
+/// `db`'s next call, and the next checkout of its connection, read `a`'s marker.
+async fn reads_its_own_after(router: &SchemaRouter, db: ConnectionScope, a: &SchemaName) {
     let same_scope = marker_of(&db).await;
     drop(db);
     let next_checkout = seen_by(router, a).await;
@@ -1037,16 +1048,14 @@ async fn statements_refused_in_a_pipeline_still_run_after_a_switch() {
 /// No cancellation at all: a cached statement's future is polled once (the switch and the
 /// statement are written), then a recognised session change runs to completion on the same
 /// scope (`SET search_path TO b`, which leaves the path unknown), then the first future is
-/// awaited. Its answer, read last, marks the scope on its path although the server ran the
-/// `SET` after it: the next call and the next checkout read `b`.
+/// awaited. Its answer, read last, must not mark the scope on its path: the server ran the
+/// `SET` after it, and the next call and the next checkout would read `b`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_read_answer_of_a_switched_statement_cannot_mark_the_path_set() {
     let (_db, tenancy, s, _pool) = setup("rtp_late_", 2, 1).await;
     let router = tenancy.router();
     let (a, b) = (&s[0], &s[1]);
-    assert_eq!(seen_by(router, a).await, a.as_str());
-    assert_eq!(seen_by(router, b).await, b.as_str());
-    let db = router.connection_for_schema(a).await.unwrap();
+    let db = cached_for_both(router, a, b).await;
     {
         let mut first = std::pin::pin!(db.query_one("SELECT schema_name FROM marker", &[]));
         // One poll: the request is written.
@@ -1060,12 +1069,5 @@ async fn a_late_read_answer_of_a_switched_statement_cannot_mark_the_path_set() {
         let first: String = first.await.unwrap().get(0);
         assert_eq!(first, a.as_str());
     }
-    let same_scope = marker_of(&db).await;
-    drop(db);
-    let next_checkout = seen_by(router, a).await;
-    assert_eq!(
-        (same_scope.as_str(), next_checkout.as_str()),
-        (a.as_str(), a.as_str()),
-        "(same scope's next call, next checkout of the connection)"
-    );
+    reads_its_own_after(router, db, a).await;
 }

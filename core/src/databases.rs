@@ -8,9 +8,9 @@
 //! session may have been left read-only is kept here too, below the router that sets it and
 //! the registry that reads it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use deadpool_postgres::{Object, Pool};
 
@@ -142,16 +142,63 @@ pub(crate) fn roles_seen() -> bool {
     ROLES.load(Ordering::Acquire)
 }
 
+/// Pooled connections whose session holds settings a tenant's SQL made beyond those a switch
+/// sets (`SET work_mem …`, `SET app.token …`, `set_config(…, false)`), by the address of
+/// their statement cache (held weakly, so entries of closed connections can be swept): the
+/// next switch, or the library's own work, resets them first (`RESET ALL`).
+static SETTINGS_LEFT: LazyLock<Mutex<HashMap<usize, Weak<deadpool_postgres::StatementCache>>>> =
+    LazyLock::new(Default::default);
+
+/// Whether any connection was ever noted in [`SETTINGS_LEFT`]: until then, nothing is
+/// looked up.
+static SETTINGS_LEFT_SEEN: AtomicBool = AtomicBool::new(false);
+
+fn settings_key(conn: &Object) -> usize {
+    Arc::as_ptr(&conn.statement_cache) as usize
+}
+
+/// Notes that `conn`'s session holds settings a tenant's SQL made, as its scope lets go of it.
+pub(crate) fn note_settings_left(conn: &Object) {
+    SETTINGS_LEFT_SEEN.store(true, Ordering::Release);
+    let mut left = SETTINGS_LEFT.lock().unwrap_or_else(|e| e.into_inner());
+    if left.len() >= 64 && left.len().is_power_of_two() {
+        left.retain(|_, cache| cache.strong_count() > 0);
+    }
+    left.insert(settings_key(conn), Arc::downgrade(&conn.statement_cache));
+}
+
+/// Whether `conn`'s session holds settings a tenant's SQL made (see [`note_settings_left`]).
+pub(crate) fn settings_left(conn: &Object) -> bool {
+    SETTINGS_LEFT_SEEN.load(Ordering::Acquire)
+        && SETTINGS_LEFT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&settings_key(conn))
+}
+
+/// Notes that `conn`'s session was reset (`RESET ALL` ran and committed).
+pub(crate) fn settings_reset(conn: &Object) {
+    SETTINGS_LEFT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&settings_key(conn));
+}
+
 /// A connection from `pool` for work on `schema`; [`Error::Pool`] when none can be had.
 /// Once a read-only tenant has been served, the connection may have been left read-only
 /// by its session: that is undone first, so the registry and migrations can write; likewise
-/// a tenant's `statement_timeout` and (role mode) its role.
+/// a tenant's `statement_timeout`, (role mode) its role, and settings a tenant's SQL left.
 pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> {
     let conn = pool
         .get()
         .await
         .map_err(|source| Error::pool(schema, source))?;
     let mut reset = Vec::new();
+    let left = settings_left(&conn);
+    if left {
+        // First: it would undo what the statements below set (the role excepted).
+        reset.push("RESET ALL");
+    }
     if roles_seen() {
         reset.push("RESET ROLE");
     }
@@ -166,6 +213,9 @@ pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> 
         conn.batch_execute(&reset)
             .await
             .map_err(|e| Error::db("resetting the session's settings", schema, e))?;
+    }
+    if left {
+        settings_reset(&conn);
     }
     Ok(conn)
 }

@@ -16,8 +16,10 @@ use tenant_schemas::{SchemaName, TenantStatus};
 /// nothing an earlier user of the pooled connection did is left: no open transaction, no
 /// temporary objects. What it does **not** do: read the SQL sent through it. SQL that changes
 /// the session (`SET search_path`, `RESET ALL`, `DISCARD ALL`, `set_config(…)`) affects the
-/// statements sent after it *on this connection*, never the next checkout, which switches
-/// again and checks the session afresh. Dropping it returns the connection to the pool
+/// statements sent after it *on this connection*, never the next checkout's path, role or
+/// timeout, which it switches again and checks afresh. Other settings made for the session
+/// (`SET work_mem …`, `SET app.token …`) are not seen and stay on the pooled connection: set
+/// them with `SET LOCAL` inside a transaction. Dropping it returns the connection to the pool
 /// (sqlx first waits out a statement that was cancelled mid-flight).
 ///
 /// It carries the core's checkout ([`tenant_schemas::checkout::DriverCheckout`]) for its

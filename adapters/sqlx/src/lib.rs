@@ -51,7 +51,9 @@
 //!   `RESET ALL`, `DISCARD ALL`, `set_config(…)`, a `BEGIN` left open) cannot affect the next
 //!   checkout, and a future dropped mid-statement cannot either: sqlx waits out the
 //!   cancelled statement before the connection is pooled again, and the next checkout
-//!   switches regardless.
+//!   switches regardless. Other settings made for the session (`SET work_mem …`, `SET
+//!   app.token …`) are not seen and stay on the pooled connection (the core's connections
+//!   reset them): set them with `SET LOCAL` inside a transaction.
 //! - **Tenants whose column or parameter types differ share connections safely.** sqlx
 //!   caches prepared statements by their SQL; a statement prepared under another schema's
 //!   path would fail under this one ("cached plan must not change result type", or a

@@ -100,6 +100,10 @@ pub struct ConnectionScope {
     /// session-lifetime objects (temporary tables): the session may be in any state. The
     /// path is never trusted again and the connection is closed on drop.
     untrusted: AtomicBool,
+    /// Session mode: user SQL gave the session settings beyond those a switch sets (`SET
+    /// work_mem …`, `SET app.token …`): kept for the rest of this scope; when it lets go of
+    /// the connection, the next switch (whoever's) resets them first.
+    left_settings: AtomicBool,
     /// What each statement prepared through [`prepare`](Self::prepare) may do: applied
     /// when it runs.
     prepared: PreparedEffects,
@@ -229,6 +233,7 @@ impl ConnectionScope {
             statements: AtomicUsize::new(known.statements.unwrap_or(UNCOUNTED)),
             open_transaction: AtomicBool::new(false),
             untrusted: AtomicBool::new(false),
+            left_settings: AtomicBool::new(false),
             prepared: PreparedEffects::default(),
             noted: AtomicBool::new(false),
             pooler_keeps: AtomicU8::new(POOLER_UNKNOWN),
@@ -362,7 +367,7 @@ impl ConnectionScope {
         let forgotten = self.forget_path();
         let epoch = self.gate.epoch();
         self.pool.count_switch();
-        let sql = self.session_settings();
+        let (sql, reset) = self.session_settings();
         let switched = match &self.role_guard {
             // Written first, on its own: it commits even if the switch behind it fails.
             Some(guard) => {
@@ -382,6 +387,9 @@ impl ConnectionScope {
             None => self.conn().batch_execute(&sql).await,
         };
         switched.map_err(|e| self.switch_error(e))?;
+        if reset {
+            crate::databases::settings_reset(self.conn());
+        }
         self.mark_on_path(epoch, forgotten);
         Ok(())
     }
@@ -395,7 +403,7 @@ impl ConnectionScope {
         self.pool.count_switch();
         tracing::trace!(schema = %self.schema, path = %self.path, "switching search_path");
         let check = force || !self.gate.recently_verified(epoch);
-        let mut sql = self.session_settings();
+        let (mut sql, reset) = self.session_settings();
         if check {
             self.pool.count_existence_check();
             sql.push_str("; ");
@@ -408,21 +416,32 @@ impl ConnectionScope {
         if check {
             self.gate.mark_verified(epoch);
         }
+        if reset {
+            crate::databases::settings_reset(self.conn());
+        }
         self.mark_on_path(epoch, forgotten);
         Ok(())
     }
 
     /// What a switch sets: the search path and, once the router has served a read-only
-    /// tenant, whether the session's transactions are read-only; one message.
-    fn session_settings(&self) -> String {
-        self.session_statements().join("; ")
+    /// tenant, whether the session's transactions are read-only; one message. And whether it
+    /// resets the settings a tenant's SQL left on the session (`RESET ALL` first).
+    fn session_settings(&self) -> (String, bool) {
+        let (statements, reset) = self.session_statements();
+        (statements.join("; "), reset)
     }
 
     /// The statements of [`session_settings`](Self::session_settings), in order.
-    fn session_statements(&self) -> Vec<String> {
+    fn session_statements(&self) -> (Vec<String>, bool) {
+        let mut statements = Vec::with_capacity(5);
+        // Settings a scope's SQL left (see `left_settings`): reset before the rest, which
+        // `RESET ALL` would undo (the role excepted, which it does not touch).
+        let reset = crate::databases::settings_left(self.conn());
+        if reset {
+            statements.push("RESET ALL".to_owned());
+        }
         // The timeout first: each statement runs under the timeout in force when it starts,
         // so only this `SET` runs under the last tenant's.
-        let mut statements = Vec::with_capacity(4);
         if let Some(timeout) = crate::checkout::timeout_setting(self.statement_timeout_ms) {
             statements.push(format!("SET statement_timeout TO {timeout}"));
         }
@@ -435,7 +454,7 @@ impl ConnectionScope {
         } else if crate::databases::read_only_sessions_seen() {
             statements.push("SET default_transaction_read_only TO off".into());
         }
-        statements
+        (statements, reset)
     }
 
     /// What a transaction of its own sets (transaction mode): `SET LOCAL search_path`, and
@@ -511,6 +530,9 @@ impl ConnectionScope {
 
     /// After running SQL with `effects`: statements the server dropped leave the cache.
     fn after_running(&self, effects: Effects) {
+        if effects.session_settings && !self.transaction_mode() {
+            self.left_settings.store(true, Ordering::Release);
+        }
         if effects.drops_prepared {
             self.conn().statement_cache.clear();
             session::forget_statements(self.conn());
@@ -801,7 +823,7 @@ impl ConnectionScope {
         let forgotten = self.forget_path();
         let epoch = self.gate.epoch();
         let check = !self.gate.recently_verified(epoch);
-        let prelude = self.switch_prelude(check)?;
+        let (prelude, reset) = self.switch_prelude(check)?;
         self.pool.count_switch();
         if check {
             self.pool.count_existence_check();
@@ -813,6 +835,9 @@ impl ConnectionScope {
                     if check {
                         self.gate.mark_verified(epoch);
                     }
+                    if reset {
+                        crate::databases::settings_reset(self.conn());
+                    }
                     self.mark_on_path(epoch, forgotten);
                 }
                 Ok(result)
@@ -823,12 +848,12 @@ impl ConnectionScope {
     /// The switch as a [`Prelude`]: the statements of [`session_settings`] and, when
     /// `check`ed, the existence check, each parsed as the unnamed statement (as the simple
     /// query protocol would parse them: a utility `SET` is not planned, and nothing named is
-    /// left on the connection).
+    /// left on the connection). And whether it resets the settings a scope's SQL left.
     ///
     /// [`session_settings`]: Self::session_settings
-    fn switch_prelude(&self, check: bool) -> Result<Prelude> {
+    fn switch_prelude(&self, check: bool) -> Result<(Prelude, bool)> {
         let mut prelude = Prelude::new();
-        let mut statements = self.session_statements();
+        let (mut statements, reset) = self.session_statements();
         if check {
             statements.push(self.existence_check());
         }
@@ -837,7 +862,7 @@ impl ConnectionScope {
                 .push_text(statement)
                 .map_err(|e| self.switch_error(e))?;
         }
-        Ok(prelude)
+        Ok((prelude, reset))
     }
 
     /// A relation was not found: if the reason is that the schema itself is gone (deleted by
@@ -1024,7 +1049,7 @@ impl ConnectionScope {
             .conn
             .as_mut()
             .expect("the connection is only taken out on drop");
-        let untrusted = (!local).then_some(&self.untrusted);
+        let untrusted = (!local).then_some((&self.untrusted, &self.left_settings));
         let tx = conn
             .transaction()
             .await
@@ -1138,6 +1163,13 @@ impl Drop for ConnectionScope {
                     session::remember_statement_bound(conn, statements);
                 }
             }
+        }
+        if self.left_settings.load(Ordering::Acquire) {
+            // Not remembered on the path: the next checkout switches, resetting them first.
+            if let Some(conn) = &self.conn {
+                crate::databases::note_settings_left(conn);
+            }
+            return;
         }
         if !self.on_path() {
             return;

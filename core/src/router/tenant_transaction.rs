@@ -42,9 +42,11 @@ pub struct TenantTransaction<'a> {
     role: bool,
     /// Session mode: the scope's mark that the session may hold what outlives the
     /// transaction (temporary objects, a held cursor), so its connection is closed rather
-    /// than pooled. `None` in transaction mode, where such SQL is refused: a pooler's server
-    /// connection would carry it to the next client.
-    untrusted: Option<&'a AtomicBool>,
+    /// than pooled, and its mark that the session may hold settings the SQL made (`SET`
+    /// without `LOCAL`), which the next checkout's switch resets. `None` in transaction mode,
+    /// where such SQL is refused: a pooler's server connection would carry it to the next
+    /// client.
+    untrusted: Option<(&'a AtomicBool, &'a AtomicBool)>,
 }
 
 impl<'a> TenantTransaction<'a> {
@@ -53,7 +55,7 @@ impl<'a> TenantTransaction<'a> {
         schema: SchemaName,
         settings: Arc<str>,
         (read_only, role): (bool, bool),
-        untrusted: Option<&'a AtomicBool>,
+        untrusted: Option<(&'a AtomicBool, &'a AtomicBool)>,
     ) -> Self {
         Self {
             tx,
@@ -98,14 +100,18 @@ impl<'a> TenantTransaction<'a> {
         }
         if effects.session_objects {
             match self.untrusted {
-                Some(untrusted) => untrusted.store(true, Ordering::Release),
+                Some((untrusted, _)) => untrusted.store(true, Ordering::Release),
                 None => return Err(Error::session_objects_refused()),
             }
         }
-        if effects.session_settings && self.untrusted.is_none() {
-            // Transaction mode: the setting would outlive the transaction on the server
-            // connection.
-            return Err(Error::session_settings_refused());
+        if effects.session_settings {
+            match self.untrusted {
+                // Marked before it runs: committed or not, the next checkout resets.
+                Some((_, left_settings)) => left_settings.store(true, Ordering::Release),
+                // Transaction mode: the setting would outlive the transaction on the server
+                // connection.
+                None => return Err(Error::session_settings_refused()),
+            }
         }
         if self.reassert.load(Ordering::Acquire) {
             self.tx

@@ -1,0 +1,127 @@
+//! Settings a tenant's SQL gives its pooled session beyond those a switch sets (`SET work_mem
+//! …`, `SET app.token …`, `set_config(…, false)`, a `SET` inside a transaction): kept for the
+//! rest of the tenant's scope, and reset before anyone else's statement runs on the
+//! connection — another tenant's, the same tenant's next checkout, the library's own work.
+
+#![allow(clippy::unwrap_used)]
+
+use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::{ConnectionScope, NewTenant, SchemaName, SchemaRouter, Tenancy};
+
+/// What the settings under test read on `db`: `app.token` (empty when never set or reset),
+/// `work_mem`, `lock_timeout`.
+async fn settings(db: &ConnectionScope) -> (String, String, String) {
+    let row = db
+        .query_one(
+            "SELECT coalesce(current_setting('app.token', true), ''), \
+             current_setting('work_mem'), current_setting('lock_timeout')",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+async fn settings_of(router: &SchemaRouter, schema: &SchemaName) -> (String, String, String) {
+    settings(&router.connection_for_schema(schema).await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_a_tenant_leaves_do_not_reach_the_next_checkout() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let (a, b) = (schema("left_a"), schema("left_b"));
+    for s in [&a, &b] {
+        tenancy
+            .create_tenant(NewTenant::new(s.clone()))
+            .await
+            .unwrap();
+    }
+    let router = tenancy.router();
+    // The reading statement cached for both tenants: the next switches travel with it.
+    let clean = settings_of(router, &a).await;
+    assert_eq!(settings_of(router, &b).await, clean);
+    assert_eq!(clean.0, "");
+    let left = ("a-secret".to_owned(), "1234kB".to_owned(), "1ms".to_owned());
+
+    for how in ["batch", "set_config", "transaction", "prepared"] {
+        let mut conn = router.connection_for_schema(&a).await.unwrap();
+        match how {
+            "batch" => conn
+                .batch_execute(
+                    "SET app.token = 'a-secret'; SET work_mem = '1234kB'; SET lock_timeout = '1ms'",
+                )
+                .await
+                .unwrap(),
+            "set_config" => {
+                conn.query(
+                    "SELECT set_config('app.token', 'a-secret', false), \
+                     set_config('work_mem', '1234kB', false), \
+                     set_config('lock_timeout', '1ms', false)",
+                    &[],
+                )
+                .await
+                .unwrap();
+            }
+            "transaction" => {
+                let tx = conn.transaction().await.unwrap();
+                tx.batch_execute(
+                    "SET app.token = 'a-secret'; SET work_mem = '1234kB'; SET lock_timeout = '1ms'",
+                )
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+            }
+            _ => {
+                let stmt = conn
+                    .prepare("SELECT set_config('app.token', 'a-secret', false), set_config('work_mem', '1234kB', false), set_config('lock_timeout', '1ms', false)")
+                    .await
+                    .unwrap();
+                conn.query(&stmt, &[]).await.unwrap();
+            }
+        }
+        // The tenant's own scope keeps what it set.
+        assert_eq!(settings(&conn).await, left, "{how}: the own scope");
+        drop(conn);
+        // The next checkout, another tenant's or the same one's, finds the session clean.
+        assert_eq!(
+            settings_of(router, &b).await,
+            clean,
+            "{how}: the next tenant"
+        );
+        assert_eq!(
+            settings_of(router, &a).await,
+            clean,
+            "{how}: the same tenant"
+        );
+    }
+
+    // The library's own work on the only connection: the settings are gone before it runs
+    // (a 1 ms lock timeout could fail a migration).
+    let conn = router.connection_for_schema(&a).await.unwrap();
+    conn.batch_execute("SET lock_timeout = '1ms'; SET app.token = 'a-secret'")
+        .await
+        .unwrap();
+    drop(conn);
+    tenancy
+        .create_tenant(NewTenant::new(schema("left_c")))
+        .await
+        .unwrap();
+    let raw = tenancy.router().pool().get().await.unwrap();
+    let row = raw
+        .query_one(
+            "SELECT coalesce(current_setting('app.token', true), ''), \
+             current_setting('lock_timeout')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        (String::new(), "0".to_owned())
+    );
+}

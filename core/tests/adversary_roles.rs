@@ -504,11 +504,11 @@ async fn a_tenant_cannot_attach_triggers_to_a_shared_table() {
         .unwrap();
 }
 
-/// Documented limit (README, *What is not guaranteed*): a setting a tenant's SQL gives the
-/// session (`SET app.token = …`) other than those a switch sets stays on the pooled
-/// connection, and the next tenant reads it. `SET LOCAL` in a transaction does not.
+/// A setting a tenant's SQL gives the session (`SET app.token = …`) other than those a switch
+/// sets does not reach the next tenant on the pooled connection (in role mode, the reset
+/// travels with the role's switch); nor does `SET LOCAL` in a transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_settings_a_tenant_sets_reach_the_next_checkout_unless_local() {
+async fn session_settings_a_tenant_sets_do_not_reach_the_next_checkout() {
     let db = database().await;
     let tenancy = role_tenancy(&db, SearchPathMode::Session, TenantRoles::new()).await;
     let s = marked_tenants(&tenancy, "advgu_", 2).await;
@@ -533,7 +533,7 @@ async fn session_settings_a_tenant_sets_reach_the_next_checkout_unless_local() {
     drop(scope);
     let scope = router.connection_for_schema(&s[0]).await.unwrap();
     let seen: String = scope.query_one(read, &[]).await.unwrap().get(0);
-    assert_eq!(seen, "b-secret", "the documented limit");
+    assert_eq!(seen, "", "b's setting reached a");
 }
 
 /// The same after another tenant used the connection: a statement behind a switch that

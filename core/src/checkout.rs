@@ -304,7 +304,11 @@ impl TenantStates {
     pub async fn registered(&self, schema: &SchemaName) -> Result<Option<Tenant>> {
         let registry = &self.registry;
         self.by_schema
-            .get_or_try_insert_with(schema, || async move { registry.tenant_in(schema).await })
+            // Boxed: the registry's query (kilobytes of future) runs only on a miss, and
+            // would otherwise be moved with every checkout's future.
+            .get_or_try_insert_with(schema, || {
+                Box::pin(async move { registry.tenant_in(schema).await })
+            })
             .await
             .map(|(tenant, _)| tenant)
             .map_err(|source| Error::Lookup {

@@ -575,7 +575,9 @@ impl ConnectionScope {
         // Both requests are written to the socket in this order on the first poll; the server
         // parses `sql` after the switch has run. Nothing executes before the switch's result is
         // checked below, so a failed switch costs a wasted parse, never a misplaced statement.
-        let (switched, prepared) = join(self.switch(), self.prepare_on_path(sql)).await;
+        // Boxed, as the other branches off the path of a statement on its path below: an
+        // async fn's future is as large as its largest state, and it is moved on every call.
+        let (switched, prepared) = Box::pin(join(self.switch(), self.prepare_on_path(sql))).await;
         switched?;
         prepared
     }
@@ -688,7 +690,7 @@ impl ConnectionScope {
             self.refuse(effects)?;
         }
         if self.transaction_mode() {
-            return self.in_own_transaction(source, action, op).await;
+            return Box::pin(self.in_own_transaction(source, action, op)).await;
         }
         let _entered = self.gate.enter(&self.schema).await?;
         let effects = match source {
@@ -700,7 +702,7 @@ impl ConnectionScope {
         let switching = !effects.session && !self.on_path();
         let behind_switch = match source {
             Source::Text(sql) if switching && self.switches_in_prelude(effects) => {
-                self.cached_statement(sql).await
+                Box::pin(self.cached_statement(sql)).await
             }
             Source::Prepared(stmt) if switching && self.switches_in_prelude(effects) => {
                 Some(stmt.clone())
@@ -709,7 +711,7 @@ impl ConnectionScope {
         };
         let result = if let Some(stmt) = behind_switch {
             self.before_running(effects);
-            let result = self.run_switching(stmt, &op).await;
+            let result = Box::pin(self.run_switching(stmt, &op)).await;
             self.after_running(effects);
             result?
         } else if !effects.session && self.pipelinable() {
@@ -723,7 +725,7 @@ impl ConnectionScope {
                 };
                 Ok::<_, Error>(op(Target::Prepared(stmt)).await)
             };
-            let (switched, ran) = join(self.switch_unchecked(), run).await;
+            let (switched, ran) = Box::pin(join(self.switch_unchecked(), run)).await;
             self.after_running(effects);
             switched?;
             ran?
@@ -731,7 +733,7 @@ impl ConnectionScope {
             let stmt = match source {
                 Source::Text(sql) => self.prepare_on_schema(sql).await?,
                 Source::Prepared(stmt) => {
-                    self.ensure_path().await?;
+                    Box::pin(self.ensure_path()).await?;
                     stmt.clone()
                 }
             };
@@ -757,14 +759,14 @@ impl ConnectionScope {
                     self.conn().statement_cache.remove(&keyed, &[]);
                     session::forget_statement(self.conn(), &self.schema, &keyed);
                 }
-                let stmt = self.prepare_on_schema(sql).await?;
+                let stmt = Box::pin(self.prepare_on_schema(sql)).await?;
                 self.before_running(effects);
                 let result = op(Target::Prepared(stmt)).await;
                 self.after_running(effects);
                 result.map_err(|e| Error::db(action, &self.schema, e))
             }
             (Err(e), _) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-                Err(self.explain_undefined_table(e, action).await)
+                Err(Box::pin(self.explain_undefined_table(e, action)).await)
             }
             (other, _) => other.map_err(|e| Error::db(action, &self.schema, e)),
         }
@@ -984,7 +986,7 @@ impl ConnectionScope {
         self.after_running(effects);
         match result {
             Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-                Err(self.explain_undefined_table(e, action).await)
+                Err(Box::pin(self.explain_undefined_table(e, action)).await)
             }
             other => other.map_err(|e| Error::db(action, &self.schema, e)),
         }

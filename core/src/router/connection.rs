@@ -575,8 +575,8 @@ impl ConnectionScope {
         // Both requests are written to the socket in this order on the first poll; the server
         // parses `sql` after the switch has run. Nothing executes before the switch's result is
         // checked below, so a failed switch costs a wasted parse, never a misplaced statement.
-        // Boxed, as the other branches off the path of a statement on its path below: an
-        // async fn's future is as large as its largest state, and it is moved on every call.
+        // Boxed, as every branch a statement already on its path never takes: an async fn's
+        // future is as large as its largest state, and each call moves it.
         let (switched, prepared) = Box::pin(join(self.switch(), self.prepare_on_path(sql))).await;
         switched?;
         prepared

@@ -13,8 +13,8 @@ use crate::tls::MakeTlsConnect;
 use crate::tls::TlsConnect;
 use crate::types::{Oid, ToSql, Type};
 use crate::{
-    CancelToken, CopyInSink, Error, Prelude, Row, SimpleQueryMessage, Statement, ToStatement, Transaction,
-    TransactionBuilder, copy_in, copy_out, prepare, query, simple_query, slice_iter,
+    CancelToken, CopyInSink, Error, Prelude, Row, SimpleQueryMessage, Statement, ToStatement,
+    Transaction, TransactionBuilder, copy_in, copy_out, prepare, query, simple_query, slice_iter,
 };
 use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -718,8 +718,13 @@ impl Client {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, Error> {
-        query::execute_after(self.inner(), Some(prelude), statement.clone(), slice_iter(params))
-            .await
+        query::execute_after(
+            self.inner(),
+            Some(prelude),
+            statement.clone(),
+            slice_iter(params),
+        )
+        .await
     }
 
     /// Executes a `COPY FROM STDIN` statement, returning a sink used to write the copy data.

@@ -18,8 +18,8 @@ use tenant_schemas::{SchemaName, TenantStatus};
 /// the session (`SET search_path`, `RESET ALL`, `DISCARD ALL`, `set_config(…)`) affects the
 /// statements sent after it *on this connection*, never the next checkout's path, role or
 /// timeout, which it switches again and checks afresh. Other settings made for the session
-/// (`SET work_mem …`, `SET app.token …`) are not seen and stay on the pooled connection: set
-/// them with `SET LOCAL` inside a transaction. Dropping it returns the connection to the pool
+/// (`SET work_mem …`, `SET app.token …`) stay for this checkout; the next checkout's switch
+/// resets them first (`RESET ALL`, in session mode). Dropping it returns the connection to the pool
 /// (sqlx first waits out a statement that was cancelled mid-flight).
 ///
 /// It carries the core's checkout ([`tenant_schemas::checkout::DriverCheckout`]) for its

@@ -52,8 +52,13 @@
 //!   checkout, and a future dropped mid-statement cannot either: sqlx waits out the
 //!   cancelled statement before the connection is pooled again, and the next checkout
 //!   switches regardless. Other settings made for the session (`SET work_mem …`, `SET
-//!   app.token …`) are not seen and stay on the pooled connection (the core's connections
-//!   reset them): set them with `SET LOCAL` inside a transaction.
+//!   app.token …`, `set_config(…, false)`) stay for the rest of that checkout; in session
+//!   mode the next checkout's switch begins with `RESET ALL`
+//!   ([`DriverCheckout::session_prefix`](tenant_schemas::checkout::DriverCheckout::session_prefix)),
+//!   so they never reach it. `RESET ALL` returns to the connection's startup settings: give
+//!   settings meant for every checkout as connect options
+//!   ([`PgConnectOptions::options`](sqlx::postgres::PgConnectOptions::options)), not in an
+//!   `after_connect` hook.
 //! - **Tenants whose column or parameter types differ share connections safely.** sqlx
 //!   caches prepared statements by their SQL; a statement prepared under another schema's
 //!   path would fail under this one ("cached plan must not change result type", or a

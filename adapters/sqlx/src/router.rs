@@ -514,20 +514,14 @@ impl SqlxRouter {
             literal(if checkout.read_only() { "on" } else { "off" }),
             literal(&schema.quoted()),
         );
-        // The timeout first, a statement of its own in the same message: each statement runs
-        // under the timeout in force when it starts, so only this `SET` runs under the last
-        // tenant's.
-        let timeout = checkout
-            .statement_timeout_setting()
-            .map(|timeout| format!("SET statement_timeout TO {timeout}; "))
-            .unwrap_or_default();
-        // Role mode: the tenant's role (or back to the login role), before the checks.
-        let role = checkout
-            .role_setting()
-            .map(|role| format!("{role}; "))
-            .unwrap_or_default();
+        // The settings an earlier checkout's SQL left reset, then the tenant's timeout and
+        // role (see `DriverCheckout::session_prefix`), before the checks.
         Switch::Session {
-            execute: format!("{timeout}{role}EXECUTE {}({arguments})", *SWITCH),
+            execute: format!(
+                "{}EXECUTE {}({arguments})",
+                checkout.session_prefix(),
+                *SWITCH
+            ),
         }
     }
 

@@ -513,3 +513,78 @@ async fn the_next_tenants_switch_does_not_run_under_a_tiny_timeout() {
         &failed[..failed.len().min(5)]
     );
 }
+
+/// What the settings under test read on `conn`: `app.token` (empty when never set or reset),
+/// `work_mem`, `lock_timeout`.
+async fn settings(conn: &mut sqlx::PgConnection) -> (String, String, String) {
+    sqlx::query_as(
+        "SELECT coalesce(current_setting('app.token', true), ''), \
+         current_setting('work_mem'), current_setting('lock_timeout')",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// Settings a tenant's SQL gives its sqlx session (`SET work_mem …`, `SET app.token …`,
+/// `set_config(…, false)`, a `SET` inside a committed transaction) stay for the rest of that
+/// checkout and never reach the next one on the same pooled connection: another tenant's,
+/// the same tenant's, `public`'s, or a transaction's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_a_tenant_leaves_do_not_reach_the_next_sqlx_checkout() {
+    let (db, tenancy, s, _) = setup("sx_left_", 2).await;
+    let (a, b) = (&s[0], &s[1]);
+    // One connection: every checkout reuses it.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect_options(db.config()))
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    let clean = settings(&mut router.connection_for_schema(b).await.unwrap()).await;
+    assert_eq!(clean.0, "");
+    let left = ("a-secret".to_owned(), "1234kB".to_owned(), "1ms".to_owned());
+    let set = "SET app.token = 'a-secret'; SET work_mem = '1234kB'; SET lock_timeout = '1ms'";
+    for how in ["batch", "set_config", "transaction"] {
+        let own = if how == "transaction" {
+            let mut tx = router.begin_for(a).await.unwrap();
+            sqlx::raw_sql(set).execute(&mut *tx).await.unwrap();
+            let own = settings(&mut tx).await;
+            tx.commit().await.unwrap();
+            own
+        } else {
+            let mut conn = router.connection_for_schema(a).await.unwrap();
+            if how == "batch" {
+                sqlx::raw_sql(set).execute(&mut **conn).await.unwrap();
+            } else {
+                sqlx::query(
+                    "SELECT set_config('app.token', 'a-secret', false), \
+                     set_config('work_mem', '1234kB', false), \
+                     set_config('lock_timeout', '1ms', false)",
+                )
+                .execute(&mut **conn)
+                .await
+                .unwrap();
+            }
+            settings(&mut conn).await
+        };
+        // The checkout's own statements keep what it set.
+        assert_eq!(own, left, "{how}: the own checkout");
+        for (door, schema) in [("another tenant", b), ("the same tenant", a)] {
+            let mut conn = router.connection_for_schema(schema).await.unwrap();
+            assert_eq!(settings(&mut conn).await, clean, "{how}: {door}");
+        }
+        let mut conn = router.connection_for_schema(a).await.unwrap();
+        sqlx::raw_sql(set).execute(&mut **conn).await.unwrap();
+        drop(conn);
+        let mut tx = router.begin_for(&SchemaName::public()).await.unwrap();
+        assert_eq!(
+            settings(&mut tx).await,
+            clean,
+            "{how}: public's transaction"
+        );
+        tx.commit().await.unwrap();
+    }
+}

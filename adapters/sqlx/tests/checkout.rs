@@ -557,14 +557,14 @@ async fn settings_a_tenant_leaves_do_not_reach_the_next_sqlx_checkout() {
         } else {
             let mut conn = router.connection_for_schema(a).await.unwrap();
             if how == "batch" {
-                sqlx::raw_sql(set).execute(&mut **conn).await.unwrap();
+                sqlx::raw_sql(set).execute(&mut *conn).await.unwrap();
             } else {
                 sqlx::query(
                     "SELECT set_config('app.token', 'a-secret', false), \
                      set_config('work_mem', '1234kB', false), \
                      set_config('lock_timeout', '1ms', false)",
                 )
-                .execute(&mut **conn)
+                .execute(&mut *conn)
                 .await
                 .unwrap();
             }
@@ -577,7 +577,7 @@ async fn settings_a_tenant_leaves_do_not_reach_the_next_sqlx_checkout() {
             assert_eq!(settings(&mut conn).await, clean, "{how}: {door}");
         }
         let mut conn = router.connection_for_schema(a).await.unwrap();
-        sqlx::raw_sql(set).execute(&mut **conn).await.unwrap();
+        sqlx::raw_sql(set).execute(&mut *conn).await.unwrap();
         drop(conn);
         let mut tx = router.begin_for(&SchemaName::public()).await.unwrap();
         assert_eq!(

@@ -490,33 +490,45 @@ impl DriverCheckout {
 
     /// What a session-mode switch of a driver that does not read its users' SQL (sqlx's raw
     /// connections) sends first, in the same message as the rest of its switch, each
-    /// statement followed by `; `: `RESET ALL`, so that no setting an earlier checkout's SQL
-    /// made (`SET work_mem …`, `SET app.token …`, `set_config(…, false)`) reaches this one;
-    /// then `statement_timeout` when
+    /// statement followed by `; `. With `reset`: `RESET SESSION AUTHORIZATION` and `RESET
+    /// ALL`, so that no setting an earlier checkout's SQL made (`SET work_mem …`, `SET
+    /// app.token …`, `set_config(…, false)`, `SET SESSION AUTHORIZATION`) reaches this one.
+    /// Then `statement_timeout` when
     /// [`statement_timeout_setting`](Self::statement_timeout_setting) says (before the rest:
-    /// each statement runs under the timeout in force when it starts, so only the reset and
-    /// this `SET` run under the last tenant's), and the [role](Self::role_setting).
+    /// each statement runs under the timeout in force when it starts, so only the resets and
+    /// this `SET` run under the last tenant's), and the [role](Self::role_setting), or `RESET
+    /// ROLE` with `reset` when the checkout has none (a `SET ROLE` an earlier checkout left).
     ///
     /// `RESET ALL` returns every setting to its value at connection start: the server's,
     /// database's and role's defaults and the connection's startup options, which is where
     /// settings meant for every checkout belong (a pool's per-connection hook that runs `SET`
-    /// sees them undone at the first checkout). It leaves the role alone, which follows.
+    /// sees them undone at the first checkout). It also resets the search path the switch
+    /// then sets again, which costs a driver whose connections mostly stay with one tenant
+    /// (see the sqlx driver's `reset_settings`).
     #[must_use]
-    pub fn session_prefix(&self) -> String {
-        let mut sql = String::from("RESET ALL; ");
+    pub fn session_prefix(&self, reset: bool) -> String {
+        let mut sql = String::new();
+        if reset {
+            sql.push_str("RESET SESSION AUTHORIZATION; RESET ALL; ");
+        }
         if let Some(timeout) = self.statement_timeout_setting() {
             sql.push_str(&format!("SET statement_timeout TO {timeout}; "));
         }
-        if let Some(role) = self.role_setting() {
-            sql.push_str(&role);
-            sql.push_str("; ");
+        match self.role_setting() {
+            Some(role) => {
+                sql.push_str(&role);
+                sql.push_str("; ");
+            }
+            None if reset => sql.push_str("RESET ROLE; "),
+            None => {}
         }
         sql
     }
 
     /// The statements a driver that does not read its users' SQL sends first on the
     /// connection, before its existence check, in the same message: the
-    /// [`session_prefix`](Self::session_prefix) (`RESET ALL`, the timeout, the role), `SET
+    /// [`session_prefix`](Self::session_prefix) with its resets (`RESET ALL`, the timeout,
+    /// the role), `SET
     /// search_path TO <path>`, and `default_transaction_read_only` as the state says (always
     /// set, so a read-only session never reaches the next tenant). `path` is the search path,
     /// e.g. `"acme", public`, built from validated, quoted names.
@@ -524,7 +536,7 @@ impl DriverCheckout {
     pub fn session_settings(&self, path: &str) -> String {
         format!(
             "{}SET search_path TO {path}; SET default_transaction_read_only TO {}",
-            self.session_prefix(),
+            self.session_prefix(true),
             if self.read_only() { "on" } else { "off" }
         )
     }

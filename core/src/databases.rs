@@ -193,29 +193,20 @@ pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> 
         .get()
         .await
         .map_err(|source| Error::pool(schema, source))?;
-    let mut reset = Vec::new();
-    let left = settings_left(&conn);
-    if left {
-        // First: it would undo what the statements below set (the role excepted).
-        reset.push("RESET ALL");
-    }
-    if roles_seen() {
-        reset.push("RESET ROLE");
-    }
+    // Always, whatever was noted: code the library cannot read (a function, a trigger) may
+    // have left settings, a role or a session authorization that would make its work fail
+    // or run as someone else. First: `RESET ALL` would undo what the statements below set;
+    // it leaves the role and the session authorization alone.
+    let mut reset = vec!["RESET SESSION AUTHORIZATION", "RESET ALL", "RESET ROLE"];
     if read_only_sessions_seen() {
         reset.push("SET default_transaction_read_only TO off");
     }
     if statement_timeouts_seen() {
         reset.push("SET statement_timeout TO DEFAULT");
     }
-    if !reset.is_empty() {
-        let reset = reset.join("; ");
-        conn.batch_execute(&reset)
-            .await
-            .map_err(|e| Error::db("resetting the session's settings", schema, e))?;
-    }
-    if left {
-        settings_reset(&conn);
-    }
+    conn.batch_execute(&reset.join("; "))
+        .await
+        .map_err(|e| Error::db("resetting the session's settings", schema, e))?;
+    settings_reset(&conn);
     Ok(conn)
 }

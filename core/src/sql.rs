@@ -64,6 +64,11 @@ pub(crate) struct Effects {
     /// `UPDATE`, `DELETE`, `MERGE`, `WITH`, `VALUES` or `TABLE`. Such a statement is never
     /// sent behind its switch in the same implicit transaction.
     pub(crate) own_transaction: bool,
+    /// A statement runs code the reader cannot see, which may give the session settings:
+    /// `EXECUTE` of a prepared statement, `CALL` of a procedure. Not refused anywhere; in
+    /// session mode the connection's next switch resets the session (see
+    /// [`leaves_settings`](Self::leaves_settings)).
+    pub(crate) runs_unseen: bool,
 }
 
 impl Effects {
@@ -79,7 +84,18 @@ impl Effects {
             leaves_role: self.leaves_role || other.leaves_role,
             session_settings: self.session_settings || other.session_settings,
             own_transaction: self.own_transaction || other.own_transaction,
+            runs_unseen: self.runs_unseen || other.runs_unseen,
         }
+    }
+
+    /// Whether, in session mode, the statement may leave the session different from what
+    /// the next checkout's switch sets: a setting beyond the transaction
+    /// ([`session_settings`](Self::session_settings)), `SET ROLE` or `SET SESSION
+    /// AUTHORIZATION` (even `LOCAL`), or code the reader cannot see
+    /// ([`runs_unseen`](Self::runs_unseen)). The connection's next switch then resets the
+    /// session first.
+    pub(crate) fn leaves_settings(self) -> bool {
+        self.session_settings || self.runs_unseen || (self.leaves_role && self.sets)
     }
 
     /// Reads one statement's leading words (`""` where there is none, or it is not a plain
@@ -114,6 +130,9 @@ impl Effects {
             {
                 self.leaves_role = true;
             }
+        }
+        if is("execute") || is("call") {
+            self.runs_unseen = true;
         }
         if (is("discard")
             && !second.eq_ignore_ascii_case("plans")
@@ -471,6 +490,13 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
                 .any(|w| lower.contains(w)))
     {
         effects.escapes_read_only = true;
+    }
+    // `UPDATE pg_settings SET setting = …` is `set_config(name, setting, false)` (the view's
+    // rule), role included; however it is spelled or quoted.
+    if lower.contains("pg_settings") && lower.contains("update") {
+        effects.session = true;
+        effects.leaves_role = true;
+        effects.session_settings = true;
     }
     effects
 }
@@ -1039,8 +1065,32 @@ mod tests {
             "CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS E'BEGIN SET work_mem = 1; END'",
             "SELECT query_to_xml('SELECT set_config(''app.x'', ''1'', false)', true, false, '')",
             "SELECT pg_catalog.\"ts_stat\"('SELECT to_tsvector(set_config(''app.x'', ''a'', false))')",
+            // Found by a red-team review: the view's rule is `set_config(…, false)`.
+            "UPDATE pg_settings SET setting = '1234kB' WHERE name = 'work_mem'",
+            "update PG_CATALOG.\"pg_settings\" set setting = 'on' where name = 'default_transaction_read_only'",
+            "WITH u AS (UPDATE pg_settings SET setting = '1' WHERE name = 'app.x' RETURNING 1) SELECT 1",
         ] {
             assert!(effects(sql).session_settings, "{sql}");
+            assert!(effects(sql).leaves_settings(), "{sql}");
+        }
+        // Code the reader cannot see: not refused, but the session is reset after it.
+        for sql in [
+            "EXECUTE leak",
+            "execute p(1, 2)",
+            "CALL login_as('a')",
+            "SELECT 1; CALL p()",
+        ] {
+            assert!(!effects(sql).session_settings, "{sql}");
+            assert!(effects(sql).leaves_settings(), "{sql}");
+        }
+        // A role changed even for the transaction: the next switch resets role and
+        // session authorization.
+        for sql in [
+            "SET ROLE other",
+            "SET LOCAL ROLE other",
+            "SET SESSION AUTHORIZATION other",
+        ] {
+            assert!(effects(sql).leaves_settings(), "{sql}");
         }
         for sql in [
             "SET LOCAL statement_timeout = 0",
@@ -1065,8 +1115,10 @@ mod tests {
             "DO $$ BEGIN SET LOCAL app.x = 1; UPDATE t SET c = 1; END $$",
             "SELECT set_config('app.x', '1', true) -- , false",
             "SELECT 'DO $$ BEGIN SET x = 1; END $$'",
+            "SELECT setting FROM pg_settings WHERE name = 'work_mem'",
         ] {
             assert!(!effects(sql).session_settings, "{sql}");
+            assert!(!effects(sql).leaves_settings(), "{sql}");
         }
     }
 }

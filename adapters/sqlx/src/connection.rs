@@ -19,7 +19,8 @@ use tenant_schemas::{SchemaName, TenantStatus};
 /// statements sent after it *on this connection*, never the next checkout's path, role or
 /// timeout, which it switches again and checks afresh. Other settings made for the session
 /// (`SET work_mem …`, `SET app.token …`) stay for this checkout; the next checkout's switch
-/// resets them first (`RESET ALL`, in session mode). Dropping it returns the connection to the pool
+/// resets them first (`RESET ALL`, in session mode, unless the router was built with
+/// `reset_settings(false)`). Dropping it returns the connection to the pool
 /// (sqlx first waits out a statement that was cancelled mid-flight).
 ///
 /// It carries the core's checkout ([`tenant_schemas::checkout::DriverCheckout`]) for its

@@ -52,11 +52,14 @@
 //!   checkout, and a future dropped mid-statement cannot either: sqlx waits out the
 //!   cancelled statement before the connection is pooled again, and the next checkout
 //!   switches regardless. Other settings made for the session (`SET work_mem …`, `SET
-//!   app.token …`, `set_config(…, false)`) stay for the rest of that checkout; in session
-//!   mode the next checkout's switch begins with `RESET ALL`
+//!   app.token …`, `set_config(…, false)`, `SET ROLE`, a function that sets one) stay for the
+//!   rest of that checkout; in session mode the next checkout's switch begins with `RESET
+//!   SESSION AUTHORIZATION; RESET ALL; RESET ROLE`
 //!   ([`DriverCheckout::session_prefix`](tenant_schemas::checkout::DriverCheckout::session_prefix)),
-//!   so they never reach it. `RESET ALL` returns to the connection's startup settings: give
-//!   settings meant for every checkout as connect options
+//!   so they never reach it, unless
+//!   [`SqlxRouterBuilder::reset_settings`](crate::SqlxRouterBuilder::reset_settings) turned
+//!   that off. `RESET ALL` returns to the connection's startup settings: give settings meant
+//!   for every checkout as connect options
 //!   ([`PgConnectOptions::options`](sqlx::postgres::PgConnectOptions::options)), not in an
 //!   `after_connect` hook.
 //! - **Tenants whose column or parameter types differ share connections safely.** sqlx

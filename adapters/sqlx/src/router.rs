@@ -77,6 +77,9 @@ struct Inner {
     /// Statements prepared for one schema are kept for the next
     /// ([`SqlxRouterBuilder::shared_statements`]).
     shared_statements: bool,
+    /// Session mode: each switch begins with `RESET ALL`
+    /// ([`SqlxRouterBuilder::reset_settings`]).
+    reset_settings: bool,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +116,9 @@ pub struct SqlxRouterBuilder {
     extra_schemas: Vec<SchemaName>,
     states: Option<TenantStates>,
     shared_statements: bool,
+    /// Session mode: each switch begins with `RESET ALL`
+    /// ([`SqlxRouterBuilder::reset_settings`]).
+    reset_settings: bool,
 }
 
 impl SqlxRouterBuilder {
@@ -130,6 +136,22 @@ impl SqlxRouterBuilder {
     /// rows. Leave it off while a migration that changes column types is rolling out.
     pub fn shared_statements(mut self, keep: bool) -> Self {
         self.shared_statements = keep;
+        self
+    }
+
+    /// Whether each session-mode checkout's switch begins by resetting what an earlier
+    /// checkout's SQL left on the pooled session (on by default): `RESET SESSION
+    /// AUTHORIZATION`, `RESET ALL`, `RESET ROLE`, in the same message as the switch, so that
+    /// `SET work_mem …`, `SET app.user_id …` or `set_config(…, false)` made for one request
+    /// (one tenant) never reach the next. The driver does not read the SQL sent through its
+    /// connections, so it cannot tell when that is needed.
+    ///
+    /// `false` saves what `RESET ALL` costs when a connection's checkouts stay with one tenant
+    /// (it resets the search path the switch then sets again): 0.53 → 0.32 of plain sqlx's
+    /// throughput with one tenant, 0.18 → 0.16 with 1,000 (`load_sqlx`, BENCHMARKS.md §13). Turn it off only where no SQL sent through the router sets anything for the
+    /// session: settings made then stay on the pooled connection for whoever is next.
+    pub fn reset_settings(mut self, reset: bool) -> Self {
+        self.reset_settings = reset;
         self
     }
 
@@ -176,6 +198,7 @@ impl SqlxRouterBuilder {
                 states: self.states,
                 probed_up: Mutex::new(None),
                 shared_statements: self.shared_statements,
+                reset_settings: self.reset_settings,
             }),
         }
     }
@@ -196,6 +219,7 @@ impl SqlxRouter {
             extra_schemas: Vec::new(),
             states: None,
             shared_statements: false,
+            reset_settings: true,
         }
     }
 
@@ -514,12 +538,12 @@ impl SqlxRouter {
             literal(if checkout.read_only() { "on" } else { "off" }),
             literal(&schema.quoted()),
         );
-        // The settings an earlier checkout's SQL left reset, then the tenant's timeout and
-        // role (see `DriverCheckout::session_prefix`), before the checks.
+        // The settings an earlier checkout's SQL left reset (unless opted out), then the
+        // tenant's timeout and role (see `DriverCheckout::session_prefix`), before the checks.
         Switch::Session {
             execute: format!(
                 "{}EXECUTE {}({arguments})",
-                checkout.session_prefix(),
+                checkout.session_prefix(self.inner.reset_settings),
                 *SWITCH
             ),
         }

@@ -3,7 +3,8 @@
 //! connection's path could save at most (plain sqlx plus one `SELECT 1` round trip per
 //! checkout), and what a checkout that changes a connection's schema costs at least (the same
 //! plus the closing of sqlx's prepared statements, which are then prepared again); and
-//! `SharedStatements`, the router with `shared_statements(true)` at 1,000 tenants. The table
+//! `SharedStatements`, the router with `shared_statements(true)` at 1,000 tenants, and `NoReset`,
+//! the router with `reset_settings(false)` (no `RESET ALL` in its switch). The table
 //! shape of `load`: `items(id int primary key, v text)` with 100 rows; N tasks (default 32)
 //! share a pool of 16; each operation is a checkout and one primary-key SELECT of a random
 //! row of a random tenant.
@@ -53,6 +54,8 @@ enum Variant {
     TenantSqlx,
     /// `TenantSqlx` with `shared_statements(true)`: statements kept across schemas.
     SharedStatements,
+    /// `TenantSqlx` with `reset_settings(false)`: no `RESET ALL` in the switch.
+    NoReset,
 }
 
 async fn one_op(
@@ -78,11 +81,11 @@ async fn one_op(
                 .await
                 .expect("select");
         }
-        Variant::TenantSqlx | Variant::SharedStatements => {
-            let router = if variant == Variant::TenantSqlx {
-                &routers.0
-            } else {
-                &routers.1
+        Variant::TenantSqlx | Variant::SharedStatements | Variant::NoReset => {
+            let router = match variant {
+                Variant::TenantSqlx => &routers.0,
+                Variant::SharedStatements => &routers.1,
+                _ => &routers.2,
             };
             let mut conn = router
                 .connection_for_schema(&schemas[pick % schemas.len()])
@@ -139,7 +142,7 @@ async fn measure(
 }
 
 /// The default router, and one with `shared_statements(true)` (each over a pool of its own).
-type Routers = Arc<(SqlxRouter, SqlxRouter)>;
+type Routers = Arc<(SqlxRouter, SqlxRouter, SqlxRouter)>;
 
 fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
@@ -175,10 +178,18 @@ async fn main() {
             .await
             .expect("pool"),
     );
-    let shared = SqlxRouter::builder(pool_options().connect_with(options).await.expect("pool"))
-        .shared_statements(true)
+    let shared = SqlxRouter::builder(
+        pool_options()
+            .connect_with(options.clone())
+            .await
+            .expect("pool"),
+    )
+    .shared_statements(true)
+    .build();
+    let no_reset = SqlxRouter::builder(pool_options().connect_with(options).await.expect("pool"))
+        .reset_settings(false)
         .build();
-    let routers: Routers = Arc::new((router, shared));
+    let routers: Routers = Arc::new((router, shared, no_reset));
 
     println!(
         "\n{tasks} tasks, pool {POOL}, {secs} s per run; ratio = throughput / baseline (plain sqlx, one schema)"
@@ -193,7 +204,9 @@ async fn main() {
         (1, Variant::RoundTripFloor),
         (1, Variant::ClearFloor),
         (1, Variant::TenantSqlx),
+        (1, Variant::NoReset),
         (schemas.len(), Variant::TenantSqlx),
+        (schemas.len(), Variant::NoReset),
         (schemas.len(), Variant::SharedStatements),
     ];
     for (t, variant) in rows {
@@ -207,7 +220,10 @@ async fn main() {
                 .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
                 .map_or(0, |d| d.as_micros())
         };
-        let t_label = if matches!(variant, Variant::TenantSqlx | Variant::SharedStatements) {
+        let t_label = if matches!(
+            variant,
+            Variant::TenantSqlx | Variant::SharedStatements | Variant::NoReset
+        ) {
             t.to_string()
         } else {
             "–".into()

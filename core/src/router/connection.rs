@@ -183,6 +183,7 @@ const UNKNOWN_STATEMENT: Effects = Effects {
     leaves_role: true,
     session_settings: true,
     own_transaction: true,
+    runs_unseen: true,
 };
 
 /// The operation [`ConnectionScope::with_statement`] runs for the query family: the
@@ -438,6 +439,8 @@ impl ConnectionScope {
         // `RESET ALL` would undo (the role excepted, which it does not touch).
         let reset = crate::databases::settings_left(self.conn());
         if reset {
+            // `SET SESSION AUTHORIZATION` and `SET ROLE` too, which `RESET ALL` leaves.
+            statements.push("RESET SESSION AUTHORIZATION".to_owned());
             statements.push("RESET ALL".to_owned());
         }
         // The timeout first: each statement runs under the timeout in force when it starts,
@@ -447,6 +450,8 @@ impl ConnectionScope {
         }
         if let Some(role) = crate::checkout::role_setting(self.role.as_deref()) {
             statements.push(role);
+        } else if reset {
+            statements.push("RESET ROLE".to_owned());
         }
         statements.push(format!("SET search_path TO {}", self.path));
         if self.read_only {
@@ -523,6 +528,11 @@ impl ConnectionScope {
         if effects.transaction_control || effects.session_objects {
             self.untrusted.store(true, Ordering::Release);
         }
+        // Marked before it runs: if the statement is cancelled, the server may still have
+        // made the setting.
+        if effects.leaves_settings() && !self.transaction_mode() {
+            self.left_settings.store(true, Ordering::Release);
+        }
         if effects.session {
             self.forget_path();
         }
@@ -530,9 +540,6 @@ impl ConnectionScope {
 
     /// After running SQL with `effects`: statements the server dropped leave the cache.
     fn after_running(&self, effects: Effects) {
-        if effects.session_settings && !self.transaction_mode() {
-            self.left_settings.store(true, Ordering::Release);
-        }
         if effects.drops_prepared {
             self.conn().statement_cache.clear();
             session::forget_statements(self.conn());

@@ -104,14 +104,15 @@ impl<'a> TenantTransaction<'a> {
                 None => return Err(Error::session_objects_refused()),
             }
         }
-        if effects.session_settings {
-            match self.untrusted {
-                // Marked before it runs: committed or not, the next checkout resets.
-                Some((_, left_settings)) => left_settings.store(true, Ordering::Release),
-                // Transaction mode: the setting would outlive the transaction on the server
-                // connection.
-                None => return Err(Error::session_settings_refused()),
+        match self.untrusted {
+            // Marked before it runs: committed or not, the next checkout resets.
+            Some((_, left_settings)) if effects.leaves_settings() => {
+                left_settings.store(true, Ordering::Release);
             }
+            // Transaction mode: the setting would outlive the transaction on the server
+            // connection.
+            None if effects.session_settings => return Err(Error::session_settings_refused()),
+            _ => {}
         }
         if self.reassert.load(Ordering::Acquire) {
             self.tx

@@ -528,10 +528,9 @@ impl DriverCheckout {
     /// The statements a driver that does not read its users' SQL sends first on the
     /// connection, before its existence check, in the same message: the
     /// [`session_prefix`](Self::session_prefix) with its resets (`RESET ALL`, the timeout,
-    /// the role), `SET
-    /// search_path TO <path>`, and `default_transaction_read_only` as the state says (always
-    /// set, so a read-only session never reaches the next tenant). `path` is the search path,
-    /// e.g. `"acme", public`, built from validated, quoted names.
+    /// the role), `SET search_path TO <path>`, and `default_transaction_read_only` as the
+    /// state says (always set, so a read-only session never reaches the next tenant). `path`
+    /// is the search path, e.g. `"acme", public`, built from validated, quoted names.
     #[must_use]
     pub fn session_settings(&self, path: &str) -> String {
         format!(

@@ -148,8 +148,9 @@ impl SqlxRouterBuilder {
     ///
     /// `false` saves what `RESET ALL` costs when a connection's checkouts stay with one tenant
     /// (it resets the search path the switch then sets again): 0.53 → 0.32 of plain sqlx's
-    /// throughput with one tenant, 0.18 → 0.16 with 1,000 (`load_sqlx`, BENCHMARKS.md §13). Turn it off only where no SQL sent through the router sets anything for the
-    /// session: settings made then stay on the pooled connection for whoever is next.
+    /// throughput with one tenant, 0.18 → 0.16 with 1,000 (`load_sqlx`, BENCHMARKS.md §13).
+    /// Turn it off only where no SQL sent through the router sets anything for the session:
+    /// settings made then stay on the pooled connection for whoever is next.
     pub fn reset_settings(mut self, reset: bool) -> Self {
         self.reset_settings = reset;
         self

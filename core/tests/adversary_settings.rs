@@ -273,7 +273,7 @@ async fn an_idle_session_timeout_does_not_fail_the_next_checkout() {
         .unwrap();
 }
 
-/// settings the reader does see, spelt in the ways the brief suggested: each is reset
+/// Settings the reader does see, spelt in the ways a red team tried: each is reset
 /// before the next checkout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_the_reader_sees_are_reset() {
@@ -338,7 +338,7 @@ async fn settings_the_reader_sees_are_reset() {
     assert_eq!(settings_of(router, &b).await, clean);
 }
 
-/// a tiny `statement_timeout` or `lock_timeout` a tenant sets with plain `SET` does not
+/// A tiny `statement_timeout` or `lock_timeout` a tenant sets with plain `SET` does not
 /// make the next tenant's switch or the library's own migration fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_timeouts_do_not_reach_the_next_tenant_or_the_library() {
@@ -418,7 +418,7 @@ async fn transaction_mode(prefix: &str) -> (TestDatabase, Tenancy, SchemaName, S
     (db, tenancy, a, b)
 }
 
-/// in transaction mode the core refuses the session settings it can read.
+/// In transaction mode the core refuses the session settings it can read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_mode_refuses_the_settings_it_reads() {
     let (_db, tenancy, a, _b) = transaction_mode("adv_txref_").await;

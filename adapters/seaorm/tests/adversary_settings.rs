@@ -26,7 +26,7 @@ async fn token(orm: &SeaOrmRouter, schema: &SchemaName) -> String {
     row.try_get::<String>("", "t").unwrap()
 }
 
-/// settings through SeaORM's raw statements, including those the core's SQL reader
+/// Settings through SeaORM's raw statements, including those the core's SQL reader
 /// would miss (`UPDATE pg_settings`, a function that sets), are reset by the sqlx switch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_settings_through_seaorm_are_reset() {

@@ -111,7 +111,7 @@ async fn an_idle_session_timeout_does_not_fail_the_next_sqlx_checkout() {
     sqlx::raw_sql("SELECT 1").execute(&mut *conn).await.unwrap();
 }
 
-/// what the core's SQL reader misses, the sqlx switch's unconditional `RESET ALL`
+/// What the core's SQL reader misses, the sqlx switch's unconditional `RESET ALL`
 /// covers: `UPDATE pg_settings`, a function or trigger that sets, `SET SESSION
 /// CHARACTERISTICS`, `SET TIME ZONE`, a `SET` in a committed transaction, `set_config` in a CTE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -502,9 +502,9 @@ impl DriverCheckout {
     /// `RESET ALL` returns every setting to its value at connection start: the server's,
     /// database's and role's defaults and the connection's startup options, which is where
     /// settings meant for every checkout belong (a pool's per-connection hook that runs `SET`
-    /// sees them undone at the first checkout). It also resets the search path the switch
-    /// then sets again, which costs a driver whose connections mostly stay with one tenant
-    /// (see the sqlx driver's `reset_settings`).
+    /// sees them undone at the first checkout). It also resets the search path: set the
+    /// tenant's again before anything that runs a prepared statement (a statement run on
+    /// another path than the one it was last run on can be planned again).
     #[must_use]
     pub fn session_prefix(&self, reset: bool) -> String {
         let mut sql = String::new();

@@ -146,9 +146,9 @@ impl SqlxRouterBuilder {
     /// (one tenant) never reach the next. The driver does not read the SQL sent through its
     /// connections, so it cannot tell when that is needed.
     ///
-    /// `false` saves what `RESET ALL` costs when a connection's checkouts stay with one tenant
-    /// (it resets the search path the switch then sets again): 0.53 → 0.32 of plain sqlx's
-    /// throughput with one tenant, 0.18 → 0.16 with 1,000 (`load_sqlx`, BENCHMARKS.md §13).
+    /// `false` saves what the reset costs: with it, 0.36 and 0.48 of plain sqlx's throughput
+    /// with one tenant where `false` gave 0.45 and 0.52 in the same runs; 0.13–0.14 against
+    /// 0.14–0.15 with 1,000 tenants (`load_sqlx`, BENCHMARKS.md §13).
     /// Turn it off only where no SQL sent through the router sets anything for the session:
     /// settings made then stay on the pooled connection for whoever is next.
     pub fn reset_settings(mut self, reset: bool) -> Self {
@@ -541,12 +541,18 @@ impl SqlxRouter {
         );
         // The settings an earlier checkout's SQL left reset (unless opted out), then the
         // tenant's timeout and role (see `DriverCheckout::session_prefix`), before the checks.
+        // After a reset, the tenant's path is set again before the switch statement runs:
+        // run on the default path and changing it as it ran, the switch cost 35-40 % of the
+        // throughput of a connection that stays with one tenant (BENCHMARKS.md §13).
+        let mut prefix = checkout.session_prefix(self.inner.reset_settings);
+        if self.inner.reset_settings {
+            prefix.push_str(&format!(
+                "SET search_path TO {}; ",
+                self.search_path(schema)
+            ));
+        }
         Switch::Session {
-            execute: format!(
-                "{}EXECUTE {}({arguments})",
-                checkout.session_prefix(self.inner.reset_settings),
-                *SWITCH
-            ),
+            execute: format!("{prefix}EXECUTE {}({arguments})", *SWITCH),
         }
     }
 

@@ -42,9 +42,18 @@ async fn one_setting(router: &SchemaRouter, schema: &SchemaName, name: &str) -> 
 
 /// A database, a `Tenancy` over a pool of one connection, tenants `<prefix>a`, `<prefix>b`.
 async fn setup(prefix: &str) -> (TestDatabase, Tenancy, SchemaName, SchemaName) {
+    setup_in(prefix, tenant_schemas::SearchPathMode::Session).await
+}
+
+/// As [`setup`], in `mode`.
+async fn setup_in(
+    prefix: &str,
+    mode: tenant_schemas::SearchPathMode,
+) -> (TestDatabase, Tenancy, SchemaName, SchemaName) {
     let db = database().await;
     let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
         .migrations(marker_and_notes())
+        .search_path_mode(mode)
         .build()
         .await
         .unwrap();
@@ -401,21 +410,7 @@ async fn session_authorization_left_by_a_tenant_fails_the_librarys_own_work() {
 /// A `Tenancy` in `SearchPathMode::Transaction` over a pool of one direct connection (as a
 /// transaction pooler with one server connection would hand it on), tenants a and b.
 async fn transaction_mode(prefix: &str) -> (TestDatabase, Tenancy, SchemaName, SchemaName) {
-    let db = database().await;
-    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
-        .migrations(marker_and_notes())
-        .search_path_mode(tenant_schemas::SearchPathMode::Transaction)
-        .build()
-        .await
-        .unwrap();
-    let (a, b) = (schema(&format!("{prefix}a")), schema(&format!("{prefix}b")));
-    for s in [&a, &b] {
-        tenancy
-            .create_tenant(NewTenant::new(s.clone()))
-            .await
-            .unwrap();
-    }
-    (db, tenancy, a, b)
+    setup_in(prefix, tenant_schemas::SearchPathMode::Transaction).await
 }
 
 /// In transaction mode the core refuses the session settings it can read.

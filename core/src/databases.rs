@@ -193,20 +193,30 @@ pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> 
         .get()
         .await
         .map_err(|source| Error::pool(schema, source))?;
-    // Always, whatever was noted: code the library cannot read (a function, a trigger) may
-    // have left settings, a role or a session authorization that would make its work fail
-    // or run as someone else. First: `RESET ALL` would undo what the statements below set;
-    // it leaves the role and the session authorization alone.
-    let mut reset = vec!["RESET SESSION AUTHORIZATION", "RESET ALL", "RESET ROLE"];
+    let mut reset = Vec::new();
+    let left = settings_left(&conn);
+    if left {
+        // A tenant's SQL left settings, a role or a session authorization (noted before it
+        // was sent) that could make this work fail or run as someone else. First: `RESET
+        // ALL` would undo what the statements below set; it leaves the role and the session
+        // authorization alone. Nothing noted, nothing sent: no round trip on a registry read.
+        reset.extend(["RESET SESSION AUTHORIZATION", "RESET ALL", "RESET ROLE"]);
+    } else if roles_seen() {
+        reset.push("RESET ROLE");
+    }
     if read_only_sessions_seen() {
         reset.push("SET default_transaction_read_only TO off");
     }
     if statement_timeouts_seen() {
         reset.push("SET statement_timeout TO DEFAULT");
     }
-    conn.batch_execute(&reset.join("; "))
-        .await
-        .map_err(|e| Error::db("resetting the session's settings", schema, e))?;
-    settings_reset(&conn);
+    if !reset.is_empty() {
+        conn.batch_execute(&reset.join("; "))
+            .await
+            .map_err(|e| Error::db("resetting the session's settings", schema, e))?;
+    }
+    if left {
+        settings_reset(&conn);
+    }
     Ok(conn)
 }

@@ -42,6 +42,19 @@ async fn setup(prefix: &str, n: usize) -> (TestDatabase, Tenancy, Vec<SchemaName
     (db, tenancy, schemas, router)
 }
 
+/// A sqlx router with the `Tenancy`'s states over a pool of one connection, so that every
+/// checkout reuses it.
+async fn one_connection(db: &TestDatabase, tenancy: &Tenancy) -> SqlxRouter {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect_options(db.config()))
+        .await
+        .unwrap();
+    SqlxRouter::builder(pool)
+        .tenant_states(tenancy.tenant_states())
+        .build()
+}
+
 async fn marker(conn: &mut SqlxConnection) -> Result<String, sqlx::Error> {
     sqlx::query_scalar("SELECT schema_name FROM marker")
         .fetch_one(&mut **conn)
@@ -484,14 +497,7 @@ async fn the_next_tenants_switch_does_not_run_under_a_tiny_timeout() {
             .statement_timeout,
         Some(Duration::from_millis(10))
     );
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(connect_options(db.config()))
-        .await
-        .unwrap();
-    let router = SqlxRouter::builder(pool)
-        .tenant_states(tenancy.tenant_states())
-        .build();
+    let router = one_connection(&db, &tenancy).await;
     let mut failed = Vec::new();
     for round in 0..300 {
         if let Ok(mut conn) = router.connection_for_schema(tiny).await {
@@ -534,15 +540,7 @@ async fn settings(conn: &mut sqlx::PgConnection) -> (String, String, String) {
 async fn settings_a_tenant_leaves_do_not_reach_the_next_sqlx_checkout() {
     let (db, tenancy, s, _) = setup("sx_left_", 2).await;
     let (a, b) = (&s[0], &s[1]);
-    // One connection: every checkout reuses it.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(connect_options(db.config()))
-        .await
-        .unwrap();
-    let router = SqlxRouter::builder(pool)
-        .tenant_states(tenancy.tenant_states())
-        .build();
+    let router = one_connection(&db, &tenancy).await;
     let clean = settings(&mut router.connection_for_schema(b).await.unwrap()).await;
     assert_eq!(clean.0, "");
     let left = ("a-secret".to_owned(), "1234kB".to_owned(), "1ms".to_owned());

@@ -176,6 +176,15 @@ pub(crate) fn settings_left(conn: &Object) -> bool {
             .contains_key(&settings_key(conn))
 }
 
+/// Whether a router of the process resets every session it checks out
+/// ([`SchemaRouterBuilder::reset_settings`](crate::SchemaRouterBuilder::reset_settings)).
+static RESETS_ASKED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that a router resets every session it checks out: the library's own work does too.
+pub(crate) fn note_resets_asked() {
+    RESETS_ASKED.store(true, Ordering::Release);
+}
+
 /// Notes that `conn`'s session was reset (`RESET ALL` ran and committed).
 pub(crate) fn settings_reset(conn: &Object) {
     SETTINGS_LEFT
@@ -194,7 +203,8 @@ pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> 
         .await
         .map_err(|source| Error::pool(schema, source))?;
     let mut reset = Vec::new();
-    let left = settings_left(&conn);
+    // Asked by a router: settings made inside functions are not noted anywhere.
+    let left = RESETS_ASKED.load(Ordering::Acquire) || settings_left(&conn);
     if left {
         // A tenant's SQL left settings, a role or a session authorization (noted before it
         // was sent) that could make this work fail or run as someone else. First: `RESET

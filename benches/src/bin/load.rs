@@ -68,6 +68,10 @@ enum Variant {
     /// `SessionTenancy` in role mode (`TenancyBuilder::tenant_roles`): each tenant under its
     /// own role, set with every switch.
     Roles,
+    /// Not in the default set: `Session` with `reset_settings(true)` (every checkout switches,
+    /// each switch begins with `RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE`). Built
+    /// only when asked for: it makes the library's own work reset too, process-wide.
+    SessionReset,
     /// Not in the default set: a plain pool, `SET search_path` written in the same flush as
     /// the execution of a statement cached per schema, no isolation bookkeeping at all (the
     /// floor of what a switch per checkout costs).
@@ -145,6 +149,7 @@ struct Setup {
     session: SchemaRouter,
     session_tenancy: SchemaRouter,
     roles: SchemaRouter,
+    session_reset: Option<SchemaRouter>,
     no_affinity: SchemaRouter,
     groups: SchemaRouter,
     transaction: SchemaRouter,
@@ -164,6 +169,7 @@ impl Setup {
             Variant::Session => &self.session,
             Variant::SessionTenancy => &self.session_tenancy,
             Variant::Roles => &self.roles,
+            Variant::SessionReset => self.session_reset.as_ref()?,
             Variant::SessionGroups => &self.groups,
             Variant::SessionNoAffinity => &self.no_affinity,
             Variant::Transaction => &self.transaction,
@@ -194,6 +200,7 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
         | Variant::SessionNoAffinity
         | Variant::SessionGroups
         | Variant::SessionTenancy
+        | Variant::SessionReset
         | Variant::Roles => {
             let router = setup.router(variant).expect("a router variant");
             let c = router
@@ -469,6 +476,11 @@ async fn main() {
         session: SchemaRouter::new(make_pool(&config, "session", None)),
         session_tenancy: plain_tenancy.router().clone(),
         roles: roles_tenancy.router().clone(),
+        session_reset: variants.contains(&Variant::SessionReset).then(|| {
+            SchemaRouter::builder(make_pool(&config, "session_reset", None))
+                .reset_settings(true)
+                .build()
+        }),
         no_affinity: SchemaRouter::builder(make_pool(&config, "session_no_affinity", None))
             .schema_affinity(false)
             .build(),

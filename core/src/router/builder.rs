@@ -23,6 +23,7 @@ pub struct SchemaRouterBuilder {
     groups: Vec<Pool>,
     states: Option<TenantStates>,
     pooler_statements: bool,
+    reset_settings: bool,
 }
 
 impl SchemaRouter {
@@ -48,6 +49,7 @@ impl SchemaRouter {
             groups: Vec::new(),
             states: None,
             pooler_statements: false,
+            reset_settings: false,
         }
     }
 }
@@ -107,6 +109,33 @@ impl SchemaRouterBuilder {
     /// tenant, 1.2–1.4× their throughput).
     pub fn pooler_prepared_statements(mut self, yes: bool) -> Self {
         self.pooler_statements = yes;
+        self
+    }
+
+    /// Session mode: every checkout starts from the connection's startup settings (`true`), or
+    /// only one after a scope whose SQL was seen leaving settings (`false`, the default).
+    ///
+    /// By default a checkout that finds its connection on its path sends nothing, and the
+    /// resets (`RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE`) go out only when the
+    /// scope before it sent SQL that leaves settings on the session: `SET`, `set_config(…,
+    /// false)`, `EXECUTE`, `CALL`… What a *function or trigger* sets for the session
+    /// (`SELECT login_as($1)` whose body calls `set_config('app.user', $1, false)`) is not in
+    /// the SQL text, so it reaches the connection's next checkout, the same tenant's or
+    /// another's. With `true`, every checkout switches, and every switch begins with the
+    /// resets (in the first statement's own message when it is cached); the library's own
+    /// work (registry, migrations) resets first as well, in every router of the process.
+    /// This is what the sqlx driver's `SqlxRouterBuilder::reset_settings` does by default,
+    /// since sqlx does not read the SQL sent through it.
+    ///
+    /// What a scope sets itself stays for the rest of that scope. It costs a switch on
+    /// checkouts that would have had none (one tenant, or a hot tenant's connections) and
+    /// the resets' work on the server: about a third of the throughput with one tenant, a
+    /// sixth with 1,000 (BENCHMARKS.md §14).
+    /// Give connection-wide settings in the URL's `options`, which `RESET ALL` keeps, not in
+    /// a `SET` of a pool hook. Ignored in transaction mode, where each statement's settings
+    /// end with its transaction.
+    pub fn reset_settings(mut self, yes: bool) -> Self {
+        self.reset_settings = yes;
         self
     }
 
@@ -186,7 +215,8 @@ impl SchemaRouterBuilder {
                         self.affinity,
                         self.pooler_statements,
                     )
-                    .recycling_keeps_statements(keeps_statements),
+                    .recycling_keeps_statements(keeps_statements)
+                    .resetting_settings(self.reset_settings),
                 )
             }),
             states: self.states,

@@ -104,6 +104,10 @@ pub struct ConnectionScope {
     /// work_mem …`, `SET app.token …`): kept for the rest of this scope; when it lets go of
     /// the connection, the next switch (whoever's) resets them first.
     left_settings: AtomicBool,
+    /// The checkout's first switch resets the session whatever it holds (the router's
+    /// [`reset_settings`](crate::SchemaRouterBuilder::reset_settings)); later switches of
+    /// the same scope keep what the scope itself set.
+    reset_pending: AtomicBool,
     /// What each statement prepared through [`prepare`](Self::prepare) may do: applied
     /// when it runs.
     prepared: PreparedEffects,
@@ -235,6 +239,7 @@ impl ConnectionScope {
             open_transaction: AtomicBool::new(false),
             untrusted: AtomicBool::new(false),
             left_settings: AtomicBool::new(false),
+            reset_pending: AtomicBool::new(pool.resets_settings()),
             prepared: PreparedEffects::default(),
             noted: AtomicBool::new(false),
             pooler_keeps: AtomicU8::new(POOLER_UNKNOWN),
@@ -389,7 +394,7 @@ impl ConnectionScope {
         };
         switched.map_err(|e| self.switch_error(e))?;
         if reset {
-            crate::databases::settings_reset(self.conn());
+            self.settings_reset();
         }
         self.mark_on_path(epoch, forgotten);
         Ok(())
@@ -418,7 +423,7 @@ impl ConnectionScope {
             self.gate.mark_verified(epoch);
         }
         if reset {
-            crate::databases::settings_reset(self.conn());
+            self.settings_reset();
         }
         self.mark_on_path(epoch, forgotten);
         Ok(())
@@ -435,9 +440,11 @@ impl ConnectionScope {
     /// The statements of [`session_settings`](Self::session_settings), in order.
     fn session_statements(&self) -> (Vec<String>, bool) {
         let mut statements = Vec::with_capacity(5);
-        // Settings a scope's SQL left (see `left_settings`): reset before the rest, which
-        // `RESET ALL` would undo (the role excepted, which it does not touch).
-        let reset = crate::databases::settings_left(self.conn());
+        // Settings a scope's SQL left (see `left_settings`), or at the checkout's first switch
+        // any a function may have left (`reset_pending`): reset before the rest, which `RESET
+        // ALL` would undo (the role excepted, which it does not touch).
+        let reset = self.reset_pending.load(Ordering::Acquire)
+            || crate::databases::settings_left(self.conn());
         if reset {
             // `SET SESSION AUTHORIZATION` and `SET ROLE` too, which `RESET ALL` leaves.
             statements.push("RESET SESSION AUTHORIZATION".to_owned());
@@ -475,6 +482,12 @@ impl ConnectionScope {
             sql.push_str(&role);
         }
         sql
+    }
+
+    /// After a switch that reset the session committed: nothing is left to reset.
+    fn settings_reset(&self) {
+        self.reset_pending.store(false, Ordering::Release);
+        crate::databases::settings_reset(self.conn());
     }
 
     fn switch_error(&self, e: tokio_postgres::Error) -> Error {
@@ -845,7 +858,7 @@ impl ConnectionScope {
                         self.gate.mark_verified(epoch);
                     }
                     if reset {
-                        crate::databases::settings_reset(self.conn());
+                        self.settings_reset();
                     }
                     self.mark_on_path(epoch, forgotten);
                 }

@@ -240,11 +240,15 @@ async fn checkout(
         conn.statement_cache.clear();
         session::forget_statements(&conn);
     }
-    let known = if pool.tracks_search_path() {
+    let mut known = if pool.tracks_search_path() {
         session::take_known_path(&conn, &key, &gate, epoch, handed_over)
     } else {
         session::Remembered::default()
     };
+    if pool.resets_settings() {
+        // Whatever the path: the switch is what resets the session.
+        known.on_path = false;
+    }
     Ok(ConnectionScope::new(
         conn,
         schema.clone(),

@@ -102,6 +102,8 @@ pub(crate) struct RouterPool {
     existence_checks: AtomicU64,
     /// See [`drops_statements`](Self::drops_statements).
     drops_statements: bool,
+    /// See [`resets_settings`](Self::resets_settings).
+    resets_settings: bool,
 }
 
 /// One group of connections: a pool, and the schema-affine handoff of its returning
@@ -158,6 +160,7 @@ impl RouterPool {
             switches: AtomicU64::new(0),
             existence_checks: AtomicU64::new(0),
             drops_statements: false,
+            resets_settings: false,
         }
     }
 
@@ -166,6 +169,24 @@ impl RouterPool {
     pub(super) fn recycling_keeps_statements(mut self, keeps: bool) -> Self {
         self.drops_statements = !keeps;
         self
+    }
+
+    /// Says whether every checkout starts from the connection's startup settings (session
+    /// mode; see [`resets_settings`](Self::resets_settings)).
+    pub(super) fn resetting_settings(mut self, yes: bool) -> Self {
+        self.resets_settings = yes && self.mode == SearchPathMode::Session;
+        if self.resets_settings {
+            crate::databases::note_resets_asked();
+        }
+        self
+    }
+
+    /// Session mode with [`reset_settings`]: every checkout switches, and every switch
+    /// resets the session's settings first.
+    ///
+    /// [`reset_settings`]: super::SchemaRouterBuilder::reset_settings
+    pub(super) fn resets_settings(&self) -> bool {
+        self.resets_settings
     }
 
     /// The pools' recycling may drop the server's prepared statements (a `Custom` query

@@ -38,6 +38,7 @@ pub struct TenancyBuilder {
     extra_schemas: Vec<SchemaName>,
     mode: SearchPathMode,
     pooler_statements: bool,
+    reset_settings: bool,
     sets: MigrationSets,
     hooks: Hooks,
     listen: Option<ConnectionSettings>,
@@ -136,6 +137,7 @@ impl Tenancy {
             extra_schemas: Vec::new(),
             mode: SearchPathMode::Session,
             pooler_statements: false,
+            reset_settings: false,
             sets: MigrationSets::default(),
             hooks: Hooks::default(),
             listen: None,
@@ -182,6 +184,14 @@ impl TenancyBuilder {
     /// [`SchemaRouterBuilder::pooler_prepared_statements`](crate::SchemaRouterBuilder::pooler_prepared_statements).
     pub fn pooler_prepared_statements(mut self, yes: bool) -> Self {
         self.pooler_statements = yes;
+        self
+    }
+
+    /// Session mode: every checkout starts from the connection's startup settings, even
+    /// those a function or trigger left; see
+    /// [`SchemaRouterBuilder::reset_settings`](crate::SchemaRouterBuilder::reset_settings).
+    pub fn reset_settings(mut self, yes: bool) -> Self {
+        self.reset_settings = yes;
         self
     }
 
@@ -402,6 +412,7 @@ impl TenancyBuilder {
             .extra_schemas(self.extra_schemas)
             .mode(self.mode)
             .pooler_prepared_statements(self.pooler_statements)
+            .reset_settings(self.reset_settings)
             .connection_groups(self.groups)
             .tenant_states(states.clone())
             .build();

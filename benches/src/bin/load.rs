@@ -17,10 +17,13 @@
 //! - `transaction-named-via-pg-bouncer`: `transaction-via-pg-bouncer` with named statements
 //!   that PgBouncer keeps (`pooler_prepared_statements`);
 //! - `pipelined` (only when asked for): a plain pool writing `SET search_path` in the same
-//!   flush as a statement cached per schema, with none of the library's bookkeeping.
+//!   flush as a statement cached per schema, with none of the library's bookkeeping;
+//! - `session-reset` (only when asked for): `session` with `reset_settings(true)`.
 //!
 //! `cargo run --release -p tenant-schemas-benches --bin load -- --help` lists the options
-//! (`--tenants N`, `--secs`, `--warmup`, `--variant`, `--pick`, `--queries`, `--explain` …).
+//! (`--tenants N`, `--secs`, `--warmup`, `--variant`, `--pick`, `--queries`, `--rounds`,
+//! `--explain` …). With `--rounds N` the variants alternate N times and each row is the
+//! median run: compare those, since one run moves by ±10–20 % on a shared machine.
 
 #![allow(clippy::unwrap_used)]
 
@@ -130,6 +133,11 @@ struct Args {
     /// After each row, the server transactions and router switches per operation.
     #[arg(long)]
     explain: bool,
+    /// Measured runs of each variant, alternating (after one warm-up each): each row shows
+    /// the median run (ops/s, its p50 and p99) and the spread of the rounds' ops/s, and the
+    /// ratio is of medians. A single run moves by ±10–20 % on a shared 2-core machine.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// PgBouncer's `max_prepared_statements` for the transaction-pooling PgBouncer (1.21+):
     /// named statements it keeps per server connection (200: its default since 1.24).
     #[arg(long, default_value_t = 200)]
@@ -179,6 +187,13 @@ impl Setup {
             _ => return None,
         })
     }
+}
+
+/// The run of median throughput among `runs` (the lower middle one of an even count).
+fn median_run(runs: &[Stats]) -> Stats {
+    let mut sorted: Vec<&Stats> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+    *sorted[(sorted.len() - 1) / 2]
 }
 
 async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: i32) {
@@ -385,7 +400,9 @@ async fn main() {
         queries: only_queries,
         explain,
         pgbouncer_prepared_statements,
+        rounds,
     } = Args::parse();
+    let rounds = rounds.max(1);
     let warmup = warmup.unwrap_or(secs);
     let filtered = !variants.is_empty();
     let variants = if variants.is_empty() {
@@ -424,12 +441,16 @@ async fn main() {
         .build()
         .await
         .unwrap();
-    let roles_started = Instant::now();
-    roles_tenancy.sync_roles().await.unwrap();
-    println!(
-        "role mode: {n_tenants} tenant roles made in {:.1} s",
-        roles_started.elapsed().as_secs_f64()
-    );
+    // The roles only when the `Roles` row runs: making them grows faster than linearly in
+    // the number of tenants (5.5 s for 1,000, 575 s for 10,000).
+    if variants.contains(&Variant::Roles) {
+        let roles_started = Instant::now();
+        roles_tenancy.sync_roles().await.unwrap();
+        println!(
+            "role mode: {n_tenants} tenant roles made in {:.1} s",
+            roles_started.elapsed().as_secs_f64()
+        );
+    }
     println!(
         "setup: {n_tenants} tenants + baseline schema, {ROWS} rows each, in {:.1} s",
         setup_started.elapsed().as_secs_f64()
@@ -527,8 +548,14 @@ async fn main() {
     });
 
     println!("\n{tasks} tasks, pool {POOL}, {secs} s per run; ratio = throughput / baseline of the same row");
-    println!("| T | pick | queries/checkout | variant | ops/s | p50 µs | p99 µs | ratio |");
-    println!("|---|---|---|---|---|---|---|---|");
+    if rounds > 1 {
+        println!("{rounds} alternating rounds: the median run of each variant, ratio of medians");
+        println!("| T | pick | queries/checkout | variant | ops/s | p50 µs | p99 µs | ratio | rounds' ops/s |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+    } else {
+        println!("| T | pick | queries/checkout | variant | ops/s | p50 µs | p99 µs | ratio |");
+        println!("|---|---|---|---|---|---|---|---|");
+    }
     let mut configs = vec![];
     if affinity {
         // Schema-affine checkout on and off, alternating, where it should matter most.
@@ -599,9 +626,14 @@ async fn main() {
         } else {
             Picker::Uniform(t)
         };
-        let mut baseline = None;
-        for &variant in &variants {
-            if warmup > 0.0 {
+        if warmup > 0.0 && rounds > 1 {
+            for &variant in &variants {
+                run(&setup, variant, &picker, queries, tasks, warmup).await;
+            }
+        }
+        let mut measured: Vec<Vec<Stats>> = vec![Vec::new(); variants.len()];
+        for (i, &variant) in (0..rounds).flat_map(|_| variants.iter().enumerate()) {
+            if warmup > 0.0 && rounds == 1 {
                 run(&setup, variant, &picker, queries, tasks, warmup).await;
             }
             let router = setup.router(variant);
@@ -622,15 +654,26 @@ async fn main() {
                     (after.existence_checks - before.1.existence_checks) as f64 / ops,
                 );
             }
-            let base = *baseline.get_or_insert(s.per_sec);
-            println!(
+            measured[i].push(s);
+        }
+        let medians: Vec<Stats> = measured
+            .iter()
+            .map(|runs| median_run(runs.as_slice()))
+            .collect();
+        for ((variant, s), runs) in variants.iter().zip(&medians).zip(&measured) {
+            let mut row = format!(
                 "| {t} | {} | {queries} | {variant:?} | {:.0} | {} | {} | {:.2} |",
                 if zipf { "zipf 1.1" } else { "uniform" },
                 s.per_sec,
                 micros(s.p50),
                 micros(s.p99),
-                s.per_sec / base
+                s.per_sec / medians[0].per_sec
             );
+            if rounds > 1 {
+                let all: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.per_sec)).collect();
+                row.push_str(&format!(" {} |", all.join(", ")));
+            }
+            println!("{row}");
         }
     }
     println!(

@@ -211,6 +211,10 @@ pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> 
         // ALL` would undo what the statements below set; it leaves the role and the session
         // authorization alone. Nothing noted, nothing sent: no round trip on a registry read.
         reset.extend(["RESET SESSION AUTHORIZATION", "RESET ALL", "RESET ROLE"]);
+        if RESETS_ASKED.load(Ordering::Acquire) {
+            // Temporary tables a function created, which would shadow the work's tables.
+            reset.push("DISCARD TEMP");
+        }
     } else if roles_seen() {
         reset.push("RESET ROLE");
     }

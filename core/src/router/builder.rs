@@ -121,15 +121,17 @@ impl SchemaRouterBuilder {
     /// false)`, `EXECUTE`, `CALL`… What a *function or trigger* sets for the session
     /// (`SELECT login_as($1)` whose body calls `set_config('app.user', $1, false)`) is not in
     /// the SQL text, so it reaches the connection's next checkout, the same tenant's or
-    /// another's. With `true`, every checkout switches, and every switch begins with the
-    /// resets (in the first statement's own message when it is cached); the library's own
-    /// work (registry, migrations) resets first as well, in every router of the process.
+    /// another's, and so does a temporary table it creates (searched before the path, it
+    /// would shadow the next tenant's table of that name). With `true`, every checkout
+    /// switches, and its switch begins with the resets and `DISCARD TEMP` (in the first
+    /// statement's own message when it is cached); the library's own work (registry,
+    /// migrations) does the same first, in every router of the process.
     /// This is what the sqlx driver's `SqlxRouterBuilder::reset_settings` does by default,
     /// since sqlx does not read the SQL sent through it.
     ///
     /// What a scope sets itself stays for the rest of that scope. It costs a switch on
     /// checkouts that would have had none (one tenant, or a hot tenant's connections) and
-    /// the resets' work on the server: about a third of the throughput with one tenant, a
+    /// the resets' work on the server: a fifth to a third of the throughput with one tenant, a
     /// sixth with 1,000 (BENCHMARKS.md §14).
     /// Give connection-wide settings in the URL's `options`, which `RESET ALL` keeps, not in
     /// a `SET` of a pool hook. Ignored in transaction mode, where each statement's settings

@@ -443,12 +443,16 @@ impl ConnectionScope {
         // Settings a scope's SQL left (see `left_settings`), or at the checkout's first switch
         // any a function may have left (`reset_pending`): reset before the rest, which `RESET
         // ALL` would undo (the role excepted, which it does not touch).
-        let reset = self.reset_pending.load(Ordering::Acquire)
-            || crate::databases::settings_left(self.conn());
+        let pending = self.reset_pending.load(Ordering::Acquire);
+        let reset = pending || crate::databases::settings_left(self.conn());
         if reset {
             // `SET SESSION AUTHORIZATION` and `SET ROLE` too, which `RESET ALL` leaves.
             statements.push("RESET SESSION AUTHORIZATION".to_owned());
             statements.push("RESET ALL".to_owned());
+        }
+        if pending {
+            // Temporary tables a function created: `pg_temp` is searched before the path.
+            statements.push("DISCARD TEMP".to_owned());
         }
         // The timeout first: each statement runs under the timeout in force when it starts,
         // so only this `SET` runs under the last tenant's.
@@ -853,7 +857,11 @@ impl ConnectionScope {
         match op(Target::After(prelude, stmt)).await {
             Err(e) if e.is_from_prelude() => Err(self.switch_error(e)),
             result => {
-                if result.is_ok() {
+                // A row count the driver refused ran, and committed, on the server.
+                if result
+                    .as_ref()
+                    .map_or_else(tokio_postgres::Error::is_row_count, |_| true)
+                {
                     if check {
                         self.gate.mark_verified(epoch);
                     }

@@ -702,11 +702,19 @@ impl Client {
                 .await?
         );
         let mut first = None;
+        let mut more = false;
+        // Read to the end even past a second row: the implicit transaction's outcome (a
+        // deferred constraint failing at commit) comes last, and a caller behind a prelude
+        // must know whether the prelude committed.
         while let Some(row) = stream.try_next().await? {
             if first.is_some() {
-                return Err(Error::row_count());
+                more = true;
+            } else {
+                first = Some(row);
             }
-            first = Some(row);
+        }
+        if more {
+            return Err(Error::row_count());
         }
         Ok(first)
     }

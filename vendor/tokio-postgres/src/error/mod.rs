@@ -452,6 +452,13 @@ impl Error {
         self.0.prelude
     }
 
+    /// Whether the error is the driver's: a `query_one`/`query_opt` whose statement returned
+    /// another number of rows than asked for. The statement ran (and, behind a prelude, its
+    /// implicit transaction committed: the `_after` methods read to the end first).
+    pub fn is_row_count(&self) -> bool {
+        self.0.kind == Kind::RowCount
+    }
+
     pub(crate) fn from_prelude(mut self) -> Error {
         self.0.prelude = true;
         self

@@ -8,9 +8,12 @@
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::{ConnectionScope, NewTenant, RunOptions, SchemaName, SchemaRouter, Tenancy};
 
+/// `app.token`, `work_mem`, `lock_timeout`.
+type Settings = (String, String, String);
+
 /// What the settings under test read on `db`: `app.token` (empty when never set or reset),
 /// `work_mem`, `lock_timeout`.
-async fn settings(db: &ConnectionScope) -> (String, String, String) {
+async fn settings(db: &ConnectionScope) -> Settings {
     let row = db
         .query_one(
             "SELECT coalesce(current_setting('app.token', true), ''), \
@@ -22,8 +25,31 @@ async fn settings(db: &ConnectionScope) -> (String, String, String) {
     (row.get(0), row.get(1), row.get(2))
 }
 
-async fn settings_of(router: &SchemaRouter, schema: &SchemaName) -> (String, String, String) {
+async fn settings_of(router: &SchemaRouter, schema: &SchemaName) -> Settings {
     settings(&router.connection_for_schema(schema).await.unwrap()).await
+}
+
+/// The scope `conn` of tenant `a` keeps the settings `left` that it made; once it is dropped,
+/// the next checkout, tenant `b`'s or `a`'s again, finds the session `clean`.
+async fn kept_then_clean(
+    conn: ConnectionScope,
+    router: &SchemaRouter,
+    (a, b): (&SchemaName, &SchemaName),
+    (left, clean): (&Settings, &Settings),
+    how: &str,
+) {
+    assert_eq!(&settings(&conn).await, left, "{how}: the own scope");
+    drop(conn);
+    assert_eq!(
+        &settings_of(router, b).await,
+        clean,
+        "{how}: the next tenant"
+    );
+    assert_eq!(
+        &settings_of(router, a).await,
+        clean,
+        "{how}: the same tenant"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,20 +110,9 @@ async fn settings_a_tenant_leaves_do_not_reach_the_next_checkout() {
                 conn.query(&stmt, &[]).await.unwrap();
             }
         }
-        // The tenant's own scope keeps what it set.
-        assert_eq!(settings(&conn).await, left, "{how}: the own scope");
-        drop(conn);
-        // The next checkout, another tenant's or the same one's, finds the session clean.
-        assert_eq!(
-            settings_of(router, &b).await,
-            clean,
-            "{how}: the next tenant"
-        );
-        assert_eq!(
-            settings_of(router, &a).await,
-            clean,
-            "{how}: the same tenant"
-        );
+        // The tenant's own scope keeps what it set; the next checkout, another tenant's or
+        // the same one's, finds the session clean.
+        kept_then_clean(conn, router, (&a, &b), (&left, &clean), how).await;
     }
 
     // The library's own work on the only connection: the settings are gone before it runs
@@ -203,18 +218,7 @@ async fn with_reset_settings_not_even_a_function_leaves_a_setting_to_the_next_ch
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
-                assert_eq!(settings(&conn).await, left, "{how}: the own scope");
-                drop(conn);
-                assert_eq!(
-                    settings_of(router, &b).await,
-                    clean,
-                    "{how}: the next tenant"
-                );
-                assert_eq!(
-                    settings_of(router, &a).await,
-                    clean,
-                    "{how}: the same tenant"
-                );
+                kept_then_clean(conn, router, (&a, &b), (&left, &clean), how).await;
                 continue;
             }
             _ => {
@@ -223,20 +227,9 @@ async fn with_reset_settings_not_even_a_function_leaves_a_setting_to_the_next_ch
                     .unwrap();
             }
         }
-        // The tenant's own scope keeps what its function set.
-        assert_eq!(settings(&conn).await, left, "{how}: the own scope");
-        drop(conn);
-        // The next checkout, another tenant's or the same one's, finds the session clean.
-        assert_eq!(
-            settings_of(router, &b).await,
-            clean,
-            "{how}: the next tenant"
-        );
-        assert_eq!(
-            settings_of(router, &a).await,
-            clean,
-            "{how}: the same tenant"
-        );
+        // The tenant's own scope keeps what its function set; the next checkout, another
+        // tenant's or the same one's, finds the session clean.
+        kept_then_clean(conn, router, (&a, &b), (&left, &clean), how).await;
     }
 
     // A job run for a tenant goes through the same checkout.

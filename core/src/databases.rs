@@ -203,13 +203,15 @@ pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> 
         .await
         .map_err(|source| Error::pool(schema, source))?;
     let mut reset = Vec::new();
-    // Asked by a router: settings made inside functions are not noted anywhere.
+    // Asked by a router (`reset_settings`): always, since what functions set is noted
+    // nowhere; that costs this work a round trip. Otherwise only when noted.
     let left = RESETS_ASKED.load(Ordering::Acquire) || settings_left(&conn);
     if left {
         // A tenant's SQL left settings, a role or a session authorization (noted before it
         // was sent) that could make this work fail or run as someone else. First: `RESET
         // ALL` would undo what the statements below set; it leaves the role and the session
-        // authorization alone. Nothing noted, nothing sent: no round trip on a registry read.
+        // authorization alone. Nothing noted (and no reset asked), nothing sent: no round
+        // trip on a registry read.
         reset.extend(["RESET SESSION AUTHORIZATION", "RESET ALL", "RESET ROLE"]);
         if RESETS_ASKED.load(Ordering::Acquire) {
             // Temporary tables a function created, which would shadow the work's tables.

@@ -715,3 +715,77 @@ async fn a_commit_time_failure_behind_the_switch_is_not_taken_for_a_switch() {
         assert_eq!(probe(&conn).await, clean, "{how}: the settings");
     }
 }
+
+/// Without `reset_settings` too (the default): a temporary table a function created
+/// (`CREATE TEMP TABLE IF NOT EXISTS` in a PL/pgSQL body, a common pattern) is dropped by the
+/// next tenant's first switch, so it neither shadows that tenant's table nor hands it the last
+/// tenant's rows; a scope's own temporary table stays through its later switches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_function_s_temporary_table_does_not_reach_the_next_tenant() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(marker_and_notes())
+        .build()
+        .await
+        .unwrap();
+    let (a, b) = (schema("dftmp_a"), schema("dftmp_b"));
+    for s in [&a, &b] {
+        tenancy
+            .create_tenant(NewTenant::new(s.clone()))
+            .await
+            .unwrap();
+    }
+    let router = tenancy.router();
+    let raw = router.pool().get().await.unwrap();
+    raw.batch_execute(
+        "CREATE FUNCTION public.plant(who text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN \
+           CREATE TEMP TABLE IF NOT EXISTS notes (id bigint, body text); \
+           CREATE TEMP TABLE IF NOT EXISTS cache (body text); \
+           INSERT INTO notes VALUES (1, 'planted by ' || who); \
+           INSERT INTO cache VALUES ('cached for ' || who); RETURN 'ok'; END $$",
+    )
+    .await
+    .unwrap();
+    drop(raw);
+    let conn = router.connection_for_schema(&a).await.unwrap();
+    conn.query_one("SELECT public.plant('a')", &[])
+        .await
+        .unwrap();
+    drop(conn);
+
+    let conn = router.connection_for_schema(&b).await.unwrap();
+    let bodies: Vec<String> = conn
+        .query("SELECT body FROM notes", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        bodies.is_empty(),
+        "tenant b's `notes` resolved to tenant a's temporary table: {bodies:?}"
+    );
+    // Tenant b's own call of the same function finds no `cache` of tenant a's.
+    conn.query_one("SELECT public.plant('b')", &[])
+        .await
+        .unwrap();
+    let cached: Vec<String> = conn
+        .query("SELECT body FROM cache ORDER BY body", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(cached, ["cached for b"]);
+    // A later switch of the same scope (a `SET` makes the path unknown) keeps them.
+    conn.batch_execute("SET work_mem = '2MB'").await.unwrap();
+    let cached: i64 = conn
+        .query_one("SELECT count(*) FROM cache", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        cached, 1,
+        "the scope's own temporary table, after a re-switch"
+    );
+}

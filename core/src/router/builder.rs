@@ -121,11 +121,11 @@ impl SchemaRouterBuilder {
     /// false)`, `EXECUTE`, `CALL`… What a *function or trigger* sets for the session
     /// (`SELECT login_as($1)` whose body calls `set_config('app.user', $1, false)`) is not in
     /// the SQL text, so it reaches the connection's next checkout, the same tenant's or
-    /// another's, and so does a temporary table it creates (searched before the path, it
-    /// would shadow the next tenant's table of that name). With `true`, every checkout
-    /// switches, and its switch begins with the resets and `DISCARD TEMP` (in the first
-    /// statement's own message when it is cached); the library's own work (registry,
-    /// migrations) does the same first, in every router of the process.
+    /// another's (the temporary tables it creates are dropped by every checkout's first
+    /// switch, `DISCARD TEMP`, with or without this). With `true`, every checkout switches,
+    /// and its switch begins with the resets (in the first statement's own message when it
+    /// is cached); the library's own work (registry, migrations) resets first as well, and
+    /// drops temporary tables, in every router of the process.
     /// This is what the sqlx driver's `SqlxRouterBuilder::reset_settings` does by default,
     /// since sqlx does not read the SQL sent through it.
     ///

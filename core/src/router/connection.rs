@@ -108,6 +108,9 @@ pub struct ConnectionScope {
     /// [`reset_settings`](crate::SchemaRouterBuilder::reset_settings)); later switches of
     /// the same scope keep what the scope itself set.
     reset_pending: AtomicBool,
+    /// No switch of this scope has committed yet: the next one drops the temporary tables
+    /// the connection's last user left (`DISCARD TEMP`).
+    first_switch: AtomicBool,
     /// What each statement prepared through [`prepare`](Self::prepare) may do: applied
     /// when it runs.
     prepared: PreparedEffects,
@@ -240,6 +243,7 @@ impl ConnectionScope {
             untrusted: AtomicBool::new(false),
             left_settings: AtomicBool::new(false),
             reset_pending: AtomicBool::new(pool.resets_settings()),
+            first_switch: AtomicBool::new(true),
             prepared: PreparedEffects::default(),
             noted: AtomicBool::new(false),
             pooler_keeps: AtomicU8::new(POOLER_UNKNOWN),
@@ -393,9 +397,7 @@ impl ConnectionScope {
             None => self.conn().batch_execute(&sql).await,
         };
         switched.map_err(|e| self.switch_error(e))?;
-        if reset {
-            self.settings_reset();
-        }
+        self.switched(reset);
         self.mark_on_path(epoch, forgotten);
         Ok(())
     }
@@ -422,9 +424,7 @@ impl ConnectionScope {
         if check {
             self.gate.mark_verified(epoch);
         }
-        if reset {
-            self.settings_reset();
-        }
+        self.switched(reset);
         self.mark_on_path(epoch, forgotten);
         Ok(())
     }
@@ -450,8 +450,12 @@ impl ConnectionScope {
             statements.push("RESET SESSION AUTHORIZATION".to_owned());
             statements.push("RESET ALL".to_owned());
         }
-        if pending {
-            // Temporary tables a function created: `pg_temp` is searched before the path.
+        if self.first_switch.load(Ordering::Acquire) {
+            // Temporary tables the connection's last user left: `pg_temp` is searched before
+            // the path, so one named like a tenant's table would shadow it. Seen in the SQL
+            // text they make the connection untrusted (closed), but not when a function made
+            // them (`CREATE TEMP TABLE IF NOT EXISTS` in a PL/pgSQL body). The checkout's first
+            // switch only: later ones keep what this scope made itself.
             statements.push("DISCARD TEMP".to_owned());
         }
         // The timeout first: each statement runs under the timeout in force when it starts,
@@ -488,10 +492,14 @@ impl ConnectionScope {
         sql
     }
 
-    /// After a switch that reset the session committed: nothing is left to reset.
-    fn settings_reset(&self) {
-        self.reset_pending.store(false, Ordering::Release);
-        crate::databases::settings_reset(self.conn());
+    /// After a switch committed: the checkout's first is done, and when it `reset` the
+    /// session, nothing is left to reset.
+    fn switched(&self, reset: bool) {
+        self.first_switch.store(false, Ordering::Release);
+        if reset {
+            self.reset_pending.store(false, Ordering::Release);
+            crate::databases::settings_reset(self.conn());
+        }
     }
 
     fn switch_error(&self, e: tokio_postgres::Error) -> Error {
@@ -865,9 +873,7 @@ impl ConnectionScope {
                     if check {
                         self.gate.mark_verified(epoch);
                     }
-                    if reset {
-                        self.settings_reset();
-                    }
+                    self.switched(reset);
                     self.mark_on_path(epoch, forgotten);
                 }
                 Ok(result)

@@ -48,7 +48,8 @@ async fn probe_of(router: &SchemaRouter, schema: &SchemaName) -> String {
 async fn hostile_functions(tenancy: &Tenancy, tenants: &[&SchemaName]) {
     let raw = tenancy.router().pool().get().await.unwrap();
     raw.batch_execute(
-        "DO $$ BEGIN CREATE ROLE rt_nobody NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+        "DO $$ BEGIN CREATE ROLE rt_nobody NOLOGIN; \
+           EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
          CREATE FUNCTION public.leave_all(who text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN \
            PERFORM set_config('app.token', who, false); \
            PERFORM set_config('work_mem', '1234kB', false); \

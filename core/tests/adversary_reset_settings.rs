@@ -553,30 +553,35 @@ async fn a_function_s_replication_role_does_not_reach_the_next_tenant() {
     assert_eq!(seen, "origin");
 }
 
-/// Broke: a user would lose tenant isolation: tenant b reads and writes tenant a's rows. Fixed:
-/// the checkout's first reset also sends `DISCARD TEMP`, and so does the library's own work.
-///
-/// A temporary table a function creates (`pg_temp` is searched before the tenant's path)
-/// must not shadow the next tenant's table on the same connection: the next tenant would read
-/// and write another tenant's rows. (A session object, not a setting: the README promises it
-/// for `CREATE TEMP` in SQL text.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_temporary_table_a_function_creates_does_not_shadow_the_next_tenant_s() {
-    let (_db, tenancy, a, b) = setup("rstmp_").await;
+/// Tenant `a`'s function call leaves temporary tables `notes` and `cache`
+/// (`CREATE TEMP TABLE IF NOT EXISTS` in a PL/pgSQL body) on the only connection: tenant `b`'s
+/// next checkout neither reads `a`'s `notes` instead of its own nor finds `a`'s `cache` rows in
+/// its own call of the function, and `b`'s own temporary table stays through a later switch of
+/// its scope (a `SET` makes the path unknown).
+async fn function_temporary_tables_stay_with_their_scope(
+    tenancy: &Tenancy,
+    a: &SchemaName,
+    b: &SchemaName,
+) {
     let router = tenancy.router();
     let raw = router.pool().get().await.unwrap();
     raw.batch_execute(
-        "CREATE FUNCTION public.plant() RETURNS text LANGUAGE plpgsql AS $$ BEGIN \
+        "CREATE FUNCTION public.plant(who text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN \
            CREATE TEMP TABLE IF NOT EXISTS notes (id bigint, body text); \
-           INSERT INTO notes VALUES (1, 'planted by a'); RETURN 'ok'; END $$",
+           CREATE TEMP TABLE IF NOT EXISTS cache (body text); \
+           INSERT INTO notes VALUES (1, 'planted by ' || who); \
+           INSERT INTO cache VALUES ('cached for ' || who); RETURN 'ok'; END $$",
     )
     .await
     .unwrap();
     drop(raw);
-    let conn = router.connection_for_schema(&a).await.unwrap();
-    conn.query_one("SELECT public.plant()", &[]).await.unwrap();
+    let conn = router.connection_for_schema(a).await.unwrap();
+    conn.query_one("SELECT public.plant('a')", &[])
+        .await
+        .unwrap();
     drop(conn);
-    let conn = router.connection_for_schema(&b).await.unwrap();
+
+    let conn = router.connection_for_schema(b).await.unwrap();
     let bodies: Vec<String> = conn
         .query("SELECT body FROM notes", &[])
         .await
@@ -588,6 +593,43 @@ async fn a_temporary_table_a_function_creates_does_not_shadow_the_next_tenant_s(
         bodies.is_empty(),
         "tenant b's `notes` resolved to tenant a's temporary table: {bodies:?}"
     );
+    // Tenant b's own call of the same function finds no `cache` of tenant a's.
+    conn.query_one("SELECT public.plant('b')", &[])
+        .await
+        .unwrap();
+    let cached: Vec<String> = conn
+        .query("SELECT body FROM cache ORDER BY body", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(cached, ["cached for b"]);
+    // A later switch of the same scope keeps them.
+    conn.batch_execute("SET work_mem = '2MB'").await.unwrap();
+    let cached: i64 = conn
+        .query_one("SELECT count(*) FROM cache", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        cached, 1,
+        "the scope's own temporary table, after a re-switch"
+    );
+}
+
+/// Broke: a user would lose tenant isolation: tenant b reads and writes tenant a's rows. Fixed:
+/// every checkout's first switch sends `DISCARD TEMP` (with the option, the library's own work
+/// too).
+///
+/// A temporary table a function creates (`pg_temp` is searched before the tenant's path)
+/// must not shadow the next tenant's table on the same connection: the next tenant would read
+/// and write another tenant's rows. (A session object, not a setting: the README promises it
+/// for `CREATE TEMP` in SQL text.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_table_a_function_creates_does_not_shadow_the_next_tenant_s() {
+    let (_db, tenancy, a, b) = setup("rstmp_").await;
+    function_temporary_tables_stay_with_their_scope(&tenancy, &a, &b).await;
 }
 
 /// Broke: a user would lose, mid-scope, what their own call set (an RLS policy's `app.user`).
@@ -736,57 +778,5 @@ async fn by_default_a_function_s_temporary_table_does_not_reach_the_next_tenant(
             .await
             .unwrap();
     }
-    let router = tenancy.router();
-    let raw = router.pool().get().await.unwrap();
-    raw.batch_execute(
-        "CREATE FUNCTION public.plant(who text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN \
-           CREATE TEMP TABLE IF NOT EXISTS notes (id bigint, body text); \
-           CREATE TEMP TABLE IF NOT EXISTS cache (body text); \
-           INSERT INTO notes VALUES (1, 'planted by ' || who); \
-           INSERT INTO cache VALUES ('cached for ' || who); RETURN 'ok'; END $$",
-    )
-    .await
-    .unwrap();
-    drop(raw);
-    let conn = router.connection_for_schema(&a).await.unwrap();
-    conn.query_one("SELECT public.plant('a')", &[])
-        .await
-        .unwrap();
-    drop(conn);
-
-    let conn = router.connection_for_schema(&b).await.unwrap();
-    let bodies: Vec<String> = conn
-        .query("SELECT body FROM notes", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(
-        bodies.is_empty(),
-        "tenant b's `notes` resolved to tenant a's temporary table: {bodies:?}"
-    );
-    // Tenant b's own call of the same function finds no `cache` of tenant a's.
-    conn.query_one("SELECT public.plant('b')", &[])
-        .await
-        .unwrap();
-    let cached: Vec<String> = conn
-        .query("SELECT body FROM cache ORDER BY body", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(cached, ["cached for b"]);
-    // A later switch of the same scope (a `SET` makes the path unknown) keeps them.
-    conn.batch_execute("SET work_mem = '2MB'").await.unwrap();
-    let cached: i64 = conn
-        .query_one("SELECT count(*) FROM cache", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        cached, 1,
-        "the scope's own temporary table, after a re-switch"
-    );
+    function_temporary_tables_stay_with_their_scope(&tenancy, &a, &b).await;
 }

@@ -525,6 +525,21 @@ impl DriverCheckout {
         sql
     }
 
+    /// What a transaction-mode switch sends right behind its `BEGIN`, in the same message:
+    /// `DISCARD TEMP` (temporary tables the server connection's last user left — another
+    /// tenant's function, or another client of the pooler — would otherwise stand in for the
+    /// tenant's tables: `pg_temp` is searched before the path), then `SET LOCAL search_path TO
+    /// <path>`, the tenant's `SET LOCAL statement_timeout` when it has one, and in role mode
+    /// the [local role](Self::local_role_setting). Nothing outlives the transaction. `path` is
+    /// the search path, e.g. `"acme", public`, built from validated, quoted names.
+    #[must_use]
+    pub fn local_settings(&self, path: &str) -> String {
+        format!(
+            "{DROP_LEFT_TEMPORARY}; {}",
+            local_settings(path, self.statement_timeout_ms, self.role.as_deref())
+        )
+    }
+
     /// The statements a driver that does not read its users' SQL sends first on the
     /// connection, before its existence check, in the same message: the
     /// [`session_prefix`](Self::session_prefix) with its resets (`RESET ALL`, the timeout,
@@ -816,6 +831,31 @@ pub(crate) fn role_setting(role: Option<&str>) -> Option<String> {
         None if crate::databases::roles_seen() => Some("RESET ROLE".into()),
         None => None,
     }
+}
+
+/// What a transaction-mode transaction runs first, right behind its `BEGIN` and in the same
+/// message (see [`DriverCheckout::local_settings`]): the temporary tables the server
+/// connection's last user left are dropped. `pg_temp` is searched before the tenant's path,
+/// so one named like a tenant's table would stand in for it; a pooler's server connection
+/// keeps them for whichever client comes next, and a function can make one (`CREATE TEMP
+/// TABLE IF NOT EXISTS` in a PL/pgSQL body) where no SQL reader sees it. Transactional, and
+/// allowed in a read-only transaction; cheap when there are none.
+pub(crate) const DROP_LEFT_TEMPORARY: &str = "DISCARD TEMP";
+
+/// The `SET LOCAL`s of a transaction-mode switch, in order: the search path `path`, the
+/// tenant's `statement_timeout` (`timeout_ms`) and, in role mode, its `role` (quoted); each
+/// ends with the transaction, so nothing is left to reset. Sent again, alone, to set the path
+/// back inside a transaction.
+pub(crate) fn local_settings(path: &str, timeout_ms: Option<u32>, role: Option<&str>) -> String {
+    let mut sql = format!("SET LOCAL search_path TO {path}");
+    if let Some(ms) = timeout_ms {
+        sql.push_str(&format!("; SET LOCAL statement_timeout TO {ms}"));
+    }
+    if let Some(role) = local_role_setting(role) {
+        sql.push_str("; ");
+        sql.push_str(&role);
+    }
+    sql
 }
 
 /// See [`DriverCheckout::local_role_setting`]; `role` quoted.

@@ -650,3 +650,51 @@ async fn shared_names_kept_in_the_registry() {
     let err = t.declare_shared_names([""]).await.unwrap_err();
     assert!(matches!(err, Error::Refused { .. }), "{err:?}");
 }
+
+/// A temporary table a tenant's function left on a pooled connection (`CREATE TEMP TABLE IF
+/// NOT EXISTS` in a PL/pgSQL body, unseen by the SQL reader) does not take the migration meant
+/// for the tenant's table of the same name: `pg_temp` is searched before the schema's path,
+/// and the migration's `ALTER TABLE notes` would alter the temporary table while the history
+/// recorded it applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_table_a_function_left_does_not_take_a_migration() {
+    let db = database().await;
+    let pool = db.new_pool(2).unwrap();
+    let old = Tenancy::builder(pool.clone())
+        .migrations(v1())
+        .build()
+        .await
+        .unwrap();
+    let a = tenants(&old, "migtmp_", 1).await.remove(0);
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE FUNCTION public.plant() RETURNS text LANGUAGE plpgsql AS $$ BEGIN \
+               CREATE TEMP TABLE IF NOT EXISTS notes (id bigint, body text); RETURN 'ok'; END $$",
+        )
+        .await
+        .unwrap();
+    // On both pooled connections at once.
+    let (one, two) = (
+        old.router().connection_for_schema(&a).await.unwrap(),
+        old.router().connection_for_schema(&a).await.unwrap(),
+    );
+    for conn in [&one, &two] {
+        conn.query_one("SELECT public.plant()", &[]).await.unwrap();
+    }
+    drop((one, two));
+
+    let new = Tenancy::builder(pool)
+        .migrations(v3("ALTER TABLE notes ADD COLUMN extra int"))
+        .build()
+        .await
+        .unwrap();
+    let report = new.migrate(&RunOptions::default(), None).await.unwrap();
+    assert_eq!(report.failures().count(), 0, "{report:?}");
+    assert_eq!(new.registry().get(&a).await.unwrap().version, 3);
+    assert!(
+        column_exists(&new, &a, "extra").await,
+        "the migration altered the temporary table, and the history says it was applied"
+    );
+}

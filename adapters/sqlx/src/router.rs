@@ -365,19 +365,12 @@ impl SqlxRouter {
             // transaction this message begins. That it is this message's (`fresh`: `now()`
             // is the start of the current transaction, `statement_timestamp()` the receipt of
             // this message) is checked: a `BEGIN` inside a block left open would only warn,
-            // and join it. Temporary objects and prepared statements belong to whichever
-            // client had the server connection last, so they are not checked.
-            let timeout = checkout
-                .statement_timeout()
-                .map(|t| format!("SET LOCAL statement_timeout TO {}; ", t.as_millis()))
-                .unwrap_or_default();
-            // Role mode: the tenant's role, local to the transaction too.
-            let role = checkout
-                .local_role_setting()
-                .map(|role| format!("{role}; "))
-                .unwrap_or_default();
+            // and join it. Temporary objects belong to whichever client had the server
+            // connection last: dropped first (`DriverCheckout::local_settings`). Prepared
+            // statements are not checked.
             let sql = format!(
-                "{begin}; SET LOCAL search_path TO {path}; {timeout}{role}{}",
+                "{begin}; {}; {}",
+                checkout.local_settings(&path),
                 checks(&schema)
             );
             self.checkout(&checkout, &Switch::Transaction(sql)).await?

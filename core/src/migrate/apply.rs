@@ -7,6 +7,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 use super::set::{HistoryRow, Migration, TenantMigrations};
+use crate::checkout::DROP_LEFT_TEMPORARY;
 use crate::error::{Error, Result};
 use crate::schema::{search_path, SchemaName};
 
@@ -34,9 +35,15 @@ impl TenantMigrations {
         self.validate()?;
         let db = |e| Error::db("migrating", schema, e);
         let set_path = format!("SET LOCAL search_path TO {}", search_path(schema, &[]));
-        tx.batch_execute(&format!("{set_path}; {}", create_history_sql(schema)))
-            .await
-            .map_err(db)?;
+        // Temporary tables left on the connection (a tenant's function made one; behind a
+        // pooler, another client) would stand in for the schema's tables of the same name in
+        // unqualified migration SQL: `pg_temp` is searched first.
+        tx.batch_execute(&format!(
+            "{DROP_LEFT_TEMPORARY}; {set_path}; {}",
+            create_history_sql(schema)
+        ))
+        .await
+        .map_err(db)?;
         let applied = tx.query(&applied_sql(schema), &[]).await.map_err(db)?;
         let current = self.check_applied(schema, &applied)?;
         // Up to the first no-transaction step: it runs once this transaction committed.

@@ -15,7 +15,7 @@ use super::pool::{RouterPool, SearchPathMode};
 use super::session::{self, Gate, Remembered};
 use super::statement::{PreparedEffects, Source, ToScopedStatement};
 use super::tenant_transaction::TenantTransaction;
-use crate::checkout::DriverCheckout;
+use crate::checkout::{DriverCheckout, DROP_LEFT_TEMPORARY};
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
 use crate::sql::{self, Effects};
@@ -478,18 +478,11 @@ impl ConnectionScope {
     }
 
     /// What a transaction of its own sets (transaction mode): `SET LOCAL search_path`, and
-    /// the tenant's `statement_timeout` when it has one (a `SET LOCAL` ends with the
-    /// transaction: nothing to reset).
+    /// the tenant's `statement_timeout` and role when it has them (a `SET LOCAL` ends with
+    /// the transaction: nothing to reset). Sent again, alone, to set the path back inside a
+    /// transaction; a transaction-mode `BEGIN` sends [`DROP_LEFT_TEMPORARY`] first.
     pub(super) fn local_settings(&self) -> String {
-        let mut sql = format!("SET LOCAL search_path TO {}", self.path);
-        if let Some(ms) = self.statement_timeout_ms {
-            sql.push_str(&format!("; SET LOCAL statement_timeout TO {ms}"));
-        }
-        if let Some(role) = crate::checkout::local_role_setting(self.role.as_deref()) {
-            sql.push_str("; ");
-            sql.push_str(&role);
-        }
-        sql
+        crate::checkout::local_settings(&self.path, self.statement_timeout_ms, self.role.as_deref())
     }
 
     /// After a switch committed: the checkout's first is done, and when it `reset` the
@@ -1065,11 +1058,17 @@ impl ConnectionScope {
             self.schema.clone(),
             self.local_settings(),
             format!(
-                "{}{}; {}",
+                "{}{}{}; {}",
                 if self.read_only {
                     "SET TRANSACTION READ ONLY; "
                 } else {
                     ""
+                },
+                // Transaction mode: temporary tables the server connection's last user left.
+                if local {
+                    format!("{DROP_LEFT_TEMPORARY}; ")
+                } else {
+                    String::new()
                 },
                 self.local_settings(),
                 self.existence_check()

@@ -226,8 +226,10 @@ async fn run(
         .await
         .map_err(err)?;
     let timeout_ms = options.statement_timeout.as_millis().max(1);
+    // Temporary tables left on the connection would stand in for `public`'s in the report.
     tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL search_path TO public"
+        "{}; SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL search_path TO public",
+        crate::checkout::DROP_LEFT_TEMPORARY
     ))
     .await
     .map_err(err)?;

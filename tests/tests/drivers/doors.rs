@@ -9,6 +9,11 @@
 //! - leave a connection held across `delete_tenant` and `rename_schema` able to reach
 //!   nothing: reads, writes and an unqualified `CREATE TABLE` fail, and `public` (which has
 //!   a `marker` table of its own) gains nothing.
+//!
+//! And a second scenario, over one connection (one server connection behind PgBouncer): a
+//! temporary table left on the session — by a function the tenant called, by plain SQL, or
+//! by another client of the pooler — never stands in for the next tenant's table
+//! (PostgreSQL searches `pg_temp` before the tenant's path).
 
 use std::time::Duration;
 
@@ -209,6 +214,27 @@ impl Held {
         }
     }
 
+    /// The bodies of `notes` as the tenant's SQL sees them (unqualified), sorted.
+    async fn bodies(&mut self, schema: &SchemaName) -> Result<Vec<String>, Refusal> {
+        const BODIES: &str = "SELECT body FROM notes ORDER BY body";
+        match self {
+            Self::Core(db) => db
+                .query(BODIES, &[])
+                .await
+                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                .map_err(|e| core_refusal(&e)),
+            Self::SqlxSession(conn) => sqlx::query_scalar(BODIES)
+                .fetch_all(&mut **conn)
+                .await
+                .map_err(|e| query_refusal(schema, e)),
+            Self::SqlxTransaction(tx) => sqlx::query_scalar(BODIES)
+                .persistent(false)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(|e| query_refusal(schema, e)),
+        }
+    }
+
     async fn finish(self) {
         if let Self::SqlxTransaction(tx) = self {
             let _ = tx.commit().await;
@@ -390,4 +416,147 @@ async fn every_door_sqlx_behind_pgbouncer() {
         .tenant_states(tenancy.tenant_states())
         .build();
     run(Door::Sqlx(router), &db, &tenancy, &schemas).await;
+}
+
+/// `public.plant(who)`: a PL/pgSQL function that keeps a temporary table `notes` (a common
+/// pattern: `CREATE TEMP TABLE IF NOT EXISTS` in its body), which the SQL reader cannot see.
+const PLANT: &str = "CREATE FUNCTION public.plant(who text) RETURNS text LANGUAGE plpgsql AS $$ \
+     BEGIN CREATE TEMP TABLE IF NOT EXISTS notes (id bigint, body text); \
+     INSERT INTO notes VALUES (1, 'planted by ' || who); RETURN who; END $$";
+
+/// The temporary-table scenario: `door` hands out connections over ONE server connection;
+/// `other_client`, when given, is another client of the same pooler (not the library). After
+/// tenant `s[0]` leaves a temporary `notes` on the session — through a function, through
+/// plain SQL (which a door may refuse) — and after the other client does, tenant `s[1]`'s
+/// unqualified `notes` is its own (one note, `x`), through a connection and a transaction.
+async fn no_temporary_table_reaches_the_next_tenant(
+    door: &Door,
+    db: &TestDatabase,
+    s: &[SchemaName],
+    other_client: Option<&tenant_schemas::deadpool_postgres::Pool>,
+) {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(PLANT)
+        .await
+        .unwrap();
+    let (a, b) = (&s[0], &s[1]);
+    let next_tenant_reads_its_own = |how: &'static str| async move {
+        let mut held = door.hold(Tenant::new(b.clone())).await.unwrap();
+        let bodies = held.bodies(b).await.unwrap();
+        held.finish().await;
+        assert_eq!(
+            bodies,
+            ["x"],
+            "after {how}, tenant {b}'s `notes` is another's temporary table"
+        );
+    };
+
+    let mut held = door.hold(Tenant::new(a.clone())).await.unwrap();
+    held.run(a, "SELECT public.plant('a')").await.unwrap();
+    held.finish().await;
+    next_tenant_reads_its_own("a function's temporary table").await;
+
+    let mut held = door.hold(Tenant::new(a.clone())).await.unwrap();
+    // Refused by a door that reads the SQL in transaction mode; either way, nothing may reach
+    // the next tenant.
+    let typed = held
+        .run(
+            a,
+            "CREATE TEMP TABLE notes AS SELECT 1::bigint AS id, 'typed by a'::text AS body",
+        )
+        .await;
+    held.finish().await;
+    next_tenant_reads_its_own(if typed.is_ok() {
+        "a temporary table made by SQL"
+    } else {
+        "a refused temporary table"
+    })
+    .await;
+
+    if let Some(pool) = other_client {
+        pool.get()
+            .await
+            .unwrap()
+            .batch_execute(
+                "CREATE TEMP TABLE notes (id bigint, body text); \
+                 INSERT INTO notes VALUES (1, 'left by another client')",
+            )
+            .await
+            .unwrap();
+        next_tenant_reads_its_own("another client's temporary table").await;
+    }
+}
+
+/// Tenants `<prefix>0..2` over a `Tenancy` in `mode` whose pool has ONE connection.
+async fn one_connection_core(
+    mode: SearchPathMode,
+    prefix: &str,
+) -> (TestDatabase, Tenancy, Vec<SchemaName>) {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(marker_and_notes())
+        .search_path_mode(mode)
+        .build()
+        .await
+        .unwrap();
+    let schemas = marked_tenants(&tenancy, prefix, 2).await;
+    (db, tenancy, schemas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_temporary_table_reaches_the_next_tenant_core_session_mode() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "tmp_cs").await;
+    no_temporary_table_reaches_the_next_tenant(&Door::Core(tenancy), &db, &s, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_temporary_table_reaches_the_next_tenant_core_transaction_mode() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Transaction, "tmp_ct").await;
+    no_temporary_table_reaches_the_next_tenant(&Door::Core(tenancy), &db, &s, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_temporary_table_reaches_the_next_tenant_core_behind_pgbouncer() {
+    let db = database().await;
+    let (bouncer, tenancy) = bounced_tenancy(&db, 1, 2).await;
+    let s = marked_tenants(&tenancy, "tmp_cb", 2).await;
+    let other = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
+    no_temporary_table_reaches_the_next_tenant(&Door::Core(tenancy), &db, &s, Some(&other)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_temporary_table_reaches_the_next_tenant_sqlx_session_mode() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "tmp_ss").await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    no_temporary_table_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_temporary_table_reaches_the_next_tenant_sqlx_behind_pgbouncer() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "tmp_sb").await;
+    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 1).unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(
+            tenant_schemas_sqlx::connect_options(&bouncer.config(db.name()))
+                .statement_cache_capacity(0),
+        )
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .mode(SearchPathMode::Transaction)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    let other = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
+    no_temporary_table_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, Some(&other)).await;
 }

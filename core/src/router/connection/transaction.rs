@@ -15,6 +15,7 @@ use tokio_postgres::SimpleQueryMessage;
 
 use super::{is_replannable, not_in_transaction_mode, refuse_transaction_control};
 use super::{ConnectionScope, Target, POOLER_DOES_NOT_KEEP, POOLER_KEEPS, POOLER_UNKNOWN};
+use crate::checkout::DROP_LEFT_TEMPORARY;
 use crate::error::{Error, Result};
 use crate::router::session;
 use crate::router::statement::{statement_name, unshared, Source};
@@ -294,7 +295,7 @@ impl ConnectionScope {
             self.pool.count_existence_check();
         }
         let begin = format!(
-            "BEGIN{}; {}{}",
+            "BEGIN{}; {DROP_LEFT_TEMPORARY}; {}{}",
             if self.read_only { " READ ONLY" } else { "" },
             self.local_settings(),
             if check {

@@ -509,7 +509,8 @@ impl DriverCheckout {
     pub fn session_prefix(&self, reset: bool) -> String {
         let mut sql = String::new();
         if reset {
-            sql.push_str("RESET SESSION AUTHORIZATION; RESET ALL; ");
+            sql.push_str(SESSION_RESETS);
+            sql.push_str("; ");
         }
         if let Some(timeout) = self.statement_timeout_setting() {
             sql.push_str(&format!("SET statement_timeout TO {timeout}; "));
@@ -525,18 +526,23 @@ impl DriverCheckout {
         sql
     }
 
-    /// What a transaction-mode switch sends right behind its `BEGIN`, in the same message:
-    /// `DISCARD TEMP` (temporary tables the server connection's last user left — another
-    /// tenant's function, or another client of the pooler — would otherwise stand in for the
-    /// tenant's tables: `pg_temp` is searched before the path), then `SET LOCAL search_path TO
-    /// <path>`, the tenant's `SET LOCAL statement_timeout` when it has one, and in role mode
-    /// the [local role](Self::local_role_setting). Nothing outlives the transaction. `path` is
-    /// the search path, e.g. `"acme", public`, built from validated, quoted names.
+    /// A transaction-mode switch: the `BEGIN` (`READ ONLY` for a read-only tenant, `READ
+    /// WRITE` with `reset`) and, in the same message, with `reset` the resets of
+    /// [`session_prefix`](Self::session_prefix) and `RESET ROLE` (what an earlier client of
+    /// the server connection set for the session — another tenant's `SET app.user_id …`, a
+    /// function's `set_config(…, false)` — is undone, and the undoing commits with the
+    /// transaction), then `DISCARD TEMP` (temporary tables the server connection's last user
+    /// left — another tenant's function, or another client of the pooler — would otherwise
+    /// stand in for the tenant's tables: `pg_temp` is searched before the path), then `SET
+    /// LOCAL search_path TO <path>`, the tenant's `SET LOCAL statement_timeout` when it has
+    /// one, and in role mode the [local role](Self::local_role_setting). `path` is the search
+    /// path, e.g. `"acme", public`, built from validated, quoted names.
     #[must_use]
-    pub fn local_settings(&self, path: &str) -> String {
+    pub fn local_begin(&self, path: &str, reset: bool) -> String {
         format!(
-            "{DROP_LEFT_TEMPORARY}; {}",
-            local_settings(path, self.statement_timeout_ms, self.role.as_deref())
+            "BEGIN{}; {}",
+            begin_access(self.read_only(), reset),
+            local_start(path, self.statement_timeout_ms, self.role.as_deref(), reset)
         )
     }
 
@@ -841,6 +847,45 @@ pub(crate) fn role_setting(role: Option<&str>) -> Option<String> {
 /// TABLE IF NOT EXISTS` in a PL/pgSQL body) where no SQL reader sees it. Transactional, and
 /// allowed in a read-only transaction; cheap when there are none.
 pub(crate) const DROP_LEFT_TEMPORARY: &str = "DISCARD TEMP";
+
+/// The resets of a switch that starts from the connection's startup settings: the session
+/// authorization and every setting (`RESET ALL` leaves the role alone; a `RESET ROLE` or
+/// the tenant's role follows). See [`DriverCheckout::session_prefix`].
+pub(crate) const SESSION_RESETS: &str = "RESET SESSION AUTHORIZATION; RESET ALL";
+
+/// The access mode a transaction-mode `BEGIN` states: `READ ONLY` for a read-only tenant;
+/// with `reset`, `READ WRITE` (a transaction begun under a `default_transaction_read_only`
+/// the server connection's last user left on would stay read-only after `RESET ALL`).
+pub(crate) fn begin_access(read_only: bool, reset: bool) -> &'static str {
+    if read_only {
+        " READ ONLY"
+    } else if reset {
+        " READ WRITE"
+    } else {
+        ""
+    }
+}
+
+/// What a transaction-mode transaction sends right behind its `BEGIN`, in the same message:
+/// with `reset`, [`SESSION_RESETS`] and `RESET ROLE` (they commit with the transaction and
+/// stay on the server connection, which is what they are for), then
+/// [`DROP_LEFT_TEMPORARY`], then the [`local_settings`].
+pub(crate) fn local_start(
+    path: &str,
+    timeout_ms: Option<u32>,
+    role: Option<&str>,
+    reset: bool,
+) -> String {
+    let mut sql = String::new();
+    if reset {
+        sql.push_str(SESSION_RESETS);
+        sql.push_str("; RESET ROLE; ");
+    }
+    sql.push_str(DROP_LEFT_TEMPORARY);
+    sql.push_str("; ");
+    sql.push_str(&local_settings(path, timeout_ms, role));
+    sql
+}
 
 /// The `SET LOCAL`s of a transaction-mode switch, in order: the search path `path`, the
 /// tenant's `statement_timeout` (`timeout_ms`) and, in role mode, its `role` (quoted); each

@@ -461,9 +461,10 @@ async fn a_scope_keeps_what_it_set_itself() {
     }
 }
 
-/// Transaction mode ignores the option: nothing breaks.
+/// Transaction mode with the option (every transaction begins with the resets): statements,
+/// transactions, tenant creation and migrations are served as without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transaction_mode_ignores_the_option() {
+async fn transaction_mode_with_the_option_serves_as_without() {
     let (_db, tenancy, a, b) = setup_with("rst_", SearchPathMode::Transaction, None).await;
     let router = tenancy.router();
     let mut conn = router.connection_for_schema(&a).await.unwrap();

@@ -139,12 +139,15 @@ impl SqlxRouterBuilder {
         self
     }
 
-    /// Whether each session-mode checkout's switch begins by resetting what an earlier
-    /// checkout's SQL left on the pooled session (on by default): `RESET SESSION
-    /// AUTHORIZATION`, `RESET ALL`, `RESET ROLE`, in the same message as the switch, so that
-    /// `SET work_mem …`, `SET app.user_id …` or `set_config(…, false)` made for one request
-    /// (one tenant) never reach the next. The driver does not read the SQL sent through its
-    /// connections, so it cannot tell when that is needed.
+    /// Whether each checkout's switch begins by resetting what an earlier checkout's SQL
+    /// left on the pooled session (on by default): `RESET SESSION AUTHORIZATION`, `RESET
+    /// ALL`, `RESET ROLE`, in the same message as the switch, so that `SET work_mem …`, `SET
+    /// app.user_id …` or `set_config(…, false)` made for one request (one tenant) never reach
+    /// the next. The driver does not read the SQL sent through its connections, so it cannot
+    /// tell when that is needed. In transaction mode the resets follow `BEGIN READ WRITE`
+    /// (`READ ONLY` for a read-only tenant) in the transaction's first message and commit
+    /// with it, so they also undo what another client of the pooler left on the server
+    /// connection (`DriverCheckout::local_begin`).
     ///
     /// `false` saves what the reset costs: with it, 0.36 and 0.48 of plain sqlx's throughput
     /// with one tenant where `false` gave 0.45 and 0.52 in the same runs; 0.13–0.14 against
@@ -365,12 +368,12 @@ impl SqlxRouter {
             // transaction this message begins. That it is this message's (`fresh`: `now()`
             // is the start of the current transaction, `statement_timestamp()` the receipt of
             // this message) is checked: a `BEGIN` inside a block left open would only warn,
-            // and join it. Temporary objects belong to whichever client had the server
-            // connection last: dropped first (`DriverCheckout::local_settings`). Prepared
-            // statements are not checked.
+            // and join it. What the server connection's last user left — settings (unless
+            // `reset_settings(false)`), temporary objects — is undone first
+            // (`DriverCheckout::local_begin`). Prepared statements are not checked.
             let sql = format!(
-                "{begin}; {}; {}",
-                checkout.local_settings(&path),
+                "{}; {}",
+                checkout.local_begin(&path, self.inner.reset_settings),
                 checks(&schema)
             );
             self.checkout(&checkout, &Switch::Transaction(sql)).await?

@@ -4,7 +4,10 @@
 //! checkout), and what a checkout that changes a connection's schema costs at least (the same
 //! plus the closing of sqlx's prepared statements, which are then prepared again); and
 //! `SharedStatements`, the router with `shared_statements(true)` at 1,000 tenants, and `NoReset`,
-//! the router with `reset_settings(false)` (no `RESET ALL` in its switch). The table
+//! the router with `reset_settings(false)` (no `RESET ALL` in its switch); and in transaction
+//! mode (`begin_for`, the SELECT, `COMMIT`; over the same direct connections),
+//! `Transaction` with the resets every transaction begins with by default and
+//! `TransactionNoReset` without them. The table
 //! shape of `load`: `items(id int primary key, v text)` with 100 rows; N tasks (default 32)
 //! share a pool of 16; each operation is a checkout and one primary-key SELECT of a random
 //! row of a random tenant.
@@ -20,7 +23,7 @@ use rand::Rng;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor};
 use tenant_schemas::testing::TestCluster;
-use tenant_schemas::SchemaName;
+use tenant_schemas::{SchemaName, SearchPathMode};
 use tenant_schemas_benches::{baseline_schema, items_tenancy, RunLength, ROWS, SQL};
 use tenant_schemas_sqlx::{connect_options, SqlxRouter};
 
@@ -56,6 +59,11 @@ enum Variant {
     SharedStatements,
     /// `TenantSqlx` with `reset_settings(false)`: no `RESET ALL` in the switch.
     NoReset,
+    /// Transaction mode: `begin_for`, the SELECT and `COMMIT`; each transaction begins with
+    /// the resets (the default).
+    Transaction,
+    /// `Transaction` with `reset_settings(false)`.
+    TransactionNoReset,
 }
 
 async fn one_op(
@@ -81,11 +89,28 @@ async fn one_op(
                 .await
                 .expect("select");
         }
+        Variant::Transaction | Variant::TransactionNoReset => {
+            let router = if variant == Variant::Transaction {
+                &routers.transaction
+            } else {
+                &routers.transaction_no_reset
+            };
+            let mut tx = router
+                .begin_for(&schemas[pick % schemas.len()])
+                .await
+                .expect("transaction");
+            let (_v,): (String,) = sqlx::query_as(SQL)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .expect("select");
+            tx.commit().await.expect("commit");
+        }
         Variant::TenantSqlx | Variant::SharedStatements | Variant::NoReset => {
             let router = match variant {
-                Variant::TenantSqlx => &routers.0,
-                Variant::SharedStatements => &routers.1,
-                _ => &routers.2,
+                Variant::TenantSqlx => &routers.default,
+                Variant::SharedStatements => &routers.shared,
+                _ => &routers.no_reset,
             };
             let mut conn = router
                 .connection_for_schema(&schemas[pick % schemas.len()])
@@ -141,8 +166,16 @@ async fn measure(
     all
 }
 
-/// The default router, and one with `shared_statements(true)` (each over a pool of its own).
-type Routers = Arc<(SqlxRouter, SqlxRouter, SqlxRouter)>;
+/// The routers of the variants, each over a pool of its own.
+struct RouterSet {
+    default: SqlxRouter,
+    shared: SqlxRouter,
+    no_reset: SqlxRouter,
+    transaction: SqlxRouter,
+    transaction_no_reset: SqlxRouter,
+}
+
+type Routers = Arc<RouterSet>;
 
 fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
@@ -186,10 +219,34 @@ async fn main() {
     )
     .shared_statements(true)
     .build();
-    let no_reset = SqlxRouter::builder(pool_options().connect_with(options).await.expect("pool"))
-        .reset_settings(false)
-        .build();
-    let routers: Routers = Arc::new((router, shared, no_reset));
+    let no_reset = SqlxRouter::builder(
+        pool_options()
+            .connect_with(options.clone())
+            .await
+            .expect("pool"),
+    )
+    .reset_settings(false)
+    .build();
+    let transaction = SqlxRouter::builder(
+        pool_options()
+            .connect_with(options.clone())
+            .await
+            .expect("pool"),
+    )
+    .mode(SearchPathMode::Transaction)
+    .build();
+    let transaction_no_reset =
+        SqlxRouter::builder(pool_options().connect_with(options).await.expect("pool"))
+            .mode(SearchPathMode::Transaction)
+            .reset_settings(false)
+            .build();
+    let routers: Routers = Arc::new(RouterSet {
+        default: router,
+        shared,
+        no_reset,
+        transaction,
+        transaction_no_reset,
+    });
 
     println!(
         "\n{tasks} tasks, pool {POOL}, {secs} s per run; ratio = throughput / baseline (plain sqlx, one schema)"
@@ -208,6 +265,10 @@ async fn main() {
         (schemas.len(), Variant::TenantSqlx),
         (schemas.len(), Variant::NoReset),
         (schemas.len(), Variant::SharedStatements),
+        (1, Variant::Transaction),
+        (1, Variant::TransactionNoReset),
+        (schemas.len(), Variant::Transaction),
+        (schemas.len(), Variant::TransactionNoReset),
     ];
     for (t, variant) in rows {
         let subset = Arc::new(schemas[..t].to_vec());
@@ -220,9 +281,9 @@ async fn main() {
                 .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
                 .map_or(0, |d| d.as_micros())
         };
-        let t_label = if matches!(
+        let t_label = if !matches!(
             variant,
-            Variant::TenantSqlx | Variant::SharedStatements | Variant::NoReset
+            Variant::Baseline | Variant::RoundTripFloor | Variant::ClearFloor
         ) {
             t.to_string()
         } else {
@@ -235,6 +296,7 @@ async fn main() {
             rate / base
         );
     }
-    println!("\nrouter: {:?}", routers.0.stats());
-    println!("shared_statements router: {:?}", routers.1.stats());
+    println!("\nrouter: {:?}", routers.default.stats());
+    println!("shared_statements router: {:?}", routers.shared.stats());
+    println!("transaction-mode router: {:?}", routers.transaction.stats());
 }

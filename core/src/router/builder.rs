@@ -112,8 +112,8 @@ impl SchemaRouterBuilder {
         self
     }
 
-    /// Session mode: every checkout starts from the connection's startup settings (`true`), or
-    /// only one after a scope whose SQL was seen leaving settings (`false`, the default).
+    /// Every checkout starts from the connection's startup settings (`true`), or only one
+    /// after a scope whose SQL was seen leaving settings (`false`, the default).
     ///
     /// By default a checkout that finds its connection on its path sends nothing, and the
     /// resets (`RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE`) go out only when the
@@ -134,8 +134,14 @@ impl SchemaRouterBuilder {
     /// the resets' work on the server: a fifth to a third of the throughput with one tenant, a
     /// sixth with 1,000 (BENCHMARKS.md §14).
     /// Give connection-wide settings in the URL's `options`, which `RESET ALL` keeps, not in
-    /// a `SET` of a pool hook. Ignored in transaction mode, where each statement's settings
-    /// end with its transaction.
+    /// a `SET` of a pool hook.
+    ///
+    /// In transaction mode, where the SQL's own session settings are refused but a function's
+    /// are not seen, every transaction begins `BEGIN READ WRITE` (`READ ONLY` for a read-only
+    /// tenant) with the resets in the same message, so what a function or another client of
+    /// the pooler left on the server connection is undone (the undoing commits with the
+    /// transaction); no extra round trip. The library's own work behind a pooler is not
+    /// reset: a reset sent on its own would reach whichever server connection is free.
     pub fn reset_settings(mut self, yes: bool) -> Self {
         self.reset_settings = yes;
         self

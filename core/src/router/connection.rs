@@ -15,7 +15,7 @@ use super::pool::{RouterPool, SearchPathMode};
 use super::session::{self, Gate, Remembered};
 use super::statement::{PreparedEffects, Source, ToScopedStatement};
 use super::tenant_transaction::TenantTransaction;
-use crate::checkout::{DriverCheckout, DROP_LEFT_TEMPORARY};
+use crate::checkout::{begin_access, DriverCheckout};
 use crate::error::{Error, Result};
 use crate::schema::SchemaName;
 use crate::sql::{self, Effects};
@@ -480,9 +480,21 @@ impl ConnectionScope {
     /// What a transaction of its own sets (transaction mode): `SET LOCAL search_path`, and
     /// the tenant's `statement_timeout` and role when it has them (a `SET LOCAL` ends with
     /// the transaction: nothing to reset). Sent again, alone, to set the path back inside a
-    /// transaction; a transaction-mode `BEGIN` sends [`DROP_LEFT_TEMPORARY`] first.
+    /// transaction; a transaction-mode `BEGIN` sends [`local_start`](Self::local_start).
     pub(super) fn local_settings(&self) -> String {
         crate::checkout::local_settings(&self.path, self.statement_timeout_ms, self.role.as_deref())
+    }
+
+    /// What a transaction-mode transaction sends behind its `BEGIN` (see
+    /// [`crate::checkout::local_start`]): with `reset`, the session's resets; the temporary
+    /// tables left on the connection dropped; the [`local_settings`](Self::local_settings).
+    pub(super) fn local_start(&self, reset: bool) -> String {
+        crate::checkout::local_start(
+            &self.path,
+            self.statement_timeout_ms,
+            self.role.as_deref(),
+            reset,
+        )
     }
 
     /// After a switch committed: the checkout's first is done, and when it `reset` the
@@ -1046,6 +1058,8 @@ impl ConnectionScope {
     pub async fn transaction(&mut self) -> Result<TenantTransaction<'_>> {
         let entered = self.gate.enter(&self.schema).await?;
         let local = self.transaction_mode();
+        // Transaction mode with `reset_settings`: the transaction begins with the resets.
+        let reset = local && self.pool.resets_settings();
         if !local {
             self.ensure_path().await?;
         }
@@ -1058,19 +1072,18 @@ impl ConnectionScope {
             self.schema.clone(),
             self.local_settings(),
             format!(
-                "{}{}{}; {}",
-                if self.read_only {
-                    "SET TRANSACTION READ ONLY; "
-                } else {
-                    ""
+                "{}{}; {}",
+                match begin_access(self.read_only, reset) {
+                    "" => String::new(),
+                    access => format!("SET TRANSACTION{access}; "),
                 },
-                // Transaction mode: temporary tables the server connection's last user left.
+                // Transaction mode: what the server connection's last user left (see
+                // `local_start`).
                 if local {
-                    format!("{DROP_LEFT_TEMPORARY}; ")
+                    self.local_start(reset)
                 } else {
-                    String::new()
+                    self.local_settings()
                 },
-                self.local_settings(),
                 self.existence_check()
             ),
         );

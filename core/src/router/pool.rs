@@ -171,18 +171,21 @@ impl RouterPool {
         self
     }
 
-    /// Says whether every checkout starts from the connection's startup settings (session
-    /// mode; see [`resets_settings`](Self::resets_settings)).
+    /// Says whether every checkout starts from the connection's startup settings (see
+    /// [`resets_settings`](Self::resets_settings)).
     pub(super) fn resetting_settings(mut self, yes: bool) -> Self {
-        self.resets_settings = yes && self.mode == SearchPathMode::Session;
-        if self.resets_settings {
+        self.resets_settings = yes;
+        if yes && self.mode == SearchPathMode::Session {
+            // Behind a transaction pooler the library's own work gets whichever server
+            // connection is free: a reset sent on its own would reach another.
             crate::databases::note_resets_asked();
         }
         self
     }
 
-    /// Session mode with [`reset_settings`]: every checkout switches, and every switch
-    /// resets the session's settings first.
+    /// [`reset_settings`]: in session mode every checkout switches, and every switch resets
+    /// the session's settings first; in transaction mode every transaction begins with the
+    /// resets.
     ///
     /// [`reset_settings`]: super::SchemaRouterBuilder::reset_settings
     pub(super) fn resets_settings(&self) -> bool {

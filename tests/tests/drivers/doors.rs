@@ -13,7 +13,9 @@
 //! And a second scenario, over one connection (one server connection behind PgBouncer): a
 //! temporary table left on the session — by a function the tenant called, by plain SQL, or
 //! by another client of the pooler — never stands in for the next tenant's table
-//! (PostgreSQL searches `pg_temp` before the tenant's path).
+//! (PostgreSQL searches `pg_temp` before the tenant's path). And a third: a setting left on
+//! the session — by a function, by plain SQL, or by another client of the pooler — never
+//! reaches the next tenant's checkout (`reset_settings(true)` for the core, sqlx's default).
 
 use std::time::Duration;
 
@@ -210,6 +212,26 @@ impl Held {
                 .execute(&mut **tx)
                 .await
                 .map(|_| ())
+                .map_err(|e| query_refusal(schema, e)),
+        }
+    }
+
+    /// The text `sql` returns (one row, one column).
+    async fn text(&mut self, schema: &SchemaName, sql: &str) -> Result<String, Refusal> {
+        match self {
+            Self::Core(db) => db
+                .query_one(sql, &[])
+                .await
+                .map(|r| r.get(0))
+                .map_err(|e| core_refusal(&e)),
+            Self::SqlxSession(conn) => sqlx::query_scalar(sql)
+                .fetch_one(&mut **conn)
+                .await
+                .map_err(|e| query_refusal(schema, e)),
+            Self::SqlxTransaction(tx) => sqlx::query_scalar(sql)
+                .persistent(false)
+                .fetch_one(&mut **tx)
+                .await
                 .map_err(|e| query_refusal(schema, e)),
         }
     }
@@ -559,4 +581,172 @@ async fn no_temporary_table_reaches_the_next_tenant_sqlx_behind_pgbouncer() {
         .build();
     let other = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
     no_temporary_table_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, Some(&other)).await;
+}
+
+/// `public.leave(who)`: a PL/pgSQL function that sets, for the session, a custom setting, a
+/// server setting, and the session's transactions read-only; the SQL reader sees a `SELECT`.
+const LEAVE: &str = "CREATE FUNCTION public.leave(who text) RETURNS text LANGUAGE plpgsql AS $$ \
+     BEGIN PERFORM set_config('app.token', who, false); \
+     PERFORM set_config('work_mem', '1234kB', false); \
+     PERFORM set_config('default_transaction_read_only', 'on', false); RETURN who; END $$";
+
+/// What the next tenant must find: no token, the server's `work_mem`.
+const SETTINGS: &str =
+    "SELECT coalesce(current_setting('app.token', true), '') || '|' || current_setting('work_mem')";
+
+/// The settings scenario: `door` hands out connections over ONE server connection (behind
+/// PgBouncer, `other_client` is another client of it). After tenant `s[0]` leaves settings on
+/// the session — through a function, through plain SQL (which a door may refuse) — and after
+/// the other client does, tenant `s[1]` finds the defaults and can write.
+async fn no_setting_reaches_the_next_tenant(
+    door: &Door,
+    db: &TestDatabase,
+    s: &[SchemaName],
+    other_client: Option<&tenant_schemas::deadpool_postgres::Pool>,
+) {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(LEAVE)
+        .await
+        .unwrap();
+    let (a, b) = (&s[0], &s[1]);
+    let defaults = format!("|{}", {
+        let raw = db.pool().get().await.unwrap();
+        raw.query_one("SELECT current_setting('work_mem')", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    });
+    let next_tenant_finds_the_defaults = |how: &'static str| {
+        let defaults = defaults.clone();
+        async move {
+            let mut held = door.hold(Tenant::new(b.clone())).await.unwrap();
+            // The write first: in the transaction that begins with the resets.
+            let wrote = held.run(b, WRITE).await;
+            let found = held.text(b, SETTINGS).await.unwrap();
+            held.finish().await;
+            assert_eq!(
+                found, defaults,
+                "after {how}, tenant {b} found another's settings"
+            );
+            assert_eq!(wrote, Ok(()), "after {how}, tenant {b} could not write");
+        }
+    };
+
+    let mut held = door.hold(Tenant::new(a.clone())).await.unwrap();
+    held.run(a, "SELECT public.leave('a-by-function')")
+        .await
+        .unwrap();
+    held.finish().await;
+    next_tenant_finds_the_defaults("a function's settings").await;
+
+    let mut held = door.hold(Tenant::new(a.clone())).await.unwrap();
+    // Refused by a door that reads the SQL in transaction mode.
+    let typed = held
+        .run(a, "SET app.token = 'a-by-sql'; SET work_mem = '2345kB'")
+        .await;
+    held.finish().await;
+    next_tenant_finds_the_defaults(if typed.is_ok() {
+        "settings made by SQL"
+    } else {
+        "refused settings"
+    })
+    .await;
+
+    if let Some(pool) = other_client {
+        pool.get()
+            .await
+            .unwrap()
+            .batch_execute(
+                "SET app.token = 'another-client'; SET work_mem = '3456kB'; \
+                 SET default_transaction_read_only = on",
+            )
+            .await
+            .unwrap();
+        next_tenant_finds_the_defaults("another client's settings").await;
+    }
+}
+
+/// A `Tenancy` in `mode` with `reset_settings(true)` over ONE connection, tenants
+/// `<prefix>0..2`.
+async fn one_connection_resetting(
+    mode: SearchPathMode,
+    prefix: &str,
+) -> (TestDatabase, Tenancy, Vec<SchemaName>) {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(marker_and_notes())
+        .search_path_mode(mode)
+        .reset_settings(true)
+        .build()
+        .await
+        .unwrap();
+    let schemas = marked_tenants(&tenancy, prefix, 2).await;
+    (db, tenancy, schemas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_setting_reaches_the_next_tenant_core_session_mode() {
+    let (db, tenancy, s) = one_connection_resetting(SearchPathMode::Session, "set_cs").await;
+    no_setting_reaches_the_next_tenant(&Door::Core(tenancy), &db, &s, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_setting_reaches_the_next_tenant_core_transaction_mode() {
+    let (db, tenancy, s) = one_connection_resetting(SearchPathMode::Transaction, "set_ct").await;
+    no_setting_reaches_the_next_tenant(&Door::Core(tenancy), &db, &s, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_setting_reaches_the_next_tenant_core_behind_pgbouncer() {
+    let db = database().await;
+    let cluster = TestCluster::shared().unwrap();
+    let bouncer = TestPgBouncer::start(cluster, 1).unwrap();
+    let through = tenant_schemas::testing::pool(bouncer.config(db.name()), 2).unwrap();
+    let tenancy = Tenancy::builder(through)
+        .migrations(marker_and_notes())
+        .search_path_mode(SearchPathMode::Transaction)
+        .reset_settings(true)
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "set_cb", 2).await;
+    let other = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
+    no_setting_reaches_the_next_tenant(&Door::Core(tenancy), &db, &s, Some(&other)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_setting_reaches_the_next_tenant_sqlx_session_mode() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "set_ss").await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    no_setting_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_setting_reaches_the_next_tenant_sqlx_behind_pgbouncer() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "set_sb").await;
+    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 1).unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(
+            tenant_schemas_sqlx::connect_options(&bouncer.config(db.name()))
+                .statement_cache_capacity(0),
+        )
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .mode(SearchPathMode::Transaction)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    let other = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
+    no_setting_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, Some(&other)).await;
 }

@@ -15,7 +15,7 @@ use tokio_postgres::SimpleQueryMessage;
 
 use super::{is_replannable, not_in_transaction_mode, refuse_transaction_control};
 use super::{ConnectionScope, Target, POOLER_DOES_NOT_KEEP, POOLER_KEEPS, POOLER_UNKNOWN};
-use crate::checkout::DROP_LEFT_TEMPORARY;
+use crate::checkout::begin_access;
 use crate::error::{Error, Result};
 use crate::router::session;
 use crate::router::statement::{statement_name, unshared, Source};
@@ -294,10 +294,11 @@ impl ConnectionScope {
         if check {
             self.pool.count_existence_check();
         }
+        let reset = self.pool.resets_settings();
         let begin = format!(
-            "BEGIN{}; {DROP_LEFT_TEMPORARY}; {}{}",
-            if self.read_only { " READ ONLY" } else { "" },
-            self.local_settings(),
+            "BEGIN{}; {}{}",
+            begin_access(self.read_only, reset),
+            self.local_start(reset),
             if check {
                 format!("; {}", self.existence_check())
             } else {

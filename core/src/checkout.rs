@@ -490,8 +490,8 @@ impl DriverCheckout {
 
     /// What a session-mode switch of a driver that does not read its users' SQL (sqlx's raw
     /// connections) sends first, in the same message as the rest of its switch, each
-    /// statement followed by `; `. With `reset`: `RESET SESSION AUTHORIZATION` and `RESET
-    /// ALL`, so that no setting an earlier checkout's SQL made (`SET work_mem …`, `SET
+    /// statement followed by `; `. With `reset`: `RESET ALL` and `RESET SESSION
+    /// AUTHORIZATION`, so that no setting an earlier checkout's SQL made (`SET work_mem …`, `SET
     /// app.token …`, `set_config(…, false)`, `SET SESSION AUTHORIZATION`) reaches this one.
     /// Then `statement_timeout` when
     /// [`statement_timeout_setting`](Self::statement_timeout_setting) says (before the rest:
@@ -509,8 +509,10 @@ impl DriverCheckout {
     pub fn session_prefix(&self, reset: bool) -> String {
         let mut sql = String::new();
         if reset {
-            sql.push_str(SESSION_RESETS);
-            sql.push_str("; ");
+            for statement in SESSION_RESETS {
+                sql.push_str(statement);
+                sql.push_str("; ");
+            }
         }
         if let Some(timeout) = self.statement_timeout_setting() {
             sql.push_str(&format!("SET statement_timeout TO {timeout}; "));
@@ -533,7 +535,9 @@ impl DriverCheckout {
     /// function's `set_config(…, false)` — is undone, and the undoing commits with the
     /// transaction), then `DISCARD TEMP` (temporary tables the server connection's last user
     /// left — another tenant's function, or another client of the pooler — would otherwise
-    /// stand in for the tenant's tables: `pg_temp` is searched before the path), then `SET
+    /// stand in for the tenant's tables: `pg_temp` is searched before the path) and `CLOSE
+    /// ALL` (a cursor held open past its transaction would let the tenant fetch rows the last
+    /// user's query read), then `SET
     /// LOCAL search_path TO <path>`, the tenant's `SET LOCAL statement_timeout` when it has
     /// one, and in role mode the [local role](Self::local_role_setting). `path` is the search
     /// path, e.g. `"acme", public`, built from validated, quoted names.
@@ -848,10 +852,13 @@ pub(crate) fn role_setting(role: Option<&str>) -> Option<String> {
 /// allowed in a read-only transaction; cheap when there are none.
 pub(crate) const DROP_LEFT_TEMPORARY: &str = "DISCARD TEMP";
 
-/// The resets of a switch that starts from the connection's startup settings: the session
-/// authorization and every setting (`RESET ALL` leaves the role alone; a `RESET ROLE` or
-/// the tenant's role follows). See [`DriverCheckout::session_prefix`].
-pub(crate) const SESSION_RESETS: &str = "RESET SESSION AUTHORIZATION; RESET ALL";
+/// The resets of a switch that starts from the connection's startup settings: every setting,
+/// then the session authorization (`RESET ALL` leaves it and the role alone; a `RESET ROLE`
+/// or the tenant's role follows). See [`DriverCheckout::session_prefix`]. `RESET ALL` first:
+/// each statement runs under the `statement_timeout` in force when it starts, so the first
+/// runs under whatever the last user left (`1ms`), and `RESET ALL` touches no catalog, where
+/// `RESET SESSION AUTHORIZATION` looks the login role up.
+pub(crate) const SESSION_RESETS: [&str; 2] = ["RESET ALL", "RESET SESSION AUTHORIZATION"];
 
 /// The access mode a transaction-mode `BEGIN` states: `READ ONLY` for a read-only tenant;
 /// with `reset`, `READ WRITE` (a transaction begun under a `default_transaction_read_only`
@@ -869,7 +876,7 @@ pub(crate) fn begin_access(read_only: bool, reset: bool) -> &'static str {
 /// What a transaction-mode transaction sends right behind its `BEGIN`, in the same message:
 /// with `reset`, [`SESSION_RESETS`] and `RESET ROLE` (they commit with the transaction and
 /// stay on the server connection, which is what they are for), then
-/// [`DROP_LEFT_TEMPORARY`], then the [`local_settings`].
+/// [`DROP_LEFT_TEMPORARY`] and [`CLOSE_LEFT_CURSORS`], then the [`local_settings`].
 pub(crate) fn local_start(
     path: &str,
     timeout_ms: Option<u32>,
@@ -878,14 +885,26 @@ pub(crate) fn local_start(
 ) -> String {
     let mut sql = String::new();
     if reset {
-        sql.push_str(SESSION_RESETS);
-        sql.push_str("; RESET ROLE; ");
+        for statement in SESSION_RESETS {
+            sql.push_str(statement);
+            sql.push_str("; ");
+        }
+        sql.push_str("RESET ROLE; ");
     }
     sql.push_str(DROP_LEFT_TEMPORARY);
+    sql.push_str("; ");
+    sql.push_str(CLOSE_LEFT_CURSORS);
     sql.push_str("; ");
     sql.push_str(&local_settings(path, timeout_ms, role));
     sql
 }
+
+/// What a transaction-mode transaction runs next, after [`DROP_LEFT_TEMPORARY`]: the cursors
+/// held open past their transaction (`DECLARE … WITH HOLD`) on the server connection are
+/// closed. A pooler's server connection keeps them for whichever client comes next, whose
+/// `FETCH` by the cursor's name would read rows the last user's query read under its own path
+/// and role. Allowed in a transaction; cheap when there are none.
+pub(crate) const CLOSE_LEFT_CURSORS: &str = "CLOSE ALL";
 
 /// The `SET LOCAL`s of a transaction-mode switch, in order: the search path `path`, the
 /// tenant's `statement_timeout` (`timeout_ms`) and, in role mode, its `role` (quoted); each

@@ -501,7 +501,7 @@ async fn the_default_statement_timeout_and_a_tenants_own() {
     );
     assert!(checkout
         .session_settings("x")
-        .starts_with("RESET SESSION AUTHORIZATION; RESET ALL; SET statement_timeout TO 150; RESET ROLE; SET search_path TO x"));
+        .starts_with("RESET ALL; RESET SESSION AUTHORIZATION; SET statement_timeout TO 150; RESET ROLE; SET search_path TO x"));
 }
 
 /// The setting `statement_timeout` as the tenant in scope's connection sees it.

@@ -72,7 +72,7 @@ enum Variant {
     /// own role, set with every switch.
     Roles,
     /// Not in the default set: `Session` with `reset_settings(true)` (every checkout switches,
-    /// each switch begins with `RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE`). Built
+    /// each switch begins with `RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE`). Built
     /// only when asked for: it makes the library's own work reset too, process-wide.
     SessionReset,
     /// Not in the default set: a plain pool, `SET search_path` written in the same flush as
@@ -677,10 +677,13 @@ async fn main() {
         }
     }
     println!(
-        "\nrouter stats: session {:?}, transaction {:?}, transaction named via PgBouncer {:?}",
+        "\nrouter stats: session {:?}, transaction {:?}, transaction named via PgBouncer {:?}, \
+         session tenancy {:?}, roles {:?}",
         setup.session.stats(),
         setup.transaction.stats(),
-        setup.transaction_named_bouncer.stats()
+        setup.transaction_named_bouncer.stats(),
+        setup.session_tenancy.stats(),
+        setup.roles.stats()
     );
 
     println!("\nbackend memory after the runs (RSS per backend, KiB):");

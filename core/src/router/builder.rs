@@ -116,7 +116,7 @@ impl SchemaRouterBuilder {
     /// after a scope whose SQL was seen leaving settings (`false`, the default).
     ///
     /// By default a checkout that finds its connection on its path sends nothing, and the
-    /// resets (`RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE`) go out only when the
+    /// resets (`RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE`) go out only when the
     /// scope before it sent SQL that leaves settings on the session: `SET`, `set_config(…,
     /// false)`, `EXECUTE`, `CALL`… What a *function or trigger* sets for the session
     /// (`SELECT login_as($1)` whose body calls `set_config('app.user', $1, false)`) is not in

@@ -447,8 +447,7 @@ impl ConnectionScope {
         let reset = pending || crate::databases::settings_left(self.conn());
         if reset {
             // `SET SESSION AUTHORIZATION` and `SET ROLE` too, which `RESET ALL` leaves.
-            statements.push("RESET SESSION AUTHORIZATION".to_owned());
-            statements.push("RESET ALL".to_owned());
+            statements.extend(crate::checkout::SESSION_RESETS.map(str::to_owned));
         }
         if self.first_switch.load(Ordering::Acquire) {
             // Temporary tables the connection's last user left: `pg_temp` is searched before

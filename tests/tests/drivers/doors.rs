@@ -13,7 +13,8 @@
 //! And a second scenario, over one connection (one server connection behind PgBouncer): a
 //! temporary table left on the session — by a function the tenant called, by plain SQL, or
 //! by another client of the pooler — never stands in for the next tenant's table
-//! (PostgreSQL searches `pg_temp` before the tenant's path). And a third: a setting left on
+//! (PostgreSQL searches `pg_temp` before the tenant's path), and a cursor held open past its
+//! transaction cannot be fetched from by the next tenant. And a third: a setting left on
 //! the session — by a function, by plain SQL, or by another client of the pooler — never
 //! reaches the next tenant's checkout (`reset_settings(true)` for the core, sqlx's default).
 
@@ -238,18 +239,23 @@ impl Held {
 
     /// The bodies of `notes` as the tenant's SQL sees them (unqualified), sorted.
     async fn bodies(&mut self, schema: &SchemaName) -> Result<Vec<String>, Refusal> {
-        const BODIES: &str = "SELECT body FROM notes ORDER BY body";
+        self.texts(schema, "SELECT body FROM notes ORDER BY body")
+            .await
+    }
+
+    /// The texts `sql` returns (one column).
+    async fn texts(&mut self, schema: &SchemaName, sql: &str) -> Result<Vec<String>, Refusal> {
         match self {
             Self::Core(db) => db
-                .query(BODIES, &[])
+                .query(sql, &[])
                 .await
                 .map(|rows| rows.iter().map(|r| r.get(0)).collect())
                 .map_err(|e| core_refusal(&e)),
-            Self::SqlxSession(conn) => sqlx::query_scalar(BODIES)
+            Self::SqlxSession(conn) => sqlx::query_scalar(sql)
                 .fetch_all(&mut **conn)
                 .await
                 .map_err(|e| query_refusal(schema, e)),
-            Self::SqlxTransaction(tx) => sqlx::query_scalar(BODIES)
+            Self::SqlxTransaction(tx) => sqlx::query_scalar(sql)
                 .persistent(false)
                 .fetch_all(&mut **tx)
                 .await
@@ -509,6 +515,46 @@ async fn no_temporary_table_reaches_the_next_tenant(
             .await
             .unwrap();
         next_tenant_reads_its_own("another client's temporary table").await;
+    }
+
+    // A cursor held open past its transaction, over tenant a's rows: the next tenant's
+    // `FETCH` by its name must find no such cursor.
+    let next_tenant_fetches_nothing = |how: &'static str| async move {
+        let mut held = door.hold(Tenant::new(b.clone())).await.unwrap();
+        let fetched = held.texts(b, "FETCH ALL FROM left_open").await;
+        held.finish().await;
+        assert!(
+            fetched.is_err(),
+            "after {how}, tenant {b} fetched from another's cursor: {fetched:?}"
+        );
+    };
+    let mut held = door.hold(Tenant::new(a.clone())).await.unwrap();
+    // Refused by a door that reads the SQL in transaction mode.
+    let declared = held
+        .run(
+            a,
+            "DECLARE left_open CURSOR WITH HOLD FOR SELECT schema_name FROM marker",
+        )
+        .await;
+    held.finish().await;
+    next_tenant_fetches_nothing(if declared.is_ok() {
+        "a held cursor"
+    } else {
+        "a refused held cursor"
+    })
+    .await;
+    if let Some(pool) = other_client {
+        pool.get()
+            .await
+            .unwrap()
+            .batch_execute(&format!(
+                "BEGIN; DECLARE left_open CURSOR WITH HOLD FOR SELECT schema_name FROM {}.marker; \
+                 COMMIT",
+                a.quoted()
+            ))
+            .await
+            .unwrap();
+        next_tenant_fetches_nothing("another client's held cursor").await;
     }
 }
 

@@ -491,8 +491,9 @@ impl DriverCheckout {
     /// What a session-mode switch of a driver that does not read its users' SQL (sqlx's raw
     /// connections) sends first, in the same message as the rest of its switch, each
     /// statement followed by `; `. With `reset`: `RESET ALL` and `RESET SESSION
-    /// AUTHORIZATION`, so that no setting an earlier checkout's SQL made (`SET work_mem …`, `SET
-    /// app.token …`, `set_config(…, false)`, `SET SESSION AUTHORIZATION`) reaches this one.
+    /// AUTHORIZATION`, so that no setting an earlier checkout's SQL made (`SET work_mem …`,
+    /// `SET app.token …`, `set_config(…, false)`, `SET SESSION AUTHORIZATION`) reaches this
+    /// one.
     /// Then `statement_timeout` when
     /// [`statement_timeout_setting`](Self::statement_timeout_setting) says (before the rest:
     /// each statement runs under the timeout in force when it starts, so only the resets and
@@ -535,12 +536,13 @@ impl DriverCheckout {
     /// function's `set_config(…, false)` — is undone, and the undoing commits with the
     /// transaction), then `DISCARD TEMP` (temporary tables the server connection's last user
     /// left — another tenant's function, or another client of the pooler — would otherwise
-    /// stand in for the tenant's tables: `pg_temp` is searched before the path) and `CLOSE
-    /// ALL` (a cursor held open past its transaction would let the tenant fetch rows the last
-    /// user's query read), then `SET
-    /// LOCAL search_path TO <path>`, the tenant's `SET LOCAL statement_timeout` when it has
-    /// one, and in role mode the [local role](Self::local_role_setting). `path` is the search
-    /// path, e.g. `"acme", public`, built from validated, quoted names.
+    /// stand in for the tenant's tables: `pg_temp` is searched before the path), `CLOSE ALL`
+    /// (a cursor held open past its transaction would let the tenant fetch rows the last
+    /// user's query read) and `DISCARD SEQUENCES` (`lastval()` would give the last user's
+    /// id), then `SET LOCAL search_path TO <path>`, the tenant's `SET LOCAL
+    /// statement_timeout` when it has one, and in role mode the [local
+    /// role](Self::local_role_setting). `path` is the search path, e.g. `"acme", public`,
+    /// built from validated, quoted names.
     #[must_use]
     pub fn local_begin(&self, path: &str, reset: bool) -> String {
         format!(
@@ -844,7 +846,7 @@ pub(crate) fn role_setting(role: Option<&str>) -> Option<String> {
 }
 
 /// What a transaction-mode transaction runs first, right behind its `BEGIN` and in the same
-/// message (see [`DriverCheckout::local_settings`]): the temporary tables the server
+/// message (see [`DriverCheckout::local_begin`]): the temporary tables the server
 /// connection's last user left are dropped. `pg_temp` is searched before the tenant's path,
 /// so one named like a tenant's table would stand in for it; a pooler's server connection
 /// keeps them for whichever client comes next, and a function can make one (`CREATE TEMP
@@ -855,9 +857,8 @@ pub(crate) const DROP_LEFT_TEMPORARY: &str = "DISCARD TEMP";
 /// The resets of a switch that starts from the connection's startup settings: every setting,
 /// then the session authorization (`RESET ALL` leaves it and the role alone; a `RESET ROLE`
 /// or the tenant's role follows). See [`DriverCheckout::session_prefix`]. `RESET ALL` first:
-/// each statement runs under the `statement_timeout` in force when it starts, so the first
-/// runs under whatever the last user left (`1ms`), and `RESET ALL` touches no catalog, where
-/// `RESET SESSION AUTHORIZATION` looks the login role up.
+/// each statement runs under the `statement_timeout` in force when it starts, so only the
+/// first runs under whatever the last user left (`1ms`).
 pub(crate) const SESSION_RESETS: [&str; 2] = ["RESET ALL", "RESET SESSION AUTHORIZATION"];
 
 /// The access mode a transaction-mode `BEGIN` states: `READ ONLY` for a read-only tenant;
@@ -876,7 +877,7 @@ pub(crate) fn begin_access(read_only: bool, reset: bool) -> &'static str {
 /// What a transaction-mode transaction sends right behind its `BEGIN`, in the same message:
 /// with `reset`, [`SESSION_RESETS`] and `RESET ROLE` (they commit with the transaction and
 /// stay on the server connection, which is what they are for), then
-/// [`DROP_LEFT_TEMPORARY`] and [`CLOSE_LEFT_CURSORS`], then the [`local_settings`].
+/// the [`LEFT_OBJECTS`] undone, then the [`local_settings`].
 pub(crate) fn local_start(
     path: &str,
     timeout_ms: Option<u32>,
@@ -891,20 +892,23 @@ pub(crate) fn local_start(
         }
         sql.push_str("RESET ROLE; ");
     }
-    sql.push_str(DROP_LEFT_TEMPORARY);
-    sql.push_str("; ");
-    sql.push_str(CLOSE_LEFT_CURSORS);
-    sql.push_str("; ");
+    for statement in LEFT_OBJECTS {
+        sql.push_str(statement);
+        sql.push_str("; ");
+    }
     sql.push_str(&local_settings(path, timeout_ms, role));
     sql
 }
 
-/// What a transaction-mode transaction runs next, after [`DROP_LEFT_TEMPORARY`]: the cursors
-/// held open past their transaction (`DECLARE … WITH HOLD`) on the server connection are
-/// closed. A pooler's server connection keeps them for whichever client comes next, whose
-/// `FETCH` by the cursor's name would read rows the last user's query read under its own path
-/// and role. Allowed in a transaction; cheap when there are none.
-pub(crate) const CLOSE_LEFT_CURSORS: &str = "CLOSE ALL";
+/// What the connection's last user may have left on the session where no SQL reader saw it
+/// (a function's body, another client of a pooler), undone by a session-mode checkout's first
+/// switch and by every transaction-mode `BEGIN`, in the same message: temporary tables
+/// ([`DROP_LEFT_TEMPORARY`]); cursors held open past their transaction (`DECLARE … WITH
+/// HOLD`), which anyone can `FETCH` from by name — no privilege is checked, not even in role
+/// mode — and get the rows the last user's query read; and sequence state (`lastval()`,
+/// `currval()` would give the last user's ids). Allowed in a transaction, transactional, and
+/// cheap when there is nothing to undo.
+pub(crate) const LEFT_OBJECTS: [&str; 3] = [DROP_LEFT_TEMPORARY, "CLOSE ALL", "DISCARD SEQUENCES"];
 
 /// The `SET LOCAL`s of a transaction-mode switch, in order: the search path `path`, the
 /// tenant's `statement_timeout` (`timeout_ms`) and, in role mode, its `role` (quoted); each

@@ -53,9 +53,11 @@
 //!   cancelled statement before the connection is pooled again, and the next checkout
 //!   switches regardless. Other settings made for the session (`SET work_mem …`, `SET
 //!   app.token …`, `set_config(…, false)`, `SET ROLE`, a function that sets one) stay for the
-//!   rest of that checkout; in session mode the next checkout's switch begins with `RESET
-//!   SESSION AUTHORIZATION; RESET ALL; RESET ROLE`
-//!   ([`DriverCheckout::session_prefix`](tenant_schemas::checkout::DriverCheckout::session_prefix)),
+//!   rest of that checkout; the next checkout's switch begins with `RESET ALL; RESET
+//!   SESSION AUTHORIZATION; RESET ROLE`
+//!   ([`DriverCheckout::session_prefix`](tenant_schemas::checkout::DriverCheckout::session_prefix);
+//!   in transaction mode behind `BEGIN READ WRITE`, in the transaction's first message,
+//!   [`DriverCheckout::local_begin`](tenant_schemas::checkout::DriverCheckout::local_begin)),
 //!   so they never reach it, unless
 //!   [`SqlxRouterBuilder::reset_settings`](crate::SqlxRouterBuilder::reset_settings) turned
 //!   that off. `RESET ALL` returns to the connection's startup settings: give settings meant
@@ -73,7 +75,12 @@
 //!   [`SqlxRouterBuilder::shared_statements`](crate::SqlxRouterBuilder::shared_statements)
 //!   keeps them across schemas (the server analyses them again under each path).
 //! - **Transactions keep the path.** [`SqlxRouter::begin`] sets the path before `BEGIN`
-//!   (session mode) or with `SET LOCAL` inside it (transaction mode, behind PgBouncer).
+//!   (session mode) or with `SET LOCAL` inside it (transaction mode, behind PgBouncer). In
+//!   transaction mode the server connection is another client's between transactions, so
+//!   instead of the checks above each transaction's first message drops the temporary
+//!   objects, closes the held cursors and forgets the sequence state left on it (`DISCARD
+//!   TEMP; CLOSE ALL; DISCARD SEQUENCES`), before the
+//!   path is set.
 //! - **Fail closed outside a scope:** [`Error::NoTenantInScope`].
 //! - **One checkout with the core** ([`tenant_schemas::checkout`]), when the router has the
 //!   registry's states ([`SqlxRouterBuilder::tenant_states`] with

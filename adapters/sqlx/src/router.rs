@@ -141,9 +141,9 @@ impl SqlxRouterBuilder {
 
     /// Whether each checkout's switch begins by resetting what an earlier checkout's SQL
     /// left on the pooled session (on by default): `RESET ALL`, `RESET SESSION
-    /// AUTHORIZATION`, `RESET ROLE`, in the same message as the switch, so that `SET work_mem …`, `SET
-    /// app.user_id …` or `set_config(…, false)` made for one request (one tenant) never reach
-    /// the next. The driver does not read the SQL sent through its connections, so it cannot
+    /// AUTHORIZATION`, `RESET ROLE`, in the same message as the switch, so that `SET work_mem
+    /// …`, `SET app.user_id …` or `set_config(…, false)` made for one request (one tenant)
+    /// never reach the next. The driver does not read the SQL sent through its connections, so it cannot
     /// tell when that is needed. In transaction mode the resets follow `BEGIN READ WRITE`
     /// (`READ ONLY` for a read-only tenant) in the transaction's first message and commit
     /// with it, so they also undo what another client of the pooler left on the server

@@ -122,7 +122,7 @@ impl SchemaRouterBuilder {
     /// (`SELECT login_as($1)` whose body calls `set_config('app.user', $1, false)`) is not in
     /// the SQL text, so it reaches the connection's next checkout, the same tenant's or
     /// another's (the temporary tables it creates are dropped by every checkout's first
-    /// switch, `DISCARD TEMP`, with or without this). With `true`, every checkout switches,
+    /// switch, `DISCARD TEMP`, with or without this, as are held cursors and sequence state). With `true`, every checkout switches,
     /// and its switch begins with the resets (in the first statement's own message when it
     /// is cached); the library's own work (registry, migrations) resets first as well, and
     /// drops temporary tables, in every router of the process.

@@ -108,8 +108,8 @@ pub struct ConnectionScope {
     /// [`reset_settings`](crate::SchemaRouterBuilder::reset_settings)); later switches of
     /// the same scope keep what the scope itself set.
     reset_pending: AtomicBool,
-    /// No switch of this scope has committed yet: the next one drops the temporary tables
-    /// the connection's last user left (`DISCARD TEMP`).
+    /// No switch of this scope has committed yet: the next one undoes what the connection's
+    /// last user left (`LEFT_OBJECTS`: temporary tables, held cursors, sequence state).
     first_switch: AtomicBool,
     /// What each statement prepared through [`prepare`](Self::prepare) may do: applied
     /// when it runs.
@@ -439,7 +439,7 @@ impl ConnectionScope {
 
     /// The statements of [`session_settings`](Self::session_settings), in order.
     fn session_statements(&self) -> (Vec<String>, bool) {
-        let mut statements = Vec::with_capacity(5);
+        let mut statements = Vec::with_capacity(9);
         // Settings a scope's SQL left (see `left_settings`), or at the checkout's first switch
         // any a function may have left (`reset_pending`): reset before the rest, which `RESET
         // ALL` would undo (the role excepted, which it does not touch).
@@ -450,12 +450,12 @@ impl ConnectionScope {
             statements.extend(crate::checkout::SESSION_RESETS.map(str::to_owned));
         }
         if self.first_switch.load(Ordering::Acquire) {
-            // Temporary tables the connection's last user left: `pg_temp` is searched before
-            // the path, so one named like a tenant's table would shadow it. Seen in the SQL
-            // text they make the connection untrusted (closed), but not when a function made
-            // them (`CREATE TEMP TABLE IF NOT EXISTS` in a PL/pgSQL body). The checkout's first
-            // switch only: later ones keep what this scope made itself.
-            statements.push("DISCARD TEMP".to_owned());
+            // What the connection's last user left where the SQL reader could not see it (a
+            // function's body): temporary tables (`pg_temp` is searched before the path, so
+            // one named like a tenant's table would shadow it; seen in the SQL text they make
+            // the connection untrusted, closed), held cursors, sequence state. The checkout's
+            // first switch only: later ones keep what this scope made itself.
+            statements.extend(crate::checkout::LEFT_OBJECTS.map(str::to_owned));
         }
         // The timeout first: each statement runs under the timeout in force when it starts,
         // so only this `SET` runs under the last tenant's.

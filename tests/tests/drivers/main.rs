@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod adversary_left;
 mod diverged;
 mod doors;
 mod outage;

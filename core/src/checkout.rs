@@ -901,8 +901,9 @@ pub(crate) fn local_start(
 }
 
 /// What the connection's last user may have left on the session where no SQL reader saw it
-/// (a function's body, another client of a pooler), undone by a session-mode checkout's first
-/// switch and by every transaction-mode `BEGIN`, in the same message: temporary tables
+/// (a function's body, another client of a pooler), undone by every transaction-mode `BEGIN`
+/// and, with `reset_settings`, by a session-mode checkout's first switch (without it, that
+/// switch sends [`DROP_LEFT_TEMPORARY`] alone), in the same message: temporary tables
 /// ([`DROP_LEFT_TEMPORARY`]); cursors held open past their transaction (`DECLARE … WITH
 /// HOLD`), which anyone can `FETCH` from by name — no privilege is checked, not even in role
 /// mode — and get the rows the last user's query read; and sequence state (`lastval()`,

@@ -108,8 +108,9 @@ pub struct ConnectionScope {
     /// [`reset_settings`](crate::SchemaRouterBuilder::reset_settings)); later switches of
     /// the same scope keep what the scope itself set.
     reset_pending: AtomicBool,
-    /// No switch of this scope has committed yet: the next one undoes what the connection's
-    /// last user left (`LEFT_OBJECTS`: temporary tables, held cursors, sequence state).
+    /// No switch of this scope has committed yet: the next one drops the temporary tables
+    /// the connection's last user left, with `reset_settings` all of `LEFT_OBJECTS`
+    /// (temporary tables, held cursors, sequence state).
     first_switch: AtomicBool,
     /// What each statement prepared through [`prepare`](Self::prepare) may do: applied
     /// when it runs.
@@ -451,11 +452,17 @@ impl ConnectionScope {
         }
         if self.first_switch.load(Ordering::Acquire) {
             // What the connection's last user left where the SQL reader could not see it (a
-            // function's body): temporary tables (`pg_temp` is searched before the path, so
-            // one named like a tenant's table would shadow it; seen in the SQL text they make
-            // the connection untrusted, closed), held cursors, sequence state. The checkout's
-            // first switch only: later ones keep what this scope made itself.
-            statements.extend(crate::checkout::LEFT_OBJECTS.map(str::to_owned));
+            // function's body). Always its temporary tables: `pg_temp` is searched before the
+            // path, so one named like a tenant's table would shadow it (seen in the SQL text
+            // they make the connection untrusted, closed). With `reset_settings`, held cursors
+            // and sequence state too (`LEFT_OBJECTS`): two statements more on every switching
+            // checkout cost 5-10 % of the throughput at T = 1,000 (BENCHMARKS.md §16). The
+            // checkout's first switch only: later ones keep what this scope made itself.
+            if pending {
+                statements.extend(crate::checkout::LEFT_OBJECTS.map(str::to_owned));
+            } else {
+                statements.push(crate::checkout::DROP_LEFT_TEMPORARY.to_owned());
+            }
         }
         // The timeout first: each statement runs under the timeout in force when it starts,
         // so only this `SET` runs under the last tenant's.

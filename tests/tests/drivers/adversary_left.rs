@@ -1,9 +1,9 @@
 //! Red-team attacks on "nothing one tenant's checkout leaves on a pooled connection — or on a
 //! PgBouncer server connection — reaches another tenant's checkout". Each test asserts the
 //! guaranteed behaviour. `Broke` marks a test that failed when written and passes since its
-//! fix (every session-mode checkout's first switch and every transaction-mode `BEGIN` undo
-//! `tenant_schemas::checkout::LEFT_OBJECTS`: temporary tables, held cursors, sequence state);
-//! `Held` one that passed when first tried.
+//! fix (every transaction-mode `BEGIN`, and with `reset_settings(true)` every session-mode
+//! checkout's first switch, undo the core's `LEFT_OBJECTS`: temporary tables, held cursors,
+//! sequence state); `Held` one that passed when first tried.
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::Executor;
@@ -157,11 +157,12 @@ const KEEP_CURSOR: &str =
      BEGIN EXECUTE 'DECLARE left_open CURSOR WITH HOLD FOR SELECT schema_name FROM marker'; \
      RETURN 1; END $$";
 
-/// Broke (fixed: `CLOSE ALL` at a checkout's first switch). Core, session mode, direct pool
-/// of one connection, `reset_settings(true)`: a cursor held open (`WITH HOLD`) by a function
-/// tenant `a` called — the SQL reader sees a plain `SELECT`, and a checkout's first switch
-/// sent `DISCARD TEMP` and the resets, not `CLOSE ALL`. Tenant `b`'s `FETCH ALL FROM
-/// left_open` returned `a`'s rows.
+/// Broke (fixed: `CLOSE ALL` at a checkout's first switch, with the option). Core, session
+/// mode, direct pool of one connection, `reset_settings(true)`: a cursor held open (`WITH
+/// HOLD`) by a function tenant `a` called — the SQL reader sees a plain `SELECT`, and a
+/// checkout's first switch sent `DISCARD TEMP` and the resets, not `CLOSE ALL`. Tenant `b`'s
+/// `FETCH ALL FROM left_open` returned `a`'s rows. (Without the option the first switch sends
+/// `DISCARD TEMP` alone: README, "not guaranteed".)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_session_cursor_held_by_a_function() {
     core_session_cursor_held(false, "adl_cc").await;

@@ -212,7 +212,7 @@ pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> 
         // ALL` would undo what the statements below set; it leaves the role and the session
         // authorization alone. Nothing noted (and no reset asked), nothing sent: no round
         // trip on a registry read.
-        reset.extend(crate::checkout::SESSION_RESETS);
+        reset.extend(crate::leftovers::SESSION_RESETS);
         reset.push("RESET ROLE");
         if RESETS_ASKED.load(Ordering::Acquire) {
             // Temporary tables a function created, which would shadow the work's tables.

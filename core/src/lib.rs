@@ -11,13 +11,15 @@
 //   findings beside the checks that make them, `registry/doctor.rs`);
 // - no `impl Tenancy` outside `tenancy/`, no `impl Registry` outside `registry/`;
 // - imports run downwards: leaves (`error`, `schema`, `host`, `shard`, `tenant`,
-//   `scope` (`tenant_scope.rs`), `sql`, `citus`, `keys`, `receipt`) <- `connect`, `databases`, `migrate` <-
-//   `registry` <- `router`, `resolve` <- `tenancy` <- `request`.
+//   `scope` (`tenant_scope.rs`), `sql`, `leftovers`, `citus`, `keys`, `receipt`) <-
+//   `connect`, `databases`, `migrate` <- `registry` <- `router`, `resolve` <- `tenancy` <-
+//   `request`.
 
 mod connect;
 mod databases;
 mod error;
 mod host;
+mod leftovers;
 mod migrate;
 mod receipt;
 mod registry;

@@ -7,8 +7,8 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 use super::set::{HistoryRow, Migration, TenantMigrations};
-use crate::checkout::DROP_LEFT_TEMPORARY;
 use crate::error::{Error, Result};
+use crate::leftovers::DROP_LEFT_TEMPORARY;
 use crate::schema::{search_path, SchemaName};
 
 /// The history table each migrated schema holds.

@@ -448,7 +448,7 @@ impl ConnectionScope {
         let reset = pending || crate::databases::settings_left(self.conn());
         if reset {
             // `SET SESSION AUTHORIZATION` and `SET ROLE` too, which `RESET ALL` leaves.
-            statements.extend(crate::checkout::SESSION_RESETS.map(str::to_owned));
+            statements.extend(crate::leftovers::SESSION_RESETS.map(str::to_owned));
         }
         if self.first_switch.load(Ordering::Acquire) {
             // What the connection's last user left where the SQL reader could not see it (a
@@ -459,9 +459,9 @@ impl ConnectionScope {
             // checkout cost 5-10 % of the throughput at T = 1,000 (BENCHMARKS.md §16). The
             // checkout's first switch only: later ones keep what this scope made itself.
             if pending {
-                statements.extend(crate::checkout::LEFT_OBJECTS.map(str::to_owned));
+                statements.extend(crate::leftovers::LEFT_OBJECTS.map(str::to_owned));
             } else {
-                statements.push(crate::checkout::DROP_LEFT_TEMPORARY.to_owned());
+                statements.push(crate::leftovers::DROP_LEFT_TEMPORARY.to_owned());
             }
         }
         // The timeout first: each statement runs under the timeout in force when it starts,

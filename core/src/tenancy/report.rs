@@ -229,7 +229,7 @@ async fn run(
     // Temporary tables left on the connection would stand in for `public`'s in the report.
     tx.batch_execute(&format!(
         "{}; SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL search_path TO public",
-        crate::checkout::DROP_LEFT_TEMPORARY
+        crate::leftovers::DROP_LEFT_TEMPORARY
     ))
     .await
     .map_err(err)?;

@@ -5,33 +5,21 @@
 //! checkout's first switch, undo the core's `LEFT_OBJECTS`: temporary tables, held cursors,
 //! sequence state); `Held` one that passed when first tried.
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::Executor;
 use tenant_schemas::testing::fixtures::*;
-use tenant_schemas::testing::{TestCluster, TestDatabase, TestPgBouncer};
+use tenant_schemas::testing::TestDatabase;
 use tenant_schemas::{SchemaName, SearchPathMode, Tenancy, TenantRoles};
 use tenant_schemas_sqlx::SqlxRouter;
+
+use super::doors::{one_connection_core, sqlx_behind_one_server, sqlx_over_one_connection};
 
 const READ: &str = "SELECT schema_name FROM marker";
 
 /// Tenants `<prefix>0..2` over a session-mode `Tenancy` of one connection, and a sqlx router
 /// in session mode over a pool of ONE direct connection with the registry's states.
 async fn sqlx_session_one_connection(prefix: &str) -> (TestDatabase, SqlxRouter, Vec<SchemaName>) {
-    let db = database().await;
-    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
-        .migrations(marker_and_notes())
-        .build()
-        .await
-        .unwrap();
-    let s = marked_tenants(&tenancy, prefix, 2).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
-        .await
-        .unwrap();
-    let router = SqlxRouter::builder(pool)
-        .tenant_states(tenancy.tenant_states())
-        .build();
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, prefix).await;
+    let router = sqlx_over_one_connection(&db, &tenancy).await;
     (db, router, s)
 }
 
@@ -102,33 +90,15 @@ async fn role_mode_refuses_a_cached_statement_another_tenant_s_function_replaced
 }
 
 /// Broke (minor: a value, not rows; fixed: `DISCARD SEQUENCES`). Sequence state is per
-/// session and no reset cleared it: after tenant `a` inserts a note (its `notes_id_seq` advances), tenant `b`'s checkout on
-/// the same server connection gets `a`'s last id from `lastval()` instead of "lastval is
-/// not yet defined in this session". Behind PgBouncer with sqlx in transaction mode (reset
+/// session and no reset cleared it: after tenant `a` inserts a note (its `notes_id_seq`
+/// advances), tenant `b`'s checkout on the same server connection got `a`'s last id from
+/// `lastval()` instead of "lastval is not yet defined in this session". Behind PgBouncer with sqlx in transaction mode (reset
 /// on by default). What a user loses: another tenant's row count / ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlx_behind_pgbouncer_lastval_of_another_tenant() {
-    let db = database().await;
-    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
-        .migrations(marker_and_notes())
-        .build()
-        .await
-        .unwrap();
-    let s = marked_tenants(&tenancy, "adl_lv", 2).await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "adl_lv").await;
     let (a, b) = (&s[0], &s[1]);
-    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 1).unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            tenant_schemas_sqlx::connect_options(&bouncer.config(db.name()))
-                .statement_cache_capacity(0),
-        )
-        .await
-        .unwrap();
-    let router = SqlxRouter::builder(pool)
-        .mode(SearchPathMode::Transaction)
-        .tenant_states(tenancy.tenant_states())
-        .build();
+    let (_bouncer, router, _other) = sqlx_behind_one_server(&db, &tenancy, 1).await;
     for _ in 0..5 {
         let mut tx = router.begin_for(a).await.unwrap();
         sqlx::query("INSERT INTO notes (body) VALUES ('secret of a')")
@@ -222,27 +192,9 @@ async fn core_session_cursor_held(roles: bool, prefix: &str) {
 /// changed) and reads `b`'s own marker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlx_behind_pgbouncer_execute_of_another_tenants_prepare() {
-    let db = database().await;
-    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
-        .migrations(marker_and_notes())
-        .build()
-        .await
-        .unwrap();
-    let s = marked_tenants(&tenancy, "adl_ex", 2).await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "adl_ex").await;
     let (a, b) = (&s[0], &s[1]);
-    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 1).unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            tenant_schemas_sqlx::connect_options(&bouncer.config(db.name()))
-                .statement_cache_capacity(0),
-        )
-        .await
-        .unwrap();
-    let router = SqlxRouter::builder(pool)
-        .mode(SearchPathMode::Transaction)
-        .tenant_states(tenancy.tenant_states())
-        .build();
+    let (_bouncer, router, _other) = sqlx_behind_one_server(&db, &tenancy, 1).await;
     let mut tx = router.begin_for(a).await.unwrap();
     tx.execute("PREPARE peek AS SELECT schema_name FROM marker")
         .await

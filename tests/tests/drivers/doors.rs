@@ -559,7 +559,7 @@ async fn no_temporary_table_reaches_the_next_tenant(
 }
 
 /// Tenants `<prefix>0..2` over a `Tenancy` in `mode` whose pool has ONE connection.
-async fn one_connection_core(
+pub(super) async fn one_connection_core(
     mode: SearchPathMode,
     prefix: &str,
 ) -> (TestDatabase, Tenancy, Vec<SchemaName>) {
@@ -572,6 +572,48 @@ async fn one_connection_core(
         .unwrap();
     let schemas = marked_tenants(&tenancy, prefix, 2).await;
     (db, tenancy, schemas)
+}
+
+/// A sqlx router in session mode over a pool of ONE direct connection to `db`, with
+/// `tenancy`'s states.
+pub(super) async fn sqlx_over_one_connection(db: &TestDatabase, tenancy: &Tenancy) -> SqlxRouter {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
+        .await
+        .unwrap();
+    SqlxRouter::builder(pool)
+        .tenant_states(tenancy.tenant_states())
+        .build()
+}
+
+/// A real PgBouncer with ONE server connection to `db`; a sqlx router in transaction mode,
+/// with `tenancy`'s states, over `clients` client connections to it (no statement cache, as
+/// the crate's docs ask there); and another client of the pooler, not the library.
+pub(super) async fn sqlx_behind_one_server(
+    db: &TestDatabase,
+    tenancy: &Tenancy,
+    clients: u32,
+) -> (
+    TestPgBouncer,
+    SqlxRouter,
+    tenant_schemas::deadpool_postgres::Pool,
+) {
+    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 1).unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(clients)
+        .connect_with(
+            tenant_schemas_sqlx::connect_options(&bouncer.config(db.name()))
+                .statement_cache_capacity(0),
+        )
+        .await
+        .unwrap();
+    let router = SqlxRouter::builder(pool)
+        .mode(SearchPathMode::Transaction)
+        .tenant_states(tenancy.tenant_states())
+        .build();
+    let other = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
+    (bouncer, router, other)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,34 +640,14 @@ async fn no_temporary_table_reaches_the_next_tenant_core_behind_pgbouncer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_temporary_table_reaches_the_next_tenant_sqlx_session_mode() {
     let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "tmp_ss").await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
-        .await
-        .unwrap();
-    let router = SqlxRouter::builder(pool)
-        .tenant_states(tenancy.tenant_states())
-        .build();
+    let router = sqlx_over_one_connection(&db, &tenancy).await;
     no_temporary_table_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_temporary_table_reaches_the_next_tenant_sqlx_behind_pgbouncer() {
     let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "tmp_sb").await;
-    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 1).unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(
-            tenant_schemas_sqlx::connect_options(&bouncer.config(db.name()))
-                .statement_cache_capacity(0),
-        )
-        .await
-        .unwrap();
-    let router = SqlxRouter::builder(pool)
-        .mode(SearchPathMode::Transaction)
-        .tenant_states(tenancy.tenant_states())
-        .build();
-    let other = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
+    let (_bouncer, router, other) = sqlx_behind_one_server(&db, &tenancy, 2).await;
     no_temporary_table_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, Some(&other)).await;
 }
 
@@ -766,33 +788,13 @@ async fn no_setting_reaches_the_next_tenant_core_behind_pgbouncer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_setting_reaches_the_next_tenant_sqlx_session_mode() {
     let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "set_ss").await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
-        .await
-        .unwrap();
-    let router = SqlxRouter::builder(pool)
-        .tenant_states(tenancy.tenant_states())
-        .build();
+    let router = sqlx_over_one_connection(&db, &tenancy).await;
     no_setting_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_setting_reaches_the_next_tenant_sqlx_behind_pgbouncer() {
     let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "set_sb").await;
-    let bouncer = TestPgBouncer::start(TestCluster::shared().unwrap(), 1).unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(
-            tenant_schemas_sqlx::connect_options(&bouncer.config(db.name()))
-                .statement_cache_capacity(0),
-        )
-        .await
-        .unwrap();
-    let router = SqlxRouter::builder(pool)
-        .mode(SearchPathMode::Transaction)
-        .tenant_states(tenancy.tenant_states())
-        .build();
-    let other = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
+    let (_bouncer, router, other) = sqlx_behind_one_server(&db, &tenancy, 2).await;
     no_setting_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, Some(&other)).await;
 }

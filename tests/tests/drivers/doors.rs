@@ -178,22 +178,7 @@ impl Held {
     }
 
     async fn read_mut(&mut self, schema: &SchemaName) -> Result<String, Refusal> {
-        match self {
-            Self::Core(db) => db
-                .query_one(READ, &[])
-                .await
-                .map(|r| r.get(0))
-                .map_err(|e| core_refusal(&e)),
-            Self::SqlxSession(conn) => sqlx::query_scalar(READ)
-                .fetch_one(&mut **conn)
-                .await
-                .map_err(|e| query_refusal(schema, e)),
-            Self::SqlxTransaction(tx) => sqlx::query_scalar(READ)
-                .persistent(false)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(|e| query_refusal(schema, e)),
-        }
+        self.text(schema, READ).await
     }
 
     async fn run(&mut self, schema: &SchemaName, sql: &str) -> Result<(), Refusal> {

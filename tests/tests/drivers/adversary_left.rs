@@ -18,7 +18,7 @@ const READ: &str = "SELECT schema_name FROM marker";
 /// Tenants `<prefix>0..2` over a session-mode `Tenancy` of one connection, and a sqlx router
 /// in session mode over a pool of ONE direct connection with the registry's states.
 async fn sqlx_session_one_connection(prefix: &str) -> (TestDatabase, SqlxRouter, Vec<SchemaName>) {
-    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, prefix).await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, prefix).await;
     let router = sqlx_over_one_connection(&db, &tenancy).await;
     (db, router, s)
 }
@@ -96,7 +96,7 @@ async fn role_mode_refuses_a_cached_statement_another_tenant_s_function_replaced
 /// on by default). What a user loses: another tenant's row count / ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlx_behind_pgbouncer_lastval_of_another_tenant() {
-    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "adl_lv").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "adl_lv").await;
     let (a, b) = (&s[0], &s[1]);
     let (_bouncer, router, _other) = sqlx_behind_one_server(&db, &tenancy, 1).await;
     for _ in 0..5 {
@@ -192,7 +192,7 @@ async fn core_session_cursor_held(roles: bool, prefix: &str) {
 /// changed) and reads `b`'s own marker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlx_behind_pgbouncer_execute_of_another_tenants_prepare() {
-    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "adl_ex").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "adl_ex").await;
     let (a, b) = (&s[0], &s[1]);
     let (_bouncer, router, _other) = sqlx_behind_one_server(&db, &tenancy, 1).await;
     let mut tx = router.begin_for(a).await.unwrap();

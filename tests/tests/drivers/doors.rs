@@ -118,10 +118,15 @@ impl Door {
     }
 
     async fn write(&self, schema: &SchemaName) -> Result<(), Refusal> {
+        self.runs(schema, WRITE).await
+    }
+
+    /// One checkout for `schema` that runs `sql` and is given back (a transaction committed).
+    async fn runs(&self, schema: &SchemaName, sql: &str) -> Result<(), Refusal> {
         let mut held = self.hold(Tenant::new(schema.clone())).await?;
-        held.run(schema, WRITE).await?;
+        let ran = held.run(schema, sql).await;
         held.finish().await;
-        Ok(())
+        ran
     }
 
     /// A read-only tenant's careless write: a transaction begun the driver's way, a write
@@ -467,21 +472,17 @@ async fn no_temporary_table_reaches_the_next_tenant(
         );
     };
 
-    let mut held = door.hold(Tenant::new(a.clone())).await.unwrap();
-    held.run(a, "SELECT public.plant('a')").await.unwrap();
-    held.finish().await;
+    door.runs(a, "SELECT public.plant('a')").await.unwrap();
     next_tenant_reads_its_own("a function's temporary table").await;
 
-    let mut held = door.hold(Tenant::new(a.clone())).await.unwrap();
     // Refused by a door that reads the SQL in transaction mode; either way, nothing may reach
     // the next tenant.
-    let typed = held
-        .run(
+    let typed = door
+        .runs(
             a,
             "CREATE TEMP TABLE notes AS SELECT 1::bigint AS id, 'typed by a'::text AS body",
         )
         .await;
-    held.finish().await;
     next_tenant_reads_its_own(if typed.is_ok() {
         "a temporary table made by SQL"
     } else {
@@ -513,15 +514,13 @@ async fn no_temporary_table_reaches_the_next_tenant(
             "after {how}, tenant {b} fetched from another's cursor: {fetched:?}"
         );
     };
-    let mut held = door.hold(Tenant::new(a.clone())).await.unwrap();
     // Refused by a door that reads the SQL in transaction mode.
-    let declared = held
-        .run(
+    let declared = door
+        .runs(
             a,
             "DECLARE left_open CURSOR WITH HOLD FOR SELECT schema_name FROM marker",
         )
         .await;
-    held.finish().await;
     next_tenant_fetches_nothing(if declared.is_ok() {
         "a held cursor"
     } else {
@@ -543,15 +542,18 @@ async fn no_temporary_table_reaches_the_next_tenant(
     }
 }
 
-/// Tenants `<prefix>0..2` over a `Tenancy` in `mode` whose pool has ONE connection.
+/// Tenants `<prefix>0..2` over a `Tenancy` in `mode`, with `reset_settings(reset)`, whose
+/// pool has ONE connection.
 pub(super) async fn one_connection_core(
     mode: SearchPathMode,
+    reset: bool,
     prefix: &str,
 ) -> (TestDatabase, Tenancy, Vec<SchemaName>) {
     let db = database().await;
     let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
         .migrations(marker_and_notes())
         .search_path_mode(mode)
+        .reset_settings(reset)
         .build()
         .await
         .unwrap();
@@ -603,13 +605,13 @@ pub(super) async fn sqlx_behind_one_server(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_temporary_table_reaches_the_next_tenant_core_session_mode() {
-    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "tmp_cs").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "tmp_cs").await;
     no_temporary_table_reaches_the_next_tenant(&Door::Core(tenancy), &db, &s, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_temporary_table_reaches_the_next_tenant_core_transaction_mode() {
-    let (db, tenancy, s) = one_connection_core(SearchPathMode::Transaction, "tmp_ct").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Transaction, false, "tmp_ct").await;
     no_temporary_table_reaches_the_next_tenant(&Door::Core(tenancy), &db, &s, None).await;
 }
 
@@ -624,14 +626,14 @@ async fn no_temporary_table_reaches_the_next_tenant_core_behind_pgbouncer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_temporary_table_reaches_the_next_tenant_sqlx_session_mode() {
-    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "tmp_ss").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "tmp_ss").await;
     let router = sqlx_over_one_connection(&db, &tenancy).await;
     no_temporary_table_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_temporary_table_reaches_the_next_tenant_sqlx_behind_pgbouncer() {
-    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "tmp_sb").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "tmp_sb").await;
     let (_bouncer, router, other) = sqlx_behind_one_server(&db, &tenancy, 2).await;
     no_temporary_table_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, Some(&other)).await;
 }
@@ -688,19 +690,15 @@ async fn no_setting_reaches_the_next_tenant(
         }
     };
 
-    let mut held = door.hold(Tenant::new(a.clone())).await.unwrap();
-    held.run(a, "SELECT public.leave('a-by-function')")
+    door.runs(a, "SELECT public.leave('a-by-function')")
         .await
         .unwrap();
-    held.finish().await;
     next_tenant_finds_the_defaults("a function's settings").await;
 
-    let mut held = door.hold(Tenant::new(a.clone())).await.unwrap();
     // Refused by a door that reads the SQL in transaction mode.
-    let typed = held
-        .run(a, "SET app.token = 'a-by-sql'; SET work_mem = '2345kB'")
+    let typed = door
+        .runs(a, "SET app.token = 'a-by-sql'; SET work_mem = '2345kB'")
         .await;
-    held.finish().await;
     next_tenant_finds_the_defaults(if typed.is_ok() {
         "settings made by SQL"
     } else {
@@ -722,33 +720,15 @@ async fn no_setting_reaches_the_next_tenant(
     }
 }
 
-/// A `Tenancy` in `mode` with `reset_settings(true)` over ONE connection, tenants
-/// `<prefix>0..2`.
-async fn one_connection_resetting(
-    mode: SearchPathMode,
-    prefix: &str,
-) -> (TestDatabase, Tenancy, Vec<SchemaName>) {
-    let db = database().await;
-    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
-        .migrations(marker_and_notes())
-        .search_path_mode(mode)
-        .reset_settings(true)
-        .build()
-        .await
-        .unwrap();
-    let schemas = marked_tenants(&tenancy, prefix, 2).await;
-    (db, tenancy, schemas)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_setting_reaches_the_next_tenant_core_session_mode() {
-    let (db, tenancy, s) = one_connection_resetting(SearchPathMode::Session, "set_cs").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, true, "set_cs").await;
     no_setting_reaches_the_next_tenant(&Door::Core(tenancy), &db, &s, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_setting_reaches_the_next_tenant_core_transaction_mode() {
-    let (db, tenancy, s) = one_connection_resetting(SearchPathMode::Transaction, "set_ct").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Transaction, true, "set_ct").await;
     no_setting_reaches_the_next_tenant(&Door::Core(tenancy), &db, &s, None).await;
 }
 
@@ -772,14 +752,14 @@ async fn no_setting_reaches_the_next_tenant_core_behind_pgbouncer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_setting_reaches_the_next_tenant_sqlx_session_mode() {
-    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "set_ss").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "set_ss").await;
     let router = sqlx_over_one_connection(&db, &tenancy).await;
     no_setting_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_setting_reaches_the_next_tenant_sqlx_behind_pgbouncer() {
-    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, "set_sb").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "set_sb").await;
     let (_bouncer, router, other) = sqlx_behind_one_server(&db, &tenancy, 2).await;
     no_setting_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, Some(&other)).await;
 }

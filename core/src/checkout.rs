@@ -535,13 +535,14 @@ impl DriverCheckout {
     /// [`session_prefix`](Self::session_prefix) and `RESET ROLE` (what an earlier client of
     /// the server connection set for the session — another tenant's `SET app.user_id …`, a
     /// function's `set_config(…, false)` — is undone, and the undoing commits with the
-    /// transaction), then `DISCARD TEMP` (temporary tables the server connection's last user
+    /// transaction), then the tenant's `SET LOCAL statement_timeout` (without `reset`, when
+    /// it has none, `TO DEFAULT`: a timeout the last user left must not cancel what follows),
+    /// then `DISCARD TEMP` (temporary tables the server connection's last user
     /// left — another tenant's function, or another client of the pooler — would otherwise
     /// stand in for the tenant's tables: `pg_temp` is searched before the path), `CLOSE ALL`
     /// (a cursor held open past its transaction would let the tenant fetch rows the last
     /// user's query read) and `DISCARD SEQUENCES` (`lastval()` would give the last user's
-    /// id), then `SET LOCAL search_path TO <path>`, the tenant's `SET LOCAL
-    /// statement_timeout` when it has one, and in role mode the [local
+    /// id), then `SET LOCAL search_path TO <path>` and in role mode the [local
     /// role](Self::local_role_setting). `path` is the search path, e.g. `"acme", public`,
     /// built from validated, quoted names.
     #[must_use]
@@ -761,25 +762,18 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
             slot: None,
             statement_timeout_ms: None,
             role: None,
-            role_guard: None,
             registered: false,
         });
     };
     let registered = states.registered(tenant.schema()).await?;
     let status = admit(tenant, Some(registered.as_ref()))?;
     // Role mode: the registry's role, never the value's; none is no way in.
-    let (role, role_guard) = match states.registry.roles() {
-        Some(roles) if !tenant.schema().is_public() => {
+    let role = match states.registry.roles() {
+        Some(_) if !tenant.schema().is_public() => {
             match registered.as_ref().and_then(Tenant::role) {
                 Some(role) => {
                     crate::databases::note_roles();
-                    (
-                        Some(Arc::<str>::from(crate::roles::quote(role))),
-                        Some(Arc::<str>::from(format!(
-                            "SET ROLE {}",
-                            crate::roles::quote(roles.group_name())
-                        ))),
-                    )
+                    Some(Arc::<str>::from(crate::roles::quote(role)))
                 }
                 None => {
                     return Err(Error::NoTenantRole {
@@ -788,7 +782,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
                 }
             }
         }
-        _ => (None, None),
+        _ => None,
     };
     let own = registered.as_ref().and_then(Tenant::max_connections);
     let slot = states.slot(tenant.schema(), own).await?;
@@ -805,7 +799,6 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
         slot,
         statement_timeout_ms,
         role,
-        role_guard,
         registered: registered.is_some(),
     })
 }
@@ -819,9 +812,6 @@ pub(crate) struct Admission {
     pub(crate) statement_timeout_ms: Option<u32>,
     /// Role mode: the tenant's role, quoted as an identifier.
     pub(crate) role: Option<Arc<str>>,
-    /// Role mode: `SET ROLE` of the tenants' group role, which reaches no tenant's schema:
-    /// sent on its own before a switch whose answer a statement does not wait for.
-    pub(crate) role_guard: Option<Arc<str>>,
     /// The registry has a tenant in the schema (read by the metrics).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) registered: bool,
@@ -861,8 +851,9 @@ pub(crate) fn begin_access(read_only: bool, reset: bool) -> &'static str {
 
 /// What a transaction-mode transaction sends right behind its `BEGIN`, in the same message:
 /// with `reset`, [`SESSION_RESETS`] and `RESET ROLE` (they commit with the transaction and
-/// stay on the server connection, which is what they are for), then
-/// the [`LEFT_OBJECTS`] undone, then the [`local_settings`].
+/// stay on the server connection, which is what they are for), then the tenant's `SET LOCAL
+/// statement_timeout` (without `reset` and without a timeout of the tenant's, `TO DEFAULT`),
+/// the [`LEFT_OBJECTS`] undone, and the rest of the [`local_settings`]: the path and the role.
 pub(crate) fn local_start(
     path: &str,
     timeout_ms: Option<u32>,
@@ -877,11 +868,25 @@ pub(crate) fn local_start(
         }
         sql.push_str("RESET ROLE; ");
     }
+    // The timeout before the rest: each statement runs under the timeout in force when it
+    // starts. Without the resets, a `statement_timeout` the server connection's last user left
+    // (a function's `set_config(…, false)`, another client of the pooler) would cancel
+    // `DISCARD TEMP` of its many temporary tables, and every transaction on that server
+    // connection after it: in its place the tenant's timeout, or the connection's default.
+    match timeout_ms {
+        Some(ms) => sql.push_str(&format!("SET LOCAL statement_timeout TO {ms}; ")),
+        None if !reset => sql.push_str("SET LOCAL statement_timeout TO DEFAULT; "),
+        None => {}
+    }
     for statement in LEFT_OBJECTS {
         sql.push_str(statement);
         sql.push_str("; ");
     }
-    sql.push_str(&local_settings(path, timeout_ms, role));
+    sql.push_str(&format!("SET LOCAL search_path TO {path}"));
+    if let Some(role) = local_role_setting(role) {
+        sql.push_str("; ");
+        sql.push_str(&role);
+    }
     sql
 }
 
@@ -922,7 +927,6 @@ pub(crate) async fn admit_by_name(
             slot: None,
             statement_timeout_ms: None,
             role: None,
-            role_guard: None,
             registered: true,
         });
         #[cfg(feature = "metrics")]

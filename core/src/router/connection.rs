@@ -71,16 +71,6 @@ pub struct ConnectionScope {
     /// Role mode: the tenant's role (quoted), set with every switch; SQL that could leave
     /// it is refused.
     role: Option<Arc<str>>,
-    /// Role mode: `SET ROLE` of the tenants' group role, which reaches no tenant's schema,
-    /// sent in a message of its own (it cannot fail) before a switch that a statement is
-    /// written behind without waiting (see [`pipelinable`](Self::pipelinable)): if the
-    /// tenant's role cannot be set (dropped by another process deleting the tenant, or by
-    /// hand), the switch fails as a whole and the statement runs under the group role, not
-    /// under the session's previous role (the login role after the public site, or another
-    /// tenant's). A switch sent in the statement's own message
-    /// ([`run_switching`](Self::run_switching)) needs no guard: PostgreSQL skips the
-    /// statement behind a failed `SET ROLE`.
-    role_guard: Option<Arc<str>>,
     gate: Arc<Gate>,
     /// The gate epoch under which the path was last set and the schema seen to exist;
     /// [`NOT_ON_PATH`] when the next statement must switch first.
@@ -143,8 +133,6 @@ pub(crate) struct SessionSettings {
     pub(crate) read_only: bool,
     pub(crate) statement_timeout_ms: Option<u32>,
     pub(crate) role: Option<Arc<str>>,
-    /// Role mode: `SET ROLE` of the tenants' group role (see `ConnectionScope::role_guard`).
-    pub(crate) role_guard: Option<Arc<str>>,
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
@@ -219,7 +207,6 @@ impl ConnectionScope {
             read_only,
             statement_timeout_ms,
             role,
-            role_guard,
         }: SessionSettings,
         gate: Arc<Gate>,
         known: Remembered,
@@ -235,7 +222,6 @@ impl ConnectionScope {
             read_only,
             statement_timeout_ms,
             role,
-            role_guard,
             gate,
             verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
             forgotten: AtomicU64::new(0),
@@ -353,56 +339,6 @@ impl ConnectionScope {
         self.switch_checking(false).await
     }
 
-    /// Whether the next statement may be written right behind a switch, in the same flush,
-    /// without waiting for the switch's answer: the connection is not on the path and the
-    /// switch needs no existence check (the schema was seen a moment ago). A plain `SET
-    /// search_path` cannot fail while the statement written after it succeeds: it fails only
-    /// when the connection is lost or a transaction is aborted, and then so does the
-    /// statement. A switch that must check the schema is waited for before anything runs
-    /// (the check fails when the schema is missing; the statement would not).
-    ///
-    /// Under a tenant role (role mode) `SET ROLE` can fail (the role dropped by another
-    /// process deleting the tenant, or the login role no longer a member): the switch is
-    /// then preceded by the `role_guard`, so that the statement behind a
-    /// failed switch runs under the tenants' group role, never the session's previous one.
-    ///
-    /// A statement already cached for the schema does not come here: its switch travels in
-    /// its own message ([`run_switching`](Self::run_switching)), which is what this pipelining
-    /// approximates (one flush), with one implicit transaction instead of two and no guard.
-    fn pipelinable(&self) -> bool {
-        !self.on_path() && self.gate.recently_verified(self.gate.epoch())
-    }
-
-    /// A switch without the existence check, for a schema seen a moment ago.
-    async fn switch_unchecked(&self) -> Result<()> {
-        let forgotten = self.forget_path();
-        let epoch = self.gate.epoch();
-        self.pool.count_switch();
-        let (sql, reset) = self.session_settings();
-        let switched = match &self.role_guard {
-            // Written first, on its own: it commits even if the switch behind it fails.
-            Some(guard) => {
-                let (guarded, switched) = join(
-                    self.conn().batch_execute(guard),
-                    self.conn().batch_execute(&sql),
-                )
-                .await;
-                if let (Err(e), Ok(())) = (&guarded, &switched) {
-                    // The switch holds, so the statement ran under the tenant's role; only
-                    // the protection against a failed switch is missing (the group role
-                    // dropped by hand: `roles sync` makes it again).
-                    tracing::warn!(schema = %self.schema, error = %e, "the tenants' group role could not be set before a switch");
-                }
-                switched
-            }
-            None => self.conn().batch_execute(&sql).await,
-        };
-        switched.map_err(|e| self.switch_error(e))?;
-        self.switched(reset);
-        self.mark_on_path(epoch, forgotten);
-        Ok(())
-    }
-
     /// [`switch`](Self::switch), checking the schema's existence when `force`d or when it
     /// was not seen to exist a moment ago (and announced as changed since): the check costs
     /// a planned statement.
@@ -418,10 +354,12 @@ impl ConnectionScope {
             sql.push_str("; ");
             sql.push_str(&self.existence_check());
         }
-        self.conn()
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| self.switch_error(e))?;
+        let mut switched = self.conn().batch_execute(&sql).await;
+        if matches!(&switched, Err(e) if cancelled_reset(reset, e)) {
+            tracing::debug!(schema = %self.schema, "a switch's reset was cancelled; once more");
+            switched = self.conn().batch_execute(&sql).await;
+        }
+        switched.map_err(|e| self.switch_error(e))?;
         if check {
             self.gate.mark_verified(epoch);
         }
@@ -450,6 +388,12 @@ impl ConnectionScope {
             // `SET SESSION AUTHORIZATION` and `SET ROLE` too, which `RESET ALL` leaves.
             statements.extend(crate::leftovers::SESSION_RESETS.map(str::to_owned));
         }
+        // The timeout before the rest: each statement runs under the timeout in force when it
+        // starts, so only this `SET` runs under the last user's (after a reset, under none).
+        // `DISCARD TEMP` of many temporary tables can take longer than a tiny one.
+        if let Some(timeout) = crate::checkout::timeout_setting(self.statement_timeout_ms) {
+            statements.push(format!("SET statement_timeout TO {timeout}"));
+        }
         if self.first_switch.load(Ordering::Acquire) {
             // What the connection's last user left where the SQL reader could not see it (a
             // function's body). Always its temporary tables: `pg_temp` is searched before the
@@ -463,11 +407,6 @@ impl ConnectionScope {
             } else {
                 statements.push(crate::leftovers::DROP_LEFT_TEMPORARY.to_owned());
             }
-        }
-        // The timeout first: each statement runs under the timeout in force when it starts,
-        // so only this `SET` runs under the last tenant's.
-        if let Some(timeout) = crate::checkout::timeout_setting(self.statement_timeout_ms) {
-            statements.push(format!("SET statement_timeout TO {timeout}"));
         }
         if let Some(role) = crate::checkout::role_setting(self.role.as_deref()) {
             statements.push(role);
@@ -520,6 +459,11 @@ impl ConnectionScope {
                 schema: self.schema.clone(),
             };
         }
+        // Anything else (cancelled under a `statement_timeout` the last user left, a role
+        // that cannot be set, a lost connection): the session is in a state the library did
+        // not choose, perhaps still on the last tenant's path with its settings. The
+        // connection is closed when the scope is given back, not handed to the next checkout.
+        self.untrusted.store(true, Ordering::Release);
         Error::db("switching search_path", &self.schema, e)
     }
 
@@ -757,22 +701,12 @@ impl ConnectionScope {
             let result = Box::pin(self.run_switching(stmt, &op)).await;
             self.after_running(effects);
             result?
-        } else if !effects.session && self.pipelinable() {
-            // The switch, then the statement (its Parse when not cached yet, else its
-            // execution) written behind it in the same flush; see `pipelinable`.
-            self.before_running(effects);
-            let run = async {
-                let stmt = match source {
-                    Source::Text(sql) => self.prepare_on_path(sql).await?,
-                    Source::Prepared(stmt) => stmt.clone(),
-                };
-                Ok::<_, Error>(op(Target::Prepared(stmt)).await)
-            };
-            let (switched, ran) = Box::pin(join(self.switch_unchecked(), run)).await;
-            self.after_running(effects);
-            switched?;
-            ran?
         } else {
+            // Nothing runs behind a switch that has not answered (its Parse at most, see
+            // `prepare_on_schema`): the switch can fail on its own — cancelled under a
+            // `statement_timeout` the last user left, its `RESET`s or `DISCARD TEMP` slower
+            // than that — while a statement written behind it, in a message of its own,
+            // would run on the previous tenant's path.
             let stmt = match source {
                 Source::Text(sql) => self.prepare_on_schema(sql).await?,
                 Source::Prepared(stmt) => {
@@ -873,7 +807,14 @@ impl ConnectionScope {
         if check {
             self.pool.count_existence_check();
         }
-        match op(Target::After(prelude, stmt)).await {
+        let mut result = op(Target::After(prelude, stmt.clone())).await;
+        if matches!(&result, Err(e) if e.is_from_prelude() && cancelled_reset(reset, e)) {
+            // Nothing ran: PostgreSQL skipped the statement behind the failed switch.
+            tracing::debug!(schema = %self.schema, "a switch's reset was cancelled; once more");
+            let (prelude, _) = self.switch_prelude(check)?;
+            result = op(Target::After(prelude, stmt)).await;
+        }
+        match result {
             Err(e) if e.is_from_prelude() => Err(self.switch_error(e)),
             result => {
                 // A row count the driver refused ran, and committed, on the server.
@@ -1197,6 +1138,16 @@ impl ConnectionScope {
     pub fn is_closed(&self) -> bool {
         self.conn().is_closed()
     }
+}
+
+/// Whether a switch that failed with `e` is sent once more: it began with the resets of what
+/// the connection's last user left (`reset`), among which may be a `statement_timeout` small
+/// enough to cancel the first of them before it took effect. The whole message rolled back
+/// (nothing behind the switch ran) and the server is as it was; the reset takes the timeout
+/// away before anything slower runs, so a second cancellation needs the server to stall again
+/// within that first statement.
+fn cancelled_reset(reset: bool, e: &tokio_postgres::Error) -> bool {
+    reset && e.code() == Some(&SqlState::QUERY_CANCELED)
 }
 
 impl Drop for ConnectionScope {

@@ -763,3 +763,79 @@ async fn no_setting_reaches_the_next_tenant_sqlx_behind_pgbouncer() {
     let (_bouncer, router, other) = sqlx_behind_one_server(&db, &tenancy, 2).await;
     no_setting_reaches_the_next_tenant(&Door::Sqlx(router), &db, &s, Some(&other)).await;
 }
+
+/// `public.stall(who)`: a PL/pgSQL function that leaves on the session 200 temporary tables
+/// (which the next checkout drops first, in more than a millisecond) and a
+/// `statement_timeout` of 1 ms, where the SQL reader cannot see either: the next tenant's
+/// switch starts under that timeout.
+const STALL: &str = "CREATE FUNCTION public.stall(who text) RETURNS text LANGUAGE plpgsql AS $$ \
+     BEGIN FOR i IN 1..200 LOOP \
+     EXECUTE format('CREATE TEMP TABLE IF NOT EXISTS stall_%s (x int)', i); END LOOP; \
+     PERFORM set_config('statement_timeout', '1ms', false); RETURN who; END $$";
+
+/// The failed-switch scenario: `door` hands out connections over ONE server connection. After
+/// tenant `s[0]`'s function leaves a session on which the next switch is cancelled, tenant
+/// `s[1]`'s write fails or lands in its own schema — never in `s[0]`'s, which the server
+/// connection's path still names — and the next checkout serves `s[1]`: one function cannot
+/// take a connection (behind PgBouncer, every client's) out of service.
+async fn no_write_runs_behind_a_failed_switch(door: &Door, db: &TestDatabase, s: &[SchemaName]) {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(STALL)
+        .await
+        .unwrap();
+    let (a, b) = (&s[0], &s[1]);
+    // Tenant b seen a moment ago (its switch needs no existence check), its write not yet
+    // prepared on the connection.
+    door.read(b).await.unwrap();
+    door.runs(a, "SELECT public.stall('a')").await.unwrap();
+    let first = door.write(b).await;
+    assert_eq!(
+        notes(db, a).await,
+        0,
+        "tenant {b}'s write landed in tenant {a}'s schema (it returned {first:?})"
+    );
+    let second = door.write(b).await;
+    assert_eq!(
+        second,
+        Ok(()),
+        "the checkout after {first:?} did not serve tenant {b}"
+    );
+    assert_eq!(notes(db, b).await, 1 + i64::from(first.is_ok()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_runs_behind_a_failed_switch_core_session_mode() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "stl_cs").await;
+    no_write_runs_behind_a_failed_switch(&Door::Core(tenancy), &db, &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_runs_behind_a_failed_switch_core_transaction_mode() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Transaction, false, "stl_ct").await;
+    no_write_runs_behind_a_failed_switch(&Door::Core(tenancy), &db, &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_runs_behind_a_failed_switch_core_behind_pgbouncer() {
+    let db = database().await;
+    let (_bouncer, tenancy) = bounced_tenancy(&db, 1, 2).await;
+    let s = marked_tenants(&tenancy, "stl_cb", 2).await;
+    no_write_runs_behind_a_failed_switch(&Door::Core(tenancy), &db, &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_runs_behind_a_failed_switch_sqlx_session_mode() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "stl_ss").await;
+    let router = sqlx_over_one_connection(&db, &tenancy).await;
+    no_write_runs_behind_a_failed_switch(&Door::Sqlx(router), &db, &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_runs_behind_a_failed_switch_sqlx_behind_pgbouncer() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "stl_sb").await;
+    let (_bouncer, router, _other) = sqlx_behind_one_server(&db, &tenancy, 2).await;
+    no_write_runs_behind_a_failed_switch(&Door::Sqlx(router), &db, &s).await;
+}

@@ -22,7 +22,7 @@
 //!
 //! `cargo run --release -p tenant-schemas-benches --bin load -- --help` lists the options
 //! (`--tenants N`, `--secs`, `--warmup`, `--variant`, `--pick`, `--queries`, `--rounds`,
-//! `--explain` …). With `--rounds N` the variants alternate N times and each row is the
+//! `--explain`, `--after-read-only` …). With `--rounds N` the variants alternate N times and each row is the
 //! median run: compare those, since one run moves by ±10–20 % on a shared machine.
 
 #![allow(clippy::unwrap_used)]
@@ -36,7 +36,8 @@ use clap::Parser;
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::{TestCluster, TestPgBouncer};
 use tenant_schemas::{
-    SchemaName, SchemaRouter, SearchPathMode, Tenancy, TenantMigrations, TenantRoles,
+    SchemaName, SchemaRouter, SearchPathMode, Tenancy, Tenant, TenantMigrations, TenantRoles,
+    TenantStatus,
 };
 use tenant_schemas_benches::{
     baseline_schema, items_table, items_tenancy, make_pool, make_pool_of, micros, pick_and_run,
@@ -142,6 +143,11 @@ struct Args {
     /// named statements it keeps per server connection (200: its default since 1.24).
     #[arg(long, default_value_t = 200)]
     pgbouncer_prepared_statements: u32,
+    /// Serve one read-only tenant (a session made read-only) before the runs. Process-wide:
+    /// every session-mode switch then also sets `default_transaction_read_only`, and travels
+    /// in a message of its own instead of the statement's.
+    #[arg(long)]
+    after_read_only: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -401,6 +407,7 @@ async fn main() {
         explain,
         pgbouncer_prepared_statements,
         rounds,
+        after_read_only,
     } = Args::parse();
     let rounds = rounds.max(1);
     let warmup = warmup.unwrap_or(secs);
@@ -547,6 +554,16 @@ async fn main() {
         }),
     });
 
+    if after_read_only {
+        let read_only = Tenant::new(setup.schemas[0].clone()).with_status(TenantStatus::ReadOnly);
+        let c = setup
+            .session
+            .connection_for_tenant(&read_only)
+            .await
+            .unwrap();
+        c.query_one(SQL, &[&1]).await.unwrap();
+        println!("a read-only tenant served: every session-mode switch sets the read-only default");
+    }
     println!("\n{tasks} tasks, pool {POOL}, {secs} s per run; ratio = throughput / baseline of the same row");
     if rounds > 1 {
         println!("{rounds} alternating rounds: the median run of each variant, ratio of medians");

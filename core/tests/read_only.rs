@@ -395,3 +395,63 @@ async fn computed_setting_names_escape_nothing_in_session_mode() {
 async fn computed_setting_names_escape_nothing_in_transaction_mode() {
     computed_setting_names_escape_nothing(SearchPathMode::Transaction).await;
 }
+
+/// Session mode over one connection, a writer's and a read-only tenant's checkouts in turn,
+/// each statement already cached for its schema (so its switch travels in the statement's
+/// own message): the writer's write, in a transaction that begins under the read-only
+/// default the other tenant's session left, still lands (switched again on its own), and
+/// the read-only tenant's, in one that begins under the writer's, never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_and_read_only_tenants_take_turns_on_one_connection() {
+    let (db, tenancy, s, _pool) =
+        marked_over_public("ro_turn_", 2, 1, SearchPathMode::Session).await;
+    let (writer, reader) = (&s[0], &s[1]);
+    tenancy
+        .set_status(reader, TenantStatus::ReadOnly)
+        .await
+        .unwrap();
+    let router = tenancy.router();
+    let mut written = 0;
+    for round in 0..4 {
+        let conn = router.connection_for_schema(writer).await.unwrap();
+        conn.execute(WRITE, &[])
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the writer after a read-only tenant: {e}"));
+        written += 1;
+        drop(conn);
+        let conn = router.connection_for_schema(reader).await.unwrap();
+        let marker: String = conn
+            .query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(marker, reader.as_str());
+        assert!(
+            conn.execute(WRITE, &[]).await.is_err(),
+            "round {round}: the read-only tenant wrote"
+        );
+        drop(conn);
+    }
+    let count = |schema: &SchemaName| {
+        let sql = format!(
+            "SELECT count(*) FROM {}.notes WHERE body = 'escaped'",
+            schema.quoted()
+        );
+        let pool = db.pool().clone();
+        async move {
+            let n: i64 = pool
+                .get()
+                .await
+                .unwrap()
+                .query_one(&sql, &[])
+                .await
+                .unwrap()
+                .get(0);
+            n
+        }
+    };
+    assert_eq!(count(writer).await, written);
+    assert_eq!(count(reader).await, 0);
+    let stats = router.stats();
+    assert!(stats.switches >= 8, "{stats:?}");
+}

@@ -753,15 +753,27 @@ impl ConnectionScope {
     /// transaction ([`run_switching`](Self::run_switching)): not SQL that controls
     /// transactions (a `BEGIN` there would take the switch into its transaction block) or
     /// that PostgreSQL runs only on its own (`VACUUM`, `… CONCURRENTLY`), not
-    /// a connection whose session may be in any state, and not once the router has served a
-    /// read-only tenant: a transaction's read-only mode is fixed when it starts, before the
-    /// switch in it could set the default, so such switches stay messages of their own.
+    /// a connection whose session may be in any state, and not a read-only tenant's: a
+    /// transaction's read-only mode is fixed when it starts, before the switch in it sets the
+    /// default, so the statement would run in a transaction as writable as the connection's
+    /// last session left it. For the same reason a writer's statement behind the switch, on
+    /// a connection a read-only tenant used last, is refused (`25006`), nothing written: it
+    /// is then run again behind a switch of its own ([`began_read_only`](Self::began_read_only)).
     fn switches_in_prelude(&self, effects: Effects) -> bool {
         !effects.transaction_control
             && !effects.own_transaction
             && !self.read_only
-            && !crate::databases::read_only_sessions_seen()
             && !self.untrusted.load(Ordering::Acquire)
+    }
+
+    /// Whether `e`, a statement's failure behind the switch in its own message, is a write
+    /// refused because the implicit transaction began under the read-only default a
+    /// read-only tenant's session left on the connection (see
+    /// [`switches_in_prelude`](Self::switches_in_prelude)).
+    fn began_read_only(&self, e: &tokio_postgres::Error) -> bool {
+        !self.read_only
+            && crate::databases::read_only_sessions_seen()
+            && e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
     }
 
     /// The statement cached on the connection for `sql` under this schema, when the memory
@@ -812,10 +824,19 @@ impl ConnectionScope {
             // Nothing ran: PostgreSQL skipped the statement behind the failed switch.
             tracing::debug!(schema = %self.schema, "a switch's reset was cancelled; once more");
             let (prelude, _) = self.switch_prelude(check)?;
-            result = op(Target::After(prelude, stmt)).await;
+            result = op(Target::After(prelude, stmt.clone())).await;
         }
         match result {
             Err(e) if e.is_from_prelude() => Err(self.switch_error(e)),
+            Err(e) if self.began_read_only(&e) => {
+                // The connection's last switch was a read-only tenant's: the implicit
+                // transaction began read-only, before the switch in it set the default back.
+                // The write was refused and the switch rolled back with it; switched on its
+                // own first, the statement runs in a transaction that begins writable.
+                tracing::debug!(schema = %self.schema, error = %e, "a write behind the switch began read-only; switching first");
+                self.switch_checking(false).await?;
+                Ok(op(Target::Prepared(stmt)).await)
+            }
             result => {
                 // A row count the driver refused ran, and committed, on the server.
                 if result

@@ -25,9 +25,10 @@ use crate::router::statement::{statement_name, unshared, Source};
 const PROBE: &str = "SELECT 1 /* tenant-schemas: does the pooler keep named statements? */";
 
 impl ConnectionScope {
-    /// Transaction mode: `BEGIN`, the local switch with the existence check, the statement
-    /// (unnamed, with the parameter types learned for its text) and `COMMIT`, written in one
-    /// flush: one round trip, and nothing server-side outlives the transaction. The first
+    /// Transaction mode: `BEGIN` and the local switch with the existence check in one message,
+    /// then, once it has answered, the statement (unnamed, with the parameter types learned
+    /// for its text) and `COMMIT` in one flush: two round trips, and nothing server-side
+    /// outlives the transaction. The first
     /// time a text is seen its parameter types are learned inside the transaction with a
     /// named statement that is closed before the statement runs (under a text no other
     /// prepare uses: a pooler that keeps named statements would otherwise hand it one analysed
@@ -81,7 +82,7 @@ impl ConnectionScope {
 
     /// A named statement the pooler keeps, prepared (and cached) the first time on this
     /// connection inside the statement's transaction: `BEGIN`, the local switch, `Bind`/
-    /// `Execute` and `COMMIT` in one flush once cached. A statement that no longer fits its
+    /// `Execute` and `COMMIT` in one flush behind it once cached. A statement that no longer fits its
     /// schema is prepared again under a new text (see [`RouterPool::renamed`]).
     ///
     /// [`RouterPool::renamed`]: crate::router::pool::RouterPool::renamed
@@ -110,8 +111,8 @@ impl ConnectionScope {
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
         // Set when the statement is at hand, and its execution written in the same poll, so the
-        // COMMIT can follow: a cached one is on the body's first poll (one flush for the
-        // whole transaction); one not cached yet once its Parse is answered (it is parsed
+        // COMMIT can follow: a cached one is on the body's first poll (one flush with the
+        // COMMIT); one not cached yet once its Parse is answered (it is parsed
         // inside the transaction, on the tenant's path).
         let at_hand = AtomicBool::new(false);
         let body = async {
@@ -263,10 +264,10 @@ impl ConnectionScope {
     }
 
     /// Runs `body` inside `BEGIN; SET LOCAL search_path …; <existence check>` and ends the
-    /// transaction. `body`'s first request is written right behind the `BEGIN`; with
-    /// `pipelined_commit`, so is the `COMMIT` — only for a body that writes all its requests
-    /// on its first poll, since the `COMMIT` is written after them. An aborted transaction
-    /// answers `COMMIT` with a rollback, so a failed switch or body commits nothing.
+    /// transaction. `body`'s first request is written once the `BEGIN` message has answered;
+    /// with `pipelined_commit`, the `COMMIT` right behind it — only for a body that writes all
+    /// its requests on its first poll, since the `COMMIT` is written after them. An aborted
+    /// transaction answers `COMMIT` with a rollback, so a failed body commits nothing.
     pub(super) async fn local_transaction<T>(
         &self,
         body: impl Future<Output = Result<T, tokio_postgres::Error>>,
@@ -306,7 +307,20 @@ impl ConnectionScope {
             }
         );
         let commit = || maybe_done(client.batch_execute("COMMIT"));
-        let mut begun = pin!(maybe_done(client.batch_execute(&begin)));
+        // Nothing of the body is written before the `BEGIN` message has answered. Each message
+        // fails on its own: one cancelled before its `BEGIN` ran — under a `statement_timeout`
+        // the server connection's last user left, which fires while PostgreSQL frees that
+        // user's unnamed statement at the message's start, or by a cancel request — would
+        // leave a statement written behind it to run by itself, in autocommit, on whatever
+        // path and role the session has (another tenant's).
+        if let Err(e) = client.batch_execute(&begin).await {
+            // `BEGIN` ran and a later statement failed (the transaction is aborted), or it
+            // never ran: a `ROLLBACK` ends what there is.
+            if client.batch_execute("ROLLBACK").await.is_ok() {
+                self.open_transaction.store(false, Ordering::Release);
+            }
+            return Err(self.switch_error(e));
+        }
         let mut outcome = pin!(maybe_done(body));
         // Typed by the (never taken) first branch.
         let mut pipelined = pin!(false.then(commit));
@@ -314,7 +328,6 @@ impl ConnectionScope {
         // As `join3(begin, body, commit)`, the `COMMIT` started only once the body has
         // written everything.
         poll_fn(|cx| {
-            let begun_ready = begun.as_mut().poll(cx).is_ready();
             let outcome_ready = outcome.as_mut().poll(cx).is_ready();
             if !decided {
                 if written() {
@@ -328,17 +341,13 @@ impl ConnectionScope {
                 Some(ended) => ended.poll(cx).is_ready(),
                 None => true,
             };
-            if begun_ready && outcome_ready && ended_ready {
+            if outcome_ready && ended_ready {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         })
         .await;
-        let begun = begun
-            .as_mut()
-            .take_output()
-            .expect("polled to completion above");
         let outcome = outcome
             .as_mut()
             .take_output()
@@ -346,7 +355,7 @@ impl ConnectionScope {
         let ended = match pipelined.as_mut().as_pin_mut() {
             Some(ended) => ended.take_output().expect("polled to completion above"),
             None => {
-                let end = if begun.is_ok() && outcome.is_ok() {
+                let end = if outcome.is_ok() {
                     "COMMIT"
                 } else {
                     "ROLLBACK"
@@ -357,7 +366,6 @@ impl ConnectionScope {
         if ended.is_ok() {
             self.open_transaction.store(false, Ordering::Release);
         }
-        begun.map_err(|e| self.switch_error(e))?;
         if check {
             self.gate.mark_verified(epoch);
         }

@@ -860,13 +860,20 @@ pub(crate) fn local_start(
     role: Option<&str>,
     reset: bool,
 ) -> String {
-    let mut sql = String::new();
+    local_start_statements(path, timeout_ms, role, reset).join("; ")
+}
+
+/// The statements of [`local_start`], in order (each one, for a `Parse` of its own).
+pub(crate) fn local_start_statements(
+    path: &str,
+    timeout_ms: Option<u32>,
+    role: Option<&str>,
+    reset: bool,
+) -> Vec<String> {
+    let mut statements = Vec::with_capacity(10);
     if reset {
-        for statement in SESSION_RESETS {
-            sql.push_str(statement);
-            sql.push_str("; ");
-        }
-        sql.push_str("RESET ROLE; ");
+        statements.extend(SESSION_RESETS.map(str::to_owned));
+        statements.push("RESET ROLE".to_owned());
     }
     // The timeout before the rest: each statement runs under the timeout in force when it
     // starts. Without the resets, a `statement_timeout` the server connection's last user left
@@ -874,20 +881,14 @@ pub(crate) fn local_start(
     // `DISCARD TEMP` of its many temporary tables, and every transaction on that server
     // connection after it: in its place the tenant's timeout, or the connection's default.
     match timeout_ms {
-        Some(ms) => sql.push_str(&format!("SET LOCAL statement_timeout TO {ms}; ")),
-        None if !reset => sql.push_str("SET LOCAL statement_timeout TO DEFAULT; "),
+        Some(ms) => statements.push(format!("SET LOCAL statement_timeout TO {ms}")),
+        None if !reset => statements.push("SET LOCAL statement_timeout TO DEFAULT".to_owned()),
         None => {}
     }
-    for statement in LEFT_OBJECTS {
-        sql.push_str(statement);
-        sql.push_str("; ");
-    }
-    sql.push_str(&format!("SET LOCAL search_path TO {path}"));
-    if let Some(role) = local_role_setting(role) {
-        sql.push_str("; ");
-        sql.push_str(&role);
-    }
-    sql
+    statements.extend(LEFT_OBJECTS.map(str::to_owned));
+    statements.push(format!("SET LOCAL search_path TO {path}"));
+    statements.extend(local_role_setting(role));
+    statements
 }
 
 /// The `SET LOCAL`s of a transaction-mode switch, in order: the search path `path`, the

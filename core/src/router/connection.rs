@@ -160,6 +160,9 @@ enum Target<'a> {
     /// A prepared statement run behind the switch in the same implicit transaction (session
     /// mode; see [`ConnectionScope::run_switching`]).
     After(Prelude, Statement),
+    /// [`Typed`](Self::Typed) behind a prelude that begins its transaction (transaction
+    /// mode; see [`ConnectionScope::local_transaction_after`]).
+    TypedAfter(Prelude, &'a str, Arc<[Type]>),
 }
 
 fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
@@ -184,14 +187,20 @@ const UNKNOWN_STATEMENT: Effects = Effects {
 
 /// The operation [`ConnectionScope::with_statement`] runs for the query family: the
 /// client's method `$prepared` on a prepared statement, `$after` on one behind a switch, or
-/// `$typed` on text with the parameter types learned for it (transaction mode).
+/// `$typed` on text with the parameter types learned for it (transaction mode), `$typed_after`
+/// behind the `BEGIN` and the switch.
 macro_rules! on_target {
-    ($client:ident, $params:ident, $prepared:ident, $after:ident, $typed:ident) => {
+    ($client:ident, $params:ident, $prepared:ident, $after:ident, $typed:ident, $typed_after:ident) => {
         |target| async move {
             match target {
                 Target::Prepared(stmt) => $client.$prepared(&stmt, $params).await,
                 Target::After(prelude, stmt) => $client.$after(&prelude, &stmt, $params).await,
                 Target::Typed(sql, types) => $client.$typed(sql, &typed($params, &types)).await,
+                Target::TypedAfter(prelude, sql, types) => {
+                    $client
+                        .$typed_after(&prelude, sql, &typed($params, &types))
+                        .await
+                }
             }
         }
     };
@@ -893,7 +902,14 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(client, params, query, query_after, query_typed);
+        let run = on_target!(
+            client,
+            params,
+            query,
+            query_after,
+            query_typed,
+            query_typed_after
+        );
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -904,7 +920,14 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(client, params, query_one, query_one_after, query_typed_one);
+        let run = on_target!(
+            client,
+            params,
+            query_one,
+            query_one_after,
+            query_typed_one,
+            query_typed_one_after
+        );
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -915,7 +938,14 @@ impl ConnectionScope {
         S: ToScopedStatement + ?Sized,
     {
         let client: &tokio_postgres::Client = self.conn();
-        let run = on_target!(client, params, query_opt, query_opt_after, query_typed_opt);
+        let run = on_target!(
+            client,
+            params,
+            query_opt,
+            query_opt_after,
+            query_typed_opt,
+            query_typed_opt_after
+        );
         self.with_statement(statement.as_source(), "running a query", run)
             .await
     }
@@ -937,20 +967,33 @@ impl ConnectionScope {
                     }
                     Target::Typed(sql, types) => {
                         let rows = client.query_typed_raw(sql, typed(params, &types)).await?;
-                        futures_util::pin_mut!(rows);
-                        while futures_util::StreamExt::next(&mut rows)
-                            .await
-                            .transpose()?
-                            .is_some()
-                        {}
-                        Ok(rows.rows_affected().unwrap_or(0))
+                        count_rows(rows).await
+                    }
+                    Target::TypedAfter(prelude, sql, types) => {
+                        let rows = client
+                            .query_typed_raw_after(&prelude, sql, typed(params, &types))
+                            .await?;
+                        count_rows(rows).await
                     }
                 }
             },
         )
         .await
     }
+}
 
+/// Reads `rows` to the end; the number of rows the statement affected.
+async fn count_rows(rows: tokio_postgres::RowStream) -> Result<u64, tokio_postgres::Error> {
+    futures_util::pin_mut!(rows);
+    while futures_util::StreamExt::next(&mut rows)
+        .await
+        .transpose()?
+        .is_some()
+    {}
+    Ok(rows.rows_affected().unwrap_or(0))
+}
+
+impl ConnectionScope {
     /// Runs SQL text through the simple query protocol, under the gate, on the path, with
     /// its effects accounted for (or, in transaction mode, inside its own transaction).
     async fn run_simple<T, Fut>(

@@ -224,7 +224,7 @@ fn heavy_unnamed(path: &str, n: usize) -> String {
     sql
 }
 
-/// BROKEN (deterministic, every round). Door: the core, transaction mode, behind a real
+/// Broke before the fix (deterministic, every round). Door: the core, transaction mode, behind a real
 /// PgBouncer with one server connection. Another client of the pooler (not the library) runs
 /// ONE statement that leaves on the server connection `search_path = a`, `statement_timeout =
 /// 1ms` and a heavy unnamed prepared statement. Tenant b's next statement is written as the
@@ -244,7 +244,7 @@ async fn adversary_switch_failed_core_behind_pgbouncer_begin_cancelled() {
     heavy_unnamed_then_write(&Victim::Core(tenancy), &Leaver::Deadpool(other), &db, &s, 3).await;
 }
 
-/// BROKEN (deterministic, round 0): as above with `reset_settings(true)`: the message begins `BEGIN READ
+/// Broke before the fix (deterministic, round 0): as above with `reset_settings(true)`: the message begins `BEGIN READ
 /// WRITE; RESET ALL; …`, and is cancelled before its `BEGIN` all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adversary_switch_failed_core_behind_pgbouncer_begin_cancelled_reset_settings() {
@@ -253,7 +253,7 @@ async fn adversary_switch_failed_core_behind_pgbouncer_begin_cancelled_reset_set
     heavy_unnamed_then_write(&Victim::Core(tenancy), &Leaver::Deadpool(other), &db, &s, 3).await;
 }
 
-/// BROKEN (deterministic, round 0): as above with `pooler_prepared_statements(true)` (PgBouncer 1.25
+/// Broke before the fix (deterministic, round 0): as above with `pooler_prepared_statements(true)` (PgBouncer 1.25
 /// keeps them): a cached named statement's `Bind`/`Execute` is written behind the `BEGIN`
 /// message too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +279,7 @@ async fn adversary_switch_failed_core_transaction_behind_pgbouncer() {
     .await;
 }
 
-/// BROKEN (deterministic, round 0). Door: the core, transaction mode, direct (no pooler), pool of ONE
+/// Broke before the fix (deterministic, round 0). Door: the core, transaction mode, direct (no pooler), pool of ONE
 /// connection. The leaver is a raw user of that pool (`router.pool().get()`, the pooler's
 /// "other client" without a pooler). The same cancelled `BEGIN` message; the statement behind
 /// it runs on tenant a's path.
@@ -332,7 +332,7 @@ async fn adversary_switch_failed_sqlx_behind_pgbouncer() {
 const STAY_ON: &str = "CREATE FUNCTION public.stay_on(path text) RETURNS text LANGUAGE sql AS \
      $$ SELECT pg_catalog.set_config('search_path', path, false) $$";
 
-/// BROKEN (timing-dependent: up to 2,000 rounds, stops at the first misplaced row; it broke
+/// Broke before the fix (timing-dependent: up to 2,000 rounds, stops at the first misplaced row; it broke
 /// at rounds 147 and 904 in two runs). Door: the
 /// core, transaction mode, direct, pool of ONE connection (tagged `application_name =
 /// victim`). Tenant a calls a function that leaves `search_path = a` on the session; then

@@ -581,7 +581,77 @@ impl Client {
         P: BorrowToSql,
         I: IntoIterator<Item = (P, Type)>,
     {
-        query::query_typed(&self.inner, query, params).await
+        query::query_typed(&self.inner, None, query, params).await
+    }
+
+    /// Like [`query_typed_raw`](Self::query_typed_raw), with `prelude` run first, with no
+    /// `Sync` in between (see [`Prelude`]): the unnamed statement is parsed after the
+    /// prelude's statements have run.
+    pub async fn query_typed_raw_after<P, I>(
+        &self,
+        prelude: &Prelude,
+        query: &str,
+        params: I,
+    ) -> Result<RowStream, Error>
+    where
+        P: BorrowToSql,
+        I: IntoIterator<Item = (P, Type)>,
+    {
+        query::query_typed(&self.inner, Some(prelude), query, params).await
+    }
+
+    /// Like [`query_typed`](Self::query_typed), with `prelude` run first (see [`Prelude`]).
+    pub async fn query_typed_after(
+        &self,
+        prelude: &Prelude,
+        query: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, Error> {
+        self.query_typed_raw_after(prelude, query, params.iter().map(|(v, t)| (*v, t.clone())))
+            .await?
+            .try_collect()
+            .await
+    }
+
+    /// Like [`query_typed_one`](Self::query_typed_one), with `prelude` run first (see
+    /// [`Prelude`]).
+    pub async fn query_typed_one_after(
+        &self,
+        prelude: &Prelude,
+        query: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Row, Error> {
+        self.query_typed_opt_after(prelude, query, params)
+            .await
+            .and_then(|res| res.ok_or_else(Error::row_count))
+    }
+
+    /// Like [`query_typed_opt`](Self::query_typed_opt), with `prelude` run first (see
+    /// [`Prelude`]). Reads to the end even past a second row, as
+    /// [`query_opt_after`](Self::query_opt_after) does.
+    pub async fn query_typed_opt_after(
+        &self,
+        prelude: &Prelude,
+        query: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Option<Row>, Error> {
+        let mut stream = pin!(
+            self.query_typed_raw_after(prelude, query, params.iter().map(|(v, t)| (*v, t.clone())))
+                .await?
+        );
+        let mut first = None;
+        let mut more = false;
+        while let Some(row) = stream.try_next().await? {
+            if first.is_some() {
+                more = true;
+            } else {
+                first = Some(row);
+            }
+        }
+        if more {
+            return Err(Error::row_count());
+        }
+        Ok(first)
     }
 
     /// Executes a statement, returning the number of rows modified.

@@ -19,8 +19,11 @@ use postgres_protocol::message::frontend;
 /// with `set_config(…, false)`), and the call returns the prelude's error. If the request's
 /// own statement fails, what the prelude changed rolls back with it.
 ///
-/// A prelude runs only through the extended query protocol: in one implicit transaction
-/// with the statement it precedes, never inside a transaction block of its own.
+/// A prelude runs only through the extended query protocol, in one implicit transaction
+/// with the statement it precedes. A prelude that begins with `BEGIN` opens a transaction
+/// block instead: the statement runs in it, the block stays open after the `Sync` (end it
+/// with a `COMMIT`, which an aborted block answers with a rollback), and if the prelude
+/// fails before its `BEGIN` ran, the statement does not run outside it either.
 #[derive(Clone, Debug, Default)]
 pub struct Prelude {
     buf: BytesMut,

@@ -76,6 +76,7 @@ where
 
 pub async fn query_typed<P, I>(
     client: &Arc<InnerClient>,
+    prelude: Option<&Prelude>,
     query: &str,
     params: I,
 ) -> Result<RowStream, Error>
@@ -88,6 +89,9 @@ where
         let param_oids = params.iter().map(|(_, t)| t.oid()).collect::<Vec<_>>();
 
         client.with_buf(|buf| {
+            if let Some(prelude) = prelude {
+                buf.extend_from_slice(prelude.bytes());
+            }
             frontend::parse("", query, param_oids, buf).map_err(Error::parse)?;
             encode_bind_raw("", params, "", buf)?;
             frontend::describe(b'S', "", buf).map_err(Error::encode)?;
@@ -99,6 +103,9 @@ where
     };
 
     let mut responses = client.send(RequestMessages::Single(FrontendMessage::Raw(buf)))?;
+    if let Some(prelude) = prelude {
+        responses.skip_portals(prelude.portals());
+    }
 
     loop {
         match responses.next().await? {

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
-use futures_util::future::maybe_done;
+use futures_util::future::{join, maybe_done};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::{Prelude, SimpleQueryMessage};
 
 use super::{is_replannable, not_in_transaction_mode, refuse_transaction_control};
 use super::{ConnectionScope, Target, POOLER_DOES_NOT_KEEP, POOLER_KEEPS, POOLER_UNKNOWN};
@@ -246,7 +246,7 @@ impl ConnectionScope {
         let client: &tokio_postgres::Client = self.conn();
         match self.pool.param_types(sql) {
             Some(types) => {
-                self.local_transaction(op(Target::Typed(sql, types)), true)
+                self.local_transaction_after(|prelude| op(Target::TypedAfter(prelude, sql, types)))
                     .await
             }
             None => {
@@ -261,6 +261,60 @@ impl ConnectionScope {
                 self.local_transaction(body, false).await
             }
         }
+    }
+
+    /// A statement at hand (its parameter types learned) in a transaction of its own, in one
+    /// flush: `BEGIN`, the local switch and the existence check as the [`Prelude`] of the
+    /// statement's own message (each an unnamed `Parse`/`Bind`/`Execute`, no `Sync` before the
+    /// statement's), then `COMMIT`. Should the message fail before its `BEGIN` ran (cancelled
+    /// under a `statement_timeout` the server connection's last user left, or by a cancel
+    /// request), PostgreSQL skips everything up to the `Sync`: the statement never runs
+    /// outside the transaction, on whatever path the session has; the `COMMIT` then finds no
+    /// transaction. A failure after `BEGIN` aborts the transaction, which `COMMIT` rolls back.
+    async fn local_transaction_after<T, Fut>(&self, body: impl FnOnce(Prelude) -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let client: &tokio_postgres::Client = self.conn();
+        let epoch = self.gate.epoch();
+        let check = !self.gate.recently_verified(epoch);
+        let reset = self.pool.resets_settings();
+        let mut prelude = Prelude::new();
+        let begin = format!("BEGIN{}", begin_access(self.read_only, reset));
+        let settings = crate::checkout::local_start_statements(
+            &self.path,
+            self.statement_timeout_ms,
+            self.role.as_deref(),
+            reset,
+        );
+        let check_sql = check.then(|| self.existence_check());
+        for statement in std::iter::once(&begin)
+            .chain(&settings)
+            .chain(check_sql.as_ref())
+        {
+            prelude
+                .push_text(statement)
+                .map_err(|e| self.switch_error(e))?;
+        }
+        self.open_transaction.store(true, Ordering::Release);
+        self.pool.count_switch();
+        if check {
+            self.pool.count_existence_check();
+        }
+        // Both written on the first poll, the statement's message first.
+        let (outcome, ended) = join(body(prelude), client.batch_execute("COMMIT")).await;
+        if ended.is_ok() {
+            self.open_transaction.store(false, Ordering::Release);
+        }
+        let value = match outcome {
+            Err(e) if e.is_from_prelude() => return Err(self.switch_error(e)),
+            outcome => outcome.map_err(|e| Error::db("running a statement", &self.schema, e))?,
+        };
+        if check {
+            self.gate.mark_verified(epoch);
+        }
+        ended.map_err(|e| Error::db("committing", &self.schema, e))?;
+        Ok(value)
     }
 
     /// Runs `body` inside `BEGIN; SET LOCAL search_path …; <existence check>` and ends the

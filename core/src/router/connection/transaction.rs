@@ -110,10 +110,24 @@ impl ConnectionScope {
         F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
+        // Listed as cached for the schema by the memory beside the connection: at hand (from
+        // the cache), it runs behind the `BEGIN` and the switch in its own message, the
+        // `COMMIT` behind it, one flush. Should the cache have been emptied behind the memory's
+        // back, the statement is prepared here, outside any transaction; one that cannot be
+        // prepared there takes the path below.
+        let first = !self.noted.swap(true, Ordering::AcqRel);
+        if session::note_statement_use(self.conn(), &self.schema, &text, first) {
+            if let Ok(stmt) = self.prepare_keyed(text.clone()).await {
+                let result = self
+                    .local_transaction_after(|prelude| op(Target::After(prelude, stmt)))
+                    .await;
+                self.pool.count_named_statement();
+                return result;
+            }
+        }
         // Set when the statement is at hand, and its execution written in the same poll, so the
-        // COMMIT can follow: a cached one is on the body's first poll (one flush with the
-        // COMMIT); one not cached yet once its Parse is answered (it is parsed
-        // inside the transaction, on the tenant's path).
+        // COMMIT can follow: once its Parse is answered (it is parsed inside the transaction,
+        // on the tenant's path).
         let at_hand = AtomicBool::new(false);
         let body = async {
             let stmt = self.prepare_keyed(text).await?;

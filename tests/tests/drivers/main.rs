@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod adversary_left;
+mod adversary_prelude;
 mod adversary_switch_failed;
 mod diverged;
 mod doors;

@@ -1,0 +1,384 @@
+//! Adversarial review of the prelude changes: transaction mode's `BEGIN`/switch in the
+//! statement's own message with a pipelined `COMMIT`; session mode's writer after a read-only
+//! tenant (`began_read_only`: a refused write switched on its own and run again).
+
+use tenant_schemas::testing::fixtures::*;
+use tenant_schemas::testing::{TestCluster, TestDatabase, TestPgBouncer};
+use tenant_schemas::{SchemaName, SearchPathMode, Tenancy, Tenant, TenantStatus};
+
+use super::doors::one_connection_core;
+
+/// Rows of `schema.notes` whose body is `body`, counted by the admin pool.
+async fn count(db: &TestDatabase, schema: &SchemaName, body: &str) -> i64 {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.notes WHERE body = $1",
+                schema.quoted()
+            ),
+            &[&body],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn admin(db: &TestDatabase, sql: &str) {
+    db.pool().get().await.unwrap().batch_execute(sql).await.unwrap();
+}
+
+async fn checkout(tenancy: &Tenancy, s: &SchemaName) -> tenant_schemas::ConnectionScope {
+    tenancy
+        .router()
+        .connection_for_tenant(&Tenant::new(s.clone()))
+        .await
+        .unwrap()
+}
+
+/// `public.lock_and_write(body)`: takes a session-level advisory lock (not undone by a
+/// rollback, allowed in a read-only transaction), then inserts into the caller's `notes`.
+const LOCK_AND_WRITE: &str =
+    "CREATE FUNCTION public.lock_and_write(b text) RETURNS text LANGUAGE plpgsql AS $$ \
+     BEGIN PERFORM pg_catalog.pg_advisory_lock(4242); \
+     INSERT INTO notes (body) VALUES (b); RETURN b; END $$";
+
+const CALL: &str = "SELECT public.lock_and_write($1)";
+
+/// How many times the session of `db` holds advisory lock 4242 (unlocked until it is not).
+async fn advisory_holds(db: &tenant_schemas::ConnectionScope) -> usize {
+    let mut holds = 0;
+    while db
+        .query_one("SELECT pg_catalog.pg_advisory_unlock(4242)", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        holds += 1;
+        assert!(holds < 10);
+    }
+    holds
+}
+
+/// Door: the core, session mode, pool of ONE connection. Tenant b (a writer) calls a
+/// function once, with its statement cached and listed; tenant a (read-only) is served on the
+/// same connection; then b calls the function once more. Its statement travels behind the
+/// switch in one implicit transaction that began under a's read-only default: the function
+/// takes its session-level advisory lock, its INSERT is refused (25006), the implicit
+/// transaction rolls back — the lock stays — and `began_read_only` switches and runs the
+/// statement AGAIN: the lock is taken twice for one call. b then unlocks once, as its code
+/// says, and still holds the lock: another session (any tenant's) now waits on it for the
+/// rest of the connection's life. Deterministic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_read_only_retry_runs_a_statement_twice() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_lk").await;
+    let (a, b) = (&s[0], &s[1]);
+    admin(&db, LOCK_AND_WRITE).await;
+    {
+        let conn = checkout(&tenancy, b).await;
+        conn.query_one(CALL, &[&"warm"]).await.unwrap();
+        assert_eq!(advisory_holds(&conn).await, 1, "warm-up: one call, one lock");
+    }
+    tenancy.set_status(a, TenantStatus::ReadOnly).await.unwrap();
+    {
+        let conn = checkout(&tenancy, a).await;
+        let marker: String = conn
+            .query_one("SELECT schema_name FROM marker", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(marker, a.as_str());
+    }
+    let conn = checkout(&tenancy, b).await;
+    let ran = conn.query_one(CALL, &[&"once"]).await;
+    assert!(ran.is_ok(), "{ran:?}");
+    assert_eq!(count(&db, b, "once").await, 1);
+    let holds = advisory_holds(&conn).await;
+    assert_eq!(
+        holds, 1,
+        "one call of tenant {b}'s statement took the session-level advisory lock {holds} \
+         times: the statement ran twice (its first run refused with 25006 behind the switch, \
+         its side effect outside the transaction kept)"
+    );
+}
+
+/// Door: the core, session mode, pool of ONE connection. Tenant a's write is cached and
+/// listed while it is active; a is made read-only; writer b runs its cached write (its
+/// implicit transaction began read-write, the default `off`); then a's cached write and a
+/// function that writes: both must be refused and nothing lands in a.
+/// HELD (deterministic): a read-only tenant's switch is never a prelude; it answers first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_read_only_tenant_after_a_writer() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_ro").await;
+    let (a, b) = (&s[0], &s[1]);
+    admin(&db, LOCK_AND_WRITE).await;
+    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
+    checkout(&tenancy, a).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    tenancy.set_status(a, TenantStatus::ReadOnly).await.unwrap();
+    for round in 0..3 {
+        checkout(&tenancy, b).await.execute(W, &[&"b"]).await.unwrap();
+        let body = format!("ro-{round}");
+        let wrote = checkout(&tenancy, a).await.execute(W, &[&body]).await;
+        assert!(wrote.is_err(), "read-only tenant {a} wrote: {wrote:?}");
+        checkout(&tenancy, b).await.execute(W, &[&"b"]).await.unwrap();
+        let called = checkout(&tenancy, a).await.query_one(CALL, &[&body]).await;
+        assert!(called.is_err(), "read-only tenant {a} wrote by a function: {called:?}");
+        assert_eq!(count(&db, a, &body).await, 0);
+    }
+}
+
+/// Door: the core, transaction mode, pool of ONE connection. The same careless call twice:
+/// `query_one` on an `INSERT … RETURNING` of two rows (the driver refuses the row count). The
+/// first time (parameter types not learned) the library waits for `BEGIN`, the body fails
+/// and it sends `ROLLBACK`: nothing is written. The second time (types learned) the
+/// statement runs behind the prelude with `COMMIT` pipelined: the same error is returned,
+/// and both rows are committed. Not the path guarantee, a consistency one: the same call's
+/// effect depends on whether the text was seen before (session mode commits, as its
+/// comments say). Deterministic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_transaction_row_count_error_commits_only_once_learned() {
+    let (db, tenancy, s) =
+        one_connection_core(SearchPathMode::Transaction, false, "apr_rc").await;
+    let b = &s[1];
+    const TWO: &str = "INSERT INTO notes (body) VALUES ($1), ($1) RETURNING body";
+    let first = checkout(&tenancy, b).await.query_one(TWO, &[&"first"]).await;
+    let second = checkout(&tenancy, b).await.query_one(TWO, &[&"second"]).await;
+    assert!(first.is_err() && second.is_err(), "{first:?} {second:?}");
+    let (f, sc) = (count(&db, b, "first").await, count(&db, b, "second").await);
+    assert_eq!(
+        (f, sc),
+        (f, f),
+        "the same failing query_one committed {f} rows the first time (types not learned) and \
+         {sc} the second (behind the prelude, COMMIT pipelined)"
+    );
+}
+
+/// A raw user of the very pool the door uses (`router.pool().get()`) begins a transaction,
+/// writes into tenant a's schema and gives the connection back with the transaction open
+/// (deadpool's `Fast` recycling only asks whether it is closed).
+async fn leave_open_transaction(tenancy: &Tenancy, a: &SchemaName, body: &str) {
+    let raw = tenancy.router().pool().get().await.unwrap();
+    raw.batch_execute(&format!(
+        "BEGIN READ WRITE; INSERT INTO {}.notes (body) VALUES ('{body}')",
+        a.quoted()
+    ))
+    .await
+    .unwrap();
+}
+
+/// The open-transaction scenario in `mode`: a raw pool user leaves an open transaction (with
+/// a write into a) on the one connection; read-only tenant b calls a function that writes
+/// (the SQL reader cannot see the write; only the server's read-only transaction refuses
+/// it); writer a runs its `transaction()` with a write and commits. Neither b's write nor
+/// the raw user's uncommitted one may be committed.
+async fn open_transaction_left(mode: SearchPathMode, prefix: &str) {
+    let (db, tenancy, s) = one_connection_core(mode, false, prefix).await;
+    let (a, b) = (&s[0], &s[1]);
+    admin(&db, LOCK_AND_WRITE).await;
+    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
+    checkout(&tenancy, b).await.query_one(CALL, &[&"warm"]).await.unwrap();
+    checkout(&tenancy, a).await.execute(W, &[&"warm"]).await.unwrap();
+    tenancy.set_status(b, TenantStatus::ReadOnly).await.unwrap();
+    let refused = checkout(&tenancy, b).await.query_one(CALL, &[&"ro-alone"]).await;
+    assert!(refused.is_err(), "without the leftover, read-only {b} wrote: {refused:?}");
+    leave_open_transaction(&tenancy, a, "raw").await;
+    let ro = checkout(&tenancy, b).await.query_one(CALL, &[&"ro"]).await;
+    let mut conn = checkout(&tenancy, a).await;
+    let tx = conn.transaction().await.unwrap();
+    tx.execute(W, &[&"tx"]).await.unwrap();
+    let committed = tx.commit().await;
+    drop(conn);
+    let (ro_rows, raw_rows, tx_rows) = (
+        count(&db, b, "ro").await,
+        count(&db, a, "raw").await,
+        count(&db, a, "tx").await,
+    );
+    assert_eq!(
+        (ro_rows, raw_rows),
+        (0, 0),
+        "after a raw pool user left `BEGIN READ WRITE; INSERT INTO {a}.notes …` open on the connection: \
+         read-only tenant {b}'s function call returned {ro:?} and {ro_rows} of its rows were \
+         committed; {raw_rows} of the raw user's uncommitted rows were committed by tenant \
+         checkouts (a's own transaction: {committed:?}, {tx_rows} rows)"
+    );
+}
+
+/// HELD (deterministic). Door: the core, transaction mode, pool of ONE connection; the
+/// leaver a raw user of that pool who leaves `BEGIN READ WRITE; INSERT …` open. Read-only b's
+/// function call is refused (25006) even inside the raw user's transaction, and its failure
+/// aborts that transaction, which the pipelined `COMMIT` rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_transaction_read_only_after_open_transaction_left_by_raw_pool_user() {
+    open_transaction_left(SearchPathMode::Transaction, "apr_ot").await;
+}
+
+/// BROKEN (deterministic). Door: the core, session mode, pool of ONE connection; the same
+/// raw pool user. Read-only b's switch (`SET default_transaction_read_only = on …`) runs
+/// inside the raw user's open read-write transaction and changes nothing about it; b's
+/// function writes; writer a's `transaction()` (its `BEGIN` only warns) commits b's row and
+/// the raw user's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_read_only_after_open_transaction_left_by_raw_pool_user() {
+    open_transaction_left(SearchPathMode::Session, "apr_os").await;
+}
+
+/// A writer's plain statement after the raw pool user left `BEGIN READ WRITE; INSERT …` open:
+/// whatever the call returns, the raw user's row must not be committed, and a write that
+/// returned `Ok` must be committed once the scope is given back.
+async fn writer_after_open_transaction(mode: SearchPathMode, prefix: &str) {
+    let (db, tenancy, s) = one_connection_core(mode, false, prefix).await;
+    let (a, b) = (&s[0], &s[1]);
+    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
+    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(&tenancy, a).await.execute(W, &[&"warm"]).await.unwrap();
+    leave_open_transaction(&tenancy, a, "raw").await;
+    let wrote = checkout(&tenancy, b).await.execute(W, &[&"rw"]).await;
+    let (raw_rows, rw_rows) = (count(&db, a, "raw").await, count(&db, b, "rw").await);
+    assert_eq!(
+        (raw_rows, rw_rows),
+        (0, i64::from(wrote.is_ok())),
+        "after a raw pool user left `BEGIN READ WRITE; INSERT INTO {a}.notes …` open: tenant \
+         {b}'s `execute` returned {wrote:?}; the raw user's uncommitted rows committed: \
+         {raw_rows}; b's rows committed: {rw_rows}"
+    );
+}
+
+/// BROKEN (deterministic). Door: the core, transaction mode, pool of ONE connection; the
+/// leaver a raw user of that pool. Tenant b's prelude `BEGIN` only warns ("there is already a
+/// transaction in progress"): b's statement runs in the raw user's transaction, not one the
+/// library opened, and the pipelined `COMMIT` commits the raw user's write into a with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_transaction_writer_after_open_transaction_left_by_raw_pool_user() {
+    writer_after_open_transaction(SearchPathMode::Transaction, "apr_wt").await;
+}
+
+/// BROKEN (deterministic). Door: the core, session mode, pool of ONE connection; the same
+/// raw pool user. b's `execute` runs inside the raw user's open transaction and returns
+/// `Ok(1)`; the scope is given back and the row is not committed (it is lost, or committed
+/// by whoever's `COMMIT` comes next, with the raw user's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_writer_after_open_transaction_left_by_raw_pool_user() {
+    writer_after_open_transaction(SearchPathMode::Session, "apr_ws").await;
+}
+
+/// `public.hijack(replacement)`: replaces, on the session, every named prepared statement
+/// (protocol-level) whose text inserts into `notes` by `replacement` under the same name and
+/// parameter type (`text`) (prepared statements outlive transactions; `pg_prepared_statements` shows
+/// the session's names and texts to any SQL on it).
+const HIJACK: &str =
+    "CREATE FUNCTION public.hijack(replacement text) RETURNS int LANGUAGE plpgsql AS $$ \
+     DECLARE r record; n int := 0; BEGIN \
+     FOR r IN SELECT name FROM pg_catalog.pg_prepared_statements \
+       WHERE statement LIKE '%INSERT INTO notes%' AND NOT from_sql LOOP \
+       EXECUTE format('DEALLOCATE %I', r.name); \
+       EXECUTE format('PREPARE %I(text) AS %s', r.name, replacement); \
+       n := n + 1; \
+     END LOOP; RETURN n; END $$";
+
+/// The hijack scenario in `mode` over one connection (`tenancy`): tenant b's insert is
+/// prepared and cached on the connection; tenant a calls `hijack(a)` (a plain function call);
+/// tenant b inserts a secret. It must land in b's schema, never in a's.
+async fn hijacked(db: &TestDatabase, tenancy: &Tenancy, s: &[SchemaName]) {
+    let (a, b) = (&s[0], &s[1]);
+    admin(db, HIJACK).await;
+    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
+    checkout(tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    let replacement = format!("INSERT INTO {}.notes (body) VALUES ($1)", a.quoted());
+    let replaced: i32 = checkout(tenancy, a)
+        .await
+        .query_one("SELECT public.hijack($1)", &[&replacement])
+        .await
+        .unwrap()
+        .get(0);
+    let wrote = checkout(tenancy, b).await.execute(W, &[&"secret"]).await;
+    let (in_a, in_b) = (count(db, a, "secret").await, count(db, b, "secret").await);
+    assert_eq!(
+        (in_a, in_b),
+        (0, i64::from(wrote.is_ok())),
+        "tenant {a}'s function replaced {replaced} named statement(s) on the connection; tenant \
+         {b}'s cached INSERT then ran {a}'s statement: b's write returned {wrote:?}, rows in \
+         {a}: {in_a}, in {b}: {in_b}"
+    );
+}
+
+/// Door: the core, session mode, pool of ONE connection, direct. Tenant a's function
+/// replaces tokio-postgres's named statement `s<n>` (b's cached INSERT) with its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_named_statement_hijacked_by_a_function() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_hs").await;
+    hijacked(&db, &tenancy, &s).await;
+}
+
+/// Door: the core, transaction mode, behind a real PgBouncer with ONE server connection,
+/// `pooler_prepared_statements(true)`: tenant a's function replaces PgBouncer's server-side
+/// statement `PGBOUNCER_<n>` (b's cached INSERT); PgBouncer still believes the server has
+/// b's text under that name and binds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_transaction_pgbouncer_named_statement_hijacked_by_a_function() {
+    let db = database().await;
+    let bouncer = TestPgBouncer::builder(TestCluster::shared().unwrap())
+        .pool_size(1)
+        .max_prepared_statements(200)
+        .start()
+        .unwrap();
+    let through = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
+    let tenancy = Tenancy::builder(through)
+        .migrations(marker_and_notes())
+        .search_path_mode(SearchPathMode::Transaction)
+        .pooler_prepared_statements(true)
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "apr_hb", 2).await;
+    // Twice warm: the first use learns, the second is listed as cached.
+    let b = &s[1];
+    checkout(&tenancy, b)
+        .await
+        .execute("INSERT INTO notes (body) VALUES ($1)", &[&"warm0"])
+        .await
+        .unwrap();
+    hijacked(&db, &tenancy, &s).await;
+}
+
+/// Door: the core, session mode, ROLE mode, pool of ONE connection, direct. Tenant a's
+/// function replaces b's cached INSERT with `INSERT INTO notes (body) VALUES ('forged by a')`
+/// (unqualified: PostgreSQL analyses it again on b's path, under b's role). b's write of its
+/// secret then writes a's forged row into b's schema, under b's role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_role_mode_named_statement_hijacked_by_a_function() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(marker_and_notes())
+        .tenant_roles(tenant_schemas::TenantRoles::new())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "apr_hr", 2).await;
+    let (a, b) = (&s[0], &s[1]);
+    admin(&db, HIJACK).await;
+    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
+    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    let replaced = checkout(&tenancy, a)
+        .await
+        .query_one(
+            "SELECT public.hijack($1)",
+            &[&"INSERT INTO notes (body) SELECT 'forged by a' WHERE $1 IS NOT NULL"],
+        )
+        .await
+        .map(|r| r.get::<_, i32>(0));
+    let wrote = checkout(&tenancy, b).await.execute(W, &[&"secret"]).await;
+    let (secret, forged) = (
+        count(&db, b, "secret").await,
+        count(&db, b, "forged by a").await,
+    );
+    assert_eq!(
+        (secret, forged),
+        (i64::from(wrote.is_ok()), 0),
+        "tenant {a}'s function replaced {replaced:?} named statement(s); tenant {b}'s cached \
+         INSERT of its secret returned {wrote:?}: secret rows in {b}: {secret}, rows forged by \
+         {a} in {b}: {forged}"
+    );
+}

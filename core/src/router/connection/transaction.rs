@@ -423,7 +423,12 @@ impl ConnectionScope {
         let ended = match pipelined.as_mut().as_pin_mut() {
             Some(ended) => ended.take_output().expect("polled to completion above"),
             None => {
-                let end = if outcome.is_ok() {
+                // A row count the driver refused ran on the server: it commits, as it does
+                // behind the prelude (whose `COMMIT` is already written) and in session mode.
+                let end = if outcome
+                    .as_ref()
+                    .map_or_else(tokio_postgres::Error::is_row_count, |_| true)
+                {
                     "COMMIT"
                 } else {
                     "ROLLBACK"

@@ -198,10 +198,19 @@ pub(crate) fn settings_reset(conn: &Object) {
 /// by its session: that is undone first, so the registry and migrations can write; likewise
 /// a tenant's `statement_timeout`, (role mode) its role, and settings a tenant's SQL left.
 pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> {
-    let conn = pool
-        .get()
-        .await
-        .map_err(|source| Error::pool(schema, source))?;
+    let conn = loop {
+        let conn = pool
+            .get()
+            .await
+            .map_err(|source| Error::pool(schema, source))?;
+        // Given back with a transaction open (a raw user of the pool): the work would run
+        // inside it. Closed; another one is taken.
+        if !conn.in_transaction() {
+            break conn;
+        }
+        tracing::warn!(%schema, "closing a pooled connection given back with a transaction open");
+        drop(Object::take(conn));
+    };
     let mut reset = Vec::new();
     // Asked by a router (`reset_settings`): always, since what functions set is noted
     // nowhere; that costs this work a round trip. Otherwise only when noted.

@@ -240,12 +240,23 @@ impl RouterPool {
             0
         };
         let Group { pool, handoff } = &self.groups[group];
-        let (conn, handed_over) = match handoff {
-            Some(handoff) => handoff.checkout(pool, path).await,
-            None => pool.get().await.map(|conn| (conn, false)),
-        }?;
-        self.checkouts.fetch_add(1, Ordering::Relaxed);
-        Ok((conn, handed_over, group))
+        loop {
+            let (conn, handed_over) = match handoff {
+                Some(handoff) => handoff.checkout(pool, path).await,
+                None => pool.get().await.map(|conn| (conn, false)),
+            }?;
+            // A transaction block open on the session (a raw user of the pool gave the
+            // connection back in one): the checkout's statements would run inside it,
+            // committed or lost with it. Closed, not used; another one is taken (a new
+            // connection has none, so this ends).
+            if conn.in_transaction() {
+                tracing::warn!(schema = %schema, "closing a pooled connection given back with a transaction open");
+                drop(Object::take(conn));
+                continue;
+            }
+            self.checkouts.fetch_add(1, Ordering::Relaxed);
+            return Ok((conn, handed_over, group));
+        }
     }
 
     /// Takes a connection of `group` back that is on `path`, verified under `gate`'s

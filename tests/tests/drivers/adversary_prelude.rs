@@ -600,3 +600,60 @@ async fn adversary_prelude_session_read_only_default_left_by_a_function() {
          statement, reported as the (active) tenant being read-only: {outcomes:#?}"
     );
 }
+
+/// Broke before the fix (deterministic). Door: the core, session mode, pool of ONE connection; the same
+/// raw pool user. Read-only b's switch (`SET default_transaction_read_only = on …`) runs
+/// inside the raw user's open read-write transaction and changes nothing about it; b's
+/// function writes; writer a's `transaction()` (its `BEGIN` only warns) commits b's row and
+/// the raw user's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_read_only_after_open_transaction_left_by_raw_pool_user() {
+    open_transaction_left(SearchPathMode::Session, "apr_os").await;
+}
+
+/// A writer's plain statement after the raw pool user left `BEGIN READ WRITE; INSERT …` open:
+/// whatever the call returns, the raw user's row must not be committed, and a write that
+/// returned `Ok` must be committed once the scope is given back.
+async fn writer_after_open_transaction(mode: SearchPathMode, prefix: &str) {
+    let (db, tenancy, s) = one_connection_core(mode, false, prefix).await;
+    let (a, b) = (&s[0], &s[1]);
+    const W: &str = "INSERT INTO notes (body) VALUES ($1)";
+    checkout(&tenancy, b)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
+    checkout(&tenancy, a)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
+    leave_open_transaction(&tenancy, a, "raw").await;
+    let wrote = checkout(&tenancy, b).await.execute(W, &[&"rw"]).await;
+    let (raw_rows, rw_rows) = (count(&db, a, "raw").await, count(&db, b, "rw").await);
+    assert_eq!(
+        (raw_rows, rw_rows),
+        (0, i64::from(wrote.is_ok())),
+        "after a raw pool user left `BEGIN READ WRITE; INSERT INTO {a}.notes …` open: tenant \
+         {b}'s `execute` returned {wrote:?}; the raw user's uncommitted rows committed: \
+         {raw_rows}; b's rows committed: {rw_rows}"
+    );
+}
+
+/// Broke before the fix (deterministic). Door: the core, transaction mode, pool of ONE connection; the
+/// leaver a raw user of that pool. Tenant b's prelude `BEGIN` only warns ("there is already a
+/// transaction in progress"): b's statement runs in the raw user's transaction, not one the
+/// library opened, and the pipelined `COMMIT` commits the raw user's write into a with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_transaction_writer_after_open_transaction_left_by_raw_pool_user() {
+    writer_after_open_transaction(SearchPathMode::Transaction, "apr_wt").await;
+}
+
+/// Broke before the fix (deterministic). Door: the core, session mode, pool of ONE connection; the same
+/// raw pool user. b's `execute` runs inside the raw user's open transaction and returns
+/// `Ok(1)`; the scope is given back and the row is not committed (it is lost, or committed
+/// by whoever's `COMMIT` comes next, with the raw user's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversary_prelude_session_writer_after_open_transaction_left_by_raw_pool_user() {
+    writer_after_open_transaction(SearchPathMode::Session, "apr_ws").await;
+}

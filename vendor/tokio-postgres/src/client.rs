@@ -111,6 +111,8 @@ struct CachedTypeInfo {
 
 pub struct InnerClient {
     sender: mpsc::UnboundedSender<Request>,
+    /// The transaction status of the server's last `ReadyForQuery`.
+    status: crate::codec::TransactionStatus,
     cached_typeinfo: Mutex<CachedTypeInfo>,
 
     /// A buffer to use when writing out postgres commands.
@@ -221,10 +223,12 @@ impl Client {
         ssl_negotiation: SslNegotiation,
         process_id: i32,
         secret_key: i32,
+        status: crate::codec::TransactionStatus,
     ) -> Client {
         Client {
             inner: Arc::new(InnerClient {
                 sender,
+                status,
                 cached_typeinfo: Default::default(),
                 buffer: Default::default(),
             }),
@@ -235,6 +239,13 @@ impl Client {
             process_id,
             secret_key,
         }
+    }
+
+    /// Whether the server's last `ReadyForQuery` reported a transaction block open (`T`) or
+    /// failed (`E`) on the session, rather than idle (`I`): what the last answered request
+    /// left, not what requests still in flight may change.
+    pub fn in_transaction(&self) -> bool {
+        self.inner.status.load(std::sync::atomic::Ordering::Acquire) != b'I'
     }
 
     pub(crate) fn inner(&self) -> &Arc<InnerClient> {

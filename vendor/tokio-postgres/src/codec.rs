@@ -3,6 +3,8 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend;
 use postgres_protocol::message::frontend::CopyData;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use tokio_util::codec::{Decoder, Encoder};
 
 pub enum FrontendMessage {
@@ -35,7 +37,20 @@ impl FallibleIterator for BackendMessages {
     }
 }
 
-pub struct PostgresCodec;
+/// The transaction status byte of the server's last `ReadyForQuery` (`I`, `T` or `E`),
+/// shared by the codec that reads it and the client that reports it (added for
+/// tenant-schemas).
+pub type TransactionStatus = Arc<AtomicU8>;
+
+pub struct PostgresCodec {
+    pub(crate) status: TransactionStatus,
+}
+
+impl PostgresCodec {
+    pub fn new(status: TransactionStatus) -> PostgresCodec {
+        PostgresCodec { status }
+    }
+}
 
 impl Encoder<FrontendMessage> for PostgresCodec {
     type Error = io::Error;
@@ -78,12 +93,17 @@ impl Decoder for PostgresCodec {
                 _ => {}
             }
 
-            idx += len;
-
             if header.tag() == backend::READY_FOR_QUERY_TAG {
+                // Tag, length (4 bytes), then the status byte.
+                if let Some(status) = src.get(idx + 5) {
+                    self.status.store(*status, Ordering::Release);
+                }
+                idx += len;
                 request_complete = true;
                 break;
             }
+
+            idx += len;
         }
 
         if idx == 0 {

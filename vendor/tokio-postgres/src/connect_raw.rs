@@ -1,4 +1,7 @@
-use crate::codec::{BackendMessage, BackendMessages, FrontendMessage, PostgresCodec};
+use crate::codec::{
+    BackendMessage, BackendMessages, FrontendMessage, PostgresCodec, TransactionStatus,
+};
+use std::sync::atomic::AtomicU8;
 use crate::config::{self, Config};
 use crate::connect_tls::connect_tls;
 use crate::maybe_tls_stream::MaybeTlsStream;
@@ -98,8 +101,9 @@ where
     )
     .await?;
 
+    let status = TransactionStatus::new(AtomicU8::new(b'I'));
     let mut stream = StartupStream {
-        inner: Framed::new(stream, PostgresCodec),
+        inner: Framed::new(stream, PostgresCodec::new(status.clone())),
         buf: BackendMessages::empty(),
         delayed: VecDeque::new(),
     };
@@ -120,6 +124,7 @@ where
         config.ssl_negotiation,
         process_id,
         secret_key,
+        status,
     );
     let connection = Connection::new(stream.inner, stream.delayed, parameters, receiver);
 

@@ -432,26 +432,8 @@ async fn writers_and_read_only_tenants_take_turns_on_one_connection() {
         );
         drop(conn);
     }
-    let count = |schema: &SchemaName| {
-        let sql = format!(
-            "SELECT count(*) FROM {}.notes WHERE body = 'escaped'",
-            schema.quoted()
-        );
-        let pool = db.pool().clone();
-        async move {
-            let n: i64 = pool
-                .get()
-                .await
-                .unwrap()
-                .query_one(&sql, &[])
-                .await
-                .unwrap()
-                .get(0);
-            n
-        }
-    };
-    assert_eq!(count(writer).await, written);
-    assert_eq!(count(reader).await, 0);
+    assert_eq!(notes_with_body(&db, writer, "escaped").await, written);
+    assert_eq!(notes_with_body(&db, reader, "escaped").await, 0);
     let stats = router.stats();
     assert!(stats.switches >= 8, "{stats:?}");
 }

@@ -27,6 +27,25 @@ use crate::router::{ConnectionScope, SchemaRouter, SearchPathMode};
 use crate::schema::SchemaName;
 use crate::tenancy::Tenancy;
 
+/// The rows of `schema.notes` (see [`marker_and_notes`]) whose `body` is `body`, counted over
+/// `db`'s admin pool, outside any tenant's door.
+pub async fn notes_with_body(db: &TestDatabase, schema: &SchemaName, body: &str) -> i64 {
+    db.pool()
+        .get()
+        .await
+        .expect("admin connection")
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.notes WHERE body = $1",
+                schema.quoted()
+            ),
+            &[&body],
+        )
+        .await
+        .expect("counting notes")
+        .get(0)
+}
+
 /// A tenant migration creating `notes (id bigserial, body text)`.
 pub const NOTES: &str = "CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL)";
 

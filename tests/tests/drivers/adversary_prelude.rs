@@ -10,24 +10,6 @@ use tenant_schemas::{SchemaName, SearchPathMode, Tenancy, Tenant, TenantStatus};
 
 use super::doors::one_connection_core;
 
-/// Rows of `schema.notes` whose body is `body`, counted by the admin pool.
-async fn count(db: &TestDatabase, schema: &SchemaName, body: &str) -> i64 {
-    db.pool()
-        .get()
-        .await
-        .unwrap()
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM {}.notes WHERE body = $1",
-                schema.quoted()
-            ),
-            &[&body],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn admin(db: &TestDatabase, sql: &str) {
     db.pool()
         .get()
@@ -106,7 +88,7 @@ async fn adversary_prelude_session_read_only_retry_runs_a_statement_twice() {
     let conn = checkout(&tenancy, b).await;
     let ran = conn.query_one(CALL, &[&"once"]).await;
     assert!(ran.is_ok(), "{ran:?}");
-    assert_eq!(count(&db, b, "once").await, 1);
+    assert_eq!(notes_with_body(&db, b, "once").await, 1);
     let holds = advisory_holds(&conn).await;
     assert_eq!(
         holds, 1,
@@ -157,7 +139,7 @@ async fn adversary_prelude_session_read_only_tenant_after_a_writer() {
             called.is_err(),
             "read-only tenant {a} wrote by a function: {called:?}"
         );
-        assert_eq!(count(&db, a, &body).await, 0);
+        assert_eq!(notes_with_body(&db, a, &body).await, 0);
     }
 }
 
@@ -184,7 +166,10 @@ async fn adversary_prelude_transaction_row_count_error_commits_only_once_learned
         .query_one(TWO, &[&"second"])
         .await;
     assert!(first.is_err() && second.is_err(), "{first:?} {second:?}");
-    let (f, sc) = (count(&db, b, "first").await, count(&db, b, "second").await);
+    let (f, sc) = (
+        notes_with_body(&db, b, "first").await,
+        notes_with_body(&db, b, "second").await,
+    );
     assert_eq!(
         (f, sc),
         (f, f),
@@ -243,9 +228,9 @@ async fn open_transaction_left(mode: SearchPathMode, prefix: &str) {
     let committed = tx.commit().await;
     drop(conn);
     let (ro_rows, raw_rows, tx_rows) = (
-        count(&db, b, "ro").await,
-        count(&db, a, "raw").await,
-        count(&db, a, "tx").await,
+        notes_with_body(&db, b, "ro").await,
+        notes_with_body(&db, a, "raw").await,
+        notes_with_body(&db, a, "tx").await,
     );
     assert_eq!(
         (ro_rows, raw_rows),
@@ -327,7 +312,7 @@ async fn adversary_prelude_session_role_mode_named_statement_exfiltrates() {
         .map(|r| r.get::<_, i32>(0))
         .map_err(|e| e.to_string());
     let wrote = checkout(&tenancy, b).await.execute(W, &[&"secret"]).await;
-    let in_a = count(&db, a, "secret").await;
+    let in_a = notes_with_body(&db, a, "secret").await;
     assert_eq!(
         in_a, 0,
         "role mode: tenant {a} opened its notes ({opened:?}) and replaced {replaced:?} named \
@@ -385,7 +370,10 @@ async fn adversary_prelude_sqlx_session_read_only_after_open_transaction_left_by
         tx.commit().await.map_err(|e| e.to_string())
     }
     .await;
-    let (ro_rows, raw_rows) = (count(&db, b, "ro").await, count(&db, a, "raw").await);
+    let (ro_rows, raw_rows) = (
+        notes_with_body(&db, b, "ro").await,
+        notes_with_body(&db, a, "raw").await,
+    );
     assert_eq!(
         (ro_rows, raw_rows),
         (0, 0),
@@ -436,7 +424,7 @@ async fn adversary_prelude_session_switch_undone_by_rollback_of_a_left_transacti
     for round in 0..3 {
         let body = format!("b2-{round}");
         let wrote = checkout(&tenancy, b).await.execute(W, &[&body]).await;
-        if count(&db, a, &body).await > 0 {
+        if notes_with_body(&db, a, &body).await > 0 {
             misplaced.push((round, wrote));
         }
     }
@@ -548,7 +536,10 @@ async fn adversary_prelude_session_read_only_default_left_by_raw_pool_user() {
         "a read-only default a raw pool user left keeps failing every writer's cached \
          statement (the connection keeps being handed on in that state): {outcomes:#?}"
     );
-    assert_eq!(count(&db, b, "w-0").await, i64::from(outcomes[0].is_ok()));
+    assert_eq!(
+        notes_with_body(&db, b, "w-0").await,
+        i64::from(outcomes[0].is_ok())
+    );
 }
 
 /// Broke before the fix (deterministic; as above, through a tenant's own door, `reset_settings(true)`
@@ -630,7 +621,10 @@ async fn writer_after_open_transaction(mode: SearchPathMode, prefix: &str) {
         .unwrap();
     leave_open_transaction(&tenancy, a, "raw").await;
     let wrote = checkout(&tenancy, b).await.execute(W, &[&"rw"]).await;
-    let (raw_rows, rw_rows) = (count(&db, a, "raw").await, count(&db, b, "rw").await);
+    let (raw_rows, rw_rows) = (
+        notes_with_body(&db, a, "raw").await,
+        notes_with_body(&db, b, "rw").await,
+    );
     assert_eq!(
         (raw_rows, rw_rows),
         (0, i64::from(wrote.is_ok())),

@@ -14,24 +14,6 @@ use tenant_schemas_sqlx::SqlxRouter;
 
 use super::doors::{one_connection_core, sqlx_behind_one_server, sqlx_over_one_connection};
 
-/// Rows of `schema.notes` whose body is `body`, counted by the admin pool.
-async fn count(db: &TestDatabase, schema: &SchemaName, body: &str) -> i64 {
-    db.pool()
-        .get()
-        .await
-        .unwrap()
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM {}.notes WHERE body = $1",
-                schema.quoted()
-            ),
-            &[&body],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 const INSERT: &str = "INSERT INTO notes (body) VALUES ($1)";
 
 /// A door into tenant `b`, one checkout per write.
@@ -152,13 +134,13 @@ async fn heavy_unnamed_then_write(
         let body = format!("b-round-{round}");
         let wrote = victim.write(b, &body).await;
         assert_eq!(
-            count(db, a, &body).await,
+            notes_with_body(db, a, &body).await,
             0,
             "round {round}: tenant {b}'s INSERT landed in tenant {a}'s schema (the call returned \
              {wrote:?})"
         );
         assert_eq!(
-            count(db, b, &body).await,
+            notes_with_body(db, b, &body).await,
             i64::from(wrote.is_ok()),
             "round {round}: the call returned {wrote:?}"
         );
@@ -179,7 +161,7 @@ async fn heavy_unnamed_then_write(
         Ok(()),
         "no later checkout served {b} (rounds: {outcomes:?})"
     );
-    assert_eq!(count(db, a, "after").await, 0);
+    assert_eq!(notes_with_body(db, a, "after").await, 0);
     outcomes
 }
 
@@ -418,7 +400,7 @@ async fn cancel_requests(mode: SearchPathMode, prefix: &str) {
         let body = format!("b-round-{round}");
         let wrote = victim.write(b, &body).await;
         failed += usize::from(wrote.is_err());
-        if count(&db, a, &body).await > 0 {
+        if notes_with_body(&db, a, &body).await > 0 {
             landed_in_a = Some((round, wrote));
             break;
         }

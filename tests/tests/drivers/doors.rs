@@ -277,20 +277,7 @@ async fn setup(prefix: &str) -> (TestDatabase, Tenancy, Vec<SchemaName>) {
 }
 
 async fn notes(db: &TestDatabase, schema: &SchemaName) -> i64 {
-    db.pool()
-        .get()
-        .await
-        .unwrap()
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM {}.notes WHERE body = 'door'",
-                schema.quoted()
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    notes_with_body(db, schema, "door").await
 }
 
 async fn public_is_untouched(db: &TestDatabase) {

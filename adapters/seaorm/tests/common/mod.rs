@@ -91,20 +91,7 @@ pub async fn seen_marker(db: &impl ConnectionTrait) -> Result<String, DbErr> {
 
 /// The notes of `schema` with `body`, counted by the core over its own connection.
 pub async fn notes_in(db: &TestDatabase, schema: &SchemaName, body: &str) -> i64 {
-    db.pool()
-        .get()
-        .await
-        .unwrap()
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM {}.notes WHERE body = $1",
-                schema.quoted()
-            ),
-            &[&body],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    tenant_schemas::testing::fixtures::notes_with_body(db, schema, body).await
 }
 
 /// The rows of `public.marker`: only `PUBLIC` while nothing fell through.

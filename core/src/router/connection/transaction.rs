@@ -25,10 +25,10 @@ use crate::router::statement::{statement_name, unshared, Source};
 const PROBE: &str = "SELECT 1 /* tenant-schemas: does the pooler keep named statements? */";
 
 impl ConnectionScope {
-    /// Transaction mode: `BEGIN` and the local switch with the existence check in one message,
-    /// then, once it has answered, the statement (unnamed, with the parameter types learned
-    /// for its text) and `COMMIT` in one flush: two round trips, and nothing server-side
-    /// outlives the transaction. The first
+    /// Transaction mode: `BEGIN` and the local switch with the existence check as the prelude
+    /// of the statement's own message (unnamed, with the parameter types learned for its text;
+    /// see [`local_transaction_after`](Self::local_transaction_after)), then `COMMIT`, in one
+    /// flush: one round trip, and nothing server-side outlives the transaction. The first
     /// time a text is seen its parameter types are learned inside the transaction with a
     /// named statement that is closed before the statement runs (under a text no other
     /// prepare uses: a pooler that keeps named statements would otherwise hand it one analysed
@@ -81,9 +81,10 @@ impl ConnectionScope {
     }
 
     /// A named statement the pooler keeps, prepared (and cached) the first time on this
-    /// connection inside the statement's transaction: `BEGIN`, the local switch, `Bind`/
-    /// `Execute` and `COMMIT` in one flush behind it once cached. A statement that no longer fits its
-    /// schema is prepared again under a new text (see [`RouterPool::renamed`]).
+    /// connection inside the statement's transaction; once cached, `BEGIN` and the local
+    /// switch as the prelude of its `Bind`/`Execute`, then `COMMIT`, in one flush. A statement
+    /// that no longer fits its schema is prepared again under a new text (see
+    /// [`RouterPool::renamed`]).
     ///
     /// [`RouterPool::renamed`]: crate::router::pool::RouterPool::renamed
     async fn named<'s, T, F, Fut>(&self, sql: &'s str, op: &F) -> Result<T>
@@ -315,7 +316,8 @@ impl ConnectionScope {
         if check {
             self.pool.count_existence_check();
         }
-        // Both written on the first poll, the statement's message first.
+        // Both written on the first poll, the statement's message first: `body` writes its
+        // whole message before its first await (as every `Target` operation does).
         let (outcome, ended) = join(body(prelude), client.batch_execute("COMMIT")).await;
         if ended.is_ok() {
             self.open_transaction.store(false, Ordering::Release);
@@ -393,8 +395,8 @@ impl ConnectionScope {
         // Typed by the (never taken) first branch.
         let mut pipelined = pin!(false.then(commit));
         let mut decided = false;
-        // As `join3(begin, body, commit)`, the `COMMIT` started only once the body has
-        // written everything.
+        // As `join(body, commit)`, the `COMMIT` started only once the body has written
+        // everything.
         poll_fn(|cx| {
             let outcome_ready = outcome.as_mut().poll(cx).is_ready();
             if !decided {

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod adversary_checkout_state;
 mod adversary_left;
 mod adversary_prelude;
 mod adversary_switch_failed;

@@ -203,12 +203,12 @@ pub(crate) async fn connect(pool: &Pool, schema: &SchemaName) -> Result<Object> 
             .get()
             .await
             .map_err(|source| Error::pool(schema, source))?;
-        // Given back with a transaction open (a raw user of the pool): the work would run
-        // inside it. Closed; another one is taken.
-        if !conn.in_transaction() {
+        // Given back with a request unanswered or a transaction open (a raw user of the
+        // pool): the work would run inside it. Closed; another one is taken.
+        if conn.is_idle() {
             break conn;
         }
-        tracing::warn!(%schema, "closing a pooled connection given back with a transaction open");
+        tracing::warn!(%schema, "closing a pooled connection given back busy or in a transaction");
         drop(Object::take(conn));
     };
     let mut reset = Vec::new();

@@ -72,6 +72,12 @@ pub struct ConnectionScope {
     /// it is refused.
     role: Option<Arc<str>>,
     gate: Arc<Gate>,
+    /// Transaction mode: held by each of the scope's transactions from its `BEGIN` to its
+    /// end. Calls of one scope made at once would otherwise interleave on the connection: one
+    /// call's `COMMIT` ending the transaction another call's statement was about to run in,
+    /// which then ran in autocommit on the session's path and role, or one call's failure
+    /// rolling back another's write already reported done.
+    calls: tokio::sync::Mutex<()>,
     /// The gate epoch under which the path was last set and the schema seen to exist;
     /// [`NOT_ON_PATH`] when the next statement must switch first.
     verified: AtomicU64,
@@ -232,6 +238,7 @@ impl ConnectionScope {
             statement_timeout_ms,
             role,
             gate,
+            calls: tokio::sync::Mutex::new(()),
             verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
             forgotten: AtomicU64::new(0),
             statements: AtomicUsize::new(known.statements.unwrap_or(UNCOUNTED)),

@@ -245,12 +245,13 @@ impl RouterPool {
                 Some(handoff) => handoff.checkout(pool, path).await,
                 None => pool.get().await.map(|conn| (conn, false)),
             }?;
-            // A transaction block open on the session (a raw user of the pool gave the
-            // connection back in one): the checkout's statements would run inside it,
-            // committed or lost with it. Closed, not used; another one is taken (a new
-            // connection has none, so this ends).
-            if conn.in_transaction() {
-                tracing::warn!(schema = %schema, "closing a pooled connection given back with a transaction open");
+            // A request unanswered or a transaction block open on the session (a raw user of
+            // the pool gave the connection back in one, or gave up waiting for its `BEGIN`):
+            // the checkout's statements would run inside it, committed or lost with it.
+            // Closed, not used; another one is taken (a new connection is idle, so this
+            // ends).
+            if !conn.is_idle() {
+                tracing::warn!(schema = %schema, "closing a pooled connection given back busy or in a transaction");
                 drop(Object::take(conn));
                 continue;
             }

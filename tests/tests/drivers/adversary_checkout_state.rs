@@ -61,13 +61,15 @@ fn dropped_begin(a: &SchemaName, body: &str) -> String {
 /// connection back while the server is still inside the request.
 async fn leave_begin_in_flight(tenancy: &Tenancy, a: &SchemaName, body: &str) {
     let raw = tenancy.router().pool().get().await.unwrap();
-    let gave_up =
-        tokio::time::timeout(Duration::from_millis(50), raw.batch_execute(&dropped_begin(a, body)))
-            .await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        raw.batch_execute(&dropped_begin(a, body)),
+    )
+    .await;
     assert!(gave_up.is_err(), "the raw request answered within 50 ms");
     assert!(
-        !raw.in_transaction(),
-        "the client already knows of the transaction: the attack needs the answer in flight"
+        !raw.is_idle(),
+        "the raw request was answered: the attack needs it in flight when the connection goes back"
     );
 }
 
@@ -80,7 +82,11 @@ async fn begin_in_flight(mode: SearchPathMode, prefix: &str) {
     let (db, tenancy, s) = one_connection_core(mode, false, prefix).await;
     let (a, b) = (&s[0], &s[1]);
     // Warm: the connection exists, b's text is learned (transaction mode: the prelude path).
-    checkout(&tenancy, b).await.execute(W, &[&"warm"]).await.unwrap();
+    checkout(&tenancy, b)
+        .await
+        .execute(W, &[&"warm"])
+        .await
+        .unwrap();
     leave_begin_in_flight(&tenancy, a, "raw").await;
     let wrote = checkout(&tenancy, b).await.execute(W, &[&"b-ok"]).await;
     let b_rows_after_ok = notes_with_body(&db, b, "b-ok").await;
@@ -108,7 +114,7 @@ async fn begin_in_flight(mode: SearchPathMode, prefix: &str) {
     );
 }
 
-/// BROKEN (deterministic: 400 ms sleep vs a 50 ms timeout). Door: the core, session mode,
+/// Broke before the fix (deterministic: 400 ms sleep vs a 50 ms timeout). Door: the core, session mode,
 /// pool of ONE connection; the leaver a raw user of that pool whose
 /// `BEGIN; INSERT …; pg_sleep(0.4)` is dropped by `tokio::time::timeout` before its answer.
 /// `in_transaction()` reads the LAST ANSWERED `ReadyForQuery` (idle), so b's checkout takes
@@ -120,7 +126,7 @@ async fn adversary_checkout_state_session_begin_in_flight_when_given_back() {
     begin_in_flight(SearchPathMode::Session, "acs_bs").await;
 }
 
-/// BROKEN (deterministic, as above). Door: the core, transaction mode, pool of ONE
+/// Broke before the fix (deterministic, as above). Door: the core, transaction mode, pool of ONE
 /// connection. b's learned write runs behind its prelude: its `BEGIN` only warns inside the
 /// raw user's transaction, and b's pipelined `COMMIT` commits the raw user's row into a.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +230,7 @@ async fn two_calls_at_once(prefix: &str, fresh: &str) {
     );
 }
 
-/// BROKEN (deterministic: the join polls the first call first; nothing else uses the
+/// Broke before the fix (deterministic: the join polls the first call first; nothing else uses the
 /// connection). Door: the core, transaction mode, pool of ONE direct connection, one
 /// `ConnectionScope` (`&self` methods) and `tokio::join!` of a first-use `INSERT` and a
 /// learned one: the first-use INSERT, reported `Ok(1)`, lands in `public.notes`.
@@ -273,7 +279,7 @@ async fn two_calls_who(roles: bool, prefix: &str) {
     );
 }
 
-/// BROKEN (deterministic). Door: the core, transaction mode, pool of ONE direct connection,
+/// Broke before the fix (deterministic). Door: the core, transaction mode, pool of ONE direct connection,
 /// one scope, `tokio::join!` of a first-use read and a learned write: the read runs in
 /// autocommit after the write's `COMMIT` ended its transaction, on the session's path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +287,7 @@ async fn adversary_checkout_state_transaction_two_calls_at_once_path() {
     two_calls_who(false, "acs_jw").await;
 }
 
-/// BROKEN (deterministic). As above in ROLE mode (`tenant_roles(TenantRoles::new())`): the
+/// Broke before the fix (deterministic). As above in ROLE mode (`tenant_roles(TenantRoles::new())`): the
 /// read runs under the session's login role, not b's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adversary_checkout_state_transaction_role_mode_two_calls_at_once() {
@@ -351,7 +357,7 @@ async fn adversary_checkout_state_create_tenant_after_begin_in_flight() {
     );
 }
 
-/// BROKEN (deterministic). Door: the core, transaction mode behind a real PgBouncer with ONE
+/// Broke before the fix (deterministic). Door: the core, transaction mode behind a real PgBouncer with ONE
 /// server connection (`bounced_tenancy(db, 1, 1)`), one scope, `tokio::join!` of a first-use
 /// read and a learned write: as over a direct connection, the read runs after the write's
 /// `COMMIT`, outside any transaction the library opened, on the server session's path.

@@ -123,9 +123,11 @@ impl InnerClient {
     pub fn send(&self, messages: RequestMessages) -> Result<Responses, Error> {
         let (sender, receiver) = mpsc::channel(1);
         let request = Request { messages, sender };
-        self.sender
-            .unbounded_send(request)
-            .map_err(|_| Error::closed())?;
+        self.status.sent();
+        if self.sender.unbounded_send(request).is_err() {
+            self.status.unsent();
+            return Err(Error::closed());
+        }
 
         Ok(Responses {
             receiver,
@@ -241,11 +243,11 @@ impl Client {
         }
     }
 
-    /// Whether the server's last `ReadyForQuery` reported a transaction block open (`T`) or
-    /// failed (`E`) on the session, rather than idle (`I`): what the last answered request
-    /// left, not what requests still in flight may change.
-    pub fn in_transaction(&self) -> bool {
-        self.inner.status.load(std::sync::atomic::Ordering::Acquire) != b'I'
+    /// Whether every request sent on the connection has been answered and the last answer's
+    /// `ReadyForQuery` said no transaction block is open (`I`, not `T` or `E`): a connection a
+    /// dropped request or an unended `BEGIN` left is not idle.
+    pub fn is_idle(&self) -> bool {
+        self.inner.status.is_idle()
     }
 
     pub(crate) fn inner(&self) -> &Arc<InnerClient> {

@@ -4,7 +4,7 @@ use postgres_protocol::message::backend;
 use postgres_protocol::message::frontend::CopyData;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use tokio_util::codec::{Decoder, Encoder};
 
 pub enum FrontendMessage {
@@ -37,10 +37,48 @@ impl FallibleIterator for BackendMessages {
     }
 }
 
-/// The transaction status byte of the server's last `ReadyForQuery` (`I`, `T` or `E`),
-/// shared by the codec that reads it and the client that reports it (added for
-/// tenant-schemas).
-pub type TransactionStatus = Arc<AtomicU8>;
+/// What the session is in, shared by the codec that reads the server's answers and the
+/// client that sends requests and reports it (added for tenant-schemas): the transaction
+/// status byte of the last `ReadyForQuery` (`I`, `T` or `E`), and how many requests are
+/// still unanswered (each ends with one `ReadyForQuery`).
+#[derive(Debug)]
+pub struct SessionState {
+    status: AtomicU8,
+    in_flight: AtomicUsize,
+}
+
+/// [`SessionState`], shared.
+pub type TransactionStatus = Arc<SessionState>;
+
+impl SessionState {
+    pub fn new() -> TransactionStatus {
+        Arc::new(SessionState {
+            status: AtomicU8::new(b'I'),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// A request is sent.
+    pub fn sent(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A request could not be sent after [`sent`](Self::sent) counted it.
+    pub fn unsent(&self) {
+        self.answered();
+    }
+
+    fn answered(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Every request answered and the last answer said no transaction block is open.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.status.load(Ordering::Acquire) == b'I'
+    }
+}
 
 pub struct PostgresCodec {
     pub(crate) status: TransactionStatus,
@@ -96,8 +134,9 @@ impl Decoder for PostgresCodec {
             if header.tag() == backend::READY_FOR_QUERY_TAG {
                 // Tag, length (4 bytes), then the status byte.
                 if let Some(status) = src.get(idx + 5) {
-                    self.status.store(*status, Ordering::Release);
+                    self.status.status.store(*status, Ordering::Release);
                 }
+                self.status.answered();
                 idx += len;
                 request_complete = true;
                 break;

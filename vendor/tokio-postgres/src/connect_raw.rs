@@ -1,7 +1,6 @@
 use crate::codec::{
-    BackendMessage, BackendMessages, FrontendMessage, PostgresCodec, TransactionStatus,
+    BackendMessage, BackendMessages, FrontendMessage, PostgresCodec, SessionState,
 };
-use std::sync::atomic::AtomicU8;
 use crate::config::{self, Config};
 use crate::connect_tls::connect_tls;
 use crate::maybe_tls_stream::MaybeTlsStream;
@@ -101,7 +100,7 @@ where
     )
     .await?;
 
-    let status = TransactionStatus::new(AtomicU8::new(b'I'));
+    let status = SessionState::new();
     let mut stream = StartupStream {
         inner: Framed::new(stream, PostgresCodec::new(status.clone())),
         buf: BackendMessages::empty(),

@@ -207,6 +207,7 @@ impl ConnectionScope {
     /// client's name. Only the former counts as keeping them: a name that cannot be read
     /// counts as not.
     async fn probe_pooler(&self) -> Result<bool> {
+        let _one_at_a_time = self.calls.lock().await;
         let client: &tokio_postgres::Client = self.conn();
         self.open_transaction.store(true, Ordering::Release);
         let probe = async {
@@ -290,6 +291,7 @@ impl ConnectionScope {
     where
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
+        let _one_at_a_time = self.calls.lock().await;
         let client: &tokio_postgres::Client = self.conn();
         let epoch = self.gate.epoch();
         let check = !self.gate.recently_verified(epoch);
@@ -357,6 +359,7 @@ impl ConnectionScope {
         body: impl Future<Output = Result<T, tokio_postgres::Error>>,
         written: impl Fn() -> bool,
     ) -> Result<T> {
+        let _one_at_a_time = self.calls.lock().await;
         let client: &tokio_postgres::Client = self.conn();
         self.open_transaction.store(true, Ordering::Release);
         self.pool.count_switch();

@@ -317,7 +317,7 @@ const STAY_ON: &str = "CREATE FUNCTION public.stay_on(path text) RETURNS text LA
 /// Broke before the fix (timing-dependent: up to 2,000 rounds, stops at the first misplaced row; it broke
 /// at rounds 147 and 904 in two runs). Door: the
 /// core, transaction mode, direct, pool of ONE connection (tagged `application_name =
-/// victim`). Tenant a calls a function that leaves `search_path = a` on the session; then
+/// victim_<prefix>`). Tenant a calls a function that leaves `search_path = a` on the session; then
 /// tenant b writes while two other connections send `pg_cancel_backend` to the victim's backend
 /// in a loop. A cancel that arrives after the server read b's `BEGIN …` message but before
 /// `BEGIN` ran fails that message alone; the statement written behind it runs in autocommit on
@@ -338,8 +338,11 @@ async fn adversary_switch_failed_core_session_mode_cancel_request() {
 /// The cancel-storm scenario in `mode` (see the tests above).
 async fn cancel_requests(mode: SearchPathMode, prefix: &str) {
     let db = database().await;
+    // Named for this test, and its cancels kept to its own database: the two storms run at
+    // once in the suite, and each would otherwise cancel the other's set-up.
+    let victim_name = format!("victim_{prefix}");
     let mut config = db.config().clone();
-    config.application_name("victim");
+    config.application_name(&victim_name);
     let tenancy = Tenancy::builder(tenant_schemas::testing::pool(config, 1).unwrap())
         .migrations(marker_and_notes())
         .search_path_mode(mode)
@@ -362,15 +365,13 @@ async fn cancel_requests(mode: SearchPathMode, prefix: &str) {
     for _ in 0..2 {
         let stop = stop.clone();
         let c = tenant_schemas::testing::pool(db.config().clone(), 1).unwrap();
+        let cancel_sql = format!(
+            "SELECT count(pg_catalog.pg_cancel_backend(pid)) FROM pg_catalog.pg_stat_activity \
+             WHERE application_name = '{victim_name}' AND datname = pg_catalog.current_database()"
+        );
         spammers.push(tokio::spawn(async move {
             let c = c.get().await.unwrap();
-            let cancel = c
-                .prepare(
-                    "SELECT count(pg_catalog.pg_cancel_backend(pid)) FROM pg_catalog.pg_stat_activity \
-                     WHERE application_name = 'victim'",
-                )
-                .await
-                .unwrap();
+            let cancel = c.prepare(&cancel_sql).await.unwrap();
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let _ = c.query_one(&cancel, &[]).await;

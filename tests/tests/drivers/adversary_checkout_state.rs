@@ -10,21 +10,11 @@ use std::time::Duration;
 use sqlx::Executor;
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::TestDatabase;
-use tenant_schemas::{NewTenant, SchemaName, SearchPathMode, Tenancy, Tenant, TenantRoles};
+use tenant_schemas::{NewTenant, SchemaName, SearchPathMode, Tenancy, TenantRoles};
 
-use super::doors::{one_connection_core, sqlx_over_one_connection};
+use super::doors::{admin, checkout, one_connection_core, sqlx_over_one_connection, writes};
 
 const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-
-async fn admin(db: &TestDatabase, sql: &str) {
-    db.pool()
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(sql)
-        .await
-        .unwrap();
-}
 
 async fn admin_count(db: &TestDatabase, sql: &str) -> i64 {
     db.pool()
@@ -35,14 +25,6 @@ async fn admin_count(db: &TestDatabase, sql: &str) -> i64 {
         .await
         .unwrap()
         .get(0)
-}
-
-async fn checkout(tenancy: &Tenancy, s: &SchemaName) -> tenant_schemas::ConnectionScope {
-    tenancy
-        .router()
-        .connection_for_tenant(&Tenant::new(s.clone()))
-        .await
-        .unwrap()
 }
 
 /// The request a raw pool user gives up on: it opens a transaction, writes into `a`, and is
@@ -82,11 +64,7 @@ async fn begin_in_flight(mode: SearchPathMode, prefix: &str) {
     let (db, tenancy, s) = one_connection_core(mode, false, prefix).await;
     let (a, b) = (&s[0], &s[1]);
     // Warm: the connection exists, b's text is learned (transaction mode: the prelude path).
-    checkout(&tenancy, b)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
+    writes(&tenancy, b, "warm").await;
     leave_begin_in_flight(&tenancy, a, "raw").await;
     let wrote = checkout(&tenancy, b).await.execute(W, &[&"b-ok"]).await;
     let b_rows_after_ok = notes_with_body(&db, b, "b-ok").await;

@@ -5,28 +5,9 @@
 //! transaction); the connection is closed instead.
 
 use tenant_schemas::testing::fixtures::*;
-use tenant_schemas::testing::TestDatabase;
 use tenant_schemas::{SchemaName, SearchPathMode, Tenancy, Tenant, TenantStatus};
 
-use super::doors::one_connection_core;
-
-async fn admin(db: &TestDatabase, sql: &str) {
-    db.pool()
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(sql)
-        .await
-        .unwrap();
-}
-
-async fn checkout(tenancy: &Tenancy, s: &SchemaName) -> tenant_schemas::ConnectionScope {
-    tenancy
-        .router()
-        .connection_for_tenant(&Tenant::new(s.clone()))
-        .await
-        .unwrap()
-}
+use super::doors::{admin, checkout, one_connection_core, raw, writes};
 
 /// `public.lock_and_write(body)`: takes a session-level advisory lock (not undone by a
 /// rollback, allowed in a read-only transaction), then inserts into the caller's `notes`.
@@ -109,31 +90,15 @@ async fn adversary_prelude_session_read_only_tenant_after_a_writer() {
     let (a, b) = (&s[0], &s[1]);
     admin(&db, LOCK_AND_WRITE).await;
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, a)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    checkout(&tenancy, b)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
+    writes(&tenancy, a, "warm").await;
+    writes(&tenancy, b, "warm").await;
     tenancy.set_status(a, TenantStatus::ReadOnly).await.unwrap();
     for round in 0..3 {
-        checkout(&tenancy, b)
-            .await
-            .execute(W, &[&"b"])
-            .await
-            .unwrap();
+        writes(&tenancy, b, "b").await;
         let body = format!("ro-{round}");
         let wrote = checkout(&tenancy, a).await.execute(W, &[&body]).await;
         assert!(wrote.is_err(), "read-only tenant {a} wrote: {wrote:?}");
-        checkout(&tenancy, b)
-            .await
-            .execute(W, &[&"b"])
-            .await
-            .unwrap();
+        writes(&tenancy, b, "b").await;
         let called = checkout(&tenancy, a).await.query_one(CALL, &[&body]).await;
         assert!(
             called.is_err(),
@@ -206,11 +171,7 @@ async fn open_transaction_left(mode: SearchPathMode, prefix: &str) {
         .query_one(CALL, &[&"warm"])
         .await
         .unwrap();
-    checkout(&tenancy, a)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
+    writes(&tenancy, a, "warm").await;
     tenancy.set_status(b, TenantStatus::ReadOnly).await.unwrap();
     let refused = checkout(&tenancy, b)
         .await
@@ -293,11 +254,7 @@ async fn adversary_prelude_session_role_mode_named_statement_exfiltrates() {
     )
     .await;
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
+    writes(&tenancy, b, "warm").await;
     let opened = checkout(&tenancy, a)
         .await
         .query_one("SELECT public.open_up($1)", &[&a.as_str()])
@@ -394,25 +351,9 @@ async fn adversary_prelude_session_switch_undone_by_rollback_of_a_left_transacti
     let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_rb").await;
     let (a, b) = (&s[0], &s[1]);
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    checkout(&tenancy, a)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    tenancy
-        .router()
-        .pool()
-        .get()
-        .await
-        .unwrap()
-        .batch_execute("BEGIN READ WRITE")
-        .await
-        .unwrap();
+    writes(&tenancy, b, "warm").await;
+    writes(&tenancy, a, "warm").await;
+    raw(&tenancy, "BEGIN READ WRITE").await;
     let first = checkout(&tenancy, b).await.execute(W, &[&"b1"]).await;
     let rolled = async {
         let mut conn = checkout(&tenancy, b).await;
@@ -502,25 +443,9 @@ async fn adversary_prelude_session_read_only_default_left_by_raw_pool_user() {
     let (db, tenancy, s) = one_connection_core(SearchPathMode::Session, false, "apr_rd").await;
     let (a, b) = (&s[0], &s[1]);
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    checkout(&tenancy, a)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    tenancy
-        .router()
-        .pool()
-        .get()
-        .await
-        .unwrap()
-        .batch_execute("SET default_transaction_read_only = on")
-        .await
-        .unwrap();
+    writes(&tenancy, b, "warm").await;
+    writes(&tenancy, a, "warm").await;
+    raw(&tenancy, "SET default_transaction_read_only = on").await;
     let mut outcomes = Vec::new();
     for round in 0..4 {
         let tenant = if round % 2 == 0 { b } else { a };
@@ -560,16 +485,8 @@ async fn adversary_prelude_session_read_only_default_left_by_a_function() {
     )
     .await;
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    checkout(&tenancy, a)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
+    writes(&tenancy, b, "warm").await;
+    writes(&tenancy, a, "warm").await;
     checkout(&tenancy, a)
         .await
         .query_one("SELECT public.leave_ro()", &[])
@@ -609,16 +526,8 @@ async fn writer_after_open_transaction(mode: SearchPathMode, prefix: &str) {
     let (db, tenancy, s) = one_connection_core(mode, false, prefix).await;
     let (a, b) = (&s[0], &s[1]);
     const W: &str = "INSERT INTO notes (body) VALUES ($1)";
-    checkout(&tenancy, b)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
-    checkout(&tenancy, a)
-        .await
-        .execute(W, &[&"warm"])
-        .await
-        .unwrap();
+    writes(&tenancy, b, "warm").await;
+    writes(&tenancy, a, "warm").await;
     leave_open_transaction(&tenancy, a, "raw").await;
     let wrote = checkout(&tenancy, b).await.execute(W, &[&"rw"]).await;
     let (raw_rows, rw_rows) = (

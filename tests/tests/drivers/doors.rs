@@ -826,3 +826,46 @@ async fn no_write_runs_behind_a_failed_switch_sqlx_behind_pgbouncer() {
     let (_bouncer, router, _other) = sqlx_behind_one_server(&db, &tenancy, 2).await;
     no_write_runs_behind_a_failed_switch(&Door::Sqlx(router), &db, &s).await;
 }
+
+/// Runs `sql` on `db`'s admin pool, outside any tenant's door.
+pub(super) async fn admin(db: &TestDatabase, sql: &str) {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(sql)
+        .await
+        .unwrap();
+}
+
+/// A core checkout for tenant `s` (the registry's state), as a handler would take it.
+pub(super) async fn checkout(tenancy: &Tenancy, s: &SchemaName) -> ConnectionScope {
+    tenancy
+        .router()
+        .connection_for_tenant(&Tenant::new(s.clone()))
+        .await
+        .unwrap()
+}
+
+/// One checkout of tenant `s` that inserts a note with `body` into its `notes`.
+pub(super) async fn writes(tenancy: &Tenancy, s: &SchemaName, body: &str) {
+    checkout(tenancy, s)
+        .await
+        .execute("INSERT INTO notes (body) VALUES ($1)", &[&body])
+        .await
+        .unwrap();
+}
+
+/// `sql` run by a raw user of the pool the tenancy's router uses (`router.pool().get()`),
+/// whatever it leaves on the connection it gives back.
+pub(super) async fn raw(tenancy: &Tenancy, sql: &str) {
+    tenancy
+        .router()
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(sql)
+        .await
+        .unwrap();
+}

@@ -474,6 +474,26 @@ impl DriverCheckout {
         self.role.as_deref()
     }
 
+    /// Whether a named statement prepared on a pooled connection outside this checkout may
+    /// run for it: never once tenant roles are in use (any session of this process was given
+    /// one), only a statement the driver prepared for this checkout, or for an earlier one of
+    /// the same schema with no other schema's checkout in between.
+    ///
+    /// A prepared statement belongs to the session, not to a role: another tenant's SQL — a
+    /// function's dynamic SQL, where no SQL reader sees it — can list the session's
+    /// statements (`pg_prepared_statements`), `DEALLOCATE` one by name and `PREPARE` its own
+    /// text under the same name, which this checkout's next `Bind` of the name would run under
+    /// its role and on its path (an unqualified text is analysed again there). So in role mode
+    /// a driver closes, by name, the statements another schema's checkout could have replaced
+    /// before it uses any, prepares its own switch afresh each time rather than by SQL
+    /// `PREPARE` once per connection, and names nothing a pooler keeps on its server
+    /// connections. Without roles nothing but the SQL reader separates tenants, and SQL that
+    /// could do this could write anywhere itself.
+    #[must_use]
+    pub fn may_share_statements(&self) -> bool {
+        !crate::databases::roles_seen()
+    }
+
     /// The role statement of a session-mode switch: `SET ROLE <role>` in role mode, `RESET
     /// ROLE` for a checkout without a role once any session of this process was given one
     /// (the connection may be pooled under a tenant's), `None` otherwise.

@@ -426,10 +426,14 @@ impl SqlxRouter {
                 // Recorded for every checkout, so that a new connection's first statements are
                 // known to be this schema's.
                 let switched = self.switches_schema(pid, schema);
-                if switched && !self.inner.shared_statements && conn.cached_statements_size() > 0 {
+                let shared = self.inner.shared_statements && checkout.may_share_statements();
+                if switched && !shared && conn.cached_statements_size() > 0 {
                     // Statements prepared under another schema's path: their result and
                     // parameter types are that schema's ("cached plan must not change result
-                    // type" otherwise). Closed, so that this schema's are prepared afresh.
+                    // type" otherwise). Closed, so that this schema's are prepared afresh. In
+                    // role mode always, `shared_statements` or not: another tenant's SQL may
+                    // have put its own text under their names (see
+                    // `DriverCheckout::may_share_statements`); closing by name drops that too.
                     if let Err(err) = conn.clear_cached_statements().await {
                         conn.close_on_drop();
                         return Err(Error::Database {
@@ -525,12 +529,12 @@ impl SqlxRouter {
     }
 
     /// The switch of a session-mode checkout: the tenant's path and read-only state, given
-    /// as the parameters of the prepared [`SWITCH`] statement.
+    /// as the parameters of the prepared [`SWITCH`] statement (in role mode, as the literals
+    /// of a [`switch_select`] of its own).
     fn session_switch(&self, checkout: &DriverCheckout) -> Switch {
         let schema = checkout.schema();
         let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
-        let arguments = format!(
-            "{}, {}, {}",
+        let (path, read_only, quoted) = (
             literal(&self.search_path(schema)),
             literal(if checkout.read_only() { "on" } else { "off" }),
             literal(&schema.quoted()),
@@ -547,8 +551,16 @@ impl SqlxRouter {
                 self.search_path(schema)
             ));
         }
+        if !checkout.may_share_statements() {
+            // Role mode: the switch is not run from a statement prepared by SQL once per
+            // connection, which another tenant's SQL could replace under the same name (one
+            // that sets the path but not the read-only default, say). Parsed each time.
+            return Switch::Session {
+                execute: format!("{prefix}{}", switch_select(&path, &read_only, &quoted)),
+            };
+        }
         Switch::Session {
-            execute: format!("{prefix}EXECUTE {}({arguments})", *SWITCH),
+            execute: format!("{prefix}EXECUTE {}({path}, {read_only}, {quoted})", *SWITCH),
         }
     }
 
@@ -681,13 +693,22 @@ static SWITCH: LazyLock<String> = LazyLock::new(|| {
 /// `default_transaction_read_only` (`$2`, `on` or `off`) for the session, then the checks of
 /// [`checks`] but the count of prepared statements, for the schema `$3` (quoted).
 fn prepare_switch() -> String {
-    let name = &*SWITCH;
     format!(
-        "PREPARE {name}(pg_catalog.text, pg_catalog.text, pg_catalog.text) AS \
-         SELECT pg_catalog.set_config('search_path', $1, false) IS NOT NULL AS path_set, \
-                pg_catalog.set_config('default_transaction_read_only', $2, false) IS NOT NULL \
-                  AS read_only_set, \
-                $3::pg_catalog.regnamespace::pg_catalog.oid::pg_catalog.int8 AS schema_oid, \
+        "PREPARE {}(pg_catalog.text, pg_catalog.text, pg_catalog.text) AS {}",
+        *SWITCH,
+        switch_select("$1", "$2", "$3")
+    )
+}
+
+/// The query of a session-mode switch, with SQL expressions for its three values: the path,
+/// the read-only default (`on` or `off`) and the schema (quoted): the body of the prepared
+/// [`SWITCH`] statement (parameters), or a switch of its own (literals, in role mode).
+fn switch_select(path: &str, read_only: &str, schema: &str) -> String {
+    format!(
+        "SELECT pg_catalog.set_config('search_path', {path}, false) IS NOT NULL AS path_set, \
+                pg_catalog.set_config('default_transaction_read_only', {read_only}, false) \
+                  IS NOT NULL AS read_only_set, \
+                {schema}::pg_catalog.regnamespace::pg_catalog.oid::pg_catalog.int8 AS schema_oid, \
                 pg_catalog.now() = pg_catalog.statement_timestamp() AS fresh, \
                 pg_catalog.pg_my_temp_schema() = 0 \
                   AND NOT EXISTS (SELECT FROM pg_catalog.pg_cursors) AS no_temp, \

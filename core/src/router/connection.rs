@@ -171,6 +171,25 @@ enum Target<'a> {
     TypedAfter(Prelude, &'a str, Arc<[Type]>),
 }
 
+/// What runs behind a session-mode switch, in its message
+/// ([`ConnectionScope::run_switching`]).
+enum Behind<'a> {
+    /// A statement prepared on the connection for this schema.
+    Cached(Statement),
+    /// Text with the parameter types learned for it, unnamed (role mode, the connection's
+    /// statements dropped by the switch: see [`ConnectionScope::statements_trusted`]).
+    Typed(&'a str, Arc<[Type]>),
+}
+
+impl<'a> Behind<'a> {
+    fn after(&self, prelude: Prelude) -> Target<'a> {
+        match self {
+            Self::Cached(stmt) => Target::After(prelude, stmt.clone()),
+            Self::Typed(sql, types) => Target::TypedAfter(prelude, sql, types.clone()),
+        }
+    }
+}
+
 fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     params.iter().copied().zip(types.iter().cloned()).collect()
 }
@@ -410,6 +429,12 @@ impl ConnectionScope {
         if let Some(timeout) = crate::checkout::timeout_setting(self.statement_timeout_ms) {
             statements.push(format!("SET statement_timeout TO {timeout}"));
         }
+        if self.drop_others_statements() {
+            // Role mode, the connection last switched for another tenant: every statement on
+            // the session is dropped, whatever its name and whoever made it (see
+            // `statements_trusted`). Not transactional: gone even if the switch fails.
+            statements.push("DEALLOCATE ALL".to_owned());
+        }
         if self.first_switch.load(Ordering::Acquire) {
             // What the connection's last user left where the SQL reader could not see it (a
             // function's body). Always its temporary tables: `pg_temp` is searched before the
@@ -458,9 +483,43 @@ impl ConnectionScope {
         )
     }
 
+    /// Whether the statements prepared on the connection may run for this scope: always,
+    /// unless tenant roles are in use (role mode) and the last switch that committed on the
+    /// connection was another schema's. A prepared statement belongs to the session, not to a
+    /// role: another tenant's SQL — a function's dynamic SQL, where no SQL reader sees it —
+    /// can `DEALLOCATE` one of this schema's statements by name and `PREPARE` its own text in
+    /// its place, which the next `Bind` of the name would run under this tenant's role and
+    /// path (PostgreSQL analyses an unqualified text again there). Without tenant roles,
+    /// nothing but the SQL reader separates tenants, and such SQL could write anywhere itself.
+    fn statements_trusted(&self) -> bool {
+        !crate::databases::roles_seen() || session::statements_owned_by(self.conn(), &self.schema)
+    }
+
+    /// When the connection's statements may not run for this scope ([`statements_trusted`]):
+    /// empties the connection's cache (its statements are prepared again, for this schema)
+    /// and says so, for the switch to drop every statement on the session (`DEALLOCATE ALL`:
+    /// those the library prepared, and any another tenant's SQL prepared or put in their
+    /// place). Statements prepared afresh belong to this schema once its switch committed.
+    ///
+    /// [`statements_trusted`]: Self::statements_trusted
+    fn drop_others_statements(&self) -> bool {
+        if self.statements_trusted() {
+            return false;
+        }
+        let conn = self.conn();
+        conn.statement_cache.clear();
+        session::forget_statements(conn);
+        self.statements.store(0, Ordering::Release);
+        true
+    }
+
     /// After a switch committed: the checkout's first is done, and when it `reset` the
-    /// session, nothing is left to reset.
+    /// session, nothing is left to reset. In role mode, the connection's statements are now
+    /// this schema's (see [`statements_trusted`](Self::statements_trusted)).
     fn switched(&self, reset: bool) {
+        if crate::databases::roles_seen() {
+            session::own_statements(self.conn(), &self.schema);
+        }
         self.first_switch.store(false, Ordering::Release);
         if reset {
             self.reset_pending.store(false, Ordering::Release);
@@ -702,19 +761,30 @@ impl ConnectionScope {
         };
         // A session-changing statement is never written behind an unanswered switch: if it
         // were cancelled, the switch's answer would mark the path as set after it ran.
+        // In role mode, the first switch on a connection another tenant used drops its
+        // statements: none is run behind it (see `statements_trusted`).
         let switching = !effects.session && !self.on_path();
+        let in_prelude = switching && self.switches_in_prelude(effects);
+        let others_statements = switching && !self.statements_trusted();
         let behind_switch = match source {
-            Source::Text(sql) if switching && self.switches_in_prelude(effects) => {
-                Box::pin(self.cached_statement(sql)).await
-            }
-            Source::Prepared(stmt) if switching && self.switches_in_prelude(effects) => {
-                Some(stmt.clone())
-            }
+            // Role mode, another schema's checkout switched the connection last: its
+            // statements are dropped by this switch, none runs behind it. A text whose
+            // parameter types are known runs unnamed behind it instead (one round trip, as
+            // a cached statement would).
+            Source::Text(sql) if in_prelude && others_statements => self
+                .pool
+                .param_types(sql)
+                .map(|types| Behind::Typed(sql, types)),
+            _ if others_statements => None,
+            Source::Text(sql) if in_prelude => Box::pin(self.cached_statement(sql))
+                .await
+                .map(Behind::Cached),
+            Source::Prepared(stmt) if in_prelude => Some(Behind::Cached(stmt.clone())),
             _ => None,
         };
-        let result = if let Some(stmt) = behind_switch {
+        let result = if let Some(behind) = behind_switch {
             self.before_running(effects);
-            let result = Box::pin(self.run_switching(stmt, &op)).await;
+            let result = Box::pin(self.run_switching(behind, &op)).await;
             self.after_running(effects);
             result?
         } else {
@@ -724,7 +794,14 @@ impl ConnectionScope {
             // than that — while a statement written behind it, in a message of its own,
             // would run on the previous tenant's path.
             let stmt = match source {
-                Source::Text(sql) => self.prepare_on_schema(sql).await?,
+                Source::Text(sql) => {
+                    let stmt = self.prepare_on_schema(sql).await?;
+                    if others_statements {
+                        // For the next such switch: the text then runs behind it, unnamed.
+                        self.pool.learn_param_types(sql, stmt.params().into());
+                    }
+                    stmt
+                }
                 Source::Prepared(stmt) => {
                     Box::pin(self.ensure_path()).await?;
                     stmt.clone()
@@ -748,6 +825,10 @@ impl ConnectionScope {
                     self.statements.store(0, Ordering::Release);
                 } else {
                     tracing::debug!(schema = %self.schema, error = %e, "cached statement does not fit this schema; re-preparing");
+                    if others_statements {
+                        // Run unnamed with parameter types learned under another schema.
+                        self.pool.forget_param_types(sql);
+                    }
                     let keyed = self.keyed(sql);
                     self.conn().statement_cache.remove(&keyed, &[]);
                     session::forget_statement(self.conn(), &self.schema, &keyed);
@@ -821,7 +902,7 @@ impl ConnectionScope {
     /// The outer error is the switch's; the inner result is the statement's.
     async fn run_switching<'s, T, F, Fut>(
         &self,
-        stmt: Statement,
+        behind: Behind<'s>,
         op: &F,
     ) -> Result<Result<T, tokio_postgres::Error>>
     where
@@ -836,12 +917,12 @@ impl ConnectionScope {
         if check {
             self.pool.count_existence_check();
         }
-        let mut result = op(Target::After(prelude, stmt.clone())).await;
+        let mut result = op(behind.after(prelude)).await;
         if matches!(&result, Err(e) if e.is_from_prelude() && cancelled_reset(reset, e)) {
             // Nothing ran: PostgreSQL skipped the statement behind the failed switch.
             tracing::debug!(schema = %self.schema, "a switch's reset was cancelled; once more");
             let (prelude, _) = self.switch_prelude(check)?;
-            result = op(Target::After(prelude, stmt.clone())).await;
+            result = op(behind.after(prelude)).await;
         }
         match result {
             Err(e) if e.is_from_prelude() => Err(self.switch_error(e)),

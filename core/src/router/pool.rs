@@ -367,7 +367,8 @@ impl RouterPool {
         self.renamed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Transaction mode: the parameter types learned for `sql`, if any.
+    /// The parameter types learned for `sql`, if any: in transaction mode for every text, in
+    /// role mode's session mode for texts run on a connection another schema switched last.
     pub(super) fn param_types(&self, sql: &str) -> Option<Arc<[Type]>> {
         self.known_param_types().get(sql).cloned()
     }

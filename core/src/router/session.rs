@@ -388,6 +388,9 @@ struct ConnStatements {
     /// Transaction mode: an upper bound of the statements the connection's cache held when a
     /// scope let go of it, and the pool's recycle count then (see [`take_statement_bound`]).
     bound: Option<(usize, usize)>,
+    /// Role mode: the schema whose switch was the last to commit on the connection, the only
+    /// one whose scopes may run the statements prepared on it (see [`statements_owned_by`]).
+    owner: Option<SchemaName>,
 }
 
 #[derive(Debug, Default)]
@@ -417,6 +420,7 @@ fn with_statements<T>(conn: &Object, f: impl FnOnce(&mut ConnStatements) -> T) -
             by_schema: HashMap::new(),
             pooler_keeps: None,
             bound: None,
+            owner: None,
         });
     f(entry)
 }
@@ -490,6 +494,25 @@ pub(crate) fn take_statement_bound(conn: &Object) -> Option<usize> {
     with_statements(conn, |entry| entry.bound.take())
         .filter(|(_, then)| recycles == then + 1)
         .map(|(statements, _)| statements)
+}
+
+/// Role mode: whether the last switch that committed on `conn` was `schema`'s, so that no
+/// other tenant's SQL ran on the connection since its statements were prepared. A prepared
+/// statement is the session's, not a role's: any SQL on the session, a function's dynamic SQL
+/// included, can `DEALLOCATE` one by name and `PREPARE` another in its place, which the next
+/// `Bind` of that name runs — under the role and on the path of whoever binds it.
+pub(crate) fn statements_owned_by(conn: &Object, schema: &SchemaName) -> bool {
+    with_statements(conn, |entry| entry.owner.as_ref() == Some(schema))
+}
+
+/// Role mode: records that a switch to `schema` committed on `conn` (see
+/// [`statements_owned_by`]).
+pub(crate) fn own_statements(conn: &Object, schema: &SchemaName) {
+    with_statements(conn, |entry| {
+        if entry.owner.as_ref() != Some(schema) {
+            entry.owner = Some(schema.clone());
+        }
+    });
 }
 
 /// Forgets what `conn`'s cache held (it was emptied).

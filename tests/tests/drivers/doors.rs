@@ -31,7 +31,7 @@ use tenant_schemas_sqlx::{SqlxConnection, SqlxRouter, SqlxTransaction};
 
 /// How a door refused, in the scenario's terms.
 #[derive(Debug, PartialEq, Eq)]
-enum Refusal {
+pub(super) enum Refusal {
     NotServed(TenantStatus),
     ReadOnly,
     /// Anything else (a missing schema, a terminated connection …): the statement did not
@@ -68,7 +68,7 @@ fn query_refusal(schema: &SchemaName, e: sqlx::Error) -> Refusal {
 
 /// A door into tenants.
 #[derive(Clone)]
-enum Door {
+pub(super) enum Door {
     Core(Tenancy),
     Sqlx(SqlxRouter),
 }
@@ -122,7 +122,7 @@ impl Door {
     }
 
     /// One checkout for `schema` that runs `sql` and is given back (a transaction committed).
-    async fn runs(&self, schema: &SchemaName, sql: &str) -> Result<(), Refusal> {
+    pub(super) async fn runs(&self, schema: &SchemaName, sql: &str) -> Result<(), Refusal> {
         let mut held = self.hold(Tenant::new(schema.clone())).await?;
         let ran = held.run(schema, sql).await;
         held.finish().await;

@@ -50,8 +50,15 @@ impl ConnectionScope {
         };
         refuse_transaction_control(sql)?;
         let _entered = self.gate.enter(&self.schema).await?;
-        // SQL that drops prepared statements runs unnamed: it would drop its own.
-        let named = self.pool.pooler_statements() && !crate::sql::effects(sql).drops_prepared;
+        // SQL that drops prepared statements runs unnamed: it would drop its own. So does
+        // everything once tenant roles are in use: a named statement the pooler keeps lives on
+        // a server connection other clients' transactions run on, where another tenant's SQL (a
+        // function's dynamic SQL) can `DEALLOCATE` it and `PREPARE` its own text under the same
+        // name, which this tenant's next `Bind` would run under its role and path. An unnamed
+        // statement lives for one message.
+        let named = self.pool.pooler_statements()
+            && !crate::databases::roles_seen()
+            && !crate::sql::effects(sql).drops_prepared;
         if named && self.pooler_keeps_statements().await? {
             match self.named(sql, &op).await {
                 Err(Error::Database { source, .. })

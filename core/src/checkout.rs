@@ -342,6 +342,8 @@ pub struct DriverCheckout {
     statement_timeout_ms: Option<u32>,
     /// Role mode: its role, quoted.
     role: Option<Arc<str>>,
+    /// See [`Admission::role_mode`].
+    role_mode: bool,
 }
 
 /// One driver checkout as deletions see it.
@@ -403,6 +405,7 @@ impl DriverCheckout {
         self._slot = admission.slot;
         self.statement_timeout_ms = admission.statement_timeout_ms;
         self.role = admission.role;
+        self.role_mode = admission.role_mode;
         self
     }
 
@@ -427,6 +430,7 @@ impl DriverCheckout {
             _slot: None,
             statement_timeout_ms: None,
             role: None,
+            role_mode: false,
         })
     }
 
@@ -475,9 +479,10 @@ impl DriverCheckout {
     }
 
     /// Whether a named statement prepared on a pooled connection outside this checkout may
-    /// run for it: never once tenant roles are in use (any session of this process was given
-    /// one), only a statement the driver prepared for this checkout, or for an earlier one of
-    /// the same schema with no other schema's checkout in between.
+    /// run for it: not when the tenancy gives its tenants roles ([`TenantRoles`](crate::TenantRoles);
+    /// for all its checkouts, the public tenant's included), where only a statement the driver
+    /// prepared for this checkout, or for an earlier one of the same schema with no other
+    /// schema's checkout in between, may.
     ///
     /// A prepared statement belongs to the session, not to a role: another tenant's SQL — a
     /// function's dynamic SQL, where no SQL reader sees it — can list the session's
@@ -491,7 +496,7 @@ impl DriverCheckout {
     /// could do this could write anywhere itself.
     #[must_use]
     pub fn may_share_statements(&self) -> bool {
-        !crate::databases::roles_seen()
+        !self.role_mode
     }
 
     /// The role statement of a session-mode switch: `SET ROLE <role>` in role mode, `RESET
@@ -782,6 +787,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
             slot: None,
             statement_timeout_ms: None,
             role: None,
+            role_mode: false,
             registered: false,
         });
     };
@@ -819,6 +825,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
         slot,
         statement_timeout_ms,
         role,
+        role_mode: states.registry.roles().is_some(),
         registered: registered.is_some(),
     })
 }
@@ -832,6 +839,11 @@ pub(crate) struct Admission {
     pub(crate) statement_timeout_ms: Option<u32>,
     /// Role mode: the tenant's role, quoted as an identifier.
     pub(crate) role: Option<Arc<str>>,
+    /// The tenancy gives its tenants roles ([`TenantRoles`](crate::TenantRoles)): for every
+    /// checkout of it, the public tenant's and the shared `public` schema's included, no
+    /// statement prepared on a connection during another schema's checkout may run (see
+    /// [`DriverCheckout::may_share_statements`]).
+    pub(crate) role_mode: bool,
     /// The registry has a tenant in the schema (read by the metrics).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) registered: bool,
@@ -948,6 +960,7 @@ pub(crate) async fn admit_by_name(
             slot: None,
             statement_timeout_ms: None,
             role: None,
+            role_mode: states.is_some_and(|states| states.registry.roles().is_some()),
             registered: true,
         });
         #[cfg(feature = "metrics")]

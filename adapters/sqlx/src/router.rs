@@ -166,7 +166,9 @@ impl SqlxRouterBuilder {
     /// connections are refused ([`Error::NotInTransactionMode`]). Build that pool with
     /// `PgConnectOptions::statement_cache_capacity(0)` and run queries with
     /// `.persistent(false)`: PgBouncer 1.18 keeps no prepared statements across
-    /// transactions (see the crate's docs).
+    /// transactions (see the crate's docs). Keep it so with PgBouncer 1.21+ in role mode:
+    /// a named statement the pooler keeps on a server connection can be replaced by another
+    /// tenant's SQL there (`DriverCheckout::may_share_statements`).
     pub fn mode(mut self, mode: SearchPathMode) -> Self {
         self.mode = mode;
         self

@@ -11,6 +11,19 @@
 //! - `transaction`: the same in transaction search-path mode (`BEGIN; SET LOCAL …`, the
 //!   statement, `COMMIT` in one flush), as behind a transaction pooler.
 //!
+//! With `--profile`, four variants without the library split the gap between `baseline` and
+//! `session` (on raw pooled connections, a tenant picked as for `session`):
+//! - `qualified`: one cached statement per tenant naming its schema (`"t".items`), no `SET`:
+//!   routing to the tenant's worker alone;
+//! - `set-same-path`: `SET search_path TO base` (the path the connection already has) as a
+//!   round trip of its own, then the baseline's statement: what a `SET` costs on the
+//!   coordinator, no statement planned again;
+//! - `set-tenant-path`: `SET search_path TO "t", public`, then a statement cached per tenant
+//!   (its text marked with the schema, as the library keys them) and only run under that
+//!   path: the switch with nothing planned again;
+//! - `set-tenant-path-shared`: the same `SET`, then one statement per connection shared by
+//!   every tenant, which the coordinator plans again whenever the path changed.
+//!
 //! The variants alternate (`--rounds`, default 3); ratio = variant / baseline of the same
 //! round. `cargo run --release -p tenant-schemas-benches --bin load_citus -- --help`
 //! lists the options. Needs Citus installed (see the README's "Citus" section).
@@ -37,9 +50,12 @@ struct Args {
     /// Tenants (T).
     #[arg(long, default_value_t = 100)]
     tenants: usize,
-    /// Alternating rounds of the two variants.
+    /// Alternating rounds of the variants.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Adds the variants without the library that split the gap (see the module's docs).
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,11 +63,17 @@ enum Variant {
     Baseline,
     Session,
     Transaction,
+    Qualified,
+    SetSamePath,
+    SetTenantPath,
+    SetTenantPathShared,
 }
 
 struct Setup {
     schemas: Vec<SchemaName>,
     baseline: Pool,
+    /// Plain pooled connections for the `--profile` variants that set a tenant's path.
+    raw: Pool,
     session: SchemaRouter,
     transaction: SchemaRouter,
 }
@@ -61,6 +83,35 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, id: i32) {
         Variant::Baseline => {
             let c = setup.baseline.get().await.unwrap();
             let stmt = c.prepare_cached(SQL).await.unwrap();
+            c.query_one(&stmt, &[&id]).await.unwrap();
+        }
+        Variant::Qualified => {
+            let c = setup.raw.get().await.unwrap();
+            let sql = format!(
+                "SELECT v FROM {}.items WHERE id = $1",
+                setup.schemas[tenant].quoted()
+            );
+            let stmt = c.prepare_cached(&sql).await.unwrap();
+            c.query_one(&stmt, &[&id]).await.unwrap();
+        }
+        Variant::SetSamePath => {
+            let c = setup.baseline.get().await.unwrap();
+            c.batch_execute("SET search_path TO base").await.unwrap();
+            let stmt = c.prepare_cached(SQL).await.unwrap();
+            c.query_one(&stmt, &[&id]).await.unwrap();
+        }
+        Variant::SetTenantPath | Variant::SetTenantPathShared => {
+            let c = setup.raw.get().await.unwrap();
+            let schema = &setup.schemas[tenant];
+            c.batch_execute(&format!("SET search_path TO {}, public", schema.quoted()))
+                .await
+                .unwrap();
+            let stmt = if variant == Variant::SetTenantPath {
+                c.prepare_cached(&format!("/* {schema} */ {SQL}")).await
+            } else {
+                c.prepare_cached(SQL).await
+            }
+            .unwrap();
             c.query_one(&stmt, &[&id]).await.unwrap();
         }
         Variant::Session | Variant::Transaction => {
@@ -101,6 +152,7 @@ async fn main() {
         run: RunLength { secs, tasks },
         tenants,
         rounds,
+        profile,
     } = Args::parse();
     let started = Instant::now();
     let cluster = TestCitusCluster::start().unwrap_or_else(|e| panic!("{e}"));
@@ -126,6 +178,7 @@ async fn main() {
     let setup = Arc::new(Setup {
         schemas,
         baseline: make_pool(&config, "baseline", Some("-c search_path=base")),
+        raw: make_pool(&config, "raw", None),
         session: SchemaRouter::new(make_pool(&config, "session", None)),
         transaction: SchemaRouter::builder(make_pool(&config, "transaction", None))
             .mode(SearchPathMode::Transaction)
@@ -143,7 +196,16 @@ async fn main() {
     println!("|---|---|---|---|---|---|");
     for round in 1..=rounds {
         let mut base = 0.0;
-        for variant in [Variant::Baseline, Variant::Session, Variant::Transaction] {
+        let profiled = [
+            Variant::Qualified,
+            Variant::SetSamePath,
+            Variant::SetTenantPath,
+            Variant::SetTenantPathShared,
+        ];
+        let variants = [Variant::Baseline, Variant::Session, Variant::Transaction]
+            .into_iter()
+            .chain(profiled.into_iter().filter(|_| profile));
+        for variant in variants {
             run_for(&setup, variant, &picker, tasks, warmup).await;
             let s = run_for(&setup, variant, &picker, tasks, length).await;
             if variant == Variant::Baseline {

@@ -107,6 +107,12 @@ impl SchemaRouterBuilder {
     /// give it at least tenants × statement texts, or leave this off (BENCHMARKS.md: at
     /// 1,000 tenants and 200, slower than unnamed statements; a tie with 2,000; at one
     /// tenant, 1.2–1.4× their throughput).
+    ///
+    /// Set aside once tenant roles are in use ([`TenantRoles`](crate::TenantRoles)): every
+    /// statement then runs unnamed. A statement the pooler keeps lives on a server connection
+    /// other clients' transactions run on, where another tenant's SQL (a function's dynamic
+    /// SQL) can `DEALLOCATE` it and `PREPARE` its own text under the same name, which the next
+    /// `Bind` would run under this tenant's role and path.
     pub fn pooler_prepared_statements(mut self, yes: bool) -> Self {
         self.pooler_statements = yes;
         self

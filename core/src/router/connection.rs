@@ -71,6 +71,9 @@ pub struct ConnectionScope {
     /// Role mode: the tenant's role (quoted), set with every switch; SQL that could leave
     /// it is refused.
     role: Option<Arc<str>>,
+    /// The tenancy gives its tenants roles: statements prepared while another schema's
+    /// checkout used the connection are dropped (see [`statements_trusted`](Self::statements_trusted)).
+    role_mode: bool,
     gate: Arc<Gate>,
     /// Transaction mode: held by each of the scope's transactions from its `BEGIN` to its
     /// end. Calls of one scope made at once would otherwise interleave on the connection: one
@@ -104,6 +107,12 @@ pub struct ConnectionScope {
     /// [`reset_settings`](crate::SchemaRouterBuilder::reset_settings)); later switches of
     /// the same scope keep what the scope itself set.
     reset_pending: AtomicBool,
+    /// The session's transactions are known to begin writable: its read-only default was
+    /// left off by the last switch that committed on it (this scope's, or a writer's that
+    /// released it with nothing but this library using it since). A writer's statement may
+    /// then travel behind its switch although the router has served read-only tenants (see
+    /// [`switches_in_prelude`](Self::switches_in_prelude)).
+    writable: AtomicBool,
     /// No switch of this scope has committed yet: the next one drops the temporary tables
     /// the connection's last user left, with `reset_settings` all of `LEFT_OBJECTS`
     /// (temporary tables, held cursors, sequence state).
@@ -139,6 +148,8 @@ pub(crate) struct SessionSettings {
     pub(crate) read_only: bool,
     pub(crate) statement_timeout_ms: Option<u32>,
     pub(crate) role: Option<Arc<str>>,
+    /// The tenancy gives its tenants roles (see [`ConnectionScope::statements_trusted`]).
+    pub(crate) role_mode: bool,
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
@@ -241,6 +252,7 @@ impl ConnectionScope {
             read_only,
             statement_timeout_ms,
             role,
+            role_mode,
         }: SessionSettings,
         gate: Arc<Gate>,
         known: Remembered,
@@ -256,6 +268,7 @@ impl ConnectionScope {
             read_only,
             statement_timeout_ms,
             role,
+            role_mode,
             gate,
             calls: tokio::sync::Mutex::new(()),
             verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
@@ -265,6 +278,7 @@ impl ConnectionScope {
             untrusted: AtomicBool::new(false),
             left_settings: AtomicBool::new(false),
             reset_pending: AtomicBool::new(pool.resets_settings()),
+            writable: AtomicBool::new(known.writable),
             first_switch: AtomicBool::new(true),
             prepared: PreparedEffects::default(),
             noted: AtomicBool::new(false),
@@ -484,7 +498,7 @@ impl ConnectionScope {
     }
 
     /// Whether the statements prepared on the connection may run for this scope: always,
-    /// unless tenant roles are in use (role mode) and the last switch that committed on the
+    /// unless the tenancy gives its tenants roles (role mode) and the last switch that committed on the
     /// connection was another schema's. A prepared statement belongs to the session, not to a
     /// role: another tenant's SQL — a function's dynamic SQL, where no SQL reader sees it —
     /// can `DEALLOCATE` one of this schema's statements by name and `PREPARE` its own text in
@@ -492,7 +506,7 @@ impl ConnectionScope {
     /// path (PostgreSQL analyses an unqualified text again there). Without tenant roles,
     /// nothing but the SQL reader separates tenants, and such SQL could write anywhere itself.
     fn statements_trusted(&self) -> bool {
-        !crate::databases::roles_seen() || session::statements_owned_by(self.conn(), &self.schema)
+        !self.role_mode || session::statements_owned_by(self.conn(), &self.schema)
     }
 
     /// When the connection's statements may not run for this scope ([`statements_trusted`]):
@@ -517,9 +531,10 @@ impl ConnectionScope {
     /// session, nothing is left to reset. In role mode, the connection's statements are now
     /// this schema's (see [`statements_trusted`](Self::statements_trusted)).
     fn switched(&self, reset: bool) {
-        if crate::databases::roles_seen() {
+        if self.role_mode {
             session::own_statements(self.conn(), &self.schema);
         }
+        self.writable.store(!self.read_only, Ordering::Release);
         self.first_switch.store(false, Ordering::Release);
         if reset {
             self.reset_pending.store(false, Ordering::Release);
@@ -850,18 +865,20 @@ impl ConnectionScope {
     /// transaction ([`run_switching`](Self::run_switching)): not SQL that controls
     /// transactions (a `BEGIN` there would take the switch into its transaction block) or
     /// that PostgreSQL runs only on its own (`VACUUM`, `… CONCURRENTLY`), not
-    /// a connection whose session may be in any state, and not once the router has served a
-    /// read-only tenant: a transaction's read-only mode is fixed when it starts, before the
-    /// switch in it could set the default, so such switches stay messages of their own (a
-    /// read-only tenant's statement would otherwise run as writable as the connection's last
-    /// session left it, a writer's be refused after a read-only tenant's). A read-only default
-    /// left by someone else refuses a writer's statement all the same: see
-    /// [`began_read_only`](Self::began_read_only).
+    /// a connection whose session may be in any state, not a read-only tenant's, and once the
+    /// router has served a read-only tenant, only on a session known to begin its
+    /// transactions writable ([`writable`](Self::writable)): a transaction's read-only mode
+    /// is fixed when it starts, before the switch in it could set the default, so such
+    /// switches stay messages of their own (a read-only tenant's statement would otherwise
+    /// run as writable as the connection's last session left it, a writer's be refused
+    /// after a read-only tenant's). A read-only default left by someone else refuses a
+    /// writer's statement all the same: see [`began_read_only`](Self::began_read_only).
     fn switches_in_prelude(&self, effects: Effects) -> bool {
         !effects.transaction_control
             && !effects.own_transaction
             && !self.read_only
-            && !crate::databases::read_only_sessions_seen()
+            && (!crate::databases::read_only_sessions_seen()
+                || self.writable.load(Ordering::Acquire))
             && !self.untrusted.load(Ordering::Acquire)
     }
 

@@ -120,7 +120,7 @@ impl SchemaRouter {
             tenant.schema(),
             admission.status == TenantStatus::ReadOnly,
             admission.statement_timeout_ms,
-            admission.role.clone(),
+            (admission.role.clone(), admission.role_mode),
         )
         .await?
         .holding(admission.slot))
@@ -149,7 +149,7 @@ impl SchemaRouter {
             schema,
             admission.status == TenantStatus::ReadOnly,
             admission.statement_timeout_ms,
-            admission.role.clone(),
+            (admission.role.clone(), admission.role_mode),
         )
         .await?
         .holding(admission.slot))
@@ -205,7 +205,7 @@ async fn checkout(
     schema: &SchemaName,
     read_only: bool,
     statement_timeout_ms: Option<u32>,
-    role: Option<Arc<str>>,
+    (role, role_mode): (Option<Arc<str>>, bool),
 ) -> Result<ConnectionScope> {
     let path = pool.search_path(schema);
     // What the session is set to, as remembered and handed over: the path, whether its
@@ -216,7 +216,7 @@ async fn checkout(
         }
         let mut key = path.to_string();
         if read_only {
-            key.push_str(" (read only)");
+            key.push_str(session::READ_ONLY_KEY);
         }
         if let Some(ms) = statement_timeout_ms {
             key.push_str(&format!(" (statement timeout {ms} ms)"));
@@ -258,6 +258,7 @@ async fn checkout(
             read_only,
             statement_timeout_ms,
             role,
+            role_mode,
         },
         gate,
         known,

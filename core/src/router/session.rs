@@ -290,7 +290,15 @@ pub(crate) struct Remembered {
     /// it since it was remembered: counting them is a walk over the whole cache, so the
     /// bound is carried from checkout to checkout instead.
     pub(crate) statements: Option<usize>,
+    /// Its session's transactions are known to begin writable: nothing but this library used
+    /// it since a writer's checkout released it (the last switch left
+    /// `default_transaction_read_only` off). `false` when not known.
+    pub(crate) writable: bool,
 }
+
+/// What a read-only tenant's session key holds (see `router::checkout`): a released session
+/// remembered under such a key begins its transactions read-only.
+pub(crate) const READ_ONLY_KEY: &str = " (read only)";
 
 static MEMORY: LazyLock<Mutex<PathMemory>> = LazyLock::new(Default::default);
 
@@ -333,6 +341,7 @@ pub(crate) fn take_known_path(
             && &*slot.path == path
             && gate.recently_verified(epoch),
         statements: Some(slot.statements),
+        writable: !slot.path.contains(READ_ONLY_KEY),
     }
 }
 

@@ -48,6 +48,9 @@ const FORGERY: &str =
 async fn no_statement_is_taken_over(door: &Door, db: &TestDatabase, s: &[SchemaName]) {
     let (a, b) = (&s[0], &s[1]);
     admin(db, TAKE_OVER).await;
+    // a used the connection before b: a checkout that would trust what its own schema
+    // left would not drop b's statements at a's next switch.
+    door.runs(a, "SELECT 1").await.unwrap();
     for _ in 0..2 {
         door.runs(b, SECRET).await.unwrap();
     }
@@ -230,4 +233,45 @@ async fn no_switch_is_taken_over_sqlx_session_mode() {
         "tenant {a}'s SQL replaced the sqlx switch ({took_over:?}); read-only tenant {b}'s \
          write returned {wrote:?}, {b} holds {secret} secret rows (1 before)"
     );
+}
+
+/// The shared `public` schema's checkouts run as the login role in role mode: a statement
+/// they prepared and another tenant's SQL replaced would run with every right. Tenant a's
+/// forgery must not run in place of a write through `connection_for_schema(public)`, by the
+/// core and by sqlx.
+async fn public_statement_is_not_taken_over(door: &Door, db: &TestDatabase, a: &SchemaName) {
+    admin(
+        db,
+        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL)",
+    )
+    .await;
+    let public = SchemaName::public();
+    no_statement_is_taken_over(door, db, &[a.clone(), public]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_public_statement_is_taken_over_core_session_mode() {
+    let db = database().await;
+    let (tenancy, s) = role_tenancy(
+        db.new_pool(1).unwrap(),
+        SearchPathMode::Session,
+        false,
+        "sto_ps",
+    )
+    .await;
+    public_statement_is_not_taken_over(&Door::Core(tenancy), &db, &s[0]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_public_statement_is_taken_over_sqlx_session_mode_shared_statements() {
+    let db = database().await;
+    let (tenancy, s) = role_tenancy(
+        db.new_pool(1).unwrap(),
+        SearchPathMode::Session,
+        false,
+        "sto_px",
+    )
+    .await;
+    let router = sqlx_session(&db, &tenancy, true).await;
+    public_statement_is_not_taken_over(&Door::Sqlx(router), &db, &s[0]).await;
 }

@@ -22,7 +22,12 @@
 //!   (its text marked with the schema, as the library keys them) and only run under that
 //!   path: the switch with nothing planned again;
 //! - `set-tenant-path-shared`: the same `SET`, then one statement per connection shared by
-//!   every tenant, which the coordinator plans again whenever the path changed.
+//!   every tenant, which the coordinator plans again whenever the path changed;
+//! - `prelude-tenant-path`: the `SET` as the prelude of the statement's own message (the
+//!   tenant's cached statement bound behind it, one `Sync`): the library's switch at its
+//!   thinnest;
+//! - `prelude-tenant-path-discard`: the same with `DISCARD TEMP` in the prelude too, as a
+//!   checkout's first switch sends it.
 //!
 //! The variants alternate (`--rounds`, default 3); ratio = variant / baseline of the same
 //! round. `cargo run --release -p tenant-schemas-benches --bin load_citus -- --help`
@@ -36,6 +41,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::TestCitusCluster;
+use tenant_schemas::tokio_postgres::Prelude;
 use tenant_schemas::{SchemaName, SchemaRouter, SearchPathMode};
 use tenant_schemas_benches::{
     baseline_schema, items_tenancy, make_pool, micros, pick_and_run, stats, Picker, RunLength,
@@ -67,6 +73,8 @@ enum Variant {
     SetSamePath,
     SetTenantPath,
     SetTenantPathShared,
+    PreludeTenantPath,
+    PreludeTenantPathDiscard,
 }
 
 struct Setup {
@@ -113,6 +121,22 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, id: i32) {
             }
             .unwrap();
             c.query_one(&stmt, &[&id]).await.unwrap();
+        }
+        Variant::PreludeTenantPath | Variant::PreludeTenantPathDiscard => {
+            let c = setup.raw.get().await.unwrap();
+            let schema = &setup.schemas[tenant];
+            let mut prelude = Prelude::new();
+            prelude
+                .push_text(&format!("SET search_path TO {}, public", schema.quoted()))
+                .unwrap();
+            if variant == Variant::PreludeTenantPathDiscard {
+                prelude.push_text("DISCARD TEMP").unwrap();
+            }
+            let stmt = c
+                .prepare_cached(&format!("/* {schema} */ {SQL}"))
+                .await
+                .unwrap();
+            c.query_one_after(&prelude, &stmt, &[&id]).await.unwrap();
         }
         Variant::Session | Variant::Transaction => {
             let router = if variant == Variant::Session {
@@ -201,6 +225,8 @@ async fn main() {
             Variant::SetSamePath,
             Variant::SetTenantPath,
             Variant::SetTenantPathShared,
+            Variant::PreludeTenantPath,
+            Variant::PreludeTenantPathDiscard,
         ];
         let variants = [Variant::Baseline, Variant::Session, Variant::Transaction]
             .into_iter()

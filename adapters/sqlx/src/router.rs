@@ -427,8 +427,21 @@ impl SqlxRouter {
                 }
                 // Recorded for every checkout, so that a new connection's first statements are
                 // known to be this schema's.
-                let switched = self.switches_schema(pid, schema);
+                let switched = self.switches_schema(pid, schema, checkout.role());
                 let shared = self.inner.shared_statements && checkout.may_share_statements();
+                if switched && !checkout.may_share_statements() {
+                    // Role mode: whatever another tenant's SQL prepared on the session goes
+                    // too, not only sqlx's own statements (closed by name below): a statement
+                    // under the name sqlx gives its next one would make that one fail.
+                    if let Err(err) = conn.execute("DEALLOCATE ALL").await {
+                        conn.close_on_drop();
+                        return Err(Error::Database {
+                            action: "dropping statements prepared for another tenant",
+                            schema: schema.clone(),
+                            source: err,
+                        });
+                    }
+                }
                 if switched && !shared && conn.cached_statements_size() > 0 {
                     // Statements prepared under another schema's path: their result and
                     // parameter types are that schema's ("cached plan must not change result
@@ -514,10 +527,11 @@ impl SqlxRouter {
         acquire.await.map_err(pool_error)
     }
 
-    /// Records that the pool's connection to backend `pid` is now checked out for `schema`;
-    /// whether its statements may have been prepared for another schema (or for one not
-    /// known). Shared by every router over the pool.
-    fn switches_schema(&self, pid: i32, schema: &SchemaName) -> bool {
+    /// Records that the pool's connection to backend `pid` is now checked out for `schema`
+    /// (in role mode, under `role`: a tenant deleted and made again under its schema's name
+    /// has another); whether its statements may have been prepared for another schema or
+    /// role (or for one not known). Shared by every router over the pool.
+    fn switches_schema(&self, pid: i32, schema: &SchemaName, role: Option<&str>) -> bool {
         let pool_id = Arc::as_ptr(&self.inner.pool.connect_options()) as usize;
         let mut last = PREPARED_FOR
             .lock()
@@ -527,7 +541,8 @@ impl SqlxRouter {
             // Forgetting is safe: a connection not known clears its statements.
             last.clear();
         }
-        last.insert((pool_id, pid), schema.clone()).as_ref() != Some(schema)
+        let now = (schema.clone(), role.map(str::to_owned));
+        last.insert((pool_id, pid), now.clone()).as_ref() != Some(&now)
     }
 
     /// The switch of a session-mode checkout: the tenant's path and read-only state, given
@@ -582,11 +597,12 @@ impl SqlxRouter {
     }
 }
 
-/// The schema each pooled connection (its pool's connect options, its backend's process id)
-/// was last checked out for, which its sqlx statement cache was prepared under. A connection
+/// The schema (and role, in role mode) each pooled connection (its pool's connect options,
+/// its backend's process id) was last checked out for, which its sqlx statement cache was prepared under. A connection
 /// that closed leaves an entry that its successor with the same process id overwrites at its
 /// first checkout, before it prepares anything.
-static PREPARED_FOR: Mutex<Option<HashMap<(usize, i32), SchemaName>>> = Mutex::new(None);
+static PREPARED_FOR: Mutex<Option<HashMap<(usize, i32), (SchemaName, Option<String>)>>> =
+    Mutex::new(None);
 
 /// How many connections [`PREPARED_FOR`] remembers before it starts afresh.
 const MAX_REMEMBERED: usize = 65_536;

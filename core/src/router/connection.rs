@@ -161,6 +161,16 @@ const POOLER_DOES_NOT_KEEP: u8 = 2;
 
 const UNCOUNTED: usize = usize::MAX;
 
+/// What makes the current transaction read-only, whatever the session's default says: a
+/// read-only tenant's statements run behind it (see [`ConnectionScope::alone`]). A function
+/// call rather than `SET LOCAL`, which PostgreSQL warns about outside a transaction block.
+const READ_ONLY_NOW: &str = "SELECT pg_catalog.set_config('transaction_read_only', 'on', true)";
+
+/// [`READ_ONLY_NOW`] ahead of a read-only tenant's simple query, in its implicit transaction
+/// block (one statement more in the messages [`ConnectionScope::simple_query`] returns,
+/// taken out again).
+const READ_ONLY_NOW_SIMPLE: &str = "SET LOCAL transaction_read_only TO on; ";
+
 /// How many statements a connection keeps prepared (over all schemas) before the coldest
 /// schemas' are closed: the server holds a plan for each.
 const MAX_CACHED_STATEMENTS: usize = 2048;
@@ -498,15 +508,16 @@ impl ConnectionScope {
     }
 
     /// Whether the statements prepared on the connection may run for this scope: always,
-    /// unless the tenancy gives its tenants roles (role mode) and the last switch that committed on the
-    /// connection was another schema's. A prepared statement belongs to the session, not to a
+    /// unless the tenancy gives its tenants roles (role mode) and the last switch that
+    /// committed on the connection had another session key (another schema, or the same
+    /// schema under another role, state or router). A prepared statement belongs to the session, not to a
     /// role: another tenant's SQL — a function's dynamic SQL, where no SQL reader sees it —
     /// can `DEALLOCATE` one of this schema's statements by name and `PREPARE` its own text in
     /// its place, which the next `Bind` of the name would run under this tenant's role and
     /// path (PostgreSQL analyses an unqualified text again there). Without tenant roles,
     /// nothing but the SQL reader separates tenants, and such SQL could write anywhere itself.
     fn statements_trusted(&self) -> bool {
-        !self.role_mode || session::statements_owned_by(self.conn(), &self.schema)
+        !self.role_mode || session::statements_owned_by(self.conn(), &self.key)
     }
 
     /// When the connection's statements may not run for this scope ([`statements_trusted`]):
@@ -528,12 +539,10 @@ impl ConnectionScope {
     }
 
     /// After a switch committed: the checkout's first is done, and when it `reset` the
-    /// session, nothing is left to reset. In role mode, the connection's statements are now
-    /// this schema's (see [`statements_trusted`](Self::statements_trusted)).
+    /// session, nothing is left to reset. The connection's statements are now this session
+    /// key's (see [`statements_trusted`](Self::statements_trusted)).
     fn switched(&self, reset: bool) {
-        if self.role_mode {
-            session::own_statements(self.conn(), &self.schema);
-        }
+        session::own_statements(self.conn(), &self.key);
         self.writable.store(!self.read_only, Ordering::Release);
         self.first_switch.store(false, Ordering::Release);
         if reset {
@@ -822,8 +831,9 @@ impl ConnectionScope {
                     stmt.clone()
                 }
             };
+            let target = self.alone(stmt)?;
             self.before_running(effects);
-            let result = op(Target::Prepared(stmt)).await;
+            let result = op(target).await;
             self.after_running(effects);
             result
         };
@@ -849,8 +859,9 @@ impl ConnectionScope {
                     session::forget_statement(self.conn(), &self.schema, &keyed);
                 }
                 let stmt = Box::pin(self.prepare_on_schema(sql)).await?;
+                let target = self.alone(stmt)?;
                 self.before_running(effects);
-                let result = op(Target::Prepared(stmt)).await;
+                let result = op(target).await;
                 self.after_running(effects);
                 result.map_err(|e| Error::db(action, &self.schema, e))
             }
@@ -859,6 +870,23 @@ impl ConnectionScope {
             }
             (other, _) => other.map_err(|e| Error::db(action, &self.schema, e)),
         }
+    }
+
+    /// How a statement runs in a message of its own, on the path (session mode): as it is;
+    /// a read-only tenant's behind [`READ_ONLY_NOW`] in the same implicit transaction. The
+    /// session's read-only default, set by the switch, is not enough: a function the tenant
+    /// calls can set it off for the session (`set_config('default_transaction_read_only',
+    /// 'off', false)`, which no SQL reader sees), and the next statement would begin
+    /// writable.
+    fn alone<'s>(&self, stmt: Statement) -> Result<Target<'s>> {
+        if !self.read_only {
+            return Ok(Target::Prepared(stmt));
+        }
+        let mut prelude = Prelude::new();
+        prelude
+            .push_text(READ_ONLY_NOW)
+            .map_err(|e| Error::db("making the transaction read-only", &self.schema, e))?;
+        Ok(Target::After(prelude, stmt))
     }
 
     /// Whether a statement with `effects` may run behind the switch in the same implicit
@@ -1153,15 +1181,34 @@ impl ConnectionScope {
     /// Runs one or more statements separated by `;`, without parameters.
     pub async fn batch_execute(&self, sql: &str) -> Result<()> {
         let client: &tokio_postgres::Client = self.conn();
-        self.run_simple(sql, "running a batch", || client.batch_execute(sql))
+        let text = self.simple_text(sql);
+        self.run_simple(sql, "running a batch", || client.batch_execute(&text))
             .await
     }
 
     /// Runs statements through the simple query protocol and returns their messages.
     pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>> {
         let client: &tokio_postgres::Client = self.conn();
-        self.run_simple(sql, "running a simple query", || client.simple_query(sql))
-            .await
+        let text = self.simple_text(sql);
+        let mut messages = self
+            .run_simple(sql, "running a simple query", || client.simple_query(&text))
+            .await?;
+        if text.len() != sql.len() {
+            // The completion of `READ_ONLY_NOW_SIMPLE`, first.
+            messages.remove(0);
+        }
+        Ok(messages)
+    }
+
+    /// The text a simple query sends for `sql`: in session mode, a read-only tenant's behind
+    /// [`READ_ONLY_NOW_SIMPLE`] (see [`alone`](Self::alone)); transaction mode begins each
+    /// transaction `READ ONLY`.
+    fn simple_text<'s>(&self, sql: &'s str) -> std::borrow::Cow<'s, str> {
+        if self.read_only && !self.transaction_mode() {
+            format!("{READ_ONLY_NOW_SIMPLE}{sql}").into()
+        } else {
+            sql.into()
+        }
     }
 
     /// Begins a transaction on the schema. It rolls back when dropped without

@@ -333,6 +333,9 @@ pub(crate) fn take_known_path(
         recycles == slot.recycle_count + 1
     };
     if !untouched {
+        // Someone else used it since (a raw user of the pool): in role mode, what it left of
+        // the statements is not trusted either (see `statements_owned_by`).
+        with_statements(conn, |entry| entry.owner = None);
         return Remembered::default();
     }
     Remembered {
@@ -397,9 +400,10 @@ struct ConnStatements {
     /// Transaction mode: an upper bound of the statements the connection's cache held when a
     /// scope let go of it, and the pool's recycle count then (see [`take_statement_bound`]).
     bound: Option<(usize, usize)>,
-    /// Role mode: the schema whose switch was the last to commit on the connection, the only
-    /// one whose scopes may run the statements prepared on it (see [`statements_owned_by`]).
-    owner: Option<SchemaName>,
+    /// The session key (path, state, role) of the last switch that committed on the
+    /// connection: in role mode, only scopes with that key may run the statements prepared
+    /// on it (see [`statements_owned_by`]).
+    owner: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -505,21 +509,24 @@ pub(crate) fn take_statement_bound(conn: &Object) -> Option<usize> {
         .map(|(statements, _)| statements)
 }
 
-/// Role mode: whether the last switch that committed on `conn` was `schema`'s, so that no
-/// other tenant's SQL ran on the connection since its statements were prepared. A prepared
-/// statement is the session's, not a role's: any SQL on the session, a function's dynamic SQL
-/// included, can `DEALLOCATE` one by name and `PREPARE` another in its place, which the next
-/// `Bind` of that name runs — under the role and on the path of whoever binds it.
-pub(crate) fn statements_owned_by(conn: &Object, schema: &SchemaName) -> bool {
-    with_statements(conn, |entry| entry.owner.as_ref() == Some(schema))
+/// Role mode: whether the last switch that committed on `conn` had the session `key` (the
+/// path, the state and the role: a tenant deleted and made again under its schema's name has
+/// another role), so that no other tenant's SQL ran on the connection since its statements
+/// were prepared. A prepared statement is the session's, not a role's: any SQL on the
+/// session, a function's dynamic SQL included, can `DEALLOCATE` one by name and `PREPARE`
+/// another in its place, which the next `Bind` of that name runs — under the role and on the
+/// path of whoever binds it.
+pub(crate) fn statements_owned_by(conn: &Object, key: &str) -> bool {
+    with_statements(conn, |entry| entry.owner.as_deref() == Some(key))
 }
 
-/// Role mode: records that a switch to `schema` committed on `conn` (see
-/// [`statements_owned_by`]).
-pub(crate) fn own_statements(conn: &Object, schema: &SchemaName) {
+/// Records that a switch with the session `key` committed on `conn` (see
+/// [`statements_owned_by`]). Every router records it, with roles or not: a router without
+/// them sharing the pool is another tenant's SQL on the connection too.
+pub(crate) fn own_statements(conn: &Object, key: &Arc<str>) {
     with_statements(conn, |entry| {
-        if entry.owner.as_ref() != Some(schema) {
-            entry.owner = Some(schema.clone());
+        if entry.owner.as_deref() != Some(&**key) {
+            entry.owner = Some(key.clone());
         }
     });
 }

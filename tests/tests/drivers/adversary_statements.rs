@@ -9,13 +9,11 @@
 //! `tenant-schemas-sqlx` in session mode (also with `shared_statements`, and its own switch
 //! statement as the target) and behind PgBouncer.
 
-use sqlx::postgres::PgPoolOptions;
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{TestCluster, TestDatabase, TestPgBouncer};
 use tenant_schemas::{SchemaName, SearchPathMode, Tenancy, TenantRoles, TenantStatus};
-use tenant_schemas_sqlx::SqlxRouter;
 
-use super::doors::{admin, sqlx_behind_one_server, Door};
+use super::doors::{admin, sqlx_behind_one_server, sqlx_over_one_connection_sharing, Door};
 
 /// `public.take_over(replacement)`: puts `replacement` in place of every statement on the
 /// session whose text inserts into `notes`, under the same name and parameter types (an
@@ -89,44 +87,27 @@ async fn role_tenancy(
     (tenancy, s)
 }
 
-/// A sqlx router in session mode over ONE direct connection, with `tenancy`'s states (the
-/// tenants' roles among them), keeping statements across schemas when `shared`.
-async fn sqlx_session(db: &TestDatabase, tenancy: &Tenancy, shared: bool) -> SqlxRouter {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
-        .await
-        .unwrap();
-    SqlxRouter::builder(pool)
-        .tenant_states(tenancy.tenant_states())
-        .shared_statements(shared)
-        .build()
+/// [`role_tenancy`] over ONE direct connection to `db`, without pooler statements.
+async fn direct(
+    db: &TestDatabase,
+    mode: SearchPathMode,
+    prefix: &str,
+) -> (Tenancy, Vec<SchemaName>) {
+    role_tenancy(db.new_pool(1).unwrap(), mode, false, prefix).await
 }
 
 /// Broke before the fix: b's write ran a's forgery (`(0, 1)` against `(1, 0)`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_statement_is_taken_over_core_session_mode() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "sto_cs",
-    )
-    .await;
+    let (tenancy, s) = direct(&db, SearchPathMode::Session, "sto_cs").await;
     no_statement_is_taken_over(&Door::Core(tenancy), &db, &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_statement_is_taken_over_core_transaction_mode() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Transaction,
-        false,
-        "sto_ct",
-    )
-    .await;
+    let (tenancy, s) = direct(&db, SearchPathMode::Transaction, "sto_ct").await;
     no_statement_is_taken_over(&Door::Core(tenancy), &db, &s).await;
 }
 
@@ -148,14 +129,8 @@ async fn no_statement_is_taken_over_core_behind_pgbouncer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_statement_is_taken_over_sqlx_session_mode() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "sto_xs",
-    )
-    .await;
-    let router = sqlx_session(&db, &tenancy, false).await;
+    let (tenancy, s) = direct(&db, SearchPathMode::Session, "sto_xs").await;
+    let router = sqlx_over_one_connection_sharing(&db, &tenancy, false).await;
     no_statement_is_taken_over(&Door::Sqlx(router), &db, &s).await;
 }
 
@@ -164,27 +139,15 @@ async fn no_statement_is_taken_over_sqlx_session_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_statement_is_taken_over_sqlx_session_mode_shared_statements() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "sto_xh",
-    )
-    .await;
-    let router = sqlx_session(&db, &tenancy, true).await;
+    let (tenancy, s) = direct(&db, SearchPathMode::Session, "sto_xh").await;
+    let router = sqlx_over_one_connection_sharing(&db, &tenancy, true).await;
     no_statement_is_taken_over(&Door::Sqlx(router), &db, &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_statement_is_taken_over_sqlx_behind_pgbouncer() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "sto_xb",
-    )
-    .await;
+    let (tenancy, s) = direct(&db, SearchPathMode::Session, "sto_xb").await;
     let (_bouncer, router, _other) = sqlx_behind_one_server(&db, &tenancy, 1).await;
     no_statement_is_taken_over(&Door::Sqlx(router), &db, &s).await;
 }
@@ -213,16 +176,10 @@ const TAKE_OVER_SWITCH: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_switch_is_taken_over_sqlx_session_mode() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "sto_xw",
-    )
-    .await;
+    let (tenancy, s) = direct(&db, SearchPathMode::Session, "sto_xw").await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, TAKE_OVER_SWITCH).await;
-    let door = Door::Sqlx(sqlx_session(&db, &tenancy, false).await);
+    let door = Door::Sqlx(sqlx_over_one_connection_sharing(&db, &tenancy, false).await);
     door.runs(b, SECRET).await.unwrap();
     tenancy.set_status(b, TenantStatus::ReadOnly).await.unwrap();
     let took_over = door.runs(a, "SELECT public.take_over_switch()").await;
@@ -252,26 +209,14 @@ async fn public_statement_is_not_taken_over(door: &Door, db: &TestDatabase, a: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_public_statement_is_taken_over_core_session_mode() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "sto_ps",
-    )
-    .await;
+    let (tenancy, s) = direct(&db, SearchPathMode::Session, "sto_ps").await;
     public_statement_is_not_taken_over(&Door::Core(tenancy), &db, &s[0]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_public_statement_is_taken_over_sqlx_session_mode_shared_statements() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "sto_px",
-    )
-    .await;
-    let router = sqlx_session(&db, &tenancy, true).await;
+    let (tenancy, s) = direct(&db, SearchPathMode::Session, "sto_px").await;
+    let router = sqlx_over_one_connection_sharing(&db, &tenancy, true).await;
     public_statement_is_not_taken_over(&Door::Sqlx(router), &db, &s[0]).await;
 }

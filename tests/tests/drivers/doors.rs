@@ -551,6 +551,16 @@ pub(super) async fn one_connection_core(
 /// A sqlx router in session mode over a pool of ONE direct connection to `db`, with
 /// `tenancy`'s states.
 pub(super) async fn sqlx_over_one_connection(db: &TestDatabase, tenancy: &Tenancy) -> SqlxRouter {
+    sqlx_over_one_connection_sharing(db, tenancy, false).await
+}
+
+/// [`sqlx_over_one_connection`], keeping statements across schemas when `shared`
+/// (`SqlxRouterBuilder::shared_statements`).
+pub(super) async fn sqlx_over_one_connection_sharing(
+    db: &TestDatabase,
+    tenancy: &Tenancy,
+    shared: bool,
+) -> SqlxRouter {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(tenant_schemas_sqlx::connect_options(db.config()))
@@ -558,6 +568,7 @@ pub(super) async fn sqlx_over_one_connection(db: &TestDatabase, tenancy: &Tenanc
         .unwrap();
     SqlxRouter::builder(pool)
         .tenant_states(tenancy.tenant_states())
+        .shared_statements(shared)
         .build()
 }
 

@@ -333,9 +333,6 @@ pub(crate) fn take_known_path(
         recycles == slot.recycle_count + 1
     };
     if !untouched {
-        // Someone else used it since (a raw user of the pool): in role mode, what it left of
-        // the statements is not trusted either (see `statements_owned_by`).
-        with_statements(conn, |entry| entry.owner = None);
         return Remembered::default();
     }
     Remembered {
@@ -401,9 +398,10 @@ struct ConnStatements {
     /// scope let go of it, and the pool's recycle count then (see [`take_statement_bound`]).
     bound: Option<(usize, usize)>,
     /// The session key (path, state, role) of the last switch that committed on the
-    /// connection: in role mode, only scopes with that key may run the statements prepared
-    /// on it (see [`statements_owned_by`]).
-    owner: Option<Arc<str>>,
+    /// connection, and the pool's recycle count then: in role mode, only scopes with that key
+    /// may run the statements prepared on it, and only if nobody took the connection from the
+    /// pool in between (see [`statements_owned_by`]).
+    owner: Option<(Arc<str>, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -516,18 +514,29 @@ pub(crate) fn take_statement_bound(conn: &Object) -> Option<usize> {
 /// session, a function's dynamic SQL included, can `DEALLOCATE` one by name and `PREPARE`
 /// another in its place, which the next `Bind` of that name runs — under the role and on the
 /// path of whoever binds it.
+///
+/// And nobody else took the connection from the pool since: the pool recycles it once per
+/// checkout (none when a releasing scope hands it straight to the next), so a recycle count
+/// more than one above the owner's means a raw user of the pool (`router.pool().get()`), or
+/// another router's checkout that recorded nothing, had it in between.
 pub(crate) fn statements_owned_by(conn: &Object, key: &str) -> bool {
-    with_statements(conn, |entry| entry.owner.as_deref() == Some(key))
+    let recycles = Object::metrics(conn).recycle_count;
+    with_statements(conn, |entry| {
+        entry
+            .owner
+            .as_ref()
+            .is_some_and(|(owner, then)| &**owner == key && recycles.wrapping_sub(*then) <= 1)
+    })
 }
 
 /// Records that a switch with the session `key` committed on `conn` (see
 /// [`statements_owned_by`]). Every router records it, with roles or not: a router without
 /// them sharing the pool is another tenant's SQL on the connection too.
 pub(crate) fn own_statements(conn: &Object, key: &Arc<str>) {
-    with_statements(conn, |entry| {
-        if entry.owner.as_deref() != Some(&**key) {
-            entry.owner = Some(key.clone());
-        }
+    let recycles = Object::metrics(conn).recycle_count;
+    with_statements(conn, |entry| match &mut entry.owner {
+        Some((owner, then)) if **owner == **key => *then = recycles,
+        owner => *owner = Some((key.clone(), recycles)),
     });
 }
 

@@ -601,8 +601,10 @@ impl SqlxRouter {
 /// its backend's process id) was last checked out for, which its sqlx statement cache was prepared under. A connection
 /// that closed leaves an entry that its successor with the same process id overwrites at its
 /// first checkout, before it prepares anything.
-static PREPARED_FOR: Mutex<Option<HashMap<(usize, i32), (SchemaName, Option<String>)>>> =
-    Mutex::new(None);
+static PREPARED_FOR: Mutex<Option<HashMap<(usize, i32), PreparedFor>>> = Mutex::new(None);
+
+/// A schema and, in role mode, the role a connection was checked out under ([`PREPARED_FOR`]).
+type PreparedFor = (SchemaName, Option<String>);
 
 /// How many connections [`PREPARED_FOR`] remembers before it starts afresh.
 const MAX_REMEMBERED: usize = 65_536;

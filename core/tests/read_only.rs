@@ -437,3 +437,104 @@ async fn writers_and_read_only_tenants_take_turns_on_one_connection() {
     let stats = router.stats();
     assert!(stats.switches >= 8, "{stats:?}");
 }
+
+/// A function that sets the session's read-only default off, where the SQL reader sees a
+/// plain `SELECT` (`set_config(…, false)` in its body).
+const UNLOCK: &str = "CREATE OR REPLACE FUNCTION public.unlock_session() RETURNS text \
+     LANGUAGE sql AS $$ SELECT pg_catalog.set_config('default_transaction_read_only', 'off', false) $$";
+
+/// After a read-only tenant called a function that set the session's read-only default off,
+/// each way of running SQL through its scope — an extended-protocol statement, a batch, a
+/// simple query — still writes nothing: each statement makes its own transaction read-only.
+/// And a read-only tenant's `simple_query` answers as a writer's does (the guard's own
+/// message is not among its messages).
+async fn an_unlocking_function_opens_nothing(mode: SearchPathMode) {
+    let (db, tenancy, s) = read_only_tenant(mode).await;
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(UNLOCK)
+        .await
+        .unwrap();
+    let conn = tenancy.router().connection_for_schema(&s).await.unwrap();
+    let unlocked: String = conn
+        .query_one("SELECT public.unlock_session()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unlocked, "off");
+    let extended = conn.execute(WRITE, &[]).await.map(|_| ());
+    let batch = conn.batch_execute(WRITE).await;
+    let simple = conn.simple_query(WRITE).await.map(|_| ());
+    for (outcome, how) in [
+        (&extended, "execute"),
+        (&batch, "batch_execute"),
+        (&simple, "simple_query"),
+    ] {
+        assert!(
+            outcome.is_err(),
+            "{how} after the unlocking function: {outcome:?}"
+        );
+    }
+    drop(conn);
+    assert_eq!(escaped_rows(&tenancy, &s).await, 0);
+    // The next checkout (found on the path, no switch in session mode) too.
+    let next = tenancy.router().connection_for_schema(&s).await.unwrap();
+    assert!(next.execute(WRITE, &[]).await.is_err());
+    drop(next);
+    assert_eq!(escaped_rows(&tenancy, &s).await, 0);
+
+    // The same simple query's messages, read-only and then writable.
+    let shape = |messages: Vec<tenant_schemas::tokio_postgres::SimpleQueryMessage>| {
+        messages
+            .iter()
+            .map(|m| match m {
+                tenant_schemas::tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    format!("row {:?}", r.get(0))
+                }
+                tenant_schemas::tokio_postgres::SimpleQueryMessage::CommandComplete(n) => {
+                    format!("complete {n}")
+                }
+                _ => "description".to_owned(),
+            })
+            .collect::<Vec<_>>()
+    };
+    const TWO: &str = "SELECT schema_name FROM marker; SELECT 1 WHERE false";
+    let read_only = shape(
+        tenancy
+            .router()
+            .connection_for_schema(&s)
+            .await
+            .unwrap()
+            .simple_query(TWO)
+            .await
+            .unwrap(),
+    );
+    tenancy.set_status(&s, TenantStatus::Active).await.unwrap();
+    let writable = shape(
+        tenancy
+            .router()
+            .connection_for_schema(&s)
+            .await
+            .unwrap()
+            .simple_query(TWO)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(read_only, writable);
+    assert!(
+        read_only.contains(&format!("row Some({:?})", s.as_str())),
+        "{read_only:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlocking_function_opens_nothing_in_session_mode() {
+    an_unlocking_function_opens_nothing(SearchPathMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlocking_function_opens_nothing_in_transaction_mode() {
+    an_unlocking_function_opens_nothing(SearchPathMode::Transaction).await;
+}

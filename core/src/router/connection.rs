@@ -786,7 +786,7 @@ impl ConnectionScope {
         // A session-changing statement is never written behind an unanswered switch: if it
         // were cancelled, the switch's answer would mark the path as set after it ran.
         // In role mode, the first switch on a connection another tenant used drops its
-        // statements: none is run behind it (see `statements_trusted`).
+        // statements: no cached one runs behind it (see `statements_trusted`).
         let switching = !effects.session && !self.on_path();
         let in_prelude = switching && self.switches_in_prelude(effects);
         let others_statements = switching && !self.statements_trusted();

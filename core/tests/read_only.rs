@@ -486,47 +486,31 @@ async fn an_unlocking_function_opens_nothing(mode: SearchPathMode) {
     assert_eq!(escaped_rows(&tenancy, &s).await, 0);
 
     // The same simple query's messages, read-only and then writable.
-    let shape = |messages: Vec<tenant_schemas::tokio_postgres::SimpleQueryMessage>| {
-        messages
-            .iter()
-            .map(|m| match m {
-                tenant_schemas::tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    format!("row {:?}", r.get(0))
-                }
-                tenant_schemas::tokio_postgres::SimpleQueryMessage::CommandComplete(n) => {
-                    format!("complete {n}")
-                }
-                _ => "description".to_owned(),
-            })
-            .collect::<Vec<_>>()
-    };
-    const TWO: &str = "SELECT schema_name FROM marker; SELECT 1 WHERE false";
-    let read_only = shape(
-        tenancy
-            .router()
-            .connection_for_schema(&s)
-            .await
-            .unwrap()
-            .simple_query(TWO)
-            .await
-            .unwrap(),
-    );
+    let read_only = simple_messages(&tenancy, &s).await;
     tenancy.set_status(&s, TenantStatus::Active).await.unwrap();
-    let writable = shape(
-        tenancy
-            .router()
-            .connection_for_schema(&s)
-            .await
-            .unwrap()
-            .simple_query(TWO)
-            .await
-            .unwrap(),
-    );
+    let writable = simple_messages(&tenancy, &s).await;
     assert_eq!(read_only, writable);
     assert!(
         read_only.contains(&format!("row Some({:?})", s.as_str())),
         "{read_only:?}"
     );
+}
+
+/// What a checkout of `s` answers to a simple query of two statements, message by message.
+async fn simple_messages(tenancy: &Tenancy, s: &SchemaName) -> Vec<String> {
+    use tenant_schemas::tokio_postgres::SimpleQueryMessage;
+    const TWO: &str = "SELECT schema_name FROM marker; SELECT 1 WHERE false";
+    let conn = tenancy.router().connection_for_schema(s).await.unwrap();
+    conn.simple_query(TWO)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| match m {
+            SimpleQueryMessage::Row(r) => format!("row {:?}", r.get(0)),
+            SimpleQueryMessage::CommandComplete(n) => format!("complete {n}"),
+            _ => "description".to_owned(),
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,51 +9,31 @@ use tenant_schemas::{
     SchemaName, SchemaRouter, SearchPathMode, Tenancy, TenantRoles, TenantStatus,
 };
 
+use super::adversary_statements::{FORGERY, SECRET, TAKE_OVER};
 use super::doors::{admin, checkout, raw, sqlx_over_one_connection, Door};
-
-/// As `adversary_statements::TAKE_OVER`.
-const TAKE_OVER: &str =
-    "CREATE FUNCTION public.take_over(replacement text) RETURNS int LANGUAGE plpgsql AS $$ \
-     DECLARE r record; n int := 0; BEGIN \
-     FOR r IN SELECT name, parameter_types FROM pg_catalog.pg_prepared_statements \
-       WHERE statement LIKE '%INSERT INTO notes%' LOOP \
-       EXECUTE format('DEALLOCATE %I', r.name); \
-       EXECUTE format('PREPARE %I%s AS %s', r.name, \
-         CASE WHEN pg_catalog.cardinality(r.parameter_types) = 0 THEN '' \
-         ELSE '(' || pg_catalog.array_to_string(r.parameter_types, ',') || ')' END, \
-         replacement); \
-       n := n + 1; \
-     END LOOP; RETURN n; END $$";
-
-const SECRET: &str = "INSERT INTO notes (body) VALUES ('secret')";
-const FORGERY: &str =
-    "SELECT public.take_over('INSERT INTO notes (body) VALUES (''forged by a'')')";
 
 /// A function that leaves the session's transactions writable (`set_config(…, false)` in a
 /// body the SQL reader cannot see).
 const UNLOCK: &str = "CREATE FUNCTION public.unlock() RETURNS text LANGUAGE sql AS \
      $$ SELECT pg_catalog.set_config('default_transaction_read_only', 'off', false) $$";
 
-async fn role_tenancy(
-    pool: tenant_schemas::deadpool_postgres::Pool,
-    mode: SearchPathMode,
-    roles: bool,
-    prefix: &str,
-) -> (Tenancy, Vec<SchemaName>) {
-    role_tenancy_reset(pool, mode, roles, false, prefix).await
+/// Tenants `<prefix>0..2` over ONE direct connection to `db`, session mode, in role mode
+/// when `roles`.
+async fn role_tenancy(db: &TestDatabase, roles: bool, prefix: &str) -> (Tenancy, Vec<SchemaName>) {
+    role_tenancy_reset(db, roles, false, prefix).await
 }
 
+/// [`role_tenancy`] with `reset_settings(reset)`.
 async fn role_tenancy_reset(
-    pool: tenant_schemas::deadpool_postgres::Pool,
-    mode: SearchPathMode,
+    db: &TestDatabase,
     roles: bool,
     reset: bool,
     prefix: &str,
 ) -> (Tenancy, Vec<SchemaName>) {
-    let mut builder = Tenancy::builder(pool)
+    let mut builder = Tenancy::builder(db.new_pool(1).unwrap())
         .migrations(marker_and_notes())
         .reset_settings(reset)
-        .search_path_mode(mode);
+        .search_path_mode(SearchPathMode::Session);
     if roles {
         builder = builder.tenant_roles(TenantRoles::new());
     }
@@ -79,13 +59,7 @@ async fn forged_and_secret(db: &TestDatabase, b: &SchemaName, before: i64) -> (i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r4_role_statement_taken_over_through_a_router_without_roles_on_the_same_pool() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r4_rr",
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, true, "r4_rr").await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, TAKE_OVER).await;
     let plain = SchemaRouter::new(tenancy.router().pool().clone());
@@ -121,13 +95,7 @@ async fn r4_role_statement_taken_over_through_a_router_without_roles_on_the_same
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r4_role_statement_taken_over_by_raw_pool_use_between_two_checkouts_of_one_tenant() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r4_rw",
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, true, "r4_rw").await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, TAKE_OVER).await;
     let door = Door::Core(tenancy.clone());
@@ -154,13 +122,7 @@ async fn r4_role_statement_taken_over_by_raw_pool_use_between_two_checkouts_of_o
 /// tenant's SQL filled: no `DEALLOCATE ALL`, since "b" switched the connection last.
 async fn statement_survives_schema_reuse(roles: bool, prefix: &str) {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        roles,
-        prefix,
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, roles, prefix).await;
     let b = &s[1];
     admin(&db, TAKE_OVER).await;
     let door = Door::Core(tenancy.clone());
@@ -208,14 +170,7 @@ async fn read_only_unlocks_then_writes_reset(
     prefix: &str,
 ) {
     let db = database().await;
-    let (tenancy, s) = role_tenancy_reset(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        roles,
-        reset,
-        prefix,
-    )
-    .await;
+    let (tenancy, s) = role_tenancy_reset(&db, roles, reset, prefix).await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, UNLOCK).await;
     let door = Door::Core(tenancy.clone());
@@ -297,13 +252,7 @@ async fn r4_read_only_tenant_unlocks_session_by_function_then_writes_next_checko
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r4_role_statement_survives_delete_and_recreate_of_schema_name_sqlx() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r4_dx",
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, true, "r4_dx").await;
     let b = &s[1];
     admin(&db, TAKE_OVER).await;
     let door = Door::Sqlx(sqlx_over_one_connection(&db, &tenancy).await);
@@ -337,13 +286,7 @@ async fn r4_role_statement_survives_delete_and_recreate_of_schema_name_sqlx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r4_writer_made_read_only_while_remembered_does_not_write() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "r4_wr",
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, false, "r4_wr").await;
     let (a, w) = (&s[0], &s[1]);
     // A read-only tenant served first (process-wide), then w writes twice (cached).
     tenancy.set_status(a, TenantStatus::ReadOnly).await.unwrap();
@@ -386,13 +329,7 @@ const PLANT_SQLX: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r4_role_planted_statement_names_sqlx() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r4_px",
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, true, "r4_px").await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, PLANT).await;
     let door = Door::Sqlx(sqlx_over_one_connection(&db, &tenancy).await);
@@ -419,13 +356,7 @@ async fn r4_role_planted_statement_names_sqlx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r4_role_planted_statement_names_core() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r4_pc",
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, true, "r4_pc").await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, PLANT).await;
     let door = Door::Core(tenancy.clone());
@@ -466,13 +397,7 @@ async fn r4_role_planted_statement_names_core() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r4_role_planted_statement_names_sqlx_deny_service() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r4_pd",
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, true, "r4_pd").await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, PLANT).await;
     let door = Door::Sqlx(sqlx_over_one_connection(&db, &tenancy).await);
@@ -557,13 +482,7 @@ async fn r4_role_statement_survives_schema_reuse_by_another_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r4_role_transaction_statement_not_taken_over_core_session_mode() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r4_tx",
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, true, "r4_tx").await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, TAKE_OVER).await;
     let door = Door::Core(tenancy.clone());
@@ -598,13 +517,7 @@ async fn r4_role_transaction_statement_not_taken_over_core_session_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r4_role_statement_not_taken_over_under_pool_handoff() {
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r4_ho",
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, true, "r4_ho").await;
     let (a, b) = (s[0].clone(), s[1].clone());
     admin(&db, TAKE_OVER).await;
     let door = Door::Core(tenancy.clone());
@@ -648,13 +561,7 @@ async fn r4_role_statement_not_taken_over_under_pool_handoff() {
 async fn r4_role_statement_not_taken_over_with_cancelled_checkouts() {
     use std::time::Duration;
     let db = database().await;
-    let (tenancy, s) = role_tenancy(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r4_cc",
-    )
-    .await;
+    let (tenancy, s) = role_tenancy(&db, true, "r4_cc").await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, TAKE_OVER).await;
     let door = Door::Core(tenancy.clone());

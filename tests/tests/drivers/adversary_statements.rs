@@ -18,7 +18,7 @@ use super::doors::{admin, sqlx_behind_one_server, sqlx_over_one_connection_shari
 /// `public.take_over(replacement)`: puts `replacement` in place of every statement on the
 /// session whose text inserts into `notes`, under the same name and parameter types (an
 /// application's helper that runs dynamic SQL, called with what an attacker chose).
-const TAKE_OVER: &str =
+pub(super) const TAKE_OVER: &str =
     "CREATE FUNCTION public.take_over(replacement text) RETURNS int LANGUAGE plpgsql AS $$ \
      DECLARE r record; n int := 0; BEGIN \
      FOR r IN SELECT name, parameter_types FROM pg_catalog.pg_prepared_statements \
@@ -32,11 +32,11 @@ const TAKE_OVER: &str =
      END LOOP; RETURN n; END $$";
 
 /// What tenant b writes: one note, `secret`.
-const SECRET: &str = "INSERT INTO notes (body) VALUES ('secret')";
+pub(super) const SECRET: &str = "INSERT INTO notes (body) VALUES ('secret')";
 
 /// What tenant a's SQL puts in place of b's statement: unqualified, so that PostgreSQL
 /// analyses it again on b's path, under b's role, when b binds it.
-const FORGERY: &str =
+pub(super) const FORGERY: &str =
     "SELECT public.take_over('INSERT INTO notes (body) VALUES (''forged by a'')')";
 
 /// The scenario: tenant b's write is prepared (twice: a first use may only learn it) on the

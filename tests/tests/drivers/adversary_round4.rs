@@ -123,9 +123,19 @@ async fn r4_role_statement_taken_over_by_raw_pool_use_between_two_checkouts_of_o
 async fn statement_survives_schema_reuse(roles: bool, prefix: &str) {
     let db = database().await;
     let (tenancy, s) = role_tenancy(&db, roles, prefix).await;
-    let b = &s[1];
-    admin(&db, TAKE_OVER).await;
     let door = Door::Core(tenancy.clone());
+    reused_schema_name_runs_nothing_old(&door, &db, &tenancy, &s[1], "core").await;
+}
+
+/// The scenario of [`statement_survives_schema_reuse`] through `door` (`label` names it).
+async fn reused_schema_name_runs_nothing_old(
+    door: &Door,
+    db: &TestDatabase,
+    tenancy: &Tenancy,
+    b: &SchemaName,
+    label: &str,
+) {
+    admin(db, TAKE_OVER).await;
     for _ in 0..2 {
         door.runs(b, SECRET).await.unwrap();
     }
@@ -139,11 +149,13 @@ async fn statement_survives_schema_reuse(roles: bool, prefix: &str) {
         .await
         .unwrap();
     let wrote = door.runs(b, SECRET).await;
-    let (secret, forged) = forged_and_secret(&db, b, 0).await;
+    let (secret, forged) = forged_and_secret(db, b, 0).await;
     assert_eq!(
         (secret, forged),
         (i64::from(wrote.is_ok()), 0),
-        "the deleted tenant {b}'s SQL ({took_over:?}) put its text in place of a statement the          NEW tenant of that schema name bound: its write returned {wrote:?}: secret rows {secret},          rows forged by the old tenant in the new one's schema: {forged}"
+        "({label}) the deleted tenant {b}'s SQL ({took_over:?}) put its text in place of a \
+         statement the NEW tenant of that schema name bound: its write returned {wrote:?}: \
+         secret rows {secret}, rows forged by the old tenant in the new one's schema: {forged}"
     );
 }
 
@@ -253,30 +265,8 @@ async fn r4_read_only_tenant_unlocks_session_by_function_then_writes_next_checko
 async fn r4_role_statement_survives_delete_and_recreate_of_schema_name_sqlx() {
     let db = database().await;
     let (tenancy, s) = role_tenancy(&db, true, "r4_dx").await;
-    let b = &s[1];
-    admin(&db, TAKE_OVER).await;
     let door = Door::Sqlx(sqlx_over_one_connection(&db, &tenancy).await);
-    for _ in 0..2 {
-        door.runs(b, SECRET).await.unwrap();
-    }
-    let took_over = door.runs(b, FORGERY).await;
-    tenancy
-        .delete_tenant(b, tenant_schemas::DropSchema::Yes)
-        .await
-        .unwrap();
-    tenancy
-        .create_tenant(tenant_schemas::NewTenant::new(b.clone()))
-        .await
-        .unwrap();
-    let wrote = door.runs(b, SECRET).await;
-    let (secret, forged) = forged_and_secret(&db, b, 0).await;
-    assert_eq!(
-        (secret, forged),
-        (i64::from(wrote.is_ok()), 0),
-        "(sqlx) the deleted tenant {b}'s SQL ({took_over:?}) put its text in place of a \
-         statement the NEW tenant of that schema name bound: its write returned {wrote:?}: \
-         secret rows {secret}, rows forged by the old tenant in the new one's schema: {forged}"
-    );
+    reused_schema_name_runs_nothing_old(&door, &db, &tenancy, &s[1], "sqlx").await;
 }
 
 /// Writer w's connection is remembered on w's path (writable); w is then made read-only

@@ -342,8 +342,8 @@ pub struct DriverCheckout {
     statement_timeout_ms: Option<u32>,
     /// Role mode: its role, quoted.
     role: Option<Arc<str>>,
-    /// See [`Admission::role_mode`].
-    role_mode: bool,
+    /// See [`Admission::guard_statements`].
+    guard_statements: bool,
 }
 
 /// One driver checkout as deletions see it.
@@ -405,7 +405,7 @@ impl DriverCheckout {
         self._slot = admission.slot;
         self.statement_timeout_ms = admission.statement_timeout_ms;
         self.role = admission.role;
-        self.role_mode = admission.role_mode;
+        self.guard_statements = admission.guard_statements;
         self
     }
 
@@ -430,7 +430,7 @@ impl DriverCheckout {
             _slot: None,
             statement_timeout_ms: None,
             role: None,
-            role_mode: false,
+            guard_statements: false,
         })
     }
 
@@ -480,9 +480,11 @@ impl DriverCheckout {
 
     /// Whether a named statement prepared on a pooled connection outside this checkout may
     /// run for it: not when the tenancy gives its tenants roles ([`TenantRoles`](crate::TenantRoles);
-    /// for all its checkouts, the public tenant's included), where only a statement the driver
-    /// prepared for this checkout, or for an earlier one of the same schema with no other
-    /// schema's checkout in between, may.
+    /// for all its checkouts, the public tenant's included), unless it keeps statements
+    /// across tenants
+    /// ([`TenantRoles::keep_statements_across_tenants`](crate::TenantRoles::keep_statements_across_tenants)).
+    /// Then only a statement the driver prepared for this checkout, or for an earlier one of
+    /// the same schema with no other schema's checkout in between, may.
     ///
     /// A prepared statement belongs to the session, not to a role: another tenant's SQL — a
     /// function's dynamic SQL, where no SQL reader sees it — can list the session's
@@ -496,7 +498,7 @@ impl DriverCheckout {
     /// could do this could write anywhere itself.
     #[must_use]
     pub fn may_share_statements(&self) -> bool {
-        !self.role_mode
+        !self.guard_statements
     }
 
     /// The role statement of a session-mode switch: `SET ROLE <role>` in role mode, `RESET
@@ -760,6 +762,15 @@ pub(crate) async fn cut_off_drivers(
 
 /// The state `tenant` is served in: the registry's (with `states`) and the value's, the
 /// stricter one winning. Every door's checkout of a tenant comes through here.
+/// Whether the tenancy of `states` guards statements ([`Admission::guard_statements`]): it
+/// gives its tenants roles and does not keep statements across tenants.
+fn guards_statements(states: &TenantStates) -> bool {
+    states
+        .registry
+        .roles()
+        .is_some_and(|roles| !roles.keeps_statements_across_tenants())
+}
+
 pub(crate) async fn admit_tenant(
     states: Option<&TenantStates>,
     tenant: &Tenant,
@@ -787,7 +798,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
             slot: None,
             statement_timeout_ms: None,
             role: None,
-            role_mode: false,
+            guard_statements: false,
             registered: false,
         });
     };
@@ -825,7 +836,7 @@ async fn admit_in(states: Option<&TenantStates>, tenant: &Tenant) -> Result<Admi
         slot,
         statement_timeout_ms,
         role,
-        role_mode: states.registry.roles().is_some(),
+        guard_statements: guards_statements(states),
         registered: registered.is_some(),
     })
 }
@@ -839,11 +850,13 @@ pub(crate) struct Admission {
     pub(crate) statement_timeout_ms: Option<u32>,
     /// Role mode: the tenant's role, quoted as an identifier.
     pub(crate) role: Option<Arc<str>>,
-    /// The tenancy gives its tenants roles ([`TenantRoles`](crate::TenantRoles)): for every
-    /// checkout of it, the public tenant's and the shared `public` schema's included, no
-    /// statement prepared on a connection during another schema's checkout may run (see
-    /// [`DriverCheckout::may_share_statements`]).
-    pub(crate) role_mode: bool,
+    /// The tenancy gives its tenants roles ([`TenantRoles`](crate::TenantRoles)) and
+    /// connections do not keep statements across tenants
+    /// ([`TenantRoles::keep_statements_across_tenants`](crate::TenantRoles::keep_statements_across_tenants)):
+    /// for every checkout of it, the public tenant's and the shared `public` schema's
+    /// included, no statement prepared on a connection during another schema's checkout may
+    /// run (see [`DriverCheckout::may_share_statements`]).
+    pub(crate) guard_statements: bool,
     /// The registry has a tenant in the schema (read by the metrics).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) registered: bool,
@@ -960,7 +973,7 @@ pub(crate) async fn admit_by_name(
             slot: None,
             statement_timeout_ms: None,
             role: None,
-            role_mode: states.is_some_and(|states| states.registry.roles().is_some()),
+            guard_statements: states.is_some_and(guards_statements),
             registered: true,
         });
         #[cfg(feature = "metrics")]

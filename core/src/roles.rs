@@ -60,6 +60,8 @@ pub struct TenantRoles {
     ddl: bool,
     /// (table in `public`, privileges), validated.
     shared: Vec<(String, Vec<&'static str>)>,
+    /// Prepared statements stay on a connection when it changes tenant.
+    keep_statements: bool,
 }
 
 impl Default for TenantRoles {
@@ -77,7 +79,41 @@ impl TenantRoles {
             group: DEFAULT_TENANT_GROUP.to_owned(),
             ddl: false,
             shared: Vec::new(),
+            keep_statements: false,
         }
+    }
+
+    /// Whether a connection keeps its prepared statements when it changes tenant (off by
+    /// default).
+    ///
+    /// Off, no named statement prepared on a connection while another tenant's checkout used
+    /// it runs for the next one: the first switch on such a connection drops every
+    /// statement on the session (`DEALLOCATE ALL`), and the statements are prepared again.
+    /// A prepared statement belongs to the session, not to a role, so a function of the
+    /// application's that runs `DEALLOCATE` and `PREPARE` (in its body, or in SQL it builds)
+    /// could otherwise put its own text under the name of another tenant's statement, which
+    /// that tenant's next call would run under its role and on its path. With many tenants
+    /// this costs role mode about a third of its throughput (BENCHMARKS.md §19 and §20):
+    /// nearly every checkout prepares its statement again.
+    ///
+    /// On, statements are kept per schema as without roles. Turn it on only when no function
+    /// of the application's runs `PREPARE`, `DEALLOCATE` or SQL it builds (`EXECUTE` in
+    /// PL/pgSQL): role mode does not cover such a function anyway, since it can also run
+    /// `RESET ROLE` or `SET ROLE` to another tenant's role (see the README's *Role mode*).
+    /// Covers every door: the core's routers (session mode, and the named statements a
+    /// pooler keeps in transaction mode), sqlx (its statements, and its switch statement
+    /// prepared once per connection) and SeaORM.
+    #[must_use]
+    pub fn keep_statements_across_tenants(mut self, keep: bool) -> Self {
+        self.keep_statements = keep;
+        self
+    }
+
+    /// Whether connections keep their prepared statements when they change tenant
+    /// ([`keep_statements_across_tenants`](Self::keep_statements_across_tenants)).
+    #[must_use]
+    pub fn keeps_statements_across_tenants(&self) -> bool {
+        self.keep_statements
     }
 
     /// Whether a tenant's own statements may create objects in its schema (`CREATE` on the

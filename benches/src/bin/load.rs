@@ -72,6 +72,9 @@ enum Variant {
     /// `SessionTenancy` in role mode (`TenancyBuilder::tenant_roles`): each tenant under its
     /// own role, set with every switch.
     Roles,
+    /// `Roles` keeping prepared statements across tenants
+    /// (`TenantRoles::keep_statements_across_tenants`).
+    RolesKept,
     /// Not in the default set: `Session` with `reset_settings(true)` (every checkout switches,
     /// each switch begins with `RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE`). Built
     /// only when asked for: it makes the library's own work reset too, process-wide.
@@ -82,11 +85,12 @@ enum Variant {
     Pipelined,
 }
 
-const VARIANTS: [Variant; 13] = [
+const VARIANTS: [Variant; 14] = [
     Variant::Baseline,
     Variant::Session,
     Variant::SessionTenancy,
     Variant::Roles,
+    Variant::RolesKept,
     Variant::SessionNoAffinity,
     Variant::SessionGroups,
     Variant::Transaction,
@@ -163,6 +167,7 @@ struct Setup {
     session: SchemaRouter,
     session_tenancy: SchemaRouter,
     roles: SchemaRouter,
+    roles_kept: SchemaRouter,
     session_reset: Option<SchemaRouter>,
     no_affinity: SchemaRouter,
     groups: SchemaRouter,
@@ -183,6 +188,7 @@ impl Setup {
             Variant::Session => &self.session,
             Variant::SessionTenancy => &self.session_tenancy,
             Variant::Roles => &self.roles,
+            Variant::RolesKept => &self.roles_kept,
             Variant::SessionReset => self.session_reset.as_ref()?,
             Variant::SessionGroups => &self.groups,
             Variant::SessionNoAffinity => &self.no_affinity,
@@ -222,7 +228,8 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
         | Variant::SessionGroups
         | Variant::SessionTenancy
         | Variant::SessionReset
-        | Variant::Roles => {
+        | Variant::Roles
+        | Variant::RolesKept => {
             let router = setup.router(variant).expect("a router variant");
             let c = router
                 .connection_for_schema(&setup.schemas[tenant])
@@ -443,14 +450,20 @@ async fn main() {
         .await
         .unwrap();
     let roles_tenancy = Tenancy::builder(make_pool(&config, "roles", None))
-        .migrations(migrations)
+        .migrations(migrations.clone())
         .tenant_roles(TenantRoles::new())
+        .build()
+        .await
+        .unwrap();
+    let roles_kept_tenancy = Tenancy::builder(make_pool(&config, "roles_kept", None))
+        .migrations(migrations)
+        .tenant_roles(TenantRoles::new().keep_statements_across_tenants(true))
         .build()
         .await
         .unwrap();
     // The roles only when the `Roles` row runs: making them grows faster than linearly in
     // the number of tenants (5.5 s for 1,000, 575 s for 10,000).
-    if variants.contains(&Variant::Roles) {
+    if variants.contains(&Variant::Roles) || variants.contains(&Variant::RolesKept) {
         let roles_started = Instant::now();
         roles_tenancy.sync_roles().await.unwrap();
         println!(
@@ -504,6 +517,7 @@ async fn main() {
         session: SchemaRouter::new(make_pool(&config, "session", None)),
         session_tenancy: plain_tenancy.router().clone(),
         roles: roles_tenancy.router().clone(),
+        roles_kept: roles_kept_tenancy.router().clone(),
         session_reset: variants.contains(&Variant::SessionReset).then(|| {
             SchemaRouter::builder(make_pool(&config, "session_reset", None))
                 .reset_settings(true)
@@ -695,12 +709,13 @@ async fn main() {
     }
     println!(
         "\nrouter stats: session {:?}, transaction {:?}, transaction named via PgBouncer {:?}, \
-         session tenancy {:?}, roles {:?}",
+         session tenancy {:?}, roles {:?}, roles kept {:?}",
         setup.session.stats(),
         setup.transaction.stats(),
         setup.transaction_named_bouncer.stats(),
         setup.session_tenancy.stats(),
-        setup.roles.stats()
+        setup.roles.stats(),
+        setup.roles_kept.stats()
     );
 
     println!("\nbackend memory after the runs (RSS per backend, KiB):");

@@ -7,7 +7,11 @@
 //! the router with `reset_settings(false)` (no `RESET ALL` in its switch); and in transaction
 //! mode (`begin_for`, the SELECT, `COMMIT`; over the same direct connections),
 //! `Transaction` with the resets every transaction begins with by default and
-//! `TransactionNoReset` without them. The table
+//! `TransactionNoReset` without them; `States`, the router reading a `Tenancy`'s tenant states
+//! at every checkout, as applications run it, and `Roles`, the same in role mode (each tenant
+//! under its own role, set with every switch; a switch that changes tenant closes every
+//! statement on the connection), and `RolesKept`, role mode keeping statements across tenants
+//! (`TenantRoles::keep_statements_across_tenants`). The table
 //! shape of `load`: `items(id int primary key, v text)` with 100 rows; N tasks (default 32)
 //! share a pool of 16; each operation is a checkout and one primary-key SELECT of a random
 //! row of a random tenant.
@@ -23,8 +27,8 @@ use rand::Rng;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor};
 use tenant_schemas::testing::TestCluster;
-use tenant_schemas::{SchemaName, SearchPathMode};
-use tenant_schemas_benches::{baseline_schema, items_tenancy, RunLength, ROWS, SQL};
+use tenant_schemas::{SchemaName, SearchPathMode, Tenancy, TenantMigrations, TenantRoles};
+use tenant_schemas_benches::{baseline_schema, items_table, items_tenancy, RunLength, ROWS, SQL};
 use tenant_schemas_sqlx::{connect_options, SqlxRouter};
 
 const POOL: u32 = tenant_schemas_benches::POOL as u32;
@@ -41,9 +45,12 @@ struct Args {
     /// (default: a fifth of `--secs`, at most 1 s).
     #[arg(long)]
     warmup: Option<f64>,
+    /// Only these rows' variants, after the baseline (repeatable). Default: every row.
+    #[arg(long = "only", value_enum)]
+    only: Vec<Variant>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 enum Variant {
     /// Plain sqlx on the `base` schema: no tenancy.
     Baseline,
@@ -64,6 +71,13 @@ enum Variant {
     Transaction,
     /// `Transaction` with `reset_settings(false)`.
     TransactionNoReset,
+    /// `TenantSqlx` reading a `Tenancy`'s tenant states (`tenant_states`) at every checkout.
+    States,
+    /// `States` in role mode (`TenancyBuilder::tenant_roles`): each tenant under its role.
+    Roles,
+    /// `Roles` keeping statements across tenants (`TenantRoles::keep_statements_across_tenants`):
+    /// the switch is the statement prepared once per connection again.
+    RolesKept,
 }
 
 async fn one_op(
@@ -106,10 +120,18 @@ async fn one_op(
                 .expect("select");
             tx.commit().await.expect("commit");
         }
-        Variant::TenantSqlx | Variant::SharedStatements | Variant::NoReset => {
+        Variant::TenantSqlx
+        | Variant::SharedStatements
+        | Variant::NoReset
+        | Variant::States
+        | Variant::Roles
+        | Variant::RolesKept => {
             let router = match variant {
                 Variant::TenantSqlx => &routers.default,
                 Variant::SharedStatements => &routers.shared,
+                Variant::States => &routers.states,
+                Variant::Roles => &routers.roles,
+                Variant::RolesKept => &routers.roles_kept,
                 _ => &routers.no_reset,
             };
             let mut conn = router
@@ -173,6 +195,9 @@ struct RouterSet {
     no_reset: SqlxRouter,
     transaction: SqlxRouter,
     transaction_no_reset: SqlxRouter,
+    states: SqlxRouter,
+    roles: SqlxRouter,
+    roles_kept: SqlxRouter,
 }
 
 type Routers = Arc<RouterSet>;
@@ -189,14 +214,29 @@ async fn main() {
         run: RunLength { secs, tasks },
         tenants,
         warmup,
+        only,
     } = Args::parse();
     let cluster = TestCluster::start().expect("cluster");
     let db = cluster.create_database().await.expect("database");
     let started = Instant::now();
-    let (_tenancy, schemas) = items_tenancy(db.pool().clone(), tenants, |_| None).await;
+    let (tenancy, schemas) = items_tenancy(db.pool().clone(), tenants, |_| None).await;
     baseline_schema(db.pool(), "").await;
+    // The same tenants through a role-mode `Tenancy`, each given its role.
+    let roles_tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(TenantMigrations::new().with("items", items_table()))
+        .tenant_roles(TenantRoles::new())
+        .build()
+        .await
+        .expect("a role-mode tenancy");
+    roles_tenancy.sync_roles().await.expect("tenant roles");
+    let roles_kept_tenancy = Tenancy::builder(db.pool().clone())
+        .migrations(TenantMigrations::new().with("items", items_table()))
+        .tenant_roles(TenantRoles::new().keep_statements_across_tenants(true))
+        .build()
+        .await
+        .expect("a role-mode tenancy keeping statements");
     println!(
-        "setup: {} tenants + baseline schema in {:.1} s",
+        "setup: {} tenants (each with its role) + baseline schema in {:.1} s",
         schemas.len(),
         started.elapsed().as_secs_f64()
     );
@@ -235,17 +275,43 @@ async fn main() {
     )
     .mode(SearchPathMode::Transaction)
     .build();
-    let transaction_no_reset =
-        SqlxRouter::builder(pool_options().connect_with(options).await.expect("pool"))
-            .mode(SearchPathMode::Transaction)
-            .reset_settings(false)
-            .build();
+    let transaction_no_reset = SqlxRouter::builder(
+        pool_options()
+            .connect_with(options.clone())
+            .await
+            .expect("pool"),
+    )
+    .mode(SearchPathMode::Transaction)
+    .reset_settings(false)
+    .build();
+    let states = SqlxRouter::builder(
+        pool_options()
+            .connect_with(options.clone())
+            .await
+            .expect("pool"),
+    )
+    .tenant_states(tenancy.tenant_states())
+    .build();
+    let roles = SqlxRouter::builder(
+        pool_options()
+            .connect_with(options.clone())
+            .await
+            .expect("pool"),
+    )
+    .tenant_states(roles_tenancy.tenant_states())
+    .build();
+    let roles_kept = SqlxRouter::builder(pool_options().connect_with(options).await.expect("pool"))
+        .tenant_states(roles_kept_tenancy.tenant_states())
+        .build();
     let routers: Routers = Arc::new(RouterSet {
         default: router,
         shared,
         no_reset,
         transaction,
         transaction_no_reset,
+        states,
+        roles,
+        roles_kept,
     });
 
     println!(
@@ -265,11 +331,20 @@ async fn main() {
         (schemas.len(), Variant::TenantSqlx),
         (schemas.len(), Variant::NoReset),
         (schemas.len(), Variant::SharedStatements),
+        (1, Variant::States),
+        (1, Variant::Roles),
+        (schemas.len(), Variant::States),
+        (schemas.len(), Variant::Roles),
+        (1, Variant::RolesKept),
+        (schemas.len(), Variant::RolesKept),
         (1, Variant::Transaction),
         (1, Variant::TransactionNoReset),
         (schemas.len(), Variant::Transaction),
         (schemas.len(), Variant::TransactionNoReset),
     ];
+    let rows = rows
+        .into_iter()
+        .filter(|(_, v)| *v == Variant::Baseline || only.is_empty() || only.contains(v));
     for (t, variant) in rows {
         let subset = Arc::new(schemas[..t].to_vec());
         measure(variant, &baseline, &routers, &subset, tasks, warmup).await;
@@ -299,4 +374,5 @@ async fn main() {
     println!("\nrouter: {:?}", routers.default.stats());
     println!("shared_statements router: {:?}", routers.shared.stats());
     println!("transaction-mode router: {:?}", routers.transaction.stats());
+    println!("role-mode router: {:?}", routers.roles.stats());
 }

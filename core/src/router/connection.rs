@@ -71,9 +71,10 @@ pub struct ConnectionScope {
     /// Role mode: the tenant's role (quoted), set with every switch; SQL that could leave
     /// it is refused.
     role: Option<Arc<str>>,
-    /// The tenancy gives its tenants roles: statements prepared while another schema's
-    /// checkout used the connection are dropped (see [`statements_trusted`](Self::statements_trusted)).
-    role_mode: bool,
+    /// The tenancy gives its tenants roles and keeps no statements across tenants:
+    /// statements prepared while another schema's checkout used the connection are dropped
+    /// (see [`statements_trusted`](Self::statements_trusted)).
+    guard_statements: bool,
     gate: Arc<Gate>,
     /// Transaction mode: held by each of the scope's transactions from its `BEGIN` to its
     /// end. Calls of one scope made at once would otherwise interleave on the connection: one
@@ -148,8 +149,9 @@ pub(crate) struct SessionSettings {
     pub(crate) read_only: bool,
     pub(crate) statement_timeout_ms: Option<u32>,
     pub(crate) role: Option<Arc<str>>,
-    /// The tenancy gives its tenants roles (see [`ConnectionScope::statements_trusted`]).
-    pub(crate) role_mode: bool,
+    /// The tenancy gives its tenants roles and keeps no statements across tenants (see
+    /// [`ConnectionScope::statements_trusted`]).
+    pub(crate) guard_statements: bool,
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
@@ -262,7 +264,7 @@ impl ConnectionScope {
             read_only,
             statement_timeout_ms,
             role,
-            role_mode,
+            guard_statements,
         }: SessionSettings,
         gate: Arc<Gate>,
         known: Remembered,
@@ -278,7 +280,7 @@ impl ConnectionScope {
             read_only,
             statement_timeout_ms,
             role,
-            role_mode,
+            guard_statements,
             gate,
             calls: tokio::sync::Mutex::new(()),
             verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
@@ -508,16 +510,17 @@ impl ConnectionScope {
     }
 
     /// Whether the statements prepared on the connection may run for this scope: always,
-    /// unless the tenancy gives its tenants roles (role mode) and the last switch that
-    /// committed on the connection had another session key (another schema, or the same
-    /// schema under another role, state or router). A prepared statement belongs to the session, not to a
-    /// role: another tenant's SQL — a function's dynamic SQL, where no SQL reader sees it —
-    /// can `DEALLOCATE` one of this schema's statements by name and `PREPARE` its own text in
-    /// its place, which the next `Bind` of the name would run under this tenant's role and
-    /// path (PostgreSQL analyses an unqualified text again there). Without tenant roles,
-    /// nothing but the SQL reader separates tenants, and such SQL could write anywhere itself.
+    /// unless the tenancy gives its tenants roles (role mode) without keeping statements
+    /// across tenants, and the last switch that committed on the connection had another
+    /// session key (another schema, or the same schema under another role, state or router).
+    /// A prepared statement belongs to the session, not to a role: another tenant's SQL — a
+    /// function's, where no SQL reader sees it — can `DEALLOCATE` one of this schema's
+    /// statements by name and `PREPARE` its own text in its place, which the next `Bind` of
+    /// the name would run under this tenant's role and path (PostgreSQL analyses an
+    /// unqualified text again there). Without tenant roles, nothing but the SQL reader
+    /// separates tenants, and such SQL could write anywhere itself.
     fn statements_trusted(&self) -> bool {
-        !self.role_mode || session::statements_owned_by(self.conn(), &self.key)
+        !self.guard_statements || session::statements_owned_by(self.conn(), &self.key)
     }
 
     /// When the connection's statements may not run for this scope ([`statements_trusted`]):

@@ -120,7 +120,7 @@ impl SchemaRouter {
             tenant.schema(),
             admission.status == TenantStatus::ReadOnly,
             admission.statement_timeout_ms,
-            (admission.role.clone(), admission.role_mode),
+            (admission.role.clone(), admission.guard_statements),
         )
         .await?
         .holding(admission.slot))
@@ -149,7 +149,7 @@ impl SchemaRouter {
             schema,
             admission.status == TenantStatus::ReadOnly,
             admission.statement_timeout_ms,
-            (admission.role.clone(), admission.role_mode),
+            (admission.role.clone(), admission.guard_statements),
         )
         .await?
         .holding(admission.slot))
@@ -205,7 +205,7 @@ async fn checkout(
     schema: &SchemaName,
     read_only: bool,
     statement_timeout_ms: Option<u32>,
-    (role, role_mode): (Option<Arc<str>>, bool),
+    (role, guard_statements): (Option<Arc<str>>, bool),
 ) -> Result<ConnectionScope> {
     let path = pool.search_path(schema);
     // What the session is set to, as remembered and handed over: the path, whether its
@@ -258,7 +258,7 @@ async fn checkout(
             read_only,
             statement_timeout_ms,
             role,
-            role_mode,
+            guard_statements,
         },
         gate,
         known,

@@ -12,6 +12,7 @@ mod adversary_statements;
 mod adversary_switch_failed;
 mod diverged;
 mod doors;
+mod kept_statements;
 mod outage;
 mod scenario;
 

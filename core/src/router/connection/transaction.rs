@@ -57,7 +57,7 @@ impl ConnectionScope {
         // name, which this tenant's next `Bind` would run under its role and path. An unnamed
         // statement lives for one message.
         let named = self.pool.pooler_statements()
-            && !self.role_mode
+            && !self.guard_statements
             && !crate::sql::effects(sql).drops_prepared;
         if named && self.pooler_keeps_statements().await? {
             match self.named(sql, &op).await {

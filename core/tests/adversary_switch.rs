@@ -35,7 +35,8 @@ use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::TestDatabase;
 use tenant_schemas::tokio_postgres::NoTls;
 use tenant_schemas::{
-    ConnectionScope, Error, NewTenant, SchemaName, SchemaRouter, Tenancy, TenantRoles,
+    ConnectionScope, Error, NewTenant, SchemaName, SchemaRouter, SearchPathMode, Tenancy,
+    TenantRoles,
 };
 
 /// What a statement sees: the marker row, `current_schema()`, the search path as shown,
@@ -383,6 +384,66 @@ async fn timeouts_travel_with_the_switch() {
 // ---------------------------------------------------------------------------------------
 // 4. Prepared statements dropped behind the library's back.
 // ---------------------------------------------------------------------------------------
+
+/// A tenant's `DEALLOCATE ALL` (or `DISCARD ALL`, or a function's, which no SQL reader sees)
+/// drops tokio-postgres's own statements too, those it looks user-defined types up with once
+/// per connection: the next statement with a column of a type not yet seen on the connection
+/// still runs, in both modes, instead of failing with "prepared statement does not exist" at
+/// every such lookup from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deallocation_keeps_type_lookups_working() {
+    let mut failures = Vec::new();
+    for (mode, drop_sql) in [
+        (SearchPathMode::Session, "DEALLOCATE ALL"),
+        (SearchPathMode::Session, "DISCARD ALL"),
+        (SearchPathMode::Session, "SELECT public.forget_all()"),
+        (SearchPathMode::Transaction, "DEALLOCATE ALL"),
+        (SearchPathMode::Transaction, "SELECT public.forget_all()"),
+    ] {
+        let db = database().await;
+        db.pool()
+            .get()
+            .await
+            .unwrap()
+            .batch_execute(
+                "CREATE TYPE public.mood AS ENUM ('happy', 'sad'); \
+                 CREATE TYPE public.pace AS ENUM ('slow', 'fast'); \
+                 CREATE TYPE public.tone AS ENUM ('low', 'high'); \
+                 CREATE FUNCTION public.forget_all() RETURNS void LANGUAGE plpgsql AS \
+                 $$ BEGIN DEALLOCATE ALL; END $$",
+            )
+            .await
+            .unwrap();
+        let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
+            .migrations(marker_and_notes())
+            .search_path_mode(mode)
+            .build()
+            .await
+            .unwrap();
+        let s = marked_tenants(&tenancy, "rtp_types_", 1).await;
+        let conn = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
+        let read = |sql: &'static str| {
+            let conn = &conn;
+            async move { conn.query_one(sql, &[]).await.map(drop) }
+        };
+        let first = read("SELECT 'happy'::public.mood").await;
+        let dropped = conn.batch_execute(drop_sql).await;
+        let second = read("SELECT 'slow'::public.pace").await;
+        drop(conn);
+        let next = tenancy.router().connection_for_schema(&s[0]).await.unwrap();
+        let third = next
+            .query_one("SELECT 'low'::public.tone", &[])
+            .await
+            .map(drop);
+        if first.is_err() || dropped.is_err() || second.is_err() || third.is_err() {
+            failures.push(format!(
+                "{mode:?}, {drop_sql}: first read {first:?}, {drop_sql} {dropped:?}, read of \
+                 another type {second:?}, in the next checkout {third:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
 
 /// `DEALLOCATE ALL`, `DISCARD ALL`, `DISCARD PLANS` through every method: the other tenant's
 /// and the first tenant's cached statements on the only connection still run, on their

@@ -534,11 +534,17 @@ impl ConnectionScope {
         if self.statements_trusted() {
             return false;
         }
-        let conn = self.conn();
-        conn.statement_cache.clear();
-        session::forget_statements(conn);
-        self.statements.store(0, Ordering::Release);
+        self.statements_dropped();
         true
+    }
+
+    /// The server no longer has the connection's prepared statements, or is about to lose
+    /// them (`DEALLOCATE ALL`, `DISCARD ALL`): the connection's cache is emptied, and the
+    /// client forgets the statements it looks user-defined types up with (see
+    /// [`session::statements_dropped`]).
+    pub(super) fn statements_dropped(&self) {
+        session::statements_dropped(self.conn());
+        self.statements.store(0, Ordering::Release);
     }
 
     /// After a switch committed: the checkout's first is done, and when it `reset` the
@@ -623,9 +629,7 @@ impl ConnectionScope {
     /// After running SQL with `effects`: statements the server dropped leave the cache.
     fn after_running(&self, effects: Effects) {
         if effects.drops_prepared {
-            self.conn().statement_cache.clear();
-            session::forget_statements(self.conn());
-            self.statements.store(0, Ordering::Release);
+            self.statements_dropped();
         }
         if effects.session {
             self.forget_path();
@@ -848,9 +852,7 @@ impl ConnectionScope {
                     // Deallocated behind the cache (server-side code running `DEALLOCATE
                     // ALL`): the statement ran nothing, and no cached one can be trusted.
                     tracing::warn!(schema = %self.schema, error = %e, "the connection's prepared statements were dropped behind its cache; preparing again");
-                    self.conn().statement_cache.clear();
-                    session::forget_statements(self.conn());
-                    self.statements.store(0, Ordering::Release);
+                    self.statements_dropped();
                 } else {
                     tracing::debug!(schema = %self.schema, error = %e, "cached statement does not fit this schema; re-preparing");
                     if others_statements {

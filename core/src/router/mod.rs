@@ -237,8 +237,7 @@ async fn checkout(
     let gate = session::gate(pool.group_pool(group), schema);
     let epoch = gate.epoch();
     if pool.drops_statements() {
-        conn.statement_cache.clear();
-        session::forget_statements(&conn);
+        session::statements_dropped(&conn);
     }
     let mut known = if pool.tracks_search_path() {
         session::take_known_path(&conn, &key, &gate, epoch, handed_over)

@@ -545,6 +545,17 @@ pub(crate) fn forget_statements(conn: &Object) {
     with_statements(conn, |entry| entry.by_schema.clear());
 }
 
+/// The server no longer has `conn`'s prepared statements, or is about to lose them: its
+/// cache is emptied, the memory beside it forgets them, and the client forgets the statements
+/// it looks user-defined types up with (prepared again at the next lookup; it would otherwise
+/// bind a name the server no longer knows, "prepared statement does not exist", at every
+/// lookup of a type not yet seen).
+pub(crate) fn statements_dropped(conn: &Object) {
+    conn.statement_cache.clear();
+    forget_statements(conn);
+    conn.forget_typeinfo_statements();
+}
+
 /// Removes the statements of the schemas that used `conn` least recently (never `keep`'s)
 /// from its cache until it holds at most `target`. Returns the cache's size then; the caller
 /// empties the cache when that is still too many (statements this memory does not know of).

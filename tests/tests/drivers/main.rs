@@ -8,6 +8,7 @@ mod adversary_checkout_state;
 mod adversary_left;
 mod adversary_prelude;
 mod adversary_round4;
+mod adversary_round5;
 mod adversary_statements;
 mod adversary_switch_failed;
 mod diverged;

@@ -172,6 +172,13 @@ impl InnerClient {
         self.cached_typeinfo.lock().types.clear();
     }
 
+    pub fn forget_typeinfo_statements(&self) {
+        let mut cached = self.cached_typeinfo.lock();
+        cached.typeinfo = None;
+        cached.typeinfo_composite = None;
+        cached.typeinfo_enum = None;
+    }
+
     /// Call the given function with a buffer to be used when writing out
     /// postgres commands.
     pub fn with_buf<F, R>(&self, f: F) -> R
@@ -957,6 +964,14 @@ impl Client {
     /// to flush the local cache and allow the new, updated definitions to be loaded.
     pub fn clear_type_cache(&self) {
         self.inner().clear_type_cache();
+    }
+
+    /// Forgets the prepared statements the client looks user-defined types up with, for when
+    /// the server no longer has them (`DEALLOCATE ALL` run on the session): they are
+    /// prepared again at the next lookup instead of failing with "prepared statement does not
+    /// exist". The types already looked up stay cached.
+    pub fn forget_typeinfo_statements(&self) {
+        self.inner().forget_typeinfo_statements();
     }
 
     /// Determines if the connection to the server has already closed.

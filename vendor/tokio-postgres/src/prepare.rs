@@ -12,7 +12,7 @@ use log::debug;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -141,11 +141,9 @@ pub(crate) async fn get_type(client: &Arc<InnerClient>, oid: Oid) -> Result<Type
         return Ok(type_);
     }
 
-    let stmt = typeinfo_statement(client).await?;
+    let rows = lookup(client, oid, Lookup::Type).await?;
 
-    let mut rows = pin!(query::query(client, stmt, slice_iter(&[&oid])).await?);
-
-    let row = match rows.try_next().await? {
+    let row = match rows.into_iter().next() {
         Some(row) => row,
         None => return Err(Error::unexpected_message()),
     };
@@ -209,14 +207,54 @@ async fn typeinfo_statement(client: &Arc<InnerClient>) -> Result<Statement, Erro
     Ok(stmt)
 }
 
-async fn get_enum_variants(client: &Arc<InnerClient>, oid: Oid) -> Result<Vec<String>, Error> {
-    let stmt = typeinfo_enum_statement(client).await?;
+/// Which of the type lookups [`lookup`] runs.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Type,
+    Enum,
+    Composite,
+}
 
-    query::query(client, stmt, slice_iter(&[&oid]))
+/// The rows of a type lookup for `oid`, run on its statement (prepared once per client and
+/// kept). Should the server no longer have it (`DEALLOCATE ALL` or `DISCARD ALL` ran on the
+/// session), the client forgets its lookup statements and prepares this one again, once,
+/// instead of failing at every lookup from then on. Inside a transaction block the failure
+/// aborted the transaction: the first error is returned, and the next lookup prepares afresh.
+async fn lookup(
+    client: &Arc<InnerClient>,
+    oid: Oid,
+    which: Lookup,
+) -> Result<Vec<crate::Row>, Error> {
+    let run = || async {
+        let stmt = match which {
+            Lookup::Type => typeinfo_statement(client).await?,
+            Lookup::Enum => typeinfo_enum_statement(client).await?,
+            Lookup::Composite => typeinfo_composite_statement(client).await?,
+        };
+        query::query(client, stmt, slice_iter(&[&oid]))
+            .await?
+            .try_collect::<Vec<_>>()
+            .await
+    };
+    match run().await {
+        Err(lost) if lost.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) => {
+            debug!("the server lost the type lookup statements; preparing them again");
+            client.forget_typeinfo_statements();
+            match run().await {
+                Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => Err(lost),
+                rows => rows,
+            }
+        }
+        rows => rows,
+    }
+}
+
+async fn get_enum_variants(client: &Arc<InnerClient>, oid: Oid) -> Result<Vec<String>, Error> {
+    lookup(client, oid, Lookup::Enum)
         .await?
-        .and_then(|row| async move { row.try_get(0) })
-        .try_collect()
-        .await
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect()
 }
 
 async fn typeinfo_enum_statement(client: &Arc<InnerClient>) -> Result<Statement, Error> {
@@ -237,12 +275,7 @@ async fn typeinfo_enum_statement(client: &Arc<InnerClient>) -> Result<Statement,
 }
 
 async fn get_composite_fields(client: &Arc<InnerClient>, oid: Oid) -> Result<Vec<Field>, Error> {
-    let stmt = typeinfo_composite_statement(client).await?;
-
-    let rows = query::query(client, stmt, slice_iter(&[&oid]))
-        .await?
-        .try_collect::<Vec<_>>()
-        .await?;
+    let rows = lookup(client, oid, Lookup::Composite).await?;
 
     let mut fields = vec![];
     for row in rows {

@@ -81,6 +81,16 @@ impl ConnectionScope {
                 self.pool.forget_param_types(sql);
                 self.typed_once(sql, &op).await
             }
+            Err(Error::Database { source, .. })
+                if source.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) =>
+            {
+                // Statements the connection relied on (a type lookup tokio-postgres keeps)
+                // were dropped behind its back — a function's `DEALLOCATE ALL` — and the
+                // transaction rolled back: prepared again in a new one.
+                tracing::warn!(schema = %self.schema, error = %source, "the connection's prepared statements were dropped behind its cache; preparing again");
+                self.statements_dropped();
+                self.typed_once(sql, &op).await
+            }
             other => other,
         };
         self.after_dropping_prepared(sql);
@@ -183,15 +193,13 @@ impl ConnectionScope {
         Ok(keeps)
     }
 
-    /// After user SQL ran in transaction mode with pooler statements: if it may have dropped
-    /// prepared statements (`DEALLOCATE ALL`, which PgBouncer answers by forgetting the
-    /// client's statements; it would close the connection at the next `Bind` of one), the
-    /// connection's cached statements are dropped too.
+    /// After user SQL ran in transaction mode: if it may have dropped prepared statements
+    /// (`DEALLOCATE ALL`, which PgBouncer answers by forgetting the client's statements; it
+    /// would close the connection at the next `Bind` of one), the connection's cached
+    /// statements are dropped too, and the client's type lookups prepared again.
     pub(super) fn after_dropping_prepared(&self, sql: &str) {
-        if self.pool.pooler_statements() && crate::sql::effects(sql).drops_prepared {
-            self.conn().statement_cache.clear();
-            session::forget_statements(self.conn());
-            self.statements.store(0, Ordering::Release);
+        if crate::sql::effects(sql).drops_prepared {
+            self.statements_dropped();
         }
     }
 
@@ -200,9 +208,7 @@ impl ConnectionScope {
     fn forget_pooler(&self) {
         self.pooler_keeps.store(POOLER_UNKNOWN, Ordering::Release);
         session::note_pooler_keeps_statements(self.conn(), None);
-        self.conn().statement_cache.clear();
-        session::forget_statements(self.conn());
-        self.statements.store(0, Ordering::Release);
+        self.statements_dropped();
     }
 
     /// In a transaction of its own (one server connection throughout, whatever the pooling):

@@ -42,7 +42,12 @@ async fn role_tenancy_reset(
     (tenancy, s)
 }
 
-async fn forged_and_secret(db: &TestDatabase, b: &SchemaName, before: i64) -> (i64, i64) {
+/// (new `secret` rows in `b` since `before`, rows `forged by a` in `b`).
+pub(super) async fn forged_and_secret(
+    db: &TestDatabase,
+    b: &SchemaName,
+    before: i64,
+) -> (i64, i64) {
     (
         notes_with_body(db, b, "secret").await - before,
         notes_with_body(db, b, "forged by a").await,

@@ -19,13 +19,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tenant_schemas::testing::fixtures::*;
-use tenant_schemas::testing::TestDatabase;
 use tenant_schemas::{
     DropSchema, NewTenant, SchemaName, SearchPathMode, Tenancy, Tenant, TenantRoles, TenantStatus,
 };
 use tenant_schemas_seaorm::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tenant_schemas_seaorm::SeaOrmRouter;
 
+use super::adversary_round4::forged_and_secret;
 use super::adversary_statements::{FORGERY, SECRET, TAKE_OVER};
 use super::doors::{admin, checkout, sqlx_over_one_connection, Door};
 
@@ -74,12 +74,21 @@ async fn tenancy_over(
     (tenancy, s)
 }
 
-/// (new `secret` rows in `b` since `before`, rows `forged by a` in `b`).
-async fn secret_and_forged(db: &TestDatabase, b: &SchemaName, before: i64) -> (i64, i64) {
-    (
-        notes_with_body(db, b, "secret").await - before,
-        notes_with_body(db, b, "forged by a").await,
+/// [`tenancy_over`] ONE connection to `db`, session mode, in role mode when `roles`.
+async fn one_session_connection(
+    db: &tenant_schemas::testing::TestDatabase,
+    roles: bool,
+    prefix: &str,
+    n: usize,
+) -> (Tenancy, Vec<SchemaName>) {
+    tenancy_over(
+        db.new_pool(1).unwrap(),
+        SearchPathMode::Session,
+        roles,
+        prefix,
+        n,
     )
+    .await
 }
 
 // ------------------------------------------------------------ Guarantee 1 (role mode)
@@ -131,7 +140,7 @@ async fn r5_role_statement_not_taken_over_with_connection_groups() {
         outcomes.push(door.runs(b, SECRET).await);
     }
     let ok = outcomes.iter().filter(|o| o.is_ok()).count() as i64;
-    let (secret, forged) = secret_and_forged(&db, b, before).await;
+    let (secret, forged) = forged_and_secret(&db, b, before).await;
     assert_eq!(
         (secret, forged),
         (ok, 0),
@@ -150,14 +159,7 @@ async fn r5_role_statement_not_taken_over_with_connection_groups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r5_role_statement_not_taken_over_by_calls_of_one_scope_at_once() {
     let db = database().await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r5_jc",
-        2,
-    )
-    .await;
+    let (tenancy, s) = one_session_connection(&db, true, "r5_jc", 2).await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, TAKE_OVER).await;
     admin(&db, TAKE_OVER_AND_PLANT).await;
@@ -193,7 +195,7 @@ async fn r5_role_statement_not_taken_over_by_calls_of_one_scope_at_once() {
         ));
         drop(scope);
     }
-    let (secret, forged) = secret_and_forged(&db, b, 0).await;
+    let (secret, forged) = forged_and_secret(&db, b, 0).await;
     assert_eq!(
         (secret, forged),
         (ok, 0),
@@ -229,7 +231,7 @@ async fn transaction_statement_not_taken_over(mode: SearchPathMode, prefix: &str
         outcomes.push(tx_run(tenancy.clone(), b.clone(), SECRET).await);
     }
     let ok = 2 * outcomes.iter().filter(|o| o.is_ok()).count() as i64;
-    let (secret, forged) = secret_and_forged(&db, b, before).await;
+    let (secret, forged) = forged_and_secret(&db, b, before).await;
     assert_eq!(
         (secret, forged),
         (ok, 0),
@@ -270,14 +272,7 @@ async fn orm_runs(orm: &SeaOrmRouter, schema: &SchemaName, sql: &str) -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r5_role_statement_not_taken_over_seaorm() {
     let db = database().await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r5_so",
-        2,
-    )
-    .await;
+    let (tenancy, s) = one_session_connection(&db, true, "r5_so", 2).await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, TAKE_OVER).await;
     admin(&db, TAKE_OVER_AND_PLANT).await;
@@ -293,7 +288,7 @@ async fn r5_role_statement_not_taken_over_seaorm() {
         outcomes.push(orm_runs(&orm, b, SECRET).await);
     }
     let ok = outcomes.iter().filter(|o| o.is_ok()).count() as i64;
-    let (secret, forged) = secret_and_forged(&db, b, before).await;
+    let (secret, forged) = forged_and_secret(&db, b, before).await;
     assert_eq!(
         (secret, forged),
         (ok, 0),
@@ -308,14 +303,7 @@ async fn r5_role_statement_not_taken_over_seaorm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r5_role_statement_taken_over_by_raw_pool_user_core() {
     let db = database().await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r5_rc",
-        2,
-    )
-    .await;
+    let (tenancy, s) = one_session_connection(&db, true, "r5_rc", 2).await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, TAKE_OVER).await;
     let door = Door::Core(tenancy.clone());
@@ -335,7 +323,7 @@ async fn r5_role_statement_taken_over_by_raw_pool_user_core() {
         .map(|r| r.get::<_, i32>(0))
         .map_err(|e| e.to_string());
     let wrote = door.runs(b, SECRET).await;
-    let (secret, forged) = secret_and_forged(&db, b, before).await;
+    let (secret, forged) = forged_and_secret(&db, b, before).await;
     assert_eq!(
         (secret, forged),
         (i64::from(wrote.is_ok()), 0),
@@ -356,14 +344,7 @@ async fn r5_role_statement_taken_over_by_raw_pool_user_core() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r5_read_only_calls_of_one_scope_at_once_core() {
     let db = database().await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "r5_rj",
-        2,
-    )
-    .await;
+    let (tenancy, s) = one_session_connection(&db, false, "r5_rj", 2).await;
     let (w, r) = (&s[0], &s[1]);
     admin(&db, UNLOCK).await;
     tenancy.set_status(r, TenantStatus::ReadOnly).await.unwrap();
@@ -509,44 +490,41 @@ async fn r5_read_only_with_timeout_and_extra_schema_core() {
 async fn cancelled_switches_stay_isolated(mode: SearchPathMode, roles: bool, prefix: &str) {
     let db = database().await;
     let (tenancy, s) = tenancy_over(db.new_pool(1).unwrap(), mode, roles, prefix, 3).await;
-    let door = Door::Core(tenancy.clone());
+    let label = format!("{mode:?}, roles {roles}");
+    cancelled_switches_stay_isolated_through(Door::Core(tenancy), &db, &s, 40, &label).await;
+}
+
+/// Six tasks of the three tenants `s` through `door` (over ONE connection), `rounds` each:
+/// a write under a timeout of 0–2 ms, a read under another, a read without; every read that
+/// answers is its own tenant's, and no tenant holds another's writes.
+async fn cancelled_switches_stay_isolated_through(
+    door: Door,
+    db: &tenant_schemas::testing::TestDatabase,
+    s: &[SchemaName],
+    rounds: u64,
+    label: &str,
+) {
     let mut tasks = Vec::new();
     for t in 0..6usize {
-        let (door, tenancy, me) = (door.clone(), tenancy.clone(), s[t % 3].clone());
+        let (door, me) = (door.clone(), s[t % 3].clone());
         tasks.push(tokio::spawn(async move {
             let mut wrong = Vec::new();
-            for round in 0..40u64 {
+            for round in 0..rounds {
                 let us = (round * 7919 + t as u64 * 104_729) % 2000;
                 let insert = format!("INSERT INTO notes (body) VALUES ('{me}')");
                 let _ =
                     tokio::time::timeout(Duration::from_micros(us), door.runs(&me, &insert)).await;
-                let read = async {
-                    let scope = tenancy
-                        .router()
-                        .connection_for_tenant(&Tenant::new(me.clone()))
-                        .await?;
-                    scope
-                        .query_one("SELECT schema_name FROM marker", &[])
-                        .await
-                        .map(|r| r.get::<_, String>(0))
-                };
                 if let Ok(Ok(seen)) =
-                    tokio::time::timeout(Duration::from_micros((us * 3) % 2000), read).await
+                    tokio::time::timeout(Duration::from_micros((us * 3) % 2000), door.read(&me))
+                        .await
                 {
                     if seen != me.as_str() {
                         wrong.push(format!("{me} read {seen} (timed, round {round})"));
                     }
                 }
-                let scope = tenancy
-                    .router()
-                    .connection_for_tenant(&Tenant::new(me.clone()))
-                    .await;
-                if let Ok(scope) = scope {
-                    if let Ok(row) = scope.query_one("SELECT schema_name FROM marker", &[]).await {
-                        let seen: String = row.get(0);
-                        if seen != me.as_str() {
-                            wrong.push(format!("{me} read {seen} (round {round})"));
-                        }
+                if let Ok(seen) = door.read(&me).await {
+                    if seen != me.as_str() {
+                        wrong.push(format!("{me} read {seen} (round {round})"));
                     }
                 }
             }
@@ -557,27 +535,22 @@ async fn cancelled_switches_stay_isolated(mode: SearchPathMode, roles: bool, pre
     for task in tasks {
         wrong.extend(task.await.unwrap());
     }
-    for x in &s {
-        for y in &s {
+    let mut own = 0;
+    for x in s {
+        own += notes_with_body(db, x, x.as_str()).await;
+        for y in s {
             if x != y {
-                let n = notes_with_body(&db, x, y.as_str()).await;
+                let n = notes_with_body(db, x, y.as_str()).await;
                 if n > 0 {
                     wrong.push(format!("{x} holds {n} notes written by {y}"));
                 }
             }
         }
     }
-    let own: i64 = {
-        let mut n = 0;
-        for x in &s {
-            n += notes_with_body(&db, x, x.as_str()).await;
-        }
-        n
-    };
     assert!(
         wrong.is_empty(),
-        "({mode:?}, roles {roles}) with checkouts cancelled mid-switch on one shared \
-         connection ({own} own writes landed): {wrong:?}"
+        "({label}) with checkouts cancelled mid-switch on one shared connection ({own} own \
+         writes landed): {wrong:?}"
     );
 }
 
@@ -599,26 +572,42 @@ async fn r5_cancelled_switches_stay_isolated_transaction_roles() {
     cancelled_switches_stay_isolated(SearchPathMode::Transaction, true, "r5_ct").await;
 }
 
-/// Role mode, core, session mode, ONE connection: a scope of tenant b is held while b is
-/// deleted (with its schema and role) and a new tenant is created under the same schema
-/// name; the held scope's next read and write must not reach the new tenant's schema.
-///
-/// HELD.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r5_role_scope_held_across_delete_and_recreate_reaches_nothing_new() {
+/// How the name of a held scope's schema is freed for a new tenant.
+#[derive(Clone, Copy, Debug)]
+enum Freed {
+    /// The tenant is deleted, with its schema and role.
+    Deleted,
+    /// The tenant's schema is renamed.
+    Renamed,
+}
+
+/// Role mode, core, session mode, ONE connection: a scope of tenant b is held while b's
+/// schema name is `freed` and a new tenant is created under it; the held scope's next read
+/// and write must not reach the new tenant's schema.
+async fn held_scope_reaches_nothing_new(prefix: &str, freed: Freed) {
     let db = database().await;
     let (tenancy, s) = tenancy_over(
         db.new_pool(2).unwrap(),
         SearchPathMode::Session,
         true,
-        "r5_hd",
+        prefix,
         2,
     )
     .await;
     let b = &s[1];
     let held = checkout(&tenancy, b).await;
     held.execute(SECRET, &[]).await.unwrap();
-    tenancy.delete_tenant(b, DropSchema::Yes).await.unwrap();
+    match freed {
+        Freed::Deleted => {
+            tenancy.delete_tenant(b, DropSchema::Yes).await.unwrap();
+        }
+        Freed::Renamed => {
+            tenancy
+                .rename_schema(b, &schema(&format!("{prefix}_moved")))
+                .await
+                .unwrap();
+        }
+    }
     tenancy
         .create_tenant(NewTenant::new(b.clone()))
         .await
@@ -640,9 +629,26 @@ async fn r5_role_scope_held_across_delete_and_recreate_reaches_nothing_new() {
     let secret = notes_with_body(&db, b, "secret").await;
     assert!(
         read.is_err() && secret == 0,
-        "a scope of the deleted tenant {b}, held across the creation of a new tenant under \
-         its name, read {read:?} and wrote {wrote:?} ({secret} secret rows in the new schema)"
+        "a scope of tenant {b}, held across its schema name {freed:?} and the creation of a \
+         new tenant under it, read {read:?} and wrote {wrote:?} ({secret} secret rows in the \
+         new tenant's schema)"
     );
+}
+
+/// [`held_scope_reaches_nothing_new`], the tenant deleted.
+///
+/// HELD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r5_role_scope_held_across_delete_and_recreate_reaches_nothing_new() {
+    held_scope_reaches_nothing_new("r5_hd", Freed::Deleted).await;
+}
+
+/// [`held_scope_reaches_nothing_new`], the tenant's schema renamed.
+///
+/// HELD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r5_role_scope_held_across_rename_and_reuse_reaches_nothing_new() {
+    held_scope_reaches_nothing_new("r5_hr", Freed::Renamed).await;
 }
 
 /// Role mode, sqlx session mode, ONE connection, 60 rounds: b writes (sqlx caches its
@@ -655,14 +661,7 @@ async fn r5_role_scope_held_across_delete_and_recreate_reaches_nothing_new() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r5_role_statement_not_taken_over_with_cancelled_checkouts_sqlx() {
     let db = database().await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r5_cx",
-        2,
-    )
-    .await;
+    let (tenancy, s) = one_session_connection(&db, true, "r5_cx", 2).await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, TAKE_OVER).await;
     admin(&db, TAKE_OVER_AND_PLANT).await;
@@ -695,7 +694,7 @@ async fn r5_role_statement_not_taken_over_with_cancelled_checkouts_sqlx() {
             failed += 1;
         }
     }
-    let (secret, forged) = secret_and_forged(&db, b, 0).await;
+    let (secret, forged) = forged_and_secret(&db, b, 0).await;
     assert!(
         forged == 0 && secret >= b_ok && secret <= b_ok + unsure,
         "(sqlx) with cancelled checkouts tenant {a}'s forgery ran for {b}: forged rows \
@@ -711,14 +710,7 @@ async fn r5_role_statement_not_taken_over_with_cancelled_checkouts_sqlx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r5_read_only_seaorm_function_unlocks_then_writes_in_transactions() {
     let db = database().await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "r5_rb",
-        2,
-    )
-    .await;
+    let (tenancy, s) = one_session_connection(&db, false, "r5_rb", 2).await;
     let r = &s[1];
     admin(&db, UNLOCK).await;
     tenancy.set_status(r, TenantStatus::ReadOnly).await.unwrap();
@@ -775,123 +767,9 @@ async fn r5_read_only_seaorm_function_unlocks_then_writes_in_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r5_cancelled_switches_stay_isolated_sqlx_roles() {
     let db = database().await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r5_cq",
-        3,
-    )
-    .await;
-    let router = sqlx_over_one_connection(&db, &tenancy).await;
-    let door = Door::Sqlx(router.clone());
-    let mut tasks = Vec::new();
-    for t in 0..6usize {
-        let (door, router, me) = (door.clone(), router.clone(), s[t % 3].clone());
-        tasks.push(tokio::spawn(async move {
-            let mut wrong = Vec::new();
-            for round in 0..30u64 {
-                let us = (round * 7919 + t as u64 * 104_729) % 2000;
-                let insert = format!("INSERT INTO notes (body) VALUES ('{me}')");
-                let _ =
-                    tokio::time::timeout(Duration::from_micros(us), door.runs(&me, &insert)).await;
-                let read = |router: tenant_schemas_sqlx::SqlxRouter, me: SchemaName| async move {
-                    let mut conn = router
-                        .connection_for_schema(&me)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    sqlx::query_scalar::<_, String>("SELECT schema_name FROM marker")
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                if let Ok(Ok(seen)) = tokio::time::timeout(
-                    Duration::from_micros((us * 3) % 2000),
-                    read(router.clone(), me.clone()),
-                )
-                .await
-                {
-                    if seen != me.as_str() {
-                        wrong.push(format!("{me} read {seen} (timed, round {round})"));
-                    }
-                }
-                if let Ok(seen) = read(router.clone(), me.clone()).await {
-                    if seen != me.as_str() {
-                        wrong.push(format!("{me} read {seen} (round {round})"));
-                    }
-                }
-            }
-            wrong
-        }));
-    }
-    let mut wrong = Vec::new();
-    for task in tasks {
-        wrong.extend(task.await.unwrap());
-    }
-    for x in &s {
-        for y in &s {
-            if x != y {
-                let n = notes_with_body(&db, x, y.as_str()).await;
-                if n > 0 {
-                    wrong.push(format!("{x} holds {n} notes written by {y}"));
-                }
-            }
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "(sqlx, roles) with checkouts cancelled mid-switch on one shared connection: {wrong:?}"
-    );
-}
-
-/// Role mode, core, session mode: a scope of tenant b is held while b's schema is renamed
-/// (`rename_schema`) and a NEW tenant is created under the freed name; the held scope's next
-/// read and write must not reach the new tenant's schema.
-///
-/// HELD.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r5_role_scope_held_across_rename_and_reuse_reaches_nothing_new() {
-    let db = database().await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(2).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r5_hr",
-        2,
-    )
-    .await;
-    let b = &s[1];
-    let held = checkout(&tenancy, b).await;
-    held.execute(SECRET, &[]).await.unwrap();
-    tenancy
-        .rename_schema(b, &schema("r5_hr_moved"))
-        .await
-        .unwrap();
-    tenancy
-        .create_tenant(NewTenant::new(b.clone()))
-        .await
-        .unwrap();
-    tenancy
-        .router()
-        .connection_for_schema(b)
-        .await
-        .unwrap()
-        .execute("INSERT INTO marker VALUES ('NEW')", &[])
-        .await
-        .unwrap();
-    let read = held
-        .query_one("SELECT schema_name FROM marker", &[])
-        .await
-        .map(|r| r.get::<_, String>(0))
-        .map_err(|e| e.to_string());
-    let wrote = held.execute(SECRET, &[]).await.map_err(|e| e.to_string());
-    let secret = notes_with_body(&db, b, "secret").await;
-    assert!(
-        read.is_err() && secret == 0,
-        "a scope of tenant {b}, held across its rename and the creation of a new tenant under \
-         the freed name, read {read:?} and wrote {wrote:?} ({secret} secret rows in the new \
-         tenant's schema)"
-    );
+    let (tenancy, s) = one_session_connection(&db, true, "r5_cq", 3).await;
+    let door = Door::Sqlx(sqlx_over_one_connection(&db, &tenancy).await);
+    cancelled_switches_stay_isolated_through(door, &db, &s, 30, "sqlx, roles").await;
 }
 
 /// Read-only tenant through sqlx: after the unlocking function on its connection, the
@@ -902,14 +780,7 @@ async fn r5_role_scope_held_across_rename_and_reuse_reaches_nothing_new() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r5_read_only_sqlx_function_unlocks_then_router_transaction_writes() {
     let db = database().await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        false,
-        "r5_rs",
-        2,
-    )
-    .await;
+    let (tenancy, s) = one_session_connection(&db, false, "r5_rs", 2).await;
     let r = &s[1];
     admin(&db, UNLOCK).await;
     tenancy.set_status(r, TenantStatus::ReadOnly).await.unwrap();
@@ -963,14 +834,7 @@ async fn r5_read_only_sqlx_function_unlocks_then_router_transaction_writes() {
 async fn r5_role_persistent_sqlx_query_behind_pgbouncer_not_taken_over() {
     use tenant_schemas::testing::{TestCluster, TestPgBouncer};
     let db = database().await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r5_pb",
-        2,
-    )
-    .await;
+    let (tenancy, s) = one_session_connection(&db, true, "r5_pb", 2).await;
     let (a, b) = (&s[0], &s[1]);
     admin(&db, TAKE_OVER).await;
     let bouncer = TestPgBouncer::builder(TestCluster::shared().unwrap())
@@ -1018,7 +882,7 @@ async fn r5_role_persistent_sqlx_query_behind_pgbouncer_not_taken_over() {
         outcomes.push(write(router.clone(), b.clone(), SECRET).await);
     }
     let ok = outcomes.iter().filter(|o| o.is_ok()).count() as i64;
-    let (secret, forged) = secret_and_forged(&db, b, before).await;
+    let (secret, forged) = forged_and_secret(&db, b, before).await;
     assert_eq!(
         (secret, forged),
         (ok, 0),
@@ -1124,14 +988,7 @@ async fn r5_role_core_type_lookup_survives_a_change_of_tenant() {
          CREATE TYPE public.mood2 AS ENUM ('calm', 'busy')",
     )
     .await;
-    let (tenancy, s) = tenancy_over(
-        db.new_pool(1).unwrap(),
-        SearchPathMode::Session,
-        true,
-        "r5_ka",
-        2,
-    )
-    .await;
+    let (tenancy, s) = one_session_connection(&db, true, "r5_ka", 2).await;
     let (a, b) = (&s[0], &s[1]);
     let read = |t: Tenancy, s: SchemaName, sql: &'static str| async move {
         checkout(&t, &s)

@@ -110,7 +110,8 @@ impl Door {
         }
     }
 
-    async fn read(&self, schema: &SchemaName) -> Result<String, Refusal> {
+    /// One checkout for `schema` that reads its marker.
+    pub(super) async fn read(&self, schema: &SchemaName) -> Result<String, Refusal> {
         self.hold(Tenant::new(schema.clone()))
             .await?
             .read(schema)

@@ -760,8 +760,6 @@ pub(crate) async fn cut_off_drivers(
     Ok(pids.len())
 }
 
-/// The state `tenant` is served in: the registry's (with `states`) and the value's, the
-/// stricter one winning. Every door's checkout of a tenant comes through here.
 /// Whether the tenancy of `states` guards statements ([`Admission::guard_statements`]): it
 /// gives its tenants roles and does not keep statements across tenants.
 fn guards_statements(states: &TenantStates) -> bool {
@@ -771,6 +769,8 @@ fn guards_statements(states: &TenantStates) -> bool {
         .is_some_and(|roles| !roles.keeps_statements_across_tenants())
 }
 
+/// The state `tenant` is served in: the registry's (with `states`) and the value's, the
+/// stricter one winning. Every door's checkout of a tenant comes through here.
 pub(crate) async fn admit_tenant(
     states: Option<&TenantStates>,
     tenant: &Tenant,

@@ -750,10 +750,10 @@ pub(crate) async fn cut_off_drivers(
         return Ok(0);
     }
     tracing::warn!(%schema, backends = pids.len(), ?grace, "terminating connections still checked out for a schema being deleted or renamed");
-    conn.execute(
+    conn.query_typed(
         "SELECT pg_catalog.pg_terminate_backend(a.pid, 5000) FROM pg_catalog.pg_stat_activity a \
          WHERE a.pid = ANY($1::int4[]) AND a.datname = pg_catalog.current_database()",
-        &[&pids],
+        &[(&pids, tokio_postgres::types::Type::INT4_ARRAY)],
     )
     .await
     .map_err(|e| Error::db("terminating connections held for the schema", schema, e))?;

@@ -446,7 +446,11 @@ async fn tenants_whose_column_types_differ_share_a_connection_safely() {
 /// Behind PgBouncer in transaction pooling, a statement whose rows outlive the transaction
 /// must not leave a named statement on a server connection that other clients then share:
 /// with PgBouncer's prepared statements off, and on as deployed (`max_prepared_statements`
-/// 200, PgBouncer's default since 1.24; ignored by 1.18).
+/// 200, PgBouncer's default since 1.24; ignored by 1.18). Nor may the library's own work
+/// (creating the tenants): a statement prepared by name outside a transaction, executed and
+/// closed in later messages, can be closed on another server connection than it was prepared
+/// on, and stays there (the registry's version check did, about one run in three on a busy
+/// machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_mode_leaves_nothing_named_on_a_shared_server_connection() {
     for prepared in [0, 200] {
@@ -506,21 +510,22 @@ async fn leaves_nothing_named(max_prepared_statements: u32) {
         for c in [&a, &b] {
             let rows = c
                 .simple_query(
-                    "SELECT count(*) FROM pg_prepared_statements \
-                     WHERE name NOT LIKE 'PGBOUNCER\\_%'",
+                    "SELECT string_agg(name || ': ' || statement, ' | ') \
+                     FROM pg_prepared_statements WHERE name NOT LIKE 'PGBOUNCER\\_%'",
                 )
                 .await
                 .unwrap();
-            let count = rows.iter().find_map(|m| match m {
+            let left = rows.iter().find_map(|m| match m {
                 tenant_schemas::tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    r.get(0).map(str::to_owned)
+                    Some(r.get(0).map(str::to_owned))
                 }
                 _ => None,
             });
             assert_eq!(
-                count.as_deref(),
-                Some("0"),
-                "max_prepared_statements {max_prepared_statements}"
+                left,
+                Some(None),
+                "max_prepared_statements {max_prepared_statements}: named statements left on \
+                 a shared server connection"
             );
         }
     }

@@ -137,7 +137,7 @@ impl Registry {
         let registry: i32 = self
             .conn()
             .await?
-            .query_one(
+            .query_typed_one(
                 "SELECT coalesce(max(version), 0) FROM public.tenant_schemas_tenants \
                  WHERE schema_name <> 'public'",
                 &[],

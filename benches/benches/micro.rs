@@ -1,12 +1,14 @@
 //! Micro-benchmarks of the request path, with no database: a cached host resolve, entering
-//! a scope and reading it, and the whole tower layer per request against the same service
-//! without it. `cargo bench -p tenant-schemas-benches --bench micro`
+//! a scope and reading it, reading what a statement's SQL may do (a text seen before against
+//! texts never seen), and the whole tower layer per request against the same service without
+//! it. `cargo bench -p tenant-schemas-benches --bench micro`
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::convert::Infallible;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use tenant_schemas::checkout::SqlEffects;
 use tenant_schemas::testing::pool;
 use tenant_schemas::{
     scope, CachedResolver, Host, SchemaName, StaticResolver, Tenancy, Tenant, TenantResolver,
@@ -100,5 +102,43 @@ fn middleware(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, resolve, scope_enter, middleware);
+/// A statement as applications write them: a join, a filter and an order, 600-odd bytes.
+const REPORT_SQL: &str = "SELECT o.id, o.number, o.placed_at, o.status, o.total_cents, \
+     c.id AS customer_id, c.name AS customer_name, c.email AS customer_email, \
+     a.line1, a.line2, a.city, a.postal_code, a.country, \
+     (SELECT count(*) FROM order_lines l WHERE l.order_id = o.id) AS lines, \
+     (SELECT coalesce(sum(p.amount_cents), 0) FROM payments p \
+        WHERE p.order_id = o.id AND p.state = 'captured') AS paid_cents \
+     FROM orders o \
+     JOIN customers c ON c.id = o.customer_id \
+     LEFT JOIN addresses a ON a.id = o.shipping_address_id \
+     WHERE o.placed_at >= $1 AND o.placed_at < $2 AND o.status = ANY($3) \
+       AND ($4::text IS NULL OR c.email ILIKE '%' || $4 || '%') \
+     ORDER BY o.placed_at DESC, o.id DESC \
+     LIMIT $5 OFFSET $6";
+
+/// What a statement may do, read by the router before every statement it runs from text
+/// (`SqlEffects::of` reads it as the router does). "seen before": the same text each time,
+/// as an application runs its statements; "never seen": a cycle of more distinct texts
+/// than the per-thread memo keeps, so each one is read (and put in the memo) — what every
+/// statement cost before the memo.
+fn sql_effects(c: &mut Criterion) {
+    for (name, sql) in [
+        ("short SELECT", "SELECT v FROM items WHERE id = $1"),
+        ("600-byte report", REPORT_SQL),
+    ] {
+        let unseen: Vec<String> = (0..5_000).map(|n| format!("{sql} -- {n}")).collect();
+        let mut group = c.benchmark_group(format!("SqlEffects::of, {name}"));
+        group.bench_function("seen before", |b| {
+            b.iter(|| SqlEffects::of(std::hint::black_box(sql)));
+        });
+        let mut next = unseen.iter().cycle();
+        group.bench_function("never seen", |b| {
+            b.iter(|| SqlEffects::of(std::hint::black_box(next.next().unwrap())));
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, resolve, scope_enter, sql_effects, middleware);
 criterion_main!(benches);

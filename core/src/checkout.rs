@@ -656,7 +656,8 @@ pub struct SqlEffects {
 }
 
 impl SqlEffects {
-    /// Reads `sql` (one statement or several separated by `;`).
+    /// Reads `sql` (one statement or several separated by `;`). The answer for a text is
+    /// remembered per thread, so a text run again is not read again.
     #[must_use]
     pub fn of(sql: &str) -> Self {
         let effects = crate::sql::effects(sql);

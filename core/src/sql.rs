@@ -191,6 +191,60 @@ impl Effects {
     }
 }
 
+/// What `sql` (one statement or several separated by `;`) may do: [`read`]'s answer, kept
+/// per thread for texts read before.
+///
+/// Every statement a scope runs from text is read first, and an application runs the same
+/// texts over and over: reading a 33-byte `SELECT` took about 3,000 instructions, a tenth of
+/// the client's work per checkout at one tenant, and the reader's cost grows with the text
+/// (BENCHMARKS.md §23). A look-up in the memo hashes the text once. The answer depends on the
+/// text alone, so a remembered one is the answer. The memo is bounded
+/// ([`MEMO_MAX_TEXTS`], [`MEMO_MAX_BYTES`], texts up to [`MEMO_MAX_TEXT`] bytes) and starts
+/// afresh when full; it lives in the thread (no lock), so a text is read once per thread.
+pub(crate) fn effects(sql: &str) -> Effects {
+    if sql.len() > MEMO_MAX_TEXT {
+        return read(sql);
+    }
+    MEMO.with(|memo| {
+        // A reader that runs inside another's look-up (none does) reads without the memo.
+        let Ok(mut memo) = memo.try_borrow_mut() else {
+            return read(sql);
+        };
+        if let Some(&effects) = memo.texts.get(sql) {
+            return effects;
+        }
+        let effects = read(sql);
+        if memo.texts.len() >= MEMO_MAX_TEXTS || memo.bytes + sql.len() > MEMO_MAX_BYTES {
+            memo.texts.clear();
+            memo.bytes = 0;
+        }
+        memo.bytes += sql.len();
+        memo.texts.insert(sql.into(), effects);
+        effects
+    })
+}
+
+/// The texts [`effects`] has read on this thread, and their total length.
+#[derive(Default)]
+struct Memo {
+    texts: std::collections::HashMap<Box<str>, Effects>,
+    bytes: usize,
+}
+
+thread_local! {
+    static MEMO: std::cell::RefCell<Memo> = std::cell::RefCell::default();
+}
+
+/// How many texts [`effects`] remembers per thread before it starts afresh.
+const MEMO_MAX_TEXTS: usize = 4_096;
+
+/// How many bytes of text [`effects`] remembers per thread before it starts afresh.
+const MEMO_MAX_BYTES: usize = 1 << 20;
+
+/// The longest text [`effects`] remembers: a longer one (a migration, a generated batch) is
+/// rarely run again and is read each time.
+const MEMO_MAX_TEXT: usize = 16 * 1024;
+
 /// Reads `sql` (one statement or several separated by `;`) and says what it may do.
 ///
 /// A backslash in a plain string (`'…'`) is an ordinary character only while
@@ -198,7 +252,7 @@ impl Effects {
 /// database's setting), and then `\'` does not end the string: the same text splits into
 /// other statements. So text with a backslash is read both ways, and what either reading
 /// may do is what it may do.
-pub(crate) fn effects(sql: &str) -> Effects {
+fn read(sql: &str) -> Effects {
     let conforming = effects_reading(sql, false);
     let mut effects = if sql.as_bytes().contains(&b'\\') {
         conforming.or(effects_reading(sql, true))
@@ -236,7 +290,7 @@ fn begins_plain(sql: &str) -> bool {
     .any(|plain| word.eq_ignore_ascii_case(plain))
 }
 
-/// [`effects`] for one reading of plain strings: with `backslash_escapes`, as PostgreSQL
+/// [`read`] for one reading of plain strings: with `backslash_escapes`, as PostgreSQL
 /// reads them when `standard_conforming_strings` is off.
 fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
     let mut effects = Effects::default();
@@ -739,6 +793,57 @@ fn dollar_tag(bytes: &[u8], i: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memo's entries and the total length it counts, on this thread.
+    fn memo_state() -> (usize, usize, usize) {
+        MEMO.with(|memo| {
+            let memo = memo.borrow();
+            let counted = memo.texts.keys().map(|text| text.len()).sum();
+            (memo.texts.len(), memo.bytes, counted)
+        })
+    }
+
+    #[test]
+    fn remembered_answers_are_the_reader_s_and_the_memo_stays_bounded() {
+        // Texts that differ in every answer, each asked twice (the second from the memo).
+        for sql in [
+            "SELECT 1",
+            "SET search_path TO x",
+            "BEGIN",
+            "DEALLOCATE ALL",
+            "CREATE TEMP TABLE t (x int)",
+            "SET ROLE other",
+            "SELECT set_config('a', 'b', false)",
+            "SELECT lo_unlink(1)",
+            r"SELECT 'C:\dir\' AS path; COMMIT",
+        ] {
+            assert_eq!(effects(sql), read(sql), "{sql}");
+            assert_eq!(effects(sql), read(sql), "{sql} (remembered)");
+        }
+        assert_ne!(effects("SELECT 1"), effects("SET search_path TO x"));
+        // A text longer than the memo keeps is read each time and not kept.
+        let long = format!("SELECT 1 /* {} */; SET x = 1", "a".repeat(MEMO_MAX_TEXT));
+        assert_eq!(effects(&long), read(&long));
+        assert!(effects(&long).session);
+        assert!(MEMO.with(|memo| !memo.borrow().texts.contains_key(long.as_str())));
+        // Past its number of texts, and past its bytes, it starts afresh.
+        for n in 0..MEMO_MAX_TEXTS + 10 {
+            let sql = format!("SELECT {n}");
+            assert_eq!(effects(&sql), read(&sql));
+            let (texts, bytes, counted) = memo_state();
+            assert!(texts <= MEMO_MAX_TEXTS && bytes <= MEMO_MAX_BYTES);
+            assert_eq!(bytes, counted);
+        }
+        let kilobyte = format!("SET x = 1 /* {} */", "b".repeat(1000));
+        for n in 0..2 * MEMO_MAX_BYTES / kilobyte.len() {
+            let sql = format!("{kilobyte} -- {n}");
+            assert_eq!(effects(&sql), read(&sql));
+            let (texts, bytes, counted) = memo_state();
+            assert!(texts <= MEMO_MAX_TEXTS && bytes <= MEMO_MAX_BYTES);
+            assert_eq!(bytes, counted);
+        }
+        assert!(effects(&format!("{kilobyte} -- 0")).session);
+    }
 
     #[test]
     fn plain_statements_run_behind_a_switch_others_on_their_own() {

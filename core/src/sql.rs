@@ -205,8 +205,9 @@ pub(crate) fn effects(sql: &str) -> Effects {
     if sql.len() > MEMO_MAX_TEXT {
         return read(sql);
     }
-    MEMO.with(|memo| {
-        // A reader that runs inside another's look-up (none does) reads without the memo.
+    // Without the memo when the thread is ending (its locals may be gone already), or for
+    // a reader that runs inside another's look-up (none does).
+    let remembered = MEMO.try_with(|memo| {
         let Ok(mut memo) = memo.try_borrow_mut() else {
             return read(sql);
         };
@@ -221,7 +222,8 @@ pub(crate) fn effects(sql: &str) -> Effects {
         memo.bytes += sql.len();
         memo.texts.insert(sql.into(), effects);
         effects
-    })
+    });
+    remembered.unwrap_or_else(|_| read(sql))
 }
 
 /// The texts [`effects`] has read on this thread, and their total length.

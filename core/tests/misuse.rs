@@ -641,15 +641,18 @@ async fn a_deleted_tenant_is_not_served_from_any_connection_group() {
 }
 
 /// A request that checks out a connection while a deletion of its tenant is under way (here
-/// held up by another transaction's lock) never reads `public`: its statements wait for the
-/// deletion and then find the schema missing.
+/// held up by another transaction's lock) never reads `public` (which has rows the tenant's
+/// table has not): its statements wait for the deletion and then find the schema missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_starts_while_its_tenant_is_being_deleted_never_reaches_public() {
     let (db, tenancy, s, pool) = setup("late_", 1, 4).await;
     pool.get()
         .await
         .unwrap()
-        .batch_execute("CREATE TABLE public.notes (id bigserial, body text)")
+        .batch_execute(
+            "CREATE TABLE public.notes (id bigserial, body text); \
+             INSERT INTO public.notes (body) SELECT 'public' FROM generate_series(1, 7)",
+        )
         .await
         .unwrap();
     let blocker = pool.get().await.unwrap();
@@ -662,7 +665,30 @@ async fn a_request_that_starts_while_its_tenant_is_being_deleted_never_reaches_p
         .unwrap();
     let (t, s0) = (tenancy.clone(), s[0].clone());
     let deletion = tokio::spawn(async move { t.delete_tenant(&s0, DropSchema::Yes).await });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Under way: waiting for the blocker's lock (the gate of this process is closed before).
+    // Not a fixed pause: on a busy machine the deletion took longer to get there, the request
+    // then ran before it, on the tenant's own schema, and the test failed without a fault.
+    let watcher = pool.get().await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the deletion never waited for the blocker's lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     // A worker's router over a pool of its own, which has not used the tenant before.
     let router = SchemaRouter::new(db.new_pool(2).unwrap());
     let s0 = s[0].clone();

@@ -17,10 +17,23 @@ use tenant_schemas::{
     DEFAULT_SHARD,
 };
 
-/// One cluster with `wal_level = logical` for this test process.
+/// One cluster with `wal_level = logical` for this test process, with room for the moves of
+/// every test thread at once: each holds an apply worker, a replication slot and a WAL sender
+/// until it is over, and needs table-sync workers to start. With the defaults (4 logical
+/// replication workers) four moves at once held every worker, none could copy its tables,
+/// and each waited for its catch-up limit (10 minutes).
 fn logical_cluster() -> &'static TestCluster {
     static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| TestCluster::start_with_settings(&["wal_level=logical"]).unwrap())
+    CLUSTER.get_or_init(|| {
+        TestCluster::start_with_settings(&[
+            "wal_level=logical",
+            "max_worker_processes=64",
+            "max_logical_replication_workers=32",
+            "max_replication_slots=64",
+            "max_wal_senders=64",
+        ])
+        .unwrap()
+    })
 }
 
 /// The moves the hooks heard, as `schema: from -> to`.
@@ -85,6 +98,22 @@ async fn marked(tenancy: &Tenancy, name: &str, notes: usize) -> SchemaName {
         .unwrap();
     }
     s
+}
+
+/// How many advisory locks sessions hold on `db` (the migration lock is one).
+async fn advisory_locks(db: &TestDatabase) -> i64 {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// The publications, replication slots and subscriptions of database `db`.
@@ -258,6 +287,9 @@ async fn a_moved_tenant_has_its_rows_sequences_and_requests_on_the_target() {
         .await
         .unwrap();
     assert!(!again.moved);
+    // The migration lock is free as soon as a move returns, moved or not: the next move or
+    // migration, started at once, is not refused as if one were in progress.
+    assert_eq!(advisory_locks(&a).await, 0, "after a move to where it is");
 
     // And back to the default database.
     let back = tenancy
@@ -265,6 +297,7 @@ async fn a_moved_tenant_has_its_rows_sequences_and_requests_on_the_target() {
         .await
         .unwrap();
     assert!(back.moved);
+    assert_eq!(advisory_locks(&a).await, 0, "after a move");
     assert_eq!(back.total_rows(), report.total_rows() + 1);
     assert!(!schema_exists(&b, "mv").await);
     let tenant = tenancy.tenant_by_schema(&mv).await.unwrap().unwrap();

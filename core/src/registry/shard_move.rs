@@ -46,6 +46,39 @@ const CATCH_UP: Duration = Duration::from_secs(600);
 /// How long the fence waits for the table locks (writers that are in a transaction).
 const FENCE_LOCK_TIMEOUT: &str = "10s";
 
+/// Takes the migration lock on `lock` (a connection out of the pool) if nobody holds it:
+/// whether it did.
+async fn try_migration_lock(
+    lock: &deadpool_postgres::ClientWrapper,
+    schema: &SchemaName,
+) -> Result<bool> {
+    Ok(lock
+        .query_typed_one(
+            "SELECT pg_catalog.pg_try_advisory_lock($1)",
+            &[(&MIGRATE_LOCK, Type::INT8)],
+        )
+        .await
+        .map_err(|e| Error::db("taking the migration lock", schema, e))?
+        .get(0))
+}
+
+/// Releases the migration lock [`try_migration_lock`] took, then closes its connection.
+/// Closing alone releases it only once the server notices the connection is gone: a move or
+/// migration started right after this one found the lock still held (a move refused with
+/// "another move is in progress", more often on a busy machine). A failure is logged; the
+/// closing still releases it.
+async fn release_migration_lock(lock: deadpool_postgres::ClientWrapper) {
+    if let Err(e) = lock
+        .execute_typed(
+            "SELECT pg_catalog.pg_advisory_unlock($1)",
+            &[(&MIGRATE_LOCK, Type::INT8)],
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "the migration lock was not released; closing its connection releases it");
+    }
+}
+
 /// FNV-1a: a hash that stays the same across Rust versions and processes.
 fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -259,7 +292,9 @@ impl MoveCleanup {
         if let Err(e) = target.await {
             tracing::warn!(schema = %schema, error = %e, "move cleanup: target schema not cleaned up");
         }
-        drop(self.lock.take());
+        if let Some(lock) = self.lock.take() {
+            release_migration_lock(lock).await;
+        }
     }
 
     /// This cleanup, to be run in the foreground; `self` is left disarmed.
@@ -504,18 +539,12 @@ impl Registry {
             // A move that died after its switch left its publication and slot on the old
             // database (retaining WAL): removed now, unless a migration or move runs.
             let lock = Object::take(self.conn().await?);
-            let locked: bool = lock
-                .query_one(
-                    "SELECT pg_catalog.pg_try_advisory_lock($1)",
-                    &[&MIGRATE_LOCK],
-                )
-                .await
-                .map_err(|e| Error::db("taking the migration lock", schema, e))?
-                .get(0);
+            let locked = try_migration_lock(&lock, schema).await?;
             if locked {
-                self.remove_leftovers(schema, to).await?;
+                let removed = self.remove_leftovers(schema, to).await;
+                release_migration_lock(lock).await;
+                removed?;
             }
-            drop(lock);
             return Ok(Err(ShardMoveReport {
                 schema: schema.clone(),
                 from: record.shard.clone(),
@@ -530,14 +559,7 @@ impl Registry {
         let public = SchemaName::public();
         // The migration lock, for the whole move: no tenant DDL meanwhile, no second move.
         let lock = Object::take(self.conn().await?);
-        let locked: bool = lock
-            .query_one(
-                "SELECT pg_catalog.pg_try_advisory_lock($1)",
-                &[&MIGRATE_LOCK],
-            )
-            .await
-            .map_err(|e| Error::db("taking the migration lock", &public, e))?
-            .get(0);
+        let locked = try_migration_lock(&lock, &public).await?;
         if !locked {
             return Err(refused(
                 schema,

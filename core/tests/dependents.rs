@@ -422,23 +422,14 @@ async fn a_late_view_is_refused(prefix: &str, from: &str, kind: &str, name: &str
             })
         };
         // Until the deletion waits for the view's transaction (its lock on `from`).
-        let watcher = db.pool().get().await.unwrap();
-        loop {
-            let waiting: i64 = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-                     JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE NOT l.granted AND n.nspname = $1",
-                    &[&s.as_str()],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if waiting > 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        until_counted(
+            &db,
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE NOT l.granted AND n.nspname = $1",
+            &[&s.as_str()],
+        )
+        .await;
         tx.commit().await.unwrap();
         let err = deleting
             .await

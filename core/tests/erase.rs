@@ -88,23 +88,14 @@ async fn the_receipt_counts_rows_committed_while_counting() {
         tokio::spawn(async move { tenancy.erase_tenant(&s, None).await })
     };
     // Until the erasure waits for the table's lock.
-    let watcher = db.pool().get().await.unwrap();
-    loop {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE NOT l.granted AND c.relname = 'notes' AND n.nspname = $1",
-                &[&s.as_str()],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    until_counted(
+        &db,
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE NOT l.granted AND c.relname = 'notes' AND n.nspname = $1",
+        &[&s.as_str()],
+    )
+    .await;
     tx.commit().await.unwrap();
     let receipt = erasing.await.unwrap().unwrap();
     let notes = receipt.tables.iter().find(|t| t.table == "notes").unwrap();
@@ -169,22 +160,14 @@ async fn erasing_a_tenant_on_another_database_counts_and_drops_it_there() {
         let (tenancy, s) = (tenancy.clone(), s.clone());
         tokio::spawn(async move { tenancy.erase_tenant(&s, None).await })
     };
+    until_counted(
+        &b,
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+         WHERE NOT l.granted AND c.oid = 'far_erased.notes'::regclass",
+        &[],
+    )
+    .await;
     let watcher = b.pool().get().await.unwrap();
-    loop {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-                 WHERE NOT l.granted AND c.oid = 'far_erased.notes'::regclass",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
     tx.commit().await.unwrap();
     let receipt = erasing.await.unwrap().unwrap();
     let notes = receipt.tables.iter().find(|t| t.table == "notes").unwrap();

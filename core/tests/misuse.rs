@@ -668,27 +668,13 @@ async fn a_request_that_starts_while_its_tenant_is_being_deleted_never_reaches_p
     // Under way: waiting for the blocker's lock (the gate of this process is closed before).
     // Not a fixed pause: on a busy machine the deletion took longer to get there, the request
     // then ran before it, on the tenant's own schema, and the test failed without a fault.
-    let watcher = pool.get().await.unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "the deletion never waited for the blocker's lock"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_counted(
+        &db,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        &[],
+    )
+    .await;
     // A worker's router over a pool of its own, which has not used the tenant before.
     let router = SchemaRouter::new(db.new_pool(2).unwrap());
     let s0 = s[0].clone();

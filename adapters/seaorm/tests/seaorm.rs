@@ -498,22 +498,13 @@ async fn diverged_column_types_run_the_same_statements() {
 /// Until `db` shows a backend waiting for an advisory lock: the statement that takes it has
 /// been sent, and everything before it in its text has run.
 async fn until_waiting_for_the_lock(db: &tenant_schemas::testing::TestDatabase) {
-    let conn = db.pool().get().await.unwrap();
-    loop {
-        let waiting: i64 = conn
-            .query_one(
-                "SELECT count(*) FROM pg_catalog.pg_stat_activity \
-                 WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock(4242)%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    tenant_schemas::testing::fixtures::until_counted(
+        db,
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock(4242)%'",
+        &[],
+    )
+    .await;
 }
 
 /// Sends SQL that moves the session and then waits for an advisory lock `holder` holds (a

@@ -287,6 +287,33 @@ async fn count(db: &TestDatabase, sql: &str, name: &str) -> i64 {
         .get(0)
 }
 
+/// Until `sql`, a count over `db` (with `params`), is above zero: a backend waiting for a
+/// lock, say, so that a test goes on once what it holds up is under way instead of after a
+/// pause, which a busy machine outruns. Panics after a minute.
+pub async fn until_counted(
+    db: &TestDatabase,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) {
+    let conn = db.pool().get().await.expect("connection");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n: i64 = conn
+            .query_one(sql, params)
+            .await
+            .expect("catalog query")
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited a minute for a count above zero of: {sql}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// The SQLSTATE of the server's error `err` carries, if any (e.g. `42501`,
 /// `insufficient_privilege`): [`Error::as_db_error`](crate::Error::as_db_error)'s code.
 #[must_use]

@@ -65,7 +65,11 @@ impl Tenancy {
     /// [`TenancyBuilder::replication_source`](crate::TenancyBuilder::replication_source)
     /// (set by [`Tenancy::builder_from_url`] and
     /// [`TenancyBuilder::shard_url`](crate::TenancyBuilder::shard_url)), otherwise as the
-    /// source server describes its connection, without a password.
+    /// source server describes its connection, without a password. The registry's pool and
+    /// the shards' pools must reach their servers directly or through a pooler in session
+    /// pooling: the move holds the migration lock (a session advisory lock) and prepares
+    /// its statements by name, and through transaction pooling neither would stay on one
+    /// server connection.
     ///
     /// **If the process dies during a move**, the publication, slot and subscription it
     /// made are left, named `tsmove_<hash of the schema>_<random>`, and the target schema

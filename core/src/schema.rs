@@ -87,13 +87,22 @@ impl SchemaName {
         &self.0
     }
 
+    /// The name, shared (a tenant named after its schema holds the same allocation).
+    pub(crate) fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+
     /// The name as a quoted SQL identifier, e.g. `"acme"`.
     ///
     /// Validation already excludes every character that would need escaping; quoting keeps
     /// names that are SQL keywords (`user`, `order`) usable.
     #[must_use]
     pub fn quoted(&self) -> String {
-        format!("\"{}\"", self.0)
+        let mut quoted = String::with_capacity(self.0.len() + 2);
+        quoted.push('"');
+        quoted.push_str(&self.0);
+        quoted.push('"');
+        quoted
     }
 }
 

@@ -46,7 +46,7 @@ impl Tenant {
     #[must_use]
     pub fn new(schema: SchemaName) -> Self {
         Self {
-            name: Arc::from(schema.as_str()),
+            name: schema.shared(),
             schema,
             id: None,
             shard: ShardName::DEFAULT,

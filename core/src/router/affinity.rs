@@ -6,6 +6,7 @@
 //! oldest waiter has waited longer than [`MAX_SKIP`]: then it goes back to the pool, whose
 //! queue is first come, first served, so no request starves behind a busy schema.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,9 @@ const MAX_SKIP: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Default)]
 pub(crate) struct Handoff {
-    waiters: Mutex<Vec<Waiter>>,
+    /// Oldest first. A waiter the pool served meanwhile (its receiver dropped) stays until
+    /// it reaches the front: a release lets go of those there and skips the others.
+    waiters: Mutex<VecDeque<Waiter>>,
 }
 
 #[derive(Debug)]
@@ -45,7 +48,7 @@ impl Handoff {
         self.waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Waiter {
+            .push_back(Waiter {
                 path: path.clone(),
                 since: Instant::now(),
                 sender,
@@ -66,13 +69,17 @@ impl Handoff {
             return Some(conn);
         }
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        waiters.retain(|w| !w.sender.is_closed());
-        let oldest = waiters.first()?.since.elapsed();
+        while waiters.front().is_some_and(|w| w.sender.is_closed()) {
+            waiters.pop_front();
+        }
+        let oldest = waiters.front()?.since.elapsed();
         if oldest > MAX_SKIP {
             return Some(conn);
         }
-        let i = waiters.iter().position(|w| &*w.path == path)?;
-        let waiter = waiters.remove(i);
+        let i = waiters
+            .iter()
+            .position(|w| &*w.path == path && !w.sender.is_closed())?;
+        let waiter = waiters.remove(i)?;
         drop(waiters);
         waiter.sender.send(conn).err()
     }

@@ -207,7 +207,7 @@ async fn checkout(
     statement_timeout_ms: Option<u32>,
     (role, guard_statements): (Option<Arc<str>>, bool),
 ) -> Result<ConnectionScope> {
-    let path = pool.search_path(schema);
+    let pool::Place { path, group, gate } = pool.place(schema);
     // What the session is set to, as remembered and handed over: the path, whether its
     // transactions are read-only, its statement timeout and its role.
     let key: Arc<str> = if read_only || statement_timeout_ms.is_some() || role.is_some() {
@@ -228,13 +228,13 @@ async fn checkout(
     } else {
         path.clone()
     };
-    let (conn, handed_over, group) = pool
-        .get(schema, &key)
+    let (conn, handed_over) = pool
+        .get(schema, group, &key)
         .await
         .map_err(|source| Error::pool(schema, source))?;
-    // Sightings are kept per group pool: a group given for the same database that is not
-    // (a configuration mistake) then never vouches for another's schemas.
-    let gate = session::gate(pool.group_pool(group), schema);
+    // The gate is the group pool's: sightings are kept per group pool, so a group given for
+    // the same database that is not (a configuration mistake) never vouches for another's
+    // schemas.
     let epoch = gate.epoch();
     if pool.drops_statements() {
         session::statements_dropped(&conn);

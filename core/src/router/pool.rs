@@ -104,6 +104,24 @@ pub(crate) struct RouterPool {
     drops_statements: bool,
     /// See [`resets_settings`](Self::resets_settings).
     resets_settings: bool,
+    /// Where each schema checked out lately is placed (see [`place`](Self::place)).
+    places: Mutex<HashMap<SchemaName, Place>>,
+}
+
+/// How many schemas' [`Place`]s a router keeps before it starts afresh: at most that many
+/// gates are held by it (each a few dozen bytes).
+const MAX_PLACES: usize = 16_384;
+
+/// What a checkout for a schema needs before it takes a connection: the schema's search path
+/// under the router's policy, its home group, and its gate on that group's database. Made
+/// once per schema and kept ([`RouterPool::place`]): made at every checkout, the path's
+/// formatting and the gate's look-up in the process-wide table were a tenth of the library's
+/// own work per statement at one tenant (BENCHMARKS.md §24).
+#[derive(Debug, Clone)]
+pub(super) struct Place {
+    pub(super) path: Arc<str>,
+    pub(super) group: usize,
+    pub(super) gate: Arc<Gate>,
 }
 
 /// One group of connections: a pool, and the schema-affine handoff of its returning
@@ -161,6 +179,7 @@ impl RouterPool {
             existence_checks: AtomicU64::new(0),
             drops_statements: false,
             resets_settings: false,
+            places: Mutex::default(),
         }
     }
 
@@ -203,11 +222,6 @@ impl RouterPool {
         &self.groups[0].pool
     }
 
-    /// The pool of `group`.
-    pub(super) fn group_pool(&self, group: usize) -> &Pool {
-        &self.groups[group].pool
-    }
-
     pub(super) fn mode(&self) -> SearchPathMode {
         self.mode
     }
@@ -216,29 +230,45 @@ impl RouterPool {
         self.track
     }
 
-    /// The search path of `schema` under this policy.
-    pub(super) fn search_path(&self, schema: &SchemaName) -> Arc<str> {
-        search_path(schema, &self.extra_schemas)
-    }
-
-    /// A connection for `schema` (on `path`), counted as a checkout: from the schema's home
-    /// group — its pool's queue, or a connection a scope releases on `path`, whichever comes
-    /// first. Never from another group, even one with a connection idle: a connection that
-    /// served another group's tenant once keeps its catalog entries for good, and borrowing
-    /// whenever the home group is busy (under load: often) soon makes every backend hold
-    /// every tenant's, which is what the groups are there to prevent (BENCHMARKS.md).
-    /// Returns the connection, whether it was handed over by a releasing scope (not recycled
-    /// by the pool), and its group.
-    pub(super) async fn get(
-        &self,
-        schema: &SchemaName,
-        path: &Arc<str>,
-    ) -> Result<(Object, bool, usize), PoolError> {
+    /// Where `schema` is placed: its search path under this policy, its home group and its
+    /// gate there. A gate kept here stays the one every caller gets (the process-wide table
+    /// keeps what someone holds), and its pool lives as long as this router's.
+    pub(super) fn place(&self, schema: &SchemaName) -> Place {
+        let mut places = self.places.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(place) = places.get(schema) {
+            return place.clone();
+        }
         let group = if self.groups.len() > 1 {
             home(schema, self.groups.len())
         } else {
             0
         };
+        let place = Place {
+            path: search_path(schema, &self.extra_schemas),
+            group,
+            gate: session::gate(&self.groups[group].pool, schema),
+        };
+        if places.len() >= MAX_PLACES {
+            places.clear();
+        }
+        places.insert(schema.clone(), place.clone());
+        place
+    }
+
+    /// A connection for `schema` (on `path`) from `group`, counted as a checkout: from the
+    /// schema's home group (see [`place`](Self::place)) — its pool's queue, or a connection a
+    /// scope releases on `path`, whichever comes first. Never from another group, even one with a connection idle: a connection that
+    /// served another group's tenant once keeps its catalog entries for good, and borrowing
+    /// whenever the home group is busy (under load: often) soon makes every backend hold
+    /// every tenant's, which is what the groups are there to prevent (BENCHMARKS.md).
+    /// Returns the connection and whether it was handed over by a releasing scope (not
+    /// recycled by the pool).
+    pub(super) async fn get(
+        &self,
+        schema: &SchemaName,
+        group: usize,
+        path: &Arc<str>,
+    ) -> Result<(Object, bool), PoolError> {
         let Group { pool, handoff } = &self.groups[group];
         loop {
             let (conn, handed_over) = match handoff {
@@ -256,7 +286,7 @@ impl RouterPool {
                 continue;
             }
             self.checkouts.fetch_add(1, Ordering::Relaxed);
-            return Ok((conn, handed_over, group));
+            return Ok((conn, handed_over));
         }
     }
 

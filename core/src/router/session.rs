@@ -26,6 +26,7 @@
 //! [`ConnectionScope`]: super::ConnectionScope
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -263,7 +264,7 @@ pub(crate) fn everything_changed() {
 /// mistaken for this one.
 #[derive(Debug, Default)]
 struct PathMemory {
-    by_conn: HashMap<usize, Slot>,
+    by_conn: ByAddress<Slot>,
     sweep_at: usize,
 }
 
@@ -304,6 +305,40 @@ static MEMORY: LazyLock<Mutex<PathMemory>> = LazyLock::new(Default::default);
 
 fn key(conn: &Object) -> usize {
     Arc::as_ptr(&conn.statement_cache) as usize
+}
+
+/// A map keyed by a connection's [`key`], hashed with [`AddressHasher`].
+type ByAddress<V> = HashMap<usize, V, BuildHasherDefault<AddressHasher>>;
+
+/// Hashes a [`key`], the address of a connection's statement cache: no one picks addresses
+/// to make them collide, so a multiplication spreads them as well as the standard library's
+/// SipHash does, for a few instructions instead of about 140 per look-up, and each checkout
+/// looks a connection up three to five times (BENCHMARKS.md §24).
+#[derive(Debug, Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `usize` keys; correct for anything else.
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The table picks buckets with the low bits: an allocation's address has its low
+        // four bits zero, and a product's low bits depend on the factors' low bits only.
+        // The product's well-mixed middle bits are rotated there (as rustc's FxHasher does).
+        self.0.rotate_left(26)
+    }
 }
 
 /// What is known of `conn`, just checked out (`handed_over`: straight from a releasing scope,
@@ -381,7 +416,7 @@ pub(crate) fn remember(
 /// as [`PathMemory`] is, keyed by its statement cache's address with a `Weak` to it.
 #[derive(Debug, Default)]
 struct StatementMemory {
-    by_conn: HashMap<usize, ConnStatements>,
+    by_conn: ByAddress<ConnStatements>,
     sweep_at: usize,
 }
 
@@ -448,8 +483,9 @@ pub(crate) fn note_statement_use(
     with_statements(conn, |entry| {
         if first {
             entry.clock += 1;
-            let clock = entry.clock;
-            entry.by_schema.entry(schema.clone()).or_default().last_used = clock;
+            let slot = entry.by_schema.entry(schema.clone()).or_default();
+            slot.last_used = entry.clock;
+            return slot.texts.contains(text);
         }
         entry
             .by_schema
@@ -585,4 +621,29 @@ pub(crate) fn evict_coldest(conn: &Object, keep: &SchemaName, target: usize) -> 
         }
         size
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    /// Connections' keys are addresses of allocations, 16-byte aligned: the buckets a table
+    /// picks with the low bits of their hashes must still differ, or every look-up of the
+    /// path and statement memories would walk a chain.
+    #[test]
+    fn aligned_addresses_spread_over_the_low_bits() {
+        let hasher = BuildHasherDefault::<AddressHasher>::default();
+        let buckets: HashSet<u64> = (0..4096_usize)
+            .map(|i| hasher.hash_one(0x7f3a_1c00_0000_usize + i * 16) & 0xfff)
+            .collect();
+        // A hash whose low bits followed the address's would fill at most 256 of the 4,096.
+        assert!(buckets.len() > 2_000, "{} buckets of 4,096", buckets.len());
+        let same: HashSet<u64> = (0..64_usize)
+            .map(|i| hasher.hash_one(0x5555_0000_usize + i * 4096) >> 57)
+            .collect();
+        // The top seven bits are the table's tag for each entry: they must differ too.
+        assert!(same.len() > 32, "{} tags of 64", same.len());
+    }
 }

@@ -83,31 +83,7 @@ enum Variant {
     /// the execution of a statement cached per schema, no isolation bookkeeping at all (the
     /// floor of what a switch per checkout costs).
     Pipelined,
-    /// Not in the default set: transaction mode's messages without the library, on a plain
-    /// pool: `BEGIN`, the local settings of the library's transaction
-    /// ([`TXN_SETTINGS`]) and the path, each `Parse`/`Bind`/`Execute` before the statement
-    /// (unnamed, parameter types given) in one message with one `Sync`, then `COMMIT`, in
-    /// one flush — the library's shape.
-    TxnExtendedPrelude,
-    /// `TxnExtendedPrelude` with `BEGIN`, the settings and the path as one simple query
-    /// instead, written in the same flush as the statement's message and the `COMMIT`.
-    TxnSimplePrelude,
-    /// `TxnExtendedPrelude` through PgBouncer in transaction pooling.
-    TxnExtendedPreludeViaPgBouncer,
-    /// `TxnSimplePrelude` through PgBouncer in transaction pooling.
-    TxnSimplePreludeViaPgBouncer,
-    /// `TxnSimplePreludeViaPgBouncer` with the statement named (schema-qualified, one per
-    /// schema, cached), which PgBouncer keeps.
-    TxnSimplePreludeNamedViaPgBouncer,
 }
-
-/// What the library's transaction-mode transaction sets after its `BEGIN` and before the
-/// path, without a tenant timeout, roles or resets (see `checkout::local_start_statements`).
-const TXN_SETTINGS: [&str; 3] = [
-    "SET LOCAL statement_timeout TO DEFAULT",
-    "DISCARD TEMP",
-    "CLOSE ALL",
-];
 
 const VARIANTS: [Variant; 14] = [
     Variant::Baseline,
@@ -200,8 +176,6 @@ struct Setup {
     qualified_pool: Pool,
     pipelined_pool: Pool,
     baseline_bouncer: Pool,
-    /// A plain pool through the transaction-pooling PgBouncer.
-    raw_transaction_bouncer: Pool,
     transaction_bouncer: SchemaRouter,
     transaction_named_bouncer: SchemaRouter,
     transaction_bouncer_118: Option<SchemaRouter>,
@@ -313,71 +287,6 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
             switched.unwrap();
             for _ in 1..queries {
                 c.query_one(&stmt, &[&id]).await.unwrap();
-            }
-        }
-        Variant::TxnExtendedPrelude
-        | Variant::TxnSimplePrelude
-        | Variant::TxnExtendedPreludeViaPgBouncer
-        | Variant::TxnSimplePreludeViaPgBouncer
-        | Variant::TxnSimplePreludeNamedViaPgBouncer => {
-            use tenant_schemas::tokio_postgres::types::Type;
-            let direct = matches!(
-                variant,
-                Variant::TxnExtendedPrelude | Variant::TxnSimplePrelude
-            );
-            let pool = if direct {
-                &setup.plain
-            } else {
-                &setup.raw_transaction_bouncer
-            };
-            let c = pool.get().await.unwrap();
-            let schema = &setup.schemas[tenant];
-            let path = format!("SET LOCAL search_path TO {}, public", schema.quoted());
-            for _ in 0..queries {
-                match variant {
-                    Variant::TxnExtendedPrelude | Variant::TxnExtendedPreludeViaPgBouncer => {
-                        let mut prelude = tenant_schemas::tokio_postgres::Prelude::new();
-                        for sql in std::iter::once("BEGIN")
-                            .chain(TXN_SETTINGS)
-                            .chain(std::iter::once(path.as_str()))
-                        {
-                            prelude.push_text(sql).unwrap();
-                        }
-                        let (row, commit) = futures_util::future::join(
-                            c.query_typed_one_after(&prelude, SQL, &[(&id, Type::INT4)]),
-                            c.batch_execute("COMMIT"),
-                        )
-                        .await;
-                        row.unwrap();
-                        commit.unwrap();
-                    }
-                    _ => {
-                        let begin = format!("BEGIN; {}; {path}", TXN_SETTINGS.join("; "));
-                        let named = variant == Variant::TxnSimplePreludeNamedViaPgBouncer;
-                        let stmt = if named {
-                            Some(c.prepare_cached(&setup.qualified[tenant]).await.unwrap())
-                        } else {
-                            None
-                        };
-                        let (begun, row, commit) = futures_util::future::join3(
-                            c.batch_execute(&begin),
-                            async {
-                                match &stmt {
-                                    Some(stmt) => c.query_one(stmt, &[&id]).await,
-                                    None => c
-                                        .query_typed(SQL, &[(&id, Type::INT4)])
-                                        .await
-                                        .map(|mut rows| rows.remove(0)),
-                                }
-                            },
-                            c.batch_execute("COMMIT"),
-                        )
-                        .await;
-                        begun.unwrap();
-                        row.unwrap();
-                        commit.unwrap();
-                    }
-                }
             }
         }
         Variant::Qualified => {
@@ -631,11 +540,6 @@ async fn main() {
         baseline_bouncer: make_pool(
             &session_bouncer.config(db.name()),
             "baseline_pgbouncer",
-            None,
-        ),
-        raw_transaction_bouncer: make_pool(
-            &transaction_bouncer.config(db.name()),
-            "raw_transaction_pgbouncer",
             None,
         ),
         transaction_bouncer: SchemaRouter::builder(make_pool(

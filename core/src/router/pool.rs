@@ -109,14 +109,14 @@ pub(crate) struct RouterPool {
 }
 
 /// How many schemas' [`Place`]s a router keeps before it starts afresh: at most that many
-/// gates are held by it (each a few dozen bytes).
+/// gates are held by it (with its path, a few hundred bytes each).
 const MAX_PLACES: usize = 16_384;
 
 /// What a checkout for a schema needs before it takes a connection: the schema's search path
 /// under the router's policy, its home group, and its gate on that group's database. Made
 /// once per schema and kept ([`RouterPool::place`]): made at every checkout, the path's
-/// formatting and the gate's look-up in the process-wide table were a tenth of the library's
-/// own work per statement at one tenant (BENCHMARKS.md §24).
+/// formatting and the gate's look-up in the process-wide table were about 15 % of the
+/// library's own work per statement at one tenant (BENCHMARKS.md §24).
 #[derive(Debug, Clone)]
 pub(super) struct Place {
     pub(super) path: Arc<str>,
@@ -257,10 +257,11 @@ impl RouterPool {
 
     /// A connection for `schema` (on `path`) from `group`, counted as a checkout: from the
     /// schema's home group (see [`place`](Self::place)) — its pool's queue, or a connection a
-    /// scope releases on `path`, whichever comes first. Never from another group, even one with a connection idle: a connection that
-    /// served another group's tenant once keeps its catalog entries for good, and borrowing
-    /// whenever the home group is busy (under load: often) soon makes every backend hold
-    /// every tenant's, which is what the groups are there to prevent (BENCHMARKS.md).
+    /// scope releases on `path`, whichever comes first. Never from another group, even one
+    /// with a connection idle: a connection that served another group's tenant once keeps
+    /// its catalog entries for good, and borrowing whenever the home group is busy (under
+    /// load: often) soon makes every backend hold every tenant's, which is what the groups
+    /// are there to prevent (BENCHMARKS.md).
     /// Returns the connection and whether it was handed over by a releasing scope (not
     /// recycled by the pool).
     pub(super) async fn get(

@@ -14,6 +14,8 @@
 //!   one (`connection_groups`);
 //! - `baseline-via-pg-bouncer`, `transaction-via-pg-bouncer`: `baseline` through a real
 //!   PgBouncer in session pooling mode, `transaction` through one in transaction pooling;
+//! - `baseline-via-transaction-pg-bouncer`: `baseline` through the transaction-pooling one,
+//!   its statement named and kept by PgBouncer 1.21+;
 //! - `transaction-named-via-pg-bouncer`: `transaction-via-pg-bouncer` with named statements
 //!   that PgBouncer keeps (`pooler_prepared_statements`);
 //! - `pipelined` (only when asked for): a plain pool writing `SET search_path` in the same
@@ -58,6 +60,10 @@ enum Variant {
     SessionGroups,
     /// `Baseline` through PgBouncer in session pooling mode.
     BaselineViaPgBouncer,
+    /// `Baseline` through the transaction-pooling PgBouncer of the `Transaction*ViaPgBouncer`
+    /// variants, its statement named and kept by PgBouncer (1.21+; unnamed before): what an
+    /// application without tenants gets through transaction pooling.
+    BaselineViaTransactionPgBouncer,
     /// `Transaction` through PgBouncer in transaction pooling mode.
     TransactionViaPgBouncer,
     /// `TransactionViaPgBouncer` with named, cached statements kept by PgBouncer
@@ -85,7 +91,7 @@ enum Variant {
     Pipelined,
 }
 
-const VARIANTS: [Variant; 14] = [
+const VARIANTS: [Variant; 15] = [
     Variant::Baseline,
     Variant::Session,
     Variant::SessionTenancy,
@@ -97,6 +103,7 @@ const VARIANTS: [Variant; 14] = [
     Variant::Naive,
     Variant::Qualified,
     Variant::BaselineViaPgBouncer,
+    Variant::BaselineViaTransactionPgBouncer,
     Variant::TransactionViaPgBouncer,
     Variant::TransactionNamedViaPgBouncer,
     Variant::TransactionViaPgBouncer118,
@@ -176,6 +183,10 @@ struct Setup {
     qualified_pool: Pool,
     pipelined_pool: Pool,
     baseline_bouncer: Pool,
+    baseline_transaction_bouncer: Pool,
+    /// Whether the transaction-pooling PgBouncer keeps named statements (else
+    /// `BaselineViaTransactionPgBouncer` runs its statement unnamed).
+    transaction_bouncer_keeps: bool,
     transaction_bouncer: SchemaRouter,
     transaction_named_bouncer: SchemaRouter,
     transaction_bouncer_118: Option<SchemaRouter>,
@@ -210,14 +221,25 @@ fn median_run(runs: &[Stats]) -> Stats {
 
 async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: i32) {
     match variant {
-        Variant::Baseline | Variant::BaselineViaPgBouncer => {
+        Variant::Baseline
+        | Variant::BaselineViaPgBouncer
+        | Variant::BaselineViaTransactionPgBouncer => {
             // PgBouncer drops the `options` that put the baseline pool on its schema.
-            let (pool, sql) = if variant == Variant::Baseline {
-                (&setup.baseline, SQL)
-            } else {
-                (&setup.baseline_bouncer, BASE_SQL)
+            let (pool, sql) = match variant {
+                Variant::Baseline => (&setup.baseline, SQL),
+                Variant::BaselineViaPgBouncer => (&setup.baseline_bouncer, BASE_SQL),
+                _ => (&setup.baseline_transaction_bouncer, BASE_SQL),
             };
             let c = pool.get().await.unwrap();
+            if variant == Variant::BaselineViaTransactionPgBouncer
+                && !setup.transaction_bouncer_keeps
+            {
+                use tenant_schemas::tokio_postgres::types::Type;
+                for _ in 0..queries {
+                    c.query_typed(sql, &[(&id, Type::INT4)]).await.unwrap();
+                }
+                return;
+            }
             let stmt = c.prepare_cached(sql).await.unwrap();
             for _ in 0..queries {
                 c.query_one(&stmt, &[&id]).await.unwrap();
@@ -542,6 +564,12 @@ async fn main() {
             "baseline_pgbouncer",
             None,
         ),
+        baseline_transaction_bouncer: make_pool(
+            &transaction_bouncer.config(db.name()),
+            "baseline_transaction_pgbouncer",
+            None,
+        ),
+        transaction_bouncer_keeps: transaction_bouncer.keeps_prepared_statements(),
         transaction_bouncer: SchemaRouter::builder(make_pool(
             &transaction_bouncer.config(db.name()),
             "transaction_pgbouncer",

@@ -69,6 +69,12 @@ pub(crate) struct Effects {
     /// session mode the connection's next switch resets the session (see
     /// [`leaves_settings`](Self::leaves_settings)).
     pub(crate) runs_unseen: bool,
+    /// A statement may drop or rename a schema (`DROP SCHEMA`, `ALTER SCHEMA`, `DROP
+    /// OWNED`): what this process saw of schemas' existence no longer holds, and every
+    /// connection verifies its schema again before its next statement. A function that does
+    /// it is not seen: the process then notices within a second, as it notices another
+    /// process's deletion.
+    pub(crate) changes_schemas: bool,
 }
 
 impl Effects {
@@ -85,6 +91,7 @@ impl Effects {
             session_settings: self.session_settings || other.session_settings,
             own_transaction: self.own_transaction || other.own_transaction,
             runs_unseen: self.runs_unseen || other.runs_unseen,
+            changes_schemas: self.changes_schemas || other.changes_schemas,
         }
     }
 
@@ -187,6 +194,11 @@ impl Effects {
         }
         if is("set") || is("reset") {
             self.sets = true;
+        }
+        if ((is("drop") || is("alter")) && second.eq_ignore_ascii_case("schema"))
+            || (is("drop") && second.eq_ignore_ascii_case("owned"))
+        {
+            self.changes_schemas = true;
         }
     }
 }
@@ -915,6 +927,28 @@ mod tests {
                 ..effects(sql)
             };
             assert_eq!(without_role, Effects::default(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn schema_drops_and_renames_are_seen() {
+        for sql in [
+            "DROP SCHEMA acme CASCADE",
+            "drop schema if exists \"acme\"",
+            "/* tidy */ ALTER SCHEMA acme RENAME TO old_acme",
+            "SELECT 1; DROP OWNED BY acme_role",
+            "DROP\n  SCHEMA acme",
+        ] {
+            assert!(effects(sql).changes_schemas, "{sql}");
+        }
+        for sql in [
+            "SELECT 'DROP SCHEMA acme'",
+            "CREATE SCHEMA acme",
+            "DROP TABLE schema",
+            "-- DROP SCHEMA acme\nSELECT 1",
+            "SELECT \"drop schema\" FROM t",
+        ] {
+            assert!(!effects(sql).changes_schemas, "{sql}");
         }
     }
 

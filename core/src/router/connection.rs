@@ -231,6 +231,9 @@ const UNKNOWN_STATEMENT: Effects = Effects {
     session_settings: true,
     own_transaction: true,
     runs_unseen: true,
+    // Not assumed: every connection of the process would verify its schema again after
+    // each such statement. A schema dropped by one is noticed within a second.
+    changes_schemas: false,
 };
 
 /// The operation [`ConnectionScope::with_statement`] runs for the query family: the
@@ -630,6 +633,12 @@ impl ConnectionScope {
     fn after_running(&self, effects: Effects) {
         if effects.drops_prepared {
             self.statements_dropped();
+        }
+        if effects.changes_schemas {
+            // A schema dropped or renamed by this SQL (the tenant's own, say): its
+            // unqualified names would otherwise resolve in `public` until the sighting of
+            // the schema expires.
+            session::everything_changed();
         }
         if effects.session {
             self.forget_path();
@@ -1166,7 +1175,7 @@ impl ConnectionScope {
             refuse_transaction_control(sql)?;
             let _entered = self.gate.enter(&self.schema).await?;
             let result = self.local_transaction(run(), true).await;
-            self.after_dropping_prepared(sql);
+            self.after_own_transaction(sql);
             return result.map_err(|e| e.while_doing(action));
         }
         let effects = sql::effects(sql);

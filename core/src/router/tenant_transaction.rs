@@ -34,6 +34,9 @@ pub struct TenantTransaction<'a> {
     settings: Arc<str>,
     /// The path must be set again before the next statement.
     reassert: AtomicBool,
+    /// SQL that may drop or rename a schema ran: once it commits, every connection of the
+    /// process verifies its schema again.
+    changes_schemas: AtomicBool,
     /// What each statement prepared through this transaction may do.
     prepared: PreparedEffects,
     /// The tenant is read-only: SQL that could make the transaction writable is refused.
@@ -62,6 +65,7 @@ impl<'a> TenantTransaction<'a> {
             schema,
             settings,
             reassert: AtomicBool::new(false),
+            changes_schemas: AtomicBool::new(false),
             prepared: PreparedEffects::default(),
             read_only,
             role,
@@ -124,6 +128,9 @@ impl<'a> TenantTransaction<'a> {
         if effects.session {
             // Set before the statement runs: if it is cancelled, the next one still resets.
             self.reassert.store(true, Ordering::Release);
+        }
+        if effects.changes_schemas {
+            self.changes_schemas.store(true, Ordering::Release);
         }
         Ok(())
     }
@@ -255,10 +262,17 @@ impl<'a> TenantTransaction<'a> {
     /// Commits the transaction.
     pub async fn commit(self) -> Result<()> {
         let schema = self.schema.clone();
-        self.tx
+        let changes_schemas = self.changes_schemas.load(Ordering::Acquire);
+        let committed = self
+            .tx
             .commit()
             .await
-            .map_err(|e| Error::db("committing", &schema, e))
+            .map_err(|e| Error::db("committing", &schema, e));
+        if changes_schemas {
+            // Committed or not (an answer lost with the connection): verified again.
+            super::session::everything_changed();
+        }
+        committed
     }
 
     /// Rolls the transaction back (dropping it does the same).

@@ -93,7 +93,7 @@ impl ConnectionScope {
             }
             other => other,
         };
-        self.after_dropping_prepared(sql);
+        self.after_own_transaction(sql);
         result.map_err(|e| e.while_doing(action))
     }
 
@@ -196,10 +196,16 @@ impl ConnectionScope {
     /// After user SQL ran in transaction mode: if it may have dropped prepared statements
     /// (`DEALLOCATE ALL`, which PgBouncer answers by forgetting the client's statements; it
     /// would close the connection at the next `Bind` of one), the connection's cached
-    /// statements are dropped too, and the client's type lookups prepared again.
-    pub(super) fn after_dropping_prepared(&self, sql: &str) {
-        if crate::sql::effects(sql).drops_prepared {
+    /// statements are dropped too, and the client's type lookups prepared again. If it may
+    /// have dropped or renamed a schema, every connection of the process verifies its schema
+    /// again (see the session mode's `after_running`).
+    pub(super) fn after_own_transaction(&self, sql: &str) {
+        let effects = crate::sql::effects(sql);
+        if effects.drops_prepared {
             self.statements_dropped();
+        }
+        if effects.changes_schemas {
+            session::everything_changed();
         }
     }
 

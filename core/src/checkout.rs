@@ -653,6 +653,19 @@ pub struct SqlEffects {
     /// function that may): behind a transaction pooler it would stay on the server
     /// connection for the next client ([`refuse_session_settings`](Self::refuse_session_settings)).
     pub outlives_transaction: bool,
+    /// A statement may drop or rename a schema (`DROP SCHEMA`, `ALTER SCHEMA`, `DROP OWNED`):
+    /// the tenant's own, maybe, whose unqualified names would then resolve in `public`.
+    /// Verify the schema again before the next statement, and tell the process
+    /// ([`schemas_changed`]) once it committed.
+    pub changes_schemas: bool,
+}
+
+/// Tells every connection of this process that a schema may have been dropped or renamed:
+/// each verifies its schema again before its next statement, as after a deletion through a
+/// `Tenancy`. The core's router calls it after SQL it reads as [`SqlEffects::changes_schemas`];
+/// a driver that sees its SQL calls it after such SQL committed.
+pub fn schemas_changed() {
+    crate::router::session::everything_changed();
 }
 
 impl SqlEffects {
@@ -666,6 +679,7 @@ impl SqlEffects {
             controls_transaction: effects.transaction_control,
             escapes_read_only: effects.escapes_read_only,
             outlives_transaction: effects.session_settings,
+            changes_schemas: effects.changes_schemas,
         }
     }
 }

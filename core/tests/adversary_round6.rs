@@ -1397,6 +1397,28 @@ async fn a_tenant_dropping_its_own_schema_fails_closed() {
         fails_closed(&routers, &d, (&n, gen_n), way).await;
     }
 
+    // Inside a tenant transaction, the next statement of the same transaction (session and
+    // transaction mode): the schema is checked before it, and is gone there.
+    for (i, r) in [&router, &transaction].into_iter().enumerate() {
+        let d = schema(&format!("dropper_tx{i}"));
+        create(&db, &tenancy, &d).await;
+        fresh(r, &d).await.unwrap();
+        let mut scope = r.connection_for_schema(&d).await.unwrap();
+        let tx = scope.transaction().await.unwrap();
+        tx.batch_execute(&format!("DROP SCHEMA {} CASCADE", d.quoted()))
+            .await
+            .unwrap();
+        let next = tx
+            .query_one("SELECT current_schema()::text, gen FROM born", &[])
+            .await
+            .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, i64>(1)));
+        assert!(
+            matches!(next, Err(Error::SchemaMissing { .. })),
+            "the same transaction's next statement: {next:?}"
+        );
+        drop(tx);
+    }
+
     // A function does it: the reader sees a call, not the drop.
     let d = schema("dropper_fn");
     create(&db, &tenancy, &d).await;

@@ -133,16 +133,22 @@ impl SeaOrmConnection {
         let mut held = self.held.lock().await;
         let conn = self.ensure(&mut held, op.stage()).await?;
         let effects = exec::admit(op, conn.schema(), conn.status(), false)?;
-        if !effects.changes_session {
+        if !effects.changes_session && !effects.changes_schemas {
             return exec::run(conn, op, true).await;
         }
         // The session may no longer be what the checkout made it (path, read-only, prepared
-        // statements): the connection goes back to the pool, whose next checkout sets it
-        // afresh, and this handle's next statement checks one out. Taken out before the
-        // statement is sent, so that a call cancelled mid-flight cannot leave it held.
+        // statements), or the schema may be gone (`DROP SCHEMA`, after which unqualified
+        // names resolve in `public`): the connection goes back to the pool, whose next
+        // checkout sets it afresh and checks the schema, and this handle's next statement
+        // checks one out. Taken out before the statement is sent, so that a call cancelled
+        // mid-flight cannot leave it held.
         let mut conn = held.conn.take().expect("a connection was just checked out");
         drop(held);
-        exec::run(&mut conn, op, true).await
+        let out = exec::run(&mut conn, op, true).await;
+        if effects.changes_schemas {
+            tenant_schemas::checkout::schemas_changed();
+        }
+        out
     }
 
     /// Begins a transaction on this connection (`BEGIN`; `BEGIN READ ONLY` for a read-only

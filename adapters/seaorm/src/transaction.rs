@@ -35,6 +35,9 @@ struct State<'c> {
     /// A statement that may have changed the session was sent and the path not set again
     /// since (the call was cancelled, or failed): set it before the next statement.
     reassert: bool,
+    /// A statement that may drop or rename a schema ran: the process is told when the
+    /// transaction commits ([`tenant_schemas::checkout::schemas_changed`]).
+    changes_schemas: bool,
 }
 
 /// A SeaORM transaction bound to one tenant's schema: from
@@ -72,6 +75,7 @@ impl<'c> SeaOrmTransaction<'c> {
                 conn,
                 path: None,
                 reassert: false,
+                changes_schemas: false,
             }),
             schema,
             status,
@@ -110,6 +114,14 @@ impl<'c> SeaOrmTransaction<'c> {
 
     async fn finish(self, commit: bool) -> Result<(), DbErr> {
         let mut state = self.state.lock().await;
+        let done = self.finish_locked(&mut state, commit).await;
+        if commit && state.changes_schemas {
+            tenant_schemas::checkout::schemas_changed();
+        }
+        done
+    }
+
+    async fn finish_locked(&self, state: &mut State<'c>, commit: bool) -> Result<(), DbErr> {
         match std::mem::replace(&mut state.conn, TxConn::Done) {
             TxConn::Borrowed(held) => {
                 let Some(conn) = held.conn.as_mut() else {
@@ -121,10 +133,10 @@ impl<'c> SeaOrmTransaction<'c> {
                 } else {
                     <Postgres as Database>::TransactionManager::rollback(conn).await
                 };
-                if done.is_err() || state.path.is_some() {
+                if done.is_err() || state.path.is_some() || state.changes_schemas {
                     // Failed to end, or a statement may have changed the session for good
-                    // (a `SET` without `LOCAL`): the connection's next statement checks one
-                    // out afresh.
+                    // (a `SET` without `LOCAL`) or dropped the schema: the connection's next
+                    // statement checks one out afresh (and the schema's existence with it).
                     held.conn = None;
                 }
                 done.map_err(|e| Stage::Execute.sqlx(e))
@@ -171,6 +183,7 @@ impl<'c> SeaOrmTransaction<'c> {
             conn,
             path,
             reassert,
+            changes_schemas,
         } = &mut *state;
         let conn: &mut PgConnection = match conn {
             TxConn::Borrowed(held) => match held.conn.as_mut() {
@@ -194,12 +207,39 @@ impl<'c> SeaOrmTransaction<'c> {
             *path = Some(current);
         }
         *reassert = effects.changes_session;
+        *changes_schemas |= effects.changes_schemas;
         let out = exec::run(conn, op, self.persistent).await?;
         if *reassert {
             self.set_path(conn, path.as_deref(), op).await?;
             *reassert = false;
         }
+        if effects.changes_schemas {
+            // The tenant's schema may be gone inside this transaction: its unqualified names
+            // would resolve in `public` from the next statement on. Checked now; missing, the
+            // call fails (and the transaction with it).
+            self.check_schema(conn, op).await?;
+        }
         Ok(out)
+    }
+
+    /// Fails with [`tenant_schemas_sqlx::Error::SchemaMissing`] if the transaction no longer
+    /// sees its schema: the server's error (`3F000`) aborts the transaction, so no later
+    /// statement runs in it, even if the caller goes on after the error.
+    async fn check_schema(&self, conn: &mut PgConnection, op: Op<'_>) -> Result<(), DbErr> {
+        let checked = sqlx::query("SELECT $1::pg_catalog.text::pg_catalog.regnamespace")
+            .bind(self.schema.quoted())
+            .persistent(self.persistent)
+            .execute(conn)
+            .await;
+        match checked {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3F000") => Err(op
+                .stage()
+                .refusal(tenant_schemas_sqlx::Error::SchemaMissing {
+                    schema: self.schema.clone(),
+                })),
+            Err(e) => Err(op.stage().sqlx(e)),
+        }
     }
 
     /// Sets the transaction's search path again (`SET LOCAL`), as read before the first

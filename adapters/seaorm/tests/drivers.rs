@@ -104,6 +104,71 @@ async fn drop_behind_the_back(pool: &tenant_schemas::deadpool_postgres::Pool, sc
         .unwrap();
 }
 
+/// Whether `got` is a refusal for a missing schema (not a read of `public`'s marker).
+fn is_missing(schema: &SchemaName, got: Result<String, DbErr>) -> bool {
+    match got {
+        Ok(_) => false,
+        Err(e) => Error::from_db_err(schema, e).is_schema_missing(),
+    }
+}
+
+/// A tenant's own SQL drops its schema through SeaORM (`DROP SCHEMA`, which the door reads):
+/// on a connection handle, the handle's next statement fails with a missing schema instead
+/// of reading `public`'s marker; inside a transaction, the dropping call itself fails and so
+/// does everything after it in the transaction; rolled back, the schema is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seaorm_a_tenant_dropping_its_own_schema_fails_closed() {
+    let (db, _tenancy, schemas, _pool) =
+        marked_over_public("sdrop", 3, 3, SearchPathMode::Session).await;
+    let sqlx_pool = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(connect_options(db.config()))
+        .await
+        .unwrap();
+    let router = SeaOrmRouter::new(SqlxRouter::new(sqlx_pool));
+    let drop_sql = |s: &SchemaName| format!("DROP SCHEMA {} CASCADE", s.quoted());
+
+    // A connection handle.
+    let s = &schemas[0];
+    let conn = router.connection_for_schema(s).await.unwrap();
+    assert_eq!(marker(&conn, MARKER).await.unwrap(), s.as_str());
+    conn.execute_unprepared(&drop_sql(s)).await.unwrap();
+    let after = marker(&conn, MARKER).await;
+    let shown = format!("{after:?}");
+    assert!(is_missing(s, after), "the handle's next statement: {shown}");
+    drop(conn);
+
+    // Inside a transaction of its own: the dropping call fails, and so does what follows.
+    let s = &schemas[1];
+    let tx = router.begin_for(s).await.unwrap();
+    assert_eq!(marker(&tx, MARKER).await.unwrap(), s.as_str());
+    let dropped = tx.execute_unprepared(&drop_sql(s)).await;
+    let shown = format!("{dropped:?}");
+    assert!(
+        dropped.is_err_and(|e| Error::from_db_err(s, e).is_schema_missing()),
+        "the dropping call in a transaction: {shown}"
+    );
+    let after = marker(&tx, MARKER).await;
+    assert!(
+        after.is_err(),
+        "a statement after it in the transaction: {after:?}"
+    );
+    drop(tx);
+
+    // A transaction begun on a handle: the dropping call fails; rolled back, the handle
+    // reads its schema again.
+    let s = &schemas[2];
+    let mut conn = router.connection_for_schema(s).await.unwrap();
+    assert_eq!(marker(&conn, MARKER).await.unwrap(), s.as_str());
+    {
+        let tx = conn.begin().await.unwrap();
+        let dropped = tx.execute_unprepared(&drop_sql(s)).await;
+        assert!(dropped.is_err(), "{dropped:?}");
+        tx.rollback().await.unwrap();
+    }
+    assert_eq!(marker(&conn, MARKER).await.unwrap(), s.as_str());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seaorm_session_mode() {
     let (db, _tenancy, schemas, pool) =

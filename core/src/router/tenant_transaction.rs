@@ -37,6 +37,10 @@ pub struct TenantTransaction<'a> {
     /// SQL that may drop or rename a schema ran: once it commits, every connection of the
     /// process verifies its schema again.
     changes_schemas: AtomicBool,
+    /// SQL that may drop or rename a schema ran since the schema was last seen in this
+    /// transaction: the next statement first checks that it still exists (dropped inside the
+    /// transaction, its unqualified names would resolve in `public`).
+    verify: AtomicBool,
     /// What each statement prepared through this transaction may do.
     prepared: PreparedEffects,
     /// The tenant is read-only: SQL that could make the transaction writable is refused.
@@ -66,6 +70,7 @@ impl<'a> TenantTransaction<'a> {
             settings,
             reassert: AtomicBool::new(false),
             changes_schemas: AtomicBool::new(false),
+            verify: AtomicBool::new(false),
             prepared: PreparedEffects::default(),
             read_only,
             role,
@@ -118,12 +123,26 @@ impl<'a> TenantTransaction<'a> {
             None if effects.session_settings => return Err(Error::session_settings_refused()),
             _ => {}
         }
-        if self.reassert.load(Ordering::Acquire) {
-            self.tx
-                .batch_execute(&self.settings)
-                .await
-                .map_err(|e| Error::db("switching search_path", &self.schema, e))?;
+        let verify = self.verify.load(Ordering::Acquire);
+        if self.reassert.load(Ordering::Acquire) || verify {
+            let mut sql = self.settings.to_string();
+            if verify {
+                sql.push_str(&format!(
+                    "; SELECT '{}'::pg_catalog.regnamespace",
+                    self.schema.quoted()
+                ));
+            }
+            self.tx.batch_execute(&sql).await.map_err(|e| {
+                if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME) {
+                    Error::SchemaMissing {
+                        schema: self.schema.clone(),
+                    }
+                } else {
+                    Error::db("switching search_path", &self.schema, e)
+                }
+            })?;
             self.reassert.store(false, Ordering::Release);
+            self.verify.store(false, Ordering::Release);
         }
         if effects.session {
             // Set before the statement runs: if it is cancelled, the next one still resets.
@@ -131,6 +150,7 @@ impl<'a> TenantTransaction<'a> {
         }
         if effects.changes_schemas {
             self.changes_schemas.store(true, Ordering::Release);
+            self.verify.store(true, Ordering::Release);
         }
         Ok(())
     }

@@ -243,6 +243,42 @@ impl World {
     }
 }
 
+/// Creates `name` through `tenancy` (a new generation), recorded with the oracle.
+async fn create_recorded(world: &World, db: &TestDatabase, tenancy: &Tenancy, name: &SchemaName) {
+    world.begin();
+    let g = create(db, tenancy, name).await;
+    world.commit(|m| {
+        m.insert(name.as_str().to_owned(), g);
+    });
+}
+
+/// Deletes `name` through `tenancy`, recorded with the oracle.
+async fn delete_recorded(world: &World, tenancy: &Tenancy, name: &SchemaName) {
+    world.begin();
+    tenancy.delete_tenant(name, DropSchema::Yes).await.unwrap();
+    world.commit(|m| {
+        m.remove(name.as_str());
+    });
+}
+
+/// Renames `name` to `away` through `tenancy` (its generation goes along), recorded with the
+/// oracle; readers pick `away` too from then on.
+async fn rename_recorded(
+    world: &World,
+    tenancy: &Tenancy,
+    name: &SchemaName,
+    away: &SchemaName,
+    names: &Mutex<Vec<SchemaName>>,
+) {
+    world.begin();
+    tenancy.rename_schema(name, away).await.unwrap();
+    world.commit(|m| {
+        let g = m.remove(name.as_str()).unwrap();
+        m.insert(away.as_str().to_owned(), g);
+    });
+    names.lock().unwrap().push(away.clone());
+}
+
 /// Asserts the verdict: nothing read from the wrong place, no odd error; prints the tally.
 fn assert_verdict(what: &str, v: &Verdict, min_ok: u64) {
     println!(
@@ -449,18 +485,8 @@ async fn rename_churn_never_serves_the_renamed_rows_under_the_reused_name() {
     for k in 0..14 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let away = schema(&format!("v_r{k}"));
-        world.begin();
-        tenancy.rename_schema(&v, &away).await.unwrap();
-        world.commit(|m| {
-            let g = m.remove("v").unwrap();
-            m.insert(away.as_str().to_owned(), g);
-        });
-        names.lock().unwrap().push(away);
-        world.begin();
-        let g = create(&db, &tenancy, &v).await;
-        world.commit(|m| {
-            m.insert("v".to_owned(), g);
-        });
+        rename_recorded(&world, &tenancy, &v, &away, &names).await;
+        create_recorded(&world, &db, &tenancy, &v).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     finish(&stop, tasks).await;
@@ -526,21 +552,10 @@ async fn delete_and_recreate_churn_across_connection_groups() {
     for round in 0..10 {
         tokio::time::sleep(Duration::from_millis(120)).await;
         for victim in [&del0, &del1] {
-            world.begin();
-            tenancy
-                .delete_tenant(victim, DropSchema::Yes)
-                .await
-                .unwrap();
-            world.commit(|m| {
-                m.remove(victim.as_str());
-            });
+            delete_recorded(&world, &tenancy, victim).await;
             // A moment with the name gone: readers must fail cleanly, never read public.
             tokio::time::sleep(Duration::from_millis(40)).await;
-            world.begin();
-            let g = create(&db, &tenancy, victim).await;
-            world.commit(|m| {
-                m.insert(victim.as_str().to_owned(), g);
-            });
+            create_recorded(&world, &db, &tenancy, victim).await;
         }
         if round % 3 == 0 {
             // A new name for `ren`'s generation in another home group.
@@ -551,18 +566,8 @@ async fn delete_and_recreate_churn_across_connection_groups() {
                     break schema(&candidate);
                 }
             };
-            world.begin();
-            tenancy.rename_schema(&ren, &away).await.unwrap();
-            world.commit(|m| {
-                let g = m.remove(ren.as_str()).unwrap();
-                m.insert(away.as_str().to_owned(), g);
-            });
-            names.lock().unwrap().push(away);
-            world.begin();
-            let g = create(&db, &tenancy, &ren).await;
-            world.commit(|m| {
-                m.insert(ren.as_str().to_owned(), g);
-            });
+            rename_recorded(&world, &tenancy, &ren, &away, &names).await;
+            create_recorded(&world, &db, &tenancy, &ren).await;
         }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -649,31 +654,13 @@ async fn routers_with_different_extra_schemas_share_one_pool_through_churn() {
     for k in 0..10 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         // Through A: x0 deleted and made again.
-        world.begin();
-        a.delete_tenant(&x0, DropSchema::Yes).await.unwrap();
-        world.commit(|m| {
-            m.remove("x0");
-        });
+        delete_recorded(&world, &a, &x0).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
-        world.begin();
-        let g = create(&db, &a, &x0).await;
-        world.commit(|m| {
-            m.insert("x0".to_owned(), g);
-        });
+        create_recorded(&world, &db, &a, &x0).await;
         // Through B: x1 renamed away, its name made again through B.
         let away = schema(&format!("x1_r{k}"));
-        world.begin();
-        b.rename_schema(&x1, &away).await.unwrap();
-        world.commit(|m| {
-            let g = m.remove("x1").unwrap();
-            m.insert(away.as_str().to_owned(), g);
-        });
-        names.lock().unwrap().push(away);
-        world.begin();
-        let g = create(&db, &b, &x1).await;
-        world.commit(|m| {
-            m.insert("x1".to_owned(), g);
-        });
+        rename_recorded(&world, &b, &x1, &away, &names).await;
+        create_recorded(&world, &db, &b, &x1).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     finish(&stop, tasks).await;
@@ -941,14 +928,7 @@ async fn more_schemas_than_the_memo_of_places_holds() {
     // … a fresh checkout of the same tenant (its place made again) too …
     assert_eq!(fresh(&router, &hot[0]).await.unwrap().1, gen0);
     // … and once the tenant is deleted, both fail cleanly.
-    world.begin();
-    tenancy
-        .delete_tenant(&hot[0], DropSchema::Yes)
-        .await
-        .unwrap();
-    world.commit(|m| {
-        m.remove("hot0");
-    });
+    delete_recorded(&world, &tenancy, &hot[0]).await;
     let after = held
         .query_one("SELECT current_schema()::text, gen FROM born", &[])
         .await;
@@ -984,33 +964,12 @@ async fn churn(
     round: usize,
 ) {
     let victim = &hot[1];
-    world.begin();
-    tenancy
-        .delete_tenant(victim, DropSchema::Yes)
-        .await
-        .unwrap();
-    world.commit(|m| {
-        m.remove(victim.as_str());
-    });
+    delete_recorded(world, tenancy, victim).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    world.begin();
-    let g = create(db, tenancy, victim).await;
-    world.commit(|m| {
-        m.insert(victim.as_str().to_owned(), g);
-    });
+    create_recorded(world, db, tenancy, victim).await;
     let away = schema(&format!("hot2_r{round}"));
-    world.begin();
-    tenancy.rename_schema(&hot[2], &away).await.unwrap();
-    world.commit(|m| {
-        let g = m.remove("hot2").unwrap();
-        m.insert(away.as_str().to_owned(), g);
-    });
-    names.lock().unwrap().push(away);
-    world.begin();
-    let g = create(db, tenancy, &hot[2]).await;
-    world.commit(|m| {
-        m.insert("hot2".to_owned(), g);
-    });
+    rename_recorded(world, tenancy, &hot[2], &away, names).await;
+    create_recorded(world, db, tenancy, &hot[2]).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1493,29 +1452,11 @@ async fn the_handoff_storm_through_deletions_and_renames() {
     let tasks = readers(&world, &doors, &names, 64, &stop, &cancelled);
     for k in 0..12 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        world.begin();
-        tenancy.delete_tenant(&h0, DropSchema::Yes).await.unwrap();
-        world.commit(|m| {
-            m.remove("s0");
-        });
-        world.begin();
-        let g = create(&db, &tenancy, &h0).await;
-        world.commit(|m| {
-            m.insert("s0".to_owned(), g);
-        });
+        delete_recorded(&world, &tenancy, &h0).await;
+        create_recorded(&world, &db, &tenancy, &h0).await;
         let away = schema(&format!("s1_r{k}"));
-        world.begin();
-        tenancy.rename_schema(&h1, &away).await.unwrap();
-        world.commit(|m| {
-            let g = m.remove("s1").unwrap();
-            m.insert(away.as_str().to_owned(), g);
-        });
-        names.lock().unwrap().push(away);
-        world.begin();
-        let g = create(&db, &tenancy, &h1).await;
-        world.commit(|m| {
-            m.insert("s1".to_owned(), g);
-        });
+        rename_recorded(&world, &tenancy, &h1, &away, &names).await;
+        create_recorded(&world, &db, &tenancy, &h1).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     finish(&stop, tasks).await;

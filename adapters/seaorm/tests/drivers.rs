@@ -104,6 +104,16 @@ async fn drop_behind_the_back(pool: &tenant_schemas::deadpool_postgres::Pool, sc
         .unwrap();
 }
 
+/// A SeaORM router in session mode over a sqlx pool of 3 connections to `db`.
+async fn session_router(db: &TestDatabase) -> SeaOrmRouter {
+    let sqlx_pool = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(connect_options(db.config()))
+        .await
+        .unwrap();
+    SeaOrmRouter::new(SqlxRouter::new(sqlx_pool))
+}
+
 /// Whether `got` is a refusal for a missing schema (not a read of `public`'s marker).
 fn is_missing(schema: &SchemaName, got: Result<String, DbErr>) -> bool {
     match got {
@@ -120,12 +130,7 @@ fn is_missing(schema: &SchemaName, got: Result<String, DbErr>) -> bool {
 async fn seaorm_a_tenant_dropping_its_own_schema_fails_closed() {
     let (db, _tenancy, schemas, _pool) =
         marked_over_public("sdrop", 3, 3, SearchPathMode::Session).await;
-    let sqlx_pool = PgPoolOptions::new()
-        .max_connections(3)
-        .connect_with(connect_options(db.config()))
-        .await
-        .unwrap();
-    let router = SeaOrmRouter::new(SqlxRouter::new(sqlx_pool));
+    let router = session_router(&db).await;
     let drop_sql = |s: &SchemaName| format!("DROP SCHEMA {} CASCADE", s.quoted());
 
     // A connection handle.
@@ -173,12 +178,7 @@ async fn seaorm_a_tenant_dropping_its_own_schema_fails_closed() {
 async fn seaorm_session_mode() {
     let (db, _tenancy, schemas, pool) =
         marked_over_public("dorm", 2, 3, SearchPathMode::Session).await;
-    let sqlx_pool = PgPoolOptions::new()
-        .max_connections(3)
-        .connect_with(connect_options(db.config()))
-        .await
-        .unwrap();
-    let router = SeaOrmRouter::new(SqlxRouter::new(sqlx_pool));
+    let router = session_router(&db).await;
     scenario::run(SeaOrm(router.clone()), &schemas[0], &schemas[1], || async {
         drop_behind_the_back(&pool, &schemas[1]).await;
     })

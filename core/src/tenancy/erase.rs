@@ -126,11 +126,15 @@ impl Tenancy {
         }
         // New checkouts are refused from here; the deletion waits for (or cuts off) those
         // in flight, then counts under locks that it holds until the schema is dropped.
-        self.set_status(schema, TenantStatus::Maintenance).await?;
-        let tables = match self
-            .delete_counting(schema, drop, true, Dropping::Erase)
-            .await
-        {
+        // Setting the state can fail after it was made too: a rename that ran between the
+        // change and its reading back moved the tenant (seen in CI, the tenant left in
+        // maintenance under its new name).
+        let erased = async {
+            self.set_status(schema, TenantStatus::Maintenance).await?;
+            self.delete_counting(schema, drop, true, Dropping::Erase)
+                .await
+        };
+        let tables = match erased.await {
             Ok((_, tables)) => tables.unwrap_or_default(),
             Err(e) => {
                 // Nothing was erased (the count, the look for outside dependents and the

@@ -610,9 +610,16 @@ impl Tenancy {
     /// switched again before their next statement. The hooks hear
     /// [`TenantEvent::StatusChanged`] when the state changed.
     pub async fn set_status(&self, schema: &SchemaName, status: TenantStatus) -> Result<()> {
-        let before = self.inner.registry.get(schema).await?.status;
+        let tenant = self.inner.registry.get(schema).await?;
+        let before = tenant.status;
         self.inner.registry.set_status(schema, status).await?;
-        let record = self.inner.registry.get(schema).await?;
+        // Read back by id: a rename committed since the change moved the tenant, and the
+        // change, made, would otherwise be reported as a tenant not found. By name when the
+        // id is gone (deleted, and the name taken by another tenant the change then reached).
+        let record = match self.inner.registry.get_by_id(tenant.id).await? {
+            Some(record) => record,
+            None => self.inner.registry.get(schema).await?,
+        };
         self.forget(&record).await;
         if before != status {
             self.emit(TenantEvent::StatusChanged {

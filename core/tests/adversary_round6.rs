@@ -1063,7 +1063,7 @@ async fn a_scope_across_rename_recreate_and_delete() {
     let long = tokio::spawn(async move {
         running
             .query_one(
-                "SELECT current_schema()::text, gen FROM born, pg_sleep(5.0) AS z",
+                "SELECT current_schema()::text, gen FROM born, pg_sleep(8.0) AS z",
                 &[],
             )
             .await
@@ -1072,7 +1072,7 @@ async fn a_scope_across_rename_recreate_and_delete() {
     // The long statement holds the gate once the server runs it.
     until_counted(
         &db,
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(5.0)%' \
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(8.0)%' \
          AND pid <> pg_backend_pid()",
         &[],
     )
@@ -1093,9 +1093,11 @@ async fn a_scope_across_rename_recreate_and_delete() {
     // through a pool of its own (neither the scopes' nor the tenancy's connections are in
     // its way) is then held back. A fixed pause was not enough on a loaded machine, where
     // the deletion had not reached the gate yet and the statement below ran before it.
-    let deadline = Instant::now() + Duration::from_secs(4);
+    // A probe held for two seconds is held by the gate: on its warm connection `SELECT 1`
+    // takes milliseconds even on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let held = tokio::time::timeout(Duration::from_millis(500), async {
+        let held = tokio::time::timeout(Duration::from_secs(2), async {
             let c = probe.connection_for_schema(&a).await?;
             c.query_one("SELECT 1", &[]).await
         })

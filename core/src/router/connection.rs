@@ -213,6 +213,11 @@ impl<'a> Behind<'a> {
     }
 }
 
+/// A statement that fails with `invalid_schema_name` (3F000) when `schema` is missing.
+pub(super) fn existence_check(schema: &SchemaName) -> String {
+    format!("SELECT '{}'::pg_catalog.regnamespace", schema.quoted())
+}
+
 fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     params.iter().copied().zip(types.iter().cloned()).collect()
 }
@@ -388,7 +393,7 @@ impl ConnectionScope {
     /// with `invalid_schema_name` (3F000) when it does not, which rolls back the switch it
     /// is sent with.
     fn existence_check(&self) -> String {
-        format!("SELECT '{}'::pg_catalog.regnamespace", self.schema.quoted())
+        existence_check(&self.schema)
     }
 
     /// Sends the switch. Its message is written on this future's first poll, so it reaches

@@ -127,10 +127,8 @@ impl<'a> TenantTransaction<'a> {
         if self.reassert.load(Ordering::Acquire) || verify {
             let mut sql = self.settings.to_string();
             if verify {
-                sql.push_str(&format!(
-                    "; SELECT '{}'::pg_catalog.regnamespace",
-                    self.schema.quoted()
-                ));
+                sql.push_str("; ");
+                sql.push_str(&super::connection::existence_check(&self.schema));
             }
             self.tx.batch_execute(&sql).await.map_err(|e| {
                 if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME) {

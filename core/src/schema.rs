@@ -213,6 +213,11 @@ pub(crate) fn search_path(schema: &SchemaName, extras: &[SchemaName]) -> Arc<str
     Arc::from(path)
 }
 
+/// A statement that fails with `invalid_schema_name` (3F000) when `schema` is missing.
+pub(crate) fn existence_check(schema: &SchemaName) -> String {
+    format!("SELECT '{}'::pg_catalog.regnamespace", schema.quoted())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,11 +213,6 @@ impl<'a> Behind<'a> {
     }
 }
 
-/// A statement that fails with `invalid_schema_name` (3F000) when `schema` is missing.
-pub(super) fn existence_check(schema: &SchemaName) -> String {
-    format!("SELECT '{}'::pg_catalog.regnamespace", schema.quoted())
-}
-
 fn typed<'a>(params: Params<'a>, types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     params.iter().copied().zip(types.iter().cloned()).collect()
 }
@@ -393,7 +388,7 @@ impl ConnectionScope {
     /// with `invalid_schema_name` (3F000) when it does not, which rolls back the switch it
     /// is sent with.
     fn existence_check(&self) -> String {
-        existence_check(&self.schema)
+        crate::schema::existence_check(&self.schema)
     }
 
     /// Sends the switch. Its message is written on this future's first poll, so it reaches

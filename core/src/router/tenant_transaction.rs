@@ -128,7 +128,7 @@ impl<'a> TenantTransaction<'a> {
             let mut sql = self.settings.to_string();
             if verify {
                 sql.push_str("; ");
-                sql.push_str(&super::connection::existence_check(&self.schema));
+                sql.push_str(&crate::schema::existence_check(&self.schema));
             }
             self.tx.batch_execute(&sql).await.map_err(|e| {
                 if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME) {

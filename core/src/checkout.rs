@@ -951,6 +951,71 @@ pub(crate) fn local_start_statements(
     statements
 }
 
+/// The statements ahead of a transaction-mode statement run in its message's implicit
+/// transaction ([`implicit_transactions`](crate::SchemaRouterBuilder::implicit_transactions)),
+/// in order: what [`local_start_statements`] sends without `reset`, with `set_config(…, true)`
+/// for each `SET LOCAL` (outside a transaction block `SET LOCAL` warns, and the warning goes to
+/// the server's log). The timeout and the path in the first, before [`LEFT_OBJECTS`]; the
+/// role (`role` quoted, as for [`local_role_setting`]) last.
+pub(crate) fn implicit_start_statements(
+    path: &str,
+    timeout_ms: Option<u32>,
+    role: Option<&str>,
+) -> Vec<String> {
+    let mut statements = Vec::with_capacity(6);
+    let timeout = timeout_ms.map_or_else(|| "NULL".to_owned(), |ms| format!("'{ms}'"));
+    statements.push(format!(
+        "SELECT pg_catalog.set_config('statement_timeout', {timeout}, true), \
+         pg_catalog.set_config('search_path', {}, true)",
+        path_as_shown(path)
+    ));
+    statements.extend(LEFT_OBJECTS.map(str::to_owned));
+    let role = match role {
+        Some(role) => Some(unquote(role)),
+        None if crate::databases::roles_seen() => Some("none".to_owned()),
+        None => None,
+    };
+    if let Some(role) = role {
+        statements.push(format!(
+            "SELECT pg_catalog.set_config('role', {}, true)",
+            crate::roles::literal(&role)
+        ));
+    }
+    statements
+}
+
+/// An expression of `path` (a search path as the library writes it for `SET`: quoted
+/// identifiers and `public`, separated by `, `) as `SET search_path` stores it, each schema
+/// quoted only where PostgreSQL quotes it (`acme, public`; `"user", public`), for
+/// `current_setting('search_path')` to read the same whichever way the path was set.
+fn path_as_shown(path: &str) -> String {
+    let mut sql = String::with_capacity(2 * path.len() + 32);
+    for (i, element) in path.split(", ").enumerate() {
+        if i > 0 {
+            sql.push_str(" || ', ' || ");
+        }
+        if element.starts_with('"') {
+            sql.push_str("pg_catalog.quote_ident(");
+            sql.push_str(&crate::roles::literal(&unquote(element)));
+            sql.push(')');
+        } else {
+            sql.push_str(&crate::roles::literal(element));
+        }
+    }
+    sql
+}
+
+/// A quoted identifier's name (`"a""b"` is `a"b`); anything else as it is.
+fn unquote(identifier: &str) -> String {
+    match identifier
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => identifier.to_owned(),
+    }
+}
+
 /// The `SET LOCAL`s of a transaction-mode switch, in order: the search path `path`, the
 /// tenant's `statement_timeout` (`timeout_ms`) and, in role mode, its `role` (quoted); each
 /// ends with the transaction, so nothing is left to reset. Sent again, alone, to set the path

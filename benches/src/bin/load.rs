@@ -81,6 +81,11 @@ enum Variant {
     /// `Roles` keeping prepared statements across tenants
     /// (`TenantRoles::keep_statements_across_tenants`).
     RolesKept,
+    /// `Transaction` with `implicit_transactions(true)`: a plain query at hand runs in its
+    /// message's implicit transaction, its settings made local with `set_config`.
+    TransactionImplicit,
+    /// `TransactionViaPgBouncer` with `implicit_transactions(true)`.
+    TransactionImplicitViaPgBouncer,
     /// Not in the default set: `Session` with `reset_settings(true)` (every checkout switches,
     /// each switch begins with `RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE`). Built
     /// only when asked for: it makes the library's own work reset too, process-wide.
@@ -179,6 +184,7 @@ struct Setup {
     no_affinity: SchemaRouter,
     groups: SchemaRouter,
     transaction: SchemaRouter,
+    transaction_implicit: SchemaRouter,
     plain: Pool,
     qualified_pool: Pool,
     pipelined_pool: Pool,
@@ -188,6 +194,7 @@ struct Setup {
     /// `BaselineViaTransactionPgBouncer` runs its statement unnamed).
     transaction_bouncer_keeps: bool,
     transaction_bouncer: SchemaRouter,
+    transaction_implicit_bouncer: SchemaRouter,
     transaction_named_bouncer: SchemaRouter,
     transaction_bouncer_118: Option<SchemaRouter>,
 }
@@ -204,7 +211,9 @@ impl Setup {
             Variant::SessionGroups => &self.groups,
             Variant::SessionNoAffinity => &self.no_affinity,
             Variant::Transaction => &self.transaction,
+            Variant::TransactionImplicit => &self.transaction_implicit,
             Variant::TransactionViaPgBouncer => &self.transaction_bouncer,
+            Variant::TransactionImplicitViaPgBouncer => &self.transaction_implicit_bouncer,
             Variant::TransactionNamedViaPgBouncer => &self.transaction_named_bouncer,
             Variant::TransactionViaPgBouncer118 => self.transaction_bouncer_118.as_ref()?,
             _ => return None,
@@ -262,7 +271,9 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
             }
         }
         Variant::Transaction
+        | Variant::TransactionImplicit
         | Variant::TransactionViaPgBouncer
+        | Variant::TransactionImplicitViaPgBouncer
         | Variant::TransactionNamedViaPgBouncer
         | Variant::TransactionViaPgBouncer118 => {
             let router = setup.router(variant).expect("PgBouncer 1.18");
@@ -556,6 +567,14 @@ async fn main() {
         transaction: SchemaRouter::builder(make_pool(&config, "transaction", None))
             .mode(SearchPathMode::Transaction)
             .build(),
+        transaction_implicit: SchemaRouter::builder(make_pool(
+            &config,
+            "transaction_implicit",
+            None,
+        ))
+        .mode(SearchPathMode::Transaction)
+        .implicit_transactions(true)
+        .build(),
         plain: make_pool(&config, "naive", None),
         qualified_pool: make_pool(&config, "qualified", None),
         pipelined_pool: make_pool(&config, "pipelined", None),
@@ -576,6 +595,14 @@ async fn main() {
             None,
         ))
         .mode(SearchPathMode::Transaction)
+        .build(),
+        transaction_implicit_bouncer: SchemaRouter::builder(make_pool(
+            &transaction_bouncer.config(db.name()),
+            "transaction_implicit_pgbouncer",
+            None,
+        ))
+        .mode(SearchPathMode::Transaction)
+        .implicit_transactions(true)
         .build(),
         transaction_named_bouncer: SchemaRouter::builder(make_pool(
             &transaction_bouncer.config(db.name()),

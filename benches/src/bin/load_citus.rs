@@ -9,9 +9,13 @@
 //! - `session`: tenant-schemas, session search-path mode, a tenant picked uniformly from T
 //!   distributed tenants (Citus spreads them over both workers);
 //! - `transaction`: the same in transaction search-path mode (`BEGIN; SET LOCAL …`, the
-//!   statement, `COMMIT` in one flush), as behind a transaction pooler.
+//!   statement, `COMMIT` in one flush), as behind a transaction pooler;
+//! - `transaction-implicit`: transaction mode with `implicit_transactions(true)` (what a
+//!   `Tenancy` over a coordinator has by default): a plain query at hand goes in its
+//!   message's implicit transaction, the settings made local with `set_config` ahead of it,
+//!   no `BEGIN` or `COMMIT`.
 //!
-//! With `--profile`, four variants without the library split the gap between `baseline` and
+//! With `--profile`, six variants without the library split the gap between `baseline` and
 //! `session` (on raw pooled connections, a tenant picked as for `session`):
 //! - `qualified`: one cached statement per tenant naming its schema (`"t".items`), no `SET`:
 //!   routing to the tenant's worker alone;
@@ -29,6 +33,17 @@
 //! - `prelude-tenant-path-discard`: the same with `DISCARD TEMP` in the prelude too, as a
 //!   checkout's first switch sends it.
 //!
+//! and three that split the gap between `baseline` and `transaction`:
+//! - `baseline-block`: the baseline's statement inside `BEGIN` … `COMMIT` (one flush), no
+//!   path change: what an explicit transaction block costs through the coordinator;
+//! - `block-tenant-path`: `BEGIN; SET LOCAL search_path TO "t", public`, the tenant's cached
+//!   statement, `COMMIT`, in one flush: the library's transaction mode without the library;
+//! - `prelude-local-tenant-path`: `SELECT set_config('search_path', '"t", public', true)` as
+//!   the prelude of the statement's own message (one `Sync`): the path local to the
+//!   statement's implicit transaction, no transaction block;
+//! - `prelude-local-tenant-path-shown`: the same with the path written as `SET` shows it
+//!   (`quote_ident('t') || ', public'`), as the library writes it.
+//!
 //! The variants alternate (`--rounds`, default 3); ratio = variant / baseline of the same
 //! round. `cargo run --release -p tenant-schemas-benches --bin load_citus -- --help`
 //! lists the options. Needs Citus installed (see the README's "Citus" section).
@@ -41,6 +56,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::TestCitusCluster;
+use tenant_schemas::tokio_postgres::types::ToSql;
 use tenant_schemas::tokio_postgres::Prelude;
 use tenant_schemas::{SchemaName, SchemaRouter, SearchPathMode};
 use tenant_schemas_benches::{
@@ -69,12 +85,17 @@ enum Variant {
     Baseline,
     Session,
     Transaction,
+    TransactionImplicit,
     Qualified,
     SetSamePath,
     SetTenantPath,
     SetTenantPathShared,
     PreludeTenantPath,
     PreludeTenantPathDiscard,
+    BaselineBlock,
+    BlockTenantPath,
+    PreludeLocalTenantPath,
+    PreludeLocalTenantPathShown,
 }
 
 struct Setup {
@@ -84,6 +105,7 @@ struct Setup {
     raw: Pool,
     session: SchemaRouter,
     transaction: SchemaRouter,
+    transaction_implicit: SchemaRouter,
 }
 
 async fn op(setup: &Setup, variant: Variant, tenant: usize, id: i32) {
@@ -138,11 +160,61 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, id: i32) {
                 .unwrap();
             c.query_one_after(&prelude, &stmt, &[&id]).await.unwrap();
         }
-        Variant::Session | Variant::Transaction => {
-            let router = if variant == Variant::Session {
-                &setup.session
+        Variant::BaselineBlock => {
+            let c = setup.baseline.get().await.unwrap();
+            let stmt = c.prepare_cached(SQL).await.unwrap();
+            let params: [&(dyn ToSql + Sync); 1] = [&id];
+            let (begin, row, commit) = tokio::join!(
+                c.batch_execute("BEGIN"),
+                c.query_one(&stmt, &params),
+                c.batch_execute("COMMIT")
+            );
+            begin.and(row.map(drop)).and(commit).unwrap();
+        }
+        Variant::BlockTenantPath => {
+            let c = setup.raw.get().await.unwrap();
+            let schema = &setup.schemas[tenant];
+            let stmt = c
+                .prepare_cached(&format!("/* {schema} */ {SQL}"))
+                .await
+                .unwrap();
+            let switch = format!(
+                "BEGIN; SET LOCAL search_path TO {}, public",
+                schema.quoted()
+            );
+            let params: [&(dyn ToSql + Sync); 1] = [&id];
+            let (begin, row, commit) = tokio::join!(
+                c.batch_execute(&switch),
+                c.query_one(&stmt, &params),
+                c.batch_execute("COMMIT")
+            );
+            begin.and(row.map(drop)).and(commit).unwrap();
+        }
+        Variant::PreludeLocalTenantPath | Variant::PreludeLocalTenantPathShown => {
+            let c = setup.raw.get().await.unwrap();
+            let schema = &setup.schemas[tenant];
+            let path = if variant == Variant::PreludeLocalTenantPath {
+                format!("'{}, public'", schema.quoted())
             } else {
-                &setup.transaction
+                format!("pg_catalog.quote_ident('{schema}') || ', public'")
+            };
+            let mut prelude = Prelude::new();
+            prelude
+                .push_text(&format!(
+                    "SELECT pg_catalog.set_config('search_path', {path}, true)"
+                ))
+                .unwrap();
+            let stmt = c
+                .prepare_cached(&format!("/* {schema} */ {SQL}"))
+                .await
+                .unwrap();
+            c.query_one_after(&prelude, &stmt, &[&id]).await.unwrap();
+        }
+        Variant::Session | Variant::Transaction | Variant::TransactionImplicit => {
+            let router = match variant {
+                Variant::Session => &setup.session,
+                Variant::Transaction => &setup.transaction,
+                _ => &setup.transaction_implicit,
             };
             let c = router
                 .connection_for_schema(&setup.schemas[tenant])
@@ -207,6 +279,14 @@ async fn main() {
         transaction: SchemaRouter::builder(make_pool(&config, "transaction", None))
             .mode(SearchPathMode::Transaction)
             .build(),
+        transaction_implicit: SchemaRouter::builder(make_pool(
+            &config,
+            "transaction_implicit",
+            None,
+        ))
+        .mode(SearchPathMode::Transaction)
+        .implicit_transactions(true)
+        .build(),
     });
     let picker = Picker::Uniform(setup.schemas.len());
     let length = Duration::from_secs_f64(secs);
@@ -227,10 +307,19 @@ async fn main() {
             Variant::SetTenantPathShared,
             Variant::PreludeTenantPath,
             Variant::PreludeTenantPathDiscard,
+            Variant::BaselineBlock,
+            Variant::BlockTenantPath,
+            Variant::PreludeLocalTenantPath,
+            Variant::PreludeLocalTenantPathShown,
         ];
-        let variants = [Variant::Baseline, Variant::Session, Variant::Transaction]
-            .into_iter()
-            .chain(profiled.into_iter().filter(|_| profile));
+        let variants = [
+            Variant::Baseline,
+            Variant::Session,
+            Variant::Transaction,
+            Variant::TransactionImplicit,
+        ]
+        .into_iter()
+        .chain(profiled.into_iter().filter(|_| profile));
         for variant in variants {
             run_for(&setup, variant, &picker, tasks, warmup).await;
             let s = run_for(&setup, variant, &picker, tasks, length).await;

@@ -24,6 +24,7 @@ pub struct SchemaRouterBuilder {
     states: Option<TenantStates>,
     pooler_statements: bool,
     reset_settings: bool,
+    implicit_transactions: bool,
 }
 
 impl SchemaRouter {
@@ -50,6 +51,7 @@ impl SchemaRouter {
             states: None,
             pooler_statements: false,
             reset_settings: false,
+            implicit_transactions: false,
         }
     }
 }
@@ -153,6 +155,36 @@ impl SchemaRouterBuilder {
         self
     }
 
+    /// Transaction mode: a plain query outside [`ConnectionScope::transaction`] runs in the
+    /// implicit transaction of its own message (`true`) or in `BEGIN` … `COMMIT` (`false`,
+    /// the default here; a [`Tenancy`](crate::Tenancy) over a Citus coordinator turns it on).
+    ///
+    /// With `true`, a statement at hand (its text seen before on the router) is sent behind
+    /// `SELECT set_config(…, true)` of the tenant's timeout and path, the leftovers undone
+    /// (`DISCARD TEMP`, `CLOSE ALL`, `DISCARD SEQUENCES`), the role's `set_config` and the
+    /// schema's existence check, each an unnamed `Parse`/`Bind`/`Execute`, and one `Sync`: one
+    /// implicit transaction whose settings end with it, and no `BEGIN` or `COMMIT`. What
+    /// holds with `BEGIN` holds here: should anything ahead of the statement fail, PostgreSQL
+    /// skips the rest up to the `Sync`, so the statement never runs on another path, and a
+    /// failure at commit (a deferred constraint) is the statement's error.
+    ///
+    /// It pays through a Citus coordinator, which runs an explicit transaction block on the
+    /// worker with `BEGIN` and `COMMIT` round trips of its own, and routes a statement in an
+    /// implicit transaction in one hop: 1.5–1.6× the throughput there (BEGIN's 0.24–0.30 of
+    /// a plain distributed schema's, 0.35–0.46 this way). Directly to PostgreSQL and through
+    /// PgBouncer the two shapes measure within a few percent of each other, either way
+    /// (BENCHMARKS.md §27). The path reads as `SET` shows it. Only plain queries go this way
+    /// (text beginning `SELECT`, `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `WITH`, `VALUES` or
+    /// `TABLE`); `LOCK TABLE`, DDL and the like keep `BEGIN`, as do read-only tenants,
+    /// routers with [`reset_settings`](Self::reset_settings), a text's first run and
+    /// [`ConnectionScope::transaction`]. Ignored in session mode.
+    ///
+    /// [`ConnectionScope::transaction`]: crate::ConnectionScope::transaction
+    pub fn implicit_transactions(mut self, yes: bool) -> Self {
+        self.implicit_transactions = yes;
+        self
+    }
+
     /// Turns the per-connection search-path memory off (`false`), or leaves it to the pool
     /// (`true`, the default; session mode only).
     ///
@@ -230,7 +262,8 @@ impl SchemaRouterBuilder {
                         self.pooler_statements,
                     )
                     .recycling_keeps_statements(keeps_statements)
-                    .resetting_settings(self.reset_settings),
+                    .resetting_settings(self.reset_settings)
+                    .implicit_transactions(self.implicit_transactions),
                 )
             }),
             states: self.states,

@@ -191,6 +191,13 @@ impl SchemaRouter {
         self.databases.default().tracks_search_path()
     }
 
+    /// Whether a plain query in transaction mode runs in its message's implicit transaction
+    /// (see [`SchemaRouterBuilder::implicit_transactions`]); `false` in session mode.
+    #[must_use]
+    pub fn implicit_transactions(&self) -> bool {
+        self.databases.default().in_implicit_transactions()
+    }
+
     /// What the router has done so far on the default database.
     #[must_use]
     pub fn stats(&self) -> RouterStats {

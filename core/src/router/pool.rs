@@ -104,6 +104,8 @@ pub(crate) struct RouterPool {
     drops_statements: bool,
     /// See [`resets_settings`](Self::resets_settings).
     resets_settings: bool,
+    /// See [`implicit_transactions`](super::SchemaRouterBuilder::implicit_transactions).
+    implicit_transactions: bool,
     /// Where each schema checked out lately is placed (see [`place`](Self::place)).
     places: Mutex<HashMap<SchemaName, Place>>,
 }
@@ -179,6 +181,7 @@ impl RouterPool {
             existence_checks: AtomicU64::new(0),
             drops_statements: false,
             resets_settings: false,
+            implicit_transactions: false,
             places: Mutex::default(),
         }
     }
@@ -200,6 +203,19 @@ impl RouterPool {
             crate::databases::note_resets_asked();
         }
         self
+    }
+
+    /// Says whether transaction mode runs a statement in its message's implicit transaction
+    /// (see [`implicit_transactions`](super::SchemaRouterBuilder::implicit_transactions)).
+    pub(super) fn implicit_transactions(mut self, yes: bool) -> Self {
+        self.implicit_transactions = yes && self.mode == SearchPathMode::Transaction;
+        self
+    }
+
+    /// Transaction mode runs a statement at hand in its message's implicit transaction, not
+    /// in `BEGIN` … `COMMIT`.
+    pub(super) fn in_implicit_transactions(&self) -> bool {
+        self.implicit_transactions
     }
 
     /// [`reset_settings`]: in session mode every checkout switches, and every switch resets

@@ -39,6 +39,7 @@ pub struct TenancyBuilder {
     mode: SearchPathMode,
     pooler_statements: bool,
     reset_settings: bool,
+    implicit_transactions: Option<bool>,
     sets: MigrationSets,
     hooks: Hooks,
     listen: Option<ConnectionSettings>,
@@ -138,6 +139,7 @@ impl Tenancy {
             mode: SearchPathMode::Session,
             pooler_statements: false,
             reset_settings: false,
+            implicit_transactions: None,
             sets: MigrationSets::default(),
             hooks: Hooks::default(),
             listen: None,
@@ -192,6 +194,17 @@ impl TenancyBuilder {
     /// [`SchemaRouterBuilder::reset_settings`](crate::SchemaRouterBuilder::reset_settings).
     pub fn reset_settings(mut self, yes: bool) -> Self {
         self.reset_settings = yes;
+        self
+    }
+
+    /// Transaction mode: a plain query runs in its message's implicit transaction (`true`)
+    /// or in `BEGIN` … `COMMIT` (`false`); see
+    /// [`SchemaRouterBuilder::implicit_transactions`](crate::SchemaRouterBuilder::implicit_transactions).
+    /// Without this call it is on for a Citus coordinator ([`citus`](Self::citus), or
+    /// detected while installing the registry), where a transaction block costs round trips
+    /// to the worker, and off elsewhere.
+    pub fn implicit_transactions(mut self, yes: bool) -> Self {
+        self.implicit_transactions = Some(yes);
         self
     }
 
@@ -393,6 +406,10 @@ impl TenancyBuilder {
             // A tool that only reads says what is wrong with the database when it reads.
             tracing::debug!(error = %e, "shared names not read");
         }
+        let implicit_transactions = match self.implicit_transactions {
+            Some(yes) => yes,
+            None => self.citus.unwrap_or(false) || (self.install && registry.is_citus().await?),
+        };
         let resolver = self
             .resolver
             .unwrap_or_else(|| Box::new(RegistryResolver::new(self.databases.default().clone())));
@@ -413,6 +430,7 @@ impl TenancyBuilder {
             .mode(self.mode)
             .pooler_prepared_statements(self.pooler_statements)
             .reset_settings(self.reset_settings)
+            .implicit_transactions(implicit_transactions)
             .connection_groups(self.groups)
             .tenant_states(states.clone())
             .build();

@@ -56,11 +56,14 @@ impl ConnectionScope {
         // function's dynamic SQL) can `DEALLOCATE` it and `PREPARE` its own text under the same
         // name, which this tenant's next `Bind` would run under its role and path. An unnamed
         // statement lives for one message.
-        let named = self.pool.pooler_statements()
-            && !self.guard_statements
-            && !crate::sql::effects(sql).drops_prepared;
+        let effects = crate::sql::effects(sql);
+        let named =
+            self.pool.pooler_statements() && !self.guard_statements && !effects.drops_prepared;
+        // Only what may run behind other statements before the same `Sync` goes in the
+        // message's implicit transaction: `LOCK TABLE`, DDL and the like keep `BEGIN`.
+        let implicit = !effects.own_transaction;
         if named && self.pooler_keeps_statements().await? {
-            match self.named(sql, &op).await {
+            match self.named(sql, implicit, &op).await {
                 Err(Error::Database { source, .. })
                     if source.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) =>
                 {
@@ -74,12 +77,12 @@ impl ConnectionScope {
                 other => return other.map_err(|e| e.while_doing(action)),
             }
         }
-        let first = self.typed_once(sql, &op).await;
+        let first = self.typed_once(sql, implicit, &op).await;
         let result = match first {
             Err(Error::Database { source, .. }) if is_replannable(&source) => {
                 tracing::debug!(schema = %self.schema, error = %source, "learned parameter types do not fit this schema; learning again");
                 self.pool.forget_param_types(sql);
-                self.typed_once(sql, &op).await
+                self.typed_once(sql, implicit, &op).await
             }
             Err(Error::Database { source, .. })
                 if source.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) =>
@@ -89,7 +92,7 @@ impl ConnectionScope {
                 // transaction rolled back: prepared again in a new one.
                 tracing::warn!(schema = %self.schema, error = %source, "the connection's prepared statements were dropped behind its cache; preparing again");
                 self.statements_dropped();
-                self.typed_once(sql, &op).await
+                self.typed_once(sql, implicit, &op).await
             }
             other => other,
         };
@@ -104,26 +107,26 @@ impl ConnectionScope {
     /// [`RouterPool::renamed`]).
     ///
     /// [`RouterPool::renamed`]: crate::router::pool::RouterPool::renamed
-    async fn named<'s, T, F, Fut>(&self, sql: &'s str, op: &F) -> Result<T>
+    async fn named<'s, T, F, Fut>(&self, sql: &'s str, implicit: bool, op: &F) -> Result<T>
     where
         F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let keyed = self.keyed(sql);
         let text = self.pool.renamed(keyed.clone());
-        match self.named_once(text.clone(), op).await {
+        match self.named_once(text.clone(), implicit, op).await {
             Err(Error::Database { source, .. }) if is_replannable(&source) => {
                 tracing::debug!(schema = %self.schema, error = %source, "named statement does not fit this schema; preparing it under a new text");
                 drop(self.conn().statement_cache.remove(&text, &[]));
                 let fresh = self.pool.rename(&keyed, &text);
-                self.named_once(fresh, op).await
+                self.named_once(fresh, implicit, op).await
             }
             other => other,
         }
     }
 
     /// One attempt of [`named`](Self::named) with the statement of `text`.
-    async fn named_once<'s, T, F, Fut>(&self, text: String, op: &F) -> Result<T>
+    async fn named_once<'s, T, F, Fut>(&self, text: String, implicit: bool, op: &F) -> Result<T>
     where
         F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
@@ -137,7 +140,7 @@ impl ConnectionScope {
         if session::note_statement_use(self.conn(), &self.schema, &text, first) {
             if let Ok(stmt) = self.prepare_keyed(text.clone()).await {
                 let result = self
-                    .local_transaction_after(|prelude| op(Target::After(prelude, stmt)))
+                    .local_transaction_after(implicit, |prelude| op(Target::After(prelude, stmt)))
                     .await;
                 self.pool.count_named_statement();
                 return result;
@@ -273,7 +276,7 @@ impl ConnectionScope {
         Ok(keeps)
     }
 
-    async fn typed_once<'s, T, F, Fut>(&self, sql: &'s str, op: &F) -> Result<T>
+    async fn typed_once<'s, T, F, Fut>(&self, sql: &'s str, implicit: bool, op: &F) -> Result<T>
     where
         F: Fn(Target<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
@@ -281,8 +284,10 @@ impl ConnectionScope {
         let client: &tokio_postgres::Client = self.conn();
         match self.pool.param_types(sql) {
             Some(types) => {
-                self.local_transaction_after(|prelude| op(Target::TypedAfter(prelude, sql, types)))
-                    .await
+                self.local_transaction_after(implicit, |prelude| {
+                    op(Target::TypedAfter(prelude, sql, types))
+                })
+                .await
             }
             None => {
                 let body = async {
@@ -306,15 +311,26 @@ impl ConnectionScope {
     /// request), PostgreSQL skips everything up to the `Sync`: the statement never runs
     /// outside the transaction, on whatever path the session has; the `COMMIT` then finds no
     /// transaction. A failure after `BEGIN` aborts the transaction, which `COMMIT` rolls back.
-    async fn local_transaction_after<T, Fut>(&self, body: impl FnOnce(Prelude) -> Fut) -> Result<T>
+    /// With `implicit` (the statement may run behind others before the same `Sync`), on a
+    /// router with [`implicit_transactions`](crate::SchemaRouterBuilder::implicit_transactions)
+    /// and for a writable tenant without resets, the statement runs in its message's implicit
+    /// transaction instead ([`implicit_transaction_after`](Self::implicit_transaction_after)).
+    async fn local_transaction_after<T, Fut>(
+        &self,
+        implicit: bool,
+        body: impl FnOnce(Prelude) -> Fut,
+    ) -> Result<T>
     where
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
+        let reset = self.pool.resets_settings();
+        if implicit && self.pool.in_implicit_transactions() && !reset && !self.read_only {
+            return self.implicit_transaction_after(body).await;
+        }
         let _one_at_a_time = self.calls.lock().await;
         let client: &tokio_postgres::Client = self.conn();
         let epoch = self.gate.epoch();
         let check = !self.gate.recently_verified(epoch);
-        let reset = self.pool.resets_settings();
         let mut prelude = Prelude::new();
         let begin = format!("BEGIN{}", begin_access(self.read_only, reset));
         let settings = crate::checkout::local_start_statements(
@@ -351,6 +367,50 @@ impl ConnectionScope {
             self.gate.mark_verified(epoch);
         }
         ended.map_err(|e| Error::db("committing", &self.schema, e))?;
+        Ok(value)
+    }
+
+    /// A statement at hand in the implicit transaction of its own message
+    /// ([`implicit_transactions`](crate::SchemaRouterBuilder::implicit_transactions)): the
+    /// settings made local with `set_config(…, true)`, the leftovers undone and the existence
+    /// check as its [`Prelude`], one `Sync`. Nothing ahead of the statement opens a
+    /// transaction block, so nothing is left open should the call be dropped: the server ends
+    /// the implicit transaction at the `Sync`, and the settings with it. A failure anywhere
+    /// in the prelude makes PostgreSQL skip the statement; one at commit (a deferred
+    /// constraint) is read before the `ReadyForQuery` that ends the statement's answer.
+    async fn implicit_transaction_after<T, Fut>(
+        &self,
+        body: impl FnOnce(Prelude) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let _one_at_a_time = self.calls.lock().await;
+        let epoch = self.gate.epoch();
+        let check = !self.gate.recently_verified(epoch);
+        let settings = crate::checkout::implicit_start_statements(
+            &self.path,
+            self.statement_timeout_ms,
+            self.role.as_deref(),
+        );
+        let check_sql = check.then(|| self.existence_check());
+        let mut prelude = Prelude::new();
+        for statement in settings.iter().chain(check_sql.as_ref()) {
+            prelude
+                .push_text(statement)
+                .map_err(|e| self.switch_error(e))?;
+        }
+        self.pool.count_switch();
+        if check {
+            self.pool.count_existence_check();
+        }
+        let value = match body(prelude).await {
+            Err(e) if e.is_from_prelude() => return Err(self.switch_error(e)),
+            outcome => outcome.map_err(|e| Error::db("running a statement", &self.schema, e))?,
+        };
+        if check {
+            self.gate.mark_verified(epoch);
+        }
         Ok(value)
     }
 

@@ -560,8 +560,9 @@ fn effects_reading(sql: &str, backslash_escapes: bool) -> Effects {
         effects.escapes_read_only = true;
     }
     // `UPDATE pg_settings SET setting = …` is `set_config(name, setting, false)` (the view's
-    // rule), role included; however it is spelled or quoted.
-    if lower.contains("pg_settings") && lower.contains("update") {
+    // rule), role included; however it is spelled or quoted. So is an update of a view,
+    // rule or function made over it, under a name that hides it: made here, it counts too.
+    if lower.contains("pg_settings") && (lower.contains("update") || lower.contains("create")) {
         effects.session = true;
         effects.leaves_role = true;
         effects.session_settings = true;
@@ -1210,6 +1211,9 @@ mod tests {
             "UPDATE pg_settings SET setting = '1234kB' WHERE name = 'work_mem'",
             "update PG_CATALOG.\"pg_settings\" set setting = 'on' where name = 'default_transaction_read_only'",
             "WITH u AS (UPDATE pg_settings SET setting = '1' WHERE name = 'app.x' RETURNING 1) SELECT 1",
+            // A view over it, whose later update names only the view (red-team review).
+            "CREATE VIEW knobs AS SELECT name, setting FROM pg_catalog.pg_settings",
+            "create or replace rule r AS ON INSERT TO t DO INSTEAD SELECT 1 FROM \"pg_settings\"",
         ] {
             assert!(effects(sql).session_settings, "{sql}");
             assert!(effects(sql).leaves_settings(), "{sql}");

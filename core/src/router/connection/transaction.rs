@@ -324,7 +324,15 @@ impl ConnectionScope {
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let reset = self.pool.resets_settings();
-        if implicit && self.pool.in_implicit_transactions() && !reset && !self.read_only {
+        // A transaction block a dropped call left open on the session (its `COMMIT` not yet
+        // written): a statement sent without `BEGIN` would run inside it, and commit nothing
+        // when the scope's drop closes the connection for it. `BEGIN` and `COMMIT` end it.
+        if implicit
+            && self.pool.in_implicit_transactions()
+            && !reset
+            && !self.read_only
+            && !self.open_transaction.load(Ordering::Acquire)
+        {
             return self.implicit_transaction_after(body).await;
         }
         let _one_at_a_time = self.calls.lock().await;

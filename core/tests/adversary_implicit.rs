@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{TestCluster, TestDatabase, TestPgBouncer};
-use tenant_schemas::{
-    Error, NewTenant, SchemaName, SearchPathMode, Tenancy, TenantMigrations, TenantRoles,
-};
+use tenant_schemas::{Error, SchemaName, SearchPathMode, Tenancy, TenantMigrations, TenantRoles};
 
 /// What a way in keeps alive.
 #[allow(dead_code)]
@@ -58,20 +56,7 @@ async fn implicit_tenancy(
     assert!(tenancy.router().implicit_transactions());
     let mut schemas = Vec::new();
     for i in 0..n {
-        let s = schema(&format!("{prefix}{i}"));
-        tenancy
-            .create_tenant(NewTenant::new(s.clone()))
-            .await
-            .unwrap();
-        tenancy
-            .router()
-            .connection_for_schema(&s)
-            .await
-            .unwrap()
-            .execute("INSERT INTO marker VALUES ($1)", &[&s.as_str()])
-            .await
-            .unwrap();
-        schemas.push(s);
+        schemas.push(marked_tenant(&tenancy, &format!("{prefix}{i}")).await);
     }
     let c = pool.get().await.unwrap();
     c.batch_execute(
@@ -362,7 +347,7 @@ async fn role_mode_runs_as_the_tenant_and_leaks_no_role() {
                     match c.query(sql.as_str(), &[]).await {
                         Err(e) if sqlstate(&e).as_deref() == Some("42501") => {}
                         other => {
-                            wrong.push(format!("{bounced} round {round}: {t}: {sql}: {other:?}"))
+                            wrong.push(format!("{bounced} round {round}: {t}: {sql}: {other:?}"));
                         }
                     }
                 }

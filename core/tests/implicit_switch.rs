@@ -6,7 +6,7 @@
 
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::TestDatabase;
-use tenant_schemas::{NewTenant, SchemaName, SearchPathMode, Tenancy};
+use tenant_schemas::{SchemaName, SearchPathMode, Tenancy};
 
 /// A tenancy in `mode` over a pool of one connection to a fresh database, with
 /// [`marker_and_notes`], and marked tenants named `names`.
@@ -23,20 +23,7 @@ async fn one_connection(
         .unwrap();
     let mut schemas = Vec::new();
     for name in names {
-        let s = schema(name);
-        tenancy
-            .create_tenant(NewTenant::new(s.clone()))
-            .await
-            .unwrap();
-        tenancy
-            .router()
-            .connection_for_schema(&s)
-            .await
-            .unwrap()
-            .execute("INSERT INTO marker VALUES ($1)", &[&s.as_str()])
-            .await
-            .unwrap();
-        schemas.push(s);
+        schemas.push(marked_tenant(&tenancy, name).await);
     }
     (db, tenancy, schemas)
 }

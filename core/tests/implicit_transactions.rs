@@ -12,7 +12,7 @@ use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::fixtures::*;
 use tenant_schemas::testing::{TestCitusCluster, TestCluster, TestDatabase, TestPgBouncer};
 use tenant_schemas::tokio_postgres::error::SqlState;
-use tenant_schemas::{NewTenant, SchemaName, SearchPathMode, Tenancy};
+use tenant_schemas::{SchemaName, SearchPathMode, Tenancy};
 
 /// Tables whose foreign key is checked at commit, with one parent row.
 const DEFERRED: &str = "CREATE TABLE parent (id int PRIMARY KEY); \
@@ -48,20 +48,7 @@ async fn tenancy_over(
     );
     let mut schemas = Vec::new();
     for name in names {
-        let s = schema(name);
-        tenancy
-            .create_tenant(NewTenant::new(s.clone()))
-            .await
-            .unwrap();
-        tenancy
-            .router()
-            .connection_for_schema(&s)
-            .await
-            .unwrap()
-            .execute("INSERT INTO marker VALUES ($1)", &[&s.as_str()])
-            .await
-            .unwrap();
-        schemas.push(s);
+        schemas.push(marked_tenant(&tenancy, name).await);
     }
     (tenancy, schemas)
 }

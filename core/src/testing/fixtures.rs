@@ -127,6 +127,25 @@ pub fn host(name: &str) -> Host {
     Host::parse(name).expect("valid host")
 }
 
+/// Creates the tenant `name` (without a domain) and puts its schema name in its `marker`
+/// table (see [`MARKER`]) through `tenancy`'s router; returns its schema.
+pub async fn marked_tenant(tenancy: &Tenancy, name: &str) -> SchemaName {
+    let s = schema(name);
+    tenancy
+        .create_tenant(NewTenant::new(s.clone()))
+        .await
+        .expect("tenant created");
+    tenancy
+        .router()
+        .connection_for_schema(&s)
+        .await
+        .expect("connection")
+        .execute("INSERT INTO marker VALUES ($1)", &[&s.as_str()])
+        .await
+        .expect("marker row");
+    s
+}
+
 /// Creates tenants `<prefix>0` to `<prefix><n - 1>`, each on the domain `<schema>.test`
 /// (`_` written `-`) with a `marker` row holding its schema name and `i` notes (see
 /// [`marker_and_notes`]); returns their schemas.

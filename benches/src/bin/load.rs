@@ -81,10 +81,11 @@ enum Variant {
     /// `Roles` keeping prepared statements across tenants
     /// (`TenantRoles::keep_statements_across_tenants`).
     RolesKept,
-    /// `Transaction` with `implicit_transactions(true)`: a plain query at hand runs in its
-    /// message's implicit transaction, its settings made local with `set_config`.
+    /// Not in the default set: `Transaction` with `implicit_transactions(true)`, where a
+    /// plain query at hand runs in its message's implicit transaction, its settings made
+    /// local with `set_config` (BENCHMARKS.md §27).
     TransactionImplicit,
-    /// `TransactionViaPgBouncer` with `implicit_transactions(true)`.
+    /// Not in the default set: `TransactionViaPgBouncer` with `implicit_transactions(true)`.
     TransactionImplicitViaPgBouncer,
     /// Not in the default set: `Session` with `reset_settings(true)` (every checkout switches,
     /// each switch begins with `RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE`). Built

@@ -9,7 +9,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::tokio_postgres::Config;
-use tenant_schemas::{Host, NewTenant, SchemaName, Tenancy, TenantMigrations};
+use tenant_schemas::{
+    Host, NewTenant, SchemaName, SchemaRouter, SearchPathMode, Tenancy, TenantMigrations,
+};
 
 /// Connections of each pool under load.
 pub const POOL: usize = 16;
@@ -48,6 +50,17 @@ pub fn make_pool_of(config: &Config, app: &str, options: Option<&str>, size: usi
 #[must_use]
 pub fn make_pool(config: &Config, app: &str, options: Option<&str>) -> Pool {
     make_pool_of(config, app, options, POOL)
+}
+
+/// A transaction-mode router over a pool of [`POOL`] connections to `config` (application
+/// name `app`), its plain queries in their messages' implicit transactions with `implicit`
+/// (`SchemaRouterBuilder::implicit_transactions`).
+#[must_use]
+pub fn transaction_router(config: &Config, app: &str, implicit: bool) -> SchemaRouter {
+    SchemaRouter::builder(make_pool(config, app, None))
+        .mode(SearchPathMode::Transaction)
+        .implicit_transactions(implicit)
+        .build()
 }
 
 /// The `items` table (`id int primary key, v text`) with [`ROWS`] rows: each tenant's one

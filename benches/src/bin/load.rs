@@ -43,7 +43,7 @@ use tenant_schemas::{
 };
 use tenant_schemas_benches::{
     baseline_schema, items_table, items_tenancy, make_pool, make_pool_of, micros, pick_and_run,
-    stats, Picker, RunLength, Stats, POOL, ROWS, SQL,
+    stats, transaction_router, Picker, RunLength, Stats, POOL, ROWS, SQL,
 };
 
 const BASE_SQL: &str = "SELECT v FROM base.items WHERE id = $1";
@@ -565,17 +565,8 @@ async fn main() {
                 (1..4).map(|_| make_pool_of(&config, "session_groups", None, POOL / 4)),
             )
             .build(),
-        transaction: SchemaRouter::builder(make_pool(&config, "transaction", None))
-            .mode(SearchPathMode::Transaction)
-            .build(),
-        transaction_implicit: SchemaRouter::builder(make_pool(
-            &config,
-            "transaction_implicit",
-            None,
-        ))
-        .mode(SearchPathMode::Transaction)
-        .implicit_transactions(true)
-        .build(),
+        transaction: transaction_router(&config, "transaction", false),
+        transaction_implicit: transaction_router(&config, "transaction_implicit", true),
         plain: make_pool(&config, "naive", None),
         qualified_pool: make_pool(&config, "qualified", None),
         pipelined_pool: make_pool(&config, "pipelined", None),
@@ -590,21 +581,16 @@ async fn main() {
             None,
         ),
         transaction_bouncer_keeps: transaction_bouncer.keeps_prepared_statements(),
-        transaction_bouncer: SchemaRouter::builder(make_pool(
+        transaction_bouncer: transaction_router(
             &transaction_bouncer.config(db.name()),
             "transaction_pgbouncer",
-            None,
-        ))
-        .mode(SearchPathMode::Transaction)
-        .build(),
-        transaction_implicit_bouncer: SchemaRouter::builder(make_pool(
+            false,
+        ),
+        transaction_implicit_bouncer: transaction_router(
             &transaction_bouncer.config(db.name()),
             "transaction_implicit_pgbouncer",
-            None,
-        ))
-        .mode(SearchPathMode::Transaction)
-        .implicit_transactions(true)
-        .build(),
+            true,
+        ),
         transaction_named_bouncer: SchemaRouter::builder(make_pool(
             &transaction_bouncer.config(db.name()),
             "transaction_named_pgbouncer",
@@ -613,15 +599,9 @@ async fn main() {
         .mode(SearchPathMode::Transaction)
         .pooler_prepared_statements(true)
         .build(),
-        transaction_bouncer_118: bouncer_118.as_ref().map(|b| {
-            SchemaRouter::builder(make_pool(
-                &b.config(db.name()),
-                "transaction_pgbouncer_118",
-                None,
-            ))
-            .mode(SearchPathMode::Transaction)
-            .build()
-        }),
+        transaction_bouncer_118: bouncer_118
+            .as_ref()
+            .map(|b| transaction_router(&b.config(db.name()), "transaction_pgbouncer_118", false)),
     });
 
     if after_read_only {

@@ -58,10 +58,10 @@ use tenant_schemas::deadpool_postgres::Pool;
 use tenant_schemas::testing::TestCitusCluster;
 use tenant_schemas::tokio_postgres::types::ToSql;
 use tenant_schemas::tokio_postgres::Prelude;
-use tenant_schemas::{SchemaName, SchemaRouter, SearchPathMode};
+use tenant_schemas::{SchemaName, SchemaRouter};
 use tenant_schemas_benches::{
-    baseline_schema, items_tenancy, make_pool, micros, pick_and_run, stats, Picker, RunLength,
-    Stats, POOL, ROWS, SQL,
+    baseline_schema, items_tenancy, make_pool, micros, pick_and_run, stats, transaction_router,
+    Picker, RunLength, Stats, POOL, ROWS, SQL,
 };
 
 /// Baseline, session and transaction mode through a Citus coordinator.
@@ -276,17 +276,8 @@ async fn main() {
         baseline: make_pool(&config, "baseline", Some("-c search_path=base")),
         raw: make_pool(&config, "raw", None),
         session: SchemaRouter::new(make_pool(&config, "session", None)),
-        transaction: SchemaRouter::builder(make_pool(&config, "transaction", None))
-            .mode(SearchPathMode::Transaction)
-            .build(),
-        transaction_implicit: SchemaRouter::builder(make_pool(
-            &config,
-            "transaction_implicit",
-            None,
-        ))
-        .mode(SearchPathMode::Transaction)
-        .implicit_transactions(true)
-        .build(),
+        transaction: transaction_router(&config, "transaction", false),
+        transaction_implicit: transaction_router(&config, "transaction_implicit", true),
     });
     let picker = Picker::Uniform(setup.schemas.len());
     let length = Duration::from_secs_f64(secs);

@@ -301,3 +301,82 @@ async fn sql_that_needs_a_transaction_block_keeps_begin() {
         tx.commit().await.unwrap();
     }
 }
+
+/// What a statement of `schema` runs under: its `statement_timeout` and its schema; run three
+/// times, so that the last two go with the prelude a
+/// text at hand is sent behind (the first learns the text's parameter types).
+async fn seen_by(tenancy: &Tenancy, schema: &SchemaName, way: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let c = tenancy
+            .router()
+            .connection_for_schema(schema)
+            .await
+            .unwrap();
+        let row = c
+            .query_one(
+                "SELECT current_setting('statement_timeout'), current_schema()::text",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{way}: {e}"));
+        seen = (0..2).map(|i| row.get(i)).collect();
+    }
+    seen
+}
+
+/// A tenant's settings changed between two of its statements (its `statement_timeout`, its
+/// state: a read-only tenant's writes fail on the server) are what its next statement runs under, in both shapes and through every way in,
+/// however often the statements before ran with the old ones (each schema's preludes are
+/// encoded once and kept): never the old ones, never another tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_changed_settings_reach_its_next_statement() {
+    use tenant_schemas::TenantStatus;
+    for implicit in [true, false] {
+        let db = database().await;
+        for (way, pool, _keep) in ways_in(&db, true).await {
+            let prefix = format!("{}{}", &way[..1], u8::from(implicit));
+            let raw = pool.clone();
+            let default = settings(&raw).await[1].clone();
+            let (tenancy, schemas) = tenancy_over(
+                pool,
+                Some(implicit),
+                false,
+                &[&format!("ch{prefix}_a"), &format!("ch{prefix}_b")],
+            )
+            .await;
+            let (a, b) = (&schemas[0], &schemas[1]);
+            let way = format!("{way}, implicit {implicit}");
+            let seen = |timeout: &str, schema: &SchemaName| {
+                vec![timeout.to_owned(), schema.as_str().to_owned()]
+            };
+            assert_eq!(seen_by(&tenancy, a, &way).await, seen(&default, a));
+            tenancy
+                .set_statement_timeout(a, Some(Duration::from_millis(1234)))
+                .await
+                .unwrap();
+            assert_eq!(seen_by(&tenancy, a, &way).await, seen("1234ms", a));
+            assert_eq!(seen_by(&tenancy, b, &way).await, seen(&default, b));
+            tenancy.set_status(a, TenantStatus::ReadOnly).await.unwrap();
+            assert_eq!(seen_by(&tenancy, a, &way).await, seen("1234ms", a));
+            let c = tenancy.router().connection_for_schema(a).await.unwrap();
+            for _ in 0..2 {
+                let refused = c
+                    .execute("INSERT INTO marker VALUES ('written')", &[])
+                    .await;
+                assert!(refused.is_err(), "{way}: a read-only tenant wrote");
+            }
+            drop(c);
+            assert_eq!(seen_by(&tenancy, b, &way).await, seen(&default, b));
+            tenancy.set_status(a, TenantStatus::Active).await.unwrap();
+            tenancy.set_statement_timeout(a, None).await.unwrap();
+            assert_eq!(seen_by(&tenancy, a, &way).await, seen(&default, a));
+            let c = tenancy.router().connection_for_schema(a).await.unwrap();
+            for _ in 0..2 {
+                c.execute("INSERT INTO marker VALUES ('written')", &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{way}: {e}"));
+            }
+        }
+    }
+}

@@ -12,6 +12,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Prelude, Row, SimpleQueryMessage, Statement};
 
 use super::pool::{RouterPool, SearchPathMode};
+use super::preludes::Preludes;
 use super::session::{self, Gate, Remembered};
 use super::statement::{PreparedEffects, Source, ToScopedStatement};
 use super::tenant_transaction::TenantTransaction;
@@ -75,6 +76,8 @@ pub struct ConnectionScope {
     /// statements prepared while another schema's checkout used the connection are dropped
     /// (see [`statements_trusted`](Self::statements_trusted)).
     guard_statements: bool,
+    /// Transaction mode's preludes for the schema (see [`Preludes`]).
+    preludes: Arc<Preludes>,
     gate: Arc<Gate>,
     /// Transaction mode: held by each of the scope's transactions from its `BEGIN` to its
     /// end. Calls of one scope made at once would otherwise interleave on the connection: one
@@ -152,6 +155,8 @@ pub(crate) struct SessionSettings {
     /// The tenancy gives its tenants roles and keeps no statements across tenants (see
     /// [`ConnectionScope::statements_trusted`]).
     pub(crate) guard_statements: bool,
+    /// Transaction mode's preludes for the schema, kept by its place.
+    pub(crate) preludes: Arc<Preludes>,
 }
 
 const NOT_ON_PATH: u64 = u64::MAX;
@@ -188,10 +193,10 @@ enum Target<'a> {
     Typed(&'a str, Arc<[Type]>),
     /// A prepared statement run behind the switch in the same implicit transaction (session
     /// mode; see [`ConnectionScope::run_switching`]).
-    After(Prelude, Statement),
+    After(Arc<Prelude>, Statement),
     /// [`Typed`](Self::Typed) behind a prelude that begins its transaction (transaction
     /// mode; see [`ConnectionScope::local_transaction_after`]).
-    TypedAfter(Prelude, &'a str, Arc<[Type]>),
+    TypedAfter(Arc<Prelude>, &'a str, Arc<[Type]>),
 }
 
 /// What runs behind a session-mode switch, in its message
@@ -205,7 +210,7 @@ enum Behind<'a> {
 }
 
 impl<'a> Behind<'a> {
-    fn after(&self, prelude: Prelude) -> Target<'a> {
+    fn after(&self, prelude: Arc<Prelude>) -> Target<'a> {
         match self {
             Self::Cached(stmt) => Target::After(prelude, stmt.clone()),
             Self::Typed(sql, types) => Target::TypedAfter(prelude, sql, types.clone()),
@@ -268,6 +273,7 @@ impl ConnectionScope {
             statement_timeout_ms,
             role,
             guard_statements,
+            preludes,
         }: SessionSettings,
         gate: Arc<Gate>,
         known: Remembered,
@@ -284,6 +290,7 @@ impl ConnectionScope {
             statement_timeout_ms,
             role,
             guard_statements,
+            preludes,
             gate,
             calls: tokio::sync::Mutex::new(()),
             verified: AtomicU64::new(if known.on_path { epoch } else { NOT_ON_PATH }),
@@ -896,10 +903,15 @@ impl ConnectionScope {
         if !self.read_only {
             return Ok(Target::Prepared(stmt));
         }
+        static PRELUDE: OnceLock<Arc<Prelude>> = OnceLock::new();
+        if let Some(prelude) = PRELUDE.get() {
+            return Ok(Target::After(prelude.clone(), stmt));
+        }
         let mut prelude = Prelude::new();
         prelude
             .push_text(READ_ONLY_NOW)
             .map_err(|e| Error::db("making the transaction read-only", &self.schema, e))?;
+        let prelude = PRELUDE.get_or_init(|| Arc::new(prelude)).clone();
         Ok(Target::After(prelude, stmt))
     }
 
@@ -1019,7 +1031,7 @@ impl ConnectionScope {
     /// left on the connection). And whether it resets the settings a scope's SQL left.
     ///
     /// [`session_settings`]: Self::session_settings
-    fn switch_prelude(&self, check: bool) -> Result<(Prelude, bool)> {
+    fn switch_prelude(&self, check: bool) -> Result<(Arc<Prelude>, bool)> {
         let mut prelude = Prelude::new();
         let (mut statements, reset) = self.session_statements();
         if check {
@@ -1030,7 +1042,7 @@ impl ConnectionScope {
                 .push_text(statement)
                 .map_err(|e| self.switch_error(e))?;
         }
-        Ok((prelude, reset))
+        Ok((Arc::new(prelude), reset))
     }
 
     /// A relation was not found: if the reason is that the schema itself is gone (deleted by

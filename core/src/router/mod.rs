@@ -9,6 +9,7 @@
 //! - `pool.rs`: what the router keeps per database (policy, counters, handoff, learned
 //!   parameter types), and how a scope gives its connection back;
 //! - `tenant_transaction.rs`: [`TenantTransaction`], a transaction bound to the schema;
+//! - `preludes.rs`: transaction mode's preludes, encoded once per schema and settings;
 //! - `statement.rs`: the statements the query methods take, and what each prepared one
 //!   may do (one type for the scope and the transaction);
 //! - `session.rs`: the path memory and schema gates every router of the process shares;
@@ -18,6 +19,7 @@ mod affinity;
 mod builder;
 mod connection;
 mod pool;
+mod preludes;
 pub(crate) mod session;
 mod statement;
 mod tenant_transaction;
@@ -214,7 +216,12 @@ async fn checkout(
     statement_timeout_ms: Option<u32>,
     (role, guard_statements): (Option<Arc<str>>, bool),
 ) -> Result<ConnectionScope> {
-    let pool::Place { path, group, gate } = pool.place(schema);
+    let pool::Place {
+        path,
+        group,
+        gate,
+        preludes,
+    } = pool.place(schema);
     // What the session is set to, as remembered and handed over: the path, whether its
     // transactions are read-only, its statement timeout and its role.
     let key: Arc<str> = if read_only || statement_timeout_ms.is_some() || role.is_some() {
@@ -265,6 +272,7 @@ async fn checkout(
             statement_timeout_ms,
             role,
             guard_statements,
+            preludes,
         },
         gate,
         known,

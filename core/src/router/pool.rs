@@ -13,6 +13,7 @@ use deadpool_postgres::{Object, Pool, PoolError};
 use tokio_postgres::types::Type;
 
 use super::affinity::Handoff;
+use super::preludes::Preludes;
 use super::session::{self, Gate};
 use crate::schema::{search_path, SchemaName};
 
@@ -111,7 +112,8 @@ pub(crate) struct RouterPool {
 }
 
 /// How many schemas' [`Place`]s a router keeps before it starts afresh: at most that many
-/// gates are held by it (with its path, a few hundred bytes each).
+/// gates are held by it (with its path, a few hundred bytes each; in transaction mode as much
+/// again for its prelude).
 const MAX_PLACES: usize = 16_384;
 
 /// What a checkout for a schema needs before it takes a connection: the schema's search path
@@ -124,6 +126,8 @@ pub(super) struct Place {
     pub(super) path: Arc<str>,
     pub(super) group: usize,
     pub(super) gate: Arc<Gate>,
+    /// Transaction mode's preludes on `path`, encoded once.
+    pub(super) preludes: Arc<Preludes>,
 }
 
 /// One group of connections: a pool, and the schema-affine handoff of its returning
@@ -263,6 +267,7 @@ impl RouterPool {
             path: search_path(schema, &self.extra_schemas),
             group,
             gate: session::gate(&self.groups[group].pool, schema),
+            preludes: Arc::default(),
         };
         if places.len() >= MAX_PLACES {
             places.clear();

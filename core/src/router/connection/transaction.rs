@@ -17,6 +17,7 @@ use super::{is_replannable, not_in_transaction_mode, refuse_transaction_control}
 use super::{ConnectionScope, Target, POOLER_DOES_NOT_KEEP, POOLER_KEEPS, POOLER_UNKNOWN};
 use crate::checkout::begin_access;
 use crate::error::{Error, Result};
+use crate::router::preludes::{PreludeKey, Shape};
 use crate::router::session;
 use crate::router::statement::{statement_name, unshared, Source};
 
@@ -318,7 +319,7 @@ impl ConnectionScope {
     async fn local_transaction_after<T, Fut>(
         &self,
         implicit: bool,
-        body: impl FnOnce(Prelude) -> Fut,
+        body: impl FnOnce(Arc<Prelude>) -> Fut,
     ) -> Result<T>
     where
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
@@ -339,23 +340,20 @@ impl ConnectionScope {
         let client: &tokio_postgres::Client = self.conn();
         let epoch = self.gate.epoch();
         let check = !self.gate.recently_verified(epoch);
-        let mut prelude = Prelude::new();
-        let begin = format!("BEGIN{}", begin_access(self.read_only, reset));
-        let settings = crate::checkout::local_start_statements(
-            &self.path,
-            self.statement_timeout_ms,
-            self.role.as_deref(),
+        let shape = Shape::Begin {
+            read_only: self.read_only,
             reset,
-        );
-        let check_sql = check.then(|| self.existence_check());
-        for statement in std::iter::once(&begin)
-            .chain(&settings)
-            .chain(check_sql.as_ref())
-        {
-            prelude
-                .push_text(statement)
-                .map_err(|e| self.switch_error(e))?;
-        }
+        };
+        let prelude = self.prelude(shape, check, || {
+            let begin = format!("BEGIN{}", begin_access(self.read_only, reset));
+            let settings = crate::checkout::local_start_statements(
+                &self.path,
+                self.statement_timeout_ms,
+                self.role.as_deref(),
+                reset,
+            );
+            std::iter::once(begin).chain(settings).collect()
+        })?;
         self.open_transaction.store(true, Ordering::Release);
         self.pool.count_switch();
         if check {
@@ -378,6 +376,39 @@ impl ConnectionScope {
         Ok(value)
     }
 
+    /// The prelude of `shape` for this scope's schema and settings: the `statements` given,
+    /// each encoded as an unnamed `Parse`/`Bind`/`Execute`, and when `check`ed the existence
+    /// check. Without the check (nearly always: a schema is checked again about once a
+    /// second) the one the schema's place keeps
+    /// ([`Preludes`](crate::router::preludes::Preludes)), encoded the first time.
+    fn prelude(
+        &self,
+        shape: Shape,
+        check: bool,
+        statements: impl FnOnce() -> Vec<String>,
+    ) -> Result<Arc<Prelude>> {
+        let encode = || {
+            let mut prelude = Prelude::new();
+            let check_sql = check.then(|| self.existence_check());
+            for statement in statements().iter().chain(check_sql.as_ref()) {
+                prelude
+                    .push_text(statement)
+                    .map_err(|e| self.switch_error(e))?;
+            }
+            Ok(prelude)
+        };
+        if check {
+            return encode().map(Arc::new);
+        }
+        let key = PreludeKey {
+            shape,
+            timeout_ms: self.statement_timeout_ms,
+            role: self.role.clone(),
+            roles_seen: crate::databases::roles_seen(),
+        };
+        self.preludes.get_or_encode(key, encode)
+    }
+
     /// A statement at hand in the implicit transaction of its own message
     /// ([`implicit_transactions`](crate::SchemaRouterBuilder::implicit_transactions)): the
     /// settings made local with `set_config(…, true)`, the leftovers undone and the existence
@@ -388,7 +419,7 @@ impl ConnectionScope {
     /// constraint) is read before the `ReadyForQuery` that ends the statement's answer.
     async fn implicit_transaction_after<T, Fut>(
         &self,
-        body: impl FnOnce(Prelude) -> Fut,
+        body: impl FnOnce(Arc<Prelude>) -> Fut,
     ) -> Result<T>
     where
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
@@ -396,18 +427,13 @@ impl ConnectionScope {
         let _one_at_a_time = self.calls.lock().await;
         let epoch = self.gate.epoch();
         let check = !self.gate.recently_verified(epoch);
-        let settings = crate::checkout::implicit_start_statements(
-            &self.path,
-            self.statement_timeout_ms,
-            self.role.as_deref(),
-        );
-        let check_sql = check.then(|| self.existence_check());
-        let mut prelude = Prelude::new();
-        for statement in settings.iter().chain(check_sql.as_ref()) {
-            prelude
-                .push_text(statement)
-                .map_err(|e| self.switch_error(e))?;
-        }
+        let prelude = self.prelude(Shape::Implicit, check, || {
+            crate::checkout::implicit_start_statements(
+                &self.path,
+                self.statement_timeout_ms,
+                self.role.as_deref(),
+            )
+        })?;
         self.pool.count_switch();
         if check {
             self.pool.count_existence_check();

@@ -20,7 +20,10 @@
 //!   that PgBouncer keeps (`pooler_prepared_statements`);
 //! - `pipelined` (only when asked for): a plain pool writing `SET search_path` in the same
 //!   flush as a statement cached per schema, with none of the library's bookkeeping;
-//! - `session-reset` (only when asked for): `session` with `reset_settings(true)`.
+//! - `session-reset` (only when asked for): `session` with `reset_settings(true)`;
+//! - `raw-two-syncs`, `raw-one-sync` and their `-via-pg-bouncer` forms (only when asked
+//!   for): transaction mode's shape by hand, its `COMMIT` after the statement's `Sync` or
+//!   before it.
 //!
 //! `cargo run --release -p tenant-schemas-benches --bin load -- --help` lists the options
 //! (`--tenants N`, `--secs`, `--warmup`, `--variant`, `--pick`, `--queries`, `--rounds`,
@@ -95,6 +98,18 @@ enum Variant {
     /// the execution of a statement cached per schema, no isolation bookkeeping at all (the
     /// floor of what a switch per checkout costs).
     Pipelined,
+    /// Not in the default set: transaction mode's shape by hand on a plain pool, none of the
+    /// library's work: `BEGIN`, the `SET LOCAL`s and the leftovers undone ahead of the
+    /// statement (unnamed) up to its `Sync`, then `COMMIT` in a message of its own, written
+    /// in the same flush (two `Sync`s, one round trip).
+    RawTwoSyncs,
+    /// Not in the default set: `RawTwoSyncs` with the `COMMIT` before the one `Sync` (the
+    /// statement's value written into its text, its rows discarded).
+    RawOneSync,
+    /// Not in the default set: `RawTwoSyncs` through the transaction-pooling PgBouncer.
+    RawTwoSyncsViaPgBouncer,
+    /// Not in the default set: `RawOneSync` through the transaction-pooling PgBouncer.
+    RawOneSyncViaPgBouncer,
 }
 
 const VARIANTS: [Variant; 15] = [
@@ -305,6 +320,53 @@ async fn op(setup: &Setup, variant: Variant, tenant: usize, queries: usize, id: 
             let stmt = c.prepare_cached(SQL).await.unwrap();
             for _ in 0..queries {
                 c.query_one(&stmt, &[&id]).await.unwrap();
+            }
+        }
+        Variant::RawTwoSyncs
+        | Variant::RawOneSync
+        | Variant::RawTwoSyncsViaPgBouncer
+        | Variant::RawOneSyncViaPgBouncer => {
+            use tenant_schemas::tokio_postgres::types::Type;
+            use tenant_schemas::tokio_postgres::Prelude;
+            let pool = match variant {
+                Variant::RawTwoSyncs | Variant::RawOneSync => &setup.plain,
+                _ => &setup.baseline_transaction_bouncer,
+            };
+            let one_sync = matches!(
+                variant,
+                Variant::RawOneSync | Variant::RawOneSyncViaPgBouncer
+            );
+            let c = pool.get().await.unwrap();
+            let path = format!(
+                "SET LOCAL search_path TO {}, public",
+                setup.schemas[tenant].quoted()
+            );
+            for _ in 0..queries {
+                let mut prelude = Prelude::new();
+                for sql in [
+                    "BEGIN",
+                    "SET LOCAL statement_timeout TO DEFAULT",
+                    "DISCARD TEMP",
+                    "CLOSE ALL",
+                    "DISCARD SEQUENCES",
+                    &path,
+                ] {
+                    prelude.push_text(sql).unwrap();
+                }
+                if one_sync {
+                    prelude
+                        .push_text(&SQL.replace("$1", &id.to_string()))
+                        .unwrap();
+                    c.query_typed_after(&prelude, "COMMIT", &[]).await.unwrap();
+                } else {
+                    let (rows, ended) = futures_util::future::join(
+                        c.query_typed_after(&prelude, SQL, &[(&id, Type::INT4)]),
+                        c.batch_execute("COMMIT"),
+                    )
+                    .await;
+                    assert_eq!(rows.unwrap().len(), 1);
+                    ended.unwrap();
+                }
             }
         }
         Variant::Pipelined => {

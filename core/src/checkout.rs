@@ -987,22 +987,75 @@ pub(crate) fn implicit_start_statements(
 /// An expression of `path` (a search path as the library writes it for `SET`: quoted
 /// identifiers and `public`, separated by `, `) as `SET search_path` stores it, each schema
 /// quoted only where PostgreSQL quotes it (`acme, public`; `"user", public`), for
-/// `current_setting('search_path')` to read the same whichever way the path was set.
+/// `current_setting('search_path')` to read the same whichever way the path was set. A name
+/// PostgreSQL is known to write as it is ([`shown_unquoted`]) goes into one literal with its
+/// neighbours (`'acme, public'`); any other is left to the server's `quote_ident`. The
+/// literal is what the server parses fastest: a call of `quote_ident` per name cost the
+/// implicit shape about a tenth of its throughput directly (BENCHMARKS.md §12, §29).
 fn path_as_shown(path: &str) -> String {
-    let mut sql = String::with_capacity(2 * path.len() + 32);
+    let mut parts = Vec::new();
+    let mut text = String::with_capacity(path.len());
     for (i, element) in path.split(", ").enumerate() {
         if i > 0 {
-            sql.push_str(" || ', ' || ");
+            text.push_str(", ");
         }
-        if element.starts_with('"') {
-            sql.push_str("pg_catalog.quote_ident(");
-            sql.push_str(&crate::roles::literal(&unquote(element)));
-            sql.push(')');
-        } else {
-            sql.push_str(&crate::roles::literal(element));
+        let name = unquote(element);
+        if !element.starts_with('"') || shown_unquoted(&name) {
+            text.push_str(&name);
+            continue;
         }
+        if !text.is_empty() {
+            parts.push(crate::roles::literal(&text));
+            text.clear();
+        }
+        parts.push(format!(
+            "pg_catalog.quote_ident({})",
+            crate::roles::literal(&name)
+        ));
     }
-    sql
+    if !text.is_empty() || parts.is_empty() {
+        parts.push(crate::roles::literal(&text));
+    }
+    parts.join(" || ")
+}
+
+/// The keywords PostgreSQL's `quote_ident` quotes: every category but the unreserved ones
+/// (`SELECT word FROM pg_get_keywords() WHERE catcode <> 'U' ORDER BY word` on PostgreSQL
+/// 15). Sorted, for a binary search. A keyword a later version adds goes unquoted in
+/// [`path_as_shown`]: the path is the same (a search path's names are not keywords to the
+/// server), only `current_setting('search_path')` reads without the quotes `SET` shows.
+#[rustfmt::skip]
+const QUOTED_KEYWORDS: [&str; 151] = [
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric",
+    "authorization", "between", "bigint", "binary", "bit", "boolean", "both", "case", "cast",
+    "char", "character", "check", "coalesce", "collate", "collation", "column", "concurrently",
+    "constraint", "create", "cross", "current_catalog", "current_date", "current_role",
+    "current_schema", "current_time", "current_timestamp", "current_user", "dec", "decimal",
+    "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "exists",
+    "extract", "false", "fetch", "float", "for", "foreign", "freeze", "from", "full", "grant",
+    "greatest", "group", "grouping", "having", "ilike", "in", "initially", "inner", "inout",
+    "int", "integer", "intersect", "interval", "into", "is", "isnull", "join", "lateral",
+    "leading", "least", "left", "like", "limit", "localtime", "localtimestamp", "national",
+    "natural", "nchar", "none", "normalize", "not", "notnull", "null", "nullif", "numeric",
+    "offset", "on", "only", "or", "order", "out", "outer", "overlaps", "overlay", "placing",
+    "position", "precision", "primary", "real", "references", "returning", "right", "row",
+    "select", "session_user", "setof", "similar", "smallint", "some", "substring", "symmetric",
+    "table", "tablesample", "then", "time", "timestamp", "to", "trailing", "treat", "trim",
+    "true", "union", "unique", "user", "using", "values", "varchar", "variadic", "verbose",
+    "when", "where", "window", "with", "xmlattributes", "xmlconcat", "xmlelement", "xmlexists",
+    "xmlforest", "xmlnamespaces", "xmlparse", "xmlpi", "xmlroot", "xmlserialize", "xmltable",
+];
+
+/// Whether PostgreSQL's `quote_ident` writes `name` as it is: lowercase letters, digits and
+/// underscores, beginning with a letter or an underscore, and not one of the
+/// [`QUOTED_KEYWORDS`].
+fn shown_unquoted(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && QUOTED_KEYWORDS.binary_search(&name).is_err()
 }
 
 /// A quoted identifier's name (`"a""b"` is `a"b`); anything else as it is.
@@ -1124,6 +1177,32 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// The path as `SET` shows it: one literal where every name is shown as it is, the
+    /// server's `quote_ident` for the others.
+    #[test]
+    fn path_as_shown_writes_plain_names_as_one_literal() {
+        assert!(QUOTED_KEYWORDS.windows(2).all(|w| w[0] < w[1]), "sorted");
+        for (path, shown) in [
+            ("\"acme\", public", "'acme, public'"),
+            ("public", "'public'"),
+            ("\"_t1\", public, \"abort\"", "'_t1, public, abort'"),
+            (
+                "\"user\", public",
+                "pg_catalog.quote_ident('user') || ', public'",
+            ),
+            (
+                "\"a\", public, \"select\", \"b\"",
+                "'a, public, ' || pg_catalog.quote_ident('select') || ', b'",
+            ),
+            (
+                "\"1a\", \"order\"",
+                "pg_catalog.quote_ident('1a') || ', ' || pg_catalog.quote_ident('order')",
+            ),
+        ] {
+            assert_eq!(path_as_shown(path), shown, "{path}");
+        }
+    }
 
     fn tenant(status: TenantStatus) -> Tenant {
         Tenant::new(SchemaName::new("acme").unwrap()).with_status(status)

@@ -14,10 +14,20 @@ async fn one_connection(
     mode: SearchPathMode,
     names: &[&str],
 ) -> (TestDatabase, Tenancy, Vec<SchemaName>) {
+    one_connection_implicit(mode, false, names).await
+}
+
+/// [`one_connection`], in transaction mode with `implicit_transactions(implicit)`.
+async fn one_connection_implicit(
+    mode: SearchPathMode,
+    implicit: bool,
+    names: &[&str],
+) -> (TestDatabase, Tenancy, Vec<SchemaName>) {
     let db = database().await;
     let tenancy = Tenancy::builder(db.new_pool(1).unwrap())
         .migrations(marker_and_notes())
         .search_path_mode(mode)
+        .implicit_transactions(implicit)
         .build()
         .await
         .unwrap();
@@ -51,12 +61,29 @@ async fn shown_after_set(db: &TestDatabase, path: &str) -> String {
 /// Tenants take turns on the one connection, each statement already prepared (or its
 /// parameter types learned), so the switch travels with it: each sees its own schema, and
 /// `current_setting('search_path')` reads what `SET search_path` would show — also for a
-/// schema named after an SQL keyword. In transaction mode nothing the switch set outlives
-/// the statement: the next user of the server connection sees the database's settings.
+/// schema named after an SQL keyword, reserved (quoted) or not (as it is), and in transaction
+/// mode's implicit transactions. In transaction mode nothing the switch set outlives the
+/// statement: the next user of the server connection sees the database's settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_switch_in_the_statements_message_shows_the_path_as_set_and_leaves_nothing() {
-    for mode in [SearchPathMode::Session, SearchPathMode::Transaction] {
-        let (db, tenancy, schemas) = one_connection(mode, &["acme_isw", "user", "order"]).await;
+    for (mode, implicit) in [
+        (SearchPathMode::Session, false),
+        (SearchPathMode::Transaction, false),
+        (SearchPathMode::Transaction, true),
+    ] {
+        let (db, tenancy, schemas) = one_connection_implicit(
+            mode,
+            implicit,
+            &[
+                "acme_isw",
+                "user",
+                "order",
+                "abort",
+                "_isw1",
+                "current_user",
+            ],
+        )
+        .await;
         let router = tenancy.router();
         for round in 0..4 {
             for s in &schemas {

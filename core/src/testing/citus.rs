@@ -153,7 +153,15 @@ impl TestCitusCluster {
     /// A new database with a unique name on all three nodes, the `citus` extension created
     /// in each, and the coordinator's metadata naming itself and both workers; the returned
     /// database (and its pool) is the coordinator's.
+    ///
+    /// One at a time in a process, and a failed addition of a worker tried again (three
+    /// attempts): in a full `cargo test` run, where a test binary's tests share this cluster,
+    /// `citus_add_node` failed once with "failure on connection marked as essential", which
+    /// hides the worker's own error. Two databases adding the same workers at once both sync
+    /// metadata to them, cluster-wide objects included; that race is the likely cause.
     pub async fn create_database(&self) -> HarnessResult<TestDatabase> {
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = ONE_AT_A_TIME.lock().await;
         let db = self.coordinator.create_database().await?;
         for worker in &self.workers {
             let (client, conn) = worker.config("postgres").connect(NoTls).await?;
@@ -179,12 +187,20 @@ impl TestCitusCluster {
             )
             .await?;
         for worker in &self.workers {
-            coordinator
+            let mut attempt = 1;
+            while let Err(e) = coordinator
                 .execute(
                     "SELECT pg_catalog.citus_add_node('127.0.0.1', $1)",
                     &[&port(worker)],
                 )
-                .await?;
+                .await
+            {
+                if attempt == 3 {
+                    return Err(e.into());
+                }
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
         Ok(db)
     }

@@ -189,15 +189,21 @@ async fn another_instance_follows_a_rename_as_announced() {
 
     a.rename_schema(&old, &new).await.unwrap();
     let renamed = Instant::now();
+    // The rename is announced twice (the host's tenant, the schema's row), read one after the
+    // other: both must have been followed, the schema looked up by name as well (`b` saw the
+    // new name missing a moment ago). A full `cargo test` run once saw the host followed and
+    // the new name not yet.
     loop {
-        if b.resolve(&h).await.unwrap().schema() == &new {
+        if b.resolve(&h).await.unwrap().schema() == &new
+            && b.tenant_by_schema(&new).await.unwrap().is_some()
+        {
             break;
         }
-        // Well under the host cache's TTL (300 s): only the announcement can have made it
+        // Well under the host cache's TTL (300 s): only the announcements can have made it
         // follow. (1 s failed once on a loaded machine: the announcement had not been read.)
         assert!(
             renamed.elapsed() < Duration::from_secs(4),
-            "the other instance still resolves {h} to {old}"
+            "the other instance still resolves {h} to {old}, or finds no tenant {new}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -776,22 +776,6 @@ async fn pooler_named_statements_in_the_implicit_shape() {
     assert!(bad.is_empty(), "{bad:#?}");
 }
 
-/// A statement whose parse tree is huge (an `IN` list of `n` constants), leaving
-/// `search_path = path` and `statement_timeout = 1ms` on the session: run unnamed, PostgreSQL
-/// frees it at the start of the next message, under that 1 ms (from
-/// `tests/tests/drivers/adversary_switch_failed.rs`).
-fn heavy_unnamed(path: &str, n: usize) -> String {
-    let mut sql = format!(
-        "SELECT pg_catalog.set_config('search_path', '{path}', false), \
-         pg_catalog.set_config('statement_timeout', '1', false) WHERE 1 IN ("
-    );
-    for _ in 0..n {
-        sql.push_str("1,");
-    }
-    sql.push_str("1)");
-    sql
-}
-
 /// Port of the heavy-unnamed scenario to the implicit shape: another client of the server
 /// connection (through PgBouncer; directly, a raw user of the one-connection pool) leaves
 /// `search_path = a`, `statement_timeout = 1ms` and a heavy unnamed statement; tenant b's

@@ -305,7 +305,7 @@ async fn sql_that_needs_a_transaction_block_keeps_begin() {
 /// What a statement of `schema` runs under: its `statement_timeout` and its schema; run three
 /// times, so that the last two go with the prelude a
 /// text at hand is sent behind (the first learns the text's parameter types).
-async fn seen_by(tenancy: &Tenancy, schema: &SchemaName, way: &str) -> Vec<String> {
+async fn settings_seen_by(tenancy: &Tenancy, schema: &SchemaName, way: &str) -> Vec<String> {
     let mut seen = Vec::new();
     for _ in 0..3 {
         let c = tenancy
@@ -350,15 +350,15 @@ async fn a_tenants_changed_settings_reach_its_next_statement() {
             let seen = |timeout: &str, schema: &SchemaName| {
                 vec![timeout.to_owned(), schema.as_str().to_owned()]
             };
-            assert_eq!(seen_by(&tenancy, a, &way).await, seen(&default, a));
+            assert_eq!(settings_seen_by(&tenancy, a, &way).await, seen(&default, a));
             tenancy
                 .set_statement_timeout(a, Some(Duration::from_millis(1234)))
                 .await
                 .unwrap();
-            assert_eq!(seen_by(&tenancy, a, &way).await, seen("1234ms", a));
-            assert_eq!(seen_by(&tenancy, b, &way).await, seen(&default, b));
+            assert_eq!(settings_seen_by(&tenancy, a, &way).await, seen("1234ms", a));
+            assert_eq!(settings_seen_by(&tenancy, b, &way).await, seen(&default, b));
             tenancy.set_status(a, TenantStatus::ReadOnly).await.unwrap();
-            assert_eq!(seen_by(&tenancy, a, &way).await, seen("1234ms", a));
+            assert_eq!(settings_seen_by(&tenancy, a, &way).await, seen("1234ms", a));
             let c = tenancy.router().connection_for_schema(a).await.unwrap();
             for _ in 0..2 {
                 let refused = c
@@ -367,10 +367,10 @@ async fn a_tenants_changed_settings_reach_its_next_statement() {
                 assert!(refused.is_err(), "{way}: a read-only tenant wrote");
             }
             drop(c);
-            assert_eq!(seen_by(&tenancy, b, &way).await, seen(&default, b));
+            assert_eq!(settings_seen_by(&tenancy, b, &way).await, seen(&default, b));
             tenancy.set_status(a, TenantStatus::Active).await.unwrap();
             tenancy.set_statement_timeout(a, None).await.unwrap();
-            assert_eq!(seen_by(&tenancy, a, &way).await, seen(&default, a));
+            assert_eq!(settings_seen_by(&tenancy, a, &way).await, seen(&default, a));
             let c = tenancy.router().connection_for_schema(a).await.unwrap();
             for _ in 0..2 {
                 c.execute("INSERT INTO marker VALUES ('written')", &[])

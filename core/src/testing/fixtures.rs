@@ -339,3 +339,21 @@ pub async fn until_counted(
 pub fn sqlstate(err: &crate::Error) -> Option<String> {
     err.as_db_error().map(|db| db.code().code().to_owned())
 }
+
+/// A statement whose parse and analysis trees take hundreds of megabytes (an `IN` list of `n`
+/// constants) and that, run, leaves `search_path = path` and `statement_timeout = 1ms` on the
+/// session. Left as a server connection's unnamed prepared statement, PostgreSQL frees it at
+/// the start of the next message — after that message's `statement_timeout` (the 1 ms left)
+/// has started, before its first statement runs.
+#[must_use]
+pub fn heavy_unnamed(path: &str, n: usize) -> String {
+    let mut sql = format!(
+        "SELECT pg_catalog.set_config('search_path', '{path}', false), \
+         pg_catalog.set_config('statement_timeout', '1', false) WHERE 1 IN ("
+    );
+    for _ in 0..n {
+        sql.push_str("1,");
+    }
+    sql.push_str("1)");
+    sql
+}

@@ -189,23 +189,6 @@ async fn core_behind_one_server(
     (bouncer, tenancy, s, other)
 }
 
-/// A statement whose parse and analysis trees take hundreds of megabytes (an `IN` list of
-/// `n` constants), left as the server connection's unnamed prepared statement: PostgreSQL
-/// frees it at the start of the next simple query — after that query's `statement_timeout`
-/// has started, before its first statement runs. Run, it also leaves `search_path` and
-/// `statement_timeout` on the session.
-fn heavy_unnamed(path: &str, n: usize) -> String {
-    let mut sql = format!(
-        "SELECT pg_catalog.set_config('search_path', '{path}', false), \
-         pg_catalog.set_config('statement_timeout', '1', false) WHERE 1 IN ("
-    );
-    for _ in 0..n {
-        sql.push_str("1,");
-    }
-    sql.push_str("1)");
-    sql
-}
-
 /// Broke before the fix (deterministic, every round). Door: the core, transaction mode, behind a real
 /// PgBouncer with one server connection. Another client of the pooler (not the library) runs
 /// ONE statement that leaves on the server connection `search_path = a`, `statement_timeout =
